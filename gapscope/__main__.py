@@ -1,0 +1,5 @@
+"""Allow ``python -m gapscope``."""
+
+from gapscope.cli import main
+
+main()

@@ -1,0 +1,19 @@
+"""Exceptions that gapscope raises for bad input.
+
+The CLI turns a :class:`GapscopeError` into a one-line message and exit code 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class GapscopeError(ValueError):
+    """Bad input or bad usage: the message is shown to the user as it is, on one line."""
+
+
+class StoreError(GapscopeError):
+    """An embedding store is missing, malformed or inconsistent."""
+
+
+class EmbeddingError(GapscopeError):
+    """Embeddings have the wrong shape, dtype or values (NaN, Inf, zero rows, ...)."""

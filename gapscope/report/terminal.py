@@ -1,0 +1,193 @@
+"""Render a :class:`Report` in the terminal with rich: one table a modality pair.
+
+Each row has the metric, its value and a one-line reading in plain words. The readings use
+rough bands from the literature (e.g. CLIP ViT-B/32 on MSCOCO has a gap of about 0.82 in
+Liang et al. 2022); they orient, they do not judge — compare checkpoints with ``gapscope diff``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gapscope.report.model import Report
+
+
+def _fmt(value: Any, se: Any = None, percent: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    text = f"{100 * value:.1f}%" if percent else f"{value:.4f}"
+    if se is not None:
+        text += f" ± {100 * se:.1f}%" if percent else f" ± {se:.4f}"
+    return text
+
+
+def read_gap(gap: float) -> str:
+    """Plain-words reading of the modality gap ||mean x - mean y|| (0 to 2 on the sphere).
+
+    >>> read_gap(0.8)
+    'large: modalities occupy separate cones'
+    """
+    if gap < 0.1:
+        return "small: the modalities share one region"
+    if gap < 0.4:
+        return "moderate: the modalities overlap only in part"
+    return "large: modalities occupy separate cones"
+
+
+def read_cone(cone: float) -> str:
+    """Reading of the cone effect (mean cosine between distinct rows of one modality)."""
+    if cone > 0.5:
+        return "narrow cone: rows crowd around one direction"
+    if cone > 0.15:
+        return "moderate cone: rows share a common direction"
+    return "wide: rows spread over the sphere"
+
+
+def read_uniformity(u: float, t: float) -> str:
+    """Reading of Wang & Isola uniformity; -2t is the value of an orthonormal set, the floor
+    that well spread high-dimensional embeddings approach."""
+    floor = -2 * t
+    if u < 0.75 * floor:
+        return f"near-uniform (best possible about {floor:g})"
+    if u < 0.4 * floor:
+        return f"partly spread (best possible about {floor:g})"
+    return "concentrated: rows use a small part of the sphere"
+
+
+def read_alignment(a: float) -> str:
+    """Reading of alignment ||x - y||^2 over true pairs (2 - 2 cos for alpha = 2)."""
+    if a < 0.5:
+        return "true pairs lie close together"
+    if a < 1.2:
+        return "true pairs are only loosely aligned"
+    return "true pairs are far apart: weak alignment"
+
+
+def read_cosines(paired: float | None, unpaired: float | None) -> str:
+    if paired is None or unpaired is None:
+        return ""
+    margin = paired - unpaired
+    if margin <= 0:
+        return "true pairs are no closer than random pairs"
+    return f"true pairs are {margin:.3f} more similar than non-pairs"
+
+
+def retrieval_table(pair: str, entry: dict[str, Any], ks: list[int]) -> Table | None:
+    """Recall@K (as percentages), mAP and the query counts, one row a direction."""
+    recall = entry.get("recall")
+    if not recall:
+        return None
+    table = Table(title=f"[bold]{pair}[/bold] retrieval (hit rate: any positive in the top K)",
+                  title_justify="left")
+    table.add_column("direction", style="cyan", no_wrap=True)
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right", no_wrap=True)
+    table.add_column("mAP", justify="right", no_wrap=True)
+    table.add_column("queries", justify="right", no_wrap=True)
+    table.add_column("relevance", style="dim")
+    for direction, r in recall.items():
+        src, dst = direction.split("->")
+        cells = [_fmt(r.get(f"R@{k}"), r.get(f"R@{k}_se"), percent=True) for k in ks]
+        cells.append(_fmt(r.get("mAP"), r.get("mAP_se"), percent=True) if src == dst else "")
+        queries = str(r.get("n_queries", 0))
+        if r.get("n_skipped"):
+            queries += f" (+{r['n_skipped']} left out)"
+        relevance = r.get("relevance", "groups") if src == dst else "true pairs"
+        table.add_row(direction, *cells, queries, relevance)
+    return table
+
+
+def read_intra_vs_cross(entry: dict[str, Any], k: int) -> str | None:
+    """Compare same-modality with cross-modal retrieval, the question behind "Cross the Gap"
+    (Mistretta et al. 2025): does the gap make cross-modal search worse?"""
+    recall = entry.get("recall", {})
+    key = f"R@{k}"
+    cross = [r.get(key) for d, r in recall.items() if len(set(d.split("->"))) == 2]
+    inner = [r.get(key) for d, r in recall.items() if len(set(d.split("->"))) == 1]
+    cross = [c for c in cross if c is not None]
+    inner = [c for c in inner if c is not None]
+    if not cross or not inner:
+        return None
+    diff = 100 * (max(inner) - max(cross))
+    if abs(diff) < 0.05:
+        return f"best intra-modal and best cross-modal {key} are equal"
+    word = "above" if diff > 0 else "below"
+    return f"best intra-modal {key} is {abs(diff):.1f} points {word} the best cross-modal {key}"
+
+
+def pair_table(report: Report, pair: str) -> Table:
+    """The scalar metrics of one modality pair (and its two modalities), with readings."""
+    data = report.to_dict()
+    entry = data["pairs"][pair]
+    a, b = pair.split("-")
+    t = data["params"]["uniformity_t"]
+    table = Table(title=f"[bold]{pair}[/bold]", title_justify="left")
+    table.add_column("metric", style="cyan", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("reading", style="dim", ratio=1)
+    if "gap" in entry:
+        table.add_row("modality gap", _fmt(entry["gap"]), read_gap(entry["gap"]))
+        table.add_row("centroid cosine", _fmt(entry["centroid_cosine"]),
+                      "cosine between the two modalities' mean directions")
+        conc = entry["gap_concentration"]
+        table.add_row("gap in top 1/10 dims",
+                      f"{100 * conc['top1']:.0f}%/{100 * conc['top10']:.0f}%",
+                      "share of the gap carried by its largest coordinates")
+    if "paired_cosine" in entry:
+        table.add_row("paired cosine", _fmt(entry["paired_cosine"]),
+                      read_cosines(entry["paired_cosine"], entry["unpaired_cosine"]))
+        table.add_row("unpaired cosine", _fmt(entry["unpaired_cosine"]),
+                      f"mean over non-pairs ({entry['n_pairs']} true pairs)")
+    if "alignment" in entry:
+        table.add_row("alignment", _fmt(entry["alignment"]), read_alignment(entry["alignment"]))
+    for m in (a, b):
+        mod = data["modalities"].get(m, {})
+        if "cone" in mod:
+            table.add_row(f"cone ({m})", _fmt(mod["cone"]), read_cone(mod["cone"]))
+        if "uniformity" in mod:
+            table.add_row(f"uniformity ({m})", _fmt(mod["uniformity"], mod.get("uniformity_se")),
+                          read_uniformity(mod["uniformity"], t))
+    if "uniformity" in entry:
+        table.add_row("uniformity (mean)", _fmt(entry["uniformity"], entry.get("uniformity_se")),
+                      "mean of the two; lower is more uniform")
+    if "mir" in entry:
+        detail = entry["mir_detail"]
+        table.add_row("MIR", _fmt(entry["mir"]),
+                      f"log10 of the Fréchet distance {detail['fd']:.4g}; lower integrates better")
+    reading = read_intra_vs_cross(entry, data["params"]["k"][0])
+    if reading:
+        table.add_row("intra vs cross", "", reading)
+    return table
+
+
+def render_report(report: Report, console: Console | None = None) -> None:
+    """Print the report: a header, one table a modality pair, then the notes."""
+    console = console or Console()
+    data = report.to_dict()
+    inp = data["input"]
+    sizes = ", ".join(f"{m} {v['n']}x{v['dim']}" for m, v in inp["modalities"].items())
+    header = Text.assemble(("gapscope ", "bold"), (data["gapscope_version"], "dim"),
+                           "  ", (inp["source"], "bold"), f"  ({sizes})")
+    console.print(header)
+    model = inp.get("model")
+    if model:
+        name = model.get("model") or model.get("name") or model.get("family") or "encoder"
+        weights = model.get("pretrained") or model.get("checkpoint")
+        family = model.get("family")
+        detail = ", ".join(str(v) for v in (family, weights) if v and v != name)
+        console.print(Text(f"model: {name}" + (f" ({detail})" if detail else ""), style="dim"))
+    for pair, entry in data["pairs"].items():
+        console.print(pair_table(report, pair))
+        retrieval = retrieval_table(pair, entry, data["params"]["k"])
+        if retrieval is not None:
+            console.print(retrieval)
+    for note in data["notes"]:
+        console.print(Text(f"note: {note}", style="yellow"))

@@ -1,0 +1,200 @@
+"""What ``analyze`` reads: an embedding store, or plain arrays paired row by row.
+
+:class:`EmbeddingSet` is the one in-memory view both turn into: raw embeddings per modality
+(memory-mapped where the source allows), the group codes that define positive pairs, optional
+labels, and where the rows came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.store import MODALITIES, EmbeddingStore, fingerprint_arrays
+
+ARRAY_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
+
+
+@dataclass
+class EmbeddingSet:
+    """Raw embeddings of two or more modalities with the groups that pair them.
+
+    Attributes:
+        embeddings: modality -> raw rows ``(n, d)`` (float16/32/64; not normalised).
+        groups: modality -> int64 codes; rows of different modalities with equal codes are
+            positives.
+        labels: modality -> int64 class codes (intra-modal ground truth), or absent.
+        normalized: modality -> whether the encoder already L2-normalised its outputs (None when
+            unknown, e.g. plain arrays).
+        source: a short description of where the rows came from (shown in the report).
+        model: the encoder description from a store's manifest, or None.
+    """
+
+    embeddings: dict[str, Any]
+    groups: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    normalized: dict[str, bool | None] = field(default_factory=dict)
+    source: str = "<arrays>"
+    model: dict[str, Any] | None = None
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities in the order image, text, audio."""
+        return [m for m in MODALITIES if m in self.embeddings]
+
+    def fingerprint(self) -> str:
+        return fingerprint_arrays({m: np.asarray(self.embeddings[m]) for m in self.modalities})
+
+    @classmethod
+    def from_store(cls, store: EmbeddingStore | str | os.PathLike[str]) -> EmbeddingSet:
+        """Read an :class:`~gapscope.store.EmbeddingStore` (opened and validated if a path)."""
+        if not isinstance(store, EmbeddingStore):
+            store = EmbeddingStore.open(store)
+        labels = {}
+        for m in store.modalities:
+            lab = store.labels(m)
+            if lab is not None:
+                labels[m] = lab
+        return cls(
+            embeddings={m: store.embeddings(m) for m in store.modalities},
+            groups={m: store.groups(m) for m in store.modalities},
+            labels=labels,
+            normalized={m: store.info(m).get("normalized") for m in store.modalities},
+            source=str(store.path),
+            model=store.encoder,
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        embeddings: Mapping[str, Any],
+        *,
+        labels: Any | None = None,
+        source: str = "<arrays>",
+    ) -> EmbeddingSet:
+        """Plain arrays, row i of every modality paired with row i of the others.
+
+        ``labels`` (optional, one per row, any hashable values) is shared by every modality and
+        is the ground truth of intra-modal retrieval.
+        """
+        unknown = set(embeddings) - set(MODALITIES)
+        if unknown:
+            raise GapscopeError(
+                f"unknown modality {sorted(unknown)[0]!r}: expected {', '.join(MODALITIES)}"
+            )
+        arrays = {m: _as_array(embeddings[m], m) for m in MODALITIES if m in embeddings}
+        if len(arrays) < 2:
+            raise GapscopeError("need at least two modalities (e.g. image and text) to compare")
+        rows = {m: a.shape[0] for m, a in arrays.items()}
+        if len(set(rows.values())) > 1:
+            counts = ", ".join(f"{m} has {n}" for m, n in rows.items())
+            raise EmbeddingError(
+                f"row counts differ ({counts}): plain arrays pair row i with row i, "
+                "so every modality needs the same number of rows"
+            )
+        n = next(iter(rows.values()))
+        codes = encode_labels(labels, n) if labels is not None else None
+        return cls(
+            embeddings=arrays,
+            groups={m: np.arange(n, dtype=np.int64) for m in arrays},
+            labels={m: codes for m in arrays} if codes is not None else {},
+            normalized={m: None for m in arrays},
+            source=source,
+        )
+
+    @classmethod
+    def from_files(
+        cls, files: Mapping[str, str | os.PathLike[str]], *, labels: str | os.PathLike[str] | None = None
+    ) -> EmbeddingSet:
+        """Load plain arrays from ``.npy`` (memory-mapped), ``.pt`` or ``.safetensors`` files."""
+        arrays = {m: load_array(path, m) for m, path in files.items() if path is not None}
+        label_values = load_array(labels, "labels", allow_1d=True) if labels is not None else None
+        source = " ".join(f"{m}={files[m]}" for m in MODALITIES if files.get(m) is not None)
+        return cls.from_arrays(arrays, labels=label_values, source=source)
+
+
+def _as_array(value: Any, name: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):
+        raise EmbeddingError(f"{name}: cannot read {type(value).__name__} as an array") from None
+
+
+def encode_labels(labels: Any, n: int) -> np.ndarray:
+    """Turn per-row labels of any type into int64 codes (in order of first appearance).
+
+    >>> encode_labels(["cat", "dog", "cat"], 3).tolist()
+    [0, 1, 0]
+    """
+    values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+    values = np.asarray(values)
+    if values.ndim != 1 or values.shape[0] != n:
+        raise EmbeddingError(f"labels: expected {n} values (one a row), got shape {values.shape}")
+    codes: dict[Any, int] = {}
+    return np.fromiter(
+        (codes.setdefault(v.item() if hasattr(v, "item") else v, len(codes)) for v in values),
+        dtype=np.int64,
+        count=n,
+    )
+
+
+def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = False) -> Any:
+    """Load one array from ``.npy``, ``.pt``/``.pth`` (a tensor or a one-tensor dict) or
+    ``.safetensors`` (one tensor, or the one named like the modality)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GapscopeError(f"{name}: no such file {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            # Labels may be strings (an object array needs pickle); embeddings never do.
+            arr = np.load(path, mmap_mode=None if allow_1d else "r", allow_pickle=allow_1d)
+        elif suffix in (".pt", ".pth"):
+            arr = _pick(torch.load(path, map_location="cpu", weights_only=True), name, path)
+        elif suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            arr = _pick(load_file(str(path)), name, path)
+        else:
+            raise GapscopeError(
+                f"{name}: {path} has an unknown suffix; use one of {', '.join(ARRAY_SUFFIXES)}"
+            )
+    except GapscopeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GapscopeError(f"{name}: cannot read {path} ({reason})") from None
+    if isinstance(arr, torch.Tensor):
+        if arr.dtype == torch.bfloat16:
+            arr = arr.float()
+        arr = arr.numpy()
+    if not allow_1d and getattr(arr, "ndim", 0) != 2:
+        raise EmbeddingError(f"{name}: {path} holds shape {arr.shape}; expected (rows, dim)")
+    return arr
+
+
+def _pick(obj: Any, name: str, path: Path) -> Any:
+    if isinstance(obj, torch.Tensor | np.ndarray):
+        return obj
+    if isinstance(obj, Mapping):
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor | np.ndarray)}
+        if name in tensors:
+            return tensors[name]
+        if len(tensors) == 1:
+            return next(iter(tensors.values()))
+        raise GapscopeError(
+            f"{name}: {path} holds {len(tensors)} tensors ({', '.join(sorted(tensors))}); "
+            f"name one of them {name!r} or save a single tensor"
+        )
+    raise GapscopeError(f"{name}: {path} holds a {type(obj).__name__}, not a tensor")

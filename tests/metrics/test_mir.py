@@ -1,0 +1,312 @@
+"""Tests for gapscope.metrics.mir against hand-derived values, closed forms and scipy's sqrtm."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from gapscope.errors import EmbeddingError
+from gapscope.metrics.mir import FD_FLOOR, MIRResult, frechet_distance, modality_integration_rate
+
+
+def sqrtm_fd(mu1, s1, mu2, s2) -> float:
+    """The textbook FID formula with scipy's general matrix square root (full-rank cases)."""
+    root = scipy.linalg.sqrtm(s1 @ s2)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(root.real))
+
+
+def reference_mir(x, y) -> tuple[float, int, int]:
+    """Steps 1-3 written out on whole arrays with numpy/scipy (no skip rule: spread norms)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    s = 1 / np.linalg.norm(y, axis=1).mean()
+    counts = []
+    moments = []
+    for a in (s * x, s * y):
+        norms = np.linalg.norm(a, axis=1)
+        out = np.abs(norms - np.median(norms)) > 3 * norms.std(ddof=1)
+        a = a.copy()
+        a[out] = np.median(a, axis=0)
+        counts.append(int(out.sum()))
+        moments.append((a.mean(axis=0), np.cov(a, rowvar=False, ddof=1)))
+    (m1, c1), (m2, c2) = moments
+    return sqrtm_fd(m1, c1, m2, c2), counts[0], counts[1]
+
+
+def exact_moments(rng, n, d, mean, sigma) -> np.ndarray:
+    """Samples whose empirical mean is exactly ``mean`` and covariance exactly sigma^2 I."""
+    z = rng.normal(size=(n, d))
+    z -= z.mean(axis=0)
+    chol = np.linalg.cholesky(np.cov(z, rowvar=False))
+    return mean + sigma * z @ np.linalg.inv(chol).T
+
+
+def random_spd(rng, d) -> np.ndarray:
+    a = rng.normal(size=(d, d))
+    return a @ a.T / d + 0.1 * np.eye(d)
+
+
+# --- frechet_distance -------------------------------------------------------------------------
+
+
+def test_frechet_isotropic_closed_form():
+    # N(mu1, s1^2 I) vs N(mu2, s2^2 I): FD = ||mu1 - mu2||^2 + d (s1 - s2)^2.
+    rng = np.random.default_rng(0)
+    d, s1, s2 = 7, 1.5, 0.4
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    fd = frechet_distance(mu1, s1**2 * np.eye(d), mu2, s2**2 * np.eye(d))
+    assert fd == pytest.approx(((mu1 - mu2) ** 2).sum() + d * (s1 - s2) ** 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 20])
+def test_frechet_matches_scipy_sqrtm(d):
+    rng = np.random.default_rng(d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    s1, s2 = random_spd(rng, d), random_spd(rng, d)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(sqrtm_fd(mu1, s1, mu2, s2),
+                                                               rel=1e-10, abs=1e-12)
+
+
+def test_frechet_identical_gaussians_is_zero_and_symmetric():
+    rng = np.random.default_rng(1)
+    mu, s = rng.normal(size=6), random_spd(rng, 6)
+    assert frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-12)
+    s2 = random_spd(rng, 6)
+    assert frechet_distance(mu, s, mu, s2) == pytest.approx(frechet_distance(mu, s2, mu, s),
+                                                            rel=1e-10)
+
+
+def test_frechet_singular_covariances_match_nuclear_norm():
+    # With A = centred samples, Tr((S1 S2)^(1/2)) = ||A1 A2^T||_* / sqrt((n1-1)(n2-1)) exactly,
+    # valid for rank-deficient covariances where sqrtm is unreliable.
+    rng = np.random.default_rng(2)
+    d = 30
+    a1, a2 = rng.normal(size=(6, d)), rng.normal(size=(9, d)) + 0.5
+    c1, c2 = a1 - a1.mean(0), a2 - a2.mean(0)
+    s1, s2 = c1.T @ c1 / 5, c2.T @ c2 / 8
+    nuclear = np.linalg.svd(c1 @ c2.T, compute_uv=False).sum() / math.sqrt(5 * 8)
+    mu1, mu2 = a1.mean(0), a2.mean(0)
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * nuclear
+    fd = frechet_distance(mu1, s1, mu2, s2)
+    assert math.isfinite(fd) and fd >= 0.0
+    assert fd == pytest.approx(expected, rel=1e-12)
+
+
+# --- modality_integration_rate: hand-derived ------------------------------------------------
+
+
+def test_hand_derived_one_dimension():
+    # y norms 2, 2 -> s = 1/2; scaled x = 0.5, 1.5: mean 1, var 0.5; scaled y = 1, 1: var 0.
+    # FD = 0 + 0.5 + 0 - 2 sqrt(0) = 0.5, MIR = log10(0.5) = -0.30103.
+    r = modality_integration_rate(np.array([[1.0], [3.0]]), np.array([[2.0], [2.0]]))
+    assert r.scale == 0.5
+    assert r.fd == pytest.approx(0.5, abs=1e-12)
+    assert r.mir == pytest.approx(-0.30103, abs=1e-5)
+    assert (r.outliers_x, r.outliers_y) == (0, 0)
+    assert (r.outlier_step_skipped_x, r.outlier_step_skipped_y) == (False, True)
+    assert r.full_rank is False  # var(y) = 0
+
+
+def test_hand_derived_isotropic_two_dimensions():
+    # x = 2 * {e1, e2, -e1, -e2}, y = {e1, e2, -e1, -e2}: s = 1, means 0,
+    # S_x = (8/3) I, S_y = (2/3) I: FD = 16/3 + 4/3 - 2 * 2 * 4/3 = 4/3, MIR = 0.124939.
+    basis = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    r = modality_integration_rate(2 * basis, basis)
+    assert r.scale == 1.0
+    assert r.fd == pytest.approx(4 / 3, abs=1e-12)
+    assert r.mir == pytest.approx(0.124939, abs=1e-6)
+    assert r.outlier_step_skipped_x and r.outlier_step_skipped_y
+    assert r.full_rank is True
+
+
+def test_hand_derived_outlier_replacement():
+    # x: 11 unit rows (e1 x3, e2 x3, -e1 x3, -e2 x2) and 10 e2. Norms: eleven 1s and a 10:
+    # median 1, std = 9 / sqrt(12) = 2.598, |10 - 1| = 9 > 7.79: one outlier.
+    # Coordinate-wise median of all 12 rows = (0, 0), which replaces 10 e2.
+    # Then mean_x = (0, 1/12); var0 = 6/11, var1 = (5 - 12/144)/11 = 59/132, cov01 = 0.
+    # y = {e1, e2, -e1, -e2}: s = 1, mean 0, S_y = (2/3) I. Diagonal covariances commute:
+    # FD = 1/144 + (sqrt(6/11) - sqrt(2/3))^2 + (sqrt(59/132) - sqrt(2/3))^2.
+    e1, e2 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    x = np.array([e1] * 3 + [e2] * 3 + [-e1] * 3 + [-e2] * 2 + [10 * e2])
+    y = np.array([e1, e2, -e1, -e2])
+    r = modality_integration_rate(x, y)
+    expected = (1 / 144 + (math.sqrt(6 / 11) - math.sqrt(2 / 3)) ** 2
+                + (math.sqrt(59 / 132) - math.sqrt(2 / 3)) ** 2)
+    assert (r.outliers_x, r.outliers_y) == (1, 0)
+    assert (r.outlier_step_skipped_x, r.outlier_step_skipped_y) == (False, True)
+    assert r.fd == pytest.approx(expected, rel=1e-12)
+    assert r.mir == pytest.approx(math.log10(expected), rel=1e-12)
+
+
+# --- modality_integration_rate: references --------------------------------------------------
+
+
+def test_isotropic_gaussians_closed_form():
+    # Data with exactly known empirical moments: FD of the scaled data = s^2 * closed form.
+    rng = np.random.default_rng(3)
+    d = 5
+    mu1, mu2 = np.full(d, 2.0), np.array([1.0, -1.0, 0.5, 3.0, 0.0])
+    x = exact_moments(rng, 60, d, mu1, 0.8)
+    y = exact_moments(rng, 70, d, mu2, 0.3)
+    r = modality_integration_rate(x, y)
+    assert (r.outliers_x, r.outliers_y) == (0, 0)
+    s = 1 / np.linalg.norm(y, axis=1).mean()
+    assert r.scale == pytest.approx(s, rel=1e-12)
+    closed = ((mu1 - mu2) ** 2).sum() + d * (0.8 - 0.3) ** 2
+    assert r.fd == pytest.approx(s**2 * closed, rel=1e-9)
+    assert r.full_rank is True
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 16, 37, 64, None])
+def test_blocked_equals_full_reference_with_outliers(block_size):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(37, 4)) + 1.0
+    x[5] *= 40.0  # a far outlier in norm
+    y = 3.0 * rng.normal(size=(41, 4))
+    y[0] *= 25.0
+    fd, out_x, out_y = reference_mir(x, y)
+    r = modality_integration_rate(x, y, block_size=block_size)
+    assert (r.outliers_x, r.outliers_y) == (out_x, out_y)
+    assert out_x >= 1 and out_y >= 1
+    assert r.fd == pytest.approx(fd, rel=1e-9)
+    assert r.mir == pytest.approx(math.log10(fd), abs=1e-9)
+
+
+def test_rank_deficient_is_finite_and_exact():
+    # n <= d: singular covariances; compare with the nuclear-norm identity on scaled data.
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(8, 24)) + 0.3, rng.normal(size=(12, 24))
+    r = modality_integration_rate(x, y)
+    assert r.full_rank is False
+    assert math.isfinite(r.mir) and r.fd >= 0.0
+    s = 1 / np.linalg.norm(y, axis=1).mean()
+    assert (r.outliers_x, r.outliers_y) == (0, 0)
+    cx, cy = s * (x - x.mean(0)), s * (y - y.mean(0))
+    nuclear = np.linalg.svd(cx @ cy.T, compute_uv=False).sum() / math.sqrt(7 * 11)
+    expected = (s**2 * ((x.mean(0) - y.mean(0)) ** 2).sum() + (cx**2).sum() / 7
+                + (cy**2).sum() / 11 - 2 * nuclear)
+    assert r.fd == pytest.approx(expected, rel=1e-12)
+
+
+def test_identical_modalities_hit_the_floor():
+    x = np.random.default_rng(6).normal(size=(50, 8))
+    r = modality_integration_rate(x, x.copy())
+    assert r.fd < FD_FLOOR
+    assert r.mir == math.log10(FD_FLOOR) == -12.0
+
+
+def test_global_scale_and_rotation_invariance():
+    # Norms uniform in [0.9, 1.1] (x) and [2.7, 3.3] (y): the largest distance to the median
+    # norm is below 3 std, so no row is replaced and rotation invariance is exact.
+    rng = np.random.default_rng(7)
+    x = unit_rows(rng, 40, 6) + 0.3
+    x *= rng.uniform(0.9, 1.1, size=(40, 1)) / np.linalg.norm(x, axis=1, keepdims=True)
+    y = unit_rows(rng, 50, 6) * rng.uniform(2.7, 3.3, size=(50, 1))
+    base = modality_integration_rate(x, y)
+    assert (base.outliers_x, base.outliers_y) == (0, 0)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    for xs, ys in [(1e3 * x, 1e3 * y), (1e-3 * x, 1e-3 * y), (x @ q, y @ q)]:
+        r = modality_integration_rate(xs, ys)
+        assert r.fd == pytest.approx(base.fd, rel=1e-9)
+        assert r.mir == pytest.approx(base.mir, abs=1e-9)
+
+
+# --- the skip rule for already-normalised encoders ------------------------------------------
+
+
+def unit_rows(rng, n, d):
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_unit_normalised_rows_skip_the_outlier_step(dtype):
+    rng = np.random.default_rng(8)
+    x = unit_rows(rng, 300, 64).astype(dtype)
+    y = unit_rows(rng, 200, 64).astype(dtype)
+    r = modality_integration_rate(x, y)
+    assert r.outlier_step_skipped_x and r.outlier_step_skipped_y
+    assert (r.outliers_x, r.outliers_y) == (0, 0)
+
+
+@pytest.mark.parametrize("compute", [torch.float32, torch.float16, torch.bfloat16])
+def test_rows_normalised_in_low_precision_are_detected(compute):
+    # Encoders often normalise under fp16/bf16 autocast and store float32: the norms then
+    # differ from 1 by the compute precision's rounding (relative std ~2e-4 for fp16, ~2e-3
+    # for bf16), which must still count as "already normalised".
+    raw = torch.randn(256, 128, generator=torch.Generator().manual_seed(0))
+    x = torch.nn.functional.normalize(raw.to(compute), dim=1).float()
+    norms = x.double().norm(dim=1)
+    assert float(norms.std() / norms.median()) > (1e-5 if compute != torch.float32 else 0.0)
+    r = modality_integration_rate(x, x[:100] * 3.0)
+    assert r.outlier_step_skipped_x and r.outlier_step_skipped_y
+    assert (r.outliers_x, r.outliers_y) == (0, 0)
+
+
+@pytest.mark.parametrize(("dtype", "spread"), [(np.float32, 0.05), (np.float32, 0.01),
+                                                (np.float16, 0.05), (np.float64, 0.02)])
+def test_spread_norms_are_tested_for_outliers(dtype, spread):
+    rng = np.random.default_rng(9)
+    x = (unit_rows(rng, 300, 32) * rng.lognormal(0.0, spread, size=(300, 1))).astype(dtype)
+    x[7] *= 1.0 + 10 * spread  # 10 sigma out
+    y = unit_rows(rng, 100, 32).astype(dtype)
+    r = modality_integration_rate(x, y)
+    assert not r.outlier_step_skipped_x
+    assert r.outlier_step_skipped_y
+    assert r.outliers_x >= 1
+
+
+@pytest.mark.parametrize(("n", "outliers"), [(8, 0), (12, 1)])
+def test_three_sigma_rule_uses_sample_std(n, outliers):
+    # n - 1 rows of norm 1 and one of norm 1 + D: median 1, and the std with ddof = 1 is
+    # D / sqrt(n). So the far row is an outlier iff D > 3 D / sqrt(n), i.e. n > 9: n = 8 keeps
+    # it (the population std, D sqrt(n-1) / n, would flag it), n = 12 replaces it.
+    rng = np.random.default_rng(11)
+    x = unit_rows(rng, n, 3)
+    x[-1] *= 3.0  # D = 2
+    r = modality_integration_rate(x, unit_rows(rng, 5, 3))
+    assert not r.outlier_step_skipped_x
+    assert r.outliers_x == outliers
+
+
+# --- inputs and outputs ---------------------------------------------------------------------
+
+
+def test_memmap_torch_and_determinism(tmp_path):
+    rng = np.random.default_rng(10)
+    x16 = (rng.normal(size=(40, 6)) + 1.0).astype(np.float16)
+    y16 = rng.normal(size=(45, 6)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x16)
+    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    a = modality_integration_rate(xm, torch.from_numpy(y16), block_size=7)
+    fd, out_x, out_y = reference_mir(x16, y16)
+    assert a.fd == pytest.approx(fd, rel=1e-9)
+    b = modality_integration_rate(xm, torch.from_numpy(y16), block_size=7)
+    assert a == b
+    assert isinstance(a, MIRResult)
+    for name in ("mir", "fd", "scale"):
+        assert type(getattr(a, name)) is float
+    for name in ("outliers_x", "outliers_y"):
+        assert type(getattr(a, name)) is int
+    for name in ("outlier_step_skipped_x", "outlier_step_skipped_y", "full_rank"):
+        assert type(getattr(a, name)) is bool
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "match"),
+    [
+        (np.ones((1, 3)), np.ones((3, 3)), "at least 2"),
+        (np.ones((3, 3)), np.ones((1, 3)), "at least 2"),
+        (np.array([[np.nan, 1.0], [1.0, 1.0]]), np.ones((2, 2)), "NaN"),
+        (np.ones((2, 2)), np.array([[1.0, 1.0], [0.0, 0.0]]), "zero vector"),
+        (np.ones(4), np.ones((2, 4)), "2-D"),
+        (np.ones((3, 2)), np.ones((3, 3)), "dim"),
+    ],
+)
+def test_bad_input_raises(x, y, match):
+    with pytest.raises(EmbeddingError, match=match):
+        modality_integration_rate(x, y)

@@ -1,0 +1,172 @@
+"""analyze(): every number in the report against the full-matrix references, and the contract."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+import reference as ref
+from conftest import make_paired
+
+from gapscope import EmbeddingStore, analyze
+from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.report import Report, report_schema
+
+
+@pytest.fixture(scope="module")
+def paired_store(tmp_path_factory):
+    image, text, gi, gt, li, lt = make_paired()
+    items = {
+        "image": [{"id": f"i{i}", "source": "", "group": int(g), "label": int(l)}
+                  for i, (g, l) in enumerate(zip(gi, li, strict=True))],
+        "text": [{"id": f"t{i}", "source": "", "group": int(g), "label": int(l)}
+                 for i, (g, l) in enumerate(zip(gt, lt, strict=True))],
+    }
+    path = tmp_path_factory.mktemp("a") / "store"
+    EmbeddingStore.write(path, {"image": image, "text": text}, items)
+    return path, (image, text, gi, gt, li, lt)
+
+
+def test_store_report_matches_references(paired_store):
+    path, (image, text, gi, gt, li, lt) = paired_store
+    report = analyze(path, device="cpu", block_size=7)
+    pair = report.pairs["image-text"]
+    tol = dict(rel=1e-5, abs=1e-5)
+    assert pair["gap"] == pytest.approx(ref.gap(image, text), **tol)
+    paired, unpaired = ref.paired_unpaired_cosine(image, text, gi, gt)
+    assert pair["paired_cosine"] == pytest.approx(paired, **tol)
+    assert pair["unpaired_cosine"] == pytest.approx(unpaired, **tol)
+    assert pair["n_pairs"] == len(gt)
+    assert pair["alignment"] == pytest.approx(ref.alignment(image, text, gi, gt), **tol)
+    for m, x in (("image", image), ("text", text)):
+        assert report.modalities[m]["cone"] == pytest.approx(ref.cone(x), **tol)
+        assert report.modalities[m]["uniformity"] == pytest.approx(ref.uniformity(x), **tol)
+    assert pair["uniformity"] == pytest.approx(
+        (ref.uniformity(image) + ref.uniformity(text)) / 2, **tol)
+    assert pair["mir"] == pytest.approx(ref.mir(image, text), rel=1e-4)
+    recall = pair["recall"]
+    for direction, (q, kk, gq, gk) in {
+        "image->text": (image, text, gi, gt),
+        "text->image": (text, image, gt, gi),
+    }.items():
+        expected = ref.cross_recall(q, kk, gq, gk, (1, 5, 10))
+        for k, v in expected.items():
+            assert recall[direction][f"R@{k}"] == pytest.approx(v, abs=1e-12)
+    # Labels are present, so intra-modal relevance comes from them.
+    for direction, x, codes in (("image->image", image, li), ("text->text", text, lt)):
+        expected = ref.intra_retrieval(x, codes, (1, 5, 10))
+        assert recall[direction]["relevance"] == "labels"
+        for key, v in expected.items():
+            assert recall[direction][key] == pytest.approx(v, abs=1e-9), (direction, key)
+
+
+def test_plain_arrays_pair_row_by_row():
+    image, text, *_ = make_paired(n=40, captions=1)
+    report = analyze({"image": image, "text": text}, device="cpu")
+    gi = np.arange(40)
+    assert report.pairs["image-text"]["gap"] == pytest.approx(ref.gap(image, text), abs=1e-6)
+    expected = ref.cross_recall(image, text, gi, gi, (1, 5, 10))
+    assert report.pairs["image-text"]["recall"]["image->text"]["R@1"] == pytest.approx(expected[1])
+    # Without labels, intra-modal image->image has nothing relevant: not measured, counted.
+    intra = report.pairs["image-text"]["recall"]["image->image"]
+    assert intra["n_queries"] == 0 and intra["n_skipped"] == 40 and intra["R@1"] is None
+    assert any("image->image" in note for note in report.notes)
+
+
+def test_json_validates_and_is_byte_identical(paired_store):
+    path, _ = paired_store
+    first = analyze(path, device="cpu").to_json()
+    second = analyze(path, device="cpu").to_json()
+    assert first == second
+    data = json.loads(first)
+    jsonschema.validate(data, report_schema())
+    assert data["schema"] == "gapscope.report/1"
+    # The key paths DESIGN.md promises to dashboards.
+    pair = data["pairs"]["image-text"]
+    for key in ("gap", "centroid_cosine", "paired_cosine", "unpaired_cosine", "alignment",
+                "uniformity", "mir"):
+        assert isinstance(pair[key], float), key
+    assert set(pair["mir_detail"]) >= {"fd", "scale", "outliers", "full_rank"}
+    assert set(pair["recall"]) == {"image->text", "text->image", "image->image", "text->text"}
+    assert "mAP" in pair["recall"]["image->image"]
+    assert data["directions"]["gap"] == "lower" and data["directions"]["R@K"] == "higher"
+    assert len(data["input"]["fingerprint"]) == 64
+
+
+def test_round_trip_and_flat(paired_store):
+    path, _ = paired_store
+    report = analyze(path, device="cpu", metrics="gap,retrieval")
+    again = Report.from_json(report.to_json())
+    assert again.to_json() == report.to_json()
+    flat = report.to_flat()
+    assert flat["image-text/gap"] == report.to_dict()["pairs"]["image-text"]["gap"]
+    assert "image-text/recall/text->image/R@5" in flat
+    assert all(isinstance(v, int | float) for v in flat.values())
+    # Only the selected metrics.
+    assert "cone" not in report.modalities["image"]
+    assert "mir" not in report.pairs["image-text"]
+
+
+def test_sample_gives_estimates_with_standard_errors(paired_store):
+    path, (image, text, gi, gt, li, lt) = paired_store
+    report = analyze(path, device="cpu", sample=40, seed=3)
+    exact = analyze(path, device="cpu")
+    pair, exact_pair = report.pairs["image-text"], exact.pairs["image-text"]
+    # O(n d) metrics stay exact.
+    assert pair["gap"] == exact_pair["gap"]
+    assert "uniformity_se" in report.modalities["text"]
+    r = pair["recall"]["text->image"]
+    assert r["n_queries"] == 40 and r["R@1_se"] >= 0
+    assert abs(r["R@5"] - exact_pair["recall"]["text->image"]["R@5"]) <= 4 * r["R@5_se"] + 1e-9
+    jsonschema.validate(json.loads(report.to_json()), report_schema())
+    # Seeded: the same seed draws the same queries.
+    assert analyze(path, device="cpu", sample=40, seed=3).to_json() == report.to_json()
+
+
+def test_three_modalities_give_three_pairs():
+    rng = np.random.default_rng(1)
+    arrays = {m: rng.normal(size=(30, 8)).astype(np.float32) for m in ("audio", "image", "text")}
+    report = analyze(arrays, device="cpu", metrics="gap,mir")
+    assert list(report.pairs) == ["image-text", "image-audio", "text-audio"]
+    # MIR is text-centric: the text-audio pair scales by the text rows' norms.
+    assert report.pairs["text-audio"]["mir_detail"]["scale_from"] == "text"
+    s = 1 / np.linalg.norm(arrays["text"].astype(np.float64), axis=1).mean()
+    assert report.pairs["text-audio"]["mir_detail"]["scale"] == pytest.approx(s, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"image": np.ones((4, 3), np.float32), "text": np.ones((5, 3), np.float32)},
+         "row counts differ"),
+        ({"image": np.ones((4, 3), np.float32), "text": np.ones((4, 2), np.float32)},
+         "dims differ"),
+        ({"image": np.array([[1, np.nan, 0]] * 4, np.float32), "text": np.ones((4, 3))},
+         "NaN or Inf"),
+        ({"image": np.zeros((4, 3), np.float32), "text": np.ones((4, 3))}, "zero vector"),
+        ({"image": np.ones(4, np.float32), "text": np.ones(4, np.float32)}, "2-D"),
+        ({"image": np.ones((4, 3), np.int64), "text": np.ones((4, 3), np.int64)}, "dtype"),
+        ({"image": np.ones((4, 3), np.float32)}, "at least two modalities"),
+        ({"image": np.ones((1, 3), np.float32), "text": np.ones((1, 3))}, "at least 2 rows"),
+    ],
+)
+def test_bad_arrays_raise_one_clear_error(arrays, message):
+    with pytest.raises(GapscopeError, match=message):
+        analyze(arrays, device="cpu")
+
+
+def test_bad_options():
+    arrays = {"image": np.eye(4, dtype=np.float32), "text": np.eye(4, dtype=np.float32)}
+    with pytest.raises(GapscopeError, match="unknown metric 'gapp'"):
+        analyze(arrays, metrics="gapp")
+    with pytest.raises(GapscopeError, match="k must be positive"):
+        analyze(arrays, k="0,5")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_asked_for_without_a_gpu():
+    arrays = {"image": np.eye(4, dtype=np.float32), "text": np.eye(4, dtype=np.float32)}
+    with pytest.raises(EmbeddingError, match="no CUDA GPU"):
+        analyze(arrays, device="cuda")
