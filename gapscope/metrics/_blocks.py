@@ -91,7 +91,7 @@ def sum_unit_rows(x: np.ndarray, block_size: int) -> tuple[np.ndarray, float]:
     """Sum of the L2-normalised rows of ``x`` and the sum of their squared norms, in float64.
 
     The squared norms are 1 up to rounding; returning their computed sum lets callers cancel
-    the diagonal with the same rounding (e.g. identical rows give a cone of exactly ~1).
+    the diagonal with the same rounding (identical rows then give a cone of 1 to ~1e-16).
 
     >>> s, q = sum_unit_rows(np.array([[2.0, 0.0], [0.0, 5.0]]), block_size=1)
     >>> s.tolist(), q

@@ -23,7 +23,9 @@ _CHECK_ROWS = 65536
 
 def _as_numpy_view(x: ArrayLike, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        # numpy has no bfloat16; widen it (exactly) to float32 first.
+        x = x.detach().cpu()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()
     if not isinstance(x, np.ndarray):
         kind = type(x).__name__
         raise EmbeddingError(f"{name}: expected a numpy array or torch tensor, got {kind}")

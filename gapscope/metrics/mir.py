@@ -21,8 +21,8 @@ FD_FLOOR = 1e-12
 # normalised by the encoder and their norms differ only by rounding. Measured relative stds of
 # unit rows (d = 64..1024): normalised in float32 ~4e-8, stored as float16 1e-5..5e-5,
 # normalised in float16 arithmetic (fp16 autocast) ~2e-4, in bfloat16 ~1.8e-3 (its unit
-# roundoff is 3.9e-3). Raw CLIP/CLAP outputs spread their norms by several percent (std/median
-# >= ~3e-2), 6x above the threshold. Within a 0.5% band no row is a meaningful norm outlier,
+# roundoff is 3.9e-3). Raw encoder outputs typically spread their norms by several percent,
+# an order of magnitude above the threshold. Within a 0.5% band no row is a meaningful outlier,
 # and replacing one by the coordinate-wise median row (much shorter than a unit row when
 # directions are spread) would do harm; a gross outlier inflates the std itself and so
 # still triggers the step.

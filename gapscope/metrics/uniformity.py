@@ -207,9 +207,9 @@ def alignment(
         alignment = (1 / |P|) sum_{(i,j) in P} ||x_i - y_j||_2^alpha,
 
     in ``[0, 2^alpha]``; lower is better. For ``alpha = 2`` it equals
-    ``2 - 2 * paired cosine``. Pairs are enumerated in chunks (O(block_size * d) memory, never
-    an n x m matrix) and differences are taken directly in float64, which stays accurate for
-    nearly equal pairs where ``2 - 2 cos`` would cancel.
+    ``2 - 2 * paired cosine``. Pairs are enumerated in chunks (O(|P| d) time,
+    O(block_size * d) memory, never an n x m matrix) and differences are taken directly in
+    float64, which stays accurate for nearly equal pairs where ``2 - 2 cos`` would cancel.
 
     Args:
         x: first modality, shape ``(n, d)``; numpy array (memmaps welcome) or torch tensor.
