@@ -1,0 +1,527 @@
+"""PNG plots of an embedding space (matplotlib, the optional ``gapscope[plot]`` extra).
+
+Each function draws one figure of a fixed size (:data:`FIGSIZE` inches at :data:`DPI`, so
+every PNG is :data:`PIXELS` wide and high), returns a :class:`Plot` holding the PNG bytes and
+the numbers it drew (so tests and callers can check the content), and writes the PNG
+atomically when given a path. Figures are built with matplotlib's object API on the Agg canvas:
+no pyplot, no global state, no display needed, and the same input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gapscope.errors import GapscopeError
+from gapscope.metrics._blocks import unit_rows
+from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.metrics._moments import sample_rows
+from gapscope.metrics.gap import modality_gap
+from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
+from gapscope.metrics.similarity_stats import similarity_stats
+from gapscope.sources import EmbeddingSet
+
+__all__ = [
+    "DPI",
+    "FIGSIZE",
+    "PIXELS",
+    "Plot",
+    "PlotSet",
+    "plot_all",
+    "plot_gap_dimensions",
+    "plot_projection",
+    "plot_recall_curves",
+    "plot_similarity_histogram",
+    "require_matplotlib",
+    "umap_available",
+]
+
+FIGSIZE = (8.0, 5.0)
+DPI = 100
+#: (width, height) of every PNG in pixels.
+PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+COLORS = {"image": "#1f77b4", "text": "#d95f02", "audio": "#2ca02c"}
+RECALL_KS = (1, 2, 5, 10, 20, 50, 100)
+
+
+@dataclass
+class Plot:
+    """One rendered figure.
+
+    Attributes:
+        name: file stem, e.g. ``"similarity-image-text"``.
+        title: the figure's title.
+        png: the PNG bytes.
+        data: the numbers drawn (arrays and floats), for checks and captions.
+        path: where it was written, or ``None``.
+    """
+
+    name: str
+    title: str
+    png: bytes = field(repr=False)
+    data: dict[str, Any] = field(repr=False)
+    path: Path | None = None
+
+
+@dataclass
+class PlotSet:
+    """The plots :func:`plot_all` drew, and why any expected plot was left out."""
+
+    plots: list[Plot]
+    skipped: list[str] = field(default_factory=list)
+
+
+def require_matplotlib() -> Any:
+    """Import matplotlib (Agg) or raise a one-line GapscopeError saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise GapscopeError(
+            "plots need matplotlib: install it with pip install 'gapscope[plot]'"
+        ) from None
+    return matplotlib
+
+
+def umap_available() -> bool:
+    """Whether umap-learn can be imported (the UMAP projection is drawn only then)."""
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _figure() -> Any:
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _finish(fig: Any, name: str, title: str, data: dict[str, Any],
+            path: str | os.PathLike[str] | None) -> Plot:
+    buf = io.BytesIO()
+    # No "Software" metadata: the bytes then depend only on what is drawn.
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    png = buf.getvalue()
+    out = None
+    if path is not None:
+        out = Path(path)
+        _write_bytes(out, png)
+    return Plot(name=name, title=title, png=png, data=data, path=out)
+
+
+def _color(modality: str, index: int) -> str:
+    return COLORS.get(modality, f"C{index}")
+
+
+# --------------------------------------------------------------------------- projection
+
+
+def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates on the top two principal axes and their explained-variance ratios.
+
+    Each axis's sign is fixed so its largest-magnitude loading is positive, so the picture
+    does not flip between LAPACK builds.
+    """
+    centred = points - points.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2].copy()
+    for a in range(axes.shape[0]):
+        if axes[a, np.argmax(np.abs(axes[a]))] < 0:
+            axes[a] = -axes[a]
+    coords = centred @ axes.T
+    if coords.shape[1] < 2:  # d == 1: draw on a line
+        coords = np.column_stack([coords[:, 0], np.zeros(coords.shape[0])])
+    var = s * s
+    ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    return coords, np.pad(ratio, (0, 2 - ratio.size))
+
+
+def _umap_2d(points: np.ndarray, seed: int) -> np.ndarray:
+    try:
+        import umap
+    except ImportError:
+        raise GapscopeError(
+            "the UMAP projection needs umap-learn: pip install umap-learn"
+        ) from None
+    reducer = umap.UMAP(n_components=2, random_state=seed, metric="cosine")
+    return np.asarray(reducer.fit_transform(points), dtype=np.float64)
+
+
+def plot_projection(
+    data: EmbeddingSet,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    method: str = "pca",
+    points: int = 1000,
+    links: int = 50,
+    seed: int = 0,
+) -> Plot:
+    """2-D projection of every modality's unit rows, with true pairs linked for a sample.
+
+    Up to ``points`` rows a modality are drawn (seeded sample), and ``links`` groups present in
+    at least two modalities are drawn as line segments joining the first row of the group in
+    each modality (image -> text -> audio). The projection is fitted on all drawn rows: PCA
+    (top two principal axes of the pooled, centred unit rows), or UMAP (cosine metric,
+    ``random_state=seed``) when ``method="umap"`` and umap-learn is installed. With a modality
+    gap, PCA's first axis usually separates the modalities and the links all cross it.
+
+    Returns:
+        A :class:`Plot` whose ``data`` holds ``"method"``, ``"rows"`` (modality -> drawn row
+        indices), ``"coordinates"`` (modality -> ``(len(rows), 2)`` array), ``"links"`` (a list
+        of ``{modality: row}`` dicts), ``"link_coordinates"`` (a list of ``(k, 2)`` arrays) and,
+        for PCA, ``"explained_variance_ratio"`` (two floats).
+
+    Raises:
+        GapscopeError: matplotlib (or umap-learn for UMAP) missing, an unknown ``method``,
+            fewer than two modalities, or bad rows.
+    """
+    if method not in ("pca", "umap"):
+        raise GapscopeError(f"unknown projection {method!r}: choose pca or umap")
+    require_matplotlib()
+    names = data.modalities
+    if len(names) < 2:
+        raise GapscopeError("a projection needs at least two modalities")
+    raw = {m: check_embeddings(data.embeddings[m], m) for m in names}
+
+    rows: dict[str, np.ndarray] = {}
+    for i, m in enumerate(names):
+        sample = sample_rows(raw[m].shape[0], points, seed, stream=20 + i)
+        rows[m] = np.arange(raw[m].shape[0]) if sample is None else sample
+
+    # Groups with rows in two or more modalities; each links the group's first row in each.
+    firsts: dict[str, dict[int, int]] = {}
+    for m in names:
+        g = data.groups[m]
+        uniq, first = np.unique(g, return_index=True)
+        firsts[m] = dict(zip(uniq.tolist(), first.tolist(), strict=True))
+    counts: dict[int, int] = {}
+    for m in names:
+        for code in firsts[m]:
+            counts[code] = counts.get(code, 0) + 1
+    linkable = np.array(sorted(c for c, k in counts.items() if k >= 2), dtype=np.int64)
+    chosen = sample_rows(linkable.size, links, seed, stream=30)
+    link_groups = linkable if chosen is None else linkable[chosen]
+    link_rows = [{m: firsts[m][int(c)] for m in names if int(c) in firsts[m]}
+                 for c in link_groups]
+    for m in names:
+        extra = [link[m] for link in link_rows if m in link]
+        rows[m] = np.unique(np.concatenate([rows[m], np.asarray(extra, dtype=np.int64)]))
+
+    blocks = [unit_rows(raw[m][rows[m]]) for m in names]
+    pooled = np.concatenate(blocks)
+    ratio = None
+    if method == "pca":
+        coords, ratio = _pca_2d(pooled)
+    else:
+        coords = _umap_2d(pooled, seed)
+    coordinates: dict[str, np.ndarray] = {}
+    start = 0
+    for m, block in zip(names, blocks, strict=True):
+        coordinates[m] = coords[start : start + block.shape[0]]
+        start += block.shape[0]
+
+    link_coords = []
+    for link in link_rows:
+        pts = [coordinates[m][np.searchsorted(rows[m], link[m])] for m in names if m in link]
+        link_coords.append(np.asarray(pts))
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    for segment in link_coords:
+        ax.plot(segment[:, 0], segment[:, 1], color="0.55", linewidth=0.6, alpha=0.7, zorder=1)
+    for i, m in enumerate(names):
+        c = coordinates[m]
+        ax.scatter(c[:, 0], c[:, 1], s=9, alpha=0.6, color=_color(m, i), label=m,
+                   linewidths=0, zorder=2)
+    title = f"{method.upper()} projection of unit embeddings ({len(link_rows)} pairs linked)"
+    ax.set_title(title)
+    if ratio is not None:
+        ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of variance)")
+        ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% of variance)")
+    else:
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+    ax.legend(loc="best", markerscale=2)
+    result: dict[str, Any] = {
+        "method": method,
+        "rows": rows,
+        "coordinates": coordinates,
+        "links": link_rows,
+        "link_coordinates": link_coords,
+    }
+    if ratio is not None:
+        result["explained_variance_ratio"] = [float(ratio[0]), float(ratio[1])]
+    return _finish(fig, f"projection-{method}", title, result, path)
+
+
+# --------------------------------------------------------------------------- histograms
+
+
+def plot_similarity_histogram(
+    x: ArrayLike,
+    y: ArrayLike,
+    groups_x: ArrayLike | Sequence[int] | None = None,
+    groups_y: ArrayLike | Sequence[int] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    names: tuple[str, str] = ("x", "y"),
+    max_negatives: int = 200_000,
+    seed: int = 0,
+) -> Plot:
+    """Histograms of positive-pair against negative-pair cosines (each normalised to density).
+
+    The counts are those of :func:`~gapscope.metrics.similarity_stats.similarity_stats`
+    (fixed bins of width 0.01 on [-1, 1]; every positive, and every negative or a seeded
+    sample of ``max_negatives``). The axis is cut to the bins that hold data.
+
+    Returns:
+        A :class:`Plot` whose ``data`` holds ``"bin_edges"``, ``"positive_counts"``,
+        ``"negative_counts"`` (int64 arrays over all bins), ``"overlap"``, ``"auc"`` and
+        ``"negatives_sampled"``.
+    """
+    require_matplotlib()
+    st = similarity_stats(x, y, groups_x, groups_y, max_negatives=max_negatives, seed=seed)
+    edges, pos, neg = st.bin_edges, st.positive_counts, st.negative_counts
+    widths = np.diff(edges)
+    used = np.flatnonzero((pos > 0) | (neg > 0))
+    lo, hi = edges[used[0]], edges[used[-1] + 1]
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    pair = f"{names[0]}-{names[1]}"
+    ax.stairs(pos / (pos.sum() * widths), edges, fill=True, alpha=0.55, color="#1b9e77",
+              label=f"positive pairs (n={st.n_positive})")
+    if st.n_negative:
+        sampled = " sampled" if st.negatives_sampled else ""
+        ax.stairs(neg / (neg.sum() * widths), edges, fill=True, alpha=0.45, color="#7570b3",
+                  label=f"negative pairs (n={st.n_negative}{sampled})")
+    margin = 0.05 * (hi - lo)
+    ax.set_xlim(max(-1.0, lo - margin), min(1.0, hi + margin))
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("density")
+    detail = "" if st.overlap is None else f": overlap {st.overlap:.3f}, AUC {st.auc:.3f}"
+    title = f"{pair} cosines, positive vs negative pairs{detail}"
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    data = {
+        "bin_edges": edges,
+        "positive_counts": pos,
+        "negative_counts": neg,
+        "overlap": st.overlap,
+        "auc": st.auc,
+        "negatives_sampled": st.negatives_sampled,
+    }
+    return _finish(fig, f"similarity-{pair}", title, data, path)
+
+
+# --------------------------------------------------------------------------- gap dimensions
+
+
+def plot_gap_dimensions(
+    x: ArrayLike,
+    y: ArrayLike,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    names: tuple[str, str] = ("x", "y"),
+    top: int = 30,
+) -> Plot:
+    """Per-dimension contributions to the squared gap, ``g_k^2 / ||g||^2``, largest first.
+
+    ``g`` is the gap vector of :func:`~gapscope.metrics.gap.modality_gap` (mean unit row of
+    ``x`` minus that of ``y``). Bars show the ``top`` largest contributions labelled by
+    dimension index; the line is their running total (how few dimensions carry the gap).
+
+    Returns:
+        A :class:`Plot` whose ``data`` holds ``"shares"`` (all ``d`` contributions, summing to 1;
+        zeros when ``g == 0``), ``"dimensions"`` (indices of the drawn bars, largest first),
+        ``"drawn_shares"`` and ``"cumulative"``.
+    """
+    require_matplotlib()
+    if isinstance(top, bool) or top < 1:
+        raise GapscopeError(f"top: expected a positive integer, got {top!r}")
+    g = modality_gap(x, y)
+    squares = g.vector * g.vector
+    total = float(squares.sum())
+    shares = squares / total if total > 0 else np.zeros_like(squares)
+    order = np.argsort(-shares, kind="stable")[:top]
+    drawn = shares[order]
+    cumulative = np.cumsum(drawn)
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    positions = np.arange(order.size)
+    ax.bar(positions, drawn, color="#66a61e")
+    ax.set_xticks(positions, [str(int(i)) for i in order], rotation=90, fontsize=7)
+    ax.set_xlabel("embedding dimension (largest contribution first)")
+    ax.set_ylabel("share of ||gap||^2")
+    twin = ax.twinx()
+    twin.plot(positions, cumulative, color="#e7298a", marker=".", label="cumulative share")
+    twin.set_ylim(0, 1.05)
+    twin.set_ylabel("cumulative share")
+    pair = f"{names[0]}-{names[1]}"
+    title = f"{pair} gap by dimension (||gap|| = {g.gap:.3f}, top {order.size} of {g.vector.size})"
+    ax.set_title(title)
+    data = {"shares": shares, "dimensions": order, "drawn_shares": drawn,
+            "cumulative": cumulative}
+    return _finish(fig, f"gap-dimensions-{pair}", title, data, path)
+
+
+# --------------------------------------------------------------------------- recall curves
+
+
+def plot_recall_curves(
+    x: ArrayLike,
+    y: ArrayLike,
+    groups_x: ArrayLike | Sequence[int] | None = None,
+    groups_y: ArrayLike | Sequence[int] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    relevance_x: ArrayLike | Sequence[int] | None = None,
+    relevance_y: ArrayLike | Sequence[int] | None = None,
+    names: tuple[str, str] = ("x", "y"),
+    ks: Sequence[int] = RECALL_KS,
+    max_queries: int | None = 2000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> Plot:
+    """Recall@K against K, inter-modal (x->y, y->x) next to intra-modal (x->x, y->y).
+
+    Uses :func:`~gapscope.metrics.retrieval.cross_modal_retrieval` (positives from the groups)
+    and :func:`~gapscope.metrics.retrieval.intra_modal_retrieval` (relevance from
+    ``relevance_*``, else the groups). A modality with more than ``max_queries`` rows is
+    evaluated on a seeded sample of query rows. A direction with no eligible query (e.g.
+    image->image without labels, where every image is its own group) is left out.
+
+    Returns:
+        A :class:`Plot` whose ``data`` holds ``"k"`` (the K values) and ``"curves"``
+        (direction -> list of recall values, ``None`` where undefined).
+    """
+    require_matplotlib()
+    xa = check_embeddings(x, names[0])
+    ya = check_embeddings(y, names[1])
+    check_same_dim(xa, ya, names)
+    gx, gy = pair_groups(xa, ya, groups_x, groups_y, names)
+    rel_x = gx if relevance_x is None else np.asarray(relevance_x)
+    rel_y = gy if relevance_y is None else np.asarray(relevance_y)
+    cutoffs = sorted({int(k) for k in ks})
+    qx = sample_rows(xa.shape[0], max_queries, seed, stream=40)
+    qy = sample_rows(ya.shape[0], max_queries, seed, stream=41)
+    a, b = names
+    results = {
+        f"{a}->{b}": cross_modal_retrieval(xa, ya, gx, gy, k=cutoffs, device=device,
+                                           query_index=qx),
+        f"{b}->{a}": cross_modal_retrieval(ya, xa, gy, gx, k=cutoffs, device=device,
+                                           query_index=qy),
+        f"{a}->{a}": intra_modal_retrieval(xa, rel_x, k=cutoffs, device=device, query_index=qx),
+        f"{b}->{b}": intra_modal_retrieval(ya, rel_y, k=cutoffs, device=device, query_index=qy),
+    }
+    curves = {d: [r.recall[k] for k in cutoffs] for d, r in results.items()}
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    styles = {f"{a}->{b}": "-", f"{b}->{a}": "-", f"{a}->{a}": "--", f"{b}->{b}": "--"}
+    query_color = {f"{a}->{b}": a, f"{b}->{a}": b, f"{a}->{a}": a, f"{b}->{b}": b}
+    for i, (direction, values) in enumerate(curves.items()):
+        if any(v is None for v in values):
+            continue
+        kind = "inter" if direction in (f"{a}->{b}", f"{b}->{a}") else "intra"
+        ax.plot(cutoffs, values, styles[direction], marker="o",
+                color=_color(query_color[direction], i), label=f"{direction} ({kind})")
+    ax.set_xscale("log")
+    ax.set_xticks(cutoffs, [str(k) for k in cutoffs])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("K")
+    ax.set_ylabel("recall@K (hit rate)")
+    title = f"{a}-{b} retrieval: inter-modal (solid) vs intra-modal (dashed)"
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _finish(fig, f"recall-{a}-{b}", title, {"k": cutoffs, "curves": curves}, path)
+
+
+# --------------------------------------------------------------------------- all of them
+
+
+def plot_all(
+    data: EmbeddingSet,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    points: int = 1000,
+    links: int = 50,
+    max_queries: int | None = 2000,
+    max_negatives: int = 200_000,
+    seed: int = 0,
+    umap: bool | None = None,
+    device: str | torch.device | None = None,
+) -> PlotSet:
+    """Every plot for ``data``: the projection(s), then per pair the cosine histograms, the gap
+    dimensions and the recall curves; written as ``<name>.png`` under ``out_dir`` when given.
+
+    ``umap``: draw the UMAP projection too (``None``: when umap-learn is installed).
+    Files: ``projection-pca.png`` [``projection-umap.png``], and for each pair ``a-b``:
+    ``similarity-a-b.png``, ``gap-dimensions-a-b.png``, ``recall-a-b.png``. A pair whose
+    modalities share no group (so no positive pair) gets only the gap plot; the others are
+    listed in :attr:`PlotSet.skipped`.
+    """
+    require_matplotlib()
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise GapscopeError(f"--out {out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+
+    def target(name: str) -> Path | None:
+        return None if out is None else out / f"{name}.png"
+
+    plots = [plot_projection(data, target("projection-pca"), method="pca", points=points,
+                             links=links, seed=seed)]
+    if umap or (umap is None and umap_available()):
+        plots.append(plot_projection(data, target("projection-umap"), method="umap",
+                                     points=points, links=links, seed=seed))
+    skipped: list[str] = []
+    for a, b in combinations(data.modalities, 2):
+        x, y = data.embeddings[a], data.embeddings[b]
+        gx, gy = data.groups[a], data.groups[b]
+        pair = f"{a}-{b}"
+        plots.append(plot_gap_dimensions(x, y, target(f"gap-dimensions-{pair}"), names=(a, b)))
+        if not np.intersect1d(gx, gy).size:
+            skipped.append(f"{pair}: no {a} row shares a group with a {b} row, so there are no "
+                           "positive pairs: cosine histograms and recall curves skipped")
+            continue
+        plots.append(plot_similarity_histogram(
+            x, y, gx, gy, target(f"similarity-{pair}"), names=(a, b),
+            max_negatives=max_negatives, seed=seed))
+        plots.append(plot_recall_curves(
+            x, y, gx, gy, target(f"recall-{pair}"), relevance_x=data.labels.get(a),
+            relevance_y=data.labels.get(b), names=(a, b), max_queries=max_queries, seed=seed,
+            device=device))
+    return PlotSet(plots=plots, skipped=skipped)

@@ -1,0 +1,215 @@
+"""Gap-closing what-ifs and the diagnostics() mapping: analytic effects, wiring, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import reference
+
+from gapscope.diagnostics import DIRECTIONS, diagnostics, pair_matrix
+from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.metrics.cka import linear_cka
+from gapscope.metrics.effective_rank import dimensional_collapse
+from gapscope.metrics.gram_volume import gram_volume
+from gapscope.metrics.uniformity import uniformity
+from gapscope.sources import EmbeddingSet
+from gapscope.whatif import center_modality, gap_closing_whatif, shift_along_gap
+
+
+def unit(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def gapped(n=80, d=10, seed=0, captions=1):
+    rng = np.random.default_rng(seed)
+    content = rng.normal(size=(n, d))
+    labels = rng.integers(0, 4, n)
+    content += 2.0 * rng.normal(size=(4, d))[labels]
+    x = content + 2.0 * rng.normal(size=d) + 0.6 * rng.normal(size=(n, d))
+    y = np.repeat(content, captions, axis=0) + 2.0 * rng.normal(size=d)
+    y = y + 0.6 * rng.normal(size=y.shape)
+    gx = np.arange(n)
+    return (x.astype(np.float32), y.astype(np.float32), gx, np.repeat(gx, captions), labels,
+            np.repeat(labels, captions))
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def test_mean_centring_makes_the_gap_exactly_zero():
+    x, y, *_ = gapped(seed=1, captions=3)
+    cx, cy = center_modality(x), center_modality(y)
+    np.testing.assert_allclose(cx.mean(axis=0), 0.0, atol=1e-15)
+    np.testing.assert_allclose(cy.mean(axis=0), 0.0, atol=1e-15)
+    assert np.linalg.norm(cx.mean(axis=0) - cy.mean(axis=0)) < 1e-15
+    # Centring is a translation of the unit rows: differences between rows are kept.
+    np.testing.assert_allclose(cx[1] - cx[0], unit(x)[1] - unit(x)[0], atol=1e-15)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5, 1.0])
+def test_shift_removes_that_fraction_of_the_gap(fraction):
+    x, y, *_ = gapped(seed=2, captions=2)
+    g = unit(x).mean(0) - unit(y).mean(0)
+    xs, ys = shift_along_gap(x, y, fraction)
+    remaining = xs.mean(0) - ys.mean(0)
+    np.testing.assert_allclose(remaining, (1 - fraction) * g, atol=1e-14)
+    np.testing.assert_allclose(xs - unit(x), np.broadcast_to(-fraction / 2 * g, xs.shape),
+                               atol=1e-15)
+
+
+def test_transforms_refuse_rows_without_direction():
+    with pytest.raises(EmbeddingError, match="row 0 equals its modality's mean"):
+        center_modality(np.ones((4, 3)))
+    with pytest.raises(EmbeddingError, match="origin"):
+        shift_along_gap(np.array([[1.0, 0.0]]), np.array([[-1.0, 0.0]]), 1.0)
+    with pytest.raises(GapscopeError, match="finite"):
+        shift_along_gap(np.eye(2), np.eye(2), math.inf)
+
+
+# --------------------------------------------------------------------------- what-ifs
+
+
+def test_whatif_original_matches_the_reference_metrics():
+    x, y, gx, gy, lx, ly = gapped(n=50, captions=2, seed=3)
+    r = gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly,
+                           names=("image", "text"), k=(1, 5), shift_fractions=(0.5,))
+    assert list(r) == ["original", "centered", "shift_0.5"]
+    original = r["original"]
+    assert original["gap"] == pytest.approx(reference.gap(x, y), rel=1e-9)
+    assert original["recall"]["image->text"] == pytest.approx(
+        {f"R@{k}": v for k, v in reference.cross_recall(x, y, gx, gy, (1, 5)).items()})
+    assert original["recall"]["text->image"] == pytest.approx(
+        {f"R@{k}": v for k, v in reference.cross_recall(y, x, gy, gx, (1, 5)).items()})
+    intra = reference.intra_retrieval(x, lx, (1, 5))
+    assert original["recall"]["image->image"] == pytest.approx(
+        {"R@1": intra["R@1"], "R@5": intra["R@5"], "mAP": intra["mAP"]})
+    assert original["uniformity"]["text"] == pytest.approx(reference.uniformity(y), rel=1e-5)
+
+
+def test_whatif_scenarios_measure_the_transformed_rows():
+    x, y, gx, gy, lx, ly = gapped(n=50, seed=4)
+    r = gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1,),
+                           shift_fractions=(1.0,))
+    cx, cy = center_modality(x), center_modality(y)
+    centered = r["centered"]
+    assert centered["gap_before_renormalization"] < 1e-14
+    assert centered["gap"] == pytest.approx(reference.gap(cx, cy), rel=1e-9)
+    assert centered["gap"] < 0.25 * r["original"]["gap"]
+    assert centered["recall"]["x->y"]["R@1"] == pytest.approx(
+        reference.cross_recall(cx, cy, gx, gy, (1,))[1])
+    assert centered["uniformity"]["x"] == pytest.approx(reference.uniformity(cx), rel=1e-5)
+    # Centring spreads the cone, so each modality becomes more uniform (lower is better).
+    assert centered["uniformity"]["x"] < r["original"]["uniformity"]["x"]
+    xs, ys = shift_along_gap(x, y, 1.0)
+    assert r["shift_1.0"]["gap"] == pytest.approx(reference.gap(xs, ys), rel=1e-9)
+    assert r["shift_1.0"]["recall"]["y->x"]["R@1"] == pytest.approx(
+        reference.cross_recall(ys, xs, gy, gx, (1,))[1])
+
+
+def test_zero_shift_equals_the_original_even_when_sampled():
+    x, y, gx, gy, lx, ly = gapped(n=60, seed=5)
+    r = gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1, 5),
+                           shift_fractions=(0.0,), max_queries=20, seed=9)
+    shifted, original = r["shift_0.0"], r["original"]
+    assert shifted["recall"] == original["recall"]
+    assert shifted["uniformity"] == pytest.approx(original["uniformity"], rel=1e-12)
+    assert r == gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1, 5),
+                                   shift_fractions=(0.0,), max_queries=20, seed=9)
+    # Sampled uniformity is an estimate of the exact value.
+    exact = uniformity(x)
+    assert original["uniformity"]["x"] == pytest.approx(exact, abs=0.3)
+
+
+# --------------------------------------------------------------------------- diagnostics()
+
+
+def leaves(value, path=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from leaves(v, f"{path}/{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from leaves(v, f"{path}/{i}")
+    else:
+        yield path, value
+
+
+def test_diagnostics_on_the_example_store(example_store):
+    data = EmbeddingSet.from_store(example_store)
+    d = diagnostics(data, seed=0, device="cpu", shift_fractions=(1.0,))
+    assert set(d) == {"params", "modalities", "pairs", "tuples", "notes"}
+    assert set(d["modalities"]) == {"image", "text"}
+    assert set(d["pairs"]) == {"image-text"} and d["tuples"] == {}
+    for path, value in leaves(d):
+        assert value is None or type(value) in (int, float, bool, str), (path, type(value))
+    json.dumps(d, allow_nan=False)
+
+    image = data.embeddings["image"]
+    collapse = dimensional_collapse(image, (1, 10))
+    assert d["modalities"]["image"]["effective_rank"] == collapse.effective_rank
+    assert d["modalities"]["image"]["variance_top10"] == collapse.variance_share[10]
+    pair = d["pairs"]["image-text"]
+    assert pair["cka"] == linear_cka(image, data.embeddings["text"], data.groups["image"],
+                                     data.groups["text"]).cka
+    assert pair["separability"] == 1.0  # the example store has a large gap
+    assert set(pair["whatif"]) == {"original", "centered", "shift_1.0"}
+    assert pair["similarity"]["n_positive"] == 600
+    assert pair["gap_direction"]["axis_cosine_image"] is not None
+    for key in ("effective_rank", "separability", "cka", "auc", "overlap", "gram_volume_mean"):
+        assert DIRECTIONS[key] in ("higher", "lower")
+
+
+def test_diagnostics_three_modalities_and_determinism():
+    rng = np.random.default_rng(6)
+    content = rng.normal(size=(40, 8))
+    arrays = {m: content + 1.5 * rng.normal(size=8) + 0.5 * rng.normal(size=(40, 8))
+              for m in ("image", "text", "audio")}
+    data = EmbeddingSet.from_arrays(arrays, labels=rng.integers(0, 3, 40))
+    d = diagnostics(data, device="cpu", whatif=False)
+    assert list(d["pairs"]) == ["image-text", "image-audio", "text-audio"]
+    assert list(d["tuples"]) == ["image-text-audio"]
+    gv = gram_volume([arrays["image"], arrays["text"], arrays["audio"]])
+    assert d["tuples"]["image-text-audio"]["gram_volume_mean"] == pytest.approx(gv.mean)
+    assert d["tuples"]["image-text-audio"]["n_tuples"] == 40
+    assert "whatif" not in d["pairs"]["image-text"]
+    assert d == diagnostics(data, device="cpu", whatif=False)
+
+    m = pair_matrix(d["pairs"], "cka", data.modalities)
+    assert [m[i][i] for i in range(3)] == [None, None, None]
+    assert m[0][1] == m[1][0] == d["pairs"]["image-text"]["cka"]
+    assert m[2][1] == d["pairs"]["text-audio"]["cka"]
+    auc = pair_matrix(d["pairs"], "similarity/auc", data.modalities, diagonal=1.0)
+    assert auc[1][2] == d["pairs"]["text-audio"]["similarity"]["auc"] and auc[0][0] == 1.0
+    assert pair_matrix(d["pairs"], "missing", data.modalities)[0][1] is None
+
+
+def test_diagnostics_notes_pairs_without_shared_groups():
+    rng = np.random.default_rng(7)
+    data = EmbeddingSet(
+        embeddings={"image": rng.normal(size=(10, 4)), "text": rng.normal(size=(12, 4)),
+                    "audio": rng.normal(size=(8, 4))},
+        groups={"image": np.arange(10), "text": np.arange(12) % 10,
+                "audio": np.arange(100, 108)},
+    )
+    d = diagnostics(data, device="cpu", max_rows=50)
+    assert d["pairs"]["image-audio"]["cka"] is None
+    assert "similarity" not in d["pairs"]["image-audio"]
+    assert "whatif" not in d["pairs"]["text-audio"]
+    assert "whatif" in d["pairs"]["image-text"]
+    assert d["tuples"] == {}
+    assert "gap_direction" in d["pairs"]["image-audio"]
+    assert any(n.startswith("image-audio: no image row shares a group") for n in d["notes"])
+    assert any("GRAM volume: not computed" in n for n in d["notes"])
+
+
+def test_diagnostics_rejects_bad_input():
+    with pytest.raises(GapscopeError, match="EmbeddingSet"):
+        diagnostics({"image": np.eye(3)})
+    data = EmbeddingSet(embeddings={"image": np.eye(3), "text": np.eye(4)[:3]},
+                        groups={"image": np.arange(3), "text": np.arange(3)})
+    with pytest.raises(EmbeddingError, match="dims differ"):
+        diagnostics(data)
