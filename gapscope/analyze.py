@@ -15,6 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from gapscope.bootstrap import (
+    IntervalInputs,
+    add_report_intervals,
+    check_bootstrap_params,
+    interval_note,
+)
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics._inputs import check_embeddings, normalize_rows, resolve_device
 from gapscope.metrics.cone import cone_effect
@@ -26,7 +32,12 @@ from gapscope.metrics.retrieval import (
     cross_modal_retrieval,
     intra_modal_retrieval,
 )
-from gapscope.metrics.uniformity import alignment, uniformity, uniformity_sampled
+from gapscope.metrics.uniformity import (
+    alignment,
+    uniformity,
+    uniformity_sampled,
+    uniformity_with_row_terms,
+)
 from gapscope.report.model import Report
 from gapscope.sources import EmbeddingSet
 from gapscope.store import EmbeddingStore
@@ -131,6 +142,8 @@ def analyze(
     block_size: int | None = None,
     uniformity_t: float = 2.0,
     alignment_alpha: float = 2.0,
+    bootstrap: int | None = None,
+    confidence: float = 0.95,
     progress: Progress | None = None,
 ) -> Report:
     """Analyse the embedding space of every pair of modalities in ``source``.
@@ -141,7 +154,8 @@ def analyze(
             array}`` of raw embeddings paired row by row.
         metrics: families to compute (see ``METRICS``); default all.
         k: the K of recall@K.
-        seed: seeds every random choice (only ``sample`` draws at random), so reruns agree.
+        seed: seeds every random choice (``sample`` and ``bootstrap`` draw at random), so
+            reruns agree.
         device: ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"`` for the similarity blocks.
         sample: estimate the O(n^2) metrics (uniformity, retrieval) from this many random
             queries a modality, ranked against every row; the report carries standard errors
@@ -149,6 +163,10 @@ def analyze(
         block_size: rows a similarity block (default: chosen from the sizes).
         uniformity_t: ``t`` of Wang & Isola's uniformity.
         alignment_alpha: ``alpha`` of Wang & Isola's alignment.
+        bootstrap: add a percentile interval ``"<metric>_ci": [low, high]`` beside every
+            scalar metric (except MIR) from this many resamples of groups (see
+            :mod:`gapscope.bootstrap`); ``None`` for none. 200 is usual.
+        confidence: the intervals' nominal coverage.
         progress: called with a short description before each step.
 
     Returns:
@@ -163,6 +181,7 @@ def analyze(
     ks = parse_k(k)
     if sample is not None and sample < 2:
         raise GapscopeError(f"sample must be at least 2 queries, got {sample}")
+    check_bootstrap_params(bootstrap, confidence)
     if len(data.modalities) < 2:
         raise GapscopeError(
             f"{data.source}: has only {', '.join(data.modalities) or 'no'} embeddings; "
@@ -207,7 +226,12 @@ def analyze(
         "uniformity_t": uniformity_t,
         "alignment_alpha": alignment_alpha,
         "device": dev.type,
+        "bootstrap": bootstrap,
     }
+    if bootstrap is not None:
+        params["confidence"] = confidence
+    # Per-row and per-query terms that the bootstrap resamples, collected on the way.
+    terms = IntervalInputs(raw=raw, groups=data.groups, alignment_alpha=alignment_alpha)
     report = Report(input=input_section, params=params)
     notes = report.notes
 
@@ -230,7 +254,11 @@ def analyze(
             entry["cone"] = cone_effect(unit[m])
         if "uniformity" in selected:
             say(f"{m}: uniformity")
-            if queries[m] is None:
+            if queries[m] is None and bootstrap is not None:
+                value, terms.uniformity_rows[m] = uniformity_with_row_terms(
+                    unit[m], uniformity_t, block_size=block_size, device=dev)
+                uni[m] = (value, None)
+            elif queries[m] is None:
                 uni[m] = (uniformity(unit[m], uniformity_t, block_size=block_size, device=dev),
                           None)
             else:
@@ -251,8 +279,10 @@ def analyze(
             codes = data.labels[m] if m in data.labels else data.groups[m]
             say(f"{m}->{m}: retrieval")
             result = intra_modal_retrieval(
-                unit[m], codes, k=ks, block_size=block_size, device=dev, query_index=queries[m]
+                unit[m], codes, k=ks, block_size=block_size, device=dev, query_index=queries[m],
+                per_query=bootstrap is not None,
             )
+            terms.retrieval[f"{m}->{m}"] = result
             intra[m] = _recall_entry(result, relevance)
             if result.n_queries == 0:
                 notes.append(
@@ -300,7 +330,9 @@ def analyze(
                 result = cross_modal_retrieval(
                     unit[q], unit[key], data.groups[q], data.groups[key], k=ks,
                     block_size=block_size, device=dev, query_index=queries[q],
+                    per_query=bootstrap is not None,
                 )
+                terms.retrieval[f"{q}->{key}"] = result
                 recall[f"{q}->{key}"] = _recall_entry(result)
                 if result.n_skipped:
                     notes.append(
@@ -311,6 +343,12 @@ def analyze(
             recall[f"{b}->{b}"] = intra[b]
             entry["recall"] = recall
         report.pairs[pair] = entry
+    if bootstrap is not None:
+        say(f"bootstrap: {bootstrap} resamples")
+        add_report_intervals(report.modalities, report.pairs, terms, n_resamples=bootstrap,
+                             seed=seed, confidence=confidence)
+        sampled = "uniformity" in selected and any(q is not None for q in queries.values())
+        notes.append(interval_note(bootstrap, confidence, seed, sampled=sampled))
     # The same note can arise from two pairs (a modality's intra-modal retrieval); keep one.
     report.notes[:] = list(dict.fromkeys(notes))
     return report

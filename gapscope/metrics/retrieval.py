@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -60,6 +60,12 @@ class RetrievalResult:
         r_precision: mean R-precision in [0, 1] (intra-modal only, else ``None``).
         se: standard error of each mean, keyed ``"R@K"``, ``"mAP"``, ``"R-precision"``; only
             when the metrics were estimated on a sample of queries (``query_index``).
+        query_rows: with ``per_query=True``, the rows of the evaluated queries (ascending,
+            int64, shape ``(n_queries,)``); else ``None``.
+        per_query: with ``per_query=True``, each query's own value, keyed like ``se``
+            (hit indicators 0.0/1.0 for ``"R@K"``, AP and R-precision values), float64 arrays
+            aligned with ``query_rows``; every reported mean is the mean of its array. These
+            are what a bootstrap over queries resamples. Else ``None``.
     """
 
     recall: dict[int, float | None]
@@ -68,6 +74,8 @@ class RetrievalResult:
     mean_average_precision: float | None = None
     r_precision: float | None = None
     se: dict[str, float] | None = None
+    query_rows: np.ndarray | None = field(default=None, compare=False, repr=False)
+    per_query: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
 
 def cross_modal_retrieval(
@@ -80,6 +88,7 @@ def cross_modal_retrieval(
     block_size: int | None = None,
     device: str | torch.device | None = None,
     query_index: ArrayLike | Sequence[int] | None = None,
+    per_query: bool = False,
 ) -> RetrievalResult:
     """Recall@K of cross-modal retrieval (e.g. image->text): the share of queries with a positive
     among their top K keys.
@@ -108,6 +117,8 @@ def cross_modal_retrieval(
         device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available) for the matrix products.
         query_index: optional 1-D array of distinct query row indices: evaluate only these
             queries (still against all keys) and report standard errors (see ``se`` below).
+        per_query: also return each evaluated query's hit indicators (``query_rows`` and
+            ``per_query`` of the result); the aggregates are the same either way.
 
     Returns:
         :class:`RetrievalResult` with ``recall`` (``None`` values when no query has a
@@ -167,6 +178,7 @@ def cross_modal_retrieval(
         first_rank,
         n_skipped=n_skipped,
         n_eligible_total=int(np.count_nonzero(eligible)) if sample is not None else None,
+        query_rows=evaluated if per_query else None,
     )
 
 
@@ -178,6 +190,7 @@ def intra_modal_retrieval(
     block_size: int | None = None,
     device: str | torch.device | None = None,
     query_index: ArrayLike | Sequence[int] | None = None,
+    per_query: bool = False,
 ) -> RetrievalResult:
     """Retrieval within one modality (e.g. image->image): recall@K, mAP and R-precision, each
     query ranking all *other* rows by cosine similarity.
@@ -205,6 +218,8 @@ def intra_modal_retrieval(
         device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available) for the matrix products.
         query_index: optional 1-D array of distinct row indices: evaluate only these queries
             (still against all rows) and report standard errors.
+        per_query: also return each evaluated query's hit indicators, AP and R-precision
+            (``query_rows`` and ``per_query`` of the result).
 
     Returns:
         :class:`RetrievalResult` with ``recall``, ``mean_average_precision`` and
@@ -276,6 +291,7 @@ def intra_modal_retrieval(
         r_precision=r_precision,
         n_skipped=n_skipped,
         n_eligible_total=int(np.count_nonzero(eligible)) if sample is not None else None,
+        query_rows=evaluated if per_query else None,
     )
 
 
@@ -392,8 +408,10 @@ def _summarize(
     n_eligible_total: int | None,
     average_precision: np.ndarray | None = None,
     r_precision: np.ndarray | None = None,
+    query_rows: np.ndarray | None = None,
 ) -> RetrievalResult:
-    """Means of the per-query values (and their standard errors for a sample)."""
+    """Means of the per-query values (and their standard errors for a sample); the values
+    themselves too when ``query_rows`` (the evaluated rows) is given."""
     q = first_rank.size
     per_query: dict[str, np.ndarray] = {
         f"R@{c}": (first_rank < c).astype(np.float64) for c in cutoffs
@@ -418,6 +436,8 @@ def _summarize(
         mean_average_precision=means.get("mAP"),
         r_precision=means.get("R-precision"),
         se=se,
+        query_rows=None if query_rows is None else query_rows.astype(np.int64, copy=True),
+        per_query=None if query_rows is None else per_query,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,13 @@ from gapscope.metrics._inputs import (
     resolve_device,
 )
 
-__all__ = ["alignment", "uniformity", "uniformity_sampled"]
+__all__ = [
+    "alignment",
+    "alignment_row_terms",
+    "uniformity",
+    "uniformity_sampled",
+    "uniformity_with_row_terms",
+]
 
 # Per entry of a similarity block: the float32 product, its float64 copy and one float64
 # temporary inside logsumexp, plus slack.
@@ -97,6 +103,63 @@ def uniformity(
         >>> round(uniformity(np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])), 4)
         -4.3964
     """
+    row_lse, _ = _upper_triangle_lse(x, t, block_size, device, columns=False)
+    n = row_lse.shape[0]
+    return _logsumexp(row_lse) - math.log(n * (n - 1) / 2)
+
+
+def uniformity_with_row_terms(
+    x: ArrayLike,
+    t: float = 2.0,
+    *,
+    block_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[float, np.ndarray]:
+    """:func:`uniformity` and each row's share of it, for a bootstrap over rows.
+
+    The row term is the log of the row's mean kernel value against every other row,
+
+        log a_i = log( (1 / (n - 1)) sum_{j != i} exp(-t ||x_i - x_j||^2) ),
+
+    and the pair mean that :func:`uniformity` takes the log of is the mean of the ``a_i``.
+    The same upper-triangle blocks are computed as for :func:`uniformity` (so the value is
+    bit-identical to it); each block is reduced once more along its columns to add the pairs
+    ``j < i``, which costs one extra log-sum-exp a block rather than a second pass.
+
+    Args:
+        x: embeddings, shape ``(n, d)`` with ``n >= 2``; numpy array or torch tensor.
+        t: kernel temperature, finite and > 0.
+        block_size: rows per block; ``None`` picks one from ``n``.
+        device: torch device for the products (``None``/``"auto"``: CUDA when available).
+
+    Returns:
+        ``(uniformity, log_a)`` with ``log_a`` float64 of shape ``(n,)``.
+
+    Raises:
+        EmbeddingError: bad embeddings (see :func:`uniformity`).
+        GapscopeError: ``t`` or ``block_size`` not positive.
+
+    Example:
+        >>> value, log_a = uniformity_with_row_terms(np.eye(3))
+        >>> round(value, 4), np.round(log_a, 4).tolist()
+        (-4.0, [-4.0, -4.0, -4.0])
+    """
+    row_lse, col_lse = _upper_triangle_lse(x, t, block_size, device, columns=True)
+    n = row_lse.shape[0]
+    value = _logsumexp(row_lse) - math.log(n * (n - 1) / 2)
+    return value, np.logaddexp(row_lse, col_lse) - math.log(n - 1)
+
+
+def _upper_triangle_lse(
+    x: ArrayLike,
+    t: float,
+    block_size: int | None,
+    device: str | torch.device | None,
+    *,
+    columns: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per row i, ``log sum_{j > i} exp(-t ||x_i - x_j||^2)``; with ``columns``, per column j
+    also ``log sum_{i < j}`` of the same terms (so each pair is computed once)."""
     xa = check_embeddings(x, "x", min_rows=2)
     t = _check_positive(t, "t")
     n = xa.shape[0]
@@ -105,6 +168,7 @@ def uniformity(
     unit = normalize_rows(xa, device=dev)
 
     row_lse = np.full(n, -np.inf)
+    col_lse = np.full(n, -np.inf) if columns else None
     for start, stop in row_blocks(n, rows):
         # Only pairs j > i: columns from `start` on, with the block's own lower triangle
         # and diagonal masked out.
@@ -112,7 +176,10 @@ def uniformity(
         steps = torch.arange(stop - start, device=dev)
         values[:, : stop - start].masked_fill_(steps[None, :] <= steps[:, None], -math.inf)
         row_lse[start:stop] = torch.logsumexp(values, dim=1).cpu().numpy()
-    return _logsumexp(row_lse) - math.log(n * (n - 1) / 2)
+        if col_lse is not None:
+            block_cols = torch.logsumexp(values, dim=0).cpu().numpy()
+            col_lse[start:] = np.logaddexp(col_lse[start:], block_cols)
+    return row_lse, col_lse
 
 
 def uniformity_sampled(
@@ -233,22 +300,85 @@ def alignment(
         >>> alignment(x, y), round(alignment(x, y, alpha=1.0), 4)
         (1.0, 0.7071)
     """
-    xa = check_embeddings(x, "x")
-    ya = check_embeddings(y, "y")
-    check_same_dim(xa, ya)
-    alpha = _check_positive(alpha, "alpha")
-    gx, gy = pair_groups(xa, ya, groups_x, groups_y)
-    chunk = resolve_block_size(block_size, xa.shape[1], bytes_per_entry=40)
-    n_pairs = int(positive_pair_counts(gx, gy).sum())
-    if n_pairs == 0:
-        raise EmbeddingError(
-            "no positive pairs: no group code occurs in both x groups and y groups"
-        )
+    pairs = _PositivePairs(x, y, groups_x, groups_y, alpha, block_size)
     total = 0.0
-    for i, j in iter_positive_pairs(gx, gy, chunk):
-        diff = unit_rows(xa[i]) - unit_rows(ya[j])
-        squared = np.einsum("ij,ij->i", diff, diff)
-        # alpha = 2 skips the sqrt so that case matches 2 - 2 cos to the last bits.
-        powered = squared if alpha == 2.0 else squared ** (alpha / 2.0)
+    for _, powered in pairs.terms():
         total += float(powered.sum())
-    return total / n_pairs
+    return total / pairs.n_pairs
+
+
+def alignment_row_terms(
+    x: ArrayLike,
+    y: ArrayLike,
+    groups_x: ArrayLike | Sequence[int] | None = None,
+    groups_y: ArrayLike | Sequence[int] | None = None,
+    alpha: float = 2.0,
+    *,
+    block_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of ``x``'s share of :func:`alignment`: its sum of pair terms and pair count.
+
+    ``sums[i] = sum_{j : (i, j) in P} ||x_i - y_j||_2^alpha`` and ``counts[i]`` the number of
+    those ``j``, so ``alignment = sums.sum() / counts.sum()``. A bootstrap over groups adds them
+    up per group instead of enumerating the pairs again for every resample.
+
+    Args:
+        x: first modality, shape ``(n, d)``.
+        y: second modality, shape ``(m, d)``.
+        groups_x: integer group code per row of ``x`` (or ``None``, with ``groups_y`` ``None``).
+        groups_y: integer group code per row of ``y``.
+        alpha: exponent, finite and > 0.
+        block_size: pairs per chunk; ``None`` picks one from ``d``.
+
+    Returns:
+        ``(sums, counts)``: float64 and int64 arrays of shape ``(n,)``.
+
+    Raises:
+        EmbeddingError: as :func:`alignment` (bad arrays or groups, no positive pair).
+        GapscopeError: ``alpha`` or ``block_size`` not positive.
+
+    Example:
+        >>> sums, counts = alignment_row_terms(np.eye(2), np.array([[0.0, 3.0], [0.0, 1.0]]))
+        >>> sums.tolist(), counts.tolist()
+        ([2.0, 0.0], [1, 1])
+    """
+    pairs = _PositivePairs(x, y, groups_x, groups_y, alpha, block_size)
+    sums = np.zeros(pairs.counts.shape[0], dtype=np.float64)
+    for i, powered in pairs.terms():
+        sums += np.bincount(i, weights=powered, minlength=sums.shape[0])
+    return sums, pairs.counts
+
+
+class _PositivePairs:
+    """The checked inputs of alignment and its pair terms ``||x_i - y_j||^alpha``, in chunks."""
+
+    def __init__(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        groups_x: ArrayLike | Sequence[int] | None,
+        groups_y: ArrayLike | Sequence[int] | None,
+        alpha: float,
+        block_size: int | None,
+    ) -> None:
+        self.x = check_embeddings(x, "x")
+        self.y = check_embeddings(y, "y")
+        check_same_dim(self.x, self.y)
+        self.alpha = _check_positive(alpha, "alpha")
+        self.gx, self.gy = pair_groups(self.x, self.y, groups_x, groups_y)
+        self.chunk = resolve_block_size(block_size, self.x.shape[1], bytes_per_entry=40)
+        self.counts = positive_pair_counts(self.gx, self.gy)
+        self.n_pairs = int(self.counts.sum())
+        if self.n_pairs == 0:
+            raise EmbeddingError(
+                "no positive pairs: no group code occurs in both x groups and y groups"
+            )
+
+    def terms(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(i, ||x_i - y_j||^alpha)`` for the positive pairs, ordered by i then j."""
+        for i, j in iter_positive_pairs(self.gx, self.gy, self.chunk):
+            diff = unit_rows(self.x[i]) - unit_rows(self.y[j])
+            squared = np.einsum("ij,ij->i", diff, diff)
+            # alpha = 2 skips the sqrt so that case matches 2 - 2 cos to the last bits.
+            powered = squared if self.alpha == 2.0 else squared ** (self.alpha / 2.0)
+            yield i, powered

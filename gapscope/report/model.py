@@ -46,8 +46,17 @@ def round_float(value: float, digits: int = SIGNIFICANT_DIGITS) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
+def json_ready(value: Any) -> Any:
+    """Recursively round floats (:func:`round_float`) and turn tuples into lists, for stable
+    JSON; used by every JSON document gapscope writes.
+
+    >>> json_ready({"gap": 0.123456789123, "ci": (1, float("nan"))})
+    {'gap': 0.12345679, 'ci': [1, None]}
+    """
+    return _clean(value)
+
+
 def _clean(value: Any) -> Any:
-    """Recursively round floats and turn tuples into lists, for stable JSON."""
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float):
@@ -148,19 +157,73 @@ class Report:
         """One flat ``"<pair or modality>/<metric>[/<detail>]" -> number`` mapping.
 
         The shape MLflow's ``log_metrics``, Weights & Biases' ``log`` and TensorBoard scalars take
-        as they are. Only numbers are kept (no strings, booleans or nulls).
+        as they are. Only numbers are kept (no strings, booleans or nulls). A bootstrap interval
+        ``"gap_ci": [low, high]`` becomes two keys, ``".../gap_ci/low"`` and
+        ``".../gap_ci/high"``.
         """
-        flat: dict[str, float] = {}
-        data = self.to_dict()
-        for section in ("modalities", "pairs"):
-            for name, metrics in data[section].items():
-                _flatten(name, metrics, flat)
-        return dict(sorted(flat.items()))
+        return flatten_report(self.to_dict())
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
+def flatten_report(data: dict[str, Any], *, keep_null: bool = False) -> dict[str, Any]:
+    """The flat mapping of a report's JSON mapping (see :meth:`Report.to_flat`), sorted by key.
+
+    With ``keep_null``, metrics that are ``null`` (not defined for this input) are kept as
+    ``None`` instead of left out, so a missing metric can be told from an undefined one.
+
+    >>> flatten_report({"modalities": {"image": {"cone": 0.5, "cone_ci": [0.4, 0.6]}},
+    ...                 "pairs": {"image-text": {"mir": None}}}, keep_null=True)
+    {'image-text/mir': None, 'image/cone': 0.5, 'image/cone_ci/high': 0.6, 'image/cone_ci/low': 0.4}
+    """
+    flat: dict[str, Any] = {}
+    for section in ("modalities", "pairs"):
+        for name, metrics in data.get(section, {}).items():
+            _flatten(name, metrics, flat, keep_null)
+    return dict(sorted(flat.items()))
+
+
+def metric_leaf(key: str) -> str:
+    """The metric name of a flat key: its last component, what :func:`direction_of` takes.
+
+    >>> metric_leaf("image-text/recall/text->image/R@5")
+    'R@5'
+    """
+    return key.rsplit("/", 1)[-1]
+
+
+def is_detail_key(key: str) -> bool:
+    """Whether a flat key is a number *about* a metric (an interval bound, a standard error)
+    rather than a metric.
+
+    >>> is_detail_key("image-text/gap_ci/low"), is_detail_key("image/uniformity_se")
+    (True, True)
+    >>> is_detail_key("image-text/gap")
+    False
+    """
+    parts = key.split("/")
+    return (len(parts) >= 2 and parts[-2].endswith("_ci")) or parts[-1].endswith(("_ci", "_se"))
+
+
+def interval_of(flat: dict[str, Any], key: str) -> tuple[float, float] | None:
+    """The bootstrap interval of metric ``key`` in a flat mapping, or None when it has none.
+
+    >>> interval_of({"image/cone": 0.5, "image/cone_ci/low": 0.4, "image/cone_ci/high": 0.6},
+    ...             "image/cone")
+    (0.4, 0.6)
+    """
+    low, high = flat.get(f"{key}_ci/low"), flat.get(f"{key}_ci/high")
+    if low is None or high is None:
+        return None
+    return float(low), float(high)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any], keep_null: bool) -> None:
     if isinstance(value, dict):
         for key, sub in value.items():
-            _flatten(f"{prefix}/{key}", sub, out)
+            _flatten(f"{prefix}/{key}", sub, out, keep_null)
+    elif isinstance(value, list) and prefix.endswith("_ci") and len(value) == 2:
+        for bound, sub in zip(("low", "high"), value, strict=True):
+            _flatten(f"{prefix}/{bound}", sub, out, keep_null)
     elif isinstance(value, int | float) and not isinstance(value, bool):
         out[prefix] = value
+    elif value is None and keep_null:
+        out[prefix] = None

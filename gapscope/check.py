@@ -1,0 +1,506 @@
+"""Compare a report with a baseline report and with absolute thresholds: the CI gate.
+
+Every metric with a good direction (:data:`gapscope.report.DIRECTIONS`: the gap is better
+lower, recall higher, ...) is compared with the baseline. It *regresses* when it moves in its
+bad direction by more than its tolerance (see :mod:`gapscope.gates`; a metric that no
+tolerance pattern selects has tolerance 0, i.e. it must not get worse at all), and it is
+*improved* when it moves in its good direction by more than the tolerance. With
+``significant=True`` a change counts only when, in addition, the two reports' bootstrap
+intervals (``--bootstrap``) do not overlap; metrics without an interval (MIR) are then judged
+by their tolerance alone. A *threshold* (``image-text/gap<=0.9``) is an absolute gate on the
+current report that needs no baseline; a metric that violates one has *failed*. Keys without
+a direction (counts, ``*_se``, ``scale``, interval bounds, ...) are not compared, though a
+threshold may name them.
+
+Verdicts: ``pass``, ``improved``, ``regressed``, ``failed`` (a threshold) and ``skipped`` (the
+metric is undefined, ``null``, on one side). The check fails, exit code 1, when any metric
+regressed or failed. Bad input raises :class:`~gapscope.errors.GapscopeError` (exit code 2):
+a report of another schema version, a metric missing from one side, a malformed tolerance
+or threshold, a threshold that selects no metric, ``significant`` without intervals.
+
+Reports of different checkpoints (different ``input.fingerprint``) are what the gate is for;
+reports of different probe sets (other row counts) or other metric parameters are compared
+with a warning.
+
+Schema version policy: the report schema keeps its version (``gapscope.report/1``) through
+additive changes; a breaking change bumps it, and ``check`` then still reads the previous
+version, so a committed baseline keeps working across one upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gapscope import __version__
+from gapscope.errors import GapscopeError
+from gapscope.gates import (
+    MetricPattern,
+    Threshold,
+    Tolerance,
+    parse_threshold,
+    parse_tolerance,
+)
+from gapscope.report.model import (
+    SCHEMA,
+    Report,
+    direction_of,
+    flatten_report,
+    interval_of,
+    is_detail_key,
+    json_ready,
+    metric_leaf,
+)
+
+__all__ = [
+    "CHECK_SCHEMA",
+    "READABLE_SCHEMAS",
+    "VERDICTS",
+    "CheckResult",
+    "MetricCheck",
+    "baseline_analysis_params",
+    "check_report",
+    "comparability_warnings",
+    "format_value",
+    "load_report",
+    "report_identity",
+]
+
+CHECK_SCHEMA = "gapscope.check/1"
+#: Report schemas ``check`` and ``diff`` read: the current one and, after a breaking change,
+#: the previous one (upgraded on reading).
+READABLE_SCHEMAS = (SCHEMA,)
+VERDICTS = ("regressed", "failed", "improved", "pass", "skipped")
+# Params that change what a metric measures: a difference is worth a warning.
+_COMPARABLE_PARAMS = ("uniformity_t", "alignment_alpha", "sample", "seed")
+
+
+def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
+    """Read a JSON report from ``path``, refusing schemas this gapscope cannot read.
+
+    Raises:
+        GapscopeError: no such file, not JSON, or another schema (the message names ``role``
+            and the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GapscopeError(f"{role} {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GapscopeError(f"{role} {path} is not a JSON report ({exc})") from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema not in READABLE_SCHEMAS:
+        raise GapscopeError(
+            f"{role} {path} has schema {schema!r}; this gapscope {__version__} reads "
+            f"{', '.join(READABLE_SCHEMAS)} (analyse it again, or use the gapscope that wrote it)"
+        )
+    try:
+        return Report.from_dict(data)
+    except GapscopeError as exc:
+        raise GapscopeError(f"{role} {path}: {exc}") from None
+
+
+@dataclass
+class MetricCheck:
+    """The comparison of one metric.
+
+    Attributes:
+        metric: the flat report key.
+        direction: ``"lower"``/``"higher"`` is better, or None (threshold-only keys).
+        baseline, current: the values (None: undefined or no baseline).
+        change: ``current - baseline``; relative_change: ``change / |baseline|``.
+        tolerance: the tolerance as written (``"0.02"``, ``"5%"``), and the pattern that chose
+            it (``tolerance_pattern``; None for the default 0).
+        allowed_change: the tolerance as an absolute amount for this baseline.
+        limit: the worst value that still passes the baseline comparison.
+        baseline_ci, current_ci: bootstrap intervals when the reports have them.
+        significant: whether the intervals do not overlap (None without intervals).
+        thresholds: ``[(threshold, passed)]`` for the thresholds that select this metric.
+        verdict: one of :data:`VERDICTS`.
+        messages: one readable line a finding (empty for a plain pass).
+    """
+
+    metric: str
+    direction: str | None
+    baseline: float | None = None
+    current: float | None = None
+    change: float | None = None
+    relative_change: float | None = None
+    tolerance: str | None = None
+    tolerance_pattern: str | None = None
+    allowed_change: float | None = None
+    limit: float | None = None
+    baseline_ci: tuple[float, float] | None = None
+    current_ci: tuple[float, float] | None = None
+    significant: bool | None = None
+    thresholds: list[tuple[Threshold, bool | None]] = field(default_factory=list)
+    verdict: str = "pass"
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        """All findings in one line."""
+        return "; ".join(self.messages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "baseline": self.baseline,
+            "current": self.current,
+            "change": self.change,
+            "relative_change": self.relative_change,
+            "tolerance": self.tolerance,
+            "tolerance_pattern": self.tolerance_pattern,
+            "allowed_change": self.allowed_change,
+            "limit": self.limit,
+            "baseline_ci": None if self.baseline_ci is None else list(self.baseline_ci),
+            "current_ci": None if self.current_ci is None else list(self.current_ci),
+            "significant": self.significant,
+            "thresholds": [{"threshold": str(t), "passed": ok} for t, ok in self.thresholds],
+            "verdict": self.verdict,
+            "message": self.message,
+        }
+
+
+@dataclass
+class CheckResult:
+    """Everything ``gapscope check`` found; ``to_json()`` is schema ``gapscope.check/1``.
+
+    Attributes:
+        metrics: flat key -> :class:`MetricCheck`, sorted by key.
+        report, baseline: ``{"source", "fingerprint"}`` of each (baseline None without one).
+        settings: the tolerances, thresholds and ``significant`` that were applied.
+        warnings: comparable-but-suspicious findings (other probe set, other params, unused
+            tolerance patterns).
+    """
+
+    metrics: dict[str, MetricCheck]
+    report: dict[str, Any]
+    baseline: dict[str, Any] | None
+    settings: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(VERDICTS, 0)
+        for m in self.metrics.values():
+            counts[m.verdict] += 1
+        return counts
+
+    @property
+    def passed(self) -> bool:
+        return not any(m.verdict in ("regressed", "failed") for m in self.metrics.values())
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every metric passed, 1 on a regression or a failed threshold."""
+        return 0 if self.passed else 1
+
+    @property
+    def failures(self) -> list[MetricCheck]:
+        return [m for m in self.metrics.values() if m.verdict in ("regressed", "failed")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready({
+            "schema": CHECK_SCHEMA,
+            "gapscope_version": __version__,
+            "status": "pass" if self.passed else "fail",
+            "exit_code": self.exit_code,
+            "report": self.report,
+            "baseline": self.baseline,
+            "settings": self.settings,
+            "summary": self.summary,
+            "metrics": {key: m.to_dict() for key, m in self.metrics.items()},
+            "warnings": self.warnings,
+        })
+
+    def to_json(self) -> str:
+        """Deterministic JSON text (sorted keys, rounded floats)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def check_report(
+    report: Report,
+    baseline: Report | None = None,
+    *,
+    tolerances: Iterable[tuple[MetricPattern | str, Tolerance | float | str]] = (),
+    thresholds: Sequence[Threshold | str] = (),
+    significant: bool = False,
+) -> CheckResult:
+    """Gate ``report`` on ``baseline`` and on absolute ``thresholds``.
+
+    Args:
+        report: the current report.
+        baseline: the last good report; ``None`` to gate on thresholds only.
+        tolerances: ``(pattern, tolerance)`` in order of precedence on ties (later wins);
+            tolerances may be given as ``0.02`` or ``"5%"``.
+        thresholds: absolute gates like ``"image-text/gap<=0.9"``.
+        significant: count a change only when the bootstrap intervals do not overlap.
+
+    Returns:
+        A :class:`CheckResult`; its ``exit_code`` is 0 or 1.
+
+    Raises:
+        GapscopeError: nothing to check (no baseline and no threshold), a metric missing from
+            one side, a threshold that selects no metric, ``significant`` without intervals.
+
+    Example:
+        >>> base = Report(input={}, params={}, pairs={"image-text": {"gap": 0.61}})
+        >>> new = Report(input={}, params={}, pairs={"image-text": {"gap": 0.66}})
+        >>> result = check_report(new, base, tolerances=[("gap", 0.02)])
+        >>> result.exit_code, result.metrics["image-text/gap"].message
+        (1, 'image-text/gap rose from 0.61 to 0.66 (+0.05), more than the tolerance 0.02')
+    """
+    rules = [(_pattern(p), _tolerance(t)) for p, t in tolerances]
+    gates = [t if isinstance(t, Threshold) else parse_threshold(t) for t in thresholds]
+    if baseline is None and not gates:
+        raise GapscopeError(
+            "nothing to check: give --baseline REPORT.json, or a --threshold like "
+            "'image-text/gap<=0.9' (or [check] threshold in gapscope.toml)"
+        )
+    current_data = report.to_dict()
+    current = flatten_report(current_data, keep_null=True)
+    warnings: list[str] = []
+    metrics: dict[str, MetricCheck] = {}
+    base_data = None
+    if baseline is not None:
+        base_data = baseline.to_dict()
+        base = flatten_report(base_data, keep_null=True)
+        keys = _directional_keys(current, base)
+        if significant:
+            _require_intervals(keys, current, base)
+        for key in keys:
+            rule = _most_specific(key, rules)
+            metrics[key] = _compare(key, base, current, rule, significant,
+                                    base_data["params"].get("confidence"))
+        warnings += comparability_warnings(base_data, current_data)
+        used = {str(p) for p, _ in rules if any(p.matches(k) for k in keys)}
+        warnings += [f"tolerance pattern {str(p)!r} selects no metric of the reports"
+                     for p, _ in rules if str(p) not in used]
+    for gate in gates:
+        selected = [k for k in current if gate.pattern.matches(k) and not is_detail_key(k)]
+        if not selected:
+            raise GapscopeError(
+                f"threshold {str(gate)!r} selects no metric of the report; metric names are "
+                "flat keys like image-text/gap or leaf names like R@5"
+            )
+        for key in selected:
+            entry = metrics.setdefault(key, MetricCheck(key, direction_of(metric_leaf(key)),
+                                                        current=current[key]))
+            _apply_threshold(entry, gate, current[key])
+    settings = {
+        "significant": significant,
+        "tolerances": {str(p): str(t) for p, t in rules},
+        "default_tolerance": "0",
+        "thresholds": [str(g) for g in gates],
+    }
+    return CheckResult(
+        metrics=dict(sorted(metrics.items())),
+        report=report_identity(current_data),
+        baseline=None if base_data is None else report_identity(base_data),
+        settings=settings,
+        warnings=list(dict.fromkeys(warnings)),
+    )
+
+
+def baseline_analysis_params(baseline: Report | None, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of :func:`gapscope.analyze` that repeat the baseline's analysis.
+
+    ``check`` on a store (or arrays) analyses it first; to be comparable the analysis uses the
+    baseline's metrics, k, seed, sample, bootstrap, confidence, t and alpha. ``overrides``
+    that are not ``None`` replace them; without a baseline the defaults of ``analyze`` apply.
+
+    >>> base = Report(input={}, params={"k": [1, 5], "seed": 3, "bootstrap": 200})
+    >>> params = baseline_analysis_params(base, seed=None, bootstrap=50)
+    >>> params["k"], params["seed"], params["bootstrap"]
+    ([1, 5], 3, 50)
+    """
+    params = {} if baseline is None else baseline.params
+    chosen = {
+        "metrics": params.get("metrics"),
+        "k": params.get("k", [1, 5, 10]),
+        "seed": params.get("seed", 0),
+        "sample": params.get("sample"),
+        "bootstrap": params.get("bootstrap"),
+        "confidence": params.get("confidence", 0.95),
+        "uniformity_t": params.get("uniformity_t", 2.0),
+        "alignment_alpha": params.get("alignment_alpha", 2.0),
+    }
+    chosen.update({key: value for key, value in overrides.items() if value is not None})
+    return chosen
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _pattern(p: MetricPattern | str) -> MetricPattern:
+    return p if isinstance(p, MetricPattern) else MetricPattern(str(p))
+
+
+def _tolerance(t: Tolerance | float | str) -> Tolerance:
+    return t if isinstance(t, Tolerance) else parse_tolerance(t)
+
+
+def _directional_keys(current: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]:
+    def gated(flat: Mapping[str, Any]) -> set[str]:
+        return {k for k in flat
+                if not is_detail_key(k) and direction_of(metric_leaf(k)) is not None}
+
+    now, before = gated(current), gated(base)
+    for missing, has, lacks in ((sorted(before - now), "baseline", "report"),
+                                (sorted(now - before), "report", "baseline")):
+        if missing:
+            raise GapscopeError(
+                f"metric {missing[0]} is in the {has} but missing from the {lacks}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + "; analyse both with the same --metrics and --k"
+            )
+    return sorted(now)
+
+
+def _require_intervals(keys: list[str], current: Mapping[str, Any],
+                       base: Mapping[str, Any]) -> None:
+    for flat, role in ((base, "baseline"), (current, "report")):
+        if not any(interval_of(flat, k) is not None for k in keys):
+            raise GapscopeError(
+                f"--significant needs confidence intervals, but the {role} has none: "
+                "analyse it with --bootstrap 200"
+            )
+
+
+def _most_specific(
+    key: str, rules: Sequence[tuple[MetricPattern, Tolerance]]
+) -> tuple[MetricPattern, Tolerance] | None:
+    matching = [(p.specificity(), -order, p, t)
+                for order, (p, t) in enumerate(rules) if p.matches(key)]
+    if not matching:
+        return None
+    _, _, pattern, tolerance = min(matching, key=lambda m: (m[0], m[1]))
+    return pattern, tolerance
+
+
+def _compare(
+    key: str,
+    base: Mapping[str, Any],
+    current: Mapping[str, Any],
+    rule: tuple[MetricPattern, Tolerance] | None,
+    significant: bool,
+    confidence: float | None,
+) -> MetricCheck:
+    direction = direction_of(metric_leaf(key))
+    pattern, tolerance = rule if rule is not None else (None, Tolerance(0.0))
+    entry = MetricCheck(
+        key, direction, baseline=base[key], current=current[key],
+        tolerance=str(tolerance), tolerance_pattern=None if pattern is None else str(pattern),
+        baseline_ci=interval_of(base, key), current_ci=interval_of(current, key),
+    )
+    if entry.baseline is None or entry.current is None:
+        side = "baseline" if entry.baseline is None else "report"
+        entry.verdict = "skipped"
+        entry.messages.append(f"{key} is not defined in the {side} (null); not compared")
+        return entry
+    b, c = float(entry.baseline), float(entry.current)
+    entry.change = c - b
+    entry.relative_change = entry.change / abs(b) if b != 0 else None
+    entry.allowed_change = tolerance.allowed(b)
+    sign = 1.0 if direction == "lower" else -1.0
+    entry.limit = b + sign * entry.allowed_change
+    # Positive `worse` is a move in the bad direction.
+    worse = sign * entry.change
+    if entry.baseline_ci is not None and entry.current_ci is not None:
+        (bl, bh), (cl, ch) = entry.baseline_ci, entry.current_ci
+        entry.significant = cl > bh or ch < bl
+    moved = "rose" if entry.change > 0 else "fell"
+    text = f"{key} {moved} from {b:.4g} to {c:.4g} ({entry.change:+.3g})"
+    beyond = abs(entry.change) > entry.allowed_change
+    if not beyond or worse == 0:
+        return entry
+    if significant and entry.significant is False:
+        entry.messages.append(
+            f"{text}, beyond the tolerance {_tolerance_text(tolerance, entry)} but within "
+            f"noise: the {_percent(confidence)} intervals overlap"
+        )
+        return entry
+    if worse > 0:
+        entry.verdict = "regressed"
+        text += f", more than the tolerance {_tolerance_text(tolerance, entry)}"
+    else:
+        entry.verdict = "improved"
+    if significant and entry.significant:
+        text += f"; the {_percent(confidence)} intervals do not overlap"
+    elif significant:
+        text += " (no interval for this metric: judged by its tolerance alone)"
+    entry.messages.append(text)
+    return entry
+
+
+def _tolerance_text(tolerance: Tolerance, entry: MetricCheck) -> str:
+    if tolerance.relative:
+        return f"{tolerance} ({entry.allowed_change:.3g})"
+    return str(tolerance)
+
+
+def _percent(confidence: float | None) -> str:
+    return f"{100 * confidence:g}%" if confidence else "confidence"
+
+
+def _apply_threshold(entry: MetricCheck, gate: Threshold, value: float | None) -> None:
+    if value is None:
+        entry.thresholds.append((gate, None))
+        if entry.verdict == "pass":
+            entry.verdict = "skipped"
+        entry.messages.append(f"{entry.metric} is not defined (null); threshold {gate} "
+                              "not evaluated")
+        return
+    ok = gate.holds(float(value))
+    entry.thresholds.append((gate, ok))
+    if not ok:
+        entry.messages.append(gate.describe_violation(entry.metric, float(value)))
+        if entry.verdict != "regressed":
+            entry.verdict = "failed"
+
+
+def report_identity(data: Mapping[str, Any]) -> dict[str, Any]:
+    inp = data.get("input", {})
+    return {"source": inp.get("source"), "fingerprint": inp.get("fingerprint")}
+
+
+def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Warnings for two reports that can be compared but maybe should not be: other probe set
+    sizes, other metric parameters (t, alpha, sample, seed)."""
+    warnings = []
+    rows_base = {m: v.get("n") for m, v in base.get("input", {}).get("modalities", {}).items()}
+    rows_now = {m: v.get("n") for m, v in current.get("input", {}).get("modalities", {}).items()}
+    if rows_base != rows_now:
+        listed = ", ".join(f"{m} {rows_base.get(m)} -> {rows_now.get(m)}"
+                           for m in sorted(set(rows_base) | set(rows_now))
+                           if rows_base.get(m) != rows_now.get(m))
+        warnings.append(
+            f"the probe sets differ in size ({listed} rows): changes may come from the data, "
+            "not the model; gate on one fixed probe set"
+        )
+    for name in _COMPARABLE_PARAMS:
+        before, now = base.get("params", {}).get(name), current.get("params", {}).get(name)
+        if before != now:
+            warnings.append(f"the reports were analysed with different {name} "
+                            f"({before} in the baseline, {now} now)")
+    return warnings
+
+
+def format_value(value: float | None) -> str:
+    """A metric value for tables and messages: 4 significant digits, 'n/a' for None.
+
+    >>> format_value(0.61234), format_value(None), format_value(12)
+    ('0.6123', 'n/a', '12')
+    """
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return f"{value:.4g}"

@@ -1,0 +1,161 @@
+"""Settings of ``gapscope check`` from a TOML file: tolerances, thresholds, significance.
+
+Looked up in this order (the first that exists is used; nothing is merged across files):
+
+1. the file given by ``--config PATH`` (a ``pyproject.toml`` is read at ``[tool.gapscope]``,
+   any other file at its top level);
+2. ``gapscope.toml`` in the current directory;
+3. the ``[tool.gapscope]`` table of ``pyproject.toml`` in the current directory.
+
+The ``check`` table::
+
+    # gapscope.toml                        (in pyproject.toml: [tool.gapscope.check])
+    [check]
+    tolerance = { "gap" = 0.02, "R@1" = "5%", "image-text/recall/*/R@10" = "2%" }
+    threshold = ["image-text/gap<=0.9", "R@5>=0.5"]
+    significant = false
+
+``tolerance`` maps metric patterns to an absolute amount or a percentage of the baseline;
+``threshold`` lists absolute gates; ``significant`` makes a change count only when the
+bootstrap intervals do not overlap. Options on the command line come after the file: a
+``--tolerance`` for the same pattern replaces the file's, ``--threshold`` adds gates, and
+``--significant/--no-significant`` overrides. Other tables (a future ``[analyze]``) are left
+to their readers; unknown keys inside ``[check]`` are an error, so a typo never silently
+loosens a gate.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gapscope.errors import GapscopeError
+from gapscope.gates import (
+    MetricPattern,
+    Threshold,
+    Tolerance,
+    parse_threshold,
+    parse_tolerance,
+)
+
+__all__ = ["CONFIG_FILE", "CheckConfig", "find_config", "load_check_config"]
+
+CONFIG_FILE = "gapscope.toml"
+_CHECK_KEYS = ("tolerance", "threshold", "significant")
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """The ``[check]`` settings of a config file.
+
+    Attributes:
+        tolerances: ``(pattern, tolerance)`` in file order.
+        thresholds: absolute gates in file order.
+        significant: the file's ``significant`` setting, or ``None`` when it has none.
+        source: ``"path"`` or ``"path [tool.gapscope]"``; ``None`` when no file was found.
+    """
+
+    tolerances: tuple[tuple[MetricPattern, Tolerance], ...] = ()
+    thresholds: tuple[Threshold, ...] = ()
+    significant: bool | None = None
+    source: str | None = None
+
+
+def find_config(cwd: Path | None = None) -> Path | None:
+    """``gapscope.toml`` in ``cwd`` if it exists, else a ``pyproject.toml`` there that has a
+    ``[tool.gapscope]`` table, else ``None``."""
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    if (cwd / CONFIG_FILE).is_file():
+        return cwd / CONFIG_FILE
+    pyproject = cwd / "pyproject.toml"
+    if pyproject.is_file() and "gapscope" in _read_toml(pyproject).get("tool", {}):
+        return pyproject
+    return None
+
+
+def load_check_config(path: str | Path | None = None, *, cwd: Path | None = None) -> CheckConfig:
+    """Read the ``check`` settings from ``path``, or from the file :func:`find_config` finds.
+
+    Args:
+        path: an explicit config file (``--config``); it must exist.
+        cwd: where to look when ``path`` is None (default: the current directory).
+
+    Returns:
+        A :class:`CheckConfig`; empty when no file was found or it has no ``check`` table.
+
+    Raises:
+        GapscopeError: a missing explicit file, invalid TOML, or a bad value (the message
+            names the file and the key).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "gapscope.toml").write_text('[check]\\ntolerance = {gap = 0.02}\\n')
+        >>> config = load_check_config(cwd=folder)
+        >>> [(str(p), str(t)) for p, t in config.tolerances]
+        [('gap', '0.02')]
+    """
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise GapscopeError(f"config file {path} does not exist")
+    else:
+        path = find_config(cwd)
+        if path is None:
+            return CheckConfig()
+    data = _read_toml(path)
+    source = str(path)
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("gapscope", {})
+        source += " [tool.gapscope]"
+    table = data.get("check", {})
+    if not isinstance(table, dict):
+        raise GapscopeError(f"{source}: 'check' must be a table like [check]")
+    return _parse_check_table(table, source)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise GapscopeError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _parse_check_table(table: dict[str, Any], source: str) -> CheckConfig:
+    unknown = sorted(set(table) - set(_CHECK_KEYS))
+    if unknown:
+        raise GapscopeError(
+            f"{source}: unknown key {unknown[0]!r} in [check]; expected {', '.join(_CHECK_KEYS)}"
+        )
+    tolerance = table.get("tolerance", {})
+    if not isinstance(tolerance, dict):
+        raise GapscopeError(
+            f"{source}: [check] tolerance must be a table like {{ gap = 0.02, \"R@1\" = \"5%\" }}"
+        )
+    tolerances = tuple(
+        (MetricPattern(str(pattern)),
+         parse_tolerance(value, f"{source}: [check] tolerance {pattern!r}"))
+        for pattern, value in tolerance.items()
+    )
+    threshold = table.get("threshold", [])
+    if isinstance(threshold, str):
+        threshold = [threshold]
+    if not isinstance(threshold, list):
+        raise GapscopeError(
+            f"{source}: [check] threshold must be a list like [\"image-text/gap<=0.9\"]"
+        )
+    thresholds = []
+    for text in threshold:
+        try:
+            thresholds.append(parse_threshold(text))
+        except GapscopeError as exc:
+            raise GapscopeError(f"{source}: [check] {exc}") from None
+    significant = table.get("significant")
+    if significant is not None and not isinstance(significant, bool):
+        raise GapscopeError(
+            f"{source}: [check] significant must be true or false, got {significant!r}"
+        )
+    return CheckConfig(tuple(tolerances), tuple(thresholds), significant, source)

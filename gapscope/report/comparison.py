@@ -1,0 +1,236 @@
+"""Render ``gapscope check`` and ``gapscope diff`` results for people and for CI systems.
+
+- a rich table (metric, baseline, current, change, limit, verdict) and one line a finding;
+- JUnit XML, one ``<testcase>`` a metric, which CI systems (GitHub, GitLab, Jenkins) display;
+- GitHub Actions workflow commands (``::error title=gapscope check::...``), which put the
+  findings on the run's summary page;
+- the JSON Schemas of the check and diff documents, shipped in the package.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gapscope.check import format_value
+
+if TYPE_CHECKING:
+    from gapscope.check import CheckResult, MetricCheck
+    from gapscope.diff import DiffResult
+
+__all__ = [
+    "check_schema",
+    "diff_schema",
+    "github_annotations",
+    "render_check",
+    "render_diff",
+    "to_junit_xml",
+]
+
+_VERDICT_STYLE = {
+    "pass": "green",
+    "improved": "bold green",
+    "regressed": "bold red",
+    "failed": "bold red",
+    "skipped": "dim",
+}
+_ANNOTATION_TITLE = "gapscope check"
+
+
+def check_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``gapscope.check/1``, shipped in the package."""
+    return _schema("check-1.json")
+
+
+def diff_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``gapscope.diff/1``, shipped in the package."""
+    return _schema("diff-1.json")
+
+
+def _schema(name: str) -> dict[str, Any]:
+    text = resources.files("gapscope.report").joinpath(f"schemas/{name}").read_text("utf-8")
+    return json.loads(text)
+
+
+def _number(value: float | None) -> str:
+    return format_value(value)
+
+
+def _change(change: float | None, relative: float | None) -> str:
+    if change is None:
+        return ""
+    if change == 0:
+        return "0"
+    text = f"{change:+.3g}"
+    if relative is not None and change != 0:
+        text += f" ({100 * relative:+.1f}%)"
+    return text
+
+
+def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    text = _number(value)
+    if interval is not None:
+        text += f" [{_number(interval[0])}, {_number(interval[1])}]"
+    return text
+
+
+def _limits(m: MetricCheck) -> str:
+    parts = []
+    if m.limit is not None:
+        parts.append(("≤ " if m.direction == "lower" else "≥ ") + _number(m.limit))
+    symbols = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
+    parts += [f"{symbols[t.op]} {t.value:g}" for t, _ in m.thresholds]
+    return "; ".join(parts)
+
+
+def render_check(result: CheckResult, console: Console | None = None) -> None:
+    """Print the check table, one line a finding, the warnings and a summary line.
+
+    Columns: metric, baseline, current, change (absolute and relative), limit (the worst
+    value that passes: from the tolerance, ``<=``/``>=``; and the thresholds), significant
+    (when the reports have intervals) and verdict.
+    """
+    console = console or Console()
+    with_ci = any(m.baseline_ci or m.current_ci for m in result.metrics.values())
+    title = "gapscope check"
+    if result.baseline is not None:
+        title += f": {result.report['source']} against {result.baseline['source']}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="cyan", no_wrap=True)
+    table.add_column("baseline", justify="right", no_wrap=True)
+    table.add_column("current", justify="right", no_wrap=True)
+    table.add_column("change", justify="right", no_wrap=True)
+    table.add_column("limit", justify="right", no_wrap=True)
+    if with_ci:
+        table.add_column("significant", justify="center")
+    table.add_column("verdict", no_wrap=True)
+    for key, m in result.metrics.items():
+        # Intervals stay out of the cells (they would double the width); they are in the
+        # JSON and JUnit output, and the significance column says what they imply.
+        cells = [
+            key,
+            _number(m.baseline) if result.baseline is not None else "",
+            _number(m.current),
+            _change(m.change, m.relative_change),
+            _limits(m),
+        ]
+        if with_ci:
+            cells.append("" if m.significant is None else "yes" if m.significant else "no")
+        cells.append(Text(m.verdict, style=_VERDICT_STYLE[m.verdict]))
+        table.add_row(*cells)
+    console.print(table)
+    for m in result.metrics.values():
+        if m.verdict in ("regressed", "failed", "improved") and m.messages:
+            style = "green" if m.verdict == "improved" else "red"
+            console.print(Text(f"{m.verdict}: {m.message}", style=style))
+    for warning in result.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    counts = ", ".join(f"{n} {v}" for v, n in result.summary.items() if n)
+    verdict = "PASS" if result.passed else "FAIL"
+    console.print(Text(f"{verdict}: {counts or 'no metrics'}",
+                       style="bold green" if result.passed else "bold red"))
+
+
+def to_junit_xml(result: CheckResult) -> str:
+    """JUnit XML of a check: one ``<testcase>`` a metric, ``<failure>`` for a regression or a
+    failed threshold, ``<skipped>`` for a metric that could not be compared.
+
+    Test cases are named by the flat key and classed by the pair or modality
+    (``gapscope.image-text``). No timestamps or host names, so the same check gives the same
+    file.
+    """
+    summary = result.summary
+    failures = summary["regressed"] + summary["failed"]
+    attrs = {"name": _ANNOTATION_TITLE, "tests": str(len(result.metrics)),
+             "failures": str(failures), "errors": "0", "skipped": str(summary["skipped"])}
+    root = ET.Element("testsuites", attrs)
+    suite = ET.SubElement(root, "testsuite", attrs)
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (("report", result.report.get("source")),
+                        ("baseline", (result.baseline or {}).get("source")),
+                        ("significant", str(result.settings["significant"]).lower())):
+        if value is not None:
+            ET.SubElement(properties, "property", {"name": name, "value": str(value)})
+    for key, m in result.metrics.items():
+        case = ET.SubElement(suite, "testcase", {
+            "classname": f"gapscope.{key.split('/', 1)[0]}", "name": key, "time": "0"})
+        detail = _case_detail(m)
+        if m.verdict in ("regressed", "failed"):
+            failure = ET.SubElement(case, "failure", {"message": m.message, "type": m.verdict})
+            failure.text = detail
+        elif m.verdict == "skipped":
+            ET.SubElement(case, "skipped", {"message": m.message})
+        else:
+            ET.SubElement(case, "system-out").text = detail
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _case_detail(m: MetricCheck) -> str:
+    lines = [f"baseline {_with_interval(m.baseline, m.baseline_ci)}",
+             f"current {_with_interval(m.current, m.current_ci)}"]
+    if m.change is not None:
+        lines.append(f"change {_change(m.change, m.relative_change)}, tolerance {m.tolerance}"
+                     f" (limit {_limits(m)})")
+    lines += [f"threshold {t}: {'n/a' if ok is None else 'pass' if ok else 'fail'}"
+              for t, ok in m.thresholds]
+    lines.append(f"verdict {m.verdict}" + (f": {m.message}" if m.message else ""))
+    return "\n".join(lines)
+
+
+def github_annotations(result: CheckResult) -> list[str]:
+    """GitHub Actions workflow commands: an ``::error`` a failing metric, a ``::warning`` a
+    warning, and a ``::notice`` with the summary.
+
+    >>> from gapscope.check import CheckResult
+    >>> github_annotations(CheckResult({}, {}, None, {}, ["sizes: 5% -> 6%"]))
+    ['::warning title=gapscope check::sizes: 5%25 -> 6%25', '::notice title=gapscope check::pass']
+    """
+    lines = [f"::error title={_ANNOTATION_TITLE}::{_escape(m.message)}" for m in result.failures]
+    lines += [f"::warning title={_ANNOTATION_TITLE}::{_escape(w)}" for w in result.warnings]
+    counts = ", ".join(f"{n} {v}" for v, n in result.summary.items() if n)
+    status = ("pass" if result.passed else "FAIL") + (f": {counts}" if counts else "")
+    lines.append(f"::notice title={_ANNOTATION_TITLE}::{_escape(status)}")
+    return lines
+
+
+def _escape(message: str) -> str:
+    # The workflow-command encoding of a message: %, CR and LF are percent-encoded.
+    return message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def render_diff(result: DiffResult, console: Console | None = None) -> None:
+    """Print the side-by-side table of two reports (metric, A, B, change, B better or worse
+    than A, significant when both have intervals) and the warnings."""
+    console = console or Console()
+    with_ci = any(m.a_ci or m.b_ci for m in result.metrics.values())
+    table = Table(title=f"gapscope diff: A = {result.a['source']}, B = {result.b['source']}",
+                  title_justify="left")
+    table.add_column("metric", style="cyan", no_wrap=True)
+    table.add_column("A", justify="right", no_wrap=True)
+    table.add_column("B", justify="right", no_wrap=True)
+    table.add_column("change", justify="right", no_wrap=True)
+    table.add_column("B vs A", no_wrap=True)
+    if with_ci:
+        table.add_column("significant", justify="center")
+    styles = {"better": "green", "worse": "red", "unchanged": "dim"}
+    for key, m in result.metrics.items():
+        cells: list[Any] = [
+            key,
+            _number(m.a),
+            _number(m.b),
+            _change(m.change, m.relative_change),
+            Text(m.assessment or "", style=styles.get(m.assessment or "", "")),
+        ]
+        if with_ci:
+            cells.append("" if m.significant is None else "yes" if m.significant else "no")
+        table.add_row(*cells)
+    console.print(table)
+    for warning in result.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
