@@ -42,8 +42,11 @@ from gapscope.report.model import Report
 from gapscope.sources import EmbeddingSet
 from gapscope.store import EmbeddingStore
 
-#: Metric families that ``--metrics`` selects, in report order.
-METRICS = ("gap", "cosine", "alignment", "cone", "uniformity", "mir", "retrieval")
+#: Metric families that ``--metrics`` selects, in report order. ``diagnostics`` are the extra
+#: diagnostics of :mod:`gapscope.diagnostics` (effective rank, separability, CKA, gap direction,
+#: similarity statistics, GRAM volume); ``whatif`` the gap-closing what-ifs.
+METRICS = ("gap", "cosine", "alignment", "cone", "uniformity", "mir", "retrieval", "diagnostics",
+           "whatif")
 DEFAULT_K = (1, 5, 10)
 
 Progress = Callable[[str], None]
@@ -343,6 +346,8 @@ def analyze(
             recall[f"{b}->{b}"] = intra[b]
             entry["recall"] = recall
         report.pairs[pair] = entry
+    if "diagnostics" in selected or "whatif" in selected:
+        _merge_diagnostics(report, data, selected, seed=seed, k=ks, device=dev, progress=say)
     if bootstrap is not None:
         say(f"bootstrap: {bootstrap} resamples")
         add_report_intervals(report.modalities, report.pairs, terms, n_resamples=bootstrap,
@@ -352,6 +357,27 @@ def analyze(
     # The same note can arise from two pairs (a modality's intra-modal retrieval); keep one.
     report.notes[:] = list(dict.fromkeys(notes))
     return report
+
+
+def _merge_diagnostics(report: Report, data: EmbeddingSet, selected: Sequence[str], *,
+                       seed: int, k: Sequence[int], device: torch.device,
+                       progress: Progress) -> None:
+    # Additive keys beside the core metrics: the same modality and pair sections, plus
+    # "tuples" for three or more modalities.
+    from gapscope.diagnostics import diagnostics
+
+    diag = diagnostics(data, seed=seed, k=k, device=device, whatif="whatif" in selected,
+                       progress=progress)
+    for m, values in diag["modalities"].items():
+        if "diagnostics" in selected:
+            report.modalities.setdefault(m, {}).update(values)
+    for pair, values in diag["pairs"].items():
+        if "diagnostics" not in selected:
+            values = {"whatif": values["whatif"]} if "whatif" in values else {}
+        report.pairs.setdefault(pair, {}).update(values)
+    if "diagnostics" in selected:
+        report.tuples.update(diag.get("tuples", {}))
+    report.notes.extend(diag.get("notes", []))
 
 
 def _mir_entry(a: str, b: str, raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:

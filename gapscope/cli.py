@@ -97,7 +97,8 @@ def analyze(
     labels: Annotated[Path | None, typer.Option(help="Per-row class labels (.npy), the ground "
                                                 "truth of intra-modal retrieval.")] = None,
     metrics: Annotated[str, typer.Option(help="Comma list of gap, cosine, alignment, cone, "
-                                         "uniformity, mir, retrieval; or 'all'.")] = "all",
+                                         "uniformity, mir, retrieval, diagnostics, whatif; "
+                                         "or 'all'.")] = "all",
     k: Annotated[str, typer.Option("--k", help="K values of recall@K.")] = "1,5,10",
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "auto",
@@ -108,6 +109,8 @@ def analyze(
     bootstrap: Annotated[int | None, typer.Option(help="Add a percentile interval to every "
                                                   "metric (except MIR) from B resamples of "
                                                   "groups, e.g. 200.", metavar="B")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML "
+                                              "report with the tables and plots.")] = None,
     confidence: Annotated[float, typer.Option(help="Coverage of the --bootstrap "
                                               "intervals.")] = 0.95,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, flat or csv.")] = "table",
@@ -129,6 +132,8 @@ def analyze(
         gapscope analyze --image img.npy --text txt.npy --format json -o report.json
 
         gapscope analyze examples/example-store --bootstrap 200 --json report.json
+
+        gapscope analyze examples/example-store --html report.html
     """
     from gapscope.report.formats import FORMATS, render_text
     from gapscope.report.terminal import render_report
@@ -141,6 +146,11 @@ def analyze(
                            confidence=confidence)
     if json_path is not None:
         _write_output(report.to_json(), json_path)
+    if html is not None:
+        from gapscope.report.html import write_html_report
+
+        # The extra diagnostics are already in the report; the page reads them from there.
+        write_html_report(html, report, source, None, seed=seed)
     if fmt == "table":
         if output is not None:
             with open(output, "w", encoding="utf-8") as fh:
@@ -407,14 +417,17 @@ def diff(
         _write_rendered(lambda console: render_diff(result, console), output)
 
 
-def _register_extract_commands() -> None:
-    # extract, merge and demo live beside the encoders and datasets they drive.
-    from gapscope.extract.commands import register
+def _register_commands() -> None:
+    # extract, merge and demo live beside the encoders and datasets they drive; plot beside the
+    # plotting code (matplotlib is an optional extra, imported only when plot runs).
+    from gapscope.extract.commands import register as register_extract
+    from gapscope.report.plot_command import register as register_plot
 
-    register(app)
+    register_extract(app)
+    register_plot(app)
 
 
-_register_extract_commands()
+_register_commands()
 
 
 def main() -> None:

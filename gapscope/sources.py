@@ -111,7 +111,10 @@ class EmbeddingSet:
 
     @classmethod
     def from_files(
-        cls, files: Mapping[str, str | os.PathLike[str]], *, labels: str | os.PathLike[str] | None = None
+        cls,
+        files: Mapping[str, str | os.PathLike[str]],
+        *,
+        labels: str | os.PathLike[str] | None = None,
     ) -> EmbeddingSet:
         """Load plain arrays from ``.npy`` (memory-mapped), ``.pt`` or ``.safetensors`` files."""
         arrays = {m: load_array(path, m) for m, path in files.items() if path is not None}

@@ -270,6 +270,21 @@ def _plots_section(plots: Sequence[Any]) -> str:
     return f'<div class="plots">{"".join(figures)}</div>'
 
 
+#: Pair keys that :func:`gapscope.analyze.analyze` merges in from :mod:`gapscope.diagnostics`.
+_PAIR_DIAGNOSTICS = ("separability", "separability_se", "separability_rows", "cka",
+                     "gap_direction", "similarity", "whatif")
+
+
+def _split_diagnostics(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate the extra diagnostics that analyze merged into a report's pair sections, so the
+    page shows them in their own tables (modality values stay in one table either way)."""
+    pairs, diag_pairs = {}, {}
+    for pair, entry in doc.get("pairs", {}).items():
+        pairs[pair] = {k: v for k, v in entry.items() if k not in _PAIR_DIAGNOSTICS}
+        diag_pairs[pair] = {k: v for k, v in entry.items() if k in _PAIR_DIAGNOSTICS}
+    return {**doc, "pairs": pairs}, {"pairs": diag_pairs, "tuples": doc.get("tuples", {})}
+
+
 def render_html(
     report: Report,
     data: EmbeddingSet | None = None,
@@ -283,7 +298,8 @@ def render_html(
 
     Sections: input, per-modality metrics, per-pair metrics and retrieval (from
     ``report.to_dict()``), the extra diagnostics and what-ifs (from ``diagnostics``, the mapping
-    :func:`gapscope.diagnostics.diagnostics` returns), modality x modality matrices when there are
+    :func:`gapscope.diagnostics.diagnostics` returns; when it is ``None``, from the report, into
+    which :func:`gapscope.analyze.analyze` merges them), modality x modality matrices when there are
     three or more modalities, GRAM volumes, plots and notes.
 
     Plots: ``plots`` (a list of :class:`~gapscope.report.plots.Plot` or a
@@ -295,7 +311,10 @@ def render_html(
         The HTML text (UTF-8; no external URL anywhere).
     """
     doc = report.to_dict()
-    diag = diagnostics or {}
+    if diagnostics is None:
+        doc, diag = _split_diagnostics(doc)
+    else:
+        diag = diagnostics
     names = list(doc.get("input", {}).get("modalities", {})) or list(doc.get("modalities", {}))
     notes: list[str] = [*doc.get("notes", []), *diag.get("notes", [])]
 

@@ -34,6 +34,18 @@ DIRECTIONS: dict[str, str] = {
     "R@K": "higher",
     "mAP": "higher",
     "R-precision": "higher",
+    # The extra diagnostics (gapscope.diagnostics).
+    "effective_rank": "higher",
+    "effective_rank_ratio": "higher",
+    "variance_top1": "lower",
+    "variance_top10": "lower",
+    "separability": "lower",
+    "cka": "higher",
+    "overlap": "lower",
+    "negatives_above_median_positive": "lower",
+    "auc": "higher",
+    "gram_volume_mean": "lower",
+    "gram_volume_median": "lower",
 }
 
 
@@ -92,6 +104,8 @@ class Report:
         params: the parameters that shaped the numbers (k, seed, t, alpha, sample, metrics, ...).
         modalities: per-modality metrics (``cone``, ``uniformity``).
         pairs: per-pair metrics keyed ``"<first>-<second>"`` in the order image, text, audio.
+        tuples: metrics of three or more modalities together (GRAM volume), keyed
+            ``"image-text-audio"``.
         notes: plain-words remarks (skipped steps, left-out queries, estimates).
     """
 
@@ -99,6 +113,7 @@ class Report:
     params: dict[str, Any]
     modalities: dict[str, dict[str, Any]] = field(default_factory=dict)
     pairs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuples: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     schema: str = SCHEMA
     gapscope_version: str = __version__
@@ -113,6 +128,7 @@ class Report:
                 "params": self.params,
                 "modalities": self.modalities,
                 "pairs": self.pairs,
+                "tuples": self.tuples,
                 "notes": self.notes,
                 "directions": DIRECTIONS,
             }
@@ -136,6 +152,7 @@ class Report:
                 params=data["params"],
                 modalities=data.get("modalities", {}),
                 pairs=data.get("pairs", {}),
+                tuples=data.get("tuples", {}),
                 notes=data.get("notes", []),
                 schema=schema,
                 gapscope_version=data.get("gapscope_version", "unknown"),
@@ -175,7 +192,7 @@ def flatten_report(data: dict[str, Any], *, keep_null: bool = False) -> dict[str
     {'image-text/mir': None, 'image/cone': 0.5, 'image/cone_ci/high': 0.6, 'image/cone_ci/low': 0.4}
     """
     flat: dict[str, Any] = {}
-    for section in ("modalities", "pairs"):
+    for section in ("modalities", "pairs", "tuples"):
         for name, metrics in data.get(section, {}).items():
             _flatten(name, metrics, flat, keep_null)
     return dict(sorted(flat.items()))
@@ -192,14 +209,17 @@ def metric_leaf(key: str) -> str:
 
 def is_detail_key(key: str) -> bool:
     """Whether a flat key is a number *about* a metric (an interval bound, a standard error)
-    rather than a metric.
+    or a hypothetical what-if rather than a metric of the checkpoint.
 
     >>> is_detail_key("image-text/gap_ci/low"), is_detail_key("image/uniformity_se")
     (True, True)
-    >>> is_detail_key("image-text/gap")
-    False
+    >>> is_detail_key("image-text/gap"), is_detail_key("image-text/whatif/centered/gap")
+    (False, True)
     """
     parts = key.split("/")
+    # What-if values describe a hypothetical fix, not the checkpoint: never gate on them.
+    if "whatif" in parts:
+        return True
     return (len(parts) >= 2 and parts[-2].endswith("_ci")) or parts[-1].endswith(("_ci", "_se"))
 
 

@@ -180,6 +180,70 @@ def pair_table(report: Report, pair: str) -> Table:
     reading = read_intra_vs_cross(entry, data["params"]["k"][0])
     if reading:
         table.add_row("intra vs cross", "", reading)
+    _diagnostic_rows(table, data, entry, (a, b))
+    return table
+
+
+def read_separability(accuracy: float) -> str:
+    """Reading of the cross-validated accuracy of telling two modalities apart (0.5: chance)."""
+    if accuracy > 0.95:
+        return "a linear probe tells the modalities apart: they never mix"
+    if accuracy > 0.7:
+        return "the modalities are mostly separable"
+    return "the modalities mix: hard to tell apart"
+
+
+def _diagnostic_rows(table: Table, data: dict[str, Any], entry: dict[str, Any],
+                     modalities: tuple[str, str]) -> None:
+    for m in modalities:
+        mod = data["modalities"].get(m, {})
+        if mod.get("effective_rank") is not None:
+            table.add_row(f"effective rank ({m})", f"{mod['effective_rank']:.1f}",
+                          f"{100 * mod['effective_rank_ratio']:.0f}% of the dimensions in use; "
+                          f"top component holds {100 * mod['variance_top1']:.0f}% of variance")
+    if entry.get("separability") is not None:
+        table.add_row("separability", _metric(entry, "separability"),
+                      read_separability(entry["separability"]))
+    if entry.get("cka") is not None:
+        table.add_row("linear CKA", _fmt(entry["cka"]),
+                      "similarity of the two modalities' geometry over true pairs (1 = same)")
+    sim = entry.get("similarity") or {}
+    if sim.get("auc") is not None:
+        table.add_row("pair AUC", _fmt(sim["auc"]),
+                      f"chance a true pair outscores a non-pair; histogram overlap "
+                      f"{sim['overlap']:.3f}")
+    direction = entry.get("gap_direction") or {}
+    if direction.get("pc_top10_share") is not None:
+        table.add_row("gap in top 10 PCs", f"{100 * direction['pc_top10_share']:.0f}%",
+                      f"share of the gap along the main content directions (chance "
+                      f"{100 * direction['pc_top10_chance']:.0f}%)")
+
+
+def whatif_table(pair: str, entry: dict[str, Any], k: int) -> Table | None:
+    """What closing the gap after training would change: one row a scenario."""
+    whatif = entry.get("whatif")
+    if not whatif:
+        return None
+    a, b = pair.split("-")
+    key = f"R@{k}"
+    table = Table(title=f"[bold]{pair}[/bold] what-ifs: close the gap after training",
+                  title_justify="left")
+    table.add_column("scenario", style="cyan", no_wrap=True)
+    table.add_column("gap", justify="right")
+    for direction in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}"):
+        table.add_column(f"{direction} {key}", justify="right")
+    table.add_column(f"uniformity {a}/{b}", justify="right")
+    labels = {"original": "as is", "centered": "mean-centred"}
+    for scenario, values in whatif.items():
+        recall = values.get("recall", {})
+        uni = values.get("uniformity", {})
+        label = labels.get(scenario, scenario.replace("shift_", "shift ") + " of the gap")
+        table.add_row(
+            label, _fmt(values.get("gap")),
+            *[_fmt(recall.get(d, {}).get(key), percent=True)
+              for d in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}")],
+            "/".join("n/a" if uni.get(m) is None else f"{uni[m]:.2f}" for m in (a, b)),
+        )
     return table
 
 
@@ -204,5 +268,14 @@ def render_report(report: Report, console: Console | None = None) -> None:
         retrieval = retrieval_table(pair, entry, data["params"]["k"])
         if retrieval is not None:
             console.print(retrieval)
+        whatif = whatif_table(pair, entry, data["params"]["k"][0])
+        if whatif is not None:
+            console.print(whatif)
+    for name, values in data.get("tuples", {}).items():
+        if values.get("gram_volume_mean") is not None:
+            console.print(Text.assemble(
+                (f"{name} GRAM volume ", "cyan"), f"{values['gram_volume_mean']:.4f}",
+                (" (mean over tuples; 0 = the modalities of a tuple coincide, lower is better)",
+                 "dim")))
     for note in data["notes"]:
         console.print(Text(f"note: {note}", style="yellow"))

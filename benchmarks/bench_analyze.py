@@ -1,0 +1,112 @@
+"""Benchmark ``gapscope analyze`` against a naive full-matrix implementation, in the same run.
+
+The naive baseline is what the papers' reference code does: build each n x n similarity matrix
+in memory, ``torch.pdist`` for uniformity, ``torch.topk`` for recall@K and a full sort of each row
+for mAP. gapscope computes the same numbers block by block.
+
+    python benchmarks/bench_analyze.py --n 20000 --dim 512 [--json out.json] [--skip-naive]
+
+Prints wall time and peak memory (max RSS of a fresh process) of each, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+NAIVE = r"""
+import sys, time, numpy as np, torch
+x = np.load(sys.argv[1]); y = np.load(sys.argv[2]); labels = np.load(sys.argv[3])
+t0 = time.perf_counter()
+x = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)
+y = torch.nn.functional.normalize(torch.from_numpy(y), dim=1)
+gap = (x.mean(0) - y.mean(0)).norm()
+for z in (x, y):
+    torch.pdist(z).pow(2).mul(-2).exp().mean().log()   # uniformity, Wang & Isola's code
+    s = z @ z.T
+    cone = (s.sum() - s.diagonal().sum()) / (len(z) * (len(z) - 1))
+    s.fill_diagonal_(-float("inf"))
+    order = s.argsort(dim=1, descending=True, stable=True)   # intra-modal mAP needs full ranks
+    rel = torch.from_numpy(labels)[order] == torch.from_numpy(labels)[:, None]
+    prec = rel.cumsum(1) / torch.arange(1, rel.shape[1] + 1)
+    ap = (prec * rel).sum(1) / rel.sum(1).clamp(min=1)
+    del s, order, rel, prec
+s = x @ y.T
+for sim in (s, s.T):
+    top = sim.topk(10, dim=1).indices
+    hit = (top == torch.arange(len(sim))[:, None]).any(1).float().mean()
+print(time.perf_counter() - t0)
+"""
+
+
+def peak_rss_mib(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd`` in a fresh process; return (wall seconds, peak RSS MiB, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the max over all children so far; run the largest last or alone.
+    return wall, max(peak, before) / 1024, proc.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+
+    from gapscope.store import EmbeddingStore
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, args.classes, size=args.n)
+    centres = rng.normal(size=(args.classes, args.dim)).astype(np.float32)
+    content = centres[labels] + rng.normal(size=(args.n, args.dim)).astype(np.float32)
+    image = content + 2 + rng.normal(size=(args.n, args.dim)).astype(np.float32)
+    text = content - 2 + rng.normal(size=(args.n, args.dim)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        items = {
+            m: [{"id": f"{m}{i}", "source": "", "group": i, "label": int(labels[i])}
+                for i in range(args.n)]
+            for m in ("image", "text")
+        }
+        EmbeddingStore.write(tmp / "store", {"image": image, "text": text}, items)
+        np.save(tmp / "x.npy", image)
+        np.save(tmp / "y.npy", text)
+        np.save(tmp / "labels.npy", labels)
+        cmd = [sys.executable, "-m", "gapscope", "analyze", str(tmp / "store"), "-q",
+               "-f", "json", "--device", "cpu"]
+        wall, rss, _ = peak_rss_mib(cmd)
+        results = {"n": args.n, "dim": args.dim, "machine": platform.processor() or
+                   platform.machine(), "gapscope": {"wall_s": wall, "peak_rss_mib": rss,
+                                                    "command": " ".join(cmd[1:])}}
+        print(f"gapscope analyze  n={args.n} d={args.dim}: {wall:7.1f} s, peak RSS {rss:7.0f} MiB")
+        if not args.skip_naive:
+            naive = [sys.executable, "-c", NAIVE, str(tmp / "x.npy"), str(tmp / "y.npy"),
+                     str(tmp / "labels.npy")]
+            nwall, nrss, _ = peak_rss_mib(naive)
+            results["naive"] = {"wall_s": nwall, "peak_rss_mib": nrss}
+            print(f"naive full-matrix n={args.n} d={args.dim}: {nwall:7.1f} s, "
+                  f"peak RSS {nrss:7.0f} MiB")
+            print(f"ratio gapscope/naive: time {wall / nwall:.2f}x, memory {rss / nrss:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

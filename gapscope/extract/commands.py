@@ -1,0 +1,164 @@
+"""The ``extract``, ``merge`` and ``demo`` commands; :func:`register` adds them to a typer app.
+
+Thin on purpose: each parses options, calls one library function and prints its summary;
+a :class:`~gapscope.errors.GapscopeError` becomes ``Error: <one line>`` on stderr and exit 2,
+Ctrl-C exit 130 (an interrupted extract resumes when run again).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from gapscope.errors import GapscopeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _one_line_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GapscopeError as exc:
+            typer.echo(f"Error: {' '.join(str(exc).split())}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            typer.echo("Interrupted: rows written so far are kept; run the same command again "
+                       "to resume.", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_one_line_errors
+def extract_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store folder to write; an "
+                                      "interrupted extract there is resumed.")],
+    images: Annotated[Path | None, typer.Option(help="Image folder (sub-folders become "
+                                                "labels).")] = None,
+    audio: Annotated[Path | None, typer.Option(help="Audio folder (sub-folders become "
+                                               "labels).")] = None,
+    captions: Annotated[Path | None, typer.Option(help="CSV, TSV or JSONL file of "
+                                                  "(file, caption) rows.")] = None,
+    encoder: Annotated[str | None, typer.Option(help="open_clip or clap (default: open_clip "
+                                                "for images, clap for audio).")] = None,
+    model: Annotated[str | None, typer.Option(help="open_clip architecture (ViT-B-32, "
+                                              "hf-hub:..., gapscope-tiny-vit) or CLAP hub name "
+                                              "/ local folder (gapscope-tiny-clap).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="open_clip hub tag (openai, "
+                                                   "laion2b_s34b_b79k) or a local checkpoint "
+                                                   "file; none = random weights.")] = None,
+    model_config: Annotated[Path | None, typer.Option(help="Local JSON model config (open_clip "
+                                                      "model config or ClapConfig).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows a batch.")] = 32,
+    workers: Annotated[int | None, typer.Option(help="Decoding processes (default: cores - 1, "
+                                                "at most 4; 0 = none).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
+    shard: Annotated[str | None, typer.Option(help="Extract only slice i of n (i/n, from 0); "
+                                              "combine with gapscope merge.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random weights (with no "
+                                      "--pretrained).")] = 0,
+    file_column: Annotated[str | None, typer.Option(help="Captions column naming the "
+                                                    "file.")] = None,
+    caption_column: Annotated[str | None, typer.Option(help="Captions column holding the "
+                                                       "caption.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store at "
+                                            "--out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Extract embeddings of an image or audio folder and its captions into a store.
+
+    Unreadable files are skipped and listed. Run the same command again to resume.
+
+    Shard with --shard i/n, then combine the shards with gapscope merge.
+
+    Example:
+
+        gapscope demo --out demo/
+
+        gapscope extract --images demo/data/images --model gapscope-tiny-vit -o s/
+
+        gapscope extract --images photos/ --pretrained vit-b-32.pt -o store/
+    """
+    from rich.console import Console
+
+    from gapscope.extract.extraction import extract
+    from gapscope.extract.summary import print_summary
+
+    summary = extract(
+        out, images=images, audio=audio, captions=captions, encoder=encoder, model=model,
+        pretrained=pretrained, model_config=model_config, batch_size=batch_size,
+        workers=workers, device=device, precision=precision, shard=shard, seed=seed,
+        overwrite=overwrite, quiet=quiet, file_column=file_column,
+        caption_column=caption_column,
+    )
+    print_summary(summary, Console())
+
+
+@_one_line_errors
+def merge_command(
+    out: Annotated[Path, typer.Argument(help="Store folder to write.")],
+    shards: Annotated[list[Path], typer.Argument(help="The shard stores (0/n .. n-1/n).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store "
+                                            "at OUT.")] = False,
+) -> None:
+    """Combine the shard stores of gapscope extract --shard i/n into one store.
+
+    All n shards of one extract are needed; the result equals an unsharded extract.
+
+    Example:
+
+        gapscope extract --images photos/ --shard 0/2 -o shard-0/
+
+        gapscope extract --images photos/ --shard 1/2 -o shard-1/
+
+        gapscope merge store/ shard-0/ shard-1/
+    """
+    from rich.console import Console
+
+    from gapscope.extract.merge import merge_stores
+
+    store = merge_stores(out, shards, overwrite=overwrite)
+    rows = ", ".join(f"{m} {store.info(m)['rows']:,}" for m in store.modalities)
+    Console().print(f"[bold]Store[/bold] {store.path}: {rows} (merged from {len(shards)} "
+                    "shards)", highlight=False, soft_wrap=True)
+
+
+@_one_line_errors
+def demo_command(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Keep the demo dataset and "
+                                             "stores in this folder (default: a temporary "
+                                             "one).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the JSON "
+                                                   "reports (X.json -> X.image-text.json, "
+                                                   "X.audio-text.json).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run the whole pipeline on a small generated dataset with tiny random models.
+
+    Shapes with captions (open_clip) and sounds with descriptions (CLAP), in seconds.
+
+    Example:
+
+        gapscope demo
+
+        gapscope demo --out demo/ --json demo/report.json
+    """
+    from gapscope.extract.demo import run_demo
+
+    run_demo(out, json_path=json_path, quiet=quiet)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``extract``, ``merge`` and ``demo`` commands to ``app``."""
+    app.command("extract", no_args_is_help=True)(extract_command)
+    app.command("merge", no_args_is_help=True)(merge_command)
+    app.command("demo")(demo_command)

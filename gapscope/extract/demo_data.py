@@ -1,0 +1,147 @@
+"""The demo dataset: coloured shapes with captions, and synthesised sounds with descriptions.
+
+Generated on the fly, deterministically (no binary files ship with gapscope):
+
+- ``images/<shape>/<colour>-<size>.png``: 24 PNGs, 64x64, a circle, square or triangle in one of
+  four colours and two sizes on white; the shape sub-folder is the label. ``images.csv`` gives
+  each image two captions.
+- ``audio/<kind>/<name>.wav``: 12 one-second clips (tones, noises, sweeps), some at 16 kHz
+  mono, some at 22.05 or 44.1 kHz stereo so that resampling and down-mixing are exercised; the
+  kind sub-folder is the label. ``audio.jsonl`` gives each clip a list of two descriptions.
+
+Regenerate with ``python -m gapscope.extract.demo_data DIR``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
+           "yellow": (235, 200, 30)}
+SIZES = {"small": 18, "large": 28}
+IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    """Where :func:`write_demo_dataset` put things."""
+
+    root: Path
+    images: Path
+    image_captions: Path
+    audio: Path
+    audio_captions: Path
+
+
+def write_demo_dataset(root: str | Path) -> DemoDataset:
+    """Write the demo images, sounds and caption files under ``root`` (created if needed)."""
+    root = Path(root)
+    data = DemoDataset(root, root / "images", root / "images.csv", root / "audio",
+                       root / "audio.jsonl")
+    _write_images(data.images, data.image_captions)
+    _write_audio(data.audio, data.audio_captions)
+    return data
+
+
+def _write_images(folder: Path, captions: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for shape in SHAPES:
+        (folder / shape).mkdir(parents=True, exist_ok=True)
+        for k, (colour, rgb) in enumerate(COLOURS.items()):
+            for size_name, radius in SIZES.items():
+                image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), "white")
+                draw = ImageDraw.Draw(image)
+                # Shift the centre a little per colour so no two images share a layout.
+                cx, cy = 32 + (k - 1.5) * 3, 32 - (k - 1.5) * 2
+                box = (cx - radius, cy - radius, cx + radius, cy + radius)
+                if shape == "circle":
+                    draw.ellipse(box, fill=rgb)
+                elif shape == "square":
+                    draw.rectangle(box, fill=rgb)
+                else:
+                    draw.polygon([(cx, cy - radius), (cx + radius, cy + radius),
+                                  (cx - radius, cy + radius)], fill=rgb)
+                name = f"{shape}/{colour}-{size_name}.png"
+                image.save(folder / name)
+                rows.append((name, f"a {size_name} {colour} {shape}"))
+                rows.append((name, f"a {colour} {shape} on a white background"))
+    with open(captions, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "caption"])
+        writer.writerows(rows)
+
+
+def _tone(freq: float, rate: int, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return np.sin(2 * np.pi * freq * t)
+
+
+def _sweep(f0: float, f1: float, rate: int, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
+    return np.sin(phase)
+
+
+def _sounds() -> list[tuple[str, int, int, np.ndarray, list[str]]]:
+    """(relative path, sample rate, channels, mono signal, two descriptions) of each clip."""
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal(44100)
+    brown = np.cumsum(rng.standard_normal(16000))
+    brown = brown - np.convolve(brown, np.ones(400) / 400, mode="same")  # remove the drift
+    pulses = (_tone(660, 16000) * (np.arange(16000) % 4000 < 1000))
+    return [
+        ("tone/220hz.wav", 16000, 1, _tone(220, 16000),
+         ["a low steady hum", "a pure 220 hertz tone"]),
+        ("tone/440hz.wav", 22050, 2, _tone(440, 22050),
+         ["a steady beep at concert pitch", "a pure 440 hertz tone"]),
+        ("tone/880hz.wav", 16000, 1, _tone(880, 16000),
+         ["a high pitched whistle", "a pure 880 hertz tone"]),
+        ("tone/chord.wav", 44100, 2,
+         (_tone(262, 44100) + _tone(330, 44100) + _tone(392, 44100)) / 3,
+         ["a major chord held still", "three tones played together"]),
+        ("noise/white.wav", 44100, 1, white / 4, ["loud white noise", "static hiss"]),
+        ("noise/brown.wav", 16000, 1, brown / np.abs(brown).max(),
+         ["a deep rumbling noise", "low rumble like distant thunder"]),
+        ("noise/bursts.wav", 16000, 1,
+         rng.standard_normal(16000) * (np.arange(16000) % 8000 < 2000) / 3,
+         ["two short bursts of noise", "noise that starts and stops"]),
+        ("noise/pulses.wav", 16000, 1, pulses, ["four short beeps", "a beeping alarm"]),
+        ("sweep/rising.wav", 16000, 1, _sweep(200, 2000, 16000),
+         ["a tone rising in pitch", "an upward sweep"]),
+        ("sweep/falling.wav", 22050, 2, _sweep(2000, 200, 22050),
+         ["a tone falling in pitch", "a downward sweep"]),
+        ("sweep/fast-rise.wav", 16000, 1, _sweep(100, 6000, 16000),
+         ["a fast rising whoosh", "a quick upward chirp"]),
+        ("sweep/warble.wav", 16000, 1,
+         np.sin(2 * np.pi * (600 * np.arange(16000) / 16000
+                             + 20 * np.sin(2 * np.pi * 6 * np.arange(16000) / 16000))),
+         ["a warbling siren", "a wobbling tone"]),
+    ]
+
+
+def _write_audio(folder: Path, captions: Path) -> None:
+    import soundfile
+
+    lines = []
+    for rel, rate, channels, signal, descriptions in _sounds():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        signal = 0.8 * np.asarray(signal, dtype=np.float64)
+        if channels == 2:  # a slightly quieter right channel, so the down-mix is not trivial
+            signal = np.stack([signal, 0.6 * signal], axis=1)
+        soundfile.write(path, signal, rate, subtype="PCM_16")
+        lines.append(json.dumps({"audio": rel, "captions": descriptions}))
+    captions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":  # python -m gapscope.extract.demo_data DIR
+    print(write_demo_dataset(sys.argv[1] if len(sys.argv) > 1 else "gapscope-demo-data"))

@@ -1,0 +1,483 @@
+"""The extraction loop: dataset rows -> batches -> encoder -> store parts -> finished store.
+
+Decoding runs in DataLoader worker processes so the encoder never waits on I/O. Encoded
+batches are appended to the store in parts as they come (a part is whole batches, written
+atomically), so an extract that is interrupted (Ctrl-C, ``kill -9``, a crash) resumes from the
+parts on disk when run again with the same arguments, and finishes with the same files as an
+uninterrupted run. The arguments that decide the embeddings are recorded in the manifest under
+``extract``; a rerun with different ones is refused rather than mixing two extracts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from gapscope.errors import GapscopeError
+from gapscope.extract.datasets import Candidate, Dataset, scan_dataset
+from gapscope.extract.encoder import Encoder, Preprocessor
+from gapscope.extract.progress import make_progress
+from gapscope.extract.shards import Shard, parse_shard, plan_batches
+from gapscope.extract.summary import ExtractSummary
+from gapscope.store import MANIFEST, MODALITIES, EmbeddingStore
+
+ENCODER_FAMILIES = ("open_clip", "clap")
+DEFAULT_PART_ROWS = 4096
+DEFAULT_PART_SECONDS = 60.0
+
+# Manifest field -> the option a user would change, for "different arguments" errors.
+_OPTION_OF = {
+    "family": "--encoder", "model": "--model", "pretrained": "--pretrained",
+    "checkpoint_sha256": "--pretrained (checkpoint sha256)",
+    "model_config_sha256": "--model-config (sha256)",
+    "processor_sha256": "the tokenizer / feature extractor files (sha256)",
+    "random_init_seed": "--seed", "precision": "--precision",
+    "modalities": "modalities (--captions)", "batch_size": "--batch-size", "shard": "--shard",
+    "dataset_fingerprint": "the dataset (its files, captions or columns changed)",
+}
+
+
+def default_workers() -> int:
+    """Decoding workers: one core is left to the encoder, at most 4 are used."""
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+def load_encoder(
+    family: str | None = None,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    model_config: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    seed: int = 0,
+) -> Encoder:
+    """Build an ``open_clip`` (image/text) or ``clap`` (audio/text) encoder; see
+    :func:`~gapscope.extract.open_clip_encoder.load_open_clip` and
+    :func:`~gapscope.extract.clap_encoder.load_clap` for the arguments."""
+    if family == "open_clip":
+        from gapscope.extract.open_clip_encoder import load_open_clip
+
+        return load_open_clip(model, pretrained=pretrained, model_config=model_config,
+                              device=device, precision=precision, seed=seed)
+    if family == "clap":
+        from gapscope.extract.clap_encoder import load_clap
+
+        return load_clap(model, pretrained=pretrained, model_config=model_config,
+                         device=device, precision=precision, seed=seed)
+    raise GapscopeError(
+        f"unknown encoder {family!r}: use {' or '.join(ENCODER_FAMILIES)}"
+    )
+
+
+def extract(
+    out: str | os.PathLike[str],
+    *,
+    images: str | os.PathLike[str] | None = None,
+    audio: str | os.PathLike[str] | None = None,
+    captions: str | os.PathLike[str] | None = None,
+    encoder: str | Encoder | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    model_config: str | os.PathLike[str] | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    shard: str | Shard | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    quiet: bool = False,
+    file_column: str | None = None,
+    caption_column: str | None = None,
+    part_rows: int = DEFAULT_PART_ROWS,
+    part_seconds: float = DEFAULT_PART_SECONDS,
+    console: Console | None = None,
+) -> ExtractSummary:
+    """Extract embeddings of a folder (and its captions) into the store at ``out``.
+
+    Args:
+        out: store folder to create, or the folder of an interrupted extract to resume.
+        images, audio: the media folder (one of them); sub-folders become labels.
+        captions: CSV, TSV or JSONL file of (file, caption) rows; see
+            :mod:`gapscope.extract.captions`.
+        encoder: ``"open_clip"``, ``"clap"``, an :class:`Encoder` instance, or ``None`` for
+            open_clip with images and CLAP with audio.
+        model, pretrained, model_config, precision, seed: passed to :func:`load_encoder`
+            (unused when ``encoder`` is an :class:`Encoder`, which brings its own).
+        batch_size: rows per batch. Part of the store's identity: the batch boundaries decide
+            which rows are encoded together.
+        workers: DataLoader decoding processes (default :func:`default_workers`; 0 decodes in
+            this process).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (for :func:`load_encoder`).
+        shard: ``"i/n"`` to extract only the i-th of n contiguous slices (merge them with
+            :func:`gapscope.extract.merge_stores`).
+        overwrite: replace an existing store at ``out`` instead of resuming it.
+        quiet: no progress bar.
+        file_column, caption_column: the captions file's columns, when not the usual names.
+        part_rows, part_seconds: write a part once this many rows are pending or this much
+            time has passed (bounds the work an interruption can lose; never changes the
+            result).
+
+    Returns:
+        An :class:`ExtractSummary` (rows per modality, skipped files and reasons, throughput).
+
+    Raises:
+        GapscopeError: bad arguments or input, or a store at ``out`` made with other arguments.
+    """
+    if batch_size < 1:
+        raise GapscopeError(f"--batch-size {batch_size}: must be at least 1")
+    shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise GapscopeError(f"--workers {workers}: must be 0 or more")
+    dataset = scan_dataset(images=images, audio=audio, captions=captions,
+                           file_column=file_column, caption_column=caption_column)
+    enc = _encoder_for(dataset, encoder, model=model, pretrained=pretrained,
+                       model_config=model_config, device=device, precision=precision, seed=seed)
+    identity = extract_identity(enc, dataset, batch_size, shard)
+    store = _open_or_create(Path(out), enc, dataset, identity, overwrite)
+    skips = SkipLog(store.manifest.get("skipped") or dataset.skipped)
+    if store.complete:
+        return _summary(store, enc, skips, shard, already_complete=True)
+
+    plans = {m: plan_batches(len(dataset.candidates[m]), batch_size, shard)
+             for m in dataset.modalities}
+    resumed = {m: store.rows_written(m) for m in dataset.modalities}
+    summary = ExtractSummary(store=store.path, rows={}, skipped=[], encoder={}, resumed=resumed)
+    with make_progress(quiet, console) as progress:
+        for modality in dataset.modalities:
+            stats = {"encoded": 0, "processed": 0}
+            started = time.perf_counter()
+            _extract_modality(
+                store, modality, dataset.candidates[modality], enc, plans[modality], skips,
+                workers=workers, part_rows=part_rows, part_seconds=part_seconds,
+                stats=stats,
+                on_progress=_progress_callback(progress, modality, plans[modality]),
+            )
+            seconds = time.perf_counter() - started
+            summary.encoded += stats["encoded"]
+            summary.processed += stats["processed"]
+            summary.seconds += seconds
+            summary.throughput[modality] = {**stats, "seconds": seconds}
+    _finalize(store, enc, dataset, plans, skips)
+    final = _summary(store, enc, skips, shard)
+    summary.rows, summary.skipped, summary.encoder, summary.shard = (
+        final.rows, final.skipped, final.encoder, final.shard
+    )
+    return summary
+
+
+def extract_identity(
+    encoder: Encoder, dataset: Dataset, batch_size: int, shard: Shard | None
+) -> dict[str, Any]:
+    """The arguments that decide a store's content, as recorded in its manifest's ``extract``."""
+    return {
+        "encoder": encoder.identity(),
+        "dataset_fingerprint": dataset.fingerprint,
+        "modalities": list(dataset.modalities),
+        "batch_size": int(batch_size),
+        "shard": str(shard) if shard is not None else None,
+    }
+
+
+def identity_difference(recorded: Any, current: dict[str, Any]) -> str | None:
+    """A short description of the first field where two identities differ, or ``None``."""
+    if not isinstance(recorded, dict):
+        return "no extract arguments recorded"
+    flat_old, flat_new = _flatten(recorded), _flatten(current)
+    for key in sorted(set(flat_old) | set(flat_new), key=_field_order):
+        old, new = flat_old.get(key), flat_new.get(key)
+        if old != new:
+            option = _OPTION_OF.get(key.rsplit(".", 1)[-1], key)
+            return f"{option}: store has {_short(old)}, now {_short(new)}"
+    return None
+
+
+def _field_order(key: str) -> tuple[int, str]:
+    names = list(_OPTION_OF)
+    last = key.rsplit(".", 1)[-1]
+    return (names.index(last) if last in names else len(names), key)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "..."
+    if isinstance(value, list):
+        return "+".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def _encoder_for(dataset: Dataset, encoder: str | Encoder | None, **options: Any) -> Encoder:
+    media = dataset.modalities[0]
+    if isinstance(encoder, Encoder):
+        enc = encoder
+    else:
+        family = encoder or ("clap" if media == "audio" else "open_clip")
+        enc = load_encoder(family, **options)
+    missing = [m for m in dataset.modalities if m not in enc.modalities]
+    if missing:
+        raise GapscopeError(
+            f"the {enc.family} encoder cannot encode {' and '.join(missing)} "
+            f"(it encodes {' and '.join(enc.modalities)}); use "
+            f"{'--encoder clap for audio' if media == 'audio' else '--encoder open_clip'}"
+        )
+    return enc
+
+
+def _open_or_create(
+    path: Path, encoder: Encoder, dataset: Dataset, identity: dict[str, Any], overwrite: bool
+) -> EmbeddingStore:
+    if (path / MANIFEST).is_file() and not overwrite:
+        store = EmbeddingStore.open(path, allow_incomplete=True)
+        recorded = store.manifest.get("extract")
+        if not isinstance(recorded, dict):
+            raise GapscopeError(
+                f"{path}: a store not written by gapscope extract; choose another output "
+                "folder or pass --overwrite to replace it"
+            )
+        difference = identity_difference(recorded, identity)
+        if difference is not None:
+            state = "a finished" if store.complete else "an interrupted"
+            raise GapscopeError(
+                f"{path}: holds {state} extract made with different arguments ({difference}); "
+                "run with the same arguments to resume it, or pass --overwrite to start again"
+            )
+        if store.complete:
+            # A kill between finalize's manifest write and its removal of the parts leaves
+            # them behind; they are no longer part of the store.
+            shutil.rmtree(path / "parts", ignore_errors=True)
+        return store
+    return EmbeddingStore.create(
+        path, encoder=encoder.description(), dataset=dataset.description, overwrite=overwrite,
+        extract=identity, skipped=SkipLog(dataset.skipped).entries(),
+    )
+
+
+class SkipLog:
+    """Rows skipped so far, kept in one deterministic order whatever order they come in."""
+
+    def __init__(self, entries: Sequence[dict[str, Any]] = ()) -> None:
+        self._entries: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: dict[str, Any]) -> bool:
+        """Record ``entry``; ``False`` if it was already there."""
+        key = _skip_key(entry)
+        if key in self._entries:
+            return False
+        self._entries[key] = dict(entry)
+        return True
+
+    def entries(self) -> list[dict[str, Any]]:
+        """All entries by modality (image, text, audio), captions line, then source."""
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _skip_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    modality = entry.get("modality", "")
+    order = MODALITIES.index(modality) if modality in MODALITIES else len(MODALITIES)
+    return (order, entry.get("line") or 0, entry.get("source", ""), entry.get("file", ""),
+            entry.get("reason", ""))
+
+
+class _SourceDataset(TorchDataset):
+    """Row positions -> (position, sample or None, reason or None); never raises for a row."""
+
+    def __init__(self, sources: list[str], preprocessor: Preprocessor) -> None:
+        self.sources = sources
+        self.preprocessor = preprocessor
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
+        source = self.sources[index]
+        try:
+            return index, self.preprocessor.load(source), None
+        except Exception as exc:  # any failure to decode one file skips that file only
+            return index, None, describe_failure(exc, source)
+
+
+class _Collate:
+    """Stack the samples that loaded; pass the failures through (picklable for workers)."""
+
+    def __init__(self, preprocessor: Preprocessor) -> None:
+        self.preprocessor = preprocessor
+
+    def __call__(self, samples: list[tuple[int, Any, str | None]]):
+        loaded = [(i, s) for i, s, reason in samples if reason is None]
+        failed = [(i, reason) for i, _, reason in samples if reason is not None]
+        batch = self.preprocessor.collate([s for _, s in loaded]) if loaded else None
+        return [i for i, _ in loaded], batch, failed
+
+
+def describe_failure(exc: BaseException, source: str) -> str:
+    """``"ExceptionType: message"`` without the file's path (the entry names the file)."""
+    message = str(exc).replace(f" '{source}'", "").replace(f" {source}", "").replace(source, "")
+    message = " ".join(message.split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _progress_callback(progress: Any, modality: str, plan: list[range]) -> Callable[[int], None]:
+    total = sum(len(b) for b in plan)
+    task = progress.add_task(modality, total=total)
+    return lambda advance: progress.advance(task, advance)
+
+
+def resume_point(
+    modality: str, candidates: list[Candidate], written: list[dict[str, Any]],
+    plan: list[range],
+) -> int:
+    """How many batches of ``plan`` the written parts already cover.
+
+    Checks that the written rows are exactly what this dataset would give at their positions.
+    """
+    if not written:
+        return 0
+    position = {c.id: k for k, c in enumerate(candidates)}
+    last = -1
+    for item in written:
+        k = position.get(item.get("id"))
+        if k is None or k <= last or candidates[k].item() != item:
+            raise GapscopeError(
+                f"{modality} rows already in the store do not match this dataset at "
+                f"{item.get('id')!r}; pass --overwrite to start again"
+            )
+        last = k
+    if not plan or not plan[0].start <= last < plan[-1].stop:
+        raise GapscopeError(
+            f"{modality} rows already in the store lie outside this shard; "
+            "pass --overwrite to start again"
+        )
+    return sum(1 for batch in plan if batch.start <= last)
+
+
+def _extract_modality(
+    store: EmbeddingStore,
+    modality: str,
+    candidates: list[Candidate],
+    encoder: Encoder,
+    plan: list[range],
+    skips: SkipLog,
+    *,
+    workers: int,
+    part_rows: int,
+    part_seconds: float,
+    stats: dict[str, int],
+    on_progress: Callable[[int], None],
+) -> None:
+    done = resume_point(modality, candidates, store.part_items(modality), plan)
+    on_progress(sum(len(b) for b in plan[:done]))
+    todo = plan[done:]
+    if not todo:
+        return
+    preprocessor = encoder.preprocessor(modality)
+    loader = DataLoader(
+        _SourceDataset([c.load for c in candidates], preprocessor),
+        batch_sampler=[list(b) for b in todo],
+        num_workers=workers,
+        collate_fn=_Collate(preprocessor),
+        pin_memory=encoder.device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    pending_rows: list[np.ndarray] = []
+    pending_items: list[dict[str, Any]] = []
+    new_skips = False
+    last_write = time.monotonic()
+
+    def write_part() -> None:
+        nonlocal pending_rows, pending_items, new_skips, last_write
+        # Skips go into the manifest before the part exists: once a part is on disk, the
+        # skips among its rows are recorded too (a resume recomputes later ones).
+        if new_skips:
+            store.update_manifest(skipped=skips.entries())
+            new_skips = False
+        if pending_items:
+            store.append(modality, np.concatenate(pending_rows), pending_items)
+        pending_rows, pending_items = [], []
+        last_write = time.monotonic()
+
+    try:
+        for positions, batch, failures in loader:
+            for k, reason in failures:
+                new_skips |= skips.add({"modality": modality, "source": candidates[k].source,
+                                        "reason": reason})
+            if batch is not None:
+                embeddings = encoder.encode_batch(modality, batch)
+                if embeddings.shape != (len(positions), encoder.embedding_dim):
+                    raise RuntimeError(
+                        f"{encoder!r} returned shape {embeddings.shape} for "
+                        f"{len(positions)} {modality} rows"
+                    )
+                pending_rows.append(embeddings)
+                pending_items.extend(candidates[k].item() for k in positions)
+            stats["encoded"] += len(positions)
+            stats["processed"] += len(positions) + len(failures)
+            on_progress(len(positions) + len(failures))
+            pending = sum(len(r) for r in pending_rows)
+            if pending >= part_rows or time.monotonic() - last_write >= part_seconds:
+                write_part()
+    finally:
+        # Whatever stops the loop (the end, Ctrl-C, an error), keep the whole batches done.
+        write_part()
+
+
+def _finalize(
+    store: EmbeddingStore, encoder: Encoder, dataset: Dataset, plans: dict[str, list[range]],
+    skips: SkipLog,
+) -> None:
+    rows = {m: store.rows_written(m) for m in dataset.modalities}
+    for modality in dataset.modalities:
+        if plans[modality] and rows[modality] == 0:
+            first = next((s for s in skips.entries() if s["modality"] == modality), None)
+            reason = f" (first: {first['source']}: {first['reason']})" if first else ""
+            raise GapscopeError(
+                f"no readable {modality} files: all {sum(len(b) for b in plans[modality])} "
+                f"were skipped{reason}"
+            )
+    if not any(rows.values()):
+        raise GapscopeError("this shard has no rows: use fewer shards than batches")
+    # A kill during a manifest write can leave its temporary file behind; it is not part of
+    # the store (an uninterrupted run has none).
+    for leftover in store.path.glob(f".{MANIFEST}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+    store.finalize(
+        normalized={m: encoder.normalized(m) for m in dataset.modalities if rows[m]},
+        skipped=skips.entries(),
+    )
+
+
+def _summary(
+    store: EmbeddingStore, encoder: Encoder, skips: SkipLog, shard: Shard | None,
+    *, already_complete: bool = False,
+) -> ExtractSummary:
+    rows = {m: int(store.info(m)["rows"]) for m in store.modalities}
+    return ExtractSummary(
+        store=store.path, rows=rows, skipped=skips.entries(), encoder=encoder.description(),
+        already_complete=already_complete, shard=str(shard) if shard else None,
+    )
+

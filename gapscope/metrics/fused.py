@@ -1,0 +1,569 @@
+"""Every O(n^2) metric of a modality pair from one pass over each similarity block.
+
+Uniformity and intra-modal retrieval of ``x`` both read ``X X^T``; those of ``y`` read
+``Y Y^T``; image->text and text->image retrieval both read ``X Y^T``. Computed metric by
+metric that is six ``n x n x d`` products (uniformity and retrieval each build ``X X^T``, and
+the two cross-modal directions build ``X Y^T`` and ``Y X^T``). Here each block of rows of the
+three products is computed once and every metric that needs it reads it before the next one
+is made, so the cost is three products and memory stays ``O((n + m) d + block * max(n, m))``.
+
+* :func:`modality_pass` (one ``X X^T`` pass): uniformity from each full block row (the row
+  terms a bootstrap needs come for free), and intra-modal recall@K, mAP and R-precision.
+* :func:`cross_pass` (one ``X Y^T`` pass): x->y from the block rows, and y->x from the block
+  *columns*. For a y query j the score of its best positive, ``b_j = max_{i in P(j)} s_ij``, is
+  known before the pass (from the positive pairs alone), so its rank
+
+      rank_j = #{i not in P(j) : s_ij > b_j} + #{i not in P(j), i < i*_j : s_ij = b_j}
+
+  (``i*_j`` the lowest-index best positive) is a count accumulated column-wise over the
+  blocks. Positives are never counted, so the positive's own score, rounded differently by the
+  product than by the up-front dot product, can never rank it above itself.
+* :func:`fused_pair_pass`: both, for one pair, reusing per-modality results across pairs.
+
+Results equal those of :func:`~gapscope.metrics.uniformity.uniformity`,
+:func:`~gapscope.metrics.uniformity.uniformity_with_row_terms`,
+:func:`~gapscope.metrics.retrieval.intra_modal_retrieval` and
+:func:`~gapscope.metrics.retrieval.cross_modal_retrieval`: uniformity within float32 rounding
+(~1e-6), ranks exactly wherever two scores are further apart than float32 rounding (a score
+computed by another product may round the last bit differently).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gapscope.errors import GapscopeError
+from gapscope.metrics._blocks import iter_positive_pairs
+from gapscope.metrics._inputs import (
+    ArrayLike,
+    check_embeddings,
+    check_groups,
+    check_same_dim,
+    normalize_rows,
+    pair_groups,
+    resolve_device,
+)
+from gapscope.metrics.retrieval import (
+    RetrievalResult,
+    _auto_block_size,
+    _check_block_size,
+    _check_k,
+    _check_query_index,
+    _GroupMembers,
+    _summarize,
+)
+
+__all__ = [
+    "FusedResult",
+    "ModalityPassResult",
+    "cross_pass",
+    "fused_pair_pass",
+    "modality_pass",
+]
+
+# Up to this many relevant rows a query's ranks are counted with one pass over its row each;
+# beyond it the keys that can outrank a relevant row are sorted (see _ranks_of_items).
+_COUNT_MAX_ITEMS = 4
+# More tied relevant rows than this: one stable argsort of the row instead of a scan per item.
+_TIE_SCAN_MAX_ITEMS = 8
+# exp(-4t) must stay a normal float32 for the unshifted kernel sum (float32 min ~1.2e-38).
+_MAX_UNSHIFTED_EXPONENT = 80.0
+
+
+@dataclass(frozen=True)
+class ModalityPassResult:
+    """What one ``X X^T`` pass gives for one modality.
+
+    Attributes:
+        uniformity: Wang & Isola's uniformity (see :func:`~gapscope.metrics.uniformity.
+            uniformity`), or ``None`` when not asked for.
+        uniformity_row_terms: ``log a_i`` per row, float64 ``(n,)`` (see
+            :func:`~gapscope.metrics.uniformity.uniformity_with_row_terms`), or ``None``.
+        retrieval: intra-modal retrieval (recall@K, mAP, R-precision), or ``None``.
+    """
+
+    uniformity: float | None
+    uniformity_row_terms: np.ndarray | None
+    retrieval: RetrievalResult | None
+
+
+@dataclass(frozen=True)
+class FusedResult:
+    """Every O(n^2) metric of one pair ``(x, y)``.
+
+    Attributes:
+        x, y: each modality's :class:`ModalityPassResult`.
+        x_to_y, y_to_x: cross-modal retrieval results, or ``None`` when not asked for.
+    """
+
+    x: ModalityPassResult
+    y: ModalityPassResult
+    x_to_y: RetrievalResult | None
+    y_to_x: RetrievalResult | None
+
+
+def modality_pass(
+    x: ArrayLike,
+    relevance: ArrayLike | Sequence[int] | None = None,
+    *,
+    k: int | Sequence[int] = (1, 5, 10),
+    t: float = 2.0,
+    uniformity: bool = True,
+    row_terms: bool = False,
+    block_size: int | None = None,
+    device: str | torch.device | None = None,
+    query_index: ArrayLike | Sequence[int] | None = None,
+    per_query: bool = False,
+) -> ModalityPassResult:
+    """Uniformity and intra-modal retrieval of one modality from a single ``X X^T`` pass.
+
+    Each block of rows ``S = X_B X^T`` (float32, ``block x n``) is read by both metrics:
+
+    * uniformity (Wang & Isola 2020): ``log a_i = log((1/(n-1)) sum_{j != i}
+      exp(-t ||x_i - x_j||^2))`` per row, with ``||x_i - x_j||^2 = 2 - 2 s_ij``, and
+      ``uniformity = log((1/n) sum_i a_i)`` (the mean over ordered pairs equals the mean over
+      unordered pairs). The kernel is summed in float32 (shifted by the row maximum when
+      ``4t`` leaves the float32 range) and combined in float64.
+    * intra-modal retrieval exactly as :func:`~gapscope.metrics.retrieval.
+      intra_modal_retrieval` (self excluded by index; ties to the lower index). With many
+      relevant rows only the keys scoring at least the query's lowest relevant score are
+      sorted: no other key can outrank a relevant row.
+
+    Args:
+        x: ``(n, d)`` float16/32/64 numpy array (memory maps welcome) or torch tensor.
+        relevance: ``(n,)`` integer codes (labels or groups); ``None`` skips retrieval.
+        k: recall cut-offs.
+        t: uniformity temperature (> 0).
+        uniformity: compute uniformity (needs every row: not with ``query_index``).
+        row_terms: also return the uniformity row terms.
+        block_size: rows a block; ``None`` picks ``2**23 // n`` (32 MiB of float32 scores).
+        device: device of the products; ranking and sums run on the CPU.
+        query_index: evaluate retrieval for these rows only (see ``intra_modal_retrieval``).
+        per_query: keep per-query retrieval values (for the bootstrap).
+
+    Returns:
+        :class:`ModalityPassResult`.
+
+    Raises:
+        EmbeddingError: bad embeddings or codes, fewer than 2 rows.
+        GapscopeError: ``t`` not positive, or ``uniformity`` together with ``query_index``.
+
+    Example:
+        >>> r = modality_pass(np.eye(3), [0, 0, 1], k=(1,), row_terms=True)
+        >>> round(r.uniformity, 4), r.retrieval.recall, r.retrieval.n_skipped
+        (-4.0, {1: 1.0}, 1)
+    """
+    arr = check_embeddings(x, "x", min_rows=2)
+    n = arr.shape[0]
+    t = float(t)
+    if not (math.isfinite(t) and t > 0.0):
+        raise GapscopeError(f"t: expected a finite positive number, got {t!r}")
+    cutoffs = _check_k(k)
+    block = _check_block_size(block_size) or _auto_block_size(n)
+    sample = _check_query_index(query_index, n)
+    if uniformity and sample is not None:
+        raise GapscopeError("uniformity needs every row: use uniformity_sampled with query_index")
+    codes = check_groups(relevance, n, "relevance")
+    dev = resolve_device(device)
+    unit = normalize_rows(arr, device=dev)
+
+    retrieval = codes is not None
+    if retrieval:
+        members = _GroupMembers(codes)
+        n_relevant = members.count(codes) - 1
+        eligible = n_relevant > 0
+        rows = np.arange(n) if sample is None else sample
+        evaluated = rows[eligible[rows]]
+        first_rank = np.empty(evaluated.size, dtype=np.int64)
+        ap = np.empty(evaluated.size, dtype=np.float64)
+        rp = np.empty(evaluated.size, dtype=np.float64)
+        is_evaluated = np.zeros(n, dtype=bool)
+        is_evaluated[evaluated] = True
+        position = np.cumsum(is_evaluated) - 1
+    # Uniformity needs every row as a block row; retrieval alone only the evaluated ones.
+    block_rows = np.arange(n) if uniformity or not retrieval else evaluated
+    row_lse = np.empty(n, dtype=np.float64) if uniformity else None
+    two_t = 2.0 * t
+
+    for start in range(0, block_rows.size, block):
+        idx = block_rows[start : start + block]
+        idx_t = torch.from_numpy(idx).to(unit.device)
+        scores_t = unit.index_select(0, idx_t) @ unit.T
+        local = torch.arange(idx.size, device=scores_t.device)
+        if row_lse is not None:
+            # -t ||x_i - x_j||^2 = 2t (s_ij - 1), clamped at 0 where rounding puts s above 1.
+            kernel = torch.sub(scores_t, 1.0).mul_(two_t).clamp_(max=0.0)
+            kernel[local, idx_t] = -math.inf
+            if 2.0 * two_t <= _MAX_UNSHIFTED_EXPONENT:
+                # Every term lies in [exp(-4t), 1]: a plain float32 sum cannot underflow.
+                sums = kernel.exp_().sum(dim=1, dtype=torch.float64)
+                row_lse[idx] = torch.log(sums).cpu().numpy()
+            else:
+                row_lse[idx] = torch.logsumexp(kernel, dim=1).double().cpu().numpy()
+            del kernel
+        if not retrieval:
+            continue
+        scores_t[local, idx_t] = -math.inf
+        # +0.0 turns -0.0 into +0.0, so equal scores are also equal bit patterns.
+        scores_t += 0.0
+        scores = scores_t.cpu().numpy()
+        for r, i in enumerate(idx.tolist()):
+            if not is_evaluated[i]:
+                continue
+            group = members.of(codes[i])
+            relevant = np.delete(group, np.searchsorted(group, i))
+            ranks = np.sort(_ranks_of_items(scores[r], relevant))
+            p = position[i]
+            n_rel = ranks.size
+            first_rank[p] = ranks[0]
+            ap[p] = np.sum(np.arange(1, n_rel + 1) / (ranks + 1.0)) / n_rel
+            rp[p] = np.count_nonzero(ranks < n_rel) / n_rel
+
+    value = terms = None
+    if row_lse is not None:
+        value = _log_sum_exp(row_lse) - math.log(n * (n - 1))
+        terms = row_lse - math.log(n - 1) if row_terms else None
+    result = None
+    if retrieval:
+        result = _summarize(
+            cutoffs,
+            first_rank,
+            average_precision=ap,
+            r_precision=rp,
+            n_skipped=int(rows.size - evaluated.size),
+            n_eligible_total=int(np.count_nonzero(eligible)) if sample is not None else None,
+            query_rows=evaluated if per_query else None,
+        )
+    return ModalityPassResult(uniformity=value, uniformity_row_terms=terms, retrieval=result)
+
+
+def cross_pass(
+    x: ArrayLike,
+    y: ArrayLike,
+    groups_x: ArrayLike | Sequence[int] | None = None,
+    groups_y: ArrayLike | Sequence[int] | None = None,
+    *,
+    k: int | Sequence[int] = (1, 5, 10),
+    block_size: int | None = None,
+    device: str | torch.device | None = None,
+    query_index_x: ArrayLike | Sequence[int] | None = None,
+    query_index_y: ArrayLike | Sequence[int] | None = None,
+    per_query: bool = False,
+) -> tuple[RetrievalResult, RetrievalResult]:
+    """Cross-modal recall@K in both directions (x->y, y->x) from one ``X Y^T`` pass.
+
+    The metric is that of :func:`~gapscope.metrics.retrieval.cross_modal_retrieval` (a query
+    is a hit at K when its best positive ranks below K; ties to the lower index). x queries
+    are ranked from the block rows; y queries from the block columns, counting for each the
+    non-positive x rows that outrank its best positive (see the module docstring). With
+    ``query_index_x``/``query_index_y`` and fewer products that way, the rows and the columns
+    are computed as two thin products (``X_q Y^T`` and ``X Y_q^T``) instead of ``X Y^T``.
+
+    Args:
+        x: ``(n, d)`` embeddings; y: ``(m, d)`` embeddings of the other modality.
+        groups_x, groups_y: integer group codes (both ``None``: row i pairs with row i).
+        k: recall cut-offs.
+        block_size: x rows a block; ``None`` picks ``2**23 // m``.
+        device: device of the products; counting runs on the CPU.
+        query_index_x, query_index_y: evaluate only these queries of each direction.
+        per_query: keep the per-query hit indicators.
+
+    Returns:
+        ``(x_to_y, y_to_x)`` :class:`~gapscope.metrics.retrieval.RetrievalResult`.
+
+    Raises:
+        EmbeddingError: bad arrays or groups, a dimension mismatch, bad ``query_index``.
+
+    Example:
+        >>> images = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+        >>> texts = np.array([[1.0, 0.0], [1.0, -0.2]], dtype=np.float32)
+        >>> i2t, t2i = cross_pass(images, texts, k=(1, 5))
+        >>> i2t.recall, t2i.recall
+        ({1: 0.5, 5: 1.0}, {1: 0.5, 5: 1.0})
+    """
+    xa = check_embeddings(x, "x")
+    ya = check_embeddings(y, "y")
+    check_same_dim(xa, ya, ("x", "y"))
+    gx, gy = pair_groups(xa, ya, groups_x, groups_y, ("x", "y"))
+    cutoffs = _check_k(k)
+    block = _check_block_size(block_size) or _auto_block_size(ya.shape[0])
+    sample_x = _check_query_index(query_index_x, xa.shape[0])
+    sample_y = _check_query_index(query_index_y, ya.shape[0])
+    dev = resolve_device(device)
+    n, m = xa.shape[0], ya.shape[0]
+
+    members_y, members_x = _GroupMembers(gy), _GroupMembers(gx)
+    eligible_x = members_y.count(gx) > 0
+    eligible_y = members_x.count(gy) > 0
+    rows_x = np.arange(n) if sample_x is None else sample_x
+    rows_y = np.arange(m) if sample_y is None else sample_y
+    eval_x = rows_x[eligible_x[rows_x]]
+    eval_y = rows_y[eligible_y[rows_y]]
+
+    first_x = np.zeros(eval_x.size, dtype=np.int64)
+    first_y = np.zeros(eval_y.size, dtype=np.int64)
+    if eval_x.size or eval_y.size:
+        ux = normalize_rows(xa, device=dev)
+        uy = normalize_rows(ya, device=dev)
+        best, best_row = _best_positive_columns(ux, uy, gx, gy, eval_y, block)
+        fused = eval_x.size * m + n * eval_y.size >= n * m
+        if fused:
+            # One full X Y^T: its rows serve x queries, its columns y queries.
+            _pass(ux, uy, np.arange(n), eval_x, eval_y, np.arange(m), gx, gy, members_y,
+                  best, best_row, first_x, first_y, block)
+        else:
+            if eval_x.size:
+                _pass(ux, uy, eval_x, eval_x, np.empty(0, np.int64), np.arange(m), gx, gy,
+                      members_y, best, best_row, first_x, first_y, block)
+            if eval_y.size:
+                _pass(ux, uy, np.arange(n), np.empty(0, np.int64), eval_y, eval_y, gx, gy,
+                      members_y, best, best_row, first_x, first_y, block)
+
+    def result(first: np.ndarray, rows: np.ndarray, evaluated: np.ndarray,
+               eligible: np.ndarray, sample: np.ndarray | None) -> RetrievalResult:
+        return _summarize(
+            cutoffs,
+            first,
+            n_skipped=int(rows.size - evaluated.size),
+            n_eligible_total=int(np.count_nonzero(eligible)) if sample is not None else None,
+            query_rows=evaluated if per_query else None,
+        )
+
+    return (result(first_x, rows_x, eval_x, eligible_x, sample_x),
+            result(first_y, rows_y, eval_y, eligible_y, sample_y))
+
+
+def fused_pair_pass(
+    x: ArrayLike,
+    y: ArrayLike,
+    groups_x: ArrayLike | Sequence[int] | None = None,
+    groups_y: ArrayLike | Sequence[int] | None = None,
+    relevance_x: ArrayLike | Sequence[int] | None = None,
+    relevance_y: ArrayLike | Sequence[int] | None = None,
+    *,
+    k: int | Sequence[int] = (1, 5, 10),
+    t: float = 2.0,
+    uniformity: bool = True,
+    retrieval: bool = True,
+    row_terms: bool = False,
+    block_size: int | None = None,
+    device: str | torch.device | None = None,
+    query_index_x: ArrayLike | Sequence[int] | None = None,
+    query_index_y: ArrayLike | Sequence[int] | None = None,
+    per_query: bool = False,
+    cached_x: ModalityPassResult | None = None,
+    cached_y: ModalityPassResult | None = None,
+) -> FusedResult:
+    """All O(n^2) metrics of the pair ``(x, y)``: three similarity products, each once.
+
+    Runs :func:`modality_pass` on ``x`` and on ``y`` (skipped when ``cached_x``/``cached_y``
+    is given: with three modalities each modality's pass is shared by its two pairs) and
+    :func:`cross_pass` on ``(x, y)``. Uniformity is exact only: with a ``query_index`` it is
+    left out (``None``) and :func:`~gapscope.metrics.uniformity.uniformity_sampled` estimates
+    it. Relevance defaults to the groups (as ``analyze`` does without labels).
+
+    Args:
+        x, y: ``(n, d)`` and ``(m, d)`` embeddings.
+        groups_x, groups_y: group codes defining positives (both ``None``: row i with row i).
+        relevance_x, relevance_y: intra-modal relevance codes (labels); default the groups.
+        k, t, block_size, device, per_query: as in :func:`modality_pass`.
+        uniformity, retrieval: which metric families to compute.
+        row_terms: return uniformity row terms (bootstrap).
+        query_index_x, query_index_y: sampled queries of each modality.
+        cached_x, cached_y: earlier :func:`modality_pass` results to reuse.
+
+    Returns:
+        :class:`FusedResult`.
+
+    Raises:
+        EmbeddingError, GapscopeError: as the passes it runs.
+
+    Example:
+        >>> r = fused_pair_pass(np.eye(3), np.eye(3) + 0.1, k=(1,))
+        >>> r.x_to_y.recall, r.y_to_x.recall, round(r.x.uniformity, 4)
+        ({1: 1.0}, {1: 1.0}, -4.0)
+    """
+    xa = check_embeddings(x, "x", min_rows=2)
+    ya = check_embeddings(y, "y", min_rows=2)
+    check_same_dim(xa, ya, ("x", "y"))
+    gx, gy = pair_groups(xa, ya, groups_x, groups_y, ("x", "y"))
+    exact_x = uniformity and query_index_x is None
+    exact_y = uniformity and query_index_y is None
+
+    def side(arr, rel, groups, qi, exact, cached) -> ModalityPassResult:
+        if cached is not None:
+            return cached
+        return modality_pass(
+            arr, (groups if rel is None else rel) if retrieval else None, k=k, t=t,
+            uniformity=exact, row_terms=row_terms and exact, block_size=block_size,
+            device=device, query_index=qi if retrieval else None, per_query=per_query,
+        )
+
+    res_x = side(xa, relevance_x, gx, query_index_x, exact_x, cached_x)
+    res_y = side(ya, relevance_y, gy, query_index_y, exact_y, cached_y)
+    x_to_y = y_to_x = None
+    if retrieval:
+        x_to_y, y_to_x = cross_pass(
+            xa, ya, gx, gy, k=k, block_size=block_size, device=device,
+            query_index_x=query_index_x, query_index_y=query_index_y, per_query=per_query,
+        )
+    return FusedResult(x=res_x, y=res_y, x_to_y=x_to_y, y_to_x=y_to_x)
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _log_sum_exp(values: np.ndarray) -> float:
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()))
+
+
+def _best_positive_columns(
+    ux: torch.Tensor, uy: torch.Tensor, gx: np.ndarray, gy: np.ndarray, cols: np.ndarray,
+    chunk: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each y row, its best positive score ``b_j`` and the lowest x row reaching it.
+
+    Computed from the positive pairs only (``O(|P| d)``), in float32 like the blocks; rows of
+    ``y`` outside ``cols`` get ``(+inf, -1)`` and count nothing. Pairs come ordered by x row,
+    so the first maximum seen for a column is its lowest-index best positive.
+    """
+    m = uy.shape[0]
+    best = np.full(m, -np.inf, dtype=np.float32)
+    best_row = np.full(m, -1, dtype=np.int64)
+    wanted = np.zeros(m, dtype=bool)
+    wanted[cols] = True
+    for i, j in iter_positive_pairs(gx, gy, max(chunk * 64, 4096)):
+        keep = wanted[j]
+        i, j = i[keep], j[keep]
+        if not i.size:
+            continue
+        it, jt = torch.from_numpy(i).to(ux.device), torch.from_numpy(j).to(ux.device)
+        s = (ux.index_select(0, it) * uy.index_select(0, jt)).sum(dim=1).cpu().numpy() + 0.0
+        # Pairs ascend by i: a later pair replaces a column's best only when strictly above.
+        for jj, ii, ss in zip(j.tolist(), i.tolist(), s.tolist(), strict=True):
+            if ss > best[jj]:
+                best[jj], best_row[jj] = ss, ii
+    best[~wanted] = np.inf
+    return best, best_row
+
+
+def _pass(
+    ux: torch.Tensor,
+    uy: torch.Tensor,
+    x_rows: np.ndarray,
+    eval_x: np.ndarray,
+    eval_y: np.ndarray,
+    y_cols: np.ndarray,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    members_y: _GroupMembers,
+    best: np.ndarray,
+    best_row: np.ndarray,
+    first_x: np.ndarray,
+    first_y: np.ndarray,
+    block: int,
+) -> None:
+    """Blocks of ``X[x_rows] Y[y_cols]^T``: ranks of the x queries ``eval_x`` (their rows,
+    which need every y column) into ``first_x``, counts of the y queries ``eval_y`` (columns)
+    into ``first_y``."""
+    n = ux.shape[0]
+    is_eval_x = np.zeros(n, dtype=bool)
+    is_eval_x[eval_x] = True
+    pos_x = np.cumsum(is_eval_x) - 1
+    # Column bookkeeping restricted to the evaluated y queries among y_cols.
+    col_of_y = np.full(uy.shape[0], -1, dtype=np.int64)
+    col_of_y[y_cols] = np.arange(y_cols.size)
+    cols = col_of_y[eval_y]
+    col_best = best[eval_y][None, :]
+    col_best_row = best_row[eval_y][None, :]
+    count_y = np.zeros(eval_y.size, dtype=np.int64)
+    full_cols = y_cols.size == uy.shape[0]
+    # Positive pairs (x row, evaluated y query number), ordered by x row. Column counting runs
+    # over contiguous blocks of every x row, so a block's pairs are one slice of them.
+    query_of_y = np.full(uy.shape[0], -1, dtype=np.int64)
+    query_of_y[eval_y] = np.arange(eval_y.size)
+    pair_i_parts, pair_q_parts = [], []
+    if eval_y.size:
+        for i, j in iter_positive_pairs(gx, gy, 1 << 20):
+            keep = query_of_y[j] >= 0
+            pair_i_parts.append(i[keep])
+            pair_q_parts.append(query_of_y[j[keep]])
+    pair_i = np.concatenate(pair_i_parts) if pair_i_parts else np.empty(0, np.int64)
+    pair_q = np.concatenate(pair_q_parts) if pair_q_parts else np.empty(0, np.int64)
+    uy_cols = uy if full_cols else uy.index_select(0, torch.from_numpy(y_cols).to(uy.device))
+
+    for start in range(0, x_rows.size, block):
+        idx = x_rows[start : start + block]
+        idx_t = torch.from_numpy(idx).to(ux.device)
+        scores_t = ux.index_select(0, idx_t) @ uy_cols.T
+        scores_t += 0.0
+        scores = scores_t.cpu().numpy()
+        # x queries: rows (all y columns are present whenever eval_x is non-empty).
+        for r, i in enumerate(idx.tolist()):
+            if not is_eval_x[i]:
+                continue
+            row = scores[r]
+            positives = members_y.of(gx[i])
+            j = positives[np.argmax(row[positives])]
+            v = row[j]
+            rank = np.count_nonzero(row > v)
+            if rank + 1 < np.count_nonzero(row >= v):
+                rank += np.count_nonzero(row[:j] == v)
+            first_x[pos_x[i]] = rank
+        if not eval_y.size:
+            continue
+        # y queries: columns; positives are subtracted after the pass.
+        sub = scores[:, cols] if not (full_cols and cols.size == scores.shape[1]) else scores
+        above = np.count_nonzero(sub > col_best, axis=0)
+        equal = sub == col_best
+        if equal.any():
+            equal &= idx[:, None] < col_best_row
+            above += np.count_nonzero(equal, axis=0)
+        # Positives of the block's rows were compared with b_j too: take back those counted
+        # (through rounding or an equal score at a lower index), so only non-positives rank.
+        lo, hi = np.searchsorted(pair_i, [idx[0], idx[-1] + 1])
+        if hi > lo:
+            pi, pq = pair_i[lo:hi], pair_q[lo:hi]
+            s = scores[pi - idx[0], cols[pq]]
+            counted = (s > col_best[0, pq]) | ((s == col_best[0, pq]) & (pi < col_best_row[0, pq]))
+            np.subtract.at(above, pq[counted], 1)
+        count_y += above
+    if eval_y.size:
+        first_y[:] = count_y
+
+
+def _ranks_of_items(row: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """0-based ranks of the columns ``items`` in ``row`` (descending, ties to the lower index).
+
+    ``rank(j) = #{k : row[k] > row[j]} + #{k < j : row[k] == row[j]}``, returned in no
+    particular order. Few items: one counting pass each. Many: only the keys scoring at least
+    the lowest item can outrank any item, so only those are sorted (often a small part of the
+    row when relevant rows score high) and each rank is a binary search.
+    """
+    s = row[items]
+    if items.size <= _COUNT_MAX_ITEMS:
+        return np.array(
+            [
+                np.count_nonzero(row[:j] >= v) + np.count_nonzero(row[j + 1 :] > v)
+                for j, v in zip(items.tolist(), s.tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+    candidates = np.sort(row[row >= s.min()])
+    hi = np.searchsorted(candidates, s, side="right")
+    ranks = (candidates.size - hi).astype(np.int64)
+    tied = np.flatnonzero(hi - np.searchsorted(candidates, s, side="left") > 1)
+    if tied.size > _TIE_SCAN_MAX_ITEMS:
+        order = np.argsort(-row, kind="stable")
+        position = np.empty(row.size, dtype=np.int64)
+        position[order] = np.arange(row.size)
+        return position[items]
+    for t in tied:
+        ranks[t] += np.count_nonzero(row[: items[t]] == s[t])
+    return ranks

@@ -1,0 +1,97 @@
+"""Shards then merge equal a single run; merge refuses shards that do not belong together."""
+
+from __future__ import annotations
+
+import pytest
+from extract_testkit import assert_same_store, write_images
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gapscope.errors import GapscopeError
+from gapscope.extract import extract, merge_stores, parse_shard, plan_batches
+from gapscope.extract.shards import Shard
+
+ARGS = {"model": "gapscope-tiny-vit", "device": "cpu", "batch_size": 3, "quiet": True,
+        "workers": 0}
+
+
+@pytest.fixture(scope="module")
+def shard_run(image_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    single = root / "single"
+    extract(single, images=image_data.images, captions=image_data.captions, **ARGS)
+    shards = []
+    for i in range(3):
+        shards.append(root / f"shard-{i}")
+        summary = extract(shards[-1], images=image_data.images, captions=image_data.captions,
+                          shard=f"{i}/3", **ARGS)
+        assert summary.shard == f"{i}/3"
+    return root, single, shards
+
+
+def test_shards_then_merge_equal_a_single_run(shard_run, cli):
+    root, single, shards = shard_run
+    # Shards given out of order: merge orders them by index.
+    result = cli("merge", root / "merged", shards[2], shards[0], shards[1])
+    assert "merged from 3 shards" in result.stdout
+    assert_same_store(root / "merged", single)
+
+
+def test_shards_are_disjoint_contiguous_slices(shard_run):
+    from gapscope.store import EmbeddingStore
+
+    _, single, shards = shard_run
+    whole = EmbeddingStore.open(single)
+    for modality in whole.modalities:
+        ids = [it["id"] for s in shards for it in EmbeddingStore.open(s).items(modality)]
+        assert ids == [it["id"] for it in whole.items(modality)]
+
+
+def test_merge_refuses_bad_sets(shard_run, image_data, tmp_path):
+    root, single, shards = shard_run
+    with pytest.raises(GapscopeError, match=r"missing shard\(s\) 1/3"):
+        merge_stores(tmp_path / "a", [shards[0], shards[2]])
+    with pytest.raises(GapscopeError, match="given twice"):
+        merge_stores(tmp_path / "b", [shards[0], shards[0], shards[1], shards[2]])
+    with pytest.raises(GapscopeError, match="not a shard store"):
+        merge_stores(tmp_path / "c", [single])
+    other = tmp_path / "other-0"
+    extract(other, images=image_data.images, captions=image_data.captions, shard="0/3",
+            **{**ARGS, "seed": 7})
+    with pytest.raises(GapscopeError, match="different extracts.*--seed"):
+        merge_stores(tmp_path / "d", [other, shards[1], shards[2]])
+    with pytest.raises(GapscopeError, match="not empty"):
+        merge_stores(root / "single", shards)
+
+
+def test_merge_refuses_an_unfinished_shard(shard_run, tmp_path, cli):
+    from gapscope.store import EmbeddingStore
+
+    _, _, shards = shard_run
+    unfinished = tmp_path / "unfinished"
+    store = EmbeddingStore.create(unfinished, extract={"shard": "1/3"})
+    del store
+    result = cli("merge", tmp_path / "m", shards[0], unfinished, shards[2], expect=2)
+    assert "incomplete" in result.stderr
+
+
+def test_more_shards_than_batches(tmp_path):
+    data = write_images(tmp_path, per_class=1, classes=("x",), broken=False)
+    with pytest.raises(GapscopeError, match="no rows"):
+        extract(tmp_path / "s", images=data.images, shard="0/2", **ARGS)  # 1 batch, in 1/2
+
+
+def test_parse_shard_errors():
+    assert parse_shard("2/3") == Shard(2, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2", "0/0"):
+        with pytest.raises(GapscopeError, match="--shard"):
+            parse_shard(bad)
+
+
+@given(rows=st.integers(0, 200), batch=st.integers(1, 17), count=st.integers(1, 9))
+def test_plan_batches_partition_the_rows(rows, batch, count):
+    whole = plan_batches(rows, batch)
+    pieces = [b for i in range(count) for b in plan_batches(rows, batch, Shard(i, count))]
+    assert pieces == whole
+    assert [r for b in whole for r in b] == list(range(rows))
+    assert all(b.start % batch == 0 for b in whole)
