@@ -5,7 +5,9 @@ captions share a latent "content" vector (class centre + item detail); each moda
 own constant offset (the modality gap) and noise, and raw row norms vary the way real encoder
 outputs do. Run from the repository root:
 
-    python examples/make_example_store.py
+    python examples/make_example_store.py [OUT [SEED]]
+
+Another seed gives another "checkpoint" of the same kind (handy to try ``gapscope diff``).
 """
 
 from __future__ import annotations
@@ -50,17 +52,18 @@ def make(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, list[dict]]]:
     return embeddings, {"image": image_items, "text": text_items}
 
 
-def main(out: Path) -> None:
-    embeddings, items = make()
+def main(out: Path, seed: int = 0) -> None:
+    embeddings, items = make(seed)
     EmbeddingStore.write(
         out, embeddings, items, overwrite=True,
         encoder={"family": "synthetic", "model": "gapscope example generator", "pretrained": None,
                  "embedding_dim": DIM},
         dataset={"name": "example-store", "generator": "examples/make_example_store.py",
-                 "seed": 0},
+                 "seed": seed},
     )
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "example-store")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "example-store",
+         int(sys.argv[2]) if len(sys.argv) > 2 else 0)

@@ -25,19 +25,11 @@ from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics._inputs import check_embeddings, normalize_rows, resolve_device
 from gapscope.metrics.cone import cone_effect
 from gapscope.metrics.cosine import paired_cosine
+from gapscope.metrics.fused import ModalityPassResult, cross_pass, modality_pass
 from gapscope.metrics.gap import modality_gap
 from gapscope.metrics.mir import modality_integration_rate
-from gapscope.metrics.retrieval import (
-    RetrievalResult,
-    cross_modal_retrieval,
-    intra_modal_retrieval,
-)
-from gapscope.metrics.uniformity import (
-    alignment,
-    uniformity,
-    uniformity_sampled,
-    uniformity_with_row_terms,
-)
+from gapscope.metrics.retrieval import RetrievalResult
+from gapscope.metrics.uniformity import alignment, uniformity_sampled
 from gapscope.report.model import Report
 from gapscope.sources import EmbeddingSet
 from gapscope.store import EmbeddingStore
@@ -248,6 +240,21 @@ def analyze(
             "(seeded); their standard errors are the *_se values"
         )
 
+    # ---------------------------------------------------------------- O(n^2), one X X^T each
+    # One pass over each modality's similarity blocks gives its exact uniformity (and row
+    # terms) and its intra-modal retrieval; the pairs below reuse it (gapscope.metrics.fused).
+    passes: dict[str, ModalityPassResult] = {}
+    for m in data.modalities:
+        exact_uni = "uniformity" in selected and queries[m] is None
+        if exact_uni or "retrieval" in selected:
+            say(f"{m}: similarity blocks ({m} uniformity, {m}->{m} retrieval)")
+            codes = data.labels[m] if m in data.labels else data.groups[m]
+            passes[m] = modality_pass(
+                unit[m], codes if "retrieval" in selected else None, k=ks, t=uniformity_t,
+                uniformity=exact_uni, row_terms=bootstrap is not None, block_size=block_size,
+                device=dev, query_index=queries[m], per_query=bootstrap is not None,
+            )
+
     # ---------------------------------------------------------------- per modality
     uni: dict[str, tuple[float, float | None]] = {}
     for m in data.modalities:
@@ -256,15 +263,12 @@ def analyze(
             say(f"{m}: cone effect")
             entry["cone"] = cone_effect(unit[m])
         if "uniformity" in selected:
-            say(f"{m}: uniformity")
-            if queries[m] is None and bootstrap is not None:
-                value, terms.uniformity_rows[m] = uniformity_with_row_terms(
-                    unit[m], uniformity_t, block_size=block_size, device=dev)
-                uni[m] = (value, None)
-            elif queries[m] is None:
-                uni[m] = (uniformity(unit[m], uniformity_t, block_size=block_size, device=dev),
-                          None)
+            if queries[m] is None:
+                uni[m] = (passes[m].uniformity, None)
+                if bootstrap is not None:
+                    terms.uniformity_rows[m] = passes[m].uniformity_row_terms
             else:
+                say(f"{m}: uniformity")
                 uni[m] = uniformity_sampled(
                     unit[m], uniformity_t, n_queries=sample, seed=seed + streams[m],
                     block_size=block_size, device=dev,
@@ -279,12 +283,7 @@ def analyze(
     if "retrieval" in selected:
         for m in data.modalities:
             relevance = "labels" if m in data.labels else "groups"
-            codes = data.labels[m] if m in data.labels else data.groups[m]
-            say(f"{m}->{m}: retrieval")
-            result = intra_modal_retrieval(
-                unit[m], codes, k=ks, block_size=block_size, device=dev, query_index=queries[m],
-                per_query=bootstrap is not None,
-            )
+            result = passes[m].retrieval
             terms.retrieval[f"{m}->{m}"] = result
             intra[m] = _recall_entry(result, relevance)
             if result.n_queries == 0:
@@ -328,13 +327,14 @@ def analyze(
             entry.update(_mir_entry(a, b, raw, notes))
         if "retrieval" in selected:
             recall = {}
-            for q, key in ((a, b), (b, a)):
-                say(f"{q}->{key}: retrieval")
-                result = cross_modal_retrieval(
-                    unit[q], unit[key], data.groups[q], data.groups[key], k=ks,
-                    block_size=block_size, device=dev, query_index=queries[q],
-                    per_query=bootstrap is not None,
-                )
+            say(f"{a}->{b}, {b}->{a}: retrieval")
+            # One X Y^T pass serves both directions.
+            both = cross_pass(
+                unit[a], unit[b], ga, gb, k=ks, block_size=block_size, device=dev,
+                query_index_x=queries[a], query_index_y=queries[b],
+                per_query=bootstrap is not None,
+            )
+            for (q, key), result in zip(((a, b), (b, a)), both, strict=True):
                 terms.retrieval[f"{q}->{key}"] = result
                 recall[f"{q}->{key}"] = _recall_entry(result)
                 if result.n_skipped:

@@ -170,7 +170,7 @@ def modality_pass(
         raise GapscopeError("uniformity needs every row: use uniformity_sampled with query_index")
     codes = check_groups(relevance, n, "relevance")
     dev = resolve_device(device)
-    unit = normalize_rows(arr, device=dev)
+    unit = _unit_rows(x, arr, dev)
 
     retrieval = codes is not None
     if retrieval:
@@ -308,8 +308,8 @@ def cross_pass(
     first_x = np.zeros(eval_x.size, dtype=np.int64)
     first_y = np.zeros(eval_y.size, dtype=np.int64)
     if eval_x.size or eval_y.size:
-        ux = normalize_rows(xa, device=dev)
-        uy = normalize_rows(ya, device=dev)
+        ux = _unit_rows(x, xa, dev)
+        uy = _unit_rows(y, ya, dev)
         best, best_row = _best_positive_columns(ux, uy, gx, gy, eval_y, block)
         fused = eval_x.size * m + n * eval_y.size >= n * m
         if fused:
@@ -416,6 +416,20 @@ def fused_pair_pass(
 
 
 # ----------------------------------------------------------------------------- internals
+
+
+def _unit_rows(original: ArrayLike, checked: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """Float32 unit rows on ``dev``: ``original`` itself when it already is one (as analyze
+    passes them), so a million-row modality is not copied again; else a normalised copy."""
+    if (
+        isinstance(original, torch.Tensor)
+        and original.dtype == torch.float32
+        and original.device == dev
+    ):
+        norms = torch.linalg.vector_norm(original, dim=1)
+        if bool(((norms - 1.0).abs() <= 1e-6).all()):
+            return original
+    return normalize_rows(checked, device=dev)
 
 
 def _log_sum_exp(values: np.ndarray) -> float:

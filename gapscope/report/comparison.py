@@ -102,13 +102,13 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
     if result.baseline is not None:
         title += f": {result.report['source']} against {result.baseline['source']}"
     table = Table(title=title, title_justify="left")
-    table.add_column("metric", style="cyan", no_wrap=True)
+    table.add_column("metric", style="cyan", overflow="fold")
     table.add_column("baseline", justify="right", no_wrap=True)
     table.add_column("current", justify="right", no_wrap=True)
     table.add_column("change", justify="right", no_wrap=True)
     table.add_column("limit", justify="right", no_wrap=True)
     if with_ci:
-        table.add_column("significant", justify="center")
+        table.add_column("significant", justify="center", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     for key, m in result.metrics.items():
         # Intervals stay out of the cells (they would double the width); they are in the
@@ -212,13 +212,13 @@ def render_diff(result: DiffResult, console: Console | None = None) -> None:
     with_ci = any(m.a_ci or m.b_ci for m in result.metrics.values())
     table = Table(title=f"gapscope diff: A = {result.a['source']}, B = {result.b['source']}",
                   title_justify="left")
-    table.add_column("metric", style="cyan", no_wrap=True)
+    table.add_column("metric", style="cyan", overflow="fold")
     table.add_column("A", justify="right", no_wrap=True)
     table.add_column("B", justify="right", no_wrap=True)
     table.add_column("change", justify="right", no_wrap=True)
     table.add_column("B vs A", no_wrap=True)
     if with_ci:
-        table.add_column("significant", justify="center")
+        table.add_column("significant", justify="center", no_wrap=True)
     styles = {"better": "green", "worse": "red", "unchanged": "dim"}
     for key, m in result.metrics.items():
         cells: list[Any] = [

@@ -231,13 +231,13 @@ def whatif_table(pair: str, entry: dict[str, Any], k: int) -> Table | None:
     table.add_column("scenario", style="cyan", no_wrap=True)
     table.add_column("gap", justify="right")
     for direction in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}"):
-        table.add_column(f"{direction} {key}", justify="right")
-    table.add_column(f"uniformity {a}/{b}", justify="right")
+        table.add_column(f"{direction}\n{key}", justify="right")
+    table.add_column(f"uniformity\n{a}/{b}", justify="right")
     labels = {"original": "as is", "centered": "mean-centred"}
     for scenario, values in whatif.items():
         recall = values.get("recall", {})
         uni = values.get("uniformity", {})
-        label = labels.get(scenario, scenario.replace("shift_", "shift ") + " of the gap")
+        label = labels.get(scenario, scenario.replace("shift_", "shifted ") + " x gap")
         table.add_row(
             label, _fmt(values.get("gap")),
             *[_fmt(recall.get(d, {}).get(key), percent=True)
