@@ -78,7 +78,9 @@ def extract_command(
 
     Unreadable files are skipped and listed. Run the same command again to resume.
 
-    Shard with --shard i/n, then combine the shards with gapscope merge.
+    Shard with --shard i/n, then combine the shards with gapscope merge; or start it with
+    torchrun --nproc-per-node G -m gapscope extract ..., which makes each rank a shard and
+    merges on rank 0.
 
     Example:
 
@@ -90,16 +92,28 @@ def extract_command(
     """
     from rich.console import Console
 
+    from gapscope.extract.distributed import extract_distributed, torchrun_rank
     from gapscope.extract.extraction import extract
     from gapscope.extract.summary import print_summary
 
-    summary = extract(
-        out, images=images, audio=audio, captions=captions, encoder=encoder, model=model,
+    options = dict(
+        images=images, audio=audio, captions=captions, encoder=encoder, model=model,
         pretrained=pretrained, model_config=model_config, batch_size=batch_size,
         workers=workers, device=device, precision=precision, shard=shard, seed=seed,
         overwrite=overwrite, quiet=quiet, file_column=file_column,
         caption_column=caption_column,
     )
+    rank = torchrun_rank()
+    if rank is not None:
+        summary = extract_distributed(out, rank, **options)
+        if rank.rank != 0:
+            return
+        print_summary(summary, Console())
+        Console().print(f"[bold]Store[/bold] {out}: merged from {rank.world_size} torchrun "
+                        "ranks", highlight=False, soft_wrap=True)
+        return
+    else:
+        summary = extract(out, **options)
     print_summary(summary, Console())
 
 

@@ -95,3 +95,30 @@ def test_plan_batches_partition_the_rows(rows, batch, count):
     assert pieces == whole
     assert [r for b in whole for r in b] == list(range(rows))
     assert all(b.start % batch == 0 for b in whole)
+
+
+def test_torchrun_ranks_are_shards_merged_by_rank_0(shard_run, image_data, tmp_path):
+    """Real torchrun, two CPU processes talking over gloo on localhost."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    _, single, _ = shard_run
+    out = tmp_path / "store"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "gapscope", "extract",
+         "--images", str(image_data.images), "--captions", str(image_data.captions),
+         "--model", "gapscope-tiny-vit", "--device", "cpu", "--batch-size", "3",
+         "--workers", "0", "-q", "-o", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Two shards merged equal the single run, and the shard folders are gone.
+    assert_same_store(out, single)
+    assert not (tmp_path / "store.shards").exists()

@@ -1,0 +1,93 @@
+"""Extraction across ``torchrun`` ranks: each rank is a shard, rank 0 merges.
+
+``torchrun --nproc-per-node G -m gapscope extract ... -o store/`` starts G processes with the
+same arguments. Each one extracts shard ``RANK/WORLD_SIZE`` into ``store.shards/``, waits for the
+others at a barrier (the gloo backend, so it works on CPU-only machines too), and rank 0 merges
+the shards into ``store/`` exactly as ``gapscope merge`` would, then removes them. Every shard is
+an ordinary resumable extract, so rerunning the same command after a failure resumes each rank.
+We use torch's own launcher rather than a scheduler of our own; for many machines, run
+``gapscope extract --shard i/n`` as Slurm array tasks and ``gapscope merge`` at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gapscope.errors import GapscopeError
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def torchrun_rank(environ: dict[str, str] | None = None) -> RankInfo | None:
+    """The rank of this process when ``torchrun`` started it with two or more processes.
+
+    >>> torchrun_rank({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    RankInfo(rank=1, world_size=4, local_rank=1)
+    >>> torchrun_rank({}) is None
+    True
+    """
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise GapscopeError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
+    if world <= 1:
+        return None
+    return RankInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def shard_folder(out: Path, info: RankInfo) -> Path:
+    """Where rank ``info.rank`` writes its shard: beside ``out``, never inside it."""
+    return out.with_name(f"{out.name}.shards") / f"shard-{info.rank:04d}-of-{info.world_size:04d}"
+
+
+def rank_device(device: str, info: RankInfo) -> str:
+    """One GPU a rank: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` when CUDA is there."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{info.local_rank % torch.cuda.device_count()}"
+    return device
+
+
+def extract_distributed(out: str | os.PathLike[str], info: RankInfo, **options: Any) -> Any:
+    """Extract this rank's shard, wait for every rank, and merge on rank 0.
+
+    Returns this rank's :class:`~gapscope.extract.summary.ExtractSummary`.
+    """
+    import torch.distributed as dist
+
+    from gapscope.extract.extraction import extract
+    from gapscope.extract.merge import merge_stores
+
+    if options.pop("shard", None) is not None:
+        raise GapscopeError("under torchrun each rank is a shard already; drop --shard")
+    out = Path(out)
+    options["device"] = rank_device(options.get("device", "auto"), info)
+    # Only rank 0 draws progress bars; G bars fighting over one terminal help nobody.
+    options["quiet"] = bool(options.get("quiet")) or info.rank != 0
+    summary = extract(shard_folder(out, info), shard=f"{info.rank}/{info.world_size}", **options)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    try:
+        dist.barrier()
+        if info.rank == 0:
+            shards = [shard_folder(out, RankInfo(r, info.world_size, r))
+                      for r in range(info.world_size)]
+            merge_stores(out, shards, overwrite=bool(options.get("overwrite")))
+            shutil.rmtree(shards[0].parent)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return summary
