@@ -164,17 +164,9 @@ def analyze(
 def _embedding_source(store: Path | None, files: dict[str, Path | None],
                       labels: Path | None) -> Any:
     """The EmbeddingSet of a store folder or of --image/--text/--audio arrays."""
-    from gapscope.sources import EmbeddingSet
+    from gapscope.sources import open_source
 
-    given = {m: p for m, p in files.items() if p is not None}
-    if store is not None and given:
-        raise GapscopeError("give either a store or --image/--text/--audio arrays, not both")
-    if store is None and not given:
-        raise GapscopeError("give a store folder, or at least two of --image, --text, --audio")
-    if store is not None and labels is not None:
-        raise GapscopeError("--labels is for plain arrays; a store keeps labels in its items")
-    return (EmbeddingSet.from_store(store) if store is not None
-            else EmbeddingSet.from_files(given, labels=labels))
+    return open_source(store, files, labels)
 
 
 def _run_analysis(source: Any, quiet: bool, **options: Any) -> Any:

@@ -54,6 +54,7 @@ from gapscope.metrics.gap_direction import gap_direction
 from gapscope.metrics.gram_volume import gram_volume
 from gapscope.metrics.separability import modality_separability
 from gapscope.metrics.similarity_stats import DEFAULT_QUANTILES, similarity_stats
+from gapscope.report.model import DIAGNOSTIC_DIRECTIONS
 from gapscope.sources import EmbeddingSet
 from gapscope.whatif import gap_closing_whatif
 
@@ -61,19 +62,7 @@ __all__ = ["DIRECTIONS", "diagnostics", "pair_matrix"]
 
 #: Good direction of each diagnostics leaf key ("higher" or "lower"); keys not listed are
 #: descriptive. The what-if leaves reuse the Report's names (gap, R@K, mAP, uniformity).
-DIRECTIONS: dict[str, str] = {
-    "effective_rank": "higher",
-    "effective_rank_ratio": "higher",
-    "variance_top1": "lower",
-    "variance_top10": "lower",
-    "separability": "lower",
-    "cka": "higher",
-    "overlap": "lower",
-    "negatives_above_median_positive": "lower",
-    "auc": "higher",
-    "gram_volume_mean": "lower",
-    "gram_volume_median": "lower",
-}
+DIRECTIONS: dict[str, str] = DIAGNOSTIC_DIRECTIONS
 
 Progress = Callable[[str], None]
 

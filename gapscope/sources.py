@@ -201,3 +201,25 @@ def _pick(obj: Any, name: str, path: Path) -> Any:
             f"name one of them {name!r} or save a single tensor"
         )
     raise GapscopeError(f"{name}: {path} holds a {type(obj).__name__}, not a tensor")
+
+
+def open_source(
+    store: str | os.PathLike[str] | None,
+    files: Mapping[str, str | os.PathLike[str] | None],
+    labels: str | os.PathLike[str] | None = None,
+) -> EmbeddingSet:
+    """The :class:`EmbeddingSet` of a store folder, or of plain array files by modality.
+
+    This is what the commands' ``STORE`` / ``--image --text --audio --labels`` options mean:
+    exactly one of the two must be given, and ``labels`` only goes with arrays.
+    """
+    given = {m: p for m, p in files.items() if p is not None}
+    if store is not None and given:
+        raise GapscopeError("give either a store or --image/--text/--audio arrays, not both")
+    if store is None and not given:
+        raise GapscopeError("give a store folder, or at least two of --image, --text, --audio")
+    if store is not None and labels is not None:
+        raise GapscopeError("--labels is for plain arrays; a store keeps labels in its items")
+    if store is not None:
+        return EmbeddingSet.from_store(store)
+    return EmbeddingSet.from_files(given, labels=labels)

@@ -20,6 +20,22 @@ SCHEMA = "gapscope.report/1"
 #: the last bits of a float32 reduction differ between BLAS builds.
 SIGNIFICANT_DIGITS = 8
 
+#: Good direction of the extra diagnostics' leaf keys (see :mod:`gapscope.diagnostics`); their
+#: other keys describe rather than judge.
+DIAGNOSTIC_DIRECTIONS: dict[str, str] = {
+    "effective_rank": "higher",
+    "effective_rank_ratio": "higher",
+    "variance_top1": "lower",
+    "variance_top10": "lower",
+    "separability": "lower",
+    "cka": "higher",
+    "overlap": "lower",
+    "negatives_above_median_positive": "lower",
+    "auc": "higher",
+    "gram_volume_mean": "lower",
+    "gram_volume_median": "lower",
+}
+
 #: Which way is better, for every metric name that can appear as a leaf key.
 DIRECTIONS: dict[str, str] = {
     "gap": "lower",
@@ -34,18 +50,7 @@ DIRECTIONS: dict[str, str] = {
     "R@K": "higher",
     "mAP": "higher",
     "R-precision": "higher",
-    # The extra diagnostics (gapscope.diagnostics).
-    "effective_rank": "higher",
-    "effective_rank_ratio": "higher",
-    "variance_top1": "lower",
-    "variance_top10": "lower",
-    "separability": "lower",
-    "cka": "higher",
-    "overlap": "lower",
-    "negatives_above_median_positive": "lower",
-    "auc": "higher",
-    "gram_volume_mean": "lower",
-    "gram_volume_median": "lower",
+    **DIAGNOSTIC_DIRECTIONS,
 }
 
 

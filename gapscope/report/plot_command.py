@@ -34,24 +34,15 @@ def run_plot(
     """Library side of ``gapscope plot``: validate the options, draw, return the written paths."""
     from gapscope.errors import GapscopeError
     from gapscope.report.plots import plot_all, require_matplotlib
-    from gapscope.sources import EmbeddingSet
+    from gapscope.sources import open_source
 
     require_matplotlib()
-    files = {"image": image, "text": text, "audio": audio}
-    given = {m: p for m, p in files.items() if p is not None}
-    if store is not None and given:
-        raise GapscopeError("give either a store or --image/--text/--audio arrays, not both")
-    if store is None and not given:
-        raise GapscopeError("give a store folder, or at least two of --image, --text, --audio")
-    if store is not None and labels is not None:
-        raise GapscopeError("--labels is for plain arrays; a store keeps labels in its items")
     for name, value in (("--points", points), ("--links", links)):
         if value < 0:
             raise GapscopeError(f"{name} must be 0 or more, got {value}")
     if sample is not None and sample < 2:
         raise GapscopeError(f"--sample must be at least 2 queries, got {sample}")
-    data = (EmbeddingSet.from_store(store) if store is not None
-            else EmbeddingSet.from_files(given, labels=labels))
+    data = open_source(store, {"image": image, "text": text, "audio": audio}, labels)
     drawn = plot_all(data, out, points=max(points, 1), links=links, max_queries=sample,
                      seed=seed, umap=umap, device=None if device == "auto" else device)
     for reason in drawn.skipped:
