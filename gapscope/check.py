@@ -54,6 +54,7 @@ from gapscope.report.model import (
     interval_of,
     is_detail_key,
     json_ready,
+    json_text,
     metric_leaf,
 )
 
@@ -222,7 +223,7 @@ class CheckResult:
 
     def to_json(self) -> str:
         """Deterministic JSON text (sorted keys, rounded floats)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return json_text(self.to_dict())
 
 
 def check_report(

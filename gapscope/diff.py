@@ -11,7 +11,6 @@ is listed with the other side empty.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,7 @@ from gapscope.report.model import (
     interval_of,
     is_detail_key,
     json_ready,
+    json_text,
     metric_leaf,
 )
 
@@ -93,7 +93,7 @@ class DiffResult:
 
     def to_json(self) -> str:
         """Deterministic JSON text (sorted keys, rounded floats)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return json_text(self.to_dict())
 
 
 def diff_reports(a: Report, b: Report, *, all_keys: bool = False) -> DiffResult:

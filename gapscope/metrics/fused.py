@@ -330,8 +330,10 @@ def cross_pass(
                 _pass(ux, uy, eval_x, eval_x, np.empty(0, np.int64), np.arange(m), gx, gy,
                       members_y, best, best_row, first_x, first_y, block)
             if eval_y.size:
+                # Blocks of X against only the sampled y columns: sized for those columns.
+                col_block = _check_block_size(block_size) or auto_block_size(eval_y.size)
                 _pass(ux, uy, np.arange(n), np.empty(0, np.int64), eval_y, eval_y, gx, gy,
-                      members_y, best, best_row, first_x, first_y, block)
+                      members_y, best, best_row, first_x, first_y, col_block)
 
     def result(first: np.ndarray, rows: np.ndarray, evaluated: np.ndarray,
                eligible: np.ndarray, sample: np.ndarray | None) -> RetrievalResult:

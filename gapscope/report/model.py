@@ -73,6 +73,18 @@ def json_ready(value: Any) -> Any:
     return _clean(value)
 
 
+def json_text(data: Any) -> str:
+    """Deterministic JSON text of any gapscope document: rounded floats, sorted keys, indented.
+
+    >>> print(json_text({"b": 1, "a": 0.1234567891}), end="")
+    {
+      "a": 0.12345679,
+      "b": 1
+    }
+    """
+    return json.dumps(_clean(data), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
@@ -141,7 +153,7 @@ class Report:
 
     def to_json(self) -> str:
         """Deterministic JSON text: sorted keys, rounded floats, no timestamps."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return json_text(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
