@@ -157,3 +157,21 @@ def test_large_temperature_does_not_underflow():
 def test_uniformity_with_query_index_is_refused():
     with pytest.raises(GapscopeError, match="uniformity needs every row"):
         modality_pass(np.eye(4), [0, 0, 1, 1], query_index=[0, 1])
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 9, None])
+def test_exact_ties_everywhere_break_to_the_lower_index(block_size):
+    # Rows of +-1 in d = 4 normalise to +-0.5: every score is a multiple of 0.25, computed
+    # exactly by any product, so ties are exact and frequent (only 16 distinct rows).
+    rng = np.random.default_rng(11)
+    x = rng.choice([-1.0, 1.0], size=(40, 4)).astype(np.float32)
+    y = rng.choice([-1.0, 1.0], size=(25, 4)).astype(np.float32)
+    gx = rng.integers(0, 20, size=40)
+    gy = rng.integers(0, 20, size=25)
+    labels = rng.integers(0, 3, size=40)
+    r = fused_pair_pass(x, y, gx, gy, labels, None, k=KS, block_size=block_size,
+                        per_query=True)
+    _same(r.x.retrieval, intra_modal_retrieval(x, labels, k=KS, per_query=True))
+    _same(r.y.retrieval, intra_modal_retrieval(y, gy, k=KS, per_query=True))
+    _same(r.x_to_y, cross_modal_retrieval(x, y, gx, gy, k=KS, per_query=True))
+    _same(r.y_to_x, cross_modal_retrieval(y, x, gy, gx, k=KS, per_query=True))

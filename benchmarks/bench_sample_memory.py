@@ -1,0 +1,84 @@
+"""Peak memory of ``gapscope analyze --sample`` on a large memory-mapped float16 store.
+
+Writes ``image.npy`` and ``text.npy`` (n x d float16, paired row by row) chunk by chunk with
+``numpy.lib.format.open_memmap`` (never whole in memory), then runs the CLI in a fresh process
+on them as plain arrays (memory-mapped) and reports its peak RSS. Pages of the memory map that
+were read count in RSS too, so ``peak RSS - store size`` is an upper bound on the memory that
+gapscope itself needs beyond the store.
+
+    python benchmarks/bench_sample_memory.py --n 1000000 --dim 512 --sample 2000 --json mem.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHUNK = 65536
+
+
+def write_store(folder: Path, n: int, dim: int) -> int:
+    """Write the two float16 arrays; returns their total size in bytes."""
+    rng = np.random.default_rng(0)
+    image = np.lib.format.open_memmap(folder / "image.npy", "w+", np.float16, (n, dim))
+    text = np.lib.format.open_memmap(folder / "text.npy", "w+", np.float16, (n, dim))
+    for start in range(0, n, CHUNK):
+        rows = min(CHUNK, n - start)
+        content = rng.standard_normal((rows, dim), dtype=np.float32)
+        image[start : start + rows] = content + rng.standard_normal((rows, dim), np.float32) + 1
+        text[start : start + rows] = content + rng.standard_normal((rows, dim), np.float32) - 1
+    image.flush()
+    text.flush()
+    del image, text
+    return sum((folder / f).stat().st_size for f in ("image.npy", "text.npy"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--sample", type=int, default=2000)
+    parser.add_argument("--metrics", default="all")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        store_bytes = write_store(folder, args.n, args.dim)
+        write_s = time.perf_counter() - t0
+        cmd = [sys.executable, "-m", "gapscope", "analyze", "--image", str(folder / "image.npy"),
+               "--text", str(folder / "text.npy"), "--sample", str(args.sample), "--metrics",
+               args.metrics, "--device", "cpu", "-q", "-f", "json", "-o", str(folder / "r.json")]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"analyze failed:\n{proc.stderr}")
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    store_mib = store_bytes / 2**20
+    result = {
+        "machine": platform.processor() or platform.machine(), "n": args.n, "dim": args.dim,
+        "sample": args.sample, "metrics": args.metrics, "store_mib": store_mib,
+        "write_s": write_s, "analyze_s": wall, "peak_rss_mib": peak_mib,
+        "peak_beyond_store_mib": peak_mib - store_mib,
+        "command": " ".join(["gapscope"] + cmd[3:]),
+    }
+    print(f"n={args.n} d={args.dim} float16 store {store_mib:.0f} MiB (written in {write_s:.0f} "
+          f"s): analyze --sample {args.sample} --metrics {args.metrics}: {wall:.0f} s, peak RSS "
+          f"{peak_mib:.0f} MiB, beyond the store <= {peak_mib - store_mib:.0f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
