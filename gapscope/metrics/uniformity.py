@@ -203,7 +203,8 @@ def uniformity_sampled(
     ``1 - k/n``: the finite-population correction for sampling without replacement). All of it
     is computed with the ``a_q`` shifted in the log domain, so nothing underflows.
 
-    Cost O(k n d) time and O(n d + block_size * n) memory. With ``n_queries >= n`` this returns
+    Cost O(k n d) time and O(k d + block_size * k) memory beyond ``x`` (``x`` is read in
+    chunks, so a memory map stays on disk). With ``n_queries >= n`` this returns
     ``(uniformity(x, t, block_size=block_size, device=device), 0.0)``.
 
     Args:
@@ -211,7 +212,8 @@ def uniformity_sampled(
         t: kernel temperature, finite and > 0.
         n_queries: number of query rows, at least 2 (a variance needs two).
         seed: seed for the query draw; the same seed gives bit-identical results.
-        block_size: query rows per block; ``None`` picks one from ``n``.
+        block_size: rows of ``x`` a chunk (each compared with every query); ``None`` picks
+            one from ``n_queries``.
         device: torch device for the products (``None``/``"auto"``: CUDA when available).
 
     Returns:
@@ -236,19 +238,23 @@ def uniformity_sampled(
     if n_queries >= n:
         return uniformity(xa, t, block_size=block_size, device=device), 0.0
     k = int(n_queries)
-    rows = resolve_block_size(block_size, n, bytes_per_entry=_BYTES_PER_ENTRY)
+    # The sampled queries are few and the rows many: stream the rows in chunks of key rows so
+    # that a memory-mapped x is read once and never copied whole.
+    rows = resolve_block_size(block_size, k, bytes_per_entry=_BYTES_PER_ENTRY)
     dev = resolve_device(device)
     rng = np.random.Generator(np.random.PCG64(seed))
     queries = np.sort(rng.choice(n, size=k, replace=False))
-    unit = normalize_rows(xa, device=dev)
+    query_rows = normalize_rows(xa[queries], device=dev)
 
-    log_a = np.empty(k)
-    for start, stop in row_blocks(k, rows):
-        q = torch.from_numpy(queries[start:stop]).to(dev)
-        values = _log_kernel(unit[q] @ unit.T, t)
-        values[torch.arange(stop - start, device=dev), q] = -math.inf
-        log_a[start:stop] = torch.logsumexp(values, dim=1).cpu().numpy()
-    log_a -= math.log(n - 1)
+    log_a = torch.full((k,), -math.inf, dtype=torch.float64, device=dev)
+    for start, stop in row_blocks(n, rows):
+        values = _log_kernel(query_rows @ normalize_rows(xa[start:stop], device=dev).T, t)
+        inside = np.nonzero((queries >= start) & (queries < stop))[0]
+        if inside.size:
+            at = torch.from_numpy(inside).to(dev)
+            values[at, torch.from_numpy(queries[inside] - start).to(dev)] = -math.inf
+        log_a = torch.logaddexp(log_a, torch.logsumexp(values, dim=1))
+    log_a = log_a.cpu().numpy() - math.log(n - 1)
 
     top = float(log_a.max())
     shifted = np.exp(log_a - top)
