@@ -19,10 +19,10 @@ from gapscope.report import Report, report_schema
 def paired_store(tmp_path_factory):
     image, text, gi, gt, li, lt = make_paired()
     items = {
-        "image": [{"id": f"i{i}", "source": "", "group": int(g), "label": int(l)}
-                  for i, (g, l) in enumerate(zip(gi, li, strict=True))],
-        "text": [{"id": f"t{i}", "source": "", "group": int(g), "label": int(l)}
-                 for i, (g, l) in enumerate(zip(gt, lt, strict=True))],
+        "image": [{"id": f"i{i}", "source": "", "group": int(g), "label": int(lab)}
+                  for i, (g, lab) in enumerate(zip(gi, li, strict=True))],
+        "text": [{"id": f"t{i}", "source": "", "group": int(g), "label": int(lab)}
+                 for i, (g, lab) in enumerate(zip(gt, lt, strict=True))],
     }
     path = tmp_path_factory.mktemp("a") / "store"
     EmbeddingStore.write(path, {"image": image, "text": text}, items)

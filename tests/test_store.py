@@ -1,4 +1,4 @@
-"""The embedding store: round trips, parts and resume, and a clear error for every malformed store."""
+"""The embedding store: round trips, parts and resume, a clear error for every malformed store."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def store_path(tmp_path, arrays):
     items = {
         "image": _items("img", 5, labels=["a", "a", "b", "b", "c"]),
         "text": _items("txt", 10, groups=[f"g{i // 2}" for i in range(10)],
-                       labels=[l for l in "aabbc" for _ in range(2)]),
+                       labels=[c for c in "aabbc" for _ in range(2)]),
     }
     EmbeddingStore.write(path, arrays, items, encoder={"family": "test"}, normalized={"text": True})
     return path
@@ -100,7 +100,8 @@ def test_parts_resume_and_finalize_equal_single_write(tmp_path, arrays):
         a = (single.path / f"{m}.npy").read_bytes()
         b = (path / f"{m}.npy").read_bytes()
         assert a == b
-        assert (single.path / f"{m}.items.jsonl").read_text() == (path / f"{m}.items.jsonl").read_text()
+        items_name = f"{m}.items.jsonl"
+        assert (single.path / items_name).read_text() == (path / items_name).read_text()
 
 
 def test_append_rejects_mismatched_parts(tmp_path):
