@@ -1,24 +1,24 @@
 """The ``gapscope`` command line: parse options, call the library, render, map errors to exits.
 
-Exit codes: 0 ok; 1 a check found a regression; 2 bad usage or bad input (a one-line message on
-stderr, never a traceback); 130 interrupted.
+Exit codes (see :mod:`gapscope.command_errors`): 0 ok; 1 a check found a regression; 2 bad usage
+or bad input (a one-line message on stderr, never a traceback); 130 interrupted.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from gapscope import __version__
+from gapscope.command_errors import handle_errors
 from gapscope.errors import GapscopeError
 
 app = typer.Typer(
@@ -29,35 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_BAD_INPUT = 2
-
-
-def fail(message: str) -> typer.Exit:
-    """Print ``Error: message`` on one line to stderr and return the exit-2 exception to raise."""
-    first_line = " ".join(str(message).split())
-    typer.echo(f"Error: {first_line}", err=True)
-    return typer.Exit(EXIT_BAD_INPUT)
-
-
-def handle_errors(func: F) -> F:
-    """Turn library errors into one-line messages and exit codes, for every command."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GapscopeError as exc:
-            raise fail(str(exc)) from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            raise fail(f"{exc.strerror}: {exc.filename}") from None
-        except KeyboardInterrupt:
-            typer.echo("Interrupted.", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
 
 def _version_callback(value: bool) -> None:
     if value:

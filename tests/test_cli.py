@@ -171,3 +171,12 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     version = subprocess.run([sys.executable, "-m", "gapscope", "--version"],
                              capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("gapscope ")
+
+
+def test_unwritable_output_is_one_line(example_store, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run("analyze", example_store, "-q", "--metrics", "gap", "-f", "json",
+                 "-o", blocker / "report.json")
+    assert_one_line_error(result, "Not a directory")
+    assert blocker.read_text() == "not a folder"

@@ -25,7 +25,7 @@ from gapscope.errors import GapscopeError
 from gapscope.extract.audio import fit_length, load_clip, require_soundfile, resample
 from gapscope.extract.checksums import sha256_file, sha256_files
 from gapscope.extract.devices import autocast_dtype, resolve_device
-from gapscope.extract.encoder import Encoder, Preprocessor
+from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
 from gapscope.extract.tiny_models import TINY_CLAP, tiny_clap_dir
 
 DEFAULT_CLAP = "laion/clap-htsat-unfused"
@@ -254,7 +254,8 @@ def _from_pretrained(name: str) -> tuple[Any, str | None]:
     if name.startswith((".", "~", "/")) or name.count("/") > 1:
         raise GapscopeError(f"--model {name}: folder not found")
     try:
-        clap = ClapModel.from_pretrained(name)
+        with quiet_hub_retries():
+            clap = ClapModel.from_pretrained(name)
     except OSError as exc:
         raise GapscopeError(
             f"could not load CLAP model {name!r} from the hub ({_first_line(exc)}); without "

@@ -7,34 +7,17 @@ Ctrl-C exit 130 (an interrupted extract resumes when run again).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from gapscope.errors import GapscopeError
+from gapscope.command_errors import handle_errors
 
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-
-def _one_line_errors(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GapscopeError as exc:
-            typer.echo(f"Error: {' '.join(str(exc).split())}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        except KeyboardInterrupt:
-            typer.echo("Interrupted: rows written so far are kept; run the same command again "
-                       "to resume.", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-
-    return wrapper  # type: ignore[return-value]
+_one_line_errors = handle_errors(
+    interrupted="Interrupted: rows written so far are kept; run the same command again to "
+    "resume."
+)
 
 
 @_one_line_errors

@@ -10,8 +10,9 @@ the two for callers who just want embeddings of a few inputs.
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -142,3 +143,19 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Mapping):
         return {k: _to_device(v, device) for k, v in batch.items()}
     return batch
+
+
+@contextlib.contextmanager
+def quiet_hub_retries() -> Iterator[None]:
+    """Silence huggingface_hub's per-retry warnings while a hub download is tried.
+
+    Offline, the hub client logs a line for every retry of every file (a dozen lines) before it
+    gives up; our one-line error says what happened and what to do instead.
+    """
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -23,7 +23,7 @@ import torch
 from gapscope.errors import GapscopeError
 from gapscope.extract.checksums import sha256_file, sha256_files
 from gapscope.extract.devices import autocast_dtype, resolve_device
-from gapscope.extract.encoder import Encoder, Preprocessor
+from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
 from gapscope.extract.tiny_models import TINY_OPEN_CLIP, tiny_open_clip_config_path
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
@@ -241,7 +241,8 @@ def _resolve_weights(name: str, pretrained: str | None) -> dict[str, Any]:
 
         repo = name[len("hf-hub:"):]
         try:
-            path = download_pretrained_from_hf(repo)
+            with quiet_hub_retries():
+                path = download_pretrained_from_hf(repo)
         except Exception as exc:  # any download failure means the same to users
             raise GapscopeError(_unreachable(f"open_clip model {name}", exc)) from None
         return {**none, "path": str(path), "checkpoint_sha256": sha256_file(path)}
@@ -264,7 +265,8 @@ def _resolve_weights(name: str, pretrained: str | None) -> dict[str, Any]:
             f"(known tags: {known})"
         )
     try:
-        path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(name, pretrained))
+        with quiet_hub_retries():
+            path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(name, pretrained))
     except Exception as exc:
         raise GapscopeError(_unreachable(f"{name} weights {pretrained!r}", exc)) from None
     if not path:

@@ -3,7 +3,7 @@
 Thin: parse options, build the :class:`~gapscope.sources.EmbeddingSet`, call
 :func:`gapscope.report.plots.plot_all`, print the files written. A
 :class:`~gapscope.errors.GapscopeError` (including "matplotlib is not installed") becomes
-``Error: <one line>`` on stderr and exit code 2, through ``gapscope.cli.handle_errors``.
+``Error: <one line>`` on stderr and exit code 2, through ``gapscope.command_errors.handle_errors``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def plot_command(
 
         gapscope plot examples/example-store --out plots/
     """
-    from gapscope.cli import handle_errors
+    from gapscope.command_errors import handle_errors
 
     def run() -> None:
         for path in run_plot(store, out, image=image, text=text, audio=audio, labels=labels,
