@@ -178,5 +178,5 @@ def test_unwritable_output_is_one_line(example_store, tmp_path):
     blocker.write_text("not a folder")
     result = run("analyze", example_store, "-q", "--metrics", "gap", "-f", "json",
                  "-o", blocker / "report.json")
-    assert_one_line_error(result, "Not a directory")
+    assert_one_line_error(result, str(blocker))
     assert blocker.read_text() == "not a folder"
