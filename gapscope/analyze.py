@@ -367,17 +367,13 @@ def _merge_diagnostics(report: Report, data: EmbeddingSet, selected: Sequence[st
     from gapscope.diagnostics import diagnostics
 
     diag = diagnostics(data, seed=seed, k=k, device=device, whatif="whatif" in selected,
-                       progress=progress)
+                       measures="diagnostics" in selected, progress=progress)
     for m, values in diag["modalities"].items():
-        if "diagnostics" in selected:
-            report.modalities.setdefault(m, {}).update(values)
+        report.modalities.setdefault(m, {}).update(values)
     for pair, values in diag["pairs"].items():
-        if "diagnostics" not in selected:
-            values = {"whatif": values["whatif"]} if "whatif" in values else {}
         report.pairs.setdefault(pair, {}).update(values)
-    if "diagnostics" in selected:
-        report.tuples.update(diag.get("tuples", {}))
-    report.notes.extend(diag.get("notes", []))
+    report.tuples.update(diag["tuples"])
+    report.notes.extend(diag["notes"])
 
 
 def _mir_entry(a: str, b: str, raw: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:

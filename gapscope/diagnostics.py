@@ -91,6 +91,7 @@ def diagnostics(
     top: Sequence[int] = (1, 10),
     folds: int = 5,
     whatif: bool = True,
+    measures: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Every extra diagnostic for every modality, pair and tuple of ``data``.
@@ -121,6 +122,8 @@ def diagnostics(
         top: the K of the top-K variance and gap shares.
         folds: cross-validation folds of the separability probe.
         whatif: also run the what-ifs (the costliest part: O(n^2 d) a scenario).
+        measures: compute the diagnostics themselves; ``False`` with ``whatif`` runs
+            only the what-ifs.
         progress: called with a short description before each step.
 
     Returns:
@@ -160,16 +163,17 @@ def diagnostics(
         "notes": notes,
     }
 
-    for m in names:
-        say(f"{m}: effective rank")
-        c = dimensional_collapse(raw[m], tops)
-        entry: dict[str, Any] = {
-            "effective_rank": c.effective_rank,
-            "effective_rank_ratio": c.effective_rank / raw[m].shape[1],
-        }
-        for t in tops:
-            entry[f"variance_top{t}"] = c.variance_share[t]
-        out["modalities"][m] = entry
+    if measures:
+        for m in names:
+            say(f"{m}: effective rank")
+            c = dimensional_collapse(raw[m], tops)
+            entry: dict[str, Any] = {
+                "effective_rank": c.effective_rank,
+                "effective_rank_ratio": c.effective_rank / raw[m].shape[1],
+            }
+            for t in tops:
+                entry[f"variance_top{t}"] = c.variance_share[t]
+            out["modalities"][m] = entry
 
     for a, b in combinations(names, 2):
         pair = f"{a}-{b}"
@@ -177,65 +181,68 @@ def diagnostics(
         gx, gy = data.groups[a], data.groups[b]
         entry = {}
 
-        say(f"{pair}: separability")
-        folds_used = min(folds, x.shape[0], y.shape[0])
-        if folds_used >= 2:
-            sep = modality_separability(x, y, folds=folds_used, max_rows=max_rows, seed=seed)
-            entry["separability"] = sep.accuracy
-            entry["separability_se"] = sep.accuracy_se
-            entry["separability_rows"] = sep.n_per_modality
-            if sep.n_per_modality < min(x.shape[0], y.shape[0]) or x.shape[0] != y.shape[0]:
-                notes.append(
-                    f"{pair} separability: a logistic regression on {sep.n_per_modality} rows "
-                    f"of each modality (balanced, seeded), {sep.folds}-fold cross-validated"
-                )
+        if measures:
+            say(f"{pair}: separability")
+            folds_used = min(folds, x.shape[0], y.shape[0])
+            if folds_used >= 2:
+                sep = modality_separability(x, y, folds=folds_used, max_rows=max_rows, seed=seed)
+                entry["separability"] = sep.accuracy
+                entry["separability_se"] = sep.accuracy_se
+                entry["separability_rows"] = sep.n_per_modality
+                if sep.n_per_modality < min(x.shape[0], y.shape[0]) or x.shape[0] != y.shape[0]:
+                    notes.append(
+                        f"{pair} separability: a logistic regression on {sep.n_per_modality} rows "
+                        f"of each modality (balanced, seeded), {sep.folds}-fold cross-validated"
+                    )
 
         if not np.intersect1d(gx, gy).size:
             notes.append(f"{pair}: no {a} row shares a group with a {b} row (no positive "
                          "pairs), so CKA, similarity statistics and what-ifs were skipped")
-            entry["cka"] = None
-            entry["gap_direction"] = _gap_direction_entry(x, y, a, b, tops)
+            if measures:
+                entry["cka"] = None
+                entry["gap_direction"] = _gap_direction_entry(x, y, a, b, tops)
             out["pairs"][pair] = entry
             continue
 
-        say(f"{pair}: CKA")
-        try:
-            ck = linear_cka(x, y, gx, gy, max_pairs=max_pairs, seed=seed)
-            entry["cka"] = _finite(ck.cka)
-            if ck.n_used < ck.n_pairs:
-                notes.append(f"{pair} CKA: from {ck.n_used} of {ck.n_pairs} positive pairs "
-                             "(seeded sample)")
-        except EmbeddingError as exc:
-            entry["cka"] = None
-            notes.append(f"{pair} CKA: not computed ({exc})")
+        if measures:
+            say(f"{pair}: CKA")
+            try:
+                ck = linear_cka(x, y, gx, gy, max_pairs=max_pairs, seed=seed)
+                entry["cka"] = _finite(ck.cka)
+                if ck.n_used < ck.n_pairs:
+                    notes.append(f"{pair} CKA: from {ck.n_used} of {ck.n_pairs} positive pairs "
+                                 "(seeded sample)")
+            except EmbeddingError as exc:
+                entry["cka"] = None
+                notes.append(f"{pair} CKA: not computed ({exc})")
 
-        say(f"{pair}: gap direction")
-        entry["gap_direction"] = _gap_direction_entry(x, y, a, b, tops)
+            say(f"{pair}: gap direction")
+            entry["gap_direction"] = _gap_direction_entry(x, y, a, b, tops)
 
-        say(f"{pair}: similarity statistics")
-        try:
-            st = similarity_stats(x, y, gx, gy, max_negatives=max_negatives, seed=seed)
-            sim: dict[str, Any] = {"positive_mean": st.positive_mean}
-            sim.update({f"positive_{_quantile_key(q)}": v
-                        for q, v in st.positive_quantiles.items()})
-            sim["negative_mean"] = st.negative_mean
-            if st.negative_quantiles is not None:
-                sim.update({f"negative_{_quantile_key(q)}": v
-                            for q, v in st.negative_quantiles.items()})
-            sim["overlap"] = st.overlap
-            sim["negatives_above_median_positive"] = st.negatives_above_median_positive
-            sim["auc"] = st.auc
-            sim["n_positive"] = st.n_positive
-            sim["n_negative"] = st.n_negative
-            sim["negatives_sampled"] = st.negatives_sampled
-            entry["similarity"] = sim
-            if st.negatives_sampled:
-                notes.append(
-                    f"{pair} similarity: negative-pair statistics from {st.n_negative} of "
-                    f"{st.n_negative_total} negative pairs (seeded uniform sample)"
-                )
-        except EmbeddingError as exc:
-            notes.append(f"{pair} similarity: not computed ({exc})")
+            say(f"{pair}: similarity statistics")
+            try:
+                st = similarity_stats(x, y, gx, gy, max_negatives=max_negatives, seed=seed)
+                sim: dict[str, Any] = {"positive_mean": st.positive_mean}
+                sim.update({f"positive_{_quantile_key(q)}": v
+                            for q, v in st.positive_quantiles.items()})
+                sim["negative_mean"] = st.negative_mean
+                if st.negative_quantiles is not None:
+                    sim.update({f"negative_{_quantile_key(q)}": v
+                                for q, v in st.negative_quantiles.items()})
+                sim["overlap"] = st.overlap
+                sim["negatives_above_median_positive"] = st.negatives_above_median_positive
+                sim["auc"] = st.auc
+                sim["n_positive"] = st.n_positive
+                sim["n_negative"] = st.n_negative
+                sim["negatives_sampled"] = st.negatives_sampled
+                entry["similarity"] = sim
+                if st.negatives_sampled:
+                    notes.append(
+                        f"{pair} similarity: negative-pair statistics from {st.n_negative} of "
+                        f"{st.n_negative_total} negative pairs (seeded uniform sample)"
+                    )
+            except EmbeddingError as exc:
+                notes.append(f"{pair} similarity: not computed ({exc})")
 
         if whatif:
             say(f"{pair}: gap-closing what-ifs")
@@ -253,27 +260,28 @@ def diagnostics(
     if whatif and any(m not in data.labels for m in names):
         notes.append("what-ifs: intra-modal recall uses groups where a modality has no labels")
 
-    for size in range(3, len(names) + 1):
-        for combo in combinations(names, size):
-            key = "-".join(combo)
-            say(f"{key}: GRAM volume")
-            try:
-                gv = gram_volume([raw[m] for m in combo], [data.groups[m] for m in combo],
-                                 max_tuples=max_tuples, seed=seed)
-            except EmbeddingError as exc:
-                notes.append(f"{key} GRAM volume: not computed ({exc})")
-                continue
-            out["tuples"][key] = {
-                "gram_volume_mean": gv.mean,
-                "gram_volume_median": gv.median,
-                "gram_volume_std": gv.std,
-                "gram_volume_se": gv.se,
-                "n_tuples": gv.n_tuples,
-                "n_evaluated": gv.n_evaluated,
-            }
-            if gv.n_evaluated < gv.n_tuples:
-                notes.append(f"{key} GRAM volume: from {gv.n_evaluated} of {gv.n_tuples} "
-                             "tuples (seeded sample)")
+    if measures:
+        for size in range(3, len(names) + 1):
+            for combo in combinations(names, size):
+                key = "-".join(combo)
+                say(f"{key}: GRAM volume")
+                try:
+                    gv = gram_volume([raw[m] for m in combo], [data.groups[m] for m in combo],
+                                     max_tuples=max_tuples, seed=seed)
+                except EmbeddingError as exc:
+                    notes.append(f"{key} GRAM volume: not computed ({exc})")
+                    continue
+                out["tuples"][key] = {
+                    "gram_volume_mean": gv.mean,
+                    "gram_volume_median": gv.median,
+                    "gram_volume_std": gv.std,
+                    "gram_volume_se": gv.se,
+                    "n_tuples": gv.n_tuples,
+                    "n_evaluated": gv.n_evaluated,
+                }
+                if gv.n_evaluated < gv.n_tuples:
+                    notes.append(f"{key} GRAM volume: from {gv.n_evaluated} of {gv.n_tuples} "
+                                 "tuples (seeded sample)")
     return out
 
 
