@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -561,10 +561,6 @@ class EmbeddingStore:
     def __repr__(self) -> str:
         rows = ", ".join(f"{m}={self.info(m)['rows']}" for m in self.modalities)
         return f"EmbeddingStore({str(self.path)!r}, {rows})"
-
-    def iter_modalities(self) -> Iterator[tuple[str, np.ndarray]]:
-        for modality in self.modalities:
-            yield modality, self.embeddings(modality)
 
 
 def _key(value: Any) -> Any:
