@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-per-metric", action="store_true")
+    parser.add_argument("--block-size", type=int, default=None,
+                        help="rows a block for the bound and the fused pass (default: analyze's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -62,7 +64,7 @@ def main() -> None:
     for n in args.n:
         image, text, labels = make_data(n, args.dim, args.classes)
         groups = np.arange(n)
-        block = auto_block_size(n)
+        block = args.block_size or auto_block_size(n)
         ux = normalize_rows(image, device=args.device)
         uy = normalize_rows(text, device=args.device)
         bound = gemm_bound(ux, uy, block)
@@ -71,7 +73,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         fused_pair_pass(ux, uy, groups, groups, labels, labels, k=(1, 5, 10), row_terms=True,
-                        per_query=True, device=args.device)
+                        per_query=True, device=args.device, block_size=args.block_size)
         fused = time.perf_counter() - t0
         row = {"n": n, "dim": args.dim, "block": block, "gemm_bound_s": bound, "fused_s": fused,
                "fused_over_bound": fused / bound, "gemm_bound_2048_rows_s": bound_2048,

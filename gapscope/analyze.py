@@ -22,7 +22,8 @@ from gapscope.bootstrap import (
     interval_note,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._inputs import check_embeddings, normalize_rows, resolve_device
+from gapscope.metrics._inputs import check_embeddings, resolve_device
+from gapscope.metrics._rows import UnitRows, fits_in_memory
 from gapscope.metrics.cone import cone_effect
 from gapscope.metrics.cosine import paired_cosine
 from gapscope.metrics.fused import ModalityPassResult, cross_pass, modality_pass
@@ -195,7 +196,6 @@ def analyze(
         raise EmbeddingError(
             f"embedding dims differ ({listed}): modalities must share one embedding space"
         )
-    unit = {m: normalize_rows(raw[m], device=dev) for m in data.modalities}
 
     input_section = {
         "source": data.source,
@@ -239,6 +239,14 @@ def analyze(
             f"uniformity and retrieval are estimates from {sample} random queries a modality "
             "(seeded); their standard errors are the *_se values"
         )
+    # The similarity products read float32 unit rows. One copy of them is kept in memory
+    # unless a sampled modality's rows would not fit the budget together; then each pass
+    # normalises its blocks of keys again from the (memory-mapped) rows (gapscope.metrics._rows).
+    fits = fits_in_memory(sum(a.shape[0] for a in raw.values()), next(iter(dims.values())))
+    unit = {
+        m: UnitRows(raw[m], device=dev, in_memory=fits or queries[m] is None, name=m)
+        for m in data.modalities
+    }
 
     # ---------------------------------------------------------------- O(n^2), one X X^T each
     # One pass over each modality's similarity blocks gives its exact uniformity (and row
@@ -261,7 +269,7 @@ def analyze(
         entry: dict[str, Any] = {}
         if "cone" in selected:
             say(f"{m}: cone effect")
-            entry["cone"] = cone_effect(unit[m])
+            entry["cone"] = cone_effect(raw[m])
         if "uniformity" in selected:
             if queries[m] is None:
                 uni[m] = (passes[m].uniformity, None)
@@ -304,20 +312,20 @@ def analyze(
         ga, gb = data.groups[a], data.groups[b]
         if "gap" in selected:
             say(f"{pair}: modality gap")
-            g = modality_gap(unit[a], unit[b])
+            g = modality_gap(raw[a], raw[b])
             entry["gap"] = g.gap
             entry["centroid_cosine"] = g.centroid_cosine
             entry["centroid_norms"] = {a: g.centroid_norm_x, b: g.centroid_norm_y}
             entry["gap_concentration"] = {"top1": g.top1_share, "top10": g.top10_share}
         if "cosine" in selected:
             say(f"{pair}: paired cosine")
-            c = paired_cosine(unit[a], unit[b], ga, gb)
+            c = paired_cosine(raw[a], raw[b], ga, gb)
             entry["paired_cosine"] = c.paired
             entry["unpaired_cosine"] = c.unpaired
             entry["n_pairs"] = c.n_pairs
         if "alignment" in selected:
             say(f"{pair}: alignment")
-            entry["alignment"] = alignment(unit[a], unit[b], ga, gb, alpha=alignment_alpha)
+            entry["alignment"] = alignment(raw[a], raw[b], ga, gb, alpha=alignment_alpha)
         if "uniformity" in selected:
             entry["uniformity"] = (uni[a][0] + uni[b][0]) / 2
             if uni[a][1] is not None or uni[b][1] is not None:

@@ -15,9 +15,11 @@ Two fixes from the literature, applied to the L2-normalised rows of a pair of mo
 
 Every metric gapscope reports re-normalises rows, so a fixed pair is measured as the unit rows
 ``x' / ||x'||``. :func:`gap_closing_whatif` recomputes the gap, retrieval recall (inter- and
-intra-modal, with the existing :mod:`gapscope.metrics.retrieval` functions) and uniformity (with
-:func:`gapscope.metrics.uniformity.uniformity`) on the original and on each fixed version, with
-the same queries, so the differences come from the fix alone.
+intra-modal) and uniformity on the original and on each fixed version, with the same queries,
+so the differences come from the fix alone. Both fixes move every unit row of a modality by
+one vector, so they are measured with the same fused passes as ``analyze``
+(:mod:`gapscope.metrics.fused`) on :class:`~gapscope.metrics._rows.UnitRows` with an offset:
+no transformed copy of a modality is made, and a store too big for memory streams.
 """
 
 from __future__ import annotations
@@ -30,22 +32,21 @@ import numpy as np
 import torch
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._blocks import unit_rows
+from gapscope.metrics import _rows
+from gapscope.metrics._blocks import row_blocks, unit_rows
 from gapscope.metrics._inputs import (
     ArrayLike,
     check_embeddings,
     check_groups,
     check_same_dim,
     pair_groups,
+    resolve_device,
 )
 from gapscope.metrics._moments import sample_rows, unit_mean
-from gapscope.metrics.gap import modality_gap
-from gapscope.metrics.retrieval import (
-    RetrievalResult,
-    cross_modal_retrieval,
-    intra_modal_retrieval,
-)
-from gapscope.metrics.uniformity import uniformity, uniformity_sampled
+from gapscope.metrics._rows import UnitRows, fits_in_memory
+from gapscope.metrics.fused import cross_pass, modality_pass
+from gapscope.metrics.retrieval import RetrievalResult, intra_modal_retrieval
+from gapscope.metrics.uniformity import uniformity_sampled
 
 __all__ = ["center_modality", "gap_closing_whatif", "scenario_name", "shift_along_gap"]
 
@@ -130,43 +131,75 @@ def _recall(result: RetrievalResult, intra: bool) -> dict[str, Any]:
     return entry
 
 
+def _transformed_sums(
+    x: np.ndarray, offset: np.ndarray | None, name: str, why: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 sums of ``w_i = u_i - offset`` and of ``w_i / ||w_i||`` over the rows (``u_i``
+    the unit rows), a chunk at a time; raises on a row the offset leaves without direction."""
+    sum_w = np.zeros(x.shape[1])
+    sum_unit = np.zeros(x.shape[1])
+    for start, stop in row_blocks(x.shape[0], _rows.STREAM_CHUNK_ROWS):
+        w = unit_rows(x[start:stop])
+        if offset is not None:
+            w -= offset
+        norms = np.sqrt(np.einsum("ij,ij->i", w, w))
+        bad = np.flatnonzero(norms < _MIN_NORM)
+        if bad.size:
+            raise EmbeddingError(f"{name}: row {start + int(bad[0])} {why}, so it has no "
+                                 "direction left")
+        sum_w += w.sum(axis=0)
+        sum_unit += (w / norms[:, None]).sum(axis=0)
+    return sum_w, sum_unit
+
+
 def _measure(
     x: np.ndarray,
     y: np.ndarray,
+    offsets: tuple[np.ndarray | None, np.ndarray | None],
+    why: str,
     names: tuple[str, str],
     groups: tuple[np.ndarray, np.ndarray],
     relevance: tuple[np.ndarray, np.ndarray],
     queries: tuple[np.ndarray | None, np.ndarray | None],
     ks: Sequence[int],
     seed: int,
-    device: str | torch.device | None,
+    device: torch.device,
 ) -> dict[str, Any]:
     a, b = names
-    xf = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    yf = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-    recall = {
-        f"{a}->{b}": _recall(cross_modal_retrieval(
-            xf, yf, groups[0], groups[1], k=ks, device=device, query_index=queries[0]), False),
-        f"{b}->{a}": _recall(cross_modal_retrieval(
-            yf, xf, groups[1], groups[0], k=ks, device=device, query_index=queries[1]), False),
-        f"{a}->{a}": _recall(intra_modal_retrieval(
-            xf, relevance[0], k=ks, device=device, query_index=queries[0]), True),
-        f"{b}->{b}": _recall(intra_modal_retrieval(
-            yf, relevance[1], k=ks, device=device, query_index=queries[1]), True),
-    }
+    # The gaps in float64 from the raw rows; the O(n^2) metrics from float32 unit rows of the
+    # transformed modality, normalised block by block when a copy would not fit in memory.
+    (wx, gap_x), (wy, gap_y) = (
+        _transformed_sums(rows, off, name, why)
+        for rows, off, name in zip((x, y), offsets, names, strict=True)
+    )
+    in_memory = fits_in_memory(x.shape[0] + y.shape[0], x.shape[1])
+    ux, uy = (
+        UnitRows(rows, device=device, in_memory=in_memory, offset=off, name=name, why=why)
+        for rows, off, name in zip((x, y), offsets, names, strict=True)
+    )
+    x_to_y, y_to_x = cross_pass(ux, uy, groups[0], groups[1], k=ks, device=device,
+                                query_index_x=queries[0], query_index_y=queries[1])
+    recall = {f"{a}->{b}": _recall(x_to_y, False), f"{b}->{a}": _recall(y_to_x, False)}
     uni = {}
-    for (name, rows, q), stream in zip(((a, xf, queries[0]), (b, yf, queries[1])), (0, 1),
-                                       strict=True):
+    for name, rows, rel, q, stream in ((a, ux, relevance[0], queries[0], 0),
+                                       (b, uy, relevance[1], queries[1], 1)):
         if rows.shape[0] < 2:
+            recall[f"{name}->{name}"] = _recall(
+                intra_modal_retrieval(rows.block(0, rows.shape[0]), rel, k=ks), True)
             uni[name] = None
-        elif q is None:
-            uni[name] = uniformity(rows, device=device)
-        else:
-            uni[name] = uniformity_sampled(rows, n_queries=max(2, q.size), seed=seed + stream,
-                                           device=device)[0]
-    raw_gap = float(np.linalg.norm(x.mean(axis=0) - y.mean(axis=0)))
-    return {"gap": modality_gap(x, y).gap, "gap_before_renormalization": raw_gap,
-            "recall": recall, "uniformity": uni}
+            continue
+        # One X X^T pass: intra-modal retrieval, and the exact uniformity when not sampled.
+        own = modality_pass(rows, rel, k=ks, uniformity=q is None, query_index=q,
+                            device=device)
+        assert own.retrieval is not None
+        recall[f"{name}->{name}"] = _recall(own.retrieval, True)
+        uni[name] = own.uniformity if q is None else uniformity_sampled(
+            rows, n_queries=max(2, q.size), seed=seed + stream, device=device)[0]
+    recall = {key: recall[key] for key in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}")}
+    gap = float(np.linalg.norm(gap_x / x.shape[0] - gap_y / y.shape[0]))
+    raw_gap = float(np.linalg.norm(wx / x.shape[0] - wy / y.shape[0]))
+    return {"gap": gap, "gap_before_renormalization": raw_gap, "recall": recall,
+            "uniformity": uni}
 
 
 def gap_closing_whatif(
@@ -206,8 +239,9 @@ def gap_closing_whatif(
     many query rows (the same rows in every scenario, ranked against all rows), and its
     uniformity with :func:`~gapscope.metrics.uniformity.uniformity_sampled` on as many
     queries; so every scenario is measured the same way and the differences come from the fix.
-    The fixes apply to every row (the keys stay complete), so memory is O((n + m) d) float64
-    for the transformed rows, plus the float32 copies the retrieval functions rank.
+    The fixes apply to every row (the keys stay complete). Each scenario holds one float32
+    copy of the transformed unit rows when both modalities fit 1 GiB together, and otherwise
+    normalises them block by block from ``x`` and ``y`` (memory-mapped stores stay on disk).
 
     Args:
         x: first modality ``(n, d)``; y: second ``(m, d)`` (numpy arrays or torch tensors).
@@ -255,12 +289,19 @@ def gap_closing_whatif(
     queries = (sample_rows(xa.shape[0], max_queries, seed, stream=10),
                sample_rows(ya.shape[0], max_queries, seed, stream=11))
 
-    def measure(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-        return _measure(a, b, names, (gx, gy), relevance, queries, k, seed, device)
+    dev = resolve_device(device)
 
-    out = {"original": measure(unit_rows(xa), unit_rows(ya))}
-    out["centered"] = measure(center_modality(xa, names[0]), center_modality(ya, names[1]))
+    def measure(offsets: tuple[np.ndarray | None, np.ndarray | None],
+                why: str = "") -> dict[str, Any]:
+        return _measure(xa, ya, offsets, why, names, (gx, gy), relevance, queries, k, seed, dev)
+
+    # Every fix moves each unit row by one vector of its modality (an offset), then the
+    # metrics re-normalise: measured without a transformed copy of either modality.
+    mean_x, mean_y = unit_mean(xa), unit_mean(ya)
+    out = {"original": measure((None, None))}
+    out["centered"] = measure((mean_x, mean_y), "equals its modality's mean direction")
     for f in fractions:
-        xs, ys = shift_along_gap(xa, ya, f, names)
-        out[scenario_name(f)] = measure(xs, ys)
+        half = 0.5 * f * (mean_x - mean_y)
+        shift = (half, -half) if f != 0.0 else (None, None)
+        out[scenario_name(f)] = measure(shift, "lands on the origin after the shift")
     return out

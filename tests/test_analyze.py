@@ -125,6 +125,41 @@ def test_sample_gives_estimates_with_standard_errors(paired_store):
     assert analyze(path, device="cpu", sample=40, seed=3).to_json() == report.to_json()
 
 
+def _numbers(value, path=""):
+    if isinstance(value, dict):
+        for key, v in value.items():
+            yield from _numbers(v, f"{path}/{key}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{path}/{i}")
+    elif isinstance(value, float):
+        yield path, value
+
+
+def test_sampled_store_too_big_for_memory_streams_to_the_same_report(tmp_path, monkeypatch):
+    # A budget of 0 bytes: every sampled modality's unit rows are normalised block by block
+    # from the memory-mapped arrays (as a million-row store would be), what-ifs included.
+    from gapscope.metrics import _rows
+
+    image, text, *_ = make_paired(n=90, captions=1)
+    np.save(tmp_path / "image.npy", image.astype(np.float16))
+    np.save(tmp_path / "text.npy", text.astype(np.float16))
+    arrays = {m: np.load(tmp_path / f"{m}.npy", mmap_mode="r") for m in ("image", "text")}
+    held = analyze({m: np.array(a) for m, a in arrays.items()}, device="cpu", sample=30,
+                   seed=2)
+    monkeypatch.setattr(_rows, "IN_MEMORY_BUDGET_BYTES", 0)
+    monkeypatch.setattr(_rows, "STREAM_CHUNK_ROWS", 16)
+    streamed = analyze(arrays, device="cpu", sample=30, seed=2)
+    a, b = json.loads(held.to_json()), json.loads(streamed.to_json())
+    assert a["notes"] == b["notes"]
+    got = dict(_numbers(b))
+    for path, value in _numbers(a):
+        assert got[path] == pytest.approx(value, abs=1e-6), path
+    # Retrieval counts are exact whichever way the rows were read.
+    for direction, entry in a["pairs"]["image-text"]["recall"].items():
+        assert entry == b["pairs"]["image-text"]["recall"][direction]
+
+
 def test_three_modalities_give_three_pairs():
     rng = np.random.default_rng(1)
     arrays = {m: rng.normal(size=(30, 8)).astype(np.float32) for m in ("audio", "image", "text")}

@@ -83,7 +83,13 @@ def unit_rows(block: np.ndarray) -> np.ndarray:
     [[0.6, 0.8]]
     """
     out = np.array(block, dtype=np.float64)
-    out /= np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    odd = ~((norms > 1e-150) & (norms < 1e150))
+    if odd.any():
+        # Squares past the float64 range (e.g. entries of 1e200): scale those rows first.
+        out[odd] /= np.abs(out[odd]).max(axis=1, keepdims=True)
+        norms[odd] = np.sqrt(np.einsum("ij,ij->i", out[odd], out[odd]))
+    out /= norms[:, None]
     return out
 
 

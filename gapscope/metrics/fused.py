@@ -31,8 +31,10 @@ computed by another product may round the last bit differently).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -41,13 +43,12 @@ from gapscope.errors import GapscopeError
 from gapscope.metrics._blocks import iter_positive_pairs
 from gapscope.metrics._inputs import (
     ArrayLike,
-    check_embeddings,
     check_groups,
     check_same_dim,
-    normalize_rows,
     pair_groups,
     resolve_device,
 )
+from gapscope.metrics._rows import UnitRows, as_unit_rows
 from gapscope.metrics.retrieval import (
     RetrievalResult,
     _check_block_size,
@@ -56,6 +57,8 @@ from gapscope.metrics.retrieval import (
     _GroupMembers,
     _summarize,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "FusedResult",
@@ -74,9 +77,14 @@ _BLOCK_ELEMENTS = 2**25
 # Up to this many relevant rows a query's ranks are counted with one pass over its row each;
 # beyond it the keys that can outrank a relevant row are sorted (see _ranks_of_items).
 _COUNT_MAX_ITEMS = 4
+# Queries with up to this many positives find their best one in one padded gather per block.
+_VECTOR_MAX_POSITIVES = 64
 # More tied relevant rows than this: one stable argsort of the row instead of a scan per item.
 _TIE_SCAN_MAX_ITEMS = 8
-# exp(-4t) must stay a normal float32 for the unshifted kernel sum (float32 min ~1.2e-38).
+# Blocks are this many times larger when the keys are normalised on the fly (fewer passes).
+_STREAMED_BLOCK_FACTOR = 4
+# The unshifted kernel sum needs exp(+-2t) well inside float32 (2t <= 40: terms within
+# [4e-18, 2.4e17], a sum of a billion of them far below the float32 maximum 3.4e38).
 _MAX_UNSHIFTED_EXPONENT = 80.0
 
 
@@ -113,7 +121,7 @@ class FusedResult:
 
 
 def modality_pass(
-    x: ArrayLike,
+    x: ArrayLike | UnitRows,
     relevance: ArrayLike | Sequence[int] | None = None,
     *,
     k: int | Sequence[int] = (1, 5, 10),
@@ -140,13 +148,15 @@ def modality_pass(
       sorted: no other key can outrank a relevant row.
 
     Args:
-        x: ``(n, d)`` float16/32/64 numpy array (memory maps welcome) or torch tensor.
+        x: ``(n, d)`` float16/32/64 numpy array (memory maps welcome) or torch tensor, or
+            :class:`~gapscope.metrics._rows.UnitRows` (e.g. normalised on the fly).
         relevance: ``(n,)`` integer codes (labels or groups); ``None`` skips retrieval.
         k: recall cut-offs.
         t: uniformity temperature (> 0).
         uniformity: compute uniformity (needs every row: not with ``query_index``).
         row_terms: also return the uniformity row terms.
-        block_size: rows a block; ``None``: :func:`auto_block_size` of ``n``.
+        block_size: rows a block; ``None``: :func:`auto_block_size` of ``n`` (four times
+            that when the keys are normalised on the fly, so they are read fewer times).
         device: device of the products; ranking and sums run on the CPU.
         query_index: evaluate retrieval for these rows only (see ``intra_modal_retrieval``).
         per_query: keep per-query retrieval values (for the bootstrap).
@@ -163,19 +173,18 @@ def modality_pass(
         >>> round(r.uniformity, 4), r.retrieval.recall, r.retrieval.n_skipped
         (-4.0, {1: 1.0}, 1)
     """
-    arr = check_embeddings(x, "x", min_rows=2)
-    n = arr.shape[0]
+    dev = resolve_device(device)
+    unit = as_unit_rows(x, "x", device=dev, min_rows=2)
+    n = unit.shape[0]
     t = float(t)
     if not (math.isfinite(t) and t > 0.0):
         raise GapscopeError(f"t: expected a finite positive number, got {t!r}")
     cutoffs = _check_k(k)
-    block = _check_block_size(block_size) or auto_block_size(n)
+    block = _check_block_size(block_size) or auto_block_size(n, streamed=not unit.in_memory)
     sample = _check_query_index(query_index, n)
     if uniformity and sample is not None:
         raise GapscopeError("uniformity needs every row: use uniformity_sampled with query_index")
     codes = check_groups(relevance, n, "relevance")
-    dev = resolve_device(device)
-    unit = _unit_rows(x, arr, dev)
 
     retrieval = codes is not None
     if retrieval:
@@ -198,42 +207,63 @@ def modality_pass(
     # Buffers reused by every block: a fresh 128 MiB tensor a block costs page faults that,
     # on a CPU, take a sizeable share of the product's own time.
     rows_max = min(block, block_rows.size)
-    scores_buf = torch.empty((rows_max, n), dtype=unit.dtype, device=unit.device)
-    kernel_buf = torch.empty_like(scores_buf) if row_lse is not None else None
-    shift = torch.tensor(-two_t, dtype=unit.dtype, device=unit.device)
-    for start in range(0, block_rows.size, block):
-        idx = block_rows[start : start + block]
+    # Two score buffers: the products of one block fill one while a worker thread ranks the
+    # previous block in the other (see _pipelined). Reused by every block: a fresh 128 MiB
+    # tensor a block costs page faults that, on a CPU, take a sizeable share of the product.
+    buffers = [torch.empty((rows_max, n), dtype=torch.float32, device=unit.device)
+               for _ in range(2 if block_rows.size > block else 1)]
+    groups: dict[int, np.ndarray] = {}
+    steps = np.arange(1, n + 1, dtype=np.float64)
+    # With 2t a power of two (t = 2: 4) the query rows are scaled by it before the product:
+    # exact in binary floating point, so the scores keep their order and ties bit for bit
+    # (ranks do not change) and the kernel needs no scaling pass of its own.
+    prescale = row_lse is not None and math.frexp(two_t)[0] == 0.5
+    starts = range(0, block_rows.size, block)
+
+    def product(k: int) -> tuple[np.ndarray, torch.Tensor]:
+        idx = block_rows[starts[k] : starts[k] + block]
         idx_t = torch.from_numpy(idx).to(unit.device)
-        scores_t = torch.mm(unit.index_select(0, idx_t), unit.T, out=scores_buf[: idx.size])
+        queries = unit.take(idx)
+        if prescale:
+            queries = queries * two_t
+        scores_t = unit.scores(queries, buffers[k % len(buffers)][: idx.size])
         # The query itself: -inf is both a zero kernel term and a key ranked below every other.
         scores_t[torch.arange(idx.size, device=scores_t.device), idx_t] = -math.inf
-        if kernel_buf is not None:
-            # -t ||x_i - x_j||^2 = 2t s_ij - 2t (one fused pass), clamped at 0 where rounding
-            # puts s above 1.
-            kernel = torch.add(shift, scores_t, alpha=two_t, out=kernel_buf[: idx.size])
-            kernel.clamp_(max=0.0)
+        return idx, scores_t
+
+    def consume(item: tuple[np.ndarray, torch.Tensor]) -> None:
+        idx, scores_t = item
+        if retrieval:
+            # Ranked first: the uniformity kernel below overwrites the scores in place.
+            scores = scores_t.cpu().numpy()
+            for r, i in enumerate(idx.tolist()):
+                if not is_evaluated[i]:
+                    continue
+                code = int(codes[i])
+                group = groups.get(code)
+                if group is None:
+                    group = groups[code] = members.of(code)
+                ranks = np.sort(_ranks_of_items(scores[r], group[group != i]))
+                p = position[i]
+                n_rel = ranks.size
+                first_rank[p] = ranks[0]
+                ap[p] = np.sum(steps[:n_rel] / (ranks + 1.0)) / n_rel
+                rp[p] = np.count_nonzero(ranks < n_rel) / n_rel
+        if row_lse is not None:
+            # exp(-t ||x_i - x_j||^2) = exp(2t s_ij) exp(-2t): exp in place and a sum; the
+            # -inf self score gives a zero term.
+            kernel = scores_t if prescale else scores_t.mul_(two_t)
             if 2.0 * two_t <= _MAX_UNSHIFTED_EXPONENT:
-                # Every term lies in [exp(-4t), 1]: a plain float32 sum cannot underflow, and
+                # Every term lies in [exp(-2t), exp(2t)] (s rounded above 1 moves a term by
+                # ~1e-7 relative): a plain float32 sum neither overflows nor underflows, and
                 # torch sums float32 rows by cascades (error ~1e-7 relative); a float64 sum
                 # would cost four times the exp itself.
                 sums = kernel.exp_().sum(dim=1)
-                row_lse[idx] = np.log(sums.cpu().numpy().astype(np.float64))
+                row_lse[idx] = np.log(sums.cpu().numpy().astype(np.float64)) - two_t
             else:
-                row_lse[idx] = torch.logsumexp(kernel, dim=1).double().cpu().numpy()
-        if not retrieval:
-            continue
-        scores = scores_t.cpu().numpy()
-        for r, i in enumerate(idx.tolist()):
-            if not is_evaluated[i]:
-                continue
-            group = members.of(codes[i])
-            relevant = np.delete(group, np.searchsorted(group, i))
-            ranks = np.sort(_ranks_of_items(scores[r], relevant))
-            p = position[i]
-            n_rel = ranks.size
-            first_rank[p] = ranks[0]
-            ap[p] = np.sum(np.arange(1, n_rel + 1) / (ranks + 1.0)) / n_rel
-            rp[p] = np.count_nonzero(ranks < n_rel) / n_rel
+                row_lse[idx] = torch.logsumexp(kernel, dim=1).double().cpu().numpy() - two_t
+
+    _pipelined(len(starts), product, consume)
 
     value = terms = None
     if row_lse is not None:
@@ -254,8 +284,8 @@ def modality_pass(
 
 
 def cross_pass(
-    x: ArrayLike,
-    y: ArrayLike,
+    x: ArrayLike | UnitRows,
+    y: ArrayLike | UnitRows,
     groups_x: ArrayLike | Sequence[int] | None = None,
     groups_y: ArrayLike | Sequence[int] | None = None,
     *,
@@ -272,11 +302,13 @@ def cross_pass(
     is a hit at K when its best positive ranks below K; ties to the lower index). x queries
     are ranked from the block rows; y queries from the block columns, counting for each the
     non-positive x rows that outrank its best positive (see the module docstring). With
-    ``query_index_x``/``query_index_y`` and fewer products that way, the rows and the columns
-    are computed as two thin products (``X_q Y^T`` and ``X Y_q^T``) instead of ``X Y^T``.
+    ``query_index_x``/``query_index_y`` and fewer products that way (or keys normalised on
+    the fly), each direction is counted down the columns of one thin product (``Y X_q^T``
+    and ``X Y_q^T``) instead of ``X Y^T``: a single pass over each modality's rows.
 
     Args:
-        x: ``(n, d)`` embeddings; y: ``(m, d)`` embeddings of the other modality.
+        x: ``(n, d)`` embeddings; y: ``(m, d)`` embeddings of the other modality (arrays,
+            tensors or :class:`~gapscope.metrics._rows.UnitRows`).
         groups_x, groups_y: integer group codes (both ``None``: row i pairs with row i).
         k: recall cut-offs.
         block_size: x rows a block; ``None``: :func:`auto_block_size` of ``m``.
@@ -297,16 +329,16 @@ def cross_pass(
         >>> i2t.recall, t2i.recall
         ({1: 0.5, 5: 1.0}, {1: 0.5, 5: 1.0})
     """
-    xa = check_embeddings(x, "x")
-    ya = check_embeddings(y, "y")
-    check_same_dim(xa, ya, ("x", "y"))
-    gx, gy = pair_groups(xa, ya, groups_x, groups_y, ("x", "y"))
-    cutoffs = _check_k(k)
-    block = _check_block_size(block_size) or auto_block_size(ya.shape[0])
-    sample_x = _check_query_index(query_index_x, xa.shape[0])
-    sample_y = _check_query_index(query_index_y, ya.shape[0])
     dev = resolve_device(device)
-    n, m = xa.shape[0], ya.shape[0]
+    ux = as_unit_rows(x, "x", device=dev)
+    uy = as_unit_rows(y, "y", device=dev)
+    check_same_dim(ux, uy, ("x", "y"))
+    gx, gy = pair_groups(ux, uy, groups_x, groups_y, ("x", "y"))
+    cutoffs = _check_k(k)
+    block = _check_block_size(block_size) or auto_block_size(uy.shape[0])
+    sample_x = _check_query_index(query_index_x, ux.shape[0])
+    sample_y = _check_query_index(query_index_y, uy.shape[0])
+    n, m = ux.shape[0], uy.shape[0]
 
     members_y, members_x = _GroupMembers(gy), _GroupMembers(gx)
     eligible_x = members_y.count(gx) > 0
@@ -318,24 +350,27 @@ def cross_pass(
 
     first_x = np.zeros(eval_x.size, dtype=np.int64)
     first_y = np.zeros(eval_y.size, dtype=np.int64)
-    if eval_x.size or eval_y.size:
-        ux = _unit_rows(x, xa, dev)
-        uy = _unit_rows(y, ya, dev)
+    in_memory = ux.in_memory and uy.in_memory
+    if in_memory and eval_x.size * m + n * eval_y.size >= n * m:
+        # One full X Y^T: its rows serve x queries, its columns y queries.
         best, best_row = _best_positive_columns(ux, uy, gx, gy, eval_y, block)
-        fused = eval_x.size * m + n * eval_y.size >= n * m
-        if fused:
-            # One full X Y^T: its rows serve x queries, its columns y queries.
-            _pass(ux, uy, np.arange(n), eval_x, eval_y, np.arange(m), gx, gy, members_y,
-                  best, best_row, first_x, first_y, block)
-        else:
-            if eval_x.size:
-                _pass(ux, uy, eval_x, eval_x, np.empty(0, np.int64), np.arange(m), gx, gy,
-                      members_y, best, best_row, first_x, first_y, block)
-            if eval_y.size:
-                # Blocks of X against only the sampled y columns: sized for those columns.
-                col_block = _check_block_size(block_size) or auto_block_size(eval_y.size)
-                _pass(ux, uy, np.arange(n), np.empty(0, np.int64), eval_y, eval_y, gx, gy,
-                      members_y, best, best_row, first_x, first_y, col_block)
+        _pass(ux, uy, np.arange(n), eval_x, eval_y, np.arange(m), gx, gy, members_y,
+              best, best_row, first_x, first_y, block)
+    else:
+        # Each direction down the columns of a thin product: blocks of the keys' rows (read
+        # once, in order) against only the sampled queries.
+        none = np.empty(0, np.int64)
+        for keys, queries, g_keys, g_queries, members, evaluated, first in (
+            (ux, uy, gx, gy, members_y, eval_y, first_y),
+            (uy, ux, gy, gx, members_x, eval_x, first_x),
+        ):
+            if not evaluated.size:
+                continue
+            col_block = _check_block_size(block_size) or auto_block_size(evaluated.size)
+            best, best_row = _best_positive_columns(keys, queries, g_keys, g_queries,
+                                                    evaluated, col_block)
+            _pass(keys, queries, np.arange(keys.shape[0]), none, evaluated, evaluated,
+                  g_keys, g_queries, members, best, best_row, none, first, col_block)
 
     def result(first: np.ndarray, rows: np.ndarray, evaluated: np.ndarray,
                eligible: np.ndarray, sample: np.ndarray | None) -> RetrievalResult:
@@ -401,15 +436,17 @@ def fused_pair_pass(
         >>> r.x_to_y.recall, r.y_to_x.recall, round(r.x.uniformity, 4)
         ({1: 1.0}, {1: 1.0}, -4.0)
     """
-    xa = check_embeddings(x, "x", min_rows=2)
-    ya = check_embeddings(y, "y", min_rows=2)
-    check_same_dim(xa, ya, ("x", "y"))
-    gx, gy = pair_groups(xa, ya, groups_x, groups_y, ("x", "y"))
+    # Checked and normalised once here; the passes below take the unit rows as they are.
+    dev = resolve_device(device)
+    x = as_unit_rows(x, "x", device=dev, min_rows=2)
+    y = as_unit_rows(y, "y", device=dev, min_rows=2)
+    check_same_dim(x, y, ("x", "y"))
+    gx, gy = pair_groups(x, y, groups_x, groups_y, ("x", "y"))
     exact_x = uniformity and query_index_x is None
     exact_y = uniformity and query_index_y is None
 
     def side(
-        arr: ArrayLike, rel: ArrayLike | Sequence[int] | None, groups: np.ndarray,
+        arr: UnitRows, rel: ArrayLike | Sequence[int] | None, groups: np.ndarray,
         qi: ArrayLike | Sequence[int] | None, exact: bool, cached: ModalityPassResult | None,
     ) -> ModalityPassResult:
         if cached is not None:
@@ -420,7 +457,6 @@ def fused_pair_pass(
             device=device, query_index=qi if retrieval else None, per_query=per_query,
         )
 
-    # The originals, not the checked views: unit float32 tensors are then used without a copy.
     res_x = side(x, relevance_x, gx, query_index_x, exact_x, cached_x)
     res_y = side(y, relevance_y, gy, query_index_y, exact_y, cached_y)
     x_to_y = y_to_x = None
@@ -432,32 +468,21 @@ def fused_pair_pass(
     return FusedResult(x=res_x, y=res_y, x_to_y=x_to_y, y_to_x=y_to_x)
 
 
-def auto_block_size(n_keys: int) -> int:
+def auto_block_size(n_keys: int, *, streamed: bool = False) -> int:
     """Rows a block so that its ``rows x n_keys`` float32 scores take 128 MiB (at least 1).
 
-    A pure function of the shapes, so the same input always gives the same blocks.
+    ``streamed``: the keys are normalised again for every block (see
+    :class:`~gapscope.metrics._rows.UnitRows`), so blocks take 512 MiB and read them a quarter
+    as often. A pure function of the shapes, so the same input always gives the same blocks.
 
-    >>> auto_block_size(50_000), auto_block_size(10**9)
-    (671, 1)
+    >>> auto_block_size(50_000), auto_block_size(10**9), auto_block_size(10**6, streamed=True)
+    (671, 1, 134)
     """
-    return max(1, _BLOCK_ELEMENTS // max(n_keys, 1))
+    budget = _BLOCK_ELEMENTS * (_STREAMED_BLOCK_FACTOR if streamed else 1)
+    return max(1, budget // max(n_keys, 1))
 
 
 # ----------------------------------------------------------------------------- internals
-
-
-def _unit_rows(original: ArrayLike, checked: np.ndarray, dev: torch.device) -> torch.Tensor:
-    """Float32 unit rows on ``dev``: ``original`` itself when it already is one (as analyze
-    passes them), so a million-row modality is not copied again; else a normalised copy."""
-    if (
-        isinstance(original, torch.Tensor)
-        and original.dtype == torch.float32
-        and original.device == dev
-    ):
-        norms = torch.linalg.vector_norm(original, dim=1)
-        if bool(((norms - 1.0).abs() <= 1e-6).all()):
-            return original
-    return normalize_rows(checked, device=dev)
 
 
 def _log_sum_exp(values: np.ndarray) -> float:
@@ -466,7 +491,7 @@ def _log_sum_exp(values: np.ndarray) -> float:
 
 
 def _best_positive_columns(
-    ux: torch.Tensor, uy: torch.Tensor, gx: np.ndarray, gy: np.ndarray, cols: np.ndarray,
+    ux: UnitRows, uy: UnitRows, gx: np.ndarray, gy: np.ndarray, cols: np.ndarray,
     chunk: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each y row, its best positive score ``b_j`` and the lowest x row reaching it.
@@ -485,8 +510,7 @@ def _best_positive_columns(
         i, j = i[keep], j[keep]
         if not i.size:
             continue
-        it, jt = torch.from_numpy(i).to(ux.device), torch.from_numpy(j).to(ux.device)
-        s = (ux.index_select(0, it) * uy.index_select(0, jt)).sum(dim=1).cpu().numpy() + 0.0
+        s = (ux.take(i) * uy.take(j)).sum(dim=1).cpu().numpy() + 0.0
         # Pairs ascend by i: a later pair replaces a column's best only when strictly above.
         for jj, ii, ss in zip(j.tolist(), i.tolist(), s.tolist(), strict=True):
             if ss > best[jj]:
@@ -496,8 +520,8 @@ def _best_positive_columns(
 
 
 def _pass(
-    ux: torch.Tensor,
-    uy: torch.Tensor,
+    ux: UnitRows,
+    uy: UnitRows,
     x_rows: np.ndarray,
     eval_x: np.ndarray,
     eval_y: np.ndarray,
@@ -539,36 +563,43 @@ def _pass(
             pair_q_parts.append(query_of_y[j[keep]])
     pair_i = np.concatenate(pair_i_parts) if pair_i_parts else np.empty(0, np.int64)
     pair_q = np.concatenate(pair_q_parts) if pair_q_parts else np.empty(0, np.int64)
-    uy_cols = uy if full_cols else uy.index_select(0, torch.from_numpy(y_cols).to(uy.device))
+    # All of Y (read chunk by chunk when normalised on the fly), or the few sampled columns.
+    uy_cols = None if full_cols else uy.take(y_cols)
 
     rows_max = min(block, x_rows.size)
-    scores_buf = torch.empty((rows_max, uy_cols.shape[0]), dtype=ux.dtype, device=ux.device)
-    mask_buf = np.empty((rows_max, eval_y.size), dtype=bool)
-    for start in range(0, x_rows.size, block):
-        idx = x_rows[start : start + block]
-        idx_t = torch.from_numpy(idx).to(ux.device)
+    starts = range(0, x_rows.size, block)
+    buffers = [torch.empty((rows_max, y_cols.size), dtype=torch.float32, device=ux.device)
+               for _ in range(min(2, len(starts)))]
+    all_cols = full_cols and eval_y.size == uy.shape[0]
+    mask_buf = np.empty((rows_max, max(y_cols.size, 1)), dtype=bool)
+
+    def product(k: int) -> tuple[np.ndarray, torch.Tensor]:
+        idx = x_rows[starts[k] : starts[k] + block]
+        rows = ux.take(idx)
+        out = buffers[k % len(buffers)][: idx.size]
+        if uy_cols is None:
+            return idx, uy.scores(rows, out)
+        return idx, torch.mm(rows, uy_cols.T, out=out)
+
+    def consume(item: tuple[np.ndarray, torch.Tensor]) -> None:
+        idx, scores_t = item
         # Comparisons treat -0.0 and +0.0 as equal, so no +0.0 normalisation pass is needed.
-        scores = torch.mm(ux.index_select(0, idx_t), uy_cols.T, out=scores_buf[: idx.size])
-        scores = scores.cpu().numpy()
-        # x queries: rows (all y columns are present whenever eval_x is non-empty). One pass
-        # a row: keys before j outrank it when >=, keys after only when > (ties: lower index).
-        for r, i in enumerate(idx.tolist()):
-            if not is_eval_x[i]:
-                continue
-            row = scores[r]
-            positives = members_y.of(gx[i])
-            j = positives[np.argmax(row[positives])]
-            v = row[j]
-            first_x[pos_x[i]] = np.count_nonzero(row[:j] >= v) + np.count_nonzero(row[j + 1 :] > v)
+        scores = scores_t.cpu().numpy()
+        # x queries: rows (all y columns are present whenever eval_x is non-empty).
+        queries = np.flatnonzero(is_eval_x[idx])
+        if queries.size:
+            first_x[pos_x[idx[queries]]] = _row_ranks(scores, queries, gx[idx[queries]],
+                                                      members_y, mask_buf)
         if not eval_y.size:
-            continue
+            return
         # y queries: columns, in one comparison pass. Rows before a column's best positive
         # outrank it when >= b_j, i.e. > the float32 just below b_j; rows after when > b_j.
         # Columns whose best positive lies inside this block get the tie term added exactly.
-        sub = scores[:, cols] if not (full_cols and cols.size == scores.shape[1]) else scores
+        sub = scores if all_cols else scores[:, cols]
         before = col_best_row[0] > idx[-1]
         threshold = np.where(before, below_best, col_best[0])
-        above = np.count_nonzero(np.greater(sub, threshold, out=mask_buf[: idx.size]), axis=0)
+        mask = mask_buf[: idx.size, : sub.shape[1]]
+        above = np.count_nonzero(np.greater(sub, threshold, out=mask), axis=0)
         inside = np.flatnonzero((col_best_row[0] >= idx[0]) & ~before)
         if inside.size:
             tied = sub[:, inside] == col_best[0, inside]
@@ -582,9 +613,67 @@ def _pass(
             s = scores[pi - idx[0], cols[pq]]
             counted = (s > col_best[0, pq]) | ((s == col_best[0, pq]) & (pi < col_best_row[0, pq]))
             np.subtract.at(above, pq[counted], 1)
-        count_y += above
+        np.add(count_y, above, out=count_y)
+
+    _pipelined(len(starts), product, consume)
     if eval_y.size:
         first_y[:] = count_y
+
+
+def _pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T], None]) -> None:
+    """``consume(product(k))`` for every block k, with block k + 1's product (on this thread;
+    torch releases the GIL and uses every core) overlapping block k's consumption (ranking
+    and counting in numpy, mostly on one core, on a worker thread). ``product`` alternates
+    between two buffers, so block k's scores stay intact until their consumer is done. The
+    results do not depend on the timing: each block writes its own rows of the outputs, and
+    the consumer runs the blocks in order."""
+    if n_blocks <= 1:
+        for k in range(n_blocks):
+            consume(product(k))
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future[None] | None = None
+        for k in range(n_blocks):
+            item = product(k)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(consume, item)
+        assert pending is not None
+        pending.result()
+
+
+def _row_ranks(scores: np.ndarray, queries: np.ndarray, codes: np.ndarray,
+               members: _GroupMembers, mask: np.ndarray) -> np.ndarray:
+    """0-based rank of each query row's best positive (``members`` of its code), ties to the
+    lower index: ``#{k : s_k > v} + #{k < j : s_k == v}`` with ``j`` the lowest-index best
+    positive and ``v`` its score. The counts run over the whole block at once (``mask``: a
+    boolean buffer of at least its shape); only rows where another key scores exactly ``v``
+    get a tie scan of their own."""
+    counts = members.count(codes)
+    width = int(counts.max())
+    if width <= _VECTOR_MAX_POSITIVES:
+        # Every query's positives as a padded row of columns (ascending within a group, so
+        # argmax finds the lowest-index best one).
+        offsets = np.arange(width)
+        valid = offsets[None, :] < counts[:, None]
+        cols = members.padded(codes, width)
+        values = np.where(valid, scores[queries[:, None], cols], -np.inf)
+        pick = np.argmax(values, axis=1)
+        best_col = cols[np.arange(queries.size), pick]
+    else:
+        best_col = np.array([
+            positives[np.argmax(scores[r, positives])]
+            for r, positives in ((r, members.of(c)) for r, c in zip(queries, codes, strict=True))
+        ], dtype=np.int64)
+    v = scores[queries, best_col]
+    # numpy's SIMD compare and count beat torch's reductions over bools several times here.
+    sub = scores if queries.size == scores.shape[0] else scores[queries]
+    ranks = np.count_nonzero(np.greater(sub, v[:, None], out=mask[: sub.shape[0]]), axis=1)
+    equal = np.count_nonzero(np.equal(sub, v[:, None], out=mask[: sub.shape[0]]), axis=1)
+    for q in np.flatnonzero(equal > 1):
+        r, j = queries[q], best_col[q]
+        ranks[q] += np.count_nonzero(scores[r, :j] == v[q])
+    return ranks
 
 
 def _ranks_of_items(row: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -607,7 +696,8 @@ def _ranks_of_items(row: np.ndarray, items: np.ndarray) -> np.ndarray:
     candidates = np.sort(row[row >= s.min()])
     hi = np.searchsorted(candidates, s, side="right")
     ranks = (candidates.size - hi).astype(np.int64)
-    tied = np.flatnonzero(hi - np.searchsorted(candidates, s, side="left") > 1)
+    # Each item's own score sits at hi - 1; another key ties with it iff the one below is equal.
+    tied = np.flatnonzero((hi >= 2) & (candidates[np.maximum(hi - 2, 0)] == s))
     if tied.size > _TIE_SCAN_MAX_ITEMS:
         order = np.argsort(-row, kind="stable")
         position = np.empty(row.size, dtype=np.int64)

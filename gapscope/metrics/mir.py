@@ -117,8 +117,8 @@ def modality_integration_rate(
        give a finite -12 rather than ``-inf``.
 
     Means and covariances are accumulated over row blocks (Chan et al.'s pairwise update), so
-    memory is O(block_size * d + d^2), plus one float64 copy of a modality when it has
-    outliers (for the coordinate-wise median). Not invariant to per-row scaling; invariant to
+    memory is O(block_size * d + d^2), plus, when a modality has outliers, 256 MiB of its
+    columns at a time for the coordinate-wise median. Not invariant to per-row scaling; invariant to
     one global scale of both modalities and, when no row is replaced, to a shared rotation.
 
     Differences from the reference code (``shikiw/Modality-Integration-Rate``): its default
@@ -214,7 +214,7 @@ def _mean_cov(
     """Mean and covariance (ddof = 1) of ``scale * a`` with outlier rows replaced, in float64."""
     median_row = None
     if outliers.any():
-        median_row = scale * np.median(np.asarray(a, dtype=np.float64), axis=0)
+        median_row = scale * _column_medians(a)
     d = a.shape[1]
     count = 0
     mean = np.zeros(d, dtype=np.float64)
@@ -233,6 +233,17 @@ def _mean_cov(
         mean += delta * (b / total)
         count = total
     return mean, _symmetric(scatter / (count - 1))
+
+
+def _column_medians(a: np.ndarray, budget_bytes: int = 256 * 2**20) -> np.ndarray:
+    """``numpy.median(a, axis=0)`` in float64, a few columns at a time: a float64 copy of a
+    million-row modality would be 4 GiB; a slice of columns stays within ``budget_bytes``."""
+    n, d = a.shape
+    step = max(1, budget_bytes // (8 * n))
+    return np.concatenate([
+        np.median(np.asarray(a[:, start : start + step], dtype=np.float64), axis=0)
+        for start in range(0, d, step)
+    ])
 
 
 def _nonsingular(cov: np.ndarray) -> bool:

@@ -309,6 +309,14 @@ class _GroupMembers:
         pos = np.minimum(np.searchsorted(self._codes, codes), self._codes.size - 1)
         return np.where(self._codes[pos] == codes, self._counts[pos], 0)
 
+    def padded(self, codes: np.ndarray, width: int) -> np.ndarray:
+        """``(len(codes), width)`` member rows of each code (which must exist), ascending,
+        padded with repeats of the group's last row beyond its count."""
+        pos = np.searchsorted(self._codes, codes)
+        start, count = self._starts[pos], self._counts[pos]
+        offsets = np.minimum(np.arange(width)[None, :], count[:, None] - 1)
+        return self._order[start[:, None] + offsets]
+
     def of(self, code: int) -> np.ndarray:
         """Ascending row indices with group ``code`` (which must exist)."""
         pos = int(np.searchsorted(self._codes, code))

@@ -20,10 +20,10 @@ from gapscope.metrics._inputs import (
     ArrayLike,
     check_embeddings,
     check_same_dim,
-    normalize_rows,
     pair_groups,
     resolve_device,
 )
+from gapscope.metrics._rows import UnitRows, as_unit_rows
 
 __all__ = [
     "alignment",
@@ -61,7 +61,7 @@ def _logsumexp(values: np.ndarray) -> float:
 
 
 def uniformity(
-    x: ArrayLike,
+    x: ArrayLike | UnitRows,
     t: float = 2.0,
     *,
     block_size: int | None = None,
@@ -151,7 +151,7 @@ def uniformity_with_row_terms(
 
 
 def _upper_triangle_lse(
-    x: ArrayLike,
+    x: ArrayLike | UnitRows,
     t: float,
     block_size: int | None,
     device: str | torch.device | None,
@@ -160,12 +160,12 @@ def _upper_triangle_lse(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per row i, ``log sum_{j > i} exp(-t ||x_i - x_j||^2)``; with ``columns``, per column j
     also ``log sum_{i < j}`` of the same terms (so each pair is computed once)."""
-    xa = check_embeddings(x, "x", min_rows=2)
-    t = _check_positive(t, "t")
-    n = xa.shape[0]
-    rows = resolve_block_size(block_size, n, bytes_per_entry=_BYTES_PER_ENTRY)
     dev = resolve_device(device)
-    unit = normalize_rows(xa, device=dev)
+    unit_rows_ = as_unit_rows(x, "x", device=dev, min_rows=2)
+    t = _check_positive(t, "t")
+    n = unit_rows_.shape[0]
+    rows = resolve_block_size(block_size, n, bytes_per_entry=_BYTES_PER_ENTRY)
+    unit = unit_rows_.block(0, n)
 
     row_lse = np.full(n, -np.inf)
     col_lse = np.full(n, -np.inf) if columns else None
@@ -183,7 +183,7 @@ def _upper_triangle_lse(
 
 
 def uniformity_sampled(
-    x: ArrayLike,
+    x: ArrayLike | UnitRows,
     t: float = 2.0,
     *,
     n_queries: int,
@@ -203,12 +203,14 @@ def uniformity_sampled(
     ``1 - k/n``: the finite-population correction for sampling without replacement). All of it
     is computed with the ``a_q`` shifted in the log domain, so nothing underflows.
 
-    Cost O(k n d) time and O(k d + block_size * k) memory beyond ``x`` (``x`` is read in
-    chunks, so a memory map stays on disk). With ``n_queries >= n`` this returns
-    ``(uniformity(x, t, block_size=block_size, device=device), 0.0)``.
+    Cost O(k n d) time and O(k d + block_size * k) memory beyond ``x`` (``x`` is read and
+    normalised in chunks, so a memory map stays on disk and is never copied whole). With
+    ``n_queries >= n`` this returns ``(uniformity(x, t, block_size=block_size,
+    device=device), 0.0)``.
 
     Args:
-        x: embeddings, shape ``(n, d)`` with ``n >= 2``; numpy array or torch tensor.
+        x: embeddings, shape ``(n, d)`` with ``n >= 2``; numpy array, torch tensor or
+            :class:`~gapscope.metrics._rows.UnitRows`.
         t: kernel temperature, finite and > 0.
         n_queries: number of query rows, at least 2 (a variance needs two).
         seed: seed for the query draw; the same seed gives bit-identical results.
@@ -228,7 +230,12 @@ def uniformity_sampled(
         >>> round(est, 4), round(se, 4)
         (-4.0, 0.0)
     """
-    xa = check_embeddings(x, "x", min_rows=2)
+    dev = resolve_device(device)
+    if isinstance(x, UnitRows):
+        xa = as_unit_rows(x, "x", device=dev, min_rows=2)
+    else:
+        # Read once, chunk by chunk: normalising on the fly costs nothing extra here.
+        xa = UnitRows(check_embeddings(x, "x", min_rows=2), device=dev, in_memory=False)
     t = _check_positive(t, "t")
     if isinstance(n_queries, bool) or not isinstance(n_queries, int | np.integer):
         raise GapscopeError(f"n_queries: expected an integer >= 2, got {n_queries!r}")
@@ -241,14 +248,13 @@ def uniformity_sampled(
     # The sampled queries are few and the rows many: stream the rows in chunks of key rows so
     # that a memory-mapped x is read once and never copied whole.
     rows = resolve_block_size(block_size, k, bytes_per_entry=_BYTES_PER_ENTRY)
-    dev = resolve_device(device)
     rng = np.random.Generator(np.random.PCG64(seed))
     queries = np.sort(rng.choice(n, size=k, replace=False))
-    query_rows = normalize_rows(xa[queries], device=dev)
+    query_rows = xa.take(queries)
 
     log_a = torch.full((k,), -math.inf, dtype=torch.float64, device=dev)
     for start, stop in row_blocks(n, rows):
-        values = _log_kernel(query_rows @ normalize_rows(xa[start:stop], device=dev).T, t)
+        values = _log_kernel(query_rows @ xa.block(start, stop).T, t)
         inside = np.nonzero((queries >= start) & (queries < stop))[0]
         if inside.size:
             at = torch.from_numpy(inside).to(dev)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gapscope.errors import GapscopeError
+from gapscope.metrics import fused
 from gapscope.metrics.fused import cross_pass, fused_pair_pass, modality_pass
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 from gapscope.metrics.uniformity import uniformity_with_row_terms
@@ -151,7 +152,8 @@ def test_large_temperature_does_not_underflow():
     r = modality_pass(x, None, t=60.0)
     ref, _ = _ref_uniformity(x, t=60.0)
     assert math.isfinite(r.uniformity)
-    assert r.uniformity == pytest.approx(ref, abs=1e-5)
+    # d log k / d s = 2t = 120: float32 cosines (~1e-7 off) move the value by ~1e-5.
+    assert r.uniformity == pytest.approx(ref, abs=5e-5)
 
 
 def test_uniformity_with_query_index_is_refused():
@@ -159,8 +161,12 @@ def test_uniformity_with_query_index_is_refused():
         modality_pass(np.eye(4), [0, 0, 1, 1], query_index=[0, 1])
 
 
+@pytest.mark.parametrize("padded", [True, False])
 @pytest.mark.parametrize("block_size", [1, 4, 9, None])
-def test_exact_ties_everywhere_break_to_the_lower_index(block_size):
+def test_exact_ties_everywhere_break_to_the_lower_index(block_size, padded, monkeypatch):
+    # padded=False: every query's best positive is found row by row instead of by one gather.
+    if not padded:
+        monkeypatch.setattr(fused, "_VECTOR_MAX_POSITIVES", 0)
     # Rows of +-1 in d = 4 normalise to +-0.5: every score is a multiple of 0.25, computed
     # exactly by any product, so ties are exact and frequent (only 16 distinct rows).
     rng = np.random.default_rng(11)

@@ -1,0 +1,185 @@
+"""The unit rows the similarity products read: held in memory, or normalised block by block.
+
+Every O(n^2) metric multiplies L2-normalised rows. For a probe set that fits, one float32 copy
+of the unit rows is made once and every block is a view of it. For a store of a million rows
+a modality that copy alone is 2 GiB (4 GiB for a pair), so with ``--sample`` (few queries,
+every row a key) :class:`UnitRows` can instead keep only the (memory-mapped) source and
+normalise each block of keys again whenever a pass reads it: memory is then one chunk of keys,
+whatever n is, at the price of one O(n d) normalisation a pass over the keys.
+
+Both modes give bit-identical rows (a row's unit vector depends on that row alone, see
+:func:`~gapscope.metrics._inputs.normalize_rows`); their products agree to float32 rounding
+(a BLAS may sum a narrow chunk of keys in another order than the whole matrix), so the
+metrics agree wherever two scores are further apart than that. The choice is a pure function
+of the shapes (:func:`fits_in_memory`), so the same input always takes the same path and
+gives the same bits.
+
+``offset`` moves every unit row before it is normalised again (``(u_i - v) / ||u_i - v||``):
+the gap-closing what-ifs (:mod:`gapscope.whatif`) measure mean-centred and shifted rows this
+way without a float64 copy of the transformed modality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from gapscope.errors import EmbeddingError
+from gapscope.metrics._inputs import ArrayLike, check_embeddings, normalize_rows
+
+__all__ = [
+    "IN_MEMORY_BUDGET_BYTES",
+    "STREAM_CHUNK_ROWS",
+    "UnitRows",
+    "as_unit_rows",
+    "fits_in_memory",
+]
+
+#: Unit rows (float32) of all modalities together up to this size are held in memory.
+IN_MEMORY_BUDGET_BYTES = 1 << 30
+#: Rows a chunk of keys when the unit rows are normalised on the fly (128 MiB at d = 512).
+STREAM_CHUNK_ROWS = 65536
+# A transformed row shorter than this (a unit row is 1) has lost its direction.
+_MIN_NORM = 1e-6
+
+
+def fits_in_memory(n_rows: int, dim: int) -> bool:
+    """Whether ``n_rows`` float32 unit rows of ``dim`` values fit ``IN_MEMORY_BUDGET_BYTES``.
+
+    >>> fits_in_memory(100_000, 512), fits_in_memory(2_000_000, 512)
+    (True, False)
+    """
+    return n_rows * dim * 4 <= IN_MEMORY_BUDGET_BYTES
+
+
+class UnitRows:
+    """Float32 unit rows of an ``(n, d)`` embedding matrix, on ``device``.
+
+    Args:
+        x: the embeddings, already checked (finite, no zero rows); numpy arrays (memory maps
+            welcome) or torch tensors.
+        device: where blocks and products live.
+        in_memory: keep one float32 copy (``True``) or normalise blocks on the fly.
+        offset: subtract this ``(d,)`` vector from every unit row, then normalise again.
+        name: the modality's name, for errors.
+        why: what it means when ``offset`` sends a row to the origin, for the error.
+        chunk_rows: rows a chunk (default ``STREAM_CHUNK_ROWS``).
+        already_unit: ``x`` is a float32 tensor of unit rows on ``device``: use it as is.
+
+    Raises:
+        EmbeddingError: with ``offset``, a row it sends (within 1e-6) to the origin.
+    """
+
+    def __init__(
+        self,
+        x: ArrayLike,
+        *,
+        device: torch.device | str | None = None,
+        in_memory: bool = True,
+        offset: np.ndarray | None = None,
+        name: str = "x",
+        why: str = "is sent to the origin by the offset",
+        chunk_rows: int | None = None,
+        already_unit: bool = False,
+    ) -> None:
+        self.source = x
+        self.shape: tuple[int, int] = (int(x.shape[0]), int(x.shape[1]))
+        self.device = torch.device(device or "cpu")
+        self.chunk_rows = max(1, int(chunk_rows or STREAM_CHUNK_ROWS))
+        self.name, self._why = name, why
+        self._offset = None
+        if offset is not None:
+            self._offset = torch.as_tensor(np.asarray(offset, dtype=np.float32)).to(self.device)
+        self._full: torch.Tensor | None = None
+        if already_unit and isinstance(x, torch.Tensor) and offset is None:
+            # Float32 unit rows on the device already (e.g. from normalize_rows): no copy.
+            self._full = x
+        elif in_memory:
+            full = torch.empty(self.shape, dtype=torch.float32, device=self.device)
+            for start in range(0, self.shape[0], self.chunk_rows):
+                stop = min(self.shape[0], start + self.chunk_rows)
+                full[start:stop] = self._normalise(x[start:stop], start)
+            self._full = full
+        elif self._offset is not None:
+            # Stream once now so that a degenerate row fails here, not deep inside a pass.
+            for _ in self.chunks():
+                pass
+
+    @property
+    def in_memory(self) -> bool:
+        return self._full is not None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        """Unit rows ``start:stop`` (a view when in memory)."""
+        if self._full is not None:
+            return self._full[start:stop]
+        return self._normalise(self.source[start:stop], start)
+
+    def take(self, index: np.ndarray) -> torch.Tensor:
+        """Unit rows at ``index`` (int64, any order, repeats allowed), as a new tensor."""
+        index = np.asarray(index, dtype=np.int64)
+        if self._full is not None:
+            return self._full.index_select(0, torch.from_numpy(index).to(self.device))
+        if index.size and index[-1] - index[0] + 1 == index.size and (
+            index.size == 1 or bool((np.diff(index) == 1).all())
+        ):
+            return self.block(int(index[0]), int(index[-1]) + 1)
+        source = self.source
+        picked = source[torch.from_numpy(index)] if isinstance(source, torch.Tensor) \
+            else source[index]
+        return self._normalise(picked, None, index)
+
+    def chunks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(start, stop, rows)`` over every row, ``chunk_rows`` at a time."""
+        n = self.shape[0]
+        for start in range(0, n, self.chunk_rows):
+            stop = min(n, start + self.chunk_rows)
+            yield start, stop, self.block(start, stop)
+
+    def scores(self, queries: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``queries @ U^T`` into ``out`` (``(q, n)`` float32), reading the keys chunk by chunk
+        when they are not in memory."""
+        if self._full is not None:
+            return torch.mm(queries, self._full.T, out=out)
+        for start, stop, keys in self.chunks():
+            out[:, start:stop] = torch.mm(queries, keys.T)
+        return out
+
+    def _normalise(self, rows: ArrayLike, start: int | None,
+                   index: np.ndarray | None = None) -> torch.Tensor:
+        unit = normalize_rows(rows, device=self.device)
+        if self._offset is None:
+            return unit
+        unit -= self._offset
+        norms = torch.linalg.vector_norm(unit, dim=1, keepdim=True)
+        short = torch.nonzero(norms[:, 0] < _MIN_NORM)
+        if short.numel():
+            at = int(short[0, 0])
+            row = start + at if start is not None else int(index[at])  # type: ignore[index]
+            raise EmbeddingError(f"{self.name}: row {row} {self._why}, so it has no direction left")
+        return unit.div_(norms)
+
+
+def as_unit_rows(x: ArrayLike | UnitRows, name: str = "x", *, device: torch.device,
+                 min_rows: int = 1) -> UnitRows:
+    """``x`` as :class:`UnitRows` on ``device``: itself when it is one, a float32 unit tensor on
+    ``device`` without a copy, anything else checked and normalised into memory.
+
+    Raises:
+        EmbeddingError: bad embeddings (see ``check_embeddings``), fewer than ``min_rows``.
+    """
+    if isinstance(x, UnitRows):
+        if x.shape[0] < min_rows:
+            raise EmbeddingError(f"{name}: needs at least {min_rows} rows, got {x.shape[0]}")
+        return x
+    arr = check_embeddings(x, name, min_rows=min_rows)
+    if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.device == device:
+        norms = torch.linalg.vector_norm(x, dim=1)
+        if bool(((norms - 1.0).abs() <= 1e-6).all()):
+            return UnitRows(x, device=device, already_unit=True, name=name)
+    return UnitRows(arr, device=device, name=name)

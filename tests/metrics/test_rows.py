@@ -1,0 +1,167 @@
+"""UnitRows: unit rows held in memory or normalised block by block give the same bits, and the
+passes that read them (fused retrieval, sampled uniformity, what-ifs) give the same results
+from a memory-mapped store normalised on the fly as from memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gapscope.errors import EmbeddingError
+from gapscope.metrics import _rows
+from gapscope.metrics._blocks import unit_rows
+from gapscope.metrics._inputs import normalize_rows
+from gapscope.metrics._rows import UnitRows, as_unit_rows, fits_in_memory
+from gapscope.metrics.fused import cross_pass, modality_pass
+from gapscope.metrics.mir import _column_medians
+from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
+from gapscope.metrics.uniformity import uniformity_sampled
+
+KS = (1, 3, 10)
+
+
+def _data(n: int = 150, m: int = 60, d: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, d)) * rng.uniform(0.5, 3, size=(n, 1))).astype(np.float32)
+    gy = rng.permutation(m)
+    gx = rng.integers(0, m, size=n)  # many-to-one, some y rows without a partner
+    y = (x[rng.integers(0, n, size=m)] + rng.normal(size=(m, d))).astype(np.float32)
+    labels = rng.integers(0, 5, size=n)
+    return x, y, gx, gy, labels
+
+
+def _memmap(tmp_path, name, array):
+    path = tmp_path / f"{name}.npy"
+    np.save(path, array)
+    return np.load(path, mmap_mode="r")
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def test_normalize_rows_is_exact_on_equal_magnitude_rows_and_any_slicing():
+    rng = np.random.default_rng(1)
+    x = np.zeros((300, 8), dtype=np.float32)
+    for i in range(300):
+        x[i, rng.choice(8, 4, replace=False)] = rng.choice([-1.0, 1.0], 4)
+    x *= rng.uniform(0.5, 3.0, size=(300, 1)).astype(np.float32)
+    u = normalize_rows(x).numpy()
+    assert set(np.unique(np.abs(u))) == {0.0, 0.5}
+    # Against float64 on generic rows: within two float32 ulps of a unit entry.
+    g = rng.normal(size=(500, 64)).astype(np.float16)
+    ref = g.astype(np.float64) / np.linalg.norm(g.astype(np.float64), axis=1, keepdims=True)
+    assert np.abs(normalize_rows(g).numpy() - ref).max() < 2.5e-7
+    parts = torch.cat([normalize_rows(g[s : s + 37]) for s in range(0, 500, 37)])
+    assert torch.equal(parts, normalize_rows(g))
+
+
+def test_normalize_rows_handles_extreme_magnitudes():
+    x = np.array([[3e37, 4e37], [3e-36, 4e-36], [3.0, 4.0]], dtype=np.float32)
+    np.testing.assert_allclose(normalize_rows(x).numpy(), [[0.6, 0.8]] * 3, rtol=1e-6)
+    wide = np.array([[3e200, 4e200], [3e-200, 4e-200]])
+    np.testing.assert_allclose(normalize_rows(wide).numpy(), [[0.6, 0.8]] * 2, rtol=1e-6)
+    np.testing.assert_allclose(unit_rows(np.vstack([wide, [[3.0, 4.0]]])), [[0.6, 0.8]] * 3,
+                               rtol=1e-15)
+
+
+# --------------------------------------------------------------------------- UnitRows
+
+
+def test_streamed_rows_equal_the_rows_in_memory(tmp_path):
+    x, *_ = _data()
+    mx = _memmap(tmp_path, "x", x.astype(np.float16))
+    held = UnitRows(mx, in_memory=True, chunk_rows=17)
+    streamed = UnitRows(mx, in_memory=False, chunk_rows=17)
+    assert held.in_memory and not streamed.in_memory
+    assert torch.equal(held.block(0, 150), streamed.block(0, 150))
+    assert torch.equal(held.block(0, 150), normalize_rows(mx))
+    for index in ([5, 6, 7], [0, 0, 2], [9, 3, 3, 140], [149]):
+        idx = np.array(index)
+        assert torch.equal(streamed.take(idx), held.take(idx)), index
+    q = held.take(np.array([1, 50, 99]))
+    out_a, out_b = torch.empty((3, 150)), torch.empty((3, 150))
+    # The products agree to float32 rounding (a BLAS may sum a narrow chunk differently).
+    np.testing.assert_allclose(held.scores(q, out_a).numpy(), streamed.scores(q, out_b).numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(out_b.numpy(), q.numpy() @ held.block(0, 150).numpy().T,
+                               atol=1e-6)
+    chunks = [(a, b) for a, b, _ in streamed.chunks()]
+    assert chunks[0] == (0, 17) and chunks[-1] == (136, 150) and len(chunks) == 9
+
+
+def test_offset_rows_are_renormalised_and_degenerate_rows_are_refused():
+    x = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]], dtype=np.float32)
+    offset = np.array([0.5, 0.0])
+    rows = UnitRows(x, offset=offset, in_memory=False, chunk_rows=2)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True) - offset
+    np.testing.assert_allclose(rows.block(0, 3).numpy(),
+                               u / np.linalg.norm(u, axis=1, keepdims=True), rtol=1e-6)
+    with pytest.raises(EmbeddingError, match=r"^text: row 1 equals its mean, so it has no"):
+        UnitRows(x, offset=[0.0, 1.0], name="text", why="equals its mean", chunk_rows=1,
+                 in_memory=False)
+    with pytest.raises(EmbeddingError, match="row 1"):
+        UnitRows(x, offset=[0.0, 1.0])
+
+
+def test_as_unit_rows_reuses_unit_tensors_and_checks_the_rest():
+    u = normalize_rows(np.random.default_rng(0).normal(size=(10, 4)))
+    assert as_unit_rows(u, device=torch.device("cpu")).block(0, 10) is not None
+    assert as_unit_rows(u, device=torch.device("cpu"))._full is u
+    with pytest.raises(EmbeddingError, match="row 0 is a zero vector"):
+        as_unit_rows(np.zeros((2, 3)), "image", device=torch.device("cpu"))
+    with pytest.raises(EmbeddingError, match="needs at least 2 rows"):
+        as_unit_rows(UnitRows(np.ones((1, 3))), device=torch.device("cpu"), min_rows=2)
+
+
+def test_fits_in_memory_follows_the_budget(monkeypatch):
+    assert fits_in_memory(1000, 512)
+    monkeypatch.setattr(_rows, "IN_MEMORY_BUDGET_BYTES", 1000 * 512 * 4 - 1)
+    assert not fits_in_memory(1000, 512)
+
+
+# --------------------------------------------------------------------------- passes
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_fused_passes_on_streamed_memmaps_equal_those_in_memory(tmp_path, sampled):
+    x, y, gx, gy, labels = _data(seed=2)
+    mx, my = _memmap(tmp_path, "x", x), _memmap(tmp_path, "y", y)
+    sx = UnitRows(mx, in_memory=False, chunk_rows=23)
+    sy = UnitRows(my, in_memory=False, chunk_rows=23)
+    qx = np.sort(np.random.default_rng(0).choice(150, 40, replace=False)) if sampled else None
+    qy = np.arange(0, 60, 3) if sampled else None
+    streamed = cross_pass(sx, sy, gx, gy, k=KS, query_index_x=qx, query_index_y=qy,
+                          per_query=True)
+    held = cross_pass(x, y, gx, gy, k=KS, query_index_x=qx, query_index_y=qy, per_query=True)
+    # Independent reference: the per-direction implementation on the full matrix.
+    ref = (cross_modal_retrieval(x, y, gx, gy, k=KS, query_index=qx),
+           cross_modal_retrieval(y, x, gy, gx, k=KS, query_index=qy))
+    for s, h, r in zip(streamed, held, ref, strict=True):
+        assert s.recall == h.recall == r.recall
+        assert (s.n_queries, s.n_skipped) == (r.n_queries, r.n_skipped)
+        np.testing.assert_array_equal(s.query_rows, h.query_rows)
+    own = modality_pass(sx, labels, k=KS, uniformity=not sampled, query_index=qx,
+                        block_size=9)
+    own_held = modality_pass(x, labels, k=KS, uniformity=not sampled, query_index=qx)
+    assert own.uniformity == pytest.approx(own_held.uniformity, abs=1e-6)
+    ref_intra = intra_modal_retrieval(x, labels, k=KS, query_index=qx)
+    assert own.retrieval.recall == own_held.retrieval.recall == ref_intra.recall
+    assert own.retrieval.mean_average_precision == pytest.approx(
+        ref_intra.mean_average_precision, abs=1e-12)
+
+
+def test_sampled_uniformity_streams_to_the_same_value(tmp_path):
+    x, *_ = _data(seed=3)
+    mx = _memmap(tmp_path, "x", x.astype(np.float16))
+    streamed = uniformity_sampled(UnitRows(mx, in_memory=False, chunk_rows=11), n_queries=30,
+                                  seed=4, block_size=13)
+    held = uniformity_sampled(np.array(mx), n_queries=30, seed=4, block_size=13)
+    assert streamed == pytest.approx(held, abs=1e-6)
+
+
+def test_column_medians_match_numpy_in_any_slicing():
+    a = np.random.default_rng(5).normal(size=(101, 9)).astype(np.float16)
+    expected = np.median(a.astype(np.float64), axis=0)
+    for budget in (8, 101 * 8 * 2, 10**9):
+        np.testing.assert_array_equal(_column_medians(a, budget), expected)
