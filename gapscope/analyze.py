@@ -23,7 +23,7 @@ from gapscope.bootstrap import (
 )
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics._inputs import check_embeddings, resolve_device
-from gapscope.metrics._rows import UnitRows, fits_in_memory
+from gapscope.metrics._rows import PRECISIONS, UnitRows, fits_in_memory
 from gapscope.metrics.cone import cone_effect
 from gapscope.metrics.cosine import paired_cosine
 from gapscope.metrics.fused import ModalityPassResult, cross_pass, modality_pass
@@ -136,6 +136,7 @@ def analyze(
     device: str | torch.device | None = "auto",
     sample: int | None = None,
     block_size: int | None = None,
+    precision: str = "fp32",
     uniformity_t: float = 2.0,
     alignment_alpha: float = 2.0,
     bootstrap: int | None = None,
@@ -157,6 +158,10 @@ def analyze(
             queries a modality, ranked against every row; the report carries standard errors
             (``*_se`` keys). The O(n d) metrics stay exact.
         block_size: rows a similarity block (default: chosen from the sizes).
+        precision: ``"fp32"``, or ``"bf16"`` to multiply the unit rows in bfloat16 for
+            uniformity and retrieval (float32 accumulation and sums; faster where the
+            hardware has bfloat16 units, and half the memory; scores within ~0.4% of each
+            other can swap ranks: see docs/performance.md). The what-ifs stay float32.
         uniformity_t: ``t`` of Wang & Isola's uniformity.
         alignment_alpha: ``alpha`` of Wang & Isola's alignment.
         bootstrap: add a percentile interval ``"<metric>_ci": [low, high]`` beside every
@@ -178,6 +183,10 @@ def analyze(
     if sample is not None and sample < 2:
         raise GapscopeError(f"sample must be at least 2 queries, got {sample}")
     check_bootstrap_params(bootstrap, confidence)
+    if precision not in PRECISIONS:
+        raise GapscopeError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
     if len(data.modalities) < 2:
         raise GapscopeError(
             f"{data.source}: has only {', '.join(data.modalities) or 'no'} embeddings; "
@@ -221,6 +230,7 @@ def analyze(
         "uniformity_t": uniformity_t,
         "alignment_alpha": alignment_alpha,
         "device": dev.type,
+        "precision": precision,
         "bootstrap": bootstrap,
     }
     if bootstrap is not None:
@@ -244,9 +254,15 @@ def analyze(
     # normalises its blocks of keys again from the (memory-mapped) rows (gapscope.metrics._rows).
     fits = fits_in_memory(sum(a.shape[0] for a in raw.values()), next(iter(dims.values())))
     unit = {
-        m: UnitRows(raw[m], device=dev, in_memory=fits or queries[m] is None, name=m)
+        m: UnitRows(raw[m], device=dev, in_memory=fits or queries[m] is None, name=m,
+                    dtype=PRECISIONS[precision])
         for m in data.modalities
     }
+    if precision == "bf16" and ("uniformity" in selected or "retrieval" in selected):
+        notes.append(
+            "uniformity and retrieval: similarity products in bfloat16 (--precision bf16), "
+            "summed in float32; scores closer than ~0.4% can swap ranks"
+        )
 
     # ---------------------------------------------------------------- O(n^2), one X X^T each
     # One pass over each modality's similarity blocks gives its exact uniformity (and row
@@ -355,7 +371,8 @@ def analyze(
             entry["recall"] = recall
         report.pairs[pair] = entry
     if "diagnostics" in selected or "whatif" in selected:
-        _merge_diagnostics(report, data, selected, seed=seed, k=ks, device=dev, progress=say)
+        _merge_diagnostics(report, data, selected, seed=seed, k=ks, device=dev, progress=say,
+                           sample=sample)
     if bootstrap is not None:
         say(f"bootstrap: {bootstrap} resamples")
         add_report_intervals(report.modalities, report.pairs, terms, n_resamples=bootstrap,
@@ -369,13 +386,17 @@ def analyze(
 
 def _merge_diagnostics(report: Report, data: EmbeddingSet, selected: Sequence[str], *,
                        seed: int, k: Sequence[int], device: torch.device,
-                       progress: Progress) -> None:
+                       progress: Progress, sample: int | None) -> None:
     # Additive keys beside the core metrics: the same modality and pair sections, plus
     # "tuples" for three or more modalities.
-    from gapscope.diagnostics import diagnostics
+    from gapscope.diagnostics import DEFAULT_MAX_ROWS, diagnostics
 
+    # --sample bounds the what-ifs' queries (and the separability rows) too: at a million
+    # rows their 5,000 queries a modality and scenario would dominate the run.
+    max_rows = DEFAULT_MAX_ROWS if sample is None else max(2, min(sample, DEFAULT_MAX_ROWS))
     diag = diagnostics(data, seed=seed, k=k, device=device, whatif="whatif" in selected,
-                       measures="diagnostics" in selected, progress=progress)
+                       measures="diagnostics" in selected, progress=progress,
+                       max_rows=max_rows)
     for m, values in diag["modalities"].items():
         report.modalities.setdefault(m, {}).update(values)
     for pair, values in diag["pairs"].items():

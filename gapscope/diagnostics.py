@@ -67,6 +67,10 @@ DIRECTIONS: dict[str, str] = DIAGNOSTIC_DIRECTIONS
 Progress = Callable[[str], None]
 
 
+#: Rows a modality for separability, and query rows a modality for the what-ifs.
+DEFAULT_MAX_ROWS = 5000
+
+
 def _quantile_key(level: float) -> str:
     """``0.05 -> "q05"``, ``0.5 -> "q50"``, ``0.975 -> "q97.5"``."""
     pct = 100.0 * level
@@ -84,7 +88,7 @@ def diagnostics(
     k: Sequence[int] = (1, 5, 10),
     shift_fractions: Sequence[float] = (0.5, 1.0),
     device: str | torch.device | None = None,
-    max_rows: int | None = 5000,
+    max_rows: int | None = DEFAULT_MAX_ROWS,
     max_pairs: int | None = 50_000,
     max_negatives: int = 200_000,
     max_tuples: int | None = 100_000,

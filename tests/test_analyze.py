@@ -155,9 +155,26 @@ def test_sampled_store_too_big_for_memory_streams_to_the_same_report(tmp_path, m
     got = dict(_numbers(b))
     for path, value in _numbers(a):
         assert got[path] == pytest.approx(value, abs=1e-6), path
+    # --sample bounds the diagnostics' samples too (separability rows, what-if queries).
+    assert any("separability: a logistic regression on 30 rows" in note for note in a["notes"])
     # Retrieval counts are exact whichever way the rows were read.
     for direction, entry in a["pairs"]["image-text"]["recall"].items():
         assert entry == b["pairs"]["image-text"]["recall"][direction]
+
+
+def test_bf16_precision_is_recorded_noted_and_close(paired_store):
+    path, _ = paired_store
+    fp = analyze(path, device="cpu", metrics="uniformity,retrieval")
+    bf = analyze(path, device="cpu", metrics="uniformity,retrieval", precision="bf16")
+    assert (fp.params["precision"], bf.params["precision"]) == ("fp32", "bf16")
+    assert any("bfloat16" in note for note in bf.notes)
+    assert not any("bfloat16" in note for note in fp.notes)
+    jsonschema.validate(json.loads(bf.to_json()), report_schema())
+    for m in ("image", "text"):
+        assert bf.modalities[m]["uniformity"] == pytest.approx(
+            fp.modalities[m]["uniformity"], abs=5e-3)
+    with pytest.raises(GapscopeError, match="precision must be one of fp32, bf16"):
+        analyze(path, device="cpu", precision="fp16")
 
 
 def test_three_modalities_give_three_pairs():

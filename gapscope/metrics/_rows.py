@@ -14,6 +14,11 @@ metrics agree wherever two scores are further apart than that. The choice is a p
 of the shapes (:func:`fits_in_memory`), so the same input always takes the same path and
 gives the same bits.
 
+``dtype=torch.bfloat16`` (``analyze --precision bf16``) keeps and multiplies the unit rows in
+bfloat16 (8 significant bits; half the memory of float32); products come back as float32
+(:func:`matmul`): accumulated in float32 and, where torch offers it (CUDA), returned without
+rounding; on the CPU the product itself is rounded to bfloat16 first.
+
 ``offset`` moves every unit row before it is normalised again (``(u_i - v) / ||u_i - v||``):
 the gap-closing what-ifs (:mod:`gapscope.whatif`) measure mean-centred and shifted rows this
 way without a float64 copy of the transformed modality.
@@ -31,11 +36,18 @@ from gapscope.metrics._inputs import ArrayLike, check_embeddings, normalize_rows
 
 __all__ = [
     "IN_MEMORY_BUDGET_BYTES",
+    "PRECISIONS",
     "STREAM_CHUNK_ROWS",
     "UnitRows",
     "as_unit_rows",
     "fits_in_memory",
+    "matmul",
+    "matmul_into",
+    "rowwise_dot",
 ]
+
+#: ``--precision`` names and the dtype the unit rows are multiplied in.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 #: Unit rows (float32) of all modalities together up to this size are held in memory.
 IN_MEMORY_BUDGET_BYTES = 1 << 30
@@ -67,6 +79,8 @@ class UnitRows:
         why: what it means when ``offset`` sends a row to the origin, for the error.
         chunk_rows: rows a chunk (default ``STREAM_CHUNK_ROWS``).
         already_unit: ``x`` is a float32 tensor of unit rows on ``device``: use it as is.
+        dtype: what the rows are kept and multiplied in: float32, or bfloat16 (products are
+            still returned as float32, see :func:`matmul`).
 
     Raises:
         EmbeddingError: with ``offset``, a row it sends (within 1e-6) to the origin.
@@ -83,21 +97,24 @@ class UnitRows:
         why: str = "is sent to the origin by the offset",
         chunk_rows: int | None = None,
         already_unit: bool = False,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.source = x
         self.shape: tuple[int, int] = (int(x.shape[0]), int(x.shape[1]))
         self.device = torch.device(device or "cpu")
         self.chunk_rows = max(1, int(chunk_rows or STREAM_CHUNK_ROWS))
         self.name, self._why = name, why
+        self.dtype = dtype
         self._offset = None
         if offset is not None:
             self._offset = torch.as_tensor(np.asarray(offset, dtype=np.float32)).to(self.device)
         self._full: torch.Tensor | None = None
-        if already_unit and isinstance(x, torch.Tensor) and offset is None:
+        if already_unit and isinstance(x, torch.Tensor) and offset is None \
+                and dtype == torch.float32:
             # Float32 unit rows on the device already (e.g. from normalize_rows): no copy.
             self._full = x
         elif in_memory:
-            full = torch.empty(self.shape, dtype=torch.float32, device=self.device)
+            full = torch.empty(self.shape, dtype=dtype, device=self.device)
             for start in range(0, self.shape[0], self.chunk_rows):
                 stop = min(self.shape[0], start + self.chunk_rows)
                 full[start:stop] = self._normalise(x[start:stop], start)
@@ -145,16 +162,16 @@ class UnitRows:
         """``queries @ U^T`` into ``out`` (``(q, n)`` float32), reading the keys chunk by chunk
         when they are not in memory."""
         if self._full is not None:
-            return torch.mm(queries, self._full.T, out=out)
+            return matmul_into(queries, self._full, out)
         for start, stop, keys in self.chunks():
-            out[:, start:stop] = torch.mm(queries, keys.T)
+            out[:, start:stop] = matmul(queries, keys)
         return out
 
     def _normalise(self, rows: ArrayLike, start: int | None,
                    index: np.ndarray | None = None) -> torch.Tensor:
         unit = normalize_rows(rows, device=self.device)
         if self._offset is None:
-            return unit
+            return unit.to(self.dtype)
         unit -= self._offset
         norms = torch.linalg.vector_norm(unit, dim=1, keepdim=True)
         short = torch.nonzero(norms[:, 0] < _MIN_NORM)
@@ -162,7 +179,45 @@ class UnitRows:
             at = int(short[0, 0])
             row = start + at if start is not None else int(index[at])  # type: ignore[index]
             raise EmbeddingError(f"{self.name}: row {row} {self._why}, so it has no direction left")
-        return unit.div_(norms)
+        return unit.div_(norms).to(self.dtype)
+
+
+def matmul(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``queries @ keys^T`` as float32, for float32 or bfloat16 rows (see the module notes)."""
+    if queries.dtype == torch.float32:
+        return torch.mm(queries, keys.T)
+    if queries.is_cuda:
+        try:
+            # bf16 inputs, float32 accumulation and float32 output (torch >= 2.8 on CUDA).
+            return torch.mm(queries, keys.T, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):
+            pass
+    return torch.mm(queries, keys.T).float()
+
+
+def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """:func:`matmul` into the float32 buffer ``out`` (no temporary for float32 rows)."""
+    if queries.dtype == torch.float32:
+        return torch.mm(queries, keys.T, out=out)
+    return out.copy_(matmul(queries, keys))
+
+
+def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum(a * b, dim=1)`` as float32, rounded like :func:`matmul` for bfloat16 rows (a
+    batch of 1 x 1 products), so a score computed alone equals the same score in a block."""
+    if a.dtype == torch.float32:
+        return (a * b).sum(dim=1)
+    return matmul_batched(a[:, None, :], b[:, :, None]).reshape(-1)
+
+
+def matmul_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.bmm`` as float32 for bfloat16 inputs, like :func:`matmul`."""
+    if a.is_cuda:
+        try:
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):
+            pass
+    return torch.bmm(a, b).float()
 
 
 def as_unit_rows(x: ArrayLike | UnitRows, name: str = "x", *, device: torch.device,

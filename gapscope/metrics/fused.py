@@ -48,7 +48,7 @@ from gapscope.metrics._inputs import (
     pair_groups,
     resolve_device,
 )
-from gapscope.metrics._rows import UnitRows, as_unit_rows
+from gapscope.metrics._rows import UnitRows, as_unit_rows, matmul_into, rowwise_dot
 from gapscope.metrics.retrieval import (
     RetrievalResult,
     _check_block_size,
@@ -510,7 +510,7 @@ def _best_positive_columns(
         i, j = i[keep], j[keep]
         if not i.size:
             continue
-        s = (ux.take(i) * uy.take(j)).sum(dim=1).cpu().numpy() + 0.0
+        s = rowwise_dot(ux.take(i), uy.take(j)).cpu().numpy() + 0.0
         # Pairs ascend by i: a later pair replaces a column's best only when strictly above.
         for jj, ii, ss in zip(j.tolist(), i.tolist(), s.tolist(), strict=True):
             if ss > best[jj]:
@@ -579,7 +579,7 @@ def _pass(
         out = buffers[k % len(buffers)][: idx.size]
         if uy_cols is None:
             return idx, uy.scores(rows, out)
-        return idx, torch.mm(rows, uy_cols.T, out=out)
+        return idx, matmul_into(rows, uy_cols, out)
 
     def consume(item: tuple[np.ndarray, torch.Tensor]) -> None:
         idx, scores_t = item

@@ -23,7 +23,7 @@ from gapscope.metrics._inputs import (
     pair_groups,
     resolve_device,
 )
-from gapscope.metrics._rows import UnitRows, as_unit_rows
+from gapscope.metrics._rows import UnitRows, as_unit_rows, matmul
 
 __all__ = [
     "alignment",
@@ -254,7 +254,7 @@ def uniformity_sampled(
 
     log_a = torch.full((k,), -math.inf, dtype=torch.float64, device=dev)
     for start, stop in row_blocks(n, rows):
-        values = _log_kernel(query_rows @ xa.block(start, stop).T, t)
+        values = _log_kernel(matmul(query_rows, xa.block(start, stop)), t)
         inside = np.nonzero((queries >= start) & (queries < stop))[0]
         if inside.size:
             at = torch.from_numpy(inside).to(dev)

@@ -165,3 +165,76 @@ def test_column_medians_match_numpy_in_any_slicing():
     expected = np.median(a.astype(np.float64), axis=0)
     for budget in (8, 101 * 8 * 2, 10**9):
         np.testing.assert_array_equal(_column_medians(a, budget), expected)
+
+
+# --------------------------------------------------------------------------- bfloat16
+
+
+def _exact_in_bf16(n: int, d: int, seed: int) -> np.ndarray:
+    """Rows of four +-1 entries: unit entries are +-0.5 and every score a multiple of 0.25, so
+    bfloat16 rows and products are exact and ranks must equal float32's, ties included."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, d), dtype=np.float32)
+    for i in range(n):
+        x[i, rng.choice(d, 4, replace=False)] = rng.choice([-1.0, 1.0], 4)
+    return x * rng.uniform(0.5, 2.0, size=(n, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_bf16_rows_give_float32_products_and_the_exact_ranks(in_memory):
+    x, y = _exact_in_bf16(70, 6, 0), _exact_in_bf16(50, 6, 1)
+    rng = np.random.default_rng(2)
+    gx, gy = rng.integers(0, 30, 70), rng.integers(0, 30, 50)
+    labels = rng.integers(0, 3, 70)
+    bx = UnitRows(x, dtype=torch.bfloat16, in_memory=in_memory, chunk_rows=16)
+    by = UnitRows(y, dtype=torch.bfloat16, in_memory=in_memory, chunk_rows=16)
+    assert bx.take(np.array([0, 3])).dtype == torch.bfloat16
+    out = bx.scores(by.block(0, 50), torch.empty((50, 70)))
+    assert out.dtype == torch.float32
+    expected = normalize_rows(y).numpy() @ normalize_rows(x).numpy().T
+    np.testing.assert_array_equal(out.numpy(), expected)
+    for qx, qy in ((None, None), (np.arange(0, 70, 3), np.arange(0, 50, 4))):
+        bf = cross_pass(bx, by, gx, gy, k=KS, block_size=7, query_index_x=qx, query_index_y=qy)
+        fp = cross_pass(x, y, gx, gy, k=KS, block_size=7, query_index_x=qx, query_index_y=qy)
+        ref = (cross_modal_retrieval(x, y, gx, gy, k=KS, query_index=qx),
+               cross_modal_retrieval(y, x, gy, gx, k=KS, query_index=qy))
+        for b, f, r in zip(bf, fp, ref, strict=True):
+            assert b.recall == f.recall == r.recall
+    own = modality_pass(bx, labels, k=KS, block_size=9)
+    own_fp = modality_pass(x, labels, k=KS, block_size=9)
+    assert own.retrieval.recall == own_fp.retrieval.recall
+    assert own.retrieval.mean_average_precision == own_fp.retrieval.mean_average_precision
+    assert own.uniformity == pytest.approx(own_fp.uniformity, abs=1e-6)
+
+
+def test_bf16_on_generic_rows_moves_the_metrics_little():
+    x, y, gx, gy, labels = _data(n=300, m=300, d=64, seed=7)
+    gx = np.arange(300)
+    gy = np.arange(300)
+    bx, by = (UnitRows(a, dtype=torch.bfloat16) for a in (x, y))
+    own, own_fp = modality_pass(bx, labels, k=KS), modality_pass(x, labels, k=KS)
+    # 8 significant bits: scores move by ~1e-3, uniformity by about as much.
+    assert own.uniformity == pytest.approx(own_fp.uniformity, abs=5e-3)
+    assert own.retrieval.mean_average_precision == pytest.approx(
+        own_fp.retrieval.mean_average_precision, abs=0.02)
+    for b, f in zip(cross_pass(bx, by, gx, gy, k=KS), cross_pass(x, y, gx, gy, k=KS),
+                    strict=True):
+        for k in KS:
+            assert b.recall[k] == pytest.approx(f.recall[k], abs=0.03)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fused_passes_match_the_cpu_in_float32_and_bf16():
+    x, y = _exact_in_bf16(70, 6, 3), _exact_in_bf16(50, 6, 4)
+    rng = np.random.default_rng(5)
+    gx, gy, labels = rng.integers(0, 30, 70), rng.integers(0, 30, 50), rng.integers(0, 3, 70)
+    for dtype in (torch.float32, torch.bfloat16):
+        on_gpu = [UnitRows(a, device="cuda", dtype=dtype, in_memory=False, chunk_rows=16)
+                  for a in (x, y)]
+        gpu = cross_pass(*on_gpu, gx, gy, k=KS, block_size=7, device="cuda")
+        cpu = cross_pass(x, y, gx, gy, k=KS, block_size=7, device="cpu")
+        assert [r.recall for r in gpu] == [r.recall for r in cpu]
+        own = modality_pass(on_gpu[0], labels, k=KS, block_size=9, device="cuda")
+        own_cpu = modality_pass(x, labels, k=KS, block_size=9, device="cpu")
+        assert own.retrieval.recall == own_cpu.retrieval.recall
+        assert own.uniformity == pytest.approx(own_cpu.uniformity, abs=1e-5)
