@@ -14,10 +14,13 @@ metrics agree wherever two scores are further apart than that. The choice is a p
 of the shapes (:func:`fits_in_memory`), so the same input always takes the same path and
 gives the same bits.
 
-``dtype=torch.bfloat16`` (``analyze --precision bf16``) keeps and multiplies the unit rows in
-bfloat16 (8 significant bits; half the memory of float32); products come back as float32
-(:func:`matmul`): accumulated in float32 and, where torch offers it (CUDA), returned without
-rounding; on the CPU the product itself is rounded to bfloat16 first.
+``dtype=torch.bfloat16`` (``analyze --precision bf16``) rounds the unit rows to bfloat16 (8
+significant bits) and multiplies them with float32 accumulation and a float32 result
+(:func:`matmul`). On CUDA the rows are kept in bfloat16 (half the memory) and the products run
+on the bfloat16 tensor cores. torch has no CPU product of bfloat16 inputs with a float32
+result (its bfloat16 product rounds every score to 8 bits, which ties most of them), so on
+the CPU the rounded rows are kept as float32 and multiplied in float32: the same numbers as
+the GPU up to the order of the sums, at float32 speed.
 
 ``offset`` moves every unit row before it is normalised again (``(u_i - v) / ||u_i - v||``):
 the gap-closing what-ifs (:mod:`gapscope.whatif`) measure mean-centred and shifted rows this
@@ -79,8 +82,8 @@ class UnitRows:
         why: what it means when ``offset`` sends a row to the origin, for the error.
         chunk_rows: rows a chunk (default ``STREAM_CHUNK_ROWS``).
         already_unit: ``x`` is a float32 tensor of unit rows on ``device``: use it as is.
-        dtype: what the rows are kept and multiplied in: float32, or bfloat16 (products are
-            still returned as float32, see :func:`matmul`).
+        dtype: float32, or bfloat16 to round the rows to it (kept in bfloat16 on CUDA; the
+            products are float32 either way, see the module notes).
 
     Raises:
         EmbeddingError: with ``offset``, a row it sends (within 1e-6) to the origin.
@@ -105,6 +108,8 @@ class UnitRows:
         self.chunk_rows = max(1, int(chunk_rows or STREAM_CHUNK_ROWS))
         self.name, self._why = name, why
         self.dtype = dtype
+        # What the rows are held in: bfloat16 only where products of it are float32 (CUDA).
+        self._storage = dtype if self.device.type == "cuda" else torch.float32
         self._offset = None
         if offset is not None:
             self._offset = torch.as_tensor(np.asarray(offset, dtype=np.float32)).to(self.device)
@@ -114,7 +119,7 @@ class UnitRows:
             # Float32 unit rows on the device already (e.g. from normalize_rows): no copy.
             self._full = x
         elif in_memory:
-            full = torch.empty(self.shape, dtype=dtype, device=self.device)
+            full = torch.empty(self.shape, dtype=self._storage, device=self.device)
             for start in range(0, self.shape[0], self.chunk_rows):
                 stop = min(self.shape[0], start + self.chunk_rows)
                 full[start:stop] = self._normalise(x[start:stop], start)
@@ -171,7 +176,7 @@ class UnitRows:
                    index: np.ndarray | None = None) -> torch.Tensor:
         unit = normalize_rows(rows, device=self.device)
         if self._offset is None:
-            return unit.to(self.dtype)
+            return self._rounded(unit)
         unit -= self._offset
         norms = torch.linalg.vector_norm(unit, dim=1, keepdim=True)
         short = torch.nonzero(norms[:, 0] < _MIN_NORM)
@@ -179,20 +184,24 @@ class UnitRows:
             at = int(short[0, 0])
             row = start + at if start is not None else int(index[at])  # type: ignore[index]
             raise EmbeddingError(f"{self.name}: row {row} {self._why}, so it has no direction left")
-        return unit.div_(norms).to(self.dtype)
+        return self._rounded(unit.div_(norms))
+
+    def _rounded(self, unit: torch.Tensor) -> torch.Tensor:
+        if self.dtype == torch.float32:
+            return unit
+        return unit.to(self.dtype).to(self._storage)
 
 
 def matmul(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """``queries @ keys^T`` as float32, for float32 or bfloat16 rows (see the module notes)."""
     if queries.dtype == torch.float32:
         return torch.mm(queries, keys.T)
-    if queries.is_cuda:
-        try:
-            # bf16 inputs, float32 accumulation and float32 output (torch >= 2.8 on CUDA).
-            return torch.mm(queries, keys.T, out_dtype=torch.float32)
-        except (TypeError, RuntimeError):
-            pass
-    return torch.mm(queries, keys.T).float()
+    try:
+        # bf16 inputs, float32 accumulation and float32 output (torch >= 2.8 on CUDA).
+        return torch.mm(queries, keys.T, out_dtype=torch.float32)
+    except (TypeError, RuntimeError):
+        # Never a product rounded to bf16: the same numbers from float32 copies.
+        return torch.mm(queries.float(), keys.float().T)
 
 
 def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -203,8 +212,8 @@ def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) ->
 
 
 def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum(a * b, dim=1)`` as float32, rounded like :func:`matmul` for bfloat16 rows (a
-    batch of 1 x 1 products), so a score computed alone equals the same score in a block."""
+    """``sum(a * b, dim=1)`` as float32; for bfloat16 rows a batch of 1 x 1 products, so a
+    score computed alone is summed like the same score in a block."""
     if a.dtype == torch.float32:
         return (a * b).sum(dim=1)
     return matmul_batched(a[:, None, :], b[:, :, None]).reshape(-1)
@@ -212,12 +221,10 @@ def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def matmul_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.bmm`` as float32 for bfloat16 inputs, like :func:`matmul`."""
-    if a.is_cuda:
-        try:
-            return torch.bmm(a, b, out_dtype=torch.float32)
-        except (TypeError, RuntimeError):
-            pass
-    return torch.bmm(a, b).float()
+    try:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    except (TypeError, RuntimeError):
+        return torch.bmm(a.float(), b.float())
 
 
 def as_unit_rows(x: ArrayLike | UnitRows, name: str = "x", *, device: torch.device,

@@ -188,7 +188,8 @@ def test_bf16_rows_give_float32_products_and_the_exact_ranks(in_memory):
     labels = rng.integers(0, 3, 70)
     bx = UnitRows(x, dtype=torch.bfloat16, in_memory=in_memory, chunk_rows=16)
     by = UnitRows(y, dtype=torch.bfloat16, in_memory=in_memory, chunk_rows=16)
-    assert bx.take(np.array([0, 3])).dtype == torch.bfloat16
+    rows = bx.take(np.array([0, 3]))
+    assert torch.equal(rows.float(), rows.to(torch.bfloat16).float())  # rounded to bf16
     out = bx.scores(by.block(0, 50), torch.empty((50, 70)))
     assert out.dtype == torch.float32
     expected = normalize_rows(y).numpy() @ normalize_rows(x).numpy().T
@@ -212,6 +213,12 @@ def test_bf16_on_generic_rows_moves_the_metrics_little():
     gx = np.arange(300)
     gy = np.arange(300)
     bx, by = (UnitRows(a, dtype=torch.bfloat16) for a in (x, y))
+    # The rows are rounded to 8 significant bits; the products are not rounded again.
+    held = bx.block(0, 300)
+    assert torch.equal(held, held.to(torch.bfloat16).float())
+    scores = bx.scores(by.block(0, 300), torch.empty((300, 300)))
+    np.testing.assert_allclose(scores.numpy(), by.block(0, 300).double().numpy()
+                               @ held.double().numpy().T, atol=1e-5)
     own, own_fp = modality_pass(bx, labels, k=KS), modality_pass(x, labels, k=KS)
     # 8 significant bits: scores move by ~1e-3, uniformity by about as much.
     assert own.uniformity == pytest.approx(own_fp.uniformity, abs=5e-3)
