@@ -5,8 +5,11 @@ in memory, ``torch.pdist`` for uniformity, ``torch.topk`` for recall@K and a ful
 for mAP. gapscope computes the same numbers block by block.
 
     python benchmarks/bench_analyze.py --n 20000 --dim 512 [--json out.json] [--skip-naive]
+    python benchmarks/bench_analyze.py --n 32000 --naive-only --memory-limit-gib 24
 
 Prints wall time and peak memory (max RSS of a fresh process) of each, and their ratio.
+``--memory-limit-gib`` caps the naive process's address space (``RLIMIT_AS``), so the size at
+which it runs out of memory is found without swapping the machine.
 """
 
 from __future__ import annotations
@@ -48,12 +51,23 @@ print(time.perf_counter() - t0)
 """
 
 
-def peak_rss_mib(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd`` in a fresh process; return (wall seconds, peak RSS MiB, stdout)."""
+def peak_rss_mib(cmd: list[str], limit_bytes: int | None = None) -> tuple[float, float, str]:
+    """Run ``cmd`` in a fresh process; return (wall seconds, peak RSS MiB, stdout); stdout is
+    ``"out of memory"`` when it failed to allocate under ``limit_bytes``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+    def cap() -> None:
+        if limit_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
     wall = time.perf_counter() - t0
+    if proc.returncode != 0 and limit_bytes is not None and (
+        "alloc" in proc.stderr.lower() or "memory" in proc.stderr.lower()
+    ):
+        return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, \
+            "out of memory"
     if proc.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -68,7 +82,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--naive-only", action="store_true")
+    parser.add_argument("--metrics", default="all", help="gapscope's --metrics")
+    parser.add_argument("--memory-limit-gib", type=float, default=None,
+                        help="address-space cap of the naive process")
     args = parser.parse_args()
+    limit = None if args.memory_limit_gib is None else int(args.memory_limit_gib * 2**30)
 
     from gapscope.store import EmbeddingStore
 
@@ -90,20 +109,28 @@ def main() -> None:
         np.save(tmp / "y.npy", text)
         np.save(tmp / "labels.npy", labels)
         cmd = [sys.executable, "-m", "gapscope", "analyze", str(tmp / "store"), "-q",
-               "-f", "json", "--device", "cpu"]
-        wall, rss, _ = peak_rss_mib(cmd)
+               "-f", "json", "--device", "cpu", "--metrics", args.metrics]
         results = {"n": args.n, "dim": args.dim, "machine": platform.processor() or
-                   platform.machine(), "gapscope": {"wall_s": wall, "peak_rss_mib": rss,
-                                                    "command": " ".join(cmd[1:])}}
-        print(f"gapscope analyze  n={args.n} d={args.dim}: {wall:7.1f} s, peak RSS {rss:7.0f} MiB")
+                   platform.machine()}
+        if not args.naive_only:
+            wall, rss, _ = peak_rss_mib(cmd)
+            results["gapscope"] = {"wall_s": wall, "peak_rss_mib": rss,
+                                   "command": " ".join(cmd[1:])}
+            print(f"gapscope analyze  n={args.n} d={args.dim} --metrics {args.metrics}: "
+                  f"{wall:7.1f} s, peak RSS {rss:7.0f} MiB")
         if not args.skip_naive:
             naive = [sys.executable, "-c", NAIVE, str(tmp / "x.npy"), str(tmp / "y.npy"),
                      str(tmp / "labels.npy")]
-            nwall, nrss, _ = peak_rss_mib(naive)
-            results["naive"] = {"wall_s": nwall, "peak_rss_mib": nrss}
+            nwall, nrss, out = peak_rss_mib(naive, limit)
+            oom = out == "out of memory"
+            results["naive"] = {"wall_s": nwall, "peak_rss_mib": nrss, "out_of_memory": oom,
+                                "memory_limit_gib": args.memory_limit_gib}
             print(f"naive full-matrix n={args.n} d={args.dim}: {nwall:7.1f} s, "
-                  f"peak RSS {nrss:7.0f} MiB")
-            print(f"ratio gapscope/naive: time {wall / nwall:.2f}x, memory {rss / nrss:.2f}x")
+                  + (f"out of memory under {args.memory_limit_gib} GiB" if oom else
+                     f"peak RSS {nrss:7.0f} MiB"))
+            if not args.naive_only and not oom:
+                print(f"ratio gapscope/naive: time {wall / nwall:.2f}x, "
+                      f"memory {rss / nrss:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

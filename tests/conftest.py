@@ -33,3 +33,15 @@ def make_paired(n: int = 60, d: int = 16, captions: int = 2, classes: int = 4, s
     gt = np.repeat(gi, captions)
     return (image.astype(np.float32), text.astype(np.float32), gi, gt, labels,
             np.repeat(labels, captions))
+
+
+def leaves(value, path=""):
+    """``(path, leaf)`` for every leaf of nested dicts and lists, paths like ``/a/0/b``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from leaves(v, f"{path}/{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from leaves(v, f"{path}/{i}")
+    else:
+        yield path, value

@@ -8,7 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 import reference as ref
-from conftest import make_paired
+from conftest import leaves, make_paired
 
 from gapscope import EmbeddingStore, analyze
 from gapscope.errors import EmbeddingError, GapscopeError
@@ -125,15 +125,8 @@ def test_sample_gives_estimates_with_standard_errors(paired_store):
     assert analyze(path, device="cpu", sample=40, seed=3).to_json() == report.to_json()
 
 
-def _numbers(value, path=""):
-    if isinstance(value, dict):
-        for key, v in value.items():
-            yield from _numbers(v, f"{path}/{key}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _numbers(v, f"{path}/{i}")
-    elif isinstance(value, float):
-        yield path, value
+def _numbers(value):
+    return ((path, v) for path, v in leaves(value) if isinstance(v, float))
 
 
 def test_sampled_store_too_big_for_memory_streams_to_the_same_report(tmp_path, monkeypatch):

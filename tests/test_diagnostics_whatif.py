@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import reference
+from conftest import leaves
 
 from gapscope.diagnostics import DIRECTIONS, diagnostics, pair_matrix
 from gapscope.errors import EmbeddingError, GapscopeError
@@ -125,17 +126,6 @@ def test_zero_shift_equals_the_original_even_when_sampled():
 
 
 # --------------------------------------------------------------------------- diagnostics()
-
-
-def leaves(value, path=""):
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from leaves(v, f"{path}/{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from leaves(v, f"{path}/{i}")
-    else:
-        yield path, value
 
 
 def test_diagnostics_on_the_example_store(example_store):
