@@ -172,10 +172,12 @@ def _measure(
         _transformed_sums(rows, off, name, why)
         for rows, off, name in zip((x, y), offsets, names, strict=True)
     )
-    in_memory = fits_in_memory(x.shape[0] + y.shape[0], x.shape[1])
+    # As analyze: streamed only for a sampled modality (unsampled, every block reads all).
+    fits = fits_in_memory(x.shape[0] + y.shape[0], x.shape[1])
     ux, uy = (
-        UnitRows(rows, device=device, in_memory=in_memory, offset=off, name=name, why=why)
-        for rows, off, name in zip((x, y), offsets, names, strict=True)
+        UnitRows(rows, device=device, in_memory=fits or q is None, offset=off, name=name,
+                 why=why)
+        for rows, off, name, q in zip((x, y), offsets, names, queries, strict=True)
     )
     x_to_y, y_to_x = cross_pass(ux, uy, groups[0], groups[1], k=ks, device=device,
                                 query_index_x=queries[0], query_index_y=queries[1])

@@ -138,9 +138,9 @@ def normalize_rows(x: ArrayLike, *, dtype: torch.dtype = torch.float32,
     float16/float32 rows are divided in float32 by their norms summed in float64 (at a fifth
     of the cost of a float64 copy; a unit row is off by at most ~2 float32 ulps, and a row
     of equal-magnitude entries, e.g. ``[s, -s, s, s]``, still gives exactly ``+-0.5``);
-    float64 rows, and any slice with a norm outside ``[1e-30, 1e30]``, in float64. The result
-    of a row depends on that row alone, so any slicing of the same rows gives bit-identical
-    unit rows.
+    float64 rows, and any row with a norm outside ``[1e-30, 1e30]``, in float64. The result of
+    a row depends on that row alone, so any slicing of the same rows gives bit-identical unit
+    rows.
     """
     n, d = x.shape
     out = torch.empty((n, d), dtype=dtype, device=device or "cpu")
@@ -151,10 +151,14 @@ def normalize_rows(x: ArrayLike, *, dtype: torch.dtype = torch.float32,
 
 
 def _unit_block(block: ArrayLike, device: torch.device) -> torch.Tensor:
-    """Unit rows of one slice: float32 division by float64 norms when safe, else float64."""
+    """Unit rows of one slice, as a new tensor (the caller's is never written): float32
+    division by norms summed in float64; float64 rows, and any row whose norm leaves
+    ``[1e-30, 1e30]``, in float64 (row by row, so the other rows of the slice keep their bits)."""
+    owned = not isinstance(block, torch.Tensor)
     if isinstance(block, torch.Tensor):
         t = block.to(device=device)
-        if t.dtype != torch.float64:
+        wide = t.dtype == torch.float64
+        if not wide:
             t = t.float()
             norms = torch.linalg.vector_norm(t, dim=1, keepdim=True, dtype=torch.float64)
     else:
@@ -167,16 +171,27 @@ def _unit_block(block: ArrayLike, device: torch.device) -> torch.Tensor:
             norms = torch.from_numpy(np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64)))
             norms = norms[:, None].to(device)
         t = t.to(device)
-    if t.dtype != torch.float64:
-        low, high = _FLOAT32_NORM_RANGE
-        if t.shape[0] == 0 or bool(((norms >= low) & (norms <= high)).all()):
-            return t.div_(norms.float())
-        t = t.double()
+    if wide:
+        return _unit_rows_float64(t)
+    low, high = _FLOAT32_NORM_RANGE
+    odd = ~((norms >= low) & (norms <= high))[:, 0]
+    # Taken before the division below, which may be in place.
+    fixed = _unit_rows_float64(t[odd].double()).float() if bool(odd.any()) else None
+    out = t.div_(norms.float()) if owned else t / norms.float()
+    if fixed is not None:
+        out[odd] = fixed
+    return out
+
+
+def _unit_rows_float64(t: torch.Tensor) -> torch.Tensor:
+    """Unit rows of float64 ``t`` (a new tensor); rows whose squares leave the float64 range
+    (e.g. entries of 1e200) are scaled by their largest entry first."""
     norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
-    if not bool(((norms > 1e-150) & (norms < 1e150)).all()):
-        # Squares past the float64 range (e.g. 1e200): scale each row by its largest entry.
-        t = t / t.abs().amax(dim=1, keepdim=True)
-        norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
+    odd = ~((norms > 1e-150) & (norms < 1e150))[:, 0]
+    if bool(odd.any()):
+        t = t.clone()
+        t[odd] = t[odd] / t[odd].abs().amax(dim=1, keepdim=True)
+        norms[odd] = torch.linalg.vector_norm(t[odd], dim=1, keepdim=True)
     return t / norms
 
 

@@ -212,8 +212,9 @@ def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) ->
 
 
 def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum(a * b, dim=1)`` as float32; for bfloat16 rows a batch of 1 x 1 products, so a
-    score computed alone is summed like the same score in a block."""
+    """``sum(a * b, dim=1)`` as float32; for bfloat16 rows a batch of 1 x 1 products with
+    float32 results (how the terms are summed may differ from a block's product in the last
+    bit; callers that compare the two must not rely on bit equality)."""
     if a.dtype == torch.float32:
         return (a * b).sum(dim=1)
     return matmul_batched(a[:, None, :], b[:, :, None]).reshape(-1)

@@ -85,8 +85,8 @@ _TIE_SCAN_MAX_ITEMS = 8
 # ~512 they slow down.
 _MAX_BLOCK_ROWS = 1024
 _MIN_BLOCK_ROWS = 512
-# Blocks are this many times larger when the keys are normalised on the fly (fewer passes).
-_STREAMED_BLOCK_FACTOR = 4
+# Blocks that would be thinner than _MIN_BLOCK_ROWS may take this many times the budget.
+_SMALL_BLOCK_FACTOR = 4
 # The unshifted kernel sum needs exp(+-2t) well inside float32 (2t <= 40: terms within
 # [4e-18, 2.4e17], a sum of a billion of them far below the float32 maximum 3.4e38).
 _MAX_UNSHIFTED_EXPONENT = 80.0
@@ -159,8 +159,7 @@ def modality_pass(
         t: uniformity temperature (> 0).
         uniformity: compute uniformity (needs every row: not with ``query_index``).
         row_terms: also return the uniformity row terms.
-        block_size: rows a block; ``None``: :func:`auto_block_size` of ``n`` (four times
-            that when the keys are normalised on the fly, so they are read fewer times).
+        block_size: rows a block; ``None``: :func:`auto_block_size` of ``n``.
         device: device of the products; ranking and sums run on the CPU.
         query_index: evaluate retrieval for these rows only (see ``intra_modal_retrieval``).
         per_query: keep per-query retrieval values (for the bootstrap).
@@ -184,7 +183,7 @@ def modality_pass(
     if not (math.isfinite(t) and t > 0.0):
         raise GapscopeError(f"t: expected a finite positive number, got {t!r}")
     cutoffs = _check_k(k)
-    block = _check_block_size(block_size) or auto_block_size(n, streamed=not unit.in_memory)
+    block = _check_block_size(block_size) or auto_block_size(n)
     sample = _check_query_index(query_index, n)
     if uniformity and sample is not None:
         raise GapscopeError("uniformity needs every row: use uniformity_sampled with query_index")
@@ -208,8 +207,6 @@ def modality_pass(
     row_lse = np.empty(n, dtype=np.float64) if uniformity else None
     two_t = 2.0 * t
 
-    # Buffers reused by every block: a fresh 128 MiB tensor a block costs page faults that,
-    # on a CPU, take a sizeable share of the product's own time.
     rows_max = min(block, block_rows.size)
     # Two score buffers: the products of one block fill one while a worker thread ranks the
     # previous block in the other (see _pipelined). Reused by every block: a fresh 128 MiB
@@ -472,26 +469,24 @@ def fused_pair_pass(
     return FusedResult(x=res_x, y=res_y, x_to_y=x_to_y, y_to_x=y_to_x)
 
 
-def auto_block_size(n_keys: int, *, streamed: bool = False) -> int:
+def auto_block_size(n_keys: int) -> int:
     """Rows a block: its ``rows x n_keys`` float32 scores take 128 MiB, but at most 1024 rows
     (more blocks let the products of one overlap the ranking of the previous) and at least
     512 rows while that stays within 512 MiB (thinner products lose speed: at n = 100k,
-    335-row blocks ran 1.24x slower than 2048-row ones).
-
-    ``streamed``: the keys are normalised again for every block (see
-    :class:`~gapscope.metrics._rows.UnitRows`), so blocks take 512 MiB and read them a quarter
-    as often. A pure function of the shapes, so the same input always gives the same blocks.
+    335-row blocks ran 1.24x slower than 2048-row ones). Beyond 262,144 keys a block is the
+    512 MiB's worth, which also means a store normalised on the fly (see
+    :class:`~gapscope.metrics._rows.UnitRows`) is read a quarter as often as with 128 MiB.
+    A pure function of the shapes, so the same input always gives the same blocks.
 
     >>> auto_block_size(50_000), auto_block_size(10_000), auto_block_size(100_000)
     (671, 1024, 512)
-    >>> auto_block_size(10**6), auto_block_size(10**9), auto_block_size(10**6, streamed=True)
-    (134, 1, 134)
+    >>> auto_block_size(10**6), auto_block_size(10**9)
+    (134, 1)
     """
     n_keys = max(n_keys, 1)
-    budget = _BLOCK_ELEMENTS * (_STREAMED_BLOCK_FACTOR if streamed else 1)
-    rows = budget // n_keys
+    rows = _BLOCK_ELEMENTS // n_keys
     if rows < _MIN_BLOCK_ROWS:
-        rows = min(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS * _STREAMED_BLOCK_FACTOR // n_keys)
+        rows = min(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS * _SMALL_BLOCK_FACTOR // n_keys)
     return max(1, min(_MAX_BLOCK_ROWS, rows))
 
 

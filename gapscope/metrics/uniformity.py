@@ -172,7 +172,7 @@ def _upper_triangle_lse(
     for start, stop in row_blocks(n, rows):
         # Only pairs j > i: columns from `start` on, with the block's own lower triangle
         # and diagonal masked out.
-        values = _log_kernel(unit[start:stop] @ unit[start:].T, t)
+        values = _log_kernel(matmul(unit[start:stop], unit[start:]), t)
         steps = torch.arange(stop - start, device=dev)
         values[:, : stop - start].masked_fill_(steps[None, :] <= steps[:, None], -math.inf)
         row_lse[start:stop] = torch.logsumexp(values, dim=1).cpu().numpy()

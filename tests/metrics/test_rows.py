@@ -56,6 +56,20 @@ def test_normalize_rows_is_exact_on_equal_magnitude_rows_and_any_slicing():
     assert torch.equal(parts, normalize_rows(g))
 
 
+def test_normalize_rows_never_writes_the_callers_tensor_and_keeps_other_rows_bits():
+    x = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    UnitRows(x, in_memory=False).block(0, 2)
+    UnitRows(x)
+    normalize_rows(x)
+    assert x.tolist() == [[3.0, 4.0], [0.0, 2.0]]
+    # A row outside the float32 range goes through float64 alone: its neighbours keep their bits.
+    a = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    b = a.copy()
+    b[4] *= np.float32(1e-32)
+    assert torch.equal(normalize_rows(b)[:4], normalize_rows(a[:4]))
+    np.testing.assert_allclose(normalize_rows(b)[4], normalize_rows(a)[4], atol=1e-7)
+
+
 def test_normalize_rows_handles_extreme_magnitudes():
     x = np.array([[3e37, 4e37], [3e-36, 4e-36], [3.0, 4.0]], dtype=np.float32)
     np.testing.assert_allclose(normalize_rows(x).numpy(), [[0.6, 0.8]] * 3, rtol=1e-6)
