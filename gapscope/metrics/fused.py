@@ -55,6 +55,8 @@ from gapscope.metrics.retrieval import (
     _check_k,
     _check_query_index,
     _GroupMembers,
+    _ranks_by_counting,
+    _ranks_by_search,
     _summarize,
 )
 
@@ -79,8 +81,6 @@ _BLOCK_ELEMENTS = 2**25
 _COUNT_MAX_ITEMS = 4
 # Queries with up to this many positives find their best one in one padded gather per block.
 _VECTOR_MAX_POSITIVES = 64
-# More tied relevant rows than this: one stable argsort of the row instead of a scan per item.
-_TIE_SCAN_MAX_ITEMS = 8
 # Beyond ~1024 rows the products gain nothing on a CPU, and fewer blocks overlap less; below
 # ~512 they slow down.
 _MAX_BLOCK_ROWS = 1024
@@ -692,25 +692,6 @@ def _ranks_of_items(row: np.ndarray, items: np.ndarray) -> np.ndarray:
     the lowest item can outrank any item, so only those are sorted (often a small part of the
     row when relevant rows score high) and each rank is a binary search.
     """
-    s = row[items]
     if items.size <= _COUNT_MAX_ITEMS:
-        return np.array(
-            [
-                np.count_nonzero(row[:j] >= v) + np.count_nonzero(row[j + 1 :] > v)
-                for j, v in zip(items.tolist(), s.tolist(), strict=True)
-            ],
-            dtype=np.int64,
-        )
-    candidates = np.sort(row[row >= s.min()])
-    hi = np.searchsorted(candidates, s, side="right")
-    ranks = (candidates.size - hi).astype(np.int64)
-    # Each item's own score sits at hi - 1; another key ties with it iff the one below is equal.
-    tied = np.flatnonzero((hi >= 2) & (candidates[np.maximum(hi - 2, 0)] == s))
-    if tied.size > _TIE_SCAN_MAX_ITEMS:
-        order = np.argsort(-row, kind="stable")
-        position = np.empty(row.size, dtype=np.int64)
-        position[order] = np.arange(row.size)
-        return position[items]
-    for t in tied:
-        ranks[t] += np.count_nonzero(row[: items[t]] == s[t])
-    return ranks
+        return _ranks_by_counting(row, items)
+    return _ranks_by_search(row, np.sort(row[row >= row[items].min()]), items)

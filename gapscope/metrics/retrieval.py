@@ -376,28 +376,43 @@ def _ranks_in_row(row: np.ndarray, sorted_row: np.ndarray | None, items: np.ndar
     """0-based ranks of the key columns ``items`` in one query's ``row`` of scores, as a set.
 
     ``rank(j) = #{k : row[k] > row[j]} + #{k < j : row[k] == row[j]}``. The ranks come back in
-    no particular order. Without ``sorted_row`` each item costs one pass over the row, counted
-    as ``#{k < j : row[k] >= row[j]} + #{k > j : row[k] > row[j]}``, which needs no special case
-    for ties. With ``sorted_row`` (ascending) the first term is a binary search, and the second
-    is only non-zero when the row holds equal scores, which is rare outside duplicated rows.
+    no particular order. Without ``sorted_row`` each item costs one pass over the row
+    (:func:`_ranks_by_counting`); with it (ascending), a binary search each
+    (:func:`_ranks_by_search`).
+    """
+    if sorted_row is None:
+        return _ranks_by_counting(row, items)
+    return _ranks_by_search(row, sorted_row, items)
+
+
+def _ranks_by_counting(row: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Ranks of ``items`` (see :func:`_ranks_in_row`), one pass over the row each, counted as
+    ``#{k < j : row[k] >= row[j]} + #{k > j : row[k] > row[j]}`` (no special case for ties)."""
+    return np.array(
+        [
+            np.count_nonzero(row[:j] >= v) + np.count_nonzero(row[j + 1 :] > v)
+            for j, v in zip(items.tolist(), row[items].tolist(), strict=True)
+        ],
+        dtype=np.int64,
+    )
+
+
+def _ranks_by_search(row: np.ndarray, sorted_keys: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Ranks of ``items`` (see :func:`_ranks_in_row`), in no particular order, from
+    ``sorted_keys``: the ascending scores of every key that scores at least the lowest item
+    (the whole row, or only those: no other key can outrank an item).
+
+    ``#{k : row[k] > row[j]}`` is a binary search. An item's own score is the last of its
+    equals in ``sorted_keys``; another key ties with it exactly when the one below is equal
+    too, which is rare outside duplicated rows and then counted among the lower indices.
     """
     s = row[items]
-    if sorted_row is None:
-        return np.array(
-            [
-                np.count_nonzero(row[:j] >= v) + np.count_nonzero(row[j + 1 :] > v)
-                for j, v in zip(items.tolist(), s.tolist(), strict=True)
-            ],
-            dtype=np.int64,
-        )
-    # Ascending needles make the binary searches walk the row forwards: about twice as fast.
+    # Ascending needles make the binary searches walk the keys forwards: about twice as fast.
     order = np.argsort(s, kind="stable")
     s, items = s[order], items[order]
-    hi = np.searchsorted(sorted_row, s, side="right")
-    ranks = (row.size - hi).astype(np.int64)
-    if not np.any(sorted_row[1:] == sorted_row[:-1]):
-        return ranks
-    tied = np.flatnonzero(hi - np.searchsorted(sorted_row, s, side="left") > 1)
+    hi = np.searchsorted(sorted_keys, s, side="right")
+    ranks = (sorted_keys.size - hi).astype(np.int64)
+    tied = np.flatnonzero((hi >= 2) & (sorted_keys[np.maximum(hi - 2, 0)] == s))
     if tied.size > _TIE_SCAN_MAX_ITEMS:
         order = np.argsort(-row, kind="stable")
         position = np.empty(row.size, dtype=np.int64)
