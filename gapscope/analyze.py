@@ -158,10 +158,11 @@ def analyze(
             queries a modality, ranked against every row; the report carries standard errors
             (``*_se`` keys). The O(n d) metrics stay exact.
         block_size: rows a similarity block (default: chosen from the sizes).
-        precision: ``"fp32"``, or ``"bf16"`` to multiply the unit rows in bfloat16 for
-            uniformity and retrieval (float32 accumulation and sums; faster where the
-            hardware has bfloat16 units, and half the memory; scores within ~0.4% of each
-            other can swap ranks: see docs/performance.md). The what-ifs stay float32.
+        precision: ``"fp32"``, or ``"bf16"`` to round the unit rows to bfloat16 for
+            uniformity and retrieval (float32 products and sums; on CUDA the bfloat16 tensor
+            cores and half the memory, on a CPU the same numbers at float32 speed; scores
+            within ~0.4% of each other can swap ranks: see docs/performance.md). The
+            what-ifs stay float32.
         uniformity_t: ``t`` of Wang & Isola's uniformity.
         alignment_alpha: ``alpha`` of Wang & Isola's alignment.
         bootstrap: add a percentile interval ``"<metric>_ci": [low, high]`` beside every

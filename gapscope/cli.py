@@ -77,10 +77,11 @@ def analyze(
                                                "random queries a modality (with standard "
                                                "errors).")] = None,
     block_size: Annotated[int | None, typer.Option(help="Rows a similarity block.")] = None,
-    precision: Annotated[str, typer.Option(help="fp32, or bf16 to multiply the similarity "
-                                           "blocks in bfloat16 (float32 sums; faster on "
-                                           "GPUs and CPUs with bf16 units, ranks of scores "
-                                           "within ~0.4% can swap).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 to round the unit rows to "
+                                           "bfloat16 for the similarity products (float32 "
+                                           "results and sums; faster on CUDA tensor cores, "
+                                           "float32 speed on a CPU; ranks of scores within "
+                                           "~0.4% can swap).")] = "fp32",
     bootstrap: Annotated[int | None, typer.Option(help="Add a percentile interval to every "
                                                   "metric (except MIR) from B resamples of "
                                                   "groups, e.g. 200.", metavar="B")] = None,
