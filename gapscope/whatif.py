@@ -43,22 +43,22 @@ from gapscope.metrics._inputs import (
     resolve_device,
 )
 from gapscope.metrics._moments import sample_rows, unit_mean
-from gapscope.metrics._rows import UnitRows, fits_in_memory
+from gapscope.metrics._rows import _MIN_NORM, UnitRows, fits_in_memory
 from gapscope.metrics.fused import cross_pass, modality_pass
 from gapscope.metrics.retrieval import RetrievalResult, intra_modal_retrieval
 from gapscope.metrics.uniformity import uniformity_sampled
 
 __all__ = ["center_modality", "gap_closing_whatif", "scenario_name", "shift_along_gap"]
 
-# A transformed row shorter than this (relative to a unit row) has lost its direction.
-_MIN_NORM = 1e-6
-
-
-def _check_nonzero(rows: np.ndarray, name: str, why: str) -> None:
+def _check_nonzero(rows: np.ndarray, name: str, why: str, start: int = 0) -> np.ndarray:
+    """The rows' norms; raises on a row (numbered from ``start``) that has lost its direction."""
     norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
     bad = np.flatnonzero(norms < _MIN_NORM)
     if bad.size:
-        raise EmbeddingError(f"{name}: row {int(bad[0])} {why}, so it has no direction left")
+        raise EmbeddingError(
+            f"{name}: row {start + int(bad[0])} {why}, so it has no direction left"
+        )
+    return norms
 
 
 def center_modality(x: ArrayLike, name: str = "x") -> np.ndarray:
@@ -142,11 +142,7 @@ def _transformed_sums(
         w = unit_rows(x[start:stop])
         if offset is not None:
             w -= offset
-        norms = np.sqrt(np.einsum("ij,ij->i", w, w))
-        bad = np.flatnonzero(norms < _MIN_NORM)
-        if bad.size:
-            raise EmbeddingError(f"{name}: row {start + int(bad[0])} {why}, so it has no "
-                                 "direction left")
+        norms = _check_nonzero(w, name, why, start)
         sum_w += w.sum(axis=0)
         sum_unit += (w / norms[:, None]).sum(axis=0)
     return sum_w, sum_unit

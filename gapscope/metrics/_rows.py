@@ -147,9 +147,7 @@ class UnitRows:
         index = np.asarray(index, dtype=np.int64)
         if self._full is not None:
             return self._full.index_select(0, torch.from_numpy(index).to(self.device))
-        if index.size and index[-1] - index[0] + 1 == index.size and (
-            index.size == 1 or bool((np.diff(index) == 1).all())
-        ):
+        if index.size and bool((np.diff(index) == 1).all()):
             return self.block(int(index[0]), int(index[-1]) + 1)
         source = self.source
         picked = source[torch.from_numpy(index)] if isinstance(source, torch.Tensor) \

@@ -161,11 +161,11 @@ def _upper_triangle_lse(
     """Per row i, ``log sum_{j > i} exp(-t ||x_i - x_j||^2)``; with ``columns``, per column j
     also ``log sum_{i < j}`` of the same terms (so each pair is computed once)."""
     dev = resolve_device(device)
-    unit_rows_ = as_unit_rows(x, "x", device=dev, min_rows=2)
+    source = as_unit_rows(x, "x", device=dev, min_rows=2)
     t = _check_positive(t, "t")
-    n = unit_rows_.shape[0]
+    n = source.shape[0]
     rows = resolve_block_size(block_size, n, bytes_per_entry=_BYTES_PER_ENTRY)
-    unit = unit_rows_.block(0, n)
+    unit = source.block(0, n)
 
     row_lse = np.full(n, -np.inf)
     col_lse = np.full(n, -np.inf) if columns else None
