@@ -63,11 +63,12 @@ def peak_rss_mib(cmd: list[str], limit_bytes: int | None = None) -> tuple[float,
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0 and limit_bytes is not None and (
-        "alloc" in proc.stderr.lower() or "memory" in proc.stderr.lower()
+    if (
+        proc.returncode != 0
+        and limit_bytes is not None
+        and ("alloc" in proc.stderr.lower() or "memory" in proc.stderr.lower())
     ):
-        return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, \
-            "out of memory"
+        return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "out of memory"
     if proc.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -84,8 +85,12 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--naive-only", action="store_true")
     parser.add_argument("--metrics", default="all", help="gapscope's --metrics")
-    parser.add_argument("--memory-limit-gib", type=float, default=None,
-                        help="address-space cap of the naive process")
+    parser.add_argument(
+        "--memory-limit-gib",
+        type=float,
+        default=None,
+        help="address-space cap of the naive process",
+    )
     args = parser.parse_args()
     limit = None if args.memory_limit_gib is None else int(args.memory_limit_gib * 2**30)
 
@@ -100,37 +105,73 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         items = {
-            m: [{"id": f"{m}{i}", "source": "", "group": i, "label": int(labels[i])}
-                for i in range(args.n)]
+            m: [
+                {"id": f"{m}{i}", "source": "", "group": i, "label": int(labels[i])}
+                for i in range(args.n)
+            ]
             for m in ("image", "text")
         }
         EmbeddingStore.write(tmp / "store", {"image": image, "text": text}, items)
         np.save(tmp / "x.npy", image)
         np.save(tmp / "y.npy", text)
         np.save(tmp / "labels.npy", labels)
-        cmd = [sys.executable, "-m", "gapscope", "analyze", str(tmp / "store"), "-q",
-               "-f", "json", "--device", "cpu", "--metrics", args.metrics]
-        results = {"n": args.n, "dim": args.dim, "machine": platform.processor() or
-                   platform.machine()}
+        cmd = [
+            sys.executable,
+            "-m",
+            "gapscope",
+            "analyze",
+            str(tmp / "store"),
+            "-q",
+            "-f",
+            "json",
+            "--device",
+            "cpu",
+            "--metrics",
+            args.metrics,
+        ]
+        results = {
+            "n": args.n,
+            "dim": args.dim,
+            "machine": platform.processor() or platform.machine(),
+        }
         if not args.naive_only:
             wall, rss, _ = peak_rss_mib(cmd)
-            results["gapscope"] = {"wall_s": wall, "peak_rss_mib": rss,
-                                   "command": " ".join(cmd[1:])}
-            print(f"gapscope analyze  n={args.n} d={args.dim} --metrics {args.metrics}: "
-                  f"{wall:7.1f} s, peak RSS {rss:7.0f} MiB")
+            results["gapscope"] = {
+                "wall_s": wall,
+                "peak_rss_mib": rss,
+                "command": " ".join(cmd[1:]),
+            }
+            print(
+                f"gapscope analyze  n={args.n} d={args.dim} --metrics {args.metrics}: "
+                f"{wall:7.1f} s, peak RSS {rss:7.0f} MiB"
+            )
         if not args.skip_naive:
-            naive = [sys.executable, "-c", NAIVE, str(tmp / "x.npy"), str(tmp / "y.npy"),
-                     str(tmp / "labels.npy")]
+            naive = [
+                sys.executable,
+                "-c",
+                NAIVE,
+                str(tmp / "x.npy"),
+                str(tmp / "y.npy"),
+                str(tmp / "labels.npy"),
+            ]
             nwall, nrss, out = peak_rss_mib(naive, limit)
             oom = out == "out of memory"
-            results["naive"] = {"wall_s": nwall, "peak_rss_mib": nrss, "out_of_memory": oom,
-                                "memory_limit_gib": args.memory_limit_gib}
-            print(f"naive full-matrix n={args.n} d={args.dim}: {nwall:7.1f} s, "
-                  + (f"out of memory under {args.memory_limit_gib} GiB" if oom else
-                     f"peak RSS {nrss:7.0f} MiB"))
+            results["naive"] = {
+                "wall_s": nwall,
+                "peak_rss_mib": nrss,
+                "out_of_memory": oom,
+                "memory_limit_gib": args.memory_limit_gib,
+            }
+            print(
+                f"naive full-matrix n={args.n} d={args.dim}: {nwall:7.1f} s, "
+                + (
+                    f"out of memory under {args.memory_limit_gib} GiB"
+                    if oom
+                    else f"peak RSS {nrss:7.0f} MiB"
+                )
+            )
             if not args.naive_only and not oom:
-                print(f"ratio gapscope/naive: time {wall / nwall:.2f}x, "
-                      f"memory {rss / nrss:.2f}x")
+                print(f"ratio gapscope/naive: time {wall / nwall:.2f}x, memory {rss / nrss:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -34,12 +34,15 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     content = rng.normal(size=(args.n, args.dim))
-    image = (content + 2.0 * rng.normal(size=args.dim)
-             + 0.8 * rng.normal(size=(args.n, args.dim))).astype(np.float32)
-    text = (content - 2.0 * rng.normal(size=args.dim)
-            + 0.8 * rng.normal(size=(args.n, args.dim))).astype(np.float32)
-    data = EmbeddingSet.from_arrays({"image": image, "text": text},
-                                    labels=rng.integers(0, 100, size=args.n))
+    image = (
+        content + 2.0 * rng.normal(size=args.dim) + 0.8 * rng.normal(size=(args.n, args.dim))
+    ).astype(np.float32)
+    text = (
+        content - 2.0 * rng.normal(size=args.dim) + 0.8 * rng.normal(size=(args.n, args.dim))
+    ).astype(np.float32)
+    data = EmbeddingSet.from_arrays(
+        {"image": image, "text": text}, labels=rng.integers(0, 100, size=args.n)
+    )
 
     # Time the resampling stage where analyze calls it.
     stage: list[float] = []
@@ -80,8 +83,10 @@ def main() -> None:
     resampling = statistics.median(stage)
     print(f"uniformity row terms: +{extra_uniformity:.2f} s (two modalities)")
     print(f"resampling ({args.bootstrap} resamples): {resampling:.2f} s")
-    print(f"bootstrap stages together: {extra_uniformity + resampling:.2f} s = "
-          f"{100 * (extra_uniformity + resampling) / plain:.1f}% of the plain wall time")
+    print(
+        f"bootstrap stages together: {extra_uniformity + resampling:.2f} s = "
+        f"{100 * (extra_uniformity + resampling) / plain:.1f}% of the plain wall time"
+    )
 
 
 if __name__ == "__main__":

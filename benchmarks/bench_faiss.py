@@ -66,22 +66,34 @@ def main() -> None:
         cross_modal_retrieval(uy, ux, k=K, device="cpu")
         t_per = time.perf_counter() - t0
         row = {
-            "n": n, "dim": args.dim,
-            "faiss_s": t_i2t + t_t2i, "gapscope_fused_s": t_fused, "gapscope_per_direction_s":
-            t_per, "fused_over_faiss": t_fused / (t_i2t + t_t2i),
-            "recall": {"faiss": {"image->text": f_i2t, "text->image": f_t2i},
-                       "gapscope": {"image->text": g_i2t.recall, "text->image": g_t2i.recall}},
+            "n": n,
+            "dim": args.dim,
+            "faiss_s": t_i2t + t_t2i,
+            "gapscope_fused_s": t_fused,
+            "gapscope_per_direction_s": t_per,
+            "fused_over_faiss": t_fused / (t_i2t + t_t2i),
+            "recall": {
+                "faiss": {"image->text": f_i2t, "text->image": f_t2i},
+                "gapscope": {"image->text": g_i2t.recall, "text->image": g_t2i.recall},
+            },
             "recall_max_abs_diff": max(
                 abs(f[k] - g.recall[k]) for f, g in ((f_i2t, g_i2t), (f_t2i, g_t2i)) for k in K
             ),
         }
         rows.append(row)
-        print(f"n={n:>7} d={args.dim}: faiss IndexFlatIP {row['faiss_s']:7.1f} s | gapscope "
-              f"fused {t_fused:7.1f} s ({row['fused_over_faiss']:.2f}x faiss) | per-direction "
-              f"{t_per:7.1f} s | max |recall diff| {row['recall_max_abs_diff']:.2e}", flush=True)
+        print(
+            f"n={n:>7} d={args.dim}: faiss IndexFlatIP {row['faiss_s']:7.1f} s | gapscope "
+            f"fused {t_fused:7.1f} s ({row['fused_over_faiss']:.2f}x faiss) | per-direction "
+            f"{t_per:7.1f} s | max |recall diff| {row['recall_max_abs_diff']:.2e}",
+            flush=True,
+        )
         print(f"    R@1/5/10 i->t faiss {f_i2t} gapscope {g_i2t.recall}", flush=True)
-    result = {"machine": platform.processor() or platform.machine(),
-              "torch_threads": torch.get_num_threads(), "faiss": faiss.__version__, "rows": rows}
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "faiss": faiss.__version__,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

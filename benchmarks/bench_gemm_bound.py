@@ -55,8 +55,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-per-metric", action="store_true")
-    parser.add_argument("--block-size", type=int, default=None,
-                        help="rows a block for the bound and the fused pass (default: analyze's)")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="rows a block for the bound and the fused pass (default: analyze's)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -72,12 +76,30 @@ def main() -> None:
         bound_2048 = gemm_bound(ux, uy, 2048)
 
         t0 = time.perf_counter()
-        fused_pair_pass(ux, uy, groups, groups, labels, labels, k=(1, 5, 10), row_terms=True,
-                        per_query=True, device=args.device, block_size=args.block_size)
+        fused_pair_pass(
+            ux,
+            uy,
+            groups,
+            groups,
+            labels,
+            labels,
+            k=(1, 5, 10),
+            row_terms=True,
+            per_query=True,
+            device=args.device,
+            block_size=args.block_size,
+        )
         fused = time.perf_counter() - t0
-        row = {"n": n, "dim": args.dim, "block": block, "gemm_bound_s": bound, "fused_s": fused,
-               "fused_over_bound": fused / bound, "gemm_bound_2048_rows_s": bound_2048,
-               "fused_over_bound_2048_rows": fused / bound_2048}
+        row = {
+            "n": n,
+            "dim": args.dim,
+            "block": block,
+            "gemm_bound_s": bound,
+            "fused_s": fused,
+            "fused_over_bound": fused / bound,
+            "gemm_bound_2048_rows_s": bound_2048,
+            "fused_over_bound_2048_rows": fused / bound_2048,
+        }
         if not args.skip_per_metric:
             t0 = time.perf_counter()
             kw = {"device": args.device, "per_query": True, "k": (1, 5, 10)}
@@ -90,15 +112,24 @@ def main() -> None:
             row["per_metric_over_bound"] = row["per_metric_s"] / bound
             row["speedup_fused_vs_per_metric"] = row["per_metric_s"] / fused
         rows.append(row)
-        print(f"n={n:>7} d={args.dim} block={block:>4}: GEMM bound {bound:8.1f} s | fused "
-              f"{fused:8.1f} s ({fused / bound:.2f}x; {fused / bound_2048:.2f}x the 2048-row-block "
-              f"bound {bound_2048:.1f} s)" + (
-                  "" if args.skip_per_metric else
-                  f" | per-metric {row['per_metric_s']:8.1f} s"
-                  f" ({row['per_metric_over_bound']:.2f}x)"
-              ), flush=True)
-    result = {"machine": platform.processor() or platform.machine(),
-              "torch_threads": torch.get_num_threads(), "device": args.device, "rows": rows}
+        print(
+            f"n={n:>7} d={args.dim} block={block:>4}: GEMM bound {bound:8.1f} s | fused "
+            f"{fused:8.1f} s ({fused / bound:.2f}x; {fused / bound_2048:.2f}x the 2048-row-block "
+            f"bound {bound_2048:.1f} s)"
+            + (
+                ""
+                if args.skip_per_metric
+                else f" | per-metric {row['per_metric_s']:8.1f} s"
+                f" ({row['per_metric_over_bound']:.2f}x)"
+            ),
+            flush=True,
+        )
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "device": args.device,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -60,14 +60,16 @@ def main() -> None:
 
     image, text, labels = make_data(args.n, args.dim, args.classes)
     data = EmbeddingSet.from_arrays({"image": image, "text": text}, labels=labels)
-    small = EmbeddingSet.from_arrays({"image": image[:500], "text": text[:500]},
-                                     labels=labels[:500])
+    small = EmbeddingSet.from_arrays(
+        {"image": image[:500], "text": text[:500]}, labels=labels[:500]
+    )
     times, values = {}, {}
     for precision in ("fp32", "bf16"):
         analyze(small, metrics="uniformity,retrieval", device=args.device, precision=precision)
         t0 = time.perf_counter()
-        report = analyze(data, metrics="uniformity,retrieval", device=args.device,
-                         precision=precision)
+        report = analyze(
+            data, metrics="uniformity,retrieval", device=args.device, precision=precision
+        )
         times[precision] = time.perf_counter() - t0
         values[precision] = flat(report)
 
@@ -75,18 +77,26 @@ def main() -> None:
     for key in values["fp32"]:
         a, b = values["fp32"][key], values["bf16"][key]
         rows.append({"metric": key, "fp32": a, "bf16": b, "difference": b - a})
-    print(f"n={args.n} d={args.dim} device={args.device}: fp32 {times['fp32']:.1f} s, "
-          f"bf16 {times['bf16']:.1f} s (bf16 / fp32 = {times['bf16'] / times['fp32']:.2f}x)")
+    print(
+        f"n={args.n} d={args.dim} device={args.device}: fp32 {times['fp32']:.1f} s, "
+        f"bf16 {times['bf16']:.1f} s (bf16 / fp32 = {times['bf16'] / times['fp32']:.2f}x)"
+    )
     print(f"{'metric':<44} {'fp32':>11} {'bf16':>11} {'bf16 - fp32':>12}")
     for row in rows:
-        print(f"{row['metric']:<44} {row['fp32']:>11.5f} {row['bf16']:>11.5f} "
-              f"{row['difference']:>+12.5f}")
+        print(
+            f"{row['metric']:<44} {row['fp32']:>11.5f} {row['bf16']:>11.5f} "
+            f"{row['difference']:>+12.5f}"
+        )
     result = {
         "machine": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": torch.get_num_threads(), "n": args.n, "dim": args.dim,
-        "device": args.device, "seconds": times,
-        "max_abs_difference": max(abs(r["difference"]) for r in rows), "rows": rows,
+        "torch_threads": torch.get_num_threads(),
+        "n": args.n,
+        "dim": args.dim,
+        "device": args.device,
+        "seconds": times,
+        "max_abs_difference": max(abs(r["difference"]) for r in rows),
+        "rows": rows,
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -56,9 +56,27 @@ def main() -> None:
         t0 = time.perf_counter()
         store_bytes = write_store(folder, args.n, args.dim)
         write_s = time.perf_counter() - t0
-        cmd = [sys.executable, "-m", "gapscope", "analyze", "--image", str(folder / "image.npy"),
-               "--text", str(folder / "text.npy"), "--sample", str(args.sample), "--metrics",
-               args.metrics, "--device", "cpu", "-q", "-f", "json", "-o", str(folder / "r.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gapscope",
+            "analyze",
+            "--image",
+            str(folder / "image.npy"),
+            "--text",
+            str(folder / "text.npy"),
+            "--sample",
+            str(args.sample),
+            "--metrics",
+            args.metrics,
+            "--device",
+            "cpu",
+            "-q",
+            "-f",
+            "json",
+            "-o",
+            str(folder / "r.json"),
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -67,15 +85,23 @@ def main() -> None:
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     store_mib = store_bytes / 2**20
     result = {
-        "machine": platform.processor() or platform.machine(), "n": args.n, "dim": args.dim,
-        "sample": args.sample, "metrics": args.metrics, "store_mib": store_mib,
-        "write_s": write_s, "analyze_s": wall, "peak_rss_mib": peak_mib,
+        "machine": platform.processor() or platform.machine(),
+        "n": args.n,
+        "dim": args.dim,
+        "sample": args.sample,
+        "metrics": args.metrics,
+        "store_mib": store_mib,
+        "write_s": write_s,
+        "analyze_s": wall,
+        "peak_rss_mib": peak_mib,
         "peak_beyond_store_mib": peak_mib - store_mib,
         "command": " ".join(["gapscope"] + cmd[3:]),
     }
-    print(f"n={args.n} d={args.dim} float16 store {store_mib:.0f} MiB (written in {write_s:.0f} "
-          f"s): analyze --sample {args.sample} --metrics {args.metrics}: {wall:.0f} s, peak RSS "
-          f"{peak_mib:.0f} MiB, beyond the store <= {peak_mib - store_mib:.0f} MiB")
+    print(
+        f"n={args.n} d={args.dim} float16 store {store_mib:.0f} MiB (written in {write_s:.0f} "
+        f"s): analyze --sample {args.sample} --metrics {args.metrics}: {wall:.0f} s, peak RSS "
+        f"{peak_mib:.0f} MiB, beyond the store <= {peak_mib - store_mib:.0f} MiB"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -37,15 +37,21 @@ def make(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, list[dict]]]:
         for c in range(CAPTIONS_PER_IMAGE):
             row = content[i] + offset_text * np.sqrt(DIM) / 4 + 0.8 * rng.normal(size=DIM)
             text_rows.append(row * rng.uniform(5.0, 7.0))
-            text_items.append({
-                "id": f"caption-{i:03d}-{c}",
-                "source": f"a photo of a {CLASSES[labels[i]]} (item {i}, caption {c})",
-                "group": f"image-{i:03d}",
-                "label": CLASSES[labels[i]],
-            })
+            text_items.append(
+                {
+                    "id": f"caption-{i:03d}-{c}",
+                    "source": f"a photo of a {CLASSES[labels[i]]} (item {i}, caption {c})",
+                    "group": f"image-{i:03d}",
+                    "label": CLASSES[labels[i]],
+                }
+            )
     image_items = [
-        {"id": f"image-{i:03d}", "source": f"images/{CLASSES[labels[i]]}/{i:03d}.png",
-         "group": f"image-{i:03d}", "label": CLASSES[labels[i]]}
+        {
+            "id": f"image-{i:03d}",
+            "source": f"images/{CLASSES[labels[i]]}/{i:03d}.png",
+            "group": f"image-{i:03d}",
+            "label": CLASSES[labels[i]],
+        }
         for i in range(N_IMAGES)
     ]
     embeddings = {"image": image.astype(np.float32), "text": np.asarray(text_rows, np.float32)}
@@ -55,15 +61,27 @@ def make(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, list[dict]]]:
 def main(out: Path, seed: int = 0) -> None:
     embeddings, items = make(seed)
     EmbeddingStore.write(
-        out, embeddings, items, overwrite=True,
-        encoder={"family": "synthetic", "model": "gapscope example generator", "pretrained": None,
-                 "embedding_dim": DIM},
-        dataset={"name": "example-store", "generator": "examples/make_example_store.py",
-                 "seed": seed},
+        out,
+        embeddings,
+        items,
+        overwrite=True,
+        encoder={
+            "family": "synthetic",
+            "model": "gapscope example generator",
+            "pretrained": None,
+            "embedding_dim": DIM,
+        },
+        dataset={
+            "name": "example-store",
+            "generator": "examples/make_example_store.py",
+            "seed": seed,
+        },
     )
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "example-store",
-         int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    main(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "example-store",
+        int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+    )

@@ -38,8 +38,17 @@ from gapscope.store import EmbeddingStore
 #: Metric families that ``--metrics`` selects, in report order. ``diagnostics`` are the extra
 #: diagnostics of :mod:`gapscope.diagnostics` (effective rank, separability, CKA, gap direction,
 #: similarity statistics, GRAM volume); ``whatif`` the gap-closing what-ifs.
-METRICS = ("gap", "cosine", "alignment", "cone", "uniformity", "mir", "retrieval", "diagnostics",
-           "whatif")
+METRICS = (
+    "gap",
+    "cosine",
+    "alignment",
+    "cone",
+    "uniformity",
+    "mir",
+    "retrieval",
+    "diagnostics",
+    "whatif",
+)
 DEFAULT_K = (1, 5, 10)
 
 Progress = Callable[[str], None]
@@ -185,9 +194,7 @@ def analyze(
         raise GapscopeError(f"sample must be at least 2 queries, got {sample}")
     check_bootstrap_params(bootstrap, confidence)
     if precision not in PRECISIONS:
-        raise GapscopeError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-        )
+        raise GapscopeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if len(data.modalities) < 2:
         raise GapscopeError(
             f"{data.source}: has only {', '.join(data.modalities) or 'no'} embeddings; "
@@ -242,9 +249,7 @@ def analyze(
     notes = report.notes
 
     streams = {m: i for i, m in enumerate(("image", "text", "audio"))}
-    queries = {
-        m: _sample_index(raw[m].shape[0], sample, seed, streams[m]) for m in data.modalities
-    }
+    queries = {m: _sample_index(raw[m].shape[0], sample, seed, streams[m]) for m in data.modalities}
     if sample is not None and any(q is not None for q in queries.values()):
         notes.append(
             f"uniformity and retrieval are estimates from {sample} random queries a modality "
@@ -255,8 +260,13 @@ def analyze(
     # normalises its blocks of keys again from the (memory-mapped) rows (gapscope.metrics._rows).
     fits = fits_in_memory(sum(a.shape[0] for a in raw.values()), next(iter(dims.values())))
     unit = {
-        m: UnitRows(raw[m], device=dev, in_memory=fits or queries[m] is None, name=m,
-                    dtype=PRECISIONS[precision])
+        m: UnitRows(
+            raw[m],
+            device=dev,
+            in_memory=fits or queries[m] is None,
+            name=m,
+            dtype=PRECISIONS[precision],
+        )
         for m in data.modalities
     }
     if precision == "bf16" and ("uniformity" in selected or "retrieval" in selected):
@@ -275,9 +285,16 @@ def analyze(
             say(f"{m}: similarity blocks ({m} uniformity, {m}->{m} retrieval)")
             codes = data.labels[m] if m in data.labels else data.groups[m]
             passes[m] = modality_pass(
-                unit[m], codes if "retrieval" in selected else None, k=ks, t=uniformity_t,
-                uniformity=exact_uni, row_terms=bootstrap is not None, block_size=block_size,
-                device=dev, query_index=queries[m], per_query=bootstrap is not None,
+                unit[m],
+                codes if "retrieval" in selected else None,
+                k=ks,
+                t=uniformity_t,
+                uniformity=exact_uni,
+                row_terms=bootstrap is not None,
+                block_size=block_size,
+                device=dev,
+                query_index=queries[m],
+                per_query=bootstrap is not None,
             )
 
     # ---------------------------------------------------------------- per modality
@@ -295,8 +312,12 @@ def analyze(
             else:
                 say(f"{m}: uniformity")
                 uni[m] = uniformity_sampled(
-                    unit[m], uniformity_t, n_queries=sample, seed=seed + streams[m],
-                    block_size=block_size, device=dev,
+                    unit[m],
+                    uniformity_t,
+                    n_queries=sample,
+                    seed=seed + streams[m],
+                    block_size=block_size,
+                    device=dev,
                 )
             entry["uniformity"] = uni[m][0]
             if uni[m][1] is not None:
@@ -355,8 +376,15 @@ def analyze(
             say(f"{a}->{b}, {b}->{a}: retrieval")
             # One X Y^T pass serves both directions.
             both = cross_pass(
-                unit[a], unit[b], ga, gb, k=ks, block_size=block_size, device=dev,
-                query_index_x=queries[a], query_index_y=queries[b],
+                unit[a],
+                unit[b],
+                ga,
+                gb,
+                k=ks,
+                block_size=block_size,
+                device=dev,
+                query_index_x=queries[a],
+                query_index_y=queries[b],
                 per_query=bootstrap is not None,
             )
             for (q, key), result in zip(((a, b), (b, a)), both, strict=True):
@@ -372,12 +400,19 @@ def analyze(
             entry["recall"] = recall
         report.pairs[pair] = entry
     if "diagnostics" in selected or "whatif" in selected:
-        _merge_diagnostics(report, data, selected, seed=seed, k=ks, device=dev, progress=say,
-                           sample=sample)
+        _merge_diagnostics(
+            report, data, selected, seed=seed, k=ks, device=dev, progress=say, sample=sample
+        )
     if bootstrap is not None:
         say(f"bootstrap: {bootstrap} resamples")
-        add_report_intervals(report.modalities, report.pairs, terms, n_resamples=bootstrap,
-                             seed=seed, confidence=confidence)
+        add_report_intervals(
+            report.modalities,
+            report.pairs,
+            terms,
+            n_resamples=bootstrap,
+            seed=seed,
+            confidence=confidence,
+        )
         sampled = "uniformity" in selected and any(q is not None for q in queries.values())
         notes.append(interval_note(bootstrap, confidence, seed, sampled=sampled))
     # The same note can arise from two pairs (a modality's intra-modal retrieval); keep one.
@@ -385,9 +420,17 @@ def analyze(
     return report
 
 
-def _merge_diagnostics(report: Report, data: EmbeddingSet, selected: Sequence[str], *,
-                       seed: int, k: Sequence[int], device: torch.device,
-                       progress: Progress, sample: int | None) -> None:
+def _merge_diagnostics(
+    report: Report,
+    data: EmbeddingSet,
+    selected: Sequence[str],
+    *,
+    seed: int,
+    k: Sequence[int],
+    device: torch.device,
+    progress: Progress,
+    sample: int | None,
+) -> None:
     # Additive keys beside the core metrics: the same modality and pair sections, plus
     # "tuples" for three or more modalities.
     from gapscope.diagnostics import DEFAULT_MAX_ROWS, diagnostics
@@ -395,9 +438,16 @@ def _merge_diagnostics(report: Report, data: EmbeddingSet, selected: Sequence[st
     # --sample bounds the what-ifs' queries (and the separability rows) too: at a million
     # rows their 5,000 queries a modality and scenario would dominate the run.
     max_rows = DEFAULT_MAX_ROWS if sample is None else max(2, min(sample, DEFAULT_MAX_ROWS))
-    diag = diagnostics(data, seed=seed, k=k, device=device, whatif="whatif" in selected,
-                       measures="diagnostics" in selected, progress=progress,
-                       max_rows=max_rows)
+    diag = diagnostics(
+        data,
+        seed=seed,
+        k=k,
+        device=device,
+        whatif="whatif" in selected,
+        measures="diagnostics" in selected,
+        progress=progress,
+        max_rows=max_rows,
+    )
     for m, values in diag["modalities"].items():
         report.modalities.setdefault(m, {}).update(values)
     for pair, values in diag["pairs"].items():

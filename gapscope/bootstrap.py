@@ -85,7 +85,8 @@ def check_bootstrap_params(n_resamples: int | None, confidence: float) -> None:
     gapscope.errors.GapscopeError: bootstrap: expected at least 10 resamples (200 is usual), got 5
     """
     if n_resamples is not None and (
-        isinstance(n_resamples, bool) or not isinstance(n_resamples, int | np.integer)
+        isinstance(n_resamples, bool)
+        or not isinstance(n_resamples, int | np.integer)
         or n_resamples < 10
     ):
         raise GapscopeError(
@@ -113,8 +114,7 @@ def resample_weights(n_groups: int, n_resamples: int, seed: int) -> Iterator[np.
         b = min(chunk, n_resamples - start)
         weights = np.empty((b, n_groups), dtype=np.float64)
         for r in range(b):
-            weights[r] = np.bincount(rng.integers(0, n_groups, size=n_groups),
-                                     minlength=n_groups)
+            weights[r] = np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)
         yield weights
 
 
@@ -176,7 +176,8 @@ class GroupTotals:
             squared = [n for n in scalars if n in self._squared]
             if squared:
                 products = (weights * weights) @ np.stack(
-                    [self._arrays[n] for n in squared], axis=1)
+                    [self._arrays[n] for n in squared], axis=1
+                )
                 out.update({f"{n}^2": products[:, k] for k, n in enumerate(squared)})
         for name, values in self._arrays.items():
             if values.ndim == 2:
@@ -276,8 +277,9 @@ def add_report_intervals(
     for direction, result in inputs.retrieval.items():
         stats.update(plan.retrieval_statistics(direction, result))
 
-    intervals = bootstrap_intervals(plan.totals, stats, n_resamples=n_resamples, seed=seed,
-                                    confidence=confidence)
+    intervals = bootstrap_intervals(
+        plan.totals, stats, n_resamples=n_resamples, seed=seed, confidence=confidence
+    )
     for key, interval in intervals.items():
         value = None if interval is None else list(interval)
         if key[0] == "recall":
@@ -313,16 +315,16 @@ class _ReportTotals:
         """Rows of modality ``m`` a group (also weighted by ``w^2``)."""
         name = f"n:{m}"
         if name not in self.totals:
-            self.totals.add(name, np.bincount(self.group_of[m], minlength=self.n_groups),
-                            squared=True)
+            self.totals.add(
+                name, np.bincount(self.group_of[m], minlength=self.n_groups), squared=True
+            )
         return name
 
     def unit_sums(self, m: str) -> str:
         """Sums of the unit rows ``(G, d)``; ``sq:m`` holds their squared norms."""
         name = f"sum:{m}"
         if name not in self.totals:
-            sums, squares = _group_unit_sums(self.inputs.raw[m], self.group_of[m],
-                                             self.n_groups)
+            sums, squares = _group_unit_sums(self.inputs.raw[m], self.group_of[m], self.n_groups)
             self.totals.add(name, sums)
             self.totals.add(f"sq:{m}", squares, squared=True)
         return name
@@ -331,54 +333,75 @@ class _ReportTotals:
         """Positive pairs a group: ``n_a,g * n_b,g``."""
         name = f"pairs:{a}-{b}"
         if name not in self.totals:
-            self.totals.add(name, self.totals[self.counts(a)] * self.totals[self.counts(b)],
-                            squared=True)
+            self.totals.add(
+                name, self.totals[self.counts(a)] * self.totals[self.counts(b)], squared=True
+            )
         return name
 
     def modality_statistics(self, m: str, entry: dict[str, Any]) -> dict[tuple, Statistic]:
         stats: dict[tuple, Statistic] = {}
         if "cone" in entry:
             stats[("modalities", m, "cone")] = _cone_statistic(
-                self.unit_sums(m), f"sq:{m}", self.counts(m))
+                self.unit_sums(m), f"sq:{m}", self.counts(m)
+            )
         if "uniformity" in entry and m in self.inputs.uniformity_rows:
             stats[("modalities", m, "uniformity")] = _uniformity_statistic(
-                self.totals, m, self.inputs.uniformity_rows[m], self.group_of[m],
-                self.counts(m))
+                self.totals, m, self.inputs.uniformity_rows[m], self.group_of[m], self.counts(m)
+            )
         return stats
 
-    def pair_statistics(self, pair: str, entry: dict[str, Any],
-                        known: Mapping[tuple, Statistic]) -> dict[tuple, Statistic]:
+    def pair_statistics(
+        self, pair: str, entry: dict[str, Any], known: Mapping[tuple, Statistic]
+    ) -> dict[tuple, Statistic]:
         a, b = pair.split("-")
         stats: dict[tuple, Statistic] = {}
         if "gap" in entry:
-            gap, cosine = _gap_statistics(self.unit_sums(a), self.counts(a),
-                                          self.unit_sums(b), self.counts(b))
+            gap, cosine = _gap_statistics(
+                self.unit_sums(a), self.counts(a), self.unit_sums(b), self.counts(b)
+            )
             stats[("pairs", pair, "gap")] = gap
             stats[("pairs", pair, "centroid_cosine")] = cosine
         if "paired_cosine" in entry:
             dot = f"dot:{pair}"
-            self.totals.add(dot, np.einsum("gd,gd->g", self.totals[self.unit_sums(a)],
-                                           self.totals[self.unit_sums(b)]), squared=True)
+            self.totals.add(
+                dot,
+                np.einsum(
+                    "gd,gd->g", self.totals[self.unit_sums(a)], self.totals[self.unit_sums(b)]
+                ),
+                squared=True,
+            )
             paired, unpaired = _cosine_statistics(
-                dot, self.pair_counts(a, b), self.unit_sums(a), self.unit_sums(b),
-                self.counts(a), self.counts(b))
+                dot,
+                self.pair_counts(a, b),
+                self.unit_sums(a),
+                self.unit_sums(b),
+                self.counts(a),
+                self.counts(b),
+            )
             stats[("pairs", pair, "paired_cosine")] = paired
             stats[("pairs", pair, "unpaired_cosine")] = unpaired
         if "alignment" in entry:
             inputs = self.inputs
-            row_sums, _ = alignment_row_terms(inputs.raw[a], inputs.raw[b], inputs.groups[a],
-                                              inputs.groups[b], alpha=inputs.alignment_alpha)
+            row_sums, _ = alignment_row_terms(
+                inputs.raw[a],
+                inputs.raw[b],
+                inputs.groups[a],
+                inputs.groups[b],
+                alpha=inputs.alignment_alpha,
+            )
             name = f"align:{pair}"
-            self.totals.add(name, np.bincount(self.group_of[a], weights=row_sums,
-                                              minlength=self.n_groups))
+            self.totals.add(
+                name, np.bincount(self.group_of[a], weights=row_sums, minlength=self.n_groups)
+            )
             stats[("pairs", pair, "alignment")] = _ratio(name, self.pair_counts(a, b))
         sides = [known.get(("modalities", m, "uniformity")) for m in (a, b)]
         if "uniformity" in entry and sides[0] is not None and sides[1] is not None:
             stats[("pairs", pair, "uniformity")] = _mean_of([sides[0], sides[1]])
         return stats
 
-    def retrieval_statistics(self, direction: str,
-                             result: RetrievalResult) -> dict[tuple, Statistic]:
+    def retrieval_statistics(
+        self, direction: str, result: RetrievalResult
+    ) -> dict[tuple, Statistic]:
         if result.per_query is None or result.query_rows is None:
             return {}
         query_groups = self.group_of[direction.split("->")[0]][result.query_rows]
@@ -387,8 +410,9 @@ class _ReportTotals:
         stats: dict[tuple, Statistic] = {}
         for metric, values in result.per_query.items():
             name = f"rq:{direction}:{metric}"
-            self.totals.add(name, np.bincount(query_groups, weights=values,
-                                              minlength=self.n_groups))
+            self.totals.add(
+                name, np.bincount(query_groups, weights=values, minlength=self.n_groups)
+            )
             stats[("recall", direction, metric)] = _ratio(name, count)
         return stats
 
@@ -405,8 +429,7 @@ def _group_unit_sums(raw: Any, group_of: np.ndarray, n_groups: int) -> tuple[np.
         sorted_codes = codes[order]
         starts = np.flatnonzero(np.concatenate([[True], sorted_codes[1:] != sorted_codes[:-1]]))
         sums[sorted_codes[starts]] += np.add.reduceat(rows[order], starts, axis=0)
-        squares += np.bincount(codes, weights=np.einsum("ij,ij->i", rows, rows),
-                               minlength=n_groups)
+        squares += np.bincount(codes, weights=np.einsum("ij,ij->i", rows, rows), minlength=n_groups)
     return sums, squares
 
 
@@ -492,4 +515,3 @@ def interval_note(n_resamples: int, confidence: float, seed: int, *, sampled: bo
     if sampled:
         note += "; a sampled uniformity (--sample) has its standard error instead of an interval"
     return note
-

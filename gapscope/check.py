@@ -208,18 +208,20 @@ class CheckResult:
         return [m for m in self.metrics.values() if m.verdict in ("regressed", "failed")]
 
     def to_dict(self) -> dict[str, Any]:
-        return json_ready({
-            "schema": CHECK_SCHEMA,
-            "gapscope_version": __version__,
-            "status": "pass" if self.passed else "fail",
-            "exit_code": self.exit_code,
-            "report": self.report,
-            "baseline": self.baseline,
-            "settings": self.settings,
-            "summary": self.summary,
-            "metrics": {key: m.to_dict() for key, m in self.metrics.items()},
-            "warnings": self.warnings,
-        })
+        return json_ready(
+            {
+                "schema": CHECK_SCHEMA,
+                "gapscope_version": __version__,
+                "status": "pass" if self.passed else "fail",
+                "exit_code": self.exit_code,
+                "report": self.report,
+                "baseline": self.baseline,
+                "settings": self.settings,
+                "summary": self.summary,
+                "metrics": {key: m.to_dict() for key, m in self.metrics.items()},
+                "warnings": self.warnings,
+            }
+        )
 
     def to_json(self) -> str:
         """Deterministic JSON text (sorted keys, rounded floats)."""
@@ -278,12 +280,16 @@ def check_report(
             _require_intervals(keys, current, base)
         for key in keys:
             rule = _most_specific(key, rules)
-            metrics[key] = _compare(key, base, current, rule, significant,
-                                    base_data["params"].get("confidence"))
+            metrics[key] = _compare(
+                key, base, current, rule, significant, base_data["params"].get("confidence")
+            )
         warnings += comparability_warnings(base_data, current_data)
         used = {str(p) for p, _ in rules if any(p.matches(k) for k in keys)}
-        warnings += [f"tolerance pattern {str(p)!r} selects no metric of the reports"
-                     for p, _ in rules if str(p) not in used]
+        warnings += [
+            f"tolerance pattern {str(p)!r} selects no metric of the reports"
+            for p, _ in rules
+            if str(p) not in used
+        ]
     for gate in gates:
         selected = [k for k in current if gate.pattern.matches(k) and not is_detail_key(k)]
         if not selected:
@@ -292,8 +298,9 @@ def check_report(
                 "flat keys like image-text/gap or leaf names like R@5"
             )
         for key in selected:
-            entry = metrics.setdefault(key, MetricCheck(key, direction_of(metric_leaf(key)),
-                                                        current=current[key]))
+            entry = metrics.setdefault(
+                key, MetricCheck(key, direction_of(metric_leaf(key)), current=current[key])
+            )
             _apply_threshold(entry, gate, current[key])
     settings = {
         "significant": significant,
@@ -350,12 +357,15 @@ def _tolerance(t: Tolerance | float | str) -> Tolerance:
 
 def _directional_keys(current: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]:
     def gated(flat: Mapping[str, Any]) -> set[str]:
-        return {k for k in flat
-                if not is_detail_key(k) and direction_of(metric_leaf(k)) is not None}
+        return {
+            k for k in flat if not is_detail_key(k) and direction_of(metric_leaf(k)) is not None
+        }
 
     now, before = gated(current), gated(base)
-    for missing, has, lacks in ((sorted(before - now), "baseline", "report"),
-                                (sorted(now - before), "report", "baseline")):
+    for missing, has, lacks in (
+        (sorted(before - now), "baseline", "report"),
+        (sorted(now - before), "report", "baseline"),
+    ):
         if missing:
             raise GapscopeError(
                 f"metric {missing[0]} is in the {has} but missing from the {lacks}"
@@ -365,8 +375,9 @@ def _directional_keys(current: Mapping[str, Any], base: Mapping[str, Any]) -> li
     return sorted(now)
 
 
-def _require_intervals(keys: list[str], current: Mapping[str, Any],
-                       base: Mapping[str, Any]) -> None:
+def _require_intervals(
+    keys: list[str], current: Mapping[str, Any], base: Mapping[str, Any]
+) -> None:
     for flat, role in ((base, "baseline"), (current, "report")):
         if not any(interval_of(flat, k) is not None for k in keys):
             raise GapscopeError(
@@ -378,8 +389,9 @@ def _require_intervals(keys: list[str], current: Mapping[str, Any],
 def _most_specific(
     key: str, rules: Sequence[tuple[MetricPattern, Tolerance]]
 ) -> tuple[MetricPattern, Tolerance] | None:
-    matching = [(p.specificity(), -order, p, t)
-                for order, (p, t) in enumerate(rules) if p.matches(key)]
+    matching = [
+        (p.specificity(), -order, p, t) for order, (p, t) in enumerate(rules) if p.matches(key)
+    ]
     if not matching:
         return None
     _, _, pattern, tolerance = min(matching, key=lambda m: (m[0], m[1]))
@@ -397,9 +409,14 @@ def _compare(
     direction = direction_of(metric_leaf(key))
     pattern, tolerance = rule if rule is not None else (None, Tolerance(0.0))
     entry = MetricCheck(
-        key, direction, baseline=base[key], current=current[key],
-        tolerance=str(tolerance), tolerance_pattern=None if pattern is None else str(pattern),
-        baseline_ci=interval_of(base, key), current_ci=interval_of(current, key),
+        key,
+        direction,
+        baseline=base[key],
+        current=current[key],
+        tolerance=str(tolerance),
+        tolerance_pattern=None if pattern is None else str(pattern),
+        baseline_ci=interval_of(base, key),
+        current_ci=interval_of(current, key),
     )
     if entry.baseline is None or entry.current is None:
         side = "baseline" if entry.baseline is None else "report"
@@ -456,8 +473,9 @@ def _apply_threshold(entry: MetricCheck, gate: Threshold, value: float | None) -
         entry.thresholds.append((gate, None))
         if entry.verdict == "pass":
             entry.verdict = "skipped"
-        entry.messages.append(f"{entry.metric} is not defined (null); threshold {gate} "
-                              "not evaluated")
+        entry.messages.append(
+            f"{entry.metric} is not defined (null); threshold {gate} not evaluated"
+        )
         return
     ok = gate.holds(float(value))
     entry.thresholds.append((gate, ok))
@@ -479,9 +497,11 @@ def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) 
     rows_base = {m: v.get("n") for m, v in base.get("input", {}).get("modalities", {}).items()}
     rows_now = {m: v.get("n") for m, v in current.get("input", {}).get("modalities", {}).items()}
     if rows_base != rows_now:
-        listed = ", ".join(f"{m} {rows_base.get(m)} -> {rows_now.get(m)}"
-                           for m in sorted(set(rows_base) | set(rows_now))
-                           if rows_base.get(m) != rows_now.get(m))
+        listed = ", ".join(
+            f"{m} {rows_base.get(m)} -> {rows_now.get(m)}"
+            for m in sorted(set(rows_base) | set(rows_now))
+            if rows_base.get(m) != rows_now.get(m)
+        )
         warnings.append(
             f"the probe sets differ in size ({listed} rows): changes may come from the data, "
             "not the model; gate on one fixed probe set"
@@ -489,8 +509,10 @@ def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) 
     for name in _COMPARABLE_PARAMS:
         before, now = base.get("params", {}).get(name), current.get("params", {}).get(name)
         if before != now:
-            warnings.append(f"the reports were analysed with different {name} "
-                            f"({before} in the baseline, {now} now)")
+            warnings.append(
+                f"the reports were analysed with different {name} "
+                f"({before} in the baseline, {now} now)"
+            )
     return warnings
 
 

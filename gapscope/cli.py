@@ -30,6 +30,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"gapscope {__version__}")
@@ -40,8 +41,12 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True,
-                     help="Show the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
     ] = False,
 ) -> None:
     """Diagnose the embedding spaces of multimodal contrastive models (CLIP, SigLIP, CLAP)."""
@@ -61,39 +66,78 @@ def _write_output(text: str, path: Path | None) -> None:
 @handle_errors
 def analyze(
     store: Annotated[Path | None, typer.Argument(help="An embedding store folder.")] = None,
-    image: Annotated[Path | None, typer.Option(help="Image embeddings (.npy/.pt/.safetensors), "
-                                               "row i paired with row i of the others.")] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image embeddings (.npy/.pt/.safetensors), row i paired with row i of the others."
+        ),
+    ] = None,
     text: Annotated[Path | None, typer.Option(help="Text embeddings.")] = None,
     audio: Annotated[Path | None, typer.Option(help="Audio embeddings.")] = None,
-    labels: Annotated[Path | None, typer.Option(help="Per-row class labels (.npy), the ground "
-                                                "truth of intra-modal retrieval.")] = None,
-    metrics: Annotated[str, typer.Option(help="Comma list of gap, cosine, alignment, cone, "
-                                         "uniformity, mir, retrieval, diagnostics, whatif; "
-                                         "or 'all'.")] = "all",
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Per-row class labels (.npy), the ground truth of intra-modal retrieval."
+        ),
+    ] = None,
+    metrics: Annotated[
+        str,
+        typer.Option(
+            help="Comma list of gap, cosine, alignment, cone, "
+            "uniformity, mir, retrieval, diagnostics, whatif; "
+            "or 'all'."
+        ),
+    ] = "all",
     k: Annotated[str, typer.Option("--k", help="K values of recall@K.")] = "1,5,10",
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "auto",
-    sample: Annotated[int | None, typer.Option(help="Estimate uniformity and retrieval from N "
-                                               "random queries a modality (with standard "
-                                               "errors).")] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(
+            help="Estimate uniformity and retrieval from N "
+            "random queries a modality (with standard "
+            "errors)."
+        ),
+    ] = None,
     block_size: Annotated[int | None, typer.Option(help="Rows a similarity block.")] = None,
-    precision: Annotated[str, typer.Option(help="fp32, or bf16 to round the unit rows to "
-                                           "bfloat16 for the similarity products (float32 "
-                                           "results and sums; faster on CUDA tensor cores, "
-                                           "float32 speed on a CPU; ranks of scores within "
-                                           "~0.4% can swap).")] = "fp32",
-    bootstrap: Annotated[int | None, typer.Option(help="Add a percentile interval to every "
-                                                  "metric (except MIR) from B resamples of "
-                                                  "groups, e.g. 200.", metavar="B")] = None,
-    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML "
-                                              "report with the tables and plots.")] = None,
-    confidence: Annotated[float, typer.Option(help="Coverage of the --bootstrap "
-                                              "intervals.")] = 0.95,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="fp32, or bf16 to round the unit rows to "
+            "bfloat16 for the similarity products (float32 "
+            "results and sums; faster on CUDA tensor cores, "
+            "float32 speed on a CPU; ranks of scores within "
+            "~0.4% can swap)."
+        ),
+    ] = "fp32",
+    bootstrap: Annotated[
+        int | None,
+        typer.Option(
+            help="Add a percentile interval to every "
+            "metric (except MIR) from B resamples of "
+            "groups, e.g. 200.",
+            metavar="B",
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", help="Also write a self-contained HTML report with the tables and plots."
+        ),
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option(help="Coverage of the --bootstrap intervals.")
+    ] = 0.95,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, flat or csv.")] = "table",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the --format "
-                                                "output to this file instead of stdout.")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the JSON report "
-                                                   "to this file.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the --format output to this file instead of stdout."
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the JSON report to this file.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
 ) -> None:
     """Compute the modality gap, cone, uniformity, alignment, MIR and retrieval recall.
@@ -119,9 +163,19 @@ def analyze(
     if fmt not in FORMATS:
         raise GapscopeError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
     source = _embedding_source(store, {"image": image, "text": text, "audio": audio}, labels)
-    report = _run_analysis(source, quiet, metrics=metrics, k=k, seed=seed, device=device,
-                           sample=sample, block_size=block_size, bootstrap=bootstrap,
-                           confidence=confidence, precision=precision)
+    report = _run_analysis(
+        source,
+        quiet,
+        metrics=metrics,
+        k=k,
+        seed=seed,
+        device=device,
+        sample=sample,
+        block_size=block_size,
+        bootstrap=bootstrap,
+        confidence=confidence,
+        precision=precision,
+    )
     if json_path is not None:
         _write_output(report.to_json(), json_path)
     if html is not None:
@@ -139,8 +193,9 @@ def analyze(
         _write_output(render_text(report, fmt), output)
 
 
-def _embedding_source(store: Path | None, files: dict[str, Path | None],
-                      labels: Path | None) -> Any:
+def _embedding_source(
+    store: Path | None, files: dict[str, Path | None], labels: Path | None
+) -> Any:
     """The EmbeddingSet of a store folder or of --image/--text/--audio arrays."""
     from gapscope.sources import open_source
 
@@ -154,8 +209,9 @@ def _run_analysis(source: Any, quiet: bool, **options: Any) -> Any:
     if quiet:
         return run_analysis(source, **options)
     with Console(stderr=True).status("analysing") as status:
-        return run_analysis(source, progress=lambda msg: status.update(f"analysing: {msg}"),
-                            **options)
+        return run_analysis(
+            source, progress=lambda msg: status.update(f"analysing: {msg}"), **options
+        )
 
 
 def _write_rendered(render: Callable[[Console], None], path: Path | None) -> None:
@@ -200,7 +256,10 @@ def info(
         inf = s.info(m)
         labels_ = s.labels(m)
         table.add_row(
-            m, str(inf["rows"]), str(inf["dim"]), inf["dtype"],
+            m,
+            str(inf["rows"]),
+            str(inf["dim"]),
+            inf["dtype"],
             str(len(set(s.groups(m).tolist()))),
             "-" if labels_ is None else str(len(set(labels_.tolist()))),
             "yes" if inf.get("normalized") else "no",
@@ -208,8 +267,14 @@ def info(
     console.print(table)
     enc = s.encoder
     if enc:
-        console.print("encoder: " + ", ".join(f"{k}={v}" for k, v in sorted(enc.items())
-                                              if v is not None and not isinstance(v, dict)))
+        console.print(
+            "encoder: "
+            + ", ".join(
+                f"{k}={v}"
+                for k, v in sorted(enc.items())
+                if v is not None and not isinstance(v, dict)
+            )
+        )
     skipped = s.manifest.get("skipped") or []
     if skipped:
         console.print(f"skipped while extracting: {len(skipped)} files")
@@ -222,59 +287,108 @@ ANALYSIS_PANEL = "Analysis of a store or arrays (default: the baseline's paramet
 @app.command()
 @handle_errors
 def check(
-    source: Annotated[Path | None, typer.Argument(
-        help="A JSON report, or a store folder to analyse first (with the baseline's "
-             "parameters).")] = None,
-    baseline: Annotated[Path | None, typer.Option(
-        "--baseline", "-b", help="The last good report (JSON) to compare with.")] = None,
-    tolerance: Annotated[list[str] | None, typer.Option(
-        "--tolerance", "-t", metavar="METRIC=VALUE",
-        help="How far METRIC may move in its bad direction: absolute (gap=0.02) or relative "
-             "to the baseline (R@1=5%). METRIC is a flat key, a leaf name or a glob. "
-             "Repeatable; default 0.")] = None,
-    threshold: Annotated[list[str] | None, typer.Option(
-        "--threshold", metavar="METRIC<=VALUE",
-        help="An absolute gate that needs no baseline, e.g. 'image-text/gap<=0.9' or "
-             "'R@5>=0.5'. Repeatable.")] = None,
-    significant: Annotated[bool | None, typer.Option(
-        "--significant/--no-significant",
-        help="Count a change only when the reports' bootstrap intervals do not overlap.",
-        show_default=False)] = None,
-    config: Annotated[Path | None, typer.Option(
-        help="TOML file with a \\[check] table (default: ./gapscope.toml, else "
-             "\\[tool.gapscope.check] in ./pyproject.toml).")] = None,
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A JSON report, or a store folder to analyse first (with the baseline's "
+            "parameters)."
+        ),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option("--baseline", "-b", help="The last good report (JSON) to compare with."),
+    ] = None,
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tolerance",
+            "-t",
+            metavar="METRIC=VALUE",
+            help="How far METRIC may move in its bad direction: absolute (gap=0.02) or relative "
+            "to the baseline (R@1=5%). METRIC is a flat key, a leaf name or a glob. "
+            "Repeatable; default 0.",
+        ),
+    ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--threshold",
+            metavar="METRIC<=VALUE",
+            help="An absolute gate that needs no baseline, e.g. 'image-text/gap<=0.9' or "
+            "'R@5>=0.5'. Repeatable.",
+        ),
+    ] = None,
+    significant: Annotated[
+        bool | None,
+        typer.Option(
+            "--significant/--no-significant",
+            help="Count a change only when the reports' bootstrap intervals do not overlap.",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file with a \\[check] table (default: ./gapscope.toml, else "
+            "\\[tool.gapscope.check] in ./pyproject.toml)."
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write the --format output to this file.")] = None,
-    junit: Annotated[Path | None, typer.Option(
-        help="Also write JUnit XML (one test case a metric) to this file.")] = None,
-    save_report: Annotated[Path | None, typer.Option(
-        help="When analysing a store or arrays, also write the report (JSON) here.")] = None,
-    image: Annotated[Path | None, typer.Option(
-        help="Image embeddings to analyse first (row i paired with row i).",
-        rich_help_panel=ANALYSIS_PANEL)] = None,
-    text: Annotated[Path | None, typer.Option(
-        help="Text embeddings.", rich_help_panel=ANALYSIS_PANEL)] = None,
-    audio: Annotated[Path | None, typer.Option(
-        help="Audio embeddings.", rich_help_panel=ANALYSIS_PANEL)] = None,
-    labels: Annotated[Path | None, typer.Option(
-        help="Per-row labels (.npy).", rich_help_panel=ANALYSIS_PANEL)] = None,
-    metrics: Annotated[str | None, typer.Option(
-        help="Metric families.", rich_help_panel=ANALYSIS_PANEL)] = None,
-    k: Annotated[str | None, typer.Option(
-        "--k", help="K values of recall@K.", rich_help_panel=ANALYSIS_PANEL)] = None,
-    seed: Annotated[int | None, typer.Option(
-        help="Seed of --sample and --bootstrap.", rich_help_panel=ANALYSIS_PANEL)] = None,
-    sample: Annotated[int | None, typer.Option(
-        help="Random queries a modality.", rich_help_panel=ANALYSIS_PANEL)] = None,
-    bootstrap: Annotated[int | None, typer.Option(
-        help="Resamples for intervals.", metavar="B", rich_help_panel=ANALYSIS_PANEL)] = None,
-    confidence: Annotated[float | None, typer.Option(
-        help="Coverage of the intervals.", rich_help_panel=ANALYSIS_PANEL)] = None,
-    device: Annotated[str, typer.Option(
-        help="cpu, cuda, mps or auto.", rich_help_panel=ANALYSIS_PANEL)] = "auto",
-    block_size: Annotated[int | None, typer.Option(
-        help="Rows a similarity block.", rich_help_panel=ANALYSIS_PANEL)] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the --format output to this file.")
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="Also write JUnit XML (one test case a metric) to this file."),
+    ] = None,
+    save_report: Annotated[
+        Path | None,
+        typer.Option(help="When analysing a store or arrays, also write the report (JSON) here."),
+    ] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image embeddings to analyse first (row i paired with row i).",
+            rich_help_panel=ANALYSIS_PANEL,
+        ),
+    ] = None,
+    text: Annotated[
+        Path | None, typer.Option(help="Text embeddings.", rich_help_panel=ANALYSIS_PANEL)
+    ] = None,
+    audio: Annotated[
+        Path | None, typer.Option(help="Audio embeddings.", rich_help_panel=ANALYSIS_PANEL)
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Per-row labels (.npy).", rich_help_panel=ANALYSIS_PANEL)
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Metric families.", rich_help_panel=ANALYSIS_PANEL)
+    ] = None,
+    k: Annotated[
+        str | None,
+        typer.Option("--k", help="K values of recall@K.", rich_help_panel=ANALYSIS_PANEL),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of --sample and --bootstrap.", rich_help_panel=ANALYSIS_PANEL),
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Random queries a modality.", rich_help_panel=ANALYSIS_PANEL)
+    ] = None,
+    bootstrap: Annotated[
+        int | None,
+        typer.Option(help="Resamples for intervals.", metavar="B", rich_help_panel=ANALYSIS_PANEL),
+    ] = None,
+    confidence: Annotated[
+        float | None,
+        typer.Option(help="Coverage of the intervals.", rich_help_panel=ANALYSIS_PANEL),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda, mps or auto.", rich_help_panel=ANALYSIS_PANEL)
+    ] = "auto",
+    block_size: Annotated[
+        int | None, typer.Option(help="Rows a similarity block.", rich_help_panel=ANALYSIS_PANEL)
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
 ) -> None:
     """Gate a report on a baseline and thresholds: exit 0 pass, 1 regression, 2 bad input.
@@ -307,20 +421,31 @@ def check(
     base = load_report(baseline, "baseline") if baseline is not None else None
 
     files = {"image": image, "text": text, "audio": audio}
-    overrides = {"metrics": metrics, "k": k, "seed": seed, "sample": sample,
-                 "bootstrap": bootstrap, "confidence": confidence}
+    overrides = {
+        "metrics": metrics,
+        "k": k,
+        "seed": seed,
+        "sample": sample,
+        "bootstrap": bootstrap,
+        "confidence": confidence,
+    }
     is_report = source is not None and source.suffix.lower() == ".json"
     if is_report:
-        given = [f"--{n}" for n, v in {**files, **overrides, "labels": labels,
-                                       "save-report": save_report}.items() if v is not None]
+        given = [
+            f"--{n}"
+            for n, v in {**files, **overrides, "labels": labels, "save-report": save_report}.items()
+            if v is not None
+        ]
         if given:
-            raise GapscopeError(f"{given[0]} applies when analysing a store or arrays, not to "
-                                f"the report {source}")
+            raise GapscopeError(
+                f"{given[0]} applies when analysing a store or arrays, not to the report {source}"
+            )
         report = load_report(source, "report")
     else:
         if source is None and not any(files.values()):
-            raise GapscopeError("give a report (.json), a store folder, or --image/--text/"
-                                "--audio arrays to check")
+            raise GapscopeError(
+                "give a report (.json), a store folder, or --image/--text/--audio arrays to check"
+            )
         if source is not None and not source.is_dir():
             raise GapscopeError(f"{source} is neither a JSON report nor a store folder")
         data = _embedding_source(source, files, labels)
@@ -329,8 +454,9 @@ def check(
         if save_report is not None:
             _write_output(report.to_json(), save_report)
 
-    result = check_report(report, base, tolerances=tolerances, thresholds=thresholds,
-                          significant=bool(significant))
+    result = check_report(
+        report, base, tolerances=tolerances, thresholds=thresholds, significant=bool(significant)
+    )
     if fmt == "json":
         _write_output(result.to_json(), output)
         for warning in result.warnings:
@@ -354,11 +480,15 @@ def diff(
     a: Annotated[Path, typer.Argument(help="The earlier report (JSON), e.g. the baseline.")],
     b: Annotated[Path, typer.Argument(help="The later report (JSON).")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write the --format output to this file.")] = None,
-    all_keys: Annotated[bool, typer.Option(
-        "--all", help="List every number of the reports, not only metrics with a "
-                      "direction.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the --format output to this file.")
+    ] = None,
+    all_keys: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="List every number of the reports, not only metrics with a direction."
+        ),
+    ] = False,
 ) -> None:
     """Show two reports side by side: values, changes, better or worse, and significance.
 
@@ -377,8 +507,7 @@ def diff(
 
     if fmt not in CHECK_FORMATS:
         raise GapscopeError(f"unknown format {fmt!r}: choose from {', '.join(CHECK_FORMATS)}")
-    result = diff_reports(load_report(a, "report A"), load_report(b, "report B"),
-                          all_keys=all_keys)
+    result = diff_reports(load_report(a, "report A"), load_report(b, "report B"), all_keys=all_keys)
     if fmt == "json":
         _write_output(result.to_json(), output)
         for warning in result.warnings:

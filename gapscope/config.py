@@ -133,11 +133,13 @@ def _parse_check_table(table: dict[str, Any], source: str) -> CheckConfig:
     tolerance = table.get("tolerance", {})
     if not isinstance(tolerance, dict):
         raise GapscopeError(
-            f"{source}: [check] tolerance must be a table like {{ gap = 0.02, \"R@1\" = \"5%\" }}"
+            f'{source}: [check] tolerance must be a table like {{ gap = 0.02, "R@1" = "5%" }}'
         )
     tolerances = tuple(
-        (MetricPattern(str(pattern)),
-         parse_tolerance(value, f"{source}: [check] tolerance {pattern!r}"))
+        (
+            MetricPattern(str(pattern)),
+            parse_tolerance(value, f"{source}: [check] tolerance {pattern!r}"),
+        )
         for pattern, value in tolerance.items()
     )
     threshold = table.get("threshold", [])
@@ -145,7 +147,7 @@ def _parse_check_table(table: dict[str, Any], source: str) -> CheckConfig:
         threshold = [threshold]
     if not isinstance(threshold, list):
         raise GapscopeError(
-            f"{source}: [check] threshold must be a list like [\"image-text/gap<=0.9\"]"
+            f'{source}: [check] threshold must be a list like ["image-text/gap<=0.9"]'
         )
     thresholds = []
     for text in threshold:

@@ -155,10 +155,15 @@ def diagnostics(
 
     out: dict[str, Any] = {
         "params": {
-            "seed": seed, "k": [int(v) for v in k],
+            "seed": seed,
+            "k": [int(v) for v in k],
             "shift_fractions": [float(f) for f in shift_fractions],
-            "max_rows": max_rows, "max_pairs": max_pairs, "max_negatives": max_negatives,
-            "max_tuples": max_tuples, "top": list(tops), "folds": folds,
+            "max_rows": max_rows,
+            "max_pairs": max_pairs,
+            "max_negatives": max_negatives,
+            "max_tuples": max_tuples,
+            "top": list(tops),
+            "folds": folds,
             "quantiles": list(DEFAULT_QUANTILES),
         },
         "modalities": {},
@@ -200,8 +205,10 @@ def diagnostics(
                     )
 
         if not np.intersect1d(gx, gy).size:
-            notes.append(f"{pair}: no {a} row shares a group with a {b} row (no positive "
-                         "pairs), so CKA, similarity statistics and what-ifs were skipped")
+            notes.append(
+                f"{pair}: no {a} row shares a group with a {b} row (no positive "
+                "pairs), so CKA, similarity statistics and what-ifs were skipped"
+            )
             if measures:
                 entry["cka"] = None
                 entry["gap_direction"] = _gap_direction_entry(x, y, a, b, tops)
@@ -214,8 +221,10 @@ def diagnostics(
                 ck = linear_cka(x, y, gx, gy, max_pairs=max_pairs, seed=seed)
                 entry["cka"] = _finite(ck.cka)
                 if ck.n_used < ck.n_pairs:
-                    notes.append(f"{pair} CKA: from {ck.n_used} of {ck.n_pairs} positive pairs "
-                                 "(seeded sample)")
+                    notes.append(
+                        f"{pair} CKA: from {ck.n_used} of {ck.n_pairs} positive pairs "
+                        "(seeded sample)"
+                    )
             except EmbeddingError as exc:
                 entry["cka"] = None
                 notes.append(f"{pair} CKA: not computed ({exc})")
@@ -227,12 +236,17 @@ def diagnostics(
             try:
                 st = similarity_stats(x, y, gx, gy, max_negatives=max_negatives, seed=seed)
                 sim: dict[str, Any] = {"positive_mean": st.positive_mean}
-                sim.update({f"positive_{_quantile_key(q)}": v
-                            for q, v in st.positive_quantiles.items()})
+                sim.update(
+                    {f"positive_{_quantile_key(q)}": v for q, v in st.positive_quantiles.items()}
+                )
                 sim["negative_mean"] = st.negative_mean
                 if st.negative_quantiles is not None:
-                    sim.update({f"negative_{_quantile_key(q)}": v
-                                for q, v in st.negative_quantiles.items()})
+                    sim.update(
+                        {
+                            f"negative_{_quantile_key(q)}": v
+                            for q, v in st.negative_quantiles.items()
+                        }
+                    )
                 sim["overlap"] = st.overlap
                 sim["negatives_above_median_positive"] = st.negatives_above_median_positive
                 sim["auc"] = st.auc
@@ -252,10 +266,18 @@ def diagnostics(
             say(f"{pair}: gap-closing what-ifs")
             try:
                 entry["whatif"] = gap_closing_whatif(
-                    x, y, gx, gy,
-                    relevance_x=data.labels.get(a), relevance_y=data.labels.get(b),
-                    names=(a, b), k=k, shift_fractions=shift_fractions,
-                    max_queries=max_rows, seed=seed, device=dev,
+                    x,
+                    y,
+                    gx,
+                    gy,
+                    relevance_x=data.labels.get(a),
+                    relevance_y=data.labels.get(b),
+                    names=(a, b),
+                    k=k,
+                    shift_fractions=shift_fractions,
+                    max_queries=max_rows,
+                    seed=seed,
+                    device=dev,
                 )
             except EmbeddingError as exc:
                 notes.append(f"{pair} what-ifs: not computed ({exc})")
@@ -270,8 +292,12 @@ def diagnostics(
                 key = "-".join(combo)
                 say(f"{key}: GRAM volume")
                 try:
-                    gv = gram_volume([raw[m] for m in combo], [data.groups[m] for m in combo],
-                                     max_tuples=max_tuples, seed=seed)
+                    gv = gram_volume(
+                        [raw[m] for m in combo],
+                        [data.groups[m] for m in combo],
+                        max_tuples=max_tuples,
+                        seed=seed,
+                    )
                 except EmbeddingError as exc:
                     notes.append(f"{key} GRAM volume: not computed ({exc})")
                     continue
@@ -284,8 +310,10 @@ def diagnostics(
                     "n_evaluated": gv.n_evaluated,
                 }
                 if gv.n_evaluated < gv.n_tuples:
-                    notes.append(f"{key} GRAM volume: from {gv.n_evaluated} of {gv.n_tuples} "
-                                 "tuples (seeded sample)")
+                    notes.append(
+                        f"{key} GRAM volume: from {gv.n_evaluated} of {gv.n_tuples} "
+                        "tuples (seeded sample)"
+                    )
     return out
 
 

@@ -82,14 +82,16 @@ class DiffResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return json_ready({
-            "schema": DIFF_SCHEMA,
-            "gapscope_version": __version__,
-            "a": self.a,
-            "b": self.b,
-            "metrics": {key: m.to_dict() for key, m in self.metrics.items()},
-            "warnings": self.warnings,
-        })
+        return json_ready(
+            {
+                "schema": DIFF_SCHEMA,
+                "gapscope_version": __version__,
+                "a": self.a,
+                "b": self.b,
+                "metrics": {key: m.to_dict() for key, m in self.metrics.items()},
+                "warnings": self.warnings,
+            }
+        )
 
     def to_json(self) -> str:
         """Deterministic JSON text (sorted keys, rounded floats)."""
@@ -119,24 +121,35 @@ def diff_reports(a: Report, b: Report, *, all_keys: bool = False) -> DiffResult:
     flat_a = flatten_report(data_a, keep_null=True)
     flat_b = flatten_report(data_b, keep_null=True)
     keys = sorted(
-        k for k in set(flat_a) | set(flat_b)
+        k
+        for k in set(flat_a) | set(flat_b)
         if not is_detail_key(k) and (all_keys or direction_of(metric_leaf(k)) is not None)
     )
     metrics = {}
     for key in keys:
-        entry = MetricDiff(key, direction_of(metric_leaf(key)), flat_a.get(key),
-                           flat_b.get(key), a_ci=interval_of(flat_a, key),
-                           b_ci=interval_of(flat_b, key))
+        entry = MetricDiff(
+            key,
+            direction_of(metric_leaf(key)),
+            flat_a.get(key),
+            flat_b.get(key),
+            a_ci=interval_of(flat_a, key),
+            b_ci=interval_of(flat_b, key),
+        )
         if entry.a is not None and entry.b is not None:
             entry.change = float(entry.b) - float(entry.a)
             entry.relative_change = entry.change / abs(entry.a) if entry.a != 0 else None
             if entry.direction is not None:
                 sign = 1.0 if entry.direction == "higher" else -1.0
                 better = sign * entry.change
-                entry.assessment = ("unchanged" if better == 0
-                                    else "better" if better > 0 else "worse")
+                entry.assessment = (
+                    "unchanged" if better == 0 else "better" if better > 0 else "worse"
+                )
         if entry.a_ci is not None and entry.b_ci is not None:
             entry.significant = entry.b_ci[0] > entry.a_ci[1] or entry.b_ci[1] < entry.a_ci[0]
         metrics[key] = entry
-    return DiffResult(metrics, report_identity(data_a), report_identity(data_b),
-                      comparability_warnings(data_a, data_b))
+    return DiffResult(
+        metrics,
+        report_identity(data_a),
+        report_identity(data_b),
+        comparability_warnings(data_a, data_b),
+    )

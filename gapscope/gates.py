@@ -191,9 +191,7 @@ def parse_tolerance_option(option: str) -> tuple[MetricPattern, Tolerance]:
     """
     pattern, sep, value = option.rpartition("=")
     if not sep or not pattern.strip():
-        raise GapscopeError(
-            f"tolerance {option!r}: expected METRIC=VALUE, e.g. gap=0.02 or R@1=5%"
-        )
+        raise GapscopeError(f"tolerance {option!r}: expected METRIC=VALUE, e.g. gap=0.02 or R@1=5%")
     return MetricPattern(pattern.strip()), parse_tolerance(value, f"tolerance {option!r}")
 
 

@@ -155,9 +155,7 @@ def _check_rows(modality: str, embeddings: np.ndarray, items: Sequence[Mapping[s
             f"{modality}: embeddings must be float16 or float32, got {embeddings.dtype.name}"
         )
     if len(items) != embeddings.shape[0]:
-        raise StoreError(
-            f"{modality}: {embeddings.shape[0]} embedding rows but {len(items)} items"
-        )
+        raise StoreError(f"{modality}: {embeddings.shape[0]} embedding rows but {len(items)} items")
     for i, item in enumerate(items):
         if "id" not in item or "group" not in item:
             raise StoreError(f"{modality}: item {i} needs an 'id' and a 'group', got {dict(item)}")
@@ -358,8 +356,12 @@ class EmbeddingStore:
             npy = self.path / f"{modality}.npy"
             with _AtomicFile(npy, "wb") as fh:
                 np.lib.format.write_array_header_1_0(
-                    fh, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                         "shape": (rows, dim)}
+                    fh,
+                    {
+                        "descr": np.lib.format.dtype_to_descr(dtype),
+                        "fortran_order": False,
+                        "shape": (rows, dim),
+                    },
                 )
                 for a in arrays:
                     fh.write(np.ascontiguousarray(a).tobytes())
@@ -482,7 +484,8 @@ class EmbeddingStore:
                 items = self.items(modality)
                 groups = np.fromiter(
                     (group_codes.setdefault(_key(it["group"]), len(group_codes)) for it in items),
-                    dtype=np.int64, count=len(items),
+                    dtype=np.int64,
+                    count=len(items),
                 )
                 with_label = sum(1 for it in items if it.get("label") is not None)
                 if with_label == 0:
@@ -494,9 +497,12 @@ class EmbeddingStore:
                     )
                 else:
                     labels = np.fromiter(
-                        (label_codes.setdefault(_key(it["label"]), len(label_codes))
-                         for it in items),
-                        dtype=np.int64, count=len(items),
+                        (
+                            label_codes.setdefault(_key(it["label"]), len(label_codes))
+                            for it in items
+                        ),
+                        dtype=np.int64,
+                        count=len(items),
                     )
                 codes[modality] = {"groups": groups, "labels": labels}
             self._codes = codes

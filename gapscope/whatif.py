@@ -50,6 +50,7 @@ from gapscope.metrics.uniformity import uniformity_sampled
 
 __all__ = ["center_modality", "gap_closing_whatif", "scenario_name", "shift_along_gap"]
 
+
 def _check_nonzero(rows: np.ndarray, name: str, why: str, start: int = 0) -> np.ndarray:
     """The rows' norms; raises on a row (numbered from ``start``) that has lost its direction."""
     norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
@@ -171,33 +172,46 @@ def _measure(
     # As analyze: streamed only for a sampled modality (unsampled, every block reads all).
     fits = fits_in_memory(x.shape[0] + y.shape[0], x.shape[1])
     ux, uy = (
-        UnitRows(rows, device=device, in_memory=fits or q is None, offset=off, name=name,
-                 why=why)
+        UnitRows(rows, device=device, in_memory=fits or q is None, offset=off, name=name, why=why)
         for rows, off, name, q in zip((x, y), offsets, names, queries, strict=True)
     )
-    x_to_y, y_to_x = cross_pass(ux, uy, groups[0], groups[1], k=ks, device=device,
-                                query_index_x=queries[0], query_index_y=queries[1])
+    x_to_y, y_to_x = cross_pass(
+        ux,
+        uy,
+        groups[0],
+        groups[1],
+        k=ks,
+        device=device,
+        query_index_x=queries[0],
+        query_index_y=queries[1],
+    )
     recall = {f"{a}->{b}": _recall(x_to_y, False), f"{b}->{a}": _recall(y_to_x, False)}
     uni = {}
-    for name, rows, rel, q, stream in ((a, ux, relevance[0], queries[0], 0),
-                                       (b, uy, relevance[1], queries[1], 1)):
+    for name, rows, rel, q, stream in (
+        (a, ux, relevance[0], queries[0], 0),
+        (b, uy, relevance[1], queries[1], 1),
+    ):
         if rows.shape[0] < 2:
             recall[f"{name}->{name}"] = _recall(
-                intra_modal_retrieval(rows.block(0, rows.shape[0]), rel, k=ks), True)
+                intra_modal_retrieval(rows.block(0, rows.shape[0]), rel, k=ks), True
+            )
             uni[name] = None
             continue
         # One X X^T pass: intra-modal retrieval, and the exact uniformity when not sampled.
-        own = modality_pass(rows, rel, k=ks, uniformity=q is None, query_index=q,
-                            device=device)
+        own = modality_pass(rows, rel, k=ks, uniformity=q is None, query_index=q, device=device)
         assert own.retrieval is not None
         recall[f"{name}->{name}"] = _recall(own.retrieval, True)
-        uni[name] = own.uniformity if q is None else uniformity_sampled(
-            rows, n_queries=max(2, q.size), seed=seed + stream, device=device)[0]
+        uni[name] = (
+            own.uniformity
+            if q is None
+            else uniformity_sampled(
+                rows, n_queries=max(2, q.size), seed=seed + stream, device=device
+            )[0]
+        )
     recall = {key: recall[key] for key in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}")}
     gap = float(np.linalg.norm(gap_x / x.shape[0] - gap_y / y.shape[0]))
     raw_gap = float(np.linalg.norm(wx / x.shape[0] - wy / y.shape[0]))
-    return {"gap": gap, "gap_before_renormalization": raw_gap, "recall": recall,
-            "uniformity": uni}
+    return {"gap": gap, "gap_before_renormalization": raw_gap, "recall": recall, "uniformity": uni}
 
 
 def gap_closing_whatif(
@@ -284,13 +298,16 @@ def gap_closing_whatif(
         raise GapscopeError(f"shift_fractions: expected finite numbers, got {fractions!r}")
     if max_queries is not None and (isinstance(max_queries, bool) or max_queries < 2):
         raise GapscopeError(f"max_queries: expected an integer >= 2 or None, got {max_queries!r}")
-    queries = (sample_rows(xa.shape[0], max_queries, seed, stream=10),
-               sample_rows(ya.shape[0], max_queries, seed, stream=11))
+    queries = (
+        sample_rows(xa.shape[0], max_queries, seed, stream=10),
+        sample_rows(ya.shape[0], max_queries, seed, stream=11),
+    )
 
     dev = resolve_device(device)
 
-    def measure(offsets: tuple[np.ndarray | None, np.ndarray | None],
-                why: str = "") -> dict[str, Any]:
+    def measure(
+        offsets: tuple[np.ndarray | None, np.ndarray | None], why: str = ""
+    ) -> dict[str, Any]:
         return _measure(xa, ya, offsets, why, names, (gx, gy), relevance, queries, k, seed, dev)
 
     # Every fix moves each unit row by one vector of its modality (an offset), then the

@@ -31,8 +31,14 @@ def make_paired(n: int = 60, d: int = 16, captions: int = 2, classes: int = 4, s
     text *= rng.uniform(1, 2, size=(text.shape[0], 1))
     gi = np.arange(n)
     gt = np.repeat(gi, captions)
-    return (image.astype(np.float32), text.astype(np.float32), gi, gt, labels,
-            np.repeat(labels, captions))
+    return (
+        image.astype(np.float32),
+        text.astype(np.float32),
+        gi,
+        gt,
+        labels,
+        np.repeat(labels, captions),
+    )
 
 
 def leaves(value, path=""):

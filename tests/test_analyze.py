@@ -19,10 +19,14 @@ from gapscope.report import Report, report_schema
 def paired_store(tmp_path_factory):
     image, text, gi, gt, li, lt = make_paired()
     items = {
-        "image": [{"id": f"i{i}", "source": "", "group": int(g), "label": int(lab)}
-                  for i, (g, lab) in enumerate(zip(gi, li, strict=True))],
-        "text": [{"id": f"t{i}", "source": "", "group": int(g), "label": int(lab)}
-                 for i, (g, lab) in enumerate(zip(gt, lt, strict=True))],
+        "image": [
+            {"id": f"i{i}", "source": "", "group": int(g), "label": int(lab)}
+            for i, (g, lab) in enumerate(zip(gi, li, strict=True))
+        ],
+        "text": [
+            {"id": f"t{i}", "source": "", "group": int(g), "label": int(lab)}
+            for i, (g, lab) in enumerate(zip(gt, lt, strict=True))
+        ],
     }
     path = tmp_path_factory.mktemp("a") / "store"
     EmbeddingStore.write(path, {"image": image, "text": text}, items)
@@ -44,7 +48,8 @@ def test_store_report_matches_references(paired_store):
         assert report.modalities[m]["cone"] == pytest.approx(ref.cone(x), **tol)
         assert report.modalities[m]["uniformity"] == pytest.approx(ref.uniformity(x), **tol)
     assert pair["uniformity"] == pytest.approx(
-        (ref.uniformity(image) + ref.uniformity(text)) / 2, **tol)
+        (ref.uniformity(image) + ref.uniformity(text)) / 2, **tol
+    )
     assert pair["mir"] == pytest.approx(ref.mir(image, text), rel=1e-4)
     recall = pair["recall"]
     for direction, (q, kk, gq, gk) in {
@@ -85,8 +90,15 @@ def test_json_validates_and_is_byte_identical(paired_store):
     assert data["schema"] == "gapscope.report/1"
     # The key paths DESIGN.md promises to dashboards.
     pair = data["pairs"]["image-text"]
-    for key in ("gap", "centroid_cosine", "paired_cosine", "unpaired_cosine", "alignment",
-                "uniformity", "mir"):
+    for key in (
+        "gap",
+        "centroid_cosine",
+        "paired_cosine",
+        "unpaired_cosine",
+        "alignment",
+        "uniformity",
+        "mir",
+    ):
         assert isinstance(pair[key], float), key
     assert set(pair["mir_detail"]) >= {"fd", "scale", "outliers", "full_rank"}
     assert set(pair["recall"]) == {"image->text", "text->image", "image->image", "text->text"}
@@ -138,8 +150,7 @@ def test_sampled_store_too_big_for_memory_streams_to_the_same_report(tmp_path, m
     np.save(tmp_path / "image.npy", image.astype(np.float16))
     np.save(tmp_path / "text.npy", text.astype(np.float16))
     arrays = {m: np.load(tmp_path / f"{m}.npy", mmap_mode="r") for m in ("image", "text")}
-    held = analyze({m: np.array(a) for m, a in arrays.items()}, device="cpu", sample=30,
-                   seed=2)
+    held = analyze({m: np.array(a) for m, a in arrays.items()}, device="cpu", sample=30, seed=2)
     monkeypatch.setattr(_rows, "IN_MEMORY_BUDGET_BYTES", 0)
     monkeypatch.setattr(_rows, "STREAM_CHUNK_ROWS", 16)
     streamed = analyze(arrays, device="cpu", sample=30, seed=2)
@@ -165,7 +176,8 @@ def test_bf16_precision_is_recorded_noted_and_close(paired_store):
     jsonschema.validate(json.loads(bf.to_json()), report_schema())
     for m in ("image", "text"):
         assert bf.modalities[m]["uniformity"] == pytest.approx(
-            fp.modalities[m]["uniformity"], abs=5e-3)
+            fp.modalities[m]["uniformity"], abs=5e-3
+        )
     with pytest.raises(GapscopeError, match="precision must be one of fp32, bf16"):
         analyze(path, device="cpu", precision="fp16")
 
@@ -184,12 +196,18 @@ def test_three_modalities_give_three_pairs():
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"image": np.ones((4, 3), np.float32), "text": np.ones((5, 3), np.float32)},
-         "row counts differ"),
-        ({"image": np.ones((4, 3), np.float32), "text": np.ones((4, 2), np.float32)},
-         "dims differ"),
-        ({"image": np.array([[1, np.nan, 0]] * 4, np.float32), "text": np.ones((4, 3))},
-         "NaN or Inf"),
+        (
+            {"image": np.ones((4, 3), np.float32), "text": np.ones((5, 3), np.float32)},
+            "row counts differ",
+        ),
+        (
+            {"image": np.ones((4, 3), np.float32), "text": np.ones((4, 2), np.float32)},
+            "dims differ",
+        ),
+        (
+            {"image": np.array([[1, np.nan, 0]] * 4, np.float32), "text": np.ones((4, 3))},
+            "NaN or Inf",
+        ),
         ({"image": np.zeros((4, 3), np.float32), "text": np.ones((4, 3))}, "zero vector"),
         ({"image": np.ones(4, np.float32), "text": np.ones(4, np.float32)}, "2-D"),
         ({"image": np.ones((4, 3), np.int64), "text": np.ones((4, 3), np.int64)}, "dtype"),

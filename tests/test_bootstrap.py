@@ -31,8 +31,11 @@ from gapscope.sources import EmbeddingSet
 
 def paired_set(n: int = 40, captions: int = 2, seed: int = 0) -> EmbeddingSet:
     image, text, gi, gt, li, lt = make_paired(n=n, d=8, captions=captions, seed=seed)
-    return EmbeddingSet(embeddings={"image": image, "text": text},
-                        groups={"image": gi, "text": gt}, labels={"image": li, "text": lt})
+    return EmbeddingSet(
+        embeddings={"image": image, "text": text},
+        groups={"image": gi, "text": gt},
+        labels={"image": li, "text": lt},
+    )
 
 
 def first_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
@@ -48,6 +51,7 @@ def first_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
 
 def fixed_weights(monkeypatch, weights: np.ndarray, copies: int = 10) -> None:
     """Make every resample use the same group weights, so each interval is one value."""
+
     def fake(n_groups, n_resamples, seed):
         assert n_groups == weights.shape[0]
         yield np.tile(weights.astype(np.float64), (n_resamples, 1))
@@ -90,8 +94,7 @@ def test_percentile_interval_matches_numpy_and_drops_undefined():
 
 def test_retrieval_per_query_values_match_a_full_matrix_reference():
     image, text, gi, gt, li, _ = make_paired(n=30, d=8, captions=2, seed=1)
-    result = cross_modal_retrieval(text, image, gt, gi, k=(1, 5), per_query=True,
-                                   device="cpu")
+    result = cross_modal_retrieval(text, image, gt, gi, k=(1, 5), per_query=True, device="cpu")
     s = ref.unit(text) @ ref.unit(image).T
     first = first_ranks(s, ref.positives(gt, gi))
     assert np.array_equal(result.query_rows, np.arange(len(gt)))
@@ -102,8 +105,9 @@ def test_retrieval_per_query_values_match_a_full_matrix_reference():
     plain = cross_modal_retrieval(text, image, gt, gi, k=(1, 5), device="cpu")
     assert plain == result and plain.per_query is None and plain.query_rows is None
 
-    intra = intra_modal_retrieval(image, li, k=(1, 3), per_query=True, device="cpu",
-                                  query_index=np.arange(0, 30, 2))
+    intra = intra_modal_retrieval(
+        image, li, k=(1, 3), per_query=True, device="cpu", query_index=np.arange(0, 30, 2)
+    )
     assert set(intra.per_query) == {"R@1", "R@3", "mAP", "R-precision"}
     s = ref.unit(image) @ ref.unit(image).T
     expected_ap = []
@@ -136,10 +140,13 @@ def test_alignment_row_terms_sum_to_alignment():
     sums, counts = alignment_row_terms(image, text, gi, gt, alpha=1.5, block_size=4)
     assert counts.tolist() == [3] * 25
     assert sums.sum() / counts.sum() == pytest.approx(
-        alignment(image, text, gi, gt, alpha=1.5), rel=1e-12)
+        alignment(image, text, gi, gt, alpha=1.5), rel=1e-12
+    )
     xu, yu = ref.unit(image), ref.unit(text)
-    expected = [sum(np.linalg.norm(xu[i] - yu[j]) ** 1.5 for j in np.flatnonzero(gt == i))
-                for i in range(25)]
+    expected = [
+        sum(np.linalg.norm(xu[i] - yu[j]) ** 1.5 for j in np.flatnonzero(gt == i))
+        for i in range(25)
+    ]
     assert np.allclose(sums, expected, rtol=1e-10)
 
 
@@ -154,51 +161,60 @@ def test_each_statistic_equals_the_metric_on_the_resampled_data(monkeypatch):
     gi, gt = data.groups["image"], data.groups["text"]
     weights = np.random.default_rng(0).multinomial(40, np.full(40, 1 / 40))
     fixed_weights(monkeypatch, weights)
-    report = analyze(data, metrics="gap,cosine,alignment,cone,retrieval", k="1,5",
-                     bootstrap=10, device="cpu")
+    report = analyze(
+        data, metrics="gap,cosine,alignment,cone,retrieval", k="1,5", bootstrap=10, device="cpu"
+    )
 
     # The resampled data: w_g copies of group g's rows, each copy its own group.
-    img_rows = np.concatenate([np.repeat(np.flatnonzero(gi == g), 1) for g in range(40)
-                               for _ in range(weights[g])])
-    img_copy = np.concatenate([np.full((gi == g).sum(), 1000 * g + c) for g in range(40)
-                               for c in range(weights[g])])
-    txt_rows = np.concatenate([np.flatnonzero(gt == g) for g in range(40)
-                               for _ in range(weights[g])])
-    txt_copy = np.concatenate([np.full((gt == g).sum(), 1000 * g + c) for g in range(40)
-                               for c in range(weights[g])])
+    img_rows = np.concatenate(
+        [np.repeat(np.flatnonzero(gi == g), 1) for g in range(40) for _ in range(weights[g])]
+    )
+    img_copy = np.concatenate(
+        [np.full((gi == g).sum(), 1000 * g + c) for g in range(40) for c in range(weights[g])]
+    )
+    txt_rows = np.concatenate(
+        [np.flatnonzero(gt == g) for g in range(40) for _ in range(weights[g])]
+    )
+    txt_copy = np.concatenate(
+        [np.full((gt == g).sum(), 1000 * g + c) for g in range(40) for c in range(weights[g])]
+    )
     x, y = ref.unit(image[img_rows]), ref.unit(text[txt_rows])
     pair, mods = report.pairs["image-text"], report.modalities
 
     assert interval_value(pair["gap_ci"]) == pytest.approx(
-        ref.gap(image[img_rows], text[txt_rows]), abs=1e-10)
+        ref.gap(image[img_rows], text[txt_rows]), abs=1e-10
+    )
     mx, my = x.mean(0), y.mean(0)
     assert interval_value(pair["centroid_cosine_ci"]) == pytest.approx(
-        mx @ my / np.linalg.norm(mx) / np.linalg.norm(my), abs=1e-10)
+        mx @ my / np.linalg.norm(mx) / np.linalg.norm(my), abs=1e-10
+    )
     # Cone: pairs of distinct original rows (a row is never paired with its own copy).
     for m, rows, z in (("image", img_rows, x), ("text", txt_rows, y)):
         s = z @ z.T
         distinct = rows[:, None] != rows[None, :]
-        assert interval_value(mods[m]["cone_ci"]) == pytest.approx(s[distinct].mean(),
-                                                                    abs=1e-10)
+        assert interval_value(mods[m]["cone_ci"]) == pytest.approx(s[distinct].mean(), abs=1e-10)
     # Positives: within one copy of a group; unpaired: rows of different original groups.
     s = x @ y.T
     positive = img_copy[:, None] == txt_copy[None, :]
     other_group = gi[img_rows][:, None] != gt[txt_rows][None, :]
-    assert interval_value(pair["paired_cosine_ci"]) == pytest.approx(s[positive].mean(),
-                                                                      abs=1e-10)
-    assert interval_value(pair["unpaired_cosine_ci"]) == pytest.approx(s[other_group].mean(),
-                                                                        abs=1e-10)
+    assert interval_value(pair["paired_cosine_ci"]) == pytest.approx(s[positive].mean(), abs=1e-10)
+    assert interval_value(pair["unpaired_cosine_ci"]) == pytest.approx(
+        s[other_group].mean(), abs=1e-10
+    )
     i, j = np.nonzero(positive)
     assert interval_value(pair["alignment_ci"]) == pytest.approx(
-        (np.linalg.norm(x[i] - y[j], axis=1) ** 2).mean(), abs=1e-10)
+        (np.linalg.norm(x[i] - y[j], axis=1) ** 2).mean(), abs=1e-10
+    )
     # Retrieval: ranks on the full data (the gallery is fixed), queries resampled.
     full = ref.unit(text) @ ref.unit(image).T
     hits = first_ranks(full, ref.positives(gt, gi)) < 5
     assert interval_value(pair["recall"]["text->image"]["R@5_ci"]) == pytest.approx(
-        hits[txt_rows].mean(), abs=1e-12)
+        hits[txt_rows].mean(), abs=1e-12
+    )
     intra = pair["recall"]["image->image"]
-    per_query = intra_modal_retrieval(image, data.labels["image"], k=(1,), per_query=True,
-                                      device="cpu")
+    per_query = intra_modal_retrieval(
+        image, data.labels["image"], k=(1,), per_query=True, device="cpu"
+    )
     ap = dict(zip(per_query.query_rows.tolist(), per_query.per_query["mAP"], strict=True))
     drawn = [ap[r] for r in img_rows if r in ap]
     assert interval_value(intra["mAP_ci"]) == pytest.approx(np.mean(drawn), abs=1e-12)
@@ -213,13 +229,20 @@ def test_uniformity_interval_matches_the_exact_resampled_u_statistic():
     u = ref.unit(image)
     kernel = np.exp(-2.0 * ((u[:, None, :] - u[None, :, :]) ** 2).sum(-1))
     np.fill_diagonal(kernel, 0.0)
-    report = analyze({"image": image, "text": image[::-1].copy()}, metrics="uniformity",
-                     bootstrap=200, seed=1, device="cpu")
+    report = analyze(
+        {"image": image, "text": image[::-1].copy()},
+        metrics="uniformity",
+        bootstrap=200,
+        seed=1,
+        device="cpu",
+    )
     low, high = report.modalities["image"]["uniformity_ci"]
     # The same draws: with plain arrays each row is its own group, in row order.
     weights = np.concatenate(list(resample_weights(n, 200, seed=1)))
-    exact = np.log(np.einsum("bi,ij,bj->b", weights, kernel, weights)
-                   / (weights.sum(1) ** 2 - (weights**2).sum(1)))
+    exact = np.log(
+        np.einsum("bi,ij,bj->b", weights, kernel, weights)
+        / (weights.sum(1) ** 2 - (weights**2).sum(1))
+    )
     exact_low, exact_high = percentile_interval(exact, 0.95)
     assert (high - low) == pytest.approx(exact_high - exact_low, rel=0.12)
     assert low == pytest.approx(exact_low, abs=0.1 * (exact_high - exact_low))
@@ -272,8 +295,13 @@ def test_intervals_cover_known_truths_at_about_the_nominal_rate():
         a, b = np.divmod(draw, n_points)
         scale = rng.uniform(0.5, 2.0, size=(N_PAIRS, 1))  # raw norms vary; metrics normalise
         arrays = {"image": vectors[a] * scale, "text": vectors[b] * scale[::-1]}
-        report = analyze(arrays, metrics="gap,cosine,alignment,cone,uniformity",
-                         bootstrap=200, seed=s, device="cpu")
+        report = analyze(
+            arrays,
+            metrics="gap,cosine,alignment,cone,uniformity",
+            bootstrap=200,
+            seed=s,
+            device="cpu",
+        )
         for (where, metric), truth in truths.items():
             entry = report.pairs["image-text"] if where == "pairs" else report.modalities[where]
             low, high = entry[f"{metric}_ci"]
@@ -295,8 +323,14 @@ def test_recall_intervals_cover_the_hit_probability():
         image = np.eye(n, dtype=np.float32)
         good = rng.random(n) < 0.7
         text = np.where(good[:, None], image, -image)
-        report = analyze({"image": image, "text": text}, metrics="retrieval", k="1",
-                         bootstrap=200, seed=s, device="cpu")
+        report = analyze(
+            {"image": image, "text": text},
+            metrics="retrieval",
+            k="1",
+            bootstrap=200,
+            seed=s,
+            device="cpu",
+        )
         entry = report.pairs["image-text"]["recall"]["image->text"]
         assert entry["R@1"] == good.mean()
         low, high = entry["R@1_ci"]
@@ -321,8 +355,9 @@ def test_report_with_intervals_validates_and_is_deterministic(booted):
     other = analyze(data, bootstrap=60, seed=5, device="cpu")
     assert other.pairs["image-text"]["gap_ci"] != report.pairs["image-text"]["gap_ci"]
     assert report.params["bootstrap"] == 60 and report.params["confidence"] == 0.95
-    assert any("percentile bootstrap" in note and "MIR has no interval" in note
-               for note in report.notes)
+    assert any(
+        "percentile bootstrap" in note and "MIR has no interval" in note for note in report.notes
+    )
     # Every scalar metric with a direction has an interval, except MIR (and FD); what-ifs are
     # hypothetical and carry none.
     flat = report.to_flat()
@@ -346,18 +381,20 @@ def test_point_values_do_not_change_with_bootstrap(booted):
 
 def test_sampled_analysis_has_retrieval_intervals_and_no_uniformity_interval():
     data = paired_set(n=50, captions=2, seed=9)
-    report = analyze(data, sample=30, bootstrap=40, device="cpu",
-                     metrics="uniformity,retrieval")
+    report = analyze(data, sample=30, bootstrap=40, device="cpu", metrics="uniformity,retrieval")
     assert "uniformity_ci" not in report.modalities["image"]
     assert "uniformity_se" in report.modalities["image"]
     assert report.pairs["image-text"]["recall"]["image->text"]["R@1_ci"] is not None
     assert any("standard error instead of an interval" in note for note in report.notes)
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"bootstrap": 5}, "at least 10 resamples"),
-    ({"bootstrap": 100, "confidence": 1.5}, "between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bootstrap": 5}, "at least 10 resamples"),
+        ({"bootstrap": 100, "confidence": 1.5}, "between 0 and 1"),
+    ],
+)
 def test_bad_bootstrap_parameters(options, message):
     with pytest.raises(GapscopeError, match=message):
         analyze(paired_set(n=10), device="cpu", metrics="gap", **options)

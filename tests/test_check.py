@@ -56,8 +56,9 @@ def base_data(paired):
 def unlabelled_data(paired):
     # Without labels (and one text an image) intra-modal recall has nothing relevant: null.
     image, text, *_ = paired
-    return analyze({"image": image, "text": text[::2]}, device="cpu", k="1,5",
-                   metrics="gap,retrieval").to_dict()
+    return analyze(
+        {"image": image, "text": text[::2]}, device="cpu", k="1,5", metrics="gap,retrieval"
+    ).to_dict()
 
 
 def run(*args, env=None):
@@ -107,16 +108,20 @@ def test_identical_reports_pass_through_the_cli(tmp_path, base_data):
     assert not any("_ci" in k or k.endswith("_se") for k in data["metrics"])
 
 
-@pytest.mark.parametrize(("moves", "key", "verdict", "words"), [
-    ({"image-text__gap": +0.05}, GAP, "regressed", "rose"),          # lower is better
-    ({"image-text__gap": -0.05}, GAP, "improved", "fell"),
-    ({"image-text__recall__text_to_image__R@1": -0.05}, R1, "regressed", "fell"),  # higher
-    ({"image-text__recall__text_to_image__R@1": +0.05}, R1, "improved", "rose"),
-    ({"image__cone": +0.05}, "image/cone", "regressed", "rose"),
-    ({"image-text__paired_cosine": -0.05}, "image-text/paired_cosine", "regressed", "fell"),
-])
-def test_a_move_beyond_the_tolerance_in_each_direction(tmp_path, base_data, moves, key,
-                                                       verdict, words):
+@pytest.mark.parametrize(
+    ("moves", "key", "verdict", "words"),
+    [
+        ({"image-text__gap": +0.05}, GAP, "regressed", "rose"),  # lower is better
+        ({"image-text__gap": -0.05}, GAP, "improved", "fell"),
+        ({"image-text__recall__text_to_image__R@1": -0.05}, R1, "regressed", "fell"),  # higher
+        ({"image-text__recall__text_to_image__R@1": +0.05}, R1, "improved", "rose"),
+        ({"image__cone": +0.05}, "image/cone", "regressed", "rose"),
+        ({"image-text__paired_cosine": -0.05}, "image-text/paired_cosine", "regressed", "fell"),
+    ],
+)
+def test_a_move_beyond_the_tolerance_in_each_direction(
+    tmp_path, base_data, moves, key, verdict, words
+):
     base = write(tmp_path / "base.json", base_data)
     current = write(tmp_path / "current.json", changed(base_data, **moves))
     result = run("check", current, "--baseline", base, "--tolerance", "*=0.02", "-f", "json")
@@ -129,8 +134,7 @@ def test_a_move_beyond_the_tolerance_in_each_direction(tmp_path, base_data, move
     assert entry["message"].startswith(f"{key} {words} from {b:.4g} to {c:.4g}")
     if verdict == "regressed":
         assert "more than the tolerance 0.02" in entry["message"]
-        assert entry["limit"] == pytest.approx(b + (0.02 if key in (GAP, "image/cone") else
-                                                     -0.02))
+        assert entry["limit"] == pytest.approx(b + (0.02 if key in (GAP, "image/cone") else -0.02))
     others = [v["verdict"] for k, v in data["metrics"].items() if k != key]
     assert set(others) == {"pass"}
 
@@ -140,21 +144,26 @@ def test_message_reads_as_the_issue_shows(base_data):
     worse = set_value(copy.deepcopy(base_data), GAP, 0.655)
     result = check_report(as_report(worse), as_report(data), tolerances=[("gap", 0.02)])
     assert result.metrics[GAP].message == (
-        "image-text/gap rose from 0.612 to 0.655 (+0.043), more than the tolerance 0.02")
+        "image-text/gap rose from 0.612 to 0.655 (+0.043), more than the tolerance 0.02"
+    )
     assert result.exit_code == 1 and result.failures == [result.metrics[GAP]]
 
 
-@pytest.mark.parametrize(("move", "tolerance", "verdict"), [
-    (0.019, "0.02", "pass"),
-    (0.021, "0.02", "regressed"),
-    (0.0, "0", "pass"),
-    (1e-6, "0", "regressed"),     # no tolerance: a metric must not get worse at all
-    (-1e-6, "0", "improved"),
-])
+@pytest.mark.parametrize(
+    ("move", "tolerance", "verdict"),
+    [
+        (0.019, "0.02", "pass"),
+        (0.021, "0.02", "regressed"),
+        (0.0, "0", "pass"),
+        (1e-6, "0", "regressed"),  # no tolerance: a metric must not get worse at all
+        (-1e-6, "0", "improved"),
+    ],
+)
 def test_absolute_tolerance_boundaries(base_data, move, tolerance, verdict):
     current = changed(base_data, image__cone=move)
-    result = check_report(as_report(current), as_report(base_data),
-                          tolerances=[("cone", tolerance)])
+    result = check_report(
+        as_report(current), as_report(base_data), tolerances=[("cone", tolerance)]
+    )
     assert result.metrics["image/cone"].verdict == verdict
 
 
@@ -172,14 +181,17 @@ def test_relative_tolerance_is_a_share_of_the_baseline(base_data, fraction, verd
         assert "more than the tolerance 5% (0.011" in entry.message  # 5% of 0.225
 
 
-@pytest.mark.parametrize(("rules", "verdict", "chosen"), [
-    ([("*", 1.0), ("gap", 0.0)], "regressed", "gap"),                   # name beats bare glob
-    ([("gap", 0.0), ("image-text/*", 1.0)], "pass", "image-text/*"),     # path glob beats name
-    ([("image-text/*", 1.0), ("image-text/g*", 0.0)], "regressed", "image-text/g*"),  # longer
-    ([("image-text/g*", 1.0), ("image-text/gap", 0.0)], "regressed", "image-text/gap"),
-    ([("gap", 0.0), ("gap", 1.0)], "pass", "gap"),                       # tie: the later wins
-    ([("gap", 1.0), ("gap", 0.0)], "regressed", "gap"),
-])
+@pytest.mark.parametrize(
+    ("rules", "verdict", "chosen"),
+    [
+        ([("*", 1.0), ("gap", 0.0)], "regressed", "gap"),  # name beats bare glob
+        ([("gap", 0.0), ("image-text/*", 1.0)], "pass", "image-text/*"),  # path glob beats name
+        ([("image-text/*", 1.0), ("image-text/g*", 0.0)], "regressed", "image-text/g*"),  # longer
+        ([("image-text/g*", 1.0), ("image-text/gap", 0.0)], "regressed", "image-text/gap"),
+        ([("gap", 0.0), ("gap", 1.0)], "pass", "gap"),  # tie: the later wins
+        ([("gap", 1.0), ("gap", 0.0)], "regressed", "gap"),
+    ],
+)
 def test_the_most_specific_tolerance_wins(base_data, rules, verdict, chosen):
     current = changed(base_data, **{"image-text__gap": 0.01})
     result = check_report(as_report(current), as_report(base_data), tolerances=rules)
@@ -188,8 +200,7 @@ def test_the_most_specific_tolerance_wins(base_data, rules, verdict, chosen):
 
 
 def test_unused_tolerance_pattern_warns(base_data):
-    result = check_report(as_report(base_data), as_report(base_data),
-                          tolerances=[("R@7", 0.1)])
+    result = check_report(as_report(base_data), as_report(base_data), tolerances=[("R@7", 0.1)])
     assert any("'R@7' selects no metric" in w for w in result.warnings)
 
 
@@ -202,20 +213,28 @@ def test_significant_counts_only_non_overlapping_intervals(tmp_path, base_data):
     width = high - low
     base = write(tmp_path / "base.json", base_data)
     # Moved beyond the tolerance but within noise: intervals overlap -> pass.
-    near = set_value(set_value(copy.deepcopy(base_data), GAP, b + width / 2),
-                     "image-text/gap_ci", [low + width / 2, high + width / 2])
-    result = run("check", write(tmp_path / "near.json", near), "-b", base, "--significant",
-                 "-f", "json")
+    near = set_value(
+        set_value(copy.deepcopy(base_data), GAP, b + width / 2),
+        "image-text/gap_ci",
+        [low + width / 2, high + width / 2],
+    )
+    result = run(
+        "check", write(tmp_path / "near.json", near), "-b", base, "--significant", "-f", "json"
+    )
     entry = json.loads(result.stdout)["metrics"][GAP]
     assert result.exit_code == 0 and entry["verdict"] == "pass"
     assert entry["significant"] is False and "intervals overlap" in entry["message"]
     # The same without --significant is a regression.
     assert run("check", tmp_path / "near.json", "-b", base).exit_code == 1
     # Clearly separated intervals -> a significant regression.
-    far = set_value(set_value(copy.deepcopy(base_data), GAP, b + 2 * width),
-                    "image-text/gap_ci", [high + width, high + 3 * width])
-    result = run("check", write(tmp_path / "far.json", far), "-b", base, "--significant",
-                 "-f", "json")
+    far = set_value(
+        set_value(copy.deepcopy(base_data), GAP, b + 2 * width),
+        "image-text/gap_ci",
+        [high + width, high + 3 * width],
+    )
+    result = run(
+        "check", write(tmp_path / "far.json", far), "-b", base, "--significant", "-f", "json"
+    )
     entry = json.loads(result.stdout)["metrics"][GAP]
     assert result.exit_code == 1 and entry["verdict"] == "regressed"
     assert entry["significant"] is True and "95% intervals do not overlap" in entry["message"]
@@ -230,8 +249,13 @@ def test_significant_without_intervals_is_bad_input(tmp_path, base_data):
     plain = copy.deepcopy(base_data)
     for key in [k for k in Report.from_dict(plain).to_flat() if k.endswith("_ci/low")]:
         set_value(plain, key[: -len("/low")], None)
-    result = run("check", write(tmp_path / "plain.json", plain), "-b",
-                 write(tmp_path / "base.json", base_data), "--significant")
+    result = run(
+        "check",
+        write(tmp_path / "plain.json", plain),
+        "-b",
+        write(tmp_path / "base.json", base_data),
+        "--significant",
+    )
     exit_2(result, "--significant needs confidence intervals, but the report has none")
 
 
@@ -243,14 +267,23 @@ def test_thresholds_gate_without_a_baseline(tmp_path, base_data):
     gap = get_value(base_data, GAP)
     ok = run("check", report, "--threshold", f"image-text/gap<={gap + 0.1}")
     assert ok.exit_code == 0, ok.output
-    result = run("check", report, "--threshold", f"gap <= {gap - 0.1:.6f}", "--threshold",
-                 "R@5>=0", "-f", "json")
+    result = run(
+        "check",
+        report,
+        "--threshold",
+        f"gap <= {gap - 0.1:.6f}",
+        "--threshold",
+        "R@5>=0",
+        "-f",
+        "json",
+    )
     data = json.loads(result.stdout)
     assert result.exit_code == 1 and data["status"] == "fail"
     entry = data["metrics"][GAP]
     assert entry["verdict"] == "failed" and entry["baseline"] is None
     assert entry["message"] == (
-        f"image-text/gap is {gap:.4g}, above the threshold gap<={gap - 0.1:g}")
+        f"image-text/gap is {gap:.4g}, above the threshold gap<={gap - 0.1:g}"
+    )
     # A pattern may hold '->'; R@5>=0 selects every direction's R@5 and passes.
     one = run("check", report, "--threshold", "image-text/recall/text->image/R@5>0", "-f", "json")
     assert list(json.loads(one.stdout)["metrics"]) == [R1.replace("R@1", "R@5")]
@@ -260,21 +293,22 @@ def test_thresholds_gate_without_a_baseline(tmp_path, base_data):
 
 def test_threshold_on_an_undefined_metric_is_skipped(unlabelled_data):
     assert get_value(unlabelled_data, "image-text/recall/image->image/R@1") is None
-    result = check_report(as_report(unlabelled_data),
-                          thresholds=["image-text/recall/*/R@1>=0.1"])
+    result = check_report(as_report(unlabelled_data), thresholds=["image-text/recall/*/R@1>=0.1"])
     entry = result.metrics["image-text/recall/image->image/R@1"]
     assert entry.verdict == "skipped" and result.exit_code == 0
 
 
-@pytest.mark.parametrize(("threshold", "fragment"), [
-    ("gap=0.9", "expected METRIC<=VALUE"),
-    ("gap<=high", "expected METRIC<=VALUE"),
-    ("<=0.9", "expected METRIC<=VALUE"),
-    ("gapp<=0.9", "selects no metric"),
-])
+@pytest.mark.parametrize(
+    ("threshold", "fragment"),
+    [
+        ("gap=0.9", "expected METRIC<=VALUE"),
+        ("gap<=high", "expected METRIC<=VALUE"),
+        ("<=0.9", "expected METRIC<=VALUE"),
+        ("gapp<=0.9", "selects no metric"),
+    ],
+)
 def test_malformed_thresholds_exit_2(tmp_path, base_data, threshold, fragment):
-    exit_2(run("check", write(tmp_path / "r.json", base_data), "--threshold", threshold),
-           fragment)
+    exit_2(run("check", write(tmp_path / "r.json", base_data), "--threshold", threshold), fragment)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -284,13 +318,19 @@ def test_missing_metric_and_schema_mismatch_exit_2(tmp_path, base_data):
     base = write(tmp_path / "base.json", base_data)
     no_mir = copy.deepcopy(base_data)
     del no_mir["pairs"]["image-text"]["mir"]
-    exit_2(run("check", write(tmp_path / "c.json", no_mir), "-b", base),
-           "metric image-text/mir is in the baseline but missing from the report")
-    exit_2(run("check", base, "-b", tmp_path / "c.json"),
-           "metric image-text/mir is in the report but missing from the baseline")
+    exit_2(
+        run("check", write(tmp_path / "c.json", no_mir), "-b", base),
+        "metric image-text/mir is in the baseline but missing from the report",
+    )
+    exit_2(
+        run("check", base, "-b", tmp_path / "c.json"),
+        "metric image-text/mir is in the report but missing from the baseline",
+    )
     other = dict(copy.deepcopy(base_data), schema="gapscope.report/2")
-    exit_2(run("check", base, "-b", write(tmp_path / "v2.json", other)),
-           "has schema 'gapscope.report/2'; this gapscope 0.1.0 reads gapscope.report/1")
+    exit_2(
+        run("check", base, "-b", write(tmp_path / "v2.json", other)),
+        "has schema 'gapscope.report/2'; this gapscope 0.1.0 reads gapscope.report/1",
+    )
     (tmp_path / "broken.json").write_text("{not json")
     exit_2(run("check", base, "-b", tmp_path / "broken.json"), "is not a JSON report")
     exit_2(run("check", base, "-b", tmp_path / "nope.json"), "does not exist")
@@ -306,8 +346,9 @@ def test_other_probe_set_warns_but_does_not_fail(tmp_path, base_data):
     other = copy.deepcopy(base_data)
     other["input"]["modalities"]["text"]["n"] = 999
     other["input"]["fingerprint"] = "0" * 64
-    result = run("check", write(tmp_path / "c.json", other), "-b",
-                 write(tmp_path / "b.json", base_data))
+    result = run(
+        "check", write(tmp_path / "c.json", other), "-b", write(tmp_path / "b.json", base_data)
+    )
     assert result.exit_code == 0
     assert "probe sets differ in size (text 40 -> 999 rows)" in result.stdout
 
@@ -321,7 +362,8 @@ def test_config_from_gapscope_toml(tmp_path, base_data):
     assert run("check", current, "-b", base).exit_code == 1
     (tmp_path / "gapscope.toml").write_text(
         '[check]\ntolerance = { "gap" = 0.02, "R@1" = "5%" }\n'
-        'threshold = ["image-text/gap<=5"]\nsignificant = false\n')
+        'threshold = ["image-text/gap<=5"]\nsignificant = false\n'
+    )
     result = run("check", current, "-b", base, "-f", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -333,7 +375,8 @@ def test_config_from_gapscope_toml(tmp_path, base_data):
 
 def test_config_from_pyproject_and_explicit_file(tmp_path, base_data):
     (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "x"\n\n[tool.gapscope.check]\ntolerance = { gap = 0.5 }\n')
+        '[project]\nname = "x"\n\n[tool.gapscope.check]\ntolerance = { gap = 0.5 }\n'
+    )
     config = load_check_config()
     assert [(str(p), str(t)) for p, t in config.tolerances] == [("gap", "0.5")]
     assert config.source.endswith("pyproject.toml [tool.gapscope]")
@@ -349,15 +392,18 @@ def test_config_from_pyproject_and_explicit_file(tmp_path, base_data):
     assert result.exit_code == 0 and json.loads(result.stdout)["settings"]["thresholds"]
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("[check]\ntolerances = { gap = 0.1 }\n", "unknown key 'tolerances' in [check]"),
-    ("[check]\ntolerance = { gap = -0.1 }\n", "tolerance 'gap': expected a number >= 0"),
-    ("[check]\ntolerance = { gap = \"lots\" }\n", "tolerance 'gap'"),
-    ("[check]\ntolerance = 0.1\n", "tolerance must be a table"),
-    ("[check]\nthreshold = [\"gap=1\"]\n", "expected METRIC<=VALUE"),
-    ("[check]\nsignificant = \"yes\"\n", "significant must be true or false"),
-    ("[check\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[check]\ntolerances = { gap = 0.1 }\n", "unknown key 'tolerances' in [check]"),
+        ("[check]\ntolerance = { gap = -0.1 }\n", "tolerance 'gap': expected a number >= 0"),
+        ('[check]\ntolerance = { gap = "lots" }\n', "tolerance 'gap'"),
+        ("[check]\ntolerance = 0.1\n", "tolerance must be a table"),
+        ('[check]\nthreshold = ["gap=1"]\n', "expected METRIC<=VALUE"),
+        ('[check]\nsignificant = "yes"\n', "significant must be true or false"),
+        ("[check\n", "not valid TOML"),
+    ],
+)
 def test_bad_config_exits_2(tmp_path, base_data, text, fragment):
     (tmp_path / "gapscope.toml").write_text(text)
     base = write(tmp_path / "base.json", base_data)
@@ -376,15 +422,35 @@ def test_missing_explicit_config_exits_2(tmp_path, base_data):
 
 def test_json_validates_and_junit_has_one_case_a_metric(tmp_path, base_data):
     base = write(tmp_path / "base.json", base_data)
-    current = write(tmp_path / "c.json", changed(
-        base_data, **{"image-text__gap": 0.05, "image__cone": -0.05}))
-    result = run("check", current, "-b", base, "-t", "*=0.01", "--threshold", "mir<=100",
-                 "-f", "json", "-o", tmp_path / "check.json", "--junit", tmp_path / "j.xml")
+    current = write(
+        tmp_path / "c.json", changed(base_data, **{"image-text__gap": 0.05, "image__cone": -0.05})
+    )
+    result = run(
+        "check",
+        current,
+        "-b",
+        base,
+        "-t",
+        "*=0.01",
+        "--threshold",
+        "mir<=100",
+        "-f",
+        "json",
+        "-o",
+        tmp_path / "check.json",
+        "--junit",
+        tmp_path / "j.xml",
+    )
     assert result.exit_code == 1
     data = json.loads((tmp_path / "check.json").read_text())
     jsonschema.validate(data, check_schema())
-    assert data["summary"] == {"regressed": 1, "failed": 0, "improved": 1, "skipped": 0,
-                               "pass": len(data["metrics"]) - 2}
+    assert data["summary"] == {
+        "regressed": 1,
+        "failed": 0,
+        "improved": 1,
+        "skipped": 0,
+        "pass": len(data["metrics"]) - 2,
+    }
     root = ET.parse(tmp_path / "j.xml").getroot()
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
@@ -395,8 +461,22 @@ def test_json_validates_and_junit_has_one_case_a_metric(tmp_path, base_data):
     assert failed[0].find("failure").get("message") == data["metrics"][GAP]["message"]
     assert failed[0].get("classname") == "gapscope.image-text"
     # Deterministic: the same check writes the same files.
-    run("check", current, "-b", base, "-t", "*=0.01", "--threshold", "mir<=100", "-f", "json",
-        "-o", tmp_path / "again.json", "--junit", tmp_path / "again.xml")
+    run(
+        "check",
+        current,
+        "-b",
+        base,
+        "-t",
+        "*=0.01",
+        "--threshold",
+        "mir<=100",
+        "-f",
+        "json",
+        "-o",
+        tmp_path / "again.json",
+        "--junit",
+        tmp_path / "again.xml",
+    )
     assert (tmp_path / "again.json").read_text() == (tmp_path / "check.json").read_text()
     assert (tmp_path / "again.xml").read_text() == (tmp_path / "j.xml").read_text()
 
@@ -426,8 +506,7 @@ def test_github_annotations_only_under_github_actions(tmp_path, base_data):
 
 def github_annotations_message(base_data) -> str:
     b = get_value(base_data, GAP)
-    return (f"image-text/gap rose from {b:.4g} to {b + 0.05:.4g} (+0.05), "
-            "more than the tolerance 0")
+    return f"image-text/gap rose from {b:.4g} to {b + 0.05:.4g} (+0.05), more than the tolerance 0"
 
 
 def test_annotation_messages_are_escaped(base_data):
@@ -452,11 +531,11 @@ def store(tmp_path_factory, paired):
 
 
 def test_check_a_store_analyses_with_the_baseline_parameters(tmp_path, store):
-    baseline = analyze(store, k="1,3", seed=5, bootstrap=20, metrics="gap,retrieval",
-                       device="cpu")
+    baseline = analyze(store, k="1,3", seed=5, bootstrap=20, metrics="gap,retrieval", device="cpu")
     base = write(tmp_path / "base.json", baseline.to_dict())
-    result = run("check", store, "-b", base, "--save-report", tmp_path / "new.json", "-q",
-                 "--significant")
+    result = run(
+        "check", store, "-b", base, "--save-report", tmp_path / "new.json", "-q", "--significant"
+    )
     assert result.exit_code == 0, result.output
     saved = load_report(tmp_path / "new.json")
     assert saved.params["k"] == [1, 3] and saved.params["seed"] == 5
@@ -472,14 +551,36 @@ def test_check_arrays_against_thresholds(tmp_path, paired):
     image, text, *_ = paired
     np.save(tmp_path / "img.npy", image)
     np.save(tmp_path / "txt.npy", text[::2])
-    result = run("check", "--image", tmp_path / "img.npy", "--text", tmp_path / "txt.npy",
-                 "--threshold", "gap<=2", "--metrics", "gap", "-q")
+    result = run(
+        "check",
+        "--image",
+        tmp_path / "img.npy",
+        "--text",
+        tmp_path / "txt.npy",
+        "--threshold",
+        "gap<=2",
+        "--metrics",
+        "gap",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
-    result = run("check", "--image", tmp_path / "img.npy", "--text", tmp_path / "txt.npy",
-                 "--threshold", "gap<=0.01", "--metrics", "gap", "-q")
+    result = run(
+        "check",
+        "--image",
+        tmp_path / "img.npy",
+        "--text",
+        tmp_path / "txt.npy",
+        "--threshold",
+        "gap<=0.01",
+        "--metrics",
+        "gap",
+        "-q",
+    )
     assert result.exit_code == 1
-    exit_2(run("check", tmp_path / "img.npy", "--threshold", "gap<=1"),
-           "neither a JSON report nor a store folder")
+    exit_2(
+        run("check", tmp_path / "img.npy", "--threshold", "gap<=1"),
+        "neither a JSON report nor a store folder",
+    )
 
 
 def test_baseline_analysis_params_defaults_and_overrides():
@@ -510,7 +611,8 @@ def test_example_workflow_and_script_use_real_options():
     runs = [step["run"] for step in workflow["jobs"]["gate"]["steps"] if "run" in step]
     script = (EXAMPLES / "gate.sh").read_text().replace("\\\n", " ").splitlines()
     calls = _gapscope_calls(runs) + _gapscope_calls(
-        [line for line in script if line.lstrip().startswith("$gapscope")])
+        [line for line in script if line.lstrip().startswith("$gapscope")]
+    )
     assert {c for c, _ in calls} == {"extract", "analyze", "check"}
     commands = typer.main.get_command(app).commands
     for name, options in calls:
@@ -534,20 +636,30 @@ def test_example_gate_script_end_to_end(tmp_path):
     open_clip.add_model_config(tiny_open_clip_config_path())
     for seed in (0, 1):
         torch.manual_seed(seed)
-        torch.save(open_clip.create_model(TINY_OPEN_CLIP).state_dict(),
-                   tmp_path / f"ckpt{seed}.pt")
-    env = {**os.environ, "PROBE_IMAGES": str(data.images),
-           "PROBE_CAPTIONS": str(data.image_captions), "MODEL": TINY_OPEN_CLIP,
-           "DEVICE": "cpu", "BOOTSTRAP": "50", "OUT": str(tmp_path / "gate"),
-           "GAPSCOPE": f"{sys.executable} -m gapscope"}
+        torch.save(open_clip.create_model(TINY_OPEN_CLIP).state_dict(), tmp_path / f"ckpt{seed}.pt")
+    env = {
+        **os.environ,
+        "PROBE_IMAGES": str(data.images),
+        "PROBE_CAPTIONS": str(data.image_captions),
+        "MODEL": TINY_OPEN_CLIP,
+        "DEVICE": "cpu",
+        "BOOTSTRAP": "50",
+        "OUT": str(tmp_path / "gate"),
+        "GAPSCOPE": f"{sys.executable} -m gapscope",
+    }
     env.pop("GITHUB_ACTIONS", None)
     script = str(EXAMPLES / "gate.sh")
     baseline = tmp_path / "ci" / "baseline.json"
 
     def gate(checkpoint: str, **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", script, checkpoint, str(baseline)], cwd=tmp_path,
-                              env={**env, **extra}, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            ["bash", script, checkpoint, str(baseline)],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     missing = gate(str(tmp_path / "ckpt0.pt"))
     assert missing.returncode == 2 and "no baseline" in missing.stderr

@@ -42,8 +42,9 @@ def test_analyze_example_store_table(example_store):
 
 
 def test_analyze_json_stdout_and_file(example_store, tmp_path):
-    result = run("analyze", example_store, "--format", "json", "--quiet",
-                 "--json", tmp_path / "r.json")
+    result = run(
+        "analyze", example_store, "--format", "json", "--quiet", "--json", tmp_path / "r.json"
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     jsonschema.validate(data, report_schema())
@@ -55,10 +56,16 @@ def test_analyze_json_stdout_and_file(example_store, tmp_path):
 def test_flat_and_csv(example_store, tmp_path):
     flat = run("analyze", example_store, "-f", "flat", "-q", "--metrics", "gap,cone")
     data = json.loads(flat.stdout)
-    assert set(data) == {"image-text/gap", "image-text/centroid_cosine",
-                         "image-text/centroid_norms/image", "image-text/centroid_norms/text",
-                         "image-text/gap_concentration/top1", "image-text/gap_concentration/top10",
-                         "image/cone", "text/cone"}
+    assert set(data) == {
+        "image-text/gap",
+        "image-text/centroid_cosine",
+        "image-text/centroid_norms/image",
+        "image-text/centroid_norms/text",
+        "image-text/gap_concentration/top1",
+        "image-text/gap_concentration/top10",
+        "image/cone",
+        "text/cone",
+    }
     out = tmp_path / "r.csv"
     csv = run("analyze", example_store, "-f", "csv", "-q", "--metrics", "gap", "-o", out)
     assert csv.exit_code == 0
@@ -76,9 +83,20 @@ def test_plain_arrays_in_three_formats(tmp_path):
 
     save_file({"audio": x - 0.1}, str(tmp_path / "aud.safetensors"))
     np.save(tmp_path / "labels.npy", np.array(["a", "b"] * 10))
-    result = run("analyze", "--image", tmp_path / "img.npy", "--text", tmp_path / "txt.pt",
-                 "--audio", tmp_path / "aud.safetensors", "--labels", tmp_path / "labels.npy",
-                 "-f", "json", "-q")
+    result = run(
+        "analyze",
+        "--image",
+        tmp_path / "img.npy",
+        "--text",
+        tmp_path / "txt.pt",
+        "--audio",
+        tmp_path / "aud.safetensors",
+        "--labels",
+        tmp_path / "labels.npy",
+        "-f",
+        "json",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data["pairs"]) == {"image-text", "image-audio", "text-audio"}
@@ -161,22 +179,44 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     np.save(tmp_path / "a.npy", np.ones((3, 4), np.float32))
     np.save(tmp_path / "b.npy", np.ones((4, 4), np.float32))
     proc = subprocess.run(
-        [sys.executable, "-m", "gapscope", "analyze", "--image", str(tmp_path / "a.npy"),
-         "--text", str(tmp_path / "b.npy"), "-q"],
-        capture_output=True, text=True, cwd=Path(__file__).parent, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "gapscope",
+            "analyze",
+            "--image",
+            str(tmp_path / "a.npy"),
+            "--text",
+            str(tmp_path / "b.npy"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: ")
     assert "Traceback" not in proc.stderr
-    version = subprocess.run([sys.executable, "-m", "gapscope", "--version"],
-                             capture_output=True, text=True, timeout=120)
+    version = subprocess.run(
+        [sys.executable, "-m", "gapscope", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert version.returncode == 0 and version.stdout.startswith("gapscope ")
 
 
 def test_unwritable_output_is_one_line(example_store, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = run("analyze", example_store, "-q", "--metrics", "gap", "-f", "json",
-                 "-o", blocker / "report.json")
+    result = run(
+        "analyze",
+        example_store,
+        "-q",
+        "--metrics",
+        "gap",
+        "-f",
+        "json",
+        "-o",
+        blocker / "report.json",
+    )
     assert_one_line_error(result, str(blocker))
     assert blocker.read_text() == "not a folder"

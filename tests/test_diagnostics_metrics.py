@@ -140,8 +140,9 @@ def test_separability_balances_the_classes():
     sep = modality_separability(rng.normal(size=(600, 6)), rng.normal(size=(50, 6)), seed=1)
     assert sep.n_per_modality == 50
     assert abs(sep.accuracy - 0.5) < 0.15
-    capped = modality_separability(rng.normal(size=(600, 6)), rng.normal(size=(500, 6)),
-                                   max_rows=100)
+    capped = modality_separability(
+        rng.normal(size=(600, 6)), rng.normal(size=(500, 6)), max_rows=100
+    )
     assert capped.n_per_modality == 100
 
 

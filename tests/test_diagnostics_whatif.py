@@ -34,8 +34,14 @@ def gapped(n=80, d=10, seed=0, captions=1):
     y = np.repeat(content, captions, axis=0) + 2.0 * rng.normal(size=d)
     y = y + 0.6 * rng.normal(size=y.shape)
     gx = np.arange(n)
-    return (x.astype(np.float32), y.astype(np.float32), gx, np.repeat(gx, captions), labels,
-            np.repeat(labels, captions))
+    return (
+        x.astype(np.float32),
+        y.astype(np.float32),
+        gx,
+        np.repeat(gx, captions),
+        labels,
+        np.repeat(labels, captions),
+    )
 
 
 # --------------------------------------------------------------------------- transforms
@@ -58,8 +64,9 @@ def test_shift_removes_that_fraction_of_the_gap(fraction):
     xs, ys = shift_along_gap(x, y, fraction)
     remaining = xs.mean(0) - ys.mean(0)
     np.testing.assert_allclose(remaining, (1 - fraction) * g, atol=1e-14)
-    np.testing.assert_allclose(xs - unit(x), np.broadcast_to(-fraction / 2 * g, xs.shape),
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        xs - unit(x), np.broadcast_to(-fraction / 2 * g, xs.shape), atol=1e-15
+    )
 
 
 def test_transforms_refuse_rows_without_direction():
@@ -76,50 +83,85 @@ def test_transforms_refuse_rows_without_direction():
 
 def test_whatif_original_matches_the_reference_metrics():
     x, y, gx, gy, lx, ly = gapped(n=50, captions=2, seed=3)
-    r = gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly,
-                           names=("image", "text"), k=(1, 5), shift_fractions=(0.5,))
+    r = gap_closing_whatif(
+        x,
+        y,
+        gx,
+        gy,
+        relevance_x=lx,
+        relevance_y=ly,
+        names=("image", "text"),
+        k=(1, 5),
+        shift_fractions=(0.5,),
+    )
     assert list(r) == ["original", "centered", "shift_0.5"]
     original = r["original"]
     assert original["gap"] == pytest.approx(reference.gap(x, y), rel=1e-9)
     assert original["recall"]["image->text"] == pytest.approx(
-        {f"R@{k}": v for k, v in reference.cross_recall(x, y, gx, gy, (1, 5)).items()})
+        {f"R@{k}": v for k, v in reference.cross_recall(x, y, gx, gy, (1, 5)).items()}
+    )
     assert original["recall"]["text->image"] == pytest.approx(
-        {f"R@{k}": v for k, v in reference.cross_recall(y, x, gy, gx, (1, 5)).items()})
+        {f"R@{k}": v for k, v in reference.cross_recall(y, x, gy, gx, (1, 5)).items()}
+    )
     intra = reference.intra_retrieval(x, lx, (1, 5))
     assert original["recall"]["image->image"] == pytest.approx(
-        {"R@1": intra["R@1"], "R@5": intra["R@5"], "mAP": intra["mAP"]})
+        {"R@1": intra["R@1"], "R@5": intra["R@5"], "mAP": intra["mAP"]}
+    )
     assert original["uniformity"]["text"] == pytest.approx(reference.uniformity(y), rel=1e-5)
 
 
 def test_whatif_scenarios_measure_the_transformed_rows():
     x, y, gx, gy, lx, ly = gapped(n=50, seed=4)
-    r = gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1,),
-                           shift_fractions=(1.0,))
+    r = gap_closing_whatif(
+        x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1,), shift_fractions=(1.0,)
+    )
     cx, cy = center_modality(x), center_modality(y)
     centered = r["centered"]
     assert centered["gap_before_renormalization"] < 1e-14
     assert centered["gap"] == pytest.approx(reference.gap(cx, cy), rel=1e-9)
     assert centered["gap"] < 0.25 * r["original"]["gap"]
     assert centered["recall"]["x->y"]["R@1"] == pytest.approx(
-        reference.cross_recall(cx, cy, gx, gy, (1,))[1])
+        reference.cross_recall(cx, cy, gx, gy, (1,))[1]
+    )
     assert centered["uniformity"]["x"] == pytest.approx(reference.uniformity(cx), rel=1e-5)
     # Centring spreads the cone, so each modality becomes more uniform (lower is better).
     assert centered["uniformity"]["x"] < r["original"]["uniformity"]["x"]
     xs, ys = shift_along_gap(x, y, 1.0)
     assert r["shift_1.0"]["gap"] == pytest.approx(reference.gap(xs, ys), rel=1e-9)
     assert r["shift_1.0"]["recall"]["y->x"]["R@1"] == pytest.approx(
-        reference.cross_recall(ys, xs, gy, gx, (1,))[1])
+        reference.cross_recall(ys, xs, gy, gx, (1,))[1]
+    )
 
 
 def test_zero_shift_equals_the_original_even_when_sampled():
     x, y, gx, gy, lx, ly = gapped(n=60, seed=5)
-    r = gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1, 5),
-                           shift_fractions=(0.0,), max_queries=20, seed=9)
+    r = gap_closing_whatif(
+        x,
+        y,
+        gx,
+        gy,
+        relevance_x=lx,
+        relevance_y=ly,
+        k=(1, 5),
+        shift_fractions=(0.0,),
+        max_queries=20,
+        seed=9,
+    )
     shifted, original = r["shift_0.0"], r["original"]
     assert shifted["recall"] == original["recall"]
     assert shifted["uniformity"] == pytest.approx(original["uniformity"], rel=1e-12)
-    assert r == gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1, 5),
-                                   shift_fractions=(0.0,), max_queries=20, seed=9)
+    assert r == gap_closing_whatif(
+        x,
+        y,
+        gx,
+        gy,
+        relevance_x=lx,
+        relevance_y=ly,
+        k=(1, 5),
+        shift_fractions=(0.0,),
+        max_queries=20,
+        seed=9,
+    )
     # Sampled uniformity is an estimate of the exact value.
     exact = uniformity(x)
     assert original["uniformity"]["x"] == pytest.approx(exact, abs=0.3)
@@ -143,8 +185,10 @@ def test_diagnostics_on_the_example_store(example_store):
     assert d["modalities"]["image"]["effective_rank"] == collapse.effective_rank
     assert d["modalities"]["image"]["variance_top10"] == collapse.variance_share[10]
     pair = d["pairs"]["image-text"]
-    assert pair["cka"] == linear_cka(image, data.embeddings["text"], data.groups["image"],
-                                     data.groups["text"]).cka
+    assert (
+        pair["cka"]
+        == linear_cka(image, data.embeddings["text"], data.groups["image"], data.groups["text"]).cka
+    )
     assert pair["separability"] == 1.0  # the example store has a large gap
     assert set(pair["whatif"]) == {"original", "centered", "shift_1.0"}
     assert pair["similarity"]["n_positive"] == 600
@@ -156,8 +200,10 @@ def test_diagnostics_on_the_example_store(example_store):
 def test_diagnostics_three_modalities_and_determinism():
     rng = np.random.default_rng(6)
     content = rng.normal(size=(40, 8))
-    arrays = {m: content + 1.5 * rng.normal(size=8) + 0.5 * rng.normal(size=(40, 8))
-              for m in ("image", "text", "audio")}
+    arrays = {
+        m: content + 1.5 * rng.normal(size=8) + 0.5 * rng.normal(size=(40, 8))
+        for m in ("image", "text", "audio")
+    }
     data = EmbeddingSet.from_arrays(arrays, labels=rng.integers(0, 3, 40))
     d = diagnostics(data, device="cpu", whatif=False)
     assert list(d["pairs"]) == ["image-text", "image-audio", "text-audio"]
@@ -180,10 +226,12 @@ def test_diagnostics_three_modalities_and_determinism():
 def test_diagnostics_notes_pairs_without_shared_groups():
     rng = np.random.default_rng(7)
     data = EmbeddingSet(
-        embeddings={"image": rng.normal(size=(10, 4)), "text": rng.normal(size=(12, 4)),
-                    "audio": rng.normal(size=(8, 4))},
-        groups={"image": np.arange(10), "text": np.arange(12) % 10,
-                "audio": np.arange(100, 108)},
+        embeddings={
+            "image": rng.normal(size=(10, 4)),
+            "text": rng.normal(size=(12, 4)),
+            "audio": rng.normal(size=(8, 4)),
+        },
+        groups={"image": np.arange(10), "text": np.arange(12) % 10, "audio": np.arange(100, 108)},
     )
     d = diagnostics(data, device="cpu", max_rows=50)
     assert d["pairs"]["image-audio"]["cka"] is None
@@ -199,7 +247,9 @@ def test_diagnostics_notes_pairs_without_shared_groups():
 def test_diagnostics_rejects_bad_input():
     with pytest.raises(GapscopeError, match="EmbeddingSet"):
         diagnostics({"image": np.eye(3)})
-    data = EmbeddingSet(embeddings={"image": np.eye(3), "text": np.eye(4)[:3]},
-                        groups={"image": np.arange(3), "text": np.arange(3)})
+    data = EmbeddingSet(
+        embeddings={"image": np.eye(3), "text": np.eye(4)[:3]},
+        groups={"image": np.arange(3), "text": np.arange(3)},
+    )
     with pytest.raises(EmbeddingError, match="dims differ"):
         diagnostics(data)

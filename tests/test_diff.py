@@ -64,13 +64,17 @@ def test_significance_needs_non_overlapping_intervals(before):
     width = high - low
     overlapping = moved(before, "image-text/gap", width / 2, ci_move=width / 2)
     separate = moved(before, "image-text/gap", 3 * width, ci_move=3 * width)
-    assert diff_reports(report(before), report(overlapping)).metrics[
-        "image-text/gap"].significant is False
-    assert diff_reports(report(before), report(separate)).metrics[
-        "image-text/gap"].significant is True
+    assert (
+        diff_reports(report(before), report(overlapping)).metrics["image-text/gap"].significant
+        is False
+    )
+    assert (
+        diff_reports(report(before), report(separate)).metrics["image-text/gap"].significant is True
+    )
     # MIR has no interval: significance unknown.
-    assert diff_reports(report(before), report(separate)).metrics[
-        "image-text/mir"].significant is None
+    assert (
+        diff_reports(report(before), report(separate)).metrics["image-text/mir"].significant is None
+    )
 
 
 def test_metric_on_one_side_only_is_listed(before):

@@ -17,8 +17,9 @@ from gapscope.report.html import render_html, write_html_report
 from gapscope.report.model import Report
 from gapscope.sources import EmbeddingSet
 
-URL_ATTRIBUTE = re.compile(r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?!data:)[a-z]+:""",
-                           re.IGNORECASE)
+URL_ATTRIBUTE = re.compile(
+    r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?!data:)[a-z]+:""", re.IGNORECASE
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +57,15 @@ def test_html_is_self_contained_with_tables_and_plots(example, full_page):
     for payload in images:
         assert base64.b64decode(payload)[:8] == b"\x89PNG\r\n\x1a\n"
     pair = report.to_dict()["pairs"]["image-text"]
-    for text in (f"{pair['gap']:.4f}", f"{pair['paired_cosine']:.4f}",
-                 f"{pair['recall']['text->image']['R@5']:.4f}",
-                 f"{diag['pairs']['image-text']['cka']:.4f}",
-                 "What if the gap were closed?", "shift_1.0", "effective_rank"):
+    for text in (
+        f"{pair['gap']:.4f}",
+        f"{pair['paired_cosine']:.4f}",
+        f"{pair['recall']['text->image']['R@5']:.4f}",
+        f"{diag['pairs']['image-text']['cka']:.4f}",
+        "What if the gap were closed?",
+        "shift_1.0",
+        "effective_rank",
+    ):
         assert text in page, text
 
 
@@ -87,8 +93,10 @@ def test_html_says_how_to_get_plots_without_matplotlib(example, monkeypatch):
 def test_html_three_modalities_shows_matrices_and_gram_volume():
     rng = np.random.default_rng(0)
     content = rng.normal(size=(30, 6))
-    arrays = {m: content + rng.normal(size=6) + 0.5 * rng.normal(size=(30, 6))
-              for m in ("image", "text", "audio")}
+    arrays = {
+        m: content + rng.normal(size=6) + 0.5 * rng.normal(size=(30, 6))
+        for m in ("image", "text", "audio")
+    }
     data = EmbeddingSet.from_arrays(arrays)
     report = analyze(data, device="cpu", metrics="gap,cosine")
     diag = diagnostics(data, device="cpu", whatif=False)
@@ -104,17 +112,30 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(chromium() is None, reason="headless Chromium is not installed "
-                    "(Debian: apt-get install chromium); .ci/run installs it")
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="headless Chromium is not installed "
+    "(Debian: apt-get install chromium); .ci/run installs it",
+)
 def test_html_renders_in_headless_chromium(full_page, tmp_path):
     image = pytest.importorskip("PIL.Image")
     page = full_page
     shot = tmp_path / "screenshot.png"
     command = [
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}", "--window-size=1200,1600", page.resolve().as_uri(),
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        page.resolve().as_uri(),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert shot.is_file(), done.stderr[-2000:]

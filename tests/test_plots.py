@@ -66,8 +66,9 @@ def test_similarity_histogram_counts_come_from_the_data(tmp_path):
     data = small_set()
     x, y = data.embeddings["image"], data.embeddings["text"]
     gx, gy = data.groups["image"], data.groups["text"]
-    plot = plots.plot_similarity_histogram(x, y, gx, gy, tmp_path / "h.png",
-                                           names=("image", "text"))
+    plot = plots.plot_similarity_histogram(
+        x, y, gx, gy, tmp_path / "h.png", names=("image", "text")
+    )
     assert_drawn(plot)
     s = unit(x) @ unit(y).T
     pos = gx[:, None] == gy[None, :]
@@ -95,25 +96,33 @@ def test_recall_curves_match_the_reference(tmp_path):
     x, y = data.embeddings["image"], data.embeddings["text"]
     gx, gy = data.groups["image"], data.groups["text"]
     ks = (1, 2, 5, 10)
-    plot = plots.plot_recall_curves(x, y, gx, gy, tmp_path / "r.png",
-                                    relevance_x=data.labels["image"],
-                                    relevance_y=data.labels["text"], names=("image", "text"),
-                                    ks=ks)
+    plot = plots.plot_recall_curves(
+        x,
+        y,
+        gx,
+        gy,
+        tmp_path / "r.png",
+        relevance_x=data.labels["image"],
+        relevance_y=data.labels["text"],
+        names=("image", "text"),
+        ks=ks,
+    )
     assert_drawn(plot)
     curves = plot.data["curves"]
     assert plot.data["k"] == list(ks)
     assert curves["image->text"] == pytest.approx(
-        list(reference.cross_recall(x, y, gx, gy, ks).values()))
+        list(reference.cross_recall(x, y, gx, gy, ks).values())
+    )
     assert curves["text->image"] == pytest.approx(
-        list(reference.cross_recall(y, x, gy, gx, ks).values()))
+        list(reference.cross_recall(y, x, gy, gx, ks).values())
+    )
     intra = reference.intra_retrieval(x, data.labels["image"], ks)
     assert curves["image->image"] == pytest.approx([intra[f"R@{k}"] for k in ks])
 
 
 def test_recall_curves_leave_out_undefined_directions():
     data = small_set(captions=1, labels=False)
-    plot = plots.plot_recall_curves(data.embeddings["image"], data.embeddings["text"],
-                                    ks=(1, 5))
+    plot = plots.plot_recall_curves(data.embeddings["image"], data.embeddings["text"], ks=(1, 5))
     # Without labels every image is its own group: image->image has no relevant row.
     assert plot.data["curves"]["x->x"] == [None, None]
     assert_drawn(plot)
@@ -170,11 +179,16 @@ def test_plot_all_writes_every_file(tmp_path):
     data.groups["audio"] = np.arange(100, 120)  # shares no group with the others
     result = plots.plot_all(data, tmp_path / "out", points=20, links=5, umap=False)
     names = sorted(p.path.name for p in result.plots)
-    assert names == sorted([
-        "projection-pca.png", "gap-dimensions-image-text.png", "similarity-image-text.png",
-        "recall-image-text.png", "gap-dimensions-image-audio.png",
-        "gap-dimensions-text-audio.png",
-    ])
+    assert names == sorted(
+        [
+            "projection-pca.png",
+            "gap-dimensions-image-text.png",
+            "similarity-image-text.png",
+            "recall-image-text.png",
+            "gap-dimensions-image-audio.png",
+            "gap-dimensions-text-audio.png",
+        ]
+    )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names
     assert len(result.skipped) == 2 and "image-audio" in result.skipped[0]
     for plot in result.plots:
@@ -200,12 +214,17 @@ def make_app() -> typer.Typer:
 
 def test_plot_command_on_the_example_store(example_store, tmp_path):
     out = tmp_path / "plots"
-    result = CliRunner().invoke(make_app(), ["plot", str(example_store), "--out", str(out),
-                                             "--points", "200", "--no-umap"])
+    result = CliRunner().invoke(
+        make_app(), ["plot", str(example_store), "--out", str(out), "--points", "200", "--no-umap"]
+    )
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["gap-dimensions-image-text.png", "projection-pca.png",
-                       "recall-image-text.png", "similarity-image-text.png"]
+    assert written == [
+        "gap-dimensions-image-text.png",
+        "projection-pca.png",
+        "recall-image-text.png",
+        "similarity-image-text.png",
+    ]
     assert sorted(line.rsplit("/", 1)[-1] for line in result.stdout.split()) == written
 
 
@@ -215,14 +234,26 @@ def test_plot_command_with_arrays_and_bad_input(tmp_path):
     np.save(tmp_path / "txt.npy", rng.normal(size=(20, 4)).astype(np.float32))
     np.save(tmp_path / "short.npy", rng.normal(size=(5, 4)).astype(np.float32))
     runner = CliRunner()
-    ok = runner.invoke(make_app(), ["plot", "--image", str(tmp_path / "img.npy"), "--text",
-                                    str(tmp_path / "txt.npy"), "--out", str(tmp_path / "o")])
+    ok = runner.invoke(
+        make_app(),
+        [
+            "plot",
+            "--image",
+            str(tmp_path / "img.npy"),
+            "--text",
+            str(tmp_path / "txt.npy"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "o" / "similarity-image-text.png").is_file()
     for args, fragment in (
         ([], "give a store folder"),
-        (["--image", str(tmp_path / "img.npy"), "--text", str(tmp_path / "short.npy")],
-         "row counts differ"),
+        (
+            ["--image", str(tmp_path / "img.npy"), "--text", str(tmp_path / "short.npy")],
+            "row counts differ",
+        ),
         ([str(tmp_path / "nowhere")], "nowhere"),
     ):
         bad = runner.invoke(make_app(), ["plot", *args, "--out", str(tmp_path / "b")])

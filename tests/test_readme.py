@@ -10,8 +10,10 @@ from conftest import REPO
 def test_readme_python_examples(monkeypatch):
     monkeypatch.chdir(REPO)
     # A code fence right after an expected output would read as part of it: blank the fences.
-    text = "\n".join("" if line.startswith("```") else line
-                     for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines())
+    text = "\n".join(
+        "" if line.startswith("```") else line
+        for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    )
     test = doctest.DocTestParser().get_doctest(text, {}, "README.md", "README.md", 0)
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     runner.run(test)

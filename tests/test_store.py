@@ -15,8 +15,11 @@ from gapscope.store import EmbeddingStore, fingerprint_arrays
 def _items(prefix: str, n: int, groups=None, labels=None):
     out = []
     for i in range(n):
-        item = {"id": f"{prefix}{i}", "source": f"{prefix}-{i}",
-                "group": groups[i] if groups is not None else f"g{i}"}
+        item = {
+            "id": f"{prefix}{i}",
+            "source": f"{prefix}-{i}",
+            "group": groups[i] if groups is not None else f"g{i}",
+        }
         if labels is not None:
             item["label"] = labels[i]
         out.append(item)
@@ -37,8 +40,12 @@ def store_path(tmp_path, arrays):
     path = tmp_path / "store"
     items = {
         "image": _items("img", 5, labels=["a", "a", "b", "b", "c"]),
-        "text": _items("txt", 10, groups=[f"g{i // 2}" for i in range(10)],
-                       labels=[c for c in "aabbc" for _ in range(2)]),
+        "text": _items(
+            "txt",
+            10,
+            groups=[f"g{i // 2}" for i in range(10)],
+            labels=[c for c in "aabbc" for _ in range(2)],
+        ),
     }
     EmbeddingStore.write(path, arrays, items, encoder={"family": "test"}, normalized={"text": True})
     return path

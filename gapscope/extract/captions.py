@@ -19,8 +19,16 @@ from typing import Any
 
 from gapscope.errors import GapscopeError
 
-FILE_COLUMNS = ("image", "audio", "file", "path", "filename", "filepath", "image_path",
-                "audio_path")
+FILE_COLUMNS = (
+    "image",
+    "audio",
+    "file",
+    "path",
+    "filename",
+    "filepath",
+    "image_path",
+    "audio_path",
+)
 CAPTION_COLUMNS = ("caption", "text", "description", "captions", "sentence")
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -128,7 +136,11 @@ def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _pick_column(
-    path: Path, columns: list[str], chosen: str | None, known: tuple[str, ...], what: str,
+    path: Path,
+    columns: list[str],
+    chosen: str | None,
+    known: tuple[str, ...],
+    what: str,
     option: str,
 ) -> str:
     if chosen is not None:

@@ -29,8 +29,13 @@ from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
 from gapscope.extract.tiny_models import TINY_CLAP, tiny_clap_dir
 
 DEFAULT_CLAP = "laion/clap-htsat-unfused"
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model",
-                    "sentencepiece.bpe.model")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 _FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
@@ -59,12 +64,16 @@ class ClapAudioPreprocessor(Preprocessor):
     def load(self, source: Any) -> np.ndarray:
         if isinstance(source, tuple):
             wave, rate = source
-            wave = fit_length(resample(np.asarray(wave, np.float32), int(rate), self.rate),
-                              self.length)
+            wave = fit_length(
+                resample(np.asarray(wave, np.float32), int(rate), self.rate), self.length
+            )
         else:
             wave = load_clip(source, self.rate, self.length)
         features = self.feature_extractor(
-            wave, sampling_rate=self.rate, truncation=self.truncation, padding="repeatpad",
+            wave,
+            sampling_rate=self.rate,
+            truncation=self.truncation,
+            padding="repeatpad",
             return_tensors="np",
         )["input_features"][0]
         return np.asarray(features, dtype=np.float32)
@@ -88,8 +97,9 @@ class ClapTextPreprocessor(Preprocessor):
         return str(source)
 
     def collate(self, samples: list[str]) -> dict[str, torch.Tensor]:
-        encoded = self.tokenizer(samples, padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
+        encoded = self.tokenizer(
+            samples, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
@@ -103,8 +113,7 @@ class ClapEncoder(Encoder):
         super().__init__(**kwargs)
         self.model = model
         fusion = bool(getattr(model.config.audio_config, "enable_fusion", False))
-        self._audio = ClapAudioPreprocessor(feature_extractor,
-                                            "fusion" if fusion else "rand_trunc")
+        self._audio = ClapAudioPreprocessor(feature_extractor, "fusion" if fusion else "rand_trunc")
         self._text = ClapTextPreprocessor(tokenizer, _max_text_tokens(model, tokenizer))
 
     def preprocessor(self, modality: str) -> Preprocessor:
@@ -157,8 +166,11 @@ def load_clap(
     display = model or (Path(model_config).stem if model_config else DEFAULT_CLAP)
     if model_config is not None:
         config_path = Path(model_config)
-        processor_source = (str(model) if model and Path(model).is_dir() and model != TINY_CLAP
-                            else str(config_path.parent))
+        processor_source = (
+            str(model)
+            if model and Path(model).is_dir() and model != TINY_CLAP
+            else str(config_path.parent)
+        )
         if model == TINY_CLAP:
             display = TINY_CLAP
         clap, config_sha = _build_from_config(config_path, seed)
@@ -201,7 +213,9 @@ def load_clap(
             "clip_seconds": feature_extractor.nb_max_samples / feature_extractor.sampling_rate,
             "mel_bins": int(feature_extractor.feature_size),
             "fusion": bool(getattr(audio_cfg, "enable_fusion", False)),
-            "cut": "start", "padding": "repeatpad", "mono": "mean of channels",
+            "cut": "start",
+            "padding": "repeatpad",
+            "mono": "mean of channels",
             "resampler": "scipy.signal.resample_poly",
             "tokenizer": type(tokenizer).__name__,
             "max_text_tokens": _max_text_tokens(clap, tokenizer),
@@ -209,9 +223,14 @@ def load_clap(
         "transformers_version": transformers.__version__,
     }
     return ClapEncoder(
-        clap, feature_extractor, tokenizer,
-        device=torch_device, autocast_dtype=dtype, embedding_dim=embedding_dim,
-        description=description, identity=identity,
+        clap,
+        feature_extractor,
+        tokenizer,
+        device=torch_device,
+        autocast_dtype=dtype,
+        embedding_dim=embedding_dim,
+        description=description,
+        identity=identity,
     )
 
 
@@ -295,7 +314,7 @@ def _load_weights(clap: Any, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise GapscopeError(f"--pretrained {path}: not a state dict")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     try:
         clap.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -319,10 +338,12 @@ def _load_processor(source: str, clap: Any) -> tuple[Any, Any, str | None]:
                 f"{folder}: no feature extractor config (preprocessor_config.json; save it with "
                 "ClapProcessor.save_pretrained)"
             )
-        files = sorted(p for p in folder.iterdir()
-                       if p.name in _TOKENIZER_FILES + _FEATURE_FILES
-                       or p.name in ("merges.txt", "tokenizer_config.json",
-                                     "special_tokens_map.json"))
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.name in _TOKENIZER_FILES + _FEATURE_FILES
+            or p.name in ("merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+        )
         digest = sha256_files(files)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)

@@ -15,46 +15,72 @@ import typer
 from gapscope.command_errors import handle_errors
 
 _one_line_errors = handle_errors(
-    interrupted="Interrupted: rows written so far are kept; run the same command again to "
-    "resume."
+    interrupted="Interrupted: rows written so far are kept; run the same command again to resume."
 )
 
 
 @_one_line_errors
 def extract_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Store folder to write; an "
-                                      "interrupted extract there is resumed.")],
-    images: Annotated[Path | None, typer.Option(help="Image folder (sub-folders become "
-                                                "labels).")] = None,
-    audio: Annotated[Path | None, typer.Option(help="Audio folder (sub-folders become "
-                                               "labels).")] = None,
-    captions: Annotated[Path | None, typer.Option(help="CSV, TSV or JSONL file of "
-                                                  "(file, caption) rows.")] = None,
-    encoder: Annotated[str | None, typer.Option(help="open_clip or clap (default: open_clip "
-                                                "for images, clap for audio).")] = None,
-    model: Annotated[str | None, typer.Option(help="open_clip architecture (ViT-B-32, "
-                                              "hf-hub:..., gapscope-tiny-vit) or CLAP hub name "
-                                              "/ local folder (gapscope-tiny-clap).")] = None,
-    pretrained: Annotated[str | None, typer.Option(help="open_clip hub tag (openai, "
-                                                   "laion2b_s34b_b79k) or a local checkpoint "
-                                                   "file; none = random weights.")] = None,
-    model_config: Annotated[Path | None, typer.Option(help="Local JSON model config (open_clip "
-                                                      "model config or ClapConfig).")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Store folder to write; an interrupted extract there is resumed."
+        ),
+    ],
+    images: Annotated[
+        Path | None, typer.Option(help="Image folder (sub-folders become labels).")
+    ] = None,
+    audio: Annotated[
+        Path | None, typer.Option(help="Audio folder (sub-folders become labels).")
+    ] = None,
+    captions: Annotated[
+        Path | None, typer.Option(help="CSV, TSV or JSONL file of (file, caption) rows.")
+    ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option(help="open_clip or clap (default: open_clip for images, clap for audio)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="open_clip architecture (ViT-B-32, "
+            "hf-hub:..., gapscope-tiny-vit) or CLAP hub name "
+            "/ local folder (gapscope-tiny-clap)."
+        ),
+    ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="open_clip hub tag (openai, "
+            "laion2b_s34b_b79k) or a local checkpoint "
+            "file; none = random weights."
+        ),
+    ] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(help="Local JSON model config (open_clip model config or ClapConfig)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows a batch.")] = 32,
-    workers: Annotated[int | None, typer.Option(help="Decoding processes (default: cores - 1, "
-                                                "at most 4; 0 = none).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Decoding processes (default: cores - 1, at most 4; 0 = none)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
-    shard: Annotated[str | None, typer.Option(help="Extract only slice i of n (i/n, from 0); "
-                                              "combine with gapscope merge.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of random weights (with no "
-                                      "--pretrained).")] = 0,
-    file_column: Annotated[str | None, typer.Option(help="Captions column naming the "
-                                                    "file.")] = None,
-    caption_column: Annotated[str | None, typer.Option(help="Captions column holding the "
-                                                       "caption.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store at "
-                                            "--out.")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="Extract only slice i of n (i/n, from 0); combine with gapscope merge."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random weights (with no --pretrained).")] = 0,
+    file_column: Annotated[
+        str | None, typer.Option(help="Captions column naming the file.")
+    ] = None,
+    caption_column: Annotated[
+        str | None, typer.Option(help="Captions column holding the caption.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing store at --out.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Extract embeddings of an image or audio folder and its captions into a store.
@@ -80,10 +106,22 @@ def extract_command(
     from gapscope.extract.summary import print_summary
 
     options = dict(
-        images=images, audio=audio, captions=captions, encoder=encoder, model=model,
-        pretrained=pretrained, model_config=model_config, batch_size=batch_size,
-        workers=workers, device=device, precision=precision, shard=shard, seed=seed,
-        overwrite=overwrite, quiet=quiet, file_column=file_column,
+        images=images,
+        audio=audio,
+        captions=captions,
+        encoder=encoder,
+        model=model,
+        pretrained=pretrained,
+        model_config=model_config,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+        shard=shard,
+        seed=seed,
+        overwrite=overwrite,
+        quiet=quiet,
+        file_column=file_column,
         caption_column=caption_column,
     )
     rank = torchrun_rank()
@@ -92,8 +130,11 @@ def extract_command(
         if rank.rank != 0:
             return
         print_summary(summary, Console())
-        Console().print(f"[bold]Store[/bold] {out}: merged from {rank.world_size} torchrun "
-                        "ranks", highlight=False, soft_wrap=True)
+        Console().print(
+            f"[bold]Store[/bold] {out}: merged from {rank.world_size} torchrun ranks",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     else:
         summary = extract(out, **options)
@@ -104,8 +145,9 @@ def extract_command(
 def merge_command(
     out: Annotated[Path, typer.Argument(help="Store folder to write.")],
     shards: Annotated[list[Path], typer.Argument(help="The shard stores (0/n .. n-1/n).")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store "
-                                            "at OUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing store at OUT.")
+    ] = False,
 ) -> None:
     """Combine the shard stores of gapscope extract --shard i/n into one store.
 
@@ -125,18 +167,30 @@ def merge_command(
 
     store = merge_stores(out, shards, overwrite=overwrite)
     rows = ", ".join(f"{m} {store.info(m)['rows']:,}" for m in store.modalities)
-    Console().print(f"[bold]Store[/bold] {store.path}: {rows} (merged from {len(shards)} "
-                    "shards)", highlight=False, soft_wrap=True)
+    Console().print(
+        f"[bold]Store[/bold] {store.path}: {rows} (merged from {len(shards)} shards)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @_one_line_errors
 def demo_command(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Keep the demo dataset and "
-                                             "stores in this folder (default: a temporary "
-                                             "one).")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the JSON "
-                                                   "reports (X.json -> X.image-text.json, "
-                                                   "X.audio-text.json).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Keep the demo dataset and stores in this folder (default: a temporary one).",
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Also write the JSON reports (X.json -> X.image-text.json, X.audio-text.json).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run the whole pipeline on a small generated dataset with tiny random models.

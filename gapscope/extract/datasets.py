@@ -91,7 +91,9 @@ def scan_dataset(
     candidates = {modality: media}
     skipped: list[dict[str, Any]] = []
     description: dict[str, Any] = {
-        "images": None, "audio": None, "captions": None,
+        "images": None,
+        "audio": None,
+        "captions": None,
         f"{'images' if modality == 'image' else 'audio'}": str(root.resolve()),
         "files": len(media),
         "labels": "first sub-folder" if media[0].label is not None else None,
@@ -101,8 +103,11 @@ def scan_dataset(
             Path(captions), root, media, modality, file_column, caption_column
         )
         candidates["text"] = texts
-        description.update(captions=str(Path(captions).resolve()), columns=columns,
-                           captions_read=len(texts) + len(skipped))
+        description.update(
+            captions=str(Path(captions).resolve()),
+            columns=columns,
+            captions_read=len(texts) + len(skipped),
+        )
     modalities = tuple(candidates)
     description["fingerprint"] = _fingerprint(candidates, skipped)
     return Dataset(modalities, candidates, skipped, description)
@@ -130,8 +135,14 @@ def _media_candidates(root: Path, extensions: tuple[str, ...], option: str) -> l
     found.sort(key=lambda entry: entry[0])
     labelled = all("/" in rel for rel, _, _ in found)
     return [
-        Candidate(id=rel, source=rel, group=rel, label=rel.split("/", 1)[0] if labelled else None,
-                  load=str(path.resolve()), size=size)
+        Candidate(
+            id=rel,
+            source=rel,
+            group=rel,
+            label=rel.split("/", 1)[0] if labelled else None,
+            load=str(path.resolve()),
+            size=size,
+        )
         for rel, path, size in found
     ]
 
@@ -160,15 +171,28 @@ def _caption_candidates(
         owner = by_group.get(rel) if rel is not None else None
         if owner is None:
             on_disk = rel is not None and (resolved_root / rel).is_file()
-            reason = (f"not a listed {modality} file of the folder" if on_disk
-                      else "file not found")
-            skipped.append({"modality": "text", "line": row.line, "file": row.file,
-                            "source": row.caption, "reason": reason})
+            reason = f"not a listed {modality} file of the folder" if on_disk else "file not found"
+            skipped.append(
+                {
+                    "modality": "text",
+                    "line": row.line,
+                    "file": row.file,
+                    "source": row.caption,
+                    "reason": reason,
+                }
+            )
             continue
         k = seen.get(owner.group, 0)
         seen[owner.group] = k + 1
-        texts.append(Candidate(id=f"{owner.group}#{k}", source=row.caption, group=owner.group,
-                               label=owner.label, load=row.caption))
+        texts.append(
+            Candidate(
+                id=f"{owner.group}#{k}",
+                source=row.caption,
+                group=owner.group,
+                label=owner.label,
+                load=row.caption,
+            )
+        )
     skipped.sort(key=lambda s: s["line"])
     if not texts:
         raise GapscopeError(
@@ -194,8 +218,11 @@ def _fingerprint(candidates: dict[str, list[Candidate]], skipped: list[dict[str,
     h = hashlib.sha256()
     for modality, rows in candidates.items():
         for c in rows:
-            h.update(json.dumps([modality, c.id, c.source, c.group, c.label, c.size],
-                                ensure_ascii=False).encode())
+            h.update(
+                json.dumps(
+                    [modality, c.id, c.source, c.group, c.label, c.size], ensure_ascii=False
+                ).encode()
+            )
             h.update(b"\n")
     h.update(json.dumps(skipped, sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()

@@ -66,10 +66,24 @@ def run_demo(
     try:
         data = write_demo_dataset(folder / "data")
         jobs = [
-            ("image-text", {"images": data.images, "captions": data.image_captions,
-                            "encoder": "open_clip", "model": TINY_OPEN_CLIP}),
-            ("audio-text", {"audio": data.audio, "captions": data.audio_captions,
-                            "encoder": "clap", "model": TINY_CLAP}),
+            (
+                "image-text",
+                {
+                    "images": data.images,
+                    "captions": data.image_captions,
+                    "encoder": "open_clip",
+                    "model": TINY_OPEN_CLIP,
+                },
+            ),
+            (
+                "audio-text",
+                {
+                    "audio": data.audio,
+                    "captions": data.audio_captions,
+                    "encoder": "clap",
+                    "model": TINY_CLAP,
+                },
+            ),
         ]
         results = []
         for name, options in jobs:
@@ -77,8 +91,15 @@ def run_demo(
                 console.rule(f"[bold]{name}[/bold]")
             # One process, no decoding workers: for 24 images and 12 clips starting workers
             # would cost more than it saves.
-            summary = extract(folder / name, **options, device="cpu", batch_size=16, workers=0,
-                              overwrite=True, quiet=quiet)
+            summary = extract(
+                folder / name,
+                **options,
+                device="cpu",
+                batch_size=16,
+                workers=0,
+                overwrite=True,
+                quiet=quiet,
+            )
             if not quiet:
                 print_summary(summary, console)
             report = analyze(summary.store, seed=0)
@@ -86,12 +107,15 @@ def run_demo(
             results.append(DemoResult(name, summary.store if keep else None, summary, report))
         if json_path is not None:
             for result in results:
-                _json_path(Path(json_path), result.name).write_text(result.report.to_json(),
-                                                                     encoding="utf-8")
+                _json_path(Path(json_path), result.name).write_text(
+                    result.report.to_json(), encoding="utf-8"
+                )
         console.print(f"[yellow]{RANDOM_WEIGHTS_NOTE}[/yellow]")
         if keep:
-            console.print(f"Stores kept in {folder}: try [bold]gapscope analyze "
-                          f"{folder / 'image-text'}[/bold]")
+            console.print(
+                f"Stores kept in {folder}: try [bold]gapscope analyze "
+                f"{folder / 'image-text'}[/bold]"
+            )
         return results
     finally:
         if not keep:

@@ -23,8 +23,12 @@ from pathlib import Path
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle")
-COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
-           "yellow": (235, 200, 30)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 30),
+}
 SIZES = {"small": 18, "large": 28}
 IMAGE_SIZE = 64
 
@@ -43,8 +47,9 @@ class DemoDataset:
 def write_demo_dataset(root: str | Path) -> DemoDataset:
     """Write the demo images, sounds and caption files under ``root`` (created if needed)."""
     root = Path(root)
-    data = DemoDataset(root, root / "images", root / "images.csv", root / "audio",
-                       root / "audio.jsonl")
+    data = DemoDataset(
+        root, root / "images", root / "images.csv", root / "audio", root / "audio.jsonl"
+    )
     _write_images(data.images, data.image_captions)
     _write_audio(data.audio, data.audio_captions)
     return data
@@ -68,8 +73,10 @@ def _write_images(folder: Path, captions: Path) -> None:
                 elif shape == "square":
                     draw.rectangle(box, fill=rgb)
                 else:
-                    draw.polygon([(cx, cy - radius), (cx + radius, cy + radius),
-                                  (cx - radius, cy + radius)], fill=rgb)
+                    draw.polygon(
+                        [(cx, cy - radius), (cx + radius, cy + radius), (cx - radius, cy + radius)],
+                        fill=rgb,
+                    )
                 name = f"{shape}/{colour}-{size_name}.png"
                 image.save(folder / name)
                 rows.append((name, f"a {size_name} {colour} {shape}"))
@@ -97,34 +104,87 @@ def _sounds() -> list[tuple[str, int, int, np.ndarray, list[str]]]:
     white = rng.standard_normal(44100)
     brown = np.cumsum(rng.standard_normal(16000))
     brown = brown - np.convolve(brown, np.ones(400) / 400, mode="same")  # remove the drift
-    pulses = (_tone(660, 16000) * (np.arange(16000) % 4000 < 1000))
+    pulses = _tone(660, 16000) * (np.arange(16000) % 4000 < 1000)
     return [
-        ("tone/220hz.wav", 16000, 1, _tone(220, 16000),
-         ["a low steady hum", "a pure 220 hertz tone"]),
-        ("tone/440hz.wav", 22050, 2, _tone(440, 22050),
-         ["a steady beep at concert pitch", "a pure 440 hertz tone"]),
-        ("tone/880hz.wav", 16000, 1, _tone(880, 16000),
-         ["a high pitched whistle", "a pure 880 hertz tone"]),
-        ("tone/chord.wav", 44100, 2,
-         (_tone(262, 44100) + _tone(330, 44100) + _tone(392, 44100)) / 3,
-         ["a major chord held still", "three tones played together"]),
+        (
+            "tone/220hz.wav",
+            16000,
+            1,
+            _tone(220, 16000),
+            ["a low steady hum", "a pure 220 hertz tone"],
+        ),
+        (
+            "tone/440hz.wav",
+            22050,
+            2,
+            _tone(440, 22050),
+            ["a steady beep at concert pitch", "a pure 440 hertz tone"],
+        ),
+        (
+            "tone/880hz.wav",
+            16000,
+            1,
+            _tone(880, 16000),
+            ["a high pitched whistle", "a pure 880 hertz tone"],
+        ),
+        (
+            "tone/chord.wav",
+            44100,
+            2,
+            (_tone(262, 44100) + _tone(330, 44100) + _tone(392, 44100)) / 3,
+            ["a major chord held still", "three tones played together"],
+        ),
         ("noise/white.wav", 44100, 1, white / 4, ["loud white noise", "static hiss"]),
-        ("noise/brown.wav", 16000, 1, brown / np.abs(brown).max(),
-         ["a deep rumbling noise", "low rumble like distant thunder"]),
-        ("noise/bursts.wav", 16000, 1,
-         rng.standard_normal(16000) * (np.arange(16000) % 8000 < 2000) / 3,
-         ["two short bursts of noise", "noise that starts and stops"]),
+        (
+            "noise/brown.wav",
+            16000,
+            1,
+            brown / np.abs(brown).max(),
+            ["a deep rumbling noise", "low rumble like distant thunder"],
+        ),
+        (
+            "noise/bursts.wav",
+            16000,
+            1,
+            rng.standard_normal(16000) * (np.arange(16000) % 8000 < 2000) / 3,
+            ["two short bursts of noise", "noise that starts and stops"],
+        ),
         ("noise/pulses.wav", 16000, 1, pulses, ["four short beeps", "a beeping alarm"]),
-        ("sweep/rising.wav", 16000, 1, _sweep(200, 2000, 16000),
-         ["a tone rising in pitch", "an upward sweep"]),
-        ("sweep/falling.wav", 22050, 2, _sweep(2000, 200, 22050),
-         ["a tone falling in pitch", "a downward sweep"]),
-        ("sweep/fast-rise.wav", 16000, 1, _sweep(100, 6000, 16000),
-         ["a fast rising whoosh", "a quick upward chirp"]),
-        ("sweep/warble.wav", 16000, 1,
-         np.sin(2 * np.pi * (600 * np.arange(16000) / 16000
-                             + 20 * np.sin(2 * np.pi * 6 * np.arange(16000) / 16000))),
-         ["a warbling siren", "a wobbling tone"]),
+        (
+            "sweep/rising.wav",
+            16000,
+            1,
+            _sweep(200, 2000, 16000),
+            ["a tone rising in pitch", "an upward sweep"],
+        ),
+        (
+            "sweep/falling.wav",
+            22050,
+            2,
+            _sweep(2000, 200, 22050),
+            ["a tone falling in pitch", "a downward sweep"],
+        ),
+        (
+            "sweep/fast-rise.wav",
+            16000,
+            1,
+            _sweep(100, 6000, 16000),
+            ["a fast rising whoosh", "a quick upward chirp"],
+        ),
+        (
+            "sweep/warble.wav",
+            16000,
+            1,
+            np.sin(
+                2
+                * np.pi
+                * (
+                    600 * np.arange(16000) / 16000
+                    + 20 * np.sin(2 * np.pi * 6 * np.arange(16000) / 16000)
+                )
+            ),
+            ["a warbling siren", "a wobbling tone"],
+        ),
     ]
 
 

@@ -83,8 +83,9 @@ def extract_distributed(out: str | os.PathLike[str], info: RankInfo, **options: 
     try:
         dist.barrier()
         if info.rank == 0:
-            shards = [shard_folder(out, RankInfo(r, info.world_size, r))
-                      for r in range(info.world_size)]
+            shards = [
+                shard_folder(out, RankInfo(r, info.world_size, r)) for r in range(info.world_size)
+            ]
             merge_stores(out, shards, overwrite=bool(options.get("overwrite")))
             shutil.rmtree(shards[0].parent)
         dist.barrier()

@@ -36,12 +36,17 @@ DEFAULT_PART_SECONDS = 60.0
 
 # Manifest field -> the option a user would change, for "different arguments" errors.
 _OPTION_OF = {
-    "family": "--encoder", "model": "--model", "pretrained": "--pretrained",
+    "family": "--encoder",
+    "model": "--model",
+    "pretrained": "--pretrained",
     "checkpoint_sha256": "--pretrained (checkpoint sha256)",
     "model_config_sha256": "--model-config (sha256)",
     "processor_sha256": "the tokenizer / feature extractor files (sha256)",
-    "random_init_seed": "--seed", "precision": "--precision",
-    "modalities": "modalities (--captions)", "batch_size": "--batch-size", "shard": "--shard",
+    "random_init_seed": "--seed",
+    "precision": "--precision",
+    "modalities": "modalities (--captions)",
+    "batch_size": "--batch-size",
+    "shard": "--shard",
     "dataset_fingerprint": "the dataset (its files, captions or columns changed)",
 }
 
@@ -67,16 +72,26 @@ def load_encoder(
     if family == "open_clip":
         from gapscope.extract.open_clip_encoder import load_open_clip
 
-        return load_open_clip(model, pretrained=pretrained, model_config=model_config,
-                              device=device, precision=precision, seed=seed)
+        return load_open_clip(
+            model,
+            pretrained=pretrained,
+            model_config=model_config,
+            device=device,
+            precision=precision,
+            seed=seed,
+        )
     if family == "clap":
         from gapscope.extract.clap_encoder import load_clap
 
-        return load_clap(model, pretrained=pretrained, model_config=model_config,
-                         device=device, precision=precision, seed=seed)
-    raise GapscopeError(
-        f"unknown encoder {family!r}: use {' or '.join(ENCODER_FAMILIES)}"
-    )
+        return load_clap(
+            model,
+            pretrained=pretrained,
+            model_config=model_config,
+            device=device,
+            precision=precision,
+            seed=seed,
+        )
+    raise GapscopeError(f"unknown encoder {family!r}: use {' or '.join(ENCODER_FAMILIES)}")
 
 
 def extract(
@@ -140,18 +155,32 @@ def extract(
     workers = default_workers() if workers is None else workers
     if workers < 0:
         raise GapscopeError(f"--workers {workers}: must be 0 or more")
-    dataset = scan_dataset(images=images, audio=audio, captions=captions,
-                           file_column=file_column, caption_column=caption_column)
-    enc = _encoder_for(dataset, encoder, model=model, pretrained=pretrained,
-                       model_config=model_config, device=device, precision=precision, seed=seed)
+    dataset = scan_dataset(
+        images=images,
+        audio=audio,
+        captions=captions,
+        file_column=file_column,
+        caption_column=caption_column,
+    )
+    enc = _encoder_for(
+        dataset,
+        encoder,
+        model=model,
+        pretrained=pretrained,
+        model_config=model_config,
+        device=device,
+        precision=precision,
+        seed=seed,
+    )
     identity = extract_identity(enc, dataset, batch_size, shard)
     store = _open_or_create(Path(out), enc, dataset, identity, overwrite)
     skips = SkipLog(store.manifest.get("skipped") or dataset.skipped)
     if store.complete:
         return _summary(store, enc, skips, shard, already_complete=True)
 
-    plans = {m: plan_batches(len(dataset.candidates[m]), batch_size, shard)
-             for m in dataset.modalities}
+    plans = {
+        m: plan_batches(len(dataset.candidates[m]), batch_size, shard) for m in dataset.modalities
+    }
     resumed = {m: store.rows_written(m) for m in dataset.modalities}
     summary = ExtractSummary(store=store.path, rows={}, skipped=[], encoder={}, resumed=resumed)
     with make_progress(quiet, console) as progress:
@@ -159,8 +188,15 @@ def extract(
             stats = {"encoded": 0, "processed": 0}
             started = time.perf_counter()
             _extract_modality(
-                store, modality, dataset.candidates[modality], enc, plans[modality], skips,
-                workers=workers, part_rows=part_rows, part_seconds=part_seconds,
+                store,
+                modality,
+                dataset.candidates[modality],
+                enc,
+                plans[modality],
+                skips,
+                workers=workers,
+                part_rows=part_rows,
+                part_seconds=part_seconds,
                 stats=stats,
                 on_progress=_progress_callback(progress, modality, plans[modality]),
             )
@@ -172,7 +208,10 @@ def extract(
     _finalize(store, enc, dataset, plans, skips)
     final = _summary(store, enc, skips, shard)
     summary.rows, summary.skipped, summary.encoder, summary.shard = (
-        final.rows, final.skipped, final.encoder, final.shard
+        final.rows,
+        final.skipped,
+        final.encoder,
+        final.shard,
     )
     return summary
 
@@ -268,8 +307,12 @@ def _open_or_create(
             shutil.rmtree(path / "parts", ignore_errors=True)
         return store
     return EmbeddingStore.create(
-        path, encoder=encoder.description(), dataset=dataset.description, overwrite=overwrite,
-        extract=identity, skipped=SkipLog(dataset.skipped).entries(),
+        path,
+        encoder=encoder.description(),
+        dataset=dataset.description,
+        overwrite=overwrite,
+        extract=identity,
+        skipped=SkipLog(dataset.skipped).entries(),
     )
 
 
@@ -300,8 +343,13 @@ class SkipLog:
 def _skip_key(entry: dict[str, Any]) -> tuple[Any, ...]:
     modality = entry.get("modality", "")
     order = MODALITIES.index(modality) if modality in MODALITIES else len(MODALITIES)
-    return (order, entry.get("line") or 0, entry.get("source", ""), entry.get("file", ""),
-            entry.get("reason", ""))
+    return (
+        order,
+        entry.get("line") or 0,
+        entry.get("source", ""),
+        entry.get("file", ""),
+        entry.get("reason", ""),
+    )
 
 
 class _SourceDataset(TorchDataset):
@@ -349,7 +397,9 @@ def _progress_callback(progress: Any, modality: str, plan: list[range]) -> Calla
 
 
 def resume_point(
-    modality: str, candidates: list[Candidate], written: list[dict[str, Any]],
+    modality: str,
+    candidates: list[Candidate],
+    written: list[dict[str, Any]],
     plan: list[range],
 ) -> int:
     """How many batches of ``plan`` the written parts already cover.
@@ -424,8 +474,9 @@ def _extract_modality(
     try:
         for positions, batch, failures in loader:
             for k, reason in failures:
-                new_skips |= skips.add({"modality": modality, "source": candidates[k].source,
-                                        "reason": reason})
+                new_skips |= skips.add(
+                    {"modality": modality, "source": candidates[k].source, "reason": reason}
+                )
             if batch is not None:
                 embeddings = encoder.encode_batch(modality, batch)
                 if embeddings.shape != (len(positions), encoder.embedding_dim):
@@ -447,7 +498,10 @@ def _extract_modality(
 
 
 def _finalize(
-    store: EmbeddingStore, encoder: Encoder, dataset: Dataset, plans: dict[str, list[range]],
+    store: EmbeddingStore,
+    encoder: Encoder,
+    dataset: Dataset,
+    plans: dict[str, list[range]],
     skips: SkipLog,
 ) -> None:
     rows = {m: store.rows_written(m) for m in dataset.modalities}
@@ -472,12 +526,19 @@ def _finalize(
 
 
 def _summary(
-    store: EmbeddingStore, encoder: Encoder, skips: SkipLog, shard: Shard | None,
-    *, already_complete: bool = False,
+    store: EmbeddingStore,
+    encoder: Encoder,
+    skips: SkipLog,
+    shard: Shard | None,
+    *,
+    already_complete: bool = False,
 ) -> ExtractSummary:
     rows = {m: int(store.info(m)["rows"]) for m in store.modalities}
     return ExtractSummary(
-        store=store.path, rows=rows, skipped=skips.entries(), encoder=encoder.description(),
-        already_complete=already_complete, shard=str(shard) if shard else None,
+        store=store.path,
+        rows=rows,
+        skipped=skips.entries(),
+        encoder=encoder.description(),
+        already_complete=already_complete,
+        shard=str(shard) if shard else None,
     )
-

@@ -65,9 +65,10 @@ def merge_stores(
     first = ordered[0]
     identity = {**first.manifest["extract"], "shard": None}
     for store in ordered[1:]:
-        difference = identity_difference(first.manifest["extract"],
-                                         {**store.manifest["extract"],
-                                          "shard": first.manifest["extract"]["shard"]})
+        difference = identity_difference(
+            first.manifest["extract"],
+            {**store.manifest["extract"], "shard": first.manifest["extract"]["shard"]},
+        )
         if difference is not None:
             raise GapscopeError(
                 f"{first.path} and {store.path} come from different extracts ({difference})"
@@ -78,8 +79,12 @@ def merge_stores(
             skips.add(entry)
 
     merged = EmbeddingStore.create(
-        out, encoder=first.encoder, dataset=first.dataset, overwrite=overwrite,
-        extract=identity, skipped=skips.entries(),
+        out,
+        encoder=first.encoder,
+        dataset=first.dataset,
+        overwrite=overwrite,
+        extract=identity,
+        skipped=skips.entries(),
     )
     normalized = {}
     for modality in MODALITIES:

@@ -154,8 +154,10 @@ def load_open_clip(
     tokenizer = open_clip.get_tokenizer(name)
 
     embedding_dim = _embedding_dim(clip)
-    preprocessing = {k: list(v) if isinstance(v, tuple) else v
-                     for k, v in dict(clip.visual.preprocess_cfg).items()}
+    preprocessing = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in dict(clip.visual.preprocess_cfg).items()
+    }
     preprocessing["context_length"] = int(getattr(tokenizer, "context_length", 0) or 0)
     preprocessing["tokenizer"] = type(tokenizer).__name__
     random_init = weights["checkpoint_sha256"] is None
@@ -178,9 +180,14 @@ def load_open_clip(
         "open_clip_version": getattr(open_clip, "__version__", None),
     }
     return OpenClipEncoder(
-        clip, transform, tokenizer,
-        device=torch_device, autocast_dtype=dtype, embedding_dim=embedding_dim,
-        description=description, identity=identity,
+        clip,
+        transform,
+        tokenizer,
+        device=torch_device,
+        autocast_dtype=dtype,
+        embedding_dim=embedding_dim,
+        description=description,
+        identity=identity,
     )
 
 
@@ -206,8 +213,11 @@ def _register_model_config(path: Path, model: str | None) -> tuple[str, dict[str
         raise GapscopeError(f"--model-config {path}: not a readable JSON file ({exc})") from None
     if isinstance(config, dict) and "model_cfg" in config:  # a hub open_clip_config.json
         config = config["model_cfg"]
-    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg")
-               if not isinstance(config, dict) or k not in config]
+    missing = [
+        k
+        for k in ("embed_dim", "vision_cfg", "text_cfg")
+        if not isinstance(config, dict) or k not in config
+    ]
     if missing:
         raise GapscopeError(
             f"--model-config {path}: not an open_clip model config (lacks {', '.join(missing)})"
@@ -229,7 +239,7 @@ def _resolve_weights(name: str, pretrained: str | None) -> dict[str, Any]:
 
     none = {"open_clip_arg": None, "tag": None, "path": None, "checkpoint_sha256": None}
     if name.startswith("local-dir:"):
-        folder = Path(name[len("local-dir:"):])
+        folder = Path(name[len("local-dir:") :])
         if not folder.is_dir():
             raise GapscopeError(f"--model {name}: folder not found")
         files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
@@ -239,7 +249,7 @@ def _resolve_weights(name: str, pretrained: str | None) -> dict[str, Any]:
     if name.startswith("hf-hub:"):
         from open_clip.pretrained import download_pretrained_from_hf
 
-        repo = name[len("hf-hub:"):]
+        repo = name[len("hf-hub:") :]
         try:
             with quiet_hub_retries():
                 path = download_pretrained_from_hf(repo)
@@ -252,8 +262,12 @@ def _resolve_weights(name: str, pretrained: str | None) -> dict[str, Any]:
     if candidate.exists():
         if not candidate.is_file():
             raise GapscopeError(f"--pretrained {pretrained}: a folder; pass the checkpoint file")
-        return {"open_clip_arg": str(candidate), "tag": None, "path": str(candidate.resolve()),
-                "checkpoint_sha256": sha256_file(candidate)}
+        return {
+            "open_clip_arg": str(candidate),
+            "tag": None,
+            "path": str(candidate.resolve()),
+            "checkpoint_sha256": sha256_file(candidate),
+        }
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
         looks_like_path = os.sep in pretrained or candidate.suffix in _WEIGHT_SUFFIXES
@@ -271,8 +285,12 @@ def _resolve_weights(name: str, pretrained: str | None) -> dict[str, Any]:
         raise GapscopeError(_unreachable(f"{name} weights {pretrained!r}", exc)) from None
     if not path:
         raise GapscopeError(_unreachable(f"{name} weights {pretrained!r}", None))
-    return {"open_clip_arg": pretrained, "tag": pretrained, "path": str(path),
-            "checkpoint_sha256": sha256_file(path)}
+    return {
+        "open_clip_arg": pretrained,
+        "tag": pretrained,
+        "path": str(path),
+        "checkpoint_sha256": sha256_file(path),
+    }
 
 
 def _unreachable(what: str, exc: BaseException | None) -> str:
@@ -285,7 +303,7 @@ def _unreachable(what: str, exc: BaseException | None) -> str:
 
 def _load_failure(model: str, weights: dict[str, Any], exc: BaseException) -> str:
     if weights["path"]:
-        return (f"checkpoint {weights['path']} does not fit model {model}: {_first_line(exc)}")
+        return f"checkpoint {weights['path']} does not fit model {model}: {_first_line(exc)}"
     return f"could not build open_clip model {model}: {_first_line(exc)}"
 
 

@@ -20,8 +20,9 @@ class ItemsPerSecondColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("- items/s" if speed is None else f"{speed:,.1f} items/s",
-                    style="progress.data.speed")
+        return Text(
+            "- items/s" if speed is None else f"{speed:,.1f} items/s", style="progress.data.speed"
+        )
 
 
 def make_progress(quiet: bool = False, console: Console | None = None) -> Progress:

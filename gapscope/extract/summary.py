@@ -43,33 +43,45 @@ def print_summary(summary: ExtractSummary, console: Console | None = None) -> No
         console.print(text, soft_wrap=True, highlight=False, **options)
 
     if summary.already_complete:
-        out(f"{summary.store}: already complete, nothing to do "
-            "(pass --overwrite to extract again)")
+        out(f"{summary.store}: already complete, nothing to do (pass --overwrite to extract again)")
     rows = ", ".join(f"{m} {n:,}" for m, n in summary.rows.items())
     shard = f" (shard {summary.shard})" if summary.shard else ""
     out(f"[bold]Store[/bold] {summary.store}{shard}: {rows}")
     resumed = {m: n for m, n in summary.resumed.items() if n}
     if resumed and not summary.already_complete:
-        out("Resumed after " + ", ".join(f"{n:,} {m}" for m, n in resumed.items())
-            + " rows from an earlier run")
+        out(
+            "Resumed after "
+            + ", ".join(f"{n:,} {m}" for m, n in resumed.items())
+            + " rows from an earlier run"
+        )
     if summary.encoder.get("random_init_seed") is not None:
-        out(f"[yellow]Note:[/yellow] {summary.encoder.get('model')} has random weights (seed "
-            f"{summary.encoder['random_init_seed']}): its embeddings carry no meaning.")
+        out(
+            f"[yellow]Note:[/yellow] {summary.encoder.get('model')} has random weights (seed "
+            f"{summary.encoder['random_init_seed']}): its embeddings carry no meaning."
+        )
     if summary.skipped:
         counts: dict[str, int] = {}
         for entry in summary.skipped:
             counts[entry["modality"]] = counts.get(entry["modality"], 0) + 1
-        out("[bold]Skipped[/bold] " + ", ".join(f"{n} {m}" for m, n in counts.items())
-            + " (listed in manifest.json under 'skipped'):")
+        out(
+            "[bold]Skipped[/bold] "
+            + ", ".join(f"{n} {m}" for m, n in counts.items())
+            + " (listed in manifest.json under 'skipped'):"
+        )
         for entry in summary.skipped[:_SHOWN_SKIPS]:
             out(f"  {describe_skip(entry)}", markup=False)
         if len(summary.skipped) > _SHOWN_SKIPS:
             out(f"  ... and {len(summary.skipped) - _SHOWN_SKIPS} more")
     if summary.processed and not summary.already_complete:
-        rates = ", ".join(f"{m} {t['processed'] / t['seconds']:,.1f}"
-                          for m, t in summary.throughput.items() if t["seconds"] > 0)
-        out(f"{summary.processed:,} items in {summary.seconds:.1f} s "
-            f"({summary.items_per_second:,.1f} items/s; {rates})")
+        rates = ", ".join(
+            f"{m} {t['processed'] / t['seconds']:,.1f}"
+            for m, t in summary.throughput.items()
+            if t["seconds"] > 0
+        )
+        out(
+            f"{summary.processed:,} items in {summary.seconds:.1f} s "
+            f"({summary.items_per_second:,.1f} items/s; {rates})"
+        )
 
 
 def describe_skip(entry: dict[str, Any]) -> str:

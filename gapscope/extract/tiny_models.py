@@ -43,17 +43,30 @@ def tiny_open_clip_config() -> dict[str, Any]:
     embeddings because it keeps open_clip's 49408-token vocabulary)."""
     return {
         "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
-                       "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2,
-                     "layers": 2},
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 2,
+            "width": 64,
+            "patch_size": 8,
+            "head_width": 32,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+        },
     }
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     # GPT-2's reversible byte -> printable character map, which byte-level BPE vocabularies use.
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     extra = 0
     for b in range(256):
@@ -80,19 +93,37 @@ def tiny_clap_files() -> dict[str, str]:
     config = {
         "model_type": "clap",
         "projection_dim": 32,
-        "text_config": {"vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 2,
-                        "num_attention_heads": 2, "intermediate_size": 64,
-                        "max_position_embeddings": 72},
+        "text_config": {
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 72,
+        },
         # spec_size must stay 256 (the HTSAT patch layout assumes it); the rest is made small.
-        "audio_config": {"hidden_size": 128, "depths": [1, 1, 1, 1],
-                         "num_attention_heads": [2, 2, 2, 2], "window_size": 8,
-                         "num_mel_bins": 64, "spec_size": 256, "patch_size": 4,
-                         "patch_embeds_hidden_size": 16, "enable_fusion": False},
+        "audio_config": {
+            "hidden_size": 128,
+            "depths": [1, 1, 1, 1],
+            "num_attention_heads": [2, 2, 2, 2],
+            "window_size": 8,
+            "num_mel_bins": 64,
+            "spec_size": 256,
+            "patch_size": 4,
+            "patch_embeds_hidden_size": 16,
+            "enable_fusion": False,
+        },
     }
     feature_extractor = {
-        "feature_extractor_type": "ClapFeatureExtractor", "sampling_rate": 16000,
-        "max_length_s": 1, "feature_size": 64, "hop_length": 160, "fft_window_size": 1024,
-        "frequency_min": 0, "frequency_max": 8000, "truncation": "rand_trunc",
+        "feature_extractor_type": "ClapFeatureExtractor",
+        "sampling_rate": 16000,
+        "max_length_s": 1,
+        "feature_size": 64,
+        "hop_length": 160,
+        "fft_window_size": 1024,
+        "frequency_min": 0,
+        "frequency_max": 8000,
+        "truncation": "rand_trunc",
         "padding": "repeatpad",
     }
     tokenizer = {"tokenizer_class": "RobertaTokenizer", "model_max_length": 64}

@@ -130,8 +130,9 @@ def pair_groups(
     return gx, gy
 
 
-def normalize_rows(x: ArrayLike, *, dtype: torch.dtype = torch.float32,
-                   device: str | torch.device | None = None) -> torch.Tensor:
+def normalize_rows(
+    x: ArrayLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None
+) -> torch.Tensor:
     """L2-normalise rows into a new torch tensor (float32 by default).
 
     One slice of rows at a time, so a memory-mapped float16 store costs only the output tensor.

@@ -114,8 +114,12 @@ class UnitRows:
         if offset is not None:
             self._offset = torch.as_tensor(np.asarray(offset, dtype=np.float32)).to(self.device)
         self._full: torch.Tensor | None = None
-        if already_unit and isinstance(x, torch.Tensor) and offset is None \
-                and dtype == torch.float32:
+        if (
+            already_unit
+            and isinstance(x, torch.Tensor)
+            and offset is None
+            and dtype == torch.float32
+        ):
             # Float32 unit rows on the device already (e.g. from normalize_rows): no copy.
             self._full = x
         elif in_memory:
@@ -150,8 +154,9 @@ class UnitRows:
         if index.size and bool((np.diff(index) == 1).all()):
             return self.block(int(index[0]), int(index[-1]) + 1)
         source = self.source
-        picked = source[torch.from_numpy(index)] if isinstance(source, torch.Tensor) \
-            else source[index]
+        picked = (
+            source[torch.from_numpy(index)] if isinstance(source, torch.Tensor) else source[index]
+        )
         return self._normalise(picked, None, index)
 
     def chunks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -170,8 +175,9 @@ class UnitRows:
             out[:, start:stop] = matmul(queries, keys)
         return out
 
-    def _normalise(self, rows: ArrayLike, start: int | None,
-                   index: np.ndarray | None = None) -> torch.Tensor:
+    def _normalise(
+        self, rows: ArrayLike, start: int | None, index: np.ndarray | None = None
+    ) -> torch.Tensor:
         unit = normalize_rows(rows, device=self.device)
         if self._offset is None:
             return self._rounded(unit)
@@ -226,8 +232,9 @@ def matmul_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.bmm(a.float(), b.float())
 
 
-def as_unit_rows(x: ArrayLike | UnitRows, name: str = "x", *, device: torch.device,
-                 min_rows: int = 1) -> UnitRows:
+def as_unit_rows(
+    x: ArrayLike | UnitRows, name: str = "x", *, device: torch.device, min_rows: int = 1
+) -> UnitRows:
     """``x`` as :class:`UnitRows` on ``device``: itself when it is one, a float32 unit tensor on
     ``device`` without a copy, anything else checked and normalised into memory.
 

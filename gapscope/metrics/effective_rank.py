@@ -112,9 +112,7 @@ def dimensional_collapse(
     return DimensionalCollapse(erank, int(positive.size), shares, singular)
 
 
-def effective_rank(
-    x: ArrayLike, *, center: bool = True, block_size: int | None = None
-) -> float:
+def effective_rank(x: ArrayLike, *, center: bool = True, block_size: int | None = None) -> float:
     """Effective rank of one modality's unit rows (Roy & Vetterli 2007); see
     :func:`dimensional_collapse` for the definition, arguments and edge cases.
 

@@ -211,8 +211,10 @@ def modality_pass(
     # Two score buffers: the products of one block fill one while a worker thread ranks the
     # previous block in the other (see _pipelined). Reused by every block: a fresh 128 MiB
     # tensor a block costs page faults that, on a CPU, take a sizeable share of the product.
-    buffers = [torch.empty((rows_max, n), dtype=torch.float32, device=unit.device)
-               for _ in range(2 if block_rows.size > block else 1)]
+    buffers = [
+        torch.empty((rows_max, n), dtype=torch.float32, device=unit.device)
+        for _ in range(2 if block_rows.size > block else 1)
+    ]
     groups: dict[int, np.ndarray] = {}
     steps = np.arange(1, n + 1, dtype=np.float64)
     # With 2t a power of two (t = 2: 4) the query rows are scaled by it before the product:
@@ -355,8 +357,22 @@ def cross_pass(
     if in_memory and eval_x.size * m + n * eval_y.size >= n * m:
         # One full X Y^T: its rows serve x queries, its columns y queries.
         best, best_row = _best_positive_columns(ux, uy, gx, gy, eval_y, block)
-        _pass(ux, uy, np.arange(n), eval_x, eval_y, np.arange(m), gx, gy, members_y,
-              best, best_row, first_x, first_y, block)
+        _pass(
+            ux,
+            uy,
+            np.arange(n),
+            eval_x,
+            eval_y,
+            np.arange(m),
+            gx,
+            gy,
+            members_y,
+            best,
+            best_row,
+            first_x,
+            first_y,
+            block,
+        )
     else:
         # Each direction down the columns of a thin product: blocks of the keys' rows (read
         # once, in order) against only the sampled queries.
@@ -368,13 +384,33 @@ def cross_pass(
             if not evaluated.size:
                 continue
             col_block = _check_block_size(block_size) or auto_block_size(evaluated.size)
-            best, best_row = _best_positive_columns(keys, queries, g_keys, g_queries,
-                                                    evaluated, col_block)
-            _pass(keys, queries, np.arange(keys.shape[0]), none, evaluated, evaluated,
-                  g_keys, g_queries, members, best, best_row, none, first, col_block)
+            best, best_row = _best_positive_columns(
+                keys, queries, g_keys, g_queries, evaluated, col_block
+            )
+            _pass(
+                keys,
+                queries,
+                np.arange(keys.shape[0]),
+                none,
+                evaluated,
+                evaluated,
+                g_keys,
+                g_queries,
+                members,
+                best,
+                best_row,
+                none,
+                first,
+                col_block,
+            )
 
-    def result(first: np.ndarray, rows: np.ndarray, evaluated: np.ndarray,
-               eligible: np.ndarray, sample: np.ndarray | None) -> RetrievalResult:
+    def result(
+        first: np.ndarray,
+        rows: np.ndarray,
+        evaluated: np.ndarray,
+        eligible: np.ndarray,
+        sample: np.ndarray | None,
+    ) -> RetrievalResult:
         return _summarize(
             cutoffs,
             first,
@@ -383,8 +419,10 @@ def cross_pass(
             query_rows=evaluated if per_query else None,
         )
 
-    return (result(first_x, rows_x, eval_x, eligible_x, sample_x),
-            result(first_y, rows_y, eval_y, eligible_y, sample_y))
+    return (
+        result(first_x, rows_x, eval_x, eligible_x, sample_x),
+        result(first_y, rows_y, eval_y, eligible_y, sample_y),
+    )
 
 
 def fused_pair_pass(
@@ -447,15 +485,26 @@ def fused_pair_pass(
     exact_y = uniformity and query_index_y is None
 
     def side(
-        arr: UnitRows, rel: ArrayLike | Sequence[int] | None, groups: np.ndarray,
-        qi: ArrayLike | Sequence[int] | None, exact: bool, cached: ModalityPassResult | None,
+        arr: UnitRows,
+        rel: ArrayLike | Sequence[int] | None,
+        groups: np.ndarray,
+        qi: ArrayLike | Sequence[int] | None,
+        exact: bool,
+        cached: ModalityPassResult | None,
     ) -> ModalityPassResult:
         if cached is not None:
             return cached
         return modality_pass(
-            arr, (groups if rel is None else rel) if retrieval else None, k=k, t=t,
-            uniformity=exact, row_terms=row_terms and exact, block_size=block_size,
-            device=device, query_index=qi if retrieval else None, per_query=per_query,
+            arr,
+            (groups if rel is None else rel) if retrieval else None,
+            k=k,
+            t=t,
+            uniformity=exact,
+            row_terms=row_terms and exact,
+            block_size=block_size,
+            device=device,
+            query_index=qi if retrieval else None,
+            per_query=per_query,
         )
 
     res_x = side(x, relevance_x, gx, query_index_x, exact_x, cached_x)
@@ -463,8 +512,16 @@ def fused_pair_pass(
     x_to_y = y_to_x = None
     if retrieval:
         x_to_y, y_to_x = cross_pass(
-            x, y, gx, gy, k=k, block_size=block_size, device=device,
-            query_index_x=query_index_x, query_index_y=query_index_y, per_query=per_query,
+            x,
+            y,
+            gx,
+            gy,
+            k=k,
+            block_size=block_size,
+            device=device,
+            query_index_x=query_index_x,
+            query_index_y=query_index_y,
+            per_query=per_query,
         )
     return FusedResult(x=res_x, y=res_y, x_to_y=x_to_y, y_to_x=y_to_x)
 
@@ -499,7 +556,11 @@ def _log_sum_exp(values: np.ndarray) -> float:
 
 
 def _best_positive_columns(
-    ux: UnitRows, uy: UnitRows, gx: np.ndarray, gy: np.ndarray, cols: np.ndarray,
+    ux: UnitRows,
+    uy: UnitRows,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    cols: np.ndarray,
     chunk: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each y row, its best positive score ``b_j`` and the lowest x row reaching it.
@@ -576,8 +637,10 @@ def _pass(
 
     rows_max = min(block, x_rows.size)
     starts = range(0, x_rows.size, block)
-    buffers = [torch.empty((rows_max, y_cols.size), dtype=torch.float32, device=ux.device)
-               for _ in range(min(2, len(starts)))]
+    buffers = [
+        torch.empty((rows_max, y_cols.size), dtype=torch.float32, device=ux.device)
+        for _ in range(min(2, len(starts)))
+    ]
     all_cols = full_cols and eval_y.size == uy.shape[0]
     mask_buf = np.empty((rows_max, max(y_cols.size, 1)), dtype=bool)
 
@@ -596,8 +659,9 @@ def _pass(
         # x queries: rows (all y columns are present whenever eval_x is non-empty).
         queries = np.flatnonzero(is_eval_x[idx])
         if queries.size:
-            first_x[pos_x[idx[queries]]] = _row_ranks(scores, queries, gx[idx[queries]],
-                                                      members_y, mask_buf)
+            first_x[pos_x[idx[queries]]] = _row_ranks(
+                scores, queries, gx[idx[queries]], members_y, mask_buf
+            )
         if not eval_y.size:
             return
         # y queries: columns, in one comparison pass. Rows before a column's best positive
@@ -650,8 +714,13 @@ def _pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T]
         pending.result()
 
 
-def _row_ranks(scores: np.ndarray, queries: np.ndarray, codes: np.ndarray,
-               members: _GroupMembers, mask: np.ndarray) -> np.ndarray:
+def _row_ranks(
+    scores: np.ndarray,
+    queries: np.ndarray,
+    codes: np.ndarray,
+    members: _GroupMembers,
+    mask: np.ndarray,
+) -> np.ndarray:
     """0-based rank of each query row's best positive (``members`` of its code), ties to the
     lower index: ``#{k : s_k > v} + #{k < j : s_k == v}`` with ``j`` the lowest-index best
     positive and ``v`` its score. The counts run over the whole block at once (``mask``: a
@@ -669,10 +738,15 @@ def _row_ranks(scores: np.ndarray, queries: np.ndarray, codes: np.ndarray,
         pick = np.argmax(values, axis=1)
         best_col = cols[np.arange(queries.size), pick]
     else:
-        best_col = np.array([
-            positives[np.argmax(scores[r, positives])]
-            for r, positives in ((r, members.of(c)) for r, c in zip(queries, codes, strict=True))
-        ], dtype=np.int64)
+        best_col = np.array(
+            [
+                positives[np.argmax(scores[r, positives])]
+                for r, positives in (
+                    (r, members.of(c)) for r, c in zip(queries, codes, strict=True)
+                )
+            ],
+            dtype=np.int64,
+        )
     v = scores[queries, best_col]
     # numpy's SIMD compare and count beat torch's reductions over bools several times here.
     sub = scores if queries.size == scores.shape[0] else scores[queries]

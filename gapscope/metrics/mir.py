@@ -240,10 +240,12 @@ def _column_medians(a: np.ndarray, budget_bytes: int = 256 * 2**20) -> np.ndarra
     million-row modality would be 4 GiB; a slice of columns stays within ``budget_bytes``."""
     n, d = a.shape
     step = max(1, budget_bytes // (8 * n))
-    return np.concatenate([
-        np.median(np.asarray(a[:, start : start + step], dtype=np.float64), axis=0)
-        for start in range(0, d, step)
-    ])
+    return np.concatenate(
+        [
+            np.median(np.asarray(a[:, start : start + step], dtype=np.float64), axis=0)
+            for start in range(0, d, step)
+        ]
+    )
 
 
 def _nonsingular(cov: np.ndarray) -> bool:

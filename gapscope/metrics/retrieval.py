@@ -162,9 +162,7 @@ def cross_modal_retrieval(
         q_norm = normalize_rows(q_arr, device=dev)
         k_norm = normalize_rows(k_arr, device=dev)
         block = block or _auto_block_size(k_arr.shape[0])
-        for start, scores, _ in _score_blocks(
-            q_norm, k_norm, evaluated, block, exclude_self=False
-        ):
+        for start, scores, _ in _score_blocks(q_norm, k_norm, evaluated, block, exclude_self=False):
             for r, i in enumerate(evaluated[start : start + scores.shape[0]]):
                 row = scores[r]
                 positives = members.of(q_groups[i])

@@ -133,8 +133,12 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
         console.print(Text(f"warning: {warning}", style="yellow"))
     counts = ", ".join(f"{n} {v}" for v, n in result.summary.items() if n)
     verdict = "PASS" if result.passed else "FAIL"
-    console.print(Text(f"{verdict}: {counts or 'no metrics'}",
-                       style="bold green" if result.passed else "bold red"))
+    console.print(
+        Text(
+            f"{verdict}: {counts or 'no metrics'}",
+            style="bold green" if result.passed else "bold red",
+        )
+    )
 
 
 def to_junit_xml(result: CheckResult) -> str:
@@ -147,19 +151,29 @@ def to_junit_xml(result: CheckResult) -> str:
     """
     summary = result.summary
     failures = summary["regressed"] + summary["failed"]
-    attrs = {"name": _ANNOTATION_TITLE, "tests": str(len(result.metrics)),
-             "failures": str(failures), "errors": "0", "skipped": str(summary["skipped"])}
+    attrs = {
+        "name": _ANNOTATION_TITLE,
+        "tests": str(len(result.metrics)),
+        "failures": str(failures),
+        "errors": "0",
+        "skipped": str(summary["skipped"]),
+    }
     root = ET.Element("testsuites", attrs)
     suite = ET.SubElement(root, "testsuite", attrs)
     properties = ET.SubElement(suite, "properties")
-    for name, value in (("report", result.report.get("source")),
-                        ("baseline", (result.baseline or {}).get("source")),
-                        ("significant", str(result.settings["significant"]).lower())):
+    for name, value in (
+        ("report", result.report.get("source")),
+        ("baseline", (result.baseline or {}).get("source")),
+        ("significant", str(result.settings["significant"]).lower()),
+    ):
         if value is not None:
             ET.SubElement(properties, "property", {"name": name, "value": str(value)})
     for key, m in result.metrics.items():
-        case = ET.SubElement(suite, "testcase", {
-            "classname": f"gapscope.{key.split('/', 1)[0]}", "name": key, "time": "0"})
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {"classname": f"gapscope.{key.split('/', 1)[0]}", "name": key, "time": "0"},
+        )
         detail = _case_detail(m)
         if m.verdict in ("regressed", "failed"):
             failure = ET.SubElement(case, "failure", {"message": m.message, "type": m.verdict})
@@ -173,13 +187,19 @@ def to_junit_xml(result: CheckResult) -> str:
 
 
 def _case_detail(m: MetricCheck) -> str:
-    lines = [f"baseline {_with_interval(m.baseline, m.baseline_ci)}",
-             f"current {_with_interval(m.current, m.current_ci)}"]
+    lines = [
+        f"baseline {_with_interval(m.baseline, m.baseline_ci)}",
+        f"current {_with_interval(m.current, m.current_ci)}",
+    ]
     if m.change is not None:
-        lines.append(f"change {_change(m.change, m.relative_change)}, tolerance {m.tolerance}"
-                     f" (limit {_limits(m)})")
-    lines += [f"threshold {t}: {'n/a' if ok is None else 'pass' if ok else 'fail'}"
-              for t, ok in m.thresholds]
+        lines.append(
+            f"change {_change(m.change, m.relative_change)}, tolerance {m.tolerance}"
+            f" (limit {_limits(m)})"
+        )
+    lines += [
+        f"threshold {t}: {'n/a' if ok is None else 'pass' if ok else 'fail'}"
+        for t, ok in m.thresholds
+    ]
     lines.append(f"verdict {m.verdict}" + (f": {m.message}" if m.message else ""))
     return "\n".join(lines)
 
@@ -210,8 +230,10 @@ def render_diff(result: DiffResult, console: Console | None = None) -> None:
     than A, significant when both have intervals) and the warnings."""
     console = console or Console()
     with_ci = any(m.a_ci or m.b_ci for m in result.metrics.values())
-    table = Table(title=f"gapscope diff: A = {result.a['source']}, B = {result.b['source']}",
-                  title_justify="left")
+    table = Table(
+        title=f"gapscope diff: A = {result.a['source']}, B = {result.b['source']}",
+        title_justify="left",
+    )
     table.add_column("metric", style="cyan", overflow="fold")
     table.add_column("A", justify="right", no_wrap=True)
     table.add_column("B", justify="right", no_wrap=True)

@@ -88,8 +88,9 @@ def _better(key: str) -> str:
     return f'<span class="better">{_ARROWS[d]}</span>' if d else ""
 
 
-def _flatten(prefix: str, value: Any, out: list[tuple[str, str, Any]], skip: Sequence[str] = ()
-             ) -> None:
+def _flatten(
+    prefix: str, value: Any, out: list[tuple[str, str, Any]], skip: Sequence[str] = ()
+) -> None:
     """(path, leaf key, value) for every number/bool/None leaf, in insertion order."""
     if isinstance(value, Mapping):
         for key, sub in value.items():
@@ -106,11 +107,13 @@ def _metric_table(entry: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
     if not rows:
         return ""
     body = "".join(
-        f"<tr><td>{_e(path)}</td><td class=\"num\">{_fmt(v)}</td><td>{_better(leaf)}</td></tr>"
+        f'<tr><td>{_e(path)}</td><td class="num">{_fmt(v)}</td><td>{_better(leaf)}</td></tr>'
         for path, leaf, v in rows
     )
-    return ("<table><thead><tr><th>metric</th><th>value</th><th>better</th></tr></thead>"
-            f"<tbody>{body}</tbody></table>")
+    return (
+        "<table><thead><tr><th>metric</th><th>value</th><th>better</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def _recall_table(recall: Mapping[str, Any]) -> str:
@@ -126,12 +129,16 @@ def _recall_table(recall: Mapping[str, Any]) -> str:
     for direction, entry in recall.items():
         cells = "".join(f'<td class="num">{_fmt(entry.get(c))}</td>' for c in columns)
         relevance = entry.get("relevance", "groups (positives)")
-        body.append(f"<tr><td>{_e(direction)}</td>{cells}"
-                    f'<td class="num">{_fmt(entry.get("n_queries"))}</td>'
-                    f"<td>{_e(relevance)}</td></tr>")
-    return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            '<p class="muted">R@K is the share of queries with a relevant item in their top K; '
-            "higher is better.</p>")
+        body.append(
+            f"<tr><td>{_e(direction)}</td>{cells}"
+            f'<td class="num">{_fmt(entry.get("n_queries"))}</td>'
+            f"<td>{_e(relevance)}</td></tr>"
+        )
+    return (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        '<p class="muted">R@K is the share of queries with a relevant item in their top K; '
+        "higher is better.</p>"
+    )
 
 
 def _modality_table(modalities: Sequence[str], *sections: Mapping[str, Any]) -> str:
@@ -154,8 +161,10 @@ def _modality_table(modalities: Sequence[str], *sections: Mapping[str, Any]) -> 
                 merged.update(section.get(m, {}))
             values.append(f'<td class="num">{_fmt(merged.get(key))}</td>')
         body.append(f"<tr><td>{_e(key)}</td>{''.join(values)}<td>{_better(key)}</td></tr>")
-    return (f"<table><thead><tr><th>metric</th>{head}<th>better</th></tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (
+        f"<table><thead><tr><th>metric</th>{head}<th>better</th></tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def _whatif_table(whatif: Mapping[str, Any]) -> str:
@@ -168,8 +177,12 @@ def _whatif_table(whatif: Mapping[str, Any]) -> str:
         for m in scenario.get("uniformity", {}):
             if m not in modalities:
                 modalities.append(m)
-    head = ["scenario", "gap", *[f"{d} R@K" for d in directions],
-            *[f"uniformity {m}" for m in modalities]]
+    head = [
+        "scenario",
+        "gap",
+        *[f"{d} R@K" for d in directions],
+        *[f"uniformity {m}" for m in modalities],
+    ]
     body = []
     for name, scenario in whatif.items():
         cells = [f"<td>{_e(name)}</td>", f'<td class="num">{_fmt(scenario.get("gap"))}</td>']
@@ -183,26 +196,32 @@ def _whatif_table(whatif: Mapping[str, Any]) -> str:
     first = next(iter(whatif.values()), {})
     ks = next((list(e) for e in first.get("recall", {}).values()), [])
     k_text = " / ".join(k for k in ks if k.startswith("R@"))
-    return ("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>"
-            f'<p class="muted">Recall columns give {_e(k_text)}. "centered": each modality '
-            "mean-centred; \"shift_f\": both modalities moved towards each other by a fraction f "
-            "of the gap vector; all re-normalised. Gap and uniformity: lower is better; recall: "
-            "higher is better.</p>")
+    return (
+        "<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<p class="muted">Recall columns give {_e(k_text)}. "centered": each modality '
+        'mean-centred; "shift_f": both modalities moved towards each other by a fraction f '
+        "of the gap vector; all re-normalised. Gap and uniformity: lower is better; recall: "
+        "higher is better.</p>"
+    )
 
 
-def _matrix_table(title: str, modalities: Sequence[str], matrix: list[list[float | None]],
-                  key: str) -> str:
+def _matrix_table(
+    title: str, modalities: Sequence[str], matrix: list[list[float | None]], key: str
+) -> str:
     head = "".join(f"<th>{_e(m)}</th>" for m in modalities)
     body = "".join(
         f"<tr><th>{_e(m)}</th>"
-        + "".join(f'<td class="num">{"&#8212;" if i == j else _fmt(v)}</td>'
-                  for j, v in enumerate(row))
+        + "".join(
+            f'<td class="num">{"&#8212;" if i == j else _fmt(v)}</td>' for j, v in enumerate(row)
+        )
         + "</tr>"
         for i, (m, row) in enumerate(zip(modalities, matrix, strict=True))
     )
-    return (f"<h3>{_e(title)} {_better(key)}</h3>"
-            f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return (
+        f"<h3>{_e(title)} {_better(key)}</h3>"
+        f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 _SUMMARY = (
@@ -216,13 +235,17 @@ _SUMMARY = (
 )
 
 
-def _summary_table(pair_names: Sequence[str], pairs: Mapping[str, Any],
-                   diag_pairs: Mapping[str, Any]) -> str:
+def _summary_table(
+    pair_names: Sequence[str], pairs: Mapping[str, Any], diag_pairs: Mapping[str, Any]
+) -> str:
     """One row a pair with the headline numbers, and R@1 both ways."""
     columns = []
     for label, path in _SUMMARY:
-        present = any(_get(pairs.get(p, {}), path) is not None
-                      or _get(diag_pairs.get(p, {}), path) is not None for p in pair_names)
+        present = any(
+            _get(pairs.get(p, {}), path) is not None
+            or _get(diag_pairs.get(p, {}), path) is not None
+            for p in pair_names
+        )
         if present:
             columns.append((label, path))
     if not columns and not any(pairs.get(p, {}).get("recall") for p in pair_names):
@@ -244,13 +267,23 @@ def _summary_table(pair_names: Sequence[str], pairs: Mapping[str, Any],
             value = recall[direction][first] if first else None
             cells.append(f'<td class="num">{_fmt(value)}</td>')
         body.append(f"<tr><td>{_e(pair)}</td>{''.join(cells)}</tr>")
-    k_first = next((k for p in pair_names for e in pairs.get(p, {}).get("recall", {}).values()
-                    for k in e if k.startswith("R@")), "R@K")
-    return (f"<table><thead><tr><th>pair</th>{head}<th>{_e(k_first)} a&#8594;b<br>"
-            f"{_better('R@1')}</th><th>{_e(k_first)} b&#8594;a<br>{_better('R@1')}</th>"
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            '<p class="muted">a and b are the first and second modality of the pair '
-            "(e.g. image-text: a&#8594;b is image&#8594;text).</p>")
+    k_first = next(
+        (
+            k
+            for p in pair_names
+            for e in pairs.get(p, {}).get("recall", {}).values()
+            for k in e
+            if k.startswith("R@")
+        ),
+        "R@K",
+    )
+    return (
+        f"<table><thead><tr><th>pair</th>{head}<th>{_e(k_first)} a&#8594;b<br>"
+        f"{_better('R@1')}</th><th>{_e(k_first)} b&#8594;a<br>{_better('R@1')}</th>"
+        f"</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        '<p class="muted">a and b are the first and second modality of the pair '
+        "(e.g. image-text: a&#8594;b is image&#8594;text).</p>"
+    )
 
 
 def _get(entry: Any, path: Sequence[str]) -> Any:
@@ -265,14 +298,23 @@ def _plots_section(plots: Sequence[Any]) -> str:
     figures = []
     for plot in plots:
         uri = "data:image/png;base64," + base64.b64encode(plot.png).decode("ascii")
-        figures.append(f'<figure><img src="{uri}" alt="{_e(plot.title)}">'
-                       f"<figcaption>{_e(plot.title)}</figcaption></figure>")
+        figures.append(
+            f'<figure><img src="{uri}" alt="{_e(plot.title)}">'
+            f"<figcaption>{_e(plot.title)}</figcaption></figure>"
+        )
     return f'<div class="plots">{"".join(figures)}</div>'
 
 
 #: Pair keys that :func:`gapscope.analyze.analyze` merges in from :mod:`gapscope.diagnostics`.
-_PAIR_DIAGNOSTICS = ("separability", "separability_se", "separability_rows", "cka",
-                     "gap_direction", "similarity", "whatif")
+_PAIR_DIAGNOSTICS = (
+    "separability",
+    "separability_se",
+    "separability_rows",
+    "cka",
+    "gap_direction",
+    "similarity",
+    "whatif",
+)
 
 
 def _split_diagnostics(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -337,8 +379,11 @@ def render_html(
     source = inp.get("source", "")
     heading = title or f"gapscope report: {source}"
     model = inp.get("model") or {}
-    model_text = ", ".join(f"{k}={v}" for k, v in sorted(model.items())
-                           if v is not None and not isinstance(v, dict | list))
+    model_text = ", ".join(
+        f"{k}={v}"
+        for k, v in sorted(model.items())
+        if v is not None and not isinstance(v, dict | list)
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -357,9 +402,9 @@ def render_html(
     rows = []
     for m, info in inp.get("modalities", {}).items():
         rows.append(
-            f"<tr><td>{_e(m)}</td><td class=\"num\">{_fmt(info.get('n'))}</td>"
-            f"<td class=\"num\">{_fmt(info.get('dim'))}</td><td>{_e(info.get('dtype', ''))}</td>"
-            f"<td class=\"num\">{_fmt(info.get('raw_norm_mean'))}</td>"
+            f'<tr><td>{_e(m)}</td><td class="num">{_fmt(info.get("n"))}</td>'
+            f'<td class="num">{_fmt(info.get("dim"))}</td><td>{_e(info.get("dtype", ""))}</td>'
+            f'<td class="num">{_fmt(info.get("raw_norm_mean"))}</td>'
             f"<td>{_fmt(info.get('has_labels'))}</td></tr>"
         )
     diag_pairs = diag.get("pairs", {})
@@ -379,8 +424,9 @@ def render_html(
 
     # Matrices for three or more modalities
     if len(names) >= 3:
-        merged = {p: {**doc.get("pairs", {}).get(p, {}), **diag_pairs.get(p, {})}
-                  for p in pair_names}
+        merged = {
+            p: {**doc.get("pairs", {}).get(p, {}), **diag_pairs.get(p, {})} for p in pair_names
+        }
         blocks = []
         for label, path, key in (
             ("Modality gap", "gap", "gap"),
@@ -395,23 +441,33 @@ def render_html(
             if any(v is not None for row in matrix for v in row):
                 blocks.append(f"<div>{_matrix_table(label, names, matrix, key)}</div>")
         if blocks:
-            parts.append('<section><h2>Every pair of modalities</h2><div class="matrices">'
-                         + "".join(blocks) + "</div></section>")
+            parts.append(
+                '<section><h2>Every pair of modalities</h2><div class="matrices">'
+                + "".join(blocks)
+                + "</div></section>"
+            )
 
     tuples = diag.get("tuples", {})
     if tuples:
         body = "".join(
             f"<tr><td>{_e(t)}</td>"
-            + "".join(f'<td class="num">{_fmt(v.get(k))}</td>'
-                      for k in ("gram_volume_mean", "gram_volume_median", "gram_volume_std",
-                                "n_tuples", "n_evaluated"))
+            + "".join(
+                f'<td class="num">{_fmt(v.get(k))}</td>'
+                for k in (
+                    "gram_volume_mean",
+                    "gram_volume_median",
+                    "gram_volume_std",
+                    "n_tuples",
+                    "n_evaluated",
+                )
+            )
             + "</tr>"
             for t, v in tuples.items()
         )
         parts.append(
             "<section><h2>GRAM volume of modality tuples</h2><table><thead><tr><th>tuple</th>"
             "<th>mean</th><th>median</th><th>std</th><th>tuples</th><th>evaluated</th></tr>"
-            f"</thead><tbody>{body}</tbody></table><p class=\"muted\">Volume of the "
+            f'</thead><tbody>{body}</tbody></table><p class="muted">Volume of the '
             "parallelotope the unit vectors of one item's modalities span (0: perfectly "
             "aligned, 1: orthogonal); lower is better.</p></section>"
         )
@@ -433,8 +489,9 @@ def render_html(
         diag_table = _metric_table(extra, skip=("whatif",))
         if diag_table:
             right.append(f"<h3>Diagnostics</h3>{diag_table}")
-        parts.append(f'<div class="cols"><div>{"".join(left)}</div>'
-                     f'<div>{"".join(right)}</div></div>')
+        parts.append(
+            f'<div class="cols"><div>{"".join(left)}</div><div>{"".join(right)}</div></div>'
+        )
         if entry.get("recall"):
             parts.append(f"<h3>Retrieval</h3>{_recall_table(entry['recall'])}")
         if extra.get("whatif"):
@@ -444,8 +501,10 @@ def render_html(
     if notes:
         items = "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(notes))
         parts.append(f'<section><h2>Notes</h2><ul class="notes">{items}</ul></section>')
-    parts.append('<p class="muted">Generated by gapscope; this file is self-contained. '
-                 "See docs/reading-the-report.md for what each value means.</p>")
+    parts.append(
+        '<p class="muted">Generated by gapscope; this file is self-contained. '
+        "See docs/reading-the-report.md for what each value means.</p>"
+    )
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
 

@@ -43,8 +43,16 @@ def run_plot(
     if sample is not None and sample < 2:
         raise GapscopeError(f"--sample must be at least 2 queries, got {sample}")
     data = open_source(store, {"image": image, "text": text, "audio": audio}, labels)
-    drawn = plot_all(data, out, points=max(points, 1), links=links, max_queries=sample,
-                     seed=seed, umap=umap, device=None if device == "auto" else device)
+    drawn = plot_all(
+        data,
+        out,
+        points=max(points, 1),
+        links=links,
+        max_queries=sample,
+        seed=seed,
+        umap=umap,
+        device=None if device == "auto" else device,
+    )
     for reason in drawn.skipped:
         typer.echo(f"Skipped {reason}", err=True)
     return [p.path for p in drawn.plots if p.path is not None]
@@ -52,23 +60,35 @@ def run_plot(
 
 def plot_command(
     store: Annotated[Path | None, typer.Argument(help="An embedding store folder.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the PNGs to "
-                                      "(created if missing).")] = Path("gapscope-plots"),
-    image: Annotated[Path | None, typer.Option(help="Image embeddings (.npy/.pt/.safetensors), "
-                                               "row i paired with row i of the others.")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder to write the PNGs to (created if missing).")
+    ] = Path("gapscope-plots"),
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image embeddings (.npy/.pt/.safetensors), row i paired with row i of the others."
+        ),
+    ] = None,
     text: Annotated[Path | None, typer.Option(help="Text embeddings.")] = None,
     audio: Annotated[Path | None, typer.Option(help="Audio embeddings.")] = None,
-    labels: Annotated[Path | None, typer.Option(help="Per-row class labels (.npy) for the "
-                                                "intra-modal recall curves.")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Per-row class labels (.npy) for the intra-modal recall curves."),
+    ] = None,
     points: Annotated[int, typer.Option(help="Rows a modality drawn in the projection.")] = 1000,
-    links: Annotated[int, typer.Option(help="True pairs linked by a line in the "
-                                       "projection.")] = 50,
-    sample: Annotated[int | None, typer.Option(help="Query rows a modality for the recall "
-                                               "curves (seeded sample).")] = 2000,
+    links: Annotated[int, typer.Option(help="True pairs linked by a line in the projection.")] = 50,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="Query rows a modality for the recall curves (seeded sample)."),
+    ] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
-    umap: Annotated[bool | None, typer.Option("--umap/--no-umap", help="Also draw a UMAP "
-                                              "projection (default: when umap-learn is "
-                                              "installed).")] = None,
+    umap: Annotated[
+        bool | None,
+        typer.Option(
+            "--umap/--no-umap",
+            help="Also draw a UMAP projection (default: when umap-learn is installed).",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "auto",
 ) -> None:
     """Write PNG plots: a 2-D projection with true pairs linked, positive vs negative cosine
@@ -83,9 +103,20 @@ def plot_command(
     from gapscope.command_errors import handle_errors
 
     def run() -> None:
-        for path in run_plot(store, out, image=image, text=text, audio=audio, labels=labels,
-                             points=points, links=links, sample=sample, seed=seed, umap=umap,
-                             device=device):
+        for path in run_plot(
+            store,
+            out,
+            image=image,
+            text=text,
+            audio=audio,
+            labels=labels,
+            points=points,
+            links=links,
+            sample=sample,
+            seed=seed,
+            umap=umap,
+            device=device,
+        ):
             typer.echo(str(path))
 
     handle_errors(run)()

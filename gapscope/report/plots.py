@@ -125,8 +125,9 @@ def _write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
-def _finish(fig: Any, name: str, title: str, data: dict[str, Any],
-            path: str | os.PathLike[str] | None) -> Plot:
+def _finish(
+    fig: Any, name: str, title: str, data: dict[str, Any], path: str | os.PathLike[str] | None
+) -> Plot:
     buf = io.BytesIO()
     # No "Software" metadata: the bytes then depend only on what is drawn.
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
@@ -230,8 +231,7 @@ def plot_projection(
     linkable = np.array(sorted(c for c, k in counts.items() if k >= 2), dtype=np.int64)
     chosen = sample_rows(linkable.size, links, seed, stream=30)
     link_groups = linkable if chosen is None else linkable[chosen]
-    link_rows = [{m: firsts[m][int(c)] for m in names if int(c) in firsts[m]}
-                 for c in link_groups]
+    link_rows = [{m: firsts[m][int(c)] for m in names if int(c) in firsts[m]} for c in link_groups]
     for m in names:
         extra = [link[m] for link in link_rows if m in link]
         rows[m] = np.unique(np.concatenate([rows[m], np.asarray(extra, dtype=np.int64)]))
@@ -260,8 +260,9 @@ def plot_projection(
         ax.plot(segment[:, 0], segment[:, 1], color="0.55", linewidth=0.6, alpha=0.7, zorder=1)
     for i, m in enumerate(names):
         c = coordinates[m]
-        ax.scatter(c[:, 0], c[:, 1], s=9, alpha=0.6, color=_color(m, i), label=m,
-                   linewidths=0, zorder=2)
+        ax.scatter(
+            c[:, 0], c[:, 1], s=9, alpha=0.6, color=_color(m, i), label=m, linewidths=0, zorder=2
+        )
     title = f"{method.upper()} projection of unit embeddings ({len(link_rows)} pairs linked)"
     ax.set_title(title)
     if ratio is not None:
@@ -318,12 +319,24 @@ def plot_similarity_histogram(
     fig = _figure()
     ax = fig.add_subplot()
     pair = f"{names[0]}-{names[1]}"
-    ax.stairs(pos / (pos.sum() * widths), edges, fill=True, alpha=0.55, color="#1b9e77",
-              label=f"positive pairs (n={st.n_positive})")
+    ax.stairs(
+        pos / (pos.sum() * widths),
+        edges,
+        fill=True,
+        alpha=0.55,
+        color="#1b9e77",
+        label=f"positive pairs (n={st.n_positive})",
+    )
     if st.n_negative:
         sampled = " sampled" if st.negatives_sampled else ""
-        ax.stairs(neg / (neg.sum() * widths), edges, fill=True, alpha=0.45, color="#7570b3",
-                  label=f"negative pairs (n={st.n_negative}{sampled})")
+        ax.stairs(
+            neg / (neg.sum() * widths),
+            edges,
+            fill=True,
+            alpha=0.45,
+            color="#7570b3",
+            label=f"negative pairs (n={st.n_negative}{sampled})",
+        )
     margin = 0.05 * (hi - lo)
     ax.set_xlim(max(-1.0, lo - margin), min(1.0, hi + margin))
     ax.set_xlabel("cosine similarity")
@@ -390,8 +403,7 @@ def plot_gap_dimensions(
     pair = f"{names[0]}-{names[1]}"
     title = f"{pair} gap by dimension (||gap|| = {g.gap:.3f}, top {order.size} of {g.vector.size})"
     ax.set_title(title)
-    data = {"shares": shares, "dimensions": order, "drawn_shares": drawn,
-            "cumulative": cumulative}
+    data = {"shares": shares, "dimensions": order, "drawn_shares": drawn, "cumulative": cumulative}
     return _finish(fig, f"gap-dimensions-{pair}", title, data, path)
 
 
@@ -437,10 +449,12 @@ def plot_recall_curves(
     qy = sample_rows(ya.shape[0], max_queries, seed, stream=41)
     a, b = names
     results = {
-        f"{a}->{b}": cross_modal_retrieval(xa, ya, gx, gy, k=cutoffs, device=device,
-                                           query_index=qx),
-        f"{b}->{a}": cross_modal_retrieval(ya, xa, gy, gx, k=cutoffs, device=device,
-                                           query_index=qy),
+        f"{a}->{b}": cross_modal_retrieval(
+            xa, ya, gx, gy, k=cutoffs, device=device, query_index=qx
+        ),
+        f"{b}->{a}": cross_modal_retrieval(
+            ya, xa, gy, gx, k=cutoffs, device=device, query_index=qy
+        ),
         f"{a}->{a}": intra_modal_retrieval(xa, rel_x, k=cutoffs, device=device, query_index=qx),
         f"{b}->{b}": intra_modal_retrieval(ya, rel_y, k=cutoffs, device=device, query_index=qy),
     }
@@ -454,8 +468,14 @@ def plot_recall_curves(
         if any(v is None for v in values):
             continue
         kind = "inter" if direction in (f"{a}->{b}", f"{b}->{a}") else "intra"
-        ax.plot(cutoffs, values, styles[direction], marker="o",
-                color=_color(query_color[direction], i), label=f"{direction} ({kind})")
+        ax.plot(
+            cutoffs,
+            values,
+            styles[direction],
+            marker="o",
+            color=_color(query_color[direction], i),
+            label=f"{direction} ({kind})",
+        )
     ax.set_xscale("log")
     ax.set_xticks(cutoffs, [str(k) for k in cutoffs])
     ax.set_ylim(0, 1.02)
@@ -502,11 +522,22 @@ def plot_all(
     def target(name: str) -> Path | None:
         return None if out is None else out / f"{name}.png"
 
-    plots = [plot_projection(data, target("projection-pca"), method="pca", points=points,
-                             links=links, seed=seed)]
+    plots = [
+        plot_projection(
+            data, target("projection-pca"), method="pca", points=points, links=links, seed=seed
+        )
+    ]
     if umap or (umap is None and umap_available()):
-        plots.append(plot_projection(data, target("projection-umap"), method="umap",
-                                     points=points, links=links, seed=seed))
+        plots.append(
+            plot_projection(
+                data,
+                target("projection-umap"),
+                method="umap",
+                points=points,
+                links=links,
+                seed=seed,
+            )
+        )
     skipped: list[str] = []
     for a, b in combinations(data.modalities, 2):
         x, y = data.embeddings[a], data.embeddings[b]
@@ -514,14 +545,36 @@ def plot_all(
         pair = f"{a}-{b}"
         plots.append(plot_gap_dimensions(x, y, target(f"gap-dimensions-{pair}"), names=(a, b)))
         if not np.intersect1d(gx, gy).size:
-            skipped.append(f"{pair}: no {a} row shares a group with a {b} row, so there are no "
-                           "positive pairs: cosine histograms and recall curves skipped")
+            skipped.append(
+                f"{pair}: no {a} row shares a group with a {b} row, so there are no "
+                "positive pairs: cosine histograms and recall curves skipped"
+            )
             continue
-        plots.append(plot_similarity_histogram(
-            x, y, gx, gy, target(f"similarity-{pair}"), names=(a, b),
-            max_negatives=max_negatives, seed=seed))
-        plots.append(plot_recall_curves(
-            x, y, gx, gy, target(f"recall-{pair}"), relevance_x=data.labels.get(a),
-            relevance_y=data.labels.get(b), names=(a, b), max_queries=max_queries, seed=seed,
-            device=device))
+        plots.append(
+            plot_similarity_histogram(
+                x,
+                y,
+                gx,
+                gy,
+                target(f"similarity-{pair}"),
+                names=(a, b),
+                max_negatives=max_negatives,
+                seed=seed,
+            )
+        )
+        plots.append(
+            plot_recall_curves(
+                x,
+                y,
+                gx,
+                gy,
+                target(f"recall-{pair}"),
+                relevance_x=data.labels.get(a),
+                relevance_y=data.labels.get(b),
+                names=(a, b),
+                max_queries=max_queries,
+                seed=seed,
+                device=device,
+            )
+        )
     return PlotSet(plots=plots, skipped=skipped)

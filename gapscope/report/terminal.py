@@ -94,8 +94,10 @@ def retrieval_table(pair: str, entry: dict[str, Any], ks: list[int]) -> Table | 
     recall = entry.get("recall")
     if not recall:
         return None
-    table = Table(title=f"[bold]{pair}[/bold] retrieval (hit rate: any positive in the top K)",
-                  title_justify="left")
+    table = Table(
+        title=f"[bold]{pair}[/bold] retrieval (hit rate: any positive in the top K)",
+        title_justify="left",
+    )
     table.add_column("direction", style="cyan", no_wrap=True)
     for k in ks:
         table.add_column(f"R@{k}", justify="right", no_wrap=True)
@@ -131,10 +133,15 @@ def read_intra_vs_cross(entry: dict[str, Any], k: int) -> str | None:
     word = "above" if diff > 0 else "below"
     basis = {r.get("relevance") for d, r in recall.items() if len(set(d.split("->"))) == 1}
     # Class labels make intra-modal retrieval easier than matching exact pairs; say so.
-    caveat = " (intra-modal relevance is by label, cross-modal by true pair)" if (
-        "labels" in basis) else ""
-    return (f"best intra-modal {key} is {abs(diff):.1f} points {word} the best cross-modal "
-            f"{key}{caveat}")
+    caveat = (
+        " (intra-modal relevance is by label, cross-modal by true pair)"
+        if ("labels" in basis)
+        else ""
+    )
+    return (
+        f"best intra-modal {key} is {abs(diff):.1f} points {word} the best cross-modal "
+        f"{key}{caveat}"
+    )
 
 
 def pair_table(report: Report, pair: str) -> Table:
@@ -149,34 +156,53 @@ def pair_table(report: Report, pair: str) -> Table:
     table.add_column("reading", style="dim", ratio=1)
     if "gap" in entry:
         table.add_row("modality gap", _metric(entry, "gap"), read_gap(entry["gap"]))
-        table.add_row("centroid cosine", _metric(entry, "centroid_cosine"),
-                      "cosine between the two modalities' mean directions")
+        table.add_row(
+            "centroid cosine",
+            _metric(entry, "centroid_cosine"),
+            "cosine between the two modalities' mean directions",
+        )
         conc = entry["gap_concentration"]
-        table.add_row("gap in top 1/10 dims",
-                      f"{100 * conc['top1']:.0f}%/{100 * conc['top10']:.0f}%",
-                      "share of the gap carried by its largest coordinates")
+        table.add_row(
+            "gap in top 1/10 dims",
+            f"{100 * conc['top1']:.0f}%/{100 * conc['top10']:.0f}%",
+            "share of the gap carried by its largest coordinates",
+        )
     if "paired_cosine" in entry:
-        table.add_row("paired cosine", _metric(entry, "paired_cosine"),
-                      read_cosines(entry["paired_cosine"], entry["unpaired_cosine"]))
-        table.add_row("unpaired cosine", _metric(entry, "unpaired_cosine"),
-                      f"mean over non-pairs ({entry['n_pairs']} true pairs)")
+        table.add_row(
+            "paired cosine",
+            _metric(entry, "paired_cosine"),
+            read_cosines(entry["paired_cosine"], entry["unpaired_cosine"]),
+        )
+        table.add_row(
+            "unpaired cosine",
+            _metric(entry, "unpaired_cosine"),
+            f"mean over non-pairs ({entry['n_pairs']} true pairs)",
+        )
     if "alignment" in entry:
-        table.add_row("alignment", _metric(entry, "alignment"),
-                      read_alignment(entry["alignment"]))
+        table.add_row("alignment", _metric(entry, "alignment"), read_alignment(entry["alignment"]))
     for m in (a, b):
         mod = data["modalities"].get(m, {})
         if "cone" in mod:
             table.add_row(f"cone ({m})", _metric(mod, "cone"), read_cone(mod["cone"]))
         if "uniformity" in mod:
-            table.add_row(f"uniformity ({m})", _metric(mod, "uniformity"),
-                          read_uniformity(mod["uniformity"], t))
+            table.add_row(
+                f"uniformity ({m})",
+                _metric(mod, "uniformity"),
+                read_uniformity(mod["uniformity"], t),
+            )
     if "uniformity" in entry:
-        table.add_row("uniformity (mean)", _metric(entry, "uniformity"),
-                      "mean of the two; lower is more uniform")
+        table.add_row(
+            "uniformity (mean)",
+            _metric(entry, "uniformity"),
+            "mean of the two; lower is more uniform",
+        )
     if "mir" in entry:
         detail = entry["mir_detail"]
-        table.add_row("MIR", _fmt(entry["mir"]),
-                      f"log10 of the Fréchet distance {detail['fd']:.4g}; lower integrates better")
+        table.add_row(
+            "MIR",
+            _fmt(entry["mir"]),
+            f"log10 of the Fréchet distance {detail['fd']:.4g}; lower integrates better",
+        )
     reading = read_intra_vs_cross(entry, data["params"]["k"][0])
     if reading:
         table.add_row("intra vs cross", "", reading)
@@ -193,30 +219,43 @@ def read_separability(accuracy: float) -> str:
     return "the modalities mix: hard to tell apart"
 
 
-def _diagnostic_rows(table: Table, data: dict[str, Any], entry: dict[str, Any],
-                     modalities: tuple[str, str]) -> None:
+def _diagnostic_rows(
+    table: Table, data: dict[str, Any], entry: dict[str, Any], modalities: tuple[str, str]
+) -> None:
     for m in modalities:
         mod = data["modalities"].get(m, {})
         if mod.get("effective_rank") is not None:
-            table.add_row(f"effective rank ({m})", f"{mod['effective_rank']:.1f}",
-                          f"{100 * mod['effective_rank_ratio']:.0f}% of the dimensions in use; "
-                          f"top component holds {100 * mod['variance_top1']:.0f}% of variance")
+            table.add_row(
+                f"effective rank ({m})",
+                f"{mod['effective_rank']:.1f}",
+                f"{100 * mod['effective_rank_ratio']:.0f}% of the dimensions in use; "
+                f"top component holds {100 * mod['variance_top1']:.0f}% of variance",
+            )
     if entry.get("separability") is not None:
-        table.add_row("separability", _metric(entry, "separability"),
-                      read_separability(entry["separability"]))
+        table.add_row(
+            "separability", _metric(entry, "separability"), read_separability(entry["separability"])
+        )
     if entry.get("cka") is not None:
-        table.add_row("linear CKA", _fmt(entry["cka"]),
-                      "similarity of the two modalities' geometry over true pairs (1 = same)")
+        table.add_row(
+            "linear CKA",
+            _fmt(entry["cka"]),
+            "similarity of the two modalities' geometry over true pairs (1 = same)",
+        )
     sim = entry.get("similarity") or {}
     if sim.get("auc") is not None:
-        table.add_row("pair AUC", _fmt(sim["auc"]),
-                      f"chance a true pair outscores a non-pair; histogram overlap "
-                      f"{sim['overlap']:.3f}")
+        table.add_row(
+            "pair AUC",
+            _fmt(sim["auc"]),
+            f"chance a true pair outscores a non-pair; histogram overlap {sim['overlap']:.3f}",
+        )
     direction = entry.get("gap_direction") or {}
     if direction.get("pc_top10_share") is not None:
-        table.add_row("gap in top 10 PCs", f"{100 * direction['pc_top10_share']:.0f}%",
-                      f"share of the gap along the main content directions (chance "
-                      f"{100 * direction['pc_top10_chance']:.0f}%)")
+        table.add_row(
+            "gap in top 10 PCs",
+            f"{100 * direction['pc_top10_share']:.0f}%",
+            f"share of the gap along the main content directions (chance "
+            f"{100 * direction['pc_top10_chance']:.0f}%)",
+        )
 
 
 def whatif_table(pair: str, entry: dict[str, Any], k: int) -> Table | None:
@@ -226,8 +265,9 @@ def whatif_table(pair: str, entry: dict[str, Any], k: int) -> Table | None:
         return None
     a, b = pair.split("-")
     key = f"R@{k}"
-    table = Table(title=f"[bold]{pair}[/bold] what-ifs: close the gap after training",
-                  title_justify="left")
+    table = Table(
+        title=f"[bold]{pair}[/bold] what-ifs: close the gap after training", title_justify="left"
+    )
     table.add_column("scenario", style="cyan", no_wrap=True)
     table.add_column("gap", justify="right")
     for direction in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}"):
@@ -239,9 +279,12 @@ def whatif_table(pair: str, entry: dict[str, Any], k: int) -> Table | None:
         uni = values.get("uniformity", {})
         label = labels.get(scenario, scenario.replace("shift_", "shifted ") + " x gap")
         table.add_row(
-            label, _fmt(values.get("gap")),
-            *[_fmt(recall.get(d, {}).get(key), percent=True)
-              for d in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}")],
+            label,
+            _fmt(values.get("gap")),
+            *[
+                _fmt(recall.get(d, {}).get(key), percent=True)
+                for d in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}")
+            ],
             "/".join("n/a" if uni.get(m) is None else f"{uni[m]:.2f}" for m in (a, b)),
         )
     return table
@@ -253,8 +296,13 @@ def render_report(report: Report, console: Console | None = None) -> None:
     data = report.to_dict()
     inp = data["input"]
     sizes = ", ".join(f"{m} {v['n']}x{v['dim']}" for m, v in inp["modalities"].items())
-    header = Text.assemble(("gapscope ", "bold"), (data["gapscope_version"], "dim"),
-                           "  ", (inp["source"], "bold"), f"  ({sizes})")
+    header = Text.assemble(
+        ("gapscope ", "bold"),
+        (data["gapscope_version"], "dim"),
+        "  ",
+        (inp["source"], "bold"),
+        f"  ({sizes})",
+    )
     console.print(header)
     model = inp.get("model")
     if model:
@@ -273,9 +321,16 @@ def render_report(report: Report, console: Console | None = None) -> None:
             console.print(whatif)
     for name, values in data.get("tuples", {}).items():
         if values.get("gram_volume_mean") is not None:
-            console.print(Text.assemble(
-                (f"{name} GRAM volume ", "cyan"), f"{values['gram_volume_mean']:.4f}",
-                (" (mean over tuples; 0 = the modalities of a tuple coincide, lower is better)",
-                 "dim")))
+            console.print(
+                Text.assemble(
+                    (f"{name} GRAM volume ", "cyan"),
+                    f"{values['gram_volume_mean']:.4f}",
+                    (
+                        " (mean over tuples; 0 = the modalities of a tuple coincide,"
+                        " lower is better)",
+                        "dim",
+                    ),
+                )
+            )
     for note in data["notes"]:
         console.print(Text(f"note: {note}", style="yellow"))

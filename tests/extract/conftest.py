@@ -49,5 +49,3 @@ def cli():
         return result
 
     return run
-
-

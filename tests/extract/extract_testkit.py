@@ -36,8 +36,9 @@ class AudioData:
     n_captions: int
 
 
-def write_images(root: Path, per_class: int = 6, classes=("cat", "dog"), broken: bool = True,
-                 size: int = 40) -> ImageData:
+def write_images(
+    root: Path, per_class: int = 6, classes=("cat", "dog"), broken: bool = True, size: int = 40
+) -> ImageData:
     """PNGs/JPEGs in class sub-folders, two captions each; optionally a corrupt image, a caption
     naming a missing file and an empty caption."""
     from PIL import Image
@@ -84,8 +85,11 @@ def write_audio(root: Path, per_class: int = 3, broken: bool = True) -> AudioDat
             rate = (16000, 22050, 44100)[i % 3]
             t = np.arange(int(rate * (0.4 + 0.5 * i))) / rate
             rng = np.random.default_rng(10 * c + i)
-            wave = (np.sin(2 * np.pi * (200 + 150 * i) * t) if name == "tone"
-                    else rng.standard_normal(t.shape[0]) / 4)
+            wave = (
+                np.sin(2 * np.pi * (200 + 150 * i) * t)
+                if name == "tone"
+                else rng.standard_normal(t.shape[0]) / 4
+            )
             if i % 2 == 1:
                 wave = np.stack([wave, 0.5 * wave], axis=1)
             rel = f"{name}/{i:02d}.{'flac' if i == 2 else 'wav'}"
@@ -106,8 +110,12 @@ def write_audio(root: Path, per_class: int = 3, broken: bool = True) -> AudioDat
 def run_module(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m ...`` in a subprocess, offline (the hub is never contacted)."""
     return subprocess.run(
-        [PYTHON, "-m", *[str(a) for a in args]], capture_output=True, text=True,
-        timeout=timeout, cwd=REPO, env=offline_env(),
+        [PYTHON, "-m", *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=offline_env(),
     )
 
 

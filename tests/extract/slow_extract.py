@@ -25,8 +25,16 @@ def main(out: str, images: str, captions: str, batch_size: str) -> None:
         return result
 
     encoder.encode_batch = slow_encode
-    extract(out, images=images, captions=captions, encoder=encoder,
-            batch_size=int(batch_size), workers=1, quiet=True, part_rows=1)
+    extract(
+        out,
+        images=images,
+        captions=captions,
+        encoder=encoder,
+        batch_size=int(batch_size),
+        workers=1,
+        quiet=True,
+        part_rows=1,
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ def _touch(root, *names):
 
 
 def test_media_order_labels_and_hidden_files(tmp_path):
-    _touch(tmp_path, "b/2.png", "a/10.JPG", "a/9.png", "a/.hidden.png", ".cache/x.png",
-           "a/notes.txt")
+    _touch(
+        tmp_path, "b/2.png", "a/10.JPG", "a/9.png", "a/.hidden.png", ".cache/x.png", "a/notes.txt"
+    )
     ds = scan_dataset(images=tmp_path)
     assert [c.id for c in ds.candidates["image"]] == ["a/10.JPG", "a/9.png", "b/2.png"]
     assert [c.label for c in ds.candidates["image"]] == ["a", "a", "b"]
@@ -39,8 +40,13 @@ def test_no_labels_when_some_files_are_at_the_top(tmp_path):
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
 def test_caption_formats_and_groups(tmp_path, fmt):
     _touch(tmp_path, "img/cat/1.png", "img/dog/2.png")
-    rows = [("cat/1.png", "a cat"), ("./dog/2.png", "a dog"), ("cat/1.png", "the same cat"),
-            ("dog/missing.png", "gone"), ("dog/2.png", "  ")]
+    rows = [
+        ("cat/1.png", "a cat"),
+        ("./dog/2.png", "a dog"),
+        ("cat/1.png", "the same cat"),
+        ("dog/missing.png", "gone"),
+        ("dog/2.png", "  "),
+    ]
     path = tmp_path / f"caps.{fmt}"
     if fmt == "jsonl":
         path.write_text("".join(json.dumps({"Image": f, "Caption": c}) + "\n" for f, c in rows))
@@ -66,15 +72,18 @@ def test_jsonl_caption_lists_and_quoted_newlines(tmp_path):
     assert [t.id for t in ds.candidates["text"]] == ["a/x.wav#0", "a/x.wav#1"]
     (tmp_path / "c.csv").write_text('file,text\na/x.wav,"line one\nline two"\n')
     rows, problems, columns = read_captions(tmp_path / "c.csv")
-    assert rows[0].caption == "line one\nline two" and columns == {"file": "file",
-                                                                   "caption": "text"}
+    assert rows[0].caption == "line one\nline two" and columns == {
+        "file": "file",
+        "caption": "text",
+    }
 
 
 def test_absolute_caption_paths_inside_the_folder(tmp_path):
     _touch(tmp_path, "img/a.png")
     path = tmp_path / "c.csv"
-    path.write_text(f"image,caption\n{tmp_path / 'img' / 'a.png'},an a\n"
-                    f"{tmp_path / 'elsewhere.png'},outside\n")
+    path.write_text(
+        f"image,caption\n{tmp_path / 'img' / 'a.png'},an a\n{tmp_path / 'elsewhere.png'},outside\n"
+    )
     ds = scan_dataset(images=tmp_path / "img", captions=path)
     assert [t.group for t in ds.candidates["text"]] == ["a.png"]
     assert ds.skipped[0]["reason"] == "file not found"
@@ -91,15 +100,17 @@ def test_fingerprint_follows_content_not_location(tmp_path):
 
 @pytest.mark.parametrize(
     ("setup", "kwargs", "fragment"),
-    [(None, {}, "give --images DIR or --audio DIR"),
-     (None, {"images": "x", "audio": "y"}, "not both"),
-     (None, {"images": "/no/such/folder"}, "folder not found"),
-     ("empty", {"images": "{tmp}"}, "no png/"),
-     ("img", {"images": "{tmp}", "captions": "{tmp}/c.xlsx"}, "unknown format"),
-     ("img", {"images": "{tmp}", "captions": "{tmp}/none.csv"}, "file not found"),
-     ("nocol", {"images": "{tmp}", "captions": "{tmp}/c.csv"}, "no caption column"),
-     ("badjson", {"images": "{tmp}", "captions": "{tmp}/c.jsonl"}, "line 2 is not valid JSON"),
-     ("nomatch", {"images": "{tmp}", "captions": "{tmp}/c.csv"}, "none of its 1 captions")],
+    [
+        (None, {}, "give --images DIR or --audio DIR"),
+        (None, {"images": "x", "audio": "y"}, "not both"),
+        (None, {"images": "/no/such/folder"}, "folder not found"),
+        ("empty", {"images": "{tmp}"}, "no png/"),
+        ("img", {"images": "{tmp}", "captions": "{tmp}/c.xlsx"}, "unknown format"),
+        ("img", {"images": "{tmp}", "captions": "{tmp}/none.csv"}, "file not found"),
+        ("nocol", {"images": "{tmp}", "captions": "{tmp}/c.csv"}, "no caption column"),
+        ("badjson", {"images": "{tmp}", "captions": "{tmp}/c.jsonl"}, "line 2 is not valid JSON"),
+        ("nomatch", {"images": "{tmp}", "captions": "{tmp}/c.csv"}, "none of its 1 captions"),
+    ],
 )
 def test_bad_datasets(tmp_path, setup, kwargs, fragment):
     if setup in ("img", "nocol", "badjson", "nomatch"):

@@ -67,8 +67,7 @@ def test_bad_input_is_one_line_exit_2(cli, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [f"Error: --images {tmp_path / 'nowhere'}: folder not found"]
     assert "Traceback" not in result.output
-    result = cli("extract", "--images", tmp_path, "--shard", "2/2", "-o", tmp_path / "s",
-                 expect=2)
+    result = cli("extract", "--images", tmp_path, "--shard", "2/2", "-o", tmp_path / "s", expect=2)
     assert "--shard 2/2" in result.stderr
     result = cli("merge", tmp_path / "m", tmp_path / "nothing", expect=2)
     assert result.stderr.startswith("Error: ") and "no such store" in result.stderr
@@ -78,8 +77,17 @@ def test_extract_into_a_folder_that_is_not_a_store(cli, tmp_path, image_data):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = cli("extract", "--images", image_data.images, "--model", "gapscope-tiny-vit",
-                 "-q", "-o", out, expect=2)
+    result = cli(
+        "extract",
+        "--images",
+        image_data.images,
+        "--model",
+        "gapscope-tiny-vit",
+        "-q",
+        "-o",
+        out,
+        expect=2,
+    )
     assert "not empty" in result.stderr
     assert (out / "keep.txt").read_text() == "mine"
 

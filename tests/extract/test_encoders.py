@@ -48,10 +48,14 @@ def test_open_clip_raw_outputs(clip_encoder):
     texts = clip_encoder.encode_texts(CAPTIONS)
     assert images.shape == texts.shape == (3, 32)
     assert images.dtype == np.float32
-    expected = clip_encoder.model.encode_image(
-        torch.stack([clip_encoder.preprocessor("image").load(i) for i in _images()]),
-        normalize=False,
-    ).detach().numpy()
+    expected = (
+        clip_encoder.model.encode_image(
+            torch.stack([clip_encoder.preprocessor("image").load(i) for i in _images()]),
+            normalize=False,
+        )
+        .detach()
+        .numpy()
+    )
     # Not bit-equal: inference mode may pick other (fused) kernels than grad mode.
     np.testing.assert_allclose(images, expected, rtol=1e-5, atol=1e-5)
     assert not np.allclose(np.linalg.norm(images, axis=1), 1)
@@ -81,10 +85,12 @@ def test_open_clip_checkpoint_round_trip(clip_encoder, tmp_path, form):
     else:
         torch.save(state, path)
     loaded = load_encoder("open_clip", model=TINY_OPEN_CLIP, pretrained=str(path), device="cpu")
-    np.testing.assert_array_equal(loaded.encode_images(_images()),
-                                  clip_encoder.encode_images(_images()))
-    np.testing.assert_array_equal(loaded.encode_texts(CAPTIONS),
-                                  clip_encoder.encode_texts(CAPTIONS))
+    np.testing.assert_array_equal(
+        loaded.encode_images(_images()), clip_encoder.encode_images(_images())
+    )
+    np.testing.assert_array_equal(
+        loaded.encode_texts(CAPTIONS), clip_encoder.encode_texts(CAPTIONS)
+    )
     desc = loaded.description()
     assert desc["weights"] == "pretrained" and desc["random_init_seed"] is None
     assert desc["checkpoint"] == str(path.resolve())
@@ -100,8 +106,20 @@ def test_checkpoint_through_extract_and_model_config(clip_encoder, image_data, t
     ckpt = tmp_path / "my.pt"
     torch.save(clip_encoder.model.state_dict(), ckpt)
     out = tmp_path / "store"
-    cli("extract", "--images", image_data.images, "--model-config", config, "--pretrained", ckpt,
-        "--device", "cpu", "-q", "-o", out)
+    cli(
+        "extract",
+        "--images",
+        image_data.images,
+        "--model-config",
+        config,
+        "--pretrained",
+        ckpt,
+        "--device",
+        "cpu",
+        "-q",
+        "-o",
+        out,
+    )
     store = EmbeddingStore.open(out)
     assert store.encoder["model"] == "my-arch"
     assert store.encoder["model_config"] == str(config.resolve())
@@ -119,12 +137,14 @@ def test_hub_style_config_file_is_accepted(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
-    [({"model": "ViT-Nope-99"}, "unknown open_clip model"),
-     ({"model": TINY_OPEN_CLIP, "pretrained": "no_such_tag"}, "neither a file nor a hub tag"),
-     ({"model": TINY_OPEN_CLIP, "pretrained": "missing/ckpt.pt"}, "checkpoint file not found"),
-     ({"model_config": "/nonexistent/cfg.json"}, "file not found"),
-     ({"model": TINY_OPEN_CLIP, "precision": "fp8"}, "unknown precision"),
-     ({"model": TINY_OPEN_CLIP, "device": "tpu"}, "unknown device")],
+    [
+        ({"model": "ViT-Nope-99"}, "unknown open_clip model"),
+        ({"model": TINY_OPEN_CLIP, "pretrained": "no_such_tag"}, "neither a file nor a hub tag"),
+        ({"model": TINY_OPEN_CLIP, "pretrained": "missing/ckpt.pt"}, "checkpoint file not found"),
+        ({"model_config": "/nonexistent/cfg.json"}, "file not found"),
+        ({"model": TINY_OPEN_CLIP, "precision": "fp8"}, "unknown precision"),
+        ({"model": TINY_OPEN_CLIP, "device": "tpu"}, "unknown device"),
+    ],
 )
 def test_open_clip_bad_arguments(kwargs, fragment):
     with pytest.raises(GapscopeError, match=fragment):
@@ -173,8 +193,9 @@ def test_clap_raw_outputs(clap_encoder):
     with torch.no_grad():
         normalised = model.get_text_features(**batch)
     normalised = getattr(normalised, "pooler_output", normalised).numpy()
-    np.testing.assert_allclose(texts / np.linalg.norm(texts, axis=1, keepdims=True), normalised,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        texts / np.linalg.norm(texts, axis=1, keepdims=True), normalised, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_clap_local_folder_and_state_dict_round_trip(clap_encoder, tmp_path):
@@ -183,17 +204,20 @@ def test_clap_local_folder_and_state_dict_round_trip(clap_encoder, tmp_path):
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "preprocessor_config.json"):
         shutil.copy(tiny_clap_dir() / name, folder / name)
     from_folder = load_encoder("clap", model=str(folder), device="cpu")
-    np.testing.assert_array_equal(from_folder.encode_audio(_clips()),
-                                  clap_encoder.encode_audio(_clips()))
-    np.testing.assert_array_equal(from_folder.encode_texts(CAPTIONS),
-                                  clap_encoder.encode_texts(CAPTIONS))
+    np.testing.assert_array_equal(
+        from_folder.encode_audio(_clips()), clap_encoder.encode_audio(_clips())
+    )
+    np.testing.assert_array_equal(
+        from_folder.encode_texts(CAPTIONS), clap_encoder.encode_texts(CAPTIONS)
+    )
     assert from_folder.description()["checkpoint_sha256"] is not None
 
     state = tmp_path / "clap.pt"
     torch.save(clap_encoder.model.state_dict(), state)
     from_state = load_encoder("clap", model=TINY_CLAP, pretrained=str(state), device="cpu")
-    np.testing.assert_array_equal(from_state.encode_texts(CAPTIONS),
-                                  clap_encoder.encode_texts(CAPTIONS))
+    np.testing.assert_array_equal(
+        from_state.encode_texts(CAPTIONS), clap_encoder.encode_texts(CAPTIONS)
+    )
     assert from_state.description()["weights"] == "pretrained"
 
 
@@ -223,8 +247,15 @@ def test_preprocessors_are_picklable(clip_encoder, clap_encoder):
 
 
 def test_bf16_on_cpu(image_data, tmp_path):
-    summary = extract(tmp_path / "bf16", images=image_data.images, model=TINY_OPEN_CLIP,
-                      device="cpu", precision="bf16", quiet=True, workers=0)
+    summary = extract(
+        tmp_path / "bf16",
+        images=image_data.images,
+        model=TINY_OPEN_CLIP,
+        device="cpu",
+        precision="bf16",
+        quiet=True,
+        workers=0,
+    )
     store = EmbeddingStore.open(summary.store)
     assert store.embeddings("image").dtype == np.float32
     assert store.encoder["precision"] == "bf16"
@@ -233,8 +264,14 @@ def test_bf16_on_cpu(image_data, tmp_path):
 
 def test_wrong_encoder_for_the_modality(audio_data, tmp_path):
     with pytest.raises(GapscopeError, match="cannot encode audio"):
-        extract(tmp_path / "x", audio=audio_data.audio, encoder="open_clip",
-                model=TINY_OPEN_CLIP, device="cpu", quiet=True)
+        extract(
+            tmp_path / "x",
+            audio=audio_data.audio,
+            encoder="open_clip",
+            model=TINY_OPEN_CLIP,
+            device="cpu",
+            quiet=True,
+        )
 
 
 def test_missing_audio_extra_is_explained(monkeypatch):

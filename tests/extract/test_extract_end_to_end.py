@@ -22,17 +22,42 @@ def _skips(store: EmbeddingStore) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def image_store(image_data, tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("e2e") / "image-store"
-    result = cli("extract", "--images", image_data.images, "--captions", image_data.captions,
-                 "--model", "gapscope-tiny-vit", "--batch-size", "5", "--device", "cpu", "-o", out)
+    result = cli(
+        "extract",
+        "--images",
+        image_data.images,
+        "--captions",
+        image_data.captions,
+        "--model",
+        "gapscope-tiny-vit",
+        "--batch-size",
+        "5",
+        "--device",
+        "cpu",
+        "-o",
+        out,
+    )
     return out, result
 
 
 @pytest.fixture(scope="module")
 def audio_store(audio_data, tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("e2e") / "audio-store"
-    result = cli("extract", "--audio", audio_data.audio, "--captions", audio_data.captions,
-                 "--model", "gapscope-tiny-clap", "--batch-size", "4", "--workers", "0",
-                 "-o", out)
+    result = cli(
+        "extract",
+        "--audio",
+        audio_data.audio,
+        "--captions",
+        audio_data.captions,
+        "--model",
+        "gapscope-tiny-clap",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "-o",
+        out,
+    )
     return out, result
 
 
@@ -53,8 +78,12 @@ def test_image_text_store(image_store, image_data):
     assert [it["id"] for it in image_items] == sorted(it["id"] for it in image_items)
     assert {it["label"] for it in image_items} == {"cat", "dog"}
     text_items = store.items("text")
-    assert text_items[0] == {"id": "cat/000.png#0", "source": "a photo of cat number 0",
-                             "group": "cat/000.png", "label": "cat"}
+    assert text_items[0] == {
+        "id": "cat/000.png#0",
+        "source": "a photo of cat number 0",
+        "group": "cat/000.png",
+        "label": "cat",
+    }
     assert text_items[1]["group"] == "cat/000.png" and text_items[1]["id"] == "cat/000.png#1"
     groups = {it["group"] for it in image_items}
     assert all(it["group"] in groups for it in text_items if "corrupt" not in it["group"])
@@ -112,26 +141,50 @@ def test_analyze_through_the_cli(which, request):
 def test_rerun_of_a_finished_store_does_nothing(image_store, image_data, cli):
     out, _ = image_store
     before = (out / "image.npy").read_bytes()
-    result = cli("extract", "--images", image_data.images, "--captions", image_data.captions,
-                 "--model", "gapscope-tiny-vit", "--batch-size", "5", "-o", out)
+    result = cli(
+        "extract",
+        "--images",
+        image_data.images,
+        "--captions",
+        image_data.captions,
+        "--model",
+        "gapscope-tiny-vit",
+        "--batch-size",
+        "5",
+        "-o",
+        out,
+    )
     assert "already complete" in result.stdout
     assert (out / "image.npy").read_bytes() == before
 
 
 @pytest.mark.parametrize(
     ("change", "fragment"),
-    [(["--batch-size", "4"], "--batch-size: store has 5, now 4"),
-     (["--seed", "1"], "--seed: store has 0, now 1"),
-     (["--precision", "bf16"], "--precision: store has fp32, now bf16"),
-     (["--shard", "0/2"], "--shard: store has none, now 0/2")],
+    [
+        (["--batch-size", "4"], "--batch-size: store has 5, now 4"),
+        (["--seed", "1"], "--seed: store has 0, now 1"),
+        (["--precision", "bf16"], "--precision: store has fp32, now bf16"),
+        (["--shard", "0/2"], "--shard: store has none, now 0/2"),
+    ],
 )
 def test_different_arguments_are_refused(image_store, image_data, cli, change, fragment):
     out, _ = image_store
     args = {"--batch-size": "5"}
     args.update(dict(zip(change[::2], change[1::2], strict=True)))
     flat = [x for kv in args.items() for x in kv]
-    result = cli("extract", "--images", image_data.images, "--captions", image_data.captions,
-                 "--model", "gapscope-tiny-vit", *flat, "-o", out, expect=2)
+    result = cli(
+        "extract",
+        "--images",
+        image_data.images,
+        "--captions",
+        image_data.captions,
+        "--model",
+        "gapscope-tiny-vit",
+        *flat,
+        "-o",
+        out,
+        expect=2,
+    )
     line = result.stderr.strip()
     assert line.startswith("Error: ") and "\n" not in line
     assert fragment in line and "--overwrite" in line
@@ -143,12 +196,40 @@ def test_overwrite_and_workers_give_the_same_store(image_store, image_data, cli,
 
     out, _ = image_store
     copy = tmp_path / "again"
-    cli("extract", "--images", image_data.images, "--captions", image_data.captions,
-        "--model", "gapscope-tiny-vit", "--batch-size", "5", "--workers", "0", "-q", "-o", copy)
+    cli(
+        "extract",
+        "--images",
+        image_data.images,
+        "--captions",
+        image_data.captions,
+        "--model",
+        "gapscope-tiny-vit",
+        "--batch-size",
+        "5",
+        "--workers",
+        "0",
+        "-q",
+        "-o",
+        copy,
+    )
     assert_same_store(out, copy, manifest=False)
-    cli("extract", "--images", image_data.images, "--captions", image_data.captions,
-        "--model", "gapscope-tiny-vit", "--batch-size", "5", "--workers", "2", "-q",
-        "--overwrite", "-o", copy)
+    cli(
+        "extract",
+        "--images",
+        image_data.images,
+        "--captions",
+        image_data.captions,
+        "--model",
+        "gapscope-tiny-vit",
+        "--batch-size",
+        "5",
+        "--workers",
+        "2",
+        "-q",
+        "--overwrite",
+        "-o",
+        copy,
+    )
     assert_same_store(out, copy)
 
 
@@ -169,7 +250,15 @@ def test_images_only_store(tmp_path, cli):
 
     data = write_images(tmp_path, per_class=2, classes=("a",), broken=False)
     # Every image in one sub-folder: still a label; no captions: an image-only store.
-    cli("extract", "--images", data.images, "--model", "gapscope-tiny-vit", "-q",
-        "-o", tmp_path / "s")
+    cli(
+        "extract",
+        "--images",
+        data.images,
+        "--model",
+        "gapscope-tiny-vit",
+        "-q",
+        "-o",
+        tmp_path / "s",
+    )
     store = EmbeddingStore.open(tmp_path / "s")
     assert store.modalities == ["image"] and store.info("image")["rows"] == 2

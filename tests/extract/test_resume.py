@@ -28,8 +28,15 @@ def resume_data(tmp_path_factory):
 def reference(resume_data, tmp_path_factory):
     """One uninterrupted run with default part sizes."""
     out = tmp_path_factory.mktemp("reference") / "store"
-    extract(out, images=resume_data.images, captions=resume_data.captions,
-            model="gapscope-tiny-vit", device="cpu", batch_size=BATCH, quiet=True)
+    extract(
+        out,
+        images=resume_data.images,
+        captions=resume_data.captions,
+        model="gapscope-tiny-vit",
+        device="cpu",
+        batch_size=BATCH,
+        quiet=True,
+    )
     return out
 
 
@@ -43,9 +50,18 @@ def test_sigkill_then_rerun_equals_one_run(resume_data, reference, tmp_path, cli
     log_path = tmp_path / "stderr.txt"  # a file, not a pipe that could fill and block
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [PYTHON, str(script), str(out), str(resume_data.images),
-             str(resume_data.captions), str(BATCH)],
-            cwd=REPO, env=offline_env(), stdout=subprocess.DEVNULL, stderr=log,
+            [
+                PYTHON,
+                str(script),
+                str(out),
+                str(resume_data.images),
+                str(resume_data.captions),
+                str(BATCH),
+            ],
+            cwd=REPO,
+            env=offline_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
             start_new_session=True,  # its own process group: its DataLoader worker goes too
         )
         try:
@@ -68,9 +84,21 @@ def test_sigkill_then_rerun_equals_one_run(resume_data, reference, tmp_path, cli
     assert 0 < written < resume_data.n_good
     assert not _parts(out, "text")
 
-    result = cli("extract", "--images", resume_data.images, "--captions", resume_data.captions,
-                 "--model", "gapscope-tiny-vit", "--device", "cpu", "--batch-size", BATCH,
-                 "-o", out)
+    result = cli(
+        "extract",
+        "--images",
+        resume_data.images,
+        "--captions",
+        resume_data.captions,
+        "--model",
+        "gapscope-tiny-vit",
+        "--device",
+        "cpu",
+        "--batch-size",
+        BATCH,
+        "-o",
+        out,
+    )
     assert f"Resumed after {written} image rows" in result.stdout
     assert_same_store(out, reference)
 
@@ -96,16 +124,30 @@ def test_interrupt_or_crash_keeps_whole_batches(resume_data, reference, tmp_path
 
     encoder.encode_batch = failing
     with pytest.raises(stop):
-        extract(out, images=resume_data.images, captions=resume_data.captions,
-                encoder=encoder, batch_size=BATCH, workers=0, quiet=True)
+        extract(
+            out,
+            images=resume_data.images,
+            captions=resume_data.captions,
+            encoder=encoder,
+            batch_size=BATCH,
+            workers=0,
+            quiet=True,
+        )
     store = EmbeddingStore.open(out, allow_incomplete=True)
     assert store.rows_written("image") == resume_data.n_good
     text_rows = store.rows_written("text")
     assert text_rows > 0 and text_rows % BATCH == 0
 
     encoder.encode_batch = encode
-    summary = extract(out, images=resume_data.images, captions=resume_data.captions,
-                      encoder=encoder, batch_size=BATCH, workers=0, quiet=True)
+    summary = extract(
+        out,
+        images=resume_data.images,
+        captions=resume_data.captions,
+        encoder=encoder,
+        batch_size=BATCH,
+        workers=0,
+        quiet=True,
+    )
     assert summary.resumed == {"image": resume_data.n_good, "text": text_rows}
     assert_same_store(out, reference)
 
@@ -121,8 +163,15 @@ def test_resume_after_a_batch_of_only_broken_files(tmp_path):
             (folder / f"{i:02d}.png").write_bytes(b"broken")
         else:
             Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(folder / f"{i:02d}.png")
-    ref = extract(tmp_path / "ref", images=folder, model="gapscope-tiny-vit", device="cpu",
-                  batch_size=BATCH, quiet=True, workers=0)
+    ref = extract(
+        tmp_path / "ref",
+        images=folder,
+        model="gapscope-tiny-vit",
+        device="cpu",
+        batch_size=BATCH,
+        quiet=True,
+        workers=0,
+    )
     assert ref.rows == {"image": 6} and len(ref.skipped) == 4
 
     encoder = load_encoder("open_clip", model="gapscope-tiny-vit", device="cpu")
@@ -137,9 +186,15 @@ def test_resume_after_a_batch_of_only_broken_files(tmp_path):
 
     encoder.encode_batch = stop_at_third
     with pytest.raises(KeyboardInterrupt):
-        extract(tmp_path / "s", images=folder, encoder=encoder, batch_size=BATCH, quiet=True,
-                workers=0, part_rows=1)
+        extract(
+            tmp_path / "s",
+            images=folder,
+            encoder=encoder,
+            batch_size=BATCH,
+            quiet=True,
+            workers=0,
+            part_rows=1,
+        )
     encoder.encode_batch = encode
-    extract(tmp_path / "s", images=folder, encoder=encoder, batch_size=BATCH, quiet=True,
-            workers=0)
+    extract(tmp_path / "s", images=folder, encoder=encoder, batch_size=BATCH, quiet=True, workers=0)
     assert_same_store(tmp_path / "s", tmp_path / "ref")

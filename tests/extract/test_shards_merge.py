@@ -11,8 +11,7 @@ from gapscope.errors import GapscopeError
 from gapscope.extract import extract, merge_stores, parse_shard, plan_batches
 from gapscope.extract.shards import Shard
 
-ARGS = {"model": "gapscope-tiny-vit", "device": "cpu", "batch_size": 3, "quiet": True,
-        "workers": 0}
+ARGS = {"model": "gapscope-tiny-vit", "device": "cpu", "batch_size": 3, "quiet": True, "workers": 0}
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +22,13 @@ def shard_run(image_data, tmp_path_factory):
     shards = []
     for i in range(3):
         shards.append(root / f"shard-{i}")
-        summary = extract(shards[-1], images=image_data.images, captions=image_data.captions,
-                          shard=f"{i}/3", **ARGS)
+        summary = extract(
+            shards[-1],
+            images=image_data.images,
+            captions=image_data.captions,
+            shard=f"{i}/3",
+            **ARGS,
+        )
         assert summary.shard == f"{i}/3"
     return root, single, shards
 
@@ -56,8 +60,13 @@ def test_merge_refuses_bad_sets(shard_run, image_data, tmp_path):
     with pytest.raises(GapscopeError, match="not a shard store"):
         merge_stores(tmp_path / "c", [single])
     other = tmp_path / "other-0"
-    extract(other, images=image_data.images, captions=image_data.captions, shard="0/3",
-            **{**ARGS, "seed": 7})
+    extract(
+        other,
+        images=image_data.images,
+        captions=image_data.captions,
+        shard="0/3",
+        **{**ARGS, "seed": 7},
+    )
     with pytest.raises(GapscopeError, match="different extracts.*--seed"):
         merge_stores(tmp_path / "d", [other, shards[1], shards[2]])
     with pytest.raises(GapscopeError, match="not empty"):
@@ -112,11 +121,35 @@ def test_torchrun_ranks_are_shards_merged_by_rank_0(shard_run, image_data, tmp_p
     out = tmp_path / "store"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "gapscope", "extract",
-         "--images", str(image_data.images), "--captions", str(image_data.captions),
-         "--model", "gapscope-tiny-vit", "--device", "cpu", "--batch-size", "3",
-         "--workers", "0", "-q", "-o", str(out)],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "gapscope",
+            "extract",
+            "--images",
+            str(image_data.images),
+            "--captions",
+            str(image_data.captions),
+            "--model",
+            "gapscope-tiny-vit",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "3",
+            "--workers",
+            "0",
+            "-q",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # Two shards merged equal the single run, and the shard folders are gone.

@@ -66,8 +66,9 @@ def _same(a, b) -> None:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fused_pair_matches_per_metric_functions(n, block_size, seed):
     x, y, gx, gy, labels = _data(n, seed)
-    r = fused_pair_pass(x, y, gx, gy, labels, None, k=KS, block_size=block_size,
-                        row_terms=True, per_query=True)
+    r = fused_pair_pass(
+        x, y, gx, gy, labels, None, k=KS, block_size=block_size, row_terms=True, per_query=True
+    )
     for arr, side in ((x, r.x), (y, r.y)):
         value, terms = uniformity_with_row_terms(arr, block_size=block_size)
         ref_value, ref_terms = _ref_uniformity(arr)
@@ -98,8 +99,19 @@ def test_query_index_matches_per_metric_functions(block_size):
     rng = np.random.default_rng(9)
     qx = rng.choice(len(x), 60, replace=False)
     qy = rng.choice(len(y), 30, replace=False)
-    r = fused_pair_pass(x, y, gx, gy, labels, None, k=KS, block_size=block_size,
-                        query_index_x=qx, query_index_y=qy, per_query=True)
+    r = fused_pair_pass(
+        x,
+        y,
+        gx,
+        gy,
+        labels,
+        None,
+        k=KS,
+        block_size=block_size,
+        query_index_x=qx,
+        query_index_y=qy,
+        per_query=True,
+    )
     assert r.x.uniformity is None and r.y.uniformity is None
     _same(r.x.retrieval, intra_modal_retrieval(x, labels, k=KS, query_index=qx, per_query=True))
     _same(r.x_to_y, cross_modal_retrieval(x, y, gx, gy, k=KS, query_index=qx, per_query=True))
@@ -131,12 +143,16 @@ def test_memmap_larger_than_block_matches_in_memory(tmp_path):
     np.save(path_y, y.astype(np.float16))
     mx, my = np.load(path_x, mmap_mode="r"), np.load(path_y, mmap_mode="r")
     from_disk = fused_pair_pass(mx, my, gx, gy, labels, None, k=KS, block_size=16)
-    in_memory = fused_pair_pass(np.array(mx), np.array(my), gx, gy, labels, None, k=KS,
-                                block_size=None)
+    in_memory = fused_pair_pass(
+        np.array(mx), np.array(my), gx, gy, labels, None, k=KS, block_size=None
+    )
     assert from_disk.x.uniformity == pytest.approx(in_memory.x.uniformity, abs=1e-6)
     assert from_disk.y.uniformity == pytest.approx(in_memory.y.uniformity, abs=1e-6)
-    for a, b in ((from_disk.x.retrieval, in_memory.x.retrieval),
-                 (from_disk.x_to_y, in_memory.x_to_y), (from_disk.y_to_x, in_memory.y_to_x)):
+    for a, b in (
+        (from_disk.x.retrieval, in_memory.x.retrieval),
+        (from_disk.x_to_y, in_memory.x_to_y),
+        (from_disk.y_to_x, in_memory.y_to_x),
+    ):
         _same(a, b)
 
 
@@ -175,8 +191,7 @@ def test_exact_ties_everywhere_break_to_the_lower_index(block_size, padded, monk
     gx = rng.integers(0, 20, size=40)
     gy = rng.integers(0, 20, size=25)
     labels = rng.integers(0, 3, size=40)
-    r = fused_pair_pass(x, y, gx, gy, labels, None, k=KS, block_size=block_size,
-                        per_query=True)
+    r = fused_pair_pass(x, y, gx, gy, labels, None, k=KS, block_size=block_size, per_query=True)
     _same(r.x.retrieval, intra_modal_retrieval(x, labels, k=KS, per_query=True))
     _same(r.y.retrieval, intra_modal_retrieval(y, gy, k=KS, per_query=True))
     _same(r.x_to_y, cross_modal_retrieval(x, y, gx, gy, k=KS, per_query=True))

@@ -64,8 +64,9 @@ def test_analytic_known_gap_vector(a, b):
     d = 6
     eye = np.eye(d)
     xs = [math.cos(a) * eye[0] + s * math.sin(a) * eye[k] for k in range(1, d) for s in (1, -1)]
-    ys = [math.cos(b) * eye[1] + s * math.sin(b) * eye[k] for k in range(d) if k != 1
-          for s in (1, -1)]
+    ys = [
+        math.cos(b) * eye[1] + s * math.sin(b) * eye[k] for k in range(d) if k != 1 for s in (1, -1)
+    ]
     rng = np.random.default_rng(0)
     # Raw rows carry arbitrary positive norms: only directions matter.
     x = np.array(xs) * rng.uniform(0.5, 5.0, size=(len(xs), 1))
@@ -118,8 +119,14 @@ def test_blocked_equals_full_matrix_reference(block_size):
     g = modality_gap(x, y, block_size=block_size)
     ref = reference_gap(x, y)
     np.testing.assert_allclose(g.vector, ref["vector"], atol=1e-12)
-    for key in ("gap", "centroid_norm_x", "centroid_norm_y", "centroid_cosine", "top1_share",
-                "top10_share"):
+    for key in (
+        "gap",
+        "centroid_norm_x",
+        "centroid_norm_y",
+        "centroid_cosine",
+        "top1_share",
+        "top10_share",
+    ):
         assert getattr(g, key) == pytest.approx(ref[key], abs=1e-12), key
 
 

@@ -122,8 +122,14 @@ def test_positive_row_scaling(data, draw):
 
 def mir_values(x, y):
     r = modality_integration_rate(x, y)
-    return r, (r.fd, r.outliers_x, r.outliers_y, r.outlier_step_skipped_x,
-               r.outlier_step_skipped_y, r.full_rank)
+    return r, (
+        r.fd,
+        r.outliers_x,
+        r.outliers_y,
+        r.outlier_step_skipped_x,
+        r.outlier_step_skipped_y,
+        r.full_rank,
+    )
 
 
 def assert_same_mir(a, b):

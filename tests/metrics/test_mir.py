@@ -67,8 +67,9 @@ def test_frechet_matches_scipy_sqrtm(d):
     rng = np.random.default_rng(d)
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
     s1, s2 = random_spd(rng, d), random_spd(rng, d)
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(sqrtm_fd(mu1, s1, mu2, s2),
-                                                               rel=1e-10, abs=1e-12)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+        sqrtm_fd(mu1, s1, mu2, s2), rel=1e-10, abs=1e-12
+    )
 
 
 def test_frechet_identical_gaussians_is_zero_and_symmetric():
@@ -76,8 +77,9 @@ def test_frechet_identical_gaussians_is_zero_and_symmetric():
     mu, s = rng.normal(size=6), random_spd(rng, 6)
     assert frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-12)
     s2 = random_spd(rng, 6)
-    assert frechet_distance(mu, s, mu, s2) == pytest.approx(frechet_distance(mu, s2, mu, s),
-                                                            rel=1e-10)
+    assert frechet_distance(mu, s, mu, s2) == pytest.approx(
+        frechet_distance(mu, s2, mu, s), rel=1e-10
+    )
 
 
 def test_frechet_singular_covariances_match_nuclear_norm():
@@ -134,8 +136,11 @@ def test_hand_derived_outlier_replacement():
     x = np.array([e1] * 3 + [e2] * 3 + [-e1] * 3 + [-e2] * 2 + [10 * e2])
     y = np.array([e1, e2, -e1, -e2])
     r = modality_integration_rate(x, y)
-    expected = (1 / 144 + (math.sqrt(6 / 11) - math.sqrt(2 / 3)) ** 2
-                + (math.sqrt(59 / 132) - math.sqrt(2 / 3)) ** 2)
+    expected = (
+        1 / 144
+        + (math.sqrt(6 / 11) - math.sqrt(2 / 3)) ** 2
+        + (math.sqrt(59 / 132) - math.sqrt(2 / 3)) ** 2
+    )
     assert (r.outliers_x, r.outliers_y) == (1, 0)
     assert (r.outlier_step_skipped_x, r.outlier_step_skipped_y) == (False, True)
     assert r.fd == pytest.approx(expected, rel=1e-12)
@@ -187,8 +192,12 @@ def test_rank_deficient_is_finite_and_exact():
     assert (r.outliers_x, r.outliers_y) == (0, 0)
     cx, cy = s * (x - x.mean(0)), s * (y - y.mean(0))
     nuclear = np.linalg.svd(cx @ cy.T, compute_uv=False).sum() / math.sqrt(7 * 11)
-    expected = (s**2 * ((x.mean(0) - y.mean(0)) ** 2).sum() + (cx**2).sum() / 7
-                + (cy**2).sum() / 11 - 2 * nuclear)
+    expected = (
+        s**2 * ((x.mean(0) - y.mean(0)) ** 2).sum()
+        + (cx**2).sum() / 7
+        + (cy**2).sum() / 11
+        - 2 * nuclear
+    )
     assert r.fd == pytest.approx(expected, rel=1e-12)
 
 
@@ -247,8 +256,10 @@ def test_rows_normalised_in_low_precision_are_detected(compute):
     assert (r.outliers_x, r.outliers_y) == (0, 0)
 
 
-@pytest.mark.parametrize(("dtype", "spread"), [(np.float32, 0.05), (np.float32, 0.01),
-                                                (np.float16, 0.05), (np.float64, 0.02)])
+@pytest.mark.parametrize(
+    ("dtype", "spread"),
+    [(np.float32, 0.05), (np.float32, 0.01), (np.float16, 0.05), (np.float64, 0.02)],
+)
 def test_spread_norms_are_tested_for_outliers(dtype, spread):
     rng = np.random.default_rng(9)
     x = (unit_rows(rng, 300, 32) * rng.lognormal(0.0, spread, size=(300, 1))).astype(dtype)

@@ -268,7 +268,7 @@ def test_cross_matches_full_matrix_reference(kind, seed, block_size):
     gq, gk = rng.integers(0, 60, n), rng.integers(0, 60, m)  # many-to-one and orphans
     if kind == "gaussian":
         assert_separated(_scores(q, k))
-    for (a, b, ga, gb) in ((q, k, gq, gk), (k, q, gk, gq)):
+    for a, b, ga, gb in ((q, k, gq, gk), (k, q, gk, gq)):
         expected, _, skipped = ref_cross(a, b, ga, gb)
         assert skipped > 0 and len(b) < max(KS)  # the data exercise both edge cases
         result = cross_modal_retrieval(a, b, ga, gb, k=KS, block_size=block_size)
@@ -391,8 +391,10 @@ def test_query_index_cross_matches_reference_subset():
         assert math.isfinite(result.se[f"R@{c}"]) and result.se[f"R@{c}"] >= 0
         assert result.se[f"R@{c}"] == pytest.approx(_se((firsts < c).astype(float), population))
     # The order of the sample does not matter.
-    assert cross_modal_retrieval(q, k, gq, gk, k=KS, block_size=4,
-                                 query_index=sample[::-1].copy()) == result
+    assert (
+        cross_modal_retrieval(q, k, gq, gk, k=KS, block_size=4, query_index=sample[::-1].copy())
+        == result
+    )
 
 
 def test_query_index_intra_matches_reference_subset():

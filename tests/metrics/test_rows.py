@@ -75,8 +75,9 @@ def test_normalize_rows_handles_extreme_magnitudes():
     np.testing.assert_allclose(normalize_rows(x).numpy(), [[0.6, 0.8]] * 3, rtol=1e-6)
     wide = np.array([[3e200, 4e200], [3e-200, 4e-200]])
     np.testing.assert_allclose(normalize_rows(wide).numpy(), [[0.6, 0.8]] * 2, rtol=1e-6)
-    np.testing.assert_allclose(unit_rows(np.vstack([wide, [[3.0, 4.0]]])), [[0.6, 0.8]] * 3,
-                               rtol=1e-15)
+    np.testing.assert_allclose(
+        unit_rows(np.vstack([wide, [[3.0, 4.0]]])), [[0.6, 0.8]] * 3, rtol=1e-15
+    )
 
 
 # --------------------------------------------------------------------------- UnitRows
@@ -96,10 +97,10 @@ def test_streamed_rows_equal_the_rows_in_memory(tmp_path):
     q = held.take(np.array([1, 50, 99]))
     out_a, out_b = torch.empty((3, 150)), torch.empty((3, 150))
     # The products agree to float32 rounding (a BLAS may sum a narrow chunk differently).
-    np.testing.assert_allclose(held.scores(q, out_a).numpy(), streamed.scores(q, out_b).numpy(),
-                               atol=1e-6)
-    np.testing.assert_allclose(out_b.numpy(), q.numpy() @ held.block(0, 150).numpy().T,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        held.scores(q, out_a).numpy(), streamed.scores(q, out_b).numpy(), atol=1e-6
+    )
+    np.testing.assert_allclose(out_b.numpy(), q.numpy() @ held.block(0, 150).numpy().T, atol=1e-6)
     chunks = [(a, b) for a, b, _ in streamed.chunks()]
     assert chunks[0] == (0, 17) and chunks[-1] == (136, 150) and len(chunks) == 9
 
@@ -109,11 +110,13 @@ def test_offset_rows_are_renormalised_and_degenerate_rows_are_refused():
     offset = np.array([0.5, 0.0])
     rows = UnitRows(x, offset=offset, in_memory=False, chunk_rows=2)
     u = x / np.linalg.norm(x, axis=1, keepdims=True) - offset
-    np.testing.assert_allclose(rows.block(0, 3).numpy(),
-                               u / np.linalg.norm(u, axis=1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(
+        rows.block(0, 3).numpy(), u / np.linalg.norm(u, axis=1, keepdims=True), rtol=1e-6
+    )
     with pytest.raises(EmbeddingError, match=r"^text: row 1 equals its mean, so it has no"):
-        UnitRows(x, offset=[0.0, 1.0], name="text", why="equals its mean", chunk_rows=1,
-                 in_memory=False)
+        UnitRows(
+            x, offset=[0.0, 1.0], name="text", why="equals its mean", chunk_rows=1, in_memory=False
+        )
     with pytest.raises(EmbeddingError, match="row 1"):
         UnitRows(x, offset=[0.0, 1.0])
 
@@ -145,31 +148,33 @@ def test_fused_passes_on_streamed_memmaps_equal_those_in_memory(tmp_path, sample
     sy = UnitRows(my, in_memory=False, chunk_rows=23)
     qx = np.sort(np.random.default_rng(0).choice(150, 40, replace=False)) if sampled else None
     qy = np.arange(0, 60, 3) if sampled else None
-    streamed = cross_pass(sx, sy, gx, gy, k=KS, query_index_x=qx, query_index_y=qy,
-                          per_query=True)
+    streamed = cross_pass(sx, sy, gx, gy, k=KS, query_index_x=qx, query_index_y=qy, per_query=True)
     held = cross_pass(x, y, gx, gy, k=KS, query_index_x=qx, query_index_y=qy, per_query=True)
     # Independent reference: the per-direction implementation on the full matrix.
-    ref = (cross_modal_retrieval(x, y, gx, gy, k=KS, query_index=qx),
-           cross_modal_retrieval(y, x, gy, gx, k=KS, query_index=qy))
+    ref = (
+        cross_modal_retrieval(x, y, gx, gy, k=KS, query_index=qx),
+        cross_modal_retrieval(y, x, gy, gx, k=KS, query_index=qy),
+    )
     for s, h, r in zip(streamed, held, ref, strict=True):
         assert s.recall == h.recall == r.recall
         assert (s.n_queries, s.n_skipped) == (r.n_queries, r.n_skipped)
         np.testing.assert_array_equal(s.query_rows, h.query_rows)
-    own = modality_pass(sx, labels, k=KS, uniformity=not sampled, query_index=qx,
-                        block_size=9)
+    own = modality_pass(sx, labels, k=KS, uniformity=not sampled, query_index=qx, block_size=9)
     own_held = modality_pass(x, labels, k=KS, uniformity=not sampled, query_index=qx)
     assert own.uniformity == pytest.approx(own_held.uniformity, abs=1e-6)
     ref_intra = intra_modal_retrieval(x, labels, k=KS, query_index=qx)
     assert own.retrieval.recall == own_held.retrieval.recall == ref_intra.recall
     assert own.retrieval.mean_average_precision == pytest.approx(
-        ref_intra.mean_average_precision, abs=1e-12)
+        ref_intra.mean_average_precision, abs=1e-12
+    )
 
 
 def test_sampled_uniformity_streams_to_the_same_value(tmp_path):
     x, *_ = _data(seed=3)
     mx = _memmap(tmp_path, "x", x.astype(np.float16))
-    streamed = uniformity_sampled(UnitRows(mx, in_memory=False, chunk_rows=11), n_queries=30,
-                                  seed=4, block_size=13)
+    streamed = uniformity_sampled(
+        UnitRows(mx, in_memory=False, chunk_rows=11), n_queries=30, seed=4, block_size=13
+    )
     held = uniformity_sampled(np.array(mx), n_queries=30, seed=4, block_size=13)
     assert streamed == pytest.approx(held, abs=1e-6)
 
@@ -211,8 +216,10 @@ def test_bf16_rows_give_float32_products_and_the_exact_ranks(in_memory):
     for qx, qy in ((None, None), (np.arange(0, 70, 3), np.arange(0, 50, 4))):
         bf = cross_pass(bx, by, gx, gy, k=KS, block_size=7, query_index_x=qx, query_index_y=qy)
         fp = cross_pass(x, y, gx, gy, k=KS, block_size=7, query_index_x=qx, query_index_y=qy)
-        ref = (cross_modal_retrieval(x, y, gx, gy, k=KS, query_index=qx),
-               cross_modal_retrieval(y, x, gy, gx, k=KS, query_index=qy))
+        ref = (
+            cross_modal_retrieval(x, y, gx, gy, k=KS, query_index=qx),
+            cross_modal_retrieval(y, x, gy, gx, k=KS, query_index=qy),
+        )
         for b, f, r in zip(bf, fp, ref, strict=True):
             assert b.recall == f.recall == r.recall
     own = modality_pass(bx, labels, k=KS, block_size=9)
@@ -231,15 +238,16 @@ def test_bf16_on_generic_rows_moves_the_metrics_little():
     held = bx.block(0, 300)
     assert torch.equal(held, held.to(torch.bfloat16).float())
     scores = bx.scores(by.block(0, 300), torch.empty((300, 300)))
-    np.testing.assert_allclose(scores.numpy(), by.block(0, 300).double().numpy()
-                               @ held.double().numpy().T, atol=1e-5)
+    np.testing.assert_allclose(
+        scores.numpy(), by.block(0, 300).double().numpy() @ held.double().numpy().T, atol=1e-5
+    )
     own, own_fp = modality_pass(bx, labels, k=KS), modality_pass(x, labels, k=KS)
     # 8 significant bits: scores move by ~1e-3, uniformity by about as much.
     assert own.uniformity == pytest.approx(own_fp.uniformity, abs=5e-3)
     assert own.retrieval.mean_average_precision == pytest.approx(
-        own_fp.retrieval.mean_average_precision, abs=0.02)
-    for b, f in zip(cross_pass(bx, by, gx, gy, k=KS), cross_pass(x, y, gx, gy, k=KS),
-                    strict=True):
+        own_fp.retrieval.mean_average_precision, abs=0.02
+    )
+    for b, f in zip(cross_pass(bx, by, gx, gy, k=KS), cross_pass(x, y, gx, gy, k=KS), strict=True):
         for k in KS:
             assert b.recall[k] == pytest.approx(f.recall[k], abs=0.03)
 
@@ -250,8 +258,9 @@ def test_cuda_fused_passes_match_the_cpu_in_float32_and_bf16():
     rng = np.random.default_rng(5)
     gx, gy, labels = rng.integers(0, 30, 70), rng.integers(0, 30, 50), rng.integers(0, 3, 70)
     for dtype in (torch.float32, torch.bfloat16):
-        on_gpu = [UnitRows(a, device="cuda", dtype=dtype, in_memory=False, chunk_rows=16)
-                  for a in (x, y)]
+        on_gpu = [
+            UnitRows(a, device="cuda", dtype=dtype, in_memory=False, chunk_rows=16) for a in (x, y)
+        ]
         gpu = cross_pass(*on_gpu, gx, gy, k=KS, block_size=7, device="cuda")
         cpu = cross_pass(x, y, gx, gy, k=KS, block_size=7, device="cpu")
         assert [r.recall for r in gpu] == [r.recall for r in cpu]

@@ -41,8 +41,9 @@ def torch_pdist_uniformity(x, t=2.0) -> float:
 def reference_sampled(x, t, n_queries, seed) -> tuple[float, float]:
     """The estimator written out from its definition on the full distance matrix."""
     n = len(x)
-    queries = np.sort(np.random.Generator(np.random.PCG64(seed)).choice(n, n_queries,
-                                                                        replace=False))
+    queries = np.sort(
+        np.random.Generator(np.random.PCG64(seed)).choice(n, n_queries, replace=False)
+    )
     kernel = np.exp(-t * squared_distances(x))
     a = np.array([(kernel[q].sum() - kernel[q, q]) / (n - 1) for q in queries])
     mean = a.mean()
@@ -72,8 +73,9 @@ def test_identical_rows_give_zero():
     assert uniformity(x) == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize(("n", "d", "t"), [(2, 3, 2.0), (10, 4, 2.0), (60, 16, 2.0),
-                                             (45, 8, 0.7), (30, 3, 5.0)])
+@pytest.mark.parametrize(
+    ("n", "d", "t"), [(2, 3, 2.0), (10, 4, 2.0), (60, 16, 2.0), (45, 8, 0.7), (30, 3, 5.0)]
+)
 def test_matches_torch_pdist(n, d, t):
     x = np.random.default_rng(n + d).normal(size=(n, d))
     ref = torch_pdist_uniformity(x, t)
@@ -183,8 +185,9 @@ def test_sampled_large_t_finite():
 def reference_sampled_logdomain(x, t, n_queries, seed):
     """Same estimator as reference_sampled, in scipy's log domain (for t where exp underflows)."""
     n = len(x)
-    queries = np.sort(np.random.Generator(np.random.PCG64(seed)).choice(n, n_queries,
-                                                                        replace=False))
+    queries = np.sort(
+        np.random.Generator(np.random.PCG64(seed)).choice(n, n_queries, replace=False)
+    )
     log_kernel = -t * squared_distances(x)
     log_a = np.array([logsumexp(np.delete(log_kernel[q], q)) for q in queries]) - math.log(n - 1)
     log_mean = logsumexp(log_a) - math.log(n_queries)
@@ -198,8 +201,11 @@ def reference_sampled_logdomain(x, t, n_queries, seed):
 
 def reference_alignment(x, y, gx=None, gy=None, alpha=2.0) -> float:
     dist = np.linalg.norm(unit(x)[:, None, :] - unit(y)[None, :, :], axis=-1)
-    positive = np.eye(len(x), dtype=bool) if gx is None else (
-        np.asarray(gx)[:, None] == np.asarray(gy)[None, :])
+    positive = (
+        np.eye(len(x), dtype=bool)
+        if gx is None
+        else (np.asarray(gx)[:, None] == np.asarray(gy)[None, :])
+    )
     return float((dist[positive] ** alpha).mean())
 
 
@@ -218,7 +224,8 @@ def test_alignment_hand_derived_groups():
     y = np.array([[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     assert alignment(x, y, [0, 1], [0, 0, 0]) == pytest.approx(2.0, abs=1e-12)
     assert alignment(x, y, [0, 1], [0, 0, 0], alpha=1.0) == pytest.approx(
-        (math.sqrt(2) + 2) / 3, abs=1e-12)
+        (math.sqrt(2) + 2) / 3, abs=1e-12
+    )
 
 
 def test_alignment_identical_is_zero():
