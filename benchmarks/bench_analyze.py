@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     limit = None if args.memory_limit_gib is None else int(args.memory_limit_gib * 2**30)
 
-    from gapscope.store import EmbeddingStore
+    from gapscope.data.store import EmbeddingStore
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, args.classes, size=args.n)

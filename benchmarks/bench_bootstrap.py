@@ -27,9 +27,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
 
-    import gapscope.bootstrap
+    import gapscope.analysis.bootstrap
     from gapscope import EmbeddingSet, analyze
-    from gapscope.metrics._inputs import normalize_rows
+    from gapscope.engine.validation import normalize_rows
     from gapscope.metrics.uniformity import uniformity, uniformity_with_row_terms
 
     rng = np.random.default_rng(0)
@@ -47,7 +47,7 @@ def main() -> None:
     # Time the resampling stage where analyze calls it.
     stage: list[float] = []
     module = sys.modules["gapscope.analyze"]
-    original = gapscope.bootstrap.add_report_intervals
+    original = gapscope.analysis.bootstrap.add_report_intervals
 
     def timed(*a, **k):
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 The lower bound is the time of the three products the metrics need (X X^T, Y Y^T, X Y^T, each
 n x n x d float32), done in blocks of the same size on the same device, with nothing else.
-Against it: the fused pass (:func:`gapscope.metrics.fused.fused_pair_pass`: uniformity with row
+Against it: the fused pass (:func:`gapscope.engine.passes.fused_pair_pass`: uniformity with row
 terms, intra-modal retrieval with class labels, both cross-modal directions) and, unless
 ``--skip-per-metric``, the per-metric functions analyze called before (six products).
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gapscope.metrics._inputs import normalize_rows
-from gapscope.metrics.fused import auto_block_size, fused_pair_pass
+from gapscope.engine.validation import normalize_rows
+from gapscope.engine.passes import auto_block_size, fused_pair_pass
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 from gapscope.metrics.uniformity import uniformity_with_row_terms
 

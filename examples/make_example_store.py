@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gapscope.store import EmbeddingStore
+from gapscope.data.store import EmbeddingStore
 
 N_IMAGES, CAPTIONS_PER_IMAGE, N_CLASSES, DIM = 300, 2, 6, 64
 CLASSES = ["circle", "square", "triangle", "star", "cross", "ring"]

@@ -1,19 +1,31 @@
 """gapscope: diagnose the embedding spaces of multimodal contrastive models.
 
 >>> from gapscope import EmbeddingStore, analyze
+
+The public names are imported on first use, so ``import gapscope`` (and commands that only
+compare JSON reports, such as ``gapscope check``) does not load torch.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# The function `analyze` shares its name with the module `gapscope.analyze`; importing it here,
-# after the module, binds the package attribute to the function.
-from gapscope.analyze import analyze  # noqa: E402
-from gapscope.errors import EmbeddingError, GapscopeError, StoreError  # noqa: E402
-from gapscope.report.model import Report  # noqa: E402
-from gapscope.sources import EmbeddingSet  # noqa: E402
-from gapscope.store import EmbeddingStore  # noqa: E402
+from gapscope._version import __version__
+from gapscope.errors import EmbeddingError, GapscopeError, StoreError
+
+if TYPE_CHECKING:
+    from gapscope.api import analyze
+    from gapscope.data.embedding_set import EmbeddingSet
+    from gapscope.data.store import EmbeddingStore
+    from gapscope.report.model import Report
+
+_LAZY = {
+    "analyze": "gapscope.api",
+    "EmbeddingSet": "gapscope.data.embedding_set",
+    "EmbeddingStore": "gapscope.data.store",
+    "Report": "gapscope.report.model",
+}
 
 __all__ = [
     "EmbeddingError",
@@ -25,3 +37,11 @@ __all__ = [
     "__version__",
     "analyze",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gapscope' has no attribute {name!r}")

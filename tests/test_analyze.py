@@ -144,7 +144,7 @@ def _numbers(value):
 def test_sampled_store_too_big_for_memory_streams_to_the_same_report(tmp_path, monkeypatch):
     # A budget of 0 bytes: every sampled modality's unit rows are normalised block by block
     # from the memory-mapped arrays (as a million-row store would be), what-ifs included.
-    from gapscope.metrics import _rows
+    from gapscope.engine import unit_rows as _rows
 
     image, text, *_ = make_paired(n=90, captions=1)
     np.save(tmp_path / "image.npy", image.astype(np.float16))

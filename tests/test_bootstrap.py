@@ -12,9 +12,9 @@ import pytest
 import reference as ref
 from conftest import make_paired
 
-import gapscope.bootstrap as bootstrap_module
+import gapscope.analysis.bootstrap as bootstrap_module
 from gapscope import analyze
-from gapscope.bootstrap import percentile_interval, resample_weights
+from gapscope.analysis.bootstrap import percentile_interval, resample_weights
 from gapscope.errors import GapscopeError
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 from gapscope.metrics.uniformity import (
@@ -24,7 +24,7 @@ from gapscope.metrics.uniformity import (
     uniformity_with_row_terms,
 )
 from gapscope.report import Report, report_schema
-from gapscope.sources import EmbeddingSet
+from gapscope.data.embedding_set import EmbeddingSet
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -22,12 +22,12 @@ from report_paths import get_value, set_value, write
 from typer.testing import CliRunner
 
 from gapscope import EmbeddingSet, EmbeddingStore, analyze
-from gapscope.check import baseline_analysis_params, check_report, load_report
+from gapscope.gate.check import baseline_analysis_params, check_report, load_report
 from gapscope.cli import app
-from gapscope.config import load_check_config
+from gapscope.gate.config import load_check_config
 from gapscope.errors import GapscopeError
 from gapscope.report import Report
-from gapscope.report.comparison import check_schema, github_annotations, to_junit_xml
+from gapscope.gate.outputs import check_schema, github_annotations, to_junit_xml
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from gapscope.cli import app
 from gapscope.report import report_schema
-from gapscope.store import EmbeddingStore
+from gapscope.data.store import EmbeddingStore
 
 runner = CliRunner()
 

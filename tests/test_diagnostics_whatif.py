@@ -10,14 +10,14 @@ import pytest
 import reference
 from conftest import leaves
 
-from gapscope.diagnostics import DIRECTIONS, diagnostics, pair_matrix
+from gapscope.analysis.diagnostics import DIRECTIONS, diagnostics, pair_matrix
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.cka import linear_cka
 from gapscope.metrics.effective_rank import dimensional_collapse
 from gapscope.metrics.gram_volume import gram_volume
 from gapscope.metrics.uniformity import uniformity
-from gapscope.sources import EmbeddingSet
-from gapscope.whatif import center_modality, gap_closing_whatif, shift_along_gap
+from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.analysis.whatif import center_modality, gap_closing_whatif, shift_along_gap
 
 
 def unit(x) -> np.ndarray:

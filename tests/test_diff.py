@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from gapscope import EmbeddingSet, analyze
 from gapscope.cli import app
-from gapscope.diff import diff_reports
+from gapscope.gate.diff import diff_reports
 from gapscope.report import Report
-from gapscope.report.comparison import diff_schema
+from gapscope.gate.outputs import diff_schema
 
 runner = CliRunner()
 

@@ -11,11 +11,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from gapscope.analyze import analyze
-from gapscope.diagnostics import diagnostics
+from gapscope.analysis.orchestrator import analyze
+from gapscope.analysis.diagnostics import diagnostics
 from gapscope.report.html import render_html, write_html_report
 from gapscope.report.model import Report
-from gapscope.sources import EmbeddingSet
+from gapscope.data.embedding_set import EmbeddingSet
 
 URL_ATTRIBUTE = re.compile(
     r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?!data:)[a-z]+:""", re.IGNORECASE

@@ -17,8 +17,8 @@ pytest.importorskip("matplotlib", reason="plots need the optional matplotlib (ga
 
 from gapscope.errors import GapscopeError  # noqa: E402
 from gapscope.report import plots  # noqa: E402
-from gapscope.report.plot_command import register  # noqa: E402
-from gapscope.sources import EmbeddingSet  # noqa: E402
+from gapscope.cli.plot import register  # noqa: E402
+from gapscope.data.embedding_set import EmbeddingSet  # noqa: E402
 
 
 def png_size(payload: bytes) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gapscope.errors import StoreError
-from gapscope.store import EmbeddingStore, fingerprint_arrays
+from gapscope.data.store import EmbeddingStore, fingerprint_arrays
 
 
 def _items(prefix: str, n: int, groups=None, labels=None):

@@ -57,7 +57,7 @@ def run_demo(
         quiet: no progress bars or extraction summaries (the reports are still printed).
         console: where to print (default: stdout).
     """
-    from gapscope.analyze import analyze
+    from gapscope.analysis.orchestrator import analyze
     from gapscope.report.terminal import render_report
 
     console = console or Console()

@@ -28,7 +28,7 @@ from gapscope.extract.encoder import Encoder, Preprocessor
 from gapscope.extract.progress import make_progress
 from gapscope.extract.shards import Shard, parse_shard, plan_batches
 from gapscope.extract.summary import ExtractSummary
-from gapscope.store import MANIFEST, MODALITIES, EmbeddingStore
+from gapscope.data.store import MANIFEST, MODALITIES, EmbeddingStore
 
 ENCODER_FAMILIES = ("open_clip", "clap")
 DEFAULT_PART_ROWS = 4096

@@ -15,7 +15,7 @@ from pathlib import Path
 from gapscope.errors import GapscopeError
 from gapscope.extract.extraction import SkipLog, identity_difference
 from gapscope.extract.shards import parse_shard
-from gapscope.store import MODALITIES, EmbeddingStore
+from gapscope.data.store import MODALITIES, EmbeddingStore
 
 _CHUNK_ROWS = 65536
 

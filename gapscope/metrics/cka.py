@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._blocks import (
+from gapscope.engine.blocks import (
     positive_pair_counts,
     resolve_block_size,
     row_blocks,
     unit_rows,
 )
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim, pair_groups
-from gapscope.metrics._moments import positive_pairs_at
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.engine.moments import positive_pairs_at
 
 __all__ = ["CKAResult", "linear_cka"]
 

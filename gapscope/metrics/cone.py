@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gapscope.metrics._blocks import resolve_block_size, sum_unit_rows
-from gapscope.metrics._inputs import ArrayLike, check_embeddings
+from gapscope.engine.blocks import resolve_block_size, sum_unit_rows
+from gapscope.engine.validation import ArrayLike, check_embeddings
 
 __all__ = ["cone_effect"]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gapscope.errors import EmbeddingError
-from gapscope.metrics._blocks import resolve_block_size, row_blocks, unit_rows
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.engine.blocks import resolve_block_size, row_blocks, unit_rows
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
 
 __all__ = ["PairCosine", "paired_cosine"]
 

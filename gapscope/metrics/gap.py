@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gapscope.metrics._blocks import resolve_block_size, sum_unit_rows
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim
+from gapscope.engine.blocks import resolve_block_size, sum_unit_rows
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
 
 __all__ = ["ModalityGap", "modality_gap"]
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gapscope.errors import GapscopeError
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim
-from gapscope.metrics._moments import spectrum, unit_scatter
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
+from gapscope.engine.moments import spectrum, unit_scatter
 
 __all__ = ["GapDirection", "gap_direction"]
 

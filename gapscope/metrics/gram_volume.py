@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._blocks import row_blocks, unit_rows
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_groups
+from gapscope.engine.blocks import row_blocks, unit_rows
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_groups
 
 __all__ = ["GramVolume", "gram_volume", "gram_volumes"]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gapscope.metrics._blocks import resolve_block_size, row_blocks
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim
+from gapscope.engine.blocks import resolve_block_size, row_blocks
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
 
 __all__ = ["FD_FLOOR", "MIRResult", "frechet_distance", "modality_integration_rate"]
 

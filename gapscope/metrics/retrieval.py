@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gapscope.errors import EmbeddingError
-from gapscope.metrics._inputs import (
+from gapscope.engine.validation import (
     ArrayLike,
     check_embeddings,
     check_groups,

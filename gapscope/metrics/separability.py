@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._blocks import unit_rows
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim
-from gapscope.metrics._moments import sample_rows
+from gapscope.engine.blocks import unit_rows
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
+from gapscope.engine.moments import sample_rows
 
 __all__ = ["Separability", "modality_separability"]
 

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._blocks import (
+from gapscope.engine.blocks import (
     iter_positive_pairs,
     positive_pair_counts,
     resolve_block_size,
     row_blocks,
     unit_rows,
 )
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
 
 __all__ = ["DEFAULT_QUANTILES", "HISTOGRAM_BINS", "SimilarityStats", "similarity_stats"]
 

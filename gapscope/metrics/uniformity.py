@@ -9,21 +9,21 @@ import numpy as np
 import torch
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._blocks import (
+from gapscope.engine.blocks import (
     iter_positive_pairs,
     positive_pair_counts,
     resolve_block_size,
     row_blocks,
     unit_rows,
 )
-from gapscope.metrics._inputs import (
+from gapscope.engine.validation import (
     ArrayLike,
     check_embeddings,
     check_same_dim,
     pair_groups,
     resolve_device,
 )
-from gapscope.metrics._rows import UnitRows, as_unit_rows, matmul
+from gapscope.engine.unit_rows import UnitRows, as_unit_rows, matmul
 
 __all__ = [
     "alignment",
@@ -210,7 +210,7 @@ def uniformity_sampled(
 
     Args:
         x: embeddings, shape ``(n, d)`` with ``n >= 2``; numpy array, torch tensor or
-            :class:`~gapscope.metrics._rows.UnitRows`.
+            :class:`~gapscope.engine.unit_rows.UnitRows`.
         t: kernel temperature, finite and > 0.
         n_queries: number of query rows, at least 2 (a variance needs two).
         seed: seed for the query draw; the same seed gives bit-identical results.

@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gapscope.diagnostics import DIRECTIONS as DIAGNOSTIC_DIRECTIONS
-from gapscope.diagnostics import pair_matrix
+from gapscope.analysis.diagnostics import DIRECTIONS as DIAGNOSTIC_DIRECTIONS
+from gapscope.analysis.diagnostics import pair_matrix
 from gapscope.errors import GapscopeError
 from gapscope.report.model import Report, direction_of
-from gapscope.sources import EmbeddingSet
+from gapscope.data.embedding_set import EmbeddingSet
 
 __all__ = ["render_html", "write_html_report"]
 
@@ -305,7 +305,7 @@ def _plots_section(plots: Sequence[Any]) -> str:
     return f'<div class="plots">{"".join(figures)}</div>'
 
 
-#: Pair keys that :func:`gapscope.analyze.analyze` merges in from :mod:`gapscope.diagnostics`.
+#: Pair keys that :func:`gapscope.analysis.orchestrator.analyze` merges in from :mod:`gapscope.analysis.diagnostics`.
 _PAIR_DIAGNOSTICS = (
     "separability",
     "separability_se",
@@ -340,8 +340,8 @@ def render_html(
 
     Sections: input, per-modality metrics, per-pair metrics and retrieval (from
     ``report.to_dict()``), the extra diagnostics and what-ifs (from ``diagnostics``, the mapping
-    :func:`gapscope.diagnostics.diagnostics` returns; when it is ``None``, from the report, into
-    which :func:`gapscope.analyze.analyze` merges them), modality x modality matrices when there are
+    :func:`gapscope.analysis.diagnostics.diagnostics` returns; when it is ``None``, from the report, into
+    which :func:`gapscope.analysis.orchestrator.analyze` merges them), modality x modality matrices when there are
     three or more modalities, GRAM volumes, plots and notes.
 
     Plots: ``plots`` (a list of :class:`~gapscope.report.plots.Plot` or a
@@ -517,7 +517,7 @@ def write_html_report(
     **kwargs: Any,
 ) -> Path:
     """Render with :func:`render_html` and write the page atomically; returns the path."""
-    from gapscope.store import atomic_write_text
+    from gapscope.data.store import atomic_write_text
 
     out = Path(path)
     atomic_write_text(out, render_html(report, data, diagnostics, **kwargs))

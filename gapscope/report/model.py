@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gapscope import __version__
+from gapscope._version import __version__
 from gapscope.errors import GapscopeError
 
 SCHEMA = "gapscope.report/1"
@@ -20,7 +20,7 @@ SCHEMA = "gapscope.report/1"
 #: the last bits of a float32 reduction differ between BLAS builds.
 SIGNIFICANT_DIGITS = 8
 
-#: Good direction of the extra diagnostics' leaf keys (see :mod:`gapscope.diagnostics`); their
+#: Good direction of the extra diagnostics' leaf keys (see :mod:`gapscope.analysis.diagnostics`); their
 #: other keys describe rather than judge.
 DIAGNOSTIC_DIRECTIONS: dict[str, str] = {
     "effective_rank": "higher",

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from gapscope.errors import GapscopeError
-from gapscope.metrics._blocks import unit_rows
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, check_same_dim, pair_groups
-from gapscope.metrics._moments import sample_rows
+from gapscope.engine.blocks import unit_rows
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.engine.moments import sample_rows
 from gapscope.metrics.gap import modality_gap
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 from gapscope.metrics.similarity_stats import similarity_stats
-from gapscope.sources import EmbeddingSet
+from gapscope.data.embedding_set import EmbeddingSet
 
 __all__ = [
     "DPI",

@@ -14,7 +14,7 @@ sys.path.append(str(Path(__file__).parent))
 
 from extract_testkit import AudioData, ImageData, write_audio, write_images  # noqa: E402
 
-from gapscope.extract.commands import register  # noqa: E402
+from gapscope.cli.extract import register  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gapscope.store import EmbeddingStore
+from gapscope.data.store import EmbeddingStore
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

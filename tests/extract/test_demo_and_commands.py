@@ -13,7 +13,7 @@ from gapscope.extract.tiny_models import (
     assets_dir,
     write_tiny_model_assets,
 )
-from gapscope.store import EmbeddingStore
+from gapscope.data.store import EmbeddingStore
 
 
 def test_demo_runs_quickly_and_keeps_its_stores(tmp_path, cli):

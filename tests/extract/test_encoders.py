@@ -18,7 +18,7 @@ from PIL import Image
 from gapscope.errors import GapscopeError
 from gapscope.extract import TINY_CLAP, TINY_OPEN_CLIP, extract, load_encoder
 from gapscope.extract.tiny_models import tiny_clap_dir, tiny_open_clip_config
-from gapscope.store import EmbeddingStore
+from gapscope.data.store import EmbeddingStore
 
 CAPTIONS = ["a red square", "two dogs on a beach", "an empty room"]
 

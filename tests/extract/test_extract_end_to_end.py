@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from extract_testkit import run_module
 
-from gapscope.store import EmbeddingStore
+from gapscope.data.store import EmbeddingStore
 
 
 def _skips(store: EmbeddingStore) -> dict[str, str]:

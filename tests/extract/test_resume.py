@@ -14,7 +14,7 @@ import pytest
 from extract_testkit import PYTHON, REPO, assert_same_store, offline_env, write_images
 
 from gapscope.extract import extract, load_encoder
-from gapscope.store import EmbeddingStore
+from gapscope.data.store import EmbeddingStore
 
 BATCH = 4
 

@@ -42,7 +42,7 @@ def test_shards_then_merge_equal_a_single_run(shard_run, cli):
 
 
 def test_shards_are_disjoint_contiguous_slices(shard_run):
-    from gapscope.store import EmbeddingStore
+    from gapscope.data.store import EmbeddingStore
 
     _, single, shards = shard_run
     whole = EmbeddingStore.open(single)
@@ -74,7 +74,7 @@ def test_merge_refuses_bad_sets(shard_run, image_data, tmp_path):
 
 
 def test_merge_refuses_an_unfinished_shard(shard_run, tmp_path, cli):
-    from gapscope.store import EmbeddingStore
+    from gapscope.data.store import EmbeddingStore
 
     _, _, shards = shard_run
     unfinished = tmp_path / "unfinished"

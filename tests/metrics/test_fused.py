@@ -1,4 +1,4 @@
-"""Tests for gapscope.metrics.fused: one pass per similarity block gives what the per-metric
+"""Tests for gapscope.engine.passes: one pass per similarity block gives what the per-metric
 functions give, and what a full-matrix numpy computation gives.
 
 Gaussian data in float32 keep distinct scores far apart compared with float32 rounding, so
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from gapscope.errors import GapscopeError
-from gapscope.metrics import fused
-from gapscope.metrics.fused import cross_pass, fused_pair_pass, modality_pass
+from gapscope.engine import passes as fused
+from gapscope.engine.passes import cross_pass, fused_pair_pass, modality_pass
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 from gapscope.metrics.uniformity import uniformity_with_row_terms
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from gapscope.errors import EmbeddingError
-from gapscope.metrics import _rows
-from gapscope.metrics._blocks import unit_rows
-from gapscope.metrics._inputs import normalize_rows
-from gapscope.metrics._rows import UnitRows, as_unit_rows, fits_in_memory
-from gapscope.metrics.fused import cross_pass, modality_pass
+from gapscope.engine import unit_rows as _rows
+from gapscope.engine.blocks import unit_rows
+from gapscope.engine.validation import normalize_rows
+from gapscope.engine.unit_rows import UnitRows, as_unit_rows, fits_in_memory
+from gapscope.engine.passes import cross_pass, modality_pass
 from gapscope.metrics.mir import _column_medians
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 from gapscope.metrics.uniformity import uniformity_sampled

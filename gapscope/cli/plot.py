@@ -1,9 +1,9 @@
 """The ``gapscope plot`` command; :func:`register` adds it to a typer app.
 
-Thin: parse options, build the :class:`~gapscope.sources.EmbeddingSet`, call
+Thin: parse options, build the :class:`~gapscope.data.embedding_set.EmbeddingSet`, call
 :func:`gapscope.report.plots.plot_all`, print the files written. A
 :class:`~gapscope.errors.GapscopeError` (including "matplotlib is not installed") becomes
-``Error: <one line>`` on stderr and exit code 2, through ``gapscope.command_errors.handle_errors``.
+``Error: <one line>`` on stderr and exit code 2, through ``gapscope.cli.errors.handle_errors``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run_plot(
     """Library side of ``gapscope plot``: validate the options, draw, return the written paths."""
     from gapscope.errors import GapscopeError
     from gapscope.report.plots import plot_all, require_matplotlib
-    from gapscope.sources import open_source
+    from gapscope.data.embedding_set import open_source
 
     require_matplotlib()
     for name, value in (("--points", points), ("--links", links)):
@@ -100,7 +100,7 @@ def plot_command(
 
         gapscope plot examples/example-store --out plots/
     """
-    from gapscope.command_errors import handle_errors
+    from gapscope.cli.errors import handle_errors
 
     def run() -> None:
         for path in run_plot(

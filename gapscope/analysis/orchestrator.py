@@ -15,28 +15,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from gapscope.bootstrap import (
+from gapscope.analysis.bootstrap import (
     IntervalInputs,
     add_report_intervals,
     check_bootstrap_params,
     interval_note,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._inputs import check_embeddings, resolve_device
-from gapscope.metrics._rows import PRECISIONS, UnitRows, fits_in_memory
+from gapscope.engine.validation import check_embeddings, resolve_device
+from gapscope.engine.unit_rows import PRECISIONS, UnitRows, fits_in_memory
 from gapscope.metrics.cone import cone_effect
 from gapscope.metrics.cosine import paired_cosine
-from gapscope.metrics.fused import ModalityPassResult, cross_pass, modality_pass
+from gapscope.engine.passes import ModalityPassResult, cross_pass, modality_pass
 from gapscope.metrics.gap import modality_gap
 from gapscope.metrics.mir import modality_integration_rate
 from gapscope.metrics.retrieval import RetrievalResult
 from gapscope.metrics.uniformity import alignment, uniformity_sampled
 from gapscope.report.model import Report
-from gapscope.sources import EmbeddingSet
-from gapscope.store import EmbeddingStore
+from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.data.store import EmbeddingStore
 
 #: Metric families that ``--metrics`` selects, in report order. ``diagnostics`` are the extra
-#: diagnostics of :mod:`gapscope.diagnostics` (effective rank, separability, CKA, gap direction,
+#: diagnostics of :mod:`gapscope.analysis.diagnostics` (effective rank, separability, CKA, gap direction,
 #: similarity statistics, GRAM volume); ``whatif`` the gap-closing what-ifs.
 METRICS = (
     "gap",
@@ -155,8 +155,8 @@ def analyze(
     """Analyse the embedding space of every pair of modalities in ``source``.
 
     Args:
-        source: an :class:`~gapscope.store.EmbeddingStore` or its path; an
-            :class:`~gapscope.sources.EmbeddingSet`; or a mapping ``{"image": array, "text":
+        source: an :class:`~gapscope.data.store.EmbeddingStore` or its path; an
+            :class:`~gapscope.data.embedding_set.EmbeddingSet`; or a mapping ``{"image": array, "text":
             array}`` of raw embeddings paired row by row.
         metrics: families to compute (see ``METRICS``); default all.
         k: the K of recall@K.
@@ -176,7 +176,7 @@ def analyze(
         alignment_alpha: ``alpha`` of Wang & Isola's alignment.
         bootstrap: add a percentile interval ``"<metric>_ci": [low, high]`` beside every
             scalar metric (except MIR) from this many resamples of groups (see
-            :mod:`gapscope.bootstrap`); ``None`` for none. 200 is usual.
+            :mod:`gapscope.analysis.bootstrap`); ``None`` for none. 200 is usual.
         confidence: the intervals' nominal coverage.
         progress: called with a short description before each step.
 
@@ -257,7 +257,7 @@ def analyze(
         )
     # The similarity products read float32 unit rows. One copy of them is kept in memory
     # unless a sampled modality's rows would not fit the budget together; then each pass
-    # normalises its blocks of keys again from the (memory-mapped) rows (gapscope.metrics._rows).
+    # normalises its blocks of keys again from the (memory-mapped) rows (gapscope.engine.unit_rows).
     fits = fits_in_memory(sum(a.shape[0] for a in raw.values()), next(iter(dims.values())))
     unit = {
         m: UnitRows(
@@ -277,7 +277,7 @@ def analyze(
 
     # ---------------------------------------------------------------- O(n^2), one X X^T each
     # One pass over each modality's similarity blocks gives its exact uniformity (and row
-    # terms) and its intra-modal retrieval; the pairs below reuse it (gapscope.metrics.fused).
+    # terms) and its intra-modal retrieval; the pairs below reuse it (gapscope.engine.passes).
     passes: dict[str, ModalityPassResult] = {}
     for m in data.modalities:
         exact_uni = "uniformity" in selected and queries[m] is None
@@ -433,7 +433,7 @@ def _merge_diagnostics(
 ) -> None:
     # Additive keys beside the core metrics: the same modality and pair sections, plus
     # "tuples" for three or more modalities.
-    from gapscope.diagnostics import DEFAULT_MAX_ROWS, diagnostics
+    from gapscope.analysis.diagnostics import DEFAULT_MAX_ROWS, diagnostics
 
     # --sample bounds the what-ifs' queries (and the separability rows) too: at a million
     # rows their 5,000 queries a modality and scenario would dominate the run.

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics._inputs import check_embeddings, resolve_device
+from gapscope.engine.validation import check_embeddings, resolve_device
 from gapscope.metrics.cka import linear_cka
 from gapscope.metrics.effective_rank import dimensional_collapse
 from gapscope.metrics.gap_direction import gap_direction
@@ -55,8 +55,8 @@ from gapscope.metrics.gram_volume import gram_volume
 from gapscope.metrics.separability import modality_separability
 from gapscope.metrics.similarity_stats import DEFAULT_QUANTILES, similarity_stats
 from gapscope.report.model import DIAGNOSTIC_DIRECTIONS
-from gapscope.sources import EmbeddingSet
-from gapscope.whatif import gap_closing_whatif
+from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.analysis.whatif import gap_closing_whatif
 
 __all__ = ["DIRECTIONS", "diagnostics", "pair_matrix"]
 
@@ -106,7 +106,7 @@ def diagnostics(
     :func:`~gapscope.metrics.cka.linear_cka` over the positive pairs,
     :func:`~gapscope.metrics.gap_direction.gap_direction`,
     :func:`~gapscope.metrics.similarity_stats.similarity_stats` and
-    :func:`~gapscope.whatif.gap_closing_whatif`. Per combination of three or more modalities:
+    :func:`~gapscope.analysis.whatif.gap_closing_whatif`. Per combination of three or more modalities:
     :func:`~gapscope.metrics.gram_volume.gram_volume` over the tuples their groups form.
 
     Sampling, all seeded by ``seed`` so that reruns are identical: separability uses at most
@@ -116,7 +116,7 @@ def diagnostics(
     the gap direction are exact.
 
     Args:
-        data: the embeddings (see :class:`~gapscope.sources.EmbeddingSet`).
+        data: the embeddings (see :class:`~gapscope.data.embedding_set.EmbeddingSet`).
         seed: seeds every sample.
         k: the K of recall@K in the what-ifs.
         shift_fractions: the gap fractions of the shift what-ifs.

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gapscope.errors import GapscopeError
-from gapscope.gates import (
+from gapscope.gate.rules import (
     MetricPattern,
     Threshold,
     Tolerance,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gapscope.metrics._blocks import resolve_block_size, row_blocks, unit_rows
+from gapscope.engine.blocks import resolve_block_size, row_blocks, unit_rows
 
 
 def unit_mean(x: np.ndarray, block_size: int | None = None) -> np.ndarray:
@@ -97,7 +97,7 @@ def positive_pairs_at(
     groups_x: np.ndarray, groups_y: np.ndarray, numbers: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The positive pairs with the given pair numbers, in the order of
-    :func:`gapscope.metrics._blocks.iter_positive_pairs` (by i, then by j).
+    :func:`gapscope.engine.blocks.iter_positive_pairs` (by i, then by j).
 
     Lets a metric draw a uniform sample of positive pairs without listing them all.
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.store import MODALITIES, EmbeddingStore, fingerprint_arrays
+from gapscope.data.store import MODALITIES, EmbeddingStore, fingerprint_arrays
 
 ARRAY_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
 
@@ -54,7 +54,7 @@ class EmbeddingSet:
 
     @classmethod
     def from_store(cls, store: EmbeddingStore | str | os.PathLike[str]) -> EmbeddingSet:
-        """Read an :class:`~gapscope.store.EmbeddingStore` (opened and validated if a path)."""
+        """Read an :class:`~gapscope.data.store.EmbeddingStore` (opened and validated if a path)."""
         if not isinstance(store, EmbeddingStore):
             store = EmbeddingStore.open(store)
         labels = {}

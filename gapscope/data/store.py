@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gapscope import __version__
+from gapscope._version import __version__
 from gapscope.errors import StoreError
 
 FORMAT = "gapscope.store"

@@ -18,7 +18,7 @@ Every metric gapscope reports re-normalises rows, so a fixed pair is measured as
 intra-modal) and uniformity on the original and on each fixed version, with the same queries,
 so the differences come from the fix alone. Both fixes move every unit row of a modality by
 one vector, so they are measured with the same fused passes as ``analyze``
-(:mod:`gapscope.metrics.fused`) on :class:`~gapscope.metrics._rows.UnitRows` with an offset:
+(:mod:`gapscope.engine.passes`) on :class:`~gapscope.engine.unit_rows.UnitRows` with an offset:
 no transformed copy of a modality is made, and a store too big for memory streams.
 """
 
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics import _rows
-from gapscope.metrics._blocks import row_blocks, unit_rows
-from gapscope.metrics._inputs import (
+from gapscope.engine import unit_rows as _rows
+from gapscope.engine.blocks import row_blocks, unit_rows
+from gapscope.engine.validation import (
     ArrayLike,
     check_embeddings,
     check_groups,
@@ -42,9 +42,9 @@ from gapscope.metrics._inputs import (
     pair_groups,
     resolve_device,
 )
-from gapscope.metrics._moments import sample_rows, unit_mean
-from gapscope.metrics._rows import _MIN_NORM, UnitRows, fits_in_memory
-from gapscope.metrics.fused import cross_pass, modality_pass
+from gapscope.engine.moments import sample_rows, unit_mean
+from gapscope.engine.unit_rows import _MIN_NORM, UnitRows, fits_in_memory
+from gapscope.engine.passes import cross_pass, modality_pass
 from gapscope.metrics.retrieval import RetrievalResult, intra_modal_retrieval
 from gapscope.metrics.uniformity import uniformity_sampled
 

@@ -40,15 +40,15 @@ import numpy as np
 import torch
 
 from gapscope.errors import GapscopeError
-from gapscope.metrics._blocks import iter_positive_pairs
-from gapscope.metrics._inputs import (
+from gapscope.engine.blocks import iter_positive_pairs
+from gapscope.engine.validation import (
     ArrayLike,
     check_groups,
     check_same_dim,
     pair_groups,
     resolve_device,
 )
-from gapscope.metrics._rows import UnitRows, as_unit_rows, matmul_into, rowwise_dot
+from gapscope.engine.unit_rows import UnitRows, as_unit_rows, matmul_into, rowwise_dot
 from gapscope.metrics.retrieval import (
     RetrievalResult,
     _check_block_size,
@@ -153,7 +153,7 @@ def modality_pass(
 
     Args:
         x: ``(n, d)`` float16/32/64 numpy array (memory maps welcome) or torch tensor, or
-            :class:`~gapscope.metrics._rows.UnitRows` (e.g. normalised on the fly).
+            :class:`~gapscope.engine.unit_rows.UnitRows` (e.g. normalised on the fly).
         relevance: ``(n,)`` integer codes (labels or groups); ``None`` skips retrieval.
         k: recall cut-offs.
         t: uniformity temperature (> 0).
@@ -311,7 +311,7 @@ def cross_pass(
 
     Args:
         x: ``(n, d)`` embeddings; y: ``(m, d)`` embeddings of the other modality (arrays,
-            tensors or :class:`~gapscope.metrics._rows.UnitRows`).
+            tensors or :class:`~gapscope.engine.unit_rows.UnitRows`).
         groups_x, groups_y: integer group codes (both ``None``: row i pairs with row i).
         k: recall cut-offs.
         block_size: x rows a block; ``None``: :func:`auto_block_size` of ``m``.
@@ -532,7 +532,7 @@ def auto_block_size(n_keys: int) -> int:
     512 rows while that stays within 512 MiB (thinner products lose speed: at n = 100k,
     335-row blocks ran 1.24x slower than 2048-row ones). Beyond 262,144 keys a block is the
     512 MiB's worth, which also means a store normalised on the fly (see
-    :class:`~gapscope.metrics._rows.UnitRows`) is read a quarter as often as with 128 MiB.
+    :class:`~gapscope.engine.unit_rows.UnitRows`) is read a quarter as often as with 128 MiB.
     A pure function of the shapes, so the same input always gives the same blocks.
 
     >>> auto_block_size(50_000), auto_block_size(10_000), auto_block_size(100_000)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gapscope.command_errors import handle_errors
+from gapscope.cli.errors import handle_errors
 
 _one_line_errors = handle_errors(
     interrupted="Interrupted: rows written so far are kept; run the same command again to resume."

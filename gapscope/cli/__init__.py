@@ -1,6 +1,6 @@
 """The ``gapscope`` command line: parse options, call the library, render, map errors to exits.
 
-Exit codes (see :mod:`gapscope.command_errors`): 0 ok; 1 a check found a regression; 2 bad usage
+Exit codes (see :mod:`gapscope.cli.errors`): 0 ok; 1 a check found a regression; 2 bad usage
 or bad input (a one-line message on stderr, never a traceback); 130 interrupted.
 """
 
@@ -17,8 +17,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gapscope import __version__
-from gapscope.command_errors import handle_errors
+from gapscope._version import __version__
+from gapscope.cli.errors import handle_errors
 from gapscope.errors import GapscopeError
 
 app = typer.Typer(
@@ -53,7 +53,7 @@ def _root(
 
 
 def _write_output(text: str, path: Path | None) -> None:
-    from gapscope.store import atomic_write_text
+    from gapscope.data.store import atomic_write_text
 
     if path is None or str(path) == "-":
         sys.stdout.write(text)
@@ -197,14 +197,14 @@ def _embedding_source(
     store: Path | None, files: dict[str, Path | None], labels: Path | None
 ) -> Any:
     """The EmbeddingSet of a store folder or of --image/--text/--audio arrays."""
-    from gapscope.sources import open_source
+    from gapscope.data.embedding_set import open_source
 
     return open_source(store, files, labels)
 
 
 def _run_analysis(source: Any, quiet: bool, **options: Any) -> Any:
     """Analyse with a spinner on stderr (none when quiet)."""
-    from gapscope.analyze import analyze as run_analysis
+    from gapscope.analysis.orchestrator import analyze as run_analysis
 
     if quiet:
         return run_analysis(source, **options)
@@ -242,7 +242,7 @@ def info(
     """
     from rich.table import Table
 
-    from gapscope.store import EmbeddingStore
+    from gapscope.data.store import EmbeddingStore
 
     s = EmbeddingStore.open(store)
     if as_json:
@@ -407,10 +407,10 @@ def check(
 
         gapscope check report.json --threshold 'image-text/gap<=0.9' --format json
     """
-    from gapscope.check import baseline_analysis_params, check_report, load_report
-    from gapscope.config import load_check_config
-    from gapscope.gates import parse_threshold, parse_tolerance_option
-    from gapscope.report.comparison import github_annotations, render_check, to_junit_xml
+    from gapscope.gate.check import baseline_analysis_params, check_report, load_report
+    from gapscope.gate.config import load_check_config
+    from gapscope.gate.rules import parse_threshold, parse_tolerance_option
+    from gapscope.gate.outputs import github_annotations, render_check, to_junit_xml
 
     if fmt not in CHECK_FORMATS:
         raise GapscopeError(f"unknown format {fmt!r}: choose from {', '.join(CHECK_FORMATS)}")
@@ -501,9 +501,9 @@ def diff(
 
         gapscope diff baseline.json report.json --format json -o diff.json
     """
-    from gapscope.check import load_report
-    from gapscope.diff import diff_reports
-    from gapscope.report.comparison import render_diff
+    from gapscope.gate.check import load_report
+    from gapscope.gate.diff import diff_reports
+    from gapscope.gate.outputs import render_diff
 
     if fmt not in CHECK_FORMATS:
         raise GapscopeError(f"unknown format {fmt!r}: choose from {', '.join(CHECK_FORMATS)}")
@@ -519,8 +519,8 @@ def diff(
 def _register_commands() -> None:
     # extract, merge and demo live beside the encoders and datasets they drive; plot beside the
     # plotting code (matplotlib is an optional extra, imported only when plot runs).
-    from gapscope.extract.commands import register as register_extract
-    from gapscope.report.plot_command import register as register_plot
+    from gapscope.cli.extract import register as register_extract
+    from gapscope.cli.plot import register as register_plot
 
     register_extract(app)
     register_plot(app)

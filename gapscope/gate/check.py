@@ -2,7 +2,7 @@
 
 Every metric with a good direction (:data:`gapscope.report.DIRECTIONS`: the gap is better
 lower, recall higher, ...) is compared with the baseline. It *regresses* when it moves in its
-bad direction by more than its tolerance (see :mod:`gapscope.gates`; a metric that no
+bad direction by more than its tolerance (see :mod:`gapscope.gate.rules`; a metric that no
 tolerance pattern selects has tolerance 0, i.e. it must not get worse at all), and it is
 *improved* when it moves in its good direction by more than the tolerance. With
 ``significant=True`` a change counts only when, in addition, the two reports' bootstrap
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gapscope import __version__
+from gapscope._version import __version__
 from gapscope.errors import GapscopeError
-from gapscope.gates import (
+from gapscope.gate.rules import (
     MetricPattern,
     Threshold,
     Tolerance,

@@ -8,7 +8,7 @@ normalise each block of keys again whenever a pass reads it: memory is then one 
 whatever n is, at the price of one O(n d) normalisation a pass over the keys.
 
 Both modes give bit-identical rows (a row's unit vector depends on that row alone, see
-:func:`~gapscope.metrics._inputs.normalize_rows`); their products agree to float32 rounding
+:func:`~gapscope.engine.validation.normalize_rows`); their products agree to float32 rounding
 (a BLAS may sum a narrow chunk of keys in another order than the whole matrix), so the
 metrics agree wherever two scores are further apart than that. The choice is a pure function
 of the shapes (:func:`fits_in_memory`), so the same input always takes the same path and
@@ -23,7 +23,7 @@ the CPU the rounded rows are kept as float32 and multiplied in float32: the same
 the GPU up to the order of the sums, at float32 speed.
 
 ``offset`` moves every unit row before it is normalised again (``(u_i - v) / ||u_i - v||``):
-the gap-closing what-ifs (:mod:`gapscope.whatif`) measure mean-centred and shifted rows this
+the gap-closing what-ifs (:mod:`gapscope.analysis.whatif`) measure mean-centred and shifted rows this
 way without a float64 copy of the transformed modality.
 """
 
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from gapscope.errors import EmbeddingError
-from gapscope.metrics._inputs import ArrayLike, check_embeddings, normalize_rows
+from gapscope.engine.validation import ArrayLike, check_embeddings, normalize_rows
 
 __all__ = [
     "IN_MEMORY_BUDGET_BYTES",

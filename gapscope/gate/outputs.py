@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gapscope.check import format_value
+from gapscope.gate.check import format_value
 
 if TYPE_CHECKING:
-    from gapscope.check import CheckResult, MetricCheck
-    from gapscope.diff import DiffResult
+    from gapscope.gate.check import CheckResult, MetricCheck
+    from gapscope.gate.diff import DiffResult
 
 __all__ = [
     "check_schema",
@@ -54,7 +54,7 @@ def diff_schema() -> dict[str, Any]:
 
 
 def _schema(name: str) -> dict[str, Any]:
-    text = resources.files("gapscope.report").joinpath(f"schemas/{name}").read_text("utf-8")
+    text = resources.files("gapscope.gate").joinpath(f"schemas/{name}").read_text("utf-8")
     return json.loads(text)
 
 
@@ -208,7 +208,7 @@ def github_annotations(result: CheckResult) -> list[str]:
     """GitHub Actions workflow commands: an ``::error`` a failing metric, a ``::warning`` a
     warning, and a ``::notice`` with the summary.
 
-    >>> from gapscope.check import CheckResult
+    >>> from gapscope.gate.check import CheckResult
     >>> github_annotations(CheckResult({}, {}, None, {}, ["sizes: 5% -> 6%"]))
     ['::warning title=gapscope check::sizes: 5%25 -> 6%25', '::notice title=gapscope check::pass']
     """

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gapscope import __version__
-from gapscope.check import comparability_warnings, report_identity
+from gapscope._version import __version__
+from gapscope.gate.check import comparability_warnings, report_identity
 from gapscope.report.model import (
     Report,
     direction_of,

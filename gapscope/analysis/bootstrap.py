@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from gapscope.errors import GapscopeError
-from gapscope.metrics._blocks import unit_rows
+from gapscope.engine.blocks import unit_rows
 from gapscope.metrics.retrieval import RetrievalResult
 from gapscope.metrics.uniformity import alignment_row_terms
 
