@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gapscope.engine.validation import normalize_rows
 from gapscope.engine.passes import auto_block_size, fused_pair_pass
+from gapscope.engine.validation import normalize_rows
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 from gapscope.metrics.uniformity import uniformity_with_row_terms
 

@@ -1,7 +1,95 @@
-"""The library's entry point: :func:`analyze` a store or arrays into a :class:`Report`."""
+"""The library's entry point: :func:`analyze` a store or arrays into a :class:`Report`.
+
+``from gapscope import analyze`` gives this function. It runs the one orchestrator
+(:func:`gapscope.analysis.orchestrator.run_analysis`) and wraps its outcome in the report
+model (:class:`gapscope.report.model.Report`), which keeps the analysis context so that the
+plots and the HTML page read the same computations as the tables.
+"""
 
 from __future__ import annotations
 
-from gapscope.analysis.orchestrator import analyze
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from gapscope.analysis.context import DEFAULT_K, Progress
+from gapscope.analysis.orchestrator import run_analysis
+from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.data.store import EmbeddingStore
+from gapscope.report.model import Report
 
 __all__ = ["analyze"]
+
+
+def analyze(
+    source: EmbeddingStore | EmbeddingSet | str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    metrics: str | Sequence[str] | None = None,
+    k: str | Sequence[int] = DEFAULT_K,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    sample: int | None = None,
+    block_size: int | None = None,
+    precision: str = "fp32",
+    uniformity_t: float = 2.0,
+    alignment_alpha: float = 2.0,
+    bootstrap: int | None = None,
+    confidence: float = 0.95,
+    progress: Progress | None = None,
+) -> Report:
+    """Analyse the embedding space of every pair of modalities in ``source``.
+
+    Args:
+        source: an :class:`~gapscope.data.store.EmbeddingStore` or its path; an
+            :class:`~gapscope.data.embedding_set.EmbeddingSet`; or a mapping
+            ``{"image": array, "text": array}`` of raw embeddings paired row by row.
+        metrics: families to compute (``gap, cosine, alignment, cone, uniformity, mir,
+            retrieval, diagnostics, whatif``); default all.
+        k: the K of recall@K.
+        seed: seeds every random choice (``sample``, ``bootstrap`` and the sampled
+            diagnostics draw at random, each from its own stream), so reruns agree.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available) for the
+            similarity blocks.
+        sample: estimate the O(n^2) metrics (uniformity, retrieval) from this many random
+            queries a modality, ranked against every row; the report carries standard errors
+            (``*_se`` keys). The O(n d) metrics stay exact.
+        block_size: rows a similarity block (default: chosen from the shapes).
+        precision: ``"fp32"``, or ``"bf16"`` to round the unit rows to bfloat16 for
+            uniformity and retrieval (float32 products and sums; on CUDA the bfloat16 tensor
+            cores and half the memory, on a CPU the same numbers at float32 speed; scores
+            within ~0.4% of each other can swap ranks: see docs/performance.md). The
+            what-ifs stay float32.
+        uniformity_t: ``t`` of Wang & Isola's uniformity.
+        alignment_alpha: ``alpha`` of Wang & Isola's alignment.
+        bootstrap: add a percentile interval ``"<metric>_ci": [low, high]`` beside every
+            scalar metric (except MIR) from this many resamples of groups (see
+            :mod:`gapscope.analysis.bootstrap`); ``None`` for none. 200 is usual.
+        confidence: the intervals' nominal coverage.
+        progress: called with a short description before each step.
+
+    Returns:
+        The :class:`~gapscope.report.model.Report`.
+
+    Raises:
+        GapscopeError: bad input (its subclasses name the problem), e.g. NaN rows, fewer than
+            two modalities, dims that differ.
+    """
+    return Report.from_analysis(
+        run_analysis(
+            source,
+            metrics=metrics,
+            k=k,
+            seed=seed,
+            device=device,
+            sample=sample,
+            block_size=block_size,
+            precision=precision,
+            uniformity_t=uniformity_t,
+            alignment_alpha=alignment_alpha,
+            bootstrap=bootstrap,
+            confidence=confidence,
+            progress=progress,
+        )
+    )

@@ -17,3 +17,7 @@ class StoreError(GapscopeError):
 
 class EmbeddingError(GapscopeError):
     """Embeddings have the wrong shape, dtype or values (NaN, Inf, zero rows, ...)."""
+
+
+class MissingDependencyError(GapscopeError):
+    """An optional dependency is missing; the message names the extra that brings it."""

@@ -41,30 +41,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gapscope.analysis.keys import ci_key
+from gapscope.engine.normalization import unit_rows
+from gapscope.engine.ranking import RetrievalResult
+from gapscope.engine.sampling import Stream, generator
 from gapscope.errors import GapscopeError
-from gapscope.engine.blocks import unit_rows
-from gapscope.metrics.retrieval import RetrievalResult
-from gapscope.metrics.uniformity import alignment_row_terms
+
+if TYPE_CHECKING:
+    from gapscope.analysis.context import AnalysisContext
 
 __all__ = [
-    "BOOTSTRAP_STREAM",
     "GroupTotals",
-    "IntervalInputs",
-    "add_report_intervals",
+    "IntervalPlan",
+    "attach_intervals",
     "bootstrap_intervals",
     "check_bootstrap_params",
     "interval_note",
+    "mean_of",
     "percentile_interval",
     "resample_weights",
 ]
 
-#: Seed stream of the group draws, distinct from the streams ``--sample`` uses (0, 1, 2), so
-#: turning on one never changes the draws of the other.
-BOOTSTRAP_STREAM = 101
 # Weights of one chunk of resamples: at most this many entries (about 32 MiB as float64).
 _CHUNK_ENTRIES = 2**22
 # Rows normalised at a time when building the per-group sums.
@@ -99,16 +100,16 @@ def check_bootstrap_params(n_resamples: int | None, confidence: float) -> None:
 def resample_weights(n_groups: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
     """Yield the resamples' group weights in chunks of shape ``(b, n_groups)`` (float64).
 
-    Resample ``r`` draws ``n_groups`` group indices uniformly with replacement from
-    ``numpy.random.default_rng([seed, BOOTSTRAP_STREAM])``, one resample after the other, and
-    ``w[r, g]`` counts how often group ``g`` was drawn (so each row of weights sums to
+    Resample ``r`` draws ``n_groups`` group indices uniformly with replacement from the
+    seed stream ``BOOTSTRAP`` (:mod:`gapscope.engine.sampling`), one resample after the
+    other, and ``w[r, g]`` counts how often group ``g`` was drawn (so each row of weights sums to
     ``n_groups``). The draws do not depend on the chunking.
 
     >>> w = np.concatenate(list(resample_weights(5, 3, seed=0)))
     >>> w.shape, w.sum(axis=1).tolist()
     ((3, 5), [5.0, 5.0, 5.0])
     """
-    rng = np.random.default_rng([seed, BOOTSTRAP_STREAM])
+    rng = generator(seed, Stream.BOOTSTRAP)
     chunk = max(1, min(n_resamples, _CHUNK_ENTRIES // max(n_groups, 1)))
     for start in range(0, n_resamples, chunk):
         b = min(chunk, n_resamples - start)
@@ -227,91 +228,26 @@ def bootstrap_intervals(
 # --------------------------------------------------------------------------- report metrics
 
 
-@dataclass
-class IntervalInputs:
-    """What :func:`add_report_intervals` needs besides the raw rows: the per-row terms that
-    ``analyze`` computed anyway.
-
-    Attributes:
-        raw: modality -> raw rows ``(n, d)``.
-        groups: modality -> int64 group codes (the resampling units).
-        uniformity_rows: modality -> ``log a_i`` of every row (see
-            :func:`gapscope.metrics.uniformity.uniformity_with_row_terms`); absent when
-            uniformity was sampled or not selected.
-        retrieval: ``"q->k"`` -> a :class:`RetrievalResult` computed with ``per_query=True``.
-        alignment_alpha: the ``alpha`` of alignment.
-    """
-
-    raw: Mapping[str, Any]
-    groups: Mapping[str, np.ndarray]
-    uniformity_rows: dict[str, np.ndarray] = field(default_factory=dict)
-    retrieval: dict[str, RetrievalResult] = field(default_factory=dict)
-    alignment_alpha: float = 2.0
-
-
-def add_report_intervals(
-    modalities: dict[str, dict[str, Any]],
-    pairs: dict[str, dict[str, Any]],
-    inputs: IntervalInputs,
-    *,
-    n_resamples: int,
-    seed: int,
-    confidence: float = 0.95,
-) -> None:
-    """Add a ``"<metric>_ci": [low, high]`` entry beside every metric that has an interval.
-
-    ``modalities`` and ``pairs`` are the report sections (see :class:`~gapscope.report.Report`);
-    the metrics already there decide which intervals are computed. One set of resamples serves
-    every metric, so the intervals of different metrics come from the same draws.
-
-    Raises:
-        GapscopeError: ``n_resamples`` below 10 or ``confidence`` outside (0, 1).
-    """
-    check_bootstrap_params(n_resamples, confidence)
-    plan = _ReportTotals(inputs)
-    stats: dict[tuple[str, ...], Statistic] = {}
-    for m, entry in modalities.items():
-        stats.update(plan.modality_statistics(m, entry))
-    for pair, entry in pairs.items():
-        stats.update(plan.pair_statistics(pair, entry, stats))
-    for direction, result in inputs.retrieval.items():
-        stats.update(plan.retrieval_statistics(direction, result))
-
-    intervals = bootstrap_intervals(
-        plan.totals, stats, n_resamples=n_resamples, seed=seed, confidence=confidence
-    )
-    for key, interval in intervals.items():
-        value = None if interval is None else list(interval)
-        if key[0] == "recall":
-            # An intra-modal direction appears in every pair of its modality.
-            _, direction, metric = key
-            for entry in pairs.values():
-                recall = entry.get("recall", {})
-                if direction in recall and metric in recall[direction]:
-                    recall[direction][f"{metric}_ci"] = value
-        else:
-            section = modalities if key[0] == "modalities" else pairs
-            section[key[1]][f"{key[2]}_ci"] = value
-
-
-class _ReportTotals:
-    """The per-group totals of a report's metrics, each built once, when first needed.
+class IntervalPlan:
+    """The per-group totals of an analysis's metrics, each built once when first needed, and
+    the statistics of those metrics over them (one a metric; the families of
+    :mod:`gapscope.analysis.families` ask for theirs).
 
     Groups of all modalities share one dense code ``0..G-1``; ``group_of[m][i]`` is the code of
     row ``i`` of modality ``m``.
     """
 
-    def __init__(self, inputs: IntervalInputs) -> None:
-        self.inputs = inputs
-        names = [m for m in inputs.raw if m in inputs.groups]
-        all_groups = np.concatenate([inputs.groups[m] for m in names])
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.ctx = ctx
+        names = ctx.modalities
+        all_groups = np.concatenate([ctx.groups(m) for m in names])
         _, codes = np.unique(all_groups, return_inverse=True)
-        offsets = np.cumsum([0] + [inputs.groups[m].shape[0] for m in names])
+        offsets = np.cumsum([0] + [ctx.groups(m).shape[0] for m in names])
         self.group_of = {m: codes[offsets[k] : offsets[k + 1]] for k, m in enumerate(names)}
         self.n_groups = int(codes.max()) + 1
         self.totals = GroupTotals(self.n_groups)
 
-    def counts(self, m: str) -> str:
+    def _counts(self, m: str) -> str:
         """Rows of modality ``m`` a group (also weighted by ``w^2``)."""
         name = f"n:{m}"
         if name not in self.totals:
@@ -320,101 +256,119 @@ class _ReportTotals:
             )
         return name
 
-    def unit_sums(self, m: str) -> str:
+    def _unit_sums(self, m: str) -> str:
         """Sums of the unit rows ``(G, d)``; ``sq:m`` holds their squared norms."""
         name = f"sum:{m}"
         if name not in self.totals:
-            sums, squares = _group_unit_sums(self.inputs.raw[m], self.group_of[m], self.n_groups)
+            sums, squares = _group_unit_sums(self.ctx.raw[m], self.group_of[m], self.n_groups)
             self.totals.add(name, sums)
             self.totals.add(f"sq:{m}", squares, squared=True)
         return name
 
-    def pair_counts(self, a: str, b: str) -> str:
+    def _pair_counts(self, a: str, b: str) -> str:
         """Positive pairs a group: ``n_a,g * n_b,g``."""
         name = f"pairs:{a}-{b}"
         if name not in self.totals:
             self.totals.add(
-                name, self.totals[self.counts(a)] * self.totals[self.counts(b)], squared=True
+                name, self.totals[self._counts(a)] * self.totals[self._counts(b)], squared=True
             )
         return name
 
-    def modality_statistics(self, m: str, entry: dict[str, Any]) -> dict[tuple, Statistic]:
-        stats: dict[tuple, Statistic] = {}
-        if "cone" in entry:
-            stats[("modalities", m, "cone")] = _cone_statistic(
-                self.unit_sums(m), f"sq:{m}", self.counts(m)
-            )
-        if "uniformity" in entry and m in self.inputs.uniformity_rows:
-            stats[("modalities", m, "uniformity")] = _uniformity_statistic(
-                self.totals, m, self.inputs.uniformity_rows[m], self.group_of[m], self.counts(m)
-            )
-        return stats
+    def cone(self, m: str) -> Statistic:
+        """The cone of ``m``; a row's pairs with its own copies are left out."""
+        return _cone_statistic(self._unit_sums(m), f"sq:{m}", self._counts(m))
 
-    def pair_statistics(
-        self, pair: str, entry: dict[str, Any], known: Mapping[tuple, Statistic]
-    ) -> dict[tuple, Statistic]:
-        a, b = pair.split("-")
-        stats: dict[tuple, Statistic] = {}
-        if "gap" in entry:
-            gap, cosine = _gap_statistics(
-                self.unit_sums(a), self.counts(a), self.unit_sums(b), self.counts(b)
-            )
-            stats[("pairs", pair, "gap")] = gap
-            stats[("pairs", pair, "centroid_cosine")] = cosine
-        if "paired_cosine" in entry:
-            dot = f"dot:{pair}"
+    def uniformity(self, m: str, log_a: np.ndarray) -> Statistic:
+        """The (first-order) uniformity of ``m`` from its row terms ``log a_i``."""
+        return _uniformity_statistic(self.totals, m, log_a, self.group_of[m], self._counts(m))
+
+    def gap(self, a: str, b: str) -> tuple[Statistic, Statistic]:
+        """The gap and the centroid cosine of a pair."""
+        return _gap_statistics(
+            self._unit_sums(a), self._counts(a), self._unit_sums(b), self._counts(b)
+        )
+
+    def cosines(self, a: str, b: str) -> tuple[Statistic, Statistic]:
+        """The paired and unpaired cosines of a pair."""
+        dot = f"dot:{a}-{b}"
+        if dot not in self.totals:
             self.totals.add(
                 dot,
                 np.einsum(
-                    "gd,gd->g", self.totals[self.unit_sums(a)], self.totals[self.unit_sums(b)]
+                    "gd,gd->g", self.totals[self._unit_sums(a)], self.totals[self._unit_sums(b)]
                 ),
                 squared=True,
             )
-            paired, unpaired = _cosine_statistics(
-                dot,
-                self.pair_counts(a, b),
-                self.unit_sums(a),
-                self.unit_sums(b),
-                self.counts(a),
-                self.counts(b),
-            )
-            stats[("pairs", pair, "paired_cosine")] = paired
-            stats[("pairs", pair, "unpaired_cosine")] = unpaired
-        if "alignment" in entry:
-            inputs = self.inputs
+        return _cosine_statistics(
+            dot,
+            self._pair_counts(a, b),
+            self._unit_sums(a),
+            self._unit_sums(b),
+            self._counts(a),
+            self._counts(b),
+        )
+
+    def alignment(self, a: str, b: str) -> Statistic:
+        """The alignment of a pair, from each row's sum of pair terms."""
+        from gapscope.metrics.alignment import alignment_row_terms
+
+        ctx = self.ctx
+        name = f"align:{a}-{b}"
+        if name not in self.totals:
             row_sums, _ = alignment_row_terms(
-                inputs.raw[a],
-                inputs.raw[b],
-                inputs.groups[a],
-                inputs.groups[b],
-                alpha=inputs.alignment_alpha,
+                ctx.raw[a],
+                ctx.raw[b],
+                ctx.groups(a),
+                ctx.groups(b),
+                alpha=ctx.options.alignment_alpha,
             )
-            name = f"align:{pair}"
             self.totals.add(
                 name, np.bincount(self.group_of[a], weights=row_sums, minlength=self.n_groups)
             )
-            stats[("pairs", pair, "alignment")] = _ratio(name, self.pair_counts(a, b))
-        sides = [known.get(("modalities", m, "uniformity")) for m in (a, b)]
-        if "uniformity" in entry and sides[0] is not None and sides[1] is not None:
-            stats[("pairs", pair, "uniformity")] = _mean_of([sides[0], sides[1]])
-        return stats
+        return _ratio(name, self._pair_counts(a, b))
 
-    def retrieval_statistics(
-        self, direction: str, result: RetrievalResult
-    ) -> dict[tuple, Statistic]:
-        if result.per_query is None or result.query_rows is None:
-            return {}
-        query_groups = self.group_of[direction.split("->")[0]][result.query_rows]
-        count = f"rq:{direction}:n"
+    def recall(self, query_modality: str, result: RetrievalResult) -> dict[str, Statistic]:
+        """Every per-query mean of one retrieval direction (R@K, mAP, R-precision), keyed as
+        :attr:`~gapscope.engine.ranking.RetrievalResult.per_query`; the gallery is held fixed
+        and the queries resampled by group."""
+        query_groups = self.group_of[query_modality][result.query_rows]
+        tag = f"rq:{id(result)}"
+        count = f"{tag}:n"
         self.totals.add(count, np.bincount(query_groups, minlength=self.n_groups))
-        stats: dict[tuple, Statistic] = {}
+        stats: dict[str, Statistic] = {}
         for metric, values in result.per_query.items():
-            name = f"rq:{direction}:{metric}"
+            name = f"{tag}:{metric}"
             self.totals.add(
                 name, np.bincount(query_groups, weights=values, minlength=self.n_groups)
             )
-            stats[("recall", direction, metric)] = _ratio(name, count)
+            stats[metric] = _ratio(name, count)
         return stats
+
+
+def attach_intervals(
+    sections: dict[str, dict[str, Any]],
+    plan: IntervalPlan,
+    statistics: Mapping[tuple[str, ...], Statistic],
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> None:
+    """Compute every statistic over the same resamples and put its interval beside its value:
+    the statistic at ``(section, name, key, ..., leaf)`` gets ``leaf_ci = [low, high]`` (or
+    ``None`` when it was undefined in most resamples) in the same mapping.
+
+    Raises:
+        GapscopeError: ``n_resamples`` below 10 or ``confidence`` outside (0, 1).
+    """
+    intervals = bootstrap_intervals(
+        plan.totals, statistics, n_resamples=n_resamples, seed=seed, confidence=confidence
+    )
+    for path, interval in intervals.items():
+        node: Any = sections
+        for part in path[:-1]:
+            node = node[part]
+        node[ci_key(path[-1])] = None if interval is None else list(interval)
 
 
 def _group_unit_sums(raw: Any, group_of: np.ndarray, n_groups: int) -> tuple[np.ndarray, ...]:
@@ -441,7 +395,8 @@ def _ratio(numerator: str, denominator: str) -> Statistic:
     return lambda t: t[numerator] / t[denominator]
 
 
-def _mean_of(statistics: list[Statistic]) -> Statistic:
+def mean_of(statistics: list[Statistic]) -> Statistic:
+    """The mean of several statistics (e.g. a pair's uniformity from its two modalities)."""
     return lambda t: sum(s(t) for s in statistics) / len(statistics)
 
 

@@ -14,47 +14,84 @@ Two fixes from the literature, applied to the L2-normalised rows of a pair of mo
   re-normalising); ``f`` is the share of the gap removed.
 
 Every metric gapscope reports re-normalises rows, so a fixed pair is measured as the unit rows
-``x' / ||x'||``. :func:`gap_closing_whatif` recomputes the gap, retrieval recall (inter- and
-intra-modal) and uniformity on the original and on each fixed version, with the same queries,
-so the differences come from the fix alone. Both fixes move every unit row of a modality by
-one vector, so they are measured with the same fused passes as ``analyze``
-(:mod:`gapscope.engine.passes`) on :class:`~gapscope.engine.unit_rows.UnitRows` with an offset:
-no transformed copy of a modality is made, and a store too big for memory streams.
+``x' / ||x'||``. The gap, retrieval recall (inter- and intra-modal) and uniformity are measured
+on the original and on each fixed version with the same queries, so the differences come from
+the fix alone. Both fixes move every unit row of a modality by one vector, so they are measured
+with the passes of :mod:`gapscope.engine.passes` on
+:class:`~gapscope.engine.unit_rows.UnitRows` with an offset: no transformed copy of a modality
+is made, and a store too big for memory streams. The means come from the analysis context
+(computed once), and the "original" scenario reads the analysis's own passes when it has them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.analysis.context import DEFAULT_MAX_ROWS, AnalysisContext, AnalysisOptions
+from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.engine import unit_rows as _rows
-from gapscope.engine.blocks import row_blocks, unit_rows
+from gapscope.engine.blocks import row_blocks
+from gapscope.engine.moments import unit_sums
+from gapscope.engine.normalization import unit_rows
+from gapscope.engine.numerics import log_mean_exp
+from gapscope.engine.passes import ModalityPassResult, cross_pass, modality_pass
+from gapscope.engine.ranking import RetrievalResult, summarize
+from gapscope.engine.sampling import Stream, generator
+from gapscope.engine.unit_rows import MIN_NORM, UnitRows
 from gapscope.engine.validation import (
     ArrayLike,
     check_embeddings,
     check_groups,
     check_same_dim,
     pair_groups,
-    resolve_device,
 )
-from gapscope.engine.moments import sample_rows, unit_mean
-from gapscope.engine.unit_rows import _MIN_NORM, UnitRows, fits_in_memory
-from gapscope.engine.passes import cross_pass, modality_pass
-from gapscope.metrics.retrieval import RetrievalResult, intra_modal_retrieval
-from gapscope.metrics.uniformity import uniformity_sampled
+from gapscope.errors import EmbeddingError, GapscopeError
 
-__all__ = ["center_modality", "gap_closing_whatif", "scenario_name", "shift_along_gap"]
+__all__ = [
+    "DEFAULT_SHIFT_FRACTIONS",
+    "Scenario",
+    "center_modality",
+    "gap_closing_whatif",
+    "measure_scenarios",
+    "shift_along_gap",
+]
+
+#: The gap fractions of the shift scenarios an analysis reports.
+DEFAULT_SHIFT_FRACTIONS = (0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One pair of modalities as measured after a fix (or as it is).
+
+    Attributes:
+        fraction: ``None`` for the original and for mean-centring (see ``centered``), else
+            the shift's share of the gap.
+        centered: whether this is the mean-centring scenario.
+        gap: the gap of the re-normalised rows (what ``analyze`` would report for them).
+        gap_before_renormalization: ``||mean x' - mean y'||`` of the moved rows themselves.
+        recall: ``(query modality, key modality)`` -> retrieval; the intra-modal directions
+            have mAP.
+        uniformity: modality -> uniformity (estimated from the queries when they are sampled).
+    """
+
+    fraction: float | None
+    centered: bool
+    gap: float
+    gap_before_renormalization: float
+    recall: dict[tuple[str, str], RetrievalResult]
+    uniformity: dict[str, float | None]
 
 
 def _check_nonzero(rows: np.ndarray, name: str, why: str, start: int = 0) -> np.ndarray:
     """The rows' norms; raises on a row (numbered from ``start``) that has lost its direction."""
     norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-    bad = np.flatnonzero(norms < _MIN_NORM)
+    bad = np.flatnonzero(norms < MIN_NORM)
     if bad.size:
         raise EmbeddingError(
             f"{name}: row {start + int(bad[0])} {why}, so it has no direction left"
@@ -107,7 +144,7 @@ def shift_along_gap(
     xa = check_embeddings(x, names[0])
     ya = check_embeddings(y, names[1])
     check_same_dim(xa, ya, names)
-    g = unit_mean(xa) - unit_mean(ya)
+    g = unit_sums(xa).mean - unit_sums(ya).mean
     half = 0.5 * float(fraction) * g
     xs = unit_rows(xa) - half
     ys = unit_rows(ya) + half
@@ -116,24 +153,71 @@ def shift_along_gap(
     return xs, ys
 
 
-def scenario_name(fraction: float) -> str:
-    """Key of a shift scenario in :func:`gap_closing_whatif`'s result.
+def whatif_queries(ctx: AnalysisContext, m: str, cap: int = DEFAULT_MAX_ROWS) -> np.ndarray | None:
+    """The query rows of ``m`` in every scenario: the analysis's own queries (every row, or
+    its ``--sample``), cut to ``cap`` by a seeded draw among them when there are more."""
+    base = ctx.queries(m)
+    n = ctx.raw[m].shape[0] if base is None else base.size
+    if n <= cap:
+        return base
+    rng = generator(ctx.options.seed, Stream.WHATIF_QUERIES, m)
+    picked = np.sort(rng.choice(n, size=cap, replace=False))
+    return picked if base is None else base[picked]
 
-    >>> scenario_name(0.5), scenario_name(1.0), scenario_name(0.25)
-    ('shift_0.5', 'shift_1.0', 'shift_0.25')
+
+def measure_scenarios(
+    ctx: AnalysisContext,
+    a: str,
+    b: str,
+    shift_fractions: Sequence[float] = DEFAULT_SHIFT_FRACTIONS,
+    cap: int = DEFAULT_MAX_ROWS,
+) -> list[Scenario]:
+    """The original pair ``(a, b)`` of ``ctx``, mean-centred, and shifted by each fraction.
+
+    Every scenario ranks the same query rows (:func:`whatif_queries`) against every row, so
+    the differences come from the fix alone. The original reads the analysis's passes where
+    it has them (restricted to those queries), and is measured like the others otherwise.
+
+    Raises:
+        EmbeddingError: a fix that sends a row to the origin.
+        GapscopeError: a non-finite shift fraction.
     """
-    return f"shift_{float(fraction)!r}"
-
-
-def _recall(result: RetrievalResult, intra: bool) -> dict[str, Any]:
-    entry: dict[str, Any] = {f"R@{k}": v for k, v in result.recall.items()}
-    if intra:
-        entry["mAP"] = result.mean_average_precision
-    return entry
+    fractions = [float(f) for f in shift_fractions]
+    if any(not math.isfinite(f) for f in fractions):
+        raise GapscopeError(f"shift_fractions: expected finite numbers, got {fractions!r}")
+    queries = (whatif_queries(ctx, a, cap), whatif_queries(ctx, b, cap))
+    mean_a, mean_b = ctx.unit_sums(a).mean, ctx.unit_sums(b).mean
+    out = [_original(ctx, a, b, queries)]
+    out.append(
+        _measure(
+            ctx,
+            (a, b),
+            (mean_a, mean_b),
+            queries,
+            None,
+            centered=True,
+            why="equals its modality's mean direction",
+        )
+    )
+    for f in fractions:
+        half = 0.5 * f * (mean_a - mean_b)
+        offsets = (half, -half) if f != 0.0 else (None, None)
+        out.append(
+            _measure(
+                ctx,
+                (a, b),
+                offsets,
+                queries,
+                f,
+                centered=False,
+                why="lands on the origin after the shift",
+            )
+        )
+    return out
 
 
 def _transformed_sums(
-    x: np.ndarray, offset: np.ndarray | None, name: str, why: str
+    x: Any, offset: np.ndarray | None, name: str, why: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Float64 sums of ``w_i = u_i - offset`` and of ``w_i / ||w_i||`` over the rows (``u_i``
     the unit rows), a chunk at a time; raises on a row the offset leaves without direction."""
@@ -150,68 +234,122 @@ def _transformed_sums(
 
 
 def _measure(
-    x: np.ndarray,
-    y: np.ndarray,
-    offsets: tuple[np.ndarray | None, np.ndarray | None],
-    why: str,
+    ctx: AnalysisContext,
     names: tuple[str, str],
-    groups: tuple[np.ndarray, np.ndarray],
-    relevance: tuple[np.ndarray, np.ndarray],
+    offsets: tuple[np.ndarray | None, np.ndarray | None],
     queries: tuple[np.ndarray | None, np.ndarray | None],
-    ks: Sequence[int],
-    seed: int,
-    device: torch.device,
-) -> dict[str, Any]:
+    fraction: float | None,
+    *,
+    centered: bool,
+    why: str,
+) -> Scenario:
     a, b = names
+    opts = ctx.options
     # The gaps in float64 from the raw rows; the O(n^2) metrics from float32 unit rows of the
     # transformed modality, normalised block by block when a copy would not fit in memory.
-    (wx, gap_x), (wy, gap_y) = (
-        _transformed_sums(rows, off, name, why)
-        for rows, off, name in zip((x, y), offsets, names, strict=True)
+    (wa, ua), (wb, ub) = (
+        _transformed_sums(ctx.raw[m], off, m, why) for m, off in zip(names, offsets, strict=True)
     )
-    # As analyze: streamed only for a sampled modality (unsampled, every block reads all).
-    fits = fits_in_memory(x.shape[0] + y.shape[0], x.shape[1])
-    ux, uy = (
-        UnitRows(rows, device=device, in_memory=fits or q is None, offset=off, name=name, why=why)
-        for rows, off, name, q in zip((x, y), offsets, names, queries, strict=True)
-    )
-    x_to_y, y_to_x = cross_pass(
-        ux,
-        uy,
-        groups[0],
-        groups[1],
-        k=ks,
-        device=device,
+    na, nb = ctx.raw[a].shape[0], ctx.raw[b].shape[0]
+    fits = _rows.fits_in_memory(na + nb, ctx.dim)
+    units = {
+        m: UnitRows(
+            ctx.raw[m], device=opts.device, in_memory=fits or q is None, offset=off, name=m, why=why
+        )
+        for m, off, q in zip(names, offsets, queries, strict=True)
+    }
+    a_to_b, b_to_a = cross_pass(
+        units[a],
+        units[b],
+        ctx.groups(a),
+        ctx.groups(b),
+        k=opts.k,
+        device=opts.device,
+        block_size=opts.block_size,
         query_index_x=queries[0],
         query_index_y=queries[1],
     )
-    recall = {f"{a}->{b}": _recall(x_to_y, False), f"{b}->{a}": _recall(y_to_x, False)}
-    uni = {}
-    for name, rows, rel, q, stream in (
-        (a, ux, relevance[0], queries[0], 0),
-        (b, uy, relevance[1], queries[1], 1),
-    ):
-        if rows.shape[0] < 2:
-            recall[f"{name}->{name}"] = _recall(
-                intra_modal_retrieval(rows.block(0, rows.shape[0]), rel, k=ks), True
-            )
-            uni[name] = None
-            continue
-        # One X X^T pass: intra-modal retrieval, and the exact uniformity when not sampled.
-        own = modality_pass(rows, rel, k=ks, uniformity=q is None, query_index=q, device=device)
-        assert own.retrieval is not None
-        recall[f"{name}->{name}"] = _recall(own.retrieval, True)
-        uni[name] = (
-            own.uniformity
-            if q is None
-            else uniformity_sampled(
-                rows, n_queries=max(2, q.size), seed=seed + stream, device=device
-            )[0]
+    assert a_to_b is not None and b_to_a is not None
+    recall = {(a, b): a_to_b, (b, a): b_to_a}
+    uniformity: dict[str, float | None] = {}
+    for m, q in zip(names, queries, strict=True):
+        own = modality_pass(
+            units[m],
+            ctx.relevance(m)[0],
+            k=opts.k,
+            t=opts.uniformity_t,
+            query_index=q,
+            device=opts.device,
+            block_size=opts.block_size,
         )
-    recall = {key: recall[key] for key in (f"{a}->{b}", f"{b}->{a}", f"{a}->{a}", f"{b}->{b}")}
-    gap = float(np.linalg.norm(gap_x / x.shape[0] - gap_y / y.shape[0]))
-    raw_gap = float(np.linalg.norm(wx / x.shape[0] - wy / y.shape[0]))
-    return {"gap": gap, "gap_before_renormalization": raw_gap, "recall": recall, "uniformity": uni}
+        assert own.retrieval is not None
+        recall[(m, m)] = own.retrieval
+        uniformity[m] = own.uniformity
+    return Scenario(
+        fraction=fraction,
+        centered=centered,
+        gap=float(np.linalg.norm(ua / na - ub / nb)),
+        gap_before_renormalization=float(np.linalg.norm(wa / na - wb / nb)),
+        recall=recall,
+        uniformity=uniformity,
+    )
+
+
+def _original(
+    ctx: AnalysisContext, a: str, b: str, queries: tuple[np.ndarray | None, np.ndarray | None]
+) -> Scenario:
+    """The pair as it is: from the analysis's passes, restricted to the what-if queries, when
+    the analysis computed them; measured like a fix otherwise."""
+    reuse = ctx.has_cross_pass(a, b) and all(
+        ctx.has_modality_pass(m, uniformity=True, retrieval=True) for m in (a, b)
+    )
+    if not reuse:
+        return _measure(ctx, (a, b), (None, None), queries, None, centered=False, why="")
+    gap = float(np.linalg.norm(ctx.unit_sums(a).mean - ctx.unit_sums(b).mean))
+    a_to_b, b_to_a = ctx.cross_pass(a, b)
+    recall = {(a, b): _restrict(a_to_b, queries[0]), (b, a): _restrict(b_to_a, queries[1])}
+    uniformity: dict[str, float | None] = {}
+    for m, q in zip((a, b), queries, strict=True):
+        own = ctx.modality_pass(m)
+        assert own.retrieval is not None
+        recall[(m, m)] = _restrict(own.retrieval, q)
+        uniformity[m] = _restricted_uniformity(own, q, ctx.raw[m].shape[0])
+    return Scenario(None, False, gap, gap, recall, uniformity)
+
+
+def _restrict(result: RetrievalResult, rows: np.ndarray | None) -> RetrievalResult:
+    """``result`` over the queries among ``rows`` only (``None``: all of them)."""
+    if rows is None:
+        return result
+    keep = np.isin(result.query_rows, rows)
+    ap, rp = result.average_precision, result.r_precision_per_query
+    return summarize(
+        tuple(result.recall),
+        result.first_rank[keep],
+        n_skipped=0,
+        n_eligible_total=None,
+        query_rows=result.query_rows[keep],
+        average_precision=None if ap is None else ap[keep],
+        r_precision=None if rp is None else rp[keep],
+    )
+
+
+def _restricted_uniformity(
+    own: ModalityPassResult, rows: np.ndarray | None, n: int
+) -> float | None:
+    """The uniformity estimate from the row terms of ``rows`` (all of them: the value as is)."""
+    if own.uniformity_row_terms is None:
+        return None
+    if (
+        rows is None
+        or own.uniformity_rows is not None
+        and np.array_equal(own.uniformity_rows, rows)
+    ):
+        return own.uniformity
+    source = np.arange(n) if own.uniformity_rows is None else own.uniformity_rows
+    terms = own.uniformity_row_terms[np.isin(source, rows)]
+    value, _, _ = log_mean_exp(terms)
+    return value
 
 
 def gap_closing_whatif(
@@ -224,99 +362,56 @@ def gap_closing_whatif(
     relevance_y: ArrayLike | Sequence[int] | None = None,
     names: tuple[str, str] = ("x", "y"),
     k: Sequence[int] = (1, 5, 10),
-    shift_fractions: Sequence[float] = (0.5, 1.0),
-    max_queries: int | None = 5000,
+    shift_fractions: Sequence[float] = DEFAULT_SHIFT_FRACTIONS,
+    max_queries: int | None = DEFAULT_MAX_ROWS,
     seed: int = 0,
-    device: str | torch.device | None = None,
-) -> dict[str, dict[str, Any]]:
+    device: str | None = None,
+) -> list[Scenario]:
     """Gap, retrieval recall and uniformity before and after each post-hoc gap-closing fix.
 
-    Scenarios: ``"original"`` (the unit rows as they are), ``"centered"`` (each modality
-    mean-centred, :func:`center_modality`) and ``"shift_<f>"`` for each ``f`` in
-    ``shift_fractions`` (:func:`shift_along_gap`). For each, on the transformed rows:
+    Scenarios, in this order: the original (the unit rows as they are), mean-centred
+    (:func:`center_modality`) and shifted by each fraction of ``shift_fractions``
+    (:func:`shift_along_gap`), each a :class:`Scenario`:
 
-    - ``gap``: :func:`~gapscope.metrics.gap.modality_gap` of the re-normalised rows, what
-      ``analyze`` would report for the fixed embeddings (after centring it is not exactly 0:
-      re-normalising moves the means again; in high dimensions it is usually small);
-    - ``gap_before_renormalization``: ``||mean x' - mean y'||`` of the transformed rows
-      themselves: 0 (to rounding) after centring or a full shift, ``(1 - f) ||g||`` after a
-      shift by ``f``;
-    - ``recall``: ``"a->b"``, ``"b->a"`` (:func:`~gapscope.metrics.retrieval.
-      cross_modal_retrieval`, positives from the groups) and ``"a->a"``, ``"b->b"``
-      (:func:`~gapscope.metrics.retrieval.intra_modal_retrieval` with ``R@K`` and ``mAP``,
-      relevance from ``relevance_*``, else the groups); ``None`` where no query is eligible;
-    - ``uniformity``: per modality, :func:`~gapscope.metrics.uniformity.uniformity` (t = 2).
+    - ``gap``: the gap of the re-normalised rows, what ``analyze`` would report for the fixed
+      embeddings (after centring it is not exactly 0: re-normalising moves the means again;
+      in high dimensions it is usually small);
+    - ``gap_before_renormalization``: ``||mean x' - mean y'||`` of the moved rows themselves:
+      0 (to rounding) after centring or a full shift, ``(1 - f) ||g||`` after a shift by f;
+    - ``recall``: both cross-modal directions (positives from the groups) and both
+      intra-modal ones (relevance from ``relevance_*``, else the groups; with mAP);
+    - ``uniformity``: per modality (t = 2).
 
     A modality with more than ``max_queries`` rows is evaluated on a seeded sample of that
     many query rows (the same rows in every scenario, ranked against all rows), and its
-    uniformity with :func:`~gapscope.metrics.uniformity.uniformity_sampled` on as many
-    queries; so every scenario is measured the same way and the differences come from the fix.
-    The fixes apply to every row (the keys stay complete). Each scenario holds one float32
-    copy of the transformed unit rows when both modalities fit 1 GiB together, and otherwise
-    normalises them block by block from ``x`` and ``y`` (memory-mapped stores stay on disk).
-
-    Args:
-        x: first modality ``(n, d)``; y: second ``(m, d)`` (numpy arrays or torch tensors).
-        groups_x, groups_y: group codes defining positives (both ``None``: row i with row i).
-        relevance_x, relevance_y: intra-modal relevance codes (e.g. labels); default groups.
-        names: the two modalities' names, used in the direction keys.
-        k: the K of recall@K.
-        shift_fractions: the fractions ``f`` of the shift scenarios.
-        max_queries: most query rows a modality (``None``: all).
-        seed: seeds the query samples.
-        device: torch device for the retrieval and uniformity blocks.
-
-    Returns:
-        ``{scenario: {"gap": float, "gap_before_renormalization": float, "recall":
-        {direction: {"R@K": ..., ["mAP": ...]}}, "uniformity": {name: float}}}``, scenarios
-        in the order above.
+    uniformity estimated from them; the fixes apply to every row (the keys stay complete).
+    This is what ``analyze`` reports under ``whatif`` for a pair.
 
     Raises:
         EmbeddingError: bad arrays or groups, or a fix that sends a row to the origin.
-        GapscopeError: a non-finite shift fraction.
+        GapscopeError: a non-finite shift fraction, a bad ``max_queries``.
 
     Example:
         >>> content = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
         >>> x, y = content + [2.0, 0.0, 0.0], content - [2.0, 0.0, 0.0]
         >>> r = gap_closing_whatif(x, y, names=("image", "text"), k=(1,), shift_fractions=(1.0,))
-        >>> list(r)
-        ['original', 'centered', 'shift_1.0']
-        >>> [round(r[s]["gap_before_renormalization"], 4) for s in r]
+        >>> [round(s.gap_before_renormalization, 4) for s in r]
         [1.7889, 0.0, 0.0]
-        >>> r["original"]["recall"]["image->text"], r["centered"]["recall"]["image->text"]
-        ({'R@1': 1.0}, {'R@1': 1.0})
+        >>> r[0].recall["image", "text"].recall, r[1].recall["image", "text"].recall
+        ({1: 1.0}, {1: 1.0})
     """
-    xa = check_embeddings(x, names[0])
-    ya = check_embeddings(y, names[1])
+    xa = check_embeddings(x, names[0], min_rows=2)
+    ya = check_embeddings(y, names[1], min_rows=2)
     check_same_dim(xa, ya, names)
     gx, gy = pair_groups(xa, ya, groups_x, groups_y, names)
-    rx = check_groups(relevance_x, xa.shape[0], f"{names[0]} relevance")
-    ry = check_groups(relevance_y, ya.shape[0], f"{names[1]} relevance")
-    relevance = (gx if rx is None else rx, gy if ry is None else ry)
-    fractions = [float(f) for f in shift_fractions]
-    if any(not math.isfinite(f) for f in fractions):
-        raise GapscopeError(f"shift_fractions: expected finite numbers, got {fractions!r}")
+    labels = {}
+    for m, rel, arr in ((names[0], relevance_x, xa), (names[1], relevance_y, ya)):
+        codes = check_groups(rel, arr.shape[0], f"{m} relevance")
+        if codes is not None:
+            labels[m] = codes
     if max_queries is not None and (isinstance(max_queries, bool) or max_queries < 2):
         raise GapscopeError(f"max_queries: expected an integer >= 2 or None, got {max_queries!r}")
-    queries = (
-        sample_rows(xa.shape[0], max_queries, seed, stream=10),
-        sample_rows(ya.shape[0], max_queries, seed, stream=11),
-    )
-
-    dev = resolve_device(device)
-
-    def measure(
-        offsets: tuple[np.ndarray | None, np.ndarray | None], why: str = ""
-    ) -> dict[str, Any]:
-        return _measure(xa, ya, offsets, why, names, (gx, gy), relevance, queries, k, seed, dev)
-
-    # Every fix moves each unit row by one vector of its modality (an offset), then the
-    # metrics re-normalise: measured without a transformed copy of either modality.
-    mean_x, mean_y = unit_mean(xa), unit_mean(ya)
-    out = {"original": measure((None, None))}
-    out["centered"] = measure((mean_x, mean_y), "equals its modality's mean direction")
-    for f in fractions:
-        half = 0.5 * f * (mean_x - mean_y)
-        shift = (half, -half) if f != 0.0 else (None, None)
-        out[scenario_name(f)] = measure(shift, "lands on the origin after the shift")
-    return out
+    data = EmbeddingSet({names[0]: xa, names[1]: ya}, {names[0]: gx, names[1]: gy}, labels)
+    ctx = AnalysisContext(data, AnalysisOptions.parse(k=k, seed=seed, device=device))
+    cap = max(xa.shape[0], ya.shape[0]) if max_queries is None else int(max_queries)
+    return measure_scenarios(ctx, names[0], names[1], shift_fractions, cap)

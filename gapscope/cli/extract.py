@@ -1,4 +1,4 @@
-"""The ``extract``, ``merge`` and ``demo`` commands; :func:`register` adds them to a typer app.
+"""The ``extract``, ``merge`` and ``demo`` commands.
 
 Thin on purpose: each parses options, calls one library function and prints its summary;
 a :class:`~gapscope.errors.GapscopeError` becomes ``Error: <one line>`` on stderr and exit 2,
@@ -203,13 +203,6 @@ def demo_command(
 
         gapscope demo --out demo/ --json demo/report.json
     """
-    from gapscope.extract.demo import run_demo
+    from gapscope.cli.demo_run import run_demo
 
     run_demo(out, json_path=json_path, quiet=quiet)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``extract``, ``merge`` and ``demo`` commands to ``app``."""
-    app.command("extract", no_args_is_help=True)(extract_command)
-    app.command("merge", no_args_is_help=True)(merge_command)
-    app.command("demo")(demo_command)

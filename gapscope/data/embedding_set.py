@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.data.store import MODALITIES, EmbeddingStore, fingerprint_arrays
+from gapscope.errors import EmbeddingError, GapscopeError
 
 ARRAY_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
 
@@ -46,8 +46,9 @@ class EmbeddingSet:
 
     @property
     def modalities(self) -> list[str]:
-        """Modalities in the order image, text, audio."""
-        return [m for m in MODALITIES if m in self.embeddings]
+        """Modalities in a fixed order: image, text, audio, then any other name as given."""
+        known = [m for m in MODALITIES if m in self.embeddings]
+        return known + [m for m in self.embeddings if m not in MODALITIES]
 
     def fingerprint(self) -> str:
         return fingerprint_arrays({m: np.asarray(self.embeddings[m]) for m in self.modalities})

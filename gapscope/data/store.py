@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from gapscope._version import __version__
+from gapscope.data.atomic import AtomicFile, atomic_save_npy, atomic_write_json
 from gapscope.errors import StoreError
 
 FORMAT = "gapscope.store"
@@ -37,81 +37,6 @@ MODALITIES = ("image", "text", "audio")
 MANIFEST = "manifest.json"
 _DTYPES = ("float16", "float32")
 _PARTS = "parts"
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening folders; the rename still happened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp makes files private (0600); a store is ordinary data, readable as the umask allows.
-_FILE_MODE = 0o666 & ~_current_umask()
-
-
-class _AtomicFile:
-    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``."""
-
-    def __init__(self, path: Path, mode: str = "wb") -> None:
-        self.path = Path(path)
-        self.mode = mode
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        self.tmp = Path(tmp)
-        os.chmod(self.tmp, _FILE_MODE)
-        encoding = None if "b" in self.mode else "utf-8"
-        self.handle = os.fdopen(fd, self.mode, encoding=encoding)
-        return self.handle
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.handle.flush()
-                os.fsync(self.handle.fileno())
-            self.handle.close()
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-                _fsync_dir(self.path.parent)
-        finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename)."""
-    with _AtomicFile(path, "w") as fh:
-        fh.write(text)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Save ``array`` as ``.npy`` to ``path`` atomically."""
-    with _AtomicFile(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def _write_jsonl(fh, items: Iterable[Mapping[str, Any]]) -> None:
@@ -319,7 +244,7 @@ class EmbeddingStore:
             raise StoreError(f"{modality}: already written in this store")
         index = len(parts)
         folder = self._part_dir(modality)
-        with _AtomicFile(folder / f"{index:08d}.items.jsonl", "w") as fh:
+        with AtomicFile(folder / f"{index:08d}.items.jsonl", "w") as fh:
             _write_jsonl(fh, items)
         atomic_save_npy(folder / f"{index:08d}.npy", embeddings)
 
@@ -354,7 +279,7 @@ class EmbeddingStore:
             rows = sum(a.shape[0] for a in arrays)
             dim, dtype = arrays[0].shape[1], arrays[0].dtype
             npy = self.path / f"{modality}.npy"
-            with _AtomicFile(npy, "wb") as fh:
+            with AtomicFile(npy, "wb") as fh:
                 np.lib.format.write_array_header_1_0(
                     fh,
                     {
@@ -366,7 +291,7 @@ class EmbeddingStore:
                 for a in arrays:
                     fh.write(np.ascontiguousarray(a).tobytes())
             items_path = self.path / f"{modality}.items.jsonl"
-            with _AtomicFile(items_path, "w") as out:
+            with AtomicFile(items_path, "w") as out:
                 for p in parts:
                     with open(p.with_name(f"{p.stem}.items.jsonl"), encoding="utf-8") as fh:
                         shutil.copyfileobj(fh, out)

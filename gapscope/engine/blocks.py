@@ -1,9 +1,15 @@
-"""Row blocks, block sizes and positive-pair enumeration shared by the blocked metrics.
+"""The block-size policy, and the row ranges and positive pairs that blocked code walks.
 
-The O(n^2) and O(|P|) metrics never hold more than one block of work in memory; these helpers
-keep the block bookkeeping in one place so every metric slices the same way. Block sizes depend
-only on the shapes (never on free memory), so the same input always gives the same blocks and
-bit-identical results.
+Two kinds of work are blocked, each with one rule, and both rules are pure functions of the
+shapes (never of free memory), so the same input always gives the same blocks and the same
+bits:
+
+* **similarity blocks** (:func:`similarity_block_rows`): ``rows x n_keys`` float32 scores of
+  an O(n^2) pass, 128 MiB a block, between 512 and 1024 rows where that fits 512 MiB;
+* **scan chunks** (:func:`scan_block_rows`): rows of an O(n d) pass (normalising, summing,
+  pair terms), 128 MiB of working memory a chunk.
+
+``block_size`` arguments override the first (:func:`resolve_block_size`).
 """
 
 from __future__ import annotations
@@ -12,56 +18,85 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from gapscope.errors import GapscopeError
+from gapscope.engine.validation import check_block_size
 
-# Working memory one block may use. Large enough that BLAS calls stay efficient, small enough
-# for a laptop; blocks are a pure function of the shapes so results stay reproducible.
-BLOCK_BUDGET_BYTES = 128 * 2**20
+__all__ = [
+    "SCAN_BUDGET_BYTES",
+    "iter_positive_pairs",
+    "positive_pair_counts",
+    "positive_pairs_at",
+    "resolve_block_size",
+    "resolve_scan_rows",
+    "row_blocks",
+    "scan_block_rows",
+    "similarity_block_rows",
+]
+
+#: Working memory of one scan chunk: large enough for efficient numpy calls, small for a laptop.
+SCAN_BUDGET_BYTES = 128 * 2**20
+# Scores in one similarity block: 2**25 float32 values = 128 MiB. Blocks of a few hundred rows
+# or more keep the products near the BLAS peak (on 2 CPU cores, 167-row blocks of a 50k x 512
+# product run at ~60 GFLOP/s, 1024-row blocks at ~90); a block's temporaries (a kernel copy,
+# masks) make the working memory about 3x this.
+_BLOCK_ELEMENTS = 2**25
+# Beyond ~1024 rows the products gain nothing on a CPU, and fewer blocks overlap less; below
+# ~512 they slow down.
+_MAX_BLOCK_ROWS = 1024
+_MIN_BLOCK_ROWS = 512
+# Blocks that would be thinner than _MIN_BLOCK_ROWS may take this many times the budget.
+_SMALL_BLOCK_FACTOR = 4
 
 
-def check_block_size(block_size: int | None, name: str = "block_size") -> int | None:
-    """Validate an explicit block size (a positive int); ``None`` means "pick one".
+def similarity_block_rows(n_keys: int) -> int:
+    """Rows a similarity block: its ``rows x n_keys`` float32 scores take 128 MiB, but at most
+    1024 rows (more blocks let the products of one overlap the ranking of the previous) and at
+    least 512 rows while that stays within 512 MiB (thinner products lose speed: at n = 100k,
+    335-row blocks ran 1.24x slower than 2048-row ones). Beyond 262,144 keys a block is the
+    512 MiB's worth, which also means a store normalised on the fly is read a quarter as often
+    as with 128 MiB.
 
-    >>> check_block_size(16)
-    16
-    >>> check_block_size(0)
-    Traceback (most recent call last):
-    ...
-    gapscope.errors.GapscopeError: block_size: expected a positive integer, got 0
+    >>> similarity_block_rows(50_000), similarity_block_rows(10_000)
+    (671, 1024)
+    >>> similarity_block_rows(10**6), similarity_block_rows(10**9)
+    (134, 1)
     """
-    if block_size is None:
-        return None
-    if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer):
-        raise GapscopeError(f"{name}: expected a positive integer, got {block_size!r}")
-    if block_size < 1:
-        raise GapscopeError(f"{name}: expected a positive integer, got {block_size!r}")
-    return int(block_size)
+    n_keys = max(n_keys, 1)
+    rows = _BLOCK_ELEMENTS // n_keys
+    if rows < _MIN_BLOCK_ROWS:
+        rows = min(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS * _SMALL_BLOCK_FACTOR // n_keys)
+    return max(1, min(_MAX_BLOCK_ROWS, rows))
 
 
-def pick_block_size(
-    n_cols: int, *, bytes_per_entry: int = 24, budget_bytes: int = BLOCK_BUDGET_BYTES
-) -> int:
-    """Rows per block so that a ``(rows, n_cols)`` block of work fits ``budget_bytes``.
+def resolve_block_size(block_size: int | None, n_keys: int) -> int:
+    """The validated ``block_size``, or :func:`similarity_block_rows` of ``n_keys``.
 
-    ``bytes_per_entry`` counts every temporary a metric keeps per entry (e.g. a float32 product
+    >>> resolve_block_size(None, 10_000), resolve_block_size(7, 10_000)
+    (1024, 7)
+    """
+    checked = check_block_size(block_size)
+    return similarity_block_rows(n_keys) if checked is None else checked
+
+
+def scan_block_rows(n_cols: int, *, bytes_per_entry: int = 24) -> int:
+    """Rows a scan chunk, so that a ``(rows, n_cols)`` chunk of work fits 128 MiB.
+
+    ``bytes_per_entry`` counts every temporary a pass keeps per entry (e.g. a float32 row
     plus two float64 copies is 4 + 8 + 8 + slack).
 
-    >>> pick_block_size(1000, bytes_per_entry=8, budget_bytes=80_000)
-    10
-    >>> pick_block_size(10**9)
-    1
+    >>> scan_block_rows(64), scan_block_rows(10**9)
+    (87381, 1)
     """
-    return max(1, budget_bytes // max(1, n_cols * bytes_per_entry))
+    return max(1, SCAN_BUDGET_BYTES // max(1, n_cols * bytes_per_entry))
 
 
-def resolve_block_size(
-    block_size: int | None, n_cols: int, *, bytes_per_entry: int = 24, name: str = "block_size"
-) -> int:
-    """Return the validated ``block_size``, or one picked by :func:`pick_block_size`."""
-    checked = check_block_size(block_size, name)
-    if checked is not None:
-        return checked
-    return pick_block_size(n_cols, bytes_per_entry=bytes_per_entry)
+def resolve_scan_rows(block_size: int | None, n_cols: int, *, bytes_per_entry: int = 24) -> int:
+    """The validated ``block_size``, or :func:`scan_block_rows` of ``n_cols``.
+
+    >>> resolve_scan_rows(None, 64), resolve_scan_rows(10, 64)
+    (87381, 10)
+    """
+    checked = check_block_size(block_size)
+    return scan_block_rows(n_cols, bytes_per_entry=bytes_per_entry) if checked is None else checked
 
 
 def row_blocks(n: int, block_size: int) -> Iterator[tuple[int, int]]:
@@ -72,44 +107,6 @@ def row_blocks(n: int, block_size: int) -> Iterator[tuple[int, int]]:
     """
     for start in range(0, n, block_size):
         yield start, min(n, start + block_size)
-
-
-def unit_rows(block: np.ndarray) -> np.ndarray:
-    """Return the rows of ``block`` L2-normalised, as a new float64 array.
-
-    Rows must be non-zero (``check_embeddings`` guarantees it).
-
-    >>> unit_rows(np.array([[3.0, 4.0]], dtype=np.float16)).tolist()
-    [[0.6, 0.8]]
-    """
-    out = np.array(block, dtype=np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
-    odd = ~((norms > 1e-150) & (norms < 1e150))
-    if odd.any():
-        # Squares past the float64 range (e.g. entries of 1e200): scale those rows first.
-        out[odd] /= np.abs(out[odd]).max(axis=1, keepdims=True)
-        norms[odd] = np.sqrt(np.einsum("ij,ij->i", out[odd], out[odd]))
-    out /= norms[:, None]
-    return out
-
-
-def sum_unit_rows(x: np.ndarray, block_size: int) -> tuple[np.ndarray, float]:
-    """Sum of the L2-normalised rows of ``x`` and the sum of their squared norms, in float64.
-
-    The squared norms are 1 up to rounding; returning their computed sum lets callers cancel
-    the diagonal with the same rounding (identical rows then give a cone of 1 to ~1e-16).
-
-    >>> s, q = sum_unit_rows(np.array([[2.0, 0.0], [0.0, 5.0]]), block_size=1)
-    >>> s.tolist(), q
-    ([1.0, 1.0], 2.0)
-    """
-    total = np.zeros(x.shape[1], dtype=np.float64)
-    squares = 0.0
-    for start, stop in row_blocks(x.shape[0], block_size):
-        rows = unit_rows(x[start:stop])
-        total += rows.sum(axis=0)
-        squares += float(np.einsum("ij,ij->", rows, rows))
-    return total, squares
 
 
 def positive_pair_counts(groups_x: np.ndarray, groups_y: np.ndarray) -> np.ndarray:
@@ -124,6 +121,25 @@ def positive_pair_counts(groups_x: np.ndarray, groups_y: np.ndarray) -> np.ndarr
     return (hi - lo).astype(np.int64)
 
 
+class _PairIndex:
+    """Positive pairs ``(i, j)`` (``groups_x[i] == groups_y[j]``) numbered 0, 1, ... in order
+    of i, then j, without listing them: pair number p maps to its row i through the
+    cumulative per-row counts."""
+
+    def __init__(self, groups_x: np.ndarray, groups_y: np.ndarray) -> None:
+        self.order_y = np.argsort(groups_y, kind="stable")
+        sorted_y = groups_y[self.order_y]
+        self.lo = np.searchsorted(sorted_y, groups_x, side="left")
+        counts = np.searchsorted(sorted_y, groups_x, side="right") - self.lo
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self.total = int(self.offsets[-1])
+
+    def at(self, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i = np.searchsorted(self.offsets, numbers, side="right") - 1
+        j = self.order_y[self.lo[i] + (numbers - self.offsets[i])]
+        return i.astype(np.int64), j.astype(np.int64)
+
+
 def iter_positive_pairs(
     groups_x: np.ndarray, groups_y: np.ndarray, chunk: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -131,20 +147,27 @@ def iter_positive_pairs(
 
     Pairs come ordered by i, then by j, as two int64 index arrays of at most ``chunk`` entries,
     so memory is O(chunk) however many pairs a group makes (a group of a rows and b rows makes
-    a * b pairs). Pair number p maps to its row i through the cumulative per-row counts.
+    a * b pairs).
 
     >>> [(i.tolist(), j.tolist()) for i, j in iter_positive_pairs(
     ...     np.array([7, 3]), np.array([3, 7, 7]), chunk=2)]
     [([0, 0], [1, 2]), ([1], [0])]
     """
-    order_y = np.argsort(groups_y, kind="stable")
-    sorted_y = groups_y[order_y]
-    lo = np.searchsorted(sorted_y, groups_x, side="left")
-    counts = np.searchsorted(sorted_y, groups_x, side="right") - lo
-    offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-    total = int(offsets[-1])
-    for start in range(0, total, chunk):
-        pair = np.arange(start, min(total, start + chunk), dtype=np.int64)
-        i = np.searchsorted(offsets, pair, side="right") - 1
-        j = order_y[lo[i] + (pair - offsets[i])]
-        yield i, j
+    index = _PairIndex(groups_x, groups_y)
+    for start in range(0, index.total, chunk):
+        yield index.at(np.arange(start, min(index.total, start + chunk), dtype=np.int64))
+
+
+def positive_pairs_at(
+    groups_x: np.ndarray, groups_y: np.ndarray, numbers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The positive pairs with the given pair numbers, in the order of
+    :func:`iter_positive_pairs` (by i, then by j).
+
+    Lets a metric draw a uniform sample of positive pairs without listing them all.
+
+    >>> i, j = positive_pairs_at(np.array([7, 3]), np.array([3, 7, 7]), np.array([1, 2]))
+    >>> i.tolist(), j.tolist()
+    ([0, 1], [2, 0])
+    """
+    return _PairIndex(groups_x, groups_y).at(np.asarray(numbers, dtype=np.int64))

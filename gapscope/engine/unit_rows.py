@@ -8,7 +8,7 @@ normalise each block of keys again whenever a pass reads it: memory is then one 
 whatever n is, at the price of one O(n d) normalisation a pass over the keys.
 
 Both modes give bit-identical rows (a row's unit vector depends on that row alone, see
-:func:`~gapscope.engine.validation.normalize_rows`); their products agree to float32 rounding
+:func:`~gapscope.engine.normalization.normalize_rows`); their products agree to float32 rounding
 (a BLAS may sum a narrow chunk of keys in another order than the whole matrix), so the
 metrics agree wherever two scores are further apart than that. The choice is a pure function
 of the shapes (:func:`fits_in_memory`), so the same input always takes the same path and
@@ -23,8 +23,8 @@ the CPU the rounded rows are kept as float32 and multiplied in float32: the same
 the GPU up to the order of the sums, at float32 speed.
 
 ``offset`` moves every unit row before it is normalised again (``(u_i - v) / ||u_i - v||``):
-the gap-closing what-ifs (:mod:`gapscope.analysis.whatif`) measure mean-centred and shifted rows this
-way without a float64 copy of the transformed modality.
+the gap-closing what-ifs (:mod:`gapscope.analysis.whatif`) measure mean-centred and shifted
+rows this way without a float64 copy of the transformed modality.
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from gapscope.engine.normalization import normalize_rows
+from gapscope.engine.validation import ArrayLike, Embeddings, check_embeddings
 from gapscope.errors import EmbeddingError
-from gapscope.engine.validation import ArrayLike, check_embeddings, normalize_rows
 
 __all__ = [
     "IN_MEMORY_BUDGET_BYTES",
+    "MIN_NORM",
     "PRECISIONS",
     "STREAM_CHUNK_ROWS",
     "UnitRows",
@@ -56,8 +58,8 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 IN_MEMORY_BUDGET_BYTES = 1 << 30
 #: Rows a chunk of keys when the unit rows are normalised on the fly (128 MiB at d = 512).
 STREAM_CHUNK_ROWS = 65536
-# A transformed row shorter than this (a unit row is 1) has lost its direction.
-_MIN_NORM = 1e-6
+#: A transformed row shorter than this (a unit row is 1) has lost its direction.
+MIN_NORM = 1e-6
 
 
 def fits_in_memory(n_rows: int, dim: int) -> bool:
@@ -102,6 +104,8 @@ class UnitRows:
         already_unit: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
+        if isinstance(x, Embeddings):
+            x = x.array
         self.source = x
         self.shape: tuple[int, int] = (int(x.shape[0]), int(x.shape[1]))
         self.device = torch.device(device or "cpu")
@@ -114,6 +118,7 @@ class UnitRows:
         if offset is not None:
             self._offset = torch.as_tensor(np.asarray(offset, dtype=np.float32)).to(self.device)
         self._full: torch.Tensor | None = None
+        self._duplicates: tuple[torch.Tensor, torch.Tensor] | None = None
         if (
             already_unit
             and isinstance(x, torch.Tensor)
@@ -168,12 +173,41 @@ class UnitRows:
 
     def scores(self, queries: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``queries @ U^T`` into ``out`` (``(q, n)`` float32), reading the keys chunk by chunk
-        when they are not in memory."""
-        if self._full is not None:
-            return matmul_into(queries, self._full, out)
-        for start, stop, keys in self.chunks():
-            out[:, start:stop] = matmul(queries, keys)
+        when they are not in memory.
+
+        Identical unit rows (duplicated items) share one score: a product can round the same
+        dot product differently in different columns, which would order duplicates by
+        rounding rather than by index. Each duplicate column gets the score of its first
+        occurrence (for rows held in memory, where the duplicates are found once)."""
+        if self._full is None:
+            for start, stop, keys in self.chunks():
+                out[:, start:stop] = matmul(queries, keys)
+            return out
+        matmul_into(queries, self._full, out)
+        duplicates, firsts = self.duplicates()
+        if duplicates.numel():
+            out[:, duplicates] = out[:, firsts]
         return out
+
+    def duplicates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, firsts)``: every row (ascending) whose unit vector equals an earlier row's,
+        and the first row with that vector; empty when all rows differ or they are not held in
+        memory. Found by one sort of the rows' bytes, once."""
+        if self._duplicates is None:
+            empty = torch.empty(0, dtype=torch.long, device=self.device)
+            self._duplicates = (empty, empty)
+            if self._full is not None and self.shape[0] > 1:
+                rows = np.ascontiguousarray(self._full.float().cpu().numpy())
+                keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1])))[:, 0]
+                _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+                firsts = first[inverse.reshape(-1)]
+                dup = np.flatnonzero(firsts != np.arange(rows.shape[0]))
+                if dup.size:
+                    self._duplicates = (
+                        torch.from_numpy(dup).to(self.device),
+                        torch.from_numpy(firsts[dup].astype(np.int64)).to(self.device),
+                    )
+        return self._duplicates
 
     def _normalise(
         self, rows: ArrayLike, start: int | None, index: np.ndarray | None = None
@@ -183,7 +217,7 @@ class UnitRows:
             return self._rounded(unit)
         unit -= self._offset
         norms = torch.linalg.vector_norm(unit, dim=1, keepdim=True)
-        short = torch.nonzero(norms[:, 0] < _MIN_NORM)
+        short = torch.nonzero(norms[:, 0] < MIN_NORM)
         if short.numel():
             at = int(short[0, 0])
             row = start + at if start is not None else int(index[at])  # type: ignore[index]

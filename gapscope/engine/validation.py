@@ -1,29 +1,91 @@
-"""Input checks shared by every metric, called first so the metric bodies stay a few lines.
+"""Input checks, called once at the boundary so that the engine and the metrics stay short.
 
-Every metric accepts numpy arrays (including read-only memory maps) or torch tensors of shape
-``(n, d)``; float16, float32 and float64 are accepted. Bad input raises
-:class:`gapscope.errors.EmbeddingError` with a message that names the argument.
+Every metric accepts numpy arrays (read-only memory maps included) or torch tensors of shape
+``(n, d)`` in float16, float32, float64 or bfloat16. :func:`check_embeddings` scans the rows
+once and returns an :class:`Embeddings`, the validated type: every later stage that receives
+one takes it as it is, without scanning the rows again. Bad data raises
+:class:`~gapscope.errors.EmbeddingError` naming the argument; a bad parameter (``k``,
+``block_size``, ``t``, ``query_index``, ...) raises :class:`~gapscope.errors.GapscopeError`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 
-from gapscope.errors import EmbeddingError
+from gapscope.errors import EmbeddingError, GapscopeError
 
-ArrayLike = np.ndarray | torch.Tensor
+__all__ = [
+    "ArrayLike",
+    "Embeddings",
+    "check_block_size",
+    "check_embeddings",
+    "check_groups",
+    "check_k",
+    "check_positive",
+    "check_query_index",
+    "check_same_dim",
+    "pair_groups",
+]
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 # Rows are checked in slices of this many so that a memory-mapped store is never read whole.
 _CHECK_ROWS = 65536
-# Norms a float32 division handles without overflow or subnormal precision loss.
-_FLOAT32_NORM_RANGE = (1e-30, 1e30)
 
 
-def _as_numpy_view(x: ArrayLike, name: str) -> np.ndarray:
+class Embeddings:
+    """An ``(n, d)`` embedding matrix that passed :func:`check_embeddings`: 2-D, float, every
+    value finite, no zero row.
+
+    It behaves like the numpy array it wraps (``shape``, ``dtype``, ``len``, slicing and
+    integer-array indexing read the rows; ``np.asarray`` gives the array), and never copies
+    it, so a memory map stays on disk.
+
+    Attributes:
+        array: the raw rows (not normalised).
+        name: the argument or modality name used in error messages.
+    """
+
+    __slots__ = ("array", "name")
+
+    def __init__(self, array: np.ndarray, name: str) -> None:
+        self.array = array
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.array.shape[0]), int(self.array.shape[1]))
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return self.array[index]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"Embeddings({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+#: What every metric accepts as embeddings.
+ArrayLike: TypeAlias = np.ndarray | torch.Tensor | Embeddings
+
+
+def _as_numpy_view(x: Any, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         # numpy has no bfloat16; widen it (exactly) to float32 first.
         x = x.detach().cpu()
@@ -34,11 +96,13 @@ def _as_numpy_view(x: ArrayLike, name: str) -> np.ndarray:
     return x
 
 
-def check_embeddings(x: ArrayLike, name: str = "x", *, min_rows: int = 1) -> np.ndarray:
-    """Validate an embedding matrix and return it as a numpy array (no copy when possible).
+def check_embeddings(x: ArrayLike, name: str = "x", *, min_rows: int = 1) -> Embeddings:
+    """Validate an embedding matrix once; return it as :class:`Embeddings` (no copy).
 
     Checks: 2-D, at least ``min_rows`` rows and one column, a float dtype, every value finite,
-    no all-zero row (a zero row has no direction, so cosine metrics are undefined on it).
+    no all-zero row (a zero row has no direction, so cosine metrics are undefined on it). An
+    :class:`Embeddings` is returned as it is (only ``min_rows`` is checked): it was scanned
+    when it was made.
 
     >>> check_embeddings(np.eye(2, dtype=np.float32), "image").shape
     (2, 2)
@@ -47,6 +111,10 @@ def check_embeddings(x: ArrayLike, name: str = "x", *, min_rows: int = 1) -> np.
     ...
     gapscope.errors.EmbeddingError: text: row 0 is a zero vector (no direction to compare)
     """
+    if isinstance(x, Embeddings):
+        if x.shape[0] < min_rows:
+            raise EmbeddingError(f"{name}: needs at least {min_rows} rows, got {x.shape[0]}")
+        return x
     arr = _as_numpy_view(x, name)
     if arr.ndim != 2:
         raise EmbeddingError(f"{name}: expected a 2-D array (rows, dim), got shape {arr.shape}")
@@ -68,10 +136,10 @@ def check_embeddings(x: ArrayLike, name: str = "x", *, min_rows: int = 1) -> np.
         if not nonzero.all():
             row = start + int(np.argmin(nonzero))
             raise EmbeddingError(f"{name}: row {row} is a zero vector (no direction to compare)")
-    return arr
+    return Embeddings(arr, name)
 
 
-def check_same_dim(x: np.ndarray, y: np.ndarray, names: tuple[str, str] = ("x", "y")) -> None:
+def check_same_dim(x: Any, y: Any, names: tuple[str, str] = ("x", "y")) -> None:
     """Raise when two modalities do not share an embedding dimension."""
     if x.shape[1] != y.shape[1]:
         raise EmbeddingError(
@@ -80,9 +148,7 @@ def check_same_dim(x: np.ndarray, y: np.ndarray, names: tuple[str, str] = ("x", 
         )
 
 
-def check_groups(
-    groups: ArrayLike | Sequence[int] | None, n: int, name: str = "groups"
-) -> np.ndarray | None:
+def check_groups(groups: Any, n: int, name: str = "groups") -> np.ndarray | None:
     """Validate a per-row group (or label) vector of length ``n``; ``None`` passes through.
 
     Groups are compared for equality only; any integer dtype is accepted and returned as int64.
@@ -100,10 +166,10 @@ def check_groups(
 
 
 def pair_groups(
-    x: np.ndarray,
-    y: np.ndarray,
-    groups_x: ArrayLike | Sequence[int] | None,
-    groups_y: ArrayLike | Sequence[int] | None,
+    x: Any,
+    y: Any,
+    groups_x: Any,
+    groups_y: Any,
     names: tuple[str, str] = ("x", "y"),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the group vectors that define positive pairs between ``x`` and ``y``.
@@ -130,79 +196,83 @@ def pair_groups(
     return gx, gy
 
 
-def normalize_rows(
-    x: ArrayLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None
-) -> torch.Tensor:
-    """L2-normalise rows into a new torch tensor (float32 by default).
+def check_k(k: int | Sequence[int]) -> tuple[int, ...]:
+    """The recall cut-offs as a tuple of distinct positive ints, in the order given.
 
-    One slice of rows at a time, so a memory-mapped float16 store costs only the output tensor.
-    float16/float32 rows are divided in float32 by their norms summed in float64 (at a fifth
-    of the cost of a float64 copy; a unit row is off by at most ~2 float32 ulps, and a row
-    of equal-magnitude entries, e.g. ``[s, -s, s, s]``, still gives exactly ``+-0.5``);
-    float64 rows, and any row with a norm outside ``[1e-30, 1e30]``, in float64. The result of
-    a row depends on that row alone, so any slicing of the same rows gives bit-identical unit
-    rows.
+    >>> check_k(5), check_k([10, 1, 5, 1])
+    ((5,), (10, 1, 5))
     """
-    n, d = x.shape
-    out = torch.empty((n, d), dtype=dtype, device=device or "cpu")
-    for start in range(0, n, _CHECK_ROWS):
-        block = x[start : start + _CHECK_ROWS]
-        out[start : start + block.shape[0]] = _unit_block(block, out.device).to(dtype)
-    return out
+    values = [k] if isinstance(k, int | np.integer) else k
+    try:
+        values = list(values)
+    except TypeError:
+        raise GapscopeError(
+            f"k: expected a positive integer or a list of them, got {k!r}"
+        ) from None
+    if not values:
+        raise GapscopeError("k: expected at least one cut-off, got an empty list")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise GapscopeError(f"k: cut-offs must be positive integers, got {value!r}")
+    return tuple(dict.fromkeys(int(value) for value in values))
 
 
-def _unit_block(block: ArrayLike, device: torch.device) -> torch.Tensor:
-    """Unit rows of one slice, as a new tensor (the caller's is never written): float32
-    division by norms summed in float64; float64 rows, and any row whose norm leaves
-    ``[1e-30, 1e30]``, in float64 (row by row, so the other rows of the slice keep their bits)."""
-    owned = not isinstance(block, torch.Tensor)
-    if isinstance(block, torch.Tensor):
-        t = block.to(device=device)
-        wide = t.dtype == torch.float64
-        if not wide:
-            t = t.float()
-            norms = torch.linalg.vector_norm(t, dim=1, keepdim=True, dtype=torch.float64)
-    else:
-        # np.array copies, so read-only memory maps never reach torch (which warns on them).
-        wide = block.dtype == np.float64
-        a = np.array(block, dtype=np.float64 if wide else np.float32)
-        t = torch.from_numpy(a)
-        if not wide:
-            # The squares summed in float64: exact for float16 and nearly so for float32.
-            norms = torch.from_numpy(np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64)))
-            norms = norms[:, None].to(device)
-        t = t.to(device)
-    if wide:
-        return _unit_rows_float64(t)
-    low, high = _FLOAT32_NORM_RANGE
-    odd = ~((norms >= low) & (norms <= high))[:, 0]
-    # Taken before the division below, which may be in place.
-    fixed = _unit_rows_float64(t[odd].double()).float() if bool(odd.any()) else None
-    out = t.div_(norms.float()) if owned else t / norms.float()
-    if fixed is not None:
-        out[odd] = fixed
-    return out
+def check_block_size(block_size: int | None, name: str = "block_size") -> int | None:
+    """Validate an explicit block size (a positive int); ``None`` means "pick one".
+
+    >>> check_block_size(16)
+    16
+    >>> check_block_size(0)
+    Traceback (most recent call last):
+    ...
+    gapscope.errors.GapscopeError: block_size: expected a positive integer, got 0
+    """
+    if block_size is None:
+        return None
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, int | np.integer)
+        or block_size < 1
+    ):
+        raise GapscopeError(f"{name}: expected a positive integer, got {block_size!r}")
+    return int(block_size)
 
 
-def _unit_rows_float64(t: torch.Tensor) -> torch.Tensor:
-    """Unit rows of float64 ``t`` (a new tensor); rows whose squares leave the float64 range
-    (e.g. entries of 1e200) are scaled by their largest entry first."""
-    norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
-    odd = ~((norms > 1e-150) & (norms < 1e150))[:, 0]
-    if bool(odd.any()):
-        t = t.clone()
-        t[odd] = t[odd] / t[odd].abs().amax(dim=1, keepdim=True)
-        norms[odd] = torch.linalg.vector_norm(t[odd], dim=1, keepdim=True)
-    return t / norms
+def check_positive(value: float, name: str) -> float:
+    """A finite, strictly positive float (a temperature, an exponent).
+
+    >>> check_positive(2, "t")
+    2.0
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise GapscopeError(f"{name}: expected a finite positive number, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and number > 0.0):
+        raise GapscopeError(f"{name}: expected a finite positive number, got {value!r}")
+    return number
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Map ``None``/``"auto"`` to CUDA when available else CPU; check an explicit device exists."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EmbeddingError("device 'cuda' was asked for but no CUDA GPU is available")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise EmbeddingError("device 'mps' was asked for but MPS is not available")
-    return dev
+def check_query_index(query_index: Any, n: int) -> np.ndarray | None:
+    """Validate sampled query rows: distinct integers in ``[0, n)``, at least one, returned
+    ascending (so results do not depend on their order); ``None`` (every row) passes through.
+
+    >>> check_query_index([4, 1], 5).tolist()
+    [1, 4]
+    """
+    if query_index is None:
+        return None
+    if isinstance(query_index, torch.Tensor):
+        query_index = query_index.detach().cpu().numpy()
+    idx = np.asarray(query_index)
+    if idx.ndim != 1 or idx.size == 0:
+        raise GapscopeError(f"query_index: expected a non-empty 1-D array, got shape {idx.shape}")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise GapscopeError(f"query_index: expected integer row indices, got dtype {idx.dtype}")
+    idx = np.sort(idx.astype(np.int64))
+    if idx[0] < 0 or idx[-1] >= n:
+        bad = idx[0] if idx[0] < 0 else idx[-1]
+        raise GapscopeError(f"query_index: row {bad} is out of range for {n} queries")
+    repeated = idx[1:][idx[1:] == idx[:-1]]
+    if repeated.size:
+        raise GapscopeError(f"query_index: row {repeated[0]} is given more than once")
+    return idx

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError
 from gapscope.extract.audio import fit_length, load_clip, require_soundfile, resample
 from gapscope.extract.checksums import sha256_file, sha256_files
-from gapscope.extract.devices import autocast_dtype, resolve_device
+from gapscope.extract.devices import autocast_dtype
 from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
 from gapscope.extract.tiny_models import TINY_CLAP, tiny_clap_dir
 
@@ -158,7 +159,7 @@ def load_clap(
     require_soundfile()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, accelerators=EXTRACTION_ACCELERATORS)
     dtype = autocast_dtype(torch_device, precision)
 
     if model == TINY_CLAP and model_config is None:

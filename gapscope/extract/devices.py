@@ -1,4 +1,5 @@
-"""Choosing the device and the numeric precision of an extraction."""
+"""The numeric precision of an extraction (the device comes from
+:func:`gapscope.engine.devices.resolve_device` with ``EXTRACTION_ACCELERATORS``)."""
 
 from __future__ import annotations
 
@@ -10,47 +11,6 @@ from gapscope.errors import GapscopeError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """Turn ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` into an available torch device.
-
-    ``auto`` picks CUDA, then Apple's MPS, then the CPU.
-
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    name = name.strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GapscopeError(
-            f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GapscopeError("--device cuda: no CUDA device is available (use cpu or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise GapscopeError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) available"
-            )
-    elif device.type == "mps":
-        if not _mps_available():
-            raise GapscopeError("--device mps: Apple MPS is not available (use cpu or auto)")
-    elif device.type != "cpu":
-        raise GapscopeError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:

@@ -22,13 +22,13 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from gapscope.data.store import MANIFEST, MODALITIES, EmbeddingStore
 from gapscope.errors import GapscopeError
 from gapscope.extract.datasets import Candidate, Dataset, scan_dataset
 from gapscope.extract.encoder import Encoder, Preprocessor
 from gapscope.extract.progress import make_progress
 from gapscope.extract.shards import Shard, parse_shard, plan_batches
 from gapscope.extract.summary import ExtractSummary
-from gapscope.data.store import MANIFEST, MODALITIES, EmbeddingStore
 
 ENCODER_FAMILIES = ("open_clip", "clap")
 DEFAULT_PART_ROWS = 4096

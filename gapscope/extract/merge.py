@@ -12,10 +12,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from gapscope.data.store import MODALITIES, EmbeddingStore
 from gapscope.errors import GapscopeError
 from gapscope.extract.extraction import SkipLog, identity_difference
 from gapscope.extract.shards import parse_shard
-from gapscope.data.store import MODALITIES, EmbeddingStore
 
 _CHUNK_ROWS = 65536
 

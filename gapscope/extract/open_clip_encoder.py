@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError
 from gapscope.extract.checksums import sha256_file, sha256_files
-from gapscope.extract.devices import autocast_dtype, resolve_device
+from gapscope.extract.devices import autocast_dtype
 from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
 from gapscope.extract.tiny_models import TINY_OPEN_CLIP, tiny_open_clip_config_path
 
@@ -120,7 +121,7 @@ def load_open_clip(
     import open_clip
 
     register_tiny_model()
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, accelerators=EXTRACTION_ACCELERATORS)
     dtype = autocast_dtype(torch_device, precision)
     config_info: dict[str, Any] = {}
     if model_config is not None:

@@ -1,7 +1,8 @@
 """Compare a report with a baseline report and with absolute thresholds: the CI gate.
 
-Every metric with a good direction (:data:`gapscope.report.DIRECTIONS`: the gap is better
-lower, recall higher, ...) is compared with the baseline. It *regresses* when it moves in its
+Every metric with a good direction (the gap is better lower, recall higher, ...; each report
+carries its keys' directions, see :mod:`gapscope.analysis.keys`) is compared with the
+baseline. It *regresses* when it moves in its
 bad direction by more than its tolerance (see :mod:`gapscope.gate.rules`; a metric that no
 tolerance pattern selects has tolerance 0, i.e. it must not get worse at all), and it is
 *improved* when it moves in its good direction by more than the tolerance. With
@@ -22,23 +23,22 @@ Reports of different checkpoints (different ``input.fingerprint``) are what the 
 reports of different probe sets (other row counts) or other metric parameters are compared
 with a warning.
 
-Schema version policy: the report schema keeps its version (``gapscope.report/1``) through
-additive changes; a breaking change bumps it, and ``check`` then still reads the previous
-version, so a committed baseline keeps working across one upgrade.
+Schema version policy (:mod:`gapscope.report.model`): a breaking change bumps the report
+schema, and ``check`` still reads the previous version by upgrading it, so a committed baseline
+keeps working across one upgrade. This module loads no heavy dependency: gating two JSON
+reports never imports torch.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gapscope._version import __version__
+from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
 from gapscope.errors import GapscopeError
+from gapscope.gate.reports import comparability_warnings, report_identity
 from gapscope.gate.rules import (
     MetricPattern,
     Threshold,
@@ -47,64 +47,25 @@ from gapscope.gate.rules import (
     parse_tolerance,
 )
 from gapscope.report.model import (
-    SCHEMA,
     Report,
-    direction_of,
     flatten_report,
     interval_of,
-    is_detail_key,
     json_ready,
     json_text,
-    metric_leaf,
 )
+from gapscope.report.numbers import format_change, format_number
 
 __all__ = [
     "CHECK_SCHEMA",
-    "READABLE_SCHEMAS",
     "VERDICTS",
     "CheckResult",
     "MetricCheck",
     "baseline_analysis_params",
     "check_report",
-    "comparability_warnings",
-    "format_value",
-    "load_report",
-    "report_identity",
 ]
 
 CHECK_SCHEMA = "gapscope.check/1"
-#: Report schemas ``check`` and ``diff`` read: the current one and, after a breaking change,
-#: the previous one (upgraded on reading).
-READABLE_SCHEMAS = (SCHEMA,)
 VERDICTS = ("regressed", "failed", "improved", "pass", "skipped")
-# Params that change what a metric measures: a difference is worth a warning.
-_COMPARABLE_PARAMS = ("uniformity_t", "alignment_alpha", "sample", "seed")
-
-
-def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
-    """Read a JSON report from ``path``, refusing schemas this gapscope cannot read.
-
-    Raises:
-        GapscopeError: no such file, not JSON, or another schema (the message names ``role``
-            and the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise GapscopeError(f"{role} {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GapscopeError(f"{role} {path} is not a JSON report ({exc})") from None
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if schema not in READABLE_SCHEMAS:
-        raise GapscopeError(
-            f"{role} {path} has schema {schema!r}; this gapscope {__version__} reads "
-            f"{', '.join(READABLE_SCHEMAS)} (analyse it again, or use the gapscope that wrote it)"
-        )
-    try:
-        return Report.from_dict(data)
-    except GapscopeError as exc:
-        raise GapscopeError(f"{role} {path}: {exc}") from None
 
 
 @dataclass
@@ -258,7 +219,7 @@ def check_report(
         >>> new = Report(input={}, params={}, pairs={"image-text": {"gap": 0.66}})
         >>> result = check_report(new, base, tolerances=[("gap", 0.02)])
         >>> result.exit_code, result.metrics["image-text/gap"].message
-        (1, 'image-text/gap rose from 0.61 to 0.66 (+0.05), more than the tolerance 0.02')
+        (1, 'image-text/gap rose from 0.6100 to 0.6600 (+0.0500), more than the tolerance 0.02')
     """
     rules = [(_pattern(p), _tolerance(t)) for p, t in tolerances]
     gates = [t if isinstance(t, Threshold) else parse_threshold(t) for t in thresholds]
@@ -269,19 +230,27 @@ def check_report(
         )
     current_data = report.to_dict()
     current = flatten_report(current_data, keep_null=True)
+    # The current report's own directions; a baseline of an older version may know others.
+    directions = {**(baseline.directions if baseline is not None else {}), **report.directions}
     warnings: list[str] = []
     metrics: dict[str, MetricCheck] = {}
     base_data = None
     if baseline is not None:
         base_data = baseline.to_dict()
         base = flatten_report(base_data, keep_null=True)
-        keys = _directional_keys(current, base)
+        keys = _directional_keys(current, base, directions)
         if significant:
             _require_intervals(keys, current, base)
         for key in keys:
             rule = _most_specific(key, rules)
             metrics[key] = _compare(
-                key, base, current, rule, significant, base_data["params"].get("confidence")
+                key,
+                base,
+                current,
+                rule,
+                significant,
+                base_data["params"].get("confidence"),
+                direction_of(metric_leaf(key), directions),
             )
         warnings += comparability_warnings(base_data, current_data)
         used = {str(p) for p, _ in rules if any(p.matches(k) for k in keys)}
@@ -299,7 +268,8 @@ def check_report(
             )
         for key in selected:
             entry = metrics.setdefault(
-                key, MetricCheck(key, direction_of(metric_leaf(key)), current=current[key])
+                key,
+                MetricCheck(key, direction_of(metric_leaf(key), directions), current=current[key]),
             )
             _apply_threshold(entry, gate, current[key])
     settings = {
@@ -355,10 +325,14 @@ def _tolerance(t: Tolerance | float | str) -> Tolerance:
     return t if isinstance(t, Tolerance) else parse_tolerance(t)
 
 
-def _directional_keys(current: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]:
+def _directional_keys(
+    current: Mapping[str, Any], base: Mapping[str, Any], directions: Mapping[str, str]
+) -> list[str]:
     def gated(flat: Mapping[str, Any]) -> set[str]:
         return {
-            k for k in flat if not is_detail_key(k) and direction_of(metric_leaf(k)) is not None
+            k
+            for k in flat
+            if not is_detail_key(k) and direction_of(metric_leaf(k), dict(directions)) is not None
         }
 
     now, before = gated(current), gated(base)
@@ -405,8 +379,8 @@ def _compare(
     rule: tuple[MetricPattern, Tolerance] | None,
     significant: bool,
     confidence: float | None,
+    direction: str | None,
 ) -> MetricCheck:
-    direction = direction_of(metric_leaf(key))
     pattern, tolerance = rule if rule is not None else (None, Tolerance(0.0))
     entry = MetricCheck(
         key,
@@ -435,7 +409,8 @@ def _compare(
         (bl, bh), (cl, ch) = entry.baseline_ci, entry.current_ci
         entry.significant = cl > bh or ch < bl
     moved = "rose" if entry.change > 0 else "fell"
-    text = f"{key} {moved} from {b:.4g} to {c:.4g} ({entry.change:+.3g})"
+    change = format_change(entry.change)
+    text = f"{key} {moved} from {format_number(b)} to {format_number(c)} ({change})"
     beyond = abs(entry.change) > entry.allowed_change
     if not beyond or worse == 0:
         return entry
@@ -460,7 +435,7 @@ def _compare(
 
 def _tolerance_text(tolerance: Tolerance, entry: MetricCheck) -> str:
     if tolerance.relative:
-        return f"{tolerance} ({entry.allowed_change:.3g})"
+        return f"{tolerance} ({format_number(entry.allowed_change)})"
     return str(tolerance)
 
 
@@ -483,47 +458,3 @@ def _apply_threshold(entry: MetricCheck, gate: Threshold, value: float | None) -
         entry.messages.append(gate.describe_violation(entry.metric, float(value)))
         if entry.verdict != "regressed":
             entry.verdict = "failed"
-
-
-def report_identity(data: Mapping[str, Any]) -> dict[str, Any]:
-    inp = data.get("input", {})
-    return {"source": inp.get("source"), "fingerprint": inp.get("fingerprint")}
-
-
-def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Warnings for two reports that can be compared but maybe should not be: other probe set
-    sizes, other metric parameters (t, alpha, sample, seed)."""
-    warnings = []
-    rows_base = {m: v.get("n") for m, v in base.get("input", {}).get("modalities", {}).items()}
-    rows_now = {m: v.get("n") for m, v in current.get("input", {}).get("modalities", {}).items()}
-    if rows_base != rows_now:
-        listed = ", ".join(
-            f"{m} {rows_base.get(m)} -> {rows_now.get(m)}"
-            for m in sorted(set(rows_base) | set(rows_now))
-            if rows_base.get(m) != rows_now.get(m)
-        )
-        warnings.append(
-            f"the probe sets differ in size ({listed} rows): changes may come from the data, "
-            "not the model; gate on one fixed probe set"
-        )
-    for name in _COMPARABLE_PARAMS:
-        before, now = base.get("params", {}).get(name), current.get("params", {}).get(name)
-        if before != now:
-            warnings.append(
-                f"the reports were analysed with different {name} "
-                f"({before} in the baseline, {now} now)"
-            )
-    return warnings
-
-
-def format_value(value: float | None) -> str:
-    """A metric value for tables and messages: 4 significant digits, 'n/a' for None.
-
-    >>> format_value(0.61234), format_value(None), format_value(12)
-    ('0.6123', 'n/a', '12')
-    """
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return f"{value:.4g}"

@@ -15,16 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gapscope._version import __version__
-from gapscope.gate.check import comparability_warnings, report_identity
+from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
+from gapscope.gate.reports import comparability_warnings, report_identity
 from gapscope.report.model import (
     Report,
-    direction_of,
     flatten_report,
     interval_of,
-    is_detail_key,
     json_ready,
     json_text,
-    metric_leaf,
 )
 
 __all__ = ["DIFF_SCHEMA", "DiffResult", "MetricDiff", "diff_reports"]
@@ -118,18 +116,20 @@ def diff_reports(a: Report, b: Report, *, all_keys: bool = False) -> DiffResult:
         (-0.1, 'better', None)
     """
     data_a, data_b = a.to_dict(), b.to_dict()
+    directions = {**a.directions, **b.directions}
     flat_a = flatten_report(data_a, keep_null=True)
     flat_b = flatten_report(data_b, keep_null=True)
     keys = sorted(
         k
         for k in set(flat_a) | set(flat_b)
-        if not is_detail_key(k) and (all_keys or direction_of(metric_leaf(k)) is not None)
+        if not is_detail_key(k)
+        and (all_keys or direction_of(metric_leaf(k), directions) is not None)
     )
     metrics = {}
     for key in keys:
         entry = MetricDiff(
             key,
-            direction_of(metric_leaf(key)),
+            direction_of(metric_leaf(key), directions),
             flat_a.get(key),
             flat_b.get(key),
             a_ci=interval_of(flat_a, key),

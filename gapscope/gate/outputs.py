@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gapscope.gate.check import format_value
+from gapscope.report.numbers import format_change, format_number
 
 if TYPE_CHECKING:
     from gapscope.gate.check import CheckResult, MetricCheck
@@ -58,32 +58,17 @@ def _schema(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def _number(value: float | None) -> str:
-    return format_value(value)
-
-
-def _change(change: float | None, relative: float | None) -> str:
-    if change is None:
-        return ""
-    if change == 0:
-        return "0"
-    text = f"{change:+.3g}"
-    if relative is not None and change != 0:
-        text += f" ({100 * relative:+.1f}%)"
-    return text
-
-
 def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
-    text = _number(value)
+    text = format_number(value)
     if interval is not None:
-        text += f" [{_number(interval[0])}, {_number(interval[1])}]"
+        text += f" [{format_number(interval[0])}, {format_number(interval[1])}]"
     return text
 
 
 def _limits(m: MetricCheck) -> str:
     parts = []
     if m.limit is not None:
-        parts.append(("≤ " if m.direction == "lower" else "≥ ") + _number(m.limit))
+        parts.append(("≤ " if m.direction == "lower" else "≥ ") + format_number(m.limit))
     symbols = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
     parts += [f"{symbols[t.op]} {t.value:g}" for t, _ in m.thresholds]
     return "; ".join(parts)
@@ -115,9 +100,9 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
         # JSON and JUnit output, and the significance column says what they imply.
         cells = [
             key,
-            _number(m.baseline) if result.baseline is not None else "",
-            _number(m.current),
-            _change(m.change, m.relative_change),
+            format_number(m.baseline) if result.baseline is not None else "",
+            format_number(m.current),
+            format_change(m.change, m.relative_change),
             _limits(m),
         ]
         if with_ci:
@@ -193,7 +178,7 @@ def _case_detail(m: MetricCheck) -> str:
     ]
     if m.change is not None:
         lines.append(
-            f"change {_change(m.change, m.relative_change)}, tolerance {m.tolerance}"
+            f"change {format_change(m.change, m.relative_change)}, tolerance {m.tolerance}"
             f" (limit {_limits(m)})"
         )
     lines += [
@@ -245,9 +230,9 @@ def render_diff(result: DiffResult, console: Console | None = None) -> None:
     for key, m in result.metrics.items():
         cells: list[Any] = [
             key,
-            _number(m.a),
-            _number(m.b),
-            _change(m.change, m.relative_change),
+            format_number(m.a),
+            format_number(m.b),
+            format_change(m.change, m.relative_change),
             Text(m.assessment or "", style=styles.get(m.assessment or "", "")),
         ]
         if with_ci:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from gapscope.errors import GapscopeError
+from gapscope.report.numbers import format_number
 
 __all__ = [
     "MetricPattern",
@@ -138,10 +139,10 @@ class Threshold:
         """A sentence for a failed gate.
 
         >>> parse_threshold("R@5>=0.5").describe_violation("image-text/recall/t->i/R@5", 0.42)
-        'image-text/recall/t->i/R@5 is 0.42, below the threshold R@5>=0.5'
+        'image-text/recall/t->i/R@5 is 0.4200, below the threshold R@5>=0.5'
         """
         side = "above" if self.op in ("<=", "<") else "below"
-        return f"{key} is {current:.4g}, {side} the threshold {self}"
+        return f"{key} is {format_number(current)}, {side} the threshold {self}"
 
     def __str__(self) -> str:
         return f"{self.pattern}{self.op}{self.value:g}"

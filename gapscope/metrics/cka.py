@@ -8,15 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.engine.blocks import (
     positive_pair_counts,
-    resolve_block_size,
+    positive_pairs_at,
+    resolve_scan_rows,
     row_blocks,
-    unit_rows,
 )
+from gapscope.engine.normalization import unit_rows
+from gapscope.engine.sampling import Stream, generator
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
-from gapscope.engine.moments import positive_pairs_at
+from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = ["CKAResult", "linear_cka"]
 
@@ -65,8 +66,8 @@ def linear_cka(
     Computed from ``d x d`` cross-products in float64, pair blocks at a time (two passes over
     the pairs: means, then centred products; O(p d^2) time, O(d^2) memory). With
     ``max_pairs`` and more positive pairs than that, ``max_pairs`` pair numbers are drawn
-    uniformly without replacement (``numpy.random.default_rng(seed)``) and CKA is computed on
-    those pairs.
+    uniformly without replacement (seed stream ``CKA_PAIRS`` of
+    :mod:`gapscope.engine.sampling`) and CKA is computed on those pairs.
 
     Args:
         x: first modality, shape ``(n, d)``; numpy array (memmaps welcome) or torch tensor.
@@ -101,14 +102,14 @@ def linear_cka(
     if n_pairs < 2:
         raise EmbeddingError(f"CKA needs at least 2 positive pairs, got {n_pairs}")
     if max_pairs is not None and n_pairs > max_pairs:
-        rng = np.random.default_rng(seed)
+        rng = generator(seed, Stream.CKA_PAIRS)
         numbers = np.sort(rng.choice(n_pairs, size=max_pairs, replace=False))
     else:
         numbers = np.arange(n_pairs, dtype=np.int64)
     pi, pj = positive_pairs_at(gx, gy, numbers)
 
     d = xa.shape[1]
-    chunk = resolve_block_size(block_size, d, bytes_per_entry=48)
+    chunk = resolve_scan_rows(block_size, d, bytes_per_entry=48)
     mean_a = np.zeros(d)
     mean_b = np.zeros(d)
     for start, stop in row_blocks(pi.size, chunk):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gapscope.engine.blocks import resolve_block_size, sum_unit_rows
+from gapscope.engine.moments import UnitSums, unit_sums
 from gapscope.engine.validation import ArrayLike, check_embeddings
 
-__all__ = ["cone_effect"]
+__all__ = ["cone_effect", "cone_from_sums"]
 
 
 def cone_effect(x: ArrayLike, *, block_size: int | None = None) -> float:
@@ -37,7 +37,11 @@ def cone_effect(x: ArrayLike, *, block_size: int | None = None) -> float:
         0.4714
     """
     xa = check_embeddings(x, "x", min_rows=2)
-    n = xa.shape[0]
-    total, squares = sum_unit_rows(xa, resolve_block_size(block_size, xa.shape[1]))
-    value = (float(total @ total) - squares) / (n * (n - 1))
+    return cone_from_sums(unit_sums(xa, block_size))
+
+
+def cone_from_sums(sums: UnitSums) -> float:
+    """:func:`cone_effect` from a modality's :class:`~gapscope.engine.moments.UnitSums`."""
+    n = sums.n
+    value = (float(sums.total @ sums.total) - sums.squares) / (n * (n - 1))
     return min(1.0, value)

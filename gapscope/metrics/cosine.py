@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gapscope.errors import EmbeddingError
-from gapscope.engine.blocks import resolve_block_size, row_blocks, unit_rows
+from gapscope.engine.blocks import resolve_scan_rows, row_blocks
+from gapscope.engine.normalization import unit_rows
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.errors import EmbeddingError
 
 __all__ = ["PairCosine", "paired_cosine"]
 
@@ -76,7 +77,7 @@ def paired_cosine(
     ya = check_embeddings(y, "y")
     check_same_dim(xa, ya)
     gx, gy = pair_groups(xa, ya, groups_x, groups_y)
-    rows = resolve_block_size(block_size, xa.shape[1])
+    rows = resolve_scan_rows(block_size, xa.shape[1])
 
     # Dense codes 0..G-1 shared by both modalities, so group sums line up by index.
     _, codes = np.unique(np.concatenate([gx, gy]), return_inverse=True)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gapscope.errors import GapscopeError
-from gapscope.engine.validation import ArrayLike, check_embeddings
 from gapscope.engine.moments import spectrum, unit_scatter
+from gapscope.engine.validation import ArrayLike, check_embeddings
+from gapscope.errors import GapscopeError
 
-__all__ = ["DimensionalCollapse", "dimensional_collapse", "effective_rank"]
+__all__ = ["collapse_from_scatter", "DimensionalCollapse", "dimensional_collapse", "effective_rank"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,16 @@ def dimensional_collapse(
     xa = check_embeddings(x, "x")
     ks = _check_top(top)
     _, scatter = unit_scatter(xa, center=center, block_size=block_size)
-    values, _ = spectrum(scatter, scale=float(xa.shape[0]))
+    return collapse_from_scatter(scatter, xa.shape[0], ks)
+
+
+def collapse_from_scatter(
+    scatter: np.ndarray, n: int, top: int | Sequence[int] = (1, 10)
+) -> DimensionalCollapse:
+    """:func:`dimensional_collapse` from the ``d x d`` scatter matrix of ``n`` unit rows (see
+    :func:`gapscope.engine.moments.unit_scatter`), for callers that already have it."""
+    ks = _check_top(top)
+    values, _ = spectrum(scatter, scale=float(n))
     singular = np.sqrt(values)
     singular.flags.writeable = False
     positive = singular[singular > 0.0]

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gapscope.engine.blocks import resolve_block_size, sum_unit_rows
+from gapscope.engine.moments import unit_sums
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
 
-__all__ = ["ModalityGap", "modality_gap"]
+__all__ = ["ModalityGap", "gap_from_means", "modality_gap"]
 
 
 @dataclass(frozen=True)
@@ -74,21 +74,24 @@ def modality_gap(x: ArrayLike, y: ArrayLike, *, block_size: int | None = None) -
     xa = check_embeddings(x, "x")
     ya = check_embeddings(y, "y")
     check_same_dim(xa, ya)
-    rows = resolve_block_size(block_size, xa.shape[1])
-    sum_x, _ = sum_unit_rows(xa, rows)
-    sum_y, _ = sum_unit_rows(ya, rows)
-    mean_x = sum_x / xa.shape[0]
-    mean_y = sum_y / ya.shape[0]
-    vector = mean_x - mean_y
-    vector.flags.writeable = False
+    return gap_from_means(unit_sums(xa, block_size).mean, unit_sums(ya, block_size).mean)
 
+
+def gap_from_means(mean_x: np.ndarray, mean_y: np.ndarray) -> ModalityGap:
+    """:func:`modality_gap` from the two centroids (the means of the unit rows), for callers
+    that already have them (an analysis computes each modality's once).
+
+    >>> round(gap_from_means(np.array([0.6, 0.8]), np.array([1.0, 0.0])).gap, 4)
+    0.8944
+    """
+    vector = np.asarray(mean_x, dtype=np.float64) - np.asarray(mean_y, dtype=np.float64)
+    vector.flags.writeable = False
     norm_x = float(np.linalg.norm(mean_x))
     norm_y = float(np.linalg.norm(mean_y))
     if norm_x > 0.0 and norm_y > 0.0:
         cosine = float(np.clip(np.dot(mean_x, mean_y) / (norm_x * norm_y), -1.0, 1.0))
     else:
         cosine = 0.0
-
     squares = vector * vector
     total = float(squares.sum())
     if total > 0.0:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gapscope.errors import GapscopeError
-from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
 from gapscope.engine.moments import spectrum, unit_scatter
+from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
+from gapscope.errors import GapscopeError
 
-__all__ = ["GapDirection", "gap_direction"]
+__all__ = ["direction_from_moments", "GapDirection", "gap_direction"]
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,24 @@ def gap_direction(
     ya = check_embeddings(y, "y")
     check_same_dim(xa, ya)
     ks = _check_top(top)
-    d = xa.shape[1]
     mu_x, scatter_x = unit_scatter(xa, block_size=block_size)
     mu_y, scatter_y = unit_scatter(ya, block_size=block_size)
+    return direction_from_moments(
+        (mu_x, scatter_x, xa.shape[0]), (mu_y, scatter_y, ya.shape[0]), ks
+    )
+
+
+def direction_from_moments(
+    moments_x: tuple[np.ndarray, np.ndarray, int],
+    moments_y: tuple[np.ndarray, np.ndarray, int],
+    top: int | Sequence[int] = (1, 10),
+) -> GapDirection:
+    """:func:`gap_direction` from each modality's ``(mean, centred scatter, rows)`` of its unit
+    rows (see :func:`gapscope.engine.moments.unit_scatter`), for callers that have them."""
+    ks = _check_top(top)
+    mu_x, scatter_x, n = moments_x
+    mu_y, scatter_y, m = moments_y
+    d = mu_x.shape[0]
     g = mu_x - mu_y
     g.flags.writeable = False
     total = float(g @ g)
@@ -123,7 +138,6 @@ def gap_direction(
         zero = {k: 0.0 for k in ks}
         return GapDirection(0.0, zero, chance, dict(zero), math.nan, math.nan, g)
 
-    n, m = xa.shape[0], ya.shape[0]
     pooled = (scatter_x / n + scatter_y / m) / 2.0
     values_w, vectors_w = spectrum(pooled, scale=1.0)
     projections = (vectors_w.T @ g) ** 2

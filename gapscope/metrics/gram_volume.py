@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.engine.blocks import row_blocks, unit_rows
+from gapscope.engine.blocks import row_blocks
+from gapscope.engine.normalization import unit_rows
+from gapscope.engine.sampling import Stream, generator
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_groups
+from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = ["GramVolume", "gram_volume", "gram_volumes"]
 
@@ -96,8 +98,9 @@ def gram_volume(
         mean = (1 / T) * sum_tuples sqrt(det G_tuple).
 
     With ``max_tuples`` and more tuples than that, ``max_tuples`` tuple numbers are drawn
-    uniformly without replacement (``numpy.random.default_rng(seed)``) and decoded into rows
-    without listing every tuple; ``se`` is then the standard error of the sample mean with the
+    uniformly without replacement (seed stream ``GRAM_TUPLES`` of
+    :mod:`gapscope.engine.sampling`) and decoded into rows without listing every tuple; ``se`` is
+    then the standard error of the sample mean with the
     finite-population correction. Memory O(chunk * k * d).
 
     Args:
@@ -170,7 +173,7 @@ def gram_volume(
     total = int(offsets[-1])
 
     if max_tuples is not None and total > max_tuples:
-        rng = np.random.default_rng(seed)
+        rng = generator(seed, Stream.GRAM_TUPLES)
         numbers = np.sort(rng.choice(total, size=max_tuples, replace=False))
     else:
         numbers = np.arange(total, dtype=np.int64)

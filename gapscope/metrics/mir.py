@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gapscope.engine.blocks import resolve_block_size, row_blocks
+from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
 
 __all__ = ["FD_FLOOR", "MIRResult", "frechet_distance", "modality_integration_rate"]
@@ -150,7 +150,7 @@ def modality_integration_rate(
     ya = check_embeddings(y, "y", min_rows=2)
     check_same_dim(xa, ya)
     d = xa.shape[1]
-    rows = resolve_block_size(block_size, d, bytes_per_entry=24)
+    rows = resolve_scan_rows(block_size, d, bytes_per_entry=24)
 
     norms_x = _row_norms(xa, rows)
     norms_y = _row_norms(ya, rows)

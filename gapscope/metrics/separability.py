@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.engine.blocks import unit_rows
+from gapscope.engine.normalization import unit_rows
+from gapscope.engine.sampling import Stream, sample_rows
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
-from gapscope.engine.moments import sample_rows
+from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = ["Separability", "modality_separability"]
 
@@ -104,8 +104,8 @@ def modality_separability(
             f"separability needs at least {folds} rows a modality for {folds} folds, got {r}"
         )
     # Independent streams so that the x sample does not depend on the size of y.
-    ix = sample_rows(xa.shape[0], r, seed, stream=0)
-    iy = sample_rows(ya.shape[0], r, seed, stream=1)
+    ix = sample_rows(xa.shape[0], r, seed, Stream.SEPARABILITY_ROWS_X)
+    iy = sample_rows(ya.shape[0], r, seed, Stream.SEPARABILITY_ROWS_Y)
     rows_x = unit_rows(xa if ix is None else xa[ix])
     rows_y = unit_rows(ya if iy is None else ya[iy])
     features = np.concatenate([rows_x, rows_y])

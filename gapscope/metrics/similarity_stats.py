@@ -7,15 +7,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.engine.blocks import (
     iter_positive_pairs,
     positive_pair_counts,
-    resolve_block_size,
+    resolve_scan_rows,
     row_blocks,
-    unit_rows,
 )
+from gapscope.engine.normalization import unit_rows
+from gapscope.engine.sampling import Stream, generator
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = ["DEFAULT_QUANTILES", "HISTOGRAM_BINS", "SimilarityStats", "similarity_stats"]
 
@@ -88,7 +89,7 @@ def _all_negative_cosines(xa, ya, gx, gy, rows: int) -> np.ndarray:
 def _sampled_negative_cosines(xa, ya, gx, gy, count: int, seed: int, chunk: int) -> np.ndarray:
     # Uniform over all (i, j) cells with replacement, positives rejected: a uniform sample of
     # the negative pairs. Drawing in rounds keeps memory O(count) whatever the acceptance rate.
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, Stream.NEGATIVE_PAIRS)
     n, m = xa.shape[0], ya.shape[0]
     got_i: list[np.ndarray] = []
     got_j: list[np.ndarray] = []
@@ -139,8 +140,9 @@ def similarity_stats(
     - Positives are all used, exactly.
     - Negatives are all used when there are at most ``max_negatives`` of them (computed a
       block of rows at a time); otherwise ``max_negatives`` negative pairs are drawn uniformly
-      with replacement (``numpy.random.default_rng(seed)``: uniform cells ``(i, j)``, positives
-      rejected) and their statistics are estimates. The full ``n x m`` matrix is never held.
+      with replacement (seed stream ``NEGATIVE_PAIRS`` of :mod:`gapscope.engine.sampling`:
+      uniform cells ``(i, j)``, positives rejected) and their statistics are estimates. The full ``n
+      x m`` matrix is never held.
     - Quantiles use numpy's default (linear) interpolation.
     - ``overlap = sum_b min(pos_b / |P|, neg_b / |N|)`` over ``HISTOGRAM_BINS`` equal bins on
       [-1, 1] (the overlap coefficient of the two histograms; lower is better).
@@ -191,7 +193,7 @@ def similarity_stats(
             "no positive pairs: no group code occurs in both x groups and y groups"
         )
     n_neg_total = n * m - n_pos
-    chunk = resolve_block_size(block_size, d, bytes_per_entry=40)
+    chunk = resolve_scan_rows(block_size, d, bytes_per_entry=40)
     positives = _positive_cosines(xa, ya, gx, gy, chunk)
     sampled = n_neg_total > max_negatives
     if n_neg_total == 0:

@@ -1,15 +1,16 @@
-"""Reports: the :class:`Report` object, its JSON schema and formats, and terminal rendering."""
+"""Reports: the :class:`Report` model, its JSON schema and formats, and the views (terminal,
+HTML, plots) that render it. Importing this package loads no heavy dependency."""
 
 from gapscope.report.formats import FORMATS, render_text, report_schema, to_csv
-from gapscope.report.model import DIRECTIONS, SCHEMA, Report, direction_of
+from gapscope.report.model import READABLE_SCHEMAS, SCHEMA, Report, upgrade_report
 
 __all__ = [
-    "DIRECTIONS",
     "FORMATS",
+    "READABLE_SCHEMAS",
     "SCHEMA",
     "Report",
-    "direction_of",
     "render_text",
     "report_schema",
     "to_csv",
+    "upgrade_report",
 ]

@@ -18,8 +18,8 @@ FORMATS = ("table", "json", "flat", "csv")
 
 
 def report_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of ``gapscope.report/1``, shipped in the package."""
-    text = resources.files("gapscope.report").joinpath("schemas/report-1.json").read_text("utf-8")
+    """The JSON Schema (draft 2020-12) of ``gapscope.report/2``, shipped in the package."""
+    text = resources.files("gapscope.report").joinpath("schemas/report-2.json").read_text("utf-8")
     return json.loads(text)
 
 

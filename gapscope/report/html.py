@@ -1,27 +1,35 @@
-"""One self-contained HTML file for a :class:`Report`: tables, diagnostics and plots, to share.
+"""One self-contained HTML file for a :class:`Report`: tables, readings and plots, to share.
 
 Everything is inline: the CSS in a ``<style>`` element, every plot a ``data:image/png;base64``
 URI, no script, font, stylesheet or image fetched from anywhere, so the file opens the same
 offline, from a mail attachment or a CI artifact. Every string from the data is HTML-escaped.
+The rows and their readings are the terminal's (:mod:`gapscope.report.terminal`, from the
+families of :mod:`gapscope.analysis.families`), the numbers come from the one formatter, and
+the plots from the report's own analysis context, never from a second computation.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gapscope.analysis.diagnostics import DIRECTIONS as DIAGNOSTIC_DIRECTIONS
-from gapscope.analysis.diagnostics import pair_matrix
+from gapscope.analysis import keys as K
+from gapscope.data.atomic import atomic_write_text
 from gapscope.errors import GapscopeError
-from gapscope.report.model import Report, direction_of
-from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.report.model import Report
+from gapscope.report.numbers import format_number
+from gapscope.report.terminal import (
+    pair_rows,
+    retrieval_directions,
+    scenario_label,
+    value_text,
+)
 
-__all__ = ["render_html", "write_html_report"]
+__all__ = ["pair_matrix", "render_html", "write_html_report"]
 
 _CSS = """
 :root { color-scheme: light; }
@@ -55,235 +63,32 @@ ul.notes li { margin: 3px 0; }
         column-gap: 28px; align-items: start; }
 """
 
-_ARROWS = {"higher": "&#8593; higher is better", "lower": "&#8595; lower is better"}
-_RECALL_EXTRA = ("mAP", "R-precision")
+_ARROWS = {K.HIGHER: "&#8593; higher is better", K.LOWER: "&#8595; lower is better"}
+
+#: Headline columns of the summary table, and the matrices drawn for three or more
+#: modalities: (label, key path inside a pair entry).
+_HEADLINES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("gap", (K.GAP.name,)),
+    ("paired cosine", (K.PAIRED_COSINE.name,)),
+    ("alignment", (K.ALIGNMENT.name,)),
+    ("MIR", (K.MIR.name,)),
+    ("separability", (K.SEPARABILITY.name,)),
+    ("CKA", (K.CKA.name,)),
+    ("AUC", (K.SIMILARITY.name, K.AUC.name)),
+)
 
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "n/a"
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.3g}"
-        return f"{value:.4f}"
-    return _e(value)
+def _num(value: Any) -> str:
+    return _e(format_number(value))
 
 
-def _direction(key: str) -> str | None:
-    return direction_of(key) or DIAGNOSTIC_DIRECTIONS.get(key)
-
-
-def _better(key: str) -> str:
-    d = _direction(key)
+def _better(report: Report, leaf: str) -> str:
+    d = K.direction_of(leaf, report.directions)
     return f'<span class="better">{_ARROWS[d]}</span>' if d else ""
-
-
-def _flatten(
-    prefix: str, value: Any, out: list[tuple[str, str, Any]], skip: Sequence[str] = ()
-) -> None:
-    """(path, leaf key, value) for every number/bool/None leaf, in insertion order."""
-    if isinstance(value, Mapping):
-        for key, sub in value.items():
-            if key in skip:
-                continue
-            _flatten(f"{prefix}/{key}" if prefix else str(key), sub, out)
-    elif value is None or isinstance(value, int | float | bool):
-        out.append((prefix, prefix.rsplit("/", 1)[-1], value))
-
-
-def _metric_table(entry: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
-    rows: list[tuple[str, str, Any]] = []
-    _flatten("", entry, rows, skip)
-    if not rows:
-        return ""
-    body = "".join(
-        f'<tr><td>{_e(path)}</td><td class="num">{_fmt(v)}</td><td>{_better(leaf)}</td></tr>'
-        for path, leaf, v in rows
-    )
-    return (
-        "<table><thead><tr><th>metric</th><th>value</th><th>better</th></tr></thead>"
-        f"<tbody>{body}</tbody></table>"
-    )
-
-
-def _recall_table(recall: Mapping[str, Any]) -> str:
-    columns: list[str] = []
-    for entry in recall.values():
-        for key in entry:
-            if key.startswith("R@") and not key.endswith("_se") and key not in columns:
-                columns.append(key)
-    columns.sort(key=lambda c: int(c[2:]) if c[2:].isdigit() else 0)
-    columns += [c for c in _RECALL_EXTRA if any(c in e for e in recall.values())]
-    head = "".join(f"<th>{_e(c)}</th>" for c in ["direction", *columns, "queries", "relevance"])
-    body = []
-    for direction, entry in recall.items():
-        cells = "".join(f'<td class="num">{_fmt(entry.get(c))}</td>' for c in columns)
-        relevance = entry.get("relevance", "groups (positives)")
-        body.append(
-            f"<tr><td>{_e(direction)}</td>{cells}"
-            f'<td class="num">{_fmt(entry.get("n_queries"))}</td>'
-            f"<td>{_e(relevance)}</td></tr>"
-        )
-    return (
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        '<p class="muted">R@K is the share of queries with a relevant item in their top K; '
-        "higher is better.</p>"
-    )
-
-
-def _modality_table(modalities: Sequence[str], *sections: Mapping[str, Any]) -> str:
-    keys: list[str] = []
-    for section in sections:
-        for m in modalities:
-            for key, value in section.get(m, {}).items():
-                number = value is None or isinstance(value, int | float)
-                if number and key not in keys:
-                    keys.append(key)
-    if not keys:
-        return ""
-    head = "".join(f"<th>{_e(m)}</th>" for m in modalities)
-    body = []
-    for key in keys:
-        values = []
-        for m in modalities:
-            merged: dict[str, Any] = {}
-            for section in sections:
-                merged.update(section.get(m, {}))
-            values.append(f'<td class="num">{_fmt(merged.get(key))}</td>')
-        body.append(f"<tr><td>{_e(key)}</td>{''.join(values)}<td>{_better(key)}</td></tr>")
-    return (
-        f"<table><thead><tr><th>metric</th>{head}<th>better</th></tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def _whatif_table(whatif: Mapping[str, Any]) -> str:
-    directions: list[str] = []
-    modalities: list[str] = []
-    for scenario in whatif.values():
-        for d in scenario.get("recall", {}):
-            if d not in directions:
-                directions.append(d)
-        for m in scenario.get("uniformity", {}):
-            if m not in modalities:
-                modalities.append(m)
-    head = [
-        "scenario",
-        "gap",
-        *[f"{d} R@K" for d in directions],
-        *[f"uniformity {m}" for m in modalities],
-    ]
-    body = []
-    for name, scenario in whatif.items():
-        cells = [f"<td>{_e(name)}</td>", f'<td class="num">{_fmt(scenario.get("gap"))}</td>']
-        for d in directions:
-            entry = scenario.get("recall", {}).get(d, {})
-            ks = [k for k in entry if k.startswith("R@")]
-            cells.append('<td class="num">' + " / ".join(_fmt(entry[k]) for k in ks) + "</td>")
-        for m in modalities:
-            cells.append(f'<td class="num">{_fmt(scenario.get("uniformity", {}).get(m))}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    first = next(iter(whatif.values()), {})
-    ks = next((list(e) for e in first.get("recall", {}).values()), [])
-    k_text = " / ".join(k for k in ks if k.startswith("R@"))
-    return (
-        "<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
-        f'<p class="muted">Recall columns give {_e(k_text)}. "centered": each modality '
-        'mean-centred; "shift_f": both modalities moved towards each other by a fraction f '
-        "of the gap vector; all re-normalised. Gap and uniformity: lower is better; recall: "
-        "higher is better.</p>"
-    )
-
-
-def _matrix_table(
-    title: str, modalities: Sequence[str], matrix: list[list[float | None]], key: str
-) -> str:
-    head = "".join(f"<th>{_e(m)}</th>" for m in modalities)
-    body = "".join(
-        f"<tr><th>{_e(m)}</th>"
-        + "".join(
-            f'<td class="num">{"&#8212;" if i == j else _fmt(v)}</td>' for j, v in enumerate(row)
-        )
-        + "</tr>"
-        for i, (m, row) in enumerate(zip(modalities, matrix, strict=True))
-    )
-    return (
-        f"<h3>{_e(title)} {_better(key)}</h3>"
-        f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
-    )
-
-
-_SUMMARY = (
-    ("gap", ("gap",)),
-    ("paired cosine", ("paired_cosine",)),
-    ("alignment", ("alignment",)),
-    ("MIR", ("mir",)),
-    ("separability", ("separability",)),
-    ("CKA", ("cka",)),
-    ("AUC", ("similarity", "auc")),
-)
-
-
-def _summary_table(
-    pair_names: Sequence[str], pairs: Mapping[str, Any], diag_pairs: Mapping[str, Any]
-) -> str:
-    """One row a pair with the headline numbers, and R@1 both ways."""
-    columns = []
-    for label, path in _SUMMARY:
-        present = any(
-            _get(pairs.get(p, {}), path) is not None
-            or _get(diag_pairs.get(p, {}), path) is not None
-            for p in pair_names
-        )
-        if present:
-            columns.append((label, path))
-    if not columns and not any(pairs.get(p, {}).get("recall") for p in pair_names):
-        return ""
-    head = "".join(f"<th>{_e(label)}<br>{_better(path[-1])}</th>" for label, path in columns)
-    body = []
-    for pair in pair_names:
-        entry, extra = pairs.get(pair, {}), diag_pairs.get(pair, {})
-        cells = []
-        for _, path in columns:
-            value = _get(entry, path)
-            if value is None:
-                value = _get(extra, path)
-            cells.append(f'<td class="num">{_fmt(value)}</td>')
-        recall = entry.get("recall", {})
-        a, _, b = pair.partition("-")
-        for direction in (f"{a}->{b}", f"{b}->{a}"):
-            first = next((k for k in recall.get(direction, {}) if k.startswith("R@")), None)
-            value = recall[direction][first] if first else None
-            cells.append(f'<td class="num">{_fmt(value)}</td>')
-        body.append(f"<tr><td>{_e(pair)}</td>{''.join(cells)}</tr>")
-    k_first = next(
-        (
-            k
-            for p in pair_names
-            for e in pairs.get(p, {}).get("recall", {}).values()
-            for k in e
-            if k.startswith("R@")
-        ),
-        "R@K",
-    )
-    return (
-        f"<table><thead><tr><th>pair</th>{head}<th>{_e(k_first)} a&#8594;b<br>"
-        f"{_better('R@1')}</th><th>{_e(k_first)} b&#8594;a<br>{_better('R@1')}</th>"
-        f"</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        '<p class="muted">a and b are the first and second modality of the pair '
-        "(e.g. image-text: a&#8594;b is image&#8594;text).</p>"
-    )
 
 
 def _get(entry: Any, path: Sequence[str]) -> Any:
@@ -294,96 +99,313 @@ def _get(entry: Any, path: Sequence[str]) -> Any:
     return entry
 
 
-def _plots_section(plots: Sequence[Any]) -> str:
-    figures = []
-    for plot in plots:
-        uri = "data:image/png;base64," + base64.b64encode(plot.png).decode("ascii")
-        figures.append(
-            f'<figure><img src="{uri}" alt="{_e(plot.title)}">'
-            f"<figcaption>{_e(plot.title)}</figcaption></figure>"
+def pair_matrix(
+    pairs: Mapping[str, Mapping[str, Any]],
+    path: Sequence[str],
+    modalities: Sequence[str],
+    *,
+    diagonal: float | None = None,
+) -> list[list[float | None]]:
+    """A per-pair value as a symmetric modality x modality matrix (for display).
+
+    ``pairs`` is a report's ``pairs`` section; ``path`` the keys of the value inside each pair
+    entry (e.g. ``("gap",)`` or ``("similarity", "auc")``). Cell ``[i][j]`` holds the value of
+    pair ``"<m_i>-<m_j>"`` or ``"<m_j>-<m_i>"``; the diagonal holds ``diagonal``; a missing
+    pair or value is ``None``.
+
+    Example:
+        >>> pairs = {"image-text": {"gap": 0.8}, "image-audio": {"gap": 0.5},
+        ...          "text-audio": {"gap": 0.3}}
+        >>> pair_matrix(pairs, ("gap",), ["image", "text", "audio"])
+        [[None, 0.8, 0.5], [0.8, None, 0.3], [0.5, 0.3, None]]
+    """
+    matrix: list[list[float | None]] = []
+    for i, a in enumerate(modalities):
+        row: list[float | None] = []
+        for j, b in enumerate(modalities):
+            if i == j:
+                row.append(diagonal)
+                continue
+            entry = pairs.get(f"{a}-{b}", pairs.get(f"{b}-{a}"))
+            value = None if entry is None else _get(entry, path)
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            row.append(float(value) if is_number else None)
+        matrix.append(row)
+    return matrix
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
+    header = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if num else f"<td>{c}</td>"
+            for c, num in zip(row, numeric, strict=True)
         )
-    return f'<div class="plots">{"".join(figures)}</div>'
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
 
 
-#: Pair keys that :func:`gapscope.analysis.orchestrator.analyze` merges in from :mod:`gapscope.analysis.diagnostics`.
-_PAIR_DIAGNOSTICS = (
-    "separability",
-    "separability_se",
-    "separability_rows",
-    "cka",
-    "gap_direction",
-    "similarity",
-    "whatif",
-)
+def _leaves(prefix: str, value: Any, skip: Sequence[str] = ()) -> list[tuple[str, str, Any]]:
+    """(path, leaf key, value) for every number/bool/None leaf, in insertion order."""
+    if isinstance(value, Mapping):
+        out: list[tuple[str, str, Any]] = []
+        for key, sub in value.items():
+            if key not in skip and not str(key).endswith(K.ci_key("")):
+                out += _leaves(f"{prefix}/{key}" if prefix else str(key), sub)
+        return out
+    if value is None or isinstance(value, int | float | bool):
+        return [(prefix, prefix.rsplit("/", 1)[-1], value)]
+    return []
 
 
-def _split_diagnostics(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate the extra diagnostics that analyze merged into a report's pair sections, so the
-    page shows them in their own tables (modality values stay in one table either way)."""
-    pairs, diag_pairs = {}, {}
-    for pair, entry in doc.get("pairs", {}).items():
-        pairs[pair] = {k: v for k, v in entry.items() if k not in _PAIR_DIAGNOSTICS}
-        diag_pairs[pair] = {k: v for k, v in entry.items() if k in _PAIR_DIAGNOSTICS}
-    return {**doc, "pairs": pairs}, {"pairs": diag_pairs, "tuples": doc.get("tuples", {})}
+def _summary_table(report: Report) -> str:
+    """One row a pair with the headline numbers, and R@1 both ways."""
+    pairs = report.pairs
+    columns = [
+        (label, path)
+        for label, path in _HEADLINES
+        if any(_get(entry, path) is not None for entry in pairs.values())
+    ]
+    k = K.recall_key(report.params["k"][0])
+    if not columns and not any(entry.get(K.RECALL.name) for entry in pairs.values()):
+        return ""
+    rows = []
+    for pair, entry in pairs.items():
+        a, _, b = pair.partition("-")
+        recall = entry.get(K.RECALL.name, {})
+        cells = [_e(pair)] + [_num(_get(entry, path)) for _, path in columns]
+        cells += [_num(recall.get(K.direction_key(q, t), {}).get(k)) for q, t in ((a, b), (b, a))]
+        rows.append(cells)
+    head = ["pair"] + [f"{_e(label)}<br>{_better(report, path[-1])}" for label, path in columns]
+    head += [
+        f"{_e(k)} a&#8594;b<br>{_better(report, k)}",
+        f"{_e(k)} b&#8594;a<br>{_better(report, k)}",
+    ]
+    return (
+        _table(head, rows, [False] + [True] * (len(head) - 1))
+        + '<p class="muted">a and b are the first and second modality of the pair '
+        "(e.g. image-text: a&#8594;b is image&#8594;text).</p>"
+    )
+
+
+def _modality_table(report: Report, names: Sequence[str]) -> str:
+    keys: list[str] = []
+    for m in names:
+        for key, value in report.modalities.get(m, {}).items():
+            if (value is None or isinstance(value, int | float)) and key not in keys:
+                keys.append(key)
+    if not keys:
+        return ""
+    rows = [
+        [_e(key)]
+        + [_num(report.modalities.get(m, {}).get(key)) for m in names]
+        + [_better(report, key)]
+        for key in keys
+    ]
+    return _table(
+        ["metric", *(_e(m) for m in names), "better"], rows, [False] + [True] * len(names) + [False]
+    )
+
+
+def _retrieval_table(report: Report, pair: str) -> str:
+    directions = retrieval_directions(report, pair)
+    ks = [K.recall_key(k) for k in report.params["k"]]
+    rows = []
+    for direction, entry in directions:
+        src, dst = direction.split("->")
+        cells = [_e(direction)]
+        cells += [_e(value_text(entry.get(k), entry, k, percent=True)) for k in ks]
+        cells.append(
+            _e(value_text(entry.get(K.MAP.name), entry, K.MAP.name, percent=True))
+            if src == dst
+            else ""
+        )
+        cells.append(_num(entry.get(K.N_QUERIES.name)))
+        cells.append(_e(entry.get(K.RELEVANCE.name, K.GROUPS) if src == dst else "true pairs"))
+        rows.append(cells)
+    head = ["direction", *ks, K.MAP.name, "queries", "relevance"]
+    return (
+        _table(head, rows, [False] + [True] * (len(ks) + 2) + [False])
+        + '<p class="muted">R@K is the share of queries with a relevant item in their top '
+        "K; higher is better.</p>"
+    )
+
+
+def _whatif_table(report: Report, pair: str, whatif: Mapping[str, Any]) -> str:
+    a, b = pair.split("-")
+    directions = [K.direction_key(q, t) for q, t in ((a, b), (b, a), (a, a), (b, b))]
+    ks = [K.recall_key(k) for k in report.params["k"]]
+    rows = []
+    for name, scenario in whatif.items():
+        recall = scenario.get(K.RECALL.name, {})
+        uni = scenario.get(K.UNIFORMITY.name, {})
+        cells = [
+            f'{_e(scenario_label(name))} <span class="muted">({_e(name)})</span>',
+            _num(scenario.get(K.GAP.name)),
+        ]
+        cells += [" / ".join(_num(recall.get(d, {}).get(k)) for k in ks) for d in directions]
+        cells += [_num(uni.get(m)) for m in (a, b)]
+        rows.append(cells)
+    head = [
+        "scenario",
+        "gap",
+        *[f"{_e(d)} {_e('/'.join(ks))}" for d in directions],
+        *[f"uniformity {_e(m)}" for m in (a, b)],
+    ]
+    return (
+        _table(head, rows, [False] + [True] * (len(head) - 1))
+        + '<p class="muted">"mean-centred": each modality mean-centred; "shifted f x gap": '
+        "both modalities moved towards each other by a fraction f of the gap vector; all "
+        "re-normalised. Gap and uniformity: lower is better; recall: higher is better.</p>"
+    )
+
+
+def _pair_section(report: Report, pair: str) -> str:
+    entry = report.pairs.get(pair, {})
+    parts = [f"<section><h2>{_e(pair)}</h2>"]
+    rows = pair_rows(report, pair)
+    if rows:
+        parts.append(
+            _table(
+                ["metric", "value", "reading"],
+                [[_e(label), _e(value), _e(reading)] for label, value, reading in rows],
+                [False, True, False],
+            )
+        )
+    if retrieval_directions(report, pair):
+        parts.append(f"<h3>Retrieval</h3>{_retrieval_table(report, pair)}")
+    whatif = entry.get(K.WHATIF.name)
+    if whatif:
+        parts.append("<h3>What if the gap were closed?</h3>" + _whatif_table(report, pair, whatif))
+    leaves = _leaves("", entry, skip=(K.RECALL.name, K.WHATIF.name))
+    if leaves:
+        table = _table(
+            ["key", "value", "better"],
+            [[_e(path), _num(v), _better(report, leaf)] for path, leaf, v in leaves],
+            [False, True, False],
+        )
+        parts.append(f"<details><summary>Every value of {_e(pair)}</summary>{table}</details>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _matrices(report: Report, names: Sequence[str]) -> str:
+    blocks = []
+    for label, path in _HEADLINES:
+        matrix = pair_matrix(report.pairs, path, names)
+        if not any(v is not None for row in matrix for v in row):
+            continue
+        head = "".join(f"<th>{_e(m)}</th>" for m in names)
+        body = "".join(
+            f"<tr><th>{_e(m)}</th>"
+            + "".join(
+                f'<td class="num">{"&#8212;" if i == j else _num(v)}</td>'
+                for j, v in enumerate(row)
+            )
+            + "</tr>"
+            for i, (m, row) in enumerate(zip(names, matrix, strict=True))
+        )
+        blocks.append(
+            f"<div><h3>{_e(label)} {_better(report, path[-1])}</h3><table><thead>"
+            f"<tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        )
+    if not blocks:
+        return ""
+    return (
+        '<section><h2>Every pair of modalities</h2><div class="matrices">'
+        + "".join(blocks)
+        + "</div></section>"
+    )
+
+
+def _tuples(report: Report) -> str:
+    if not report.tuples:
+        return ""
+    columns = (
+        K.GRAM_VOLUME_MEAN,
+        K.GRAM_VOLUME_MEDIAN,
+        K.GRAM_VOLUME_STD,
+        K.N_TUPLES,
+        K.N_EVALUATED,
+    )
+    rows = [[_e(t)] + [_num(v.get(c.name)) for c in columns] for t, v in report.tuples.items()]
+    table = _table(
+        ["tuple", "mean", "median", "std", "tuples", "evaluated"],
+        rows,
+        [False] + [True] * len(columns),
+    )
+    return (
+        "<section><h2>GRAM volume of modality tuples</h2>"
+        + table
+        + '<p class="muted">Volume of the parallelotope the unit vectors of one item&#8217;s '
+        "modalities span (0: perfectly aligned, 1: orthogonal); lower is better.</p>"
+        "</section>"
+    )
+
+
+def _plots(report: Report, plots: Sequence[Any] | None) -> tuple[str, list[str]]:
+    """The plots section and the plots' notes: the given plots, else those of the report's
+    own analysis (when it has one and matplotlib is installed)."""
+    notes: list[str] = []
+    message = ""
+    plot_list: list[Any] = []
+    if plots is not None:
+        plot_list = list(getattr(plots, "plots", plots))
+        notes += list(getattr(plots, "skipped", []))
+    elif report.context is not None:
+        try:
+            from gapscope.report.plots import plot_all
+
+            drawn = plot_all(report)
+            plot_list, notes = drawn.plots, list(drawn.skipped)
+        except GapscopeError as exc:
+            message = str(exc)
+    if plot_list:
+        figures = "".join(
+            f'<figure><img src="data:image/png;base64,{base64.b64encode(p.png).decode("ascii")}"'
+            f' alt="{_e(p.title)}"><figcaption>{_e(p.title)}</figcaption></figure>'
+            for p in plot_list
+        )
+        return f'<section><h2>Plots</h2><div class="plots">{figures}</div></section>', notes
+    if message:
+        return f'<section><h2>Plots</h2><p class="muted">{_e(message)}</p></section>', notes
+    return "", notes
 
 
 def render_html(
-    report: Report,
-    data: EmbeddingSet | None = None,
-    diagnostics: Mapping[str, Any] | None = None,
-    *,
-    plots: Sequence[Any] | None = None,
-    seed: int = 0,
-    title: str | None = None,
+    report: Report, *, plots: Sequence[Any] | None = None, title: str | None = None
 ) -> str:
     """The report as one self-contained HTML page (inline CSS, plots as base64 PNG data URIs).
 
-    Sections: input, per-modality metrics, per-pair metrics and retrieval (from
-    ``report.to_dict()``), the extra diagnostics and what-ifs (from ``diagnostics``, the mapping
-    :func:`gapscope.analysis.diagnostics.diagnostics` returns; when it is ``None``, from the report, into
-    which :func:`gapscope.analysis.orchestrator.analyze` merges them), modality x modality matrices when there are
-    three or more modalities, GRAM volumes, plots and notes.
+    Sections: a summary of every pair, the input and per-modality metrics, modality x modality
+    matrices when there are three or more modalities, GRAM volumes, plots, then each pair (its
+    rows with readings, retrieval, what-ifs and every value) and the notes.
 
     Plots: ``plots`` (a list of :class:`~gapscope.report.plots.Plot` or a
-    :class:`~gapscope.report.plots.PlotSet`) when given; otherwise, with ``data`` given, they are
-    drawn by :func:`gapscope.report.plots.plot_all` (seeded by ``seed``) when matplotlib is
-    installed, and the page says how to get them when it is not.
+    :class:`~gapscope.report.plots.PlotSet`) when given; otherwise those of the report's own
+    analysis (:func:`gapscope.report.plots.plot_all`) when the report came from one and
+    matplotlib is installed (the page says how to get them when it is not). A report read from
+    JSON has no analysis behind it, so no plots.
 
     Returns:
         The HTML text (UTF-8; no external URL anywhere).
     """
     doc = report.to_dict()
-    if diagnostics is None:
-        doc, diag = _split_diagnostics(doc)
-    else:
-        diag = diagnostics
-    names = list(doc.get("input", {}).get("modalities", {})) or list(doc.get("modalities", {}))
-    notes: list[str] = [*doc.get("notes", []), *diag.get("notes", [])]
-
-    plot_list: list[Any] = []
-    plot_message = ""
-    if plots is not None:
-        plot_list = list(getattr(plots, "plots", plots))
-        notes += list(getattr(plots, "skipped", []))
-    elif data is not None:
-        try:
-            from gapscope.report.plots import plot_all
-
-            drawn = plot_all(data, None, seed=seed)
-            plot_list = drawn.plots
-            notes += drawn.skipped
-        except GapscopeError as exc:
-            plot_message = str(exc)
-
     inp = doc.get("input", {})
-    source = inp.get("source", "")
-    heading = title or f"gapscope report: {source}"
+    names = list(inp.get("modalities", {})) or list(report.modalities)
+    heading = title or f"gapscope report: {inp.get('source', '')}"
     model = inp.get("model") or {}
     model_text = ", ".join(
         f"{k}={v}"
         for k, v in sorted(model.items())
         if v is not None and not isinstance(v, dict | list)
     )
+    plots_html, plot_notes = _plots(report, plots)
+    notes = list(dict.fromkeys([*doc.get("notes", []), *plot_notes]))
+
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -397,128 +419,49 @@ def render_html(
     if model_text:
         parts.append(f"<p>model: {_e(model_text)}</p>")
     parts.append("</header><main>")
-
-    # Input
-    rows = []
-    for m, info in inp.get("modalities", {}).items():
-        rows.append(
-            f'<tr><td>{_e(m)}</td><td class="num">{_fmt(info.get("n"))}</td>'
-            f'<td class="num">{_fmt(info.get("dim"))}</td><td>{_e(info.get("dtype", ""))}</td>'
-            f'<td class="num">{_fmt(info.get("raw_norm_mean"))}</td>'
-            f"<td>{_fmt(info.get('has_labels'))}</td></tr>"
-        )
-    diag_pairs = diag.get("pairs", {})
-    pair_names = list(dict.fromkeys([*doc.get("pairs", {}), *diag_pairs]))
-    summary = _summary_table(pair_names, doc.get("pairs", {}), diag_pairs)
+    summary = _summary_table(report)
     if summary:
         parts.append(f"<section><h2>Summary</h2>{summary}</section>")
-
-    input_table = (
-        "<h2>Input</h2><table><thead><tr><th>modality</th><th>rows</th><th>dim</th>"
-        "<th>dtype</th><th>mean raw norm</th><th>labels</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+    input_rows = [
+        [
+            _e(m),
+            _num(info.get("n")),
+            _num(info.get("dim")),
+            _e(info.get("dtype", "")),
+            _num(info.get("raw_norm_mean")),
+            _num(info.get("has_labels")),
+        ]
+        for m, info in inp.get("modalities", {}).items()
+    ]
+    input_table = _table(
+        ["modality", "rows", "dim", "dtype", "mean raw norm", "labels"],
+        input_rows,
+        [False, True, True, False, True, False],
     )
-    table = _modality_table(names, doc.get("modalities", {}), diag.get("modalities", {}))
-    modality_part = f"<div><h2>Each modality</h2>{table}</div>" if table else ""
-    parts.append(f'<section class="cols"><div>{input_table}</div>{modality_part}</section>')
-
-    # Matrices for three or more modalities
+    modality_table = _modality_table(report, names)
+    modality_part = f"<div><h2>Each modality</h2>{modality_table}</div>" if modality_table else ""
+    parts.append(
+        f'<section class="cols"><div><h2>Input</h2>{input_table}</div>{modality_part}</section>'
+    )
     if len(names) >= 3:
-        merged = {
-            p: {**doc.get("pairs", {}).get(p, {}), **diag_pairs.get(p, {})} for p in pair_names
-        }
-        blocks = []
-        for label, path, key in (
-            ("Modality gap", "gap", "gap"),
-            ("Paired cosine", "paired_cosine", "paired_cosine"),
-            ("Alignment", "alignment", "alignment"),
-            ("MIR", "mir", "mir"),
-            ("Separability", "separability", "separability"),
-            ("CKA", "cka", "cka"),
-            ("Positive-vs-negative AUC", "similarity/auc", "auc"),
-        ):
-            matrix = pair_matrix(merged, path, names)
-            if any(v is not None for row in matrix for v in row):
-                blocks.append(f"<div>{_matrix_table(label, names, matrix, key)}</div>")
-        if blocks:
-            parts.append(
-                '<section><h2>Every pair of modalities</h2><div class="matrices">'
-                + "".join(blocks)
-                + "</div></section>"
-            )
-
-    tuples = diag.get("tuples", {})
-    if tuples:
-        body = "".join(
-            f"<tr><td>{_e(t)}</td>"
-            + "".join(
-                f'<td class="num">{_fmt(v.get(k))}</td>'
-                for k in (
-                    "gram_volume_mean",
-                    "gram_volume_median",
-                    "gram_volume_std",
-                    "n_tuples",
-                    "n_evaluated",
-                )
-            )
-            + "</tr>"
-            for t, v in tuples.items()
-        )
-        parts.append(
-            "<section><h2>GRAM volume of modality tuples</h2><table><thead><tr><th>tuple</th>"
-            "<th>mean</th><th>median</th><th>std</th><th>tuples</th><th>evaluated</th></tr>"
-            f'</thead><tbody>{body}</tbody></table><p class="muted">Volume of the '
-            "parallelotope the unit vectors of one item's modalities span (0: perfectly "
-            "aligned, 1: orthogonal); lower is better.</p></section>"
-        )
-
-    if plot_list:
-        parts.append(f"<section><h2>Plots</h2>{_plots_section(plot_list)}</section>")
-    elif plot_message:
-        parts.append(f'<section><h2>Plots</h2><p class="muted">{_e(plot_message)}</p></section>')
-
-    # Per pair
-    for pair in pair_names:
-        entry = doc.get("pairs", {}).get(pair, {})
-        extra = diag_pairs.get(pair, {})
-        parts.append(f"<section><h2>{_e(pair)}</h2>")
-        left, right = [], []
-        geometry = _metric_table(entry, skip=("recall",))
-        if geometry:
-            left.append(f"<h3>Geometry</h3>{geometry}")
-        diag_table = _metric_table(extra, skip=("whatif",))
-        if diag_table:
-            right.append(f"<h3>Diagnostics</h3>{diag_table}")
-        parts.append(
-            f'<div class="cols"><div>{"".join(left)}</div><div>{"".join(right)}</div></div>'
-        )
-        if entry.get("recall"):
-            parts.append(f"<h3>Retrieval</h3>{_recall_table(entry['recall'])}")
-        if extra.get("whatif"):
-            parts.append("<h3>What if the gap were closed?</h3>" + _whatif_table(extra["whatif"]))
-        parts.append("</section>")
-
+        parts.append(_matrices(report, names))
+    parts.append(_tuples(report))
+    parts.append(plots_html)
+    for pair in report.pairs:
+        parts.append(_pair_section(report, pair))
     if notes:
-        items = "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(notes))
+        items = "".join(f"<li>{_e(n)}</li>" for n in notes)
         parts.append(f'<section><h2>Notes</h2><ul class="notes">{items}</ul></section>')
     parts.append(
         '<p class="muted">Generated by gapscope; this file is self-contained. '
         "See docs/reading-the-report.md for what each value means.</p>"
     )
     parts.append("</main></body></html>\n")
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)
 
 
-def write_html_report(
-    path: str | os.PathLike[str],
-    report: Report,
-    data: EmbeddingSet | None = None,
-    diagnostics: Mapping[str, Any] | None = None,
-    **kwargs: Any,
-) -> Path:
+def write_html_report(path: str | os.PathLike[str], report: Report, **kwargs: Any) -> Path:
     """Render with :func:`render_html` and write the page atomically; returns the path."""
-    from gapscope.data.store import atomic_write_text
-
     out = Path(path)
-    atomic_write_text(out, render_html(report, data, diagnostics, **kwargs))
+    atomic_write_text(out, render_html(report, **kwargs))
     return out

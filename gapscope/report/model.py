@@ -1,60 +1,61 @@
-"""The :class:`Report`: everything one ``gapscope analyze`` run found, in one object.
+"""The :class:`Report`: everything one analysis found, in one object, and its JSON form.
 
-Its JSON form (schema ``gapscope.report/1``, see DESIGN.md) is a contract that dashboards and
-``gapscope check`` rely on: keys may be added, the documented key paths never renamed within a
-schema version.
+The JSON form (schema ``gapscope.report/2``, every key in :mod:`gapscope.analysis.keys`) is a
+contract that dashboards and ``gapscope check`` rely on. Version policy: additive changes (new
+keys) keep the schema version; a breaking change (a renamed or removed key path, a changed
+meaning) bumps it, and ``check`` and ``diff`` keep reading the previous version by upgrading
+it on reading (:func:`upgrade_report`), so a committed baseline keeps working across an
+upgrade.
+
+Schema 2 differs from schema 1 in three places: intra-modal retrieval is stored once, under
+its modality (``modalities.<m>.recall.<m>-><m>``) instead of in every pair of that modality;
+``gap_direction.coord_top1_share``/``coord_top10_share`` are gone (they repeated
+``gap_concentration.top1``/``top10``); ``mir_detail.fd`` has no direction (MIR is its log).
+
+This module imports nothing heavy, so the gate reads reports without loading torch.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gapscope._version import __version__
+from gapscope.analysis import keys as K
 from gapscope.errors import GapscopeError
 
-SCHEMA = "gapscope.report/1"
+if TYPE_CHECKING:
+    from gapscope.analysis.context import AnalysisContext
+    from gapscope.analysis.result import Analysis
+
+__all__ = [
+    "READABLE_SCHEMAS",
+    "SCHEMA",
+    "SCHEMA_V1",
+    "SIGNIFICANT_DIGITS",
+    "Report",
+    "flatten_report",
+    "interval_of",
+    "json_ready",
+    "json_text",
+    "round_float",
+    "upgrade_report",
+]
+
+SCHEMA = "gapscope.report/2"
+SCHEMA_V1 = "gapscope.report/1"
+#: Report schemas this version reads: the current one and the previous one (upgraded).
+READABLE_SCHEMAS = (SCHEMA, SCHEMA_V1)
 #: Significant digits kept for every float in the JSON, so reruns are byte-identical even when
 #: the last bits of a float32 reduction differ between BLAS builds.
 SIGNIFICANT_DIGITS = 8
-
-#: Good direction of the extra diagnostics' leaf keys (see :mod:`gapscope.analysis.diagnostics`); their
-#: other keys describe rather than judge.
-DIAGNOSTIC_DIRECTIONS: dict[str, str] = {
-    "effective_rank": "higher",
-    "effective_rank_ratio": "higher",
-    "variance_top1": "lower",
-    "variance_top10": "lower",
-    "separability": "lower",
-    "cka": "higher",
-    "overlap": "lower",
-    "negatives_above_median_positive": "lower",
-    "auc": "higher",
-    "gram_volume_mean": "lower",
-    "gram_volume_median": "lower",
-}
-
-#: Which way is better, for every metric name that can appear as a leaf key.
-DIRECTIONS: dict[str, str] = {
-    "gap": "lower",
-    "centroid_cosine": "higher",
-    "paired_cosine": "higher",
-    "unpaired_cosine": "lower",
-    "cone": "lower",
-    "uniformity": "lower",
-    "alignment": "lower",
-    "mir": "lower",
-    "fd": "lower",
-    "R@K": "higher",
-    "mAP": "higher",
-    "R-precision": "higher",
-    **DIAGNOSTIC_DIRECTIONS,
-}
+_SECTIONS = ("modalities", "pairs", "tuples")
 
 
-def round_float(value: float, digits: int = SIGNIFICANT_DIGITS) -> float | None:
+def round_float(value: float | None, digits: int = SIGNIFICANT_DIGITS) -> float | None:
     """Round to ``digits`` significant digits; NaN and infinities become ``None`` (JSON null)."""
     if value is None or not math.isfinite(value):
         return None
@@ -99,31 +100,23 @@ def _clean(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__} in a report")
 
 
-def direction_of(metric: str) -> str | None:
-    """The good direction of a metric key ('lower' or 'higher'), or None when it has none.
-
-    >>> direction_of("R@5"), direction_of("gap"), direction_of("n_queries")
-    ('higher', 'lower', None)
-    """
-    if metric.startswith("R@"):
-        return DIRECTIONS["R@K"]
-    return DIRECTIONS.get(metric)
-
-
 @dataclass
 class Report:
     """The result of one analysis.
 
     Attributes:
-        input: what was analysed: ``source``, ``fingerprint`` (sha256 of the embeddings), ``model``
-            (the store's encoder description or None) and per-modality ``n``, ``dim``, ``dtype``,
-            ``raw_norm_mean``.
+        input: what was analysed: ``source``, ``fingerprint`` (sha256 of the embeddings),
+            ``model`` (the store's encoder description or None) and per-modality ``n``,
+            ``dim``, ``dtype``, ``raw_norm_mean``.
         params: the parameters that shaped the numbers (k, seed, t, alpha, sample, metrics, ...).
-        modalities: per-modality metrics (``cone``, ``uniformity``).
+        modalities: per-modality metrics (``cone``, ``uniformity``, intra-modal ``recall``, ...).
         pairs: per-pair metrics keyed ``"<first>-<second>"`` in the order image, text, audio.
         tuples: metrics of three or more modalities together (GRAM volume), keyed
             ``"image-text-audio"``.
         notes: plain-words remarks (skipped steps, left-out queries, estimates).
+        directions: the good direction (``"lower"``/``"higher"``) of each leaf key that has one.
+        context: the analysis context the report came from (``None`` for a report read from
+            JSON): the views draw plots from it instead of computing anything again.
     """
 
     input: dict[str, Any]
@@ -132,11 +125,27 @@ class Report:
     pairs: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuples: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    directions: dict[str, str] = field(default_factory=lambda: dict(K.DIRECTIONS))
     schema: str = SCHEMA
     gapscope_version: str = __version__
+    context: AnalysisContext | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_analysis(cls, analysis: Analysis) -> Report:
+        """The report of an :class:`~gapscope.analysis.result.Analysis`."""
+        return cls(
+            input=analysis.input,
+            params=analysis.params,
+            modalities=analysis.modalities,
+            pairs=analysis.pairs,
+            tuples=analysis.tuples,
+            notes=analysis.notes,
+            directions=analysis.directions,
+            context=analysis.context,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready mapping: floats rounded, keys as in DESIGN.md."""
+        """The JSON-ready mapping: floats rounded, keys as in :mod:`gapscope.analysis.keys`."""
         return _clean(
             {
                 "schema": self.schema,
@@ -147,7 +156,7 @@ class Report:
                 "pairs": self.pairs,
                 "tuples": self.tuples,
                 "notes": self.notes,
-                "directions": DIRECTIONS,
+                "directions": self.directions,
             }
         )
 
@@ -157,12 +166,18 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
-        """Rebuild a report from its JSON mapping; refuses other schema versions."""
+        """Rebuild a report from its JSON mapping; a schema-1 report is upgraded first
+        (:func:`upgrade_report`), any other schema refused."""
         if not isinstance(data, dict):
             raise GapscopeError("a report must be a JSON object")
         schema = data.get("schema")
-        if schema != SCHEMA:
-            raise GapscopeError(f"report has schema {schema!r}; this gapscope reads {SCHEMA!r}")
+        if schema not in READABLE_SCHEMAS:
+            raise GapscopeError(
+                f"report has schema {schema!r}; this gapscope reads "
+                f"{' and '.join(READABLE_SCHEMAS)}"
+            )
+        if schema == SCHEMA_V1:
+            data = upgrade_report(data)
         try:
             return cls(
                 input=data["input"],
@@ -171,7 +186,8 @@ class Report:
                 pairs=data.get("pairs", {}),
                 tuples=data.get("tuples", {}),
                 notes=data.get("notes", []),
-                schema=schema,
+                directions=data.get("directions") or dict(K.DIRECTIONS),
+                schema=SCHEMA,
                 gapscope_version=data.get("gapscope_version", "unknown"),
             )
         except KeyError as exc:
@@ -190,12 +206,59 @@ class Report:
     def to_flat(self) -> dict[str, float]:
         """One flat ``"<pair or modality>/<metric>[/<detail>]" -> number`` mapping.
 
-        The shape MLflow's ``log_metrics``, Weights & Biases' ``log`` and TensorBoard scalars take
-        as they are. Only numbers are kept (no strings, booleans or nulls). A bootstrap interval
+        The shape MLflow's ``log_metrics``, Weights & Biases' ``log`` and TensorBoard scalars
+        take. Only numbers are kept (no strings, booleans or nulls). A bootstrap interval
         ``"gap_ci": [low, high]`` becomes two keys, ``".../gap_ci/low"`` and
         ``".../gap_ci/high"``.
         """
         return flatten_report(self.to_dict())
+
+    def direction_of(self, flat_key: str) -> str | None:
+        """The good direction of a flat key by this report's own ``directions``."""
+        return K.direction_of(K.metric_leaf(flat_key), self.directions)
+
+
+def upgrade_report(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 report's JSON mapping as schema 2 (a new mapping; ``data`` is not changed).
+
+    Intra-modal retrieval moves from every pair to its modality (the copies were equal);
+    the gap-share duplicates leave ``gap_direction``; ``fd`` loses its direction.
+
+    >>> v1 = {"schema": "gapscope.report/1", "input": {}, "params": {},
+    ...       "modalities": {"image": {"cone": 0.3}},
+    ...       "pairs": {"image-text": {"recall": {"image->image": {"R@1": 0.9},
+    ...                                           "image->text": {"R@1": 0.5}}}},
+    ...       "directions": {"fd": "lower", "R@K": "higher"}}
+    >>> v2 = upgrade_report(v1)
+    >>> v2["schema"], v2["modalities"]["image"]["recall"], v2["pairs"]["image-text"]["recall"]
+    ('gapscope.report/2', {'image->image': {'R@1': 0.9}}, {'image->text': {'R@1': 0.5}})
+    >>> v2["directions"]
+    {'R@K': 'higher'}
+    """
+    out = copy.deepcopy(data)
+    out["schema"] = SCHEMA
+    modalities = out.setdefault("modalities", {})
+    for entry in out.get("pairs", {}).values():
+        recall = entry.get(K.RECALL.name)
+        if isinstance(recall, dict):
+            for direction in [d for d in recall if _is_intra(d)]:
+                m = direction.split("->")[0]
+                target = modalities.setdefault(m, {}).setdefault(K.RECALL.name, {})
+                target.setdefault(direction, recall[direction])
+                del recall[direction]
+        direction_entry = entry.get(K.GAP_DIRECTION.name)
+        if isinstance(direction_entry, dict):
+            for key in [k for k in direction_entry if k.startswith("coord_top")]:
+                del direction_entry[key]
+    directions = out.get("directions")
+    if isinstance(directions, dict):
+        directions.pop(K.FD.name, None)
+    return out
+
+
+def _is_intra(direction: str) -> bool:
+    query, _, key = direction.partition("->")
+    return bool(key) and query == key
 
 
 def flatten_report(data: dict[str, Any], *, keep_null: bool = False) -> dict[str, Any]:
@@ -209,35 +272,10 @@ def flatten_report(data: dict[str, Any], *, keep_null: bool = False) -> dict[str
     {'image-text/mir': None, 'image/cone': 0.5, 'image/cone_ci/high': 0.6, 'image/cone_ci/low': 0.4}
     """
     flat: dict[str, Any] = {}
-    for section in ("modalities", "pairs", "tuples"):
+    for section in _SECTIONS:
         for name, metrics in data.get(section, {}).items():
             _flatten(name, metrics, flat, keep_null)
     return dict(sorted(flat.items()))
-
-
-def metric_leaf(key: str) -> str:
-    """The metric name of a flat key: its last component, what :func:`direction_of` takes.
-
-    >>> metric_leaf("image-text/recall/text->image/R@5")
-    'R@5'
-    """
-    return key.rsplit("/", 1)[-1]
-
-
-def is_detail_key(key: str) -> bool:
-    """Whether a flat key is a number *about* a metric (an interval bound, a standard error)
-    or a hypothetical what-if rather than a metric of the checkpoint.
-
-    >>> is_detail_key("image-text/gap_ci/low"), is_detail_key("image/uniformity_se")
-    (True, True)
-    >>> is_detail_key("image-text/gap"), is_detail_key("image-text/whatif/centered/gap")
-    (False, True)
-    """
-    parts = key.split("/")
-    # What-if values describe a hypothetical fix, not the checkpoint: never gate on them.
-    if "whatif" in parts:
-        return True
-    return (len(parts) >= 2 and parts[-2].endswith("_ci")) or parts[-1].endswith(("_ci", "_se"))
 
 
 def interval_of(flat: dict[str, Any], key: str) -> tuple[float, float] | None:
@@ -247,7 +285,7 @@ def interval_of(flat: dict[str, Any], key: str) -> tuple[float, float] | None:
     ...             "image/cone")
     (0.4, 0.6)
     """
-    low, high = flat.get(f"{key}_ci/low"), flat.get(f"{key}_ci/high")
+    low, high = flat.get(f"{K.ci_key(key)}/low"), flat.get(f"{K.ci_key(key)}/high")
     if low is None or high is None:
         return None
     return float(low), float(high)
@@ -257,7 +295,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any], keep_null: bool) -> N
     if isinstance(value, dict):
         for key, sub in value.items():
             _flatten(f"{prefix}/{key}", sub, out, keep_null)
-    elif isinstance(value, list) and prefix.endswith("_ci") and len(value) == 2:
+    elif isinstance(value, list) and prefix.endswith(K.ci_key("")) and len(value) == 2:
         for bound, sub in zip(("low", "high"), value, strict=True):
             _flatten(f"{prefix}/{bound}", sub, out, keep_null)
     elif isinstance(value, int | float) and not isinstance(value, bool):

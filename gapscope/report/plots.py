@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from gapscope.data.atomic import atomic_write_bytes
+from gapscope.engine.normalization import unit_rows
+from gapscope.engine.sampling import Stream, sample_rows
 from gapscope.errors import GapscopeError
-from gapscope.engine.blocks import unit_rows
-from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
-from gapscope.engine.moments import sample_rows
-from gapscope.metrics.gap import modality_gap
-from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
-from gapscope.metrics.similarity_stats import similarity_stats
-from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.extras import require
+
+if TYPE_CHECKING:
+    from gapscope.analysis.context import AnalysisContext
+    from gapscope.report.model import Report
 
 __all__ = [
     "DPI",
@@ -81,14 +79,8 @@ class PlotSet:
 
 
 def require_matplotlib() -> Any:
-    """Import matplotlib (Agg) or raise a one-line GapscopeError saying how to install it."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise GapscopeError(
-            "plots need matplotlib: install it with pip install 'gapscope[plot]'"
-        ) from None
-    return matplotlib
+    """Import matplotlib or raise a one-line error naming the ``plot`` extra."""
+    return require("matplotlib", "plots")
 
 
 def umap_available() -> bool:
@@ -110,21 +102,6 @@ def _figure() -> Any:
     return fig
 
 
-def _write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _finish(
     fig: Any, name: str, title: str, data: dict[str, Any], path: str | os.PathLike[str] | None
 ) -> Plot:
@@ -135,7 +112,7 @@ def _finish(
     out = None
     if path is not None:
         out = Path(path)
-        _write_bytes(out, png)
+        atomic_write_bytes(out, png)
     return Plot(name=name, title=title, png=png, data=data, path=out)
 
 
@@ -178,13 +155,12 @@ def _umap_2d(points: np.ndarray, seed: int) -> np.ndarray:
 
 
 def plot_projection(
-    data: EmbeddingSet,
+    ctx: AnalysisContext,
     path: str | os.PathLike[str] | None = None,
     *,
     method: str = "pca",
     points: int = 1000,
     links: int = 50,
-    seed: int = 0,
 ) -> Plot:
     """2-D projection of every modality's unit rows, with true pairs linked for a sample.
 
@@ -192,8 +168,9 @@ def plot_projection(
     at least two modalities are drawn as line segments joining the first row of the group in
     each modality (image -> text -> audio). The projection is fitted on all drawn rows: PCA
     (top two principal axes of the pooled, centred unit rows), or UMAP (cosine metric,
-    ``random_state=seed``) when ``method="umap"`` and umap-learn is installed. With a modality
-    gap, PCA's first axis usually separates the modalities and the links all cross it.
+    ``random_state`` the analysis's seed) when ``method="umap"`` and umap-learn is
+    installed. With a modality gap, PCA's first axis usually separates the modalities and the links
+    all cross it.
 
     Returns:
         A :class:`Plot` whose ``data`` holds ``"method"``, ``"rows"`` (modality -> drawn row
@@ -202,26 +179,24 @@ def plot_projection(
         for PCA, ``"explained_variance_ratio"`` (two floats).
 
     Raises:
-        GapscopeError: matplotlib (or umap-learn for UMAP) missing, an unknown ``method``,
-            fewer than two modalities, or bad rows.
+        GapscopeError: matplotlib (or umap-learn for UMAP) missing, an unknown ``method``.
     """
     if method not in ("pca", "umap"):
         raise GapscopeError(f"unknown projection {method!r}: choose pca or umap")
     require_matplotlib()
-    names = data.modalities
-    if len(names) < 2:
-        raise GapscopeError("a projection needs at least two modalities")
-    raw = {m: check_embeddings(data.embeddings[m], m) for m in names}
+    names = ctx.modalities
+    raw = ctx.raw
+    seed = ctx.options.seed
 
     rows: dict[str, np.ndarray] = {}
-    for i, m in enumerate(names):
-        sample = sample_rows(raw[m].shape[0], points, seed, stream=20 + i)
+    for m in names:
+        sample = sample_rows(raw[m].shape[0], points, seed, Stream.PROJECTION_POINTS, m)
         rows[m] = np.arange(raw[m].shape[0]) if sample is None else sample
 
     # Groups with rows in two or more modalities; each links the group's first row in each.
     firsts: dict[str, dict[int, int]] = {}
     for m in names:
-        g = data.groups[m]
+        g = ctx.groups(m)
         uniq, first = np.unique(g, return_index=True)
         firsts[m] = dict(zip(uniq.tolist(), first.tolist(), strict=True))
     counts: dict[int, int] = {}
@@ -229,7 +204,7 @@ def plot_projection(
         for code in firsts[m]:
             counts[code] = counts.get(code, 0) + 1
     linkable = np.array(sorted(c for c, k in counts.items() if k >= 2), dtype=np.int64)
-    chosen = sample_rows(linkable.size, links, seed, stream=30)
+    chosen = sample_rows(linkable.size, links, seed, Stream.PROJECTION_LINKS)
     link_groups = linkable if chosen is None else linkable[chosen]
     link_rows = [{m: firsts[m][int(c)] for m in names if int(c) in firsts[m]} for c in link_groups]
     for m in names:
@@ -288,29 +263,27 @@ def plot_projection(
 
 
 def plot_similarity_histogram(
-    x: ArrayLike,
-    y: ArrayLike,
-    groups_x: ArrayLike | Sequence[int] | None = None,
-    groups_y: ArrayLike | Sequence[int] | None = None,
+    ctx: AnalysisContext,
+    a: str,
+    b: str,
     path: str | os.PathLike[str] | None = None,
-    *,
-    names: tuple[str, str] = ("x", "y"),
-    max_negatives: int = 200_000,
-    seed: int = 0,
 ) -> Plot:
     """Histograms of positive-pair against negative-pair cosines (each normalised to density).
 
-    The counts are those of :func:`~gapscope.metrics.similarity_stats.similarity_stats`
-    (fixed bins of width 0.01 on [-1, 1]; every positive, and every negative or a seeded
-    sample of ``max_negatives``). The axis is cut to the bins that hold data.
+    The counts are those of the report's similarity statistics
+    (:func:`gapscope.analysis.families.similarity_of`: fixed bins of width 0.01 on [-1, 1];
+    every positive, and every negative or a seeded sample). The axis is cut to the bins that
+    hold data.
 
     Returns:
         A :class:`Plot` whose ``data`` holds ``"bin_edges"``, ``"positive_counts"``,
         ``"negative_counts"`` (int64 arrays over all bins), ``"overlap"``, ``"auc"`` and
         ``"negatives_sampled"``.
     """
+    from gapscope.analysis.families import similarity_of
+
     require_matplotlib()
-    st = similarity_stats(x, y, groups_x, groups_y, max_negatives=max_negatives, seed=seed)
+    st = similarity_of(ctx, a, b)
     edges, pos, neg = st.bin_edges, st.positive_counts, st.negative_counts
     widths = np.diff(edges)
     used = np.flatnonzero((pos > 0) | (neg > 0))
@@ -318,7 +291,7 @@ def plot_similarity_histogram(
 
     fig = _figure()
     ax = fig.add_subplot()
-    pair = f"{names[0]}-{names[1]}"
+    pair = f"{a}-{b}"
     ax.stairs(
         pos / (pos.sum() * widths),
         edges,
@@ -360,28 +333,30 @@ def plot_similarity_histogram(
 
 
 def plot_gap_dimensions(
-    x: ArrayLike,
-    y: ArrayLike,
+    ctx: AnalysisContext,
+    a: str,
+    b: str,
     path: str | os.PathLike[str] | None = None,
     *,
-    names: tuple[str, str] = ("x", "y"),
     top: int = 30,
 ) -> Plot:
     """Per-dimension contributions to the squared gap, ``g_k^2 / ||g||^2``, largest first.
 
-    ``g`` is the gap vector of :func:`~gapscope.metrics.gap.modality_gap` (mean unit row of
-    ``x`` minus that of ``y``). Bars show the ``top`` largest contributions labelled by
-    dimension index; the line is their running total (how few dimensions carry the gap).
+    ``g`` is the report's gap vector (mean unit row of ``a`` minus that of ``b``, from the
+    analysis's unit sums). Bars show the ``top`` largest contributions labelled by dimension
+    index; the line is their running total (how few dimensions carry the gap).
 
     Returns:
         A :class:`Plot` whose ``data`` holds ``"shares"`` (all ``d`` contributions, summing to 1;
         zeros when ``g == 0``), ``"dimensions"`` (indices of the drawn bars, largest first),
         ``"drawn_shares"`` and ``"cumulative"``.
     """
+    from gapscope.metrics.gap import gap_from_means
+
     require_matplotlib()
     if isinstance(top, bool) or top < 1:
         raise GapscopeError(f"top: expected a positive integer, got {top!r}")
-    g = modality_gap(x, y)
+    g = gap_from_means(ctx.unit_sums(a).mean, ctx.unit_sums(b).mean)
     squares = g.vector * g.vector
     total = float(squares.sum())
     shares = squares / total if total > 0 else np.zeros_like(squares)
@@ -400,7 +375,7 @@ def plot_gap_dimensions(
     twin.plot(positions, cumulative, color="#e7298a", marker=".", label="cumulative share")
     twin.set_ylim(0, 1.05)
     twin.set_ylabel("cumulative share")
-    pair = f"{names[0]}-{names[1]}"
+    pair = f"{a}-{b}"
     title = f"{pair} gap by dimension (||gap|| = {g.gap:.3f}, top {order.size} of {g.vector.size})"
     ax.set_title(title)
     data = {"shares": shares, "dimensions": order, "drawn_shares": drawn, "cumulative": cumulative}
@@ -411,54 +386,35 @@ def plot_gap_dimensions(
 
 
 def plot_recall_curves(
-    x: ArrayLike,
-    y: ArrayLike,
-    groups_x: ArrayLike | Sequence[int] | None = None,
-    groups_y: ArrayLike | Sequence[int] | None = None,
+    ctx: AnalysisContext,
+    a: str,
+    b: str,
     path: str | os.PathLike[str] | None = None,
     *,
-    relevance_x: ArrayLike | Sequence[int] | None = None,
-    relevance_y: ArrayLike | Sequence[int] | None = None,
-    names: tuple[str, str] = ("x", "y"),
     ks: Sequence[int] = RECALL_KS,
-    max_queries: int | None = 2000,
-    seed: int = 0,
-    device: str | torch.device | None = None,
 ) -> Plot:
-    """Recall@K against K, inter-modal (x->y, y->x) next to intra-modal (x->x, y->y).
+    """Recall@K against K, inter-modal (a->b, b->a) next to intra-modal (a->a, b->b).
 
-    Uses :func:`~gapscope.metrics.retrieval.cross_modal_retrieval` (positives from the groups)
-    and :func:`~gapscope.metrics.retrieval.intra_modal_retrieval` (relevance from
-    ``relevance_*``, else the groups). A modality with more than ``max_queries`` rows is
-    evaluated on a seeded sample of query rows. A direction with no eligible query (e.g.
-    image->image without labels, where every image is its own group) is left out.
+    Read from the analysis's own passes (each query's first relevant rank), so the curve is
+    exact wherever the report's table is, and covers the same (possibly sampled) queries. A
+    direction with no eligible query (e.g. image->image without labels, where every image is
+    its own group) is left out.
 
     Returns:
         A :class:`Plot` whose ``data`` holds ``"k"`` (the K values) and ``"curves"``
         (direction -> list of recall values, ``None`` where undefined).
     """
     require_matplotlib()
-    xa = check_embeddings(x, names[0])
-    ya = check_embeddings(y, names[1])
-    check_same_dim(xa, ya, names)
-    gx, gy = pair_groups(xa, ya, groups_x, groups_y, names)
-    rel_x = gx if relevance_x is None else np.asarray(relevance_x)
-    rel_y = gy if relevance_y is None else np.asarray(relevance_y)
     cutoffs = sorted({int(k) for k in ks})
-    qx = sample_rows(xa.shape[0], max_queries, seed, stream=40)
-    qy = sample_rows(ya.shape[0], max_queries, seed, stream=41)
-    a, b = names
+    a_to_b, b_to_a = ctx.cross_pass(a, b)
+    intra = {m: ctx.modality_pass(m, uniformity=False).retrieval for m in (a, b)}
     results = {
-        f"{a}->{b}": cross_modal_retrieval(
-            xa, ya, gx, gy, k=cutoffs, device=device, query_index=qx
-        ),
-        f"{b}->{a}": cross_modal_retrieval(
-            ya, xa, gy, gx, k=cutoffs, device=device, query_index=qy
-        ),
-        f"{a}->{a}": intra_modal_retrieval(xa, rel_x, k=cutoffs, device=device, query_index=qx),
-        f"{b}->{b}": intra_modal_retrieval(ya, rel_y, k=cutoffs, device=device, query_index=qy),
+        f"{a}->{b}": a_to_b,
+        f"{b}->{a}": b_to_a,
+        f"{a}->{a}": intra[a],
+        f"{b}->{b}": intra[b],
     }
-    curves = {d: [r.recall[k] for k in cutoffs] for d, r in results.items()}
+    curves = {d: list(r.recall_at(cutoffs).values()) for d, r in results.items() if r is not None}
 
     fig = _figure()
     ax = fig.add_subplot()
@@ -492,26 +448,31 @@ def plot_recall_curves(
 
 
 def plot_all(
-    data: EmbeddingSet,
+    source: Report | AnalysisContext,
     out_dir: str | os.PathLike[str] | None = None,
     *,
     points: int = 1000,
     links: int = 50,
-    max_queries: int | None = 2000,
-    max_negatives: int = 200_000,
-    seed: int = 0,
     umap: bool | None = None,
-    device: str | torch.device | None = None,
 ) -> PlotSet:
-    """Every plot for ``data``: the projection(s), then per pair the cosine histograms, the gap
-    dimensions and the recall curves; written as ``<name>.png`` under ``out_dir`` when given.
+    """Every plot of an analysis: the projection(s), then per pair the cosine histograms, the
+    gap dimensions and the recall curves; written as ``<name>.png`` under ``out_dir`` when
+    given. ``source`` is a report that came from an analysis (it keeps its context) or the
+    context itself; the plots read the same unit sums and passes as the report's tables.
 
     ``umap``: draw the UMAP projection too (``None``: when umap-learn is installed).
     Files: ``projection-pca.png`` [``projection-umap.png``], and for each pair ``a-b``:
     ``similarity-a-b.png``, ``gap-dimensions-a-b.png``, ``recall-a-b.png``. A pair whose
     modalities share no group (so no positive pair) gets only the gap plot; the others are
     listed in :attr:`PlotSet.skipped`.
+
+    Raises:
+        GapscopeError: matplotlib missing, a report read from JSON (no analysis behind it),
+            an ``out_dir`` that is a file.
     """
+    ctx = getattr(source, "context", source) if not _is_context(source) else source
+    if ctx is None:
+        raise GapscopeError("plots need the analysis itself: analyse the store or arrays again")
     require_matplotlib()
     out = None if out_dir is None else Path(out_dir)
     if out is not None:
@@ -523,58 +484,28 @@ def plot_all(
         return None if out is None else out / f"{name}.png"
 
     plots = [
-        plot_projection(
-            data, target("projection-pca"), method="pca", points=points, links=links, seed=seed
-        )
+        plot_projection(ctx, target("projection-pca"), method="pca", points=points, links=links)
     ]
     if umap or (umap is None and umap_available()):
         plots.append(
             plot_projection(
-                data,
-                target("projection-umap"),
-                method="umap",
-                points=points,
-                links=links,
-                seed=seed,
+                ctx, target("projection-umap"), method="umap", points=points, links=links
             )
         )
     skipped: list[str] = []
-    for a, b in combinations(data.modalities, 2):
-        x, y = data.embeddings[a], data.embeddings[b]
-        gx, gy = data.groups[a], data.groups[b]
+    for a, b in ctx.pairs:
         pair = f"{a}-{b}"
-        plots.append(plot_gap_dimensions(x, y, target(f"gap-dimensions-{pair}"), names=(a, b)))
-        if not np.intersect1d(gx, gy).size:
+        plots.append(plot_gap_dimensions(ctx, a, b, target(f"gap-dimensions-{pair}")))
+        if not ctx.has_positive_pairs(a, b):
             skipped.append(
                 f"{pair}: no {a} row shares a group with a {b} row, so there are no "
                 "positive pairs: cosine histograms and recall curves skipped"
             )
             continue
-        plots.append(
-            plot_similarity_histogram(
-                x,
-                y,
-                gx,
-                gy,
-                target(f"similarity-{pair}"),
-                names=(a, b),
-                max_negatives=max_negatives,
-                seed=seed,
-            )
-        )
-        plots.append(
-            plot_recall_curves(
-                x,
-                y,
-                gx,
-                gy,
-                target(f"recall-{pair}"),
-                relevance_x=data.labels.get(a),
-                relevance_y=data.labels.get(b),
-                names=(a, b),
-                max_queries=max_queries,
-                seed=seed,
-                device=device,
-            )
-        )
+        plots.append(plot_similarity_histogram(ctx, a, b, target(f"similarity-{pair}")))
+        plots.append(plot_recall_curves(ctx, a, b, target(f"recall-{pair}")))
     return PlotSet(plots=plots, skipped=skipped)
+
+
+def _is_context(source: Any) -> bool:
+    return hasattr(source, "unit_sums") and hasattr(source, "cross_pass")

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 # Appended, not prepended: tests/conftest.py must stay the "conftest" that tests import.
@@ -14,7 +13,7 @@ sys.path.append(str(Path(__file__).parent))
 
 from extract_testkit import AudioData, ImageData, write_audio, write_images  # noqa: E402
 
-from gapscope.cli.extract import register  # noqa: E402
+from gapscope.cli import app  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,13 +29,6 @@ def audio_data(tmp_path_factory) -> AudioData:
 @pytest.fixture(scope="session")
 def cli():
     """Run the extract/merge/demo commands in-process: ``cli("extract", "--out", ...)``."""
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _root() -> None:  # keeps typer in multi-command mode
-        pass
-
     runner = CliRunner()
 
     def run(*args: str | Path, expect: int | None = 0):

@@ -8,12 +8,12 @@ import time
 import jsonschema
 import pytest
 
+from gapscope.data.store import EmbeddingStore
 from gapscope.extract.tiny_models import (
     _bytes_to_unicode,
     assets_dir,
     write_tiny_model_assets,
 )
-from gapscope.data.store import EmbeddingStore
 
 
 def test_demo_runs_quickly_and_keeps_its_stores(tmp_path, cli):
@@ -36,7 +36,7 @@ def test_demo_runs_quickly_and_keeps_its_stores(tmp_path, cli):
 
 
 def test_demo_is_reproducible(tmp_path):
-    from gapscope.extract.demo import run_demo
+    from gapscope.cli.demo_run import run_demo
 
     first = run_demo(tmp_path / "a", quiet=True, console=_null_console())
     second = run_demo(tmp_path / "b", quiet=True, console=_null_console())

@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
+from gapscope.data.store import EmbeddingStore
 from gapscope.errors import GapscopeError
 from gapscope.extract import TINY_CLAP, TINY_OPEN_CLIP, extract, load_encoder
 from gapscope.extract.tiny_models import tiny_clap_dir, tiny_open_clip_config
-from gapscope.data.store import EmbeddingStore
 
 CAPTIONS = ["a red square", "two dogs on a beach", "an empty room"]
 

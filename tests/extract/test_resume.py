@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from extract_testkit import PYTHON, REPO, assert_same_store, offline_env, write_images
 
-from gapscope.extract import extract, load_encoder
 from gapscope.data.store import EmbeddingStore
+from gapscope.extract import extract, load_encoder
 
 BATCH = 4
 

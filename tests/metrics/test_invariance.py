@@ -14,11 +14,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from gapscope.metrics.alignment import alignment
 from gapscope.metrics.cone import cone_effect
 from gapscope.metrics.cosine import paired_cosine
 from gapscope.metrics.gap import modality_gap
 from gapscope.metrics.mir import modality_integration_rate
-from gapscope.metrics.uniformity import alignment, uniformity
+from gapscope.metrics.uniformity import uniformity
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

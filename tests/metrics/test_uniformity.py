@@ -9,9 +9,11 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
+from gapscope.engine.sampling import Stream, sample_rows
 from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.metrics.alignment import alignment
 from gapscope.metrics.cosine import paired_cosine
-from gapscope.metrics.uniformity import alignment, uniformity, uniformity_sampled
+from gapscope.metrics.uniformity import uniformity, uniformity_sampled
 
 
 def unit(x) -> np.ndarray:
@@ -41,9 +43,8 @@ def torch_pdist_uniformity(x, t=2.0) -> float:
 def reference_sampled(x, t, n_queries, seed) -> tuple[float, float]:
     """The estimator written out from its definition on the full distance matrix."""
     n = len(x)
-    queries = np.sort(
-        np.random.Generator(np.random.PCG64(seed)).choice(n, n_queries, replace=False)
-    )
+    # The rows uniformity_sampled draws: the QUERIES stream of gapscope.engine.sampling.
+    queries = sample_rows(n, n_queries, seed, Stream.QUERIES)
     kernel = np.exp(-t * squared_distances(x))
     a = np.array([(kernel[q].sum() - kernel[q, q]) / (n - 1) for q in queries])
     mean = a.mean()
@@ -185,9 +186,8 @@ def test_sampled_large_t_finite():
 def reference_sampled_logdomain(x, t, n_queries, seed):
     """Same estimator as reference_sampled, in scipy's log domain (for t where exp underflows)."""
     n = len(x)
-    queries = np.sort(
-        np.random.Generator(np.random.PCG64(seed)).choice(n, n_queries, replace=False)
-    )
+    # The rows uniformity_sampled draws: the QUERIES stream of gapscope.engine.sampling.
+    queries = sample_rows(n, n_queries, seed, Stream.QUERIES)
     log_kernel = -t * squared_distances(x)
     log_a = np.array([logsumexp(np.delete(log_kernel[q], q)) for q in queries]) - math.log(n - 1)
     log_mean = logsumexp(log_a) - math.log(n_queries)

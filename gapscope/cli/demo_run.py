@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from gapscope.data.atomic import atomic_write_text
 from gapscope.extract.demo_data import write_demo_dataset
 from gapscope.extract.extraction import extract
 from gapscope.extract.summary import ExtractSummary, print_summary
@@ -57,7 +58,7 @@ def run_demo(
         quiet: no progress bars or extraction summaries (the reports are still printed).
         console: where to print (default: stdout).
     """
-    from gapscope.analysis.orchestrator import analyze
+    from gapscope.api import analyze
     from gapscope.report.terminal import render_report
 
     console = console or Console()
@@ -107,9 +108,7 @@ def run_demo(
             results.append(DemoResult(name, summary.store if keep else None, summary, report))
         if json_path is not None:
             for result in results:
-                _json_path(Path(json_path), result.name).write_text(
-                    result.report.to_json(), encoding="utf-8"
-                )
+                atomic_write_text(_json_path(Path(json_path), result.name), result.report.to_json())
         console.print(f"[yellow]{RANDOM_WEIGHTS_NOTE}[/yellow]")
         if keep:
             console.print(

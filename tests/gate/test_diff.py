@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from gapscope import EmbeddingSet, analyze
 from gapscope.cli import app
 from gapscope.gate.diff import diff_reports
-from gapscope.report import Report
 from gapscope.gate.outputs import diff_schema
+from gapscope.report import Report
 
 runner = CliRunner()
 
@@ -104,7 +104,7 @@ def test_cli_table_json_and_bad_input(tmp_path, before):
     assert again.stdout == out.read_text()
     with_all = runner.invoke(app, ["diff", str(a), str(b), "--all", "-f", "json"])
     assert "image-text/n_pairs" in json.loads(with_all.stdout)["metrics"]
-    other = write(tmp_path / "v2.json", dict(copy.deepcopy(before), schema="gapscope.report/2"))
+    other = write(tmp_path / "v3.json", dict(copy.deepcopy(before), schema="gapscope.report/3"))
     bad = runner.invoke(app, ["diff", str(a), str(other)])
     assert bad.exit_code == 2
-    assert bad.stderr.startswith("Error: report B") and "gapscope.report/2" in bad.stderr
+    assert bad.stderr.startswith("Error: report B") and "gapscope.report/3" in bad.stderr

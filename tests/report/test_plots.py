@@ -10,15 +10,15 @@ import sys
 import numpy as np
 import pytest
 import reference
-import typer
 from typer.testing import CliRunner
 
 pytest.importorskip("matplotlib", reason="plots need the optional matplotlib (gapscope[plot])")
 
+from gapscope import analyze  # noqa: E402
+from gapscope.cli import app  # noqa: E402
+from gapscope.data.embedding_set import EmbeddingSet  # noqa: E402
 from gapscope.errors import GapscopeError  # noqa: E402
 from gapscope.report import plots  # noqa: E402
-from gapscope.cli.plot import register  # noqa: E402
-from gapscope.data.embedding_set import EmbeddingSet  # noqa: E402
 
 
 def png_size(payload: bytes) -> tuple[int, int]:
@@ -57,6 +57,11 @@ def small_set(n=60, d=8, seed=0, captions=2, labels=True):
     )
 
 
+def context(data: EmbeddingSet, **options):
+    """The analysis context the plots draw from (gap and retrieval, exact)."""
+    return analyze(data, metrics="gap,retrieval", device="cpu", **options).context
+
+
 def unit(x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -66,9 +71,7 @@ def test_similarity_histogram_counts_come_from_the_data(tmp_path):
     data = small_set()
     x, y = data.embeddings["image"], data.embeddings["text"]
     gx, gy = data.groups["image"], data.groups["text"]
-    plot = plots.plot_similarity_histogram(
-        x, y, gx, gy, tmp_path / "h.png", names=("image", "text")
-    )
+    plot = plots.plot_similarity_histogram(context(data), "image", "text", tmp_path / "h.png")
     assert_drawn(plot)
     s = unit(x) @ unit(y).T
     pos = gx[:, None] == gy[None, :]
@@ -82,7 +85,7 @@ def test_similarity_histogram_counts_come_from_the_data(tmp_path):
 def test_gap_dimensions_are_the_squared_gap_shares(tmp_path):
     data = small_set(d=12)
     x, y = data.embeddings["image"], data.embeddings["text"]
-    plot = plots.plot_gap_dimensions(x, y, tmp_path / "g.png", names=("image", "text"), top=5)
+    plot = plots.plot_gap_dimensions(context(data), "image", "text", tmp_path / "g.png", top=5)
     assert_drawn(plot)
     g = unit(x).mean(0) - unit(y).mean(0)
     expected = g**2 / (g @ g)
@@ -96,17 +99,7 @@ def test_recall_curves_match_the_reference(tmp_path):
     x, y = data.embeddings["image"], data.embeddings["text"]
     gx, gy = data.groups["image"], data.groups["text"]
     ks = (1, 2, 5, 10)
-    plot = plots.plot_recall_curves(
-        x,
-        y,
-        gx,
-        gy,
-        tmp_path / "r.png",
-        relevance_x=data.labels["image"],
-        relevance_y=data.labels["text"],
-        names=("image", "text"),
-        ks=ks,
-    )
+    plot = plots.plot_recall_curves(context(data), "image", "text", tmp_path / "r.png", ks=ks)
     assert_drawn(plot)
     curves = plot.data["curves"]
     assert plot.data["k"] == list(ks)
@@ -122,15 +115,15 @@ def test_recall_curves_match_the_reference(tmp_path):
 
 def test_recall_curves_leave_out_undefined_directions():
     data = small_set(captions=1, labels=False)
-    plot = plots.plot_recall_curves(data.embeddings["image"], data.embeddings["text"], ks=(1, 5))
+    plot = plots.plot_recall_curves(context(data), "image", "text", ks=(1, 5))
     # Without labels every image is its own group: image->image has no relevant row.
-    assert plot.data["curves"]["x->x"] == [None, None]
+    assert plot.data["curves"]["image->image"] == [None, None]
     assert_drawn(plot)
 
 
 def test_projection_is_pca_with_pairs_linked(tmp_path):
     data = small_set(n=50)
-    plot = plots.plot_projection(data, tmp_path / "p.png", points=30, links=10, seed=1)
+    plot = plots.plot_projection(context(data, seed=1), tmp_path / "p.png", points=30, links=10)
     assert_drawn(plot)
     d = plot.data
     assert d["method"] == "pca" and len(d["links"]) == 10
@@ -153,23 +146,23 @@ def test_projection_is_pca_with_pairs_linked(tmp_path):
 
 def test_plots_are_deterministic():
     data = small_set(n=40)
-    a = plots.plot_projection(data, points=20, links=5, seed=3)
-    b = plots.plot_projection(data, points=20, links=5, seed=3)
+    a = plots.plot_projection(context(data, seed=3), points=20, links=5)
+    b = plots.plot_projection(context(data, seed=3), points=20, links=5)
     assert a.png == b.png
-    c = plots.plot_projection(data, points=20, links=5, seed=4)
+    c = plots.plot_projection(context(data, seed=4), points=20, links=5)
     assert c.data["links"] != a.data["links"]
 
 
 def test_umap_projection_needs_umap_learn():
-    data = small_set(n=30)
+    ctx = context(small_set(n=30))
     if plots.umap_available():
-        plot = plots.plot_projection(data, method="umap", points=30, links=5)
+        plot = plots.plot_projection(ctx, method="umap", points=30, links=5)
         assert plot.data["coordinates"]["image"].shape == (30, 2)
     else:
         with pytest.raises(GapscopeError, match="umap-learn"):
-            plots.plot_projection(data, method="umap")
+            plots.plot_projection(ctx, method="umap")
     with pytest.raises(GapscopeError, match="unknown projection"):
-        plots.plot_projection(data, method="tsne")
+        plots.plot_projection(ctx, method="tsne")
 
 
 def test_plot_all_writes_every_file(tmp_path):
@@ -177,7 +170,8 @@ def test_plot_all_writes_every_file(tmp_path):
     data = small_set(n=30)
     data.embeddings["audio"] = rng.normal(size=(20, 8)).astype(np.float32)
     data.groups["audio"] = np.arange(100, 120)  # shares no group with the others
-    result = plots.plot_all(data, tmp_path / "out", points=20, links=5, umap=False)
+    report = analyze(data, metrics="gap", device="cpu")
+    result = plots.plot_all(report, tmp_path / "out", points=20, links=5, umap=False)
     names = sorted(p.path.name for p in result.plots)
     assert names == sorted(
         [
@@ -201,14 +195,32 @@ def test_missing_matplotlib_is_a_clear_error(monkeypatch):
         plots.require_matplotlib()
 
 
-def make_app() -> typer.Typer:
-    app = typer.Typer()
+def test_recall_curve_is_the_report_s_own_numbers(example_store):
+    # The curve reads the passes the report's table came from: exact where the table is,
+    # sampled on the same queries where it is sampled.
+    for sample in (None, 100):
+        report = analyze(example_store, metrics="retrieval", device="cpu", sample=sample)
+        plot = plots.plot_recall_curves(report.context, "image", "text", ks=(1, 5, 10))
+        for direction, values in plot.data["curves"].items():
+            q = direction.split("->")[0]
+            section = (
+                report.modalities[q]
+                if q == direction.split("->")[1]
+                else report.pairs["image-text"]
+            )
+            entry = section["recall"][direction]
+            assert values == [entry["R@1"], entry["R@5"], entry["R@10"]], (sample, direction)
 
-    @app.callback()
-    def _root() -> None:
-        """Test root so that plot stays a subcommand."""
 
-    register(app)
+def test_plots_need_the_analysis_itself(example_store):
+    report = analyze(example_store, metrics="gap", device="cpu")
+    from gapscope.report.model import Report
+
+    with pytest.raises(GapscopeError, match="analysis itself"):
+        plots.plot_all(Report.from_json(report.to_json()))
+
+
+def make_app():
     return app
 
 

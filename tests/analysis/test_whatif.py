@@ -1,4 +1,4 @@
-"""Gap-closing what-ifs and the diagnostics() mapping: analytic effects, wiring, determinism."""
+"""Gap-closing what-ifs and the diagnostics: analytic effects, wiring, determinism."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import pytest
 import reference
 from conftest import leaves
 
-from gapscope.analysis.diagnostics import DIRECTIONS, diagnostics, pair_matrix
+from gapscope import analyze
+from gapscope.analysis.whatif import center_modality, gap_closing_whatif, shift_along_gap
+from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.cka import linear_cka
 from gapscope.metrics.effective_rank import dimensional_collapse
 from gapscope.metrics.gram_volume import gram_volume
 from gapscope.metrics.uniformity import uniformity
-from gapscope.data.embedding_set import EmbeddingSet
-from gapscope.analysis.whatif import center_modality, gap_closing_whatif, shift_along_gap
+from gapscope.report.html import pair_matrix
 
 
 def unit(x) -> np.ndarray:
@@ -81,18 +82,44 @@ def test_transforms_refuse_rows_without_direction():
 # --------------------------------------------------------------------------- what-ifs
 
 
+def scenarios(result) -> dict:
+    """The scenarios by their report name, each as a plain mapping."""
+    out = {}
+    for s in result:
+        name = (
+            "original"
+            if s.fraction is None and not s.centered
+            else ("centered" if s.centered else f"shift_{s.fraction!r}")
+        )
+        recall = {}
+        for (q, k), r in s.recall.items():
+            entry = {f"R@{c}": v for c, v in r.recall.items()}
+            if q == k:
+                entry["mAP"] = r.mean_average_precision
+            recall[f"{q}->{k}"] = entry
+        out[name] = {
+            "gap": s.gap,
+            "gap_before_renormalization": s.gap_before_renormalization,
+            "recall": recall,
+            "uniformity": s.uniformity,
+        }
+    return out
+
+
 def test_whatif_original_matches_the_reference_metrics():
     x, y, gx, gy, lx, ly = gapped(n=50, captions=2, seed=3)
-    r = gap_closing_whatif(
-        x,
-        y,
-        gx,
-        gy,
-        relevance_x=lx,
-        relevance_y=ly,
-        names=("image", "text"),
-        k=(1, 5),
-        shift_fractions=(0.5,),
+    r = scenarios(
+        gap_closing_whatif(
+            x,
+            y,
+            gx,
+            gy,
+            relevance_x=lx,
+            relevance_y=ly,
+            names=("image", "text"),
+            k=(1, 5),
+            shift_fractions=(0.5,),
+        )
     )
     assert list(r) == ["original", "centered", "shift_0.5"]
     original = r["original"]
@@ -112,8 +139,10 @@ def test_whatif_original_matches_the_reference_metrics():
 
 def test_whatif_scenarios_measure_the_transformed_rows():
     x, y, gx, gy, lx, ly = gapped(n=50, seed=4)
-    r = gap_closing_whatif(
-        x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1,), shift_fractions=(1.0,)
+    r = scenarios(
+        gap_closing_whatif(
+            x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1,), shift_fractions=(1.0,)
+        )
     )
     cx, cy = center_modality(x), center_modality(y)
     centered = r["centered"]
@@ -135,66 +164,77 @@ def test_whatif_scenarios_measure_the_transformed_rows():
 
 def test_zero_shift_equals_the_original_even_when_sampled():
     x, y, gx, gy, lx, ly = gapped(n=60, seed=5)
-    r = gap_closing_whatif(
-        x,
-        y,
-        gx,
-        gy,
-        relevance_x=lx,
-        relevance_y=ly,
-        k=(1, 5),
-        shift_fractions=(0.0,),
-        max_queries=20,
-        seed=9,
-    )
+
+    def run():
+        return scenarios(
+            gap_closing_whatif(
+                x,
+                y,
+                gx,
+                gy,
+                relevance_x=lx,
+                relevance_y=ly,
+                k=(1, 5),
+                shift_fractions=(0.0,),
+                max_queries=20,
+                seed=9,
+            )
+        )
+
+    r = run()
     shifted, original = r["shift_0.0"], r["original"]
     assert shifted["recall"] == original["recall"]
     assert shifted["uniformity"] == pytest.approx(original["uniformity"], rel=1e-12)
-    assert r == gap_closing_whatif(
-        x,
-        y,
-        gx,
-        gy,
-        relevance_x=lx,
-        relevance_y=ly,
-        k=(1, 5),
-        shift_fractions=(0.0,),
-        max_queries=20,
-        seed=9,
-    )
+    assert r == run()
     # Sampled uniformity is an estimate of the exact value.
     exact = uniformity(x)
     assert original["uniformity"]["x"] == pytest.approx(exact, abs=0.3)
 
 
-# --------------------------------------------------------------------------- diagnostics()
+def test_original_reuses_the_analysis_and_equals_the_report(example_store):
+    # The "original" scenario reads the analysis's own passes: its values are the report's.
+    report = analyze(example_store, device="cpu", metrics="uniformity,retrieval,whatif")
+    original = report.pairs["image-text"]["whatif"]["original"]
+    pair = report.pairs["image-text"]
+    assert original["gap"] == pytest.approx(
+        analyze(example_store, metrics="gap").pairs["image-text"]["gap"], rel=1e-12
+    )
+    assert original["recall"]["image->text"]["R@1"] == pair["recall"]["image->text"]["R@1"]
+    intra = report.modalities["text"]["recall"]["text->text"]
+    assert original["recall"]["text->text"]["mAP"] == intra["mAP"]
+    assert original["uniformity"]["image"] == report.modalities["image"]["uniformity"]
+
+
+# --------------------------------------------------------------------------- diagnostics
 
 
 def test_diagnostics_on_the_example_store(example_store):
-    data = EmbeddingSet.from_store(example_store)
-    d = diagnostics(data, seed=0, device="cpu", shift_fractions=(1.0,))
-    assert set(d) == {"params", "modalities", "pairs", "tuples", "notes"}
+    report = analyze(example_store, seed=0, device="cpu", metrics="diagnostics,whatif")
+    d = json.loads(report.to_json())
     assert set(d["modalities"]) == {"image", "text"}
     assert set(d["pairs"]) == {"image-text"} and d["tuples"] == {}
-    for path, value in leaves(d):
+    for path, value in leaves(d["pairs"]):
         assert value is None or type(value) in (int, float, bool, str), (path, type(value))
-    json.dumps(d, allow_nan=False)
 
+    data = EmbeddingSet.from_store(example_store)
     image = data.embeddings["image"]
     collapse = dimensional_collapse(image, (1, 10))
-    assert d["modalities"]["image"]["effective_rank"] == collapse.effective_rank
-    assert d["modalities"]["image"]["variance_top10"] == collapse.variance_share[10]
-    pair = d["pairs"]["image-text"]
-    assert (
-        pair["cka"]
-        == linear_cka(image, data.embeddings["text"], data.groups["image"], data.groups["text"]).cka
+    assert report.modalities["image"]["effective_rank"] == pytest.approx(
+        collapse.effective_rank, rel=1e-12
     )
+    assert report.modalities["image"]["variance_top10"] == pytest.approx(
+        collapse.variance_share[10], rel=1e-12
+    )
+    pair = report.pairs["image-text"]
+    cka = linear_cka(image, data.embeddings["text"], data.groups["image"], data.groups["text"])
+    assert pair["cka"] == cka.cka
     assert pair["separability"] == 1.0  # the example store has a large gap
-    assert set(pair["whatif"]) == {"original", "centered", "shift_1.0"}
+    assert set(pair["whatif"]) == {"original", "centered", "shift_0.5", "shift_1.0"}
     assert pair["similarity"]["n_positive"] == 600
     assert pair["gap_direction"]["axis_cosine_image"] is not None
+    assert not any(k.startswith("coord_top") for k in pair["gap_direction"])
     for key in ("effective_rank", "separability", "cka", "auc", "overlap", "gram_volume_mean"):
-        assert DIRECTIONS[key] in ("higher", "lower")
+        assert d["directions"][key] in ("higher", "lower")
 
 
 def test_diagnostics_three_modalities_and_determinism():
@@ -205,22 +245,22 @@ def test_diagnostics_three_modalities_and_determinism():
         for m in ("image", "text", "audio")
     }
     data = EmbeddingSet.from_arrays(arrays, labels=rng.integers(0, 3, 40))
-    d = diagnostics(data, device="cpu", whatif=False)
-    assert list(d["pairs"]) == ["image-text", "image-audio", "text-audio"]
-    assert list(d["tuples"]) == ["image-text-audio"]
+    report = analyze(data, device="cpu", metrics="diagnostics")
+    assert list(report.pairs) == ["image-text", "image-audio", "text-audio"]
+    assert list(report.tuples) == ["image-text-audio"]
     gv = gram_volume([arrays["image"], arrays["text"], arrays["audio"]])
-    assert d["tuples"]["image-text-audio"]["gram_volume_mean"] == pytest.approx(gv.mean)
-    assert d["tuples"]["image-text-audio"]["n_tuples"] == 40
-    assert "whatif" not in d["pairs"]["image-text"]
-    assert d == diagnostics(data, device="cpu", whatif=False)
+    assert report.tuples["image-text-audio"]["gram_volume_mean"] == pytest.approx(gv.mean)
+    assert report.tuples["image-text-audio"]["n_tuples"] == 40
+    assert "whatif" not in report.pairs["image-text"]
+    assert analyze(data, device="cpu", metrics="diagnostics").to_json() == report.to_json()
 
-    m = pair_matrix(d["pairs"], "cka", data.modalities)
+    m = pair_matrix(report.pairs, ("cka",), data.modalities)
     assert [m[i][i] for i in range(3)] == [None, None, None]
-    assert m[0][1] == m[1][0] == d["pairs"]["image-text"]["cka"]
-    assert m[2][1] == d["pairs"]["text-audio"]["cka"]
-    auc = pair_matrix(d["pairs"], "similarity/auc", data.modalities, diagonal=1.0)
-    assert auc[1][2] == d["pairs"]["text-audio"]["similarity"]["auc"] and auc[0][0] == 1.0
-    assert pair_matrix(d["pairs"], "missing", data.modalities)[0][1] is None
+    assert m[0][1] == m[1][0] == report.pairs["image-text"]["cka"]
+    assert m[2][1] == report.pairs["text-audio"]["cka"]
+    auc = pair_matrix(report.pairs, ("similarity", "auc"), data.modalities, diagonal=1.0)
+    assert auc[1][2] == report.pairs["text-audio"]["similarity"]["auc"] and auc[0][0] == 1.0
+    assert pair_matrix(report.pairs, ("missing",), data.modalities)[0][1] is None
 
 
 def test_diagnostics_notes_pairs_without_shared_groups():
@@ -233,23 +273,21 @@ def test_diagnostics_notes_pairs_without_shared_groups():
         },
         groups={"image": np.arange(10), "text": np.arange(12) % 10, "audio": np.arange(100, 108)},
     )
-    d = diagnostics(data, device="cpu", max_rows=50)
-    assert d["pairs"]["image-audio"]["cka"] is None
-    assert "similarity" not in d["pairs"]["image-audio"]
-    assert "whatif" not in d["pairs"]["text-audio"]
-    assert "whatif" in d["pairs"]["image-text"]
-    assert d["tuples"] == {}
-    assert "gap_direction" in d["pairs"]["image-audio"]
-    assert any(n.startswith("image-audio: no image row shares a group") for n in d["notes"])
-    assert any("GRAM volume: not computed" in n for n in d["notes"])
+    report = analyze(data, device="cpu", metrics="diagnostics,whatif")
+    assert "cka" not in report.pairs["image-audio"]
+    assert "similarity" not in report.pairs["image-audio"]
+    assert "whatif" not in report.pairs["text-audio"]
+    assert "whatif" in report.pairs["image-text"]
+    assert report.tuples == {}
+    assert "gap_direction" in report.pairs["image-audio"]
+    assert any(n.startswith("image-audio: no image row shares a group") for n in report.notes)
+    assert any("GRAM volume: not computed" in n for n in report.notes)
 
 
-def test_diagnostics_rejects_bad_input():
-    with pytest.raises(GapscopeError, match="EmbeddingSet"):
-        diagnostics({"image": np.eye(3)})
+def test_diagnostics_reject_bad_input():
     data = EmbeddingSet(
         embeddings={"image": np.eye(3), "text": np.eye(4)[:3]},
         groups={"image": np.arange(3), "text": np.arange(3)},
     )
     with pytest.raises(EmbeddingError, match="dims differ"):
-        diagnostics(data)
+        analyze(data, metrics="diagnostics")

@@ -14,8 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from gapscope.cli import app
-from gapscope.report import report_schema
 from gapscope.data.store import EmbeddingStore
+from gapscope.report import report_schema
 
 runner = CliRunner()
 
@@ -100,7 +100,7 @@ def test_plain_arrays_in_three_formats(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data["pairs"]) == {"image-text", "image-audio", "text-audio"}
-    assert data["pairs"]["image-text"]["recall"]["image->image"]["relevance"] == "labels"
+    assert data["modalities"]["image"]["recall"]["image->image"]["relevance"] == "labels"
 
 
 def test_info(example_store):

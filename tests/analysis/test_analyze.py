@@ -11,7 +11,7 @@ import reference as ref
 from conftest import leaves, make_paired
 
 from gapscope import EmbeddingStore, analyze
-from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.errors import GapscopeError
 from gapscope.report import Report, report_schema
 
 
@@ -59,12 +59,14 @@ def test_store_report_matches_references(paired_store):
         expected = ref.cross_recall(q, kk, gq, gk, (1, 5, 10))
         for k, v in expected.items():
             assert recall[direction][f"R@{k}"] == pytest.approx(v, abs=1e-12)
-    # Labels are present, so intra-modal relevance comes from them.
-    for direction, x, codes in (("image->image", image, li), ("text->text", text, lt)):
+    # Labels are present, so intra-modal relevance comes from them; stored once, by modality.
+    assert set(recall) == {"image->text", "text->image"}
+    for m, x, codes in (("image", image, li), ("text", text, lt)):
+        intra = report.modalities[m]["recall"][f"{m}->{m}"]
         expected = ref.intra_retrieval(x, codes, (1, 5, 10))
-        assert recall[direction]["relevance"] == "labels"
+        assert intra["relevance"] == "labels"
         for key, v in expected.items():
-            assert recall[direction][key] == pytest.approx(v, abs=1e-9), (direction, key)
+            assert intra[key] == pytest.approx(v, abs=1e-9), (m, key)
 
 
 def test_plain_arrays_pair_row_by_row():
@@ -75,7 +77,7 @@ def test_plain_arrays_pair_row_by_row():
     expected = ref.cross_recall(image, text, gi, gi, (1, 5, 10))
     assert report.pairs["image-text"]["recall"]["image->text"]["R@1"] == pytest.approx(expected[1])
     # Without labels, intra-modal image->image has nothing relevant: not measured, counted.
-    intra = report.pairs["image-text"]["recall"]["image->image"]
+    intra = report.modalities["image"]["recall"]["image->image"]
     assert intra["n_queries"] == 0 and intra["n_skipped"] == 40 and intra["R@1"] is None
     assert any("image->image" in note for note in report.notes)
 
@@ -87,7 +89,7 @@ def test_json_validates_and_is_byte_identical(paired_store):
     assert first == second
     data = json.loads(first)
     jsonschema.validate(data, report_schema())
-    assert data["schema"] == "gapscope.report/1"
+    assert data["schema"] == "gapscope.report/2"
     # The key paths DESIGN.md promises to dashboards.
     pair = data["pairs"]["image-text"]
     for key in (
@@ -101,8 +103,8 @@ def test_json_validates_and_is_byte_identical(paired_store):
     ):
         assert isinstance(pair[key], float), key
     assert set(pair["mir_detail"]) >= {"fd", "scale", "outliers", "full_rank"}
-    assert set(pair["recall"]) == {"image->text", "text->image", "image->image", "text->text"}
-    assert "mAP" in pair["recall"]["image->image"]
+    assert set(pair["recall"]) == {"image->text", "text->image"}
+    assert "mAP" in data["modalities"]["image"]["recall"]["image->image"]
     assert data["directions"]["gap"] == "lower" and data["directions"]["R@K"] == "higher"
     assert len(data["input"]["fingerprint"]) == 64
 
@@ -231,5 +233,5 @@ def test_bad_options():
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_asked_for_without_a_gpu():
     arrays = {"image": np.eye(4, dtype=np.float32), "text": np.eye(4, dtype=np.float32)}
-    with pytest.raises(EmbeddingError, match="no CUDA GPU"):
+    with pytest.raises(GapscopeError, match="no CUDA device is available"):
         analyze(arrays, device="cuda")

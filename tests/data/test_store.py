@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gapscope.errors import StoreError
 from gapscope.data.store import EmbeddingStore, fingerprint_arrays
+from gapscope.errors import StoreError
 
 
 def _items(prefix: str, n: int, groups=None, labels=None):

@@ -15,16 +15,12 @@ from conftest import make_paired
 import gapscope.analysis.bootstrap as bootstrap_module
 from gapscope import analyze
 from gapscope.analysis.bootstrap import percentile_interval, resample_weights
-from gapscope.errors import GapscopeError
-from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
-from gapscope.metrics.uniformity import (
-    alignment,
-    alignment_row_terms,
-    uniformity,
-    uniformity_with_row_terms,
-)
-from gapscope.report import Report, report_schema
 from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.errors import GapscopeError
+from gapscope.metrics.alignment import alignment, alignment_row_terms
+from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
+from gapscope.metrics.uniformity import uniformity, uniformity_with_row_terms
+from gapscope.report import Report, report_schema
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -94,19 +90,16 @@ def test_percentile_interval_matches_numpy_and_drops_undefined():
 
 def test_retrieval_per_query_values_match_a_full_matrix_reference():
     image, text, gi, gt, li, _ = make_paired(n=30, d=8, captions=2, seed=1)
-    result = cross_modal_retrieval(text, image, gt, gi, k=(1, 5), per_query=True, device="cpu")
+    result = cross_modal_retrieval(text, image, gt, gi, k=(1, 5), device="cpu")
     s = ref.unit(text) @ ref.unit(image).T
     first = first_ranks(s, ref.positives(gt, gi))
     assert np.array_equal(result.query_rows, np.arange(len(gt)))
     for k in (1, 5):
         assert np.array_equal(result.per_query[f"R@{k}"], (first < k).astype(float))
         assert result.per_query[f"R@{k}"].mean() == result.recall[k]
-    # Without per_query the aggregates are the same and no arrays are kept.
-    plain = cross_modal_retrieval(text, image, gt, gi, k=(1, 5), device="cpu")
-    assert plain == result and plain.per_query is None and plain.query_rows is None
 
     intra = intra_modal_retrieval(
-        image, li, k=(1, 3), per_query=True, device="cpu", query_index=np.arange(0, 30, 2)
+        image, li, k=(1, 3), device="cpu", query_index=np.arange(0, 30, 2)
     )
     assert set(intra.per_query) == {"R@1", "R@3", "mAP", "R-precision"}
     s = ref.unit(image) @ ref.unit(image).T
@@ -211,10 +204,8 @@ def test_each_statistic_equals_the_metric_on_the_resampled_data(monkeypatch):
     assert interval_value(pair["recall"]["text->image"]["R@5_ci"]) == pytest.approx(
         hits[txt_rows].mean(), abs=1e-12
     )
-    intra = pair["recall"]["image->image"]
-    per_query = intra_modal_retrieval(
-        image, data.labels["image"], k=(1,), per_query=True, device="cpu"
-    )
+    intra = mods["image"]["recall"]["image->image"]
+    per_query = intra_modal_retrieval(image, data.labels["image"], k=(1,), device="cpu")
     ap = dict(zip(per_query.query_rows.tolist(), per_query.per_query["mAP"], strict=True))
     drawn = [ap[r] for r in img_rows if r in ap]
     assert interval_value(intra["mAP_ci"]) == pytest.approx(np.mean(drawn), abs=1e-12)

@@ -11,11 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from gapscope.analysis.orchestrator import analyze
-from gapscope.analysis.diagnostics import diagnostics
+from gapscope import analyze
+from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.report.html import render_html, write_html_report
 from gapscope.report.model import Report
-from gapscope.data.embedding_set import EmbeddingSet
 
 URL_ATTRIBUTE = re.compile(
     r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?!data:)[a-z]+:""", re.IGNORECASE
@@ -24,18 +23,14 @@ URL_ATTRIBUTE = re.compile(
 
 @pytest.fixture(scope="module")
 def example(example_store):
-    data = EmbeddingSet.from_store(example_store)
-    report = analyze(data, device="cpu")
-    diag = diagnostics(data, device="cpu", shift_fractions=(1.0,))
-    return data, report, diag
+    return analyze(example_store, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def full_page(example, tmp_path_factory):
     """The example store's report with diagnostics and plots, written once for the module."""
     pytest.importorskip("matplotlib", reason="plots need the optional matplotlib")
-    data, report, diag = example
-    return write_html_report(tmp_path_factory.mktemp("html") / "report.html", report, data, diag)
+    return write_html_report(tmp_path_factory.mktemp("html") / "report.html", example)
 
 
 def assert_self_contained(page: str) -> None:
@@ -48,7 +43,7 @@ def assert_self_contained(page: str) -> None:
 
 
 def test_html_is_self_contained_with_tables_and_plots(example, full_page):
-    _, report, diag = example
+    report = example
     page = full_page.read_text("utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert_self_contained(page)
@@ -60,17 +55,19 @@ def test_html_is_self_contained_with_tables_and_plots(example, full_page):
     for text in (
         f"{pair['gap']:.4f}",
         f"{pair['paired_cosine']:.4f}",
-        f"{pair['recall']['text->image']['R@5']:.4f}",
-        f"{diag['pairs']['image-text']['cka']:.4f}",
+        f"{100 * pair['recall']['text->image']['R@5']:.1f}%",
+        f"{pair['cka']:.4f}",
         "What if the gap were closed?",
         "shift_1.0",
         "effective_rank",
+        # The terminal's readings come along.
+        "large: modalities occupy separate cones",
     ):
         assert text in page, text
 
 
-def test_html_without_data_has_no_plots_and_escapes_strings(example):
-    _, report, _ = example
+def test_html_from_json_has_no_plots_and_escapes_strings(example):
+    report = example
     doc = report.to_dict()
     doc["input"]["source"] = '<script>alert("x")</script>'
     doc["notes"] = ["a & b <i>"]
@@ -84,9 +81,8 @@ def test_html_without_data_has_no_plots_and_escapes_strings(example):
 def test_html_says_how_to_get_plots_without_matplotlib(example, monkeypatch):
     import sys
 
-    data, report, _ = example
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    page = render_html(report, data)
+    page = render_html(example)
     assert "<img" not in page and "gapscope[plot]" in page
 
 
@@ -98,9 +94,8 @@ def test_html_three_modalities_shows_matrices_and_gram_volume():
         for m in ("image", "text", "audio")
     }
     data = EmbeddingSet.from_arrays(arrays)
-    report = analyze(data, device="cpu", metrics="gap,cosine")
-    diag = diagnostics(data, device="cpu", whatif=False)
-    page = render_html(report, None, diag)
+    report = analyze(data, device="cpu", metrics="gap,cosine,diagnostics")
+    page = render_html(Report.from_json(report.to_json()))
     assert "Every pair of modalities" in page and "GRAM volume" in page
     assert "image-text-audio" in page
     gap = report.to_dict()["pairs"]["text-audio"]["gap"]

@@ -22,12 +22,13 @@ from report_paths import get_value, set_value, write
 from typer.testing import CliRunner
 
 from gapscope import EmbeddingSet, EmbeddingStore, analyze
-from gapscope.gate.check import baseline_analysis_params, check_report, load_report
 from gapscope.cli import app
-from gapscope.gate.config import load_check_config
 from gapscope.errors import GapscopeError
-from gapscope.report import Report
+from gapscope.gate.check import baseline_analysis_params, check_report
+from gapscope.gate.config import load_check_config
 from gapscope.gate.outputs import check_schema, github_annotations, to_junit_xml
+from gapscope.gate.reports import load_report
+from gapscope.report import Report
 
 runner = CliRunner()
 
@@ -131,7 +132,7 @@ def test_a_move_beyond_the_tolerance_in_each_direction(
     assert result.exit_code == (1 if verdict == "regressed" else 0)
     b, c = get_value(base_data, key), get_value(changed(base_data, **moves), key)
     assert entry["change"] == pytest.approx(c - b)
-    assert entry["message"].startswith(f"{key} {words} from {b:.4g} to {c:.4g}")
+    assert entry["message"].startswith(f"{key} {words} from {b:.4f} to {c:.4f}")
     if verdict == "regressed":
         assert "more than the tolerance 0.02" in entry["message"]
         assert entry["limit"] == pytest.approx(b + (0.02 if key in (GAP, "image/cone") else -0.02))
@@ -144,7 +145,7 @@ def test_message_reads_as_the_issue_shows(base_data):
     worse = set_value(copy.deepcopy(base_data), GAP, 0.655)
     result = check_report(as_report(worse), as_report(data), tolerances=[("gap", 0.02)])
     assert result.metrics[GAP].message == (
-        "image-text/gap rose from 0.612 to 0.655 (+0.043), more than the tolerance 0.02"
+        "image-text/gap rose from 0.6120 to 0.6550 (+0.0430), more than the tolerance 0.02"
     )
     assert result.exit_code == 1 and result.failures == [result.metrics[GAP]]
 
@@ -282,7 +283,7 @@ def test_thresholds_gate_without_a_baseline(tmp_path, base_data):
     entry = data["metrics"][GAP]
     assert entry["verdict"] == "failed" and entry["baseline"] is None
     assert entry["message"] == (
-        f"image-text/gap is {gap:.4g}, above the threshold gap<={gap - 0.1:g}"
+        f"image-text/gap is {gap:.4f}, above the threshold gap<={gap - 0.1:g}"
     )
     # A pattern may hold '->'; R@5>=0 selects every direction's R@5 and passes.
     one = run("check", report, "--threshold", "image-text/recall/text->image/R@5>0", "-f", "json")
@@ -292,9 +293,9 @@ def test_thresholds_gate_without_a_baseline(tmp_path, base_data):
 
 
 def test_threshold_on_an_undefined_metric_is_skipped(unlabelled_data):
-    assert get_value(unlabelled_data, "image-text/recall/image->image/R@1") is None
-    result = check_report(as_report(unlabelled_data), thresholds=["image-text/recall/*/R@1>=0.1"])
-    entry = result.metrics["image-text/recall/image->image/R@1"]
+    assert get_value(unlabelled_data, "image/recall/image->image/R@1") is None
+    result = check_report(as_report(unlabelled_data), thresholds=["*/recall/*/R@1>=0.1"])
+    entry = result.metrics["image/recall/image->image/R@1"]
     assert entry.verdict == "skipped" and result.exit_code == 0
 
 
@@ -326,10 +327,11 @@ def test_missing_metric_and_schema_mismatch_exit_2(tmp_path, base_data):
         run("check", base, "-b", tmp_path / "c.json"),
         "metric image-text/mir is in the report but missing from the baseline",
     )
-    other = dict(copy.deepcopy(base_data), schema="gapscope.report/2")
+    other = dict(copy.deepcopy(base_data), schema="gapscope.report/3")
     exit_2(
-        run("check", base, "-b", write(tmp_path / "v2.json", other)),
-        "has schema 'gapscope.report/2'; this gapscope 0.1.0 reads gapscope.report/1",
+        run("check", base, "-b", write(tmp_path / "v3.json", other)),
+        "has schema 'gapscope.report/3'; this gapscope 0.1.0 reads gapscope.report/2, "
+        "gapscope.report/1",
     )
     (tmp_path / "broken.json").write_text("{not json")
     exit_2(run("check", base, "-b", tmp_path / "broken.json"), "is not a JSON report")
@@ -485,7 +487,7 @@ def test_junit_marks_skipped_metrics(unlabelled_data):
     result = check_report(as_report(unlabelled_data), thresholds=["R@1>=0"])
     root = ET.fromstring(to_junit_xml(result))
     skipped = [c.get("name") for c in root.iter("testcase") if c.find("skipped") is not None]
-    assert skipped == ["image-text/recall/image->image/R@1", "image-text/recall/text->text/R@1"]
+    assert skipped == ["image/recall/image->image/R@1", "text/recall/text->text/R@1"]
     assert root.get("skipped") == "2"
 
 
@@ -506,7 +508,9 @@ def test_github_annotations_only_under_github_actions(tmp_path, base_data):
 
 def github_annotations_message(base_data) -> str:
     b = get_value(base_data, GAP)
-    return f"image-text/gap rose from {b:.4g} to {b + 0.05:.4g} (+0.05), more than the tolerance 0"
+    return (
+        f"image-text/gap rose from {b:.4f} to {b + 0.05:.4f} (+0.0500), more than the tolerance 0"
+    )
 
 
 def test_annotation_messages_are_escaped(base_data):
@@ -592,7 +596,7 @@ def test_baseline_analysis_params_defaults_and_overrides():
 
 # ----------------------------------------------------------------------------- examples/ci
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "ci"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "ci"
 
 
 def _gapscope_calls(commands: list[str]) -> list[tuple[str, list[str]]]:

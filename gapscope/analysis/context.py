@@ -1,0 +1,408 @@
+"""The analysis context: what every metric of one analysis shares, computed once.
+
+:class:`AnalysisOptions` holds the checked parameters. :class:`AnalysisContext` validates the
+embeddings once at the boundary (the later stages take the validated
+:class:`~gapscope.engine.validation.Embeddings` without scanning them again) and then hands
+out, each computed on first use and kept:
+
+* the unit rows each O(n^2) pass multiplies (:meth:`AnalysisContext.unit`);
+* each modality's sum of unit rows (:meth:`~AnalysisContext.unit_sums`: the gap, the cone,
+  the what-ifs and the spectral diagnostics all start from it) and centred scatter;
+* the sampled query rows (:meth:`~AnalysisContext.queries`, one seed stream a modality);
+* the passes (:meth:`~AnalysisContext.modality_pass`, :meth:`~AnalysisContext.cross_pass`):
+  the report's uniformity and retrieval, the what-ifs' "original" scenario, the bootstrap's
+  per-query values and the plots' recall curves all read the same ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+
+from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.engine.devices import resolve_device
+from gapscope.engine.moments import UnitSums, unit_scatter, unit_sums
+from gapscope.engine.passes import ModalityPassResult, cross_pass, modality_pass
+from gapscope.engine.ranking import RetrievalResult
+from gapscope.engine.sampling import Stream, sample_rows
+from gapscope.engine.unit_rows import PRECISIONS, UnitRows, fits_in_memory
+from gapscope.engine.validation import (
+    Embeddings,
+    check_block_size,
+    check_embeddings,
+    check_k,
+    check_positive,
+)
+from gapscope.errors import EmbeddingError, GapscopeError
+
+__all__ = ["METRICS", "AnalysisContext", "AnalysisOptions", "Progress", "parse_k", "parse_metrics"]
+
+#: The metric families ``--metrics`` selects, in report order. ``diagnostics`` are the extra
+#: diagnostics (effective rank, separability, CKA, gap direction, similarity statistics, GRAM
+#: volume); ``whatif`` the gap-closing what-ifs.
+METRICS = (
+    "gap",
+    "cosine",
+    "alignment",
+    "cone",
+    "uniformity",
+    "mir",
+    "retrieval",
+    "diagnostics",
+    "whatif",
+)
+DEFAULT_K = (1, 5, 10)
+#: Query rows a modality for the what-ifs (and rows for the separability probe) at most.
+DEFAULT_MAX_ROWS = 5000
+
+Progress = Callable[[str], None]
+
+
+def parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
+    """Normalise a metric selection ('all', a comma list, or names) into ``METRICS`` order.
+
+    >>> parse_metrics("retrieval,gap")
+    ['gap', 'retrieval']
+    >>> parse_metrics(None) == list(METRICS)
+    True
+    """
+    if metrics is None:
+        return list(METRICS)
+    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    names = [n.strip().lower() for n in names if n.strip()]
+    if not names or "all" in names:
+        return list(METRICS)
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise GapscopeError(
+            f"unknown metric {unknown[0]!r}: choose from {', '.join(METRICS)} (or 'all')"
+        )
+    return [m for m in METRICS if m in names]
+
+
+def parse_k(k: str | Iterable[int]) -> list[int]:
+    """Parse the K of recall@K ('1,5,10' or ints) into a sorted list of distinct positive ints.
+
+    >>> parse_k("10,1,5")
+    [1, 5, 10]
+    """
+    values = k.split(",") if isinstance(k, str) else list(k)
+    try:
+        ks = sorted({int(str(v).strip()) for v in values if str(v).strip()})
+    except ValueError:
+        raise GapscopeError(f"k must be positive integers like 1,5,10, got {k!r}") from None
+    if not ks or ks[0] < 1:
+        raise GapscopeError(f"k must be positive integers like 1,5,10, got {k!r}")
+    return list(check_k(ks))
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """The checked parameters of one analysis (see :func:`gapscope.analyze` for each)."""
+
+    metrics: tuple[str, ...] = METRICS
+    k: tuple[int, ...] = DEFAULT_K
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    sample: int | None = None
+    block_size: int | None = None
+    precision: str = "fp32"
+    uniformity_t: float = 2.0
+    alignment_alpha: float = 2.0
+    bootstrap: int | None = None
+    confidence: float = 0.95
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        metrics: str | Sequence[str] | None = None,
+        k: str | Sequence[int] = DEFAULT_K,
+        seed: int = 0,
+        device: str | torch.device | None = "auto",
+        sample: int | None = None,
+        block_size: int | None = None,
+        precision: str = "fp32",
+        uniformity_t: float = 2.0,
+        alignment_alpha: float = 2.0,
+        bootstrap: int | None = None,
+        confidence: float = 0.95,
+    ) -> AnalysisOptions:
+        """Check every parameter; raises :class:`~gapscope.errors.GapscopeError` naming the
+        first bad one."""
+        from gapscope.analysis.bootstrap import check_bootstrap_params
+
+        if sample is not None and (isinstance(sample, bool) or sample < 2):
+            raise GapscopeError(f"sample must be at least 2 queries, got {sample}")
+        check_bootstrap_params(bootstrap, confidence)
+        if precision not in PRECISIONS:
+            raise GapscopeError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise GapscopeError(f"seed must be an integer, got {seed!r}")
+        return cls(
+            metrics=tuple(parse_metrics(metrics)),
+            k=tuple(parse_k(k)),
+            seed=int(seed),
+            device=resolve_device(device),
+            sample=None if sample is None else int(sample),
+            block_size=check_block_size(block_size),
+            precision=precision,
+            uniformity_t=check_positive(uniformity_t, "uniformity_t"),
+            alignment_alpha=check_positive(alignment_alpha, "alignment_alpha"),
+            bootstrap=bootstrap,
+            confidence=float(confidence),
+        )
+
+    def params(self) -> dict[str, Any]:
+        """The report's ``params`` section: what shaped the numbers."""
+        params: dict[str, Any] = {
+            "metrics": list(self.metrics),
+            "k": list(self.k),
+            "seed": self.seed,
+            "sample": self.sample,
+            "uniformity_t": self.uniformity_t,
+            "alignment_alpha": self.alignment_alpha,
+            "device": self.device.type,
+            "precision": self.precision,
+            "bootstrap": self.bootstrap,
+        }
+        if self.bootstrap is not None:
+            params["confidence"] = self.confidence
+        return params
+
+
+class AnalysisContext:
+    """The validated embeddings of one analysis and everything computed from them once.
+
+    Args:
+        data: the embeddings (two or more modalities of one dimension).
+        options: the checked parameters.
+        progress: called with a short description before each costly step.
+
+    Raises:
+        GapscopeError: fewer than two modalities, dims that differ, bad rows (the message
+            names the modality and the row).
+    """
+
+    def __init__(
+        self, data: EmbeddingSet, options: AnalysisOptions, progress: Progress | None = None
+    ) -> None:
+        self.data = data
+        self.options = options
+        self.say: Progress = progress or (lambda _msg: None)
+        if len(data.modalities) < 2:
+            raise GapscopeError(
+                f"{data.source}: has only {', '.join(data.modalities) or 'no'} embeddings; "
+                "need at least two modalities to compare"
+            )
+        self.say("checking embeddings")
+        self.raw: dict[str, Embeddings] = {
+            m: check_embeddings(data.embeddings[m], m, min_rows=2) for m in data.modalities
+        }
+        dims = {m: a.shape[1] for m, a in self.raw.items()}
+        if len(set(dims.values())) > 1:
+            listed = ", ".join(f"{m} {d}" for m, d in dims.items())
+            raise EmbeddingError(
+                f"embedding dims differ ({listed}): modalities must share one embedding space"
+            )
+        self.modalities: list[str] = list(data.modalities)
+        self.pairs: list[tuple[str, str]] = list(combinations(self.modalities, 2))
+        self.tuples: list[tuple[str, ...]] = [
+            combo
+            for size in range(3, len(self.modalities) + 1)
+            for combo in combinations(self.modalities, size)
+        ]
+        self.notes: list[str] = []
+        self._unit: dict[str, UnitRows] = {}
+        self._sums: dict[str, UnitSums] = {}
+        self._scatter: dict[str, np.ndarray] = {}
+        self._uniformity: dict[str, ModalityPassResult] = {}
+        self._intra: dict[str, RetrievalResult | None] = {}
+        self._cross: dict[tuple[str, str], tuple[RetrievalResult, RetrievalResult]] = {}
+        self._queries: dict[str, np.ndarray | None] = {
+            m: sample_rows(self.raw[m].shape[0], options.sample, options.seed, Stream.QUERIES, m)
+            for m in self.modalities
+        }
+        # The similarity products read float32 unit rows. One copy of them is kept in memory
+        # unless a sampled modality's rows would not fit the budget together; then each pass
+        # normalises its blocks of keys again from the (memory-mapped) rows.
+        self._fits = fits_in_memory(sum(a.shape[0] for a in self.raw.values()), self.dim)
+        self.extras: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ inputs
+
+    @property
+    def dim(self) -> int:
+        return next(iter(self.raw.values())).shape[1]
+
+    @property
+    def sampled(self) -> bool:
+        """Whether any modality's queries are a sample (``--sample`` below its rows)."""
+        return any(q is not None for q in self._queries.values())
+
+    def groups(self, m: str) -> np.ndarray:
+        return self.data.groups[m]
+
+    def relevance(self, m: str) -> tuple[np.ndarray, str]:
+        """Intra-modal ground truth of ``m``: its labels, else its groups, and which."""
+        if m in self.data.labels:
+            return self.data.labels[m], "labels"
+        return self.data.groups[m], "groups"
+
+    def queries(self, m: str) -> np.ndarray | None:
+        """The sampled query rows of ``m`` (``--sample``), or ``None`` for every row."""
+        return self._queries[m]
+
+    def note(self, text: str) -> None:
+        """Add a plain-words remark to the report (once)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def has_positive_pairs(self, a: str, b: str) -> bool:
+        return bool(np.intersect1d(self.groups(a), self.groups(b)).size)
+
+    def input_section(self) -> dict[str, Any]:
+        """The report's ``input`` section: what was analysed."""
+        data = self.data
+        return {
+            "source": data.source,
+            "fingerprint": data.fingerprint(),
+            "model": data.model,
+            "modalities": {
+                m: {
+                    "n": int(self.raw[m].shape[0]),
+                    "dim": int(self.raw[m].shape[1]),
+                    "dtype": self.raw[m].dtype.name,
+                    "raw_norm_mean": _raw_norm_mean(self.raw[m]),
+                    "normalized_by_encoder": data.normalized.get(m),
+                    "has_labels": m in data.labels,
+                }
+                for m in self.modalities
+            },
+        }
+
+    # ------------------------------------------------------------------ shared computations
+
+    def unit(self, m: str) -> UnitRows:
+        """The unit rows of ``m`` that the similarity products read (in the precision asked
+        for): held in memory, or normalised block by block for a sampled modality whose rows
+        would not fit."""
+        if m not in self._unit:
+            opts = self.options
+            self._unit[m] = UnitRows(
+                self.raw[m],
+                device=opts.device,
+                name=m,
+                dtype=PRECISIONS[opts.precision],
+                in_memory=self._fits or self._queries[m] is None,
+            )
+        return self._unit[m]
+
+    def unit_sums(self, m: str) -> UnitSums:
+        """The float64 sum (and mean) of ``m``'s unit rows."""
+        if m not in self._sums:
+            self.say(f"{m}: unit-row sums")
+            self._sums[m] = unit_sums(self.raw[m])
+        return self._sums[m]
+
+    def scatter(self, m: str) -> np.ndarray:
+        """The float64 scatter of ``m``'s unit rows about their mean (``d x d``)."""
+        if m not in self._scatter:
+            self.say(f"{m}: scatter of the unit rows")
+            _, self._scatter[m] = unit_scatter(self.raw[m], mean=self.unit_sums(m).mean)
+        return self._scatter[m]
+
+    def modality_pass(
+        self, m: str, *, uniformity: bool = True, retrieval: bool = True
+    ) -> ModalityPassResult:
+        """The ``X X^T`` pass of ``m``: uniformity and intra-modal retrieval, on the sampled
+        queries when ``--sample`` applies. Each part is computed once, when first asked for;
+        the blocks do not depend on which parts a pass computes, so a part computed later
+        equals the same part computed together with the other."""
+        need_u = uniformity and m not in self._uniformity
+        need_r = retrieval and m not in self._intra
+        if need_u or need_r:
+            opts = self.options
+            what = " and ".join(
+                w for w, on in ((f"{m} uniformity", need_u), (f"{m}->{m} retrieval", need_r)) if on
+            )
+            self.say(f"{m}: similarity blocks ({what})")
+            codes, _ = self.relevance(m)
+            r = modality_pass(
+                self.unit(m),
+                codes if need_r else None,
+                k=opts.k,
+                t=opts.uniformity_t,
+                uniformity=need_u,
+                block_size=opts.block_size,
+                device=opts.device,
+                query_index=self._queries[m],
+            )
+            if need_u:
+                self._uniformity[m] = r
+            if need_r:
+                self._intra[m] = r.retrieval
+        u = self._uniformity.get(m)
+        return ModalityPassResult(
+            uniformity=None if u is None else u.uniformity,
+            uniformity_se=None if u is None else u.uniformity_se,
+            uniformity_rows=None if u is None else u.uniformity_rows,
+            uniformity_row_terms=None if u is None else u.uniformity_row_terms,
+            retrieval=self._intra.get(m),
+        )
+
+    def has_modality_pass(self, m: str, *, uniformity: bool = True, retrieval: bool = True) -> bool:
+        """Whether the parts asked for are computed already."""
+        return (not uniformity or m in self._uniformity) and (not retrieval or m in self._intra)
+
+    def cross_pass(self, a: str, b: str) -> tuple[RetrievalResult, RetrievalResult]:
+        """The ``A B^T`` pass of a pair: ``a->b`` and ``b->a`` retrieval."""
+        if (a, b) not in self._cross:
+            opts = self.options
+            self.say(f"{a}->{b}, {b}->{a}: retrieval")
+            x_to_y, y_to_x = cross_pass(
+                self.unit(a),
+                self.unit(b),
+                self.groups(a),
+                self.groups(b),
+                k=opts.k,
+                block_size=opts.block_size,
+                device=opts.device,
+                query_index_x=self._queries[a],
+                query_index_y=self._queries[b],
+            )
+            assert x_to_y is not None and y_to_x is not None
+            self._cross[(a, b)] = (x_to_y, y_to_x)
+        return self._cross[(a, b)]
+
+    def has_cross_pass(self, a: str, b: str) -> bool:
+        return (a, b) in self._cross
+
+
+def _raw_norm_mean(raw: Embeddings, chunk: int = 65536) -> float:
+    total = 0.0
+    for start in range(0, raw.shape[0], chunk):
+        block = np.asarray(raw[start : start + chunk], dtype=np.float64)
+        total += float(np.linalg.norm(block, axis=1).sum())
+    return total / raw.shape[0]
+
+
+def pair_name(pair: Sequence[str]) -> str:
+    """``("image", "text") -> "image-text"``."""
+    return "-".join(pair)
+
+
+def mean_of(values: Mapping[str, float | None]) -> float | None:
+    """The mean of defined values, ``None`` when one is undefined."""
+    numbers = list(values.values())
+    if any(v is None or not math.isfinite(v) for v in numbers):
+        return None
+    return sum(numbers) / len(numbers)  # type: ignore[arg-type]

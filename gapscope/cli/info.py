@@ -1,0 +1,65 @@
+"""``gapscope info``: what a store holds, validated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gapscope.cli.errors import handle_errors
+
+__all__ = ["info_command"]
+
+
+@handle_errors
+def info_command(
+    store: Annotated[Path, typer.Argument(help="An embedding store folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show what a store holds: modalities, rows, dims, dtypes, encoder, dataset; validates it.
+
+    Example:
+
+        gapscope info examples/example-store
+    """
+    from rich.table import Table
+
+    from gapscope.data.store import EmbeddingStore
+
+    s = EmbeddingStore.open(store)
+    if as_json:
+        typer.echo(json.dumps(s.manifest, indent=2, sort_keys=True))
+        return
+    console = Console()
+    table = Table(title=f"[bold]{s.path}[/bold]", title_justify="left")
+    for col in ("modality", "rows", "dim", "dtype", "groups", "labels", "normalised"):
+        table.add_column(col)
+    for m in s.modalities:
+        inf = s.info(m)
+        labels_ = s.labels(m)
+        table.add_row(
+            m,
+            str(inf["rows"]),
+            str(inf["dim"]),
+            inf["dtype"],
+            str(len(set(s.groups(m).tolist()))),
+            "-" if labels_ is None else str(len(set(labels_.tolist()))),
+            "yes" if inf.get("normalized") else "no",
+        )
+    console.print(table)
+    enc = s.encoder
+    if enc:
+        console.print(
+            "encoder: "
+            + ", ".join(
+                f"{k}={v}"
+                for k, v in sorted(enc.items())
+                if v is not None and not isinstance(v, dict)
+            )
+        )
+    skipped = s.manifest.get("skipped") or []
+    if skipped:
+        console.print(f"skipped while extracting: {len(skipped)} files")

@@ -1,0 +1,129 @@
+"""The options every analysing command shares, declared once, and the checks of choices.
+
+``analyze``, ``check`` (when it analyses a store) and ``plot`` take the same source options
+(a store, or ``--image/--text/--audio`` arrays with ``--labels``) and the same analysis
+options; each is an ``Annotated`` type here, so their help text is written once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+import typer
+
+from gapscope.errors import GapscopeError
+
+__all__ = [
+    "ANALYSIS_PANEL",
+    "Audio",
+    "BlockSize",
+    "Bootstrap",
+    "Confidence",
+    "Device",
+    "Image",
+    "Kvalues",
+    "Labels",
+    "Metrics",
+    "Precision",
+    "Quiet",
+    "Sample",
+    "Seed",
+    "StoreArgument",
+    "Text",
+    "check_choice",
+]
+
+#: The help panel of the analysis options on commands where they are secondary.
+ANALYSIS_PANEL = "Analysis of a store or arrays"
+
+StoreArgument = Annotated[Path | None, typer.Argument(help="An embedding store folder.")]
+Image = Annotated[
+    Path | None,
+    typer.Option(
+        help="Image embeddings (.npy/.pt/.safetensors), row i paired with row i of the others."
+    ),
+]
+Text = Annotated[Path | None, typer.Option(help="Text embeddings.")]
+Audio = Annotated[Path | None, typer.Option(help="Audio embeddings.")]
+Labels = Annotated[
+    Path | None,
+    typer.Option(help="Per-row class labels (.npy), the ground truth of intra-modal retrieval."),
+]
+Metrics = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma list of gap, cosine, alignment, cone, uniformity, mir, retrieval, "
+        "diagnostics, whatif; or 'all'."
+    ),
+]
+Kvalues = Annotated[str | None, typer.Option("--k", help="K values of recall@K, e.g. 1,5,10.")]
+Seed = Annotated[int | None, typer.Option(help="Seed for every random choice.")]
+Device = Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when available).")]
+Sample = Annotated[
+    int | None,
+    typer.Option(
+        help="Estimate uniformity and retrieval from N random queries a modality "
+        "(with standard errors)."
+    ),
+]
+BlockSize = Annotated[int | None, typer.Option(help="Rows a similarity block.")]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="fp32, or bf16 to round the unit rows to bfloat16 for the similarity "
+        "products (float32 results and sums; faster on CUDA tensor cores, float32 "
+        "speed on a CPU; ranks of scores within ~0.4% can swap)."
+    ),
+]
+Bootstrap = Annotated[
+    int | None,
+    typer.Option(
+        help="Add a percentile interval to every metric (except MIR) from B resamples "
+        "of groups, e.g. 200.",
+        metavar="B",
+    ),
+]
+Confidence = Annotated[float | None, typer.Option(help="Coverage of the --bootstrap intervals.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")]
+
+
+def in_panel(option: Any, panel: str = ANALYSIS_PANEL) -> Any:
+    """The same option shown under another help panel (``check`` lists the analysis options
+    apart from its own)."""
+    base, info = get_args(option)
+    moved = copy.copy(info)
+    moved.rich_help_panel = panel
+    return Annotated[base, moved]
+
+
+PanelImage = in_panel(Image)
+PanelText = in_panel(Text)
+PanelAudio = in_panel(Audio)
+PanelLabels = in_panel(Labels)
+PanelMetrics = in_panel(Metrics)
+PanelKvalues = in_panel(Kvalues)
+PanelSeed = in_panel(Seed)
+PanelSample = in_panel(Sample)
+PanelBootstrap = in_panel(Bootstrap)
+PanelConfidence = in_panel(Confidence)
+PanelDevice = in_panel(Device)
+PanelBlockSize = in_panel(BlockSize)
+PanelPrecision = in_panel(Precision)
+
+
+def check_choice(value: str, choices: Sequence[str], what: str) -> str:
+    """``value`` if it is one of ``choices``, else a one-line error naming them.
+
+    >>> check_choice("json", ("table", "json"), "format")
+    'json'
+    >>> check_choice("xml", ("table", "json"), "format")
+    Traceback (most recent call last):
+    ...
+    gapscope.errors.GapscopeError: unknown format 'xml': choose from table, json
+    """
+    if value not in choices:
+        raise GapscopeError(f"unknown {what} {value!r}: choose from {', '.join(choices)}")
+    return value

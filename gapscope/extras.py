@@ -1,0 +1,49 @@
+"""Optional dependencies: which extra of gapscope brings which package, and one clear error
+when one is missing.
+
+The core install (``pip install gapscope``) analyses, checks and diffs; extraction, audio,
+plots and the separability diagnostic need an extra each. A feature that needs one calls
+:func:`require`, which imports the package or raises a
+:class:`~gapscope.errors.MissingDependencyError` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from gapscope.errors import MissingDependencyError
+
+__all__ = ["EXTRAS", "require"]
+
+#: Import name -> (package to install, the extra of gapscope that brings it).
+EXTRAS: dict[str, tuple[str, str]] = {
+    "open_clip": ("open_clip_torch", "extract"),
+    "PIL": ("pillow", "extract"),
+    "safetensors": ("safetensors", "extract"),
+    "transformers": ("transformers", "audio"),
+    "soundfile": ("soundfile", "audio"),
+    "scipy": ("scipy", "audio"),
+    "matplotlib": ("matplotlib", "plot"),
+    "sklearn": ("scikit-learn", "diagnostics"),
+}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import ``module`` for ``purpose`` (a few words, e.g. "the separability diagnostic").
+
+    Raises:
+        MissingDependencyError: the module is not installed; the message names the package
+            and the extra (``pip install 'gapscope[plot]'``).
+
+    >>> require("json", "a doctest").__name__
+    'json'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package, extra = EXTRAS.get(module, (module, None))
+        how = f"pip install 'gapscope[{extra}]'" if extra else f"pip install {package}"
+        raise MissingDependencyError(
+            f"{purpose} needs {package}, which is not installed: {how}"
+        ) from None

@@ -1,0 +1,76 @@
+"""Reading the reports the gate compares: from a file, with the schemas this version reads."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gapscope._version import __version__
+from gapscope.errors import GapscopeError
+from gapscope.report.model import READABLE_SCHEMAS, Report
+
+__all__ = ["comparability_warnings", "load_report", "report_identity"]
+
+# Params that change what a metric measures: a difference is worth a warning.
+_COMPARABLE_PARAMS = ("uniformity_t", "alignment_alpha", "sample", "seed")
+
+
+def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
+    """Read a JSON report from ``path``; a report of the previous schema is upgraded.
+
+    Raises:
+        GapscopeError: no such file, not JSON, or a schema this version cannot read (the
+            message names ``role`` and the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GapscopeError(f"{role} {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GapscopeError(f"{role} {path} is not a JSON report ({exc})") from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema not in READABLE_SCHEMAS:
+        raise GapscopeError(
+            f"{role} {path} has schema {schema!r}; this gapscope {__version__} reads "
+            f"{', '.join(READABLE_SCHEMAS)} (analyse it again, or use the gapscope that wrote it)"
+        )
+    try:
+        return Report.from_dict(data)
+    except GapscopeError as exc:
+        raise GapscopeError(f"{role} {path}: {exc}") from None
+
+
+def report_identity(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"source", "fingerprint"}`` of a report's JSON mapping: which data it describes."""
+    inp = data.get("input", {})
+    return {"source": inp.get("source"), "fingerprint": inp.get("fingerprint")}
+
+
+def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Warnings for two reports that can be compared but maybe should not be: other probe set
+    sizes, other metric parameters (t, alpha, sample, seed)."""
+    warnings = []
+    rows_base = {m: v.get("n") for m, v in base.get("input", {}).get("modalities", {}).items()}
+    rows_now = {m: v.get("n") for m, v in current.get("input", {}).get("modalities", {}).items()}
+    if rows_base != rows_now:
+        listed = ", ".join(
+            f"{m} {rows_base.get(m)} -> {rows_now.get(m)}"
+            for m in sorted(set(rows_base) | set(rows_now))
+            if rows_base.get(m) != rows_now.get(m)
+        )
+        warnings.append(
+            f"the probe sets differ in size ({listed} rows): changes may come from the data, "
+            "not the model; gate on one fixed probe set"
+        )
+    for name in _COMPARABLE_PARAMS:
+        before, now = base.get("params", {}).get(name), current.get("params", {}).get(name)
+        if before != now:
+            warnings.append(
+                f"the reports were analysed with different {name} "
+                f"({before} in the baseline, {now} now)"
+            )
+    return warnings

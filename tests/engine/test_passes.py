@@ -1,0 +1,227 @@
+"""The O(n^2) passes against full-matrix oracles, and their properties: blocks that do not
+change results, one product for both directions, the same numbers whatever else a pass
+computes.
+
+Gaussian data in float32 keep distinct scores far apart compared with float32 rounding, so
+ranks (hence recall, mAP, R-precision) must agree with the float64 oracles exactly;
+uniformity within 1e-6. Data with entries +-1 in d = 4 normalise to +-0.5, so every score
+is a multiple of 0.25, computed exactly by any product: ties are exact and frequent.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import reference as ref
+
+from gapscope.engine import ranking
+from gapscope.engine.passes import cross_pass, modality_pass
+from gapscope.errors import GapscopeError
+
+KS = (1, 3, 10, 50)
+
+
+def _data(n: int, seed: int, per_group: int = 3, d: int = 24, n_labels: int = 7):
+    """x with ``per_group`` rows a group (many-to-one), y one row a group, near its x rows."""
+    rng = np.random.default_rng(seed)
+    n_groups = -(-n // per_group)
+    gx = np.arange(n) // per_group
+    gy = rng.permutation(n_groups)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x[gy * per_group] + rng.normal(size=(n_groups, d))).astype(np.float32)
+    labels = rng.integers(0, n_labels, size=n)
+    return x, y, gx, gy, labels
+
+
+def _ties(seed: int = 11):
+    rng = np.random.default_rng(seed)
+    x = rng.choice([-1.0, 1.0], size=(40, 4)).astype(np.float32)
+    y = rng.choice([-1.0, 1.0], size=(25, 4)).astype(np.float32)
+    return x, y, rng.integers(0, 20, size=40), rng.integers(0, 20, size=25), rng.integers(0, 3, 40)
+
+
+def _ref_row_terms(x: np.ndarray, t: float = 2.0) -> np.ndarray:
+    """Full-matrix float64 log a_i (mean kernel over j != i)."""
+    u = ref.unit(x)
+    sq = np.clip(2.0 - 2.0 * (u @ u.T), 0.0, None)
+    kern = np.exp(-t * sq)
+    np.fill_diagonal(kern, 0.0)
+    return np.log(kern.sum(axis=1) / (len(x) - 1))
+
+
+def _assert_same(a: ranking.RetrievalResult, b: ranking.RetrievalResult) -> None:
+    """Bit for bit: the same per-query ranks, so the same means."""
+    assert a.recall == b.recall
+    assert (a.n_queries, a.n_skipped) == (b.n_queries, b.n_skipped)
+    np.testing.assert_array_equal(a.query_rows, b.query_rows)
+    np.testing.assert_array_equal(a.first_rank, b.first_rank)
+    assert a.mean_average_precision == b.mean_average_precision
+
+
+@pytest.mark.parametrize(("n", "block_size"), [(50, 1), (97, 7), (200, 64), (301, None)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_modality_pass_matches_full_matrix(n, block_size, seed):
+    x, _, _, _, labels = _data(n, seed)
+    r = modality_pass(x, labels, k=KS, block_size=block_size)
+    assert r.uniformity == pytest.approx(ref.uniformity(x), abs=1e-6)
+    np.testing.assert_allclose(r.uniformity_row_terms, _ref_row_terms(x), atol=1e-6)
+    assert r.uniformity_se is None and r.uniformity_rows is None
+    expected = ref.intra_retrieval(x, labels, KS)
+    assert r.retrieval.recall == {k: expected[f"R@{k}"] for k in KS}
+    assert r.retrieval.mean_average_precision == pytest.approx(expected["mAP"], rel=1e-12)
+    assert r.retrieval.r_precision == pytest.approx(expected["R-precision"], rel=1e-12)
+
+
+@pytest.mark.parametrize(("n", "block_size"), [(50, 1), (97, 7), (200, 64), (301, None)])
+def test_cross_pass_matches_full_matrix_both_ways(n, block_size):
+    x, y, gx, gy, _ = _data(n, 2)
+    x_to_y, y_to_x = cross_pass(x, y, gx, gy, k=KS, block_size=block_size)
+    assert x_to_y.recall == ref.cross_recall(x, y, gx, gy, KS)
+    assert y_to_x.recall == ref.cross_recall(y, x, gy, gx, KS)
+
+
+def test_groups_as_relevance_and_queries_without_partner():
+    x, y, gx, gy, _ = _data(120, 3)
+    gy = gy.copy()
+    gy[:5] = 10_000 + np.arange(5)  # five texts with no image, and their images lose a partner
+    x_to_y, y_to_x = cross_pass(x, y, gx, gy, k=KS, block_size=11)
+    assert x_to_y.recall == ref.cross_recall(x, y, gx, gy, KS)
+    assert y_to_x.recall == ref.cross_recall(y, x, gy, gx, KS)
+    assert y_to_x.n_skipped == 5 and x_to_y.n_skipped > 0
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 9, None])
+@pytest.mark.parametrize("padded", [True, False])
+def test_exact_ties_everywhere_break_to_the_lower_index(block_size, padded, monkeypatch):
+    # padded=False: every query's best positive is found row by row instead of by one gather.
+    if not padded:
+        monkeypatch.setattr(ranking, "_VECTOR_MAX_POSITIVES", 0)
+    x, y, gx, gy, labels = _ties()
+    x_to_y, y_to_x = cross_pass(x, y, gx, gy, k=KS, block_size=block_size)
+    assert x_to_y.recall == ref.cross_recall(x, y, gx, gy, KS)
+    assert y_to_x.recall == ref.cross_recall(y, x, gy, gx, KS)
+    r = modality_pass(x, labels, k=KS, block_size=block_size, uniformity=False)
+    expected = ref.intra_retrieval(x, labels, KS)
+    assert r.retrieval.recall == {k: expected[f"R@{k}"] for k in KS}
+    assert r.retrieval.mean_average_precision == pytest.approx(expected["mAP"], rel=1e-12)
+
+
+def test_many_relevant_rows_and_duplicated_rows():
+    # Two labels over 60 rows (~29 relevant rows a query) and every row twice: exact ties,
+    # broken by index whatever the block.
+    rng = np.random.default_rng(6)
+    base = rng.normal(size=(30, 16)).astype(np.float32)
+    x = np.concatenate([base, 2.0 * base])  # 2x normalises to the same unit row, bit for bit
+    labels = rng.integers(0, 2, size=60)
+    expected = ref.intra_retrieval(x, labels, KS)
+    for block_size in (1, 7, 60):
+        r = modality_pass(x, labels, k=KS, block_size=block_size, uniformity=False)
+        assert r.retrieval.recall == {k: expected[f"R@{k}"] for k in KS}
+        assert r.retrieval.mean_average_precision == pytest.approx(expected["mAP"], rel=1e-12)
+
+
+def test_orientation_depends_on_the_data_alone():
+    # cross_pass(x, y) and cross_pass(y, x) compute the same product: the same ranks, bit for
+    # bit, in swapped order; equal row counts included (then the rows' contents decide).
+    for x, y, gx, gy, _ in (_data(90, 4), _data(60, 5, per_group=1), _ties()):
+        a_xy, a_yx = cross_pass(x, y, gx, gy, k=KS, block_size=8)
+        b_yx, b_xy = cross_pass(y, x, gy, gx, k=KS, block_size=8)
+        _assert_same(a_xy, b_xy)
+        _assert_same(a_yx, b_yx)
+
+
+def test_one_direction_alone_equals_both_directions():
+    x, y, gx, gy, _ = _data(90, 6)
+    both = cross_pass(x, y, gx, gy, k=KS, block_size=8)
+    only_x, none_y = cross_pass(x, y, gx, gy, k=KS, block_size=8, directions=("x_to_y",))
+    none_x, only_y = cross_pass(x, y, gx, gy, k=KS, block_size=8, directions=("y_to_x",))
+    assert none_y is None and none_x is None
+    _assert_same(both[0], only_x)
+    _assert_same(both[1], only_y)
+
+
+def test_retrieval_alone_equals_retrieval_with_uniformity():
+    # The blocks partition the queries the same way whatever a pass computes.
+    x, _, _, _, labels = _data(130, 7)
+    for q in (None, np.arange(3, 130, 5)):
+        with_u = modality_pass(x, labels, k=KS, block_size=9, query_index=q)
+        alone = modality_pass(x, labels, k=KS, block_size=9, query_index=q, uniformity=False)
+        _assert_same(with_u.retrieval, alone.retrieval)
+        np.testing.assert_array_equal(
+            with_u.retrieval.average_precision, alone.retrieval.average_precision
+        )
+
+
+@pytest.mark.parametrize("block_size", [5, 64])
+def test_sampled_queries_match_the_reference_on_them(block_size):
+    x, y, gx, gy, labels = _data(240, 8)
+    rng = np.random.default_rng(9)
+    qx = np.sort(rng.choice(len(x), 60, replace=False))
+    qy = np.sort(rng.choice(len(y), 30, replace=False))
+    x_to_y, y_to_x = cross_pass(
+        x, y, gx, gy, k=KS, block_size=block_size, query_index_x=qx, query_index_y=qy
+    )
+    assert x_to_y.recall == ref.cross_recall(x[qx], y, gx[qx], gy, KS)
+    assert y_to_x.recall == ref.cross_recall(y[qy], x, gy[qy], gx, KS)
+    r = modality_pass(x, labels, k=KS, block_size=block_size, query_index=qx)
+    np.testing.assert_array_equal(r.uniformity_rows, qx)
+    terms = _ref_row_terms(x)[qx]
+    np.testing.assert_allclose(r.uniformity_row_terms, terms, atol=1e-6)
+    a = np.exp(terms)
+    assert r.uniformity == pytest.approx(math.log(a.mean()), abs=1e-6)
+    se = math.sqrt((1 - 60 / 240) * a.var(ddof=1) / 60) / a.mean()
+    assert r.uniformity_se == pytest.approx(se, rel=1e-4)
+
+
+def test_memmap_streamed_matches_in_memory(tmp_path):
+    from gapscope.engine.unit_rows import UnitRows
+
+    x, y, gx, gy, labels = _data(150, 9)
+    np.save(tmp_path / "x.npy", x.astype(np.float16))
+    mx = np.load(tmp_path / "x.npy", mmap_mode="r")
+    streamed = UnitRows(mx, in_memory=False, chunk_rows=17)
+    held = UnitRows(mx, in_memory=True)
+    q = np.arange(0, 150, 3)
+    a = modality_pass(streamed, labels, k=KS, block_size=16, query_index=q)
+    b = modality_pass(held, labels, k=KS, block_size=16, query_index=q)
+    assert a.uniformity == pytest.approx(b.uniformity, abs=1e-6)
+    assert a.retrieval.recall == b.retrieval.recall
+
+
+def test_large_temperature_does_not_underflow():
+    x, *_ = _data(80, 2)
+    r = modality_pass(x, None, t=60.0)
+    assert math.isfinite(r.uniformity)
+    # d log k / d s = 2t = 120: float32 cosines (~1e-7 off) move the value by ~1e-5.
+    assert r.uniformity == pytest.approx(ref.uniformity(x, 60.0), abs=5e-5)
+
+
+def test_deterministic_bit_identical():
+    x, y, gx, gy, labels = _data(100, 10)
+    first = (modality_pass(x, labels, k=KS, block_size=13), cross_pass(x, y, gx, gy, k=KS))
+    again = (
+        modality_pass(x.copy(), labels, k=KS, block_size=13),
+        cross_pass(x.copy(), y.copy(), gx, gy, k=KS),
+    )
+    assert first[0].uniformity == again[0].uniformity
+    _assert_same(first[0].retrieval, again[0].retrieval)
+    for a, b in zip(first[1], again[1], strict=True):
+        _assert_same(a, b)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: modality_pass(np.eye(3), None, t=0.0), "t:"),
+        (lambda: modality_pass(np.eye(3), None, k=0), "k:"),
+        (lambda: modality_pass(np.eye(3), None, block_size=0), "block_size"),
+        (lambda: modality_pass(np.eye(3)[:1], None), "at least 2"),
+        (lambda: cross_pass(np.eye(3), np.eye(3), directions=("up",)), "directions"),
+        (lambda: cross_pass(np.eye(3), np.eye(3), query_index_x=[5]), "query_index"),
+    ],
+)
+def test_bad_parameters_raise_one_clear_error(call, match):
+    with pytest.raises(GapscopeError, match=match):
+        call()
