@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gapscope.analysis import keys as K
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.moments import UnitSums, unit_scatter, unit_sums
@@ -164,18 +165,18 @@ class AnalysisOptions:
     def params(self) -> dict[str, Any]:
         """The report's ``params`` section: what shaped the numbers."""
         params: dict[str, Any] = {
-            "metrics": list(self.metrics),
-            "k": list(self.k),
-            "seed": self.seed,
-            "sample": self.sample,
-            "uniformity_t": self.uniformity_t,
-            "alignment_alpha": self.alignment_alpha,
-            "device": self.device.type,
-            "precision": self.precision,
-            "bootstrap": self.bootstrap,
+            K.P_METRICS: list(self.metrics),
+            K.P_K: list(self.k),
+            K.P_SEED: self.seed,
+            K.P_SAMPLE: self.sample,
+            K.P_UNIFORMITY_T: self.uniformity_t,
+            K.P_ALIGNMENT_ALPHA: self.alignment_alpha,
+            K.P_DEVICE: self.device.type,
+            K.P_PRECISION: self.precision,
+            K.P_BOOTSTRAP: self.bootstrap,
         }
         if self.bootstrap is not None:
-            params["confidence"] = self.confidence
+            params[K.P_CONFIDENCE] = self.confidence
         return params
 
 
@@ -273,17 +274,17 @@ class AnalysisContext:
         """The report's ``input`` section: what was analysed."""
         data = self.data
         return {
-            "source": data.source,
-            "fingerprint": data.fingerprint(),
-            "model": data.model,
-            "modalities": {
+            K.SOURCE: data.source,
+            K.FINGERPRINT: data.fingerprint(),
+            K.MODEL: data.model,
+            K.MODALITIES_SECTION: {
                 m: {
-                    "n": int(self.raw[m].shape[0]),
-                    "dim": int(self.raw[m].shape[1]),
-                    "dtype": self.raw[m].dtype.name,
-                    "raw_norm_mean": _raw_norm_mean(self.raw[m]),
-                    "normalized_by_encoder": data.normalized.get(m),
-                    "has_labels": m in data.labels,
+                    K.ROWS: int(self.raw[m].shape[0]),
+                    K.DIM: int(self.raw[m].shape[1]),
+                    K.DTYPE: self.raw[m].dtype.name,
+                    K.RAW_NORM_MEAN: _raw_norm_mean(self.raw[m]),
+                    K.NORMALIZED_BY_ENCODER: data.normalized.get(m),
+                    K.HAS_LABELS: m in data.labels,
                 }
                 for m in self.modalities
             },

@@ -287,7 +287,7 @@ CONE = Family(
 
 
 def _uniformity(ctx: AnalysisContext, m: str) -> dict[str, Any]:
-    result = ctx.modality_pass(m, retrieval="retrieval" in ctx.options.metrics)
+    result = ctx.modality_pass(m, retrieval=RETRIEVAL.selector in ctx.options.metrics)
     entry: dict[str, Any] = {K.UNIFORMITY.name: result.uniformity}
     if result.uniformity_se is not None:
         entry[K.se_key(K.UNIFORMITY)] = result.uniformity_se
@@ -418,7 +418,7 @@ def recall_entry(result: RetrievalResult, relevance: str | None = None) -> dict[
 
 
 def _intra(ctx: AnalysisContext, m: str) -> dict[str, Any]:
-    result = ctx.modality_pass(m, uniformity="uniformity" in ctx.options.metrics).retrieval
+    result = ctx.modality_pass(m, uniformity=UNIFORMITY.selector in ctx.options.metrics).retrieval
     assert result is not None
     _, relevance = ctx.relevance(m)
     if result.n_queries == 0:

@@ -24,7 +24,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "DIRECTIONS",
+    "INPUT",
     "KEYS",
+    "METRIC_SECTIONS",
+    "PARAMS",
+    "SECTIONS",
     "Key",
     "ci_key",
     "direction_of",
@@ -132,6 +136,78 @@ ORIGINAL = "original"
 CENTERED = "centered"
 SHIFT = "shift_{f!r}"
 WHATIF_GAP_BEFORE = Key("gap_before_renormalization", None, "||mean x' - mean y'|| as moved")
+
+# ------------------------------------------------------------------ the document
+SCHEMA_FIELD = "schema"
+VERSION_FIELD = "gapscope_version"
+INPUT_SECTION = "input"
+PARAMS_SECTION = "params"
+MODALITIES_SECTION = "modalities"
+PAIRS_SECTION = "pairs"
+TUPLES_SECTION = "tuples"
+NOTES_SECTION = "notes"
+DIRECTIONS_SECTION = "directions"
+#: The top-level keys of a report, and its three sections of metrics.
+SECTIONS = (
+    SCHEMA_FIELD,
+    VERSION_FIELD,
+    INPUT_SECTION,
+    PARAMS_SECTION,
+    MODALITIES_SECTION,
+    PAIRS_SECTION,
+    TUPLES_SECTION,
+    NOTES_SECTION,
+    DIRECTIONS_SECTION,
+)
+METRIC_SECTIONS = (MODALITIES_SECTION, PAIRS_SECTION, TUPLES_SECTION)
+
+# ------------------------------------------------------------------ input
+SOURCE = "source"
+FINGERPRINT = "fingerprint"
+MODEL = "model"
+ROWS = "n"
+DIM = "dim"
+DTYPE = "dtype"
+RAW_NORM_MEAN = "raw_norm_mean"
+NORMALIZED_BY_ENCODER = "normalized_by_encoder"
+HAS_LABELS = "has_labels"
+#: The keys of ``input`` and of each ``input.modalities.<m>``.
+INPUT = (
+    SOURCE,
+    FINGERPRINT,
+    MODEL,
+    ROWS,
+    DIM,
+    DTYPE,
+    RAW_NORM_MEAN,
+    NORMALIZED_BY_ENCODER,
+    HAS_LABELS,
+)
+
+# ------------------------------------------------------------------ params
+P_METRICS = "metrics"
+P_K = "k"
+P_SEED = "seed"
+P_SAMPLE = "sample"
+P_UNIFORMITY_T = "uniformity_t"
+P_ALIGNMENT_ALPHA = "alignment_alpha"
+P_DEVICE = "device"
+P_PRECISION = "precision"
+P_BOOTSTRAP = "bootstrap"
+P_CONFIDENCE = "confidence"
+#: The keys of ``params``: what shaped the numbers.
+PARAMS = (
+    P_METRICS,
+    P_K,
+    P_SEED,
+    P_SAMPLE,
+    P_UNIFORMITY_T,
+    P_ALIGNMENT_ALPHA,
+    P_DEVICE,
+    P_PRECISION,
+    P_BOOTSTRAP,
+    P_CONFIDENCE,
+)
 
 #: Every key, in report order.
 KEYS: tuple[Key, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Key))

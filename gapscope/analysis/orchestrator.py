@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from gapscope.analysis import keys as K
 from gapscope.analysis.bootstrap import IntervalPlan, attach_intervals, interval_note
 from gapscope.analysis.context import (
     DEFAULT_K,
@@ -22,7 +23,7 @@ from gapscope.analysis.context import (
     AnalysisOptions,
     Progress,
 )
-from gapscope.analysis.families import FAMILIES, Family, families_for
+from gapscope.analysis.families import FAMILIES, RETRIEVAL, UNIFORMITY, Family, families_for
 from gapscope.analysis.keys import DIRECTIONS
 from gapscope.analysis.result import Analysis
 from gapscope.data.embedding_set import EmbeddingSet
@@ -88,15 +89,17 @@ def run_analysis(
             f"uniformity and retrieval are estimates from {options.sample} random queries a "
             "modality (seeded); their standard errors are the *_se values"
         )
-    if options.precision == "bf16" and {"uniformity", "retrieval"} & set(options.metrics):
+    if options.precision == "bf16" and {UNIFORMITY.selector, RETRIEVAL.selector} & set(
+        options.metrics
+    ):
         ctx.note(
             "uniformity and retrieval: similarity products in bfloat16 (--precision bf16), "
             "summed in float32; scores closer than ~0.4% can swap ranks"
         )
     sections: dict[str, dict[str, Any]] = {
-        "modalities": {m: {} for m in ctx.modalities},
-        "pairs": {f"{a}-{b}": {} for a, b in ctx.pairs},
-        "tuples": {},
+        K.MODALITIES_SECTION: {m: {} for m in ctx.modalities},
+        K.PAIRS_SECTION: {f"{a}-{b}": {} for a, b in ctx.pairs},
+        K.TUPLES_SECTION: {},
     }
     for family in families:
         _run_family(ctx, family, sections)
@@ -115,7 +118,7 @@ def run_analysis(
             seed=options.seed,
             confidence=options.confidence,
         )
-        sampled_uniformity = "uniformity" in options.metrics and ctx.sampled
+        sampled_uniformity = UNIFORMITY.selector in options.metrics and ctx.sampled
         ctx.note(
             interval_note(
                 options.bootstrap, options.confidence, options.seed, sampled=sampled_uniformity
@@ -124,9 +127,9 @@ def run_analysis(
     return Analysis(
         input=ctx.input_section(),
         params=options.params(),
-        modalities=sections["modalities"],
-        pairs=sections["pairs"],
-        tuples=sections["tuples"],
+        modalities=sections[K.MODALITIES_SECTION],
+        pairs=sections[K.PAIRS_SECTION],
+        tuples=sections[K.TUPLES_SECTION],
         notes=list(ctx.notes),
         directions=dict(DIRECTIONS),
         context=ctx,
@@ -137,7 +140,7 @@ def _run_family(ctx: AnalysisContext, family: Family, sections: dict[str, dict[s
     if family.modality is not None:
         for m in ctx.modalities:
             ctx.say(f"{m}: {family.name}")
-            sections["modalities"][m].update(family.modality(ctx, m))
+            sections[K.MODALITIES_SECTION][m].update(family.modality(ctx, m))
     if family.pair is not None:
         for a, b in ctx.pairs:
             if family.needs_positives and not ctx.has_positive_pairs(a, b):
@@ -152,10 +155,10 @@ def _run_family(ctx: AnalysisContext, family: Family, sections: dict[str, dict[s
                 )
                 continue
             ctx.say(f"{a}-{b}: {family.name}")
-            sections["pairs"][f"{a}-{b}"].update(family.pair(ctx, a, b))
+            sections[K.PAIRS_SECTION][f"{a}-{b}"].update(family.pair(ctx, a, b))
     if family.tuple is not None:
         for combo in ctx.tuples:
             ctx.say(f"{'-'.join(combo)}: {family.name}")
             entry = family.tuple(ctx, combo)
             if entry:
-                sections["tuples"].setdefault("-".join(combo), {}).update(entry)
+                sections[K.TUPLES_SECTION].setdefault("-".join(combo), {}).update(entry)

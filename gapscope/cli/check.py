@@ -122,20 +122,21 @@ def check_command(
     significant = settings.significant if significant is None else significant
     base = load_report(baseline, "baseline") if baseline is not None else None
     files = {"image": image, "text": text, "audio": audio}
-    overrides = {
-        "metrics": metrics,
-        "k": k,
-        "seed": seed,
-        "sample": sample,
-        "bootstrap": bootstrap,
-        "confidence": confidence,
+    # The analysis options, by their flags; those given replace the baseline's parameters.
+    flags = {
+        "--metrics": metrics,
+        "--k": k,
+        "--seed": seed,
+        "--sample": sample,
+        "--bootstrap": bootstrap,
+        "--confidence": confidence,
     }
     report = _current_report(
         source,
         base,
         files,
         labels,
-        overrides,
+        flags,
         save_report,
         quiet,
         device=device,
@@ -154,7 +155,7 @@ def _current_report(
     base: Any,
     files: dict[str, Path | None],
     labels: Path | None,
-    overrides: dict[str, Any],
+    flags: dict[str, Any],
     save_report: Path | None,
     quiet: bool,
     **analysis: Any,
@@ -165,8 +166,13 @@ def _current_report(
 
     if source is not None and source.suffix.lower() == ".json":
         given = [
-            f"--{n}"
-            for n, v in {**files, **overrides, "labels": labels, "save-report": save_report}.items()
+            flag
+            for flag, v in {
+                **{f"--{m}": path for m, path in files.items()},
+                **flags,
+                "--labels": labels,
+                "--save-report": save_report,
+            }.items()
             if v is not None
         ]
         if given:
@@ -181,7 +187,7 @@ def _current_report(
     if source is not None and not source.is_dir():
         raise GapscopeError(f"{source} is neither a JSON report nor a store folder")
     data = embedding_source(source, files, labels)
-    params = baseline_analysis_params(base, **overrides)
+    params = baseline_analysis_params(base, **{f.lstrip("-"): v for f, v in flags.items()})
     report = analyse_with_status(data, quiet, **analysis, **params)
     if save_report is not None:
         write_output(report.to_json(), save_report)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gapscope._version import __version__
+from gapscope.analysis import keys as K
 from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
 from gapscope.errors import GapscopeError
 from gapscope.gate.reports import comparability_warnings, report_identity
@@ -171,15 +172,15 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         return json_ready(
             {
-                "schema": CHECK_SCHEMA,
-                "gapscope_version": __version__,
+                K.SCHEMA_FIELD: CHECK_SCHEMA,
+                K.VERSION_FIELD: __version__,
                 "status": "pass" if self.passed else "fail",
                 "exit_code": self.exit_code,
                 "report": self.report,
                 "baseline": self.baseline,
                 "settings": self.settings,
                 "summary": self.summary,
-                "metrics": {key: m.to_dict() for key, m in self.metrics.items()},
+                K.P_METRICS: {key: m.to_dict() for key, m in self.metrics.items()},
                 "warnings": self.warnings,
             }
         )
@@ -249,7 +250,7 @@ def check_report(
                 current,
                 rule,
                 significant,
-                base_data["params"].get("confidence"),
+                base_data[K.PARAMS_SECTION].get(K.P_CONFIDENCE),
                 direction_of(metric_leaf(key), directions),
             )
         warnings += comparability_warnings(base_data, current_data)
@@ -301,14 +302,14 @@ def baseline_analysis_params(baseline: Report | None, **overrides: Any) -> dict[
     """
     params = {} if baseline is None else baseline.params
     chosen = {
-        "metrics": params.get("metrics"),
-        "k": params.get("k", [1, 5, 10]),
-        "seed": params.get("seed", 0),
-        "sample": params.get("sample"),
-        "bootstrap": params.get("bootstrap"),
-        "confidence": params.get("confidence", 0.95),
-        "uniformity_t": params.get("uniformity_t", 2.0),
-        "alignment_alpha": params.get("alignment_alpha", 2.0),
+        K.P_METRICS: params.get(K.P_METRICS),
+        K.P_K: params.get(K.P_K, [1, 5, 10]),
+        K.P_SEED: params.get(K.P_SEED, 0),
+        K.P_SAMPLE: params.get(K.P_SAMPLE),
+        K.P_BOOTSTRAP: params.get(K.P_BOOTSTRAP),
+        K.P_CONFIDENCE: params.get(K.P_CONFIDENCE, 0.95),
+        K.P_UNIFORMITY_T: params.get(K.P_UNIFORMITY_T, 2.0),
+        K.P_ALIGNMENT_ALPHA: params.get(K.P_ALIGNMENT_ALPHA, 2.0),
     }
     chosen.update({key: value for key, value in overrides.items() if value is not None})
     return chosen

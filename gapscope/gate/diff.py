@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gapscope._version import __version__
+from gapscope.analysis import keys as K
 from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
 from gapscope.gate.reports import comparability_warnings, report_identity
 from gapscope.report.model import (
@@ -82,11 +83,11 @@ class DiffResult:
     def to_dict(self) -> dict[str, Any]:
         return json_ready(
             {
-                "schema": DIFF_SCHEMA,
-                "gapscope_version": __version__,
+                K.SCHEMA_FIELD: DIFF_SCHEMA,
+                K.VERSION_FIELD: __version__,
                 "a": self.a,
                 "b": self.b,
-                "metrics": {key: m.to_dict() for key, m in self.metrics.items()},
+                K.P_METRICS: {key: m.to_dict() for key, m in self.metrics.items()},
                 "warnings": self.warnings,
             }
         )

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gapscope.analysis import keys as K
 from gapscope.report.numbers import format_change, format_number
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
     with_ci = any(m.baseline_ci or m.current_ci for m in result.metrics.values())
     title = "gapscope check"
     if result.baseline is not None:
-        title += f": {result.report['source']} against {result.baseline['source']}"
+        title += f": {result.report[K.SOURCE]} against {result.baseline[K.SOURCE]}"
     table = Table(title=title, title_justify="left")
     table.add_column("metric", style="cyan", overflow="fold")
     table.add_column("baseline", justify="right", no_wrap=True)
@@ -147,8 +148,8 @@ def to_junit_xml(result: CheckResult) -> str:
     suite = ET.SubElement(root, "testsuite", attrs)
     properties = ET.SubElement(suite, "properties")
     for name, value in (
-        ("report", result.report.get("source")),
-        ("baseline", (result.baseline or {}).get("source")),
+        ("report", result.report.get(K.SOURCE)),
+        ("baseline", (result.baseline or {}).get(K.SOURCE)),
         ("significant", str(result.settings["significant"]).lower()),
     ):
         if value is not None:
@@ -216,7 +217,7 @@ def render_diff(result: DiffResult, console: Console | None = None) -> None:
     console = console or Console()
     with_ci = any(m.a_ci or m.b_ci for m in result.metrics.values())
     table = Table(
-        title=f"gapscope diff: A = {result.a['source']}, B = {result.b['source']}",
+        title=f"gapscope diff: A = {result.a[K.SOURCE]}, B = {result.b[K.SOURCE]}",
         title_justify="left",
     )
     table.add_column("metric", style="cyan", overflow="fold")

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from gapscope._version import __version__
+from gapscope.analysis import keys as K
 from gapscope.errors import GapscopeError
 from gapscope.report.model import READABLE_SCHEMAS, Report
 
 __all__ = ["comparability_warnings", "load_report", "report_identity"]
 
 # Params that change what a metric measures: a difference is worth a warning.
-_COMPARABLE_PARAMS = ("uniformity_t", "alignment_alpha", "sample", "seed")
+_COMPARABLE_PARAMS = (K.P_UNIFORMITY_T, K.P_ALIGNMENT_ALPHA, K.P_SAMPLE, K.P_SEED)
 
 
 def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
@@ -32,7 +33,7 @@ def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GapscopeError(f"{role} {path} is not a JSON report ({exc})") from None
-    schema = data.get("schema") if isinstance(data, dict) else None
+    schema = data.get(K.SCHEMA_FIELD) if isinstance(data, dict) else None
     if schema not in READABLE_SCHEMAS:
         raise GapscopeError(
             f"{role} {path} has schema {schema!r}; this gapscope {__version__} reads "
@@ -46,16 +47,22 @@ def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
 
 def report_identity(data: Mapping[str, Any]) -> dict[str, Any]:
     """``{"source", "fingerprint"}`` of a report's JSON mapping: which data it describes."""
-    inp = data.get("input", {})
-    return {"source": inp.get("source"), "fingerprint": inp.get("fingerprint")}
+    inp = data.get(K.INPUT_SECTION, {})
+    return {K.SOURCE: inp.get(K.SOURCE), K.FINGERPRINT: inp.get(K.FINGERPRINT)}
 
 
 def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Warnings for two reports that can be compared but maybe should not be: other probe set
     sizes, other metric parameters (t, alpha, sample, seed)."""
     warnings = []
-    rows_base = {m: v.get("n") for m, v in base.get("input", {}).get("modalities", {}).items()}
-    rows_now = {m: v.get("n") for m, v in current.get("input", {}).get("modalities", {}).items()}
+    rows_base = {
+        m: v.get(K.ROWS)
+        for m, v in base.get(K.INPUT_SECTION, {}).get(K.MODALITIES_SECTION, {}).items()
+    }
+    rows_now = {
+        m: v.get(K.ROWS)
+        for m, v in current.get(K.INPUT_SECTION, {}).get(K.MODALITIES_SECTION, {}).items()
+    }
     if rows_base != rows_now:
         listed = ", ".join(
             f"{m} {rows_base.get(m)} -> {rows_now.get(m)}"
@@ -67,10 +74,18 @@ def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) 
             "not the model; gate on one fixed probe set"
         )
     for name in _COMPARABLE_PARAMS:
-        before, now = base.get("params", {}).get(name), current.get("params", {}).get(name)
+        before, now = (
+            base.get(K.PARAMS_SECTION, {}).get(name),
+            current.get(K.PARAMS_SECTION, {}).get(name),
+        )
         if before != now:
             warnings.append(
                 f"the reports were analysed with different {name} "
                 f"({before} in the baseline, {now} now)"
             )
     return warnings
+
+
+def _rows(data: Mapping[str, Any]) -> dict[str, Any]:
+    modalities = data.get(K.INPUT_SECTION, {}).get(K.MODALITIES_SECTION, {})
+    return {m: v.get(K.ROWS) for m, v in modalities.items()}

@@ -169,7 +169,7 @@ def _summary_table(report: Report) -> str:
         for label, path in _HEADLINES
         if any(_get(entry, path) is not None for entry in pairs.values())
     ]
-    k = K.recall_key(report.params["k"][0])
+    k = K.recall_key(report.params[K.P_K][0])
     if not columns and not any(entry.get(K.RECALL.name) for entry in pairs.values()):
         return ""
     rows = []
@@ -212,7 +212,7 @@ def _modality_table(report: Report, names: Sequence[str]) -> str:
 
 def _retrieval_table(report: Report, pair: str) -> str:
     directions = retrieval_directions(report, pair)
-    ks = [K.recall_key(k) for k in report.params["k"]]
+    ks = [K.recall_key(k) for k in report.params[K.P_K]]
     rows = []
     for direction, entry in directions:
         src, dst = direction.split("->")
@@ -237,7 +237,7 @@ def _retrieval_table(report: Report, pair: str) -> str:
 def _whatif_table(report: Report, pair: str, whatif: Mapping[str, Any]) -> str:
     a, b = pair.split("-")
     directions = [K.direction_key(q, t) for q, t in ((a, b), (b, a), (a, a), (b, b))]
-    ks = [K.recall_key(k) for k in report.params["k"]]
+    ks = [K.recall_key(k) for k in report.params[K.P_K]]
     rows = []
     for name, scenario in whatif.items():
         recall = scenario.get(K.RECALL.name, {})
@@ -394,17 +394,17 @@ def render_html(
         The HTML text (UTF-8; no external URL anywhere).
     """
     doc = report.to_dict()
-    inp = doc.get("input", {})
-    names = list(inp.get("modalities", {})) or list(report.modalities)
-    heading = title or f"gapscope report: {inp.get('source', '')}"
-    model = inp.get("model") or {}
+    inp = doc.get(K.INPUT_SECTION, {})
+    names = list(inp.get(K.MODALITIES_SECTION, {})) or list(report.modalities)
+    heading = title or f"gapscope report: {inp.get(K.SOURCE, '')}"
+    model = inp.get(K.MODEL) or {}
     model_text = ", ".join(
         f"{k}={v}"
         for k, v in sorted(model.items())
         if v is not None and not isinstance(v, dict | list)
     )
     plots_html, plot_notes = _plots(report, plots)
-    notes = list(dict.fromkeys([*doc.get("notes", []), *plot_notes]))
+    notes = list(dict.fromkeys([*doc.get(K.NOTES_SECTION, []), *plot_notes]))
 
     parts = [
         "<!DOCTYPE html>",
@@ -412,9 +412,9 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>",
         f"<header><h1>{_e(heading)}</h1>",
-        f"<p>schema {_e(doc.get('schema', ''))} &#183; gapscope "
-        f"{_e(doc.get('gapscope_version', ''))} &#183; fingerprint "
-        f"{_e(str(inp.get('fingerprint', ''))[:16])}</p>",
+        f"<p>schema {_e(doc.get(K.SCHEMA_FIELD, ''))} &#183; gapscope "
+        f"{_e(doc.get(K.VERSION_FIELD, ''))} &#183; fingerprint "
+        f"{_e(str(inp.get(K.FINGERPRINT, ''))[:16])}</p>",
     ]
     if model_text:
         parts.append(f"<p>model: {_e(model_text)}</p>")
@@ -425,13 +425,13 @@ def render_html(
     input_rows = [
         [
             _e(m),
-            _num(info.get("n")),
-            _num(info.get("dim")),
-            _e(info.get("dtype", "")),
-            _num(info.get("raw_norm_mean")),
-            _num(info.get("has_labels")),
+            _num(info.get(K.ROWS)),
+            _num(info.get(K.DIM)),
+            _e(info.get(K.DTYPE, "")),
+            _num(info.get(K.RAW_NORM_MEAN)),
+            _num(info.get(K.HAS_LABELS)),
         ]
-        for m, info in inp.get("modalities", {}).items()
+        for m, info in inp.get(K.MODALITIES_SECTION, {}).items()
     ]
     input_table = _table(
         ["modality", "rows", "dim", "dtype", "mean raw norm", "labels"],

@@ -148,15 +148,15 @@ class Report:
         """The JSON-ready mapping: floats rounded, keys as in :mod:`gapscope.analysis.keys`."""
         return _clean(
             {
-                "schema": self.schema,
-                "gapscope_version": self.gapscope_version,
-                "input": self.input,
-                "params": self.params,
-                "modalities": self.modalities,
-                "pairs": self.pairs,
-                "tuples": self.tuples,
-                "notes": self.notes,
-                "directions": self.directions,
+                K.SCHEMA_FIELD: self.schema,
+                K.VERSION_FIELD: self.gapscope_version,
+                K.INPUT_SECTION: self.input,
+                K.PARAMS_SECTION: self.params,
+                K.MODALITIES_SECTION: self.modalities,
+                K.PAIRS_SECTION: self.pairs,
+                K.TUPLES_SECTION: self.tuples,
+                K.NOTES_SECTION: self.notes,
+                K.DIRECTIONS_SECTION: self.directions,
             }
         )
 
@@ -170,7 +170,7 @@ class Report:
         (:func:`upgrade_report`), any other schema refused."""
         if not isinstance(data, dict):
             raise GapscopeError("a report must be a JSON object")
-        schema = data.get("schema")
+        schema = data.get(K.SCHEMA_FIELD)
         if schema not in READABLE_SCHEMAS:
             raise GapscopeError(
                 f"report has schema {schema!r}; this gapscope reads "
@@ -180,15 +180,15 @@ class Report:
             data = upgrade_report(data)
         try:
             return cls(
-                input=data["input"],
-                params=data["params"],
-                modalities=data.get("modalities", {}),
-                pairs=data.get("pairs", {}),
-                tuples=data.get("tuples", {}),
-                notes=data.get("notes", []),
-                directions=data.get("directions") or dict(K.DIRECTIONS),
+                input=data[K.INPUT_SECTION],
+                params=data[K.PARAMS_SECTION],
+                modalities=data.get(K.MODALITIES_SECTION, {}),
+                pairs=data.get(K.PAIRS_SECTION, {}),
+                tuples=data.get(K.TUPLES_SECTION, {}),
+                notes=data.get(K.NOTES_SECTION, []),
+                directions=data.get(K.DIRECTIONS_SECTION) or dict(K.DIRECTIONS),
                 schema=SCHEMA,
-                gapscope_version=data.get("gapscope_version", "unknown"),
+                gapscope_version=data.get(K.VERSION_FIELD, "unknown"),
             )
         except KeyError as exc:
             raise GapscopeError(f"report lacks the {exc.args[0]!r} section") from None
@@ -236,9 +236,9 @@ def upgrade_report(data: dict[str, Any]) -> dict[str, Any]:
     {'R@K': 'higher'}
     """
     out = copy.deepcopy(data)
-    out["schema"] = SCHEMA
-    modalities = out.setdefault("modalities", {})
-    for entry in out.get("pairs", {}).values():
+    out[K.SCHEMA_FIELD] = SCHEMA
+    modalities = out.setdefault(K.MODALITIES_SECTION, {})
+    for entry in out.get(K.PAIRS_SECTION, {}).values():
         recall = entry.get(K.RECALL.name)
         if isinstance(recall, dict):
             for direction in [d for d in recall if _is_intra(d)]:
@@ -250,7 +250,7 @@ def upgrade_report(data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(direction_entry, dict):
             for key in [k for k in direction_entry if k.startswith("coord_top")]:
                 del direction_entry[key]
-    directions = out.get("directions")
+    directions = out.get(K.DIRECTIONS_SECTION)
     if isinstance(directions, dict):
         directions.pop(K.FD.name, None)
     return out

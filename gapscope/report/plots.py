@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gapscope.analysis import keys as K
 from gapscope.data.atomic import atomic_write_bytes
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.sampling import Stream, sample_rows
@@ -322,9 +323,9 @@ def plot_similarity_histogram(
         "bin_edges": edges,
         "positive_counts": pos,
         "negative_counts": neg,
-        "overlap": st.overlap,
-        "auc": st.auc,
-        "negatives_sampled": st.negatives_sampled,
+        K.OVERLAP.name: st.overlap,
+        K.AUC.name: st.auc,
+        K.NEGATIVES_SAMPLED.name: st.negatives_sampled,
     }
     return _finish(fig, f"similarity-{pair}", title, data, path)
 
@@ -441,7 +442,7 @@ def plot_recall_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    return _finish(fig, f"recall-{a}-{b}", title, {"k": cutoffs, "curves": curves}, path)
+    return _finish(fig, f"recall-{a}-{b}", title, {K.P_K: cutoffs, "curves": curves}, path)
 
 
 # --------------------------------------------------------------------------- all of them

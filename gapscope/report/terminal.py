@@ -59,10 +59,10 @@ def value_text(
 def pair_rows(report: Report, pair: str) -> list[tuple[str, str, str]]:
     """``(label, value, reading)`` of every summary row of one pair, in family order."""
     data = report.to_dict()
-    entry = data["pairs"][pair]
+    entry = data[K.PAIRS_SECTION][pair]
     names = pair.split("-")
-    modalities = {m: data["modalities"].get(m, {}) for m in names}
-    selected = set(data["params"].get("metrics", []))
+    modalities = {m: data[K.MODALITIES_SECTION].get(m, {}) for m in names}
+    selected = set(data[K.PARAMS_SECTION].get(K.P_METRICS, []))
     rows: list[tuple[str, str, str]] = []
     for family in FAMILIES:
         if family.selector not in selected:
@@ -70,7 +70,7 @@ def pair_rows(report: Report, pair: str) -> list[tuple[str, str, str]]:
         for row in family.rows:
             targets = [(m, modalities[m]) for m in names] if row.per_modality else [(None, entry)]
             for m, target in targets:
-                scope = RowScope(target, entry, modalities, data["params"], m)
+                scope = RowScope(target, entry, modalities, data[K.PARAMS_SECTION], m)
                 line = _row_line(row, scope)
                 if line is not None:
                     rows.append(line)
@@ -113,9 +113,9 @@ def pair_table(report: Report, pair: str) -> Table:
 def retrieval_directions(report: Report, pair: str) -> list[tuple[str, Mapping[str, Any]]]:
     """The pair's retrieval entries: both cross-modal directions, then each modality's own."""
     data = report.to_dict()
-    out = list(data["pairs"][pair].get(K.RECALL.name, {}).items())
+    out = list(data[K.PAIRS_SECTION][pair].get(K.RECALL.name, {}).items())
     for m in pair.split("-"):
-        out += list(data["modalities"].get(m, {}).get(K.RECALL.name, {}).items())
+        out += list(data[K.MODALITIES_SECTION].get(m, {}).get(K.RECALL.name, {}).items())
     return out
 
 
@@ -124,7 +124,7 @@ def retrieval_table(report: Report, pair: str) -> Table | None:
     directions = retrieval_directions(report, pair)
     if not directions:
         return None
-    ks = report.params["k"]
+    ks = report.params[K.P_K]
     table = Table(
         title=f"[bold]{pair}[/bold] retrieval (hit rate: any positive in the top K)",
         title_justify="left",
@@ -161,7 +161,7 @@ def whatif_table(report: Report, pair: str) -> Table | None:
     if not whatif:
         return None
     a, b = pair.split("-")
-    key = K.recall_key(report.params["k"][0])
+    key = K.recall_key(report.params[K.P_K][0])
     table = Table(
         title=f"[bold]{pair}[/bold] what-ifs: close the gap after training", title_justify="left"
     )
@@ -200,29 +200,29 @@ def render_report(report: Report, console: Console | None = None) -> None:
     """Print the report: a header, one table a modality pair, then the notes."""
     console = console or Console()
     data = report.to_dict()
-    inp = data["input"]
-    sizes = ", ".join(f"{m} {v['n']}x{v['dim']}" for m, v in inp["modalities"].items())
+    inp = data[K.INPUT_SECTION]
+    sizes = ", ".join(f"{m} {v[K.ROWS]}x{v[K.DIM]}" for m, v in inp[K.MODALITIES_SECTION].items())
     header = Text.assemble(
         ("gapscope ", "bold"),
-        (data["gapscope_version"], "dim"),
+        (data[K.VERSION_FIELD], "dim"),
         "  ",
-        (inp["source"], "bold"),
+        (inp[K.SOURCE], "bold"),
         f"  ({sizes})",
     )
     console.print(header)
-    model = inp.get("model")
+    model = inp.get(K.MODEL)
     if model:
-        name = model.get("model") or model.get("name") or model.get("family") or "encoder"
+        name = model.get(K.MODEL) or model.get("name") or model.get("family") or "encoder"
         weights = model.get("pretrained") or model.get("checkpoint")
         family = model.get("family")
         detail = ", ".join(str(v) for v in (family, weights) if v and v != name)
         console.print(Text(f"model: {name}" + (f" ({detail})" if detail else ""), style="dim"))
-    for pair in data["pairs"]:
+    for pair in data[K.PAIRS_SECTION]:
         console.print(pair_table(report, pair))
         for view in (retrieval_table(report, pair), whatif_table(report, pair)):
             if view is not None:
                 console.print(view)
-    for name, values in data.get("tuples", {}).items():
+    for name, values in data.get(K.TUPLES_SECTION, {}).items():
         mean = values.get(K.GRAM_VOLUME_MEAN.name)
         if mean is not None:
             console.print(
@@ -236,5 +236,5 @@ def render_report(report: Report, console: Console | None = None) -> None:
                     ),
                 )
             )
-    for note in data["notes"]:
+    for note in data[K.NOTES_SECTION]:
         console.print(Text(f"note: {note}", style="yellow"))
