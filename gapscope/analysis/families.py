@@ -113,6 +113,8 @@ class Family:
         needs_positives: skipped (with a note) for a pair without positive pairs.
         scale_free: unchanged when each raw row is multiplied by its own positive factor
             (every metric on unit rows; not MIR, which reads the raw norms).
+        order_free: unchanged when the rows come in another order (not separability, whose
+            row sample and cross-validation folds are drawn by position).
         table: a view of its own besides the rows (``"retrieval"``, ``"whatif"``).
     """
 
@@ -126,6 +128,7 @@ class Family:
     rows: tuple[Row, ...] = ()
     needs_positives: bool = False
     scale_free: bool = True
+    order_free: bool = True
     table: str | None = None
     description: str = field(default="", compare=False)
 
@@ -571,6 +574,7 @@ SEPARABILITY = Family(
     "diagnostics",
     (K.SEPARABILITY, K.SEPARABILITY_SE, K.SEPARABILITY_ROWS),
     pair=_separability,
+    order_free=False,
     rows=(
         Row(
             "separability",
