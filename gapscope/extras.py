@@ -26,6 +26,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "scipy": ("scipy", "audio"),
     "matplotlib": ("matplotlib", "plot"),
     "sklearn": ("scikit-learn", "diagnostics"),
+    "umap": ("umap-learn", "umap"),
 }
 
 

@@ -367,8 +367,10 @@ def attach_intervals(
     for path, interval in intervals.items():
         node: Any = sections
         for part in path[:-1]:
-            node = node[part]
-        node[ci_key(path[-1])] = None if interval is None else list(interval)
+            node = node.get(part) if isinstance(node, dict) else None
+        # A value the analysis left out (a pair without positive pairs) gets no interval.
+        if isinstance(node, dict) and path[-1] in node:
+            node[ci_key(path[-1])] = None if interval is None else list(interval)
 
 
 def _group_unit_sums(raw: Any, group_of: np.ndarray, n_groups: int) -> tuple[np.ndarray, ...]:

@@ -16,8 +16,7 @@ out, each computed on first use and kept:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from gapscope.analysis import keys as K
+from gapscope.analysis.families import FAMILIES
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.moments import UnitSums, unit_scatter, unit_sums
@@ -44,20 +44,10 @@ from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = ["METRICS", "AnalysisContext", "AnalysisOptions", "Progress", "parse_k", "parse_metrics"]
 
-#: The metric families ``--metrics`` selects, in report order. ``diagnostics`` are the extra
-#: diagnostics (effective rank, separability, CKA, gap direction, similarity statistics, GRAM
-#: volume); ``whatif`` the gap-closing what-ifs.
-METRICS = (
-    "gap",
-    "cosine",
-    "alignment",
-    "cone",
-    "uniformity",
-    "mir",
-    "retrieval",
-    "diagnostics",
-    "whatif",
-)
+#: What ``--metrics`` selects, in report order: the selectors of the registry's families
+#: (``diagnostics`` turns on effective rank, separability, CKA, similarity statistics, gap
+#: direction and GRAM volume; ``whatif`` the gap-closing what-ifs).
+METRICS = tuple(dict.fromkeys(f.selector for f in FAMILIES))
 DEFAULT_K = (1, 5, 10)
 #: Query rows a modality for the what-ifs (and rows for the separability probe) at most.
 DEFAULT_MAX_ROWS = 5000
@@ -174,6 +164,8 @@ class AnalysisOptions:
             K.P_DEVICE: self.device.type,
             K.P_PRECISION: self.precision,
             K.P_BOOTSTRAP: self.bootstrap,
+            # Near-ties within float32 rounding can resolve differently for another block size.
+            K.P_BLOCK_SIZE: self.block_size,
         }
         if self.bootstrap is not None:
             params[K.P_CONFIDENCE] = self.confidence
@@ -394,16 +386,3 @@ def _raw_norm_mean(raw: Embeddings, chunk: int = 65536) -> float:
         block = np.asarray(raw[start : start + chunk], dtype=np.float64)
         total += float(np.linalg.norm(block, axis=1).sum())
     return total / raw.shape[0]
-
-
-def pair_name(pair: Sequence[str]) -> str:
-    """``("image", "text") -> "image-text"``."""
-    return "-".join(pair)
-
-
-def mean_of(values: Mapping[str, float | None]) -> float | None:
-    """The mean of defined values, ``None`` when one is undefined."""
-    numbers = list(values.values())
-    if any(v is None or not math.isfinite(v) for v in numbers):
-        return None
-    return sum(numbers) / len(numbers)  # type: ignore[arg-type]

@@ -198,9 +198,14 @@ def _cosine(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
     }
 
 
+def _with_positives(ctx: AnalysisContext) -> list[tuple[str, str]]:
+    """The pairs that have positive pairs (the others get no pair-based metrics)."""
+    return [(a, b) for a, b in ctx.pairs if ctx.has_positive_pairs(a, b)]
+
+
 def _cosine_intervals(plan: IntervalPlan, ctx: AnalysisContext) -> dict[Path, Statistic]:
     out: dict[Path, Statistic] = {}
-    for a, b in ctx.pairs:
+    for a, b in _with_positives(ctx):
         paired, unpaired = plan.cosines(a, b)
         out[("pairs", f"{a}-{b}", K.PAIRED_COSINE.name)] = paired
         out[("pairs", f"{a}-{b}", K.UNPAIRED_COSINE.name)] = unpaired
@@ -213,6 +218,7 @@ COSINE = Family(
     (K.PAIRED_COSINE, K.UNPAIRED_COSINE, K.N_PAIRS),
     pair=_cosine,
     intervals=_cosine_intervals,
+    needs_positives=True,
     rows=(
         Row(
             "paired cosine",
@@ -241,7 +247,10 @@ def _alignment(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
 
 
 def _alignment_intervals(plan: IntervalPlan, ctx: AnalysisContext) -> dict[Path, Statistic]:
-    return {("pairs", f"{a}-{b}", K.ALIGNMENT.name): plan.alignment(a, b) for a, b in ctx.pairs}
+    return {
+        ("pairs", f"{a}-{b}", K.ALIGNMENT.name): plan.alignment(a, b)
+        for a, b in _with_positives(ctx)
+    }
 
 
 ALIGNMENT = Family(
@@ -250,6 +259,7 @@ ALIGNMENT = Family(
     (K.ALIGNMENT,),
     pair=_alignment,
     intervals=_alignment_intervals,
+    needs_positives=True,
     rows=(
         Row("alignment", (K.ALIGNMENT.name,), lambda s: read_alignment(s.entry[K.ALIGNMENT.name])),
     ),

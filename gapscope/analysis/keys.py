@@ -195,6 +195,7 @@ P_DEVICE = "device"
 P_PRECISION = "precision"
 P_BOOTSTRAP = "bootstrap"
 P_CONFIDENCE = "confidence"
+P_BLOCK_SIZE = "block_size"
 #: The keys of ``params``: what shaped the numbers.
 PARAMS = (
     P_METRICS,
@@ -207,6 +208,7 @@ PARAMS = (
     P_PRECISION,
     P_BOOTSTRAP,
     P_CONFIDENCE,
+    P_BLOCK_SIZE,
 )
 
 #: Every key, in report order.

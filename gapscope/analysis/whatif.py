@@ -34,7 +34,6 @@ import numpy as np
 
 from gapscope.analysis.context import DEFAULT_MAX_ROWS, AnalysisContext, AnalysisOptions
 from gapscope.data.embedding_set import EmbeddingSet
-from gapscope.engine import unit_rows as _rows
 from gapscope.engine.blocks import row_blocks
 from gapscope.engine.moments import unit_sums
 from gapscope.engine.normalization import unit_rows
@@ -42,7 +41,7 @@ from gapscope.engine.numerics import log_mean_exp
 from gapscope.engine.passes import ModalityPassResult, cross_pass, modality_pass
 from gapscope.engine.ranking import RetrievalResult, summarize
 from gapscope.engine.sampling import Stream, generator
-from gapscope.engine.unit_rows import MIN_NORM, UnitRows
+from gapscope.engine.unit_rows import MIN_NORM, STREAM_CHUNK_ROWS, UnitRows, fits_in_memory
 from gapscope.engine.validation import (
     ArrayLike,
     check_embeddings,
@@ -223,7 +222,7 @@ def _transformed_sums(
     the unit rows), a chunk at a time; raises on a row the offset leaves without direction."""
     sum_w = np.zeros(x.shape[1])
     sum_unit = np.zeros(x.shape[1])
-    for start, stop in row_blocks(x.shape[0], _rows.STREAM_CHUNK_ROWS):
+    for start, stop in row_blocks(x.shape[0], STREAM_CHUNK_ROWS):
         w = unit_rows(x[start:stop])
         if offset is not None:
             w -= offset
@@ -251,7 +250,7 @@ def _measure(
         _transformed_sums(ctx.raw[m], off, m, why) for m, off in zip(names, offsets, strict=True)
     )
     na, nb = ctx.raw[a].shape[0], ctx.raw[b].shape[0]
-    fits = _rows.fits_in_memory(na + nb, ctx.dim)
+    fits = fits_in_memory(na + nb, ctx.dim)
     units = {
         m: UnitRows(
             ctx.raw[m], device=opts.device, in_memory=fits or q is None, offset=off, name=m, why=why
@@ -300,8 +299,12 @@ def _original(
 ) -> Scenario:
     """The pair as it is: from the analysis's passes, restricted to the what-if queries, when
     the analysis computed them; measured like a fix otherwise."""
-    reuse = ctx.has_cross_pass(a, b) and all(
-        ctx.has_modality_pass(m, uniformity=True, retrieval=True) for m in (a, b)
+    # The fixes are measured on float32 unit rows; the analysis's passes are reused only when
+    # they were float32 too.
+    reuse = (
+        ctx.options.precision == "fp32"
+        and ctx.has_cross_pass(a, b)
+        and all(ctx.has_modality_pass(m, uniformity=True, retrieval=True) for m in (a, b))
     )
     if not reuse:
         return _measure(ctx, (a, b), (None, None), queries, None, centered=False, why="")

@@ -2,12 +2,14 @@
 
 Exit codes: 0 ok; 1 a check found a regression; 2 bad usage or bad input (a
 :class:`~gapscope.errors.GapscopeError`, or an operating-system error such as a missing or
-unwritable path); 130 interrupted. Anything else is a bug and keeps its traceback.
+unwritable path); 3 a crash (a bug in gapscope or in a library it calls: one line naming the
+exception, and the traceback only when ``GAPSCOPE_TRACEBACK=1``); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,7 +20,10 @@ from gapscope.errors import GapscopeError
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
+EXIT_CRASH = 3
 EXIT_INTERRUPTED = 130
+#: Set to 1 to see the traceback of a crash instead of its one line.
+TRACEBACK_VARIABLE = "GAPSCOPE_TRACEBACK"
 
 
 def fail(message: str) -> typer.Exit:
@@ -51,6 +56,18 @@ def handle_errors(func: F | None = None, *, interrupted: str = "Interrupted.") -
             except KeyboardInterrupt:
                 typer.echo(interrupted, err=True)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except Exception as exc:
+                if os.environ.get(TRACEBACK_VARIABLE) == "1":
+                    raise
+                detail = " ".join(str(exc).split()) or "no message"
+                typer.echo(
+                    f"Error: gapscope crashed ({type(exc).__name__}: {detail}); this is a bug: "
+                    f"rerun with {TRACEBACK_VARIABLE}=1 for the traceback and report it",
+                    err=True,
+                )
+                raise typer.Exit(EXIT_CRASH) from None
 
         return wrapper  # type: ignore[return-value]
 

@@ -1,4 +1,4 @@
-"""The embedding store: one folder, format version 1 (see DESIGN.md, "Embedding store").
+"""The embedding store: one folder, format version 1 (see docs/architecture.md, section 4).
 
 ```
 manifest.json          format, versions, encoder, dataset, per-modality file/rows/dim/dtype
@@ -266,7 +266,8 @@ class EmbeddingStore:
         """Concatenate the parts into ``<modality>.npy`` and ``.items.jsonl``; mark complete.
 
         ``normalized`` records, per modality, whether the encoder's outputs were already
-        L2-normalised (MIR's outlier step needs to know); ``extra`` keys go into the manifest.
+        L2-normalised (the report shows it as ``normalized_by_encoder``); ``extra`` keys go into
+        the manifest.
         """
         if self.complete:
             raise StoreError(f"{self.path}: store is already finalised")

@@ -63,10 +63,10 @@ from gapscope.errors import GapscopeError
 
 T = TypeVar("T")
 
-__all__ = ["DIRECTIONS", "ModalityPassResult", "cross_pass", "modality_pass"]
+__all__ = ["CROSS_DIRECTIONS", "ModalityPassResult", "cross_pass", "modality_pass"]
 
 #: The two directions of :func:`cross_pass`.
-DIRECTIONS = ("x_to_y", "y_to_x")
+CROSS_DIRECTIONS = ("x_to_y", "y_to_x")
 # The unshifted kernel sum needs exp(+-2t) well inside float32 (2t <= 40: terms within
 # [4e-18, 2.4e17], a sum of a billion of them far below the float32 maximum 3.4e38).
 _MAX_UNSHIFTED_EXPONENT = 80.0
@@ -328,7 +328,7 @@ def cross_pass(
     device: str | torch.device | None = None,
     query_index_x: ArrayLike | Sequence[int] | None = None,
     query_index_y: ArrayLike | Sequence[int] | None = None,
-    directions: Sequence[str] = DIRECTIONS,
+    directions: Sequence[str] = CROSS_DIRECTIONS,
 ) -> tuple[RetrievalResult | None, RetrievalResult | None]:
     """Cross-modal recall@K, ``x -> y`` and ``y -> x``, from one ``X Y^T`` pass.
 
@@ -366,9 +366,11 @@ def cross_pass(
         >>> i2t.recall, t2i.recall
         ({1: 0.5, 5: 1.0}, {1: 0.5, 5: 1.0})
     """
-    unknown = [d for d in directions if d not in DIRECTIONS]
+    unknown = [d for d in directions if d not in CROSS_DIRECTIONS]
     if unknown:
-        raise GapscopeError(f"directions: expected {' or '.join(DIRECTIONS)}, got {unknown[0]!r}")
+        raise GapscopeError(
+            f"directions: expected {' or '.join(CROSS_DIRECTIONS)}, got {unknown[0]!r}"
+        )
     cutoffs = check_k(k)
     dev = resolve_device(device)
     ux = as_unit_rows(x, "x", device=dev)

@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 CHECK_SCHEMA = "gapscope.check/1"
+#: The field of a check or diff document that holds one entry a metric (by flat key).
+METRICS_FIELD = "metrics"
 VERDICTS = ("regressed", "failed", "improved", "pass", "skipped")
 
 
@@ -180,7 +182,7 @@ class CheckResult:
                 "baseline": self.baseline,
                 "settings": self.settings,
                 "summary": self.summary,
-                K.P_METRICS: {key: m.to_dict() for key, m in self.metrics.items()},
+                METRICS_FIELD: {key: m.to_dict() for key, m in self.metrics.items()},
                 "warnings": self.warnings,
             }
         )

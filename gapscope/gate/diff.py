@@ -17,6 +17,7 @@ from typing import Any
 from gapscope._version import __version__
 from gapscope.analysis import keys as K
 from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
+from gapscope.gate.check import METRICS_FIELD
 from gapscope.gate.reports import comparability_warnings, report_identity
 from gapscope.report.model import (
     Report,
@@ -87,7 +88,7 @@ class DiffResult:
                 K.VERSION_FIELD: __version__,
                 "a": self.a,
                 "b": self.b,
-                K.P_METRICS: {key: m.to_dict() for key, m in self.metrics.items()},
+                METRICS_FIELD: {key: m.to_dict() for key, m in self.metrics.items()},
                 "warnings": self.warnings,
             }
         )

@@ -145,12 +145,7 @@ def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _umap_2d(points: np.ndarray, seed: int) -> np.ndarray:
-    try:
-        import umap
-    except ImportError:
-        raise GapscopeError(
-            "the UMAP projection needs umap-learn: pip install umap-learn"
-        ) from None
+    umap = require("umap", "the UMAP projection")
     reducer = umap.UMAP(n_components=2, random_state=seed, metric="cosine")
     return np.asarray(reducer.fit_transform(points), dtype=np.float64)
 

@@ -90,7 +90,7 @@ def test_json_validates_and_is_byte_identical(paired_store):
     data = json.loads(first)
     jsonschema.validate(data, report_schema())
     assert data["schema"] == "gapscope.report/2"
-    # The key paths DESIGN.md promises to dashboards.
+    # The key paths docs/architecture.md promises to dashboards.
     pair = data["pairs"]["image-text"]
     for key in (
         "gap",

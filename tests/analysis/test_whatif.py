@@ -273,8 +273,13 @@ def test_diagnostics_notes_pairs_without_shared_groups():
         },
         groups={"image": np.arange(10), "text": np.arange(12) % 10, "audio": np.arange(100, 108)},
     )
-    report = analyze(data, device="cpu", metrics="diagnostics,whatif")
+    report = analyze(data, device="cpu", bootstrap=20)
     assert "cka" not in report.pairs["image-audio"]
+    # The cosines and the alignment are about positive pairs too: left out, not an error.
+    assert "paired_cosine" not in report.pairs["image-audio"]
+    assert "alignment_ci" not in report.pairs["image-audio"]
+    assert report.pairs["image-text"]["alignment_ci"] is not None
+    assert "gap" in report.pairs["image-audio"]
     assert "similarity" not in report.pairs["image-audio"]
     assert "whatif" not in report.pairs["text-audio"]
     assert "whatif" in report.pairs["image-text"]

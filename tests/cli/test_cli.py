@@ -220,3 +220,24 @@ def test_unwritable_output_is_one_line(example_store, tmp_path):
     )
     assert_one_line_error(result, str(blocker))
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_crash_is_one_line_and_exit_3(monkeypatch, tmp_path):
+    # A bug deep in the library (simulated): exit 3 and one line, the traceback on request.
+    import gapscope.api
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(gapscope.api, "analyze", broken)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.normal(size=(5, 3)).astype(np.float32))
+    args = ["analyze", "--image", str(tmp_path / "a.npy"), "--text", str(tmp_path / "a.npy"), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3
+    assert result.stderr.count("\n") == 1
+    assert "ZeroDivisionError: division by zero" in result.stderr and "GAPSCOPE_TRACEBACK" in (
+        result.stderr
+    )
+    monkeypatch.setenv("GAPSCOPE_TRACEBACK", "1")
+    assert isinstance(runner.invoke(app, args).exception, ZeroDivisionError)
