@@ -2,9 +2,10 @@
 
 The lower bound is the time of the three products the metrics need (X X^T, Y Y^T, X Y^T, each
 n x n x d float32), done in blocks of the same size on the same device, with nothing else.
-Against it: the fused pass (:func:`gapscope.engine.passes.fused_pair_pass`: uniformity with row
-terms, intra-modal retrieval with class labels, both cross-modal directions) and, unless
-``--skip-per-metric``, the per-metric functions analyze called before (six products).
+Against it: the passes an analysis runs (:mod:`gapscope.engine.passes`: ``modality_pass`` of
+each modality, uniformity with row terms and intra-modal retrieval with class labels, and one
+``cross_pass`` for both cross-modal directions). ``--skip-per-metric`` is accepted and ignored
+(there is one engine: the per-metric functions run the same passes).
 
     python benchmarks/bench_gemm_bound.py --n 10000 50000 --dim 512 --json gemm_bound.json
 """
@@ -20,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gapscope.engine.passes import auto_block_size, fused_pair_pass
-from gapscope.engine.validation import normalize_rows
-from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
-from gapscope.metrics.uniformity import uniformity_with_row_terms
+from gapscope.engine.blocks import similarity_block_rows
+from gapscope.engine.normalization import normalize_rows
+from gapscope.engine.passes import cross_pass, modality_pass
 
 
 def make_data(n: int, dim: int, classes: int, seed: int = 0):
@@ -68,7 +68,7 @@ def main() -> None:
     for n in args.n:
         image, text, labels = make_data(n, args.dim, args.classes)
         groups = np.arange(n)
-        block = args.block_size or auto_block_size(n)
+        block = args.block_size or similarity_block_rows(n)
         ux = normalize_rows(image, device=args.device)
         uy = normalize_rows(text, device=args.device)
         bound = gemm_bound(ux, uy, block)
@@ -76,19 +76,11 @@ def main() -> None:
         bound_2048 = gemm_bound(ux, uy, 2048)
 
         t0 = time.perf_counter()
-        fused_pair_pass(
-            ux,
-            uy,
-            groups,
-            groups,
-            labels,
-            labels,
-            k=(1, 5, 10),
-            row_terms=True,
-            per_query=True,
-            device=args.device,
-            block_size=args.block_size,
-        )
+        for u in (ux, uy):
+            modality_pass(u, labels, k=(1, 5, 10), device=args.device,
+                          block_size=args.block_size)
+        cross_pass(ux, uy, groups, groups, k=(1, 5, 10), device=args.device,
+                   block_size=args.block_size)
         fused = time.perf_counter() - t0
         row = {
             "n": n,
@@ -100,28 +92,11 @@ def main() -> None:
             "gemm_bound_2048_rows_s": bound_2048,
             "fused_over_bound_2048_rows": fused / bound_2048,
         }
-        if not args.skip_per_metric:
-            t0 = time.perf_counter()
-            kw = {"device": args.device, "per_query": True, "k": (1, 5, 10)}
-            for u in (ux, uy):
-                uniformity_with_row_terms(u, device=args.device)
-                intra_modal_retrieval(u, labels, **kw)
-            cross_modal_retrieval(ux, uy, groups, groups, **kw)
-            cross_modal_retrieval(uy, ux, groups, groups, **kw)
-            row["per_metric_s"] = time.perf_counter() - t0
-            row["per_metric_over_bound"] = row["per_metric_s"] / bound
-            row["speedup_fused_vs_per_metric"] = row["per_metric_s"] / fused
         rows.append(row)
         print(
             f"n={n:>7} d={args.dim} block={block:>4}: GEMM bound {bound:8.1f} s | fused "
             f"{fused:8.1f} s ({fused / bound:.2f}x; {fused / bound_2048:.2f}x the 2048-row-block "
-            f"bound {bound_2048:.1f} s)"
-            + (
-                ""
-                if args.skip_per_metric
-                else f" | per-metric {row['per_metric_s']:8.1f} s"
-                f" ({row['per_metric_over_bound']:.2f}x)"
-            ),
+            f"bound {bound_2048:.1f} s)",
             flush=True,
         )
     result = {

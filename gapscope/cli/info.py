@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -50,7 +51,7 @@ def info_command(
             "yes" if inf.get("normalized") else "no",
         )
     console.print(table)
-    enc = s.encoder
+    enc = {k: _shown(v) for k, v in (s.encoder or {}).items()}
     if enc:
         console.print(
             "encoder: "
@@ -63,3 +64,15 @@ def info_command(
     skipped = s.manifest.get("skipped") or []
     if skipped:
         console.print(f"skipped while extracting: {len(skipped)} files")
+
+
+def _shown(value: object) -> object:
+    """A path inside the current folder as a relative path (shorter, and the same on every
+    machine); anything else as it is."""
+    if isinstance(value, str) and os.path.isabs(value):
+        try:
+            relative = os.path.relpath(value)
+        except ValueError:  # another drive
+            return value
+        return value if relative.startswith("..") else relative
+    return value

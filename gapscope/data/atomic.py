@@ -2,12 +2,15 @@
 
 A crash or a kill never leaves a half-written file under a final name: readers see the old
 file or the new one, whole. Used for every file gapscope writes (stores, reports, pages).
+Only regular files are replaced that way: a target that exists and is not one (a device such
+as ``/dev/null``, a FIFO, ``/dev/stdout``, a socket) is written through, never renamed over.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "fsync_dir",
+    "is_special_file",
 ]
 
 
@@ -47,25 +51,45 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+def is_special_file(path: Path) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder (a device, a FIFO,
+    a socket; links are followed, so ``/dev/stdout`` counts)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 class AtomicFile:
-    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``."""
+    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
+
+    When ``path`` is a device, a FIFO or a socket, it is opened and written directly instead
+    (renaming a file over ``/dev/null`` as root would replace the device)."""
 
     def __init__(self, path: Path, mode: str = "wb") -> None:
         self.path = Path(path)
         self.mode = mode
+        self.tmp: Path | None = None
 
     def __enter__(self):
+        encoding = None if "b" in self.mode else "utf-8"
+        if is_special_file(self.path):
+            self.handle = open(self.path, self.mode, encoding=encoding)  # noqa: SIM115
+            return self.handle
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
             prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
         )
         self.tmp = Path(tmp)
         os.chmod(self.tmp, _FILE_MODE)
-        encoding = None if "b" in self.mode else "utf-8"
         self.handle = os.fdopen(fd, self.mode, encoding=encoding)
         return self.handle
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.tmp is None:  # written through
+            self.handle.close()
+            return
         try:
             if exc_type is None:
                 self.handle.flush()
