@@ -68,8 +68,10 @@ def main() -> None:
         print(f"{name:10s} wall {wall:7.1f} s   cpu {cpu:7.1f} s")
     plain = statistics.median(v[0] for v in runs["plain"])
     resampling = statistics.median(stage)
-    print(f"resampling ({args.bootstrap} resamples): {resampling:.2f} s = "
-          f"{100 * resampling / plain:.1f}% of the plain wall time")
+    print(
+        f"resampling ({args.bootstrap} resamples): {resampling:.2f} s = "
+        f"{100 * resampling / plain:.1f}% of the plain wall time"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import faiss
 import numpy as np
 import torch
 
-from gapscope.engine.passes import cross_pass
 from gapscope.engine.normalization import normalize_rows
+from gapscope.engine.passes import cross_pass
 from gapscope.metrics.retrieval import cross_modal_retrieval
 
 K = (1, 5, 10)

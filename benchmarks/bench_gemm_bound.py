@@ -77,10 +77,10 @@ def main() -> None:
 
         t0 = time.perf_counter()
         for u in (ux, uy):
-            modality_pass(u, labels, k=(1, 5, 10), device=args.device,
-                          block_size=args.block_size)
-        cross_pass(ux, uy, groups, groups, k=(1, 5, 10), device=args.device,
-                   block_size=args.block_size)
+            modality_pass(u, labels, k=(1, 5, 10), device=args.device, block_size=args.block_size)
+        cross_pass(
+            ux, uy, groups, groups, k=(1, 5, 10), device=args.device, block_size=args.block_size
+        )
         fused = time.perf_counter() - t0
         row = {
             "n": n,

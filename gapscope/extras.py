@@ -46,5 +46,5 @@ def require(module: str, purpose: str) -> ModuleType:
         package, extra = EXTRAS.get(module, (module, None))
         how = f"pip install 'gapscope[{extra}]'" if extra else f"pip install {package}"
         raise MissingDependencyError(
-            f"{purpose} needs {package}, which is not installed: {how}"
+            f"{package}, needed for {purpose}, is not installed: {how}"
         ) from None

@@ -18,6 +18,7 @@ import torch
 
 from gapscope.data.store import MODALITIES, EmbeddingStore, fingerprint_arrays
 from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.extras import require
 
 ARRAY_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
 
@@ -167,6 +168,7 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
         elif suffix in (".pt", ".pth"):
             arr = _pick(torch.load(path, map_location="cpu", weights_only=True), name, path)
         elif suffix == ".safetensors":
+            require("safetensors", "reading .safetensors files")
             from safetensors.numpy import load_file
 
             arr = _pick(load_file(str(path)), name, path)

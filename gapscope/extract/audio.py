@@ -8,25 +8,27 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 
 from gapscope.errors import GapscopeError
+from gapscope.extras import require
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
 
 
-def require_soundfile():
+def require_soundfile() -> Any:
     """Import soundfile, or say how to install the audio extra."""
     try:
-        import soundfile
-    except ImportError:
-        raise GapscopeError(
-            "reading audio needs soundfile: pip install 'gapscope[audio]'"
-        ) from None
+        return require("soundfile", "reading audio")
     except OSError as exc:  # the package is there but its libsndfile is not
         raise GapscopeError(f"soundfile cannot load libsndfile ({exc})") from None
-    return soundfile
+
+
+def require_scipy() -> Any:
+    """Import scipy (the resampler), or say how to install the audio extra."""
+    return require("scipy", "resampling audio")
 
 
 def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
@@ -53,6 +55,7 @@ def resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """
     if rate == target_rate:
         return wave
+    require_scipy()
     from scipy.signal import resample_poly
 
     g = math.gcd(int(rate), int(target_rate))

@@ -23,11 +23,18 @@ import torch
 
 from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError
-from gapscope.extract.audio import fit_length, load_clip, require_soundfile, resample
+from gapscope.extract.audio import (
+    fit_length,
+    load_clip,
+    require_scipy,
+    require_soundfile,
+    resample,
+)
 from gapscope.extract.checksums import sha256_file, sha256_files
 from gapscope.extract.devices import autocast_dtype
 from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
 from gapscope.extract.tiny_models import TINY_CLAP, tiny_clap_dir
+from gapscope.extras import require
 
 DEFAULT_CLAP = "laion/clap-htsat-unfused"
 _TOKENIZER_FILES = (
@@ -42,15 +49,9 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
-def require_transformers():
+def require_transformers() -> Any:
     """Import transformers, or say how to install the audio extra."""
-    try:
-        import transformers
-    except ImportError:
-        raise GapscopeError(
-            "the CLAP encoder needs transformers: pip install 'gapscope[audio]'"
-        ) from None
-    return transformers
+    return require("transformers", "the CLAP encoder")
 
 
 class ClapAudioPreprocessor(Preprocessor):
@@ -156,7 +157,9 @@ def load_clap(
         GapscopeError: missing extra, unreachable hub, missing tokenizer, mismatched weights.
     """
     transformers = require_transformers()
+    # Fail here, once, rather than in every decoding worker (where it would read as skips).
     require_soundfile()
+    require_scipy()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch_device = resolve_device(device, accelerators=EXTRACTION_ACCELERATORS)
@@ -236,6 +239,7 @@ def load_clap(
 
 
 def _build_from_config(path: Path, seed: int) -> tuple[Any, str]:
+    require_transformers()
     from transformers import ClapConfig, ClapModel
 
     if not path.is_file():
@@ -256,6 +260,7 @@ def _build_from_config(path: Path, seed: int) -> tuple[Any, str]:
 
 
 def _from_pretrained(name: str) -> tuple[Any, str | None]:
+    require_transformers()
     from transformers import ClapModel
 
     folder = Path(name).expanduser()
@@ -300,6 +305,8 @@ def _cached_hub_weights_sha(name: str) -> str | None:
 def _load_weights(clap: Any, path: Path) -> None:
     if not path.is_file():
         raise GapscopeError(f"--pretrained {path}: checkpoint file not found")
+    if path.suffix == ".safetensors":  # outside the try: a missing package is not a bad file
+        require("safetensors", "reading .safetensors checkpoints")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -325,6 +332,7 @@ def _load_weights(clap: Any, path: Path) -> None:
 
 
 def _load_processor(source: str, clap: Any) -> tuple[Any, Any, str | None]:
+    require_transformers()
     from transformers import AutoTokenizer, ClapFeatureExtractor
 
     folder = Path(source).expanduser()

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gapscope.errors import MissingDependencyError
+from gapscope.extras import EXTRAS, require
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
     "red": (220, 40, 40),
@@ -46,6 +49,14 @@ class DemoDataset:
 
 def write_demo_dataset(root: str | Path) -> DemoDataset:
     """Write the demo images, sounds and caption files under ``root`` (created if needed)."""
+    # Before anything is written, and for both extras at once: the demo draws images
+    # (Pillow) and synthesises sounds (soundfile), then runs open_clip and CLAP on them.
+    missing = [EXTRAS[m][0] for m in ("PIL", "soundfile") if not _importable(m)]
+    if missing:
+        raise MissingDependencyError(
+            f"the demo needs the extract and audio extras ({' and '.join(missing)} not "
+            "installed): pip install 'gapscope[extract,audio]'"
+        )
     root = Path(root)
     data = DemoDataset(
         root, root / "images", root / "images.csv", root / "audio", root / "audio.jsonl"
@@ -55,7 +66,16 @@ def write_demo_dataset(root: str | Path) -> DemoDataset:
     return data
 
 
+def _importable(module: str) -> bool:
+    try:
+        require(module, "the demo")
+    except MissingDependencyError:
+        return False
+    return True
+
+
 def _write_images(folder: Path, captions: Path) -> None:
+    require("PIL", "the demo images")
     from PIL import Image, ImageDraw
 
     rows = []
@@ -189,7 +209,7 @@ def _sounds() -> list[tuple[str, int, int, np.ndarray, list[str]]]:
 
 
 def _write_audio(folder: Path, captions: Path) -> None:
-    import soundfile
+    soundfile = require("soundfile", "the demo sounds")
 
     lines = []
     for rel, rate, channels, signal, descriptions in _sounds():

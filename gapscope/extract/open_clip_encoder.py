@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
+import types
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from gapscope.extract.checksums import sha256_file, sha256_files
 from gapscope.extract.devices import autocast_dtype
 from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
 from gapscope.extract.tiny_models import TINY_OPEN_CLIP, tiny_open_clip_config_path
+from gapscope.extras import require
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
@@ -37,6 +40,7 @@ class ImagePreprocessor(Preprocessor):
         self.transform = transform
 
     def load(self, source: Any) -> torch.Tensor:
+        require_pillow()
         from PIL import Image
 
         if isinstance(source, Image.Image):
@@ -84,9 +88,35 @@ class OpenClipEncoder(Encoder):
         return self.model.encode_text(batch, normalize=False)
 
 
+def require_open_clip() -> Any:
+    """Import open_clip, or say how to install the extract extra."""
+    try:
+        return require("open_clip", "open_clip models")
+    except RuntimeError as exc:
+        # The CPU-torch guard, the only one in gapscope. A CPU-only torch (e.g. 2.13.0+cpu)
+        # beside the torchvision that PyPI pairs with it (0.28.0, built for CUDA torch) makes
+        # "import torchvision" die while registering meta kernels of its detection ops
+        # ("operator torchvision::nms does not exist"); open_clip never uses those ops. Only
+        # then: drop what the failed import left half-done, stub that one torchvision module and
+        # import again. Where torchvision imports fine this never runs. Decoding workers are
+        # forked (Linux), so they inherit the stub; spawned workers would not.
+        if "torchvision::" not in str(exc):
+            raise
+        for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "open_clip")]:
+            del sys.modules[name]
+        stub = "torchvision._meta_registrations"
+        sys.modules[stub] = types.ModuleType(stub)
+        return require("open_clip", "open_clip models")
+
+
+def require_pillow() -> Any:
+    """Import Pillow (the image decoder), or say how to install the extract extra."""
+    return require("PIL", "reading images")
+
+
 def register_tiny_model() -> None:
     """Make ``gapscope-tiny-vit`` known to open_clip (idempotent)."""
-    import open_clip
+    open_clip = require_open_clip()
 
     if TINY_OPEN_CLIP not in open_clip.list_models():
         open_clip.add_model_config(tiny_open_clip_config_path())
@@ -116,9 +146,12 @@ def load_open_clip(
         seed: seed of the random initialisation (used only without pretrained weights).
 
     Raises:
-        GapscopeError: unknown model or tag, missing or mismatched checkpoint, hub unreachable.
+        GapscopeError: unknown model or tag, missing or mismatched checkpoint, hub unreachable,
+            or the ``extract`` extra is not installed.
     """
-    import open_clip
+    open_clip = require_open_clip()
+    # Fail here, once, rather than in every decoding worker (where it would read as skips).
+    require_pillow()
 
     register_tiny_model()
     torch_device = resolve_device(device, accelerators=EXTRACTION_ACCELERATORS)
@@ -204,7 +237,7 @@ def _embedding_dim(clip: torch.nn.Module) -> int:
 
 def _register_model_config(path: Path, model: str | None) -> tuple[str, dict[str, Any]]:
     """Register a JSON model config with open_clip under a private, content-derived name."""
-    import open_clip
+    open_clip = require_open_clip()
 
     if not path.is_file():
         raise GapscopeError(f"--model-config {path}: file not found")
@@ -236,7 +269,7 @@ def _register_model_config(path: Path, model: str | None) -> tuple[str, dict[str
 
 def _resolve_weights(name: str, pretrained: str | None) -> dict[str, Any]:
     """Find the checkpoint file behind ``pretrained`` (downloading a tag) and hash it."""
-    import open_clip
+    open_clip = require_open_clip()
 
     none = {"open_clip_arg": None, "tag": None, "path": None, "checkpoint_sha256": None}
     if name.startswith("local-dir:"):

@@ -12,6 +12,7 @@ from gapscope.engine.normalization import unit_rows
 from gapscope.engine.sampling import Stream, sample_rows
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
 from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.extras import require
 
 __all__ = ["Separability", "modality_separability"]
 
@@ -78,6 +79,7 @@ def modality_separability(
         EmbeddingError: bad arrays, different ``d``, or fewer than ``folds`` rows in a
             modality.
         GapscopeError: ``folds < 2``, ``c <= 0`` or ``max_rows < 1``.
+        MissingDependencyError: scikit-learn is not installed (``gapscope[diagnostics]``).
 
     Example:
         >>> x = np.array([[1.0, 0.1 * i] for i in range(10)])
@@ -85,6 +87,7 @@ def modality_separability(
         >>> modality_separability(x, y, folds=2).accuracy
         1.0
     """
+    require("sklearn", "the separability diagnostic")  # the ``diagnostics`` extra
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
