@@ -15,9 +15,11 @@ import typer
 from gapscope._version import __version__
 from gapscope.cli.analyze import analyze_command
 from gapscope.cli.check import check_command
+from gapscope.cli.demo import demo_command
 from gapscope.cli.diff import diff_command
-from gapscope.cli.extract import demo_command, extract_command, merge_command
+from gapscope.cli.extract import extract_command
 from gapscope.cli.info import info_command
+from gapscope.cli.merge import merge_command
 from gapscope.cli.plot import plot_command
 
 __all__ = ["app", "main"]

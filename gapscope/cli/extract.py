@@ -1,8 +1,8 @@
-"""The ``extract``, ``merge`` and ``demo`` commands.
+"""``gapscope extract``: embeddings of an image or audio folder and its captions into a store.
 
-Thin on purpose: each parses options, calls one library function and prints its summary;
-a :class:`~gapscope.errors.GapscopeError` becomes ``Error: <one line>`` on stderr and exit 2,
-Ctrl-C exit 130 (an interrupted extract resumes when run again).
+Thin on purpose: it parses options, calls :func:`gapscope.extract.extraction.extract` (or the
+torchrun wrapper) and prints its summary; Ctrl-C exits 130 and the extract resumes when run
+again.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from gapscope.cli.errors import handle_errors
+
+__all__ = ["extract_command"]
 
 _one_line_errors = handle_errors(
     interrupted="Interrupted: rows written so far are kept; run the same command again to resume."
@@ -139,70 +141,3 @@ def extract_command(
     else:
         summary = extract(out, **options)
     print_summary(summary, Console())
-
-
-@_one_line_errors
-def merge_command(
-    out: Annotated[Path, typer.Argument(help="Store folder to write.")],
-    shards: Annotated[list[Path], typer.Argument(help="The shard stores (0/n .. n-1/n).")],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing store at OUT.")
-    ] = False,
-) -> None:
-    """Combine the shard stores of gapscope extract --shard i/n into one store.
-
-    All n shards of one extract are needed; the result equals an unsharded extract.
-
-    Example:
-
-        gapscope extract --images photos/ --shard 0/2 -o shard-0/
-
-        gapscope extract --images photos/ --shard 1/2 -o shard-1/
-
-        gapscope merge store/ shard-0/ shard-1/
-    """
-    from rich.console import Console
-
-    from gapscope.extract.merge import merge_stores
-
-    store = merge_stores(out, shards, overwrite=overwrite)
-    rows = ", ".join(f"{m} {store.info(m)['rows']:,}" for m in store.modalities)
-    Console().print(
-        f"[bold]Store[/bold] {store.path}: {rows} (merged from {len(shards)} shards)",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-@_one_line_errors
-def demo_command(
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Keep the demo dataset and stores in this folder (default: a temporary one).",
-        ),
-    ] = None,
-    json_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--json",
-            help="Also write the JSON reports (X.json -> X.image-text.json, X.audio-text.json).",
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-) -> None:
-    """Run the whole pipeline on a small generated dataset with tiny random models.
-
-    Shapes with captions (open_clip) and sounds with descriptions (CLAP), in seconds.
-
-    Example:
-
-        gapscope demo
-
-        gapscope demo --out demo/ --json demo/report.json
-    """
-    from gapscope.cli.demo_run import run_demo
-
-    run_demo(out, json_path=json_path, quiet=quiet)
