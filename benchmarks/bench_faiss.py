@@ -83,7 +83,7 @@ def main() -> None:
         rows.append(row)
         print(
             f"n={n:>7} d={args.dim}: faiss IndexFlatIP {row['faiss_s']:7.1f} s | gapscope "
-            f"fused {t_fused:7.1f} s ({row['fused_over_faiss']:.2f}x faiss) | per-direction "
+            f"cross_pass {t_fused:7.1f} s ({row['fused_over_faiss']:.2f}x faiss) | per-direction "
             f"{t_per:7.1f} s | max |recall diff| {row['recall_max_abs_diff']:.2e}",
             flush=True,
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gapscope.analysis.context import DEFAULT_K, Progress
+from gapscope.analysis.context import DEFAULT_K, AnalysisOptions, Progress
 from gapscope.analysis.orchestrator import run_analysis
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.store import EmbeddingStore
@@ -76,20 +76,17 @@ def analyze(
         GapscopeError: bad input (its subclasses name the problem), e.g. NaN rows, fewer than
             two modalities, dims that differ.
     """
-    return Report.from_analysis(
-        run_analysis(
-            source,
-            metrics=metrics,
-            k=k,
-            seed=seed,
-            device=device,
-            sample=sample,
-            block_size=block_size,
-            precision=precision,
-            uniformity_t=uniformity_t,
-            alignment_alpha=alignment_alpha,
-            bootstrap=bootstrap,
-            confidence=confidence,
-            progress=progress,
-        )
+    options = AnalysisOptions.parse(
+        metrics=metrics,
+        k=k,
+        seed=seed,
+        device=device,
+        sample=sample,
+        block_size=block_size,
+        precision=precision,
+        uniformity_t=uniformity_t,
+        alignment_alpha=alignment_alpha,
+        bootstrap=bootstrap,
+        confidence=confidence,
     )
+    return Report.from_analysis(run_analysis(source, options, progress=progress))

@@ -5,7 +5,8 @@
 #   examples/ci/gate.sh CHECKPOINT [BASELINE]
 #
 # Exit status is gapscope check's: 0 every metric passed, 1 a metric regressed (or failed a
-# threshold), 2 bad input (e.g. no baseline yet, a baseline of another schema version).
+# threshold), 2 bad input (e.g. no baseline yet, a baseline of a schema this version cannot
+# read), 3 a crash of gapscope itself. Needs gapscope[extract] (open_clip) for the extraction.
 #
 # Make the first baseline (then commit it) by running with UPDATE_BASELINE=1:
 #

@@ -399,7 +399,7 @@ def _ratio(numerator: str, denominator: str) -> Statistic:
 
 def mean_of(statistics: list[Statistic]) -> Statistic:
     """The mean of several statistics (e.g. a pair's uniformity from its two modalities)."""
-    return lambda t: sum(s(t) for s in statistics) / len(statistics)
+    return lambda t: np.asarray(sum(s(t) for s in statistics) / len(statistics))
 
 
 def _cone_statistic(sums: str, squares: str, counts: str) -> Statistic:

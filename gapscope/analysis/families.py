@@ -15,6 +15,7 @@ views read) loads no heavy dependency.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ class Family:
     pair: PairCompute | None = None
     tuple: TupleCompute | None = None
     intervals: Intervals | None = None
-    rows: tuple[Row, ...] = ()
+    # builtins.tuple: the field above is named ``tuple``.
+    rows: builtins.tuple[Row, ...] = ()
     needs_positives: bool = False
     scale_free: bool = True
     order_free: bool = True

@@ -10,19 +10,12 @@ the families of :mod:`gapscope.analysis.families`, in report order), its notes, 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-import torch
 
 from gapscope.analysis import keys as K
 from gapscope.analysis.bootstrap import IntervalPlan, attach_intervals, interval_note
-from gapscope.analysis.context import (
-    DEFAULT_K,
-    AnalysisContext,
-    AnalysisOptions,
-    Progress,
-)
+from gapscope.analysis.context import AnalysisContext, AnalysisOptions, Progress
 from gapscope.analysis.families import FAMILIES, RETRIEVAL, UNIFORMITY, Family, families_for
 from gapscope.analysis.keys import DIRECTIONS
 from gapscope.analysis.result import Analysis
@@ -49,39 +42,19 @@ def as_embedding_set(source: Any) -> EmbeddingSet:
 
 def run_analysis(
     source: EmbeddingStore | EmbeddingSet | str | os.PathLike[str] | Mapping[str, Any],
+    options: AnalysisOptions | None = None,
     *,
-    metrics: str | Sequence[str] | None = None,
-    k: str | Sequence[int] = DEFAULT_K,
-    seed: int = 0,
-    device: str | torch.device | None = "auto",
-    sample: int | None = None,
-    block_size: int | None = None,
-    precision: str = "fp32",
-    uniformity_t: float = 2.0,
-    alignment_alpha: float = 2.0,
-    bootstrap: int | None = None,
-    confidence: float = 0.95,
     progress: Progress | None = None,
 ) -> Analysis:
-    """Analyse every modality, pair and tuple of ``source`` (see :func:`gapscope.analyze` for
-    the arguments); returns the :class:`~gapscope.analysis.result.Analysis`.
+    """Analyse every modality, pair and tuple of ``source`` with ``options`` (checked by
+    :meth:`AnalysisOptions.parse`; ``None``: the defaults); returns the
+    :class:`~gapscope.analysis.result.Analysis`. :func:`gapscope.analyze` documents every
+    option and is the entry point most callers want.
 
     Raises:
-        GapscopeError: bad input or parameters (its subclasses name the problem).
+        GapscopeError: bad input (its subclasses name the problem).
     """
-    options = AnalysisOptions.parse(
-        metrics=metrics,
-        k=k,
-        seed=seed,
-        device=device,
-        sample=sample,
-        block_size=block_size,
-        precision=precision,
-        uniformity_t=uniformity_t,
-        alignment_alpha=alignment_alpha,
-        bootstrap=bootstrap,
-        confidence=confidence,
-    )
+    options = options if options is not None else AnalysisOptions.parse()
     ctx = AnalysisContext(as_embedding_set(source), options, progress)
     families = families_for(options.metrics)
     if ctx.sampled:

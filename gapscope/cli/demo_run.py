@@ -63,10 +63,10 @@ def run_demo(
 
     console = console or Console()
     keep = out is not None
-    folder = Path(out) if keep else Path(tempfile.mkdtemp(prefix="gapscope-demo-"))
+    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="gapscope-demo-"))
     try:
         data = write_demo_dataset(folder / "data")
-        jobs = [
+        jobs: list[tuple[str, dict[str, Any]]] = [
             (
                 "image-text",
                 {

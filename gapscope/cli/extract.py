@@ -8,7 +8,7 @@ again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -107,7 +107,7 @@ def extract_command(
     from gapscope.extract.extraction import extract
     from gapscope.extract.summary import print_summary
 
-    options = dict(
+    options: dict[str, Any] = dict(
         images=images,
         audio=audio,
         captions=captions,

@@ -67,6 +67,18 @@ def similarity_block_rows(n_keys: int) -> int:
     return max(1, min(_MAX_BLOCK_ROWS, rows))
 
 
+def key_chunk_columns(n_queries: int) -> int:
+    """Keys a chunk when a fixed set of query rows meets every key a chunk of keys at a time
+    (sampled uniformity): the ``n_queries x columns`` float32 scores take 128 MiB. It depends
+    on the number of queries only, never on ``block_size``, so the chunked sums (and the
+    report's bytes) do not change with the block size.
+
+    >>> key_chunk_columns(2000), key_chunk_columns(10**9)
+    (16777, 1)
+    """
+    return max(1, _BLOCK_ELEMENTS // max(1, n_queries))
+
+
 def resolve_block_size(block_size: int | None, n_keys: int) -> int:
     """The validated ``block_size``, or :func:`similarity_block_rows` of ``n_keys``.
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.normalization import unit_rows
+from gapscope.engine.validation import Rows
 
 __all__ = ["UnitSums", "spectrum", "unit_scatter", "unit_sums"]
 
@@ -42,7 +43,7 @@ class UnitSums:
         return self.total / self.n
 
 
-def unit_sums(x: np.ndarray, block_size: int | None = None) -> UnitSums:
+def unit_sums(x: Rows, block_size: int | None = None) -> UnitSums:
     """:class:`UnitSums` of the rows of ``x`` (which must be non-zero), one scan of
     ``block_size`` rows at a time (``None``: the scan policy of :mod:`gapscope.engine.blocks`).
 
@@ -61,7 +62,7 @@ def unit_sums(x: np.ndarray, block_size: int | None = None) -> UnitSums:
 
 
 def unit_scatter(
-    x: np.ndarray,
+    x: Rows,
     *,
     center: bool = True,
     mean: np.ndarray | None = None,

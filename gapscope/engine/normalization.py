@@ -82,7 +82,9 @@ def _unit_block(block: Any, device: torch.device) -> torch.Tensor:
         t = torch.from_numpy(a)
         if not wide:
             # The squares summed in float64: exact for float16 and nearly so for float32.
-            norms = torch.from_numpy(np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64)))
+            # (numpy's stubs type einsum's dtype= for boolean operands only)
+            squares = np.einsum("ij,ij->i", a, a, dtype=np.float64)  # type: ignore[arg-type]
+            norms = torch.from_numpy(np.sqrt(squares))
             norms = norms[:, None].to(device)
         t = t.to(device)
     if wide:

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from gapscope.engine.blocks import iter_positive_pairs, resolve_block_size
+from gapscope.engine.blocks import iter_positive_pairs, key_chunk_columns, resolve_block_size
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.numerics import log_mean_exp, log_sum_exp
 from gapscope.engine.ranking import (
@@ -158,11 +158,16 @@ def modality_pass(
     rows = np.arange(n) if sample is None else sample
     intra = None if codes is None else _IntraRanks(codes, rows)
     kernel = _KernelRows(rows.size, t) if uniformity else None
+    if kernel is not None and sample is not None:
+        # Few sampled queries against every key: one read of the keys, chunk by chunk,
+        # instead of one read a block of queries (and two full-width score buffers).
+        _sampled_kernel(unit, rows, kernel)
+    block_kernel = kernel if sample is None else None
     # Blocks that hold no query to rank are skipped when only retrieval is asked for; the
     # partition itself never depends on what is asked for.
-    wanted = None if kernel is not None or intra is None else intra.wanted
-    if kernel is not None or (intra is not None and intra.evaluated.size):
-        _self_blocks(unit, rows, block, intra, kernel, wanted)
+    wanted = None if block_kernel is not None or intra is None else intra.wanted
+    if block_kernel is not None or (intra is not None and intra.evaluated.size):
+        _self_blocks(unit, rows, block, intra, block_kernel, wanted)
 
     value = se = terms = None
     if kernel is not None:
@@ -267,6 +272,40 @@ class _KernelRows:
         else:
             lse = torch.logsumexp(kernel, dim=1).cpu().double().numpy()
             self.row_lse[positions] = lse - self.two_t
+
+
+def _sampled_kernel(unit: UnitRows, rows: np.ndarray, kernel: _KernelRows) -> None:
+    """The kernel rows of the sampled query ``rows`` (ascending) against every key, one chunk
+    of keys (:func:`~gapscope.engine.blocks.key_chunk_columns`) at a time: each chunk's
+    float32 terms are summed as in :meth:`_KernelRows.add_block` and the chunk sums combined
+    in float64 (in the log domain when ``4t`` leaves the float32 range)."""
+    n = unit.shape[0]
+    queries = unit.take(rows)
+    if kernel.prescale:
+        queries = queries * kernel.two_t
+    width = min(n, key_chunk_columns(rows.size))
+    buffer = torch.empty(rows.size * width, dtype=torch.float32, device=unit.device)
+    shifted = 2.0 * kernel.two_t > _MAX_UNSHIFTED_EXPONENT
+    total = np.full(rows.size, -math.inf) if shifted else np.zeros(rows.size)
+    for start in range(0, n, width):
+        stop = min(n, start + width)
+        scores = matmul_into(
+            queries,
+            unit.block(start, stop),
+            buffer[: rows.size * (stop - start)].view(rows.size, stop - start),
+        )
+        # Each query's own column: -inf is a zero kernel term.
+        lo, hi = np.searchsorted(rows, [start, stop])
+        if hi > lo:
+            own = torch.from_numpy(np.arange(lo, hi)).to(unit.device)
+            columns = torch.from_numpy(rows[lo:hi] - start).to(unit.device)
+            scores[own, columns] = -math.inf
+        terms = scores if kernel.prescale else scores.mul_(kernel.two_t)
+        if shifted:
+            total = np.logaddexp(total, torch.logsumexp(terms, dim=1).cpu().double().numpy())
+        else:
+            total += terms.exp_().sum(dim=1).cpu().numpy().astype(np.float64)
+    kernel.row_lse[:] = (total if shifted else np.log(total)) - kernel.two_t
 
 
 def _self_blocks(

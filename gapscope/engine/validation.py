@@ -84,6 +84,9 @@ class Embeddings:
 #: What every metric accepts as embeddings.
 ArrayLike: TypeAlias = np.ndarray | torch.Tensor | Embeddings
 
+#: Rows that a scan reads block by block: a numpy array or validated embeddings.
+Rows: TypeAlias = np.ndarray | Embeddings
+
 
 def _as_numpy_view(x: Any, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):

@@ -25,10 +25,10 @@ def sha256_files(paths: Iterable[str | os.PathLike[str]]) -> str:
     A single file gives the same digest as :func:`sha256_file`, so a checkpoint's digest does
     not depend on how it was passed.
     """
-    paths = [Path(p) for p in paths]
-    if len(paths) == 1:
-        return sha256_file(paths[0])
+    files = [Path(p) for p in paths]
+    if len(files) == 1:
+        return sha256_file(files[0])
     h = hashlib.sha256()
-    for path in paths:
+    for path in files:
         h.update(f"{path.name}:{sha256_file(path)}\n".encode())
     return h.hexdigest()

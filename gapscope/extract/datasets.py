@@ -160,7 +160,7 @@ def _caption_candidates(
     )
     by_group = {c.group: c for c in media}
     resolved_root = root.resolve()
-    skipped = [
+    skipped: list[dict[str, Any]] = [
         {"modality": "text", "line": p.line, "file": p.file, "source": "", "reason": p.reason}
         for p in problems
     ]

@@ -411,7 +411,8 @@ def resume_point(
     position = {c.id: k for k, c in enumerate(candidates)}
     last = -1
     for item in written:
-        k = position.get(item.get("id"))
+        item_id = item.get("id")
+        k = position.get(item_id) if isinstance(item_id, str) else None
         if k is None or k <= last or candidates[k].item() != item:
             raise GapscopeError(
                 f"{modality} rows already in the store do not match this dataset at "

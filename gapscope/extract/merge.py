@@ -34,7 +34,39 @@ def merge_stores(
     """
     if not shards:
         raise GapscopeError("merge needs the shard stores to combine")
-    stores = [EmbeddingStore.open(path) for path in shards]
+    ordered = _in_shard_order([EmbeddingStore.open(path) for path in shards])
+    first = ordered[0]
+    identity = {**first.manifest["extract"], "shard": None}
+    _check_same_extract(ordered)
+    skips = SkipLog()
+    for store in ordered:
+        for entry in store.manifest.get("skipped") or []:
+            skips.add(entry)
+
+    merged = EmbeddingStore.create(
+        out,
+        encoder=first.encoder,
+        dataset=first.dataset,
+        overwrite=overwrite,
+        extract=identity,
+        skipped=skips.entries(),
+    )
+    normalized = {}
+    for modality in MODALITIES:
+        for store in ordered:
+            if modality not in store.modalities:
+                continue
+            normalized[modality] = bool(store.info(modality).get("normalized", False))
+            rows, items = store.embeddings(modality), store.items(modality)
+            for start in range(0, rows.shape[0], _CHUNK_ROWS):
+                stop = start + _CHUNK_ROWS
+                merged.append(modality, rows[start:stop], items[start:stop])
+    merged.finalize(normalized=normalized, skipped=skips.entries())
+    return EmbeddingStore.open(Path(out))
+
+
+def _in_shard_order(stores: list[EmbeddingStore]) -> list[EmbeddingStore]:
+    """The shard stores ordered by shard index, once each shard of one count is there."""
     by_index: dict[int, EmbeddingStore] = {}
     count = None
     for store in stores:
@@ -61,9 +93,12 @@ def merge_stores(
     missing = [f"{i}/{count}" for i in range(count) if i not in by_index]
     if missing:
         raise GapscopeError(f"missing shard(s) {', '.join(missing)}: merge needs all {count}")
-    ordered = [by_index[i] for i in range(count)]
+    return [by_index[i] for i in range(count)]
+
+
+def _check_same_extract(ordered: list[EmbeddingStore]) -> None:
+    """Refuse shards whose extract identities (model, data, options) differ."""
     first = ordered[0]
-    identity = {**first.manifest["extract"], "shard": None}
     for store in ordered[1:]:
         difference = identity_difference(
             first.manifest["extract"],
@@ -73,28 +108,3 @@ def merge_stores(
             raise GapscopeError(
                 f"{first.path} and {store.path} come from different extracts ({difference})"
             )
-    skips = SkipLog()
-    for store in ordered:
-        for entry in store.manifest.get("skipped") or []:
-            skips.add(entry)
-
-    merged = EmbeddingStore.create(
-        out,
-        encoder=first.encoder,
-        dataset=first.dataset,
-        overwrite=overwrite,
-        extract=identity,
-        skipped=skips.entries(),
-    )
-    normalized = {}
-    for modality in MODALITIES:
-        for store in ordered:
-            if modality not in store.modalities:
-                continue
-            normalized[modality] = bool(store.info(modality).get("normalized", False))
-            rows, items = store.embeddings(modality), store.items(modality)
-            for start in range(0, rows.shape[0], _CHUNK_ROWS):
-                stop = start + _CHUNK_ROWS
-                merged.append(modality, rows[start:stop], items[start:stop])
-    merged.finalize(normalized=normalized, skipped=skips.entries())
-    return EmbeddingStore.open(Path(out))

@@ -74,7 +74,8 @@ class OpenClipEncoder(Encoder):
 
     def __init__(self, model: torch.nn.Module, transform: Any, tokenizer: Any, **kwargs: Any):
         super().__init__(**kwargs)
-        self.model = model
+        # open_clip's towers are methods the Module type does not declare.
+        self.model: Any = model
         self._image = ImagePreprocessor(transform)
         self._text = OpenClipTextPreprocessor(tokenizer)
 
@@ -225,7 +226,7 @@ def load_open_clip(
     )
 
 
-def _embedding_dim(clip: torch.nn.Module) -> int:
+def _embedding_dim(clip: Any) -> int:
     # open_clip models do not agree on one attribute for it; one forward pass always works.
     with torch.inference_mode():
         tokens = torch.zeros(1, getattr(clip, "context_length", 77) or 77, dtype=torch.long)

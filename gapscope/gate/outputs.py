@@ -99,7 +99,7 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
     for key, m in result.metrics.items():
         # Intervals stay out of the cells (they would double the width); they are in the
         # JSON and JUnit output, and the significance column says what they imply.
-        cells = [
+        cells: list[str | Text] = [
             key,
             format_number(m.baseline) if result.baseline is not None else "",
             format_number(m.current),

@@ -9,7 +9,13 @@ import numpy as np
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.normalization import unit_rows
-from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.engine.validation import (
+    ArrayLike,
+    Rows,
+    check_embeddings,
+    check_same_dim,
+    pair_groups,
+)
 from gapscope.errors import EmbeddingError
 
 __all__ = ["PairCosine", "paired_cosine"]
@@ -117,7 +123,7 @@ def paired_cosine(
 
 
 def _group_sums(
-    a: np.ndarray, order: np.ndarray, sorted_codes: np.ndarray, g0: int, g1: int, rows: int
+    a: Rows, order: np.ndarray, sorted_codes: np.ndarray, g0: int, g1: int, rows: int
 ) -> np.ndarray:
     """Sums of the normalised rows of groups ``g0 <= g < g1``, shape ``(g1 - g0, d)``.
 

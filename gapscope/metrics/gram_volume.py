@@ -10,7 +10,7 @@ import numpy as np
 from gapscope.engine.blocks import row_blocks
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.sampling import Stream, generator
-from gapscope.engine.validation import ArrayLike, check_embeddings, check_groups
+from gapscope.engine.validation import ArrayLike, Embeddings, check_embeddings, check_groups
 from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = ["GramVolume", "gram_volume", "gram_volumes"]
@@ -136,21 +136,7 @@ def gram_volume(
     if max_tuples is not None and (isinstance(max_tuples, bool) or max_tuples < 1):
         raise GapscopeError(f"max_tuples: expected a positive integer or None, got {max_tuples!r}")
 
-    if groups is None:
-        rows = {a.shape[0] for a in arrays}
-        if len(rows) > 1:
-            raise EmbeddingError(
-                f"row counts differ {sorted(rows)}: without groups, row i of every modality "
-                "forms tuple i"
-            )
-        codes = [np.arange(arrays[0].shape[0], dtype=np.int64) for _ in arrays]
-    else:
-        if len(groups) != len(arrays):
-            raise EmbeddingError(f"groups: expected {len(arrays)} vectors, got {len(groups)}")
-        codes = [
-            check_groups(g, a.shape[0], f"groups of modality {i}")
-            for i, (g, a) in enumerate(zip(groups, arrays, strict=True))
-        ]
+    codes = _tuple_codes(arrays, groups)
 
     # Per modality: rows sorted by group, and where each shared group's rows start.
     shared = codes[0]
@@ -185,12 +171,12 @@ def gram_volume(
         rest = num - offsets[group]
         block = []
         # Mixed radix: the last modality's row varies fastest within a group.
-        for a in range(len(arrays) - 1, -1, -1):
-            c = counts[a][group]
+        for m in range(len(arrays) - 1, -1, -1):
+            c = counts[m][group]
             within = rest % c
             rest = rest // c
-            row = orders[a][starts[a][group] + within]
-            block.append(unit_rows(arrays[a][row]))
+            row = orders[m][starts[m][group] + within]
+            block.append(unit_rows(arrays[m][row]))
         block.reverse()
         volumes[start:stop] = gram_volumes(np.stack(block, axis=1))
 
@@ -210,3 +196,26 @@ def gram_volume(
         n_evaluated=int(q),
         volumes=volumes,
     )
+
+
+def _tuple_codes(
+    arrays: list[Embeddings], groups: Sequence[ArrayLike | Sequence[int]] | None
+) -> list[np.ndarray]:
+    """Each modality's group codes (row numbers when there are no groups)."""
+    if groups is None:
+        rows = {a.shape[0] for a in arrays}
+        if len(rows) > 1:
+            raise EmbeddingError(
+                f"row counts differ {sorted(rows)}: without groups, row i of every modality "
+                "forms tuple i"
+            )
+        return [np.arange(arrays[0].shape[0], dtype=np.int64) for _ in arrays]
+    if len(groups) != len(arrays):
+        raise EmbeddingError(f"groups: expected {len(arrays)} vectors, got {len(groups)}")
+    codes = []
+    for i, (g, a) in enumerate(zip(groups, arrays, strict=True)):
+        code = check_groups(g, a.shape[0], f"groups of modality {i}")
+        if code is None:
+            raise EmbeddingError(f"groups of modality {i}: expected a vector, got None")
+        codes.append(code)
+    return codes

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
-from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
+from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
 
 __all__ = ["FD_FLOOR", "MIRResult", "frechet_distance", "modality_integration_rate"]
 
@@ -191,7 +191,7 @@ def _null_to_zero(w: np.ndarray) -> np.ndarray:
     return np.where(w > top * w.shape[0] * np.finfo(np.float64).eps, w, 0.0)
 
 
-def _row_norms(a: np.ndarray, rows: int) -> np.ndarray:
+def _row_norms(a: Rows, rows: int) -> np.ndarray:
     norms = np.empty(a.shape[0], dtype=np.float64)
     for start, stop in row_blocks(a.shape[0], rows):
         block = np.asarray(a[start:stop], dtype=np.float64)
@@ -209,7 +209,7 @@ def _norm_outliers(norms: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def _mean_cov(
-    a: np.ndarray, scale: float, outliers: np.ndarray, rows: int
+    a: Rows, scale: float, outliers: np.ndarray, rows: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance (ddof = 1) of ``scale * a`` with outlier rows replaced, in float64."""
     median_row = None
@@ -235,7 +235,7 @@ def _mean_cov(
     return mean, _symmetric(scatter / (count - 1))
 
 
-def _column_medians(a: np.ndarray, budget_bytes: int = 256 * 2**20) -> np.ndarray:
+def _column_medians(a: Rows, budget_bytes: int = 256 * 2**20) -> np.ndarray:
     """``numpy.median(a, axis=0)`` in float64, a few columns at a time: a float64 copy of a
     million-row modality would be 4 GiB; a slice of columns stays within ``budget_bytes``."""
     n, d = a.shape

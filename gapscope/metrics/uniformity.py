@@ -115,7 +115,8 @@ def uniformity_sampled(
 
     The ``k = n_queries`` rows are drawn without replacement from the seed stream ``QUERIES``
     of :mod:`gapscope.engine.sampling` (what ``analyze --sample`` draws for a modality without
-    a name), or given as ``query_index``. Cost O(k n d); a memory map is read block by block.
+    a name), or given as ``query_index``. Cost O(k n d) time and 128 MiB of scores: the k query
+    rows meet the rows a chunk at a time, so a memory map is read once, chunk by chunk.
 
     Args:
         x: embeddings, shape ``(n, d)`` with ``n >= 2``; numpy array, torch tensor or
@@ -125,7 +126,8 @@ def uniformity_sampled(
             gives the exact value and a standard error of 0.
         seed: seed of the draw; the same seed gives bit-identical results.
         query_index: the query rows themselves, instead of ``n_queries`` and ``seed``.
-        block_size: query rows a block; ``None`` lets the shapes decide.
+        block_size: accepted for symmetry with :func:`uniformity`; the chunks of rows depend
+            on ``k`` alone, so the estimate never depends on it.
         device: torch device for the products (``None``/``"auto"``: CUDA when available).
 
     Returns:

@@ -128,8 +128,11 @@ def pair_matrix(
                 continue
             entry = pairs.get(f"{a}-{b}", pairs.get(f"{b}-{a}"))
             value = None if entry is None else _get(entry, path)
-            is_number = isinstance(value, int | float) and not isinstance(value, bool)
-            row.append(float(value) if is_number else None)
+            row.append(
+                None
+                if isinstance(value, bool) or not isinstance(value, int | float)
+                else float(value)
+            )
         matrix.append(row)
     return matrix
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -278,7 +279,7 @@ def flatten_report(data: dict[str, Any], *, keep_null: bool = False) -> dict[str
     return dict(sorted(flat.items()))
 
 
-def interval_of(flat: dict[str, Any], key: str) -> tuple[float, float] | None:
+def interval_of(flat: Mapping[str, Any], key: str) -> tuple[float, float] | None:
     """The bootstrap interval of metric ``key`` in a flat mapping, or None when it has none.
 
     >>> interval_of({"image/cone": 0.5, "image/cone_ci/low": 0.4, "image/cone_ci/high": 0.6},

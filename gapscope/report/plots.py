@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -466,7 +466,10 @@ def plot_all(
         GapscopeError: matplotlib missing, a report read from JSON (no analysis behind it),
             an ``out_dir`` that is a file.
     """
-    ctx = getattr(source, "context", source) if not _is_context(source) else source
+    ctx = cast(
+        "AnalysisContext | None",
+        source if _is_context(source) else getattr(source, "context", None),
+    )
     if ctx is None:
         raise GapscopeError("plots need the analysis itself: analyse the store or arrays again")
     require_matplotlib()

@@ -178,7 +178,7 @@ def whatif_table(report: Report, pair: str) -> Table | None:
             scenario_label(scenario),
             format_number(values.get(K.GAP.name)),
             *[format_percent(recall.get(d, {}).get(key)) for d in directions],
-            "/".join("n/a" if uni.get(m) is None else f"{uni[m]:.2f}" for m in (a, b)),
+            "/".join(format_number(uni.get(m)) for m in (a, b)),
         )
     return table
 

@@ -175,6 +175,37 @@ def test_sampled_queries_match_the_reference_on_them(block_size):
     assert r.uniformity_se == pytest.approx(se, rel=1e-4)
 
 
+@pytest.mark.parametrize("t", [2.0, 3.0, 60.0])
+def test_sampled_uniformity_over_several_key_chunks(monkeypatch, tmp_path, t):
+    # Sampled queries meet the keys a chunk at a time; 7-key chunks put query rows at chunk
+    # edges, and t = 3 (no prescaling) and t = 60 (the log-domain sum) take the other paths.
+    from gapscope.engine import passes
+    from gapscope.engine.unit_rows import UnitRows
+
+    x, *_ = _data(100, 6)
+    q = np.array([0, 6, 7, 13, 14, 50, 98, 99])
+    whole = modality_pass(x, None, t=t, query_index=q)
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 7)
+    chunked = modality_pass(x, None, t=t, query_index=q)
+    np.save(tmp_path / "x.npy", x)
+    streamed = UnitRows(np.load(tmp_path / "x.npy", mmap_mode="r"), in_memory=False, chunk_rows=5)
+    streamed_chunked = modality_pass(streamed, None, t=t, query_index=q)
+    terms = _ref_row_terms(x, t)[q]
+    atol = 5e-5 if t > 10 else 1e-6
+    for r in (whole, chunked, streamed_chunked):
+        np.testing.assert_array_equal(r.uniformity_rows, q)
+        np.testing.assert_allclose(r.uniformity_row_terms, terms, atol=atol)
+        assert r.uniformity == pytest.approx(math.log(np.exp(terms).mean()), abs=atol)
+
+
+def test_sampled_uniformity_does_not_depend_on_the_block_size():
+    x, *_ = _data(150, 4)
+    q = np.arange(1, 150, 4)
+    results = [modality_pass(x, None, block_size=b, query_index=q) for b in (1, 7, 64, None)]
+    for r in results[1:]:
+        assert (r.uniformity, r.uniformity_se) == (results[0].uniformity, results[0].uniformity_se)
+
+
 def test_memmap_streamed_matches_in_memory(tmp_path):
     from gapscope.engine.unit_rows import UnitRows
 
