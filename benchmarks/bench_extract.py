@@ -23,8 +23,8 @@ Measured 2026-11-25 on the project's 2-core CPU VM (shared; 1-min load 0.9 at th
     ViT-B-32 (random)  image        64    32       17.6       20.2   0.87    0.90
     ViT-B-32 (random)  text        128    32       25.0       27.6   0.91    0.91
 
-The tiny model is bound by JPEG decoding and resizing in the one worker this machine leaves
-(about 650 images/s); ViT-B-32 is bound by the encoder, and extraction keeps ~90% of its speed.
+The tiny model is bound by JPEG decoding and resizing in its one decoding worker (figures in
+docs/performance.md); ViT-B-32 is bound by the encoder.
 """
 
 from __future__ import annotations

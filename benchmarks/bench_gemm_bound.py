@@ -72,7 +72,7 @@ def main() -> None:
         ux = normalize_rows(image, device=args.device)
         uy = normalize_rows(text, device=args.device)
         bound = gemm_bound(ux, uy, block)
-        # The same products in 2048-row blocks: what BLAS reaches with larger blocks here.
+        # The same products in 2048-row blocks: what BLAS reaches with larger blocks.
         bound_2048 = gemm_bound(ux, uy, 2048)
 
         t0 = time.perf_counter()
