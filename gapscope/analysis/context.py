@@ -29,6 +29,7 @@ from gapscope.analysis.families import FAMILIES
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.moments import UnitSums, unit_scatter, unit_sums
+from gapscope.engine.normalization import row_norms
 from gapscope.engine.passes import ModalityPassResult, cross_pass, modality_pass
 from gapscope.engine.ranking import RetrievalResult
 from gapscope.engine.sampling import Stream, sample_rows
@@ -66,8 +67,13 @@ def parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
     if metrics is None:
         return list(METRICS)
     names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
-    names = [n.strip().lower() for n in names if n.strip()]
-    if not names or "all" in names:
+    names = [n.strip().lower() for n in names]
+    if not names or "" in names:
+        raise GapscopeError(
+            f"metrics: an empty name in {metrics!r}: give names separated by commas, like "
+            "gap,retrieval, or 'all'"
+        )
+    if "all" in names:
         return list(METRICS)
     unknown = [n for n in names if n not in METRICS]
     if unknown:
@@ -85,7 +91,7 @@ def parse_k(k: str | Iterable[int]) -> list[int]:
     """
     values = k.split(",") if isinstance(k, str) else list(k)
     try:
-        ks = sorted({int(str(v).strip()) for v in values if str(v).strip()})
+        ks = sorted({int(str(v).strip()) for v in values})
     except ValueError:
         raise GapscopeError(f"k must be positive integers like 1,5,10, got {k!r}") from None
     if not ks or ks[0] < 1:
@@ -383,6 +389,5 @@ class AnalysisContext:
 def _raw_norm_mean(raw: Embeddings, chunk: int = 65536) -> float:
     total = 0.0
     for start in range(0, raw.shape[0], chunk):
-        block = np.asarray(raw[start : start + chunk], dtype=np.float64)
-        total += float(np.linalg.norm(block, axis=1).sum())
+        total += float(row_norms(raw[start : start + chunk]).sum())
     return total / raw.shape[0]

@@ -359,18 +359,23 @@ UNIFORMITY = Family(
 
 
 def _mir(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
-    from gapscope.metrics.mir import modality_integration_rate
+    from gapscope.metrics.mir import modality_integration_rate, rounding_band
 
     # MIR scales by the text modality's norms ("text-centric"); with no text in the pair, by
     # the second modality's.
     x_name, y_name = (b, a) if a == "text" else (a, b)
     r = modality_integration_rate(ctx.raw[x_name], ctx.raw[y_name])
-    skipped = {x_name: r.outlier_step_skipped_x, y_name: r.outlier_step_skipped_y}
-    for name, was_skipped in skipped.items():
+    sides = (
+        (x_name, r.outlier_step_skipped_x, r.norm_spread_x, r.rounding_x),
+        (y_name, r.outlier_step_skipped_y, r.norm_spread_y, r.rounding_y),
+    )
+    skipped = {name: was_skipped for name, was_skipped, _, _ in sides}
+    for name, was_skipped, spread, rounding in sides:
         if was_skipped:
             ctx.note(
-                f"MIR: {name} rows all have the same norm (an already-normalised encoder), "
-                "so the outlier step was skipped for it"
+                f"MIR: every {name} norm lies within {spread:.1e} of the median, inside "
+                f"{rounding} rounding ({rounding_band(rounding):.1e}): the rows come "
+                "normalised, so the outlier step was skipped for them"
             )
     if not r.full_rank:
         ctx.note(

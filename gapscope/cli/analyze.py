@@ -11,7 +11,7 @@ from rich.console import Console
 
 from gapscope.cli import options as opt
 from gapscope.cli.errors import handle_errors
-from gapscope.cli.output import analyse_with_status, write_output
+from gapscope.cli.output import analyse_with_status, check_output_paths, write_output
 
 __all__ = ["analyze_command", "embedding_source"]
 
@@ -77,6 +77,7 @@ def analyze_command(
     from gapscope.report.formats import FORMATS, render_text
 
     opt.check_choice(fmt, FORMATS, "format")
+    check_output_paths(output=output, json=json_path, html=html)
     source = embedding_source(store, {"image": image, "text": text, "audio": audio}, labels)
     report = analyse_with_status(
         source,

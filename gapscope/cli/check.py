@@ -11,7 +11,12 @@ import typer
 from gapscope.cli import options as opt
 from gapscope.cli.analyze import embedding_source
 from gapscope.cli.errors import handle_errors
-from gapscope.cli.output import analyse_with_status, write_output, write_rendered
+from gapscope.cli.output import (
+    analyse_with_status,
+    check_output_paths,
+    write_output,
+    write_rendered,
+)
 from gapscope.errors import GapscopeError
 
 __all__ = ["CHECK_FORMATS", "check_command"]
@@ -116,6 +121,7 @@ def check_command(
     from gapscope.gate.rules import parse_threshold, parse_tolerance_option
 
     opt.check_choice(fmt, CHECK_FORMATS, "format")
+    check_output_paths(output=output, junit=junit, save_report=save_report)
     settings = load_check_config(config)
     tolerances = list(settings.tolerances) + [parse_tolerance_option(t) for t in tolerance or []]
     thresholds = list(settings.thresholds) + [parse_threshold(t) for t in threshold or []]

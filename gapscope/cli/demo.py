@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from gapscope.cli.errors import handle_errors
+from gapscope.cli.output import check_output_paths
+from gapscope.errors import GapscopeError
 
 __all__ = ["demo_command"]
 
@@ -19,7 +21,8 @@ def demo_command(
         typer.Option(
             "--out",
             "-o",
-            help="Keep the demo dataset and stores in this folder (default: a temporary one).",
+            help="Keep the demo dataset and stores in this folder (default: a temporary one); "
+            "an earlier demo there is reused, other files are never overwritten.",
         ),
     ] = None,
     json_path: Annotated[
@@ -43,4 +46,11 @@ def demo_command(
     """
     from gapscope.cli.demo_run import run_demo
 
+    if out is not None:
+        # Checked before anything is generated: a file in the way would otherwise stop the
+        # demo halfway with the name of some file inside it.
+        existing = next((p for p in (out, *out.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise GapscopeError(f"--out {out}: {existing} is a file, not a folder")
+    check_output_paths(json=json_path)
     run_demo(out, json_path=json_path, quiet=quiet)

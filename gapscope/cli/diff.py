@@ -10,7 +10,7 @@ import typer
 from gapscope.cli import options as opt
 from gapscope.cli.check import CHECK_FORMATS
 from gapscope.cli.errors import handle_errors
-from gapscope.cli.output import write_output, write_rendered
+from gapscope.cli.output import check_output_paths, write_output, write_rendered
 
 __all__ = ["diff_command"]
 
@@ -46,6 +46,7 @@ def diff_command(
     from gapscope.gate.reports import load_report
 
     opt.check_choice(fmt, CHECK_FORMATS, "format")
+    check_output_paths(output=output)
     result = diff_reports(load_report(a, "report A"), load_report(b, "report B"), all_keys=all_keys)
     if fmt == "json":
         write_output(result.to_json(), output)

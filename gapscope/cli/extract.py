@@ -81,13 +81,19 @@ def extract_command(
         str | None, typer.Option(help="Captions column holding the caption.")
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing store at --out.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the store at --out once the new one is complete (built beside it; "
+            "other files in the folder are kept).",
+        ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Extract embeddings of an image or audio folder and its captions into a store.
 
     Unreadable files are skipped and listed. Run the same command again to resume.
+    One extract at a time writes a store: a second one into it stops with the first one's pid.
 
     Shard with --shard i/n, then combine the shards with gapscope merge; or start it with
     torchrun --nproc-per-node G -m gapscope extract ..., which makes each rank a shard and

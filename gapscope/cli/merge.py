@@ -17,12 +17,18 @@ def merge_command(
     out: Annotated[Path, typer.Argument(help="Store folder to write.")],
     shards: Annotated[list[Path], typer.Argument(help="The shard stores (0/n .. n-1/n).")],
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing store at OUT.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the store at OUT once the merged one is complete (other files in "
+            "the folder are kept). OUT cannot be one of the shards.",
+        ),
     ] = False,
 ) -> None:
     """Combine the shard stores of gapscope extract --shard i/n into one store.
 
     All n shards of one extract are needed; the result equals an unsharded extract.
+    A merge that was interrupted starts again when run again.
 
     Example:
 

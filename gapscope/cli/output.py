@@ -11,21 +11,54 @@ from typing import Any
 
 from rich.console import Console
 
-from gapscope.data.atomic import atomic_write_text
+from gapscope.data.atomic import atomic_write_text, is_gapscope_temp
+from gapscope.errors import GapscopeError
 
-__all__ = ["analyse_with_status", "write_output", "write_rendered"]
+__all__ = ["analyse_with_status", "check_output_paths", "write_output", "write_rendered"]
 
 # Rendered tables written to a file or a non-terminal: wide enough for a CI log.
 _FILE_WIDTH = 140
 
 
+def check_output_paths(**paths: Path | None) -> None:
+    """Refuse, before any work, an output option that cannot be a file: ``option=path``
+    pairs, e.g. ``check_output_paths(output=path)`` for ``--output``.
+
+    A folder, or a path under a file, would otherwise fail only at the end, after the
+    analysis, and with the name of the temporary file the atomic write uses instead of the
+    path the user gave. Missing folders are fine: the write creates them.
+
+    Raises:
+        GapscopeError: ``--<option> <path>`` is a folder, or lies under a file.
+    """
+    for option, path in paths.items():
+        if path is None or str(path) == "-":
+            continue
+        flag = "--" + option.replace("_", "-")
+        if path.is_dir():
+            raise GapscopeError(f"{flag} {path} is a folder; give the path of a file to write")
+        existing = next((p for p in path.parents if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise GapscopeError(f"{flag} {path}: {existing} is a file, not a folder")
+
+
 def write_output(text: str, path: Path | None) -> None:
-    """``text`` to stdout (``path`` None or ``-``), else to ``path`` atomically."""
+    """``text`` to stdout (``path`` None or ``-``), else to ``path`` atomically.
+
+    Raises:
+        OSError: the file cannot be written; it names ``path``, not the temporary file.
+    """
     if path is None or str(path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
-    else:
+        return
+    try:
         atomic_write_text(path, text)
+    except OSError as exc:
+        if exc.filename is None or not is_gapscope_temp(Path(exc.filename).name):
+            raise
+        # The temporary file's name means nothing to the user; the target does.
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 def write_rendered(render: Callable[[Console], None], path: Path | None) -> None:

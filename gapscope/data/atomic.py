@@ -4,12 +4,24 @@ A crash or a kill never leaves a half-written file under a final name: readers s
 file or the new one, whole. Used for every file gapscope writes (stores, reports, pages).
 Only regular files are replaced that way: a target that exists and is not one (a device such
 as ``/dev/null``, a FIFO, ``/dev/stdout``, a socket) is written through, never renamed over.
+
+A kill can still leave the temporary file, ``.<name>.<8 random characters>.tmp``. The writer
+holds an OS lock (``flock``) on its temporary file while it writes, so a dead writer's file is
+told from a live one's by trying that lock: :func:`remove_dead_temps` removes only files of
+exactly that name pattern whose lock is free, and every atomic write first removes the dead
+temporary files of its own target.
+
+:func:`kill_point` marks the instants between two writes where a kill must leave a state the
+next run recovers from; tests set ``GAPSCOPE_KILL_AT`` to kill the process at one of them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
+import signal
 import stat
 import tempfile
 from pathlib import Path
@@ -17,18 +29,59 @@ from typing import Any
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock; writes are still atomic
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
+    "KILL_VARIABLE",
     "AtomicFile",
     "atomic_save_npy",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "fsync_dir",
+    "is_gapscope_temp",
     "is_special_file",
+    "kill_point",
+    "remove_dead_temps",
+    "same_file",
+    "try_lock",
 ]
+
+#: ``PATTERN`` or ``PATTERN@K``: SIGKILL this process at the K-th (default first) kill point
+#: whose name matches the shell pattern (``*@7``: the seventh kill point, whichever it is).
+KILL_VARIABLE = "GAPSCOPE_KILL_AT"
+_kill_hits = 0
+
+# mkstemp's names: ".<target>." + 8 characters of its alphabet + ".tmp".
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$", re.DOTALL)
+
+
+def kill_point(name: str) -> None:
+    """A boundary between two steps of a write: a kill here must leave a state that the same
+    command, run again, finishes exactly (docs/architecture.md, section 4.3).
+
+    Does nothing unless ``GAPSCOPE_KILL_AT`` is set; then the process kills itself with
+    SIGKILL (no cleanup runs, as with ``kill -9``) at the matching kill point, after writing
+    ``killed at <name>`` to stderr. Only tests set it.
+    """
+    spec = os.environ.get(KILL_VARIABLE)
+    if not spec:
+        return
+    pattern, _, nth = spec.rpartition("@") if "@" in spec else (spec, "", "1")
+    if not fnmatch.fnmatchcase(name, pattern):
+        return
+    global _kill_hits
+    _kill_hits += 1
+    if _kill_hits == int(nth):
+        os.write(2, f"killed at {name}\n".encode())
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk, where the OS allows it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # some filesystems do not allow opening folders; the rename still happened
@@ -61,11 +114,93 @@ def is_special_file(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def is_gapscope_temp(name: str, target: str | None = None) -> bool:
+    """Whether a file name is an atomic write's temporary name (of ``target``, if given).
+
+    >>> is_gapscope_temp(".manifest.json.k3_x9a0b.tmp"), is_gapscope_temp("manifest.json")
+    (True, False)
+    >>> is_gapscope_temp(".report.json.k3_x9a0b.tmp", "other.json")
+    False
+    """
+    match = _TEMP_NAME.match(name)
+    return match is not None and (target is None or match.group("target") == target)
+
+
+def try_lock(fd: int, *, shared: bool = False) -> bool:
+    """Take an OS lock (flock) on an open file without waiting; ``False`` if another open file
+    holds a conflicting one. The lock goes when the file is closed or its process dies."""
+    if fcntl is None:  # pragma: no cover - no flock: nothing can be told apart, claim it
+        return True
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
+def same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` (not followed if a link) is the file open as ``fd``."""
+    try:
+        here, there = os.fstat(fd), os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def remove_dead_temps(folder: Path, target: str | None = None) -> list[Path]:
+    """Remove the temporary files that killed atomic writes left in ``folder`` (of ``target``
+    only, if given); return them.
+
+    Only names of exactly the pattern :class:`AtomicFile` makes are considered, and only
+    files whose writer is gone (their lock is free) are removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if not is_gapscope_temp(entry.name, target) or not entry.is_file(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        try:
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:  # gone already, or not ours to open
+            continue
+        try:
+            # Locked: a live writer. Free: its writer died; the name is still this file.
+            if try_lock(fd) and same_file(fd, path):
+                path.unlink()
+                removed.append(path)
+        except OSError:  # removed meanwhile, or not ours to remove: leave it
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _claim_temp(path: Path) -> tuple[int, Path]:
+    """Make and lock a temporary file beside ``path``.
+
+    A cleaner may lock and remove a file between its creation and our lock; then the name no
+    longer points at our file and we start over.
+    """
+    while True:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if same_file(fd, tmp):
+            return fd, tmp
+        os.close(fd)
+
+
 class AtomicFile:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 
     When ``path`` is a device, a FIFO or a socket, it is opened and written directly instead
-    (renaming a file over ``/dev/null`` as root would replace the device)."""
+    (renaming a file over ``/dev/null`` as root would replace the device). Dead temporary
+    files of ``path`` (from killed writes) are removed first."""
 
     def __init__(self, path: Path, mode: str = "wb") -> None:
         self.path = Path(path)
@@ -78,10 +213,8 @@ class AtomicFile:
             self.handle = open(self.path, self.mode, encoding=encoding)  # noqa: SIM115
             return self.handle
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        self.tmp = Path(tmp)
+        remove_dead_temps(self.path.parent, self.path.name)
+        fd, self.tmp = _claim_temp(self.path)
         os.chmod(self.tmp, _FILE_MODE)
         self.handle = os.fdopen(fd, self.mode, encoding=encoding)
         return self.handle
@@ -94,13 +227,14 @@ class AtomicFile:
             if exc_type is None:
                 self.handle.flush()
                 os.fsync(self.handle.fileno())
-            self.handle.close()
-            if exc_type is None:
+                kill_point(f"atomic:written:{self.path.name}")
                 os.replace(self.tmp, self.path)
                 fsync_dir(self.path.parent)
         finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
+            self.handle.close()  # releases the temporary file's lock
+            self.tmp.unlink(missing_ok=True)  # renamed already, unless the write failed
+        if exc_type is None:
+            kill_point(f"atomic:replaced:{self.path.name}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -137,7 +137,12 @@ def _as_array(value: Any, name: str) -> Any:
 
 
 def encode_labels(labels: Any, n: int) -> np.ndarray:
-    """Turn per-row labels of any type into int64 codes (in order of first appearance).
+    """Turn per-row labels of any hashable type into int64 codes (in order of first
+    appearance).
+
+    Raises:
+        EmbeddingError: not one value a row, a NaN label (NaN equals nothing, not even
+            itself, so it would make a class a row) or an unhashable one.
 
     >>> encode_labels(["cat", "dog", "cat"], 3).tolist()
     [0, 1, 0]
@@ -146,25 +151,43 @@ def encode_labels(labels: Any, n: int) -> np.ndarray:
     values = np.asarray(values)
     if values.ndim != 1 or values.shape[0] != n:
         raise EmbeddingError(f"labels: expected {n} values (one a row), got shape {values.shape}")
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise EmbeddingError(f"labels: row {row} is {values[row]}; labels must be finite")
     codes: dict[Any, int] = {}
-    return np.fromiter(
-        (codes.setdefault(v.item() if hasattr(v, "item") else v, len(codes)) for v in values),
-        dtype=np.int64,
-        count=n,
-    )
+    out = np.empty(n, dtype=np.int64)
+    for row, v in enumerate(values):
+        try:
+            out[row] = codes.setdefault(v.item() if hasattr(v, "item") else v, len(codes))
+        except TypeError:
+            raise EmbeddingError(
+                f"labels: row {row} holds a {type(v).__name__}, which cannot be a class label"
+            ) from None
+    return out
 
 
 def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = False) -> Any:
     """Load one array from ``.npy``, ``.pt``/``.pth`` (a tensor or a one-tensor dict) or
-    ``.safetensors`` (one tensor, or the one named like the modality)."""
+    ``.safetensors`` (one tensor, or the one named like the modality).
+
+    Nothing is ever unpickled: ``.npy`` files are read with ``allow_pickle=False`` and a
+    Python-object array is refused (string labels work as a numpy unicode array,
+    ``np.array(labels, dtype=str)``, which needs no pickle), ``.pt`` files with
+    ``weights_only=True``. ``allow_1d`` (labels) reads the whole array instead of mapping it
+    and accepts one value a row.
+
+    Raises:
+        GapscopeError: a missing file, an unknown suffix, an unreadable or object array, or
+            (``EmbeddingError``) an array that is not ``(rows, dim)``.
+    """
     path = Path(path)
     if not path.is_file():
         raise GapscopeError(f"{name}: no such file {path}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            # Labels may be strings (an object array needs pickle); embeddings never do.
-            arr = np.load(path, mmap_mode=None if allow_1d else "r", allow_pickle=allow_1d)
+            _refuse_object_npy(path, name)
+            arr = np.load(path, mmap_mode=None if allow_1d else "r", allow_pickle=False)
         elif suffix in (".pt", ".pth"):
             arr = _pick(torch.load(path, map_location="cpu", weights_only=True), name, path)
         elif suffix == ".safetensors":
@@ -179,8 +202,7 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
     except GapscopeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GapscopeError(f"{name}: cannot read {path} ({reason})") from None
+        raise GapscopeError(f"{name}: cannot read {path} ({load_failure(exc)})") from None
     if isinstance(arr, torch.Tensor):
         if arr.dtype == torch.bfloat16:
             arr = arr.float()
@@ -188,6 +210,59 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
     if not allow_1d and getattr(arr, "ndim", 0) != 2:
         raise EmbeddingError(f"{name}: {path} holds shape {arr.shape}; expected (rows, dim)")
     return arr
+
+
+def _refuse_object_npy(path: Path, name: str) -> None:
+    """Refuse, by its first bytes, an ``.npy`` file that is not one or that holds Python
+    objects, before reading any data (numpy calls anything without its header "pickled")."""
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            fh.seek(0)
+            head = fh.read(1)
+            what = "a pickle, which gapscope never loads" if head == b"\x80" else "not a .npy file"
+            raise GapscopeError(f"{name}: {path} is {what} (no NumPy header)")
+        fh.seek(0)
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                _, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:  # a newer format: np.load(allow_pickle=False) refuses objects in it too
+                return
+        except ValueError as exc:
+            raise GapscopeError(f"{name}: cannot read {path} ({load_failure(exc)})") from None
+    if dtype.hasobject:
+        raise GapscopeError(
+            f"{name}: {path} holds Python objects (dtype {dtype}), which only pickle can read, "
+            "and gapscope never unpickles input files; save numbers, or strings as a unicode "
+            "array (np.save(path, np.array(values, dtype=str)))"
+        )
+
+
+def load_failure(exc: BaseException) -> str:
+    """A short reason for a file that torch, numpy or safetensors could not read.
+
+    torch's weights-only refusal is a long paragraph that suggests loading the file unsafely;
+    only its reason is kept.
+    """
+    text = " ".join(str(exc).split())
+    if text.startswith("Weights only load failed"):
+        detail = text.split(" Check the documentation", 1)[0]
+        for boilerplate in ("from a trusted source.", "compatible with your use case:"):
+            detail = detail.split(boilerplate, 1)[-1]
+        detail = detail.replace("WeightsUnpickler error:", "").strip().rstrip(".")
+        return (
+            f"{detail or 'refused'}: corrupt, or it holds objects that only a full unpickle "
+            "would load, which gapscope never does"
+        )
+    if "PytorchStreamReader" in text:  # not a zip archive: the rest is advice on corruption
+        return text.split(". ", 1)[0]
+    if "pickled" in text or "allow_pickle" in text:  # numpy suggests loading it unsafely
+        return "it holds pickled Python objects, which gapscope never loads"
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _pick(obj: Any, name: str, path: Path) -> Any:

@@ -13,22 +13,44 @@ never leaves a half-written file under a final name. Extraction appends rows in 
 an interrupted extract resumes from the parts on disk, and :meth:`EmbeddingStore.finalize`
 concatenates them into the documented files. A store whose manifest says ``"complete": false``
 is refused by :meth:`EmbeddingStore.open` unless asked for explicitly.
+
+Writing takes :class:`StoreLock`, an OS lock on ``.<name>.gapscope-lock`` beside the store,
+so two processes never write one store; the OS drops it when its process dies. Replacing a
+store (``overwrite``) builds the new one in ``.<name>.gapscope-new`` beside it and swaps it in
+only once it is complete; files in the folder that are not the store's own are carried over.
+Whoever takes the lock first finishes or undoes what a killed writer left (:func:`recover`).
+Readers never take the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
+import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gapscope._version import __version__
-from gapscope.data.atomic import AtomicFile, atomic_save_npy, atomic_write_json
+from gapscope.data.atomic import (
+    AtomicFile,
+    atomic_save_npy,
+    atomic_write_json,
+    fsync_dir,
+    is_gapscope_temp,
+    kill_point,
+    remove_dead_temps,
+    same_file,
+    try_lock,
+)
 from gapscope.errors import StoreError
 
 FORMAT = "gapscope.store"
@@ -71,6 +93,78 @@ def _check_modality(modality: str) -> None:
         raise StoreError(f"unknown modality {modality!r}: expected one of {', '.join(MODALITIES)}")
 
 
+def check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Check the types of a manifest's fields, so that a hand-edited or damaged manifest is
+    refused with one line naming the field instead of failing somewhere later.
+
+    Raises:
+        StoreError: a field of the wrong type, an unknown modality, or a file that lies
+            outside the store folder.
+    """
+    modalities = manifest.get("modalities")
+    if not isinstance(modalities, dict):
+        raise StoreError(
+            f"{path}: 'modalities' must be an object mapping each modality to its files, "
+            f"got {_json_type(modalities)}"
+        )
+    for modality, entry in modalities.items():
+        if modality not in MODALITIES:
+            raise StoreError(
+                f"{path}: unknown modality {modality!r} in 'modalities' "
+                f"(expected {', '.join(MODALITIES)})"
+            )
+        _check_entry(path, modality, entry)
+    for key in ("encoder", "dataset", "extract"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise StoreError(f"{path}: {key!r} must be an object, got {_json_type(manifest[key])}")
+    if "complete" in manifest and not isinstance(manifest["complete"], bool):
+        raise StoreError(f"{path}: 'complete' must be true or false, got {manifest['complete']!r}")
+    skipped = manifest.get("skipped")
+    if skipped is not None and not (
+        isinstance(skipped, list) and all(isinstance(e, dict) for e in skipped)
+    ):
+        raise StoreError(f"{path}: 'skipped' must be a list of objects, got {_json_type(skipped)}")
+
+
+def _check_entry(path: Path, modality: str, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        raise StoreError(
+            f"{path}: the entry of {modality} must be an object, got {_json_type(entry)}"
+        )
+    for key in ("file", "items"):
+        name = entry.get(key)
+        if key == "items" and key not in entry:
+            continue
+        if not isinstance(name, str) or not name:
+            raise StoreError(f"{path}: {key!r} of {modality} must be a file name, got {name!r}")
+        target = (path / name).resolve()
+        if target.parent != path.resolve():
+            raise StoreError(f"{path}: {key!r} of {modality} ({name!r}) lies outside the store")
+    for key in ("rows", "dim"):
+        value = entry.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise StoreError(f"{path}: {key!r} of {modality} must be a whole number, got {value!r}")
+    if entry.get("dtype") is not None and not isinstance(entry["dtype"], str):
+        raise StoreError(f"{path}: 'dtype' of {modality} must be a name, got {entry['dtype']!r}")
+
+
+def _plain_value(value: Any) -> bool:
+    """A JSON value a group or label may hold: null, a string, a number, or a list of them."""
+    if isinstance(value, list):
+        return all(_plain_value(v) for v in value)
+    return value is None or isinstance(value, str | int | float)
+
+
+def _json_type(value: Any) -> str:
+    """How JSON would name the type of ``value`` ("a list", "null", ...)."""
+    if value is None:
+        return "null"
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    return names.get(type(value), "a number")
+
+
 def _check_rows(modality: str, embeddings: np.ndarray, items: Sequence[Mapping[str, Any]]) -> None:
     if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2:
         shape = getattr(embeddings, "shape", None)
@@ -109,6 +203,387 @@ def _load_npy(path: Path, mmap: bool) -> np.ndarray:
         raise StoreError(f"{path}: truncated or not a valid .npy file ({reason})") from None
 
 
+# --------------------------------------------------------------------------- writing safely
+
+_LOCK_WAIT_SECONDS = 0.5  # a reader's probe holds the lock for microseconds; never refuse on it
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    """Where gapscope keeps what it needs to write the store at ``given``, all beside it in
+    its parent folder (so that renaming the store folder never moves them).
+
+    ``real`` is the store folder with links resolved (a linked store is replaced where it
+    lies); ``lock`` the lock file; ``staging`` the replacement an overwrite builds;
+    ``old`` the replaced store while the two are swapped.
+    """
+
+    given: Path
+    real: Path
+    lock: Path
+    staging: Path
+    old: Path
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> StorePaths:
+        given = Path(path)
+        real = given.resolve()
+        if not real.name:
+            raise StoreError(f"{given}: the root folder cannot be a store")
+        name = real.name
+        return cls(
+            given,
+            real,
+            real.with_name(f".{name}.gapscope-lock"),
+            real.with_name(f".{name}.gapscope-new"),
+            real.with_name(f".{name}.gapscope-old"),
+        )
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, as its file records it: ``pid 123 on host``."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        record = json.loads(os.read(fd, 4096).decode("utf-8"))
+        return f"pid {int(record['pid'])} on {record['host']}"
+    except (OSError, ValueError, KeyError, TypeError):  # written a moment from now
+        return "pid unknown"
+
+
+class StoreLock:
+    """The exclusive lock of a store being written: ``flock`` on ``.<name>.gapscope-lock``.
+
+    One process writes a store at a time; a second one is refused at once, with the pid and
+    host of the holder. The OS releases the lock when its process dies, so ``kill -9`` never
+    leaves a stale lock; the lock file is removed on release (a killed writer's file is taken
+    over by the next writer). Taking the lock also finishes or undoes what a killed writer
+    left (:func:`recover`). Every acquire opens the lock file anew, so a second one is refused
+    within one process too.
+    """
+
+    def __init__(self, paths: StorePaths, fd: int) -> None:
+        self.paths = paths
+        self._fd: int | None = fd
+        _LIVE_LOCKS.add(self)
+
+    @classmethod
+    def acquire(cls, path: str | os.PathLike[str]) -> StoreLock:
+        """Lock the store at ``path`` (creating its parent folder if needed) and recover it.
+
+        Raises:
+            StoreError: another process holds the lock.
+        """
+        paths = StorePaths.of(path)
+        paths.lock.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        while True:
+            fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o666)
+            if try_lock(fd):
+                if same_file(fd, paths.lock):
+                    break
+                os.close(fd)  # the holder removed the file as it released it: take a new one
+                continue
+            holder = _holder(fd)
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"{paths.given}: another gapscope process is writing this store ({holder}); "
+                    "wait for it to finish, or stop it and run the command again"
+                )
+            time.sleep(0.05)
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, record + b"\n")
+        lock = cls(paths, fd)
+        kill_point("store:locked")
+        try:
+            recover(paths)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock (nothing if already released)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if same_file(fd, self.paths.lock):
+                self.paths.lock.unlink()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> StoreLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        # A lock dropped without release (an exception, a library user's forgotten store):
+        # the OS would release it with the file; remove the file too, quietly.
+        with contextlib.suppress(Exception):  # at interpreter shutdown os may be gone
+            self.release()
+
+
+_LIVE_LOCKS: weakref.WeakSet[StoreLock] = weakref.WeakSet()
+
+
+def _forget_locks_in_child() -> None:
+    """In a forked child (a DataLoader worker), let go of the parent's locks.
+
+    A ``flock`` belongs to the open file, which a fork shares: a worker still alive after its
+    writer was killed would keep the lock held. The child closes its copies (never unlocking:
+    that would unlock the parent too) and forgets them.
+    """
+    for lock in list(_LIVE_LOCKS):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+def store_writer(path: str | os.PathLike[str]) -> str | None:
+    """``"pid 123 on host"`` of the process writing the store at ``path``, or ``None``.
+
+    Readers use it to tell a store being written from one whose writer was interrupted; it
+    never waits and never blocks a writer for more than an instant.
+    """
+    try:
+        paths = StorePaths.of(path)
+        fd = os.open(paths.lock, os.O_RDONLY)
+    except (OSError, StoreError):
+        return None
+    try:
+        return None if try_lock(fd, shared=True) else _holder(fd)
+    finally:
+        os.close(fd)
+
+
+def recover(paths: StorePaths) -> None:
+    """Finish or undo what a killed writer left; the caller holds the store's lock.
+
+    - killed while swapping in a replacement (the old store moved aside): the replacement is
+      complete, so it is moved in; the old store is then removed;
+    - temporary files of killed atomic writes are removed from the store and the replacement
+      (and their parts);
+    - ``parts/`` of a complete store (killed while removing it) is removed.
+    """
+    if os.path.lexists(paths.old):
+        if not os.path.lexists(paths.real):
+            moved = paths.staging if _is_complete(paths.staging) else paths.old
+            os.rename(moved, paths.real)
+            fsync_dir(paths.real.parent)
+            kill_point("recover:moved-in")
+        _remove_tree(paths.old, "old")
+    for folder in (paths.real, paths.staging):
+        _tidy(folder)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+
+
+def _is_complete(folder: Path) -> bool:
+    manifest = _read_manifest(folder)
+    return bool(manifest and manifest.get("complete"))
+
+
+def _tidy(folder: Path) -> None:
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    remove_dead_temps(folder)
+    parts = folder / _PARTS
+    if parts.is_dir():
+        for sub in parts.iterdir():
+            remove_dead_temps(sub)
+        if _is_complete(folder):
+            _remove_tree(parts, _PARTS)
+
+
+def _is_empty(folder: Path) -> bool:
+    return not any(folder.iterdir())
+
+
+def _remove_tree(path: Path, what: str) -> None:
+    """Remove a folder of gapscope's own (parts, a replaced or abandoned store), its manifest
+    last, so that a kill part-way leaves a folder the next writer still recognises."""
+    if not os.path.lexists(path):
+        return
+    if path.is_dir() and not path.is_symlink():
+        entries = sorted(path.iterdir(), key=lambda p: p.name == MANIFEST)
+        for k, entry in enumerate(entries):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            if k == 0:
+                kill_point(f"remove:partly:{what}")
+        path.rmdir()
+    else:
+        path.unlink()
+    fsync_dir(path.parent)
+    kill_point(f"remove:done:{what}")
+
+
+def _discard_staging(paths: StorePaths) -> None:
+    """Remove an unfinished replacement; refuse a folder there that gapscope did not make."""
+    staging = paths.staging
+    if not os.path.lexists(staging):
+        return
+    if staging.is_dir() and (_read_manifest(staging) is not None or _is_empty(staging)):
+        _remove_tree(staging, "staging")
+        return
+    raise StoreError(f"{staging}: is in the way of replacing {paths.given} and is not gapscope's")
+
+
+def _own_names(folder: Path) -> set[str]:
+    """Names in a store folder that belong to the store (everything else is the user's)."""
+    names = {MANIFEST, _PARTS}
+    manifest = _read_manifest(folder) or {}
+    listed = manifest.get("modalities") if manifest.get("complete") else None
+    if not isinstance(listed, dict):  # unfinished: any modality's files may be there
+        listed = {m: {} for m in MODALITIES}
+    for modality, info in listed.items():
+        names |= {f"{modality}.npy", f"{modality}.items.jsonl"}
+        if isinstance(info, dict):
+            names |= {str(info[k]) for k in ("file", "items") if k in info}
+    return names
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Put ``src`` at ``dst`` too (hard links where possible), leaving ``src`` in place."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(src), str(dst))
+
+
+def _carry_user_files(paths: StorePaths) -> None:
+    """Give the replacement the files of the old store's folder that are not the store's own.
+
+    Entries of the replacement that are not its own are earlier, possibly partial, carries
+    and are made again. Until the swap the originals stay where they are.
+    """
+    real, staging = paths.real, paths.staging
+    new_own = _own_names(staging)
+    for entry in staging.iterdir():
+        if entry.name not in new_own:
+            _remove_tree(entry, "carried")
+    old_own = _own_names(real)
+    user = sorted(
+        p for p in real.iterdir() if p.name not in old_own and not is_gapscope_temp(p.name)
+    )
+    clash = next((p for p in user if p.name in new_own), None)
+    if clash is not None:
+        raise StoreError(
+            f"{clash}: is not part of the store being replaced, but the new store has a file of "
+            "that name; move it away and run the command again"
+        )
+    for entry in user:
+        _carry(entry, staging / entry.name)
+        kill_point(f"swap:carried:{entry.name}")
+
+
+def _swap_in(paths: StorePaths) -> None:
+    """Replace the store at ``paths.real`` with the complete one at ``paths.staging``.
+
+    Two renames: the old store aside, the new one in; then the old one is removed. A kill
+    between the renames is finished by :func:`recover`.
+    """
+    if os.path.lexists(paths.real):
+        _carry_user_files(paths)
+        shutil.copymode(paths.real, paths.staging)
+        os.rename(paths.real, paths.old)
+        kill_point("swap:moved-old")
+    os.rename(paths.staging, paths.real)
+    fsync_dir(paths.real.parent)
+    kill_point("swap:moved-new")
+    _remove_tree(paths.old, "old")
+
+
+def _lock_of(path: str | os.PathLike[str], lock: StoreLock) -> StoreLock:
+    """``lock``, once checked to be the held lock of the store at ``path``."""
+    if not lock.held or lock.paths.real != Path(path).resolve():
+        raise StoreError(f"{path}: the lock given is not a held lock of this store")
+    return lock
+
+
+class _StoreReplaced(StoreError):
+    """The folder was swapped for another store while one object read it."""
+
+
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _manifest_stamp(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder / MANIFEST)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _new_store_folder(paths: StorePaths, overwrite: bool) -> Path:
+    """Where a new store for ``paths.given`` is made: in place when there is nothing there,
+    else (``overwrite``, over a store) beside it, to be swapped in once complete."""
+    real = paths.real
+    if os.path.lexists(real) and not real.is_dir():
+        raise StoreError(f"{paths.given}: exists and is not a folder")
+    if not real.exists() or _is_empty(real):
+        _discard_staging(paths)  # the replacement of a store that is no longer there
+        return real
+    if not overwrite:
+        raise StoreError(f"{paths.given}: folder is not empty (pass overwrite to replace a store)")
+    if _read_manifest(real) is None:
+        raise StoreError(f"{paths.given}: not an embedding store; refusing to overwrite it")
+    _discard_staging(paths)
+    return paths.staging
+
+
+def _swap_note(path: Path) -> str:
+    try:
+        old = StorePaths.of(path).old
+    except StoreError:
+        return ""
+    if not os.path.lexists(old):
+        return ""
+    return (
+        " (a replacement was interrupted while it was swapped in; run the same command again "
+        "to finish it)"
+    )
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -116,7 +591,8 @@ class EmbeddingStore:
     """An embedding store folder (format version 1).
 
     Create one with :meth:`create` (then :meth:`append` parts and :meth:`finalize`) or with
-    :meth:`write` when all arrays are in memory; read one with :meth:`open`.
+    :meth:`write` when all arrays are in memory; read one with :meth:`open`. A store being
+    written holds its :class:`StoreLock` until :meth:`finalize` or :meth:`close`.
 
     >>> import tempfile, numpy as np
     >>> folder = Path(tempfile.mkdtemp()) / "demo"
@@ -130,10 +606,17 @@ class EmbeddingStore:
 
     def __init__(self, path: Path, manifest: dict[str, Any], *, mmap: bool = True) -> None:
         self.path = Path(path)
+        #: Where the store is published: ``path`` itself, except while an overwrite builds
+        #: the replacement beside it (then ``path`` is the staging folder).
+        self.target = self.path
         self.manifest = manifest
         self._mmap = mmap
         self._items: dict[str, list[dict[str, Any]]] = {}
         self._codes: dict[str, dict[str, np.ndarray | None]] | None = None
+        self._lock: StoreLock | None = None
+        self._owns_lock = False
+        # Which folder this object reads (see open).
+        self._folder, self._stamp = _folder_id(self.path), _manifest_stamp(self.path)
 
     # ---------------------------------------------------------------- creating
 
@@ -145,39 +628,90 @@ class EmbeddingStore:
         encoder: Mapping[str, Any] | None = None,
         dataset: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        lock: StoreLock | None = None,
         **extra: Any,
     ) -> EmbeddingStore:
-        """Start a new, empty, incomplete store at ``path``.
+        """Start a new, empty, incomplete store at ``path``, locked for writing.
 
-        ``path`` must not exist or be an empty folder, unless ``overwrite`` is true (then an
-        existing store there is removed first; a non-store folder is never removed).
-        ``extra`` keys are added to the manifest as they are.
+        ``path`` must not exist or be an empty folder, unless ``overwrite`` is true and it
+        holds a store: then the new store is built beside it (``.<name>.gapscope-new``) and
+        :meth:`finalize` swaps it in once complete, keeping the folder's other files; until
+        then the old store stays readable. A folder that is not a store is never replaced.
+        ``lock`` is the caller's lock on ``path`` (else one is taken and held until
+        :meth:`finalize` or :meth:`close`). ``extra`` keys are added to the manifest as they
+        are.
         """
-        path = Path(path)
-        if path.exists():
-            if not path.is_dir():
-                raise StoreError(f"{path}: exists and is not a folder")
-            if any(path.iterdir()):
-                if not overwrite:
-                    raise StoreError(
-                        f"{path}: folder is not empty (pass overwrite to replace a store)"
-                    )
-                if not (path / MANIFEST).is_file():
-                    raise StoreError(f"{path}: not an embedding store; refusing to overwrite it")
-                shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "gapscope_version": __version__,
-            "complete": False,
-            "encoder": dict(encoder) if encoder is not None else None,
-            "dataset": dict(dataset) if dataset is not None else None,
-            "modalities": {},
-            **extra,
-        }
-        atomic_write_json(path / MANIFEST, manifest)
-        return cls(path, manifest)
+        held = _lock_of(path, lock) if lock is not None else StoreLock.acquire(path)
+        try:
+            folder = _new_store_folder(held.paths, overwrite)
+            folder.mkdir(parents=True, exist_ok=True)
+            kill_point("store:folder-made")
+            manifest: dict[str, Any] = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "gapscope_version": __version__,
+                "complete": False,
+                "encoder": dict(encoder) if encoder is not None else None,
+                "dataset": dict(dataset) if dataset is not None else None,
+                "modalities": {},
+                **extra,
+            }
+            atomic_write_json(folder / MANIFEST, manifest)
+        except BaseException:
+            if lock is None:
+                held.release()
+            raise
+        store = cls(folder if folder != held.paths.real else Path(path), manifest)
+        store._attach(held, Path(path), owns=lock is None)
+        return store
+
+    @classmethod
+    def reopen(
+        cls, path: str | os.PathLike[str], *, lock: StoreLock, staged: bool = False
+    ) -> EmbeddingStore | None:
+        """The store at ``path`` (``staged``: the replacement an overwrite is building beside
+        it), complete or not, for the holder of ``lock`` to resume, finalise or swap in.
+
+        ``None`` when there is none: no folder, an empty one, or one without a manifest.
+        """
+        folder = _lock_of(path, lock).paths.staging if staged else Path(path)
+        if not folder.is_dir() or not (folder / MANIFEST).is_file():
+            return None
+        store = cls.open(folder, allow_incomplete=True)
+        store._attach(lock, Path(path), owns=False)
+        return store
+
+    def _attach(self, lock: StoreLock, target: Path, *, owns: bool) -> None:
+        self._lock, self._owns_lock, self.target = lock, owns, target
+
+    @property
+    def staged(self) -> bool:
+        """Whether this is a replacement being built beside the store it will replace."""
+        return self._lock is not None and self.path == self._lock.paths.staging
+
+    def _ensure_writable(self) -> None:
+        """Take the store's lock if this object does not hold it (a store opened to read)."""
+        if self._lock is not None and self._lock.held:
+            return
+        self._attach(StoreLock.acquire(self.target), self.target, owns=True)
+        fresh = _read_manifest(self.path)
+        if fresh is None:
+            self.close()
+            raise StoreError(f"{self.path}: not an embedding store any more")
+        self.manifest = fresh
+
+    def close(self) -> None:
+        """Release the lock this store took for writing (a no-op for a reader)."""
+        if self._lock is not None and self._owns_lock:
+            self._lock.release()
+        self._owns_lock = False
+
+    def discard(self) -> None:
+        """Give up a replacement being built (``staged``); the store it would replace stays."""
+        if self.staged:
+            assert self._lock is not None
+            _discard_staging(self._lock.paths)
+        self.close()
 
     @classmethod
     def write(
@@ -199,9 +733,12 @@ class EmbeddingStore:
             _check_modality(modality)
             _check_rows(modality, embeddings[modality], items[modality])
         store = cls.create(path, encoder=encoder, dataset=dataset, overwrite=overwrite, **extra)
-        for modality in sorted(embeddings, key=_modality_order):
-            store.append(modality, embeddings[modality], items[modality])
-        store.finalize(normalized=normalized)
+        try:
+            for modality in sorted(embeddings, key=_modality_order):
+                store.append(modality, embeddings[modality], items[modality])
+            store.finalize(normalized=normalized)
+        finally:
+            store.close()
         return cls.open(path)
 
     def _part_dir(self, modality: str) -> Path:
@@ -225,6 +762,7 @@ class EmbeddingStore:
         The part's items are written first and its ``.npy`` last, so a part counts as written
         exactly when its ``.npy`` exists.
         """
+        self._ensure_writable()
         if self.complete:
             raise StoreError(
                 f"{self.path}: store is already finalised; create a new one to add rows"
@@ -267,43 +805,19 @@ class EmbeddingStore:
 
         ``normalized`` records, per modality, whether the encoder's outputs were already
         L2-normalised (the report shows it as ``normalized_by_encoder``); ``extra`` keys go into
-        the manifest.
+        the manifest. The manifest saying ``complete`` is written last, then ``parts/`` is
+        removed; a replacement (``staged``) is then swapped in (:meth:`swap_in`), and a lock
+        this store took is released.
         """
+        self._ensure_writable()
         if self.complete:
             raise StoreError(f"{self.path}: store is already finalised")
         modalities = {}
         for modality in MODALITIES:
             parts = self._parts(modality)
-            if not parts:
-                continue
-            arrays = [_load_npy(p, mmap=True) for p in parts]
-            rows = sum(a.shape[0] for a in arrays)
-            dim, dtype = arrays[0].shape[1], arrays[0].dtype
-            npy = self.path / f"{modality}.npy"
-            with AtomicFile(npy, "wb") as fh:
-                np.lib.format.write_array_header_1_0(
-                    fh,
-                    {
-                        "descr": np.lib.format.dtype_to_descr(dtype),
-                        "fortran_order": False,
-                        "shape": (rows, dim),
-                    },
-                )
-                for a in arrays:
-                    fh.write(np.ascontiguousarray(a).tobytes())
-            items_path = self.path / f"{modality}.items.jsonl"
-            with AtomicFile(items_path, "w") as out:
-                for p in parts:
-                    with open(p.with_name(f"{p.stem}.items.jsonl"), encoding="utf-8") as fh:
-                        shutil.copyfileobj(fh, out)
-            modalities[modality] = {
-                "file": npy.name,
-                "items": items_path.name,
-                "rows": rows,
-                "dim": int(dim),
-                "dtype": dtype.name,
-                "normalized": bool(normalized.get(modality, False)) if normalized else False,
-            }
+            if parts:
+                modalities[modality] = self._concatenate(modality, parts)
+                modalities[modality]["normalized"] = bool((normalized or {}).get(modality, False))
         if not modalities:
             raise StoreError(f"{self.path}: nothing to finalise, no rows were written")
         dims = {info["dim"] for info in modalities.values()}
@@ -313,10 +827,55 @@ class EmbeddingStore:
         self.manifest["modalities"] = modalities
         self.manifest["complete"] = True
         atomic_write_json(self.path / MANIFEST, self.manifest)
-        shutil.rmtree(self.path / _PARTS, ignore_errors=True)
+        _remove_tree(self.path / _PARTS, _PARTS)
+        self.swap_in()
+
+    def _concatenate(self, modality: str, parts: list[Path]) -> dict[str, Any]:
+        """Write ``<modality>.npy`` and ``.items.jsonl`` from the parts; their manifest entry."""
+        arrays = [_load_npy(p, mmap=True) for p in parts]
+        rows = sum(a.shape[0] for a in arrays)
+        dim, dtype = arrays[0].shape[1], arrays[0].dtype
+        npy = self.path / f"{modality}.npy"
+        with AtomicFile(npy, "wb") as fh:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(dtype),
+                "fortran_order": False,
+                "shape": (rows, dim),
+            }
+            np.lib.format.write_array_header_1_0(fh, header)
+            for a in arrays:
+                fh.write(np.ascontiguousarray(a).tobytes())
+        items_path = self.path / f"{modality}.items.jsonl"
+        with AtomicFile(items_path, "w") as out:
+            for p in parts:
+                with open(p.with_name(f"{p.stem}.items.jsonl"), encoding="utf-8") as fh:
+                    shutil.copyfileobj(fh, out)
+        return {
+            "file": npy.name,
+            "items": items_path.name,
+            "rows": rows,
+            "dim": int(dim),
+            "dtype": dtype.name,
+        }
+
+    def swap_in(self) -> None:
+        """Put a complete replacement (``staged``) in place of the store it replaces, keeping
+        the files of that folder that are not the store's own; release a lock this store took.
+
+        Nothing to swap for a store written in place.
+        """
+        if self.staged:
+            assert self._lock is not None
+            if not self.complete:
+                raise StoreError(f"{self.path}: an unfinished store cannot replace {self.target}")
+            _swap_in(self._lock.paths)
+            self.path = self.target
+            self._folder, self._stamp = _folder_id(self.path), _manifest_stamp(self.path)
+        self.close()
 
     def update_manifest(self, **fields: Any) -> None:
         """Merge ``fields`` into the manifest and rewrite it atomically."""
+        self._ensure_writable()
         self.manifest.update(fields)
         atomic_write_json(self.path / MANIFEST, self.manifest)
 
@@ -326,12 +885,28 @@ class EmbeddingStore:
     def open(
         cls, path: str | os.PathLike[str], *, mmap: bool = True, allow_incomplete: bool = False
     ) -> EmbeddingStore:
-        """Open and validate a store; arrays are memory-mapped read-only unless ``mmap=False``."""
-        path = Path(path)
+        """Open and validate a store; arrays are memory-mapped read-only unless ``mmap=False``.
+
+        Needs no lock. An incomplete store is refused (unless ``allow_incomplete``) with a
+        message that says whether a writer is at work on it. Should an overwrite swap a new
+        store in while this one is read, reading it again starts over; a store object that
+        loads a file after such a swap raises :class:`StoreError` rather than mix two stores.
+        """
+        for _ in range(3):
+            try:
+                return cls._open(Path(path), mmap=mmap, allow_incomplete=allow_incomplete)
+            except _StoreReplaced:
+                continue
+        raise StoreError(f"{path}: replaced again and again while it was read")
+
+    @classmethod
+    def _open(cls, path: Path, *, mmap: bool, allow_incomplete: bool) -> EmbeddingStore:
         if not path.exists():
-            raise StoreError(f"{path}: no such store")
+            raise StoreError(f"{path}: no such store{_swap_note(path)}")
         if not path.is_dir():
             raise StoreError(f"{path}: not a store folder")
+        # Taken before the manifest is read: a swap after that is then seen.
+        folder, stamp = _folder_id(path), _manifest_stamp(path)
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise StoreError(f"{path}: not an embedding store (no {MANIFEST})")
@@ -347,16 +922,38 @@ class EmbeddingStore:
                 f"{path}: unknown store format version {version!r} "
                 f"(this gapscope {__version__} reads version {FORMAT_VERSION})"
             )
+        check_manifest(path, manifest)
         store = cls(path, manifest, mmap=mmap)
+        store._folder, store._stamp = folder, stamp
         if not manifest.get("complete"):
             if allow_incomplete:
                 return store
+            writer = store_writer(path)
+            if writer is not None:
+                raise StoreError(
+                    f"{path}: store is incomplete: another gapscope process is writing it "
+                    f"({writer}); wait for it to finish"
+                )
             raise StoreError(
                 f"{path}: store is incomplete (an extract was interrupted); "
                 "run the same extract again to resume it"
             )
         store.validate()
         return store
+
+    def _check_not_replaced(self) -> None:
+        """Raise when the folder at ``path`` is no longer the one this object read first."""
+        folder = _folder_id(self.path)
+        if folder == self._folder:
+            return
+        if _manifest_stamp(self.path) == self._stamp:
+            # The same manifest file: a filesystem whose inode numbers move, not a swap (a
+            # swapped-in store's manifest was written at another time).
+            self._folder = folder
+            return
+        raise _StoreReplaced(
+            f"{self.path}: the store was replaced (an overwrite) while it was read; open it again"
+        )
 
     @property
     def complete(self) -> bool:
@@ -387,7 +984,9 @@ class EmbeddingStore:
     def embeddings(self, modality: str) -> np.ndarray:
         """Raw embeddings of one modality, ``(rows, dim)``, memory-mapped read-only by default."""
         info = self.info(modality)
-        return _load_npy(self.path / info["file"], mmap=self._mmap)
+        array = _load_npy(self.path / info["file"], mmap=self._mmap)
+        self._check_not_replaced()
+        return array
 
     def items(self, modality: str) -> list[dict[str, Any]]:
         """One dict a row: ``id``, ``source``, ``group`` and optionally ``label``."""
@@ -396,7 +995,9 @@ class EmbeddingStore:
             path = self.path / info.get("items", f"{modality}.items.jsonl")
             if not path.is_file():
                 raise StoreError(f"{path}: file is missing")
-            self._items[modality] = _read_jsonl(path)
+            items = _read_jsonl(path)
+            self._check_not_replaced()
+            self._items[modality] = items
         return self._items[modality]
 
     def _encode(self) -> dict[str, dict[str, np.ndarray | None]]:
@@ -485,6 +1086,12 @@ class EmbeddingStore:
             for i, item in enumerate(self.items(modality)):
                 if not isinstance(item, dict) or "group" not in item or "id" not in item:
                     raise StoreError(f"{self.path}: {modality} item {i} lacks an 'id' or 'group'")
+                for key in ("group", "label"):
+                    if not _plain_value(item.get(key)):
+                        raise StoreError(
+                            f"{self.path}: {modality} item {i} has {_json_type(item[key])} "
+                            f"inside its {key}; a {key} is a string, a number or a list of them"
+                        )
             dims.add(arr.shape[1])
         if len(dims) > 1:
             raise StoreError(f"{self.path}: modalities have different dims {sorted(dims)}")

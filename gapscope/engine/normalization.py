@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["normalize_rows", "unit_rows"]
+__all__ = ["normalize_rows", "row_norms", "unit_rows"]
 
 # Rows are normalised in slices of this many, so a memory-mapped store costs only the output.
 _SLICE_ROWS = 65536
@@ -37,7 +37,8 @@ def unit_rows(block: Any) -> np.ndarray:
     [[0.6, 0.8]]
     """
     out = np.array(block, dtype=np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    with np.errstate(over="ignore", under="ignore"):  # such rows are redone below
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out))
     low, high = _FLOAT64_NORM_RANGE
     odd = ~((norms > low) & (norms < high))
     if odd.any():
@@ -45,6 +46,26 @@ def unit_rows(block: Any) -> np.ndarray:
         norms[odd] = np.sqrt(np.einsum("ij,ij->i", out[odd], out[odd]))
     out /= norms[:, None]
     return out
+
+
+def row_norms(block: Any) -> np.ndarray:
+    """Return the float64 L2 norm of every row of ``block``, with the rule of
+    :func:`unit_rows`: a row whose squares would overflow or underflow float64 is scaled by its
+    largest entry first, so rows of 1e300 or 1e-300 keep finite, nonzero norms.
+
+    >>> row_norms(np.array([[3.0, 4.0], [3e300, 4e300], [3e-300, 4e-300]])).tolist()
+    [5.0, 5e+300, 5e-300]
+    """
+    rows = np.asarray(block, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore"):  # such rows are redone below
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    low, high = _FLOAT64_NORM_RANGE
+    odd = ~((norms > low) & (norms < high))
+    if odd.any():
+        top = np.abs(rows[odd]).max(axis=1, keepdims=True)
+        scaled = rows[odd] / np.where(top > 0, top, 1.0)
+        norms[odd] = top[:, 0] * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+    return norms
 
 
 def normalize_rows(

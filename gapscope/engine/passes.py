@@ -45,11 +45,20 @@ from gapscope.engine.numerics import log_mean_exp, log_sum_exp
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
-    ranks_of_items,
+    near_window,
+    outranking_best_positive,
+    relevant_ranks,
     row_ranks,
+    score_error_bound,
     summarize,
 )
-from gapscope.engine.unit_rows import UnitRows, as_unit_rows, matmul_into, rowwise_dot
+from gapscope.engine.unit_rows import (
+    UnitRows,
+    as_unit_rows,
+    exact_scores,
+    matmul_into,
+    rowwise_dot,
+)
 from gapscope.engine.validation import (
     ArrayLike,
     check_groups,
@@ -156,7 +165,7 @@ def modality_pass(
     sample = check_query_index(query_index, n)
     codes = check_groups(relevance, n, "relevance")
     rows = np.arange(n) if sample is None else sample
-    intra = None if codes is None else _IntraRanks(codes, rows)
+    intra = None if codes is None else _IntraRanks(codes, rows, unit)
     kernel = _KernelRows(rows.size, t) if uniformity else None
     if kernel is not None and sample is not None:
         # Few sampled queries against every key: one read of the keys, chunk by chunk,
@@ -202,8 +211,11 @@ def _sampled_estimate(log_a: np.ndarray, n: int) -> tuple[float, float]:
 class _IntraRanks:
     """Per-query intra-modal ranks, AP and R-precision, filled block by block."""
 
-    def __init__(self, codes: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, codes: np.ndarray, rows: np.ndarray, unit: UnitRows) -> None:
         n = codes.size
+        self.unit = unit
+        # Near-ties closer than twice the float32 error bound are ranked by exact scores.
+        self.margin = 2.0 * score_error_bound(unit.shape[1])
         self.codes = codes
         self.members = GroupMembers(codes)
         # The query is one of its own group's members: it has a relevant row when the group
@@ -220,7 +232,9 @@ class _IntraRanks:
         self.steps = np.arange(1, n + 1, dtype=np.float64)
         self.groups: dict[int, np.ndarray] = {}
 
-    def rank_block(self, idx: np.ndarray, scores: np.ndarray) -> None:
+    def rank_block(self, idx: np.ndarray, scores: np.ndarray, scale: float = 1.0) -> None:
+        """Rank the wanted queries of a block (``scores``: the block's rows, multiplied by
+        ``scale``, a power of two)."""
         for r, i in enumerate(idx.tolist()):
             if not self.wanted[i]:
                 continue
@@ -228,12 +242,27 @@ class _IntraRanks:
             group = self.groups.get(code)
             if group is None:
                 group = self.groups[code] = self.members.of(code)
-            ranks = np.sort(ranks_of_items(scores[r], group[group != i]))
+            ranks = relevant_ranks(
+                scores[r],
+                group[group != i],
+                self._is_relevant(code),
+                self.margin * scale,
+                self._exact_keys(i),
+            )
             p = self.position[i]
             n_rel = ranks.size
             self.first_rank[p] = ranks[0]
             self.ap[p] = np.sum(self.steps[:n_rel] / (ranks + 1.0)) / n_rel
             self.rp[p] = np.count_nonzero(ranks < n_rel) / n_rel
+
+    def _is_relevant(self, code: int) -> Callable[[np.ndarray], np.ndarray]:
+        # The query itself counts as relevant too, harmlessly: its own score is -inf.
+        codes = self.codes
+        return lambda keys: codes[keys] == code
+
+    def _exact_keys(self, query: int) -> Callable[[np.ndarray], np.ndarray]:
+        unit = self.unit
+        return lambda keys: exact_scores(unit, np.full(keys.size, query), unit, keys)
 
     def result(self, cutoffs: Sequence[int], sample: np.ndarray | None) -> RetrievalResult:
         return summarize(
@@ -259,19 +288,20 @@ class _KernelRows:
         self.prescale = math.frexp(self.two_t)[0] == 0.5
 
     def add_block(self, positions: slice, scores_t: torch.Tensor) -> None:
-        # exp(-t ||x_i - x_j||^2) = exp(2t s_ij) exp(-2t): exp in place and a sum; the -inf
-        # self score gives a zero term.
+        # exp(-t ||x_i - x_j||^2) = exp(2t s_ij) exp(-2t); the -inf self score is a zero term.
+        self.row_lse[positions] = self.row_log_sums(scores_t) - self.two_t
+
+    def row_log_sums(self, scores_t: torch.Tensor) -> np.ndarray:
+        """``log sum_j exp(2t s_ij)`` of each row, as float64; the scores are overwritten."""
         kernel = scores_t if self.prescale else scores_t.mul_(self.two_t)
-        if 2.0 * self.two_t <= _MAX_UNSHIFTED_EXPONENT:
-            # Every term lies in [exp(-2t), exp(2t)] (s rounded above 1 moves a term by ~1e-7
-            # relative): a plain float32 sum neither overflows nor underflows, and torch sums
-            # float32 rows by cascades (error ~1e-7 relative); a float64 sum would cost four
-            # times the exp itself.
-            sums = kernel.exp_().sum(dim=1)
-            self.row_lse[positions] = np.log(sums.cpu().numpy().astype(np.float64)) - self.two_t
-        else:
-            lse = torch.logsumexp(kernel, dim=1).cpu().double().numpy()
-            self.row_lse[positions] = lse - self.two_t
+        if 2.0 * self.two_t > _MAX_UNSHIFTED_EXPONENT:
+            return torch.logsumexp(kernel, dim=1).cpu().double().numpy()
+        # Every term lies in [exp(-2t), exp(2t)] (s rounded above 1 moves a term by ~1e-7
+        # relative): a plain float32 sum neither overflows nor underflows, and torch sums
+        # float32 rows by cascades (error ~1e-7 relative); a float64 sum would cost four times
+        # the exp itself. Each row's sum depends on that row alone (the thread count and the
+        # number of rows in the block do not change its bits: tests/engine/test_passes.py).
+        return np.log(kernel.exp_().sum(dim=1).cpu().numpy().astype(np.float64))
 
 
 def _sampled_kernel(unit: UnitRows, rows: np.ndarray, kernel: _KernelRows) -> None:
@@ -331,16 +361,19 @@ def _self_blocks(
         for _ in range(min(2, len(starts)))
     ]
     prescale = kernel is not None and kernel.prescale
+    # Prescaled query rows give scores times 2t (a power of two: the order is unchanged).
+    scale = kernel.two_t if kernel is not None and kernel.prescale else 1.0
+
+    def queries(a: int, b: int) -> torch.Tensor:
+        picked = unit.take(rows[a:b])
+        return picked * scale if prescale else picked
 
     def product(b: int) -> tuple[int, np.ndarray, torch.Tensor]:
         start = starts[b]
         idx = rows[start : start + block]
         idx_t = torch.from_numpy(idx).to(unit.device)
-        queries = unit.take(idx)
-        if prescale:
-            assert kernel is not None
-            queries = queries * kernel.two_t
-        scores_t = unit.scores(queries, buffers[b % len(buffers)][: idx.size])
+        out = buffers[b % len(buffers)][: idx.size]
+        scores_t = unit.block_scores(queries, rows.size, start, start + idx.size, out)
         # The query itself: -inf is both a zero kernel term and a key ranked below every other.
         scores_t[torch.arange(idx.size, device=scores_t.device), idx_t] = -math.inf
         return start, idx, scores_t
@@ -349,7 +382,7 @@ def _self_blocks(
         start, idx, scores_t = item
         if intra is not None:
             # Ranked first: the uniformity kernel below overwrites the scores in place.
-            intra.rank_block(idx, scores_t.cpu().numpy())
+            intra.rank_block(idx, scores_t.cpu().numpy(), scale)
         if kernel is not None:
             kernel.add_block(slice(start, start + idx.size), scores_t)
 
@@ -468,7 +501,7 @@ def _cross(a: _Side, b: _Side, block_size: int | None) -> None:
         rows_a = a.evaluated if a.needs_full_product else none
         cols_b = b.evaluated if b.needs_full_product else none
         block = resolve_block_size(block_size, n_b)
-        best, best_row = _best_positive_columns(a.unit, b.unit, a.groups, b.groups, cols_b, block)
+        best = _best_positive_columns(a.unit, b.unit, a.groups, b.groups, cols_b, block)
         first_a = np.zeros(rows_a.size, dtype=np.int64)
         first_b = np.zeros(cols_b.size, dtype=np.int64)
         _pass(
@@ -482,7 +515,6 @@ def _cross(a: _Side, b: _Side, block_size: int | None) -> None:
             b.groups,
             b.members,
             best,
-            best_row,
             first_a,
             first_b,
             block,
@@ -498,7 +530,7 @@ def _cross(a: _Side, b: _Side, block_size: int | None) -> None:
             continue
         evaluated = queries.evaluated
         block = resolve_block_size(block_size, evaluated.size)
-        best, best_row = _best_positive_columns(
+        best = _best_positive_columns(
             keys.unit, queries.unit, keys.groups, queries.groups, evaluated, block
         )
         _pass(
@@ -512,7 +544,6 @@ def _cross(a: _Side, b: _Side, block_size: int | None) -> None:
             queries.groups,
             queries.members,
             best,
-            best_row,
             none,
             queries.first_rank,
             block,
@@ -546,31 +577,25 @@ def _best_positive_columns(
     gy: np.ndarray,
     cols: np.ndarray,
     chunk: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each y row, its best positive score ``b_j`` and the lowest x row reaching it.
+) -> np.ndarray:
+    """For each y row, its best positive's float32 score ``b_j``, within rounding of the
+    block's score of that pair (the column counts resolve scores near ``b_j`` exactly).
 
-    Computed from the positive pairs only (``O(|P| d)``), in float32 like the blocks; rows of
-    ``y`` outside ``cols`` get ``(+inf, -1)`` and count nothing. Pairs come ordered by x row,
-    so the first maximum seen for a column is its lowest-index best positive.
+    Computed from the positive pairs only (``O(|P| d)``); rows of ``y`` outside ``cols`` get
+    ``+inf`` and count nothing.
     """
     m = uy.shape[0]
     best = np.full(m, -np.inf, dtype=np.float32)
-    best_row = np.full(m, -1, dtype=np.int64)
     wanted = np.zeros(m, dtype=bool)
     wanted[cols] = True
     if cols.size:
         for i, j in iter_positive_pairs(gx, gy, max(chunk * 64, 4096)):
             keep = wanted[j]
             i, j = i[keep], j[keep]
-            if not i.size:
-                continue
-            s = rowwise_dot(ux.take(i), uy.take(j)).cpu().numpy() + 0.0
-            # Pairs ascend by i: a later pair replaces a column's best only when strictly above.
-            for jj, ii, ss in zip(j.tolist(), i.tolist(), s.tolist(), strict=True):
-                if ss > best[jj]:
-                    best[jj], best_row[jj] = ss, ii
+            if i.size:
+                np.maximum.at(best, j, rowwise_dot(ux.take(i), uy.take(j)).cpu().numpy())
     best[~wanted] = np.inf
-    return best, best_row
+    return best
 
 
 def _pass(
@@ -584,7 +609,6 @@ def _pass(
     gy: np.ndarray,
     members_y: GroupMembers,
     best: np.ndarray,
-    best_row: np.ndarray,
     first_x: np.ndarray,
     first_y: np.ndarray,
     block: int,
@@ -592,7 +616,12 @@ def _pass(
     """Blocks of ``X[x_rows] Y[y_cols]^T``: ranks of the x queries ``eval_x`` (their rows,
     which need every y column) into ``first_x``, counts of the y queries ``eval_y`` (columns)
     into ``first_y``."""
-    columns = _ColumnCounts(ux, uy, gx, gy, eval_y, y_cols, best, best_row)
+    margin = 2.0 * score_error_bound(ux.shape[1])
+
+    def exact_xy(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return exact_scores(ux, rows, uy, cols)
+
+    columns = _ColumnCounts(ux, uy, gx, gy, eval_y, y_cols, best, margin)
     is_eval_x = np.zeros(ux.shape[0], dtype=bool)
     is_eval_x[eval_x] = True
     pos_x = np.cumsum(is_eval_x) - 1
@@ -609,12 +638,13 @@ def _pass(
     mask_buf = np.empty((rows_max, max(y_cols.size, 1)), dtype=bool)
 
     def product(b: int) -> tuple[np.ndarray, torch.Tensor]:
-        idx = x_rows[starts[b] : starts[b] + block]
-        rows = ux.take(idx)
+        start = starts[b]
+        idx = x_rows[start : start + block]
         out = buffers[b % len(buffers)][: idx.size]
         if uy_cols is None:
-            return idx, uy.scores(rows, out)
-        return idx, matmul_into(rows, uy_cols, out)
+            take = lambda a, b: ux.take(x_rows[a:b])  # noqa: E731
+            return idx, uy.block_scores(take, x_rows.size, start, start + idx.size, out)
+        return idx, matmul_into(ux.take(idx), uy_cols, out)
 
     def consume(item: tuple[np.ndarray, torch.Tensor]) -> None:
         idx, scores_t = item
@@ -623,19 +653,29 @@ def _pass(
         # x queries: rows (all y columns are present whenever eval_x is non-empty).
         queries = np.flatnonzero(is_eval_x[idx])
         if queries.size:
-            first_x[pos_x[idx[queries]]] = row_ranks(
-                scores, queries, gx[idx[queries]], members_y, mask_buf
+            rows = idx[queries]
+            first_x[pos_x[rows]] = row_ranks(
+                scores, queries, rows, gx[rows], members_y, margin, exact_xy, mask_buf
             )
         columns.add_block(idx, scores, mask_buf)
 
     _pipelined(len(starts), product, consume)
     if eval_y.size:
-        first_y[:] = columns.counts
+        first_y[:] = columns.finish()
 
 
 class _ColumnCounts:
-    """For each column query j, the non-positive rows that outrank its best positive ``b_j``,
-    counted block by block (see the module docstring)."""
+    """For each column query j (a y row), the non-positive x rows that outrank its best
+    positive, counted block by block down the columns.
+
+    ``b_j``, the best positive's float32 score, is known up front (from the positive pairs).
+    A row scoring above ``b_j + margin`` outranks every positive of j whatever the rounding,
+    and is counted (no positive can: none is above the best); rows within ``margin`` of
+    ``b_j`` that are not positives of j are kept and, at the end, ranked by exact scores
+    against j's exact best positive
+    (:func:`~gapscope.engine.ranking.outranking_best_positive`). Counts therefore do not
+    depend on how the product was blocked.
+    """
 
     def __init__(
         self,
@@ -646,19 +686,22 @@ class _ColumnCounts:
         eval_y: np.ndarray,
         y_cols: np.ndarray,
         best: np.ndarray,
-        best_row: np.ndarray,
+        margin: float,
     ) -> None:
+        self.ux, self.uy, self.gx, self.gy = ux, uy, gx, gy
+        self.members_x = GroupMembers(gx)
+        self.eval_y = eval_y
         self.size = eval_y.size
         col_of_y = np.full(uy.shape[0], -1, dtype=np.int64)
         col_of_y[y_cols] = np.arange(y_cols.size)
         self.cols = col_of_y[eval_y]
-        self.best = best[eval_y]
-        self.best_row = best_row[eval_y]
-        self.below_best = np.nextafter(self.best, np.float32(-np.inf))
+        self.lo, self.hi = near_window(best[eval_y], margin)
         self.all_cols = y_cols.size == uy.shape[0] and eval_y.size == uy.shape[0]
         self.counts = np.zeros(eval_y.size, dtype=np.int64)
-        # Positive pairs (x row, evaluated y query number), ordered by x row. Column counting
-        # runs over contiguous blocks of every x row, so a block's pairs are one slice of them.
+        self.near_rows: list[np.ndarray] = []
+        self.near_queries: list[np.ndarray] = []
+        # Positive pairs (x row, evaluated y query number), ordered by x row: the rows of a
+        # block are contiguous, so a block's pairs are one slice.
         query_of_y = np.full(uy.shape[0], -1, dtype=np.int64)
         query_of_y[eval_y] = np.arange(eval_y.size)
         parts_i, parts_q = [], []
@@ -673,29 +716,43 @@ class _ColumnCounts:
     def add_block(self, idx: np.ndarray, scores: np.ndarray, mask_buf: np.ndarray) -> None:
         if not self.size:
             return
-        # One comparison pass. Rows before a column's best positive outrank it when >= b_j,
-        # i.e. > the float32 just below b_j; rows after when > b_j. Columns whose best positive
-        # lies inside this block get the tie term added exactly.
         sub = scores if self.all_cols else scores[:, self.cols]
-        before = self.best_row > idx[-1]
-        threshold = np.where(before, self.below_best, self.best)
         mask = mask_buf[: idx.size, : sub.shape[1]]
-        above = np.count_nonzero(np.greater(sub, threshold[None, :], out=mask), axis=0)
-        inside = np.flatnonzero((self.best_row >= idx[0]) & ~before)
-        if inside.size:
-            tied = sub[:, inside] == self.best[inside]
-            tied &= idx[:, None] < self.best_row[inside]
-            above[inside] += np.count_nonzero(tied, axis=0)
-        # Positives of the block's rows were compared with b_j too: take back those counted
-        # (through rounding or an equal score at a lower index), so only non-positives rank.
-        lo, hi = np.searchsorted(self.pair_i, [idx[0], idx[-1] + 1])
-        if hi > lo:
-            pi, pq = self.pair_i[lo:hi], self.pair_q[lo:hi]
-            s = scores[pi - idx[0], self.cols[pq]]
-            b = self.best[pq]
-            counted = (s > b) | ((s == b) & (pi < self.best_row[pq]))
-            np.subtract.at(above, pq[counted], 1)
+        above = np.count_nonzero(np.greater(sub, self.hi[None, :], out=mask), axis=0)
+        near = np.count_nonzero(np.greater_equal(sub, self.lo[None, :], out=mask), axis=0)
+        near -= above
         np.add(self.counts, above, out=self.counts)
+        # The block's positives near b_j (the best one among them) need no exact score.
+        lo_pair, hi_pair = np.searchsorted(self.pair_i, [idx[0], idx[-1] + 1])
+        if hi_pair > lo_pair:
+            pi, pq = self.pair_i[lo_pair:hi_pair], self.pair_q[lo_pair:hi_pair]
+            s = sub[pi - idx[0], pq]
+            close = (s >= self.lo[pq]) & (s <= self.hi[pq])
+            np.subtract.at(near, pq[close], 1)
+        cols = np.flatnonzero(near > 0)
+        if cols.size:
+            part = sub[:, cols]
+            rows, c = np.nonzero((part >= self.lo[cols]) & (part <= self.hi[cols]))
+            self.near_rows.append(idx[rows])
+            self.near_queries.append(cols[c])
+
+    def finish(self) -> np.ndarray:
+        """The counts, with each column's near non-positive rows ranked by exact scores."""
+        if self.near_rows:
+            rows = np.concatenate(self.near_rows)
+            queries = np.concatenate(self.near_queries)
+            asked, owner = np.unique(queries, return_inverse=True)
+            y_rows = self.eval_y[asked]
+            ux, uy = self.ux, self.uy
+            self.counts[asked] += outranking_best_positive(
+                owner.reshape(-1),
+                rows,
+                y_rows,
+                self.gy[y_rows],
+                self.members_x,
+                lambda q, k: exact_scores(uy, q, ux, k),
+            )
+        return self.counts
 
 
 def _pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T], Any]) -> None:

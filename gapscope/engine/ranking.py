@@ -15,28 +15,28 @@ read from one pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = [
+    "ExactScores",
     "GroupMembers",
     "RetrievalResult",
-    "ranks_of_items",
+    "near_window",
+    "outranking_best_positive",
+    "relevant_ranks",
     "row_ranks",
+    "score_error_bound",
     "summarize",
 ]
 
-# Up to this many relevant rows a query's ranks are counted with one pass over its row each;
-# beyond it the keys that can outrank a relevant row are sorted (see ranks_of_items).
+# Up to this many relevant rows a query's ranks are counted with passes over its row each;
+# beyond it the keys that can outrank a relevant row are sorted (see relevant_ranks).
 _COUNT_MAX_ITEMS = 4
 # Queries with up to this many positives find their best one in one padded gather per block.
 _VECTOR_MAX_POSITIVES = 64
-# A row where more than this many relevant items share their score with another key is ranked
-# by one stable argsort instead of one scan per tied item (duplicate-heavy data stays
-# O(m log m) a query).
-_TIE_SCAN_MAX_ITEMS = 8
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ class GroupMembers:
     """Rows of each group code, ascending, found by binary search (no per-group dict)."""
 
     def __init__(self, codes: np.ndarray) -> None:
+        self._row_codes = codes
         self._order = np.argsort(codes, kind="stable")
         self._codes, self._starts, self._counts = np.unique(
             codes[self._order], return_index=True, return_counts=True
@@ -125,6 +126,14 @@ class GroupMembers:
         offsets = np.minimum(np.arange(width)[None, :], count[:, None] - 1)
         return self._order[start[:, None] + offsets]
 
+    def contains(self, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Whether each ``rows[p]`` is a member of ``codes[p]``'s group."""
+        return self.codes_of(rows) == codes
+
+    def codes_of(self, rows: np.ndarray) -> np.ndarray:
+        """The group code of each row."""
+        return self._row_codes[rows]
+
     def of(self, code: int) -> np.ndarray:
         """Ascending row indices with group ``code`` (which must exist)."""
         pos = int(np.searchsorted(self._codes, code))
@@ -132,105 +141,218 @@ class GroupMembers:
         return self._order[start : start + self._counts[pos]]
 
 
+#: Exact scores of pairs of rows: ``exact(rows, keys)[p]`` is the float64 score of
+#: ``rows[p]`` against ``keys[p]`` (see :func:`gapscope.engine.unit_rows.exact_scores`).
+ExactScores = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+_FLOAT32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def score_error_bound(dim: int) -> float:
+    """The largest ``|s - S|`` between a float32 score ``s`` of two unit rows of dimension
+    ``dim``, however a product sums it, and their exact dot product ``S``.
+
+    ``gamma_d = d u / (1 - d u)`` with ``u = 2^-24`` bounds the error of a float32 dot
+    product summed in any order, relative to ``sum |a_i b_i| <= ||a|| ||b|| = 1`` (Higham,
+    *Accuracy and Stability of Numerical Algorithms*, 2002, eq. 3.5); 1% more covers rows whose
+    norm is 1 only to float32 rounding.
+
+    >>> f"{score_error_bound(512):.3g}"
+    '3.08e-05'
+    """
+    du = dim * _FLOAT32_UNIT_ROUNDOFF
+    return 1.01 * du / (1.0 - du)
+
+
+def near_window(scores: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 bounds ``(lo, hi)`` with ``lo <= s - margin`` and ``hi >= s + margin``
+    (``margin`` already in the scores' units): rounded to float32, then one step outwards.
+
+    >>> lo, hi = near_window(np.array([0.5], np.float32), 1e-3)
+    >>> bool(lo[0] <= 0.499 and hi[0] >= 0.501)
+    True
+    """
+    s = np.asarray(scores, dtype=np.float32)
+    # A float32 margin no smaller than ``margin``; each float32 sum is then rounded to nearest
+    # (within half a step of the exact bound), and one step outwards covers that.
+    m = np.float32(margin)
+    if float(m) < margin:
+        m = np.nextafter(m, np.float32(np.inf))
+    with np.errstate(over="ignore"):
+        lo = np.nextafter(s - m, np.float32(-np.inf))
+        hi = np.nextafter(s + m, np.float32(np.inf))
+    return lo, hi
+
+
 def row_ranks(
     scores: np.ndarray,
     queries: np.ndarray,
+    query_rows: np.ndarray,
     codes: np.ndarray,
     members: GroupMembers,
+    margin: float,
+    exact: ExactScores,
     mask: np.ndarray,
 ) -> np.ndarray:
-    """0-based rank of each query row's best positive (``members`` of its code), ties to the
-    lower index: ``#{k : s_k > v} + #{k < j : s_k == v}`` with ``j`` the lowest-index best
-    positive and ``v`` its score.
+    """0-based rank of each query row's best positive (``members`` of its code) by the
+    ranking rule of this module applied to exact scores: how many non-positive keys outrank
+    it.
 
-    ``scores`` is a block of rows; ``queries`` the rows of the block to rank and ``codes``
-    their group codes. The counts run over the whole block at once (``mask``: a boolean
-    buffer of at least its shape); only rows where another key scores exactly ``v`` get a tie
-    scan of their own.
+    ``scores`` is a float32 block of rows; ``queries`` the block rows to rank, ``query_rows``
+    their row numbers (for ``exact``) and ``codes`` their group codes. ``margin`` is twice
+    the largest error of a float32 score (:func:`score_error_bound`, in the scores' units).
+    With ``v`` a query's best float32 positive score, a key above ``v + margin`` outranks
+    every positive and one below ``v - margin`` none, whatever the rounding; non-positive
+    keys in between are ranked by their exact scores against the exact best positive. Ranks
+    therefore do not depend on how the product was blocked.
     """
     counts = members.count(codes)
     width = int(counts.max())
     if width <= _VECTOR_MAX_POSITIVES:
-        # Every query's positives as a padded row of columns (ascending within a group, so
-        # argmax finds the lowest-index best one).
-        offsets = np.arange(width)
-        valid = offsets[None, :] < counts[:, None]
         cols = members.padded(codes, width)
+        valid = np.arange(width)[None, :] < counts[:, None]
         values = np.where(valid, scores[queries[:, None], cols], -np.inf)
-        pick = np.argmax(values, axis=1)
-        best_col = cols[np.arange(queries.size), pick]
     else:
-        best_col = np.array(
-            [
-                positives[np.argmax(scores[r, positives])]
-                for r, positives in (
-                    (r, members.of(c)) for r, c in zip(queries, codes, strict=True)
-                )
-            ],
-            dtype=np.int64,
-        )
-    v = scores[queries, best_col]
-    # numpy's SIMD compare and count beat torch's reductions over bools several times here.
+        values = _ragged_positive_scores(scores, queries, codes, members)
+    lo, hi = near_window(values.max(axis=1), margin)
+    near_positives = np.count_nonzero((values >= lo[:, None]) & (values <= hi[:, None]), axis=1)
     sub = scores if queries.size == scores.shape[0] else scores[queries]
-    ranks = np.count_nonzero(np.greater(sub, v[:, None], out=mask[: sub.shape[0]]), axis=1)
-    equal = np.count_nonzero(np.equal(sub, v[:, None], out=mask[: sub.shape[0]]), axis=1)
-    for q in np.flatnonzero(equal > 1):
-        r, j = queries[q], best_col[q]
-        ranks[q] += np.count_nonzero(scores[r, :j] == v[q])
+    m = mask[: sub.shape[0]]
+    ranks = np.count_nonzero(np.greater(sub, hi[:, None], out=m), axis=1)
+    near = np.count_nonzero(np.greater_equal(sub, lo[:, None], out=m), axis=1) - ranks
+    need = np.flatnonzero(near > near_positives)
+    if need.size:
+        rows, keys = np.nonzero((sub[need] >= lo[need, None]) & (sub[need] <= hi[need, None]))
+        ranks[need] += outranking_best_positive(
+            rows, keys, query_rows[need], codes[need], members, exact
+        )
     return ranks
 
 
-def ranks_of_items(row: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """0-based ranks of the columns ``items`` in ``row`` (descending, ties to the lower index).
+def _ragged_positive_scores(
+    scores: np.ndarray, queries: np.ndarray, codes: np.ndarray, members: GroupMembers
+) -> np.ndarray:
+    """Each query's positives' scores, padded with -inf (for groups too wide to gather)."""
+    groups = [members.of(c) for c in codes.tolist()]
+    out = np.full((queries.size, max(g.size for g in groups)), -np.inf, dtype=scores.dtype)
+    for q, (r, g) in enumerate(zip(queries.tolist(), groups, strict=True)):
+        out[q, : g.size] = scores[r, g]
+    return out
 
-    ``rank(j) = #{k : row[k] > row[j]} + #{k < j : row[k] == row[j]}``, returned in no
-    particular order. Few items: one counting pass each. Many: only the keys scoring at least
-    the lowest item can outrank any item, so only those are sorted (often a small part of the
-    row when relevant rows score high) and each rank is a binary search.
 
-    >>> ranks_of_items(np.array([0.5, 0.9, 0.5, 0.1]), np.array([2, 0])).tolist()
-    [2, 1]
+def outranking_best_positive(
+    owner: np.ndarray,
+    keys: np.ndarray,
+    query_rows: np.ndarray,
+    codes: np.ndarray,
+    members: GroupMembers,
+    exact: ExactScores,
+) -> np.ndarray:
+    """For each query ``q`` (row ``query_rows[q]``, group ``codes[q]``), how many of its keys
+    ``keys[owner == q]`` are non-positives that outrank its exact best positive: a higher
+    exact score, or an equal one and a lower key. The exact best positive is the positive
+    (``members`` of the code) with the highest exact score, then the lowest key.
     """
-    if items.size <= _COUNT_MAX_ITEMS:
-        return _ranks_by_counting(row, items)
-    return _ranks_by_search(row, np.sort(row[row >= row[items].min()]), items)
+    n = query_rows.size
+    count = members.count(codes)
+    width = int(count.max())
+    positives = members.padded(codes, width)
+    pos_rows = np.repeat(np.arange(n), width)
+    pos_s = exact(query_rows[pos_rows], positives.reshape(-1)).reshape(n, width)
+    pos_s[np.arange(width)[None, :] >= count[:, None]] = -np.inf
+    # Members come ascending, so argmax finds the lowest key among equal best scores.
+    pick = np.argmax(pos_s, axis=1)
+    best_s, best_key = pos_s[np.arange(n), pick], positives[np.arange(n), pick]
+    other = ~members.contains(codes[owner], keys)
+    owner, keys = owner[other], keys[other]
+    s = exact(query_rows[owner], keys)
+    above = (s > best_s[owner]) | ((s == best_s[owner]) & (keys < best_key[owner]))
+    return np.bincount(owner[above], minlength=n)
 
 
-def _ranks_by_counting(row: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Ranks of ``items``, one pass over the row each, counted as
-    ``#{k < j : row[k] >= row[j]} + #{k > j : row[k] > row[j]}`` (no special case for ties)."""
-    return np.array(
-        [
-            np.count_nonzero(row[:j] >= v) + np.count_nonzero(row[j + 1 :] > v)
-            for j, v in zip(items.tolist(), row[items].tolist(), strict=True)
-        ],
-        dtype=np.int64,
-    )
+def relevant_ranks(
+    row: np.ndarray,
+    items: np.ndarray,
+    is_relevant: Callable[[np.ndarray], np.ndarray],
+    margin: float,
+    exact_keys: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The 0-based ranks of the relevant ``items`` in ``row`` (descending by exact score, ties
+    to the lower index), ascending.
 
+    With ``S`` the exact scores (``exact_keys(keys)``, float64), the relevant item that comes
+    t-th (from 0) by ``S`` has rank ``t + #{non-relevant k : S_k > S_j or (S_k = S_j and
+    k < j)}``; these counts are all that AP, R-precision and the first rank need, so the order
+    among relevant items never has to be resolved. ``is_relevant(keys)`` tells the relevant
+    keys (the ``items``) apart; keys with score ``-inf`` (the query itself) never count. A
+    non-relevant key more than ``margin`` (twice the largest rounding error, in the row's
+    units) above or below an item's float32 score is counted from the float32 scores; near
+    ones by ``S``. Few items:
+    counting passes each; many: only keys scoring at least the lowest item's ``score -
+    margin`` can count, so only those are sorted and each count is a binary search.
 
-def _ranks_by_search(row: np.ndarray, sorted_keys: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Ranks of ``items``, in no particular order, from ``sorted_keys``: the ascending scores
-    of every key that scores at least the lowest item (no other key can outrank an item).
-
-    ``#{k : row[k] > row[j]}`` is a binary search. An item's own score is the last of its
-    equals in ``sorted_keys``; another key ties with it exactly when the one below is equal
-    too, which is rare outside duplicated rows and then counted among the lower indices.
+    >>> row = np.array([0.5, 0.9, 0.5, 0.1], np.float32)
+    >>> relevant_ranks(row, np.array([0, 2]), lambda keys: keys % 2 == 0, 1e-6,
+    ...                lambda keys: row.astype(np.float64)[keys]).tolist()
+    [1, 2]
     """
-    s = row[items]
-    # Ascending needles make the binary searches walk the keys forwards: about twice as fast.
-    order = np.argsort(s, kind="stable")
-    s, items = s[order], items[order]
-    hi = np.searchsorted(sorted_keys, s, side="right")
-    ranks = (sorted_keys.size - hi).astype(np.int64)
-    tied = np.flatnonzero((hi >= 2) & (sorted_keys[np.maximum(hi - 2, 0)] == s))
-    if tied.size > _TIE_SCAN_MAX_ITEMS:
-        order = np.argsort(-row, kind="stable")
-        position = np.empty(row.size, dtype=np.int64)
-        position[order] = np.arange(row.size)
-        return position[items]
-    for t in tied:
-        ranks[t] += np.count_nonzero(row[: items[t]] == s[t])
-    return ranks
+    # Items in ascending score order: the windows then ascend too, and ascending needles
+    # make the binary searches walk the keys forwards (about twice as fast).
+    values = row[items]
+    order = np.argsort(values, kind="stable")
+    items, values = items[order], values[order]
+    lo, hi = near_window(values, margin)
+    m = items.size
+    above_relevant = m - np.searchsorted(values, hi, side="right")
+    near_relevant = m - above_relevant - np.searchsorted(values, lo, side="left")
+    if m <= _COUNT_MAX_ITEMS:
+        above = np.array([np.count_nonzero(row > h) for h in hi.tolist()], dtype=np.int64)
+        near = np.array([np.count_nonzero(row >= g) for g in lo.tolist()], dtype=np.int64) - above
+    else:
+        keys = np.sort(row[row >= lo[0]])
+        above = keys.size - np.searchsorted(keys, hi, side="right")
+        near = keys.size - above - np.searchsorted(keys, lo, side="left")
+    counts = above - above_relevant
+    need = np.flatnonzero(near > near_relevant)
+    if need.size:
+        near_keys, owner = _near_keys(row, lo[need], hi[need], is_relevant)
+        counts[need] += _outranking_items(near_keys, owner, items[need], exact_keys)
+    return np.sort(counts) + np.arange(items.size)
+
+
+def _near_keys(
+    row: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    is_relevant: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The non-relevant keys with a score in ``[lo[i], hi[i]]``, and for each the window
+    ``i`` it lies in (a key near two items is listed twice)."""
+    candidates = np.flatnonzero((row >= lo.min()) & (row <= hi.max()))
+    candidates = candidates[~is_relevant(candidates)]
+    order = np.argsort(row[candidates], kind="stable")
+    keys, values = candidates[order], row[candidates][order]
+    start = np.searchsorted(values, lo, side="left")
+    lengths = np.searchsorted(values, hi, side="right") - start
+    owner = np.repeat(np.arange(lo.size), lengths)
+    offsets = np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return keys[start[owner] + offsets], owner
+
+
+def _outranking_items(
+    near: np.ndarray,
+    owner: np.ndarray,
+    items: np.ndarray,
+    exact_keys: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """For each item, how many of its near keys (``near[p]`` belongs to ``items[owner[p]]``)
+    outrank it by exact score, ties to the lower index."""
+    wanted = np.union1d(near, items)
+    exact = exact_keys(wanted)
+    s_near = exact[np.searchsorted(wanted, near)]
+    s_item = exact[np.searchsorted(wanted, items)][owner]
+    above = (s_near > s_item) | ((s_near == s_item) & (near < items[owner]))
+    return np.bincount(owner[above], minlength=items.size)
 
 
 def summarize(

@@ -12,7 +12,8 @@ Both modes give bit-identical rows (a row's unit vector depends on that row alon
 (a BLAS may sum a narrow chunk of keys in another order than the whole matrix), so the
 metrics agree wherever two scores are further apart than that. The choice is a pure function
 of the shapes (:func:`fits_in_memory`), so the same input always takes the same path and
-gives the same bits.
+gives the same bits; within a path, :meth:`UnitRows.block_scores` makes every score by the
+same product whatever the block size.
 
 ``dtype=torch.bfloat16`` (``analyze --precision bf16``) rounds the unit rows to bfloat16 (8
 significant bits) and multiplies them with float32 accumulation and a float32 result
@@ -29,11 +30,13 @@ rows this way without a float64 copy of the transformed modality.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
+from gapscope.engine.blocks import similarity_block_rows
 from gapscope.engine.normalization import normalize_rows
 from gapscope.engine.validation import ArrayLike, Embeddings, check_embeddings
 from gapscope.errors import EmbeddingError
@@ -45,7 +48,9 @@ __all__ = [
     "STREAM_CHUNK_ROWS",
     "UnitRows",
     "as_unit_rows",
+    "exact_scores",
     "fits_in_memory",
+    "full_float32_products",
     "matmul",
     "matmul_into",
     "rowwise_dot",
@@ -119,6 +124,7 @@ class UnitRows:
             self._offset = torch.as_tensor(np.asarray(offset, dtype=np.float32)).to(self.device)
         self._full: torch.Tensor | None = None
         self._duplicates: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._scratch_buffer: torch.Tensor | None = None
         if (
             already_unit
             and isinstance(x, torch.Tensor)
@@ -170,6 +176,45 @@ class UnitRows:
         for start in range(0, n, self.chunk_rows):
             stop = min(n, start + self.chunk_rows)
             yield start, stop, self.block(start, stop)
+
+    def block_scores(
+        self,
+        queries: Callable[[int, int], torch.Tensor],
+        n_queries: int,
+        start: int,
+        stop: int,
+        out: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores of the queries at positions ``start:stop`` of a fixed list of ``n_queries``
+        against every key, into ``out`` (``(stop - start, n)`` float32); ``queries(a, b)`` gives
+        the unit query rows at positions ``a:b``.
+
+        Every score comes from the same product whatever ``start:stop`` is: the queries are
+        cut into tiles of :func:`~gapscope.engine.blocks.similarity_block_rows` positions (a
+        function of the number of keys only) counted from position 0, and each tile is one
+        product against the keys. A BLAS rounds a dot product differently in products of
+        different shapes (blocks of 7 and of 1024 rows disagree in the last bit of a third of the
+        scores), which would let the block size reach the sums that are not ranks
+        (uniformity). With the default block size a block is a tile; a block that covers a
+        tile only in part computes the whole tile into a scratch buffer and copies its rows
+        out, so other block sizes cost up to a tile's product per block more."""
+        tile = similarity_block_rows(self.shape[0])
+        for t0 in range(start - start % tile, stop, tile):
+            t1 = min(t0 + tile, n_queries)
+            lo, hi = max(t0, start), min(t1, stop)
+            if (lo, hi) == (t0, t1):
+                self.scores(queries(t0, t1), out[lo - start : hi - start])
+            else:
+                product = self.scores(queries(t0, t1), self._scratch(t1 - t0))
+                out[lo - start : hi - start] = product[lo - t0 : hi - t0]
+        return out
+
+    def _scratch(self, rows: int) -> torch.Tensor:
+        """A ``(rows, n)`` float32 buffer for tiles a block covers in part, reused."""
+        size = rows * self.shape[0]
+        if self._scratch_buffer is None or self._scratch_buffer.numel() < size:
+            self._scratch_buffer = torch.empty(size, dtype=torch.float32, device=self.device)
+        return self._scratch_buffer[:size].view(rows, self.shape[0])
 
     def scores(self, queries: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``queries @ U^T`` into ``out`` (``(q, n)`` float32), reading the keys chunk by chunk
@@ -230,23 +275,90 @@ class UnitRows:
         return unit.to(self.dtype).to(self._storage)
 
 
+@contextlib.contextmanager
+def full_float32_products() -> Iterator[None]:
+    """Float32 products with float32 inputs and accumulation while inside, whatever the caller
+    set: TF32 on CUDA, or ``torch.set_float32_matmul_precision("high"/"medium")`` (which also
+    lets oneDNN multiply float32 in bfloat16 on a CPU), round the inputs to 10 or 8 bits,
+    beyond the error bound the ranking relies on
+    (:func:`~gapscope.engine.ranking.score_error_bound`). The caller's settings come back on
+    exit."""
+    backends = [
+        b
+        for b in (
+            getattr(torch.backends.cuda, "matmul", None),
+            getattr(getattr(torch.backends, "mkldnn", None), "matmul", None),
+        )
+        if b is not None and hasattr(b, "fp32_precision")
+    ]
+    if backends:  # torch's per-backend settings (mixing them with the legacy ones is an error)
+        saved = [b.fp32_precision for b in backends]
+        if all(v == "ieee" for v in saved):
+            yield
+            return
+        for b in backends:
+            b.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for b, value in zip(backends, saved, strict=True):
+                b.fp32_precision = value
+        return
+    precision = torch.get_float32_matmul_precision()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def matmul(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """``queries @ keys^T`` as float32, for float32 or bfloat16 rows (see the module notes)."""
-    if queries.dtype == torch.float32:
-        return torch.mm(queries, keys.T)
-    try:
-        # bf16 inputs, float32 accumulation and float32 output (torch >= 2.8 on CUDA).
-        return torch.mm(queries, keys.T, out_dtype=torch.float32)
-    except (TypeError, RuntimeError):
-        # Never a product rounded to bf16: the same numbers from float32 copies.
-        return torch.mm(queries.float(), keys.float().T)
+    with full_float32_products():
+        if queries.dtype == torch.float32:
+            return torch.mm(queries, keys.T)
+        try:
+            # bf16 inputs, float32 accumulation and float32 output (torch >= 2.8 on CUDA).
+            return torch.mm(queries, keys.T, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):
+            # Never a product rounded to bf16: the same numbers from float32 copies.
+            return torch.mm(queries.float(), keys.float().T)
 
 
 def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """:func:`matmul` into the float32 buffer ``out`` (no temporary for float32 rows)."""
     if queries.dtype == torch.float32:
-        return torch.mm(queries, keys.T, out=out)
+        with full_float32_products():
+            return torch.mm(queries, keys.T, out=out)
     return out.copy_(matmul(queries, keys))
+
+
+# Pairs a chunk of exact_scores (two float64 gathers of this many rows).
+_EXACT_CHUNK = 16384
+
+
+def exact_scores(a: UnitRows, rows_a: np.ndarray, b: UnitRows, rows_b: np.ndarray) -> np.ndarray:
+    """The float64 dot product of unit rows ``a[rows_a[p]]`` and ``b[rows_b[p]]`` for every
+    pair ``p``.
+
+    The rows are the ones the products multiply (float32, or bfloat16 with ``--precision
+    bf16``); every elementwise product is exact in float64 and each pair's terms are summed by
+    numpy along one contiguous row, so a pair's score depends on its two rows alone, never on
+    a block's shape or a thread count. The ranking resolves near-ties with these scores
+    (:mod:`gapscope.engine.ranking`).
+    """
+    rows_a = np.asarray(rows_a, dtype=np.int64)
+    rows_b = np.asarray(rows_b, dtype=np.int64)
+    out = np.empty(rows_a.size, dtype=np.float64)
+    for start in range(0, rows_a.size, _EXACT_CHUNK):
+        stop = min(rows_a.size, start + _EXACT_CHUNK)
+        left = a.take(rows_a[start:stop]).cpu().double().numpy()
+        right = b.take(rows_b[start:stop]).cpu().double().numpy()
+        out[start:stop] = np.multiply(left, right).sum(axis=1)
+    return out
 
 
 def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -260,10 +372,11 @@ def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def matmul_batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.bmm`` as float32 for bfloat16 inputs, like :func:`matmul`."""
-    try:
-        return torch.bmm(a, b, out_dtype=torch.float32)
-    except (TypeError, RuntimeError):
-        return torch.bmm(a.float(), b.float())
+    with full_float32_products():
+        try:
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):
+            return torch.bmm(a.float(), b.float())
 
 
 def as_unit_rows(

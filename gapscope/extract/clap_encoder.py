@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gapscope.data.embedding_set import load_failure
 from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError
 from gapscope.extract.audio import (
@@ -316,7 +317,7 @@ def _load_weights(clap: Any, path: Path) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many types for a bad file
         raise GapscopeError(
-            f"--pretrained {path}: not a readable checkpoint ({_first_line(exc)})"
+            f"--pretrained {path}: not a readable checkpoint ({load_failure(exc)})"
         ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

@@ -3,6 +3,11 @@
 - Media files are found recursively (hidden files and folders are ignored) and ordered by
   their relative path, so every run, resume and shard sees the same order. When every file
   sits in a sub-folder, the first sub-folder is the file's ``label`` (``cat/001.png`` -> ``cat``).
+- Symbolic links are followed, each real file and folder once: a second path to a file
+  already listed (a link to it, or a link to a folder already read) and a link back to a
+  folder being read (a loop) are skipped and listed, never read twice or forever.
+- Every media file is identified by the sha256 of its bytes, so the dataset fingerprint (and
+  with it a resume or a merge) notices a file replaced by another of the same size.
 - Each caption becomes a text row in captions-file order. It shares its file's ``group`` (the
   file's relative path) and ``label``. A caption whose file is not in the folder is skipped and
   reported, and so is a row without a file name or caption.
@@ -17,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,9 @@ class Candidate:
     group: str
     label: str | None
     load: str  # what the preprocessor reads: the absolute path, or the caption text
-    size: int | None = None  # file size in bytes, part of the dataset fingerprint
+    # sha256 of a media file's bytes ("unreadable: <reason>" when it cannot be read; the
+    # decoder then skips it); part of the dataset fingerprint. None for captions.
+    content: str | None = None
 
     def item(self) -> dict[str, Any]:
         """The store item of this row."""
@@ -58,8 +67,9 @@ class Dataset:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of every row (ids, sources, groups, labels, file sizes) and the dropped rows:
-        two scans with equal fingerprints extract to equal stores, wherever the folder lies."""
+        """sha256 of every row (ids, sources, groups, labels, the sha256 of each file's bytes)
+        and the dropped rows: two scans with equal fingerprints extract to equal stores,
+        wherever the folder lies."""
         return self.description["fingerprint"]
 
 
@@ -87,7 +97,7 @@ def scan_dataset(
     root = Path(images if images is not None else audio)  # type: ignore[arg-type]
     extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
     option = f"--{'images' if modality == 'image' else 'audio'}"
-    media = _media_candidates(root, extensions, option)
+    media, media_skipped = _media_candidates(root, extensions, option, modality)
     candidates = {modality: media}
     skipped: list[dict[str, Any]] = []
     description: dict[str, Any] = {
@@ -108,43 +118,178 @@ def scan_dataset(
             columns=columns,
             captions_read=len(texts) + len(skipped),
         )
+    skipped = media_skipped + skipped
     modalities = tuple(candidates)
     description["fingerprint"] = _fingerprint(candidates, skipped)
     return Dataset(modalities, candidates, skipped, description)
 
 
-def _media_candidates(root: Path, extensions: tuple[str, ...], option: str) -> list[Candidate]:
+def _media_candidates(
+    root: Path, extensions: tuple[str, ...], option: str, modality: str
+) -> tuple[list[Candidate], list[dict[str, Any]]]:
     if not root.is_dir():
         raise GapscopeError(f"{option} {root}: folder not found")
-    found: list[tuple[str, Path, int]] = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if name.startswith(".") or not name.lower().endswith(extensions):
-                continue
-            path = Path(folder) / name
-            try:
-                size = path.stat().st_size
-            except OSError:  # a dangling link: keep it, so it is reported as unreadable
-                size = -1
-            found.append((path.relative_to(root).as_posix(), path, size))
-    if not found:
+    walk = _MediaWalk(root, extensions, modality)
+    walk.run()
+    if not walk.found:
         raise GapscopeError(
             f"{option} {root}: no {'/'.join(e.lstrip('.') for e in extensions)} files in it"
         )
-    found.sort(key=lambda entry: entry[0])
-    labelled = all("/" in rel for rel, _, _ in found)
-    return [
+    found = sorted(walk.found, key=lambda entry: entry[0])
+    contents = content_digests([path for _, path in found])
+    labelled = all("/" in rel for rel, _ in found)
+    media = [
         Candidate(
             id=rel,
             source=rel,
             group=rel,
             label=rel.split("/", 1)[0] if labelled else None,
             load=str(path.resolve()),
-            size=size,
+            content=content,
         )
-        for rel, path, size in found
+        for (rel, path), content in zip(found, contents, strict=True)
     ]
+    return media, walk.skipped
+
+
+class _MediaWalk:
+    """A walk of a media folder that follows symbolic links but reads every real file and
+    folder once.
+
+    The real tree is walked first and links after it, each level in sorted order: a file
+    reached by its own path and through a link keeps its own path, and which path is kept is
+    the same on every run. A second path to a file or folder already read is skipped and
+    listed ("already read"), and so is a link to a folder that contains it ("a loop": the walk
+    would never end).
+    """
+
+    def __init__(self, root: Path, extensions: tuple[str, ...], modality: str) -> None:
+        self.root = root
+        self.extensions = extensions
+        self.modality = modality
+        self.found: list[tuple[str, Path]] = []
+        self.skipped: list[dict[str, Any]] = []
+        self._seen: dict[tuple[int, int], str] = {}  # (device, inode) -> first relative path
+        self._links: deque[Path] = deque()
+        self._root_real = root.resolve()
+
+    def run(self) -> None:
+        """Walk the real tree, then every link found on the way (and those found in them)."""
+        self._folder(self.root)
+        while self._links:
+            link = self._links.popleft()
+            if _is_dir(link):
+                self._folder(link)
+            else:
+                self._file(link)
+
+    def _folder(self, path: Path) -> None:
+        if self._already_read(path, "folder"):
+            return
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as exc:
+            self._skip(path, f"folder not readable ({exc.strerror or exc})")
+            return
+        for entry in entries:
+            child = Path(entry.path)
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():
+                if _is_dir(child) or self._is_media(entry.name):
+                    self._links.append(child)
+            elif _entry_is_dir(entry):
+                self._folder(child)
+            elif self._is_media(entry.name):
+                self._file(child)
+
+    def _file(self, path: Path) -> None:
+        # A dangling link has no identity: it is kept, so the decoder reports it unreadable.
+        if not self._already_read(path, "file"):
+            self.found.append((self._rel(path), path))
+
+    def _already_read(self, path: Path, kind: str) -> bool:
+        """Record ``path``'s target; if it was read before, or is a folder that contains the
+        whole media folder (the walk would read the disk around it), list ``path`` as
+        skipped."""
+        key = _identity(path)
+        if key is None:
+            return False
+        first = self._seen.get(key)
+        if first is not None:
+            if kind == "folder" and path.parent.resolve().is_relative_to(path.resolve()):
+                reason = f"symlink loop: links back to {first!r}, a folder that contains it"
+            else:
+                reason = f"the same {kind} as {first!r}, already read"
+            self._skip(path, reason)
+            return True
+        if kind == "folder" and path != self.root and self._contains_root(path):
+            self._skip(path, "symlink loop: links to a folder that contains the media folder")
+            return True
+        self._seen[key] = self._rel(path)
+        return False
+
+    def _contains_root(self, folder: Path) -> bool:
+        return self._root_real.is_relative_to(folder.resolve())
+
+    def _is_media(self, name: str) -> bool:
+        return name.lower().endswith(self.extensions)
+
+    def _rel(self, path: Path) -> str:
+        rel = path.relative_to(self.root).as_posix()
+        return "." if rel in ("", ".") else rel
+
+    def _skip(self, path: Path, reason: str) -> None:
+        self.skipped.append(
+            {"modality": self.modality, "source": self._rel(path), "reason": reason}
+        )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` points to, or None when it cannot be reached."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry (not a link) is a folder, from the listing's own type field."""
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` leads to a folder (through links); False when it cannot be reached."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+# Reading is I/O and hashlib releases the GIL on large buffers, so threads overlap both.
+_HASH_THREADS = 8
+
+
+def content_digests(paths: list[Path]) -> list[str]:
+    """The sha256 (hex) of each file's bytes, in order; ``"unreadable: <reason>"`` for a file
+    that cannot be read (the decoder reports it as a skipped file later)."""
+    if len(paths) < 2:
+        return [content_digest(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(_HASH_THREADS, len(paths))) as pool:
+        return list(pool.map(content_digest, paths))
+
+
+def content_digest(path: Path) -> str:
+    """The sha256 (hex) of one file's bytes, or ``"unreadable: <reason>"``."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or type(exc).__name__}"
 
 
 def _caption_candidates(
@@ -220,7 +365,7 @@ def _fingerprint(candidates: dict[str, list[Candidate]], skipped: list[dict[str,
         for c in rows:
             h.update(
                 json.dumps(
-                    [modality, c.id, c.source, c.group, c.label, c.size], ensure_ascii=False
+                    [modality, c.id, c.source, c.group, c.label, c.content], ensure_ascii=False
                 ).encode()
             )
             h.update(b"\n")

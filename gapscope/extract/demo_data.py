@@ -9,20 +9,25 @@ Generated on the fly, deterministically (no binary files ship with gapscope):
   mono, some at 22.05 or 44.1 kHz stereo so that resampling and down-mixing are exercised; the
   kind sub-folder is the label. ``audio.jsonl`` gives each clip a list of two descriptions.
 
-Regenerate with ``python -m gapscope.extract.demo_data DIR``.
+Regenerate with ``python -m gapscope.extract.demo_data DIR``. Existing files are never
+overwritten: a file already there must be exactly the one the demo writes (an earlier demo's),
+else nothing is written and :class:`~gapscope.errors.GapscopeError` names it.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gapscope.errors import MissingDependencyError
+from gapscope.data.atomic import atomic_write_bytes
+from gapscope.errors import GapscopeError, MissingDependencyError
 from gapscope.extras import EXTRAS, require
 
 SHAPES = ("circle", "square", "triangle")
@@ -48,7 +53,16 @@ class DemoDataset:
 
 
 def write_demo_dataset(root: str | Path) -> DemoDataset:
-    """Write the demo images, sounds and caption files under ``root`` (created if needed)."""
+    """Write the demo images, sounds and caption files under ``root`` (created if needed).
+
+    The files are made in a temporary folder first. A file that is already under ``root``
+    is kept when its bytes are the demo's (an earlier demo wrote it: the data is the same on
+    every run); any other file in the way stops the demo before anything is written.
+
+    Raises:
+        MissingDependencyError: Pillow or soundfile is not installed.
+        GapscopeError: a file in the way under ``root`` differs from the demo's.
+    """
     # Before anything is written, and for both extras at once: the demo draws images
     # (Pillow) and synthesises sounds (soundfile), then runs open_clip and CLAP on them.
     missing = [EXTRAS[m][0] for m in ("PIL", "soundfile") if not _importable(m)]
@@ -58,12 +72,37 @@ def write_demo_dataset(root: str | Path) -> DemoDataset:
             "installed): pip install 'gapscope[extract,audio]'"
         )
     root = Path(root)
-    data = DemoDataset(
+    with tempfile.TemporaryDirectory(prefix="gapscope-demo-") as tmp:
+        fresh = Path(tmp)
+        _write_images(fresh / "images", fresh / "images.csv")
+        _write_audio(fresh / "audio", fresh / "audio.jsonl")
+        files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+        for rel in _missing_files(root, fresh, files):
+            atomic_write_bytes(root / rel, (fresh / rel).read_bytes())
+    return DemoDataset(
         root, root / "images", root / "images.csv", root / "audio", root / "audio.jsonl"
     )
-    _write_images(data.images, data.image_captions)
-    _write_audio(data.audio, data.audio_captions)
-    return data
+
+
+def _missing_files(root: Path, fresh: Path, files: list[Path]) -> list[Path]:
+    """The demo files not yet under ``root``; refuse when something else is in the way."""
+    missing, in_the_way = [], []
+    for rel in files:
+        target = root / rel
+        folders = [root / parent for parent in reversed(rel.parents)]
+        if any(os.path.lexists(f) and not f.is_dir() for f in folders):
+            in_the_way.append(target)
+        elif not os.path.lexists(target):
+            missing.append(rel)
+        elif not target.is_file() or target.read_bytes() != (fresh / rel).read_bytes():
+            in_the_way.append(target)
+    if in_the_way:
+        more = f" (and {len(in_the_way) - 1} more)" if len(in_the_way) > 1 else ""
+        raise GapscopeError(
+            f"{in_the_way[0]}: exists and is not the demo's file{more}; the demo never "
+            "overwrites files: choose another folder or move it away"
+        )
+    return missing
 
 
 def _importable(module: str) -> bool:

@@ -3,8 +3,9 @@
 ``torchrun --nproc-per-node G -m gapscope extract ... -o store/`` starts G processes with the
 same arguments. Each one extracts shard ``RANK/WORLD_SIZE`` into ``store.shards/``, waits for the
 others at a barrier (the gloo backend, so it works on CPU-only machines too), and rank 0 merges
-the shards into ``store/`` exactly as ``gapscope merge`` would, then removes them. Every shard is
-an ordinary resumable extract, so rerunning the same command after a failure resumes each rank.
+the shards into ``store/`` exactly as ``gapscope merge`` would (unless a rerun finds the merge
+done already), then removes them. Every shard is an ordinary resumable extract, so rerunning
+the same command after a failure resumes each rank.
 We use torch's own launcher rather than a scheduler of our own; for many machines, run
 ``gapscope extract --shard i/n`` as Slurm array tasks and ``gapscope merge`` at the end.
 """
@@ -86,9 +87,33 @@ def extract_distributed(out: str | os.PathLike[str], info: RankInfo, **options: 
             shards = [
                 shard_folder(out, RankInfo(r, info.world_size, r)) for r in range(info.world_size)
             ]
-            merge_stores(out, shards, overwrite=bool(options.get("overwrite")))
-            shutil.rmtree(shards[0].parent)
+            overwrite = bool(options.get("overwrite"))
+            if overwrite or not _merged_already(out, shards[0]):
+                merge_stores(out, shards, overwrite=overwrite)
+            _remove_shards(shards[0].parent)
         dist.barrier()
     finally:
         dist.destroy_process_group()
     return summary
+
+
+def _merged_already(out: Path, shard: Path) -> bool:
+    """Whether ``out`` holds the finished merge of these shards (a rerun after a kill that
+    came once the merge was done)."""
+    from gapscope.data.store import EmbeddingStore
+
+    try:
+        merged, first = EmbeddingStore.open(out), EmbeddingStore.open(shard)
+    except GapscopeError:
+        return False
+    return merged.manifest.get("extract") == {**first.manifest["extract"], "shard": None}
+
+
+def _remove_shards(folder: Path) -> None:
+    """Remove the shard folder in one rename, then delete it: a kill never leaves some
+    shards half deleted (the renamed folder goes on the next run)."""
+    trash = folder.with_name(f".{folder.name}.gapscope-old")
+    shutil.rmtree(trash, ignore_errors=True)
+    if folder.exists():
+        os.rename(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)

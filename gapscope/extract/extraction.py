@@ -6,12 +6,15 @@ atomically), so an extract that is interrupted (Ctrl-C, ``kill -9``, a crash) re
 parts on disk when run again with the same arguments, and finishes with the same files as an
 uninterrupted run. The arguments that decide the embeddings are recorded in the manifest under
 ``extract``; a rerun with different ones is refused rather than mixing two extracts.
+
+The store is locked for the whole run (:class:`~gapscope.data.store.StoreLock`): a second
+extract into it is refused at once. ``overwrite`` builds the new store beside the old one and
+swaps it in only once complete; a killed overwrite resumes like any other extract.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +25,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from gapscope.data.store import MANIFEST, MODALITIES, EmbeddingStore
+from gapscope.data.store import MODALITIES, EmbeddingStore, StoreLock
 from gapscope.errors import GapscopeError
 from gapscope.extract.datasets import Candidate, Dataset, scan_dataset
 from gapscope.extract.encoder import Encoder, Preprocessor
@@ -49,6 +52,11 @@ _OPTION_OF = {
     "shard": "--shard",
     "dataset_fingerprint": "the dataset (its files, captions or columns changed)",
 }
+
+
+class ExistingStoreError(GapscopeError):
+    """The output folder holds a store this extract cannot resume (other arguments, other
+    data, or not written by ``gapscope extract``); ``overwrite`` replaces it."""
 
 
 def default_workers() -> int:
@@ -136,7 +144,9 @@ def extract(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (for :func:`load_encoder`).
         shard: ``"i/n"`` to extract only the i-th of n contiguous slices (merge them with
             :func:`gapscope.extract.merge_stores`).
-        overwrite: replace an existing store at ``out`` instead of resuming it.
+        overwrite: replace the store at ``out`` instead of resuming it: the new store is
+            built beside it and swapped in once complete, keeping the folder's other files
+            (a killed overwrite is resumed by the same call).
         quiet: no progress bar.
         file_column, caption_column: the captions file's columns, when not the usual names.
         part_rows, part_seconds: write a part once this many rows are pending or this much
@@ -147,7 +157,9 @@ def extract(
         An :class:`ExtractSummary` (rows per modality, skipped files and reasons, throughput).
 
     Raises:
-        GapscopeError: bad arguments or input, or a store at ``out`` made with other arguments.
+        GapscopeError: bad arguments or input; :class:`ExistingStoreError`, a store at ``out``
+            made with other arguments; :class:`~gapscope.errors.StoreError`, another process
+            writing ``out``.
     """
     if batch_size < 1:
         raise GapscopeError(f"--batch-size {batch_size}: must be at least 1")
@@ -162,27 +174,61 @@ def extract(
         file_column=file_column,
         caption_column=caption_column,
     )
-    enc = _encoder_for(
-        dataset,
-        encoder,
-        model=model,
-        pretrained=pretrained,
-        model_config=model_config,
-        device=device,
-        precision=precision,
-        seed=seed,
-    )
-    identity = extract_identity(enc, dataset, batch_size, shard)
-    store = _open_or_create(Path(out), enc, dataset, identity, overwrite)
-    skips = SkipLog(store.manifest.get("skipped") or dataset.skipped)
-    if store.complete:
-        return _summary(store, enc, skips, shard, already_complete=True)
+    # Locked before the encoder loads: a second run into this store stops at once.
+    with StoreLock.acquire(out) as lock:
+        enc = _encoder_for(
+            dataset,
+            encoder,
+            model=model,
+            pretrained=pretrained,
+            model_config=model_config,
+            device=device,
+            precision=precision,
+            seed=seed,
+        )
+        identity = extract_identity(enc, dataset, batch_size, shard)
+        store = _open_or_create(Path(out), lock, enc, dataset, identity, overwrite)
+        skips = SkipLog(store.manifest.get("skipped") or dataset.skipped)
+        if store.complete:
+            # Finished before: nothing to do, or (an overwrite killed before its swap) swap in.
+            already = not store.staged
+            store.swap_in()
+            return _summary(store, enc, skips, shard, already_complete=already)
+        return _run(
+            store,
+            enc,
+            dataset,
+            skips,
+            shard,
+            batch_size=batch_size,
+            workers=workers,
+            quiet=quiet,
+            part_rows=part_rows,
+            part_seconds=part_seconds,
+            console=console,
+        )
 
+
+def _run(
+    store: EmbeddingStore,
+    enc: Encoder,
+    dataset: Dataset,
+    skips: SkipLog,
+    shard: Shard | None,
+    *,
+    batch_size: int,
+    workers: int,
+    quiet: bool,
+    part_rows: int,
+    part_seconds: float,
+    console: Console | None,
+) -> ExtractSummary:
+    """Encode what the store lacks, then finalise it (and swap it in, for an overwrite)."""
     plans = {
         m: plan_batches(len(dataset.candidates[m]), batch_size, shard) for m in dataset.modalities
     }
     resumed = {m: store.rows_written(m) for m in dataset.modalities}
-    summary = ExtractSummary(store=store.path, rows={}, skipped=[], encoder={}, resumed=resumed)
+    summary = ExtractSummary(store=store.target, rows={}, skipped=[], encoder={}, resumed=resumed)
     with make_progress(quiet, console) as progress:
         for modality in dataset.modalities:
             stats = {"encoded": 0, "processed": 0}
@@ -284,36 +330,50 @@ def _encoder_for(dataset: Dataset, encoder: str | Encoder | None, **options: Any
 
 
 def _open_or_create(
-    path: Path, encoder: Encoder, dataset: Dataset, identity: dict[str, Any], overwrite: bool
+    path: Path,
+    lock: StoreLock,
+    encoder: Encoder,
+    dataset: Dataset,
+    identity: dict[str, Any],
+    overwrite: bool,
 ) -> EmbeddingStore:
-    if (path / MANIFEST).is_file() and not overwrite:
-        store = EmbeddingStore.open(path, allow_incomplete=True)
-        recorded = store.manifest.get("extract")
-        if not isinstance(recorded, dict):
-            raise GapscopeError(
-                f"{path}: a store not written by gapscope extract; choose another output "
-                "folder or pass --overwrite to replace it"
-            )
-        difference = identity_difference(recorded, identity)
-        if difference is not None:
-            state = "a finished" if store.complete else "an interrupted"
-            raise GapscopeError(
-                f"{path}: holds {state} extract made with different arguments ({difference}); "
-                "run with the same arguments to resume it, or pass --overwrite to start again"
-            )
-        if store.complete:
-            # A kill between finalize's manifest write and its removal of the parts leaves
-            # them behind; they are no longer part of the store.
-            shutil.rmtree(path / "parts", ignore_errors=True)
-        return store
+    """The store to write: the one at ``path`` to resume, the replacement an interrupted
+    overwrite was building, or a new one (beside a store that ``overwrite`` replaces)."""
+    current = EmbeddingStore.reopen(path, lock=lock)
+    if current is not None and overwrite:
+        staged = EmbeddingStore.reopen(path, lock=lock, staged=True)
+        if staged is not None and identity_difference(staged.manifest.get("extract"), identity):
+            staged = None  # a replacement with other arguments: start it again
+        if staged is not None:
+            return staged
+    elif current is not None:
+        _check_resumable(path, current, identity)
+        return current
     return EmbeddingStore.create(
         path,
         encoder=encoder.description(),
         dataset=dataset.description,
         overwrite=overwrite,
+        lock=lock,
         extract=identity,
         skipped=SkipLog(dataset.skipped).entries(),
     )
+
+
+def _check_resumable(path: Path, store: EmbeddingStore, identity: dict[str, Any]) -> None:
+    recorded = store.manifest.get("extract")
+    if not isinstance(recorded, dict):
+        raise ExistingStoreError(
+            f"{path}: a store not written by gapscope extract; choose another output "
+            "folder or pass --overwrite to replace it"
+        )
+    difference = identity_difference(recorded, identity)
+    if difference is not None:
+        state = "a finished" if store.complete else "an interrupted"
+        raise ExistingStoreError(
+            f"{path}: holds {state} extract made with different arguments ({difference}); "
+            "run with the same arguments to resume it, or pass --overwrite to start again"
+        )
 
 
 class SkipLog:
@@ -414,13 +474,13 @@ def resume_point(
         item_id = item.get("id")
         k = position.get(item_id) if isinstance(item_id, str) else None
         if k is None or k <= last or candidates[k].item() != item:
-            raise GapscopeError(
+            raise ExistingStoreError(
                 f"{modality} rows already in the store do not match this dataset at "
                 f"{item.get('id')!r}; pass --overwrite to start again"
             )
         last = k
     if not plan or not plan[0].start <= last < plan[-1].stop:
-        raise GapscopeError(
+        raise ExistingStoreError(
             f"{modality} rows already in the store lie outside this shard; "
             "pass --overwrite to start again"
         )
@@ -506,6 +566,21 @@ def _finalize(
     skips: SkipLog,
 ) -> None:
     rows = {m: store.rows_written(m) for m in dataset.modalities}
+    try:
+        _check_some_rows(rows, dataset, plans, skips)
+    except GapscopeError:
+        # Input that cannot make a store leaves the store it would have replaced alone.
+        store.discard()
+        raise
+    store.finalize(
+        normalized={m: encoder.normalized(m) for m in dataset.modalities if rows[m]},
+        skipped=skips.entries(),
+    )
+
+
+def _check_some_rows(
+    rows: dict[str, int], dataset: Dataset, plans: dict[str, list[range]], skips: SkipLog
+) -> None:
     for modality in dataset.modalities:
         if plans[modality] and rows[modality] == 0:
             first = next((s for s in skips.entries() if s["modality"] == modality), None)
@@ -516,14 +591,6 @@ def _finalize(
             )
     if not any(rows.values()):
         raise GapscopeError("this shard has no rows: use fewer shards than batches")
-    # A kill during a manifest write can leave its temporary file behind; it is not part of
-    # the store (an uninterrupted run has none).
-    for leftover in store.path.glob(f".{MANIFEST}.*.tmp"):
-        leftover.unlink(missing_ok=True)
-    store.finalize(
-        normalized={m: encoder.normalized(m) for m in dataset.modalities if rows[m]},
-        skipped=skips.entries(),
-    )
 
 
 def _summary(
@@ -536,7 +603,7 @@ def _summary(
 ) -> ExtractSummary:
     rows = {m: int(store.info(m)["rows"]) for m in store.modalities}
     return ExtractSummary(
-        store=store.path,
+        store=store.target,
         rows=rows,
         skipped=skips.entries(),
         encoder=encoder.description(),

@@ -4,6 +4,10 @@ The shards must all be finished, come from the same encoder, dataset and batch s
 manifests' ``extract`` records agree except for the shard), and cover ``0/n`` .. ``n-1/n``
 once each. Rows are concatenated in shard order, which is the order of one unsharded run, so
 the merged store equals the store a single ``gapscope extract`` would have written.
+
+The output is locked while it is written. ``overwrite`` builds the merged store beside the one
+it replaces and swaps it in once complete; an output that is one of the shards (or lies inside
+one, or holds one) is refused. A merge that was killed starts again when run again.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from gapscope.data.store import MODALITIES, EmbeddingStore
+from gapscope.data.store import MODALITIES, EmbeddingStore, StoreLock
 from gapscope.errors import GapscopeError
 from gapscope.extract.extraction import SkipLog, identity_difference
 from gapscope.extract.shards import parse_shard
@@ -28,41 +33,103 @@ def merge_stores(
 ) -> EmbeddingStore:
     """Merge finished shard stores into a new store at ``out`` and return it (opened).
 
+    An unfinished store at ``out`` from an earlier merge of the same extract (a killed one) is
+    merged again, and a finished one is returned as it is (it holds what the merge would
+    write); with ``overwrite``, a store at ``out`` is replaced once the merged one is
+    complete, and the folder's other files are kept.
+
     Raises:
         GapscopeError: an unfinished or non-shard store, shards of different extracts, a missing
-            or repeated shard, or ``out`` already holding something (without ``overwrite``).
+            or repeated shard, ``out`` being one of the shards, or ``out`` already holding
+            something (without ``overwrite``).
     """
     if not shards:
         raise GapscopeError("merge needs the shard stores to combine")
+    _check_out_apart(Path(out), [Path(s) for s in shards])
     ordered = _in_shard_order([EmbeddingStore.open(path) for path in shards])
+    _check_same_extract(ordered)
     first = ordered[0]
     identity = {**first.manifest["extract"], "shard": None}
-    _check_same_extract(ordered)
     skips = SkipLog()
     for store in ordered:
         for entry in store.manifest.get("skipped") or []:
             skips.add(entry)
 
-    merged = EmbeddingStore.create(
-        out,
-        encoder=first.encoder,
-        dataset=first.dataset,
-        overwrite=overwrite,
-        extract=identity,
-        skipped=skips.entries(),
-    )
-    normalized = {}
+    with StoreLock.acquire(out) as lock:
+        merged, replace = _finished_or_replaced(Path(out), lock, identity, overwrite)
+        if merged is None:
+            merged = EmbeddingStore.create(
+                out,
+                encoder=first.encoder,
+                dataset=first.dataset,
+                overwrite=replace,
+                lock=lock,
+                extract=identity,
+                skipped=skips.entries(),
+            )
+            _append_shards(merged, ordered)
+            normalized = {
+                m: bool(s.info(m).get("normalized", False)) for s in ordered for m in s.modalities
+            }
+            merged.finalize(normalized=normalized, skipped=skips.entries())
+        else:
+            merged.swap_in()
+    return EmbeddingStore.open(Path(out))
+
+
+def _check_out_apart(out: Path, shards: list[Path]) -> None:
+    """Refuse an output that is a shard, or lies inside one, or holds one: replacing it, or
+    writing into it, would change the stores being read."""
+    real = out.resolve()
+    for shard in shards:
+        other = shard.resolve()
+        if other == real:
+            raise GapscopeError(
+                f"{out}: is one of the shards to merge; write the merged store to another folder"
+            )
+        if other in real.parents or real in other.parents:
+            raise GapscopeError(
+                f"{out}: overlaps the shard {shard} (one lies inside the other); write the "
+                "merged store to another folder"
+            )
+
+
+def _finished_or_replaced(
+    out: Path, lock: StoreLock, identity: dict[str, Any], overwrite: bool
+) -> tuple[EmbeddingStore | None, bool]:
+    """``(store, replace)``: the finished merge of these shards, when one is there already or
+    a kill left it unswapped beside ``out`` (then it is swapped in), else ``None``; and
+    whether the store at ``out`` is to be replaced."""
+    current = EmbeddingStore.reopen(out, lock=lock)
+    if current is None:
+        return None, overwrite
+    if overwrite:
+        staged = EmbeddingStore.reopen(out, lock=lock, staged=True)
+        if staged is not None and staged.complete and staged.manifest.get("extract") == identity:
+            return staged, True
+        return None, True
+    difference = identity_difference(current.manifest.get("extract"), identity)
+    if difference is not None:
+        state = "a finished" if current.complete else "an unfinished"
+        raise GapscopeError(
+            f"{out}: folder is not empty: it holds {state} store of another extract "
+            f"({difference}); pass --overwrite to replace it"
+        )
+    if current.complete:
+        return current, False  # merged already (a rerun after a kill at its very end)
+    return None, True  # an interrupted merge of these shards: merged again, then swapped in
+
+
+def _append_shards(merged: EmbeddingStore, ordered: list[EmbeddingStore]) -> None:
+    """Every shard's rows, modality by modality, in shard order (the order of one run)."""
     for modality in MODALITIES:
         for store in ordered:
             if modality not in store.modalities:
                 continue
-            normalized[modality] = bool(store.info(modality).get("normalized", False))
             rows, items = store.embeddings(modality), store.items(modality)
             for start in range(0, rows.shape[0], _CHUNK_ROWS):
                 stop = start + _CHUNK_ROWS
                 merged.append(modality, rows[start:stop], items[start:stop])
-    merged.finalize(normalized=normalized, skipped=skips.entries())
-    return EmbeddingStore.open(Path(out))
 
 
 def _in_shard_order(stores: list[EmbeddingStore]) -> list[EmbeddingStore]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gapscope.data.embedding_set import load_failure
 from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError
 from gapscope.extract.checksums import sha256_file, sha256_files
@@ -185,6 +186,14 @@ def load_open_clip(
             )
         except RuntimeError as exc:
             raise GapscopeError(_load_failure(display_name, weights, exc)) from None
+        except Exception as exc:
+            # With a checkpoint, torch's and safetensors' many exception types for a corrupt or
+            # pickled file are bad input; without one, an error is a bug.
+            if not weights["path"]:
+                raise
+            raise GapscopeError(
+                f"checkpoint {weights['path']}: not a readable checkpoint ({load_failure(exc)})"
+            ) from None
     clip = clip.to(torch_device).eval()
     tokenizer = open_clip.get_tokenizer(name)
 
@@ -337,8 +346,10 @@ def _unreachable(what: str, exc: BaseException | None) -> str:
 
 
 def _load_failure(model: str, weights: dict[str, Any], exc: BaseException) -> str:
+    if weights["path"] and "PytorchStreamReader" in str(exc):  # not a torch zip archive
+        return f"checkpoint {weights['path']}: not a readable checkpoint ({load_failure(exc)})"
     if weights["path"]:
-        return f"checkpoint {weights['path']} does not fit model {model}: {_first_line(exc)}"
+        return f"checkpoint {weights['path']} does not fit model {model}: {load_failure(exc)}"
     return f"could not build open_clip model {model}: {_first_line(exc)}"
 
 

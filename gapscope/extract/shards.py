@@ -42,7 +42,9 @@ def parse_shard(text: str | None) -> Shard | None:
     if not match:
         raise GapscopeError(f"--shard {text!r}: expected i/n, e.g. 0/4 for the first of 4")
     index, count = int(match.group(1)), int(match.group(2))
-    if count < 1 or index >= count:
+    if count < 1:
+        raise GapscopeError(f"--shard {text}: the number of shards must be at least 1")
+    if index >= count:
         raise GapscopeError(
             f"--shard {text}: the index must be in 0..{max(count - 1, 0)} (shards count from 0)"
         )

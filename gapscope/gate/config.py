@@ -99,6 +99,8 @@ def load_check_config(path: str | Path | None = None, *, cwd: Path | None = None
     """
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise GapscopeError(f"config file {path} is a folder; give the TOML file")
         if not path.is_file():
             raise GapscopeError(f"config file {path} does not exist")
     else:
@@ -122,6 +124,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise GapscopeError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise GapscopeError(f"{path}: not valid TOML (not UTF-8 text)") from None
 
 
 def _parse_check_table(table: dict[str, Any], source: str) -> CheckConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from gapscope._version import __version__
 from gapscope.analysis import keys as K
 from gapscope.errors import GapscopeError
+from gapscope.gate.schema import first_problem, report_schema_for
 from gapscope.report.model import READABLE_SCHEMAS, Report
 
 __all__ = ["comparability_warnings", "load_report", "report_identity"]
@@ -20,29 +22,59 @@ _COMPARABLE_PARAMS = (K.P_UNIFORMITY_T, K.P_ALIGNMENT_ALPHA, K.P_SAMPLE, K.P_SEE
 
 
 def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
-    """Read a JSON report from ``path``; a report of the previous schema is upgraded.
+    """Read a JSON report from ``path``, check it against the JSON Schema of its version (the
+    ``report-<n>.json`` the package ships); a report of the previous schema is upgraded.
 
     Raises:
-        GapscopeError: no such file, not JSON, or a schema this version cannot read (the
-            message names ``role`` and the file).
+        GapscopeError: no such file, a folder, not JSON (NaN and infinities are not JSON),
+            a schema this version cannot read, or a field that breaks the schema (the message
+            names ``role``, the file and the field).
     """
     path = Path(path)
-    if not path.is_file():
-        raise GapscopeError(f"{role} {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GapscopeError(f"{role} {path} is not a JSON report ({exc})") from None
+    data = _read_json(path, role)
     schema = data.get(K.SCHEMA_FIELD) if isinstance(data, dict) else None
     if schema not in READABLE_SCHEMAS:
         raise GapscopeError(
             f"{role} {path} has schema {schema!r}; this gapscope {__version__} reads "
             f"{', '.join(READABLE_SCHEMAS)} (analyse it again, or use the gapscope that wrote it)"
         )
+    problem = first_problem(data, report_schema_for(schema))
+    if problem is not None:
+        where, message = problem
+        field = f": {where}:" if where else ""
+        raise GapscopeError(f"{role} {path}{field} {message} (schema {schema})")
     try:
         return Report.from_dict(data)
     except GapscopeError as exc:
         raise GapscopeError(f"{role} {path}: {exc}") from None
+
+
+def _read_json(path: Path, role: str) -> Any:
+    if path.is_dir():
+        raise GapscopeError(
+            f"{role} {path} is a folder, not a JSON report (write one with: gapscope analyze "
+            f"{path} --json report.json)"
+        )
+    if not path.exists():
+        raise GapscopeError(f"{role} {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise GapscopeError(f"{role} {path} is not a JSON report ({reason})") from None
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON does not have; gapscope writes null.
+    raise ValueError(f"{constant} is not a JSON number; a report has null for undefined values")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: a number no float holds
+        raise ValueError(f"{text} is beyond the range of a float")
+    return value
 
 
 def report_identity(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,25 +8,42 @@ from dataclasses import dataclass
 import numpy as np
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
+from gapscope.engine.normalization import row_norms
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
 
-__all__ = ["FD_FLOOR", "MIRResult", "frechet_distance", "modality_integration_rate"]
+__all__ = [
+    "FD_FLOOR",
+    "MIRResult",
+    "frechet_distance",
+    "modality_integration_rate",
+    "rounding_band",
+]
 
 # log10 needs FD > 0; FD is exactly 0 for identical distributions. After text-centric scaling
 # the mean text norm is 1, so FD is on a unit scale and 1e-12 is far below any real distance
 # while above float64 rounding of the traces for moderate d: such a FD reports MIR = -12.
 FD_FLOOR = 1e-12
 
-# The norm-outlier step is skipped when std(norms) <= _SKIP_RTOL * median(norms): the rows were
-# normalised by the encoder and their norms differ only by rounding. Measured relative stds of
-# unit rows (d = 64..1024): normalised in float32 ~4e-8, stored as float16 1e-5..5e-5,
-# normalised in float16 arithmetic (fp16 autocast) ~2e-4, in bfloat16 ~1.8e-3 (its unit
-# roundoff is 3.9e-3). Raw encoder outputs typically spread their norms by several percent,
-# an order of magnitude above the threshold. Within a 0.5% band no row is a meaningful outlier,
-# and replacing one by the coordinate-wise median row (much shorter than a unit row when
-# directions are spread) would do harm; a gross outlier inflates the std itself and so
-# still triggers the step.
-_SKIP_RTOL = 5e-3
+# The norm-outlier step is skipped when every row's norm lies within rounding of the median
+# norm: the rows were normalised and then rounded (or normalised in low-precision arithmetic).
+# "Rounding" is that of the narrowest format that holds every value exactly (bfloat16,
+# float16, float32 or float64: a float32 array of bfloat16-rounded values was rounded to 8
+# bits). Measured maximum relative deviations of the norms of unit rows from their median
+# (100,000 rows, d = 64..1024): normalised in float32 1.4e-7..2.0e-7 (unit roundoff 6.0e-8),
+# in float16 arithmetic 3.9e-4..6.2e-4 (u = 4.9e-4), in bfloat16 3.2e-3..4.8e-3
+# (u = 3.9e-3). So the band is 2 u of that format, and at least 1e-6 (float32 rounding of the
+# norm itself, 3.3 u, would otherwise count as spread). Raw encoder outputs spread their norms
+# by percents; a raw float32 modality whose norms genuinely vary by 0.5% is tested, so a row 38
+# standard deviations out is found.
+_ROUNDING_UNITS = 2.0
+_MIN_NORM_BAND = 1e-6
+# (name, unit roundoff) from the coarsest format to the finest.
+_FORMATS = (
+    ("bfloat16", 2.0**-8),
+    ("float16", 2.0**-11),
+    ("float32", 2.0**-24),
+    ("float64", 2.0**-53),
+)
 _OUTLIER_SIGMAS = 3.0
 
 
@@ -40,9 +57,16 @@ class MIRResult:
         scale: ``s = 1 / mean_j ||Y_j||`` applied to both modalities.
         outliers_x: rows of ``x`` replaced by the coordinate-wise median row.
         outliers_y: rows of ``y`` replaced likewise.
-        outlier_step_skipped_x: the norms of ``x`` were equal up to rounding (an already
-            normalised encoder), so no row was tested.
+        outlier_step_skipped_x: every norm of ``x`` lies within rounding of the median norm
+            (an already normalised encoder), so no row was tested.
         outlier_step_skipped_y: the same for ``y``.
+        norm_spread_x: the largest ``|norm - median| / median`` of ``x``'s rows (raw, before
+            scaling).
+        norm_spread_y: the same for ``y``.
+        rounding_x: the narrowest floating-point format that holds every value of ``x``
+            exactly (``"bfloat16"``, ``"float16"``, ``"float32"`` or ``"float64"``): the
+            rounding the skip rule allows for.
+        rounding_y: the same for ``y``.
         full_rank: both covariances are full rank (more rows than dimensions and numerically
             nonsingular); when False, FD is still exact but only sees the spanned subspace.
     """
@@ -55,6 +79,10 @@ class MIRResult:
     outlier_step_skipped_x: bool
     outlier_step_skipped_y: bool
     full_rank: bool
+    norm_spread_x: float = 0.0
+    norm_spread_y: float = 0.0
+    rounding_x: str = "float64"
+    rounding_y: str = "float64"
 
 
 def frechet_distance(
@@ -108,10 +136,12 @@ def modality_integration_rate(
     2. per modality, rows whose norm differs from the median norm by more than 3 standard
        deviations of the norms (ddof = 1) are replaced by the coordinate-wise median row
        (medians of all rows, ``numpy.median``: the mean of the two middle values for an even
-       count). Skipped when ``std(norms) <= 5e-3 * median(norms)``, i.e. the norms are equal
-       up to rounding: an encoder that already normalises, in float32, float16 or bfloat16
-       arithmetic (relative stds 4e-8, 2e-4 and 2e-3), whereas raw encoder outputs spread their
-       norms by several percent;
+       count). Skipped when every norm lies within rounding of the median:
+       ``max |norm - median| <= max(2 u, 1e-6) * median``, with ``u`` the unit roundoff of the
+       narrowest format (bfloat16, float16, float32, float64) that holds every value exactly:
+       rows an encoder normalised, in any of those precisions (measured deviations at most
+       1.3 u, and 2e-7 for float32). Raw encoder outputs spread their norms by percents and are
+       always tested;
     3. ``FD`` = :func:`frechet_distance` of the means and covariances (ddof = 1, float64);
     4. ``MIR = log10(max(FD, FD_FLOOR))`` with ``FD_FLOOR = 1e-12`` so identical distributions
        give a finite -12 rather than ``-inf``.
@@ -152,11 +182,12 @@ def modality_integration_rate(
     d = xa.shape[1]
     rows = resolve_scan_rows(block_size, d, bytes_per_entry=24)
 
-    norms_x = _row_norms(xa, rows)
-    norms_y = _row_norms(ya, rows)
+    norms_x, rounding_x = _row_norms(xa, rows)
+    norms_y, rounding_y = _row_norms(ya, rows)
     scale = 1.0 / float(norms_y.mean())
-    outliers_x, skipped_x = _norm_outliers(norms_x * scale)
-    outliers_y, skipped_y = _norm_outliers(norms_y * scale)
+    spread_x, spread_y = _norm_spread(norms_x), _norm_spread(norms_y)
+    outliers_x, skipped_x = _norm_outliers(norms_x * scale, spread_x, rounding_x)
+    outliers_y, skipped_y = _norm_outliers(norms_y * scale, spread_y, rounding_y)
     mean_x, cov_x = _mean_cov(xa, scale, outliers_x, rows)
     mean_y, cov_y = _mean_cov(ya, scale, outliers_y, rows)
 
@@ -173,6 +204,10 @@ def modality_integration_rate(
         outlier_step_skipped_x=skipped_x,
         outlier_step_skipped_y=skipped_y,
         full_rank=full_rank,
+        norm_spread_x=spread_x,
+        norm_spread_y=spread_y,
+        rounding_x=rounding_x,
+        rounding_y=rounding_y,
     )
 
 
@@ -191,20 +226,59 @@ def _null_to_zero(w: np.ndarray) -> np.ndarray:
     return np.where(w > top * w.shape[0] * np.finfo(np.float64).eps, w, 0.0)
 
 
-def _row_norms(a: Rows, rows: int) -> np.ndarray:
+def _row_norms(a: Rows, rows: int) -> tuple[np.ndarray, str]:
+    """Every row's float64 norm, and the narrowest format that holds every value exactly."""
     norms = np.empty(a.shape[0], dtype=np.float64)
+    candidates = [name for name, _ in _FORMATS]
     for start, stop in row_blocks(a.shape[0], rows):
-        block = np.asarray(a[start:stop], dtype=np.float64)
-        norms[start:stop] = np.sqrt(np.einsum("ij,ij->i", block, block))
-    return norms
+        raw = np.asarray(a[start:stop])
+        candidates = [c for c in candidates if _holds(raw, c)]
+        norms[start:stop] = row_norms(raw)
+    return norms, candidates[0]
 
 
-def _norm_outliers(norms: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Rows whose norm is more than 3 std from the median norm, and whether the test was skipped."""
+def rounding_band(rounding: str) -> float:
+    """The relative band of norms that counts as rounding for values held exactly in
+    ``rounding`` (a format name of :class:`MIRResult`): ``max(2 u, 1e-6)``.
+
+    >>> rounding_band("bfloat16"), rounding_band("float64")
+    (0.0078125, 1e-06)
+    """
+    u = dict(_FORMATS)[rounding]
+    return max(_ROUNDING_UNITS * u, _MIN_NORM_BAND)
+
+
+def _holds(values: np.ndarray, fmt: str) -> bool:
+    """Whether every value is exactly representable in the format ``fmt``."""
+    if fmt == "float64" or (fmt == "float32" and values.dtype.itemsize <= 4):
+        return True
+    if fmt == "float16" and values.dtype == np.float16:
+        return True
+    with np.errstate(over="ignore"):  # values beyond the format's range become inf: not held
+        if fmt == "float16":
+            return bool(np.array_equal(values.astype(np.float16).astype(values.dtype), values))
+        as32 = values.astype(np.float32)
+        if not np.array_equal(as32.astype(values.dtype), values):
+            return False
+    if fmt == "float32":
+        return True
+    # bfloat16 is float32 with the low 16 bits of the significand zero.
+    return not bool((as32.view(np.uint32) & np.uint32(0xFFFF)).any())
+
+
+def _norm_spread(norms: np.ndarray) -> float:
+    """The largest relative deviation of a norm from the median norm."""
+    median = float(np.median(norms))
+    return float(np.abs(norms - median).max() / median)
+
+
+def _norm_outliers(norms: np.ndarray, spread: float, rounding: str) -> tuple[np.ndarray, bool]:
+    """Rows whose norm is more than 3 std from the median norm, and whether the test was
+    skipped (``spread`` within :func:`rounding_band` of ``rounding``)."""
+    if spread <= rounding_band(rounding):
+        return np.zeros(norms.shape[0], dtype=bool), True
     median = float(np.median(norms))
     std = float(norms.std(ddof=1))
-    if std <= _SKIP_RTOL * median:
-        return np.zeros(norms.shape[0], dtype=bool), True
     return np.abs(norms - median) > _OUTLIER_SIGMAS * std, False
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import jsonschema
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import reference as ref
 from conftest import leaves, make_paired
 
-from gapscope import EmbeddingStore, analyze
+from gapscope import EmbeddingSet, EmbeddingStore, analyze
 from gapscope.errors import GapscopeError
 from gapscope.report import Report, report_schema
 
@@ -235,3 +236,58 @@ def test_cuda_asked_for_without_a_gpu():
     arrays = {"image": np.eye(4, dtype=np.float32), "text": np.eye(4, dtype=np.float32)}
     with pytest.raises(GapscopeError, match="no CUDA device is available"):
         analyze(arrays, device="cuda")
+
+
+@pytest.mark.parametrize("magnitude", [1e300, 1e-300])
+def test_extreme_magnitudes_give_the_same_report_as_ordinary_ones(magnitude):
+    # Every metric but the raw norms is scale-free (MIR scales by the text norms), so rows of
+    # 1e300 or 1e-300 must give the report of the same rows near 1: no overflow to inf, no
+    # underflow to zero, no warning.
+    rng = np.random.default_rng(14)
+    x, y = rng.normal(size=(120, 12)), rng.normal(size=(120, 12))
+    metrics = "gap,cosine,alignment,cone,uniformity,mir,retrieval,diagnostics"
+    base = analyze({"image": x, "text": y}, metrics=metrics, device="cpu").to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = analyze(
+            {"image": x * magnitude, "text": y * magnitude}, metrics=metrics, device="cpu"
+        ).to_dict()
+    raw = big["input"]["modalities"]["image"]["raw_norm_mean"]
+    assert raw == pytest.approx(base["input"]["modalities"]["image"]["raw_norm_mean"] * magnitude)
+    for key in ("gap", "paired_cosine", "alignment", "uniformity", "mir"):
+        assert big["pairs"]["image-text"][key] == pytest.approx(
+            base["pairs"]["image-text"][key], rel=1e-6, abs=1e-9
+        ), key
+
+
+def test_json_is_byte_identical_whatever_the_block_size_and_thread_count():
+    # Near-ties (duplicated directions, rows one rounding step apart) are where a block shape
+    # could reorder two keys; with labels, every retrieval path (count, sort, exact
+    # re-scoring) runs. Only params.block_size may differ.
+    import torch
+
+    rng = np.random.default_rng(21)
+    base = rng.normal(size=(60, 16)).astype(np.float32)
+    x = np.concatenate([base, base[:20] * np.float32(1.0 + 2**-20), base[:10]])
+    y = np.concatenate([base + 0.3 * rng.normal(size=base.shape), base[:30]]).astype(np.float32)
+    groups = {"image": np.arange(len(x)) % 60, "text": np.arange(len(y)) % 60}
+    labels = {"image": rng.integers(0, 7, len(x)), "text": rng.integers(0, 7, len(y))}
+    rows = EmbeddingSet(embeddings={"image": x, "text": y}, groups=groups, labels=labels)
+    metrics = "gap,cosine,alignment,cone,uniformity,mir,retrieval"
+    reports = set()
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for block_size in (None, 1, 7, 33, 64):
+                data = analyze(
+                    rows,
+                    metrics=metrics,
+                    block_size=block_size,
+                    device="cpu",
+                ).to_dict()
+                data["params"].pop("block_size")
+                reports.add(json.dumps(data, sort_keys=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(reports) == 1

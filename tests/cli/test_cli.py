@@ -223,8 +223,15 @@ def test_unwritable_output_is_one_line(example_store, tmp_path):
 
 
 def test_a_crash_is_one_line_and_exit_3(monkeypatch, tmp_path):
-    # A bug deep in the library (simulated): exit 3 and one line, the traceback on request.
+    # A bug deep in the library (simulated): exit 3 and one line naming the file that holds
+    # the traceback (in the temporary folder), the traceback on stderr on request.
+    import tempfile
+
     import gapscope.api
+
+    crashes = tmp_path / "tmp"
+    crashes.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(crashes))
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
@@ -239,5 +246,11 @@ def test_a_crash_is_one_line_and_exit_3(monkeypatch, tmp_path):
     assert "ZeroDivisionError: division by zero" in result.stderr and "GAPSCOPE_TRACEBACK" in (
         result.stderr
     )
+    [crash_file] = crashes.glob("gapscope-crash-*.txt")
+    assert str(crash_file) in result.stderr
+    text = crash_file.read_text()
+    assert "Traceback (most recent call last)" in text and "def broken" not in result.stderr
+    assert "ZeroDivisionError: division by zero" in text and "in broken" in text
+    assert crash_file.stat().st_mode & 0o077 == 0  # private: tracebacks show paths and data
     monkeypatch.setenv("GAPSCOPE_TRACEBACK", "1")
     assert isinstance(runner.invoke(app, args).exception, ZeroDivisionError)

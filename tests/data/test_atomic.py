@@ -48,3 +48,31 @@ def test_what_counts_as_special(tmp_path):
     (tmp_path / "file").write_text("x")
     assert not is_special_file(tmp_path / "file")
     assert is_special_file(Path("/dev/null"))
+
+
+def test_dead_temporary_files_of_the_target_are_removed(tmp_path):
+    """Killed atomic writes of a report left ``.report.json.*.tmp`` behind; the next write of
+    that report removes them, and only them: not a live writer's, not another file's, not a
+    name gapscope does not make."""
+    import fcntl
+
+    from gapscope.data.atomic import is_gapscope_temp, remove_dead_temps
+
+    target = tmp_path / "report.json"
+    dead = tmp_path / ".report.json.k3_x9a0b.tmp"
+    live = tmp_path / ".report.json.live_001.tmp"
+    other = tmp_path / ".other.json.k3_x9a0b.tmp"
+    mine = [tmp_path / ".report.json.tmp", tmp_path / ".report.json.toolong123.tmp"]
+    for path in (dead, live, other, *mine):
+        path.write_text("x")
+    assert is_gapscope_temp(dead.name, "report.json") and not is_gapscope_temp(mine[1].name)
+    with open(live, "rb+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        atomic_write_text(target, "{}")
+    assert target.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (target, live, other, *mine)
+    )
+    # Once its writer is gone, any target's: the store folders are cleaned that way.
+    assert sorted(remove_dead_temps(tmp_path)) == sorted([live, other])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (target, *mine))

@@ -92,6 +92,12 @@ def test_parts_resume_and_finalize_equal_single_write(tmp_path, arrays):
     path = tmp_path / "parts"
     store = EmbeddingStore.create(path)
     store.append("image", arrays["image"][:2], items["image"][:2])
+    # While this writer holds the lock, nobody else may append.
+    with pytest.raises(StoreError, match="another gapscope process is writing"):
+        EmbeddingStore.open(path, allow_incomplete=True).append(
+            "image", arrays["image"][2:], items["image"][2:]
+        )
+    store.close()
     # A second process (a resumed extract) sees the rows written so far.
     again = EmbeddingStore.open(path, allow_incomplete=True)
     assert again.rows_written("image") == 2

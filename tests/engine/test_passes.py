@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 import reference as ref
+import torch
 
 from gapscope.engine import ranking
 from gapscope.engine.passes import cross_pass, modality_pass
@@ -256,3 +257,133 @@ def test_deterministic_bit_identical():
 def test_bad_parameters_raise_one_clear_error(call, match):
     with pytest.raises(GapscopeError, match=match):
         call()
+
+
+def _near_ties(seed: int = 5, n: int = 300, d: int = 8):
+    """Small-integer rows, some of them permutations of each other: many pairs of distinct
+    rows have mathematically equal cosines, which a float32 product rounds differently
+    depending on the shape of the block it is part of."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, size=(n, d)).astype(np.float32)
+    x[np.abs(x).sum(axis=1) == 0, 0] = 1.0
+    x[1::5] = x[0::5][:, rng.permutation(d)][: x[1::5].shape[0]]
+    y = x + rng.integers(-1, 2, size=(n, d)).astype(np.float32)
+    y[np.abs(y).sum(axis=1) == 0, 0] = 1.0
+    return x, y, np.arange(n), np.arange(n), rng.integers(0, 6, size=n)
+
+
+def _ranks(r):
+    return (r.query_rows.tolist(), r.first_rank.tolist())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ranks_do_not_depend_on_the_block_size_or_threads(threads):
+    # Near-ties are ranked by exact scores, so neither the blocks (which change how a BLAS
+    # rounds each score) nor the thread count can move a rank.
+    x, y, gx, gy, labels = _near_ties()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runs = []
+        for block in (1, 3, 7, 64, None):
+            x_to_y, y_to_x = cross_pass(x, y, gx, gy, k=KS, block_size=block)
+            own = modality_pass(x, labels, k=KS, block_size=block)
+            sampled = modality_pass(
+                x, labels, k=KS, block_size=block, query_index=np.arange(0, 300, 7)
+            )
+            runs.append(
+                (
+                    _ranks(x_to_y),
+                    _ranks(y_to_x),
+                    _ranks(own.retrieval),
+                    own.retrieval.average_precision.tolist(),
+                    _ranks(sampled.retrieval),
+                )
+            )
+    finally:
+        torch.set_num_threads(previous)
+    assert all(run == runs[0] for run in runs[1:])
+    # ... and the ranks are those of the exact scores of the unit rows, ties to the lower index.
+    from gapscope.engine.unit_rows import UnitRows, exact_scores
+
+    rows, keys = np.divmod(np.arange(300 * 300), 300)
+    exact = exact_scores(UnitRows(x), rows, UnitRows(y), keys).reshape(300, 300)
+    diagonal = exact.diagonal()[:, None]
+    before = np.arange(300)[None, :] < np.arange(300)[:, None]
+    first = np.sum(exact > diagonal, axis=1) + np.sum((exact == diagonal) & before, axis=1)
+    assert runs[0][0][1] == first.tolist()
+
+
+def test_uniformity_rows_are_bit_identical_whatever_the_blocks_and_threads():
+    # A BLAS rounds a score differently in products of different shapes, and torch's
+    # elementwise loops round at chunk edges that move with the thread count: the passes make
+    # every score in the same product tile and sum the kernel in numpy, so every row term,
+    # not only the rounded report, keeps its bits. 2,100 rows: two full tiles and a partial
+    # one, blocks that straddle them, and sampled queries.
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2100, 24)).astype(np.float32)
+    sample = np.sort(rng.choice(2100, 1300, replace=False))
+    previous = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            for block in (None, 7, 33, 300, 1000):
+                full = modality_pass(x, None, block_size=block)
+                sampled = modality_pass(x, None, block_size=block, query_index=sample)
+                runs.append(
+                    (
+                        full.uniformity_row_terms.tobytes(),
+                        full.uniformity,
+                        sampled.uniformity_row_terms.tobytes(),
+                        sampled.uniformity,
+                    )
+                )
+    finally:
+        torch.set_num_threads(previous)
+    assert all(run == runs[0] for run in runs[1:])
+    assert runs[0][1] == pytest.approx(ref.uniformity(x), abs=1e-6)
+
+
+def test_exact_scores_depend_on_the_pair_alone():
+    from gapscope.engine.unit_rows import UnitRows, exact_scores
+
+    rng = np.random.default_rng(3)
+    a = UnitRows(rng.normal(size=(50, 33)).astype(np.float32))
+    b = UnitRows(rng.normal(size=(40, 33)).astype(np.float32))
+    rows, keys = rng.integers(0, 50, 500), rng.integers(0, 40, 500)
+    batch = exact_scores(a, rows, b, keys)
+    one_by_one = [exact_scores(a, rows[p : p + 1], b, keys[p : p + 1])[0] for p in range(500)]
+    assert batch.tolist() == one_by_one
+    left = a.take(rows).double().numpy()
+    right = b.take(keys).double().numpy()
+    fsum = [math.fsum(v) for v in left * right]
+    np.testing.assert_allclose(batch, fsum, rtol=0, atol=1e-15)
+
+
+def test_near_window_rounds_outwards():
+    from gapscope.engine.ranking import near_window
+
+    rng = np.random.default_rng(4)
+    s = rng.uniform(-4, 4, 10_000).astype(np.float32)
+    for margin in (0.0, 1e-9, 3.1e-5, 0.25):
+        lo, hi = near_window(s, margin)
+        assert lo.dtype == hi.dtype == np.float32
+        assert np.all(lo.astype(np.float64) <= s.astype(np.float64) - margin)
+        assert np.all(hi.astype(np.float64) >= s.astype(np.float64) + margin)
+
+
+def test_reduced_precision_products_set_by_the_caller_are_not_used():
+    # TF32 or "medium" float32 products would break the error bound near-ties rely on: the
+    # passes switch them off while they run and restore the caller's setting.
+    x, y, gx, gy, _ = _near_ties(seed=6, n=120)
+    expected = cross_pass(x, y, gx, gy, k=KS)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = cross_pass(x, y, gx, gy, k=KS)
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    for a, b in zip(expected, got, strict=True):
+        assert _ranks(a) == _ranks(b)

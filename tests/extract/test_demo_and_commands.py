@@ -34,6 +34,15 @@ def test_demo_runs_quickly_and_keeps_its_stores(tmp_path, cli):
         report = json.loads((tmp_path / f"report.{name}.json").read_text())
         jsonschema.validate(report, report_schema())
 
+    # Run again into the same folder: its own files are recognised and reused, untouched.
+    files = [p for p in (tmp_path / "demo").rglob("*") if p.is_file()]
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    result = cli("demo", "--out", tmp_path / "demo")
+    assert result.stdout.count("kept from an earlier demo") == 2
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before}
+    assert after == before
+    assert sorted(p for p in (tmp_path / "demo").rglob("*") if p.is_file()) == sorted(before)
+
 
 def test_demo_is_reproducible(tmp_path):
     from gapscope.cli.demo_run import run_demo

@@ -69,8 +69,34 @@ def test_merge_refuses_bad_sets(shard_run, image_data, tmp_path):
     )
     with pytest.raises(GapscopeError, match="different extracts.*--seed"):
         merge_stores(tmp_path / "d", [other, shards[1], shards[2]])
-    with pytest.raises(GapscopeError, match="not empty"):
-        merge_stores(root / "single", shards)
+    before = (other / "image.npy").read_bytes()
+    with pytest.raises(GapscopeError, match="not empty: it holds a finished store of another"):
+        merge_stores(other, shards)
+    assert (other / "image.npy").read_bytes() == before
+
+
+def test_merge_into_its_own_finished_result_changes_nothing(shard_run):
+    """A finished store of the same extract at OUT (a merge killed at its very end, or the
+    unsharded run) already holds what the merge would write."""
+    root, single, shards = shard_run
+    before = {p.name: p.stat().st_mtime_ns for p in single.iterdir()}
+    merged = merge_stores(single, shards)
+    assert merged.path == single
+    assert {p.name: p.stat().st_mtime_ns for p in single.iterdir()} == before
+
+
+def test_merge_refuses_an_out_that_is_a_shard(shard_run, cli):
+    """merge --overwrite OUT OUT other used to delete the shard OUT."""
+    root, single, shards = shard_run
+    before = {p.name: p.read_bytes() for p in shards[0].iterdir()}
+    # OUT is a shard, lies inside one, or holds them.
+    for out in (shards[0], shards[0] / "inside", root):
+        result = cli("merge", "--overwrite", out, *shards, expect=2)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ")
+        assert "is one of the shards" in lines[0] or "overlaps the shard" in lines[0]
+    assert {p.name: p.read_bytes() for p in shards[0].iterdir()} == before
+    assert not [p for p in shards[0].parent.iterdir() if ".gapscope-" in p.name]
 
 
 def test_merge_refuses_an_unfinished_shard(shard_run, tmp_path, cli):

@@ -251,9 +251,62 @@ def test_rows_normalised_in_low_precision_are_detected(compute):
     x = torch.nn.functional.normalize(raw.to(compute), dim=1).float()
     norms = x.double().norm(dim=1)
     assert float(norms.std() / norms.median()) > (1e-5 if compute != torch.float32 else 0.0)
-    r = modality_integration_rate(x, x[:100] * 3.0)
+    r = modality_integration_rate(x, x[:100])
     assert r.outlier_step_skipped_x and r.outlier_step_skipped_y
     assert (r.outliers_x, r.outliers_y) == (0, 0)
+    expected = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+    assert r.rounding_x == expected[compute]
+    n = norms.numpy()
+    assert r.norm_spread_x == pytest.approx(float(np.abs(n / np.median(n) - 1).max()), rel=1e-6)
+    # Scaled by 3 the values no longer sit on the format's grid, so the rows are tested; the
+    # rounding spread is bounded (under 3 standard deviations), so no row is replaced.
+    scaled = modality_integration_rate(x, x[:100] * 3.0)
+    if compute != torch.float32:
+        assert not scaled.outlier_step_skipped_y
+    assert (scaled.outliers_x, scaled.outliers_y) == (0, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_genuine_spread_is_tested(dtype):
+    # Raw rows whose norms vary by about 0.1% (far above float32 rounding) and one row 38
+    # standard deviations out: the outlier step must run and find it.
+    rng = np.random.default_rng(12)
+    x = unit_rows(rng, 2000, 16) * (1.0 + 1e-3 * rng.standard_normal((2000, 1)))
+    x[5] *= 1.0 + 38e-3
+    x = x.astype(dtype)
+    r = modality_integration_rate(x, unit_rows(rng, 50, 16).astype(dtype))
+    assert not r.outlier_step_skipped_x
+    assert r.outlier_step_skipped_y
+    assert r.outliers_x >= 1
+    assert r.norm_spread_x > 0.03
+
+
+def test_a_far_row_among_many_is_found():
+    # 20,000 unit rows and one of twice the median norm: the old std-based rule hid it.
+    rng = np.random.default_rng(13)
+    x = unit_rows(rng, 20000, 8).astype(np.float32)
+    x[123] *= 2.0
+    r = modality_integration_rate(x, unit_rows(rng, 50, 8).astype(np.float32))
+    assert not r.outlier_step_skipped_x
+    assert r.outliers_x == 1
+    assert r.rounding_x == "float32"
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected"),
+    [
+        ([[1.0, 0.5], [0.25, 3.0]], np.float64, "bfloat16"),
+        ([[1.0 + 2.0**-10, 0.5], [0.25, 3.0]], np.float64, "float16"),
+        ([[1.0 + 2.0**-20, 0.5], [0.25, 3.0]], np.float64, "float32"),
+        ([[1.0 + 2.0**-40, 0.5], [0.25, 3.0]], np.float64, "float64"),
+        ([[1.0 + 2.0**-20, 7e4], [0.25, 3.0]], np.float32, "float32"),
+        ([[1.0 + 2.0**-10, 0.5], [0.25, 3.0]], np.float16, "float16"),
+        ([[2.0**17, 0.5], [0.25, 3.0]], np.float32, "bfloat16"),  # beyond float16 range
+    ],
+)
+def test_the_rounding_format_is_the_narrowest_that_holds_every_value(values, dtype, expected):
+    r = modality_integration_rate(np.array(values, dtype=dtype), np.array(values, dtype=dtype))
+    assert (r.rounding_x, r.rounding_y) == (expected, expected)
 
 
 @pytest.mark.parametrize(

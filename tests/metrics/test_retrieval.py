@@ -18,7 +18,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from gapscope.engine import blocks, ranking
+from gapscope.engine import blocks, passes, ranking
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 
@@ -121,16 +121,18 @@ def make_data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
     return quarter_rows(n, d, rng) if kind == "quarter" else gaussian_with_duplicates(n, d, rng)
 
 
-@pytest.fixture(params=["count", "sort-scan", "sort-argsort"])
+@pytest.fixture(params=["count", "sort", "count-exact", "sort-exact"])
 def rank_path(request, monkeypatch):
-    """Run a test through each exact ranking path: per-item counting passes, a sorted row with
-    a scan per tied item, and a sorted row with a stable argsort for heavily tied rows."""
-    if request.param == "count":
+    """Run a test through each exact ranking path: per-item counting passes or a sorted row,
+    each with the usual near-tie margin or with every key near every item (so that every
+    order is decided by the exact scores)."""
+    if request.param.startswith("count"):
         monkeypatch.setattr(ranking, "_COUNT_MAX_ITEMS", 10**9)
     else:
         monkeypatch.setattr(ranking, "_COUNT_MAX_ITEMS", 0)
-        limit = 10**9 if request.param == "sort-scan" else 0
-        monkeypatch.setattr(ranking, "_TIE_SCAN_MAX_ITEMS", limit)
+    if request.param.endswith("exact"):
+        monkeypatch.setattr(ranking, "score_error_bound", lambda dim: 4.0)
+        monkeypatch.setattr(passes, "score_error_bound", lambda dim: 4.0)
     return request.param
 
 
