@@ -18,6 +18,7 @@ from gapscope.analysis.context import DEFAULT_K, AnalysisOptions, Progress
 from gapscope.analysis.orchestrator import run_analysis
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.store import EmbeddingStore
+from gapscope.engine.distributed import process_group_share, sharing
 from gapscope.report.model import Report
 
 __all__ = ["analyze"]
@@ -38,6 +39,7 @@ def analyze(
     bootstrap: int | None = None,
     confidence: float = 0.95,
     progress: Progress | None = None,
+    distributed: bool = False,
 ) -> Report:
     """Analyse the embedding space of every pair of modalities in ``source``.
 
@@ -68,6 +70,11 @@ def analyze(
             :mod:`gapscope.analysis.bootstrap`); ``None`` for none. 200 is usual.
         confidence: the intervals' nominal coverage.
         progress: called with a short description before each step.
+        distributed: share the similarity passes among the processes of the initialised
+            default ``torch.distributed`` process group (each process takes every
+            world-size-th block; see :mod:`gapscope.engine.distributed`). Every process must
+            call ``analyze`` with the same source and options, and every process gets the
+            report a single process would give, byte for byte.
 
     Returns:
         The :class:`~gapscope.report.model.Report`.
@@ -89,4 +96,7 @@ def analyze(
         bootstrap=bootstrap,
         confidence=confidence,
     )
-    return Report.from_analysis(run_analysis(source, options, progress=progress))
+    if not distributed:
+        return Report.from_analysis(run_analysis(source, options, progress=progress))
+    with sharing(process_group_share()):
+        return Report.from_analysis(run_analysis(source, options, progress=progress))

@@ -74,24 +74,33 @@ def analyze_command(
 
         gapscope analyze --image img.npy --text txt.npy --device cuda --precision bf16
     """
+    from gapscope.engine.distributed import launcher_rank, process_group
     from gapscope.report.formats import FORMATS, render_text
 
     opt.check_choice(fmt, FORMATS, "format")
     check_output_paths(output=output, json=json_path, html=html)
     source = embedding_source(store, {"image": image, "text": text, "audio": audio}, labels)
-    report = analyse_with_status(
-        source,
-        quiet,
+    options: dict[str, Any] = dict(
         metrics=metrics,
         k=k,
         seed=seed,
-        device=device,
         sample=sample,
         block_size=block_size,
         bootstrap=bootstrap,
         confidence=confidence,
         precision=precision,
     )
+    info = launcher_rank()
+    if info is None:
+        report = analyse_with_status(source, quiet, device=device, **options)
+    else:
+        # torchrun or srun: every process analyses, sharing the passes; rank 0 writes.
+        with process_group(info, device) as rank_dev:
+            report = analyse_with_status(
+                source, quiet or info.rank != 0, device=rank_dev, distributed=True, **options
+            )
+        if info.rank != 0:
+            return
     if json_path is not None:
         write_output(report.to_json(), json_path)
     if html is not None:

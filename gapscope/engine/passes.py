@@ -41,6 +41,7 @@ import torch
 
 from gapscope.engine.blocks import iter_positive_pairs, key_chunk_columns, resolve_block_size
 from gapscope.engine.devices import resolve_device
+from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import log_mean_exp, log_sum_exp
 from gapscope.engine.ranking import (
     GroupMembers,
@@ -223,9 +224,10 @@ class _IntraRanks:
         self.eligible = self.members.count(codes) > 1
         self.rows = rows
         self.evaluated = rows[self.eligible[rows]]
-        self.first_rank = np.empty(self.evaluated.size, dtype=np.int64)
-        self.ap = np.empty(self.evaluated.size, dtype=np.float64)
-        self.rp = np.empty(self.evaluated.size, dtype=np.float64)
+        # Zeros where no block of this process wrote (Share.sum adds the processes' arrays).
+        self.first_rank = np.zeros(self.evaluated.size, dtype=np.int64)
+        self.ap = np.zeros(self.evaluated.size, dtype=np.float64)
+        self.rp = np.zeros(self.evaluated.size, dtype=np.float64)
         self.wanted = np.zeros(n, dtype=bool)
         self.wanted[self.evaluated] = True
         self.position = np.cumsum(self.wanted) - 1
@@ -280,7 +282,7 @@ class _KernelRows:
     """Per query row ``log sum_{j != i} exp(-t ||x_i - x_j||^2)``, filled block by block."""
 
     def __init__(self, size: int, t: float) -> None:
-        self.row_lse = np.empty(size, dtype=np.float64)
+        self.row_lse = np.zeros(size, dtype=np.float64)
         self.two_t = 2.0 * t
         # With 2t a power of two (t = 2: 4) the query rows are scaled by it before the
         # product: exact in binary floating point, so the scores keep their order and ties bit
@@ -352,13 +354,15 @@ def _self_blocks(
     starts = [
         s for s in range(0, rows.size, block) if wanted is None or wanted[rows[s : s + block]].any()
     ]
+    share = current_share()
+    mine = share.blocks(len(starts))
     rows_max = min(block, rows.size)
     # Two score buffers: the products of one block fill one while a worker thread ranks the
     # previous block in the other (see _pipelined). Reused by every block: a fresh 128 MiB
     # tensor a block costs page faults that, on a CPU, take a sizeable share of the product.
     buffers = [
         torch.empty((rows_max, n), dtype=torch.float32, device=unit.device)
-        for _ in range(min(2, len(starts)))
+        for _ in range(min(2, len(mine)))
     ]
     prescale = kernel is not None and kernel.prescale
     # Prescaled query rows give scores times 2t (a power of two: the order is unchanged).
@@ -369,7 +373,8 @@ def _self_blocks(
         return picked * scale if prescale else picked
 
     def product(b: int) -> tuple[int, np.ndarray, torch.Tensor]:
-        start = starts[b]
+        # b counts this process's blocks; the buffers alternate with it.
+        start = starts[mine[b]]
         idx = rows[start : start + block]
         idx_t = torch.from_numpy(idx).to(unit.device)
         out = buffers[b % len(buffers)][: idx.size]
@@ -386,7 +391,11 @@ def _self_blocks(
         if kernel is not None:
             kernel.add_block(slice(start, start + idx.size), scores_t)
 
-    _pipelined(len(starts), product, consume)
+    _pipelined(len(mine), product, consume)
+    if intra is not None:
+        share.sum(intra.first_rank, intra.ap, intra.rp)
+    if kernel is not None:
+        share.sum(kernel.row_lse)
 
 
 def cross_pass(
@@ -631,14 +640,16 @@ def _pass(
 
     rows_max = min(block, x_rows.size)
     starts = range(0, x_rows.size, block)
+    share = current_share()
+    mine = share.blocks(len(starts))
     buffers = [
         torch.empty((rows_max, y_cols.size), dtype=torch.float32, device=ux.device)
-        for _ in range(min(2, len(starts)))
+        for _ in range(min(2, len(mine)))
     ]
     mask_buf = np.empty((rows_max, max(y_cols.size, 1)), dtype=bool)
 
     def product(b: int) -> tuple[np.ndarray, torch.Tensor]:
-        start = starts[b]
+        start = starts[mine[b]]
         idx = x_rows[start : start + block]
         out = buffers[b % len(buffers)][: idx.size]
         if uy_cols is None:
@@ -659,9 +670,12 @@ def _pass(
             )
         columns.add_block(idx, scores, mask_buf)
 
-    _pipelined(len(starts), product, consume)
+    _pipelined(len(mine), product, consume)
+    share.sum(first_x)
     if eval_y.size:
-        first_y[:] = columns.finish()
+        counts = columns.finish()
+        share.sum(counts)
+        first_y[:] = counts
 
 
 class _ColumnCounts:

@@ -14,52 +14,26 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gapscope.engine.distributed import RankInfo, init_process_group, launcher_rank, rank_device
 from gapscope.errors import GapscopeError
 
 
-@dataclass(frozen=True)
-class RankInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-
-
 def torchrun_rank(environ: dict[str, str] | None = None) -> RankInfo | None:
-    """The rank of this process when ``torchrun`` started it with two or more processes.
+    """The rank of this process when ``torchrun`` or ``srun`` started two or more
+    (:func:`gapscope.engine.distributed.launcher_rank`).
 
     >>> torchrun_rank({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
     RankInfo(rank=1, world_size=4, local_rank=1)
-    >>> torchrun_rank({}) is None
-    True
     """
-    env = os.environ if environ is None else environ
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        rank = int(env.get("RANK", "0"))
-        local = int(env.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise GapscopeError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
-    if world <= 1:
-        return None
-    return RankInfo(rank=rank, world_size=world, local_rank=local)
+    return launcher_rank(environ)
 
 
 def shard_folder(out: Path, info: RankInfo) -> Path:
     """Where rank ``info.rank`` writes its shard: beside ``out``, never inside it."""
     return out.with_name(f"{out.name}.shards") / f"shard-{info.rank:04d}-of-{info.world_size:04d}"
-
-
-def rank_device(device: str, info: RankInfo) -> str:
-    """One GPU a rank: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` when CUDA is there."""
-    import torch
-
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{info.local_rank % torch.cuda.device_count()}"
-    return device
 
 
 def extract_distributed(out: str | os.PathLike[str], info: RankInfo, **options: Any) -> Any:
@@ -79,8 +53,7 @@ def extract_distributed(out: str | os.PathLike[str], info: RankInfo, **options: 
     # Only rank 0 draws progress bars; G bars fighting over one terminal help nobody.
     options["quiet"] = bool(options.get("quiet")) or info.rank != 0
     summary = extract(shard_folder(out, info), shard=f"{info.rank}/{info.world_size}", **options)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
+    init_process_group(info, "gloo")
     try:
         dist.barrier()
         if info.rank == 0:

@@ -1,0 +1,149 @@
+"""One run, every reference point: the matmul bound, faiss, core and default ``analyze``, and
+``analyze`` shared among processes.
+
+    python benchmarks/bench_scale.py --n 20000 --dim 512 [--processes 2] [--json out.json]
+
+On the same data (paired rows around 100 class centres, labels as intra-modal relevance):
+
+* bound: X X^T, Y Y^T and X Y^T of the unit rows as float32 products in 2048-row blocks into a
+  preallocated buffer, nothing else (the three matmuls every exact run needs);
+* faiss: ``IndexFlatIP`` top-10, both directions (retrieval only; skipped without faiss-cpu);
+* core: ``gapscope analyze --metrics gap,cosine,alignment,cone,uniformity,mir,retrieval``, a
+  CLI process end to end (start-up and loading included);
+* default: ``gapscope analyze`` with everything but UMAP (diagnostics and what-ifs);
+* distributed: the core run with one thread (``OMP_NUM_THREADS=1``) in one process, then in
+  ``--processes`` processes of one thread each under ``torchrun --standalone``; the two JSON
+  reports must be byte-identical.
+
+Every figure is a ratio to a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_gemm_bound import gemm_bound, make_data  # noqa: E402
+
+from gapscope.engine.normalization import normalize_rows  # noqa: E402
+
+CORE = "gap,cosine,alignment,cone,uniformity,mir,retrieval"
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of ``cmd`` in a fresh process (which must succeed)."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def faiss_both_ways(x: np.ndarray, y: np.ndarray) -> float | None:
+    try:
+        import faiss
+    except ImportError:
+        return None
+    t0 = time.perf_counter()
+    for queries, keys in ((x, y), (y, x)):
+        index = faiss.IndexFlatIP(keys.shape[1])
+        index.add(keys)
+        index.search(queries, 10)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--skip-default", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    image, text, labels = make_data(args.n, args.dim, args.classes)
+    result: dict[str, object] = {
+        "n": args.n,
+        "dim": args.dim,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, array in (("image", image), ("text", text), ("labels", labels)):
+            np.save(folder / f"{name}.npy", array)
+        ux = normalize_rows(image).cpu()
+        uy = normalize_rows(text).cpu()
+        bound = gemm_bound(ux, uy, 2048)
+        result["bound_s"] = bound
+        print(f"bound (three blocked float32 matmuls): {bound:.1f} s")
+        seconds = faiss_both_ways(ux.numpy(), uy.numpy())
+        if seconds is not None:
+            result["faiss_s"] = seconds
+            print(f"faiss IndexFlatIP top-10, both ways: {seconds:.1f} s ({seconds / bound:.2f}x)")
+        base = [
+            sys.executable,
+            "-m",
+            "gapscope",
+            "analyze",
+            "--image",
+            str(folder / "image.npy"),
+            "--text",
+            str(folder / "text.npy"),
+            "--labels",
+            str(folder / "labels.npy"),
+            "--device",
+            "cpu",
+            "-q",
+            "-f",
+            "json",
+        ]
+        core = timed([*base, "--metrics", CORE, "-o", str(folder / "core.json")])
+        result["core_s"] = core
+        print(f"analyze, core metrics (CLI): {core:.1f} s ({core / bound:.2f}x the bound)")
+        if not args.skip_default:
+            default = timed([*base, "-o", str(folder / "default.json")])
+            result["default_s"] = default
+            print(f"analyze, default (CLI): {default:.1f} s ({default / bound:.2f}x the bound)")
+
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+        env["OMP_NUM_THREADS"] = "1"
+        one = timed([*base, "--metrics", CORE, "-o", str(folder / "one.json")], env)
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={args.processes}",
+            "-m",
+            *base[2:],
+        ]
+        shared = timed([*launcher, "--metrics", CORE, "-o", str(folder / "shared.json")], env)
+        same = (folder / "one.json").read_bytes() == (folder / "shared.json").read_bytes()
+        result.update(
+            one_process_one_thread_s=one,
+            processes=args.processes,
+            shared_s=shared,
+            speedup=one / shared,
+            identical_json=same,
+        )
+        print(
+            f"analyze, core metrics, 1 thread a process: 1 process {one:.1f} s, "
+            f"{args.processes} processes {shared:.1f} s: {one / shared:.2f}x; "
+            f"JSON {'identical' if same else 'DIFFERENT'}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

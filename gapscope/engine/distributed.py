@@ -1,0 +1,201 @@
+"""The O(n^2) passes shared among the processes of a ``torch.distributed`` group.
+
+Under ``torchrun --nproc-per-node N -m gapscope analyze ...`` (or ``srun``) every process
+reads the same input and runs the same analysis; only the similarity passes are split. A pass
+cuts its query rows into blocks (:func:`~gapscope.engine.blocks.row_blocks`) and process
+``rank`` of ``world`` takes blocks ``rank, rank + world, ...`` (:meth:`Share.blocks`). What a
+block produces is either a value of its own queries (a first rank, an average precision, a
+uniformity row term), which every other process leaves at zero, or a count (rows that outrank
+a column query's best positive); :meth:`Share.sum` adds them over the processes. Adding zeros
+and integers is exact, and every score is made by the same product tile whichever process
+makes it (:meth:`~gapscope.engine.unit_rows.UnitRows.block_scores`), so every process ends
+with the arrays a single process would have, bit for bit, and the rest of the analysis
+(O(n d) metrics, bootstrap, readings) runs on each process alike.
+
+A pass reads :func:`current_share`, which is one process alone unless :func:`sharing` says
+otherwise: a library caller opts in (``analyze(..., distributed=True)``), because a process
+group in a training script does not mean that every rank calls ``analyze``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gapscope.errors import GapscopeError
+
+__all__ = [
+    "RankInfo",
+    "Share",
+    "current_share",
+    "init_process_group",
+    "launcher_rank",
+    "process_group",
+    "process_group_share",
+    "rank_device",
+    "sharing",
+]
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """Where a launcher (torchrun, srun) placed this process."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def launcher_rank(environ: Mapping[str, str] | None = None) -> RankInfo | None:
+    """The rank of this process when ``torchrun`` (``RANK``, ``WORLD_SIZE``) or Slurm's
+    ``srun`` (``SLURM_PROCID``, ``SLURM_NTASKS``, with ``MASTER_ADDR`` exported) started two
+    or more; ``None`` otherwise. Slurm's variables alone do not count: a batch script of
+    several tasks sets them for a command it runs once, outside ``srun``.
+
+    >>> launcher_rank({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    RankInfo(rank=1, world_size=4, local_rank=1)
+    >>> slurm = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1"}
+    >>> launcher_rank({**slurm, "MASTER_ADDR": "node1"})
+    RankInfo(rank=3, world_size=4, local_rank=1)
+    >>> launcher_rank(slurm) is None, launcher_rank({}) is None
+    (True, True)
+    """
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env:
+        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    elif "SLURM_NTASKS" in env and "SLURM_PROCID" in env and env.get("MASTER_ADDR"):
+        names = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
+    else:
+        return None
+    try:
+        rank = int(env.get(names[0], "0"))
+        world = int(env[names[1]])
+        local = int(env.get(names[2], str(rank)))
+    except ValueError:
+        raise GapscopeError(f"{', '.join(names)} must be integers") from None
+    if world <= 1:
+        return None
+    if not 0 <= rank < world:
+        raise GapscopeError(f"{names[0]}={rank} is not a rank of {names[1]}={world}")
+    return RankInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def rank_device(device: str, info: RankInfo) -> str:
+    """One GPU a rank: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` when CUDA is there."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{info.local_rank % torch.cuda.device_count()}"
+    return device
+
+
+def init_process_group(info: RankInfo, backend: str) -> None:
+    """Join the default process group as ``info`` says (once; torchrun sets ``MASTER_ADDR``
+    and ``MASTER_PORT``, under ``srun`` export them)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise GapscopeError(
+            f"{' and '.join(missing)} must be set for {info.world_size} processes to meet "
+            "(torchrun sets them; under srun, export them)"
+        )
+    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+
+
+@contextlib.contextmanager
+def process_group(info: RankInfo, device: str) -> Iterator[str]:
+    """Join the default process group for one command and leave it after; yields this
+    rank's device (:func:`rank_device`): NCCL between GPUs, gloo otherwise."""
+    import torch.distributed as dist
+
+    rank_dev = rank_device(device, info)
+    owned = not dist.is_initialized()
+    init_process_group(info, "nccl" if rank_dev.startswith("cuda") else "gloo")
+    try:
+        yield rank_dev
+    finally:
+        if owned:
+            dist.destroy_process_group()
+
+
+@dataclass(frozen=True)
+class Share:
+    """This process's share of every pass: blocks ``rank, rank + world, ...``.
+
+    Attributes:
+        rank: this process, from 0.
+        world: how many processes share the passes (1: this one alone).
+        group: the ``torch.distributed`` process group (``None``: the default group).
+    """
+
+    rank: int = 0
+    world: int = 1
+    group: Any = None
+
+    def blocks(self, n_blocks: int) -> range:
+        """The blocks of a pass of ``n_blocks`` that this process computes.
+
+        >>> list(Share(1, 3).blocks(7))
+        [1, 4]
+        """
+        return range(self.rank, n_blocks, self.world)
+
+    def sum(self, *arrays: np.ndarray) -> None:
+        """Add each array (C-contiguous, writable) over the processes, in place."""
+        if self.world == 1:
+            return
+        import torch
+        import torch.distributed as dist
+
+        on_gpu = dist.get_backend(self.group) == "nccl"
+        for array in arrays:
+            if not array.size:
+                continue
+            tensor = torch.from_numpy(array)
+            if on_gpu:
+                moved = tensor.cuda()
+                dist.all_reduce(moved, group=self.group)
+                tensor.copy_(moved.cpu())
+            else:
+                dist.all_reduce(tensor, group=self.group)
+
+
+_ALONE = Share()
+_CURRENT: contextvars.ContextVar[Share] = contextvars.ContextVar("gapscope_share", default=_ALONE)
+
+
+def current_share() -> Share:
+    """The share the passes run under now (one process alone unless :func:`sharing`)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def sharing(share: Share) -> Iterator[Share]:
+    """Run the passes inside the ``with`` block shared as ``share`` says."""
+    token = _CURRENT.set(share)
+    try:
+        yield share
+    finally:
+        _CURRENT.reset(token)
+
+
+def process_group_share(group: Any = None) -> Share:
+    """The share of this process in ``group`` (default: the default group, which must be
+    initialised: ``torch.distributed.init_process_group``)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise GapscopeError(
+            "distributed=True needs an initialised torch.distributed process group "
+            "(torch.distributed.init_process_group)"
+        )
+    return Share(rank=dist.get_rank(group), world=dist.get_world_size(group), group=group)

@@ -1,0 +1,80 @@
+"""One process of the shared-pass test (tests/engine/test_distributed.py).
+
+``python tests/distributed_worker.py OUT`` with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set
+joins a gloo group, runs the passes shared under gapscope.engine.distributed.sharing, and
+saves every array they produce to ``OUT/rank-<RANK>.npz``. ``pass_arrays()`` run alone gives
+the single-process arrays to compare with.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+from gapscope.engine.passes import cross_pass, modality_pass
+
+KS = (1, 2, 5)
+
+
+def data():
+    """Near-ties (small-integer rows, permutations of each other) plus two captions an
+    image, so that exact re-scoring, several positives and partial tiles all occur."""
+    rng = np.random.default_rng(11)
+    n, d = 530, 8
+    x = rng.integers(-2, 3, size=(n, d)).astype(np.float32)
+    x[np.abs(x).sum(axis=1) == 0, 0] = 1.0
+    x[1::5] = x[0::5][:, rng.permutation(d)][: x[1::5].shape[0]]
+    y = np.repeat(x, 2, axis=0) + rng.integers(-1, 2, size=(2 * n, d)).astype(np.float32)
+    y[np.abs(y).sum(axis=1) == 0, 0] = 1.0
+    return x, y, np.arange(n), np.repeat(np.arange(n), 2), rng.integers(0, 6, size=n)
+
+
+def pass_arrays(block_size: int | None = 37) -> dict[str, np.ndarray]:
+    x, y, gx, gy, labels = data()
+    out: dict[str, np.ndarray] = {}
+    full = modality_pass(x, labels, k=KS, block_size=block_size)
+    sampled = modality_pass(
+        x, labels, k=KS, block_size=block_size, query_index=np.arange(3, 530, 4)
+    )
+    for name, r in (("full", full), ("sampled", sampled)):
+        out[f"{name}_terms"] = r.uniformity_row_terms
+        out[f"{name}_value"] = np.array([r.uniformity])
+        out[f"{name}_ranks"] = r.retrieval.first_rank
+        out[f"{name}_ap"] = r.retrieval.average_precision
+        out[f"{name}_rp"] = r.retrieval.r_precision_per_query
+        out[f"{name}_means"] = np.array(
+            [r.retrieval.mean_average_precision, r.retrieval.r_precision]
+        )
+    for name, kwargs in (
+        ("cross", {}),
+        (
+            "cross_sampled",
+            {"query_index_x": np.arange(0, 530, 3), "query_index_y": np.arange(1, 1060, 7)},
+        ),
+    ):
+        x_to_y, y_to_x = cross_pass(x, y, gx, gy, k=KS, block_size=block_size, **kwargs)
+        out[f"{name}_x_to_y"] = x_to_y.first_rank
+        out[f"{name}_y_to_x"] = y_to_x.first_rank
+    return out
+
+
+def main(folder: str) -> None:
+    import torch.distributed as dist
+
+    from gapscope.engine.distributed import process_group_share, sharing
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    try:
+        with sharing(process_group_share()) as share:
+            arrays = pass_arrays()
+        np.savez(os.path.join(folder, f"rank-{share.rank}.npz"), **arrays)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,97 @@
+"""The passes shared among processes (gapscope.engine.distributed) against one process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed_worker import pass_arrays
+
+from gapscope import analyze
+from gapscope.engine.distributed import Share, current_share, launcher_rank, sharing
+from gapscope.errors import GapscopeError
+
+WORKER = Path(__file__).parents[1] / "distributed_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_shared_passes_give_every_process_the_single_process_arrays(tmp_path, world):
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            WORLD_SIZE=str(world),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), str(tmp_path)],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    alone = pass_arrays()
+    for rank in range(world):
+        with np.load(tmp_path / f"rank-{rank}.npz") as shared:
+            assert sorted(shared.files) == sorted(alone)
+            for name, array in alone.items():
+                assert shared[name].dtype == array.dtype, name
+                assert shared[name].tobytes() == array.tobytes(), name
+
+
+def test_block_sizes_agree_with_each_other_alone():
+    # The worker's block size (37) against the default: the same arrays either way, so the
+    # comparison above checks the shares, not a lucky block size.
+    a, b = pass_arrays(37), pass_arrays(None)
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes(), name
+
+
+def test_share_blocks_cover_every_block_once():
+    n = 11
+    seen = sorted(b for rank in range(4) for b in Share(rank, 4).blocks(n))
+    assert seen == list(range(n))
+
+
+def test_one_process_alone_unless_told():
+    assert current_share() == Share()
+    with sharing(Share(1, 2)) as share:
+        assert current_share() is share
+    assert current_share() == Share()
+
+
+def test_distributed_without_a_process_group_is_one_line():
+    arrays = {"image": np.eye(3, dtype=np.float32), "text": np.eye(3, dtype=np.float32)}
+    with pytest.raises(GapscopeError, match="init_process_group"):
+        analyze(arrays, distributed=True, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "must be integers"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "not a rank"),
+    ],
+)
+def test_bad_launcher_variables(env, match):
+    with pytest.raises(GapscopeError, match=match):
+        launcher_rank(env)
