@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from gapscope.api import analyze
     from gapscope.data.embedding_set import EmbeddingSet
     from gapscope.data.store import EmbeddingStore
+    from gapscope.integrations.metric import GapMetric
     from gapscope.report.model import Report
 
 _LAZY = {
     "analyze": "gapscope.api",
     "EmbeddingSet": "gapscope.data.embedding_set",
     "EmbeddingStore": "gapscope.data.store",
+    "GapMetric": "gapscope.integrations.metric",
     "Report": "gapscope.report.model",
 }
 
@@ -31,6 +33,7 @@ __all__ = [
     "EmbeddingError",
     "EmbeddingSet",
     "EmbeddingStore",
+    "GapMetric",
     "GapscopeError",
     "Report",
     "StoreError",

@@ -20,6 +20,7 @@ from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.store import EmbeddingStore
 from gapscope.engine.distributed import process_group_share, sharing
 from gapscope.report.model import Report
+from gapscope.report.run import check_step, check_tags
 
 __all__ = ["analyze"]
 
@@ -40,13 +41,17 @@ def analyze(
     confidence: float = 0.95,
     progress: Progress | None = None,
     distributed: bool = False,
+    step: int | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> Report:
     """Analyse the embedding space of every pair of modalities in ``source``.
 
     Args:
         source: an :class:`~gapscope.data.store.EmbeddingStore` or its path; an
             :class:`~gapscope.data.embedding_set.EmbeddingSet`; or a mapping
-            ``{"image": array, "text": array}`` of raw embeddings paired row by row.
+            ``{"image": array, "text": array}`` of raw embeddings paired row by row: numpy
+            arrays, or torch tensors (float16/32/64 or bfloat16, on any device; a GPU tensor
+            is multiplied on its GPU when ``device`` is that GPU).
         metrics: families to compute (``gap, cosine, alignment, cone, uniformity, mir,
             retrieval, diagnostics, whatif``); default all.
         k: the K of recall@K.
@@ -75,6 +80,10 @@ def analyze(
             world-size-th block; see :mod:`gapscope.engine.distributed`). Every process must
             call ``analyze`` with the same source and options, and every process gets the
             report a single process would give, byte for byte.
+        step: the training step the embeddings were taken at (an integer >= 0), recorded in
+            the report's ``run`` section and in every flat output (``step``).
+        tags: ``key -> value`` labels (``{"lr": "3e-4"}``), recorded the same way
+            (``tag.<key>``); see :mod:`gapscope.report.run`.
 
     Returns:
         The :class:`~gapscope.report.model.Report`.
@@ -83,6 +92,7 @@ def analyze(
         GapscopeError: bad input (its subclasses name the problem), e.g. NaN rows, fewer than
             two modalities, dims that differ.
     """
+    step, tags = check_step(step), check_tags(tags)  # refused before the analysis, not after
     options = AnalysisOptions.parse(
         metrics=metrics,
         k=k,
@@ -97,6 +107,8 @@ def analyze(
         confidence=confidence,
     )
     if not distributed:
-        return Report.from_analysis(run_analysis(source, options, progress=progress))
+        analysis = run_analysis(source, options, progress=progress)
+        return Report.from_analysis(analysis, step=step, tags=tags)
     with sharing(process_group_share()):
-        return Report.from_analysis(run_analysis(source, options, progress=progress))
+        analysis = run_analysis(source, options, progress=progress)
+        return Report.from_analysis(analysis, step=step, tags=tags)

@@ -2,8 +2,8 @@
 when one is missing.
 
 The core install (``pip install gapscope``) analyses, checks and diffs; extraction, audio,
-plots and the separability diagnostic need an extra each. A feature that needs one calls
-:func:`require`, which imports the package or raises a
+plots, the separability diagnostic and each experiment tracker need an extra each. A feature
+that needs one calls :func:`require`, which imports the package or raises a
 :class:`~gapscope.errors.MissingDependencyError` naming the extra to install.
 """
 
@@ -27,11 +27,23 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib": ("matplotlib", "plot"),
     "sklearn": ("scikit-learn", "diagnostics"),
     "umap": ("umap-learn", "umap"),
+    "pyarrow": ("pyarrow", "parquet"),
+    "mlflow": ("mlflow-skinny", "mlflow"),
+    "sqlalchemy": ("sqlalchemy", "mlflow"),
+    "alembic": ("alembic", "mlflow"),
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "lightning": ("lightning", "lightning"),
+    "accelerate": ("accelerate", "huggingface"),
+    "webdataset": ("webdataset", "webdataset"),
+    "datasets": ("datasets", "hf-datasets"),
 }
 
 
-def require(module: str, purpose: str) -> ModuleType:
-    """Import ``module`` for ``purpose`` (a few words, e.g. "the separability diagnostic").
+def require(module: str, purpose: str, *, extra: str | None = None) -> ModuleType:
+    """Import ``module`` for ``purpose`` (a few words, e.g. "the separability diagnostic");
+    ``extra`` names the extra to install instead of ``EXTRAS``' (for a package that several
+    extras bring).
 
     Raises:
         MissingDependencyError: the module is not installed; the message names the package
@@ -43,7 +55,8 @@ def require(module: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        package, extra = EXTRAS.get(module, (module, None))
+        package, listed = EXTRAS.get(module, (module, None))
+        extra = extra or listed
         how = f"pip install 'gapscope[{extra}]'" if extra else f"pip install {package}"
         raise MissingDependencyError(
             f"{package}, needed for {purpose}, is not installed: {how}"

@@ -48,7 +48,54 @@ def build_corpus(root: Path) -> Path:
     _media(root / "media")
     _shards(root / "shards", root / "media")
     _checkpoints(root / "weights", payload)
+    _clip_retrieval(root / "clip")
+    _datasets(root / "datasets")
     return root
+
+
+def _datasets(folder: Path) -> None:
+    """webdataset shards (one good, one truncated) and a saved Hugging Face DatasetDict."""
+    from dataset_testkit import write_hf_images, write_shards
+
+    folder.mkdir(parents=True)
+    data = write_shards(folder, shards=1, per_shard=2)
+    good = data.shards[0].read_bytes()
+    (folder / "shards" / "truncated.tar").write_bytes(good[: len(good) // 3])
+    write_hf_images(folder, rows=2)
+
+
+def _clip_retrieval(folder: Path) -> None:
+    """clip-retrieval output folders (img_emb/, text_emb/, metadata/), broken in one place."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def good(root: Path, parts: int = 2, rows: int = 4) -> None:
+        rng = np.random.default_rng(3)
+        for sub in ("img_emb", "text_emb", "metadata"):
+            (root / sub).mkdir(parents=True)
+        for i in range(parts):
+            for sub in ("img_emb", "text_emb"):
+                np.save(root / sub / f"{sub}_{i}.npy", rng.normal(size=(rows, 8)).astype("<f2"))
+            table = pa.table({"caption": [f"c{r}" for r in range(rows)], "key": list("abcd")})
+            pq.write_table(table, root / "metadata" / f"metadata_{i}.parquet")
+
+    broken = {
+        "image_only": lambda r: shutil.rmtree(r / "text_emb"),
+        "rows_differ": lambda r: np.save(r / "text_emb" / "text_emb_0.npy", np.ones((3, 8), "<f2")),
+        "dims_differ": lambda r: np.save(r / "text_emb" / "text_emb_1.npy", np.ones((4, 6), "<f2")),
+        "part_missing": lambda r: (r / "text_emb" / "text_emb_1.npy").unlink(),
+        "metadata_rows": lambda r: pq.write_table(
+            pa.table({"caption": ["x"]}), r / "metadata" / "metadata_0.parquet"
+        ),
+        "metadata_garbage": lambda r: (r / "metadata" / "metadata_1.parquet").write_text("no"),
+        "object_npy": lambda r: np.save(
+            r / "img_emb" / "img_emb_0.npy", np.array([[None] * 8] * 4, dtype=object)
+        ),
+    }
+    good(folder / "good")
+    for name, breaker in broken.items():
+        good(folder / name)
+        breaker(folder / name)
 
 
 def _arrays(folder: Path, payload: Payload) -> None:

@@ -36,6 +36,7 @@ class Case:
     fragment: str  # a piece of the one stderr line that names the problem
     code: int = 2
     xfail: str | None = None  # the reason, for a case waiting on a change outside the CLI
+    stdin: str | bytes | None = None  # what the command reads on standard input
 
 
 def usage_cases() -> dict[str, Case]:
@@ -357,6 +358,62 @@ def report_cases() -> dict[str, Case]:
     return cases
 
 
+def stdin_cases() -> dict[str, Case]:
+    """``check -``: the report on standard input, checked as a file is."""
+    dash = "check - --baseline reports/good.json"
+    stdin = "report (standard input)"
+    return {
+        "check-stdin-empty": Case(dash, f"{stdin} is not a JSON report (it is empty)", stdin=""),
+        "check-stdin-garbage": Case(dash, f"{stdin} is not a JSON report", stdin="garbage"),
+        "check-stdin-binary": Case(dash, "not a JSON report ('utf-8' codec", stdin=b"\xff\x00"),
+        "check-stdin-nan": Case(dash, "NaN is not a JSON number", stdin='{"gap": NaN}'),
+        "check-stdin-schema": Case(
+            dash,
+            f"{stdin} lacks the required field",
+            stdin='{"schema": "gapscope.report/2"}',
+        ),
+        "check-stdin-v3": Case(
+            dash, "has schema 'gapscope.report/3'", stdin='{"schema": "gapscope.report/3"}'
+        ),
+        "check-stdin-twice": Case("check - --baseline -", "cannot both be read from standard"),
+        "check-stdin-with-seed": Case(
+            f"{dash} --seed 1", "--seed applies when analysing a store or arrays", stdin="{}"
+        ),
+    }
+
+
+def update_baseline_cases() -> dict[str, Case]:
+    """``check --update-baseline``: targets it cannot write are refused before any work, and
+    a report that fails the gate is not promoted (the corpus stays as it was)."""
+    good = "check reports/good.json"
+    return {
+        "check-update-no-baseline": Case(f"{good} --update-baseline", "needs --baseline PATH"),
+        "check-update-baseline-folder": Case(
+            f"{good} --baseline reports --update-baseline", "--baseline reports is a folder"
+        ),
+        "check-update-baseline-under-file": Case(
+            f"{good} --baseline reports/good.json/b.json --update-baseline",
+            "reports/good.json is a file, not a folder",
+        ),
+        "check-update-baseline-stdin": Case(
+            f"{good} --baseline - --update-baseline", "standard input (-) cannot be written"
+        ),
+        "check-update-baseline-store": Case(
+            f"{good} --baseline stores/good --update-baseline", "stores/good is a folder"
+        ),
+        "check-update-baseline-broken": Case(
+            f"{good} --baseline reports/pairs_list.json --update-baseline",
+            "baseline reports/pairs_list.json: pairs: expected an object",
+        ),
+        "check-force-alone": Case(
+            f"{good} --baseline reports/good.json --force", "--force applies with --update-baseline"
+        ),
+        "check-update-refused": Case(
+            "check reports/worse.json --baseline reports/good.json --update-baseline", "", 1
+        ),
+    }
+
+
 def check_cases() -> dict[str, Case]:
     """check's own options and settings; and the exit codes of a pass and a regression."""
     good = "check reports/good.json --baseline reports/good.json"
@@ -413,6 +470,9 @@ def check_cases() -> dict[str, Case]:
             f"{good} --config configs/significant_str.toml", "significant must be true or false"
         ),
         "check-config-unknown-key": Case(f"{good} --config configs/unknown_key.toml", "tolerence"),
+        "check-json-folder": Case(f"{good} --json reports", "--json reports is a folder"),
+        **stdin_cases(),
+        **update_baseline_cases(),
         "diff-format-xml": Case(
             "diff reports/good.json reports/good.json -f xml", "unknown format 'xml'"
         ),
@@ -426,6 +486,7 @@ def check_cases() -> dict[str, Case]:
 def extract_cases() -> dict[str, Case]:
     """extract's folders, captions files, models, checkpoints and options; merge and demo."""
     run = "extract --images media/images -o new --model gapscope-tiny-vit --device cpu -q"
+    tiny = "-o new -q --model gapscope-tiny-vit"
     captions = {
         "unterminated.csv": "line 3: a quoted field runs to line",
         "extra_fields.csv": "line 2 has 3 fields but the header has 2",
@@ -463,6 +524,46 @@ def extract_cases() -> dict[str, Case]:
     cases.update(
         {
             "extract-no-folder": Case("extract -o new -q", "give --images DIR or --audio DIR"),
+            "extract-webdataset-no-match": Case(
+                f"extract --webdataset 'datasets/shards/{{00005..00009}}.tar' {tiny}",
+                "datasets/shards/00005.tar: no such shard file",
+            ),
+            "extract-webdataset-glob-no-match": Case(
+                f"extract --webdataset 'datasets/none/*.tar' {tiny}", "no shard matches"
+            ),
+            "extract-webdataset-truncated": Case(
+                f"extract --webdataset datasets/shards/truncated.tar {tiny}",
+                "datasets/shards/truncated.tar: not a readable tar file",
+            ),
+            "extract-webdataset-and-images": Case(
+                f"extract --webdataset datasets/shards/00000.tar --images media/images {tiny}",
+                "give one input, not --images and --webdataset",
+            ),
+            "extract-webdataset-with-captions": Case(
+                "extract --webdataset datasets/shards/00000.tar --captions media/captions.csv "
+                + tiny,
+                "--captions does not apply to --webdataset",
+            ),
+            "extract-hf-missing-column": Case(
+                f"extract --hf-dataset datasets/hf --split train --image-column picture {tiny}",
+                "--image-column picture: no such column in datasets/hf (columns: image (Image)",
+            ),
+            "extract-hf-missing-split": Case(
+                f"extract --hf-dataset datasets/hf --split validation --image-column image {tiny}",
+                "--split validation: no such split in datasets/hf (splits: test, train)",
+            ),
+            "extract-hf-no-split": Case(
+                f"extract --hf-dataset datasets/hf --image-column image {tiny}",
+                "holds the splits test, train: choose one with --split",
+            ),
+            "extract-hf-not-a-dataset": Case(
+                f"extract --hf-dataset media/images --image-column image {tiny}",
+                "not a dataset saved with save_to_disk",
+            ),
+            "extract-hf-column-on-folder": Case(
+                f"extract --images media/images --text-column caption {tiny}",
+                "--text-column does not apply to --images",
+            ),
             "extract-both-folders": Case(
                 "extract --images media/images --audio media/images -o new -q", "not both"
             ),
@@ -478,6 +579,19 @@ def extract_cases() -> dict[str, Case]:
             "extract-encoder-clap-images": Case(
                 "extract --images media/images -o new -q --encoder clap --model gapscope-tiny-clap",
                 "cannot encode image",
+            ),
+            "extract-encoder-hf-no-model": Case(
+                "extract --images media/images -o new -q --encoder hf",
+                "--encoder hf needs --model",
+            ),
+            "extract-encoder-hf-not-a-model": Case(
+                "extract --images media/images -o new -q --encoder hf --model media/images",
+                "--model media/images: no config.json in it",
+            ),
+            "extract-encoder-hf-pretrained": Case(
+                "extract --images media/images -o new -q --encoder hf --model media/images "
+                "--pretrained weights/random.pt",
+                "--pretrained cannot be combined with --encoder hf",
             ),
             "extract-model-unknown": Case(
                 "extract --images media/images -o new -q --model ViT-Q-99",
@@ -580,6 +694,34 @@ ALL_CASES = {
 }
 
 
+def import_cases() -> dict[str, Case]:
+    """clip-retrieval folders given to import and to analyze."""
+    run = "import clip/{} -o imported -q"
+    cases = {
+        "import-no-arguments": Case("import", "no arguments given (see gapscope import --help)"),
+        "import-no-output": Case("import clip/good", "missing option --output"),
+        "import-missing-folder": Case(run.format("missing"), "needs both img_emb/ and text_emb/"),
+        "import-into-a-store": Case("import clip/good -o stores/good -q", "stores/good"),
+        "import-into-a-file": Case("import clip/good -o stores/a_file -q", "stores/a_file"),
+    }
+    broken = {
+        "image_only": "needs both img_emb/ and text_emb/ parts to pair (found img_emb/)",
+        "rows_differ": "partition 0 has image 4, text 3 rows",
+        "dims_differ": "embeddings of different dimensions [6, 8]",
+        "part_missing": "partition 1 has no text_emb/ part",
+        "metadata_rows": "1 metadata rows for 4 embeddings",
+        "metadata_garbage": "not a readable Parquet table",
+        "object_npy": "not a readable .npy array",
+    }
+    for name, fragment in broken.items():
+        cases[f"import-{name}"] = Case(run.format(name), fragment)
+        cases[f"analyze-clip-{name}"] = Case(f"analyze clip/{name} -q", fragment)
+    return cases
+
+
+ALL_CASES.update(import_cases())
+
+
 def _params() -> list:
     return [
         pytest.param(
@@ -622,7 +764,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def run_case(case: Case):
-    return runner.invoke(app, shlex.split(case.args))
+    return runner.invoke(app, shlex.split(case.args), input=case.stdin)
 
 
 # The snapshot after one case is the one before the next (a case that changes the corpus
@@ -650,7 +792,7 @@ def test_bad_input(case: Case, in_corpus: Path):
 
 
 def test_the_corpus_covers_every_command():
-    commands = {"analyze", "info", "check", "diff", "plot", "extract", "merge", "demo"}
+    commands = {"analyze", "info", "check", "diff", "plot", "extract", "merge", "demo", "import"}
     counts = {c: sum(case.args.split()[:1] == [c] for case in ALL_CASES.values()) for c in commands}
     assert all(n >= 3 for n in counts.values()), counts
     assert len(ALL_CASES) >= 150, len(ALL_CASES)

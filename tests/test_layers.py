@@ -1,7 +1,7 @@
 """The layers only point down, and the folder layout shows them (docs/architecture.md):
 
-    errors, _version, extras  ->  data  ->  engine  ->  metrics  ->  analysis  ->  report
-        ->  api  ->  gate  ->  cli
+    errors, _version, extras  ->  data  ->  engine  ->  metrics  ->  losses  ->  analysis
+        ->  report  ->  api  ->  integrations  ->  gate  ->  cli
 
 A module may import its own layer and the layers below it, never one above. ``extract``
 produces stores beside the analysis stack: it uses data and the engine's device choice and
@@ -18,7 +18,19 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gapscope"
-ORDER = ["base", "data", "engine", "metrics", "analysis", "report", "api", "gate", "cli"]
+ORDER = [
+    "base",
+    "data",
+    "engine",
+    "metrics",
+    "losses",
+    "analysis",
+    "report",
+    "api",
+    "integrations",
+    "gate",
+    "cli",
+]
 BASE = {"errors", "_version", "extras"}
 
 EXTRACT_ENGINE = ("gapscope.engine.devices", "gapscope.engine.distributed")

@@ -27,6 +27,7 @@ import torch
 from gapscope.analysis import keys as K
 from gapscope.analysis.families import FAMILIES
 from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.data.weights import random_init_seed
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.moments import UnitSums, unit_scatter, unit_sums
 from gapscope.engine.normalization import row_norms
@@ -274,7 +275,7 @@ class AnalysisContext:
         return {
             K.SOURCE: data.source,
             K.FINGERPRINT: data.fingerprint(),
-            K.MODEL: data.model,
+            K.MODEL: _model_section(data.model),
             K.MODALITIES_SECTION: {
                 m: {
                     K.ROWS: int(self.raw[m].shape[0]),
@@ -384,6 +385,14 @@ class AnalysisContext:
 
     def has_cross_pass(self, a: str, b: str) -> bool:
         return (a, b) in self._cross
+
+
+def _model_section(encoder: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The store's encoder description, with whether its weights were random (never silent:
+    every view of the report says so)."""
+    if encoder is None:
+        return None
+    return {**encoder, K.RANDOM_WEIGHTS: random_init_seed(encoder) is not None}
 
 
 def _raw_norm_mean(raw: Embeddings, chunk: int = 65536) -> float:

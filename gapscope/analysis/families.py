@@ -362,8 +362,9 @@ def _mir(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
     from gapscope.metrics.mir import modality_integration_rate, rounding_band
 
     # MIR scales by the text modality's norms ("text-centric"); with no text in the pair, by
-    # the second modality's.
-    x_name, y_name = (b, a) if a == "text" else (a, b)
+    # the first modality's (image before audio, known names before others).
+    y_name = "text" if "text" in (a, b) else a
+    x_name = b if y_name == a else a
     r = modality_integration_rate(ctx.raw[x_name], ctx.raw[y_name])
     sides = (
         (x_name, r.outlier_step_skipped_x, r.norm_spread_x, r.rounding_x),
@@ -426,6 +427,8 @@ def recall_entry(result: RetrievalResult, relevance: str | None = None) -> dict[
     """The report entry of one retrieval direction; intra-modal ones (``relevance`` given)
     also carry mAP, R-precision and what relevance was."""
     entry: dict[str, Any] = {K.recall_key(k): v for k, v in result.recall.items()}
+    entry[K.MEAN_RANK.name] = result.mean_rank
+    entry[K.MEDIAN_RANK.name] = result.median_rank
     entry[K.N_QUERIES.name] = result.n_queries
     entry[K.N_SKIPPED.name] = result.n_skipped
     if relevance is not None:
@@ -501,7 +504,17 @@ def _intra_vs_cross(scope: RowScope) -> str | None:
 RETRIEVAL = Family(
     "retrieval",
     "retrieval",
-    (K.RECALL, K.RECALL_AT, K.MAP, K.R_PRECISION, K.N_QUERIES, K.N_SKIPPED, K.RELEVANCE),
+    (
+        K.RECALL,
+        K.RECALL_AT,
+        K.MEAN_RANK,
+        K.MEDIAN_RANK,
+        K.MAP,
+        K.R_PRECISION,
+        K.N_QUERIES,
+        K.N_SKIPPED,
+        K.RELEVANCE,
+    ),
     modality=_intra,
     pair=_cross,
     intervals=_recall_intervals,

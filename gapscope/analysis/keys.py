@@ -20,6 +20,7 @@ This module imports nothing heavy: the gate reads it without loading torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "recall_key",
     "scenario_key",
     "se_key",
+    "tracker_key",
 ]
 
 HIGHER = "higher"
@@ -95,6 +97,8 @@ RECALL = Key("recall", None, "retrieval entries by direction, 'q->k'")
 RECALL_AT = Key("R@K", HIGHER, "share of queries with a relevant key in their top K")
 MAP = Key("mAP", HIGHER, "mean average precision (intra-modal)")
 R_PRECISION = Key("R-precision", HIGHER, "precision in the top R, R relevant rows (intra)")
+MEAN_RANK = Key("mean_rank", LOWER, "mean rank of the best positive, from 1 (open_clip)")
+MEDIAN_RANK = Key("median_rank", LOWER, "floor(median rank of the best positive) + 1")
 N_QUERIES = Key("n_queries", None, "queries evaluated")
 N_SKIPPED = Key("n_skipped", None, "queries without a relevant key, left out")
 RELEVANCE = Key("relevance", None, "'labels' or 'groups': what intra-modal relevance is")
@@ -147,6 +151,7 @@ PAIRS_SECTION = "pairs"
 TUPLES_SECTION = "tuples"
 NOTES_SECTION = "notes"
 DIRECTIONS_SECTION = "directions"
+RUN_SECTION = "run"
 #: The top-level keys of a report, and its three sections of metrics.
 SECTIONS = (
     SCHEMA_FIELD,
@@ -158,6 +163,7 @@ SECTIONS = (
     TUPLES_SECTION,
     NOTES_SECTION,
     DIRECTIONS_SECTION,
+    RUN_SECTION,
 )
 METRIC_SECTIONS = (MODALITIES_SECTION, PAIRS_SECTION, TUPLES_SECTION)
 
@@ -171,11 +177,14 @@ DTYPE = "dtype"
 RAW_NORM_MEAN = "raw_norm_mean"
 NORMALIZED_BY_ENCODER = "normalized_by_encoder"
 HAS_LABELS = "has_labels"
+#: ``input.model.random_weights``: the encoder's weights were drawn at random, not trained.
+RANDOM_WEIGHTS = "random_weights"
 #: The keys of ``input`` and of each ``input.modalities.<m>``.
 INPUT = (
     SOURCE,
     FINGERPRINT,
     MODEL,
+    RANDOM_WEIGHTS,
     ROWS,
     DIM,
     DTYPE,
@@ -210,6 +219,17 @@ PARAMS = (
     P_CONFIDENCE,
     P_BLOCK_SIZE,
 )
+
+# ------------------------------------------------------------------ run
+# The run a report belongs to: which training step, which checkpoint, which labels. In flat
+# outputs (``--format flat``, CSV) the run fields are the keys without a ``/``: ``step``,
+# ``checkpoint`` and ``tag.<key>`` a tag.
+STEP = "step"
+TAGS = "tags"
+CHECKPOINT = "checkpoint"
+TAG_PREFIX = "tag."
+#: The keys of ``run``.
+RUN = (STEP, TAGS, CHECKPOINT)
 
 #: Every key, in report order.
 KEYS: tuple[Key, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Key))
@@ -270,6 +290,34 @@ def metric_leaf(flat_key: str) -> str:
     'R@5'
     """
     return flat_key.rsplit("/", 1)[-1]
+
+
+def tracker_key(flat_key: str) -> str:
+    """The spelling of a flat report key that every experiment tracker takes.
+
+    MLflow refuses metric names with characters other than letters, digits, ``_``, ``-``,
+    ``.``, ``/`` and space (``image-text/recall/image->text/R@5`` is an invalid name), so the
+    flat outputs (``Report.to_flat()``, ``--format flat``, CSV) and the trackers use this
+    spelling, while the JSON report keeps its own key paths. Two characters of the report's
+    vocabulary are out: a retrieval direction's ``->`` becomes ``_to_`` and the ``@`` of
+    ``R@K`` is dropped; any other character outside ``A-Z a-z 0-9 _ - . /`` (none in this
+    version's keys) becomes ``_``. Pair and tuple names keep their ``-``: modality names hold
+    no ``-``, so ``image-text`` still names its two modalities whatever they are called
+    (``depth_map-text``), and the mapping is one to one over the keys a report writes (the two
+    directions under a pair differ, and no other key is ``R`` and digits).
+
+    >>> tracker_key("image-text/recall/image->text/R@5")
+    'image-text/recall/image_to_text/R5'
+    >>> tracker_key("image/recall/image->image/R-precision_ci/low")
+    'image/recall/image_to_image/R-precision_ci/low'
+    >>> tracker_key("image-text/whatif/shift_0.5/gap")
+    'image-text/whatif/shift_0.5/gap'
+    """
+    spelled = flat_key.replace("->", "_to_").replace("@", "")
+    return _NOT_TRACKER_SAFE.sub("_", spelled)
+
+
+_NOT_TRACKER_SAFE = re.compile(r"[^A-Za-z0-9_./-]")
 
 
 def direction_of(leaf: str, directions: dict[str, str] | None = None) -> str | None:

@@ -18,6 +18,7 @@ from gapscope.analysis.bootstrap import IntervalPlan, attach_intervals, interval
 from gapscope.analysis.context import AnalysisContext, AnalysisOptions, Progress
 from gapscope.analysis.families import FAMILIES, RETRIEVAL, UNIFORMITY, Family, families_for
 from gapscope.analysis.keys import DIRECTIONS
+from gapscope.analysis.readings import read_random_weights
 from gapscope.analysis.result import Analysis
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.store import EmbeddingStore
@@ -57,6 +58,9 @@ def run_analysis(
     options = options if options is not None else AnalysisOptions.parse()
     ctx = AnalysisContext(as_embedding_set(source), options, progress)
     families = families_for(options.metrics)
+    random_weights = read_random_weights(ctx.data.model)
+    if random_weights is not None:
+        ctx.note(random_weights)
     if ctx.sampled:
         ctx.note(
             f"uniformity and retrieval are estimates from {options.sample} random queries a "

@@ -41,7 +41,9 @@ def _make_app() -> Any:
     from gapscope.cli.diff import diff_command
     from gapscope.cli.errors import OneLineUsageGroup
     from gapscope.cli.extract import extract_command
+    from gapscope.cli.import_folder import import_command
     from gapscope.cli.info import info_command
+    from gapscope.cli.log import log_command
     from gapscope.cli.merge import merge_command
     from gapscope.cli.plot import plot_command
 
@@ -80,8 +82,10 @@ def _make_app() -> Any:
     app.command("diff")(diff_command)
     app.command("extract", no_args_is_help=True)(extract_command)
     app.command("merge", no_args_is_help=True)(merge_command)
+    app.command("import", no_args_is_help=True)(import_command)
     app.command("demo")(demo_command)
     app.command("plot")(plot_command)
+    app.command("log", no_args_is_help=True)(log_command)
     return app
 
 

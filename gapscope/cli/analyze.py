@@ -7,20 +7,39 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from gapscope.cli import options as opt
 from gapscope.cli.errors import handle_errors
-from gapscope.cli.output import analyse_with_status, check_output_paths, write_output
+from gapscope.cli.output import (
+    analyse_with_status,
+    check_output_paths,
+    write_output,
+    write_rendered,
+)
 
 __all__ = ["analyze_command", "embedding_source"]
 
 
-def embedding_source(store: Path | None, files: dict[str, Path | None], labels: Path | None) -> Any:
-    """The EmbeddingSet of a store folder or of --image/--text/--audio arrays."""
-    from gapscope.data.embedding_set import open_source
+def embedding_source(
+    store: Path | None,
+    files: dict[str, Path | None],
+    labels: list[str] | None,
+    *,
+    verify: bool = False,
+    modality: list[str] | None = None,
+    groups: list[str] | None = None,
+) -> Any:
+    """The EmbeddingSet of a store folder, or of --image/--text/--audio and --modality
+    NAME=PATH arrays (with --groups and --labels)."""
+    from gapscope.data.embedding_set import named_paths, open_source
+    from gapscope.errors import GapscopeError
 
-    return open_source(store, files, labels)
+    given: dict[str, Any] = {m: p for m, p in files.items() if p is not None}
+    for name, path in named_paths(modality or [], "--modality").items():
+        if name in given:
+            raise GapscopeError(f"--modality: {name} is given twice")
+        given[name] = path
+    return open_source(store, given, labels or None, verify=verify, groups=groups or None)
 
 
 @handle_errors
@@ -30,6 +49,8 @@ def analyze_command(
     text: opt.Text = None,
     audio: opt.Audio = None,
     labels: opt.Labels = None,
+    modality: opt.Modality = None,
+    groups: opt.Groups = None,
     metrics: opt.Metrics = "all",
     k: opt.Kvalues = "1,5,10",
     seed: opt.Seed = 0,
@@ -39,6 +60,8 @@ def analyze_command(
     precision: opt.Precision = "fp32",
     bootstrap: opt.Bootstrap = None,
     confidence: opt.Confidence = 0.95,
+    step: opt.Step = None,
+    tag: opt.Tags = None,
     html: Annotated[
         Path | None,
         typer.Option(
@@ -56,11 +79,12 @@ def analyze_command(
         Path | None, typer.Option("--json", help="Also write the JSON report to this file.")
     ] = None,
     quiet: opt.Quiet = False,
+    verify: opt.Verify = False,
 ) -> None:
     """Compute the modality gap, cone, uniformity, alignment, MIR and retrieval recall.
 
-    With --bootstrap B every metric but MIR gets a percentile interval (value [low, high]
-    in the table, "<metric>_ci": [low, high] in JSON) from B resamples of groups.
+    With --bootstrap B every metric but MIR gets a percentile interval (value \\[low, high]
+    in the table, "<metric>_ci": \\[low, high] in JSON) from B resamples of groups.
 
     Example:
 
@@ -73,13 +97,28 @@ def analyze_command(
         gapscope analyze examples/example-store --html report.html
 
         gapscope analyze --image img.npy --text txt.npy --device cuda --precision bf16
+
+        gapscope analyze --modality video=vid.npy --modality text=cap.parquet:embedding
+        --groups video=vid_ids.npy --groups text=cap.parquet:video_id
+
+        gapscope analyze examples/example-store --step 1000 --tag lr=3e-4 -f csv -o m.csv
     """
     from gapscope.engine.distributed import launcher_rank, process_group
     from gapscope.report.formats import FORMATS, render_text
+    from gapscope.report.run import check_step, parse_tags
 
     opt.check_choice(fmt, FORMATS, "format")
+    check_step(step)
+    tags = parse_tags(tag)
     check_output_paths(output=output, json=json_path, html=html)
-    source = embedding_source(store, {"image": image, "text": text, "audio": audio}, labels)
+    source = embedding_source(
+        store,
+        {"image": image, "text": text, "audio": audio},
+        labels,
+        verify=verify,
+        modality=modality,
+        groups=groups,
+    )
     options: dict[str, Any] = dict(
         metrics=metrics,
         k=k,
@@ -89,6 +128,8 @@ def analyze_command(
         bootstrap=bootstrap,
         confidence=confidence,
         precision=precision,
+        step=step,
+        tags=tags,
     )
     info = launcher_rank()
     if info is None:
@@ -110,13 +151,6 @@ def analyze_command(
     if fmt == "table":
         from gapscope.report.terminal import render_report
 
-        if output is not None:
-            import io
-
-            buffer = io.StringIO()
-            render_report(report, Console(file=buffer, width=120))
-            write_output(buffer.getvalue(), output)
-        else:
-            render_report(report, Console())
+        write_rendered(lambda console: render_report(report, console), output)
     else:
         write_output(render_text(report, fmt), output)

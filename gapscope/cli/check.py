@@ -1,8 +1,14 @@
-"""``gapscope check``: the CI gate. Exit 0 pass, 1 regression, 2 bad input."""
+"""``gapscope check``: the CI gate. Exit 0 pass, 1 regression, 2 bad input.
+
+The report comes from a file, from standard input (``-``, ``/dev/stdin``, a pipe), or from a
+store or arrays analysed first. ``--update-baseline`` makes the report the new baseline when
+it passes the gate (``--force``: even when it does not), written atomically.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,9 +25,13 @@ from gapscope.cli.output import (
 )
 from gapscope.errors import GapscopeError
 
-__all__ = ["CHECK_FORMATS", "check_command"]
+__all__ = ["CHECK_FORMATS", "STDIN", "check_command"]
 
 CHECK_FORMATS = ("table", "json")
+#: The report argument that reads the report from standard input.
+STDIN = "-"
+# Paths that name a stream rather than a file: /dev/stdin, /dev/fd/N, /proc/self/fd/N.
+_STREAM_FOLDERS = ("/dev/", "/proc/")
 
 
 @handle_errors
@@ -29,13 +39,18 @@ def check_command(
     source: Annotated[
         Path | None,
         typer.Argument(
-            help="A JSON report, or a store folder to analyse first (with the "
-            "baseline's parameters)."
+            help="A JSON report (- reads it from standard input), or a store folder to "
+            "analyse first (with the baseline's parameters)."
         ),
     ] = None,
     baseline: Annotated[
         Path | None,
-        typer.Option("--baseline", "-b", help="The last good report (JSON) to compare with."),
+        typer.Option(
+            "--baseline",
+            "-b",
+            help="The last good report (JSON) to compare with; with --update-baseline, the "
+            "file the new baseline is written to.",
+        ),
     ] = None,
     tolerance: Annotated[
         list[str] | None,
@@ -44,8 +59,10 @@ def check_command(
             "-t",
             metavar="METRIC=VALUE",
             help="How far METRIC may move in its bad direction: absolute (gap=0.02) or relative "
-            "to the baseline (R@1=5%). METRIC is a flat key, a leaf name or a glob. "
-            "Repeatable; default 0.",
+            "to the baseline (R@1=5%). METRIC is a flat key, a leaf name or a glob, in the "
+            "report's spelling (image-text/recall/text->image/R@1, R@1) or the flat output's "
+            "(image-text/recall/text_to_image/R1, R1). Repeatable. Any tolerance replaces the "
+            "default gate: then a metric no pattern selects has tolerance 0.",
         ),
     ] = None,
     threshold: Annotated[
@@ -61,7 +78,8 @@ def check_command(
         bool | None,
         typer.Option(
             "--significant/--no-significant",
-            help="Count a change only when the reports' bootstrap intervals do not overlap.",
+            help="Count a change only when the reports' bootstrap intervals do not overlap "
+            "(default: the default gate does so where both reports have intervals).",
             show_default=False,
         ),
     ] = None,
@@ -76,6 +94,10 @@ def check_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the --format output to this file.")
     ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the check document (JSON) to this file."),
+    ] = None,
     junit: Annotated[
         Path | None,
         typer.Option(help="Also write JUnit XML (one test case a metric) to this file."),
@@ -84,6 +106,21 @@ def check_command(
         Path | None,
         typer.Option(help="When analysing a store or arrays, also write the report (JSON) here."),
     ] = None,
+    update_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--update-baseline",
+            help="When the check passes, write the report to --baseline as the new baseline "
+            "(atomically; the first baseline when none exists yet).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --update-baseline: write it even though the check fails (exit 0).",
+        ),
+    ] = False,
     image: opt.PanelImage = None,
     text: opt.PanelText = None,
     audio: opt.PanelAudio = None,
@@ -100,33 +137,46 @@ def check_command(
 ) -> None:
     """Gate a report on a baseline and thresholds: exit 0 pass, 1 regression, 2 bad input.
 
-    Every metric with a good direction (gap: lower, recall: higher, ...) is compared with the
-    baseline and regresses when it moves in its bad direction by more than its tolerance.
-    Settings come from --config, ./gapscope.toml or \\[tool.gapscope.check] in
-    ./pyproject.toml, then from the options. JUnit XML with --junit; GitHub Actions
-    annotations when GITHUB_ACTIONS=true. A store (or arrays) is analysed first, with the
-    baseline's parameters unless the analysis options say otherwise.
+    Without tolerances, the default gate: the gap, the cosines, alignment, uniformity and
+    retrieval fail the check when they get worse beyond their bootstrap intervals (when both
+    reports have them) or their default tolerance (gap, cosines, retrieval 0.02; alignment,
+    uniformity 0.04); the other metrics are tracked, not gated. With tolerances, every metric
+    with a good direction is gated by its tolerance. Settings come from --config,
+    ./gapscope.toml or \\[tool.gapscope.check] in ./pyproject.toml, then from the options.
+    JUnit XML with --junit; GitHub Actions annotations when GITHUB_ACTIONS=true. A store (or
+    arrays) is analysed first, with the baseline's parameters unless the analysis options
+    say otherwise. --update-baseline writes the report as the new baseline when it passes.
 
     Example:
+
+        gapscope check report.json --baseline baseline.json
+
+        gapscope analyze store/ -f json | gapscope check - --baseline baseline.json
 
         gapscope check report.json --baseline baseline.json -t gap=0.02 -t R@1=5%
 
         gapscope check store/ --baseline baseline.json --significant --junit gate.xml
 
+        gapscope check report.json --baseline baseline.json --update-baseline
+
         gapscope check report.json --threshold 'image-text/gap<=0.9' --format json
     """
     from gapscope.gate.check import check_report
     from gapscope.gate.config import load_check_config
-    from gapscope.gate.reports import load_report
     from gapscope.gate.rules import parse_threshold, parse_tolerance_option
 
     opt.check_choice(fmt, CHECK_FORMATS, "format")
-    check_output_paths(output=output, junit=junit, save_report=save_report)
+    _check_streams(source, baseline)
+    if update_baseline or force:
+        _check_promotion_target(baseline, update_baseline)
+    check_output_paths(output=output, json=json_path, junit=junit, save_report=save_report)
     settings = load_check_config(config)
     tolerances = list(settings.tolerances) + [parse_tolerance_option(t) for t in tolerance or []]
     thresholds = list(settings.thresholds) + [parse_threshold(t) for t in threshold or []]
     significant = settings.significant if significant is None else significant
-    base = load_report(baseline, "baseline") if baseline is not None else None
+    # With --update-baseline a missing baseline is the first one: nothing to compare with.
+    first = update_baseline and baseline is not None and not baseline.exists()
+    base = _read_report(baseline, "baseline") if baseline is not None and not first else None
     files = {"image": image, "text": text, "audio": audio}
     # The analysis options, by their flags; those given replace the baseline's parameters.
     flags = {
@@ -148,19 +198,119 @@ def check_command(
         device=device,
         block_size=block_size,
     )
-    result = check_report(
-        report, base, tolerances=tolerances, thresholds=thresholds, significant=bool(significant)
-    )
-    _emit(result, fmt, output, junit)
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    result = None
+    if base is not None or thresholds or not first:
+        result = check_report(
+            report,
+            base,
+            tolerances=tolerances,
+            thresholds=thresholds,
+            significant=significant,
+            config=settings.source,
+        )
+        _emit(result, fmt, output, json_path, junit)
+    code = 0 if result is None else result.exit_code
+    if update_baseline:
+        assert baseline is not None  # _check_promotion_target
+        to_stderr = fmt == "json" and (output is None or str(output) == STDIN)
+        code = _promote(report, base, result, baseline, force=force, to_stderr=to_stderr)
+    if code:
+        raise typer.Exit(code)
+
+
+def _is_report_path(source: Path) -> bool:
+    """Whether ``source`` names a JSON report to read (a ``.json`` file, standard input, a
+    stream such as ``/dev/stdin`` or a FIFO) rather than a store or a file to refuse."""
+    text = str(source)
+    if text == STDIN or source.suffix.lower() == ".json":
+        return True
+    if source.is_dir():  # a store, wherever it lies (/dev/shm/store too)
+        return False
+    return text.startswith(_STREAM_FOLDERS) or (source.exists() and not source.is_file())
+
+
+def _check_streams(source: Path | None, baseline: Path | None) -> None:
+    if source is not None and baseline is not None and str(source) == str(baseline) == STDIN:
+        raise GapscopeError(
+            "the report and --baseline cannot both be read from standard input (-); give one "
+            "of them as a file"
+        )
+
+
+def _read_report(path: Path, role: str) -> Any:
+    """A report from a file, or from standard input when ``path`` is ``-``."""
+    from gapscope.gate.reports import STDIN_NAME, load_report, parse_report
+
+    if str(path) != STDIN:
+        return load_report(path, role)
+    stream = sys.stdin
+    if stream is None:
+        raise GapscopeError(f"{role} -: there is no standard input to read the report from")
+    if stream.isatty():
+        raise GapscopeError(
+            f"{role} -: standard input is a terminal; pipe a report into it, e.g. gapscope "
+            "analyze STORE -f json | gapscope check - --baseline BASELINE.json"
+        )
+    buffer = getattr(stream, "buffer", None)
+    return parse_report(buffer.read() if buffer is not None else stream.read(), STDIN_NAME, role)
+
+
+def _check_promotion_target(baseline: Path | None, update_baseline: bool) -> None:
+    """Refuse, before any work, an --update-baseline that could not write its baseline."""
+    if not update_baseline:
+        raise GapscopeError("--force applies with --update-baseline only")
+    if baseline is None:
+        raise GapscopeError(
+            "--update-baseline needs --baseline PATH: the file the new baseline is written to"
+        )
+    if str(baseline) == STDIN:
+        raise GapscopeError(
+            "--update-baseline writes the file given by --baseline; standard input (-) cannot "
+            "be written"
+        )
+    check_output_paths(baseline=baseline)
+    folder = next((p for p in baseline.absolute().parents if p.exists()), None)
+    if folder is not None and not baseline.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise GapscopeError(f"--baseline {baseline}: the folder {folder} is not writable")
+
+
+def _promote(
+    report: Any, base: Any, result: Any, path: Path, *, force: bool, to_stderr: bool
+) -> int:
+    """Write ``report`` to ``path`` as the new baseline (atomically; written through for a
+    device), recording its checkpoint in its ``run``; or refuse when it fails the gate and
+    ``force`` is not given. Returns the exit code."""
+    failed = result is not None and not result.passed
+    if failed and not force:
+        typer.echo(
+            f"baseline {path} not updated: the report fails the gate; fix the regression, or "
+            "give --force to make it the baseline all the same",
+            err=to_stderr,
+        )
+        return result.exit_code
+    if report.run is None:  # a report written before reports had one: name its checkpoint
+        report.run = report.run_info.to_dict()
+    write_output(report.to_json(), path)
+    now = _run_text(report.run_info)
+    if base is None:
+        message = f"baseline {path} written (the first): checkpoint {now}"
+    else:
+        message = f"baseline {path} updated: checkpoint {now}, was {_run_text(base.run_info)}"
+    if failed:
+        message += " (--force: accepted although it fails the gate)"
+    typer.echo(message, err=to_stderr)
+    return 0
+
+
+def _run_text(run: Any) -> str:
+    return run.checkpoint + (f" (step {run.step})" if run.step is not None else "")
 
 
 def _current_report(
     source: Path | None,
     base: Any,
     files: dict[str, Path | None],
-    labels: Path | None,
+    labels: list[str] | None,
     flags: dict[str, Any],
     save_report: Path | None,
     quiet: bool,
@@ -168,15 +318,14 @@ def _current_report(
 ) -> Any:
     """The report to gate: read from JSON, or analysed from a store or arrays."""
     from gapscope.gate.check import baseline_analysis_params
-    from gapscope.gate.reports import load_report
 
-    if source is not None and source.suffix.lower() == ".json":
+    if source is not None and _is_report_path(source):
         given = [
             flag
             for flag, v in {
                 **{f"--{m}": path for m, path in files.items()},
                 **flags,
-                "--labels": labels,
+                "--labels": labels or None,
                 "--save-report": save_report,
             }.items()
             if v is not None
@@ -185,7 +334,7 @@ def _current_report(
             raise GapscopeError(
                 f"{given[0]} applies when analysing a store or arrays, not to the report {source}"
             )
-        return load_report(source, "report")
+        return _read_report(source, "report")
     if source is None and not any(files.values()):
         raise GapscopeError(
             "give a report (.json), a store folder, or --image/--text/--audio arrays to check"
@@ -200,7 +349,9 @@ def _current_report(
     return report
 
 
-def _emit(result: Any, fmt: str, output: Path | None, junit: Path | None) -> None:
+def _emit(
+    result: Any, fmt: str, output: Path | None, json_path: Path | None, junit: Path | None
+) -> None:
     from gapscope.gate.outputs import github_annotations, render_check, to_junit_xml
 
     if fmt == "json":
@@ -209,6 +360,8 @@ def _emit(result: Any, fmt: str, output: Path | None, junit: Path | None) -> Non
             typer.echo(f"warning: {warning}", err=True)
     else:
         write_rendered(lambda console: render_check(result, console), output)
+    if json_path is not None:
+        write_output(result.to_json(), json_path)
     if junit is not None:
         write_output(to_junit_xml(result), junit)
     if os.environ.get("GITHUB_ACTIONS") == "true":

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gapscope.cli.errors import handle_errors
-from gapscope.cli.output import check_output_paths
+from gapscope.cli.output import check_output_paths, write_rendered
 from gapscope.errors import GapscopeError
 
 __all__ = ["demo_command"]
@@ -53,4 +53,7 @@ def demo_command(
         if existing is not None and not existing.is_dir():
             raise GapscopeError(f"--out {out}: {existing} is a file, not a folder")
     check_output_paths(json=json_path)
-    run_demo(out, json_path=json_path, quiet=quiet)
+    # Through write_rendered: a CI log gets the width of COLUMNS, else a fixed wide one.
+    write_rendered(
+        lambda console: run_demo(out, json_path=json_path, quiet=quiet, console=console), None
+    )

@@ -4,7 +4,9 @@ Exit codes: 0 ok; 1 a check found a regression; 2 bad usage or bad input (a
 :class:`~gapscope.errors.GapscopeError`, an operating-system error such as a missing or
 unwritable path, or a usage error of the option parser); 3 a crash (a bug in gapscope or in a
 library it calls: one line naming the exception and the file that holds its traceback; the
-traceback on stderr instead when ``GAPSCOPE_TRACEBACK=1``); 130 interrupted.
+traceback on stderr instead when ``GAPSCOPE_TRACEBACK=1``); 130 interrupted; 141 the reader of
+standard output went away (``gapscope analyze --help | head -1``): the command ends quietly,
+with the status of a process that SIGPIPE ended, as other command-line tools do.
 
 CI tells these apart by the code alone, so none of them may print a traceback or a multi-line
 panel: a usage error of the option parser is rewritten into one line here too
@@ -14,7 +16,9 @@ panel: a usage error of the option parser is rewritten into one line here too
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import io
 import os
 import re
 import sys
@@ -32,13 +36,16 @@ from gapscope.errors import GapscopeError
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_BROKEN_PIPE",
     "EXIT_CRASH",
     "EXIT_INTERRUPTED",
     "EXIT_REGRESSION",
     "OneLineUsageGroup",
+    "closed_output",
     "fail",
     "handle_errors",
     "report_crash",
+    "route_broken_pipes",
     "usage_message",
     "write_crash_file",
 ]
@@ -48,6 +55,8 @@ EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
 EXIT_CRASH = 3
 EXIT_INTERRUPTED = 130
+#: 128 + SIGPIPE: what a shell reports for a tool whose output pipe was closed.
+EXIT_BROKEN_PIPE = 141
 #: Set to 1 to see the traceback of a crash instead of its one line.
 TRACEBACK_VARIABLE = "GAPSCOPE_TRACEBACK"
 #: What Ctrl-C prints when the command has nothing more specific to say.
@@ -73,6 +82,41 @@ def fail(message: str) -> typer.Exit:
     """Print ``Error: message`` on one line to stderr and return the exit-2 exception to raise."""
     typer.echo(f"Error: {one_line(message)}", err=True)
     return typer.Exit(EXIT_BAD_INPUT)
+
+
+def closed_output() -> int:
+    """Standard output's reader went away (``| head -1``): end quietly, exit 141.
+
+    Python ignores SIGPIPE, so writing to a closed pipe raises ``BrokenPipeError`` instead of
+    ending the process as it ends other tools. What is left in the output buffers would raise
+    it again when the interpreter flushes them on exit, so standard output is pointed at
+    ``os.devnull`` first (the approach of Python's documentation, "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # no file descriptor behind stdout (tests capture it): nothing to protect
+    return EXIT_BROKEN_PIPE
+
+
+def _raise_broken_pipe(console: Any) -> None:
+    if not getattr(console, "quiet", False):
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def route_broken_pipes() -> None:
+    """Have rich raise ``BrokenPipeError`` on a closed output, like every other write.
+
+    rich's ``Console.on_broken_pipe`` (its documented hook for this) exits with status 1 by
+    default, the status ``gapscope check`` gives a regression; raised instead, the error
+    reaches :func:`handle_errors` (or the command group, for ``--help``), which ends quietly
+    with 141 (:func:`closed_output`). Applies to every console, typer's help included.
+    """
+    from rich.console import Console
+
+    Console.on_broken_pipe = _raise_broken_pipe  # type: ignore[method-assign, assignment]
 
 
 def _describe(exc: OSError) -> str:
@@ -132,6 +176,8 @@ def handle_errors(func: F | None = None, *, interrupted: str = INTERRUPTED) -> A
                 return inner(*args, **kwargs)
             except GapscopeError as exc:
                 raise fail(str(exc)) from None
+            except BrokenPipeError:
+                raise typer.Exit(closed_output()) from None
             except OSError as exc:
                 raise fail(_describe(exc)) from None
             except KeyboardInterrupt:
@@ -232,6 +278,8 @@ def _one_line_errors(ctx: Any = None) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo(INTERRUPTED, err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BrokenPipeError:  # --help into a closed pipe
+        raise typer.Exit(closed_output()) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:
@@ -260,6 +308,7 @@ class OneLineUsageGroup(TyperGroup):
     one line on stderr, and exits 2."""
 
     def make_context(self, info_name: str | None, args: list[str], *a: Any, **kw: Any) -> Any:
+        route_broken_pipes()
         with _one_line_errors():
             return super().make_context(info_name, args, *a, **kw)
 

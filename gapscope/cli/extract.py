@@ -38,16 +38,45 @@ def extract_command(
     captions: Annotated[
         Path | None, typer.Option(help="CSV, TSV or JSONL file of (file, caption) rows.")
     ] = None,
+    webdataset: Annotated[
+        str | None,
+        typer.Option(
+            help="webdataset tar shards in img2dataset's layout (key.jpg, key.txt): a path, "
+            "glob or brace pattern, quoted ('shards/{00000..00009}.tar')."
+        ),
+    ] = None,
+    hf_dataset: Annotated[
+        Path | None,
+        typer.Option(help="A Hugging Face dataset saved with save_to_disk (name its columns)."),
+    ] = None,
+    image_column: Annotated[
+        str | None, typer.Option(help="--hf-dataset: the image column.")
+    ] = None,
+    audio_column: Annotated[
+        str | None, typer.Option(help="--hf-dataset: the audio column.")
+    ] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(help="--hf-dataset: the caption column (a string or a list of strings)."),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="--hf-dataset: the split to read (needed when there are several)."),
+    ] = None,
     encoder: Annotated[
         str | None,
-        typer.Option(help="open_clip or clap (default: open_clip for images, clap for audio)."),
+        typer.Option(
+            help="open_clip, clap, hf (transformers CLIP, SigLIP or CLAP) or an installed "
+            "plugin's name (default: open_clip for images, clap for audio)."
+        ),
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(
             help="open_clip architecture (ViT-B-32, "
             "hf-hub:..., gapscope-tiny-vit) or CLAP hub name "
-            "/ local folder (gapscope-tiny-clap)."
+            "/ local folder (gapscope-tiny-clap); with --encoder hf, a hub name "
+            "(openai/clip-vit-base-patch32) or a save_pretrained folder."
         ),
     ] = None,
     pretrained: Annotated[
@@ -90,7 +119,8 @@ def extract_command(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Extract embeddings of an image or audio folder and its captions into a store.
+    """Extract embeddings of an image or audio folder and its captions, webdataset shards or
+    a saved Hugging Face dataset into a store.
 
     Unreadable files are skipped and listed. Run the same command again to resume.
     One extract at a time writes a store: a second one into it stops with the first one's pid.
@@ -106,6 +136,13 @@ def extract_command(
         gapscope extract --images demo/data/images --model gapscope-tiny-vit -o s/
 
         gapscope extract --images photos/ --pretrained vit-b-32.pt -o store/
+
+        gapscope extract --images photos/ --encoder hf --model openai/clip-vit-base-patch32 -o s/
+
+        gapscope extract --webdataset 'shards/{00000..00009}.tar' --model ViT-B-32 -o s/
+
+        gapscope extract --hf-dataset saved/ --split train --image-column image
+        --text-column caption -o s/
     """
     from rich.console import Console
 
@@ -131,6 +168,12 @@ def extract_command(
         quiet=quiet,
         file_column=file_column,
         caption_column=caption_column,
+        webdataset=webdataset,
+        hf_dataset=hf_dataset,
+        image_column=image_column,
+        audio_column=audio_column,
+        text_column=text_column,
+        split=split,
     )
     rank = torchrun_rank()
     if rank is not None:
@@ -143,7 +186,25 @@ def extract_command(
             highlight=False,
             soft_wrap=True,
         )
+        _warn_random_weights(summary.encoder)
         return
     else:
         summary = extract(out, **options)
     print_summary(summary, Console())
+    _warn_random_weights(summary.encoder)
+
+
+def _warn_random_weights(encoder: dict[str, Any]) -> None:
+    """One line on stderr when the encoder got random weights (the seed it recorded), for
+    any model but the bundled tiny ones, random by design. After the extraction, so that a
+    failing one still says one line only; the summary's note says it on stdout too."""
+    from gapscope.data.weights import encoder_name, random_init_seed
+    from gapscope.extract.tiny_models import TINY_CLAP, TINY_OPEN_CLIP
+
+    seed, name = random_init_seed(encoder), encoder_name(encoder) or "the encoder"
+    if seed is not None and name not in (TINY_OPEN_CLIP, TINY_CLAP):
+        typer.echo(
+            f"warning: {name} got random weights (seed {seed}; no --pretrained), so its "
+            "embeddings carry no meaning: give --pretrained a hub tag or a checkpoint file",
+            err=True,
+        )

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from gapscope.cli.errors import handle_errors
+from gapscope.cli.output import write_rendered
 
 __all__ = ["info_command"]
 
@@ -22,22 +25,31 @@ def info_command(
 ) -> None:
     """Show what a store holds: modalities, rows, dims, dtypes, encoder, dataset; validates it.
 
+    A store extracted without pretrained weights (no --pretrained) says so in a line of its
+    own: its embeddings come from a random network.
+
     Example:
 
         gapscope info examples/example-store
     """
-    from rich.table import Table
-
     from gapscope.data.store import EmbeddingStore
 
     s = EmbeddingStore.open(store)
     if as_json:
         typer.echo(json.dumps(s.manifest, indent=2, sort_keys=True))
         return
-    console = Console()
-    table = Table(title=f"[bold]{s.path}[/bold]", title_justify="left")
+    write_rendered(lambda console: _render_info(s, console), None)
+
+
+def _render_info(s: Any, console: Console) -> None:
+    """The modality table, the encoder (random weights called out) and the skipped files."""
+    from rich.table import Table
+
+    from gapscope.data.weights import encoder_name, random_init_seed
+
+    table = Table(title=f"[bold]{escape(str(s.path))}[/bold]", title_justify="left")
     for col in ("modality", "rows", "dim", "dtype", "groups", "labels", "normalised"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for m in s.modalities:
         inf = s.info(m)
         labels_ = s.labels(m)
@@ -59,6 +71,17 @@ def info_command(
                 f"{k}={v}"
                 for k, v in sorted(enc.items())
                 if v is not None and not isinstance(v, dict)
+            ),
+            markup=False,
+            highlight=False,
+        )
+    seed = random_init_seed(s.encoder)
+    if seed is not None:
+        console.print(
+            Text.assemble(
+                ("random weights: ", "bold red"),
+                f"{encoder_name(s.encoder) or 'the encoder'} was not pretrained (random init, "
+                f"seed {seed}; extracted without --pretrained): its embeddings carry no meaning",
             )
         )
     skipped = s.manifest.get("skipped") or []

@@ -31,7 +31,9 @@ __all__ = [
     "Quiet",
     "Sample",
     "Seed",
+    "Step",
     "StoreArgument",
+    "Tags",
     "Text",
     "check_choice",
 ]
@@ -49,8 +51,29 @@ Image = Annotated[
 Text = Annotated[Path | None, typer.Option(help="Text embeddings.")]
 Audio = Annotated[Path | None, typer.Option(help="Audio embeddings.")]
 Labels = Annotated[
-    Path | None,
-    typer.Option(help="Per-row class labels (.npy), the ground truth of intra-modal retrieval."),
+    list[str] | None,
+    typer.Option(
+        help="Class labels, the ground truth of intra-modal retrieval: PATH (one a row, shared "
+        "by every modality) or NAME=PATH (one modality's; repeat for each). .npy, .pt, "
+        ".safetensors or FILE.parquet:COLUMN."
+    ),
+]
+Modality = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--modality",
+        help="NAME=PATH: the embeddings of a modality of any name (video, depth, speech, ...) "
+        "from .npy, .pt, .safetensors or FILE.parquet:COLUMN (a list column); repeat for each.",
+    ),
+]
+Groups = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--groups",
+        help="NAME=PATH: one group a row of that modality; rows of different modalities with "
+        "equal groups are pairs (five captions an image), so row counts may differ. For "
+        "every modality or none; repeat for each.",
+    ),
 ]
 Metrics = Annotated[
     str | None,
@@ -87,7 +110,34 @@ Bootstrap = Annotated[
     ),
 ]
 Confidence = Annotated[float | None, typer.Option(help="Coverage of the --bootstrap intervals.")]
+Step = Annotated[
+    int | None,
+    typer.Option(
+        help="The training step of the checkpoint, recorded in the report (run.step) and in "
+        "the flat and CSV outputs; gapscope log logs the report at it.",
+        show_default=False,
+    ),
+]
+Tags = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        metavar="KEY=VALUE",
+        help="A label recorded in the report (run.tags) and in the flat and CSV outputs "
+        "(tag.KEY), e.g. --tag lr=3e-4. Repeatable.",
+        show_default=False,
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")]
+Verify = Annotated[
+    bool,
+    typer.Option(
+        "--verify",
+        help="Hash a store's embeddings again and check them against the fingerprint its "
+        "manifest caches (by default the cache is trusted while each file keeps its size and "
+        "modification time).",
+    ),
+]
 
 
 def in_panel(option: Any, panel: str = ANALYSIS_PANEL) -> Any:

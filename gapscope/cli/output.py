@@ -14,10 +14,18 @@ from rich.console import Console
 from gapscope.data.atomic import atomic_write_text, is_gapscope_temp
 from gapscope.errors import GapscopeError
 
-__all__ = ["analyse_with_status", "check_output_paths", "write_output", "write_rendered"]
+__all__ = [
+    "FILE_WIDTH",
+    "analyse_with_status",
+    "check_output_paths",
+    "rendered_width",
+    "write_output",
+    "write_rendered",
+]
 
-# Rendered tables written to a file or a non-terminal: wide enough for a CI log.
-_FILE_WIDTH = 140
+# Rendered tables written to a file or a non-terminal (a CI log) when COLUMNS is not set:
+# wide enough for a check table on one line a metric.
+FILE_WIDTH = 140
 
 
 def check_output_paths(**paths: Path | None) -> None:
@@ -61,18 +69,30 @@ def write_output(text: str, path: Path | None) -> None:
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
-def write_rendered(render: Callable[[Console], None], path: Path | None) -> None:
-    """Render rich output to stdout, or to a file (plain text, 140 columns, atomically)."""
+def write_rendered(render: Callable[[Console], object], path: Path | None) -> None:
+    """Render rich output to stdout, or to a file (plain text, atomically).
+
+    Width: a terminal's own; otherwise (a pipe, a CI log, a file) ``COLUMNS`` when it is set,
+    else :data:`FILE_WIDTH`. Colour only on a terminal, and never when ``NO_COLOR`` is set
+    (rich's rules).
+    """
     if path is None or str(path) == "-":
         console = Console()
-        if not console.is_terminal and "COLUMNS" not in os.environ:
-            # CI logs are not terminals; rich would wrap them at 80 columns.
-            console.width = _FILE_WIDTH
+        if not console.is_terminal:
+            # Not a terminal: rich would fall back to 80 columns; COLUMNS wins when set.
+            console.width = rendered_width()
         render(console)
         return
     buffer = io.StringIO()
-    render(Console(file=buffer, width=_FILE_WIDTH))
+    render(Console(file=buffer, width=rendered_width()))
     write_output(buffer.getvalue(), path)
+
+
+def rendered_width() -> int:
+    """The width of rendered tables that go to no terminal: ``COLUMNS`` when it is a
+    positive number, else :data:`FILE_WIDTH`."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    return int(columns) if columns.isdigit() and int(columns) > 0 else FILE_WIDTH
 
 
 def analyse_with_status(source: Any, quiet: bool, **options: Any) -> Any:

@@ -23,7 +23,7 @@ def run_plot(
     image: Path | None = None,
     text: Path | None = None,
     audio: Path | None = None,
-    labels: Path | None = None,
+    labels: list[str] | None = None,
     points: int = 1000,
     links: int = 50,
     sample: int | None = 2000,

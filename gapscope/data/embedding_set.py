@@ -8,7 +8,7 @@ labels, and where the rows came from.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from gapscope.data.store import MODALITIES, EmbeddingStore, fingerprint_arrays
+from gapscope.data.clip_retrieval import is_clip_retrieval_folder, read_folder
+from gapscope.data.store import (
+    MODALITIES,
+    EmbeddingStore,
+    check_modality_name,
+    fingerprint_arrays,
+)
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.extras import require
 
-ARRAY_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
+ARRAY_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors", ".parquet:COLUMN")
 
 
 @dataclass
@@ -28,7 +34,8 @@ class EmbeddingSet:
     """Raw embeddings of two or more modalities with the groups that pair them.
 
     Attributes:
-        embeddings: modality -> raw rows ``(n, d)`` (float16/32/64; not normalised).
+        embeddings: modality -> raw rows ``(n, d)`` (float16/32/64, or a torch tensor of
+            those or bfloat16 on any device; not normalised).
         groups: modality -> int64 codes; rows of different modalities with equal codes are
             positives.
         labels: modality -> int64 class codes (intra-modal ground truth), or absent.
@@ -36,6 +43,8 @@ class EmbeddingSet:
             unknown, e.g. plain arrays).
         source: a short description of where the rows came from (shown in the report).
         model: the encoder description from a store's manifest, or None.
+        known_fingerprint: the embeddings' sha256 when already known (a store's cached
+            fingerprint), else None: :meth:`fingerprint` hashes the rows.
     """
 
     embeddings: dict[str, Any]
@@ -44,20 +53,33 @@ class EmbeddingSet:
     normalized: dict[str, bool | None] = field(default_factory=dict)
     source: str = "<arrays>"
     model: dict[str, Any] | None = None
+    known_fingerprint: str | None = None
 
     @property
     def modalities(self) -> list[str]:
-        """Modalities in a fixed order: image, text, audio, then any other name as given."""
+        """Modalities in a fixed order: image, text, audio, then other names alphabetically
+        (so the pairs, and the report, do not depend on the order they were given in)."""
         known = [m for m in MODALITIES if m in self.embeddings]
-        return known + [m for m in self.embeddings if m not in MODALITIES]
+        return known + sorted(m for m in self.embeddings if m not in MODALITIES)
 
     def fingerprint(self) -> str:
-        return fingerprint_arrays({m: np.asarray(self.embeddings[m]) for m in self.modalities})
+        """sha256 of the embeddings (:func:`~gapscope.data.store.fingerprint_arrays`); a
+        store's cached value when the rows came from one."""
+        if self.known_fingerprint is not None:
+            return self.known_fingerprint
+        return fingerprint_arrays({m: _host_rows(self.embeddings[m]) for m in self.modalities})
 
     @classmethod
-    def from_store(cls, store: EmbeddingStore | str | os.PathLike[str]) -> EmbeddingSet:
-        """Read an :class:`~gapscope.data.store.EmbeddingStore` (opened and validated if a path)."""
+    def from_store(
+        cls, store: EmbeddingStore | str | os.PathLike[str], *, verify: bool = False
+    ) -> EmbeddingSet:
+        """Read an :class:`~gapscope.data.store.EmbeddingStore` (opened and validated if a
+        path), with its fingerprint (cached, or with ``verify`` hashed again and checked:
+        :meth:`~gapscope.data.store.EmbeddingStore.fingerprint`). A path to a clip-retrieval
+        output folder is read as it is (:meth:`from_clip_retrieval`)."""
         if not isinstance(store, EmbeddingStore):
+            if is_clip_retrieval_folder(store):
+                return cls.from_clip_retrieval(store)
             store = EmbeddingStore.open(store)
         labels = {}
         for m in store.modalities:
@@ -71,6 +93,7 @@ class EmbeddingSet:
             normalized={m: store.info(m).get("normalized") for m in store.modalities},
             source=str(store.path),
             model=store.encoder,
+            known_fingerprint=store.fingerprint(verify=verify),
         )
 
     @classmethod
@@ -78,37 +101,86 @@ class EmbeddingSet:
         cls,
         embeddings: Mapping[str, Any],
         *,
+        groups: Mapping[str, Any] | None = None,
         labels: Any | None = None,
         source: str = "<arrays>",
     ) -> EmbeddingSet:
-        """Plain arrays, row i of every modality paired with row i of the others.
+        """Plain arrays of two or more modalities (any lowercase identifiers: ``image``,
+        ``text``, ``video``, ``depth``, ...).
 
-        ``labels`` (optional, one per row, any hashable values) is shared by every modality and
-        is the ground truth of intra-modal retrieval.
+        Without ``groups``, row i of every modality pairs with row i of the others, so the row
+        counts must agree. ``groups`` (one array a modality, one value a row, any hashable
+        values) pairs rows with equal values instead: five captions an image are five text
+        rows with their image's group. ``labels`` (the ground truth of intra-modal
+        retrieval) is one array shared by every modality when the rows pair one to one, or
+        one array a modality; label values are shared across modalities.
+
+        Raises:
+            GapscopeError: a bad modality name, fewer than two modalities, groups for some
+                modalities only.
+            EmbeddingError: row counts that differ without groups, groups or labels that are
+                not one value a row.
         """
-        unknown = set(embeddings) - set(MODALITIES)
-        if unknown:
-            raise GapscopeError(
-                f"unknown modality {sorted(unknown)[0]!r}: expected {', '.join(MODALITIES)}"
-            )
-        arrays = {m: _as_array(embeddings[m], m) for m in MODALITIES if m in embeddings}
+        for m in embeddings:
+            check_modality_name(m)
+        arrays = {m: _as_array(embeddings[m], m) for m in embeddings}
         if len(arrays) < 2:
             raise GapscopeError("need at least two modalities (e.g. image and text) to compare")
         rows = {m: a.shape[0] for m, a in arrays.items()}
-        if len(set(rows.values())) > 1:
+        if groups is not None:
+            missing = sorted(set(arrays) - set(groups)) or sorted(set(groups) - set(arrays))
+            if missing:
+                raise GapscopeError(
+                    f"groups: give them for every modality or none ({missing[0]!r} differs)"
+                )
+            shared: dict[Any, int] = {}
+            codes = {
+                m: encode_labels(groups[m], rows[m], what=f"{m} groups", codes=shared)
+                for m in arrays
+            }
+        elif len(set(rows.values())) > 1:
             counts = ", ".join(f"{m} has {n}" for m, n in rows.items())
             raise EmbeddingError(
-                f"row counts differ ({counts}): plain arrays pair row i with row i, "
-                "so every modality needs the same number of rows"
+                f"row counts differ ({counts}): plain arrays pair row i with row i, so every "
+                "modality needs the same number of rows (or give groups)"
             )
-        n = next(iter(rows.values()))
-        codes = encode_labels(labels, n) if labels is not None else None
+        else:
+            codes = {m: np.arange(n, dtype=np.int64) for m, n in rows.items()}
+        label_codes: dict[str, np.ndarray] = {}
+        if isinstance(labels, Mapping):
+            names: dict[Any, int] = {}
+            for m, values in labels.items():
+                if m not in arrays:
+                    raise GapscopeError(f"labels: no modality {m!r} to label")
+                label_codes[m] = encode_labels(values, rows[m], what=f"{m} labels", codes=names)
+        elif labels is not None:
+            if len(set(rows.values())) > 1:
+                raise GapscopeError(
+                    "labels: the modalities have different row counts; give labels a modality"
+                )
+            shared_labels = encode_labels(labels, next(iter(rows.values())))
+            label_codes = {m: shared_labels for m in arrays}
         return cls(
             embeddings=arrays,
-            groups={m: np.arange(n, dtype=np.int64) for m in arrays},
-            labels={m: codes for m in arrays} if codes is not None else {},
+            groups=codes,
+            labels=label_codes,
             normalized={m: None for m in arrays},
             source=source,
+        )
+
+    @classmethod
+    def from_clip_retrieval(cls, path: str | os.PathLike[str]) -> EmbeddingSet:
+        """Read a clip-retrieval output folder (``img_emb/``, ``text_emb/``, ``metadata/``;
+        see :mod:`gapscope.data.clip_retrieval`): row r of a partition's image and text parts
+        is one sample, so they pair row by row. The partitions are read into memory when
+        there are several (``gapscope import`` writes a store that is memory-mapped)."""
+        folder = read_folder(path)
+        n = sum(folder.rows)
+        return cls(
+            embeddings={m: folder.embeddings(m) for m in folder.modalities},
+            groups={m: np.arange(n, dtype=np.int64) for m in folder.modalities},
+            normalized={m: None for m in folder.modalities},
+            source=str(folder.path),
         )
 
     @classmethod
@@ -116,18 +188,38 @@ class EmbeddingSet:
         cls,
         files: Mapping[str, str | os.PathLike[str]],
         *,
-        labels: str | os.PathLike[str] | None = None,
+        labels: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
+        groups: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> EmbeddingSet:
-        """Load plain arrays from ``.npy`` (memory-mapped), ``.pt`` or ``.safetensors`` files."""
+        """Load plain arrays from ``.npy`` (memory-mapped), ``.pt``, ``.safetensors`` or a
+        Parquet column (``FILE.parquet:COLUMN``, a list or fixed-size-list column), with
+        optional ``groups`` and ``labels`` files (one per modality; labels may also be one
+        file shared by every modality): see :meth:`from_arrays`."""
+        if groups is not None and set(groups) != set(files):
+            odd = sorted(set(groups) ^ set(files))[0]
+            raise GapscopeError(f"groups: give them for every modality or none ({odd!r} differs)")
         arrays = {m: load_array(path, m) for m, path in files.items() if path is not None}
-        label_values = load_array(labels, "labels", allow_1d=True) if labels is not None else None
-        source = " ".join(f"{m}={files[m]}" for m in MODALITIES if files.get(m) is not None)
-        return cls.from_arrays(arrays, labels=label_values, source=source)
+        label_values: Any = None
+        if isinstance(labels, Mapping):
+            label_values = {
+                m: load_array(p, f"{m} labels", allow_1d=True) for m, p in labels.items()
+            }
+        elif labels is not None:
+            label_values = load_array(labels, "labels", allow_1d=True)
+        group_values = None
+        if groups is not None:
+            group_values = {
+                m: load_array(p, f"{m} groups", allow_1d=True) for m, p in groups.items()
+            }
+        names = [m for m in MODALITIES if m in files] + sorted(set(files) - set(MODALITIES))
+        source = " ".join(f"{m}={files[m]}" for m in names if files.get(m) is not None)
+        return cls.from_arrays(arrays, groups=group_values, labels=label_values, source=source)
 
 
 def _as_array(value: Any, name: str) -> Any:
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        # Kept as it is (bfloat16, on its GPU): the similarity products read it there.
+        return value.detach()
     if isinstance(value, np.ndarray):
         return value
     try:
@@ -136,12 +228,25 @@ def _as_array(value: Any, name: str) -> Any:
         raise EmbeddingError(f"{name}: cannot read {type(value).__name__} as an array") from None
 
 
-def encode_labels(labels: Any, n: int) -> np.ndarray:
-    """Turn per-row labels of any hashable type into int64 codes (in order of first
-    appearance).
+def _host_rows(rows: Any) -> np.ndarray:
+    """``rows`` as a numpy array on the host; bfloat16 widened (exactly) to float32, as
+    :func:`~gapscope.engine.validation.check_embeddings` does, so a bfloat16 tensor and its
+    float32 copy have one fingerprint."""
+    if isinstance(rows, torch.Tensor):
+        rows = rows.detach().cpu()
+        return (rows.float() if rows.dtype == torch.bfloat16 else rows).numpy()
+    return np.asarray(rows)
+
+
+def encode_labels(
+    labels: Any, n: int, *, what: str = "labels", codes: dict[Any, int] | None = None
+) -> np.ndarray:
+    """Turn per-row labels (or groups) of any hashable type into int64 codes, in order of
+    first appearance; ``codes`` carries the assignment over from another modality, so equal
+    values of two modalities get equal codes.
 
     Raises:
-        EmbeddingError: not one value a row, a NaN label (NaN equals nothing, not even
+        EmbeddingError: not one value a row, a NaN value (NaN equals nothing, not even
             itself, so it would make a class a row) or an unhashable one.
 
     >>> encode_labels(["cat", "dog", "cat"], 3).tolist()
@@ -150,18 +255,18 @@ def encode_labels(labels: Any, n: int) -> np.ndarray:
     values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
     values = np.asarray(values)
     if values.ndim != 1 or values.shape[0] != n:
-        raise EmbeddingError(f"labels: expected {n} values (one a row), got shape {values.shape}")
+        raise EmbeddingError(f"{what}: expected {n} values (one a row), got shape {values.shape}")
     if values.dtype.kind in "fc" and not np.isfinite(values).all():
         row = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise EmbeddingError(f"labels: row {row} is {values[row]}; labels must be finite")
-    codes: dict[Any, int] = {}
+        raise EmbeddingError(f"{what}: row {row} is {values[row]}; values must be finite")
+    codes = {} if codes is None else codes
     out = np.empty(n, dtype=np.int64)
     for row, v in enumerate(values):
         try:
             out[row] = codes.setdefault(v.item() if hasattr(v, "item") else v, len(codes))
         except TypeError:
             raise EmbeddingError(
-                f"labels: row {row} holds a {type(v).__name__}, which cannot be a class label"
+                f"{what}: row {row} holds a {type(v).__name__}, which cannot be a class label"
             ) from None
     return out
 
@@ -180,12 +285,16 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
         GapscopeError: a missing file, an unknown suffix, an unreadable or object array, or
             (``EmbeddingError``) an array that is not ``(rows, dim)``.
     """
-    path = Path(path)
+    path, column = _parquet_column(path)
     if not path.is_file():
         raise GapscopeError(f"{name}: no such file {path}")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".npy":
+        if column is not None:
+            arr = _read_parquet_column(path, column, name, allow_1d)
+        elif suffix == ".parquet":
+            raise GapscopeError(f"{name}: name the column of {path} to read, as {path}:COLUMN")
+        elif suffix == ".npy":
             _refuse_object_npy(path, name)
             arr = np.load(path, mmap_mode=None if allow_1d else "r", allow_pickle=False)
         elif suffix in (".pt", ".pth"):
@@ -210,6 +319,61 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
     if not allow_1d and getattr(arr, "ndim", 0) != 2:
         raise EmbeddingError(f"{name}: {path} holds shape {arr.shape}; expected (rows, dim)")
     return arr
+
+
+def _parquet_column(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``FILE.parquet:COLUMN`` -> ``(FILE.parquet, COLUMN)``; any other path -> ``(path,
+    None)``.
+
+    >>> _parquet_column("emb.parquet:image_embedding")
+    (PosixPath('emb.parquet'), 'image_embedding')
+    """
+    text = os.fspath(path)
+    head, sep, column = text.rpartition(":")
+    if sep and column and head.lower().endswith(".parquet"):
+        return Path(head), column
+    return Path(text), None
+
+
+def _read_parquet_column(path: Path, column: str, name: str, allow_1d: bool) -> np.ndarray:
+    """One column of a Parquet table: a list (or fixed-size list) column of equal-length
+    float lists as ``(rows, dim)``, or with ``allow_1d`` a column of one value a row."""
+    require("pyarrow", "reading Parquet columns", extra="parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = pq.ParquetFile(path).schema_arrow.names
+    if column not in names:
+        raise GapscopeError(f"{name}: {path} has no column {column!r} (it has {', '.join(names)})")
+    values = pq.read_table(path, columns=[column]).column(column).combine_chunks()
+    if values.null_count:
+        raise EmbeddingError(f"{name}: column {column!r} of {path} has {values.null_count} nulls")
+    if (
+        pa.types.is_list(values.type)
+        or pa.types.is_large_list(values.type)
+        or (pa.types.is_fixed_size_list(values.type))
+    ):
+        lengths = np.asarray(pa.compute.list_value_length(values).to_numpy(zero_copy_only=False))
+        if lengths.size and (lengths != lengths[0]).any():
+            row = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise EmbeddingError(
+                f"{name}: column {column!r} of {path}: row {row} has {lengths[row]} values, "
+                f"row 0 has {lengths[0]}"
+            )
+        flat = values.flatten()
+        if not pa.types.is_floating(flat.type):
+            raise EmbeddingError(
+                f"{name}: column {column!r} of {path} holds lists of {flat.type}, not floats"
+            )
+        dim = int(lengths[0]) if lengths.size else 0
+        return np.asarray(flat.to_numpy(zero_copy_only=False)).reshape(len(values), dim)
+    if not allow_1d:
+        raise EmbeddingError(
+            f"{name}: column {column!r} of {path} holds {values.type}, not lists of floats"
+        )
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return np.array(values.to_pylist(), dtype=str)
+    return np.asarray(values.to_numpy(zero_copy_only=False))
 
 
 def _refuse_object_npy(path: Path, name: str) -> None:
@@ -284,20 +448,61 @@ def _pick(obj: Any, name: str, path: Path) -> Any:
 def open_source(
     store: str | os.PathLike[str] | None,
     files: Mapping[str, str | os.PathLike[str] | None],
-    labels: str | os.PathLike[str] | None = None,
+    labels: str | os.PathLike[str] | Sequence[str] | None = None,
+    *,
+    verify: bool = False,
+    groups: Sequence[str] | None = None,
 ) -> EmbeddingSet:
     """The :class:`EmbeddingSet` of a store folder, or of plain array files by modality.
 
-    This is what the commands' ``STORE`` / ``--image --text --audio --labels`` options mean:
-    exactly one of the two must be given, and ``labels`` only goes with arrays.
+    This is what the commands' ``STORE`` / ``--image --text --audio --modality NAME=PATH
+    --groups NAME=PATH --labels`` options mean: a store or arrays, not both; ``labels`` (a
+    path shared by every modality, or ``NAME=PATH`` specs) and ``groups`` (``NAME=PATH``
+    specs, for every modality or none) only go with arrays. ``verify`` re-hashes a store's
+    embeddings against the fingerprint cached in its manifest.
     """
     given = {m: p for m, p in files.items() if p is not None}
     if store is not None and given:
-        raise GapscopeError("give either a store or --image/--text/--audio arrays, not both")
+        raise GapscopeError("give either a store or arrays (--image/--text/--modality), not both")
     if store is None and not given:
-        raise GapscopeError("give a store folder, or at least two of --image, --text, --audio")
-    if store is not None and labels is not None:
-        raise GapscopeError("--labels is for plain arrays; a store keeps labels in its items")
+        raise GapscopeError(
+            "give a store folder, or at least two modalities (--image, --text, --audio, "
+            "--modality NAME=PATH)"
+        )
+    if store is not None and (labels or groups):
+        option = "--labels" if labels else "--groups"
+        raise GapscopeError(f"{option} is for plain arrays; a store keeps them in its items")
     if store is not None:
-        return EmbeddingSet.from_store(store)
-    return EmbeddingSet.from_files(given, labels=labels)
+        return EmbeddingSet.from_store(store, verify=verify)
+    label_spec: Any = labels
+    if labels is not None and not isinstance(labels, str | os.PathLike):
+        specs = list(labels)
+        named = [s for s in specs if "=" in s]
+        if named and len(named) < len(specs):
+            raise GapscopeError("--labels: give one PATH for every modality, or NAME=PATH each")
+        if not named and len(specs) > 1:
+            raise GapscopeError("--labels: one PATH is shared by every modality; give it once")
+        label_spec = named_paths(specs, "--labels") if named else (specs[0] if specs else None)
+    group_spec = named_paths(list(groups), "--groups") if groups else None
+    return EmbeddingSet.from_files(given, labels=label_spec, groups=group_spec)
+
+
+def named_paths(specs: Sequence[str], option: str) -> dict[str, str]:
+    """``["video=v.npy", "text=t.npy"]`` -> ``{"video": "v.npy", "text": "t.npy"}``.
+
+    Raises:
+        GapscopeError: a spec without ``=``, a bad modality name, or a name given twice.
+
+    >>> named_paths(["video=v.npy"], "--modality")
+    {'video': 'v.npy'}
+    """
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise GapscopeError(f"{option}: expected NAME=PATH, got {spec!r}")
+        check_modality_name(name)
+        if name in out:
+            raise GapscopeError(f"{option}: {name} given twice")
+        out[name] = path
+    return out

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -51,12 +52,16 @@ from gapscope.data.atomic import (
     same_file,
     try_lock,
 )
-from gapscope.errors import StoreError
+from gapscope.errors import GapscopeError, StoreError
 
 FORMAT = "gapscope.store"
 FORMAT_VERSION = 1
 MODALITIES = ("image", "text", "audio")
 MANIFEST = "manifest.json"
+#: Size and mtime of each ``.npy`` file when the store was finalised: while they hold, the
+#: manifest's fingerprint is trusted without hashing the embeddings again. Kept out of the
+#: manifest, which stays byte-identical however often a store is written.
+STAMPS = "fingerprint.stamps.json"
 _DTYPES = ("float16", "float32")
 _PARTS = "parts"
 
@@ -78,19 +83,48 @@ def fingerprint_arrays(arrays: Mapping[str, np.ndarray], chunk_rows: int = 65536
     h = hashlib.sha256()
     for name in sorted(arrays, key=_modality_order):
         arr = arrays[name]
-        h.update(f"{name}:{tuple(arr.shape)}:{np.dtype(arr.dtype).str}\n".encode())
+        h.update(_fingerprint_header(name, arr.shape, arr.dtype))
         for start in range(0, arr.shape[0], chunk_rows):
             h.update(np.ascontiguousarray(arr[start : start + chunk_rows]).tobytes())
     return h.hexdigest()
+
+
+def _fingerprint_header(name: str, shape: tuple[int, ...], dtype: Any) -> bytes:
+    return f"{name}:{tuple(shape)}:{np.dtype(dtype).str}\n".encode()
+
+
+def _file_stamp(path: Path) -> dict[str, int]:
+    """What the cached fingerprint is checked against: a file's size and modification time."""
+    st = path.stat()
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 
 def _modality_order(name: str) -> tuple[int, str]:
     return (MODALITIES.index(name), name) if name in MODALITIES else (len(MODALITIES), name)
 
 
+#: What a modality may be called: a lowercase identifier of at most 32 characters. Names
+#: become parts of report keys (``pairs.video-text``, ``video->text``) and file names
+#: (``video.npy``), so ``-``, ``>``, ``/``, ``.`` and capitals are out.
+MODALITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def check_modality_name(name: Any, error: type[GapscopeError] = GapscopeError) -> str:
+    """``name`` if it may name a modality (:data:`MODALITY_NAME`); else ``error`` in one line.
+
+    >>> check_modality_name("video"), check_modality_name("depth_map")
+    ('video', 'depth_map')
+    """
+    if not isinstance(name, str) or MODALITY_NAME.fullmatch(name) is None:
+        raise error(
+            f"modality name {name!r}: use a lowercase identifier (letters, digits, _; at most "
+            "32 characters, starting with a letter), e.g. image, text, audio, video, depth"
+        )
+    return name
+
+
 def _check_modality(modality: str) -> None:
-    if modality not in MODALITIES:
-        raise StoreError(f"unknown modality {modality!r}: expected one of {', '.join(MODALITIES)}")
+    check_modality_name(modality, StoreError)
 
 
 def check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
@@ -108,10 +142,9 @@ def check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
             f"got {_json_type(modalities)}"
         )
     for modality, entry in modalities.items():
-        if modality not in MODALITIES:
+        if not isinstance(modality, str) or MODALITY_NAME.fullmatch(modality) is None:
             raise StoreError(
-                f"{path}: unknown modality {modality!r} in 'modalities' "
-                f"(expected {', '.join(MODALITIES)})"
+                f"{path}: modality {modality!r} in 'modalities' is not a lowercase identifier"
             )
         _check_entry(path, modality, entry)
     for key in ("encoder", "dataset", "extract"):
@@ -119,6 +152,11 @@ def check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
             raise StoreError(f"{path}: {key!r} must be an object, got {_json_type(manifest[key])}")
     if "complete" in manifest and not isinstance(manifest["complete"], bool):
         raise StoreError(f"{path}: 'complete' must be true or false, got {manifest['complete']!r}")
+    cached = manifest.get("fingerprint")
+    if cached is not None and not (
+        isinstance(cached, str) and re.fullmatch("[0-9a-f]{64}", cached) is not None
+    ):
+        raise StoreError(f"{path}: 'fingerprint' must be a sha256 in hex, got {cached!r}")
     skipped = manifest.get("skipped")
     if skipped is not None and not (
         isinstance(skipped, list) and all(isinstance(e, dict) for e in skipped)
@@ -455,11 +493,14 @@ def _discard_staging(paths: StorePaths) -> None:
 
 def _own_names(folder: Path) -> set[str]:
     """Names in a store folder that belong to the store (everything else is the user's)."""
-    names = {MANIFEST, _PARTS}
+    names = {MANIFEST, STAMPS, _PARTS}
     manifest = _read_manifest(folder) or {}
     listed = manifest.get("modalities") if manifest.get("complete") else None
     if not isinstance(listed, dict):  # unfinished: any modality's files may be there
         listed = {m: {} for m in MODALITIES}
+        parts = folder / _PARTS
+        if parts.is_dir():
+            listed |= {p.name: {} for p in parts.iterdir() if p.is_dir()}
     for modality, info in listed.items():
         names |= {f"{modality}.npy", f"{modality}.items.jsonl"}
         if isinstance(info, dict):
@@ -741,6 +782,13 @@ class EmbeddingStore:
             store.close()
         return cls.open(path)
 
+    def _part_modalities(self) -> list[str]:
+        """Modalities with parts written, in the store's order (image, text, audio, then
+        other names alphabetically)."""
+        root = self.path / _PARTS
+        names = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        return sorted((n for n in names if MODALITY_NAME.fullmatch(n)), key=_modality_order)
+
     def _part_dir(self, modality: str) -> Path:
         return self.path / _PARTS / modality
 
@@ -813,10 +861,14 @@ class EmbeddingStore:
         if self.complete:
             raise StoreError(f"{self.path}: store is already finalised")
         modalities = {}
-        for modality in MODALITIES:
+        # The fingerprint of the embeddings (fingerprint_arrays) is hashed from the bytes as
+        # they are written, and cached in the manifest with each file's size and mtime, so
+        # that reading the store never needs to hash it again.
+        digest = hashlib.sha256()
+        for modality in self._part_modalities():
             parts = self._parts(modality)
             if parts:
-                modalities[modality] = self._concatenate(modality, parts)
+                modalities[modality] = self._concatenate(modality, parts, digest)
                 modalities[modality]["normalized"] = bool((normalized or {}).get(modality, False))
         if not modalities:
             raise StoreError(f"{self.path}: nothing to finalise, no rows were written")
@@ -825,13 +877,17 @@ class EmbeddingStore:
             raise StoreError(f"{self.path}: modalities have different dims {sorted(dims)}")
         self.manifest.update(extra)
         self.manifest["modalities"] = modalities
+        self.manifest["fingerprint"] = digest.hexdigest()
+        stamps = {e["file"]: _file_stamp(self.path / e["file"]) for e in modalities.values()}
+        atomic_write_json(self.path / STAMPS, stamps)
         self.manifest["complete"] = True
         atomic_write_json(self.path / MANIFEST, self.manifest)
         _remove_tree(self.path / _PARTS, _PARTS)
         self.swap_in()
 
-    def _concatenate(self, modality: str, parts: list[Path]) -> dict[str, Any]:
-        """Write ``<modality>.npy`` and ``.items.jsonl`` from the parts; their manifest entry."""
+    def _concatenate(self, modality: str, parts: list[Path], digest: Any) -> dict[str, Any]:
+        """Write ``<modality>.npy`` and ``.items.jsonl`` from the parts, feeding the rows'
+        bytes to ``digest`` as :func:`fingerprint_arrays` does; their manifest entry."""
         arrays = [_load_npy(p, mmap=True) for p in parts]
         rows = sum(a.shape[0] for a in arrays)
         dim, dtype = arrays[0].shape[1], arrays[0].dtype
@@ -843,8 +899,11 @@ class EmbeddingStore:
                 "shape": (rows, dim),
             }
             np.lib.format.write_array_header_1_0(fh, header)
+            digest.update(_fingerprint_header(modality, (rows, dim), dtype))
             for a in arrays:
-                fh.write(np.ascontiguousarray(a).tobytes())
+                data = np.ascontiguousarray(a).tobytes()
+                digest.update(data)
+                fh.write(data)
         items_path = self.path / f"{modality}.items.jsonl"
         with AtomicFile(items_path, "w") as out:
             for p in parts:
@@ -961,7 +1020,7 @@ class EmbeddingStore:
 
     @property
     def modalities(self) -> list[str]:
-        """Modalities present, in the order image, text, audio."""
+        """Modalities present, in the order image, text, audio, then others alphabetically."""
         return sorted(self.manifest.get("modalities", {}), key=_modality_order)
 
     @property
@@ -1047,9 +1106,45 @@ class EmbeddingStore:
         self.info(modality)
         return self._encode()[modality]["labels"]
 
-    def fingerprint(self) -> str:
-        """sha256 of the embeddings (see :func:`fingerprint_arrays`)."""
-        return fingerprint_arrays({m: self.embeddings(m) for m in self.modalities})
+    def fingerprint(self, *, verify: bool = False) -> str:
+        """sha256 of the embeddings (see :func:`fingerprint_arrays`).
+
+        A store written by this version keeps it in its manifest (``fingerprint``, hashed
+        from the bytes as they were written) and each ``.npy`` file's size and modification
+        time in :data:`STAMPS`; while those match, the manifest's value is returned without
+        reading the embeddings. A copied store (new mtimes), an older store or
+        ``verify=True`` hashes every byte.
+
+        Raises:
+            StoreError: with ``verify``, bytes that no longer hash to the manifest's value
+                (the files changed after the store was written).
+        """
+        cached = self.manifest.get("fingerprint")
+        if cached is not None and not verify and self._stamps_hold():
+            return str(cached)
+        value = fingerprint_arrays({m: self.embeddings(m) for m in self.modalities})
+        if verify and cached is not None and value != cached:
+            raise StoreError(
+                f"{self.path}: the embeddings no longer match the fingerprint in the manifest "
+                f"(sha256 {value[:12]}..., manifest {str(cached)[:12]}...): the files changed "
+                "after the store was written"
+            )
+        return value
+
+    def _stamps_hold(self) -> bool:
+        """Whether every ``.npy`` file keeps the size and mtime recorded in :data:`STAMPS`
+        when the store was finalised (a missing or unreadable record: no)."""
+        try:
+            stamps = json.loads((self.path / STAMPS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        files = sorted({self.info(m)["file"] for m in self.modalities})
+        if not isinstance(stamps, dict) or sorted(stamps) != files:
+            return False
+        try:
+            return all(_file_stamp(self.path / name) == stamps[name] for name in files)
+        except OSError:
+            return False
 
     def validate(self) -> None:
         """Check every file against the manifest; raise :class:`StoreError` on the first problem."""

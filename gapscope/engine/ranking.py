@@ -57,6 +57,10 @@ class RetrievalResult:
             aligned with ``query_rows``): the query is a hit at K when it is below K.
         average_precision, r_precision_per_query: each evaluated query's AP and R-precision
             (float64, aligned with ``query_rows``; intra-modal only, else ``None``).
+        mean_rank, median_rank: the rank of each query's best positive (first relevant key),
+            counted from 1, averaged and as ``floor(median) + 1`` (open_clip's evaluation:
+            ``preds.mean() + 1`` and ``np.floor(np.median(preds)) + 1`` with ``preds`` the
+            0-based ranks); ``None`` without queries.
     """
 
     recall: dict[int, float | None]
@@ -73,15 +77,19 @@ class RetrievalResult:
     )
     average_precision: np.ndarray | None = field(default=None, compare=False, repr=False)
     r_precision_per_query: np.ndarray | None = field(default=None, compare=False, repr=False)
+    mean_rank: float | None = None
+    median_rank: float | None = None
 
     @property
     def per_query(self) -> dict[str, np.ndarray]:
-        """Each query's own value, keyed ``"R@K"`` (hit indicators 0.0/1.0), ``"mAP"`` and
-        ``"R-precision"`` (intra-modal), float64 arrays aligned with ``query_rows``; every
-        reported mean is the mean of its array. What a bootstrap over queries resamples."""
+        """Each query's own value, keyed ``"R@K"`` (hit indicators 0.0/1.0), ``"mean_rank"``
+        (the rank from 1), ``"mAP"`` and ``"R-precision"`` (intra-modal), float64 arrays
+        aligned with ``query_rows``; every reported mean is the mean of its array. What a
+        bootstrap over queries resamples."""
         values: dict[str, np.ndarray] = {
             f"R@{c}": (self.first_rank < c).astype(np.float64) for c in self.recall
         }
+        values["mean_rank"] = self.first_rank.astype(np.float64) + 1.0
         if self.average_precision is not None and self.r_precision_per_query is not None:
             values["mAP"] = self.average_precision
             values["R-precision"] = self.r_precision_per_query
@@ -372,6 +380,10 @@ def summarize(
         int(c): (int(np.count_nonzero(first_rank < c)) / q if q else None) for c in cutoffs
     }
     means: dict[str, float | None] = {}
+    ranks = np.asarray(first_rank, dtype=np.int64)
+    # Integer ranks: the sum is exact, so the mean does not depend on the order either.
+    means["mean_rank"] = float(int(ranks.sum()) + q) / q if q else None
+    means["median_rank"] = float(math.floor(float(np.median(ranks)))) + 1.0 if q else None
     if average_precision is not None and r_precision is not None:
         # fsum is exactly rounded, so the mean does not depend on the order of the queries.
         means["mAP"] = math.fsum(average_precision) / q if q else None
@@ -386,6 +398,8 @@ def summarize(
         first_rank=np.asarray(first_rank, dtype=np.int64),
         average_precision=average_precision,
         r_precision_per_query=r_precision,
+        mean_rank=means["mean_rank"],
+        median_rank=means["median_rank"],
     )
     if n_eligible_total is None:
         return result
@@ -401,6 +415,8 @@ def summarize(
         first_rank=result.first_rank,
         average_precision=average_precision,
         r_precision_per_query=r_precision,
+        mean_rank=result.mean_rank,
+        median_rank=result.median_rank,
     )
 
 

@@ -81,7 +81,8 @@ class UnitRows:
 
     Args:
         x: the embeddings, already checked (finite, no zero rows); numpy arrays (memory maps
-            welcome) or torch tensors.
+            welcome) or torch tensors. Checked :class:`Embeddings` that came as a tensor on
+            ``device`` (a GPU) are normalised from that tensor, never through the host.
         device: where blocks and products live.
         in_memory: keep one float32 copy (``True``) or normalise blocks on the fly.
         offset: subtract this ``(d,)`` vector from every unit row, then normalise again.
@@ -109,11 +110,11 @@ class UnitRows:
         already_unit: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
+        self.device = torch.device(device or "cpu")
         if isinstance(x, Embeddings):
-            x = x.array
+            x = _source_rows(x, self.device)
         self.source = x
         self.shape: tuple[int, int] = (int(x.shape[0]), int(x.shape[1]))
-        self.device = torch.device(device or "cpu")
         self.chunk_rows = max(1, int(chunk_rows or STREAM_CHUNK_ROWS))
         self.name, self._why = name, why
         self.dtype = dtype
@@ -273,6 +274,26 @@ class UnitRows:
         if self.dtype == torch.float32:
             return unit
         return unit.to(self.dtype).to(self._storage)
+
+
+def _source_rows(x: Embeddings, device: torch.device) -> ArrayLike:
+    """The rows :class:`UnitRows` normalises on ``device``: the caller's tensor when it lives
+    on that GPU already, else the rows on the host (for a CPU tensor these are its own
+    memory, or its exact float32 widening for bfloat16, so CPU tensors and numpy arrays take
+    one path and give the same bits)."""
+    tensor = x.tensor
+    if tensor is not None and _same_gpu(tensor.device, device):
+        return tensor
+    return x.array
+
+
+def _same_gpu(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one CUDA device (``cuda`` means the current one)."""
+    if a.type != "cuda" or b.type != "cuda":
+        return False
+    current = torch.cuda.current_device()
+    first = current if a.index is None else a.index
+    return first == (current if b.index is None else b.index)
 
 
 @contextlib.contextmanager

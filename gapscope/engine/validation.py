@@ -45,16 +45,25 @@ class Embeddings:
     integer-array indexing read the rows; ``np.asarray`` gives the array), and never copies
     it, so a memory map stays on disk.
 
+    Rows given as a torch tensor keep it in ``tensor``: the similarity products read it on
+    its own device (:class:`~gapscope.engine.unit_rows.UnitRows`), so CUDA rows reach them
+    without a trip through the host. ``array`` is then the rows on the host for the O(n d)
+    statistics: a view of a CPU tensor, a copy of a CUDA one, and float32 for bfloat16
+    (which numpy lacks; the widening is exact, so a bfloat16 tensor and its float32 copy give
+    the same report).
+
     Attributes:
-        array: the raw rows (not normalised).
+        array: the raw rows (not normalised), on the host.
         name: the argument or modality name used in error messages.
+        tensor: the caller's tensor (detached, its device and dtype), or ``None`` for arrays.
     """
 
-    __slots__ = ("array", "name")
+    __slots__ = ("array", "name", "tensor")
 
-    def __init__(self, array: np.ndarray, name: str) -> None:
+    def __init__(self, array: np.ndarray, name: str, tensor: torch.Tensor | None = None) -> None:
         self.array = array
         self.name = name
+        self.tensor = tensor
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -139,7 +148,7 @@ def check_embeddings(x: ArrayLike, name: str = "x", *, min_rows: int = 1) -> Emb
         if not nonzero.all():
             row = start + int(np.argmin(nonzero))
             raise EmbeddingError(f"{name}: row {row} is a zero vector (no direction to compare)")
-    return Embeddings(arr, name)
+    return Embeddings(arr, name, x.detach() if isinstance(x, torch.Tensor) else None)
 
 
 def check_same_dim(x: Any, y: Any, names: tuple[str, str] = ("x", "y")) -> None:

@@ -1,4 +1,5 @@
-"""Extracting embeddings: encoders (open_clip image/text, CLAP audio/text), datasets, the
+"""Extracting embeddings: encoders (open_clip image/text, CLAP audio/text, transformers CLIP,
+SigLIP and CLAP models, and plugins through the ``gapscope.encoders`` entry points), datasets, the
 batched, resumable, shardable extraction loop, shard merging and the demo.
 
 >>> from gapscope.extract import extract, merge_stores, load_encoder   # doctest: +SKIP

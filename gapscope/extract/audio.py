@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -31,14 +31,16 @@ def require_scipy() -> Any:
     return require("scipy", "resampling audio")
 
 
-def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Decode an audio file to a mono float32 waveform and its sample rate.
+def read_audio(path: str | os.PathLike[str] | BinaryIO) -> tuple[np.ndarray, int]:
+    """Decode an audio file (a path, or a binary file object: a member of a tar shard, a
+    dataset's cell) to a mono float32 waveform and its sample rate.
 
     Channels are averaged. Raises ``ValueError`` for an empty or non-finite signal (and
     soundfile's own errors for unreadable files), which the extraction reports as skips.
     """
     soundfile = require_soundfile()
-    data, rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+    source = path if hasattr(path, "read") else os.fspath(path)  # type: ignore[arg-type]
+    data, rate = soundfile.read(source, dtype="float32", always_2d=True)
     if data.shape[0] == 0:
         raise ValueError("empty audio (0 samples)")
     wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
@@ -81,7 +83,7 @@ def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
     return np.pad(tiled, (0, length - tiled.shape[0])).astype(np.float32, copy=False)
 
 
-def load_clip(path: str | os.PathLike[str], rate: int, length: int) -> np.ndarray:
+def load_clip(path: str | os.PathLike[str] | BinaryIO, rate: int, length: int) -> np.ndarray:
     """Read, make mono, resample to ``rate`` and fit to ``length`` samples."""
     wave, source_rate = read_audio(path)
     return fit_length(resample(wave, source_rate, rate), length)

@@ -117,7 +117,7 @@ class ClapEncoder(Encoder):
         self.model = model
         fusion = bool(getattr(model.config.audio_config, "enable_fusion", False))
         self._audio = ClapAudioPreprocessor(feature_extractor, "fusion" if fusion else "rand_trunc")
-        self._text = ClapTextPreprocessor(tokenizer, _max_text_tokens(model, tokenizer))
+        self._text = ClapTextPreprocessor(tokenizer, max_text_tokens(model, tokenizer))
 
     def preprocessor(self, modality: str) -> Preprocessor:
         self.check_modality(modality)
@@ -223,7 +223,7 @@ def load_clap(
             "mono": "mean of channels",
             "resampler": "scipy.signal.resample_poly",
             "tokenizer": type(tokenizer).__name__,
-            "max_text_tokens": _max_text_tokens(clap, tokenizer),
+            "max_text_tokens": max_text_tokens(clap, tokenizer),
         },
         "transformers_version": transformers.__version__,
     }
@@ -374,7 +374,8 @@ def _load_processor(source: str, clap: Any) -> tuple[Any, Any, str | None]:
     return feature_extractor, tokenizer, digest
 
 
-def _max_text_tokens(clap: Any, tokenizer: Any) -> int:
+def max_text_tokens(clap: Any, tokenizer: Any) -> int:
+    """The most tokens a caption keeps: the tokenizer's limit within the text tower's."""
     # RoBERTa positions start after the padding index, hence the 2 positions kept back.
     limit = int(clap.config.text_config.max_position_embeddings) - 2
     model_max = getattr(tokenizer, "model_max_length", limit) or limit

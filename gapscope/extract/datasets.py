@@ -1,4 +1,7 @@
-"""What to extract: an image or audio folder and an optional captions file, as ordered rows.
+"""What to extract: an image or audio folder and an optional captions file, as ordered rows;
+or webdataset tar shards (:mod:`gapscope.extract.webdataset_shards`) or a Hugging Face dataset
+saved to disk (:mod:`gapscope.extract.hf_datasets`), whose media rows point into the shards or
+the dataset's Arrow files (:class:`MediaRef`) and are read batch by batch.
 
 - Media files are found recursively (hidden files and folders are ignored) and ordered by
   their relative path, so every run, resume and shard sees the same order. When every file
@@ -20,8 +23,10 @@ text), ``group`` and, when there are labels, ``label``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +40,59 @@ from gapscope.extract.captions import read_captions
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-@dataclass(frozen=True)
+class MediaRef(ABC):
+    """Where one row's media lies inside a container: a member of a tar shard, a cell of a
+    saved dataset. Small and picklable (DataLoader workers get it), it is read only when its
+    batch is decoded, so a dataset is never held in memory beyond the batches in flight.
+
+    :meth:`read` checks the bytes against the sha256 the scan recorded, so a container
+    changed while an extract runs is never encoded under the old identity.
+    """
+
+    __slots__ = ()  # a row of millions: subclasses are slotted dataclasses
+
+    name: str  # what a skip or an error shows, e.g. "00000.tar/000012.jpg"
+    sha256: str  # of the media's bytes, recorded by the scan
+
+    @abstractmethod
+    def _bytes(self) -> bytes:
+        """The media's bytes as stored in the container."""
+
+    def read(self) -> bytes:
+        """The media's bytes, checked against the scan's sha256 (``ValueError`` if changed)."""
+        data = self._bytes()
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ValueError(f"{self.name} changed since the extract started")
+        return data
+
+    def open(self) -> NamedBytes:
+        """A file object of the bytes: the decoders (PIL, soundfile) read it like a file."""
+        return NamedBytes(self.read(), self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NamedBytes(io.BytesIO):
+    """In-memory bytes whose ``repr`` is their name, not an address: decoders put the file
+    object's ``repr`` in their error messages, which become skip reasons, and these must be
+    the same on every run."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.shown_as = name
+
+    def __repr__(self) -> str:
+        return repr(self.shown_as)
+
+
+def open_media(load: str | MediaRef) -> Any:
+    """What a preprocessor reads for a row: a path or a caption as they are, or the bytes of a
+    :class:`MediaRef` as a file object."""
+    return load.open() if isinstance(load, MediaRef) else load
+
+
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """One row to extract (unless its file turns out to be unreadable)."""
 
@@ -43,7 +100,9 @@ class Candidate:
     source: str  # what the store records: the relative path, or the caption text
     group: str
     label: str | None
-    load: str  # what the preprocessor reads: the absolute path, or the caption text
+    # what the preprocessor reads: the absolute path, the caption text, or a MediaRef (a
+    # member of a tar shard, a cell of a saved dataset)
+    load: str | MediaRef
     # sha256 of a media file's bytes ("unreadable: <reason>" when it cannot be read; the
     # decoder then skips it); part of the dataset fingerprint. None for captions.
     content: str | None = None
@@ -80,19 +139,50 @@ def scan_dataset(
     captions: str | os.PathLike[str] | None = None,
     file_column: str | None = None,
     caption_column: str | None = None,
+    webdataset: str | os.PathLike[str] | None = None,
+    hf_dataset: str | os.PathLike[str] | None = None,
+    image_column: str | None = None,
+    text_column: str | None = None,
+    audio_column: str | None = None,
+    split: str | None = None,
 ) -> Dataset:
-    """List the rows to extract from an image folder or an audio folder, and a captions file.
+    """List the rows to extract from one input: an image or audio folder (and a captions
+    file), webdataset tar shards (``webdataset``: a path, glob or brace pattern; see
+    :func:`~gapscope.extract.webdataset_shards.scan_webdataset`), or a Hugging Face dataset
+    saved to disk (``hf_dataset`` with its columns and split; see
+    :func:`~gapscope.extract.hf_datasets.scan_hf_dataset`).
 
     Raises:
-        GapscopeError: no folder, both folders, a folder that is missing or holds no media
-            file, or an unreadable captions file.
+        GapscopeError: no input, two inputs, options of another input, a folder that is
+            missing or holds no media file, or an unreadable captions file, shard or dataset.
     """
-    if images is not None and audio is not None:
-        raise GapscopeError(
-            "give --images or --audio, not both: one extract uses one encoder (run two)"
+    _check_one_input(
+        images=images,
+        audio=audio,
+        captions=captions,
+        file_column=file_column,
+        caption_column=caption_column,
+        webdataset=webdataset,
+        hf_dataset=hf_dataset,
+        image_column=image_column,
+        text_column=text_column,
+        audio_column=audio_column,
+        split=split,
+    )
+    if webdataset is not None:
+        from gapscope.extract.webdataset_shards import scan_webdataset
+
+        return scan_webdataset(os.fspath(webdataset))
+    if hf_dataset is not None:
+        from gapscope.extract.hf_datasets import scan_hf_dataset
+
+        return scan_hf_dataset(
+            hf_dataset,
+            image_column=image_column,
+            text_column=text_column,
+            audio_column=audio_column,
+            split=split,
         )
-    if images is None and audio is None:
-        raise GapscopeError("nothing to extract: give --images DIR or --audio DIR")
     modality = "image" if images is not None else "audio"
     root = Path(images if images is not None else audio)  # type: ignore[arg-type]
     extensions = IMAGE_EXTENSIONS if modality == "image" else AUDIO_EXTENSIONS
@@ -120,8 +210,43 @@ def scan_dataset(
         )
     skipped = media_skipped + skipped
     modalities = tuple(candidates)
-    description["fingerprint"] = _fingerprint(candidates, skipped)
+    description["fingerprint"] = rows_fingerprint(candidates, skipped)
     return Dataset(modalities, candidates, skipped, description)
+
+
+def _check_one_input(**options: Any) -> None:
+    """One input, and no option that belongs to another input (it would be ignored)."""
+    inputs = [
+        f"--{name.replace('_', '-')}"
+        for name in ("images", "audio", "webdataset", "hf_dataset")
+        if options[name] is not None
+    ]
+    if inputs == ["--images", "--audio"]:
+        raise GapscopeError(
+            "give --images or --audio, not both: one extract uses one encoder (run two)"
+        )
+    if len(inputs) > 1:
+        raise GapscopeError(
+            f"give one input, not {' and '.join(inputs)}: one extract reads one dataset"
+        )
+    if not inputs:
+        raise GapscopeError(
+            "nothing to extract: give --images DIR or --audio DIR (with --captions FILE), "
+            "--webdataset SHARDS or --hf-dataset DIR"
+        )
+    folder = inputs[0] in ("--images", "--audio")
+    misplaced = {
+        "captions": (not folder, "a dataset carries its captions (.txt members, --text-column)"),
+        "file_column": (not folder, "it names a column of a --captions file"),
+        "caption_column": (not folder, "it names a column of a --captions file"),
+        "image_column": (inputs[0] != "--hf-dataset", "it names a column of --hf-dataset"),
+        "text_column": (inputs[0] != "--hf-dataset", "it names a column of --hf-dataset"),
+        "audio_column": (inputs[0] != "--hf-dataset", "it names a column of --hf-dataset"),
+        "split": (inputs[0] != "--hf-dataset", "it names a split of --hf-dataset"),
+    }
+    for name, (wrong, why) in misplaced.items():
+        if wrong and options[name] is not None:
+            raise GapscopeError(f"--{name.replace('_', '-')} does not apply to {inputs[0]} ({why})")
 
 
 def _media_candidates(
@@ -359,7 +484,9 @@ def _relative(file: str, root: Path) -> str | None:
     return None if rel == ".." or rel.startswith("../") else rel
 
 
-def _fingerprint(candidates: dict[str, list[Candidate]], skipped: list[dict[str, Any]]) -> str:
+def rows_fingerprint(candidates: dict[str, list[Candidate]], skipped: list[dict[str, Any]]) -> str:
+    """sha256 of every row (modality, id, source, group, label, content digest) in order, and
+    of the rows dropped: what :attr:`Dataset.fingerprint` holds, whatever the input."""
     h = hashlib.sha256()
     for modality, rows in candidates.items():
         for c in rows:

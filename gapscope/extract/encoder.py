@@ -1,4 +1,5 @@
-"""The encoder interface that the extraction loop drives (open_clip and CLAP implement it).
+"""The encoder interface that the extraction loop drives (open_clip, CLAP, transformers models
+and encoder plugins implement it).
 
 An encoder is split in two so that decoding never makes the model wait: a picklable
 :class:`Preprocessor` per modality (decode a file or take a caption, then stack samples into a
@@ -73,6 +74,11 @@ class Encoder(ABC):
         """What the store's manifest records under ``encoder`` (family, model, weights, sha256,
         embedding dim, preprocessing, precision)."""
         return dict(self._description)
+
+    def extend_description(self, **fields: Any) -> None:
+        """Add ``fields`` to :meth:`description` (never to the identity): where the encoder came
+        from, for people reading the manifest; the embeddings do not depend on them."""
+        self._description.update(fields)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the embeddings: equal identities give equal embeddings.

@@ -27,13 +27,14 @@ from torch.utils.data import Dataset as TorchDataset
 
 from gapscope.data.store import MODALITIES, EmbeddingStore, StoreLock
 from gapscope.errors import GapscopeError
-from gapscope.extract.datasets import Candidate, Dataset, scan_dataset
+from gapscope.extract.datasets import Candidate, Dataset, MediaRef, open_media, scan_dataset
 from gapscope.extract.encoder import Encoder, Preprocessor
 from gapscope.extract.progress import make_progress
 from gapscope.extract.shards import Shard, parse_shard, plan_batches
 from gapscope.extract.summary import ExtractSummary
 
-ENCODER_FAMILIES = ("open_clip", "clap")
+#: The built-in encoder families; installed plugins add theirs (:mod:`gapscope.extract.plugins`).
+ENCODER_FAMILIES = ("open_clip", "clap", "hf")
 DEFAULT_PART_ROWS = 4096
 DEFAULT_PART_SECONDS = 60.0
 
@@ -42,7 +43,9 @@ _OPTION_OF = {
     "family": "--encoder",
     "model": "--model",
     "pretrained": "--pretrained",
-    "checkpoint_sha256": "--pretrained (checkpoint sha256)",
+    "model_type": "--model (its model_type)",
+    "checkpoint_sha256": "the weights (--pretrained or --model; checkpoint sha256)",
+    "config_sha256": "--model (its config.json sha256)",
     "model_config_sha256": "--model-config (sha256)",
     "processor_sha256": "the tokenizer / feature extractor files (sha256)",
     "random_init_seed": "--seed",
@@ -74,9 +77,13 @@ def load_encoder(
     precision: str = "fp32",
     seed: int = 0,
 ) -> Encoder:
-    """Build an ``open_clip`` (image/text) or ``clap`` (audio/text) encoder; see
-    :func:`~gapscope.extract.open_clip_encoder.load_open_clip` and
-    :func:`~gapscope.extract.clap_encoder.load_clap` for the arguments."""
+    """Build an encoder: ``open_clip`` (image/text), ``clap`` (audio/text), ``hf`` (a
+    transformers CLIP or SigLIP, image/text, or CLAP, audio/text) or an installed plugin's
+    (the ``gapscope.encoders`` entry points). See
+    :func:`~gapscope.extract.open_clip_encoder.load_open_clip`,
+    :func:`~gapscope.extract.clap_encoder.load_clap`, :func:`~gapscope.extract.hf_encoder.load_hf`
+    and :mod:`gapscope.extract.plugins` for the arguments; a plugin's loader is called with
+    the same keyword arguments."""
     if family == "open_clip":
         from gapscope.extract.open_clip_encoder import load_open_clip
 
@@ -99,7 +106,21 @@ def load_encoder(
             precision=precision,
             seed=seed,
         )
-    raise GapscopeError(f"unknown encoder {family!r}: use {' or '.join(ENCODER_FAMILIES)}")
+    options: dict[str, Any] = dict(
+        model=model,
+        pretrained=pretrained,
+        model_config=model_config,
+        device=device,
+        precision=precision,
+        seed=seed,
+    )
+    if family == "hf":
+        from gapscope.extract.hf_encoder import load_hf
+
+        return load_hf(**options)
+    from gapscope.extract.plugins import load_plugin_encoder
+
+    return load_plugin_encoder(str(family), ENCODER_FAMILIES, **options)
 
 
 def extract(
@@ -122,18 +143,26 @@ def extract(
     quiet: bool = False,
     file_column: str | None = None,
     caption_column: str | None = None,
+    webdataset: str | os.PathLike[str] | None = None,
+    hf_dataset: str | os.PathLike[str] | None = None,
+    image_column: str | None = None,
+    text_column: str | None = None,
+    audio_column: str | None = None,
+    split: str | None = None,
     part_rows: int = DEFAULT_PART_ROWS,
     part_seconds: float = DEFAULT_PART_SECONDS,
     console: Console | None = None,
 ) -> ExtractSummary:
-    """Extract embeddings of a folder (and its captions) into the store at ``out``.
+    """Extract embeddings of a folder (and its captions), webdataset shards or a saved dataset
+    into the store at ``out``.
 
     Args:
         out: store folder to create, or the folder of an interrupted extract to resume.
         images, audio: the media folder (one of them); sub-folders become labels.
         captions: CSV, TSV or JSONL file of (file, caption) rows; see
             :mod:`gapscope.extract.captions`.
-        encoder: ``"open_clip"``, ``"clap"``, an :class:`Encoder` instance, or ``None`` for
+        encoder: ``"open_clip"``, ``"clap"``, ``"hf"``, an installed plugin's name (see
+            :mod:`gapscope.extract.plugins`), an :class:`Encoder` instance, or ``None`` for
             open_clip with images and CLAP with audio.
         model, pretrained, model_config, precision, seed: passed to :func:`load_encoder`
             (unused when ``encoder`` is an :class:`Encoder`, which brings its own).
@@ -149,6 +178,13 @@ def extract(
             (a killed overwrite is resumed by the same call).
         quiet: no progress bar.
         file_column, caption_column: the captions file's columns, when not the usual names.
+        webdataset: instead of a folder, webdataset tar shards in img2dataset's layout: a
+            path, glob or brace pattern (``shards/{00000..00009}.tar``); see
+            :mod:`gapscope.extract.webdataset_shards`.
+        hf_dataset, image_column, audio_column, text_column, split: instead of a folder, a
+            Hugging Face dataset saved with ``save_to_disk``, its media column (one of
+            image and audio), its captions column and the split to read; see
+            :mod:`gapscope.extract.hf_datasets`.
         part_rows, part_seconds: write a part once this many rows are pending or this much
             time has passed (bounds the work an interruption can lose; never changes the
             result).
@@ -173,6 +209,12 @@ def extract(
         captions=captions,
         file_column=file_column,
         caption_column=caption_column,
+        webdataset=webdataset,
+        hf_dataset=hf_dataset,
+        image_column=image_column,
+        text_column=text_column,
+        audio_column=audio_column,
+        split=split,
     )
     # Locked before the encoder loads: a second run into this store stops at once.
     with StoreLock.acquire(out) as lock:
@@ -321,10 +363,14 @@ def _encoder_for(dataset: Dataset, encoder: str | Encoder | None, **options: Any
         enc = load_encoder(family, **options)
     missing = [m for m in dataset.modalities if m not in enc.modalities]
     if missing:
+        suggestion = (
+            "--encoder clap (or hf with a CLAP model) for audio"
+            if media == "audio"
+            else "--encoder open_clip (or hf with a CLIP or SigLIP model)"
+        )
         raise GapscopeError(
             f"the {enc.family} encoder cannot encode {' and '.join(missing)} "
-            f"(it encodes {' and '.join(enc.modalities)}); use "
-            f"{'--encoder clap for audio' if media == 'audio' else '--encoder open_clip'}"
+            f"(it encodes {' and '.join(enc.modalities)}); use {suggestion}"
         )
     return enc
 
@@ -415,7 +461,7 @@ def _skip_key(entry: dict[str, Any]) -> tuple[Any, ...]:
 class _SourceDataset(TorchDataset):
     """Row positions -> (position, sample or None, reason or None); never raises for a row."""
 
-    def __init__(self, sources: list[str], preprocessor: Preprocessor) -> None:
+    def __init__(self, sources: list[str | MediaRef], preprocessor: Preprocessor) -> None:
         self.sources = sources
         self.preprocessor = preprocessor
 
@@ -425,9 +471,10 @@ class _SourceDataset(TorchDataset):
     def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
         source = self.sources[index]
         try:
-            return index, self.preprocessor.load(source), None
+            # A member of a shard or a dataset's cell is read here, in the worker, batch by batch.
+            return index, self.preprocessor.load(open_media(source)), None
         except Exception as exc:  # any failure to decode one file skips that file only
-            return index, None, describe_failure(exc, source)
+            return index, None, describe_failure(exc, str(source))
 
 
 class _Collate:

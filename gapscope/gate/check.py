@@ -2,22 +2,34 @@
 
 Every metric with a good direction (the gap is better lower, recall higher, ...; each report
 carries its keys' directions, see :mod:`gapscope.analysis.keys`) is compared with the
-baseline. It *regresses* when it moves in its
-bad direction by more than its tolerance (see :mod:`gapscope.gate.rules`; a metric that no
-tolerance pattern selects has tolerance 0, i.e. it must not get worse at all), and it is
-*improved* when it moves in its good direction by more than the tolerance. With
-``significant=True`` a change counts only when, in addition, the two reports' bootstrap
-intervals (``--bootstrap``) do not overlap; metrics without an interval (MIR) are then judged
-by their tolerance alone. A *threshold* (``image-text/gap<=0.9``) is an absolute gate on the
-current report that needs no baseline; a metric that violates one has *failed*. Keys without
-a direction (counts, ``*_se``, ``scale``, interval bounds, ...) are not compared, though a
-threshold may name them.
+baseline. How it is judged depends on the settings:
 
-Verdicts: ``pass``, ``improved``, ``regressed``, ``failed`` (a threshold) and ``skipped`` (the
-metric is undefined, ``null``, on one side). The check fails, exit code 1, when any metric
-regressed or failed. Bad input raises :class:`~gapscope.errors.GapscopeError` (exit code 2):
-a report of another schema version, a metric missing from one side, a malformed tolerance
-or threshold, a threshold that selects no metric, ``significant`` without intervals.
+- **The default gate** (no tolerance configured, :data:`~gapscope.gate.rules.DEFAULT_GATE`):
+  the gap, the cosines, alignment, uniformity and retrieval are gated; each *regresses* when
+  it moves in its bad direction and, if both reports have its bootstrap interval
+  (``--bootstrap``), the two intervals do not overlap (rule ``significant``), else when it
+  moves by more than its family's default tolerance (rule ``default``). Every other metric
+  with a direction (the cone, MIR, ranks, the diagnostics) is *tracked*: compared and shown,
+  never failing the check. ``significant=False`` uses the default tolerances everywhere;
+  ``significant=True`` requires intervals.
+- **Configured tolerances** (any tolerance given: rule ``config``): every metric is gated; it
+  regresses when it moves in its bad direction by more than its tolerance (see
+  :mod:`gapscope.gate.rules`; a metric no pattern selects has tolerance 0, i.e. it must not
+  get worse at all), and is *improved* when it moves in its good direction by more. With
+  ``significant=True`` a change counts only when, in addition, the two reports' intervals
+  do not overlap; metrics without an interval (MIR) are then judged by their tolerance alone.
+
+A *threshold* (``image-text/gap<=0.9``) is an absolute gate on the current report that needs
+no baseline; a metric that violates one has *failed* (rule ``threshold`` for a metric that
+only a threshold gates). Keys without a direction (counts, ``*_se``, ``scale``, interval
+bounds, ...) are not compared, though a threshold may name them.
+
+Verdicts: ``pass``, ``improved``, ``regressed``, ``failed`` (a threshold), ``skipped`` (the
+metric is undefined, ``null``, on one side) and ``tracked`` (shown, not gated). The check
+fails, exit code 1, when any metric regressed or failed. Bad input raises
+:class:`~gapscope.errors.GapscopeError` (exit code 2): a report of another schema version, a
+metric missing from one side, a malformed tolerance or threshold, a threshold that selects no
+metric, ``significant=True`` without intervals.
 
 Reports of different checkpoints (different ``input.fingerprint``) are what the gate is for;
 reports of different probe sets (other row counts) or other metric parameters are compared
@@ -41,9 +53,11 @@ from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
 from gapscope.errors import GapscopeError
 from gapscope.gate.reports import comparability_warnings, report_identity
 from gapscope.gate.rules import (
+    DEFAULT_GATE,
     MetricPattern,
     Threshold,
     Tolerance,
+    default_family,
     parse_threshold,
     parse_tolerance,
 )
@@ -58,6 +72,8 @@ from gapscope.report.numbers import format_change, format_number
 
 __all__ = [
     "CHECK_SCHEMA",
+    "GATES",
+    "RULES",
     "VERDICTS",
     "CheckResult",
     "MetricCheck",
@@ -68,7 +84,20 @@ __all__ = [
 CHECK_SCHEMA = "gapscope.check/1"
 #: The field of a check or diff document that holds one entry a metric (by flat key).
 METRICS_FIELD = "metrics"
-VERDICTS = ("regressed", "failed", "improved", "pass", "skipped")
+VERDICTS = ("regressed", "failed", "improved", "pass", "skipped", "tracked")
+#: How the baseline comparison was set up: the default gate, or configured tolerances.
+GATE_DEFAULT = "default"
+GATE_CONFIG = "config"
+GATES = (GATE_DEFAULT, GATE_CONFIG)
+#: Why a metric was judged as it was (``MetricCheck.rule``): the default gate by intervals
+#: (``significant``) or by its family's tolerance (``default``), a configured tolerance
+#: (``config``), thresholds alone (``threshold``), or not at all (``tracked``).
+RULE_SIGNIFICANT = "significant"
+RULE_DEFAULT = "default"
+RULE_CONFIG = "config"
+RULE_THRESHOLD = "threshold"
+RULE_TRACKED = "tracked"
+RULES = (RULE_SIGNIFICANT, RULE_DEFAULT, RULE_CONFIG, RULE_THRESHOLD, RULE_TRACKED)
 
 
 @dataclass
@@ -81,7 +110,9 @@ class MetricCheck:
         baseline, current: the values (None: undefined or no baseline).
         change: ``current - baseline``; relative_change: ``change / |baseline|``.
         tolerance: the tolerance as written (``"0.02"``, ``"5%"``), and the pattern that chose
-            it (``tolerance_pattern``; None for the default 0).
+            it (``tolerance_pattern``; None for a tolerance no pattern chose: the default gate's,
+            or 0 when tolerances are configured). None for a metric judged by its intervals
+            alone or tracked.
         allowed_change: the tolerance as an absolute amount for this baseline.
         limit: the worst value that still passes the baseline comparison.
         baseline_ci, current_ci: bootstrap intervals when the reports have them.
@@ -89,6 +120,7 @@ class MetricCheck:
         thresholds: ``[(threshold, passed)]`` for the thresholds that select this metric.
         verdict: one of :data:`VERDICTS`.
         messages: one readable line a finding (empty for a plain pass).
+        rule: how it was judged, one of :data:`RULES`; reason: the same in words.
     """
 
     metric: str
@@ -107,6 +139,13 @@ class MetricCheck:
     thresholds: list[tuple[Threshold, bool | None]] = field(default_factory=list)
     verdict: str = "pass"
     messages: list[str] = field(default_factory=list)
+    rule: str = RULE_CONFIG
+    reason: str = ""
+
+    @property
+    def gated(self) -> bool:
+        """Whether this metric can fail the check (every rule but ``tracked``)."""
+        return self.rule != RULE_TRACKED
 
     @property
     def message(self) -> str:
@@ -130,6 +169,9 @@ class MetricCheck:
             "thresholds": [{"threshold": str(t), "passed": ok} for t, ok in self.thresholds],
             "verdict": self.verdict,
             "message": self.message,
+            "gated": self.gated,
+            "rule": self.rule,
+            "reason": self.reason,
         }
 
 
@@ -139,8 +181,10 @@ class CheckResult:
 
     Attributes:
         metrics: flat key -> :class:`MetricCheck`, sorted by key.
-        report, baseline: ``{"source", "fingerprint"}`` of each (baseline None without one).
-        settings: the tolerances, thresholds and ``significant`` that were applied.
+        report, baseline: ``{"source", "fingerprint", "checkpoint", "step"}`` of each
+            (baseline None without one).
+        settings: the gate (``default`` or ``config``), the tolerances, thresholds and
+            ``significant`` that were applied.
         warnings: comparable-but-suspicious findings (other probe set, other params, unused
             tolerance patterns).
     """
@@ -191,6 +235,33 @@ class CheckResult:
         """Deterministic JSON text (sorted keys, rounded floats)."""
         return json_text(self.to_dict())
 
+    def gate_lines(self) -> list[str]:
+        """What was gated and why, in a few lines for people (the table's footer)."""
+        lines = []
+        if self.baseline is not None:
+            lines.append(
+                f"checkpoints: report {_run_text(self.report)}, baseline {_run_text(self.baseline)}"
+            )
+        by_rule = {rule: [m for m in self.metrics.values() if m.rule == rule] for rule in RULES}
+        if self.baseline is None:
+            lines.append("gate: thresholds only (no baseline)")
+        elif self.settings.get("gate") == GATE_DEFAULT:
+            lines.append(_default_gate_line(by_rule, self.settings))
+        else:
+            source = self.settings.get("config")
+            where = f"{source} and the options" if source else "the options"
+            line = f"gate: tolerances from {where}; a metric no pattern selects has tolerance 0"
+            if self.settings.get("significant"):
+                line += "; a change counts only when the bootstrap intervals do not overlap"
+            lines.append(line)
+        if by_rule[RULE_TRACKED]:
+            leaves = sorted({metric_leaf(m.metric) for m in by_rule[RULE_TRACKED]})
+            lines.append(
+                f"tracked, not gated ({len(by_rule[RULE_TRACKED])}): {', '.join(leaves)}; "
+                "a tolerance or threshold in the settings gates them"
+            )
+        return lines
+
 
 def check_report(
     report: Report,
@@ -198,7 +269,8 @@ def check_report(
     *,
     tolerances: Iterable[tuple[MetricPattern | str, Tolerance | float | str]] = (),
     thresholds: Sequence[Threshold | str] = (),
-    significant: bool = False,
+    significant: bool | None = None,
+    config: str | None = None,
 ) -> CheckResult:
     """Gate ``report`` on ``baseline`` and on absolute ``thresholds``.
 
@@ -206,9 +278,12 @@ def check_report(
         report: the current report.
         baseline: the last good report; ``None`` to gate on thresholds only.
         tolerances: ``(pattern, tolerance)`` in order of precedence on ties (later wins);
-            tolerances may be given as ``0.02`` or ``"5%"``.
+            tolerances may be given as ``0.02`` or ``"5%"``. None given: the default gate.
         thresholds: absolute gates like ``"image-text/gap<=0.9"``.
-        significant: count a change only when the bootstrap intervals do not overlap.
+        significant: count a change only when the bootstrap intervals do not overlap
+            (``True`` requires intervals); ``None``: the default gate uses the intervals of
+            the metrics both reports have them for, configured tolerances do not.
+        config: where the settings came from (a config file), for the outputs.
 
     Returns:
         A :class:`CheckResult`; its ``exit_code`` is 0 or 1.
@@ -218,11 +293,17 @@ def check_report(
             one side, a threshold that selects no metric, ``significant`` without intervals.
 
     Example:
-        >>> base = Report(input={}, params={}, pairs={"image-text": {"gap": 0.61}})
-        >>> new = Report(input={}, params={}, pairs={"image-text": {"gap": 0.66}})
+        >>> base = Report(input={}, params={}, pairs={"image-text": {"gap": 0.61, "cka": 0.5}})
+        >>> new = Report(input={}, params={}, pairs={"image-text": {"gap": 0.66, "cka": 0.4}})
         >>> result = check_report(new, base, tolerances=[("gap", 0.02)])
         >>> result.exit_code, result.metrics["image-text/gap"].message
         (1, 'image-text/gap rose from 0.6100 to 0.6600 (+0.0500), more than the tolerance 0.02')
+        >>> result.metrics["image-text/cka"].verdict  # configured: no pattern, tolerance 0
+        'regressed'
+        >>> default = check_report(new, base)  # nothing configured: the default gate
+        >>> gap, cka = default.metrics["image-text/gap"], default.metrics["image-text/cka"]
+        >>> gap.verdict, gap.rule, gap.tolerance, cka.verdict, cka.gated
+        ('regressed', 'default', '0.02', 'tracked', False)
     """
     rules = [(_pattern(p), _tolerance(t)) for p, t in tolerances]
     gates = [t if isinstance(t, Threshold) else parse_threshold(t) for t in thresholds]
@@ -231,6 +312,7 @@ def check_report(
             "nothing to check: give --baseline REPORT.json, or a --threshold like "
             "'image-text/gap<=0.9' (or [check] threshold in gapscope.toml)"
         )
+    gate_mode = GATE_CONFIG if rules else GATE_DEFAULT
     current_data = report.to_dict()
     current = flatten_report(current_data, keep_null=True)
     # The current report's own directions; a baseline of an older version may know others.
@@ -238,23 +320,33 @@ def check_report(
     warnings: list[str] = []
     metrics: dict[str, MetricCheck] = {}
     base_data = None
+    by_intervals = bool(significant)
     if baseline is not None:
         base_data = baseline.to_dict()
         base = flatten_report(base_data, keep_null=True)
-        keys = _directional_keys(current, base, directions)
+        keys, newer = _directional_keys(current, base, directions, baseline.directions)
+        if newer:
+            warnings.append(
+                f"{len(newer)} metrics (e.g. {newer[0]}) are new in this version of gapscope "
+                "and missing from the baseline: not compared; promote a new baseline to "
+                "gate them"
+            )
         if significant:
             _require_intervals(keys, current, base)
+        confidence = base_data[K.PARAMS_SECTION].get(K.P_CONFIDENCE)
+        if gate_mode == GATE_DEFAULT:
+            by_intervals = significant is not False and _have_intervals(keys, current, base)
         for key in keys:
+            direction = direction_of(metric_leaf(key), directions)
+            if gate_mode == GATE_DEFAULT:
+                metrics[key] = _default_compare(
+                    key, base, current, by_intervals, confidence, direction
+                )
+                continue
             rule = _most_specific(key, rules)
-            metrics[key] = _compare(
-                key,
-                base,
-                current,
-                rule,
-                significant,
-                base_data[K.PARAMS_SECTION].get(K.P_CONFIDENCE),
-                direction_of(metric_leaf(key), directions),
-            )
+            entry = _compare(key, base, current, rule, by_intervals, confidence, direction)
+            entry.reason = _config_reason(entry, by_intervals, confidence)
+            metrics[key] = entry
         warnings += comparability_warnings(base_data, current_data)
         used = {str(p) for p, _ in rules if any(p.matches(k) for k in keys)}
         warnings += [
@@ -267,20 +359,39 @@ def check_report(
         if not selected:
             raise GapscopeError(
                 f"threshold {str(gate)!r} selects no metric of the report; metric names are "
-                "flat keys like image-text/gap or leaf names like R@5"
+                "flat keys like image-text/gap or image-text/recall/text->image/R@5 (or "
+                "text_to_image/R5), or leaf names like R@5 (or R5)"
             )
         for key in selected:
             entry = metrics.setdefault(
                 key,
-                MetricCheck(key, direction_of(metric_leaf(key), directions), current=current[key]),
+                MetricCheck(
+                    key,
+                    direction_of(metric_leaf(key), directions),
+                    current=current[key],
+                    rule=RULE_THRESHOLD,
+                ),
             )
             _apply_threshold(entry, gate, current[key])
-    settings = {
-        "significant": significant,
+    settings: dict[str, Any] = {
+        "gate": gate_mode,
+        "significant": by_intervals,
         "tolerances": {str(p): str(t) for p, t in rules},
-        "default_tolerance": "0",
         "thresholds": [str(g) for g in gates],
+        "config": config,
     }
+    if gate_mode == GATE_CONFIG:
+        settings["default_tolerance"] = "0"
+    else:
+        settings["default_gate"] = [
+            {
+                "family": family.name,
+                METRICS_FIELD: [str(p) for p in family.patterns],
+                "tolerance": str(family.tolerance),
+                "why": family.why,
+            }
+            for family in DEFAULT_GATE
+        ]
     return CheckResult(
         metrics=dict(sorted(metrics.items())),
         report=report_identity(current_data),
@@ -329,8 +440,16 @@ def _tolerance(t: Tolerance | float | str) -> Tolerance:
 
 
 def _directional_keys(
-    current: Mapping[str, Any], base: Mapping[str, Any], directions: Mapping[str, str]
-) -> list[str]:
+    current: Mapping[str, Any],
+    base: Mapping[str, Any],
+    directions: Mapping[str, str],
+    base_directions: Mapping[str, str],
+) -> tuple[list[str], list[str]]:
+    """The directional metrics both reports hold, and those of the report whose kind the
+    baseline's version did not know (its ``directions`` lack the leaf: new in this version,
+    so the baseline cannot have them). Any other difference means the two were analysed
+    with different options."""
+
     def gated(flat: Mapping[str, Any]) -> set[str]:
         return {
             k
@@ -339,9 +458,12 @@ def _directional_keys(
         }
 
     now, before = gated(current), gated(base)
+    newer = sorted(
+        k for k in now - before if direction_of(metric_leaf(k), dict(base_directions)) is None
+    )
     for missing, has, lacks in (
         (sorted(before - now), "baseline", "report"),
-        (sorted(now - before), "report", "baseline"),
+        (sorted(now - before - set(newer)), "report", "baseline"),
     ):
         if missing:
             raise GapscopeError(
@@ -349,7 +471,12 @@ def _directional_keys(
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 + "; analyse both with the same --metrics and --k"
             )
-    return sorted(now)
+    return sorted(now & before), newer
+
+
+def _have_intervals(keys: list[str], current: Mapping[str, Any], base: Mapping[str, Any]) -> bool:
+    """Whether both reports have intervals (were analysed with ``--bootstrap``)."""
+    return all(any(interval_of(flat, k) is not None for k in keys) for flat in (base, current))
 
 
 def _require_intervals(
@@ -379,7 +506,7 @@ def _compare(
     key: str,
     base: Mapping[str, Any],
     current: Mapping[str, Any],
-    rule: tuple[MetricPattern, Tolerance] | None,
+    rule: tuple[MetricPattern | None, Tolerance] | None,
     significant: bool,
     confidence: float | None,
     direction: str | None,
@@ -447,6 +574,14 @@ def _percent(confidence: float | None) -> str:
 
 
 def _apply_threshold(entry: MetricCheck, gate: Threshold, value: float | None) -> None:
+    if entry.rule == RULE_TRACKED:
+        # A threshold gates a metric the default gate only tracks; the comparison stays shown.
+        entry.rule, entry.verdict = RULE_THRESHOLD, "pass"
+        entry.reason = f"the threshold {gate} (the default gate only tracks it)"
+    elif entry.rule == RULE_THRESHOLD:
+        entry.reason = "; ".join(filter(None, [entry.reason, f"the threshold {gate}"]))
+    else:
+        entry.reason += f"; and the threshold {gate}"
     if value is None:
         entry.thresholds.append((gate, None))
         if entry.verdict == "pass":
@@ -461,3 +596,99 @@ def _apply_threshold(entry: MetricCheck, gate: Threshold, value: float | None) -
         entry.messages.append(gate.describe_violation(entry.metric, float(value)))
         if entry.verdict != "regressed":
             entry.verdict = "failed"
+
+
+# --------------------------------------------------------------------------- the default gate
+
+
+def _default_compare(
+    key: str,
+    base: Mapping[str, Any],
+    current: Mapping[str, Any],
+    by_intervals: bool,
+    confidence: float | None,
+    direction: str | None,
+) -> MetricCheck:
+    """One metric under the default gate: by its intervals, its family's tolerance, or
+    tracked."""
+    family = default_family(key)
+    if family is None:
+        entry = _compare(key, base, current, None, False, confidence, direction)
+        entry.verdict, entry.messages = RULE_TRACKED, []
+        entry.tolerance = entry.allowed_change = entry.limit = None
+        entry.rule = RULE_TRACKED
+        entry.reason = (
+            "tracked, not gated: the default gate gates the gap, the cosines, alignment, "
+            "uniformity and retrieval"
+        )
+        return entry
+    both = interval_of(base, key) is not None and interval_of(current, key) is not None
+    if by_intervals and both:
+        entry = _compare(key, base, current, None, True, confidence, direction)
+        entry.tolerance = entry.allowed_change = entry.limit = None
+        entry.rule = RULE_SIGNIFICANT
+        entry.reason = (
+            f"default gate ({family.name}): both reports have its {_percent(confidence)} "
+            "interval; a change counts when the intervals do not overlap"
+        )
+        if entry.verdict != "skipped" and entry.messages:
+            entry.messages = [_significance_message(entry, confidence)]
+        return entry
+    entry = _compare(key, base, current, (None, family.tolerance), False, confidence, direction)
+    entry.tolerance_pattern = None
+    entry.rule = RULE_DEFAULT
+    missing = " (the two reports do not both have its interval)" if by_intervals else ""
+    entry.reason = (
+        f"default gate ({family.name}): tolerance {family.tolerance}, {family.why}{missing}"
+    )
+    return entry
+
+
+def _significance_message(entry: MetricCheck, confidence: float | None) -> str:
+    """The finding of a metric judged by its intervals alone (no tolerance to cite)."""
+    assert entry.change is not None and entry.baseline is not None and entry.current is not None
+    moved = "rose" if entry.change > 0 else "fell"
+    text = (
+        f"{entry.metric} {moved} from {format_number(entry.baseline)} to "
+        f"{format_number(entry.current)} ({format_change(entry.change)})"
+    )
+    if not entry.significant:
+        return f"{text}, within noise: the {_percent(confidence)} intervals overlap"
+    return f"{text}; the {_percent(confidence)} intervals do not overlap"
+
+
+def _config_reason(entry: MetricCheck, by_intervals: bool, confidence: float | None) -> str:
+    if entry.tolerance_pattern is None:
+        text = "no tolerance pattern selects it: tolerance 0"
+    else:
+        text = f"tolerance {entry.tolerance} from the pattern {entry.tolerance_pattern!r}"
+    if by_intervals:
+        if entry.baseline_ci is not None and entry.current_ci is not None:
+            text += f", counted only when the {_percent(confidence)} intervals do not overlap"
+        else:
+            text += " (no interval: judged by its tolerance alone)"
+    return text
+
+
+def _run_text(identity: Mapping[str, Any]) -> str:
+    text = str(identity.get(K.CHECKPOINT) or "unknown")
+    step = identity.get(K.STEP)
+    return f"{text} (step {step})" if step is not None else text
+
+
+def _default_gate_line(
+    by_rule: Mapping[str, list[MetricCheck]], settings: Mapping[str, Any]
+) -> str:
+    tolerances = ", ".join(f"{f['family']} {f['tolerance']}" for f in settings["default_gate"])
+    parts = []
+    if by_rule[RULE_SIGNIFICANT]:
+        parts.append(f"{len(by_rule[RULE_SIGNIFICANT])} metrics by their bootstrap intervals")
+    if by_rule[RULE_DEFAULT]:
+        parts.append(
+            f"{len(by_rule[RULE_DEFAULT])} metrics by the default tolerances ({tolerances})"
+        )
+    judged = ", ".join(parts) if parts else "none in these reports"
+    return (
+        "gate: the default gate (no tolerances configured) gates the gap, the cosines, "
+        f"alignment, uniformity and retrieval: {judged}"
+    )

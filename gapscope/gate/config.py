@@ -15,9 +15,12 @@ The ``check`` table::
     threshold = ["image-text/gap<=0.9", "R@5>=0.5"]
     significant = false
 
-``tolerance`` maps metric patterns to an absolute amount or a percentage of the baseline;
-``threshold`` lists absolute gates; ``significant`` makes a change count only when the
-bootstrap intervals do not overlap. Options on the command line come after the file: a
+``tolerance`` maps metric patterns to an absolute amount or a percentage of the baseline
+(any tolerance, here or on the command line, replaces the default gate of
+:data:`gapscope.gate.rules.DEFAULT_GATE`: every metric is then gated, at 0 where no pattern
+selects it); ``threshold`` lists absolute gates; ``significant`` makes a change count only
+when the bootstrap intervals do not overlap (unset: the default gate uses them where both
+reports have them). Options on the command line come after the file: a
 ``--tolerance`` for the same pattern replaces the file's, ``--threshold`` adds gates, and
 ``--significant/--no-significant`` overrides. Other tables (a future ``[analyze]``) are left
 to their readers; unknown keys inside ``[check]`` are an error, so a typo never silently

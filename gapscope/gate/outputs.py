@@ -1,6 +1,9 @@
 """Render ``gapscope check`` and ``gapscope diff`` results for people and for CI systems.
 
 - a rich table (metric, baseline, current, change, limit, verdict) and one line a finding;
+  the table is a :class:`~gapscope.report.tables.FittedTable`: one line a metric when the
+  console is wide enough to show every metric name whole, a block a metric when not (an
+  80-column terminal), so a name is never cut;
 - JUnit XML, one ``<testcase>`` a metric, which CI systems (GitHub, GitLab, Jenkins) display;
 - GitHub Actions workflow commands (``::error title=gapscope check::...``), which put the
   findings on the run's summary page;
@@ -15,11 +18,11 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from gapscope.analysis import keys as K
 from gapscope.report.numbers import format_change, format_number
+from gapscope.report.tables import Cell, Column, FittedTable
 
 if TYPE_CHECKING:
     from gapscope.gate.check import CheckResult, MetricCheck
@@ -40,6 +43,7 @@ _VERDICT_STYLE = {
     "regressed": "bold red",
     "failed": "bold red",
     "skipped": "dim",
+    "tracked": "dim",
 }
 _ANNOTATION_TITLE = "gapscope check"
 
@@ -70,6 +74,8 @@ def _limits(m: MetricCheck) -> str:
     parts = []
     if m.limit is not None:
         parts.append(("≤ " if m.direction == "lower" else "≥ ") + format_number(m.limit))
+    elif m.rule == "significant":  # judged by its intervals: it passes while they overlap
+        parts.append("CI overlap")
     symbols = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
     parts += [f"{symbols[t.op]} {t.value:g}" for t, _ in m.thresholds]
     return "; ".join(parts)
@@ -84,22 +90,24 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
     """
     console = console or Console()
     with_ci = any(m.baseline_ci or m.current_ci for m in result.metrics.values())
-    title = "gapscope check"
+    title = Text("gapscope check", style="bold")
     if result.baseline is not None:
-        title += f": {result.report[K.SOURCE]} against {result.baseline[K.SOURCE]}"
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric", style="cyan", overflow="fold")
-    table.add_column("baseline", justify="right", no_wrap=True)
-    table.add_column("current", justify="right", no_wrap=True)
-    table.add_column("change", justify="right", no_wrap=True)
-    table.add_column("limit", justify="right", no_wrap=True)
+        title.append(f": {result.report[K.SOURCE]} against {result.baseline[K.SOURCE]}")
+    columns = [
+        Column("metric", "name", style="cyan"),
+        Column("baseline", justify="right"),
+        Column("current", justify="right"),
+        Column("change", "wrap", justify="right"),
+        Column("limit", justify="right"),
+    ]
     if with_ci:
-        table.add_column("significant", justify="center", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
+        columns.append(Column("significant", justify="center"))
+    columns.append(Column("verdict", inline=True, labelled=False))
+    table = FittedTable(columns, title=title)
     for key, m in result.metrics.items():
         # Intervals stay out of the cells (they would double the width); they are in the
         # JSON and JUnit output, and the significance column says what they imply.
-        cells: list[str | Text] = [
+        cells: list[Cell] = [
             key,
             format_number(m.baseline) if result.baseline is not None else "",
             format_number(m.current),
@@ -110,13 +118,16 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
             cells.append("" if m.significant is None else "yes" if m.significant else "no")
         cells.append(Text(m.verdict, style=_VERDICT_STYLE[m.verdict]))
         table.add_row(*cells)
-    console.print(table)
+    # crop=False: a metric name longer than the line stays whole (the terminal wraps it).
+    console.print(table, crop=False)
     for m in result.metrics.values():
         if m.verdict in ("regressed", "failed", "improved") and m.messages:
             style = "green" if m.verdict == "improved" else "red"
             console.print(Text(f"{m.verdict}: {m.message}", style=style))
     for warning in result.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
+    for line in result.gate_lines():  # what was gated, and why
+        console.print(Text(line, style="dim"))
     counts = ", ".join(f"{n} {v}" for v, n in result.summary.items() if n)
     verdict = "PASS" if result.passed else "FAIL"
     console.print(
@@ -129,7 +140,8 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
 
 def to_junit_xml(result: CheckResult) -> str:
     """JUnit XML of a check: one ``<testcase>`` a metric, ``<failure>`` for a regression or a
-    failed threshold, ``<skipped>`` for a metric that could not be compared.
+    failed threshold, ``<skipped>`` for a metric that could not be compared or that is
+    tracked, not gated (its message says which); each case's text names its rule.
 
     Test cases are named by the flat key and classed by the pair or modality
     (``gapscope.image-text``). No timestamps or host names, so the same check gives the same
@@ -142,7 +154,7 @@ def to_junit_xml(result: CheckResult) -> str:
         "tests": str(len(result.metrics)),
         "failures": str(failures),
         "errors": "0",
-        "skipped": str(summary["skipped"]),
+        "skipped": str(summary["skipped"] + summary["tracked"]),
     }
     root = ET.Element("testsuites", attrs)
     suite = ET.SubElement(root, "testsuite", attrs)
@@ -151,6 +163,7 @@ def to_junit_xml(result: CheckResult) -> str:
         ("report", result.report.get(K.SOURCE)),
         ("baseline", (result.baseline or {}).get(K.SOURCE)),
         ("significant", str(result.settings["significant"]).lower()),
+        ("gate", result.settings.get("gate")),
     ):
         if value is not None:
             ET.SubElement(properties, "property", {"name": name, "value": str(value)})
@@ -166,6 +179,8 @@ def to_junit_xml(result: CheckResult) -> str:
             failure.text = detail
         elif m.verdict == "skipped":
             ET.SubElement(case, "skipped", {"message": m.message})
+        elif m.verdict == "tracked":
+            ET.SubElement(case, "skipped", {"message": m.reason}).text = detail
         else:
             ET.SubElement(case, "system-out").text = detail
     ET.indent(root)
@@ -178,15 +193,15 @@ def _case_detail(m: MetricCheck) -> str:
         f"current {_with_interval(m.current, m.current_ci)}",
     ]
     if m.change is not None:
-        lines.append(
-            f"change {format_change(m.change, m.relative_change)}, tolerance {m.tolerance}"
-            f" (limit {_limits(m)})"
-        )
+        limit = f", tolerance {m.tolerance}" if m.tolerance is not None else ""
+        limit += f" (limit {_limits(m)})" if _limits(m) else ""
+        lines.append(f"change {format_change(m.change, m.relative_change)}{limit}")
     lines += [
         f"threshold {t}: {'n/a' if ok is None else 'pass' if ok else 'fail'}"
         for t, ok in m.thresholds
     ]
     lines.append(f"verdict {m.verdict}" + (f": {m.message}" if m.message else ""))
+    lines.append(f"rule {m.rule}: {m.reason}")
     return "\n".join(lines)
 
 
@@ -216,20 +231,22 @@ def render_diff(result: DiffResult, console: Console | None = None) -> None:
     than A, significant when both have intervals) and the warnings."""
     console = console or Console()
     with_ci = any(m.a_ci or m.b_ci for m in result.metrics.values())
-    table = Table(
-        title=f"gapscope diff: A = {result.a[K.SOURCE]}, B = {result.b[K.SOURCE]}",
-        title_justify="left",
+    title = Text.assemble(
+        ("gapscope diff", "bold"), f": A = {result.a[K.SOURCE]}, B = {result.b[K.SOURCE]}"
     )
-    table.add_column("metric", style="cyan", overflow="fold")
-    table.add_column("A", justify="right", no_wrap=True)
-    table.add_column("B", justify="right", no_wrap=True)
-    table.add_column("change", justify="right", no_wrap=True)
-    table.add_column("B vs A", no_wrap=True)
+    columns = [
+        Column("metric", "name", style="cyan"),
+        Column("A", justify="right"),
+        Column("B", justify="right"),
+        Column("change", "wrap", justify="right"),
+        Column("B vs A", inline=True, labelled=False),
+    ]
     if with_ci:
-        table.add_column("significant", justify="center", no_wrap=True)
+        columns.append(Column("significant", justify="center"))
+    table = FittedTable(columns, title=title)
     styles = {"better": "green", "worse": "red", "unchanged": "dim"}
     for key, m in result.metrics.items():
-        cells: list[Any] = [
+        cells: list[Cell] = [
             key,
             format_number(m.a),
             format_number(m.b),
@@ -239,6 +256,6 @@ def render_diff(result: DiffResult, console: Console | None = None) -> None:
         if with_ci:
             cells.append("" if m.significant is None else "yes" if m.significant else "no")
         table.add_row(*cells)
-    console.print(table)
+    console.print(table, crop=False)
     for warning in result.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))

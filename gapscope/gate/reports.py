@@ -14,8 +14,18 @@ from gapscope.analysis import keys as K
 from gapscope.errors import GapscopeError
 from gapscope.gate.schema import first_problem, report_schema_for
 from gapscope.report.model import READABLE_SCHEMAS, Report
+from gapscope.report.run import run_info
 
-__all__ = ["comparability_warnings", "load_report", "report_identity"]
+__all__ = [
+    "STDIN_NAME",
+    "comparability_warnings",
+    "load_report",
+    "parse_report",
+    "report_identity",
+]
+
+#: How messages name a report read from standard input (``gapscope check -``).
+STDIN_NAME = "(standard input)"
 
 # Params that change what a metric measures: a difference is worth a warning.
 _COMPARABLE_PARAMS = (K.P_UNIFORMITY_T, K.P_ALIGNMENT_ALPHA, K.P_SAMPLE, K.P_SEED)
@@ -31,25 +41,6 @@ def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
             names ``role``, the file and the field).
     """
     path = Path(path)
-    data = _read_json(path, role)
-    schema = data.get(K.SCHEMA_FIELD) if isinstance(data, dict) else None
-    if schema not in READABLE_SCHEMAS:
-        raise GapscopeError(
-            f"{role} {path} has schema {schema!r}; this gapscope {__version__} reads "
-            f"{', '.join(READABLE_SCHEMAS)} (analyse it again, or use the gapscope that wrote it)"
-        )
-    problem = first_problem(data, report_schema_for(schema))
-    if problem is not None:
-        where, message = problem
-        field = f": {where}:" if where else ""
-        raise GapscopeError(f"{role} {path}{field} {message} (schema {schema})")
-    try:
-        return Report.from_dict(data)
-    except GapscopeError as exc:
-        raise GapscopeError(f"{role} {path}: {exc}") from None
-
-
-def _read_json(path: Path, role: str) -> Any:
     if path.is_dir():
         raise GapscopeError(
             f"{role} {path} is a folder, not a JSON report (write one with: gapscope analyze "
@@ -57,12 +48,51 @@ def _read_json(path: Path, role: str) -> Any:
         )
     if not path.exists():
         raise GapscopeError(f"{role} {path} does not exist")
+    # Bytes, so that a FIFO or /dev/stdin is read once, and a decoding error is bad input.
+    return parse_report(path.read_bytes(), str(path), role)
+
+
+def parse_report(text: str | bytes, name: str, role: str = "report") -> Report:
+    """A report from its JSON text, checked like :func:`load_report` checks a file: ``name``
+    says where it came from in messages (a path, or :data:`STDIN_NAME`).
+
+    Raises:
+        GapscopeError: empty, not JSON (or not UTF-8), a schema this version cannot read,
+            or a field that breaks the schema.
+
+    >>> parse_report("[1, 2]", STDIN_NAME)
+    Traceback (most recent call last):
+    ...
+    gapscope.errors.GapscopeError: report (standard input) has schema None; ...
+    """
+    if not text.strip():
+        raise GapscopeError(f"{role} {name} is not a JSON report (it is empty)")
+    data = _parse_json(text, name, role)
+    schema = data.get(K.SCHEMA_FIELD) if isinstance(data, dict) else None
+    if schema not in READABLE_SCHEMAS:
+        raise GapscopeError(
+            f"{role} {name} has schema {schema!r}; this gapscope {__version__} reads "
+            f"{', '.join(READABLE_SCHEMAS)} (analyse it again, or use the gapscope that wrote it)"
+        )
+    problem = first_problem(data, report_schema_for(schema))
+    if problem is not None:
+        where, message = problem
+        field = f": {where}:" if where else ""
+        raise GapscopeError(f"{role} {name}{field} {message} (schema {schema})")
     try:
-        text = path.read_text(encoding="utf-8")
+        return Report.from_dict(data)
+    except GapscopeError as exc:
+        raise GapscopeError(f"{role} {name}: {exc}") from None
+
+
+def _parse_json(text: str | bytes, name: str, role: str) -> Any:
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
         return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise GapscopeError(f"{role} {path} is not a JSON report ({reason})") from None
+        raise GapscopeError(f"{role} {name} is not a JSON report ({reason})") from None
 
 
 def _not_json(constant: str) -> Any:
@@ -78,9 +108,17 @@ def _finite_float(text: str) -> float:
 
 
 def report_identity(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"source", "fingerprint"}`` of a report's JSON mapping: which data it describes."""
+    """``{"source", "fingerprint", "checkpoint", "step"}`` of a report's JSON mapping: which
+    data it describes, and which checkpoint (and training step) made it (its ``run``, or for
+    a report without one the identity of its input, see :mod:`gapscope.report.run`)."""
     inp = data.get(K.INPUT_SECTION, {})
-    return {K.SOURCE: inp.get(K.SOURCE), K.FINGERPRINT: inp.get(K.FINGERPRINT)}
+    run = run_info(data)
+    return {
+        K.SOURCE: inp.get(K.SOURCE),
+        K.FINGERPRINT: inp.get(K.FINGERPRINT),
+        K.CHECKPOINT: run.checkpoint,
+        K.STEP: run.step,
+    }
 
 
 def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

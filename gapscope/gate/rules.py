@@ -1,7 +1,12 @@
 """The vocabulary of ``gapscope check``: metric patterns, tolerances and absolute thresholds.
 
-Metrics are named by the keys of the flat report (:meth:`gapscope.report.Report.to_flat`),
-e.g. ``image-text/gap``, ``image-text/recall/text->image/R@5``, ``image/cone``. A *pattern*
+Metrics are named by their JSON key paths joined with ``/``
+(:func:`gapscope.report.model.flatten_report`), e.g. ``image-text/gap``,
+``image-text/recall/text->image/R@5``, ``image/cone``: the names the check and diff documents
+and tables show. A pattern may also be written in the tracker spelling of the flat outputs
+(:meth:`gapscope.report.Report.to_flat`, ``--format flat``, CSV; see
+:func:`gapscope.analysis.keys.tracker_key`): ``image-text/recall/text_to_image/R5`` and
+``R5`` select what ``image-text/recall/text->image/R@5`` and ``R@5`` select. A *pattern*
 selects metrics:
 
 - a full key (``image-text/gap``) selects that metric;
@@ -18,6 +23,12 @@ config file).
 A *tolerance* is how far a metric may move in its bad direction: an absolute amount (``0.02``)
 or a percentage of the baseline value (``"5%"``). A *threshold* is an absolute gate that
 needs no baseline: ``image-text/gap<=0.9``, ``R@5>=0.5`` (operators ``<=``, ``>=``, ``<``, ``>``).
+
+The *default gate* (:data:`DEFAULT_GATE`) applies when no tolerance is configured: it gates
+the families of metrics that say whether a checkpoint got better (the gap, the cosines,
+alignment, uniformity, retrieval), each by its bootstrap intervals when both reports have
+them and else by a tolerance on the scale of the metric, and tracks every other metric
+without gating it.
 """
 
 from __future__ import annotations
@@ -27,15 +38,20 @@ import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from gapscope.analysis import keys as K
+from gapscope.analysis.keys import tracker_key
 from gapscope.errors import GapscopeError
 from gapscope.report.numbers import format_number
 
 __all__ = [
+    "DEFAULT_GATE",
+    "DefaultFamily",
     "MetricPattern",
     "Threshold",
     "Tolerance",
     "parse_threshold",
     "parse_tolerance",
+    "default_family",
     "parse_tolerance_option",
 ]
 
@@ -55,6 +71,8 @@ class MetricPattern:
     True
     >>> MetricPattern("gap").matches("image-text/gap_concentration/top1")
     False
+    >>> MetricPattern("image-text/recall/*/R5").matches("image-text/recall/image->text/R@5")
+    True
     """
 
     text: str
@@ -68,7 +86,12 @@ class MetricPattern:
         return bool(_GLOB_CHARS.search(self.text))
 
     def matches(self, key: str) -> bool:
-        """Whether ``key`` (a flat report key) is selected by this pattern."""
+        """Whether ``key`` (a flat report key, ``image-text/recall/text->image/R@5``) is
+        selected by this pattern, written in that spelling or in the tracker spelling
+        (``image-text/recall/text_to_image/R5``)."""
+        return any(self._matches(spelling) for spelling in (key, tracker_key(key)))
+
+    def _matches(self, key: str) -> bool:
         if "/" in self.text:
             return fnmatchcase(key, self.text)
         return fnmatchcase(key.rsplit("/", 1)[-1], self.text)
@@ -82,7 +105,8 @@ class MetricPattern:
         """
         path = "/" in self.text
         tier = (0 if not self.is_glob else 1) if path else (2 if not self.is_glob else 3)
-        return tier, -len(_GLOB_CHARS.sub("", self.text))
+        # Counted in the tracker spelling, so that R@5 and R5 are equally specific.
+        return tier, -len(tracker_key(_GLOB_CHARS.sub("", self.text)))
 
     def __str__(self) -> str:
         return self.text
@@ -146,6 +170,83 @@ class Threshold:
 
     def __str__(self) -> str:
         return f"{self.pattern}{self.op}{self.value:g}"
+
+
+@dataclass(frozen=True)
+class DefaultFamily:
+    """A family of metrics the default gate gates, and the tolerance it applies without
+    bootstrap intervals.
+
+    Attributes:
+        name: the family's name in outputs (``gap``, ``cosines``, ...).
+        patterns: the leaf patterns that select its metrics.
+        tolerance: how far a metric of the family may move in its bad direction when the two
+            reports do not both have its interval.
+        why: where the tolerance comes from, in a few words.
+    """
+
+    name: str
+    patterns: tuple[MetricPattern, ...]
+    tolerance: Tolerance
+    why: str
+
+    def matches(self, key: str) -> bool:
+        """Whether the flat key ``key`` is a metric of this family."""
+        return any(p.matches(key) for p in self.patterns)
+
+
+def _leaves(*names: str) -> tuple[MetricPattern, ...]:
+    return tuple(MetricPattern(name) for name in names)
+
+
+#: What ``gapscope check`` gates when no tolerance is configured. A metric of these families
+#: is judged by its bootstrap intervals when both reports have them (a change counts when the
+#: intervals do not overlap) and else by the family's tolerance; every other metric with a
+#: direction (the cone, MIR, ranks and the diagnostics) is tracked: compared and shown, never
+#: failing the check. The tolerances are 1% of the range each geometric metric can take (a
+#: shift smaller than that has not been shown to matter), and two points of retrieval (the
+#: binomial standard error of R@K = 0.5 on 625 queries: a probe set of a few hundred queries
+#: moves a point with a handful of them).
+DEFAULT_GATE: tuple[DefaultFamily, ...] = (
+    DefaultFamily("gap", _leaves(K.GAP.name), Tolerance(0.02), "1% of its range [0, 2]"),
+    DefaultFamily(
+        "cosines",
+        _leaves(K.CENTROID_COSINE.name, K.PAIRED_COSINE.name, K.UNPAIRED_COSINE.name),
+        Tolerance(0.02),
+        "1% of the range of a cosine [-1, 1]",
+    ),
+    DefaultFamily(
+        "alignment",
+        _leaves(K.ALIGNMENT.name),
+        Tolerance(0.04),
+        "1% of its range [0, 4] (alpha 2); 2 x the cosines', as alignment = 2 - 2 cos",
+    ),
+    DefaultFamily(
+        "uniformity",
+        _leaves(K.UNIFORMITY.name),
+        Tolerance(0.04),
+        "1% of its range [-4, 0] (t 2)",
+    ),
+    DefaultFamily(
+        "retrieval",
+        _leaves("R@*", K.MAP.name, K.R_PRECISION.name),
+        Tolerance(0.02),
+        "2 points: one binomial standard error of R@K = 0.5 on 625 queries",
+    ),
+)
+
+
+def default_family(key: str) -> DefaultFamily | None:
+    """The family of the default gate that gates the flat key ``key``, or None (tracked).
+
+    >>> default_family("image-text/recall/text->image/R@5").name
+    'retrieval'
+    >>> default_family("image-text/gap").tolerance
+    Tolerance(value=0.02, relative=False)
+    >>> default_family("image-text/cka") is None, default_family("image/cone") is None
+    (True, True)
+    """
+    return next((family for family in DEFAULT_GATE if family.matches(key)), None)
 
 
 def parse_tolerance(value: object, where: str = "tolerance") -> Tolerance:

@@ -1,7 +1,12 @@
 """Serialise a :class:`Report` in the output formats the CLI offers.
 
-``json`` is the nested, versioned document; ``flat`` is one ``"path" -> number`` JSON object
-(what MLflow, Weights & Biases and TensorBoard take); ``csv`` is the flat mapping as rows.
+``json`` is the nested, versioned document. ``flat`` is one JSON object: the run fields
+(``checkpoint``, ``step``, ``tag.<key>``; keys without a ``/``) and the metrics in the tracker
+spelling (``image-text/recall/image_to_text/R5``; see
+:func:`~gapscope.analysis.keys.tracker_key`), so that ``pandas.DataFrame`` of many such
+objects is one row a report. ``csv`` is a long table, one row a metric: ``metric,value``
+followed by the run fields as columns (``step,checkpoint,tag.<key>...``), so that the CSVs of
+many reports concatenate into one table (``pandas.concat(map(pandas.read_csv, files))``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from gapscope.analysis import keys as K
 from gapscope.report.model import Report
 
 FORMATS = ("table", "json", "flat", "csv")
@@ -23,24 +29,46 @@ def report_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+#: The first two columns of the CSV; the run fields follow them.
+CSV_METRIC = "metric"
+CSV_VALUE = "value"
+
+
+def flat_row(report: Report) -> dict[str, Any]:
+    """The run fields and the metrics of ``report`` in one flat mapping (``--format flat``).
+
+    >>> r = Report(input={}, params={}, pairs={"image-text": {"gap": 0.5}},
+    ...            run={"step": 3, "tags": {"lr": "3e-4"}, "checkpoint": "ViT-B-32@openai"})
+    >>> flat_row(r)
+    {'checkpoint': 'ViT-B-32@openai', 'step': 3, 'tag.lr': '3e-4', 'image-text/gap': 0.5}
+    """
+    return {**report.run_info.flat(), **report.to_flat()}
+
+
 def to_flat_json(report: Report) -> str:
-    """The flat mapping as deterministic JSON text."""
-    return json.dumps(report.to_flat(), indent=2, sort_keys=True) + "\n"
+    """The flat mapping (:func:`flat_row`) as deterministic JSON text, sorted keys."""
+    return json.dumps(flat_row(report), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def to_csv(report: Report) -> str:
-    """The flat mapping as CSV rows ``metric,value``, sorted by metric path.
+    """The metrics as CSV rows sorted by metric, each with the run fields: columns
+    ``metric,value,step,checkpoint`` and ``tag.<key>`` a tag (``step`` empty when the report
+    has none).
 
-    >>> r = Report(input={}, params={}, modalities={"image": {"cone": 0.5}})
+    >>> r = Report(input={}, params={}, modalities={"image": {"cone": 0.5}},
+    ...            run={"step": 3, "tags": {"lr": "3e-4"}, "checkpoint": "ViT-B-32@openai"})
     >>> print(to_csv(r), end="")
-    metric,value
-    image/cone,0.5
+    metric,value,step,checkpoint,tag.lr
+    image/cone,0.5,3,ViT-B-32@openai,3e-4
     """
+    run = report.run_info
+    tags = run.tag_fields()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["metric", "value"])
+    writer.writerow([CSV_METRIC, CSV_VALUE, K.STEP, K.CHECKPOINT, *tags])
+    fields = ["" if run.step is None else run.step, run.checkpoint, *tags.values()]
     for key, value in report.to_flat().items():
-        writer.writerow([key, repr(value) if isinstance(value, float) else value])
+        writer.writerow([key, repr(value) if isinstance(value, float) else value, *fields])
     return buf.getvalue()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from gapscope._version import __version__
 from gapscope.analysis import keys as K
 from gapscope.errors import GapscopeError
+from gapscope.report.run import RunInfo, check_step, check_tags, checkpoint_identity, run_info
 
 if TYPE_CHECKING:
     from gapscope.analysis.context import AnalysisContext
@@ -43,6 +45,7 @@ __all__ = [
     "json_ready",
     "json_text",
     "round_float",
+    "tracker_flat",
     "upgrade_report",
 ]
 
@@ -54,6 +57,7 @@ READABLE_SCHEMAS = (SCHEMA, SCHEMA_V1)
 #: the last bits of a float32 reduction differ between BLAS builds.
 SIGNIFICANT_DIGITS = 8
 _SECTIONS = ("modalities", "pairs", "tuples")
+_TRACKER_RECALL = re.compile(r"^R[0-9]+$")
 
 
 def round_float(value: float | None, digits: int = SIGNIFICANT_DIGITS) -> float | None:
@@ -116,6 +120,8 @@ class Report:
             ``"image-text-audio"``.
         notes: plain-words remarks (skipped steps, left-out queries, estimates).
         directions: the good direction (``"lower"``/``"higher"``) of each leaf key that has one.
+        run: the run the report belongs to, ``{"step", "tags", "checkpoint"}`` (see
+            :mod:`gapscope.report.run`); None for a report written before reports had one.
         context: the analysis context the report came from (``None`` for a report read from
             JSON): the views draw plots from it instead of computing anything again.
     """
@@ -127,13 +133,31 @@ class Report:
     tuples: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     directions: dict[str, str] = field(default_factory=lambda: dict(K.DIRECTIONS))
+    run: dict[str, Any] | None = None
     schema: str = SCHEMA
     gapscope_version: str = __version__
     context: AnalysisContext | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_analysis(cls, analysis: Analysis) -> Report:
-        """The report of an :class:`~gapscope.analysis.result.Analysis`."""
+    def from_analysis(
+        cls,
+        analysis: Analysis,
+        *,
+        step: int | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Report:
+        """The report of an :class:`~gapscope.analysis.result.Analysis`, with its run fields:
+        the training ``step``, the ``tags`` and the checkpoint identity of its input (see
+        :mod:`gapscope.report.run`).
+
+        Raises:
+            GapscopeError: a step that is not an integer >= 0, a malformed tag.
+        """
+        run = RunInfo(
+            checkpoint=checkpoint_identity(analysis.input),
+            step=check_step(step),
+            tags=check_tags(tags),
+        )
         return cls(
             input=analysis.input,
             params=analysis.params,
@@ -142,24 +166,27 @@ class Report:
             tuples=analysis.tuples,
             notes=analysis.notes,
             directions=analysis.directions,
+            run=run.to_dict(),
             context=analysis.context,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready mapping: floats rounded, keys as in :mod:`gapscope.analysis.keys`."""
-        return _clean(
-            {
-                K.SCHEMA_FIELD: self.schema,
-                K.VERSION_FIELD: self.gapscope_version,
-                K.INPUT_SECTION: self.input,
-                K.PARAMS_SECTION: self.params,
-                K.MODALITIES_SECTION: self.modalities,
-                K.PAIRS_SECTION: self.pairs,
-                K.TUPLES_SECTION: self.tuples,
-                K.NOTES_SECTION: self.notes,
-                K.DIRECTIONS_SECTION: self.directions,
-            }
-        )
+        """The JSON-ready mapping: floats rounded, keys as in :mod:`gapscope.analysis.keys`.
+        ``run`` is written when the report has one (every analysis gives one)."""
+        data = {
+            K.SCHEMA_FIELD: self.schema,
+            K.VERSION_FIELD: self.gapscope_version,
+            K.INPUT_SECTION: self.input,
+            K.PARAMS_SECTION: self.params,
+            K.MODALITIES_SECTION: self.modalities,
+            K.PAIRS_SECTION: self.pairs,
+            K.TUPLES_SECTION: self.tuples,
+            K.NOTES_SECTION: self.notes,
+            K.DIRECTIONS_SECTION: self.directions,
+        }
+        if self.run is not None:
+            data[K.RUN_SECTION] = self.run
+        return _clean(data)
 
     def to_json(self) -> str:
         """Deterministic JSON text: sorted keys, rounded floats, no timestamps."""
@@ -188,6 +215,7 @@ class Report:
                 tuples=data.get(K.TUPLES_SECTION, {}),
                 notes=data.get(K.NOTES_SECTION, []),
                 directions=data.get(K.DIRECTIONS_SECTION) or dict(K.DIRECTIONS),
+                run=data.get(K.RUN_SECTION),
                 schema=SCHEMA,
                 gapscope_version=data.get(K.VERSION_FIELD, "unknown"),
             )
@@ -205,18 +233,67 @@ class Report:
         return cls.from_dict(data)
 
     def to_flat(self) -> dict[str, float]:
-        """One flat ``"<pair or modality>/<metric>[/<detail>]" -> number`` mapping.
+        """The metrics as one flat ``"<pair or modality>/<metric>[/<detail>]" -> number``
+        mapping, in the spelling every tracker takes (:func:`~gapscope.analysis.keys.tracker_key`:
+        ``image-text/recall/image_to_text/R5`` for the JSON path
+        ``pairs.image-text.recall.image->text.R@5``), sorted by key.
 
         The shape MLflow's ``log_metrics``, Weights & Biases' ``log`` and TensorBoard scalars
-        take. Only numbers are kept (no strings, booleans or nulls). A bootstrap interval
-        ``"gap_ci": [low, high]`` becomes two keys, ``".../gap_ci/low"`` and
-        ``".../gap_ci/high"``.
+        take as it is (:meth:`log_to` logs it with the run fields). Only numbers are kept (no
+        strings, booleans or nulls). A bootstrap interval ``"gap_ci": [low, high]`` becomes two
+        keys, ``".../gap_ci/low"`` and ``".../gap_ci/high"``. The run fields are not metrics
+        and are left out (:attr:`run_info`); ``--format flat`` and CSV add them.
+        :func:`flatten_report` gives the same mapping keyed by the JSON paths
+        (``image-text/recall/image->text/R@5``), the spelling ``check`` and ``diff`` show.
+
+        >>> Report(input={}, params={}, pairs={"image-text": {"recall": {"text->image":
+        ...     {"R@5": 0.8}}}}).to_flat()
+        {'image-text/recall/text_to_image/R5': 0.8}
         """
-        return flatten_report(self.to_dict())
+        return tracker_flat(flatten_report(self.to_dict()))
+
+    @property
+    def run_info(self) -> RunInfo:
+        """The run fields: the recorded ``run`` section, or for a report written without one,
+        no step, no tags and the checkpoint identity of its ``input``."""
+        return run_info(self.to_dict())
+
+    def log_to(self, tracker: Any, *, step: int | None = None) -> Any:
+        """Log this report to an experiment tracker: its metrics (:meth:`to_flat`) at its step,
+        its run fields (``checkpoint``, ``tag.<key>``) beside them.
+
+        Args:
+            tracker: ``"mlflow:<tracking URI>"``, ``"tensorboard:<folder>"``,
+                ``"wandb:<project>"`` (or ``"wandb"``), a
+                :class:`~gapscope.report.trackers.Tracker`, or a tracker's own object: an
+                MLflow run (``mlflow.start_run()``), a TensorBoard ``SummaryWriter`` or a W&B
+                run (``wandb.init()``). See :mod:`gapscope.report.trackers`.
+            step: the step to log at; default the report's recorded step, else 0.
+
+        Returns:
+            A :class:`~gapscope.report.trackers.Logged`: where the values went, at which step.
+
+        Raises:
+            MissingDependencyError: the tracker's package is not installed (the message names
+                the extra: ``pip install 'gapscope[mlflow]'``).
+            GapscopeError: a malformed tracker spec, or the tracker refused the values.
+        """
+        from gapscope.report.trackers import log_reports
+
+        return log_reports([self], tracker, steps=[step])
 
     def direction_of(self, flat_key: str) -> str | None:
-        """The good direction of a flat key by this report's own ``directions``."""
-        return K.direction_of(K.metric_leaf(flat_key), self.directions)
+        """The good direction of a flat key, in either spelling
+        (``image-text/recall/text->image/R@5`` or ``image-text/recall/text_to_image/R5``), by
+        this report's own ``directions``."""
+        leaf = K.metric_leaf(flat_key)
+        found = K.direction_of(leaf, self.directions)
+        if found is not None:
+            return found
+        if _TRACKER_RECALL.match(leaf):
+            return K.direction_of(K.recall_key(int(leaf[1:])), self.directions)
+        names = {K.tracker_key(name): name for name in self.directions}
+        return self.directions.get(names.get(leaf, leaf))
 
 
 def upgrade_report(data: dict[str, Any]) -> dict[str, Any]:
@@ -255,6 +332,26 @@ def upgrade_report(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(directions, dict):
         directions.pop(K.FD.name, None)
     return out
+
+
+def tracker_flat(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat mapping keyed by JSON paths re-keyed in the tracker spelling
+    (:func:`~gapscope.analysis.keys.tracker_key`), sorted by key.
+
+    Raises:
+        ValueError: two keys would share one spelling (a bug: the report's vocabulary is
+            chosen so that they cannot).
+
+    >>> tracker_flat({"image-text/recall/image->text/R@1": 0.5, "image/cone": 0.3})
+    {'image-text/recall/image_to_text/R1': 0.5, 'image/cone': 0.3}
+    """
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        spelled = K.tracker_key(key)
+        if spelled in out:
+            raise ValueError(f"flat keys collide in the tracker spelling: {key!r} -> {spelled!r}")
+        out[spelled] = value
+    return dict(sorted(out.items()))
 
 
 def _is_intra(direction: str) -> bool:

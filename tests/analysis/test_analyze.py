@@ -117,7 +117,7 @@ def test_round_trip_and_flat(paired_store):
     assert again.to_json() == report.to_json()
     flat = report.to_flat()
     assert flat["image-text/gap"] == report.to_dict()["pairs"]["image-text"]["gap"]
-    assert "image-text/recall/text->image/R@5" in flat
+    assert "image-text/recall/text_to_image/R5" in flat
     assert all(isinstance(v, int | float) for v in flat.values())
     # Only the selected metrics.
     assert "cone" not in report.modalities["image"]

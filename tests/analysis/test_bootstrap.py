@@ -97,11 +97,13 @@ def test_retrieval_per_query_values_match_a_full_matrix_reference():
     for k in (1, 5):
         assert np.array_equal(result.per_query[f"R@{k}"], (first < k).astype(float))
         assert result.per_query[f"R@{k}"].mean() == result.recall[k]
+    assert np.array_equal(result.per_query["mean_rank"], first + 1.0)
+    assert result.per_query["mean_rank"].mean() == pytest.approx(result.mean_rank, rel=1e-15)
 
     intra = intra_modal_retrieval(
         image, li, k=(1, 3), device="cpu", query_index=np.arange(0, 30, 2)
     )
-    assert set(intra.per_query) == {"R@1", "R@3", "mAP", "R-precision"}
+    assert set(intra.per_query) == {"R@1", "R@3", "mean_rank", "mAP", "R-precision"}
     s = ref.unit(image) @ ref.unit(image).T
     expected_ap = []
     for i in range(0, 30, 2):

@@ -135,7 +135,9 @@ def _uniformity(data: EmbeddingSet) -> Entries:
 def _mir(data: EmbeddingSet) -> Entries:
     out = {}
     for a, b in _pairs():
-        x, y = (b, a) if a == "text" else (a, b)
+        # Scaled by text when the pair has it, else by the pair's first modality.
+        y = "text" if "text" in (a, b) else a
+        x = b if y == a else a
         r = modality_integration_rate(data.embeddings[x], data.embeddings[y])
         out["pairs", f"{a}-{b}"] = {
             "mir": r.mir,

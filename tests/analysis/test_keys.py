@@ -19,6 +19,7 @@ READERS = [
     "report",
     "gate",
     "api.py",
+    "integrations",
     "cli/analyze.py",
     "cli/check.py",
     "cli/diff.py",

@@ -57,6 +57,7 @@ def test_flat_and_csv(example_store, tmp_path):
     flat = run("analyze", example_store, "-f", "flat", "-q", "--metrics", "gap,cone")
     data = json.loads(flat.stdout)
     assert set(data) == {
+        "checkpoint",
         "image-text/gap",
         "image-text/centroid_cosine",
         "image-text/centroid_norms/image",
@@ -66,11 +67,12 @@ def test_flat_and_csv(example_store, tmp_path):
         "image/cone",
         "text/cone",
     }
+    assert data["checkpoint"] == "gapscope example generator"
     out = tmp_path / "r.csv"
     csv = run("analyze", example_store, "-f", "csv", "-q", "--metrics", "gap", "-o", out)
     assert csv.exit_code == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "metric,value"
+    assert lines[0] == "metric,value,step,checkpoint"
     assert any(line.startswith("image-text/gap,") for line in lines)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gapscope.data.store import EmbeddingStore, fingerprint_arrays
+from gapscope.data.store import STAMPS, EmbeddingStore, fingerprint_arrays
 from gapscope.errors import StoreError
 
 
@@ -126,8 +127,20 @@ def test_append_rejects_mismatched_parts(tmp_path):
         store.append("image", np.ones((2, 4), np.float32), _items("i", 1))
     with pytest.raises(StoreError, match="float16 or float32"):
         store.append("image", np.ones((2, 4), np.float64), _items("i", 2))
-    with pytest.raises(StoreError, match="unknown modality"):
-        store.append("video", np.ones((2, 4), np.float32), _items("i", 2))
+    for bad in ("Video", "image-text", "a/b", "", "x" * 33):
+        with pytest.raises(StoreError, match="use a lowercase identifier"):
+            store.append(bad, np.ones((2, 4), np.float32), _items("i", 2))
+
+
+def test_any_modality_name_round_trips_in_order(tmp_path):
+    rng = np.random.default_rng(2)
+    arrays = {m: rng.normal(size=(3, 4)).astype(np.float32) for m in ("video", "text", "depth")}
+    items = {m: _items(m[0], 3) for m in arrays}
+    store = EmbeddingStore.write(tmp_path / "s", arrays, items)
+    assert store.modalities == ["text", "depth", "video"]
+    for m, a in arrays.items():
+        assert np.asarray(store.embeddings(m)).tobytes() == a.tobytes()
+    assert store.manifest["fingerprint"] == fingerprint_arrays(arrays)
 
 
 def test_create_refuses_to_clobber(tmp_path):
@@ -146,6 +159,83 @@ def test_fingerprint_changes_with_content(store_path, arrays):
     changed = dict(arrays, image=arrays["image"].copy())
     changed["image"][0, 0] += 1
     assert fingerprint_arrays(changed) != store.fingerprint()
+
+
+def _tamper(path: Path, name: str = "image.npy") -> None:
+    """Change one byte of a file and give it back its size and mtime."""
+    target = path / name
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_fingerprint_is_hashed_once_when_written_and_cached(store_path, arrays, monkeypatch):
+    import gapscope.data.store as store_module
+
+    manifest = json.loads((store_path / "manifest.json").read_text())
+    # Hashed from the bytes as they were written: the same value as hashing the arrays.
+    assert manifest["fingerprint"] == fingerprint_arrays(arrays)
+    stamps = json.loads((store_path / STAMPS).read_text())
+    assert sorted(stamps) == ["image.npy", "text.npy"]
+    assert stamps["text.npy"]["size"] == (store_path / "text.npy").stat().st_size
+    calls = []
+    original = store_module.fingerprint_arrays
+    monkeypatch.setattr(
+        store_module, "fingerprint_arrays", lambda a: calls.append(1) or original(a)
+    )
+    store = EmbeddingStore.open(store_path)
+    assert store.fingerprint() == manifest["fingerprint"] and calls == []
+    # A new mtime (a copied or touched file): hashed again, same value.
+    os.utime(store_path / "text.npy")
+    assert store.fingerprint() == manifest["fingerprint"] and calls == [1]
+    # verify hashes whatever the stamps say.
+    assert store.fingerprint(verify=True) == manifest["fingerprint"] and calls == [1, 1]
+
+
+def test_verify_finds_bytes_changed_behind_the_stamps(store_path):
+    _tamper(store_path)
+    store = EmbeddingStore.open(store_path)
+    stale = store.fingerprint()  # size and mtime unchanged: the cache is trusted
+    assert stale == json.loads((store_path / "manifest.json").read_text())["fingerprint"]
+    with pytest.raises(StoreError, match="no longer match the fingerprint"):
+        store.fingerprint(verify=True)
+
+
+def test_stores_without_a_cached_fingerprint_are_hashed(store_path, arrays):
+    manifest = json.loads((store_path / "manifest.json").read_text())
+    del manifest["fingerprint"]
+    (store_path / "manifest.json").write_text(json.dumps(manifest))
+    (store_path / STAMPS).unlink()
+    store = EmbeddingStore.open(store_path)
+    assert store.fingerprint() == store.fingerprint(verify=True) == fingerprint_arrays(arrays)
+
+
+def test_damaged_stamps_mean_hashing_again(store_path, arrays):
+    (store_path / STAMPS).write_text("{not json")
+    assert EmbeddingStore.open(store_path).fingerprint() == fingerprint_arrays(arrays)
+
+
+@pytest.mark.parametrize("value", [42, "abc", {"sha256": "0" * 64}])
+def test_a_bad_fingerprint_in_the_manifest_is_one_line(store_path, value):
+    _rewrite_manifest(store_path, fingerprint=value)
+    with pytest.raises(StoreError, match="'fingerprint' must be a sha256"):
+        EmbeddingStore.open(store_path)
+
+
+def test_analyze_verify_on_the_command_line(store_path):
+    from typer.testing import CliRunner
+
+    from gapscope.cli import app
+
+    runner = CliRunner()
+    fine = runner.invoke(app, ["analyze", str(store_path), "--verify", "-q", "-f", "json"])
+    assert fine.exit_code == 0, fine.output
+    _tamper(store_path)
+    bad = runner.invoke(app, ["analyze", str(store_path), "--verify", "-q", "-f", "json"])
+    assert bad.exit_code == 2
+    assert "no longer match the fingerprint" in bad.output
 
 
 # ------------------------------------------------------------------ malformed stores

@@ -218,6 +218,7 @@ def test_a_folder_left_with_only_a_dead_temporary_manifest_is_reused(tmp_path):
         (path / ".manifest.json.x1y2z3_4.tmp").write_text("{")
         _write(path, overwrite=overwrite)
         assert sorted(os.listdir(path)) == [
+            "fingerprint.stamps.json",
             "image.items.jsonl",
             "image.npy",
             "manifest.json",

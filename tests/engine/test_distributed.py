@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from distributed_worker import pass_arrays
+from process_group import run_ranks
 
 from gapscope import analyze
 from gapscope.engine.distributed import Share, current_share, launcher_rank, sharing
@@ -19,36 +16,9 @@ from gapscope.errors import GapscopeError
 WORKER = Path(__file__).parents[1] / "distributed_worker.py"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("world", [2, 3])
 def test_shared_passes_give_every_process_the_single_process_arrays(tmp_path, world):
-    port = _free_port()
-    procs = []
-    for rank in range(world):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), str(tmp_path)],
-                env=env,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    run_ranks(WORKER, world, str(tmp_path))
     alone = pass_arrays()
     for rank in range(world):
         with np.load(tmp_path / f"rank-{rank}.npz") as shared:

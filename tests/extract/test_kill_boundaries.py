@@ -13,6 +13,7 @@ command crosses is covered, and a new write gets covered without touching this f
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import pytest
 from extract_testkit import ImageData, write_images
 from fork_testkit import KILLED, killed_at, one_thread, run_forked
 
-from gapscope.data.store import EmbeddingStore
+from gapscope.data.store import STAMPS, EmbeddingStore
 from gapscope.errors import StoreError
 from gapscope.extract import extract, load_encoder, merge_stores
 
@@ -99,8 +100,13 @@ class Scenario:
 
 
 def _store_files(folder: Path) -> dict[str, bytes]:
-    """The files of a store folder (not its sub-folders), by name."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    """The files of a store folder (not its sub-folders), by name; of the fingerprint stamps,
+    which record each file's mtime, only the sizes (the mtimes are those of the last run)."""
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    if STAMPS in files:
+        sizes = {f: stamp["size"] for f, stamp in json.loads(files[STAMPS]).items()}
+        files[STAMPS] = json.dumps(sizes, sort_keys=True).encode()
+    return files
 
 
 def _assert_finished(work: Path, out: Path, scenario: Scenario, point: str) -> None:
@@ -111,7 +117,12 @@ def _assert_finished(work: Path, out: Path, scenario: Scenario, point: str) -> N
     assert sorted(os.listdir(out)) == sorted(expected), f"{where}: {sorted(os.listdir(out))}"
     for name, payload in expected.items():
         assert got[name] == payload, f"{where}: {name} differs"
-    EmbeddingStore.open(out).validate()
+    store = EmbeddingStore.open(out)
+    store.validate()
+    # The stamps are those of the files on disk, and the fingerprint the manifest keeps is
+    # that of their bytes.
+    assert store._stamps_hold(), f"{where}: stale stamps"
+    assert store.fingerprint() == store.fingerprint(verify=True)
 
 
 def _assert_whole(out: Path, scenario: Scenario, point: str) -> None:

@@ -32,7 +32,13 @@ def documents():
     a diff document, each with its schema."""
     image, text, *_, labels, _ = make_paired(n=40, d=8, captions=1, seed=2)
     report = analyze(
-        {"image": image, "text": text}, bootstrap=20, seed=0, device="cpu", k="1,5"
+        {"image": image, "text": text},
+        bootstrap=20,
+        seed=0,
+        device="cpu",
+        k="1,5",
+        step=3,
+        tags={"lr": "3e-4"},
     ).to_dict()
     worse = copy.deepcopy(report)
     worse["pairs"]["image-text"]["gap"] += 0.1

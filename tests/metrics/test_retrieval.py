@@ -388,7 +388,7 @@ def test_query_index_cross_matches_reference_subset():
     assert result.recall == expected
     assert (result.n_queries, result.n_skipped) == (firsts.size, skipped)
     population = int(np.isin(gq, gk).sum())
-    assert result.se is not None and set(result.se) == {f"R@{c}" for c in KS}
+    assert result.se is not None and set(result.se) == {f"R@{c}" for c in KS} | {"mean_rank"}
     for c in KS:
         assert math.isfinite(result.se[f"R@{c}"]) and result.se[f"R@{c}"] >= 0
         assert result.se[f"R@{c}"] == pytest.approx(_se((firsts < c).astype(float), population))
@@ -428,7 +428,12 @@ def test_query_index_census_has_zero_se_and_full_result():
     census = intra_modal_retrieval(x, codes, k=KS, query_index=np.arange(40))
     assert census.recall == full.recall
     assert census.mean_average_precision == full.mean_average_precision
-    assert census.se == {**{f"R@{c}": 0.0 for c in KS}, "mAP": 0.0, "R-precision": 0.0}
+    assert census.se == {
+        **{f"R@{c}": 0.0 for c in KS},
+        "mean_rank": 0.0,
+        "mAP": 0.0,
+        "R-precision": 0.0,
+    }
     lone = intra_modal_retrieval(x, codes, k=1, query_index=[3])
     assert math.isnan(lone.se["R@1"])  # one sampled query out of many: spread unknown
 
@@ -489,3 +494,40 @@ def test_error_messages_name_the_argument():
         cross_modal_retrieval(GOOD, GOOD, query_index=[0, 9])
     with pytest.raises(EmbeddingError, match=r"^relevance: expected shape \(6,\)"):
         intra_modal_retrieval(GOOD, np.arange(3))
+
+
+def test_mean_and_median_rank_by_hand():
+    # Ranks of the best positives (0-based) 0, 3 and 4: mean 1 + 7/3, median floor(3) + 1.
+    r = ranking.summarize(
+        (1,), np.array([0, 3, 4]), n_skipped=0, n_eligible_total=None, query_rows=np.arange(3)
+    )
+    assert r.mean_rank == pytest.approx(1 + 7 / 3) and r.median_rank == 4.0
+    # An even count: numpy's median is the mean of the middle two, floored as open_clip does.
+    r = ranking.summarize(
+        (1,), np.array([0, 1, 2, 7]), n_skipped=0, n_eligible_total=None, query_rows=np.arange(4)
+    )
+    assert r.mean_rank == 3.5 and r.median_rank == 2.0
+    empty = ranking.summarize(
+        (1,), np.empty(0, np.int64), n_skipped=2, n_eligible_total=None, query_rows=np.empty(0)
+    )
+    assert empty.mean_rank is None and empty.median_rank is None
+
+
+def test_mean_and_median_rank_equal_open_clips_evaluation():
+    # open_clip's get_clip_metrics on the same arrays: logits, argsort descending, the
+    # position of the ground truth, mean + 1 and floor(median) + 1.
+    rng = np.random.default_rng(9)
+    image = rng.normal(size=(200, 16)).astype(np.float32)
+    text = (image + 1.5 * rng.normal(size=(200, 16))).astype(np.float32)
+    ui = torch.nn.functional.normalize(torch.from_numpy(image).double(), dim=-1)
+    ut = torch.nn.functional.normalize(torch.from_numpy(text).double(), dim=-1)
+    logits = {"image_to_text": ui @ ut.T, "text_to_image": ut @ ui.T}
+    truth = torch.arange(200).view(-1, 1)
+    ours = dict(
+        zip(("image_to_text", "text_to_image"), passes.cross_pass(image, text, k=(1,)), strict=True)
+    )
+    for name, logit in logits.items():
+        ranking_ = torch.argsort(logit, descending=True)
+        preds = torch.where(ranking_ == truth)[1].numpy()
+        assert ours[name].mean_rank == pytest.approx(preds.mean() + 1, rel=1e-12)
+        assert ours[name].median_rank == np.floor(np.median(preds)) + 1

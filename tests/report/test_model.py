@@ -62,8 +62,24 @@ def test_the_example_store_report_is_unchanged_but_for_the_schema(v1, current):
     for doc in (old, new):  # where the store lies and which version wrote it may differ
         doc.pop("gapscope_version")
         doc["input"].pop("source")
-    # Schema 2 records the block size (null: chosen from the shapes).
+    # Schema 2 records the block size (null: chosen from the shapes), and the run.
     assert new["params"].pop("block_size") is None
+    assert new.pop("run") == {"step": None, "tags": {}, "checkpoint": "gapscope example generator"}
+    # ... and whether the encoder's weights were random (the example's are not).
+    assert new["input"]["model"].pop("random_weights") is False
+    # Every retrieval direction gained its mean and median rank.
+    entries = [
+        e
+        for section in ("modalities", "pairs")
+        for v in new[section].values()
+        for e in v.get("recall", {}).values()
+    ]
+    assert entries
+    for entry in entries:
+        assert entry.pop("mean_rank") >= 1 and entry.pop("median_rank") >= 1
+        for key in [k for k in entry if k.startswith("mean_rank_")]:
+            entry.pop(key)
+    assert new["directions"].pop("mean_rank") == new["directions"].pop("median_rank") == "lower"
 
     def same(a, b, path=""):
         if isinstance(a, dict):

@@ -1,0 +1,292 @@
+"""clip-retrieval output folders: embeddings that already exist, read where they live.
+
+``clip-retrieval inference --output_folder OUT`` writes, for each partition ``i`` (numbered
+from 0, zero-padded to the width of the partition count)::
+
+    OUT/img_emb/img_emb_{i}.npy          image embeddings of the partition (n_i, d)
+    OUT/text_emb/text_emb_{i}.npy        text embeddings of the same samples (n_i, d)
+    OUT/metadata/metadata_{i}.parquet    one row a sample: image_path, caption, and the
+                                         flattened metadata columns (url, key, ...)
+
+Row r of a partition's image file, text file and metadata table is one sample, so the image
+and the caption of a row are a pair. :func:`read_folder` checks that layout (partitions that
+agree in number, rows and dimension) and returns the rows of every partition in partition
+order with one item a row (``id``: the metadata's ``key`` when it has one, else
+``<partition>:<row>``; ``source``: the image path, or the caption for text rows; ``group``:
+the sample number). The metadata is optional; it needs ``pyarrow`` (the ``parquet`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gapscope.errors import EmbeddingError
+from gapscope.extras import require
+
+__all__ = ["ClipRetrievalFolder", "import_folder", "is_clip_retrieval_folder", "read_folder"]
+
+#: gapscope modality -> (sub-folder, file prefix) of clip-retrieval's layout.
+LAYOUT = {"image": ("img_emb", "img_emb_"), "text": ("text_emb", "text_emb_")}
+_METADATA = ("metadata", "metadata_")
+
+
+def is_clip_retrieval_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder laid out as clip-retrieval writes its output (an
+    ``img_emb/`` or ``text_emb/`` sub-folder of ``.npy`` parts; no gapscope manifest)."""
+    folder = Path(path)
+    if not folder.is_dir() or (folder / "manifest.json").exists():
+        return False
+    return any(_parts(folder / sub, prefix, ".npy") for sub, prefix in LAYOUT.values())
+
+
+def _parts(folder: Path, prefix: str, suffix: str) -> dict[int, Path]:
+    """Partition number -> file, for ``folder/<prefix><digits><suffix>``."""
+    if not folder.is_dir():
+        return {}
+    pattern = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix))
+    found: dict[int, Path] = {}
+    for path in sorted(folder.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if match and path.is_file():
+            number = int(match.group(1))
+            if number in found:
+                raise EmbeddingError(
+                    f"{folder}: partition {number} appears twice ({found[number].name}, "
+                    f"{path.name})"
+                )
+            found[number] = path
+    return found
+
+
+@dataclass
+class ClipRetrievalFolder:
+    """The partitions of a clip-retrieval output folder, checked against each other.
+
+    Attributes:
+        path: the folder.
+        partitions: partition numbers, ascending.
+        files: modality -> the ``.npy`` part of each partition (memory-mapped when read).
+        metadata: the Parquet table of each partition, or empty when there is none.
+        rows: rows of each partition.
+        dim: the embedding dimension.
+    """
+
+    path: Path
+    partitions: list[int]
+    files: dict[str, list[Path]]
+    metadata: list[Path]
+    rows: list[int]
+    dim: int
+    _columns: dict[int, dict[str, list[Any]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in LAYOUT if m in self.files]
+
+    def parts(self, modality: str) -> Iterator[np.ndarray]:
+        """The embeddings of ``modality``, one memory-mapped partition at a time."""
+        for path in self.files[modality]:
+            yield np.load(path, mmap_mode="r", allow_pickle=False)
+
+    def embeddings(self, modality: str) -> np.ndarray:
+        """Every partition of ``modality`` in one array (memory-mapped when there is one)."""
+        parts = list(self.parts(modality))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def items(self, modality: str, part: int) -> list[dict[str, Any]]:
+        """One item a row of partition number ``part`` (an index into :attr:`partitions`)."""
+        columns = self._metadata_columns(part)
+        first = sum(self.rows[:part])
+        number = self.partitions[part]
+        keys = columns.get("key")
+        sources = columns.get("image_path" if modality == "image" else "caption")
+        return [
+            {
+                "id": str(keys[r]) if keys is not None else f"{number}:{r}",
+                "source": "" if sources is None or sources[r] is None else str(sources[r]),
+                "group": first + r,
+            }
+            for r in range(self.rows[part])
+        ]
+
+    def _metadata_columns(self, part: int) -> dict[str, list[Any]]:
+        if not self.metadata:
+            return {}
+        if part not in self._columns:
+            parquet = _parquet()
+            path = self.metadata[part]
+            try:
+                names = parquet.ParquetFile(path).schema_arrow.names
+                wanted = [c for c in ("key", "image_path", "caption") if c in names]
+                table = parquet.read_table(path, columns=wanted)
+            except Exception as exc:  # pyarrow raises its own types for damaged files
+                raise EmbeddingError(f"{path}: not a readable Parquet table ({exc})") from None
+            self._columns = {part: {c: table.column(c).to_pylist() for c in wanted}}
+        return self._columns[part]
+
+
+def read_folder(path: str | os.PathLike[str]) -> ClipRetrievalFolder:
+    """Check a clip-retrieval output folder and describe its partitions.
+
+    Raises:
+        EmbeddingError: not such a folder, fewer than two modalities, partitions that are
+            missing from one modality, partitions whose row counts, dimensions or dtypes
+            disagree, or metadata tables that do not match them.
+    """
+    folder = Path(path)
+    found = {m: _parts(folder / sub, prefix, ".npy") for m, (sub, prefix) in LAYOUT.items()}
+    found = {m: parts for m, parts in found.items() if parts}
+    if len(found) < 2:
+        have = ", ".join(f"{LAYOUT[m][0]}/" for m in found) or "no embeddings"
+        raise EmbeddingError(
+            f"{folder}: a clip-retrieval folder needs both img_emb/ and text_emb/ parts to "
+            f"pair (found {have})"
+        )
+    numbers = sorted(set().union(*found.values()))
+    for modality, parts in found.items():
+        missing = sorted(set(numbers) - set(parts))
+        if missing:
+            raise EmbeddingError(
+                f"{folder}: partition {missing[0]} has no {LAYOUT[modality][0]}/ part"
+            )
+    metadata = _parts(folder / _METADATA[0], _METADATA[1], ".parquet")
+    if metadata and sorted(metadata) != numbers:
+        odd = sorted(set(numbers) ^ set(metadata))[0]
+        raise EmbeddingError(f"{folder}: partition {odd} has embeddings or metadata, not both")
+    table_rows = {k: _parquet_rows(p) for k, p in metadata.items()}
+    rows: list[int] = []
+    dims: set[int] = set()
+    for number in numbers:
+        shapes = {}
+        for modality, parts in found.items():
+            array = _header(parts[number])
+            shapes[modality] = array.shape
+            dims.add(array.shape[1])
+        counts = {shape[0] for shape in shapes.values()}
+        if len(counts) > 1:
+            described = ", ".join(f"{m} {s[0]}" for m, s in shapes.items())
+            raise EmbeddingError(
+                f"{folder}: partition {number} has {described} rows; row r of each is one sample"
+            )
+        rows.append(counts.pop())
+        if number in table_rows and table_rows[number] != rows[-1]:
+            raise EmbeddingError(
+                f"{metadata[number]}: {table_rows[number]} metadata rows for {rows[-1]} embeddings"
+            )
+    if len(dims) > 1:
+        raise EmbeddingError(f"{folder}: embeddings of different dimensions {sorted(dims)}")
+    if not sum(rows):
+        raise EmbeddingError(f"{folder}: every partition is empty")
+    # Partitions are matched by number, whatever their zero padding.
+    return ClipRetrievalFolder(
+        path=folder,
+        partitions=numbers,
+        files={m: [found[m][k] for k in numbers] for m in LAYOUT if m in found},
+        metadata=[metadata[k] for k in numbers] if metadata else [],
+        rows=rows,
+        dim=dims.pop(),
+    )
+
+
+def _parquet() -> Any:
+    """``pyarrow.parquet``, or one line naming the extra that brings it."""
+    require("pyarrow", "reading clip-retrieval metadata (Parquet)")
+    import pyarrow.parquet
+
+    return pyarrow.parquet
+
+
+def _parquet_rows(path: Path) -> int:
+    """Rows of a Parquet table, from its footer alone."""
+    parquet = _parquet()
+    try:
+        return int(parquet.ParquetFile(path).metadata.num_rows)
+    except Exception as exc:  # pyarrow raises its own types for damaged files
+        raise EmbeddingError(f"{path}: not a readable Parquet table ({exc})") from None
+
+
+def _header(path: Path) -> np.ndarray:
+    """The memory-mapped array of a part (its header checked: 2-D float, no pickle)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise EmbeddingError(f"{path}: not a readable .npy array ({exc})") from None
+    if array.ndim != 2 or array.dtype.kind != "f":
+        raise EmbeddingError(
+            f"{path}: expected a 2-D float array, got shape {array.shape} {array.dtype}"
+        )
+    return array
+
+
+#: A modality whose every row has a norm within this of 1 is recorded as normalised by its
+#: encoder (clip-retrieval stores unit rows in float16: ~1e-3 off).
+_UNIT_NORM_TOLERANCE = 1e-2
+
+
+def import_folder(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: Any = None,
+) -> Any:
+    """Write the clip-retrieval folder ``path`` as a gapscope store at ``out``, one
+    partition at a time (never the whole folder in memory), and return the opened store.
+
+    The store's items keep each sample's key (``id``), image path or caption (``source``)
+    and sample number (``group``, which pairs an image with its caption); ``dataset`` in
+    the manifest names the folder and its partitions. Float16 and float32 rows are copied as
+    they are, other float types as float32. Whether the rows are unit vectors is measured,
+    not assumed (``normalized`` in the manifest).
+
+    Raises:
+        EmbeddingError: see :func:`read_folder`.
+        StoreError: ``out`` exists and is not a store to overwrite, or is being written.
+    """
+    from gapscope.data.store import EmbeddingStore
+
+    folder = read_folder(path)
+    dataset = {
+        "format": "clip-retrieval",
+        "folder": str(folder.path),
+        "partitions": len(folder.partitions),
+        "metadata": bool(folder.metadata),
+    }
+    existed = Path(out).is_dir()
+    store = EmbeddingStore.create(out, dataset=dataset, overwrite=overwrite)
+    unit = {m: True for m in folder.modalities}
+    try:
+        for part in range(len(folder.partitions)):
+            for modality in folder.modalities:
+                rows = np.load(folder.files[modality][part], mmap_mode="r", allow_pickle=False)
+                if rows.dtype.name not in ("float16", "float32"):
+                    rows = rows.astype(np.float32)
+                if rows.shape[0]:
+                    norms = np.linalg.norm(np.asarray(rows, dtype=np.float64), axis=1)
+                    unit[modality] &= bool(np.all(np.abs(norms - 1.0) <= _UNIT_NORM_TOLERANCE))
+                store.append(modality, np.asarray(rows), folder.items(modality, part))
+            if progress is not None:
+                progress(part + 1, len(folder.partitions))
+        store.finalize(normalized=unit)
+    except BaseException:
+        # Nothing half written stays behind: a replacement is dropped (the old store stays),
+        # a new store removed (the folder was absent or empty before).
+        if store.staged:
+            store.discard()
+        elif not store.complete:
+            store.close()
+            shutil.rmtree(store.path, ignore_errors=True)
+            if existed:
+                Path(out).mkdir(exist_ok=True)
+        raise
+    finally:
+        store.close()
+    return EmbeddingStore.open(out)
