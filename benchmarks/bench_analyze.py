@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _runs import run_measured
 
 NAIVE = r"""
 import sys, time, numpy as np, torch
@@ -49,31 +47,6 @@ for sim in (s, s.T):
     hit = (top == torch.arange(len(sim))[:, None]).any(1).float().mean()
 print(time.perf_counter() - t0)
 """
-
-
-def peak_rss_mib(cmd: list[str], limit_bytes: int | None = None) -> tuple[float, float, str]:
-    """Run ``cmd`` in a fresh process; return (wall seconds, peak RSS MiB, stdout); stdout is
-    ``"out of memory"`` when it failed to allocate under ``limit_bytes``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-
-    def cap() -> None:
-        if limit_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
-
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
-    wall = time.perf_counter() - t0
-    if (
-        proc.returncode != 0
-        and limit_bytes is not None
-        and ("alloc" in proc.stderr.lower() or "memory" in proc.stderr.lower())
-    ):
-        return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "out of memory"
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all children so far; run the largest last or alone.
-    return wall, max(peak, before) / 1024, proc.stdout
 
 
 def main() -> None:
@@ -135,7 +108,8 @@ def main() -> None:
             "machine": platform.processor() or platform.machine(),
         }
         if not args.naive_only:
-            wall, rss, _ = peak_rss_mib(cmd)
+            run = run_measured(cmd)
+            wall, rss = run.wall_s, run.peak_mib
             results["gapscope"] = {
                 "wall_s": wall,
                 "peak_rss_mib": rss,
@@ -154,8 +128,8 @@ def main() -> None:
                 str(tmp / "y.npy"),
                 str(tmp / "labels.npy"),
             ]
-            nwall, nrss, out = peak_rss_mib(naive, limit)
-            oom = out == "out of memory"
+            naive_run = run_measured(naive, limit_bytes=limit)
+            nwall, nrss, oom = naive_run.wall_s, naive_run.peak_mib, naive_run.out_of_memory
             results["naive"] = {
                 "wall_s": nwall,
                 "peak_rss_mib": nrss,

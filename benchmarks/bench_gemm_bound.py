@@ -38,13 +38,19 @@ def make_data(n: int, dim: int, classes: int, seed: int = 0):
 
 
 def gemm_bound(x: torch.Tensor, y: torch.Tensor, block: int) -> float:
-    """Seconds for X X^T, Y Y^T and X Y^T in row blocks of ``block``, results discarded."""
+    """Seconds for X X^T, Y Y^T and X Y^T in row blocks of ``block``, results discarded (on a
+    GPU, up to the device's completion of the last product)."""
+    cuda = x.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(x.device)
     t0 = time.perf_counter()
     for a, b in ((x, x), (y, y), (x, y)):
         out = torch.empty((block, b.shape[0]), dtype=torch.float32, device=a.device)
         for start in range(0, a.shape[0], block):
             rows = a[start : start + block]
             torch.mm(rows, b.T, out=out[: rows.shape[0]])
+    if cuda:
+        torch.cuda.synchronize(x.device)
     return time.perf_counter() - t0
 
 

@@ -2,11 +2,15 @@
 
 Writes ``image.npy`` and ``text.npy`` (n x d float16, paired row by row) chunk by chunk with
 ``numpy.lib.format.open_memmap`` (never whole in memory), then runs the CLI in a fresh process
-on them as plain arrays (memory-mapped) and reports its peak RSS. Pages of the memory map that
+on them as plain arrays (memory-mapped) and reports its peak RSS. With ``--store``, writes an
+embedding store instead (``EmbeddingStore.create``, appended chunk by chunk with an item a row:
+a path, a caption-like source and the pair's group) and analyses the store, item metadata
+included. Pages of the memory map that
 were read count in RSS too, so ``peak RSS - store size`` is an upper bound on the memory that
 gapscope itself needs beyond the store.
 
     python benchmarks/bench_sample_memory.py --n 1000000 --dim 512 --sample 2000 --json mem.json
+    python benchmarks/bench_sample_memory.py --n 1000000 --store --metrics ...
 """
 
 from __future__ import annotations
@@ -14,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _runs import run_measured
 
 CHUNK = 65536
 
@@ -42,29 +45,60 @@ def write_store(folder: Path, n: int, dim: int) -> int:
     return sum((folder / f).stat().st_size for f in ("image.npy", "text.npy"))
 
 
+def write_embedding_store(folder: Path, n: int, dim: int) -> int:
+    """Write the same rows as :func:`write_store` into an embedding store at ``folder``, with
+    items; returns the store's size in bytes."""
+    from gapscope.data.store import EmbeddingStore
+
+    rng = np.random.default_rng(0)
+    store = EmbeddingStore.create(folder, dataset={"name": "bench_sample_memory"})
+    try:
+        for start in range(0, n, CHUNK):
+            rows = min(CHUNK, n - start)
+            content = rng.standard_normal((rows, dim), dtype=np.float32)
+            for modality, offset in (("image", 1.0), ("text", -1.0)):
+                noise = rng.standard_normal((rows, dim), np.float32)
+                items = [
+                    {
+                        "id": f"{modality}/{i:08d}",
+                        "source": f"shard-{i // 10000:05d}/{i:08d}.{modality}",
+                        "group": i,
+                    }
+                    for i in range(start, start + rows)
+                ]
+                store.append(modality, (content + noise + offset).astype(np.float16), items)
+        store.finalize()
+    finally:
+        store.close()
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--sample", type=int, default=2000)
     parser.add_argument("--metrics", default="all")
+    parser.add_argument("--store", action="store_true", help="an embedding store, with items")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        store_bytes = write_store(folder, args.n, args.dim)
+        if args.store:
+            store_bytes = write_embedding_store(folder / "store", args.n, args.dim)
+            inputs = [str(folder / "store")]
+        else:
+            store_bytes = write_store(folder, args.n, args.dim)
+            inputs = ["--image", str(folder / "image.npy"), "--text", str(folder / "text.npy")]
         write_s = time.perf_counter() - t0
         cmd = [
             sys.executable,
             "-m",
             "gapscope",
             "analyze",
-            "--image",
-            str(folder / "image.npy"),
-            "--text",
-            str(folder / "text.npy"),
+            *inputs,
             "--sample",
             str(args.sample),
             "--metrics",
@@ -77,12 +111,8 @@ def main() -> None:
             "-o",
             str(folder / "r.json"),
         ]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SystemExit(f"analyze failed:\n{proc.stderr}")
-        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        run = run_measured(cmd)
+        wall, peak_mib = run.wall_s, run.peak_mib
     store_mib = store_bytes / 2**20
     result = {
         "machine": platform.processor() or platform.machine(),
@@ -90,6 +120,7 @@ def main() -> None:
         "dim": args.dim,
         "sample": args.sample,
         "metrics": args.metrics,
+        "input": "embedding store with items" if args.store else "plain arrays",
         "store_mib": store_mib,
         "write_s": write_s,
         "analyze_s": wall,

@@ -15,6 +15,10 @@ On the same data (paired rows around 100 class centres, labels as intra-modal re
   ``--processes`` processes of one thread each under ``torchrun --standalone``; the two JSON
   reports must be byte-identical.
 
+When a CUDA device is available (or ``--device cuda``), the bound and the core run are
+measured on it too: the bound's products on the GPU, ``analyze --device cuda`` with the
+score blocks ranked on the GPU (``gapscope/engine/device_ranking.py``).
+
 Every figure is a ratio to a baseline measured in the same run.
 """
 
@@ -24,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _runs import run_measured  # noqa: E402
 from bench_gemm_bound import gemm_bound, make_data  # noqa: E402
 
 from gapscope.engine.normalization import normalize_rows  # noqa: E402
@@ -43,9 +47,7 @@ CORE = "gap,cosine,alignment,cone,uniformity,mir,retrieval"
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     """Wall seconds of ``cmd`` in a fresh process (which must succeed)."""
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    return run_measured(cmd, env=env).wall_s
 
 
 def faiss_both_ways(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -69,7 +71,14 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--skip-default", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="also measure on CUDA (auto: when torch sees a GPU)",
+    )
     args = parser.parse_args()
+    gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
 
     image, text, labels = make_data(args.n, args.dim, args.classes)
     result: dict[str, object] = {
@@ -114,6 +123,18 @@ def main() -> None:
             default = timed([*base, "-o", str(folder / "default.json")])
             result["default_s"] = default
             print(f"analyze, default (CLI): {default:.1f} s ({default / bound:.2f}x the bound)")
+
+        if gpu:
+            gpu_bound = gemm_bound(ux.cuda(), uy.cuda(), 2048)
+            cuda_cmd = [*base[:-5], "--device", "cuda", *base[-3:]]
+            gpu_core = timed([*cuda_cmd, "--metrics", CORE, "-o", str(folder / "cuda.json")])
+            result.update(
+                gpu=torch.cuda.get_device_name(0), gpu_bound_s=gpu_bound, gpu_core_s=gpu_core
+            )
+            print(
+                f"on {torch.cuda.get_device_name(0)}: bound {gpu_bound:.2f} s; analyze, core "
+                f"metrics (CLI, --device cuda): {gpu_core:.1f} s ({gpu_core / gpu_bound:.1f}x)"
+            )
 
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
         env["OMP_NUM_THREADS"] = "1"

@@ -52,8 +52,10 @@ def analyze(
             ``{"image": array, "text": array}`` of raw embeddings paired row by row: numpy
             arrays, or torch tensors (float16/32/64 or bfloat16, on any device; a GPU tensor
             is multiplied on its GPU when ``device`` is that GPU).
-        metrics: families to compute (``gap, cosine, alignment, cone, uniformity, mir,
-            retrieval, diagnostics, whatif``); default all.
+        metrics: families to compute (``gap, cosine, alignment, cone, uniformity, mir, mmd,
+            retrieval, diagnostics, zeroshot, whatif``); default all. ``zeroshot`` needs
+            class prompts (an :class:`~gapscope.data.embedding_set.EmbeddingSet` with
+            ``classes``, or a store with ``classes.npy``).
         k: the K of recall@K.
         seed: seeds every random choice (``sample``, ``bootstrap`` and the sampled
             diagnostics draw at random, each from its own stream), so reruns agree.

@@ -37,6 +37,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "accelerate": ("accelerate", "huggingface"),
     "webdataset": ("webdataset", "webdataset"),
     "datasets": ("datasets", "hf-datasets"),
+    "fsspec": ("fsspec", "remote"),
 }
 
 

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import torch
 
-from gapscope.engine.passes import cross_pass, modality_pass
+from gapscope.engine.passes import cross_pair_pass, modality_pass
 
 KS = (1, 2, 5)
 
@@ -55,9 +55,10 @@ def pass_arrays(block_size: int | None = 37) -> dict[str, np.ndarray]:
             {"query_index_x": np.arange(0, 530, 3), "query_index_y": np.arange(1, 1060, 7)},
         ),
     ):
-        x_to_y, y_to_x = cross_pass(x, y, gx, gy, k=KS, block_size=block_size, **kwargs)
-        out[f"{name}_x_to_y"] = x_to_y.first_rank
-        out[f"{name}_y_to_x"] = y_to_x.first_rank
+        r = cross_pair_pass(x, y, gx, gy, k=KS, block_size=block_size, kernel_t=2.0, **kwargs)
+        out[f"{name}_x_to_y"] = r.x_to_y.first_rank
+        out[f"{name}_y_to_x"] = r.y_to_x.first_rank
+        out[f"{name}_kernel"] = np.array([r.kernel.log_mean, r.kernel.se or 0.0])
     return out
 
 

@@ -42,6 +42,27 @@ def uniformity(x, t: float = 2.0) -> float:
     return float(torch.pdist(xt, p=2).pow(2).mul(-t).exp().mean().log())
 
 
+def cross_uniformity(x, y, t: float = 2.0) -> float:
+    # The full matrix of squared distances between every x row and every y row.
+    d2 = torch.cdist(torch.from_numpy(unit(x)), torch.from_numpy(unit(y))).pow(2)
+    return float(d2.mul(-t).exp().mean().log())
+
+
+def mmd2_unbiased(x, y, t: float = 2.0) -> float:
+    """Gretton et al. 2012's MMD^2_u with k(u, v) = exp(-t ||u - v||^2), full matrices, the
+    diagonals of the within-sample terms left out."""
+
+    def kernel(a, b):
+        return np.exp(-t * ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+    xu, yu = unit(x), unit(y)
+    kxx, kyy, kxy = kernel(xu, xu), kernel(yu, yu), kernel(xu, yu)
+    n, m = xu.shape[0], yu.shape[0]
+    own_x = (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+    own_y = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(own_x + own_y - 2 * kxy.mean())
+
+
 def alignment(x, y, gx, gy, alpha: float = 2.0) -> float:
     xu, yu = unit(x), unit(y)
     i, j = np.nonzero(positives(gx, gy))
@@ -116,3 +137,63 @@ def intra_retrieval(x, codes, ks) -> dict[str, float] | None:
     out["mAP"] = float(np.mean(aps))
     out["R-precision"] = float(np.mean(rps))
     return out
+
+
+# --------------------------------------------------------------------------- zero-shot
+# CLIP_benchmark (clip_benchmark/metrics/zeroshot_classification.py), its few lines on arrays
+# instead of a model: zero_shot_classifier ensembles the prompts of each class, accuracy counts
+# the target among the top-k logits, balanced accuracy is sklearn's on the argmax.
+
+
+def clip_benchmark_classifier(prompt_embeddings) -> torch.Tensor:
+    """``zero_shot_classifier``: per class, F.normalize(prompts).mean(0), then / its norm;
+    stacked as columns ``(d, C)``."""
+    weights = []
+    for class_embeddings in prompt_embeddings:
+        e = torch.nn.functional.normalize(
+            torch.as_tensor(class_embeddings, dtype=torch.float64), dim=-1
+        )
+        e = e.mean(dim=0)
+        e = e / e.norm()
+        weights.append(e)
+    return torch.stack(weights, dim=1)
+
+
+def clip_benchmark_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,), stable=False):
+    """``accuracy(output, target, topk)``: ``output.topk(max(topk), 1, True, True)``; with
+    ``stable`` the top-k come from a stable descending sort (equal logits: lower index first,
+    gapscope's tie rule) instead of ``topk``, whose order among equal values is unspecified."""
+    maxk = max(topk)
+    if stable:
+        pred = torch.sort(output, dim=1, descending=True, stable=True)[1][:, :maxk]
+    else:
+        pred = output.topk(maxk, 1, True, True)[1]
+    pred = pred.t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    n = len(target)
+    # (their float(... .sum(0, keepdim=True).numpy()) of a one-element array, as .item())
+    return [correct[:k].reshape(-1).float().sum().item() / n for k in topk]
+
+
+def clip_benchmark_zeroshot(images, classifier: torch.Tensor, target, n_classes: int, stable=False):
+    """``evaluate``'s metrics: acc1, acc5 (NaN with fewer than 5 classes) and
+    ``mean_per_class_recall`` = ``balanced_accuracy_score(target, logits.argmax(axis=1))``."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    features = torch.nn.functional.normalize(torch.as_tensor(images, dtype=torch.float64), dim=-1)
+    logits = 100.0 * features @ classifier
+    target = torch.as_tensor(target)
+    if n_classes >= 5:
+        acc1, acc5 = clip_benchmark_accuracy(logits, target, (1, 5), stable)
+    else:
+        (acc1,) = clip_benchmark_accuracy(logits, target, (1,), stable)
+        acc5 = float("nan")
+    if stable:
+        pred = torch.sort(logits, dim=1, descending=True, stable=True)[1][:, 0]
+    else:
+        pred = logits.argmax(axis=1)
+    return {
+        "acc1": acc1,
+        "acc5": acc5,
+        "mean_per_class_recall": float(balanced_accuracy_score(target.numpy(), pred.numpy())),
+    }

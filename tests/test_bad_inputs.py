@@ -165,6 +165,28 @@ def array_cases() -> dict[str, Case]:
         " -q -o plots",
         "holds Python objects",
     )
+    pair = "--image arrays/good.npy --text arrays/other.npy"
+    for name, fragment in (
+        ("pickle", "is a pickle, which gapscope never loads"),
+        ("objects", "holds Python objects"),
+        ("flat", "expected (rows, dim)"),
+        ("missing", "no such file"),
+    ):
+        cases[f"analyze-classes-{name}"] = Case(
+            f"analyze {pair} --labels arrays/labels_ok.npy --classes arrays/{name}.npy -q",
+            fragment,
+        )
+    cases["analyze-classes-labels-not-indices"] = Case(
+        f"analyze {pair} --labels arrays/labels_ok.npy --classes arrays/good.npy -q",
+        "the classes have no names, so labels must be class indices",
+    )
+    cases["analyze-class-names-without-classes"] = Case(
+        f"analyze {pair} --class-names arrays/notes.txt -q", "give --classes too"
+    )
+    cases["plot-classes-objects"] = Case(
+        f"plot {pair} --labels arrays/labels_ok.npy --classes arrays/objects.npy -q -o plots",
+        "holds Python objects",
+    )
     cases["analyze-one-modality"] = Case(
         "analyze --image arrays/good.npy -q", "need at least two modalities"
     )
@@ -507,6 +529,12 @@ def extract_cases() -> dict[str, Case]:
         cases[f"extract-captions-{name.replace('.', '-')}"] = Case(
             f"{run} --captions media/{name}", fragment
         )
+    cases["extract-templates-without-classes"] = Case(
+        f"{run} --templates media/captions_dir.csv", "give --classes too"
+    )
+    cases["extract-classes-missing"] = Case(
+        f"{run} --classes media/missing.txt", "class names: no such file"
+    )
     weights = {
         "random.pt": "not a readable checkpoint",
         "not_zip.pt": "not a ZIP archive",
@@ -722,6 +750,34 @@ def import_cases() -> dict[str, Case]:
 ALL_CASES.update(import_cases())
 
 
+def trend_cases() -> dict[str, Case]:
+    """Reports given to trend: too few, missing, broken, of other steps or options."""
+    return {
+        "trend-no-arguments": Case("trend", "no arguments given (see gapscope trend --help)"),
+        "trend-one-report": Case("trend reports/good.json", "a trend needs two reports or more"),
+        "trend-missing-report": Case(
+            "trend reports/good.json reports/none.json", "reports/none.json does not exist"
+        ),
+        "trend-broken-report": Case(
+            "trend reports/good.json reports/broken.json", "is not a JSON report"
+        ),
+        "trend-metric-missing": Case(
+            "trend reports/good.json reports/missing_gap.json", "missing from the"
+        ),
+        "trend-metrics-select-nothing": Case(
+            "trend reports/good.json reports/worse.json --metrics nosuch",
+            "--metrics 'nosuch' selects no metric",
+        ),
+        "trend-parquet-not-long": Case(
+            "trend reports/good.json reports/worse.json -o new.parquet",
+            "Parquet is written by --format long only",
+        ),
+    }
+
+
+ALL_CASES.update(trend_cases())
+
+
 def _params() -> list:
     return [
         pytest.param(
@@ -792,7 +848,10 @@ def test_bad_input(case: Case, in_corpus: Path):
 
 
 def test_the_corpus_covers_every_command():
-    commands = {"analyze", "info", "check", "diff", "plot", "extract", "merge", "demo", "import"}
+    commands = {
+        *("analyze", "info", "check", "diff", "plot", "extract", "merge", "demo", "import"),
+        "trend",
+    }
     counts = {c: sum(case.args.split()[:1] == [c] for case in ALL_CASES.values()) for c in commands}
     assert all(n >= 3 for n in counts.values()), counts
     assert len(ALL_CASES) >= 150, len(ALL_CASES)

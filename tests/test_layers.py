@@ -122,6 +122,8 @@ def test_the_check_finds_upward_imports(tmp_path):
         "gapscope.gate.check",
         "gapscope.gate.diff",
         "gapscope.gate.outputs",
+        "gapscope.gate.trend_outputs",
+        "gapscope.report.long",
         "gapscope.report.model",
         "gapscope.analysis.keys",
         "gapscope.analysis.families",

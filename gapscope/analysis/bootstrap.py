@@ -18,6 +18,10 @@ brings ``w_g`` copies of all its rows, of every modality. A resample is thus a w
 - recall@K, mAP, R-precision: per-query hit indicators / AP values. The ranks are computed once
   on the full data and resampled, i.e. the gallery is held fixed and only the queries are
   resampled (the usual practice for retrieval intervals);
+- zero-shot top-K accuracy: per-row hit indicators, resampled with the rows' groups (the
+  class prompts are held fixed, as a retrieval gallery is); balanced accuracy: per group and
+  class the rows and the right top-1 predictions (a sparse ``G x C`` table, one entry a
+  group and class that occur together), whose resampled totals give each class's recall;
 - uniformity: a first-order (Hajek / delta-method) approximation. With ``a_i`` the mean kernel
   value of row ``i`` against all other rows, the uniformity kernel mean ``U`` is a U-statistic
   of order 2 whose resampled value is, to first order, ``2 abar_w - U`` (``abar_w`` the
@@ -149,6 +153,7 @@ class GroupTotals:
     n_groups: int
     _arrays: dict[str, np.ndarray] = field(default_factory=dict)
     _squared: set[str] = field(default_factory=set)
+    _sparse: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
 
     def add(self, name: str, values: np.ndarray, *, squared: bool = False) -> None:
         values = np.asarray(values, dtype=np.float64)
@@ -158,8 +163,22 @@ class GroupTotals:
         if squared:
             self._squared.add(name)
 
+    def add_by_column(
+        self, name: str, groups: np.ndarray, columns: np.ndarray, values: np.ndarray, n: int
+    ) -> None:
+        """Register the ``(G, n)`` table ``T[g, c] = sum of values of the rows of group g and
+        column c`` without making it dense: its resampled totals are ``(b, n)`` arrays."""
+        groups = np.asarray(groups, dtype=np.int64)
+        columns = np.asarray(columns, dtype=np.int64)
+        cell = columns * self.n_groups + groups
+        keys, inverse = np.unique(cell, return_inverse=True)
+        sums = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64))
+        key_columns = keys // self.n_groups
+        starts = np.flatnonzero(np.concatenate([[True], key_columns[1:] != key_columns[:-1]]))
+        self._sparse[name] = (keys % self.n_groups, sums, starts, key_columns[starts], np.array(n))
+
     def __contains__(self, name: str) -> bool:
-        return name in self._arrays
+        return name in self._arrays or name in self._sparse
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The per-group array registered as ``name``."""
@@ -183,6 +202,11 @@ class GroupTotals:
         for name, values in self._arrays.items():
             if values.ndim == 2:
                 out[name] = weights @ values
+        for name, (groups, sums, starts, columns, n) in self._sparse.items():
+            table = np.zeros((weights.shape[0], int(n)))
+            if groups.size:
+                table[:, columns] = np.add.reduceat(weights[:, groups] * sums, starts, axis=1)
+            out[name] = table
         return out
 
 
@@ -343,6 +367,39 @@ class IntervalPlan:
             )
             stats[metric] = _ratio(name, count)
         return stats
+
+    def zero_shot(
+        self, query_modality: str, targets: np.ndarray, rank: np.ndarray, n_classes: int
+    ) -> dict[int | str, Statistic]:
+        """Top-K accuracy (keyed K, for K = 1 and 5) and balanced accuracy (keyed
+        ``"balanced"``) of the zero-shot classification of every row of ``query_modality``
+        (true classes ``targets``, their ranks ``rank``); the class prompts are held fixed."""
+        groups = self.group_of[query_modality]
+        tag = f"zs:{query_modality}"
+        count = f"{tag}:n"
+        self.totals.add(count, np.bincount(groups, minlength=self.n_groups))
+        stats: dict[int | str, Statistic] = {}
+        for k in (1, 5):
+            name = f"{tag}:top{k}"
+            hits = (rank < k).astype(np.float64)
+            self.totals.add(name, np.bincount(groups, weights=hits, minlength=self.n_groups))
+            stats[k] = _ratio(name, count)
+        rows, right = f"{tag}:class_rows", f"{tag}:class_right"
+        self.totals.add_by_column(rows, groups, targets, np.ones(targets.shape[0]), n_classes)
+        self.totals.add_by_column(right, groups, targets, (rank == 0).astype(float), n_classes)
+        stats["balanced"] = _balanced_statistic(rows, right)
+        return stats
+
+
+def _balanced_statistic(rows: str, right: str) -> Statistic:
+    def balanced(t: Mapping[str, np.ndarray]) -> np.ndarray:
+        counts = t[rows]
+        present = counts > 0
+        recall = np.where(present, t[right] / np.where(present, counts, 1.0), 0.0)
+        n_present = present.sum(axis=1)
+        return np.where(n_present > 0, recall.sum(axis=1) / np.maximum(n_present, 1), np.nan)
+
+    return balanced
 
 
 def attach_intervals(

@@ -25,13 +25,19 @@ import numpy as np
 import torch
 
 from gapscope.analysis import keys as K
-from gapscope.analysis.families import FAMILIES
+from gapscope.analysis.families import FAMILIES, MMD, RETRIEVAL
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.weights import random_init_seed
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.moments import UnitSums, unit_scatter, unit_sums
 from gapscope.engine.normalization import row_norms
-from gapscope.engine.passes import ModalityPassResult, cross_pass, modality_pass
+from gapscope.engine.passes import (
+    CROSS_DIRECTIONS,
+    CrossKernel,
+    ModalityPassResult,
+    cross_pair_pass,
+    modality_pass,
+)
 from gapscope.engine.ranking import RetrievalResult
 from gapscope.engine.sampling import Stream, sample_rows
 from gapscope.engine.unit_rows import PRECISIONS, UnitRows, fits_in_memory
@@ -227,6 +233,7 @@ class AnalysisContext:
         self._uniformity: dict[str, ModalityPassResult] = {}
         self._intra: dict[str, RetrievalResult | None] = {}
         self._cross: dict[tuple[str, str], tuple[RetrievalResult, RetrievalResult]] = {}
+        self._cross_kernel: dict[tuple[str, str], CrossKernel] = {}
         self._queries: dict[str, np.ndarray | None] = {
             m: sample_rows(self.raw[m].shape[0], options.sample, options.seed, Stream.QUERIES, m)
             for m in self.modalities
@@ -364,24 +371,42 @@ class AnalysisContext:
         return (not uniformity or m in self._uniformity) and (not retrieval or m in self._intra)
 
     def cross_pass(self, a: str, b: str) -> tuple[RetrievalResult, RetrievalResult]:
-        """The ``A B^T`` pass of a pair: ``a->b`` and ``b->a`` retrieval."""
+        """The ``A B^T`` pass of a pair: ``a->b`` and ``b->a`` retrieval (and the cross
+        kernel with them when ``mmd`` is asked for)."""
         if (a, b) not in self._cross:
-            opts = self.options
-            self.say(f"{a}->{b}, {b}->{a}: retrieval")
-            x_to_y, y_to_x = cross_pass(
-                self.unit(a),
-                self.unit(b),
-                self.groups(a),
-                self.groups(b),
-                k=opts.k,
-                block_size=opts.block_size,
-                device=opts.device,
-                query_index_x=self._queries[a],
-                query_index_y=self._queries[b],
-            )
-            assert x_to_y is not None and y_to_x is not None
-            self._cross[(a, b)] = (x_to_y, y_to_x)
+            self._run_cross(a, b, retrieval=True, kernel=MMD.selector in self.options.metrics)
         return self._cross[(a, b)]
+
+    def cross_kernel(self, a: str, b: str) -> CrossKernel:
+        """The uniformity kernel over every cross pair of ``a`` and ``b``, from the ``A B^T``
+        pass (with retrieval when that is asked for too: one product for both)."""
+        if (a, b) not in self._cross_kernel:
+            retrieval = (a, b) not in self._cross and RETRIEVAL.selector in self.options.metrics
+            self._run_cross(a, b, retrieval=retrieval, kernel=True)
+        return self._cross_kernel[(a, b)]
+
+    def _run_cross(self, a: str, b: str, *, retrieval: bool, kernel: bool) -> None:
+        opts = self.options
+        what = [w for w, on in (("retrieval", retrieval), ("cross kernel", kernel)) if on]
+        self.say(f"{a}->{b}, {b}->{a}: {' and '.join(what)}")
+        r = cross_pair_pass(
+            self.unit(a),
+            self.unit(b),
+            self.groups(a),
+            self.groups(b),
+            k=opts.k,
+            block_size=opts.block_size,
+            device=opts.device,
+            query_index_x=self._queries[a],
+            query_index_y=self._queries[b],
+            directions=CROSS_DIRECTIONS if retrieval else (),
+            kernel_t=opts.uniformity_t if kernel else None,
+        )
+        if retrieval:
+            assert r.x_to_y is not None and r.y_to_x is not None
+            self._cross[(a, b)] = (r.x_to_y, r.y_to_x)
+        if r.kernel is not None:
+            self._cross_kernel[(a, b)] = r.kernel
 
     def has_cross_pass(self, a: str, b: str) -> bool:
         return (a, b) in self._cross

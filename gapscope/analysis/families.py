@@ -26,8 +26,10 @@ from gapscope.analysis.readings import (
     read_alignment,
     read_cone,
     read_cosines,
+    read_cross_uniformity,
     read_gap,
     read_intra_vs_cross,
+    read_mmd,
     read_separability,
     read_uniformity,
 )
@@ -418,6 +420,49 @@ MIR = Family(
     rows=(Row("MIR", (K.MIR.name,), _mir_reading, plain=True),),
     scale_free=False,
     description="Huang et al. 2024: log10 Frechet distance of the raw rows, text-centric",
+)
+
+# --------------------------------------------------------------------------- MMD
+
+
+def _mmd(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
+    from gapscope.metrics.kernel_distance import mmd2_from_uniformities
+
+    own = [ctx.modality_pass(m, retrieval=False) for m in (a, b)]
+    cross = ctx.cross_kernel(a, b)
+    assert own[0].uniformity is not None and own[1].uniformity is not None
+    entry: dict[str, Any] = {K.CROSS_UNIFORMITY.name: cross.log_mean}
+    if cross.se is not None:
+        entry[K.se_key(K.CROSS_UNIFORMITY)] = cross.se
+    entry[K.MMD2.name] = mmd2_from_uniformities(
+        own[0].uniformity, own[1].uniformity, cross.log_mean
+    )
+    return entry
+
+
+def _mmd_reading(scope: RowScope) -> str:
+    return read_mmd(scope.entry[K.MMD2.name])
+
+
+MMD = Family(
+    "mmd",
+    "mmd",
+    (K.CROSS_UNIFORMITY, K.MMD2),
+    pair=_mmd,
+    rows=(
+        Row(
+            "cross-modal uniformity",
+            (K.CROSS_UNIFORMITY.name,),
+            lambda s: read_cross_uniformity(
+                s.entry[K.CROSS_UNIFORMITY.name], s.params["uniformity_t"]
+            ),
+        ),
+        Row("MMD²", (K.MMD2.name,), _mmd_reading, plain=True),
+    ),
+    description=(
+        "Fahim et al. 2024 and Gretton et al. 2012: the uniformity kernel across the "
+        "modalities, and the unbiased kernel MMD² between them"
+    ),
 )
 
 # --------------------------------------------------------------------------- retrieval
@@ -822,6 +867,166 @@ GRAM_VOLUME = Family(
     description="Cicchetti et al. 2025: volume spanned by one item's modalities (3 or more)",
 )
 
+# --------------------------------------------------------------------------- zero-shot
+
+#: The K of zero-shot top-K accuracy (CLIP_benchmark's acc1 and acc5).
+ZEROSHOT_K = (1, 5)
+
+
+def zeroshot_side(ctx: AnalysisContext, a: str, b: str) -> str | None:
+    """The modality of the pair ``(a, b)`` that is classified against the class prompts: the
+    other one than the prompts' own, when it has class labels; ``None`` otherwise."""
+    classes = ctx.data.classes
+    if classes is None or classes.modality not in (a, b):
+        return None
+    other = b if classes.modality == a else a
+    return other if other in ctx.data.class_labels else None
+
+
+def zeroshot_of(ctx: AnalysisContext, a: str, b: str) -> Any:
+    """The zero-shot classification (a :class:`~gapscope.metrics.zeroshot.ZeroShotResult`)
+    of the pair's classified modality, computed once: the report, its intervals and the
+    what-ifs' "as is" read the same one; ``None`` when the pair has none.
+
+    Raises:
+        EmbeddingError: class prompts of another dimension than the embeddings.
+    """
+    from gapscope.engine.normalization import unit_rows
+    from gapscope.metrics.zeroshot import class_ranks, summarize_ranks
+
+    m = zeroshot_side(ctx, a, b)
+    if m is None:
+        return None
+    key = f"zeroshot:{m}"
+    if key not in ctx.extras:
+        classes = ctx.data.classes
+        assert classes is not None
+        if classes.dim != ctx.dim:
+            raise EmbeddingError(
+                f"classes: dim {classes.dim} differs from the embeddings' {ctx.dim}: the class "
+                "prompts must come from the same model"
+            )
+        ctx.say(f"{m}: zero-shot classification ({classes.n_classes} classes)")
+        targets = ctx.data.class_labels[m]
+        rank = class_ranks(ctx.raw[m], unit_rows(classes.embeddings), targets)
+        ctx.extras[key] = summarize_ranks(rank, targets, classes.n_classes, ZEROSHOT_K)
+    return ctx.extras[key]
+
+
+def zeroshot_values(result: Any) -> dict[str, Any]:
+    """The accuracies of a zero-shot result under their report keys."""
+    return {
+        K.TOP1_ACCURACY.name: result.accuracy[1],
+        K.TOP5_ACCURACY.name: result.accuracy[5],
+        K.BALANCED_ACCURACY.name: result.balanced_accuracy,
+    }
+
+
+def _zeroshot(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
+    classes = ctx.data.classes
+    if classes is None:
+        return {}
+    if classes.modality not in ctx.modalities:
+        ctx.note(
+            f"zero-shot: the class prompts stand for {classes.modality}, which this input "
+            "does not have, so nothing was classified"
+        )
+        return {}
+    if classes.modality not in (a, b):
+        return {}
+    other = b if classes.modality == a else a
+    if ctx.data.classes_as_rows:
+        ctx.note(
+            f"{classes.modality}: the {classes.n_classes} class prompts stand in for the "
+            f"{classes.modality} rows (the input has {other} only): each {other} row pairs "
+            f"with its class's prompt, so {other}->{classes.modality} R@1 is the zero-shot "
+            "top-1 accuracy"
+        )
+    result = zeroshot_of(ctx, a, b)
+    if result is None:
+        ctx.note(f"zero-shot: {other} has no labels, so its rows were not classified")
+        return {}
+    if result.n_classes < max(ZEROSHOT_K):
+        ctx.note(
+            f"zero-shot: {result.n_classes} classes, fewer than 5, so top-5 accuracy is "
+            "not defined (null), as in CLIP_benchmark"
+        )
+    if result.n_classes_present < result.n_classes:
+        ctx.note(
+            f"zero-shot: {result.n_classes - result.n_classes_present} of {result.n_classes} "
+            f"classes have no {other} rows; balanced accuracy averages over the "
+            f"{result.n_classes_present} that have"
+        )
+    return {
+        K.ZEROSHOT.name: {
+            K.CLASSIFIED.name: other,
+            **zeroshot_values(result),
+            K.N_QUERIES.name: result.n_queries,
+            K.N_CLASSES.name: result.n_classes,
+            K.N_CLASSES_PRESENT.name: result.n_classes_present,
+        }
+    }
+
+
+def _zeroshot_intervals(plan: IntervalPlan, ctx: AnalysisContext) -> dict[Path, Statistic]:
+    out: dict[Path, Statistic] = {}
+    for a, b in ctx.pairs:
+        m = zeroshot_side(ctx, a, b)
+        result = zeroshot_of(ctx, a, b)
+        if m is None or result is None:
+            continue
+        stats = plan.zero_shot(m, result.targets, result.rank, result.n_classes)
+        where = ("pairs", f"{a}-{b}", K.ZEROSHOT.name)
+        out[(*where, K.TOP1_ACCURACY.name)] = stats[1]
+        if result.accuracy[5] is not None:
+            out[(*where, K.TOP5_ACCURACY.name)] = stats[5]
+        out[(*where, K.BALANCED_ACCURACY.name)] = stats["balanced"]
+    return out
+
+
+def _zeroshot_reading(scope: RowScope) -> str:
+    z = scope.entry[K.ZEROSHOT.name]
+    return (
+        f"{z[K.CLASSIFIED.name]} rows classified among {z[K.N_CLASSES.name]} class prompts "
+        f"({z[K.N_QUERIES.name]} rows); higher is better"
+    )
+
+
+ZEROSHOT = Family(
+    "zeroshot",
+    "zeroshot",
+    (
+        K.ZEROSHOT,
+        K.CLASSIFIED,
+        K.TOP1_ACCURACY,
+        K.TOP5_ACCURACY,
+        K.BALANCED_ACCURACY,
+        K.N_QUERIES,
+        K.N_CLASSES,
+        K.N_CLASSES_PRESENT,
+    ),
+    pair=_zeroshot,
+    intervals=_zeroshot_intervals,
+    rows=(
+        Row(
+            "zero-shot top-1",
+            (K.ZEROSHOT.name, K.TOP1_ACCURACY.name),
+            _zeroshot_reading,
+        ),
+        Row(
+            "zero-shot top-5",
+            (K.ZEROSHOT.name, K.TOP5_ACCURACY.name),
+            "share of rows with their class among the 5 best-scoring",
+        ),
+        Row(
+            "zero-shot balanced",
+            (K.ZEROSHOT.name, K.BALANCED_ACCURACY.name),
+            "mean over classes of the share of their rows classified right",
+        ),
+    ),
+    description="Radford et al. 2021: labelled rows classified against the class prompts",
+)
+
 # --------------------------------------------------------------------------- what-ifs
 
 
@@ -849,6 +1054,9 @@ def _whatif(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
             K.RECALL.name: recall,
             K.UNIFORMITY.name: dict(s.uniformity),
         }
+        if s.zeroshot is not None:
+            out[name][K.ZEROSHOT.name] = zeroshot_values(s.zeroshot)
+    ctx.extras[f"whatif:{a}-{b}"] = scenarios
     if any(m not in ctx.data.labels for m in (a, b)):
         ctx.note("what-ifs: intra-modal recall uses groups where a modality has no labels")
     return {K.WHATIF.name: out}
@@ -861,7 +1069,8 @@ WHATIF = Family(
     pair=_whatif,
     needs_positives=True,
     table="whatif",
-    description="retrieval and uniformity after closing the gap post hoc (centring, shifts)",
+    description="retrieval, uniformity and zero-shot accuracy after closing the gap post hoc "
+    "(centring, shifts both ways)",
 )
 
 #: Every family, in report order.
@@ -872,6 +1081,7 @@ FAMILIES: tuple[Family, ...] = (
     CONE,
     UNIFORMITY,
     MIR,
+    MMD,
     RETRIEVAL,
     EFFECTIVE_RANK,
     SEPARABILITY,
@@ -879,6 +1089,7 @@ FAMILIES: tuple[Family, ...] = (
     SIMILARITY,
     GAP_DIRECTION,
     GRAM_VOLUME,
+    ZEROSHOT,
     WHATIF,
 )
 

@@ -4,7 +4,8 @@ A report (schema ``gapscope.report/2``) has three sections of metrics:
 
 ```
 modalities.<m>.<key>              cone, uniformity, effective rank, ..., recall.<m>-><m>
-pairs.<a>-<b>.<key>               gap, cosines, alignment, uniformity, mir, recall.<a>-><b>, ...
+pairs.<a>-<b>.<key>               gap, cosines, alignment, uniformity, mir, recall.<a>-><b>,
+                                  zeroshot, ...
 tuples.<a>-<b>-<c>.<key>          GRAM volume
 ```
 
@@ -83,6 +84,10 @@ SCALE_FROM = Key("scale_from", None, "the modality MIR scales by")
 OUTLIERS = Key("outliers", None, "rows replaced as norm outliers, per modality")
 OUTLIER_STEP_SKIPPED = Key("outlier_step_skipped", None, "per modality: norms all equal")
 FULL_RANK = Key("full_rank", None, "both covariances full rank")
+CROSS_UNIFORMITY = Key(
+    "cross_uniformity", None, "log mean exp(-t ||x_i - y_j||^2) over every cross pair (Fahim)"
+)
+MMD2 = Key("mmd2", LOWER, "unbiased kernel MMD^2 between the modalities, uniformity's kernel")
 
 # ------------------------------------------------------------------ modalities
 CONE = Key("cone", LOWER, "mean cosine between distinct rows (Liang et al. 2022)")
@@ -133,6 +138,15 @@ GRAM_VOLUME_STD = Key("gram_volume_std", None, "standard deviation of the volume
 GRAM_VOLUME_SE = Key("gram_volume_se", None, "standard error of the mean volume")
 N_TUPLES = Key("n_tuples", None, "tuples the groups form")
 N_EVALUATED = Key("n_evaluated", None, "tuples evaluated")
+
+# ------------------------------------------------------------------ zero-shot
+ZEROSHOT = Key("zeroshot", None, "zero-shot classification against the class prompts")
+CLASSIFIED = Key("classified", None, "the modality whose labelled rows were classified")
+TOP1_ACCURACY = Key("top1_accuracy", HIGHER, "share of rows whose class scores highest")
+TOP5_ACCURACY = Key("top5_accuracy", HIGHER, "share of rows with their class in the top 5")
+BALANCED_ACCURACY = Key("balanced_accuracy", HIGHER, "mean over classes of top-1 recall")
+N_CLASSES = Key("n_classes", None, "classes of the class prompts")
+N_CLASSES_PRESENT = Key("n_classes_present", None, "classes with labelled rows")
 
 # ------------------------------------------------------------------ what-ifs
 WHATIF = Key("whatif", None, "the gap-closing what-ifs, by scenario")

@@ -56,7 +56,8 @@ def run_analysis(
         GapscopeError: bad input (its subclasses name the problem).
     """
     options = options if options is not None else AnalysisOptions.parse()
-    ctx = AnalysisContext(as_embedding_set(source), options, progress)
+    # One labelled modality with class prompts is analysed against the prompts themselves.
+    ctx = AnalysisContext(as_embedding_set(source).with_class_rows(), options, progress)
     families = families_for(options.metrics)
     random_weights = read_random_weights(ctx.data.model)
     if random_weights is not None:

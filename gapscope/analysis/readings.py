@@ -26,8 +26,10 @@ __all__ = [
     "read_alignment",
     "read_cone",
     "read_cosines",
+    "read_cross_uniformity",
     "read_gap",
     "read_intra_vs_cross",
+    "read_mmd",
     "read_random_weights",
     "read_separability",
     "read_uniformity",
@@ -82,6 +84,29 @@ def read_uniformity(u: float, t: float) -> str:
     if u < UNIFORMITY_PARTLY * floor:
         return f"partly spread (best possible about {floor:g})"
     return "concentrated: rows use a small part of the sphere"
+
+
+def read_cross_uniformity(u: float, t: float) -> str:
+    """Reading of the cross-modal uniformity: ``-2t`` is its value when every row of one
+    modality is orthogonal to every row of the other.
+
+    >>> read_cross_uniformity(-1.5, 2.0)
+    'rows of the two modalities lie closer than orthogonal (about -4 if orthogonal)'
+    """
+    floor = -2 * t
+    side = "closer than" if u > floor else "further apart than"
+    return f"rows of the two modalities lie {side} orthogonal (about {floor:g} if orthogonal)"
+
+
+def read_mmd(mmd2: float) -> str:
+    """Reading of the unbiased kernel MMD² between two modalities (0: one distribution).
+
+    >>> read_mmd(0.15)
+    'lower is closer: 0 when both modalities share one distribution'
+    """
+    if mmd2 <= 0:
+        return "indistinguishable to the kernel (unbiased: may dip below 0)"
+    return "lower is closer: 0 when both modalities share one distribution"
 
 
 def read_alignment(a: float) -> str:

@@ -13,6 +13,13 @@ Two fixes from the literature, applied to the L2-normalised rows of a pair of mo
   changes nothing; ``f = 1`` puts both centroids at their midpoint (gap 0 before
   re-normalising); ``f`` is the share of the gap removed.
 
+With class prompts (:mod:`gapscope.data.class_prompts`) the zero-shot classification of the
+pair is measured in every scenario too: the class prompts are rows of their modality (text)
+and move with it (the same offset: minus that modality's mean when centring, ``+ (f / 2) g``
+for the text side of a shift), then are re-normalised; the classified rows move with theirs.
+The fractions run both ways (Liang et al. 2022 shift towards and away from each other): a
+negative ``f`` widens the gap.
+
 Every metric gapscope reports re-normalises rows, so a fixed pair is measured as the unit rows
 ``x' / ||x'||``. The gap, retrieval recall (inter- and intra-modal) and uniformity are measured
 on the original and on each fixed version with the same queries, so the differences come from
@@ -33,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from gapscope.analysis.context import DEFAULT_MAX_ROWS, AnalysisContext, AnalysisOptions
+from gapscope.data.class_prompts import ClassPrompts
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.engine.blocks import row_blocks
 from gapscope.engine.moments import unit_sums
@@ -50,6 +58,7 @@ from gapscope.engine.validation import (
     pair_groups,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.metrics.zeroshot import ZeroShotResult, class_ranks, summarize_ranks
 
 __all__ = [
     "DEFAULT_SHIFT_FRACTIONS",
@@ -60,8 +69,9 @@ __all__ = [
     "shift_along_gap",
 ]
 
-#: The gap fractions of the shift scenarios an analysis reports.
-DEFAULT_SHIFT_FRACTIONS = (0.5, 1.0)
+#: The gap fractions of the shift scenarios an analysis reports: towards each other (positive)
+#: and apart (negative).
+DEFAULT_SHIFT_FRACTIONS = (-1.0, -0.5, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,9 @@ class Scenario:
         recall: ``(query modality, key modality)`` -> retrieval; the intra-modal directions
             have mAP.
         uniformity: modality -> uniformity (estimated from the queries when they are sampled).
+        zeroshot: the zero-shot classification of the pair (every labelled row of the
+            classified modality against the moved class prompts), or ``None`` without class
+            prompts.
     """
 
     fraction: float | None
@@ -85,6 +98,7 @@ class Scenario:
     gap_before_renormalization: float
     recall: dict[tuple[str, str], RetrievalResult]
     uniformity: dict[str, float | None]
+    zeroshot: ZeroShotResult | None = None
 
 
 def _check_nonzero(rows: np.ndarray, name: str, why: str, start: int = 0) -> np.ndarray:
@@ -291,7 +305,34 @@ def _measure(
         gap_before_renormalization=float(np.linalg.norm(wa / na - wb / nb)),
         recall=recall,
         uniformity=uniformity,
+        zeroshot=_zeroshot(ctx, names, offsets, why),
     )
+
+
+def _zeroshot(
+    ctx: AnalysisContext,
+    names: tuple[str, str],
+    offsets: tuple[np.ndarray | None, np.ndarray | None],
+    why: str,
+) -> ZeroShotResult | None:
+    """Zero-shot classification after the fix: the classified rows and the class prompts
+    each moved by their modality's offset, then re-normalised."""
+    from gapscope.analysis.families import ZEROSHOT_K, zeroshot_of, zeroshot_side
+
+    m = zeroshot_side(ctx, *names)
+    if m is None or zeroshot_of(ctx, *names) is None:
+        return None
+    classes = ctx.data.classes
+    assert classes is not None
+    moved = dict(zip(names, offsets, strict=True))
+    prompts = unit_rows(classes.embeddings)
+    if moved[classes.modality] is not None:
+        prompts = prompts - moved[classes.modality]
+        _check_nonzero(prompts, "classes", why)
+        prompts = unit_rows(prompts)
+    targets = ctx.data.class_labels[m]
+    rank = class_ranks(ctx.raw[m], prompts, targets, offset=moved[m])
+    return summarize_ranks(rank, targets, classes.n_classes, ZEROSHOT_K)
 
 
 def _original(
@@ -317,7 +358,9 @@ def _original(
         assert own.retrieval is not None
         recall[(m, m)] = _restrict(own.retrieval, q)
         uniformity[m] = _restricted_uniformity(own, q, ctx.raw[m].shape[0])
-    return Scenario(None, False, gap, gap, recall, uniformity)
+    from gapscope.analysis.families import zeroshot_of
+
+    return Scenario(None, False, gap, gap, recall, uniformity, zeroshot_of(ctx, a, b))
 
 
 def _restrict(result: RetrievalResult, rows: np.ndarray | None) -> RetrievalResult:
@@ -369,8 +412,11 @@ def gap_closing_whatif(
     max_queries: int | None = DEFAULT_MAX_ROWS,
     seed: int = 0,
     device: str | None = None,
+    classes: ArrayLike | None = None,
+    class_labels: ArrayLike | Sequence[int] | None = None,
 ) -> list[Scenario]:
-    """Gap, retrieval recall and uniformity before and after each post-hoc gap-closing fix.
+    """Gap, retrieval recall, uniformity and (with class prompts) zero-shot accuracy before
+    and after each post-hoc gap-closing fix.
 
     Scenarios, in this order: the original (the unit rows as they are), mean-centred
     (:func:`center_modality`) and shifted by each fraction of ``shift_fractions``
@@ -383,7 +429,10 @@ def gap_closing_whatif(
       0 (to rounding) after centring or a full shift, ``(1 - f) ||g||`` after a shift by f;
     - ``recall``: both cross-modal directions (positives from the groups) and both
       intra-modal ones (relevance from ``relevance_*``, else the groups; with mAP);
-    - ``uniformity``: per modality (t = 2).
+    - ``uniformity``: per modality (t = 2);
+    - ``zeroshot``: with ``classes`` (``(C, d)`` class prompts on ``y``'s side, e.g. text)
+      and ``class_labels`` (each ``x`` row's class index), the zero-shot classification of
+      ``x`` against the prompts moved with ``y`` (:mod:`gapscope.metrics.zeroshot`).
 
     A modality with more than ``max_queries`` rows is evaluated on a seeded sample of that
     many query rows (the same rows in every scenario, ranked against all rows), and its
@@ -415,6 +464,11 @@ def gap_closing_whatif(
     if max_queries is not None and (isinstance(max_queries, bool) or max_queries < 2):
         raise GapscopeError(f"max_queries: expected an integer >= 2 or None, got {max_queries!r}")
     data = EmbeddingSet({names[0]: xa, names[1]: ya}, {names[0]: gx, names[1]: gy}, labels)
+    if (classes is None) != (class_labels is None):
+        raise GapscopeError("classes and class_labels: give both or neither")
+    if classes is not None:
+        data.label_values[names[0]] = np.asarray(class_labels)
+        data = data.with_classes(ClassPrompts(np.asarray(classes), modality=names[1]))
     ctx = AnalysisContext(data, AnalysisOptions.parse(k=k, seed=seed, device=device))
     cap = max(xa.shape[0], ya.shape[0]) if max_queries is None else int(max_queries)
     return measure_scenarios(ctx, names[0], names[1], shift_fractions, cap)

@@ -46,6 +46,8 @@ def _make_app() -> Any:
     from gapscope.cli.log import log_command
     from gapscope.cli.merge import merge_command
     from gapscope.cli.plot import plot_command
+    from gapscope.cli.trend import trend_command
+    from gapscope.cli.upgrade import upgrade_command
 
     app = typer.Typer(
         name="gapscope",
@@ -86,6 +88,8 @@ def _make_app() -> Any:
     app.command("demo")(demo_command)
     app.command("plot")(plot_command)
     app.command("log", no_args_is_help=True)(log_command)
+    app.command("upgrade", no_args_is_help=True)(upgrade_command)
+    app.command("trend", no_args_is_help=True)(trend_command)
     return app
 
 

@@ -3,6 +3,7 @@ an HTML page."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,25 +22,34 @@ __all__ = ["analyze_command", "embedding_source"]
 
 
 def embedding_source(
-    store: Path | None,
-    files: dict[str, Path | None],
+    store: str | Path | None,
+    files: Mapping[str, str | Path | None],
     labels: list[str] | None,
     *,
     verify: bool = False,
     modality: list[str] | None = None,
     groups: list[str] | None = None,
+    classes: Path | None = None,
+    class_names: Path | None = None,
 ) -> Any:
     """The EmbeddingSet of a store folder, or of --image/--text/--audio and --modality
-    NAME=PATH arrays (with --groups and --labels)."""
+    NAME=PATH arrays (with --groups and --labels), with the --classes prompts (and their
+    --class-names) in place of a store's own."""
+    from gapscope.data.class_prompts import load_class_prompts
     from gapscope.data.embedding_set import named_paths, open_source
     from gapscope.errors import GapscopeError
 
+    if class_names is not None and classes is None:
+        raise GapscopeError("--class-names names the rows of --classes: give --classes too")
     given: dict[str, Any] = {m: p for m, p in files.items() if p is not None}
     for name, path in named_paths(modality or [], "--modality").items():
         if name in given:
             raise GapscopeError(f"--modality: {name} is given twice")
         given[name] = path
-    return open_source(store, given, labels or None, verify=verify, groups=groups or None)
+    prompts = None if classes is None else load_class_prompts(classes, class_names)
+    return open_source(
+        store, given, labels or None, verify=verify, groups=groups or None, classes=prompts
+    )
 
 
 @handle_errors
@@ -51,6 +61,8 @@ def analyze_command(
     labels: opt.Labels = None,
     modality: opt.Modality = None,
     groups: opt.Groups = None,
+    classes: opt.Classes = None,
+    class_names: opt.ClassNames = None,
     metrics: opt.Metrics = "all",
     k: opt.Kvalues = "1,5,10",
     seed: opt.Seed = 0,
@@ -68,11 +80,23 @@ def analyze_command(
             "--html", help="Also write a self-contained HTML report with the tables and plots."
         ),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, flat or csv.")] = "table",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json, flat, csv, or long (a tidy table, one row a metric with pair, "
+            "modality, direction, metric, k, value, ci_low, ci_high, se, step, tags and "
+            "checkpoint: CSV, or Parquet with -o FILE.parquet).",
+        ),
+    ] = "table",
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Write the --format output to this file instead of stdout."
+            "--output",
+            "-o",
+            help="Write the --format output to this file instead of stdout (--format long: "
+            "Parquet when the name ends in .parquet, which needs the parquet extra).",
         ),
     ] = None,
     json_path: Annotated[
@@ -81,7 +105,8 @@ def analyze_command(
     quiet: opt.Quiet = False,
     verify: opt.Verify = False,
 ) -> None:
-    """Compute the modality gap, cone, uniformity, alignment, MIR and retrieval recall.
+    """Compute the modality gap, cone, uniformity, alignment, MIR, retrieval recall and
+    zero-shot accuracy (with class prompts).
 
     With --bootstrap B every metric but MIR gets a percentile interval (value \\[low, high]
     in the table, "<metric>_ci": \\[low, high] in JSON) from B resamples of groups.
@@ -96,18 +121,34 @@ def analyze_command(
 
         gapscope analyze examples/example-store --html report.html
 
+        gapscope analyze --image img.npy --text txt.npy --labels image=img_labels.npy
+        --classes classes.npy --class-names classes.txt
+
         gapscope analyze --image img.npy --text txt.npy --device cuda --precision bf16
 
         gapscope analyze --modality video=vid.npy --modality text=cap.parquet:embedding
         --groups video=vid_ids.npy --groups text=cap.parquet:video_id
 
         gapscope analyze examples/example-store --step 1000 --tag lr=3e-4 -f csv -o m.csv
+
+        gapscope analyze examples/example-store --step 1000 -f long -o metrics.parquet
     """
     from gapscope.engine.distributed import launcher_rank, process_group
+    from gapscope.errors import GapscopeError
     from gapscope.report.formats import FORMATS, render_text
+    from gapscope.report.long import is_parquet_path, write_long
     from gapscope.report.run import check_step, parse_tags
 
     opt.check_choice(fmt, FORMATS, "format")
+    if is_parquet_path(output):
+        if fmt != "long":
+            raise GapscopeError(
+                f"--output {output}: Parquet is written by --format long only; give --format "
+                "long, or a file name without .parquet"
+            )
+        from gapscope.extras import require
+
+        require("pyarrow", "writing the long table as Parquet")
     check_step(step)
     tags = parse_tags(tag)
     check_output_paths(output=output, json=json_path, html=html)
@@ -118,6 +159,8 @@ def analyze_command(
         verify=verify,
         modality=modality,
         groups=groups,
+        classes=classes,
+        class_names=class_names,
     )
     options: dict[str, Any] = dict(
         metrics=metrics,
@@ -152,5 +195,7 @@ def analyze_command(
         from gapscope.report.terminal import render_report
 
         write_rendered(lambda console: render_report(report, console), output)
+    elif fmt == "long" and output is not None and is_parquet_path(output):
+        write_long(output, report)
     else:
         write_output(render_text(report, fmt), output)

@@ -2,9 +2,10 @@
 
 Writes the demo dataset (:mod:`gapscope.extract.demo_data`), extracts it into two stores,
 ``image-text`` with the tiny open_clip model and ``audio-text`` with the tiny CLAP (a store
-holds one text modality, and images and sounds have different captions), analyses each and
-prints the reports. Nothing is downloaded; the models' weights are random but seeded, so the
-output is the same on every run and means nothing about any real model.
+holds one text modality, and images and sounds have different captions), each with the class
+prompts of its labels (zero-shot classification), analyses each and prints the reports.
+Nothing is downloaded; the models' weights are random but seeded, so the output is the same on
+every run and means nothing about any real model.
 
 With ``--out DIR`` nothing in ``DIR`` is overwritten: files of an earlier demo there are
 recognised (the same bytes, the same stores) and reused; anything else in the way stops the
@@ -83,6 +84,8 @@ def run_demo(
                     "captions": data.image_captions,
                     "encoder": "open_clip",
                     "model": TINY_OPEN_CLIP,
+                    "classes": data.image_classes,
+                    "templates": data.image_templates,
                 },
             ),
             (
@@ -92,6 +95,8 @@ def run_demo(
                     "captions": data.audio_captions,
                     "encoder": "clap",
                     "model": TINY_CLAP,
+                    "classes": data.audio_classes,
+                    "templates": data.audio_templates,
                 },
             ),
         ]

@@ -117,6 +117,21 @@ def extract_command(
             "other files in the folder are kept).",
         ),
     ] = False,
+    classes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Text file of class names, one a line: their prompts are encoded by the text "
+            "tower, ensembled a class and stored for zero-shot classification (the image or "
+            "audio labels, sub-folder names, name the classes)."
+        ),
+    ] = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option(
+            help="--classes: text file of prompt templates, one a line, {} where the class "
+            "name goes (default: 'a photo of a {}.', for audio 'this is a sound of {}.')."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Extract embeddings of an image or audio folder and its captions, webdataset shards or
@@ -134,6 +149,9 @@ def extract_command(
         gapscope demo --out demo/
 
         gapscope extract --images demo/data/images --model gapscope-tiny-vit -o s/
+
+        gapscope extract --images demo/data/images --model gapscope-tiny-vit -o s/
+        --classes demo/data/image-classes.txt --templates demo/data/image-templates.txt
 
         gapscope extract --images photos/ --pretrained vit-b-32.pt -o store/
 
@@ -180,6 +198,22 @@ def extract_command(
         summary = extract_distributed(out, rank, **options)
         if rank.rank != 0:
             return
+        if classes is not None:
+            from gapscope.extract.extraction import add_class_prompts
+
+            summary.classes = add_class_prompts(
+                out,
+                classes,
+                templates,
+                encoder=encoder,
+                model=model,
+                pretrained=pretrained,
+                model_config=model_config,
+                device=device,
+                precision=precision,
+                seed=seed,
+                batch_size=batch_size,
+            )
         print_summary(summary, Console())
         Console().print(
             f"[bold]Store[/bold] {out}: merged from {rank.world_size} torchrun ranks",
@@ -189,7 +223,7 @@ def extract_command(
         _warn_random_weights(summary.encoder)
         return
     else:
-        summary = extract(out, **options)
+        summary = extract(out, classes=classes, templates=templates, **options)
     print_summary(summary, Console())
     _warn_random_weights(summary.encoder)
 

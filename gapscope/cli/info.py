@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,7 +19,13 @@ __all__ = ["info_command"]
 
 @handle_errors
 def info_command(
-    store: Annotated[Path, typer.Argument(help="An embedding store folder.")],
+    store: Annotated[
+        str,
+        typer.Argument(
+            help="An embedding store folder, or its fsspec URL (the remote extra).",
+            metavar="STORE",
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Show what a store holds: modalities, rows, dims, dtypes, encoder, dataset; validates it.

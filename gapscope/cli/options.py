@@ -25,6 +25,8 @@ __all__ = [
     "Device",
     "Image",
     "Kvalues",
+    "ClassNames",
+    "Classes",
     "Labels",
     "Metrics",
     "Precision",
@@ -41,21 +43,50 @@ __all__ = [
 #: The help panel of the analysis options on commands where they are secondary.
 ANALYSIS_PANEL = "Analysis of a store or arrays"
 
-StoreArgument = Annotated[Path | None, typer.Argument(help="An embedding store folder.")]
-Image = Annotated[
-    Path | None,
-    typer.Option(
-        help="Image embeddings (.npy/.pt/.safetensors), row i paired with row i of the others."
+# Strings, not Paths: a Path would fold the "//" of a URL (s3://bucket/store).
+StoreArgument = Annotated[
+    str | None,
+    typer.Argument(
+        help="An embedding store folder, or its fsspec URL (s3://, gs://, hf://, file://; the "
+        "remote extra).",
+        metavar="STORE",
+        show_default=False,
     ),
 ]
-Text = Annotated[Path | None, typer.Option(help="Text embeddings.")]
-Audio = Annotated[Path | None, typer.Option(help="Audio embeddings.")]
+Image = Annotated[
+    str | None,
+    typer.Option(
+        help="Image embeddings (.npy/.pt/.safetensors, a path or an fsspec URL), row i paired "
+        "with row i of the others.",
+        metavar="PATH",
+    ),
+]
+Text = Annotated[str | None, typer.Option(help="Text embeddings.", metavar="PATH")]
+Audio = Annotated[str | None, typer.Option(help="Audio embeddings.", metavar="PATH")]
 Labels = Annotated[
     list[str] | None,
     typer.Option(
         help="Class labels, the ground truth of intra-modal retrieval: PATH (one a row, shared "
         "by every modality) or NAME=PATH (one modality's; repeat for each). .npy, .pt, "
         ".safetensors or FILE.parquet:COLUMN."
+    ),
+]
+Classes = Annotated[
+    Path | None,
+    typer.Option(
+        "--classes",
+        help="Class prompts for zero-shot classification: one text embedding a class (already "
+        "ensembled), .npy, .pt, .safetensors or FILE.parquet:COLUMN. The labelled rows of the "
+        "other modalities are classified against them (their labels name the class); a "
+        "store's own class prompts (extract --classes) are used without it.",
+    ),
+]
+ClassNames = Annotated[
+    Path | None,
+    typer.Option(
+        "--class-names",
+        help="Text file of the --classes' names, one a line in row order: labels are then "
+        "class names (else class indices 0..C-1).",
     ),
 ]
 Modality = Annotated[
@@ -78,8 +109,8 @@ Groups = Annotated[
 Metrics = Annotated[
     str | None,
     typer.Option(
-        help="Comma list of gap, cosine, alignment, cone, uniformity, mir, retrieval, "
-        "diagnostics, whatif; or 'all'."
+        help="Comma list of gap, cosine, alignment, cone, uniformity, mir, mmd, retrieval, "
+        "diagnostics, zeroshot, whatif; or 'all'."
     ),
 ]
 Kvalues = Annotated[str | None, typer.Option("--k", help="K values of recall@K, e.g. 1,5,10.")]

@@ -17,13 +17,15 @@ __all__ = ["plot_command", "run_plot"]
 
 
 def run_plot(
-    store: Path | None,
+    store: str | Path | None,
     out: Path,
     *,
-    image: Path | None = None,
-    text: Path | None = None,
-    audio: Path | None = None,
+    image: str | Path | None = None,
+    text: str | Path | None = None,
+    audio: str | Path | None = None,
     labels: list[str] | None = None,
+    classes: Path | None = None,
+    class_names: Path | None = None,
     points: int = 1000,
     links: int = 50,
     sample: int | None = 2000,
@@ -32,17 +34,28 @@ def run_plot(
     device: str = "auto",
     quiet: bool = True,
 ) -> list[Path]:
-    """Library side of ``gapscope plot``: analyse (the gap and retrieval, which the plots
-    draw), draw from that analysis, return the written paths."""
+    """Library side of ``gapscope plot``: analyse (the gap, retrieval, zero-shot accuracy and
+    the what-ifs, which the plots draw), draw from that analysis, return the written paths."""
     from gapscope.report.plots import plot_all, require_matplotlib
 
     require_matplotlib()
     for name, value in (("--points", points), ("--links", links)):
         if value < 0:
             raise GapscopeError(f"{name} must be 0 or more, got {value}")
-    data = embedding_source(store, {"image": image, "text": text, "audio": audio}, labels)
+    data = embedding_source(
+        store,
+        {"image": image, "text": text, "audio": audio},
+        labels,
+        classes=classes,
+        class_names=class_names,
+    )
     report = analyse_with_status(
-        data, quiet, metrics="gap,retrieval", sample=sample, seed=seed, device=device
+        data,
+        quiet,
+        metrics="gap,retrieval,zeroshot,whatif",
+        sample=sample,
+        seed=seed,
+        device=device,
     )
     drawn = plot_all(report, out, points=max(points, 1), links=links, umap=umap)
     for reason in drawn.skipped:
@@ -60,6 +73,8 @@ def plot_command(
     text: opt.Text = None,
     audio: opt.Audio = None,
     labels: opt.Labels = None,
+    classes: opt.Classes = None,
+    class_names: opt.ClassNames = None,
     points: Annotated[int, typer.Option(help="Rows a modality drawn in the projection.")] = 1000,
     links: Annotated[int, typer.Option(help="True pairs linked by a line in the projection.")] = 50,
     sample: Annotated[
@@ -81,13 +96,18 @@ def plot_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Write PNG plots: a 2-D projection with true pairs linked, positive vs negative cosine
-    histograms, per-dimension gap contributions, recall@K curves inter- vs intra-modal.
+    histograms, per-dimension gap contributions, recall@K curves inter- vs intra-modal, and
+    R@1 and zero-shot accuracy against a shift along the gap (the what-ifs).
 
     Needs matplotlib (the "plot" extra of gapscope).
 
     Example:
 
         gapscope plot examples/example-store --out plots/
+
+        gapscope demo --out demo/ -q
+
+        gapscope plot demo/image-text --out plots/
     """
     for path in run_plot(
         store,
@@ -96,6 +116,8 @@ def plot_command(
         text=text,
         audio=audio,
         labels=labels,
+        classes=classes,
+        class_names=class_names,
         points=points,
         links=links,
         sample=sample,

@@ -7,15 +7,18 @@ labels, and where the rows came from.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import torch
 
+from gapscope.data import remote
+from gapscope.data.class_prompts import ClassPrompts, class_indices, read_store_classes
 from gapscope.data.clip_retrieval import is_clip_retrieval_folder, read_folder
 from gapscope.data.store import (
     MODALITIES,
@@ -45,6 +48,12 @@ class EmbeddingSet:
         model: the encoder description from a store's manifest, or None.
         known_fingerprint: the embeddings' sha256 when already known (a store's cached
             fingerprint), else None: :meth:`fingerprint` hashes the rows.
+        label_values: modality -> the labels as given (names or numbers), one a row.
+        classes: the class prompts of zero-shot classification, or None.
+        class_labels: modality -> each row's class index into ``classes`` (the labelled
+            modalities other than the class prompts' own; see :meth:`with_classes`).
+        classes_as_rows: the class prompts stand in for their modality's rows
+            (:meth:`with_class_rows`).
     """
 
     embeddings: dict[str, Any]
@@ -54,6 +63,58 @@ class EmbeddingSet:
     source: str = "<arrays>"
     model: dict[str, Any] | None = None
     known_fingerprint: str | None = None
+    label_values: dict[str, np.ndarray] = field(default_factory=dict)
+    classes: ClassPrompts | None = None
+    class_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    classes_as_rows: bool = False
+
+    def with_classes(self, classes: ClassPrompts | None) -> EmbeddingSet:
+        """This set with ``classes`` as its zero-shot class prompts (``None``: none), and the
+        class index of every row of each labelled modality other than ``classes.modality``.
+
+        Raises:
+            GapscopeError: a label that is not a class (see
+                :func:`~gapscope.data.class_prompts.class_indices`).
+        """
+        class_labels: dict[str, np.ndarray] = {}
+        if classes is not None:
+            for m in self.modalities:
+                if m != classes.modality and m in self.label_values:
+                    values = self.label_values[m]
+                    rows = self.embeddings[m].shape[0]
+                    if np.shape(values) != (rows,):
+                        raise EmbeddingError(
+                            f"{m} labels: expected {rows} values (one a row), got shape "
+                            f"{np.shape(values)}"
+                        )
+                    class_labels[m] = class_indices(values, classes, f"{m} labels")
+        return replace(self, classes=classes, class_labels=class_labels)
+
+    def with_class_rows(self) -> EmbeddingSet:
+        """The set analysed when it holds one labelled modality and class prompts of another
+        (images of a classification dataset, no captions): the prompts become that other
+        modality's rows (one a class, unit rows) and each row pairs with its class's prompt
+        (the groups are class indices), so every pair metric compares the rows with their
+        classes' prompts. Any other set is returned as it is."""
+        classes = self.classes
+        if (
+            classes is None
+            or classes.modality in self.embeddings
+            or len(self.embeddings) != 1
+            or not self.class_labels
+        ):
+            return self
+        (m,) = self.embeddings
+        c = classes.modality
+        return replace(
+            self,
+            embeddings={m: self.embeddings[m], c: classes.embeddings.astype(np.float32)},
+            groups={m: self.class_labels[m], c: np.arange(classes.n_classes, dtype=np.int64)},
+            normalized={**self.normalized, c: None},
+            source=f"{self.source} (+ {classes.n_classes} class prompts as {c})",
+            known_fingerprint=None,
+            classes_as_rows=True,
+        )
 
     @property
     def modalities(self) -> list[str]:
@@ -86,7 +147,12 @@ class EmbeddingSet:
             lab = store.labels(m)
             if lab is not None:
                 labels[m] = lab
-        return cls(
+        classes = read_store_classes(store.path, store.encoder)
+        values = {}
+        if classes is not None:
+            for m, codes in labels.items():
+                values[m] = _store_label_values(store, m, codes)
+        data = cls(
             embeddings={m: store.embeddings(m) for m in store.modalities},
             groups={m: store.groups(m) for m in store.modalities},
             labels=labels,
@@ -94,7 +160,9 @@ class EmbeddingSet:
             source=str(store.path),
             model=store.encoder,
             known_fingerprint=store.fingerprint(verify=verify),
+            label_values=values,
         )
+        return data.with_classes(classes)
 
     @classmethod
     def from_arrays(
@@ -104,6 +172,7 @@ class EmbeddingSet:
         groups: Mapping[str, Any] | None = None,
         labels: Any | None = None,
         source: str = "<arrays>",
+        classes: ClassPrompts | None = None,
     ) -> EmbeddingSet:
         """Plain arrays of two or more modalities (any lowercase identifiers: ``image``,
         ``text``, ``video``, ``depth``, ...).
@@ -113,7 +182,9 @@ class EmbeddingSet:
         values) pairs rows with equal values instead: five captions an image are five text
         rows with their image's group. ``labels`` (the ground truth of intra-modal
         retrieval) is one array shared by every modality when the rows pair one to one, or
-        one array a modality; label values are shared across modalities.
+        one array a modality; label values are shared across modalities. ``classes`` are the
+        class prompts of zero-shot classification (:meth:`with_classes`): the labels of the
+        other modalities are then class names or class indices.
 
         Raises:
             GapscopeError: a bad modality name, fewer than two modalities, groups for some
@@ -124,7 +195,7 @@ class EmbeddingSet:
         for m in embeddings:
             check_modality_name(m)
         arrays = {m: _as_array(embeddings[m], m) for m in embeddings}
-        if len(arrays) < 2:
+        if len(arrays) < 2 and classes is None:
             raise GapscopeError("need at least two modalities (e.g. image and text) to compare")
         rows = {m: a.shape[0] for m, a in arrays.items()}
         if groups is not None:
@@ -147,12 +218,14 @@ class EmbeddingSet:
         else:
             codes = {m: np.arange(n, dtype=np.int64) for m, n in rows.items()}
         label_codes: dict[str, np.ndarray] = {}
+        label_values: dict[str, np.ndarray] = {}
         if isinstance(labels, Mapping):
             names: dict[Any, int] = {}
             for m, values in labels.items():
                 if m not in arrays:
                     raise GapscopeError(f"labels: no modality {m!r} to label")
                 label_codes[m] = encode_labels(values, rows[m], what=f"{m} labels", codes=names)
+                label_values[m] = _label_array(values)
         elif labels is not None:
             if len(set(rows.values())) > 1:
                 raise GapscopeError(
@@ -160,13 +233,16 @@ class EmbeddingSet:
                 )
             shared_labels = encode_labels(labels, next(iter(rows.values())))
             label_codes = {m: shared_labels for m in arrays}
-        return cls(
+            label_values = {m: _label_array(labels) for m in arrays}
+        data = cls(
             embeddings=arrays,
             groups=codes,
             labels=label_codes,
             normalized={m: None for m in arrays},
             source=source,
+            label_values=label_values,
         )
+        return data.with_classes(classes)
 
     @classmethod
     def from_clip_retrieval(cls, path: str | os.PathLike[str]) -> EmbeddingSet:
@@ -190,6 +266,7 @@ class EmbeddingSet:
         *,
         labels: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None = None,
         groups: Mapping[str, str | os.PathLike[str]] | None = None,
+        classes: ClassPrompts | None = None,
     ) -> EmbeddingSet:
         """Load plain arrays from ``.npy`` (memory-mapped), ``.pt``, ``.safetensors`` or a
         Parquet column (``FILE.parquet:COLUMN``, a list or fixed-size-list column), with
@@ -213,7 +290,9 @@ class EmbeddingSet:
             }
         names = [m for m in MODALITIES if m in files] + sorted(set(files) - set(MODALITIES))
         source = " ".join(f"{m}={files[m]}" for m in names if files.get(m) is not None)
-        return cls.from_arrays(arrays, groups=group_values, labels=label_values, source=source)
+        return cls.from_arrays(
+            arrays, groups=group_values, labels=label_values, source=source, classes=classes
+        )
 
 
 def _as_array(value: Any, name: str) -> Any:
@@ -226,6 +305,27 @@ def _as_array(value: Any, name: str) -> Any:
         return np.asarray(value)
     except (TypeError, ValueError):
         raise EmbeddingError(f"{name}: cannot read {type(value).__name__} as an array") from None
+
+
+def _store_label_values(store: EmbeddingStore, modality: str, codes: np.ndarray) -> np.ndarray:
+    """Each row's label as stored (a class name or number), decoding only one row a
+    distinct label: format 2 keeps the codes beside the columns."""
+    distinct, first = np.unique(codes, return_index=True)
+    if store.format_version >= 2:
+        column = store.item_columns(modality).column("label")
+        assert column is not None
+        names = [column[int(row)] for row in first]
+    else:
+        items = store.items(modality)
+        names = [items[int(row)]["label"] for row in first]
+    return np.array(names)[np.searchsorted(distinct, codes)]
+
+
+def _label_array(values: Any) -> np.ndarray:
+    """Labels as given, as a 1-D numpy array (a tensor copied to the host)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
 
 
 def _host_rows(rows: Any) -> np.ndarray:
@@ -281,10 +381,19 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
     ``weights_only=True``. ``allow_1d`` (labels) reads the whole array instead of mapping it
     and accepts one value a row.
 
+    ``path`` may be an fsspec URL (``s3://``, ``gs://``, ``hf://``, ``memory://``; the
+    ``remote`` extra): the file is read into memory (:mod:`gapscope.data.remote`); a
+    ``file://`` URL is the local file, memory-mapped as usual.
+
     Raises:
         GapscopeError: a missing file, an unknown suffix, an unreadable or object array, or
             (``EmbeddingError``) an array that is not ``(rows, dim)``.
     """
+    if remote.is_url(path):
+        local = remote.local_path(str(path))
+        if local is None:
+            return _load_remote_array(str(path), name, allow_1d)
+        path = local
     path, column = _parquet_column(path)
     if not path.is_file():
         raise GapscopeError(f"{name}: no such file {path}")
@@ -312,6 +421,12 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
         raise GapscopeError(f"{name}: cannot read {path} ({load_failure(exc)})") from None
+    return _as_loaded(arr, name, path, allow_1d)
+
+
+def _as_loaded(arr: Any, name: str, path: Any, allow_1d: bool) -> Any:
+    """A loaded array as numpy (bfloat16 widened), checked to be ``(rows, dim)`` unless
+    ``allow_1d``."""
     if isinstance(arr, torch.Tensor):
         if arr.dtype == torch.bfloat16:
             arr = arr.float()
@@ -319,6 +434,41 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
     if not allow_1d and getattr(arr, "ndim", 0) != 2:
         raise EmbeddingError(f"{name}: {path} holds shape {arr.shape}; expected (rows, dim)")
     return arr
+
+
+def _load_remote_array(url: str, name: str, allow_1d: bool) -> Any:
+    """:func:`load_array` of a file at a URL, read whole into memory."""
+    head, sep, column = url.rpartition(":")
+    is_column = bool(sep and column and head.lower().endswith(".parquet"))
+    target, col = (head, column) if is_column else (url, None)
+    payload = remote.read_bytes(target, name)
+    suffix = PurePosixPath(target.split("://", 1)[1]).suffix.lower()
+    source = io.BytesIO(payload)
+    try:
+        if col is not None:
+            arr = _read_parquet_column(source, col, name, allow_1d, where=target)
+        elif suffix == ".parquet":
+            raise GapscopeError(f"{name}: name the column of {target} to read, as {target}:COLUMN")
+        elif suffix == ".npy":
+            _refuse_object_header(source, target, name)
+            source.seek(0)
+            arr = np.load(source, allow_pickle=False)
+        elif suffix in (".pt", ".pth"):
+            arr = _pick(torch.load(source, map_location="cpu", weights_only=True), name, target)
+        elif suffix == ".safetensors":
+            require("safetensors", "reading .safetensors files")
+            from safetensors.numpy import load
+
+            arr = _pick(load(payload), name, target)
+        else:
+            raise GapscopeError(
+                f"{name}: {target} has an unknown suffix; use one of {', '.join(ARRAY_SUFFIXES)}"
+            )
+    except GapscopeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input here
+        raise GapscopeError(f"{name}: cannot read {target} ({load_failure(exc)})") from None
+    return _as_loaded(arr, name, target, allow_1d)
 
 
 def _parquet_column(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
@@ -335,17 +485,23 @@ def _parquet_column(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def _read_parquet_column(path: Path, column: str, name: str, allow_1d: bool) -> np.ndarray:
+def _read_parquet_column(
+    source: Any, column: str, name: str, allow_1d: bool, *, where: Any = None
+) -> np.ndarray:
     """One column of a Parquet table: a list (or fixed-size list) column of equal-length
-    float lists as ``(rows, dim)``, or with ``allow_1d`` a column of one value a row."""
+    float lists as ``(rows, dim)``, or with ``allow_1d`` a column of one value a row.
+    ``source`` is a path or a binary file object (``where`` then names it)."""
+    path = source if where is None else where
     require("pyarrow", "reading Parquet columns", extra="parquet")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = pq.ParquetFile(path).schema_arrow.names
+    names = pq.ParquetFile(source).schema_arrow.names
     if column not in names:
         raise GapscopeError(f"{name}: {path} has no column {column!r} (it has {', '.join(names)})")
-    values = pq.read_table(path, columns=[column]).column(column).combine_chunks()
+    if hasattr(source, "seek"):
+        source.seek(0)
+    values = pq.read_table(source, columns=[column]).column(column).combine_chunks()
     if values.null_count:
         raise EmbeddingError(f"{name}: column {column!r} of {path} has {values.null_count} nulls")
     if (
@@ -380,22 +536,27 @@ def _refuse_object_npy(path: Path, name: str) -> None:
     """Refuse, by its first bytes, an ``.npy`` file that is not one or that holds Python
     objects, before reading any data (numpy calls anything without its header "pickled")."""
     with open(path, "rb") as fh:
-        if fh.read(6) != b"\x93NUMPY":
-            fh.seek(0)
-            head = fh.read(1)
-            what = "a pickle, which gapscope never loads" if head == b"\x80" else "not a .npy file"
-            raise GapscopeError(f"{name}: {path} is {what} (no NumPy header)")
+        _refuse_object_header(fh, path, name)
+
+
+def _refuse_object_header(fh: Any, path: Any, name: str) -> None:
+    """:func:`_refuse_object_npy` on an open binary file ``fh`` (``path`` names it)."""
+    if fh.read(6) != b"\x93NUMPY":
         fh.seek(0)
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                _, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                _, _, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:  # a newer format: np.load(allow_pickle=False) refuses objects in it too
-                return
-        except ValueError as exc:
-            raise GapscopeError(f"{name}: cannot read {path} ({load_failure(exc)})") from None
+        head = fh.read(1)
+        what = "a pickle, which gapscope never loads" if head == b"\x80" else "not a .npy file"
+        raise GapscopeError(f"{name}: {path} is {what} (no NumPy header)")
+    fh.seek(0)
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            _, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            _, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:  # a newer format: np.load(allow_pickle=False) refuses objects in it too
+            return
+    except ValueError as exc:
+        raise GapscopeError(f"{name}: cannot read {path} ({load_failure(exc)})") from None
     if dtype.hasobject:
         raise GapscopeError(
             f"{name}: {path} holds Python objects (dtype {dtype}), which only pickle can read, "
@@ -429,7 +590,7 @@ def load_failure(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _pick(obj: Any, name: str, path: Path) -> Any:
+def _pick(obj: Any, name: str, path: str | Path) -> Any:
     if isinstance(obj, torch.Tensor | np.ndarray):
         return obj
     if isinstance(obj, Mapping):
@@ -452,6 +613,7 @@ def open_source(
     *,
     verify: bool = False,
     groups: Sequence[str] | None = None,
+    classes: ClassPrompts | None = None,
 ) -> EmbeddingSet:
     """The :class:`EmbeddingSet` of a store folder, or of plain array files by modality.
 
@@ -473,7 +635,8 @@ def open_source(
         option = "--labels" if labels else "--groups"
         raise GapscopeError(f"{option} is for plain arrays; a store keeps them in its items")
     if store is not None:
-        return EmbeddingSet.from_store(store, verify=verify)
+        data = EmbeddingSet.from_store(store, verify=verify)
+        return data if classes is None else data.with_classes(classes)
     label_spec: Any = labels
     if labels is not None and not isinstance(labels, str | os.PathLike):
         specs = list(labels)
@@ -484,7 +647,7 @@ def open_source(
             raise GapscopeError("--labels: one PATH is shared by every modality; give it once")
         label_spec = named_paths(specs, "--labels") if named else (specs[0] if specs else None)
     group_spec = named_paths(list(groups), "--groups") if groups else None
-    return EmbeddingSet.from_files(given, labels=label_spec, groups=group_spec)
+    return EmbeddingSet.from_files(given, labels=label_spec, groups=group_spec, classes=classes)
 
 
 def named_paths(specs: Sequence[str], option: str) -> dict[str, str]:

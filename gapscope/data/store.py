@@ -1,17 +1,23 @@
-"""The embedding store: one folder, format version 1 (see docs/architecture.md, section 4).
+"""The embedding store: one folder, format version 2 (see docs/architecture.md, section 4).
 
 ```
 manifest.json          format, versions, encoder, dataset, per-modality file/rows/dim/dtype
 image.npy              raw encoder outputs, (N_image, d), float32 or float16, not normalised
-image.items.jsonl      one JSON object a row: {"id", "source", "group", "label"?}
-text.npy, text.items.jsonl, audio.npy, audio.items.jsonl
+image.items.npz        the items as columns, memory-mapped: {"id", "source", "group", "label"?}
+                       and int64 group/label codes (gapscope.data.item_columns)
+text.npy, text.items.npz, audio.npy, audio.items.npz
 ```
+
+Format 1 kept the items as JSON lines (``<modality>.items.jsonl``, one JSON object a row); such
+stores stay readable, and :func:`gapscope.data.upgrade.upgrade_store` (``gapscope upgrade``)
+rewrites them as format 2.
 
 Every file is written atomically (temporary name in the same folder, fsync, rename), so a crash
 never leaves a half-written file under a final name. Extraction appends rows in *parts*
-(``parts/<modality>/<index>.npy`` and ``.items.jsonl``); a part exists only once complete, so
-an interrupted extract resumes from the parts on disk, and :meth:`EmbeddingStore.finalize`
-concatenates them into the documented files. A store whose manifest says ``"complete": false``
+(``parts/<modality>/<index>.npy`` and ``.items.jsonl``, a journal of JSON lines); a part exists
+only once complete, so an interrupted extract resumes from the parts on disk, and
+:meth:`EmbeddingStore.finalize` concatenates them into the documented files (the items into
+columns). A store whose manifest says ``"complete": false``
 is refused by :meth:`EmbeddingStore.open` unless asked for explicitly.
 
 Writing takes :class:`StoreLock`, an OS lock on ``.<name>.gapscope-lock`` beside the store,
@@ -41,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from gapscope._version import __version__
+from gapscope.data import item_columns
 from gapscope.data.atomic import (
     AtomicFile,
     atomic_save_npy,
@@ -52,10 +59,13 @@ from gapscope.data.atomic import (
     same_file,
     try_lock,
 )
+from gapscope.data.item_columns import ItemColumns
 from gapscope.errors import GapscopeError, StoreError
 
 FORMAT = "gapscope.store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Format versions this gapscope reads: 1 (items as JSON lines) and 2 (items as columns).
+READABLE_FORMAT_VERSIONS = (1, 2)
 MODALITIES = ("image", "text", "audio")
 MANIFEST = "manifest.json"
 #: Size and mtime of each ``.npy`` file when the store was finalised: while they hold, the
@@ -125,6 +135,17 @@ def check_modality_name(name: Any, error: type[GapscopeError] = GapscopeError) -
 
 def _check_modality(modality: str) -> None:
     check_modality_name(modality, StoreError)
+
+
+def check_format_version(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Refuse a manifest of a format version this gapscope does not read, in one line."""
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_FORMAT_VERSIONS)
+        raise StoreError(
+            f"{path}: unknown store format version {version!r} "
+            f"(this gapscope {__version__} reads versions {readable})"
+        )
 
 
 def check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
@@ -216,6 +237,12 @@ def _check_rows(modality: str, embeddings: np.ndarray, items: Sequence[Mapping[s
     for i, item in enumerate(items):
         if "id" not in item or "group" not in item:
             raise StoreError(f"{modality}: item {i} needs an 'id' and a 'group', got {dict(item)}")
+        for key in ("group", "label"):
+            if not _plain_value(item.get(key)):
+                raise StoreError(
+                    f"{modality}: item {i} has {_json_type(item[key])} inside its {key}; a "
+                    f"{key} is a string, a number or a list of them"
+                )
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -243,6 +270,9 @@ def _load_npy(path: Path, mmap: bool) -> np.ndarray:
 
 # --------------------------------------------------------------------------- writing safely
 
+#: A URL (``s3://b/x``), also once a ``Path`` has folded its ``//`` (``s3:/b/x``); a
+#: one-letter scheme is a Windows drive.
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:/")
 _LOCK_WAIT_SECONDS = 0.5  # a reader's probe holds the lock for microseconds; never refuse on it
 
 
@@ -264,6 +294,11 @@ class StorePaths:
 
     @classmethod
     def of(cls, path: str | os.PathLike[str]) -> StorePaths:
+        if _URL_LIKE.match(os.fspath(path)):
+            raise StoreError(
+                f"{os.fspath(path)}: gapscope writes stores to local folders only (stores at "
+                "URLs are read-only); write it to a local folder and copy it there"
+            )
         given = Path(path)
         real = given.resolve()
         if not real.name:
@@ -502,7 +537,7 @@ def _own_names(folder: Path) -> set[str]:
         if parts.is_dir():
             listed |= {p.name: {} for p in parts.iterdir() if p.is_dir()}
     for modality, info in listed.items():
-        names |= {f"{modality}.npy", f"{modality}.items.jsonl"}
+        names |= {f"{modality}.npy", f"{modality}.items.jsonl", f"{modality}.items.npz"}
         if isinstance(info, dict):
             names |= {str(info[k]) for k in ("file", "items") if k in info}
     return names
@@ -605,7 +640,9 @@ def _new_store_folder(paths: StorePaths, overwrite: bool) -> Path:
         _discard_staging(paths)  # the replacement of a store that is no longer there
         return real
     if not overwrite:
-        raise StoreError(f"{paths.given}: folder is not empty (pass overwrite to replace a store)")
+        raise StoreError(
+            f"{paths.given}: folder is not empty (--overwrite, or overwrite=True, replaces a store)"
+        )
     if _read_manifest(real) is None:
         raise StoreError(f"{paths.given}: not an embedding store; refusing to overwrite it")
     _discard_staging(paths)
@@ -629,7 +666,7 @@ def _swap_note(path: Path) -> str:
 
 
 class EmbeddingStore:
-    """An embedding store folder (format version 1).
+    """An embedding store folder (format version 2; version 1 is read too).
 
     Create one with :meth:`create` (then :meth:`append` parts and :meth:`finalize`) or with
     :meth:`write` when all arrays are in memory; read one with :meth:`open`. A store being
@@ -653,6 +690,7 @@ class EmbeddingStore:
         self.manifest = manifest
         self._mmap = mmap
         self._items: dict[str, list[dict[str, Any]]] = {}
+        self._columns: dict[str, ItemColumns] = {}
         self._codes: dict[str, dict[str, np.ndarray | None]] | None = None
         self._lock: StoreLock | None = None
         self._owns_lock = False
@@ -849,7 +887,7 @@ class EmbeddingStore:
         return items
 
     def finalize(self, *, normalized: Mapping[str, bool] | None = None, **extra: Any) -> None:
-        """Concatenate the parts into ``<modality>.npy`` and ``.items.jsonl``; mark complete.
+        """Concatenate the parts into ``<modality>.npy`` and ``.items.npz``; mark complete.
 
         ``normalized`` records, per modality, whether the encoder's outputs were already
         L2-normalised (the report shows it as ``normalized_by_encoder``); ``extra`` keys go into
@@ -865,10 +903,11 @@ class EmbeddingStore:
         # they are written, and cached in the manifest with each file's size and mtime, so
         # that reading the store never needs to hash it again.
         digest = hashlib.sha256()
+        codes: tuple[dict[Any, int], dict[Any, int]] = ({}, {})  # groups, labels: store-wide
         for modality in self._part_modalities():
             parts = self._parts(modality)
             if parts:
-                modalities[modality] = self._concatenate(modality, parts, digest)
+                modalities[modality] = self._concatenate(modality, parts, digest, codes)
                 modalities[modality]["normalized"] = bool((normalized or {}).get(modality, False))
         if not modalities:
             raise StoreError(f"{self.path}: nothing to finalise, no rows were written")
@@ -876,6 +915,7 @@ class EmbeddingStore:
         if len(dims) > 1:
             raise StoreError(f"{self.path}: modalities have different dims {sorted(dims)}")
         self.manifest.update(extra)
+        self.manifest["format_version"] = FORMAT_VERSION  # a resumed format-1 extract too
         self.manifest["modalities"] = modalities
         self.manifest["fingerprint"] = digest.hexdigest()
         stamps = {e["file"]: _file_stamp(self.path / e["file"]) for e in modalities.values()}
@@ -885,9 +925,19 @@ class EmbeddingStore:
         _remove_tree(self.path / _PARTS, _PARTS)
         self.swap_in()
 
-    def _concatenate(self, modality: str, parts: list[Path], digest: Any) -> dict[str, Any]:
-        """Write ``<modality>.npy`` and ``.items.jsonl`` from the parts, feeding the rows'
-        bytes to ``digest`` as :func:`fingerprint_arrays` does; their manifest entry."""
+    def _concatenate(
+        self,
+        modality: str,
+        parts: list[Path],
+        digest: Any,
+        codes: tuple[dict[Any, int], dict[Any, int]],
+    ) -> dict[str, Any]:
+        """Write ``<modality>.npy`` and ``.items.npz`` from the parts, feeding the rows'
+        bytes to ``digest`` as :func:`fingerprint_arrays` does; their manifest entry.
+
+        ``codes`` (groups, labels) carries the code assignment from modality to modality.
+        The items' columns are built in memory (about the size of their JSON lines, plus
+        one entry a distinct group) and written in one atomic write."""
         arrays = [_load_npy(p, mmap=True) for p in parts]
         rows = sum(a.shape[0] for a in arrays)
         dim, dtype = arrays[0].shape[1], arrays[0].dtype
@@ -904,11 +954,14 @@ class EmbeddingStore:
                 data = np.ascontiguousarray(a).tobytes()
                 digest.update(data)
                 fh.write(data)
-        items_path = self.path / f"{modality}.items.jsonl"
-        with AtomicFile(items_path, "w") as out:
-            for p in parts:
-                with open(p.with_name(f"{p.stem}.items.jsonl"), encoding="utf-8") as fh:
-                    shutil.copyfileobj(fh, out)
+        columns = item_columns.ColumnsBuilder(*codes)
+        for p in parts:
+            for item in _read_jsonl(p.with_name(f"{p.stem}.items.jsonl")):
+                columns.add(item)
+        if len(columns) != rows:
+            raise StoreError(f"{self.path}: {modality} has {rows} rows but {len(columns)} items")
+        items_path = self.path / f"{modality}.items.npz"
+        item_columns.write_npz(items_path, columns.members())
         return {
             "file": npy.name,
             "items": items_path.name,
@@ -950,7 +1003,19 @@ class EmbeddingStore:
         message that says whether a writer is at work on it. Should an overwrite swap a new
         store in while this one is read, reading it again starts over; a store object that
         loads a file after such a swap raises :class:`StoreError` rather than mix two stores.
+
+        ``path`` may be an fsspec URL (``file://``, ``memory://``, ``s3://``, ``gs://``,
+        ``hf://``; the ``remote`` extra): a ``file://`` store is opened as a local folder, any
+        other is read-only and its files are read into memory
+        (:class:`gapscope.data.remote.RemoteStore`).
         """
+        from gapscope.data import remote
+
+        if remote.is_url(path):
+            local = remote.local_path(str(path))
+            if local is None:
+                return remote.RemoteStore.open_url(str(path), allow_incomplete=allow_incomplete)
+            path = local
         for _ in range(3):
             try:
                 return cls._open(Path(path), mmap=mmap, allow_incomplete=allow_incomplete)
@@ -975,15 +1040,15 @@ class EmbeddingStore:
             raise StoreError(f"{manifest_path}: not valid JSON ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise StoreError(f"{manifest_path}: not a gapscope store manifest")
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise StoreError(
-                f"{path}: unknown store format version {version!r} "
-                f"(this gapscope {__version__} reads version {FORMAT_VERSION})"
-            )
+        check_format_version(path, manifest)
         check_manifest(path, manifest)
         store = cls(path, manifest, mmap=mmap)
         store._folder, store._stamp = folder, stamp
+        return store._checked(allow_incomplete)
+
+    def _checked(self, allow_incomplete: bool) -> EmbeddingStore:
+        """This store, validated; an incomplete one refused unless ``allow_incomplete``."""
+        path, store, manifest = self.path, self, self.manifest
         if not manifest.get("complete"):
             if allow_incomplete:
                 return store
@@ -1019,6 +1084,11 @@ class EmbeddingStore:
         return bool(self.manifest.get("complete"))
 
     @property
+    def format_version(self) -> int:
+        """1 (items as JSON lines) or 2 (items as columns)."""
+        return int(self.manifest["format_version"])
+
+    @property
     def modalities(self) -> list[str]:
         """Modalities present, in the order image, text, audio, then others alphabetically."""
         return sorted(self.manifest.get("modalities", {}), key=_modality_order)
@@ -1048,20 +1118,68 @@ class EmbeddingStore:
         return array
 
     def items(self, modality: str) -> list[dict[str, Any]]:
-        """One dict a row: ``id``, ``source``, ``group`` and optionally ``label``."""
+        """One dict a row: ``id``, ``source``, ``group`` and optionally ``label``.
+
+        Every row is decoded and kept (close to 1 GiB a million rows): for large format-2
+        stores read :meth:`item_columns` instead, which decodes a row when it is asked for.
+        """
         if modality not in self._items:
-            info = self.info(modality)
-            path = self.path / info.get("items", f"{modality}.items.jsonl")
-            if not path.is_file():
-                raise StoreError(f"{path}: file is missing")
-            items = _read_jsonl(path)
-            self._check_not_replaced()
+            if self.format_version >= 2:
+                items = list(self.item_columns(modality))
+            else:
+                info = self.info(modality)
+                items = self._read_item_lines(info.get("items", f"{modality}.items.jsonl"))
+                self._check_not_replaced()
             self._items[modality] = items
         return self._items[modality]
+
+    def _read_item_lines(self, name: str) -> list[dict[str, Any]]:
+        """The items of a format-1 store's JSON-lines file ``name``."""
+        path = self.path / name
+        if not path.is_file():
+            raise StoreError(f"{path}: file is missing")
+        return _read_jsonl(path)
+
+    def item_columns(self, modality: str) -> ItemColumns:
+        """The items of one modality as memory-mapped columns, decoded a row at a time
+        (:class:`~gapscope.data.item_columns.ItemColumns`); format 2 only.
+
+        Raises:
+            StoreError: a format-1 store (``gapscope upgrade STORE`` converts it), or a
+                columns file that does not match the manifest.
+        """
+        if modality not in self._columns:
+            info = self.info(modality)
+            if self.format_version < 2:
+                raise StoreError(
+                    f"{self.path}: format {self.format_version} keeps its items as JSON lines, "
+                    "not columns; run gapscope upgrade on it, or read items()"
+                )
+            self._columns[modality] = self._read_columns(
+                info.get("items", f"{modality}.items.npz"), int(info["rows"])
+            )
+        return self._columns[modality]
+
+    def _read_columns(self, name: str, rows: int) -> ItemColumns:
+        """The checked item columns of the file ``name`` (memory-mapped)."""
+        path = self.path / name
+        if not path.is_file():
+            raise StoreError(f"{path}: file is missing")
+        columns = item_columns.read_columns(path, rows)
+        self._check_not_replaced()
+        return columns
 
     def _encode(self) -> dict[str, dict[str, np.ndarray | None]]:
         # Codes are shared across modalities, so equal groups (or labels) of two modalities get
         # equal integers; assigned in order of first appearance for determinism.
+        if self._codes is None and self.format_version >= 2:
+            self._codes = {
+                m: {
+                    "groups": self.item_columns(m).group_codes,
+                    "labels": _labelled(self.item_columns(m).label_codes),
+                }
+                for m in self.modalities
+            }
         if self._codes is None:
             group_codes: dict[Any, int] = {}
             label_codes: dict[Any, int] = {}
@@ -1173,32 +1291,45 @@ class EmbeddingStore:
                 )
             if arr.shape[0] == 0:
                 raise StoreError(f"{where}: has no rows")
-            n_items = len(self.items(modality))
-            if n_items != arr.shape[0]:
-                raise StoreError(
-                    f"{self.path}: {modality} has {arr.shape[0]} embedding rows but {n_items} items"
-                )
-            for i, item in enumerate(self.items(modality)):
-                if not isinstance(item, dict) or "group" not in item or "id" not in item:
-                    raise StoreError(f"{self.path}: {modality} item {i} lacks an 'id' or 'group'")
-                for key in ("group", "label"):
-                    if not _plain_value(item.get(key)):
-                        raise StoreError(
-                            f"{self.path}: {modality} item {i} has {_json_type(item[key])} "
-                            f"inside its {key}; a {key} is a string, a number or a list of them"
-                        )
             dims.add(arr.shape[1])
+            if self.format_version >= 2:
+                self.item_columns(modality)  # read_columns checks them against the rows
+            else:
+                self._check_item_dicts(modality, arr.shape[0])
         if len(dims) > 1:
             raise StoreError(f"{self.path}: modalities have different dims {sorted(dims)}")
         self._encode()
+
+    def _check_item_dicts(self, modality: str, rows: int) -> None:
+        """The items of a format-1 store: one a row, each with an ``id`` and a plain
+        ``group`` (and ``label``)."""
+        n_items = len(self.items(modality))
+        if n_items != rows:
+            raise StoreError(
+                f"{self.path}: {modality} has {rows} embedding rows but {n_items} items"
+            )
+        for i, item in enumerate(self.items(modality)):
+            if not isinstance(item, dict) or "group" not in item or "id" not in item:
+                raise StoreError(f"{self.path}: {modality} item {i} lacks an 'id' or 'group'")
+            for key in ("group", "label"):
+                if not _plain_value(item.get(key)):
+                    raise StoreError(
+                        f"{self.path}: {modality} item {i} has {_json_type(item[key])} "
+                        f"inside its {key}; a {key} is a string, a number or a list of them"
+                    )
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{m}={self.info(m)['rows']}" for m in self.modalities)
         return f"EmbeddingStore({str(self.path)!r}, {rows})"
 
 
-def _key(value: Any) -> Any:
-    # JSON round-trips 3 and "3" differently; keep them distinct but hashable (lists -> tuples).
-    if isinstance(value, list):
-        return tuple(_key(v) for v in value)
-    return (type(value).__name__, value)
+# JSON round-trips 3 and "3" differently; keep them distinct but hashable (lists -> tuples).
+_key = item_columns.value_key
+
+
+def _labelled(codes: np.ndarray | None) -> np.ndarray | None:
+    """Label codes of a format-2 modality; ``None`` when no row has a label (all ``-1``:
+    columns hold that only with no labels at all, since a partial labelling is refused)."""
+    if codes is None or codes.shape[0] == 0 or codes[0] < 0:
+        return None
+    return codes

@@ -33,13 +33,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from gapscope.engine import device_ranking
 from gapscope.engine.blocks import iter_positive_pairs, key_chunk_columns, resolve_block_size
+from gapscope.engine.device_ranking import (
+    column_window_counts,
+    relevant_ranks_device,
+    row_ranks_device,
+)
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import log_mean_exp, log_sum_exp
@@ -73,7 +79,15 @@ from gapscope.errors import GapscopeError
 
 T = TypeVar("T")
 
-__all__ = ["CROSS_DIRECTIONS", "ModalityPassResult", "cross_pass", "modality_pass"]
+__all__ = [
+    "CROSS_DIRECTIONS",
+    "CrossKernel",
+    "CrossPassResult",
+    "ModalityPassResult",
+    "cross_pair_pass",
+    "cross_pass",
+    "modality_pass",
+]
 
 #: The two directions of :func:`cross_pass`.
 CROSS_DIRECTIONS = ("x_to_y", "y_to_x")
@@ -251,11 +265,34 @@ class _IntraRanks:
                 self.margin * scale,
                 self._exact_keys(i),
             )
-            p = self.position[i]
-            n_rel = ranks.size
-            self.first_rank[p] = ranks[0]
-            self.ap[p] = np.sum(self.steps[:n_rel] / (ranks + 1.0)) / n_rel
-            self.rp[p] = np.count_nonzero(ranks < n_rel) / n_rel
+            self._store(i, ranks)
+
+    def rank_block_device(self, idx: np.ndarray, scores_t: torch.Tensor, scale: float) -> None:
+        """:meth:`rank_block` with the block left on its device
+        (:func:`~gapscope.engine.device_ranking.relevant_ranks_device`)."""
+        rows = np.flatnonzero(self.wanted[idx])
+        if not rows.size:
+            return
+        queries = idx[rows].tolist()
+        items, relevant, exact = [], [], []
+        for i in queries:
+            code = int(self.codes[i])
+            group = self.groups.get(code)
+            if group is None:
+                group = self.groups[code] = self.members.of(code)
+            items.append(group[group != i])
+            relevant.append(self._is_relevant(code))
+            exact.append(self._exact_keys(i))
+        ranks = relevant_ranks_device(scores_t, rows, items, relevant, self.margin * scale, exact)
+        for i, r in zip(queries, ranks, strict=True):
+            self._store(i, r)
+
+    def _store(self, i: int, ranks: np.ndarray) -> None:
+        p = self.position[i]
+        n_rel = ranks.size
+        self.first_rank[p] = ranks[0]
+        self.ap[p] = np.sum(self.steps[:n_rel] / (ranks + 1.0)) / n_rel
+        self.rp[p] = np.count_nonzero(ranks < n_rel) / n_rel
 
     def _is_relevant(self, code: int) -> Callable[[np.ndarray], np.ndarray]:
         # The query itself counts as relevant too, harmlessly: its own score is -inf.
@@ -281,13 +318,14 @@ class _IntraRanks:
 class _KernelRows:
     """Per query row ``log sum_{j != i} exp(-t ||x_i - x_j||^2)``, filled block by block."""
 
-    def __init__(self, size: int, t: float) -> None:
+    def __init__(self, size: int, t: float, *, prescale: bool = True) -> None:
         self.row_lse = np.zeros(size, dtype=np.float64)
         self.two_t = 2.0 * t
         # With 2t a power of two (t = 2: 4) the query rows are scaled by it before the
         # product: exact in binary floating point, so the scores keep their order and ties bit
-        # for bit (ranks do not change) and the kernel needs no scaling pass of its own.
-        self.prescale = math.frexp(self.two_t)[0] == 0.5
+        # for bit (ranks do not change) and the kernel needs no scaling pass of its own. The
+        # cross pass shares its scores with the column counts, so it never prescales.
+        self.prescale = prescale and math.frexp(self.two_t)[0] == 0.5
 
     def add_block(self, positions: slice, scores_t: torch.Tensor) -> None:
         # exp(-t ||x_i - x_j||^2) = exp(2t s_ij) exp(-2t); the -inf self score is a zero term.
@@ -306,12 +344,17 @@ class _KernelRows:
         return np.log(kernel.exp_().sum(dim=1).cpu().numpy().astype(np.float64))
 
 
-def _sampled_kernel(unit: UnitRows, rows: np.ndarray, kernel: _KernelRows) -> None:
-    """The kernel rows of the sampled query ``rows`` (ascending) against every key, one chunk
+def _sampled_kernel(
+    unit: UnitRows, rows: np.ndarray, kernel: _KernelRows, keys: UnitRows | None = None
+) -> None:
+    """The kernel rows of the sampled query ``rows`` (ascending) of ``unit`` against every
+    key of ``keys`` (default: ``unit`` itself, each query's own column left out), one chunk
     of keys (:func:`~gapscope.engine.blocks.key_chunk_columns`) at a time: each chunk's
     float32 terms are summed as in :meth:`_KernelRows.add_block` and the chunk sums combined
     in float64 (in the log domain when ``4t`` leaves the float32 range)."""
-    n = unit.shape[0]
+    own_keys = keys is None
+    keys = unit if keys is None else keys
+    n = keys.shape[0]
     queries = unit.take(rows)
     if kernel.prescale:
         queries = queries * kernel.two_t
@@ -323,11 +366,11 @@ def _sampled_kernel(unit: UnitRows, rows: np.ndarray, kernel: _KernelRows) -> No
         stop = min(n, start + width)
         scores = matmul_into(
             queries,
-            unit.block(start, stop),
+            keys.block(start, stop),
             buffer[: rows.size * (stop - start)].view(rows.size, stop - start),
         )
         # Each query's own column: -inf is a zero kernel term.
-        lo, hi = np.searchsorted(rows, [start, stop])
+        lo, hi = np.searchsorted(rows, [start, stop]) if own_keys else (0, 0)
         if hi > lo:
             own = torch.from_numpy(np.arange(lo, hi)).to(unit.device)
             columns = torch.from_numpy(rows[lo:hi] - start).to(unit.device)
@@ -387,7 +430,10 @@ def _self_blocks(
         start, idx, scores_t = item
         if intra is not None:
             # Ranked first: the uniformity kernel below overwrites the scores in place.
-            intra.rank_block(idx, scores_t.cpu().numpy(), scale)
+            if ranks_on_device(scores_t):
+                intra.rank_block_device(idx, scores_t, scale)
+            else:
+                intra.rank_block(idx, scores_t.cpu().numpy(), scale)
         if kernel is not None:
             kernel.add_block(slice(start, start + idx.size), scores_t)
 
@@ -396,6 +442,32 @@ def _self_blocks(
         share.sum(intra.first_rank, intra.ap, intra.rp)
     if kernel is not None:
         share.sum(kernel.row_lse)
+
+
+@dataclass(frozen=True)
+class CrossKernel:
+    """The Gaussian kernel summed over every cross pair of one ``X Y^T`` pass.
+
+    Attributes:
+        log_mean: ``log((1/(n m)) sum_{i,j} exp(-t ||x_i - y_j||^2))`` over every pair of
+            rows, positives included (the cross-modal uniformity of Fahim et al. 2024), or its
+            estimate from sampled ``x`` rows.
+        se: the estimate's delta-method standard error; ``None`` when exact.
+        rows: the ``x`` rows of the estimate (ascending); ``None``: every row.
+    """
+
+    log_mean: float
+    se: float | None
+    rows: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class CrossPassResult:
+    """What one ``X Y^T`` pass gives: each retrieval direction asked for, and the kernel."""
+
+    x_to_y: RetrievalResult | None
+    y_to_x: RetrievalResult | None
+    kernel: CrossKernel | None
 
 
 def cross_pass(
@@ -420,7 +492,8 @@ def cross_pass(
     sampled queries (``query_index_*``) is counted down the columns of its own thin product
     (the other modality's rows in blocks, read once, against the sampled queries). So each
     direction's numbers depend only on the data and its own queries, whether or not the
-    other direction is computed.
+    other direction is computed. :func:`cross_pair_pass` is the same pass, with the kernel
+    sum of every cross pair as well.
 
     Args:
         x: ``(n, d)`` embeddings; y: ``(m, d)`` embeddings of the other modality (arrays,
@@ -447,17 +520,76 @@ def cross_pass(
         >>> i2t.recall, t2i.recall
         ({1: 0.5, 5: 1.0}, {1: 0.5, 5: 1.0})
     """
+    r = cross_pair_pass(
+        x,
+        y,
+        groups_x,
+        groups_y,
+        k=k,
+        block_size=block_size,
+        device=device,
+        query_index_x=query_index_x,
+        query_index_y=query_index_y,
+        directions=directions,
+    )
+    return r.x_to_y, r.y_to_x
+
+
+def cross_pair_pass(
+    x: ArrayLike | UnitRows,
+    y: ArrayLike | UnitRows,
+    groups_x: ArrayLike | Sequence[int] | None = None,
+    groups_y: ArrayLike | Sequence[int] | None = None,
+    *,
+    k: int | Sequence[int] = (1, 5, 10),
+    block_size: int | None = None,
+    device: str | torch.device | None = None,
+    query_index_x: ArrayLike | Sequence[int] | None = None,
+    query_index_y: ArrayLike | Sequence[int] | None = None,
+    directions: Sequence[str] = CROSS_DIRECTIONS,
+    kernel_t: float | None = None,
+) -> CrossPassResult:
+    """:func:`cross_pass`, and with ``kernel_t`` the Gaussian kernel over every cross pair.
+
+    The kernel sum ``sum_{i,j} exp(-t ||x_i - y_j||^2) = exp(-2t) sum_{i,j} exp(2t s_ij)``
+    is read from the rows of the same score blocks that the ranking reads (no product of
+    its own): each block row is summed in float32 and the rows combined in float64, as in
+    :func:`modality_pass`, so the value does not depend on the block size, the thread count
+    or the number of processes. When both sides are sampled (``query_index_x`` and
+    ``query_index_y``: no full product is made) the mean is estimated from the sampled ``x``
+    rows against every ``y`` row, ``log(mean_{q in Q} c_q)`` with
+    ``c_q = (1/m) sum_j exp(-t ||x_q - y_j||^2)`` and the delta-method standard error of
+    :func:`modality_pass`, from one thin product of its own (``|Q| x m``).
+
+    Args:
+        x, y, groups_x, groups_y, k, block_size, device, query_index_x, query_index_y,
+            directions: as for :func:`cross_pass` (``directions`` may be empty).
+        kernel_t: the kernel's temperature ``t`` (> 0); ``None``: no kernel.
+
+    Returns:
+        :class:`CrossPassResult`.
+
+    Example:
+        >>> r = cross_pair_pass(np.eye(2), np.eye(2), directions=(), kernel_t=2.0)
+        >>> round(r.kernel.log_mean, 6)  # log((2 + 2 exp(-4)) / 4)
+        -0.674997
+    """
     unknown = [d for d in directions if d not in CROSS_DIRECTIONS]
     if unknown:
         raise GapscopeError(
             f"directions: expected {' or '.join(CROSS_DIRECTIONS)}, got {unknown[0]!r}"
         )
     cutoffs = check_k(k)
+    t = None if kernel_t is None else check_positive(kernel_t, "kernel_t")
     dev = resolve_device(device)
     ux = as_unit_rows(x, "x", device=dev)
     uy = as_unit_rows(y, "y", device=dev)
     check_same_dim(ux, uy, ("x", "y"))
-    gx, gy = pair_groups(ux, uy, groups_x, groups_y, ("x", "y"))
+    if directions or groups_x is not None or groups_y is not None:
+        gx, gy = pair_groups(ux, uy, groups_x, groups_y, ("x", "y"))
+    else:
+        # The kernel alone needs no pairs (and the row counts may differ): no positives.
+        gx, gy = np.zeros(ux.shape[0], np.int64), np.ones(uy.shape[0], np.int64)
     sides = (
         _Side(ux, gx, check_query_index(query_index_x, ux.shape[0]), "x_to_y" in directions),
         _Side(uy, gy, check_query_index(query_index_y, uy.shape[0]), "y_to_x" in directions),
@@ -465,8 +597,23 @@ def cross_pass(
     sides[0].link(sides[1])
     sides[1].link(sides[0])
     a, b = sides if _blocked_first(ux, uy) else sides[::-1]
-    _cross(a, b, block_size)
-    return (sides[0].result(cutoffs), sides[1].result(cutoffs))
+    x_side, y_side = sides
+    sampled = x_side.sample is not None and y_side.sample is not None
+    # Exact from the rows of the full product whenever a side is not sampled (the product is
+    # made for that side's queries, or for the kernel alone), else estimated from x's sample.
+    full = None if t is None or sampled else _KernelRows(a.unit.shape[0], t, prescale=False)
+    _cross(a, b, block_size, full)
+    n, m = ux.shape[0], uy.shape[0]
+    kernel = None
+    if full is not None:
+        kernel = CrossKernel(log_sum_exp(full.row_lse) - math.log(n * m), None)
+    elif t is not None:
+        assert x_side.sample is not None
+        thin = _KernelRows(x_side.sample.size, t, prescale=False)
+        _sampled_kernel(ux, x_side.sample, thin, keys=uy)
+        value, se = _sampled_estimate(thin.row_lse - math.log(m), n)
+        kernel = CrossKernel(value, se, x_side.sample)
+    return CrossPassResult(x_side.result(cutoffs), y_side.result(cutoffs), kernel)
 
 
 class _Side:
@@ -501,11 +648,12 @@ class _Side:
         )
 
 
-def _cross(a: _Side, b: _Side, block_size: int | None) -> None:
-    """Fill the first ranks of ``a``'s and ``b``'s queries, with ``a`` the blocked side."""
+def _cross(a: _Side, b: _Side, block_size: int | None, kernel: _KernelRows | None) -> None:
+    """Fill the first ranks of ``a``'s and ``b``'s queries, with ``a`` the blocked side, and
+    ``kernel``'s rows (``a``'s) from the full product."""
     none = np.empty(0, np.int64)
     n_a, n_b = a.unit.shape[0], b.unit.shape[0]
-    if a.needs_full_product or b.needs_full_product:
+    if a.needs_full_product or b.needs_full_product or kernel is not None:
         # One full A B^T: its rows serve a's unsampled queries, its columns b's.
         rows_a = a.evaluated if a.needs_full_product else none
         cols_b = b.evaluated if b.needs_full_product else none
@@ -527,6 +675,7 @@ def _cross(a: _Side, b: _Side, block_size: int | None) -> None:
             first_a,
             first_b,
             block,
+            kernel,
         )
         if a.needs_full_product:
             a.first_rank[:] = first_a
@@ -556,6 +705,7 @@ def _cross(a: _Side, b: _Side, block_size: int | None) -> None:
             none,
             queries.first_rank,
             block,
+            None,
         )
 
 
@@ -621,10 +771,11 @@ def _pass(
     first_x: np.ndarray,
     first_y: np.ndarray,
     block: int,
+    kernel: _KernelRows | None,
 ) -> None:
     """Blocks of ``X[x_rows] Y[y_cols]^T``: ranks of the x queries ``eval_x`` (their rows,
     which need every y column) into ``first_x``, counts of the y queries ``eval_y`` (columns)
-    into ``first_y``."""
+    into ``first_y``, and with ``kernel`` (every row and column) its row sums."""
     margin = 2.0 * score_error_bound(ux.shape[1])
 
     def exact_xy(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -659,19 +810,31 @@ def _pass(
 
     def consume(item: tuple[np.ndarray, torch.Tensor]) -> None:
         idx, scores_t = item
-        # Comparisons treat -0.0 and +0.0 as equal, so no +0.0 normalisation pass is needed.
-        scores = scores_t.cpu().numpy()
         # x queries: rows (all y columns are present whenever eval_x is non-empty).
         queries = np.flatnonzero(is_eval_x[idx])
-        if queries.size:
-            rows = idx[queries]
-            first_x[pos_x[rows]] = row_ranks(
-                scores, queries, rows, gx[rows], members_y, margin, exact_xy, mask_buf
-            )
-        columns.add_block(idx, scores, mask_buf)
+        rows = idx[queries]
+        if ranks_on_device(scores_t):
+            if queries.size:
+                first_x[pos_x[rows]] = row_ranks_device(
+                    scores_t, queries, rows, gx[rows], members_y, margin, exact_xy
+                )
+            columns.add_block_device(idx, scores_t)
+        else:
+            # Comparisons treat -0.0 and +0.0 as equal: no +0.0 normalisation pass is needed.
+            scores = scores_t.cpu().numpy()
+            if queries.size:
+                first_x[pos_x[rows]] = row_ranks(
+                    scores, queries, rows, gx[rows], members_y, margin, exact_xy, mask_buf
+                )
+            columns.add_block(idx, scores, mask_buf)
+        if kernel is not None:
+            # Last: the kernel overwrites the scores in place.
+            kernel.add_block(slice(int(idx[0]), int(idx[0]) + idx.size), scores_t)
 
     _pipelined(len(mine), product, consume)
     share.sum(first_x)
+    if kernel is not None:
+        share.sum(kernel.row_lse)
     if eval_y.size:
         counts = columns.finish()
         share.sum(counts)
@@ -712,6 +875,7 @@ class _ColumnCounts:
         self.lo, self.hi = near_window(best[eval_y], margin)
         self.all_cols = y_cols.size == uy.shape[0] and eval_y.size == uy.shape[0]
         self.counts = np.zeros(eval_y.size, dtype=np.int64)
+        self._device_bounds: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.near_rows: list[np.ndarray] = []
         self.near_queries: list[np.ndarray] = []
         # Positive pairs (x row, evaluated y query number), ordered by x row: the rows of a
@@ -750,6 +914,38 @@ class _ColumnCounts:
             self.near_rows.append(idx[rows])
             self.near_queries.append(cols[c])
 
+    def add_block_device(self, idx: np.ndarray, scores_t: torch.Tensor) -> None:
+        """:meth:`add_block` with the block left on its device: the same counts, and the same
+        near rows kept (copied to the host)."""
+        if not self.size:
+            return
+        dev = scores_t.device
+        if self._device_bounds is None or self._device_bounds[0].device != dev:
+            self._device_bounds = (
+                torch.from_numpy(self.lo).to(dev),
+                torch.from_numpy(self.hi).to(dev),
+                torch.from_numpy(self.cols).to(dev),
+            )
+        lo, hi, cols_t = self._device_bounds
+        sub = scores_t if self.all_cols else scores_t[:, cols_t]
+        above, near = column_window_counts(sub, lo, hi)
+        np.add(self.counts, above, out=self.counts)
+        lo_pair, hi_pair = np.searchsorted(self.pair_i, [idx[0], idx[-1] + 1])
+        if hi_pair > lo_pair:
+            pi, pq = self.pair_i[lo_pair:hi_pair], self.pair_q[lo_pair:hi_pair]
+            at = (torch.from_numpy(pi - idx[0]).to(dev), torch.from_numpy(pq).to(dev))
+            s = sub[at].cpu().numpy()
+            close = (s >= self.lo[pq]) & (s <= self.hi[pq])
+            np.subtract.at(near, pq[close], 1)
+        cols = np.flatnonzero(near > 0)
+        if cols.size:
+            c_t = torch.from_numpy(cols).to(dev)
+            part = sub[:, c_t]
+            window = (part >= lo[c_t][None, :]) & (part <= hi[c_t][None, :])
+            rows, c = (t.cpu().numpy() for t in torch.nonzero(window, as_tuple=True))
+            self.near_rows.append(idx[rows])
+            self.near_queries.append(cols[c])
+
     def finish(self) -> np.ndarray:
         """The counts, with each column's near non-positive rows ranked by exact scores."""
         if self.near_rows:
@@ -767,6 +963,13 @@ class _ColumnCounts:
                 lambda q, k: exact_scores(uy, q, ux, k),
             )
         return self.counts
+
+
+def ranks_on_device(scores: torch.Tensor) -> bool:
+    """Whether a block is ranked on its device
+    (:data:`~gapscope.engine.device_ranking.DEVICE_RANKING`) rather than copied to the
+    host."""
+    return scores.device.type in device_ranking.DEVICE_RANKING
 
 
 def _pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T], Any]) -> None:

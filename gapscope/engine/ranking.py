@@ -23,9 +23,12 @@ import numpy as np
 __all__ = [
     "ExactScores",
     "GroupMembers",
+    "float32_margin",
     "RetrievalResult",
+    "near_keys",
     "near_window",
     "outranking_best_positive",
+    "outranking_items",
     "relevant_ranks",
     "row_ranks",
     "score_error_bound",
@@ -172,6 +175,20 @@ def score_error_bound(dim: int) -> float:
     return 1.01 * du / (1.0 - du)
 
 
+def float32_margin(margin: float) -> np.float32:
+    """The smallest float32 no smaller than ``margin``: each float32 sum ``s +- m`` is then
+    rounded to nearest (within half a step of the exact bound), and one step outwards (as
+    :func:`near_window` takes) covers that.
+
+    >>> float(float32_margin(0.1)) >= 0.1
+    True
+    """
+    m = np.float32(margin)
+    if float(m) < margin:
+        m = np.nextafter(m, np.float32(np.inf))
+    return m
+
+
 def near_window(scores: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """float32 bounds ``(lo, hi)`` with ``lo <= s - margin`` and ``hi >= s + margin``
     (``margin`` already in the scores' units): rounded to float32, then one step outwards.
@@ -181,11 +198,7 @@ def near_window(scores: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarr
     True
     """
     s = np.asarray(scores, dtype=np.float32)
-    # A float32 margin no smaller than ``margin``; each float32 sum is then rounded to nearest
-    # (within half a step of the exact bound), and one step outwards covers that.
-    m = np.float32(margin)
-    if float(m) < margin:
-        m = np.nextafter(m, np.float32(np.inf))
+    m = float32_margin(margin)
     with np.errstate(over="ignore"):
         lo = np.nextafter(s - m, np.float32(-np.inf))
         hi = np.nextafter(s + m, np.float32(np.inf))
@@ -323,12 +336,12 @@ def relevant_ranks(
     counts = above - above_relevant
     need = np.flatnonzero(near > near_relevant)
     if need.size:
-        near_keys, owner = _near_keys(row, lo[need], hi[need], is_relevant)
-        counts[need] += _outranking_items(near_keys, owner, items[need], exact_keys)
+        close, owner = near_keys(row, lo[need], hi[need], is_relevant)
+        counts[need] += outranking_items(close, owner, items[need], exact_keys)
     return np.sort(counts) + np.arange(items.size)
 
 
-def _near_keys(
+def near_keys(
     row: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -347,7 +360,7 @@ def _near_keys(
     return keys[start[owner] + offsets], owner
 
 
-def _outranking_items(
+def outranking_items(
     near: np.ndarray,
     owner: np.ndarray,
     items: np.ndarray,

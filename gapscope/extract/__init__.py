@@ -9,9 +9,14 @@ batched, resumable, shardable extraction loop, shard merging and the demo.
 
 from __future__ import annotations
 
-from gapscope.extract.datasets import Candidate, Dataset, scan_dataset
+from gapscope.extract.datasets import Candidate, Dataset, DatasetInput, scan_dataset
 from gapscope.extract.encoder import Encoder, Preprocessor
-from gapscope.extract.extraction import default_workers, extract, load_encoder
+from gapscope.extract.extraction import (
+    add_class_prompts,
+    default_workers,
+    extract,
+    load_encoder,
+)
 from gapscope.extract.merge import merge_stores
 from gapscope.extract.shards import Shard, parse_shard, plan_batches
 from gapscope.extract.summary import ExtractSummary, print_summary
@@ -22,10 +27,12 @@ __all__ = [
     "TINY_OPEN_CLIP",
     "Candidate",
     "Dataset",
+    "DatasetInput",
     "Encoder",
     "ExtractSummary",
     "Preprocessor",
     "Shard",
+    "add_class_prompts",
     "default_workers",
     "extract",
     "load_encoder",

@@ -132,22 +132,30 @@ class Dataset:
         return self.description["fingerprint"]
 
 
-def scan_dataset(
-    *,
-    images: str | os.PathLike[str] | None = None,
-    audio: str | os.PathLike[str] | None = None,
-    captions: str | os.PathLike[str] | None = None,
-    file_column: str | None = None,
-    caption_column: str | None = None,
-    webdataset: str | os.PathLike[str] | None = None,
-    hf_dataset: str | os.PathLike[str] | None = None,
-    image_column: str | None = None,
-    text_column: str | None = None,
-    audio_column: str | None = None,
-    split: str | None = None,
-) -> Dataset:
-    """List the rows to extract from one input: an image or audio folder (and a captions
-    file), webdataset tar shards (``webdataset``: a path, glob or brace pattern; see
+@dataclass(frozen=True)
+class DatasetInput:
+    """The one input an extract reads, with the options that belong to it: an image or audio
+    folder (and a captions file with its columns), webdataset tar shards (a path, glob or
+    brace pattern), or a Hugging Face dataset saved to disk (its columns and split). The
+    arguments of :func:`scan_dataset` and of :func:`gapscope.extract.extract`."""
+
+    images: str | os.PathLike[str] | None = None
+    audio: str | os.PathLike[str] | None = None
+    captions: str | os.PathLike[str] | None = None
+    file_column: str | None = None
+    caption_column: str | None = None
+    webdataset: str | os.PathLike[str] | None = None
+    hf_dataset: str | os.PathLike[str] | None = None
+    image_column: str | None = None
+    text_column: str | None = None
+    audio_column: str | None = None
+    split: str | None = None
+
+
+def scan_dataset(source: DatasetInput | None = None, /, **options: Any) -> Dataset:
+    """List the rows to extract from one input (a :class:`DatasetInput`, or its fields as
+    keyword arguments): an image or audio folder (and a captions file), webdataset tar shards
+    (``webdataset``: a path, glob or brace pattern; see
     :func:`~gapscope.extract.webdataset_shards.scan_webdataset`), or a Hugging Face dataset
     saved to disk (``hf_dataset`` with its columns and split; see
     :func:`~gapscope.extract.hf_datasets.scan_hf_dataset`).
@@ -156,19 +164,10 @@ def scan_dataset(
         GapscopeError: no input, two inputs, options of another input, a folder that is
             missing or holds no media file, or an unreadable captions file, shard or dataset.
     """
-    _check_one_input(
-        images=images,
-        audio=audio,
-        captions=captions,
-        file_column=file_column,
-        caption_column=caption_column,
-        webdataset=webdataset,
-        hf_dataset=hf_dataset,
-        image_column=image_column,
-        text_column=text_column,
-        audio_column=audio_column,
-        split=split,
-    )
+    source = DatasetInput(**options) if source is None else source
+    _check_one_input(source)
+    images, audio, captions = source.images, source.audio, source.captions
+    webdataset, hf_dataset = source.webdataset, source.hf_dataset
     if webdataset is not None:
         from gapscope.extract.webdataset_shards import scan_webdataset
 
@@ -178,10 +177,10 @@ def scan_dataset(
 
         return scan_hf_dataset(
             hf_dataset,
-            image_column=image_column,
-            text_column=text_column,
-            audio_column=audio_column,
-            split=split,
+            image_column=source.image_column,
+            text_column=source.text_column,
+            audio_column=source.audio_column,
+            split=source.split,
         )
     modality = "image" if images is not None else "audio"
     root = Path(images if images is not None else audio)  # type: ignore[arg-type]
@@ -200,7 +199,7 @@ def scan_dataset(
     }
     if captions is not None:
         texts, skipped, columns = _caption_candidates(
-            Path(captions), root, media, modality, file_column, caption_column
+            Path(captions), root, media, modality, source.file_column, source.caption_column
         )
         candidates["text"] = texts
         description.update(
@@ -214,8 +213,9 @@ def scan_dataset(
     return Dataset(modalities, candidates, skipped, description)
 
 
-def _check_one_input(**options: Any) -> None:
+def _check_one_input(source: DatasetInput) -> None:
     """One input, and no option that belongs to another input (it would be ignored)."""
+    options = vars(source)
     inputs = [
         f"--{name.replace('_', '-')}"
         for name in ("images", "audio", "webdataset", "hf_dataset")

@@ -8,6 +8,9 @@ Generated on the fly, deterministically (no binary files ship with gapscope):
 - ``audio/<kind>/<name>.wav``: 12 one-second clips (tones, noises, sweeps), some at 16 kHz
   mono, some at 22.05 or 44.1 kHz stereo so that resampling and down-mixing are exercised; the
   kind sub-folder is the label. ``audio.jsonl`` gives each clip a list of two descriptions.
+- ``image-classes.txt``, ``image-templates.txt``, ``audio-classes.txt``,
+  ``audio-templates.txt``: the class names (the sub-folders) and prompt templates of zero-shot
+  classification (``gapscope extract --classes --templates``).
 
 Regenerate with ``python -m gapscope.extract.demo_data DIR``. Existing files are never
 overwritten: a file already there must be exactly the one the demo writes (an earlier demo's),
@@ -50,6 +53,10 @@ class DemoDataset:
     image_captions: Path
     audio: Path
     audio_captions: Path
+    image_classes: Path
+    image_templates: Path
+    audio_classes: Path
+    audio_templates: Path
 
 
 def write_demo_dataset(root: str | Path) -> DemoDataset:
@@ -76,12 +83,38 @@ def write_demo_dataset(root: str | Path) -> DemoDataset:
         fresh = Path(tmp)
         _write_images(fresh / "images", fresh / "images.csv")
         _write_audio(fresh / "audio", fresh / "audio.jsonl")
+        _write_classes(fresh)
         files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
         for rel in _missing_files(root, fresh, files):
             atomic_write_bytes(root / rel, (fresh / rel).read_bytes())
     return DemoDataset(
-        root, root / "images", root / "images.csv", root / "audio", root / "audio.jsonl"
+        root,
+        root / "images",
+        root / "images.csv",
+        root / "audio",
+        root / "audio.jsonl",
+        root / "image-classes.txt",
+        root / "image-templates.txt",
+        root / "audio-classes.txt",
+        root / "audio-templates.txt",
     )
+
+
+#: The prompt templates of the demo's zero-shot classes (CLIP-style, ``{}`` the class name).
+IMAGE_TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "a {} on a white background.")
+AUDIO_TEMPLATES = ("this is a sound of {}.", "a recording of a {}.")
+SOUND_KINDS = ("tone", "noise", "sweep")
+
+
+def _write_classes(root: Path) -> None:
+    """The class names (the label sub-folders) and templates, one a line."""
+    for name, lines in (
+        ("image-classes.txt", SHAPES),
+        ("image-templates.txt", IMAGE_TEMPLATES),
+        ("audio-classes.txt", SOUND_KINDS),
+        ("audio-templates.txt", AUDIO_TEMPLATES),
+    ):
+        (root / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _missing_files(root: Path, fresh: Path, files: list[Path]) -> list[Path]:

@@ -14,6 +14,7 @@ swaps it in only once complete; a killed overwrite resumes like any other extrac
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,14 @@ from torch.utils.data import Dataset as TorchDataset
 
 from gapscope.data.store import MODALITIES, EmbeddingStore, StoreLock
 from gapscope.errors import GapscopeError
-from gapscope.extract.datasets import Candidate, Dataset, MediaRef, open_media, scan_dataset
+from gapscope.extract.datasets import (
+    Candidate,
+    Dataset,
+    DatasetInput,
+    MediaRef,
+    open_media,
+    scan_dataset,
+)
 from gapscope.extract.encoder import Encoder, Preprocessor
 from gapscope.extract.progress import make_progress
 from gapscope.extract.shards import Shard, parse_shard, plan_batches
@@ -84,28 +92,6 @@ def load_encoder(
     :func:`~gapscope.extract.clap_encoder.load_clap`, :func:`~gapscope.extract.hf_encoder.load_hf`
     and :mod:`gapscope.extract.plugins` for the arguments; a plugin's loader is called with
     the same keyword arguments."""
-    if family == "open_clip":
-        from gapscope.extract.open_clip_encoder import load_open_clip
-
-        return load_open_clip(
-            model,
-            pretrained=pretrained,
-            model_config=model_config,
-            device=device,
-            precision=precision,
-            seed=seed,
-        )
-    if family == "clap":
-        from gapscope.extract.clap_encoder import load_clap
-
-        return load_clap(
-            model,
-            pretrained=pretrained,
-            model_config=model_config,
-            device=device,
-            precision=precision,
-            seed=seed,
-        )
     options: dict[str, Any] = dict(
         model=model,
         pretrained=pretrained,
@@ -114,6 +100,14 @@ def load_encoder(
         precision=precision,
         seed=seed,
     )
+    if family == "open_clip":
+        from gapscope.extract.open_clip_encoder import load_open_clip
+
+        return load_open_clip(**options)
+    if family == "clap":
+        from gapscope.extract.clap_encoder import load_clap
+
+        return load_clap(**options)
     if family == "hf":
         from gapscope.extract.hf_encoder import load_hf
 
@@ -152,6 +146,8 @@ def extract(
     part_rows: int = DEFAULT_PART_ROWS,
     part_seconds: float = DEFAULT_PART_SECONDS,
     console: Console | None = None,
+    classes: str | os.PathLike[str] | None = None,
+    templates: str | os.PathLike[str] | None = None,
 ) -> ExtractSummary:
     """Extract embeddings of a folder (and its captions), webdataset shards or a saved dataset
     into the store at ``out``.
@@ -188,6 +184,11 @@ def extract(
         part_rows, part_seconds: write a part once this many rows are pending or this much
             time has passed (bounds the work an interruption can lose; never changes the
             result).
+        classes, templates: a text file of class names (one a line) and one of prompt
+            templates (``{}`` where the name goes; default ``a photo of a {}.``): the class
+            prompts of zero-shot classification, encoded by the text tower, ensembled a class
+            and written into the finished store (:mod:`gapscope.extract.class_prompts`).
+            Running a finished extract again with them adds (or replaces) the prompts.
 
     Returns:
         An :class:`ExtractSummary` (rows per modality, skipped files and reasons, throughput).
@@ -200,21 +201,24 @@ def extract(
     if batch_size < 1:
         raise GapscopeError(f"--batch-size {batch_size}: must be at least 1")
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    class_spec = _class_spec(classes, templates, shard)
     workers = default_workers() if workers is None else workers
     if workers < 0:
         raise GapscopeError(f"--workers {workers}: must be 0 or more")
     dataset = scan_dataset(
-        images=images,
-        audio=audio,
-        captions=captions,
-        file_column=file_column,
-        caption_column=caption_column,
-        webdataset=webdataset,
-        hf_dataset=hf_dataset,
-        image_column=image_column,
-        text_column=text_column,
-        audio_column=audio_column,
-        split=split,
+        DatasetInput(
+            images=images,
+            audio=audio,
+            captions=captions,
+            file_column=file_column,
+            caption_column=caption_column,
+            webdataset=webdataset,
+            hf_dataset=hf_dataset,
+            image_column=image_column,
+            text_column=text_column,
+            audio_column=audio_column,
+            split=split,
+        )
     )
     # Locked before the encoder loads: a second run into this store stops at once.
     with StoreLock.acquire(out) as lock:
@@ -235,20 +239,118 @@ def extract(
             # Finished before: nothing to do, or (an overwrite killed before its swap) swap in.
             already = not store.staged
             store.swap_in()
-            return _summary(store, enc, skips, shard, already_complete=already)
-        return _run(
-            store,
-            enc,
-            dataset,
-            skips,
-            shard,
-            batch_size=batch_size,
-            workers=workers,
-            quiet=quiet,
-            part_rows=part_rows,
-            part_seconds=part_seconds,
-            console=console,
+            summary = _summary(store, enc, skips, shard, already_complete=already)
+        else:
+            summary = _run(
+                store,
+                enc,
+                dataset,
+                skips,
+                shard,
+                batch_size=batch_size,
+                workers=workers,
+                quiet=quiet,
+                part_rows=part_rows,
+                part_seconds=part_seconds,
+                console=console,
+            )
+        if class_spec is not None:
+            summary.classes = write_class_prompts(
+                Path(out), enc, *class_spec, classified=dataset.modalities[0], batch_size=batch_size
+            )
+        return summary
+
+
+def _class_spec(
+    classes: str | os.PathLike[str] | None,
+    templates: str | os.PathLike[str] | None,
+    shard: Shard | None,
+) -> tuple[tuple[str, ...], tuple[str, ...] | None] | None:
+    """The class names and templates, read (and checked) before any encoding."""
+    from gapscope.data.class_prompts import read_class_names
+    from gapscope.extract.class_prompts import read_templates
+
+    if classes is None:
+        if templates is not None:
+            raise GapscopeError("--templates fills in class names: give --classes too")
+        return None
+    if shard is not None:
+        raise GapscopeError(
+            "--classes goes with a whole extract, not a --shard: merge the shards, then add "
+            "the class prompts with gapscope.extract.add_class_prompts"
         )
+    names = read_class_names(classes)
+    return names, None if templates is None else read_templates(templates)
+
+
+def write_class_prompts(
+    out: Path,
+    encoder: Encoder,
+    names: Sequence[str],
+    templates: Sequence[str] | None,
+    *,
+    classified: str,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Encode the class prompts with ``encoder`` and write them into the complete store at
+    ``out``; what was written (for the summary)."""
+    from gapscope.data.class_prompts import write_store_classes
+    from gapscope.extract.class_prompts import encode_class_prompts
+
+    prompts = encode_class_prompts(
+        encoder, names, templates, classified=classified, batch_size=batch_size
+    )
+    write_store_classes(out, prompts, EmbeddingStore.open(out).encoder)
+    return {
+        "n_classes": prompts.n_classes,
+        "n_templates": len(prompts.templates or ()),
+        "path": str(out / "classes.npy"),
+    }
+
+
+def add_class_prompts(
+    out: str | os.PathLike[str],
+    classes: str | os.PathLike[str],
+    templates: str | os.PathLike[str] | None = None,
+    *,
+    encoder: str | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    model_config: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    seed: int = 0,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Add class prompts to a finished store (a merged one, say) with the encoder it was
+    extracted with (the same arguments as :func:`extract`); what was written.
+
+    Raises:
+        GapscopeError: no such store, bad names or templates, or an encoder other than the
+            store's (:func:`~gapscope.data.class_prompts.read_store_classes` would refuse
+            the prompts).
+    """
+    spec = _class_spec(classes, templates, None)
+    assert spec is not None
+    store = EmbeddingStore.open(out)
+    media = next((m for m in store.modalities if m != "text"), "image")
+    family = encoder or ("clap" if media == "audio" else "open_clip")
+    enc = load_encoder(
+        family,
+        model=model,
+        pretrained=pretrained,
+        model_config=model_config,
+        device=device,
+        precision=precision,
+        seed=seed,
+    )
+    if json.loads(json.dumps(enc.description())) != store.encoder:
+        raise GapscopeError(
+            f"{out}: was extracted with another encoder than this one; give the extract's "
+            "--encoder, --model, --pretrained and --precision"
+        )
+    with StoreLock.acquire(out):
+        return write_class_prompts(Path(out), enc, *spec, classified=media, batch_size=batch_size)
 
 
 def _run(

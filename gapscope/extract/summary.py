@@ -27,6 +27,8 @@ class ExtractSummary:
     shard: str | None = None
     # modality -> {"encoded", "processed", "seconds"} of this run
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the class prompts written (n_classes, n_templates, path), when asked for
+    classes: dict[str, Any] | None = None
 
     @property
     def items_per_second(self) -> float:
@@ -72,6 +74,12 @@ def print_summary(summary: ExtractSummary, console: Console | None = None) -> No
             out(f"  {describe_skip(entry)}", markup=False)
         if len(summary.skipped) > _SHOWN_SKIPS:
             out(f"  ... and {len(summary.skipped) - _SHOWN_SKIPS} more")
+    if summary.classes is not None:
+        c = summary.classes
+        out(
+            f"[bold]Classes[/bold] {c['n_classes']} class prompts, {c['n_templates']} "
+            f"template(s) ensembled a class: {c['path']}"
+        )
     if summary.processed and not summary.already_complete:
         rates = ", ".join(
             f"{m} {t['processed'] / t['seconds']:,.1f}"

@@ -619,7 +619,7 @@ def _default_compare(
         entry.rule = RULE_TRACKED
         entry.reason = (
             "tracked, not gated: the default gate gates the gap, the cosines, alignment, "
-            "uniformity and retrieval"
+            "uniformity, retrieval and zero-shot accuracy"
         )
         return entry
     both = interval_of(base, key) is not None and interval_of(current, key) is not None
@@ -690,5 +690,5 @@ def _default_gate_line(
     judged = ", ".join(parts) if parts else "none in these reports"
     return (
         "gate: the default gate (no tolerances configured) gates the gap, the cosines, "
-        f"alignment, uniformity and retrieval: {judged}"
+        f"alignment, uniformity, retrieval and zero-shot accuracy: {judged}"
     )

@@ -26,9 +26,9 @@ needs no baseline: ``image-text/gap<=0.9``, ``R@5>=0.5`` (operators ``<=``, ``>=
 
 The *default gate* (:data:`DEFAULT_GATE`) applies when no tolerance is configured: it gates
 the families of metrics that say whether a checkpoint got better (the gap, the cosines,
-alignment, uniformity, retrieval), each by its bootstrap intervals when both reports have
-them and else by a tolerance on the scale of the metric, and tracks every other metric
-without gating it.
+alignment, uniformity, retrieval, zero-shot accuracy), each by its bootstrap intervals when
+both reports have them and else by a tolerance on the scale of the metric, and tracks every
+other metric without gating it.
 """
 
 from __future__ import annotations
@@ -232,6 +232,12 @@ DEFAULT_GATE: tuple[DefaultFamily, ...] = (
         _leaves("R@*", K.MAP.name, K.R_PRECISION.name),
         Tolerance(0.02),
         "2 points: one binomial standard error of R@K = 0.5 on 625 queries",
+    ),
+    DefaultFamily(
+        "zero-shot",
+        _leaves(K.TOP1_ACCURACY.name, K.TOP5_ACCURACY.name, K.BALANCED_ACCURACY.name),
+        Tolerance(0.02),
+        "2 points, as retrieval: an accuracy is a hit rate over the labelled rows",
     ),
 )
 

@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 from gapscope.errors import GapscopeError
 from gapscope.extras import require
-from gapscope.integrations.metric import GapMetric, flat_values, rows_from_outputs
+from gapscope.integrations.metric import (
+    GapMetric,
+    check_every_n_steps,
+    flat_values,
+    rows_from_outputs,
+)
 from gapscope.report.model import Report
 
 if TYPE_CHECKING:
@@ -88,16 +93,8 @@ class GapscopeTrainerCallback(TrainerCallback):
     ) -> None:
         for module in ("transformers", "accelerate"):  # the Trainer needs both
             require(module, "gapscope's Trainer callback", extra="huggingface")
-        if every_n_steps is not None and (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, int)
-            or every_n_steps < 1
-        ):
-            raise GapscopeError(
-                f"every_n_steps: expected a positive integer or None, got {every_n_steps!r}"
-            )
         self.trainer = trainer
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = check_every_n_steps(every_n_steps)
         self.evaluation = evaluation
         self.outputs_to_rows = outputs_to_rows or rows_from_outputs
         self.prefix = prefix

@@ -36,7 +36,12 @@ import torch
 
 from gapscope.errors import GapscopeError
 from gapscope.extras import require
-from gapscope.integrations.metric import GapMetric, flat_values, rows_from_outputs
+from gapscope.integrations.metric import (
+    GapMetric,
+    check_every_n_steps,
+    flat_values,
+    rows_from_outputs,
+)
 from gapscope.report.model import Report
 
 if TYPE_CHECKING:
@@ -86,15 +91,7 @@ class GapscopeCallback(Callback):
     ) -> None:
         require("lightning", "gapscope's Lightning callback")
         super().__init__()
-        if every_n_steps is not None and (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, int)
-            or every_n_steps < 1
-        ):
-            raise GapscopeError(
-                f"every_n_steps: expected a positive integer or None, got {every_n_steps!r}"
-            )
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = check_every_n_steps(every_n_steps)
         self.validation = validation
         self.embed = embed
         self.prefix = prefix

@@ -63,7 +63,15 @@ from gapscope.engine.distributed import process_group_share, sharing
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.report.model import Report
 
-__all__ = ["FAST_SAMPLE", "PRESETS", "GapMetric", "Preset", "flat_values", "rows_from_outputs"]
+__all__ = [
+    "FAST_SAMPLE",
+    "PRESETS",
+    "GapMetric",
+    "Preset",
+    "check_every_n_steps",
+    "flat_values",
+    "rows_from_outputs",
+]
 
 #: Query rows a modality that the ``fast`` preset samples for uniformity and retrieval.
 FAST_SAMPLE = 1024
@@ -594,6 +602,21 @@ def rows_from_outputs(outputs: Any) -> dict[str, Any] | None:
             if outputs.get(extra) is not None:
                 found[extra] = outputs[extra]
     return found
+
+
+def check_every_n_steps(every_n_steps: Any) -> int | None:
+    """A callback's logging interval: a positive integer, or ``None`` for never.
+
+    >>> check_every_n_steps(None), check_every_n_steps(50)
+    (None, 50)
+    """
+    if every_n_steps is not None and (
+        isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1
+    ):
+        raise GapscopeError(
+            f"every_n_steps: expected a positive integer or None, got {every_n_steps!r}"
+        )
+    return every_n_steps
 
 
 def flat_values(report: Report, prefix: str = "") -> dict[str, float]:

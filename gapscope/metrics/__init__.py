@@ -12,6 +12,7 @@ from gapscope.metrics.alignment import alignment
 from gapscope.metrics.cone import cone_effect
 from gapscope.metrics.cosine import PairCosine, paired_cosine
 from gapscope.metrics.gap import ModalityGap, modality_gap
+from gapscope.metrics.kernel_distance import cross_modal_uniformity, mmd2
 from gapscope.metrics.mir import MIRResult, modality_integration_rate
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 from gapscope.metrics.uniformity import uniformity, uniformity_sampled
@@ -24,7 +25,9 @@ __all__ = [
     "alignment",
     "cone_effect",
     "cross_modal_retrieval",
+    "cross_modal_uniformity",
     "intra_modal_retrieval",
+    "mmd2",
     "modality_gap",
     "modality_integration_rate",
     "paired_cosine",

@@ -7,6 +7,9 @@ spelling (``image-text/recall/image_to_text/R5``; see
 objects is one row a report. ``csv`` is a long table, one row a metric: ``metric,value``
 followed by the run fields as columns (``step,checkpoint,tag.<key>...``), so that the CSVs of
 many reports concatenate into one table (``pandas.concat(map(pandas.read_csv, files))``).
+``long`` is the tidy table of :mod:`gapscope.report.long`: one row a metric with its pair,
+modality, retrieval direction, K, value, interval, standard error and run fields, as CSV text
+(or Parquet, written by :func:`gapscope.report.long.write_long` to a ``.parquet`` file).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from gapscope.analysis import keys as K
 from gapscope.report.model import Report
 
-FORMATS = ("table", "json", "flat", "csv")
+FORMATS = ("table", "json", "flat", "csv", "long")
 
 
 def report_schema() -> dict[str, Any]:
@@ -73,11 +76,16 @@ def to_csv(report: Report) -> str:
 
 
 def render_text(report: Report, fmt: str) -> str:
-    """Text of ``report`` in a machine format: ``json``, ``flat`` or ``csv``."""
+    """Text of ``report`` in a machine format: ``json``, ``flat``, ``csv`` or ``long`` (its
+    CSV text)."""
     if fmt == "json":
         return report.to_json()
     if fmt == "flat":
         return to_flat_json(report)
     if fmt == "csv":
         return to_csv(report)
+    if fmt == "long":
+        from gapscope.report.long import to_long_csv
+
+        return to_long_csv(report)
     raise ValueError(f"no text rendering for format {fmt!r}")

@@ -45,7 +45,7 @@ from gapscope.report.terminal import (
     whatif_scenarios,
 )
 
-__all__ = ["pair_matrix", "render_html", "write_html_report"]
+__all__ = ["html_page", "html_table", "pair_matrix", "render_html", "write_html_report"]
 
 _CSS = """
 :root { color-scheme: light; }
@@ -543,6 +543,7 @@ def _whatif_table(report: Report, pair: str, whatif: Mapping[str, Any]) -> str:
     directions = [K.direction_key(q, t) for q, t in ((a, b), (b, a), (a, a), (b, b))]
     ks = [K.recall_key(k) for k in report.params[K.P_K]]
     original = whatif.get(K.ORIGINAL, {})
+    zeroshot = any(K.ZEROSHOT.name in values for values in whatif.values())
 
     def cell(leaf: str, value: Any, before: Any, fmt: Any = format_number) -> str:
         change = whatif_change(report.directions, leaf, value, before, fmt)
@@ -574,19 +575,29 @@ def _whatif_table(report: Report, pair: str, whatif: Mapping[str, Any]) -> str:
             _Cell(cell(K.UNIFORMITY.name, uni.get(m), uni0.get(m)), number=uni.get(m))
             for m in (a, b)
         ]
+        if zeroshot:
+            zs = scenario.get(K.ZEROSHOT.name, {})
+            zs0 = original.get(K.ZEROSHOT.name, {})
+            parts = [
+                cell(leaf, zs.get(leaf), zs0.get(leaf), format_percent)
+                for leaf in (K.TOP1_ACCURACY.name, K.BALANCED_ACCURACY.name)
+            ]
+            cells.append(_Cell(" / ".join(parts), number=zs.get(K.TOP1_ACCURACY.name)))
         rows.append(cells)
     head = [
         "scenario",
         "gap",
         *[f"{_key(d)} {_e('/'.join(ks))}" for d in directions],
         *[f"uniformity {_e(m)}" for m in (a, b)],
+        *(["zero-shot top-1 / balanced"] if zeroshot else []),
     ]
     return (
         _table(head, rows, [False] + [True] * (len(head) - 1))
         + '<p class="muted">"mean-centred": each modality mean-centred; "shifted f x gap": '
-        "both modalities moved towards each other by a fraction f of the gap vector; all "
-        "re-normalised. Gap and uniformity: lower is better; recall: higher is better. Green: "
-        "better than as is; red: worse.</p>"
+        "both modalities moved towards each other by a fraction f of the gap vector (apart "
+        "for a negative f; class prompts move with their modality); all re-normalised. Gap "
+        "and uniformity: lower is better; recall and zero-shot accuracy: higher is better. "
+        "Green: better than as is; red: worse.</p>"
     )
 
 
@@ -824,6 +835,47 @@ def render_html(
     )
     parts.append(f"</main><script>{_SCRIPT}</script></body></html>\n")
     return "\n".join(p for p in parts if p)
+
+
+def html_page(heading: str, header_lines: Sequence[str], body: str, *, css: str = "") -> str:
+    """A self-contained page in the style of the report page, for other gapscope pages (the
+    trend page): its stylesheet (plus ``css``), its Content-Security-Policy (nothing is
+    fetched), its table-sorting script, a header with ``heading`` and ``header_lines``
+    (text, escaped here) and ``body`` (HTML) as the main part."""
+    lines = "".join(f"<p>{_e(line)}</p>" for line in header_lines)
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(heading)}</title><style>{_CSS}{css}</style></head><body>",
+            f"<header><h1>{_e(heading)}</h1>{lines}</header><main>",
+            body,
+            f"</main><script>{_SCRIPT}</script></body></html>\n",
+        ]
+    )
+
+
+def html_table(
+    head: Sequence[str],
+    rows: Sequence[Sequence[str | tuple[str, Any, str | None, str | None]]],
+    numeric: Sequence[bool],
+) -> str:
+    """A sortable table in the style of the report page, stacking below 640 px. ``head``
+    and string cells are HTML; a number cell is ``(shown text, exact value, CSS class,
+    hover text)``: shown escaped, sorted by its exact value, its class one of the page's
+    (``good``, ``worrying``, ``up``, ``down``)."""
+    cells = [
+        [
+            cell
+            if isinstance(cell, str)
+            else _Cell(_e(cell[0]), number=cell[1], cls=cell[2], hover=cell[3])
+            for cell in row
+        ]
+        for row in rows
+    ]
+    return _table(head, cells, numeric)
 
 
 def write_html_report(path: str | os.PathLike[str], report: Report, **kwargs: Any) -> Path:

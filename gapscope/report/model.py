@@ -252,6 +252,22 @@ class Report:
         """
         return tracker_flat(flatten_report(self.to_dict()))
 
+    def to_long(self) -> list[dict[str, Any]]:
+        """The report as the rows of the tidy long table (``--format long``): one mapping a
+        metric with ``pair``, ``modality``, ``direction``, ``metric``, ``k``, ``value``,
+        ``ci_low``, ``ci_high``, ``se``, ``step``, ``tags`` and ``checkpoint`` (None for an
+        empty cell); every number of :meth:`to_flat` is in exactly one cell. See
+        :mod:`gapscope.report.long`, whose ``write_long`` writes them as CSV or Parquet.
+
+        >>> rows = Report(input={}, params={}, pairs={"image-text": {"recall": {"text->image":
+        ...     {"R@5": 0.8}}}}).to_long()
+        >>> [(r["pair"], r["direction"], r["metric"], r["k"], r["value"]) for r in rows]
+        [('image-text', 'text->image', 'recall', 5, 0.8)]
+        """
+        from gapscope.report.long import long_rows
+
+        return long_rows(self)
+
     @property
     def run_info(self) -> RunInfo:
         """The run fields: the recorded ``run`` section, or for a report written without one,

@@ -40,6 +40,7 @@ __all__ = [
     "plot_projection",
     "plot_recall_curves",
     "plot_similarity_histogram",
+    "plot_whatif_sweep",
     "require_matplotlib",
     "umap_available",
 ]
@@ -440,6 +441,80 @@ def plot_recall_curves(
     return _finish(fig, f"recall-{a}-{b}", title, {K.P_K: cutoffs, "curves": curves}, path)
 
 
+# --------------------------------------------------------------------------- what-if sweep
+
+
+def plot_whatif_sweep(
+    ctx: AnalysisContext, a: str, b: str, path: str | os.PathLike[str] | None = None
+) -> Plot:
+    """Zero-shot accuracy and cross-modal R@1 against the shift along the gap (Liang et al.
+    2022's what-if: a fraction f of the gap closed, negative f widening it; f = 0 is the
+    embeddings as they are), with the mean-centred values as dotted lines.
+
+    Read from the what-ifs the analysis measured (the ``whatif`` metrics), so the points are
+    the report's own numbers. Zero-shot accuracy is drawn when the pair has class prompts.
+
+    Returns:
+        A :class:`Plot` whose ``data`` holds ``"fraction"`` (the x values, ascending) and
+        ``"curves"`` (name -> values, ``None`` where undefined), ``"centered"`` (name ->
+        the mean-centred value) and ``"axes"`` (the axis labels, ``"x"`` and ``"y"``).
+
+    Raises:
+        GapscopeError: the analysis measured no what-ifs for this pair.
+    """
+    require_matplotlib()
+    scenarios = ctx.extras.get(f"whatif:{a}-{b}")
+    if not scenarios:
+        raise GapscopeError(f"{a}-{b}: no what-ifs in this analysis (add whatif to --metrics)")
+    swept = sorted(
+        (0.0 if s.fraction is None else s.fraction, s) for s in scenarios if not s.centered
+    )
+    centered = next(s for s in scenarios if s.centered)
+
+    def values(s: Any) -> dict[str, float | None]:
+        out: dict[str, float | None] = {
+            f"{a}->{b} R@1": s.recall[(a, b)].recall.get(1),
+            f"{b}->{a} R@1": s.recall[(b, a)].recall.get(1),
+        }
+        if s.zeroshot is not None:
+            out["zero-shot top-1"] = s.zeroshot.accuracy[1]
+            out["zero-shot balanced"] = s.zeroshot.balanced_accuracy
+        return out
+
+    fractions = [f for f, _ in swept]
+    curves: dict[str, list[float | None]] = {}
+    for _, s in swept:
+        for name, value in values(s).items():
+            curves.setdefault(name, []).append(value)
+    centred = values(centered)
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, (name, ys) in enumerate(curves.items()):
+        color = f"C{i}"
+        drawn = [(f, y) for f, y in zip(fractions, ys, strict=True) if y is not None]
+        if not drawn:
+            continue
+        style = "-" if name.startswith("zero-shot") else "--"
+        ax.plot(*zip(*drawn, strict=True), style, marker="o", color=color, label=name)
+        if centred.get(name) is not None:
+            ax.axhline(centred[name], color=color, linestyle=":", linewidth=1)
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    ax.set_ylim(0, 1.02)
+    axes = {
+        "x": "shift along the gap (fraction of the gap closed; < 0 widens it)",
+        "y": "accuracy / recall@1",
+    }
+    ax.set_xlabel(axes["x"])
+    ax.set_ylabel(axes["y"])
+    title = f"{a}-{b} what-if: shifting along the gap (dotted: mean-centred)"
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    data = {"fraction": fractions, "curves": curves, "centered": centred, "axes": axes}
+    return _finish(fig, f"whatif-{a}-{b}", title, data, path)
+
+
 # --------------------------------------------------------------------------- all of them
 
 
@@ -458,9 +533,10 @@ def plot_all(
 
     ``umap``: draw the UMAP projection too (``None``: when umap-learn is installed).
     Files: ``projection-pca.png`` [``projection-umap.png``], and for each pair ``a-b``:
-    ``similarity-a-b.png``, ``gap-dimensions-a-b.png``, ``recall-a-b.png``. A pair whose
-    modalities share no group (so no positive pair) gets only the gap plot; the others are
-    listed in :attr:`PlotSet.skipped`.
+    ``similarity-a-b.png``, ``gap-dimensions-a-b.png``, ``recall-a-b.png``, and
+    ``whatif-a-b.png`` when the analysis measured the what-ifs (:func:`plot_whatif_sweep`).
+    A pair whose modalities share no group (so no positive pair) gets only the gap plot; the
+    others are listed in :attr:`PlotSet.skipped`.
 
     Raises:
         GapscopeError: matplotlib missing, a report read from JSON (no analysis behind it),
@@ -503,6 +579,8 @@ def plot_all(
             continue
         plots.append(plot_similarity_histogram(ctx, a, b, target(f"similarity-{pair}")))
         plots.append(plot_recall_curves(ctx, a, b, target(f"recall-{pair}")))
+        if ctx.extras.get(f"whatif:{pair}"):
+            plots.append(plot_whatif_sweep(ctx, a, b, target(f"whatif-{pair}")))
     return PlotSet(plots=plots, skipped=skipped)
 
 

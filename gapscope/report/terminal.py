@@ -231,12 +231,14 @@ def whatif_table(report: Report, pair: str) -> FittedTable | None:
     a, b = pair.split("-")
     key = K.recall_key(report.params[K.P_K][0])
     directions = [K.direction_key(q, r) for q, r in ((a, b), (b, a), (a, a), (b, b))]
+    zeroshot = any(K.ZEROSHOT.name in values for values in whatif.values())
     table = FittedTable(
         [
             Column("scenario", "name", style="cyan"),
             Column(K.GAP.name, justify="right"),
             *[Column(f"{direction}\n{key}", justify="right") for direction in directions],
             Column(f"uniformity\n{a}/{b}", justify="right"),
+            *([Column("zero-shot\ntop-1", justify="right")] if zeroshot else []),
         ],
         title=Text.assemble((pair, "bold"), " what-ifs: close the gap after training"),
     )
@@ -259,6 +261,18 @@ def whatif_table(report: Report, pair: str) -> FittedTable | None:
                 for d in directions
             ],
             Text("/").join(cell(K.UNIFORMITY.name, uni.get(m), uni0.get(m)) for m in (a, b)),
+            *(
+                [
+                    cell(
+                        K.TOP1_ACCURACY.name,
+                        values.get(K.ZEROSHOT.name, {}).get(K.TOP1_ACCURACY.name),
+                        original.get(K.ZEROSHOT.name, {}).get(K.TOP1_ACCURACY.name),
+                        format_percent,
+                    )
+                ]
+                if zeroshot
+                else []
+            ),
         )
     return table
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,12 +22,15 @@ import torch
 
 from gapscope import analyze
 from gapscope.analysis.families import FAMILIES, MAX_CKA_PAIRS, MAX_NEGATIVES, QUANTILES, TOP
+from gapscope.data.class_prompts import ClassPrompts
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.metrics import (
     alignment,
     cone_effect,
     cross_modal_retrieval,
+    cross_modal_uniformity,
     intra_modal_retrieval,
+    mmd2,
     modality_gap,
     modality_integration_rate,
     paired_cosine,
@@ -64,6 +68,9 @@ def make_set(n: int = 48, d: int = 12, seed: int = 0, *, ties: bool = False) -> 
         audio = content - 1.5 * rng.normal(size=d) + 0.5 * rng.normal(size=(n, d))
         image *= rng.uniform(1, 3, size=(n, 1))
     groups = np.arange(n)
+    # Class prompts on the text side (zero-shot): the mean text row of each label.
+    prompts = np.stack([text[np.repeat(labels, 2) == c].mean(0) for c in range(4)])
+    label_sets = {"image": labels, "text": np.repeat(labels, 2), "audio": labels}
     return EmbeddingSet(
         embeddings={
             "image": image.astype(np.float32),
@@ -71,8 +78,9 @@ def make_set(n: int = 48, d: int = 12, seed: int = 0, *, ties: bool = False) -> 
             "audio": audio.astype(np.float32),
         },
         groups={"image": groups, "text": np.repeat(groups, 2), "audio": groups},
-        labels={"image": labels, "text": np.repeat(labels, 2), "audio": labels},
-    )
+        labels=label_sets,
+        label_values=label_sets,
+    ).with_classes(ClassPrompts(prompts))
 
 
 def _pairs():
@@ -129,6 +137,17 @@ def _uniformity(data: EmbeddingSet) -> Entries:
     u = {m: uniformity(data.embeddings[m]) for m in NAMES}
     out: Entries = {("modalities", m): {"uniformity": u[m]} for m in NAMES}
     out.update({("pairs", f"{a}-{b}"): {"uniformity": (u[a] + u[b]) / 2} for a, b in _pairs()})
+    return out
+
+
+def _mmd(data: EmbeddingSet) -> Entries:
+    out = {}
+    for a, b in _pairs():
+        x, y = data.embeddings[a], data.embeddings[b]
+        out["pairs", f"{a}-{b}"] = {
+            "cross_uniformity": cross_modal_uniformity(x, y),
+            "mmd2": mmd2(x, y),
+        }
     return out
 
 
@@ -289,6 +308,14 @@ def _gram_volume(data: EmbeddingSet) -> Entries:
     }
 
 
+def _classes_of(data: EmbeddingSet, a: str, b: str) -> dict[str, Any]:
+    """The what-if's class prompts for the pair ``(a, b)``: only ``image-text``, where the
+    text side holds them and the classified image comes first."""
+    if data.classes is None or (a, b) != ("image", "text"):
+        return {}
+    return {"classes": data.classes.embeddings, "class_labels": data.class_labels[a]}
+
+
 def _whatif(data: EmbeddingSet) -> Entries:
     from gapscope.analysis.whatif import gap_closing_whatif
 
@@ -303,6 +330,7 @@ def _whatif(data: EmbeddingSet) -> Entries:
             relevance_y=data.labels[b],
             names=(a, b),
             k=KS,
+            **_classes_of(data, a, b),
         )
         entry = {}
         for s in scenarios:
@@ -323,7 +351,37 @@ def _whatif(data: EmbeddingSet) -> Entries:
                 "recall": recall,
                 "uniformity": s.uniformity,
             }
+            if s.zeroshot is not None:
+                entry[name]["zeroshot"] = {
+                    "top1_accuracy": s.zeroshot.accuracy[1],
+                    "top5_accuracy": s.zeroshot.accuracy[5],
+                    "balanced_accuracy": s.zeroshot.balanced_accuracy,
+                }
         out["pairs", f"{a}-{b}"] = {"whatif": entry}
+    return out
+
+
+def _zeroshot(data: EmbeddingSet) -> Entries:
+    from gapscope.metrics.zeroshot import zero_shot_classification
+
+    assert data.classes is not None
+    out = {}
+    for a, b in (("image", "text"), ("text", "audio")):
+        m = b if a == "text" else a
+        r = zero_shot_classification(
+            data.embeddings[m], data.classes.embeddings, data.class_labels[m]
+        )
+        out["pairs", f"{a}-{b}"] = {
+            "zeroshot": {
+                "classified": m,
+                "top1_accuracy": r.accuracy[1],
+                "top5_accuracy": r.accuracy[5],
+                "balanced_accuracy": r.balanced_accuracy,
+                "n_queries": r.n_queries,
+                "n_classes": r.n_classes,
+                "n_classes_present": r.n_classes_present,
+            }
+        }
     return out
 
 
@@ -334,6 +392,7 @@ PUBLIC: dict[str, Callable[[EmbeddingSet], Entries]] = {
     "cone": _cone,
     "uniformity": _uniformity,
     "mir": _mir,
+    "mmd": _mmd,
     "retrieval": _retrieval,
     "effective_rank": _effective_rank,
     "separability": _separability,
@@ -341,6 +400,7 @@ PUBLIC: dict[str, Callable[[EmbeddingSet], Entries]] = {
     "similarity": _similarity,
     "gap_direction": _gap_direction,
     "gram_volume": _gram_volume,
+    "zeroshot": _zeroshot,
     "whatif": _whatif,
 }
 
@@ -412,7 +472,8 @@ def _permuted(data: EmbeddingSet, seed: int) -> EmbeddingSet:
         out.embeddings[m] = data.embeddings[m][order]
         out.groups[m] = data.groups[m][order]
         out.labels[m] = data.labels[m][order]
-    return out
+        out.label_values[m] = data.label_values[m][order]
+    return out.with_classes(data.classes)
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=[f.name for f in FAMILIES])
@@ -425,26 +486,21 @@ def test_invariances(family):
     drawn = tuple(f"/{key.name}" for f in FAMILIES if not f.order_free for key in f.keys)
     _assert_close(base, permuted, 1e-5, skip=drawn)
     # Dtype: the same values as float64 and as torch tensors.
-    wide = EmbeddingSet(
-        {m: a.astype(np.float64) for m, a in data.embeddings.items()}, data.groups, data.labels
-    )
+    wide = replace(data, embeddings={m: a.astype(np.float64) for m, a in data.embeddings.items()})
     _assert_close(base, _flat_numbers(analyze(wide, metrics=family.selector, device="cpu")), 1e-5)
-    tensors = EmbeddingSet(
-        {m: torch.from_numpy(a) for m, a in data.embeddings.items()}, data.groups, data.labels
-    )
+    tensors = replace(data, embeddings={m: torch.from_numpy(a) for m, a in data.embeddings.items()})
     _assert_close(
         base, _flat_numbers(analyze(tensors, metrics=family.selector, device="cpu")), 1e-12
     )
     # Scale: a positive factor on each raw row changes nothing a unit row sees.
     if family.scale_free:
         rng = np.random.default_rng(2)
-        scaled = EmbeddingSet(
-            {
+        scaled = replace(
+            data,
+            embeddings={
                 m: (a * rng.uniform(0.2, 5.0, size=(a.shape[0], 1))).astype(np.float32)
                 for m, a in data.embeddings.items()
             },
-            data.groups,
-            data.labels,
         )
         _assert_close(
             base, _flat_numbers(analyze(scaled, metrics=family.selector, device="cpu")), 1e-5

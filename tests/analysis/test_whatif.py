@@ -229,7 +229,14 @@ def test_diagnostics_on_the_example_store(example_store):
     cka = linear_cka(image, data.embeddings["text"], data.groups["image"], data.groups["text"])
     assert pair["cka"] == cka.cka
     assert pair["separability"] == 1.0  # the example store has a large gap
-    assert set(pair["whatif"]) == {"original", "centered", "shift_0.5", "shift_1.0"}
+    assert set(pair["whatif"]) == {
+        "original",
+        "centered",
+        "shift_-1.0",
+        "shift_-0.5",
+        "shift_0.5",
+        "shift_1.0",
+    }
     assert pair["similarity"]["n_positive"] == 600
     assert pair["gap_direction"]["axis_cosine_image"] is not None
     assert not any(k.startswith("coord_top") for k in pair["gap_direction"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_format1 import as_format1
 
 from gapscope.data.store import STAMPS, EmbeddingStore, fingerprint_arrays
 from gapscope.errors import StoreError
@@ -65,8 +66,9 @@ def test_round_trip_memory_mapped(store_path, arrays):
     assert store.encoder == {"family": "test"}
     # The documented files, readable by any tool.
     np.testing.assert_array_equal(np.load(store_path / "image.npy"), arrays["image"])
-    lines = (store_path / "text.items.jsonl").read_text().splitlines()
-    assert json.loads(lines[3])["group"] == "g1"
+    with np.load(store_path / "text.items.npz") as columns:
+        offsets, data = columns["group.offsets"], columns["group.data"]
+    assert json.loads(data[offsets[3] : offsets[4]].tobytes()) == "g1"
 
 
 def test_group_and_label_codes_are_shared_across_modalities(store_path):
@@ -114,8 +116,8 @@ def test_parts_resume_and_finalize_equal_single_write(tmp_path, arrays):
         a = (single.path / f"{m}.npy").read_bytes()
         b = (path / f"{m}.npy").read_bytes()
         assert a == b
-        items_name = f"{m}.items.jsonl"
-        assert (single.path / items_name).read_text() == (path / items_name).read_text()
+        items_name = f"{m}.items.npz"
+        assert (single.path / items_name).read_bytes() == (path / items_name).read_bytes()
 
 
 def test_append_rejects_mismatched_parts(tmp_path):
@@ -298,6 +300,7 @@ def test_wrong_dtype(store_path):
 
 
 def test_items_count_mismatch(store_path):
+    as_format1(store_path)  # format 2: tests/data/test_store_format2.py
     lines = (store_path / "image.items.jsonl").read_text().splitlines()
     (store_path / "image.items.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(StoreError, match="5 embedding rows but 4 items"):
@@ -305,12 +308,14 @@ def test_items_count_mismatch(store_path):
 
 
 def test_items_bad_json(store_path):
+    as_format1(store_path)
     (store_path / "image.items.jsonl").write_text("{bad\n" * 5)
     with pytest.raises(StoreError, match="line 1 is not valid JSON"):
         EmbeddingStore.open(store_path)
 
 
 def test_partial_labels(store_path):
+    as_format1(store_path)
     lines = [json.loads(x) for x in (store_path / "image.items.jsonl").read_text().splitlines()]
     del lines[0]["label"]
     (store_path / "image.items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))

@@ -219,10 +219,10 @@ def test_a_folder_left_with_only_a_dead_temporary_manifest_is_reused(tmp_path):
         _write(path, overwrite=overwrite)
         assert sorted(os.listdir(path)) == [
             "fingerprint.stamps.json",
-            "image.items.jsonl",
+            "image.items.npz",
             "image.npy",
             "manifest.json",
-            "text.items.jsonl",
+            "text.items.npz",
             "text.npy",
         ]
 

@@ -136,7 +136,7 @@ def assert_same_store(a: Path, b: Path, *, manifest: bool = True) -> None:
         assert np.asarray(ea).tobytes() == np.asarray(eb).tobytes(), f"{m} arrays differ"
         assert sa.items(m) == sb.items(m), f"{m} items differ"
         assert (a / f"{m}.npy").read_bytes() == (b / f"{m}.npy").read_bytes()
-        assert (a / f"{m}.items.jsonl").read_bytes() == (b / f"{m}.items.jsonl").read_bytes()
+        assert (a / f"{m}.items.npz").read_bytes() == (b / f"{m}.items.npz").read_bytes()
     if manifest:
         assert sa.manifest == sb.manifest
     assert not (a / "parts").exists() and not (b / "parts").exists()

@@ -177,8 +177,8 @@ _WRITE_POINTS = {
     "atomic:replaced:00000000.npy",
     "atomic:written:image.npy",
     "atomic:replaced:image.npy",
-    "atomic:written:text.items.jsonl",
-    "atomic:replaced:text.items.jsonl",
+    "atomic:written:text.items.npz",
+    "atomic:replaced:text.items.npz",
     "remove:partly:parts",
     "remove:done:parts",
 }

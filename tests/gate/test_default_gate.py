@@ -151,6 +151,7 @@ def test_every_directional_metric_is_gated_or_tracked(plain):
         "alignment",
         "uniformity",
         "retrieval",
+        "zero-shot",
     ]
 
 

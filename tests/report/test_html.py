@@ -57,7 +57,8 @@ def test_html_is_self_contained_with_tables_and_plots(example, full_page):
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert_self_contained(page)
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 4  # projection, gap dimensions, histogram, recall curves
+    # projection, gap dimensions, histogram, recall curves, what-if sweep
+    assert len(images) == 5
     for payload in images:
         assert base64.b64decode(payload)[:8] == b"\x89PNG\r\n\x1a\n"
     pair = report.to_dict()["pairs"]["image-text"]

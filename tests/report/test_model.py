@@ -80,6 +80,20 @@ def test_the_example_store_report_is_unchanged_but_for_the_schema(v1, current):
         for key in [k for k in entry if k.startswith("mean_rank_")]:
             entry.pop(key)
     assert new["directions"].pop("mean_rank") == new["directions"].pop("median_rank") == "lower"
+    # Every pair gained the cross-modal uniformity and MMD².
+    for entry in new["pairs"].values():
+        assert entry.pop("cross_uniformity") < 0
+        assert entry.pop("mmd2") > 0
+    assert new["directions"].pop("mmd2") == "lower"
+    # The zero-shot family is new (the example store has no class prompts: no values).
+    new["params"]["metrics"] = [m for m in new["params"]["metrics"] if m not in ("zeroshot", "mmd")]
+    # The shift what-ifs sweep both ways: the two that widen the gap are new.
+    for entry in new["pairs"].values():
+        assert entry["whatif"].pop("shift_-1.0")["gap"] > entry["whatif"]["original"]["gap"]
+        entry["whatif"].pop("shift_-0.5")
+    # The zero-shot accuracies have a direction (the example store has no class prompts).
+    for key in ("top1_accuracy", "top5_accuracy", "balanced_accuracy"):
+        assert new["directions"].pop(key) == "higher"
 
     def same(a, b, path=""):
         if isinstance(a, dict):

@@ -236,6 +236,7 @@ def test_plot_command_on_the_example_store(example_store, tmp_path):
         "projection-pca.png",
         "recall-image-text.png",
         "similarity-image-text.png",
+        "whatif-image-text.png",
     ]
     assert sorted(line.rsplit("/", 1)[-1] for line in result.stdout.split()) == written
 

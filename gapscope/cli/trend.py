@@ -1,0 +1,145 @@
+"""``gapscope trend``: the metrics of many reports against the training step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gapscope.cli import options as opt
+from gapscope.cli.errors import handle_errors
+from gapscope.cli.output import check_output_paths, write_output, write_rendered
+from gapscope.errors import GapscopeError
+
+__all__ = ["TREND_FORMATS", "trend_command"]
+
+TREND_FORMATS = ("table", "json", "long")
+
+
+@handle_errors
+def trend_command(
+    reports: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Two or more JSON reports (analyze --step N --json FILE), in any order.",
+            show_default=False,
+        ),
+    ],
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write one self-contained HTML page with a plot a metric against the step.",
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            "-m",
+            metavar="PATTERNS",
+            help="Comma list of the metrics to show: flat keys, leaf names or globs, as check "
+            "takes them (gap,R@1,image-text/recall/*/R@5). Default: every metric with a good "
+            "direction.",
+            show_default=False,
+        ),
+    ] = None,
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tolerance",
+            "-t",
+            metavar="METRIC=VALUE",
+            help="Judge regressions by this tolerance instead of the default gate, as check "
+            "does (gap=0.02, R@1=5%). Repeatable.",
+        ),
+    ] = None,
+    significant: Annotated[
+        bool | None,
+        typer.Option(
+            "--significant/--no-significant",
+            help="Count a change only when the bootstrap intervals do not overlap (default: "
+            "the default gate does so where both reports have intervals).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json (schema gapscope.trend/1), or long (the reports' tidy table, "
+            "one row a metric a report: CSV, or Parquet with -o FILE.parquet).",
+        ),
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the --format output to this file.")
+    ] = None,
+) -> None:
+    """Follow the metrics of many reports over training, regressions marked.
+
+    The reports go in the order of the steps they record (analyze --step; equal
+    steps keep the order given), or in the order given when none records one.
+    Each is compared with the first as gapscope check compares a report with its
+    baseline (the default gate, or --tolerance); a value that regressed is
+    marked with ! (red on a terminal). trend never fails on a regression; gate
+    with check.
+
+    Example:
+
+        gapscope analyze examples/example-store -q --step 1000 -f json -o step-1000.json
+
+        gapscope analyze examples/example-store -q --step 2000 -f json -o step-2000.json
+
+        gapscope trend step-*.json
+
+        gapscope trend step-*.json --html trend.html --metrics gap,R@1
+
+        gapscope trend step-*.json -f long -o trend.parquet
+    """
+    from gapscope.gate.reports import load_report
+    from gapscope.gate.rules import parse_tolerance_option
+    from gapscope.gate.trend import trend_reports
+    from gapscope.report.long import is_parquet_path, write_long
+
+    opt.check_choice(fmt, TREND_FORMATS, "format")
+    check_output_paths(output=output, html=html)
+    if is_parquet_path(output) and fmt != "long":
+        raise GapscopeError(
+            f"--output {output}: Parquet is written by --format long only; give --format "
+            "long, or a file name without .parquet"
+        )
+    if is_parquet_path(output):
+        from gapscope.extras import require
+
+        require("pyarrow", "writing the long table as Parquet")
+    patterns = [p.strip() for p in (metrics or "").split(",") if p.strip()]
+    if metrics is not None and not patterns:
+        raise GapscopeError("--metrics is empty: give patterns like gap,R@1")
+    rules = [parse_tolerance_option(t) for t in tolerance or []]
+    loaded = [load_report(path, "report") for path in reports]
+    names = [str(path) for path in reports]
+    result = trend_reports(
+        loaded, names, metrics=patterns, tolerances=rules, significant=significant
+    )
+    if html is not None:
+        from gapscope.gate.trend_outputs import write_trend_html
+
+        write_trend_html(html, result)
+    if fmt == "json":
+        write_output(result.to_json(), output)
+        for warning in result.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+    elif fmt == "long":
+        ordered = [loaded[i] for i in result.order]
+        if output is not None and is_parquet_path(output):
+            write_long(output, ordered)
+        else:
+            from gapscope.report.long import to_long_csv
+
+            write_output(to_long_csv(ordered), output)
+    else:
+        from gapscope.gate.trend_outputs import render_trend
+
+        write_rendered(lambda console: render_trend(result, console), output)

@@ -1,0 +1,452 @@
+"""Render a :class:`~gapscope.gate.trend.TrendResult` for people: a terminal table and one
+self-contained HTML page with a plot a metric.
+
+The terminal table is a :class:`~gapscope.report.tables.FittedTable`: a row a metric, a
+column a report (``step 1000``), on one line a metric when the console is wide enough to show
+every name whole, a block a metric when not, so a name is never cut. A point that regressed
+against the first report carries the marker ``!`` after its value, and is red on a terminal
+(improvements green); there is no colour off a terminal or with ``NO_COLOR``, the marker
+stays.
+
+The page (:func:`render_trend_html`) is built like the report page (its stylesheet, its
+Content-Security-Policy that forbids fetching anything, its sorting script; see
+:func:`gapscope.report.html.html_page`): a summary, the table, then a plot a metric against
+the step, drawn here as inline SVG (no plotting library: the page needs only the core
+install). Each plot joins the reports' values with a line, draws a bootstrap interval as a
+whisker where a report has one, shows the first report as a hollow point, a regressed point
+in red with a ring, and names every point's value and verdict on hover.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from gapscope._version import __version__
+from gapscope.analysis import keys as K
+from gapscope.data.atomic import atomic_write_text
+from gapscope.gate.trend import AXIS_STEP, TREND_SCHEMA, TrendMetric, TrendResult
+from gapscope.report.html import html_page, html_table
+from gapscope.report.numbers import format_number
+from gapscope.report.tables import Cell, Column, FittedTable
+
+__all__ = [
+    "REGRESSED_MARK",
+    "render_trend",
+    "render_trend_html",
+    "trend_svg",
+    "write_trend_html",
+]
+
+#: Follows the value of a point that regressed against the first report, in every output.
+REGRESSED_MARK = "!"
+_ARROWS = {K.LOWER: "↓", K.HIGHER: "↑"}
+_POINT_STYLE = {"regressed": "bold red", "improved": "green", "skipped": "dim"}
+
+# The page's colours: the header's navy, its "worrying" red and "good" green.
+_NAVY, _RED, _GREEN, _GREY = "#1d3557", "#b3261e", "#1e7b34", "#8a94a6"
+_W, _H = 400, 240
+_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 16, 14, 40
+#: Report columns a table of values holds; more reports make more tables.
+_TABLE_REPORTS = 5
+
+_CSS = """
+.trend { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(340px, 100%), 1fr));
+         gap: 16px; }
+figure svg { display: block; width: 100%; height: auto; }
+figure svg text { font-family: inherit; }
+.legend { display: flex; flex-wrap: wrap; gap: 4px 22px; margin: 6px 0 10px 0; }
+.legend span { display: inline-flex; align-items: center; gap: 6px; font-size: 13px; }
+.legend svg { width: 26px; height: 16px; flex: none; }
+ul.regressions li { margin: 3px 0; overflow-wrap: anywhere; }
+main p, .id { overflow-wrap: anywhere; }
+"""
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def render_trend(result: TrendResult, console: Console | None = None) -> None:
+    """Print the trend table (a row a metric, a column a report), one line a regression, the
+    warnings, how points were judged, and a summary line."""
+    console = console or Console()
+    steps = [result.label(i) for i in range(len(result.reports))]
+    title = Text("gapscope trend", style="bold")
+    title.append(f": {len(result.reports)} reports, {steps[0]} to {steps[-1]}")
+    columns = [Column("metric", "name", style="cyan"), Column("better", justify="center")]
+    columns += [Column(label.replace(" ", "\n"), justify="right") for label in steps]
+    table = FittedTable(columns, title=title)
+    for key, metric in result.metrics.items():
+        cells: list[Cell] = [key, _ARROWS.get(metric.direction or "", "")]
+        cells += [_point_cell(p.value, p.verdict) for p in metric.points]
+        table.add_row(*cells)
+    # crop=False: a metric name longer than the line stays whole (the terminal wraps it).
+    console.print(table, crop=False)
+    for key, i in result.regressions:
+        point = result.metrics[key].points[i]
+        console.print(Text(f"regressed at {steps[i]}: {point.message or key}", style="red"))
+    for warning in result.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    first = result.reports[0]
+    console.print(
+        Text(
+            f"{REGRESSED_MARK} marks a value that regressed against the first report "
+            f"({first['name']}, {steps[0]}), judged as gapscope check judges it:",
+            style="dim",
+        )
+    )
+    for line in result.gate_lines:
+        console.print(Text(f"  {line}", style="dim"))
+    regressed = result.regressions
+    if regressed:
+        metrics = len({key for key, _ in regressed})
+        summary = Text(
+            f"{len(regressed)} regressed points in {metrics} of {len(result.metrics)} metrics",
+            style="bold red",
+        )
+    else:
+        summary = Text(
+            f"no regression against the first report in {len(result.metrics)} metrics",
+            style="bold green",
+        )
+    console.print(summary)
+
+
+def _point_cell(value: float | None, verdict: str) -> Text:
+    text = format_number(value) if value is not None else "n/a"
+    if verdict == "regressed":
+        text += f" {REGRESSED_MARK}"
+    return Text(text, style=_POINT_STYLE.get(verdict, ""))
+
+
+# --------------------------------------------------------------------------- SVG
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering ``[low, high]``, about ``count`` of them.
+
+    >>> _nice_ticks(0.61, 0.74)
+    [0.625, 0.65, 0.675, 0.7, 0.725]
+    >>> _nice_ticks(0, 3000, 4)
+    [0, 1000, 2000, 3000]
+    """
+    span = high - low
+    if span <= 0:
+        return [low]
+    raw = span / max(1, count - 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    # The round step nearest the raw one (by ratio): 4 to 8 ticks rather than 2 or 3.
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10)), key=lambda c: abs(math.log(c / raw)))
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = []
+    tick = first
+    while tick <= high + step * 1e-9:
+        ticks.append(round(tick, 12))
+        tick += step
+    return ticks
+
+
+def _tick_text(value: float, ticks: Sequence[float]) -> str:
+    """A tick label with as many decimals as the tick spacing needs.
+
+    >>> [_tick_text(t, [0.6, 0.65, 0.7]) for t in (0.6, 0.65)], _tick_text(2000.0, [0, 2000])
+    (['0.60', '0.65'], '2000')
+    """
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(value) or 1.0
+    decimals = 0
+    while decimals < 10 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
+        decimals += 1
+    return f"{value:.{decimals}f}"
+
+
+def trend_svg(result: TrendResult, metric: TrendMetric) -> str:
+    """One metric against the axis (step or position) as an inline SVG element."""
+    xs = [float(x) for x in result.xs]
+    points = metric.points
+    ys = [p.value for p in points]
+    extent = [
+        v for p in points for v in ([p.value] if p.value is not None else []) + list(p.ci or ())
+    ]
+    if not extent:
+        return '<p class="muted">No value in any report.</p>'
+    ylo, yhi = min(extent), max(extent)
+    pad = (yhi - ylo) * 0.08 or (abs(ylo) * 0.05 or 0.05)
+    ylo, yhi = ylo - pad, yhi + pad
+    yticks = [t for t in _nice_ticks(ylo, yhi) if ylo <= t <= yhi]
+    xlo, xhi = min(xs), max(xs)
+    if xhi == xlo:
+        xlo, xhi = xlo - 1, xhi + 1
+    xpad = (xhi - xlo) * 0.04
+    xlo, xhi = xlo - xpad, xhi + xpad
+    plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
+
+    def px(x: float) -> float:
+        return _LEFT + (x - xlo) / (xhi - xlo) * plot_w
+
+    def py(y: float) -> float:
+        return _TOP + (yhi - y) / (yhi - ylo) * plot_h
+
+    distinct = sorted(set(xs))
+    xticks = distinct if len(distinct) <= 6 else _nice_ticks(min(xs), max(xs), 5)
+    parts = [
+        f'<svg viewBox="0 0 {_W} {_H}" role="img" '
+        f'aria-label="{_e(metric.metric)} against {_e(result.axis)}">',
+        f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="#fbfcfe" '
+        'stroke="#d5dbe5"/>',
+    ]
+    for t in yticks:
+        y = py(t)
+        parts.append(
+            f'<line x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
+            'stroke="#e4e8ef"/>'
+            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="12" '
+            f'fill="#4a5466">{_e(_tick_text(t, yticks))}</text>'
+        )
+    for t in xticks:
+        if not xlo <= t <= xhi:
+            continue
+        x = px(t)
+        label = _tick_text(t, xticks) if len(distinct) > 6 else _axis_text(t)
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP + plot_h}" y2="{_TOP + plot_h + 4}" '
+            f'stroke="#8a94a6"/><text x="{x:.1f}" y="{_TOP + plot_h + 17}" '
+            f'text-anchor="middle" font-size="12" fill="#4a5466">{_e(label)}</text>'
+        )
+    axis_name = "step" if result.axis == AXIS_STEP else "report (in the order given)"
+    parts.append(
+        f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_H - 6}" text-anchor="middle" '
+        f'font-size="13" fill="#2b4a75">{_e(axis_name)}</text>'
+    )
+    # The line joins consecutive defined values; an undefined one breaks it.
+    run: list[str] = []
+    for x, value in zip(xs, ys, strict=True):
+        if value is None:
+            parts.append(_polyline(run))
+            run = []
+            continue
+        run.append(f"{px(x):.1f},{py(value):.1f}")
+    parts.append(_polyline(run))
+    for i, (x, point) in enumerate(zip(xs, points, strict=True)):
+        if point.ci is not None:
+            low, high = point.ci
+            cx = px(x)
+            colour = _RED if point.regressed else _NAVY
+            parts.append(
+                f'<g stroke="{colour}" stroke-width="1.4" opacity="0.8">'
+                f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{py(high):.1f}" y2="{py(low):.1f}"/>'
+                f'<line x1="{cx - 4:.1f}" x2="{cx + 4:.1f}" y1="{py(high):.1f}" '
+                f'y2="{py(high):.1f}"/><line x1="{cx - 4:.1f}" x2="{cx + 4:.1f}" '
+                f'y1="{py(low):.1f}" y2="{py(low):.1f}"/></g>'
+            )
+        if point.value is None:
+            continue
+        parts.append(_marker(px(x), py(point.value), point.verdict, _hover(result, i, point)))
+    parts.append("</svg>")
+    return "".join(p for p in parts if p)
+
+
+def _axis_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _polyline(run: list[str]) -> str:
+    if len(run) < 2:
+        return ""
+    return (
+        f'<polyline points="{" ".join(run)}" fill="none" stroke="{_NAVY}" '
+        'stroke-width="1.6" stroke-linejoin="round"/>'
+    )
+
+
+def _marker(cx: float, cy: float, verdict: str, hover: str) -> str:
+    title = f"<title>{_e(hover)}</title>"
+    if verdict == "regressed":
+        return (
+            f'<g><circle cx="{cx:.1f}" cy="{cy:.1f}" r="8.5" fill="none" stroke="{_RED}" '
+            f'stroke-width="1.6"/><circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{_RED}"/>'
+            f"{title}</g>"
+        )
+    if verdict == "first":
+        return (
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="#fff" stroke="{_NAVY}" '
+            f'stroke-width="2">{title}</circle>'
+        )
+    fill = {"improved": _GREEN, "skipped": _GREY}.get(verdict, _NAVY)
+    return f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{fill}">{title}</circle>'
+
+
+def _hover(result: TrendResult, i: int, point: Any) -> str:
+    text = f"{result.label(i)} ({result.reports[i]['name']}): {format_number(point.value)}"
+    if point.ci is not None:
+        text += f" [{format_number(point.ci[0])}, {format_number(point.ci[1])}]"
+    text += " - the first report" if point.verdict == "first" else f" - {point.verdict}"
+    if point.message:
+        text += f": {point.message}"
+    return text
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _legend() -> str:
+    def icon(inner: str) -> str:
+        return f'<svg viewBox="0 0 26 16" aria-hidden="true">{inner}</svg>'
+
+    items = [
+        (
+            icon(
+                f'<line x1="1" x2="25" y1="8" y2="8" stroke="{_NAVY}" stroke-width="1.6"/>'
+                f'<circle cx="13" cy="8" r="4" fill="{_NAVY}"/>'
+            ),
+            "a report's value",
+        ),
+        (
+            icon(f'<circle cx="13" cy="8" r="4.5" fill="#fff" stroke="{_NAVY}" stroke-width="2"/>'),
+            "the first report, the reference",
+        ),
+        (
+            icon(
+                f'<g stroke="{_NAVY}" stroke-width="1.4"><line x1="13" x2="13" y1="1" y2="15"/>'
+                '<line x1="9" x2="17" y1="1" y2="1"/><line x1="9" x2="17" y1="15" y2="15"/></g>'
+            ),
+            "bootstrap interval (analyze --bootstrap)",
+        ),
+        (
+            icon(
+                f'<circle cx="13" cy="8" r="7" fill="none" stroke="{_RED}" stroke-width="1.6"/>'
+                f'<circle cx="13" cy="8" r="4" fill="{_RED}"/>'
+            ),
+            "regressed against the first report",
+        ),
+        (icon(f'<circle cx="13" cy="8" r="4" fill="{_GREEN}"/>'), "improved on it"),
+    ]
+    return (
+        '<div class="legend">'
+        + "".join(f"<span>{svg}{_e(text)}</span>" for svg, text in items)
+        + "</div>"
+    )
+
+
+def _key(text: str) -> str:
+    return "/<wbr>".join(_e(part) for part in text.split("/"))
+
+
+def render_trend_html(result: TrendResult, *, title: str | None = None) -> str:
+    """The trend as one self-contained HTML page: a summary, the table of values (sortable;
+    regressed values red and marked ``!``), then a plot a metric against the step.
+
+    Returns:
+        The HTML text (UTF-8; no external URL anywhere).
+    """
+    labels = [result.label(i) for i in range(len(result.reports))]
+    heading = title or f"gapscope trend: {len(result.reports)} reports"
+    first = result.reports[0]
+    header = [
+        f"{labels[0]} to {labels[-1]}; checkpoints "
+        + ", ".join(dict.fromkeys(str(r[K.CHECKPOINT]) for r in result.reports)),
+        f"schema {TREND_SCHEMA} · gapscope {__version__}",
+    ]
+    regressions = result.regressions
+    if regressions:
+        items = "".join(
+            f"<li><strong>{_e(labels[i])}</strong> "
+            f"{_e(result.metrics[key].points[i].message or key)}</li>"
+            for key, i in regressions
+        )
+        summary = (
+            f'<p><span class="worrying">{len(regressions)} regressed points</span> in '
+            f"{len({k for k, _ in regressions})} of {len(result.metrics)} metrics, against the "
+            f"first report ({_e(first['name'])}, {_e(labels[0])}):</p>"
+            f'<ul class="regressions">{items}</ul>'
+        )
+    else:
+        summary = (
+            f'<p><span class="good">No regression</span> against the first report '
+            f"({_e(first['name'])}, {_e(labels[0])}) in {len(result.metrics)} metrics.</p>"
+        )
+    gate = "".join(f"<li>{_e(line)}</li>" for line in result.gate_lines)
+    summary += (
+        '<p class="muted">A point regresses when gapscope check, with the first report as '
+        "its baseline, finds it regressed:</p>"
+        f'<ul class="notes muted">{gate}</ul>'
+    )
+    warnings = "".join(f"<li>{_e(w)}</li>" for w in result.warnings)
+    if warnings:
+        summary += f'<h3>Warnings</h3><ul class="notes">{warnings}</ul>'
+    reports_table = html_table(
+        ["report", "file", "checkpoint", "step"],
+        [
+            [
+                _e(labels[i]),
+                f'<span class="id">{_key(str(r["name"]))}</span>',
+                f'<span class="id">{_e(r[K.CHECKPOINT])}</span>',
+                (format_number(r[K.STEP]), r[K.STEP], None, None),
+            ]
+            for i, r in enumerate(result.reports)
+        ],
+        [False, False, False, True],
+    )
+    rows: list[list[str | tuple[str, Any, str | None, str | None]]] = []
+    for key, metric in result.metrics.items():
+        row: list[str | tuple[str, Any, str | None, str | None]] = [
+            _key(key),
+            _e(_ARROWS.get(metric.direction or "", "")),
+        ]
+        for point in metric.points:
+            shown = format_number(point.value)
+            cls = None
+            if point.regressed:
+                shown, cls = f"{shown} {REGRESSED_MARK}", "worrying"
+            elif point.verdict == "improved":
+                cls = "good"
+            row.append((shown, point.value, cls, point.message or point.verdict))
+        rows.append(row)
+    # A table a few reports wide, so that many reports never push the page sideways.
+    values_table = "".join(
+        html_table(
+            ["metric", "better", *(_e(label) for label in labels[start : start + _TABLE_REPORTS])],
+            [row[:2] + row[2 + start : 2 + start + _TABLE_REPORTS] for row in rows],
+            [False, False, *([True] * len(labels[start : start + _TABLE_REPORTS]))],
+        )
+        for start in range(0, len(labels), _TABLE_REPORTS)
+    )
+    figures = "".join(
+        f'<figure id="plot-{_e(key)}">{trend_svg(result, metric)}<figcaption><strong>'
+        f"{_key(key)}</strong> {_e(_better_text(metric))}"
+        f"{'' if metric.gated else ' &#183; tracked, not gated'}</figcaption></figure>"
+        for key, metric in result.metrics.items()
+    )
+    body = (
+        f"<section><h2>Summary</h2>{summary}</section>"
+        f"<section><h2>Reports</h2>{reports_table}</section>"
+        f"<section><h2>Each metric against the {_e(result.axis)}</h2>{_legend()}"
+        f'<div class="trend">{figures}</div></section>'
+        f'<section><h2>Values</h2>{values_table}<p class="muted">{REGRESSED_MARK}: '
+        "regressed against the first report. Hover a value for its verdict.</p></section>"
+        '<p class="muted">Generated by gapscope; this file is self-contained.</p>'
+    )
+    return html_page(heading, header, body, css=_CSS)
+
+
+def _better_text(metric: TrendMetric) -> str:
+    return {K.LOWER: "(↓ lower is better)", K.HIGHER: "(↑ higher is better)"}.get(
+        metric.direction or "", ""
+    )
+
+
+def write_trend_html(path: str | os.PathLike[str], result: TrendResult, **kwargs: Any) -> Path:
+    """Render with :func:`render_trend_html` and write the page atomically; returns the path."""
+    out = Path(path)
+    atomic_write_text(out, render_trend_html(result, **kwargs))
+    return out
