@@ -31,7 +31,8 @@ def info_command(
     """Show what a store holds: modalities, rows, dims, dtypes, encoder, dataset; validates it.
 
     A store extracted without pretrained weights (no --pretrained) says so in a line of its
-    own: its embeddings come from a random network.
+    own: its embeddings come from a random network. A store with class prompts (extract
+    --classes) lists them.
 
     Example:
 
@@ -47,9 +48,11 @@ def info_command(
 
 
 def _render_info(s: Any, console: Console) -> None:
-    """The modality table, the encoder (random weights called out) and the skipped files."""
+    """The modality table, the encoder (random weights called out), the class prompts of
+    zero-shot classification and the skipped files."""
     from rich.table import Table
 
+    from gapscope.data.class_prompts import read_store_classes
     from gapscope.data.weights import encoder_name, random_init_seed
 
     table = Table(title=f"[bold]{escape(str(s.path))}[/bold]", title_justify="left")
@@ -77,6 +80,19 @@ def _render_info(s: Any, console: Console) -> None:
                 for k, v in sorted(enc.items())
                 if v is not None and not isinstance(v, dict)
             ),
+            markup=False,
+            highlight=False,
+        )
+    classes = read_store_classes(s.path, s.encoder)
+    if classes is not None:
+        names = classes.names or ()
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        ensembled = f"{len(classes.templates)} templates ensembled" if classes.templates else ""
+        console.print(
+            f"class prompts: {classes.n_classes} classes"
+            + (f" ({shown})" if names else "")
+            + (f", {ensembled}" if ensembled else "")
+            + f", by the {classes.modality} encoder: zero-shot classification of the labels",
             markup=False,
             highlight=False,
         )

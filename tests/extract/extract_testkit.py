@@ -107,6 +107,18 @@ def write_audio(root: Path, per_class: int = 3, broken: bool = True) -> AudioDat
     return AudioData(folder, captions, n, n_captions)
 
 
+def tiny_extract_args(
+    out: Path, *inputs: str | Path, batch_size: int | None = None
+) -> list[str | Path]:
+    """The arguments of ``gapscope extract`` of ``inputs`` (``"--images", DIR, ...``) into
+    ``out`` with the bundled tiny ViT on the CPU, decoding in-process, quietly."""
+    args: list[str | Path] = ["extract", *inputs, "--model", "gapscope-tiny-vit"]
+    args += ["--device", "cpu", "--workers", "0", "-q", "-o", out]
+    if batch_size is not None:
+        args += ["--batch-size", str(batch_size)]
+    return args
+
+
 def run_module(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m ...`` in a subprocess, offline (the hub is never contacted)."""
     return subprocess.run(

@@ -57,6 +57,12 @@ def test_prompts_are_clip_s_ensemble_of_the_text_tower(store_with_classes):
     assert meta["encoder"] == store.encoder and meta["format"] == "gapscope.classes"
 
 
+def test_info_lists_the_class_prompts(store_with_classes, cli):
+    out = " ".join(cli("info", store_with_classes).stdout.split())
+    assert f"class prompts: 2 classes (cat, dog), {len(TEMPLATES)} templates ensembled" in out
+    assert "by the text encoder" in out
+
+
 def test_analyze_classifies_the_images(store_with_classes, image_data):
     report = analyze(store_with_classes, metrics="zeroshot,whatif", device="cpu")
     entry = report.pairs["image-text"]["zeroshot"]

@@ -17,7 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from extract_testkit import PYTHON, REPO, ImageData, assert_same_store, offline_env, write_images
+from extract_testkit import (
+    PYTHON,
+    REPO,
+    ImageData,
+    assert_same_store,
+    offline_env,
+    tiny_extract_args,
+    write_images,
+)
 from fork_testkit import KILLED, one_thread, start_forked, wait_forked
 
 from gapscope.data.store import EmbeddingStore
@@ -84,24 +92,9 @@ def _wait_until_writing(out: Path, pid: int, log: Path) -> None:
 
 
 def _cli_args(data: ImageData, out: Path) -> list[str | Path]:
-    return [
-        "extract",
-        "--images",
-        data.images,
-        "--captions",
-        data.captions,
-        "--model",
-        "gapscope-tiny-vit",
-        "--device",
-        "cpu",
-        "--batch-size",
-        str(BATCH),
-        "--workers",
-        "0",
-        "-q",
-        "-o",
-        out,
-    ]
+    return tiny_extract_args(
+        out, "--images", data.images, "--captions", data.captions, batch_size=BATCH
+    )
 
 
 def _one_error_line(stderr: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extract_testkit import tiny_extract_args
 
 from gapscope.data.store import EmbeddingStore
 from gapscope.errors import GapscopeError
@@ -79,22 +80,7 @@ def folder_hashes(folder: Path) -> dict[str, str]:
 
 
 def resume_args(images: Path, out: Path) -> list[str | Path]:
-    return [
-        "extract",
-        "--images",
-        images,
-        "-o",
-        out,
-        "--model",
-        "gapscope-tiny-vit",
-        "--device",
-        "cpu",
-        "--batch-size",
-        str(BATCH),
-        "--workers",
-        "0",
-        "-q",
-    ]
+    return tiny_extract_args(out, "--images", images, batch_size=BATCH)
 
 
 @pytest.mark.parametrize("which", [0, -1], ids=["already-encoded", "not-yet-encoded"])

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from extract_testkit import ImageData, assert_same_store, write_images
+from extract_testkit import ImageData, assert_same_store, tiny_extract_args, write_images
 
 from gapscope.data.store import EmbeddingStore
 
@@ -22,23 +22,7 @@ def small(tmp_path_factory) -> ImageData:
 
 
 def _extract_args(data: ImageData, out: Path, *more: str | Path) -> list[str | Path]:
-    return [
-        "extract",
-        "--images",
-        data.images,
-        "--captions",
-        data.captions,
-        "--model",
-        "gapscope-tiny-vit",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "-q",
-        "-o",
-        out,
-        *more,
-    ]
+    return [*tiny_extract_args(out, "--images", data.images, "--captions", data.captions), *more]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
