@@ -33,7 +33,13 @@ from gapscope.extract.audio import (
 )
 from gapscope.extract.checksums import sha256_file, sha256_files
 from gapscope.extract.devices import autocast_dtype
-from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
+from gapscope.extract.encoder import (
+    Encoder,
+    Preprocessor,
+    check_tokenizer_fits,
+    first_line,
+    quiet_hub_retries,
+)
 from gapscope.extract.tiny_models import TINY_CLAP, tiny_clap_dir
 from gapscope.extras import require
 
@@ -252,7 +258,7 @@ def _build_from_config(path: Path, seed: int) -> tuple[Any, str]:
         config = ClapConfig.from_dict(raw)
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
         raise GapscopeError(
-            f"--model-config {path}: not a CLAP config ({_first_line(exc)})"
+            f"--model-config {path}: not a CLAP config ({first_line(exc)})"
         ) from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # random weights are reproducible, so a resume gets the same
@@ -273,7 +279,7 @@ def _from_pretrained(name: str) -> tuple[Any, str | None]:
             clap = ClapModel.from_pretrained(folder)
         except (OSError, ValueError, RuntimeError) as exc:
             raise GapscopeError(
-                f"--model {name}: not a CLAP model folder ({_first_line(exc)})"
+                f"--model {name}: not a CLAP model folder ({first_line(exc)})"
             ) from None
         return clap, sha256_files(weights)
     # A hub name is "org/repo"; anything else that looks like a path is a missing folder.
@@ -284,7 +290,7 @@ def _from_pretrained(name: str) -> tuple[Any, str | None]:
             clap = ClapModel.from_pretrained(name)
     except OSError as exc:
         raise GapscopeError(
-            f"could not load CLAP model {name!r} from the hub ({_first_line(exc)}); without "
+            f"could not load CLAP model {name!r} from the hub ({first_line(exc)}); without "
             "network access, save it elsewhere with ClapModel/ClapProcessor.save_pretrained(DIR) "
             "and pass --model DIR"
         ) from None
@@ -328,7 +334,7 @@ def _load_weights(clap: Any, path: Path) -> None:
         clap.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise GapscopeError(
-            f"checkpoint {path} does not fit the CLAP model: {_first_line(exc)}"
+            f"checkpoint {path} does not fit the CLAP model: {first_line(exc)}"
         ) from None
 
 
@@ -361,16 +367,14 @@ def _load_processor(source: str, clap: Any) -> tuple[Any, Any, str | None]:
     except (OSError, ValueError) as exc:
         raise GapscopeError(
             f"could not load the CLAP tokenizer / feature extractor from {source} "
-            f"({_first_line(exc)})"
+            f"({first_line(exc)})"
         ) from None
-    vocab_size = int(clap.config.text_config.vocab_size)
-    # transformers can hand back a near-empty tokenizer when its files are missing; never
-    # encode captions with one.
-    if len(tokenizer) <= 5 or len(tokenizer) > vocab_size:
-        raise GapscopeError(
-            f"the tokenizer from {source} has {len(tokenizer)} tokens but the model's text "
-            f"tower has {vocab_size}: they do not belong together"
-        )
+    check_tokenizer_fits(
+        tokenizer,
+        clap.config.text_config,
+        f"the tokenizer from {source}",
+        tower="the model's text tower",
+    )
     return feature_extractor, tokenizer, digest
 
 
@@ -380,9 +384,3 @@ def max_text_tokens(clap: Any, tokenizer: Any) -> int:
     limit = int(clap.config.text_config.max_position_embeddings) - 2
     model_max = getattr(tokenizer, "model_max_length", limit) or limit
     return int(min(limit, model_max))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."

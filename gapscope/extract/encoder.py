@@ -165,3 +165,30 @@ def quiet_hub_retries() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), at most 300
+    characters: what a one-line error says of a failure inside a loader.
+
+    >>> first_line(ValueError("bad config\\nat line 3"))
+    'bad config'
+    """
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def check_tokenizer_fits(
+    tokenizer: Any, text_config: Any, what: str, tower: str = "the text tower"
+) -> None:
+    """Refuse a tokenizer that does not belong to the text tower: transformers can hand back
+    a near-empty tokenizer when its files are missing, and captions must never be encoded
+    with one, nor with one whose ids the tower has no embedding rows for. ``what`` names the
+    tokenizer in the message, ``tower`` the text tower."""
+    vocab_size = int(text_config.vocab_size)
+    if len(tokenizer) <= 5 or len(tokenizer) > vocab_size:
+        raise GapscopeError(
+            f"{what} has {len(tokenizer)} tokens but {tower} has {vocab_size}: they do not "
+            "belong together"
+        )

@@ -34,7 +34,13 @@ from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError, MissingDependencyError
 from gapscope.extract.checksums import sha256_file, sha256_files
 from gapscope.extract.devices import autocast_dtype
-from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
+from gapscope.extract.encoder import (
+    Encoder,
+    Preprocessor,
+    check_tokenizer_fits,
+    first_line,
+    quiet_hub_retries,
+)
 from gapscope.extras import require
 
 #: ``model_type`` in ``config.json`` -> (transformers model class, modalities).
@@ -296,7 +302,7 @@ def _resolve_folder(name: str) -> tuple[Path, bool]:
     except Exception as exc:  # any download failure means the same to users
         raise GapscopeError(
             f"--model {name}: no such folder, and could not load it from the hub "
-            f"({_first_line(exc)}); without network access, save the model and its processor "
+            f"({first_line(exc)}); without network access, save the model and its processor "
             "elsewhere with save_pretrained(DIR) and pass --model DIR"
         ) from None
     return path, True
@@ -353,7 +359,7 @@ def _load_model(folder: Path, class_name: str, name: str) -> Any:
         )
     except Exception as exc:  # transformers and safetensors raise many types for a bad folder
         raise GapscopeError(
-            f"--model {name}: could not load it as a {class_name} ({_first_line(exc)})"
+            f"--model {name}: could not load it as a {class_name} ({first_line(exc)})"
         ) from None
     # transformers fills weights missing from the checkpoint with random values and only
     # logs it; embeddings from such a model would be noise.
@@ -391,7 +397,7 @@ def _preprocessors(
         image_processor = transformers.AutoImageProcessor.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as exc:
         raise GapscopeError(
-            f"--model {name}: could not load its image processor ({_first_line(exc)})"
+            f"--model {name}: could not load its image processor ({first_line(exc)})"
         ) from None
     text_config = model.config.text_config
     limit = int(text_config.max_position_embeddings)
@@ -418,20 +424,13 @@ def _tokenizer(folder: Path, model: Any, name: str) -> Any:
     except ImportError as exc:  # e.g. SigLIP's SentencePiece tokenizer without sentencepiece
         raise MissingDependencyError(
             f"--model {name}: its tokenizer needs a package that is not installed "
-            f"({_first_line(exc).split('. ')[0]}): pip install 'gapscope[hf]'"
+            f"({first_line(exc).split('. ')[0]}): pip install 'gapscope[hf]'"
         ) from None
     except (OSError, ValueError, TypeError) as exc:
         raise GapscopeError(
-            f"--model {name}: could not load its tokenizer ({_first_line(exc)})"
+            f"--model {name}: could not load its tokenizer ({first_line(exc)})"
         ) from None
-    vocab_size = int(model.config.text_config.vocab_size)
-    # transformers can hand back a near-empty tokenizer when its files are missing; never
-    # encode captions with one, nor with one whose ids the text tower has no rows for.
-    if len(tokenizer) <= 5 or len(tokenizer) > vocab_size:
-        raise GapscopeError(
-            f"--model {name}: its tokenizer has {len(tokenizer)} tokens but the text tower has "
-            f"{vocab_size}: they do not belong together"
-        )
+    check_tokenizer_fits(tokenizer, model.config.text_config, f"--model {name}: its tokenizer")
     return tokenizer
 
 
@@ -449,7 +448,7 @@ def _clap_preprocessors(
         features = transformers.ClapFeatureExtractor.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as exc:
         raise GapscopeError(
-            f"--model {name}: could not load its feature extractor ({_first_line(exc)})"
+            f"--model {name}: could not load its feature extractor ({first_line(exc)})"
         ) from None
     fusion = bool(getattr(model.config.audio_config, "enable_fusion", False))
     max_length = max_text_tokens(model, tokenizer)
@@ -483,9 +482,3 @@ def _embedding_dim(model: Any, model_type: str, name: str) -> int:
             f"embeddings {text}; they must share one space"
         )
     return image
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."

@@ -27,7 +27,12 @@ from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError
 from gapscope.extract.checksums import sha256_file, sha256_files
 from gapscope.extract.devices import autocast_dtype
-from gapscope.extract.encoder import Encoder, Preprocessor, quiet_hub_retries
+from gapscope.extract.encoder import (
+    Encoder,
+    Preprocessor,
+    first_line,
+    quiet_hub_retries,
+)
 from gapscope.extract.tiny_models import TINY_OPEN_CLIP, tiny_open_clip_config_path
 from gapscope.extras import require
 
@@ -338,7 +343,7 @@ def _resolve_weights(name: str, pretrained: str | None) -> dict[str, Any]:
 
 
 def _unreachable(what: str, exc: BaseException | None) -> str:
-    reason = f" ({_first_line(exc)})" if exc is not None else ""
+    reason = f" ({first_line(exc)})" if exc is not None else ""
     return (
         f"could not download {what} from the hub{reason}; without network access, download "
         "the checkpoint elsewhere and pass its local path with --pretrained PATH"
@@ -350,13 +355,7 @@ def _load_failure(model: str, weights: dict[str, Any], exc: BaseException) -> st
         return f"checkpoint {weights['path']}: not a readable checkpoint ({load_failure(exc)})"
     if weights["path"]:
         return f"checkpoint {weights['path']} does not fit model {model}: {load_failure(exc)}"
-    return f"could not build open_clip model {model}: {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
+    return f"could not build open_clip model {model}: {first_line(exc)}"
 
 
 @contextmanager

@@ -11,13 +11,13 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium_testkit import needs_chromium, probe, screenshot
 from conftest import REPO, make_paired
 from rich.console import Console
 from typer.testing import CliRunner
@@ -287,25 +287,6 @@ def test_html_draws_intervals_as_whiskers(base):
     assert figure.count('<g stroke="') == 2 and figure.count("<line x1=") >= 6
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-needs_chromium = pytest.mark.skipif(
-    chromium() is None,
-    reason="headless Chromium is not installed (Debian: apt-get install chromium)",
-)
-_HEADLESS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-]
 _PROBE = """<script>
 window.addEventListener("load", function () {
   var width = window.innerWidth, wide = [];
@@ -322,33 +303,9 @@ window.addEventListener("load", function () {
 </script>"""
 
 
-def probe(page, width: int, tmp_path) -> dict:
-    """Open a copy of ``page`` in headless Chromium at ``width`` px; what its layout measured."""
-    copy = tmp_path / f"probe-{page.stem}.html"
-    copy.write_text(page.read_text("utf-8").replace("</body>", _PROBE + "</body>"), "utf-8")
-    done = subprocess.run(
-        [
-            chromium(),
-            *_HEADLESS,
-            f"--user-data-dir={tmp_path / 'probe-profile'}",
-            f"--window-size={width},1000",
-            "--dump-dom",
-            copy.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
-    assert found, done.stderr[-2000:]
-    return json.loads(html.unescape(found.group(1)))
-
-
 @needs_chromium
 @pytest.mark.parametrize("width", [800, 1280])
 def test_html_fits_the_window_in_headless_chromium(files, base, tmp_path, width):
-    image = pytest.importorskip("PIL.Image")
     # Twenty-four reports: the values stay in tables a few reports wide.
     many = []
     for i in range(24):
@@ -357,32 +314,17 @@ def test_html_fits_the_window_in_headless_chromium(files, base, tmp_path, width)
         many.append(path)
     wide = tmp_path / "many.html"
     assert run("trend", *many, "--html", wide, "-o", tmp_path / "many.txt").exit_code == 0
-    facts = probe(wide, width, tmp_path)
+    facts = probe(wide, width, tmp_path, _PROBE)
     assert facts["scroll"] <= width and facts["wide"] == [], facts
     assert wide.read_text("utf-8").count("<h2>Values</h2>") == 1
     page = tmp_path / "trend.html"
     assert (
         run("trend", *files, "--html", page, "-f", "json", "-o", tmp_path / "t.json").exit_code == 0
     )
-    facts = probe(page, width, tmp_path)
+    facts = probe(page, width, tmp_path, _PROBE)
     assert facts["width"] == width and facts["scroll"] <= width, facts
     assert facts["wide"] == [] and facts["plot"] > 250, facts
-    shot = tmp_path / f"trend-{width}.png"
-    subprocess.run(
-        [
-            chromium(),
-            *_HEADLESS,
-            f"--user-data-dir={tmp_path / 'shot-profile'}",
-            f"--screenshot={shot}",
-            f"--window-size={width},2400",
-            page.resolve().as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    rgb = np.asarray(image.open(shot).convert("RGB"), dtype=np.int16)
-    assert rgb.shape == (2400, width, 3)
+    rgb = screenshot(page, width, 2400, tmp_path)
     # The header band has the page's navy (#1d3557): the inline stylesheet applied.
     header = np.median(rgb[10:50, width // 2 : width - 20].reshape(-1, 3), axis=0)
     assert np.all(np.abs(header - np.array([29, 53, 87])) <= 6), header

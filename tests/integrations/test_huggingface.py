@@ -8,10 +8,9 @@ import sys
 
 import pytest
 import torch
+from callback_testkit import expected
 
-from gapscope import analyze
 from gapscope.errors import GapscopeError, MissingDependencyError
-from gapscope.integrations.metric import PRESETS
 
 transformers = pytest.importorskip("transformers")
 
@@ -70,16 +69,6 @@ def make_trainer(tmp_path, model, **kwargs):
     return transformers.Trainer(
         model=model, args=args, train_dataset=Pairs(64, 0), eval_dataset=Pairs(24, 1)
     )
-
-
-def expected(pairs, preset: str) -> dict[str, float]:
-    image = torch.cat([p[0] for p in pairs])
-    text = torch.cat([p[1] for p in pairs])
-    chosen = PRESETS[preset]
-    report = analyze(
-        {"image": image, "text": text}, metrics=chosen.metrics, sample=chosen.sample, device="cpu"
-    )
-    return {k: float(v) for k, v in report.to_flat().items()}
 
 
 def logged(history, step: int, prefix: str) -> dict[str, float]:

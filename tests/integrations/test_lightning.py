@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import torch
+from callback_testkit import expected
 
-from gapscope import analyze
 from gapscope.errors import GapscopeError, MissingDependencyError
-from gapscope.integrations.metric import PRESETS, GapMetric
+from gapscope.integrations.metric import GapMetric
 
 L = pytest.importorskip("lightning")
 
@@ -100,16 +100,6 @@ def logged(tmp_path) -> dict[int, dict[str, float]]:
 def stage(values: dict[str, float], prefix: str) -> dict[str, float]:
     """The values logged under ``prefix``, without it."""
     return {k.removeprefix(prefix): v for k, v in values.items() if k.startswith(prefix)}
-
-
-def expected(pairs, preset: str) -> dict[str, float]:
-    image = torch.cat([p[0] for p in pairs])
-    text = torch.cat([p[1] for p in pairs])
-    chosen = PRESETS[preset]
-    report = analyze(
-        {"image": image, "text": text}, metrics=chosen.metrics, sample=chosen.sample, device="cpu"
-    )
-    return {k: float(v) for k, v in report.to_flat().items()}
 
 
 def test_training_steps_and_validation_reach_the_logger(tmp_path):

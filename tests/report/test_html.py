@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from chromium_testkit import needs_chromium, probe, screenshot
 
 from gapscope import analyze
 from gapscope.data.embedding_set import EmbeddingSet
@@ -165,28 +163,6 @@ def test_html_random_weights_banner(random_page):
     assert_self_contained(page)
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-needs_chromium = pytest.mark.skipif(
-    chromium() is None,
-    reason="headless Chromium is not installed "
-    "(Debian: apt-get install chromium); .ci/run installs it",
-)
-
-_HEADLESS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-]
-
 # Appended to a copy of a page: opens every <details>, clicks a heading to sort, and writes
 # what the layout measured into the DOM that --dump-dom prints.
 _PROBE = """<script>
@@ -214,46 +190,11 @@ window.addEventListener("load", function () {
 </script>"""
 
 
-def probe(page, width: int, tmp_path) -> dict:
-    copy = tmp_path / f"probe-{width}.html"
-    copy.write_text(page.read_text("utf-8").replace("</body>", _PROBE + "</body>"), "utf-8")
-    command = [
-        chromium(),
-        *_HEADLESS,
-        f"--user-data-dir={tmp_path / f'probe-profile-{width}'}",
-        f"--window-size={width},1000",
-        "--dump-dom",
-        copy.resolve().as_uri(),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
-    assert found, done.stderr[-2000:]
-    return json.loads(html.unescape(found.group(1)))
-
-
-def screenshot(page, width: int, height: int, tmp_path) -> np.ndarray:
-    image = pytest.importorskip("PIL.Image")
-    shot = tmp_path / f"screenshot-{width}.png"
-    command = [
-        chromium(),
-        *_HEADLESS,
-        f"--user-data-dir={tmp_path / f'profile-{width}'}",
-        f"--screenshot={shot}",
-        f"--window-size={width},{height}",
-        page.resolve().as_uri(),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert shot.is_file(), done.stderr[-2000:]
-    rgb = np.asarray(image.open(shot).convert("RGB"), dtype=np.int16)
-    assert rgb.shape == (height, width, 3)
-    return rgb
-
-
 @needs_chromium
 @pytest.mark.parametrize("width", [800, 1280])
 def test_html_fits_the_window_and_sorts(full_page, random_page, tmp_path, width):
     for page in (full_page, random_page):
-        facts = probe(page, width, tmp_path)
+        facts = probe(page, width, tmp_path, _PROBE)
         # No sideways scrolling: nothing reaches past the window, every <details> open.
         assert facts["width"] == width and facts["scroll"] <= width, facts
         assert facts["wide"] == [], facts
