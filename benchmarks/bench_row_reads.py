@@ -11,6 +11,11 @@ number of rows, not whole modalities.
     python benchmarks/bench_row_reads.py                          # this checkout
     python benchmarks/bench_row_reads.py --checkout /tmp/baseline # another checkout
     python benchmarks/bench_row_reads.py --metrics gap,uniformity,retrieval
+    python benchmarks/bench_row_reads.py --n 20000 --sample 2000 --stream  # as at 1M rows
+
+``--stream`` sets the in-memory budget of the unit rows to zero, so the sampled modalities are
+normalised again on every read, as they are when a store's float32 unit rows would not fit
+1 GiB (a million rows of d = 512); ``--sample`` passes ``analyze``'s ``--sample``.
 """
 
 from __future__ import annotations
@@ -59,11 +64,20 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--metrics", default=None, help="analyze's metrics (default: its own)")
+    parser.add_argument("--sample", type=int, default=None, help="analyze's --sample")
+    parser.add_argument(
+        "--stream", action="store_true", help="no unit rows held in memory (as at 1M rows)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     sys.path.insert(0, str(args.checkout.resolve()))
     from gapscope import EmbeddingSet, analyze
+
+    if args.stream:
+        from gapscope.engine import unit_rows
+
+        unit_rows.IN_MEMORY_BUDGET_BYTES = 0
 
     rng = np.random.default_rng(0)
     n, d = args.n, args.dim
@@ -73,7 +87,7 @@ def main() -> None:
         embeddings={"image": counting(image, "image"), "text": counting(text, "text")},
         groups={"image": np.arange(n), "text": np.repeat(np.arange(n), 2)},
     )
-    analyze(data, device="cpu", metrics=args.metrics)
+    analyze(data, device="cpu", metrics=args.metrics, sample=args.sample)
 
     result = {}
     for modality, rows in (("image", n), ("text", 2 * n)):
@@ -95,7 +109,14 @@ def main() -> None:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        payload = {"commit": commit or None, "n": n, "dim": d, "metrics": args.metrics}
+        payload = {
+            "commit": commit or None,
+            "n": n,
+            "dim": d,
+            "metrics": args.metrics,
+            "sample": args.sample,
+            "stream": args.stream,
+        }
         args.json.write_text(json.dumps(payload | {"scans": result}, indent=2) + "\n")
 
 

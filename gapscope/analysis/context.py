@@ -234,6 +234,7 @@ class AnalysisContext:
         self._intra: dict[str, RetrievalResult | None] = {}
         self._cross: dict[tuple[str, str], tuple[RetrievalResult, RetrievalResult]] = {}
         self._cross_kernel: dict[tuple[str, str], CrossKernel] = {}
+        self._positive: dict[tuple[str, str], bool] = {}
         self._queries: dict[str, np.ndarray | None] = {
             m: sample_rows(self.raw[m].shape[0], options.sample, options.seed, Stream.QUERIES, m)
             for m in self.modalities
@@ -274,7 +275,11 @@ class AnalysisContext:
             self.notes.append(text)
 
     def has_positive_pairs(self, a: str, b: str) -> bool:
-        return bool(np.intersect1d(self.groups(a), self.groups(b)).size)
+        """Whether some group code occurs in both modalities (asked by every family of the
+        pair: kept, since at a million rows a modality the test sorts for seconds)."""
+        if (a, b) not in self._positive:
+            self._positive[(a, b)] = bool(np.intersect1d(self.groups(a), self.groups(b)).size)
+        return self._positive[(a, b)]
 
     def input_section(self) -> dict[str, Any]:
         """The report's ``input`` section: what was analysed."""

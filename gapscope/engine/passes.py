@@ -182,11 +182,16 @@ def modality_pass(
     rows = np.arange(n) if sample is None else sample
     intra = None if codes is None else _IntraRanks(codes, rows, unit)
     kernel = _KernelRows(rows.size, t) if uniformity else None
-    if kernel is not None and sample is not None:
-        # Few sampled queries against every key: one read of the keys, chunk by chunk,
-        # instead of one read a block of queries (and two full-width score buffers).
+    # The kernel is summed from the rows of the same blocks that the ranking reads (one
+    # product for both), except for sampled queries against keys normalised on the fly:
+    # those blocks would read every key once a block, so the kernel reads them once, chunk
+    # by chunk. Which of the two applies depends on the data's size alone, never on what is
+    # asked for, so uniformity alone equals uniformity computed with retrieval, bit for bit.
+    if kernel is not None and sample is not None and not unit.in_memory:
         _sampled_kernel(unit, rows, kernel)
-    block_kernel = kernel if sample is None else None
+        block_kernel = None
+    else:
+        block_kernel = kernel
     # Blocks that hold no query to rank are skipped when only retrieval is asked for; the
     # partition itself never depends on what is asked for.
     wanted = None if block_kernel is not None or intra is None else intra.wanted
@@ -788,6 +793,7 @@ def _pass(
     # All of Y (read chunk by chunk when normalised on the fly), or the few sampled columns.
     full_cols = y_cols.size == uy.shape[0]
     uy_cols = None if full_cols else uy.take(y_cols)
+    every_x = bool(np.array_equal(x_rows, np.arange(ux.shape[0])))
 
     rows_max = min(block, x_rows.size)
     starts = range(0, x_rows.size, block)
@@ -806,7 +812,9 @@ def _pass(
         if uy_cols is None:
             take = lambda a, b: ux.take(x_rows[a:b])  # noqa: E731
             return idx, uy.block_scores(take, x_rows.size, start, start + idx.size, out)
-        return idx, matmul_into(ux.take(idx), uy_cols, out)
+        # Every x row in order (the keys of sampled column queries): a view, not a gather.
+        rows = ux.block(start, start + idx.size) if every_x else ux.take(idx)
+        return idx, matmul_into(rows, uy_cols, out)
 
     def consume(item: tuple[np.ndarray, torch.Tensor]) -> None:
         idx, scores_t = item
@@ -896,9 +904,8 @@ class _ColumnCounts:
             return
         sub = scores if self.all_cols else scores[:, self.cols]
         mask = mask_buf[: idx.size, : sub.shape[1]]
-        above = np.count_nonzero(np.greater(sub, self.hi[None, :], out=mask), axis=0)
-        near = np.count_nonzero(np.greater_equal(sub, self.lo[None, :], out=mask), axis=0)
-        near -= above
+        above = _column_counts(np.greater, sub, self.hi, mask)
+        near = _column_counts(np.greater_equal, sub, self.lo, mask) - above
         np.add(self.counts, above, out=self.counts)
         # The block's positives near b_j (the best one among them) need no exact score.
         lo_pair, hi_pair = np.searchsorted(self.pair_i, [idx[0], idx[-1] + 1])
@@ -963,6 +970,24 @@ class _ColumnCounts:
                 lambda q, k: exact_scores(uy, q, ux, k),
             )
         return self.counts
+
+
+# Rows a slice of _column_counts: a column's count within a slice fits one uint8.
+_UINT8_ROWS = 255
+
+
+def _column_counts(
+    compare: np.ufunc, scores: np.ndarray, bounds: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """``count_nonzero(compare(scores, bounds[None, :]), axis=0)`` as int64: the comparisons
+    of a slice of rows summed as uint8 (exact: at most 255 rows a slice), then added up, about
+    twice as fast as ``count_nonzero`` down the columns, which widens every flag first."""
+    counts = np.zeros(scores.shape[1], dtype=np.int64)
+    for start in range(0, scores.shape[0], _UINT8_ROWS):
+        stop = min(scores.shape[0], start + _UINT8_ROWS)
+        flags = compare(scores[start:stop], bounds[None, :], out=mask[: stop - start])
+        counts += flags.view(np.uint8).sum(axis=0, dtype=np.uint8)
+    return counts
 
 
 def ranks_on_device(scores: torch.Tensor) -> bool:

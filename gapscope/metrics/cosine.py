@@ -135,7 +135,13 @@ def _group_sums(
     for start, stop in row_blocks(int(hi - lo), rows):
         idx = order[lo + start : lo + stop]
         codes = sorted_codes[lo + start : lo + stop]
+        # Rows in order (e.g. pairs row by row) are a slice, not a gather.
+        contiguous = bool(idx.size) and bool((np.diff(idx) == 1).all())
+        unit = unit_rows(a[int(idx[0]) : int(idx[-1]) + 1] if contiguous else a[idx])
         # Consecutive runs of one code: each run is one group's share of this slice.
         starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
-        acc[codes[starts] - g0] += np.add.reduceat(unit_rows(a[idx]), starts, axis=0)
+        # One row a group (pairs row by row): the rows are the sums.
+        acc[codes[starts] - g0] += (
+            unit if starts.size == idx.size else np.add.reduceat(unit, starts, axis=0)
+        )
     return acc

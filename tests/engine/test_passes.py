@@ -199,6 +199,32 @@ def test_sampled_uniformity_over_several_key_chunks(monkeypatch, tmp_path, t):
         assert r.uniformity == pytest.approx(math.log(np.exp(terms).mean()), abs=atol)
 
 
+def test_sampled_uniformity_and_retrieval_share_one_product(monkeypatch, tmp_path):
+    # Keys in memory: the kernel is summed from the blocks the ranking reads, so asking for
+    # retrieval as well changes no bit of uniformity and makes no product of its own.
+    # Keys normalised on the fly: the kernel reads them once, chunk by chunk, instead.
+    from gapscope.engine import passes
+    from gapscope.engine.unit_rows import UnitRows
+
+    x, _, _, _, labels = _data(120, 6)
+    q = np.arange(0, 120, 7)
+    alone = modality_pass(x, None, query_index=q, block_size=5)
+    calls = []
+    monkeypatch.setattr(passes, "_sampled_kernel", lambda *a, **k: calls.append(a))
+    both = modality_pass(x, labels, k=KS, query_index=q, block_size=5)
+    assert not calls
+    assert (both.uniformity, both.uniformity_se) == (alone.uniformity, alone.uniformity_se)
+    np.testing.assert_array_equal(both.uniformity_row_terms, alone.uniformity_row_terms)
+    np.testing.assert_allclose(both.uniformity_row_terms, _ref_row_terms(x)[q], atol=1e-6)
+    every = modality_pass(x, labels, k=KS, uniformity=False).retrieval
+    at = np.searchsorted(every.query_rows, both.retrieval.query_rows)
+    np.testing.assert_array_equal(both.retrieval.first_rank, every.first_rank[at])
+    np.save(tmp_path / "x.npy", x)
+    streamed = UnitRows(np.load(tmp_path / "x.npy", mmap_mode="r"), in_memory=False)
+    modality_pass(streamed, None, query_index=q)
+    assert len(calls) == 1
+
+
 def test_sampled_uniformity_does_not_depend_on_the_block_size():
     x, *_ = _data(150, 4)
     q = np.arange(1, 150, 4)
@@ -387,3 +413,22 @@ def test_reduced_precision_products_set_by_the_caller_are_not_used():
         torch.set_float32_matmul_precision(previous)
     for a, b in zip(expected, got, strict=True):
         assert _ranks(a) == _ranks(b)
+
+
+@pytest.mark.parametrize("rows", [1, 254, 255, 256, 600])
+def test_column_counts_are_exact_beyond_one_uint8(rows):
+    # Counts are summed as uint8 a slice of 255 rows: columns where every row counts (600 of
+    # them) must not wrap around.
+    from gapscope.engine.passes import _column_counts
+
+    rng = np.random.default_rng(rows)
+    scores = rng.normal(size=(rows, 7)).astype(np.float32)
+    scores[:, 0] = 5.0
+    bounds = np.array([0.0, 0.1, -0.2, 3.0, -np.inf, np.inf, 0.5], dtype=np.float32)
+    mask = np.empty((rows + 3, 9), dtype=bool)[:rows, :7]
+    for compare in (np.greater, np.greater_equal):
+        expected = np.count_nonzero(compare(scores, bounds[None, :]), axis=0)
+        got = _column_counts(compare, scores, bounds, mask)
+        np.testing.assert_array_equal(got, expected)
+        assert got.dtype == np.int64
+    assert _column_counts(np.greater, scores, bounds, mask)[0] == rows

@@ -189,6 +189,49 @@ def test_column_medians_match_numpy_in_any_slicing():
         np.testing.assert_array_equal(_column_medians(a, budget), expected)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 1000, 1001])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_column_medians_match_numpy_on_every_kind_of_value(n, dtype):
+    # float16 columns are counted by bit pattern (keys that must sort like the values):
+    # negatives, zeros of both signs, subnormals, the largest values and many repeats.
+    rng = np.random.default_rng(n)
+    pool = np.array([-65504, -3.5, -1, -6e-8, -0.0, 0.0, 6e-8, 1e-5, 0.5, 2, 65504])
+    a = np.concatenate(
+        [
+            rng.choice(pool, size=(n, 3)),
+            rng.normal(scale=rng.choice([1e-6, 1.0, 1e3]), size=(n, 2)),
+            np.full((n, 1), -2.0),
+        ],
+        axis=1,
+    ).astype(dtype)
+    expected = np.median(a.astype(np.float64), axis=0)
+    for budget in (1, 4096, 10**9):
+        np.testing.assert_array_equal(_column_medians(a, budget), expected)
+
+
+def test_equal_rows_are_found_by_their_bytes():
+    # Hashes only pick the candidates: rows must match byte for byte (-0.0 is not 0.0).
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(300, 5)).astype(np.float32)
+    rows[[7, 40, 299]] = rows[3]
+    rows[100] = rows[50]
+    rows[200] = -0.0 * np.abs(rows[3])
+    rows[201] = 0.0 * np.abs(rows[3])
+    rows[202] = -0.0 * np.abs(rows[3])
+    keys = rows.view(np.dtype((np.void, 20)))[:, 0]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    expected = first[inverse.reshape(-1)]
+    np.testing.assert_array_equal(_rows._first_equal_rows(rows), expected)
+    assert _rows._first_equal_rows(rows)[[7, 40, 299, 100, 201, 202]].tolist() == [
+        3,
+        3,
+        3,
+        50,
+        201,
+        200,
+    ]
+
+
 # --------------------------------------------------------------------------- bfloat16
 
 

@@ -107,6 +107,26 @@ def test_blocked_equals_full_matrix_reference_one_to_one(block_size):
     assert c.unpaired == pytest.approx(unpaired, abs=1e-12)
 
 
+@pytest.mark.parametrize("order", ["ascending", "descending", "shuffled"])
+def test_one_row_a_group_in_any_row_order(order):
+    # One row a group takes the sums without reduceat, and rows in group order are read as
+    # a slice: groups that run backwards or shuffled must be read by index.
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(41, 6))
+    y = x + rng.normal(size=(41, 6))
+    codes = {
+        "ascending": np.arange(41),
+        "descending": np.arange(41)[::-1].copy(),
+        "shuffled": rng.permutation(41),
+    }[order]
+    gy = rng.permutation(codes)
+    c = paired_cosine(x, y, codes, gy, block_size=8)
+    paired, unpaired, n_pairs = reference_cosines(x, y, codes, gy)
+    assert c.n_pairs == n_pairs == 41
+    assert c.paired == pytest.approx(paired, abs=1e-12)
+    assert c.unpaired == pytest.approx(unpaired, abs=1e-12)
+
+
 def test_float16_memmap_and_torch_inputs(tmp_path):
     rng = np.random.default_rng(4)
     x16 = rng.normal(size=(30, 8)).astype(np.float16)
