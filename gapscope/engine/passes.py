@@ -494,9 +494,11 @@ def cross_pass(
     K when its best positive ranks below K; ties to the lower index). The product is oriented
     by the data (:func:`_blocked_first`): queries of the blocked side are ranked from the
     block rows, queries of the other side counted down the block columns. A direction with
-    sampled queries (``query_index_*``) is counted down the columns of its own thin product
-    (the other modality's rows in blocks, read once, against the sampled queries). So each
-    direction's numbers depend only on the data and its own queries, whether or not the
+    sampled queries (``query_index_*``) has a product of its own: blocks of the sampled
+    query rows against every key, ranked by rows, when the keys are held in memory; else
+    counted down the columns of a thin product (the other modality's rows in blocks, read
+    once, against the sampled queries). Ranks are exact, so both give the same numbers. So
+    each direction's numbers depend only on the data and its own queries, whether or not the
     other direction is computed. :func:`cross_pair_pass` is the same pass, with the kernel
     sum of every cross pair as well.
 
@@ -686,12 +688,34 @@ def _cross(a: _Side, b: _Side, block_size: int | None, kernel: _KernelRows | Non
             a.first_rank[:] = first_a
         if b.needs_full_product:
             b.first_rank[:] = first_b
-    # Sampled queries: down the columns of a thin product, the other side's rows in blocks
-    # (read once, in order) against only the sampled queries.
+    # Sampled queries against keys held in memory: blocks of query rows against every key,
+    # ranked by rows, as the intra-modal pass does (the product runs faster in that shape,
+    # and the first ranks are exact either way, so the path changes no number). Against keys
+    # normalised on the fly: down the columns of a thin product, the keys in blocks (read
+    # once, in order) against only the sampled queries.
     for queries, keys in ((a, b), (b, a)):
         if queries.sample is None or not queries.evaluated.size:
             continue
         evaluated = queries.evaluated
+        if keys.unit.in_memory:
+            n_keys = keys.unit.shape[0]
+            _pass(
+                queries.unit,
+                keys.unit,
+                evaluated,
+                evaluated,
+                none,
+                np.arange(n_keys),
+                queries.groups,
+                keys.groups,
+                keys.members,
+                np.full(n_keys, np.inf, dtype=np.float32),
+                queries.first_rank,
+                none,
+                resolve_block_size(block_size, n_keys),
+                None,
+            )
+            continue
         block = resolve_block_size(block_size, evaluated.size)
         best = _best_positive_columns(
             keys.unit, queries.unit, keys.groups, queries.groups, evaluated, block
