@@ -40,7 +40,12 @@ import numpy as np
 import torch
 
 from gapscope.engine import device_ranking
-from gapscope.engine.blocks import iter_positive_pairs, key_chunk_columns, resolve_block_size
+from gapscope.engine.blocks import (
+    iter_positive_pairs,
+    key_chunk_columns,
+    resolve_block_size,
+    row_blocks,
+)
 from gapscope.engine.device_ranking import (
     column_window_counts,
     relevant_ranks_device,
@@ -817,7 +822,6 @@ def _pass(
     # All of Y (read chunk by chunk when normalised on the fly), or the few sampled columns.
     full_cols = y_cols.size == uy.shape[0]
     uy_cols = None if full_cols else uy.take(y_cols)
-    every_x = bool(np.array_equal(x_rows, np.arange(ux.shape[0])))
 
     rows_max = min(block, x_rows.size)
     starts = range(0, x_rows.size, block)
@@ -836,9 +840,7 @@ def _pass(
         if uy_cols is None:
             take = lambda a, b: ux.take(x_rows[a:b])  # noqa: E731
             return idx, uy.block_scores(take, x_rows.size, start, start + idx.size, out)
-        # Every x row in order (the keys of sampled column queries): a view, not a gather.
-        rows = ux.block(start, start + idx.size) if every_x else ux.take(idx)
-        return idx, matmul_into(rows, uy_cols, out)
+        return idx, matmul_into(ux.take(idx), uy_cols, out)
 
     def consume(item: tuple[np.ndarray, torch.Tensor]) -> None:
         idx, scores_t = item
@@ -1007,8 +1009,7 @@ def _column_counts(
     of a slice of rows summed as uint8 (exact: at most 255 rows a slice), then added up, about
     twice as fast as ``count_nonzero`` down the columns, which widens every flag first."""
     counts = np.zeros(scores.shape[1], dtype=np.int64)
-    for start in range(0, scores.shape[0], _UINT8_ROWS):
-        stop = min(scores.shape[0], start + _UINT8_ROWS)
+    for start, stop in row_blocks(scores.shape[0], _UINT8_ROWS):
         flags = compare(scores[start:stop], bounds[None, :], out=mask[: stop - start])
         counts += flags.view(np.uint8).sum(axis=0, dtype=np.uint8)
     return counts

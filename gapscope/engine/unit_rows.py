@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from gapscope.engine.blocks import similarity_block_rows
+from gapscope.engine.blocks import row_blocks, similarity_block_rows
 from gapscope.engine.normalization import normalize_rows
 from gapscope.engine.validation import ArrayLike, Embeddings, check_embeddings
 from gapscope.errors import EmbeddingError
@@ -286,8 +286,7 @@ def _first_equal_rows(rows: np.ndarray) -> np.ndarray:
     weights |= np.uint64(1)
     hashes = np.zeros(n, dtype=np.uint64)
     # A few thousand rows at a time: the 64-bit products stay small beside the rows.
-    for start in range(0, n, 4096):
-        stop = min(n, start + 4096)
+    for start, stop in row_blocks(n, 4096):
         hashes[start:stop] = (words[start:stop].astype(np.uint64) * weights).sum(axis=1)
     firsts = np.arange(n)
     _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
