@@ -907,7 +907,9 @@ class _ColumnCounts:
         col_of_y[y_cols] = np.arange(y_cols.size)
         self.cols = col_of_y[eval_y]
         self.lo, self.hi = near_window(best[eval_y], margin)
-        self.all_cols = y_cols.size == uy.shape[0] and eval_y.size == uy.shape[0]
+        # The block's columns are the queries themselves (every column, or the thin product
+        # of the sampled queries): counted in place, with no gather.
+        self.all_cols = np.array_equal(self.cols, np.arange(y_cols.size))
         self.counts = np.zeros(eval_y.size, dtype=np.int64)
         self._device_bounds: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.near_rows: list[np.ndarray] = []
@@ -928,7 +930,9 @@ class _ColumnCounts:
     def add_block(self, idx: np.ndarray, scores: np.ndarray, mask_buf: np.ndarray) -> None:
         if not self.size:
             return
-        sub = scores if self.all_cols else scores[:, self.cols]
+        # np.take, not scores[:, cols]: the latter lays the copy out column by column, and
+        # the row slices counted below would then stride through memory.
+        sub = scores if self.all_cols else np.take(scores, self.cols, axis=1)
         mask = mask_buf[: idx.size, : sub.shape[1]]
         above = _column_counts(np.greater, sub, self.hi, mask)
         near = _column_counts(np.greater_equal, sub, self.lo, mask) - above
