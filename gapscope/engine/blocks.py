@@ -39,6 +39,8 @@ SCAN_BUDGET_BYTES = 128 * 2**20
 # product run at ~60 GFLOP/s, 1024-row blocks at ~90); a block's temporaries (a kernel copy,
 # masks) make the working memory about 3x this.
 _BLOCK_ELEMENTS = 2**25
+# Chunks of keys wider than this are a multiple of it (see key_chunk_columns).
+_KEY_CHUNK_MULTIPLE = 1024
 # Beyond ~1024 rows the products gain nothing on a CPU, and fewer blocks overlap less; below
 # ~512 they slow down.
 _MAX_BLOCK_ROWS = 1024
@@ -73,10 +75,14 @@ def key_chunk_columns(n_queries: int) -> int:
     on the number of queries only, never on ``block_size``, so the chunked sums (and the
     report's bytes) do not change with the block size.
 
-    >>> key_chunk_columns(2000), key_chunk_columns(10**9)
-    (16777, 1)
+    Beyond 1,024 columns the width is a multiple of 1,024: a float32 product whose width is
+    not a multiple of 16 or so runs up to a third slower on the CPU (``docs/performance.md``).
+
+    >>> key_chunk_columns(2000), key_chunk_columns(40000), key_chunk_columns(10**9)
+    (16384, 838, 1)
     """
-    return max(1, _BLOCK_ELEMENTS // max(1, n_queries))
+    columns = max(1, _BLOCK_ELEMENTS // max(1, n_queries))
+    return columns - columns % _KEY_CHUNK_MULTIPLE if columns >= _KEY_CHUNK_MULTIPLE else columns
 
 
 def resolve_block_size(block_size: int | None, n_keys: int) -> int:
