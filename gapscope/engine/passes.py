@@ -70,6 +70,7 @@ from gapscope.engine.unit_rows import (
     exact_scores,
     matmul_into,
     rowwise_dot,
+    score_buffer,
 )
 from gapscope.engine.validation import (
     ArrayLike,
@@ -413,10 +414,7 @@ def _self_blocks(
     # Two score buffers: the products of one block fill one while a worker thread ranks the
     # previous block in the other (see _pipelined). Reused by every block: a fresh 128 MiB
     # tensor a block costs page faults that, on a CPU, take a sizeable share of the product.
-    buffers = [
-        torch.empty((rows_max, n), dtype=torch.float32, device=unit.device)
-        for _ in range(min(2, len(mine)))
-    ]
+    buffers = [score_buffer(rows_max, n, unit.device) for _ in range(min(2, len(mine)))]
     prescale = kernel is not None and kernel.prescale
     # Prescaled query rows give scores times 2t (a power of two: the order is unchanged).
     scale = kernel.two_t if kernel is not None and kernel.prescale else 1.0
@@ -827,10 +825,7 @@ def _pass(
     starts = range(0, x_rows.size, block)
     share = current_share()
     mine = share.blocks(len(starts))
-    buffers = [
-        torch.empty((rows_max, y_cols.size), dtype=torch.float32, device=ux.device)
-        for _ in range(min(2, len(mine)))
-    ]
+    buffers = [score_buffer(rows_max, y_cols.size, ux.device) for _ in range(min(2, len(mine)))]
     mask_buf = np.empty((rows_max, max(y_cols.size, 1)), dtype=bool)
 
     def product(b: int) -> tuple[np.ndarray, torch.Tensor]:

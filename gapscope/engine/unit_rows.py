@@ -359,6 +359,24 @@ def full_float32_products() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
+def score_buffer(rows: int, columns: int, device: torch.device) -> torch.Tensor:
+    """An uninitialised ``(rows, columns)`` float32 buffer for blocks of scores.
+
+    On a CPU its rows are :data:`_ROW_ALIGN` floats apart (a view of a slightly wider
+    buffer): a product written into rows whose stride is not such a multiple runs up to a
+    third slower (20,001 keys: 0.76x the speed of 20,000; ``benchmarks/bench_product_width.py``
+    and ``docs/performance.md``). Every row is contiguous, and the scores are the same bits
+    either way."""
+    if device.type != "cpu" or columns % _ROW_ALIGN == 0:
+        return torch.empty((rows, columns), dtype=torch.float32, device=device)
+    stride = columns + _ROW_ALIGN - columns % _ROW_ALIGN
+    return torch.empty((rows, stride), dtype=torch.float32, device=device)[:, :columns]
+
+
+#: Floats between the starts of two rows of a CPU score buffer (128 bytes).
+_ROW_ALIGN = 32
+
+
 def matmul(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """``queries @ keys^T`` as float32, for float32 or bfloat16 rows (see the module notes)."""
     with full_float32_products():

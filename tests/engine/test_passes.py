@@ -17,7 +17,7 @@ import pytest
 import reference as ref
 import torch
 
-from gapscope.engine import ranking
+from gapscope.engine import ranking, unit_rows
 from gapscope.engine.passes import cross_pass, modality_pass
 from gapscope.errors import GapscopeError
 
@@ -369,6 +369,35 @@ def test_uniformity_rows_are_bit_identical_whatever_the_blocks_and_threads():
         torch.set_num_threads(previous)
     assert all(run == runs[0] for run in runs[1:])
     assert runs[0][1] == pytest.approx(ref.uniformity(x), abs=1e-6)
+
+
+def test_score_buffers_with_aligned_rows_give_the_same_bits(monkeypatch):
+    # On a CPU the score blocks' rows start 32 floats apart (a product into rows of an odd
+    # stride runs up to a third slower); the scores, ranks and kernel sums must not notice.
+    rng = np.random.default_rng(12)
+    n = 2101  # not a multiple of 32: the buffers are views of wider ones
+    x = rng.normal(size=(n, 24)).astype(np.float32)
+    y = (x + rng.normal(size=(n, 24))).astype(np.float32)
+    labels = rng.integers(0, 9, size=n)
+    groups = np.arange(n)
+    sample = np.sort(rng.choice(n, 700, replace=False))
+
+    def run() -> tuple:
+        full = modality_pass(x, labels, k=KS)
+        sampled = modality_pass(x, labels, k=KS, query_index=sample)
+        both = cross_pass(x, y, groups, groups, k=KS, query_index_x=sample)
+        return full, sampled, both
+
+    buffer = unit_rows.score_buffer(3, n, torch.device("cpu"))
+    assert buffer.shape == (3, n) and buffer.stride() == (n + 32 - n % 32, 1)
+    aligned = run()
+    monkeypatch.setattr(unit_rows, "_ROW_ALIGN", 1)
+    plain = run()
+    for a, b in zip(aligned[:2], plain[:2], strict=True):
+        assert a.uniformity_row_terms.tobytes() == b.uniformity_row_terms.tobytes()
+        _assert_same(a.retrieval, b.retrieval)
+    for a, b in zip(aligned[2], plain[2], strict=True):
+        _assert_same(a, b)
 
 
 def test_exact_scores_depend_on_the_pair_alone():
