@@ -30,7 +30,6 @@ from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.weights import random_init_seed
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.moments import UnitSums, unit_scatter, unit_sums
-from gapscope.engine.normalization import row_norms
 from gapscope.engine.passes import (
     CROSS_DIRECTIONS,
     CrossKernel,
@@ -49,6 +48,7 @@ from gapscope.engine.validation import (
     check_positive,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.metrics.mir import RawNorms, raw_norms
 
 __all__ = ["METRICS", "AnalysisContext", "AnalysisOptions", "Progress", "parse_k", "parse_metrics"]
 
@@ -229,6 +229,7 @@ class AnalysisContext:
         self.notes: list[str] = []
         self._unit: dict[str, UnitRows] = {}
         self._sums: dict[str, UnitSums] = {}
+        self._norms: dict[str, RawNorms] = {}
         self._scatter: dict[str, np.ndarray] = {}
         self._uniformity: dict[str, ModalityPassResult] = {}
         self._intra: dict[str, RetrievalResult | None] = {}
@@ -293,7 +294,7 @@ class AnalysisContext:
                     K.ROWS: int(self.raw[m].shape[0]),
                     K.DIM: int(self.raw[m].shape[1]),
                     K.DTYPE: self.raw[m].dtype.name,
-                    K.RAW_NORM_MEAN: _raw_norm_mean(self.raw[m]),
+                    K.RAW_NORM_MEAN: _mean_in_slices(self.raw_norms(m).norms),
                     K.NORMALIZED_BY_ENCODER: data.normalized.get(m),
                     K.HAS_LABELS: m in data.labels,
                 }
@@ -317,6 +318,14 @@ class AnalysisContext:
                 in_memory=self._fits or self._queries[m] is None,
             )
         return self._unit[m]
+
+    def raw_norms(self, m: str) -> RawNorms:
+        """Every raw row's norm of ``m`` and the narrowest format holding its values: read
+        once for the report's mean raw norm and for MIR."""
+        if m not in self._norms:
+            self.say(f"{m}: raw row norms")
+            self._norms[m] = raw_norms(self.raw[m])
+        return self._norms[m]
 
     def unit_sums(self, m: str) -> UnitSums:
         """The float64 sum (and mean) of ``m``'s unit rows."""
@@ -425,8 +434,10 @@ def _model_section(encoder: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**encoder, K.RANDOM_WEIGHTS: random_init_seed(encoder) is not None}
 
 
-def _raw_norm_mean(raw: Embeddings, chunk: int = 65536) -> float:
+def _mean_in_slices(values: np.ndarray, chunk: int = 65536) -> float:
+    """The mean of ``values``, summed a slice of ``chunk`` at a time (the report's mean raw
+    norm has always been summed this way, so its bits do not change)."""
     total = 0.0
-    for start in range(0, raw.shape[0], chunk):
-        total += float(row_norms(raw[start : start + chunk]).sum())
-    return total / raw.shape[0]
+    for start in range(0, values.shape[0], chunk):
+        total += float(values[start : start + chunk].sum())
+    return total / values.shape[0]

@@ -367,7 +367,9 @@ def _mir(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
     # the first modality's (image before audio, known names before others).
     y_name = "text" if "text" in (a, b) else a
     x_name = b if y_name == a else a
-    r = modality_integration_rate(ctx.raw[x_name], ctx.raw[y_name])
+    r = modality_integration_rate(
+        ctx.raw[x_name], ctx.raw[y_name], norms=(ctx.raw_norms(x_name), ctx.raw_norms(y_name))
+    )
     sides = (
         (x_name, r.outlier_step_skipped_x, r.norm_spread_x, r.rounding_x),
         (y_name, r.outlier_step_skipped_y, r.norm_spread_y, r.rounding_y),

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.normalization import row_norms
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
+from gapscope.errors import GapscopeError
 
 __all__ = [
     "FD_FLOOR",
     "MIRResult",
+    "RawNorms",
     "frechet_distance",
     "modality_integration_rate",
+    "raw_norms",
     "rounding_band",
 ]
 
@@ -125,7 +129,11 @@ def frechet_distance(
 
 
 def modality_integration_rate(
-    x: ArrayLike, y: ArrayLike, *, block_size: int | None = None
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    block_size: int | None = None,
+    norms: tuple[RawNorms, RawNorms] | None = None,
 ) -> MIRResult:
     """Modality Integration Rate of two modalities (Huang et al. 2024, "Deciphering Cross-Modal
     Alignment in Large Vision-Language Models with Modality Integration Rate", arXiv 2410.07167).
@@ -161,6 +169,9 @@ def modality_integration_rate(
         x: first modality (e.g. image), raw encoder outputs, shape ``(n, d)``, ``n >= 2``.
         y: reference modality (text), shape ``(m, d)``, ``m >= 2``.
         block_size: rows accumulated at a time; ``None`` picks one from ``d``.
+        norms: the :func:`raw_norms` of ``x`` and ``y``, when the caller has them already
+            (an analysis reads them once for the report's mean raw norm too); ``None``
+            computes them here.
 
     Returns:
         A :class:`MIRResult`.
@@ -182,8 +193,14 @@ def modality_integration_rate(
     d = xa.shape[1]
     rows = resolve_scan_rows(block_size, d, bytes_per_entry=24)
 
-    norms_x, rounding_x = _row_norms(xa, rows)
-    norms_y, rounding_y = _row_norms(ya, rows)
+    if norms is None:
+        norms = (raw_norms(xa, rows), raw_norms(ya, rows))
+    for given, a, name in ((norms[0], xa, "x"), (norms[1], ya, "y")):
+        if given.norms.shape != (a.shape[0],):
+            raise GapscopeError(
+                f"norms: {name} has {a.shape[0]} rows but {given.norms.shape[0]} norms were given"
+            )
+    (norms_x, rounding_x), (norms_y, rounding_y) = norms
     scale = 1.0 / float(norms_y.mean())
     spread_x, spread_y = _norm_spread(norms_x), _norm_spread(norms_y)
     outliers_x, skipped_x = _norm_outliers(norms_x * scale, spread_x, rounding_x)
@@ -226,15 +243,31 @@ def _null_to_zero(w: np.ndarray) -> np.ndarray:
     return np.where(w > top * w.shape[0] * np.finfo(np.float64).eps, w, 0.0)
 
 
-def _row_norms(a: Rows, rows: int) -> tuple[np.ndarray, str]:
-    """Every row's float64 norm, and the narrowest format that holds every value exactly."""
+class RawNorms(NamedTuple):
+    """Every raw row's float64 norm (:func:`~gapscope.engine.normalization.row_norms`, which
+    depends on the row alone), and the narrowest format (a name of :class:`MIRResult`'s
+    ``rounding_x``) that holds every value exactly."""
+
+    norms: np.ndarray
+    rounding: str
+
+
+def raw_norms(a: Rows, block_size: int | None = None) -> RawNorms:
+    """:class:`RawNorms` of the rows of ``a``, read once, ``block_size`` rows at a time
+    (``None``: the scan policy of :mod:`gapscope.engine.blocks`).
+
+    >>> r = raw_norms(np.array([[3.0, 4.0], [0.5, 0.0]], dtype=np.float32))
+    >>> r.norms.tolist(), r.rounding
+    ([5.0, 0.5], 'bfloat16')
+    """
+    rows = resolve_scan_rows(block_size, a.shape[1])
     norms = np.empty(a.shape[0], dtype=np.float64)
     candidates = [name for name, _ in _FORMATS]
     for start, stop in row_blocks(a.shape[0], rows):
         raw = np.asarray(a[start:stop])
         candidates = [c for c in candidates if _holds(raw, c)]
         norms[start:stop] = row_norms(raw)
-    return norms, candidates[0]
+    return RawNorms(norms, candidates[0])
 
 
 def rounding_band(rounding: str) -> float:

@@ -291,3 +291,24 @@ def test_json_is_byte_identical_whatever_the_block_size_and_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert len(reports) == 1
+
+
+def test_mean_raw_norm_is_summed_in_slices_of_65536_rows():
+    # The mean raw norm comes from the norms MIR reads too; it is summed as it always was
+    # (row norms a slice of 65,536 rows, each slice's sum added), so reports keep their bits.
+    from gapscope.analysis.context import _mean_in_slices
+    from gapscope.engine.normalization import row_norms
+    from gapscope.metrics.mir import raw_norms
+    from gapscope.report.model import round_float
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(70_000, 4)).astype(np.float16)
+    text = rng.normal(size=(70_000, 4)).astype(np.float16)
+    report = analyze({"image": image, "text": text}, device="cpu", metrics="gap,mir")
+    for name, rows in (("image", image), ("text", text)):
+        old = float(row_norms(rows[:65536]).sum()) + float(row_norms(rows[65536:]).sum())
+        expected = old / rows.shape[0]
+        assert _mean_in_slices(raw_norms(rows).norms) == expected
+        assert report.to_dict()["input"]["modalities"][name]["raw_norm_mean"] == round_float(
+            expected
+        )

@@ -9,8 +9,14 @@ import pytest
 import scipy.linalg
 import torch
 
-from gapscope.errors import EmbeddingError
-from gapscope.metrics.mir import FD_FLOOR, MIRResult, frechet_distance, modality_integration_rate
+from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.metrics.mir import (
+    FD_FLOOR,
+    MIRResult,
+    frechet_distance,
+    modality_integration_rate,
+    raw_norms,
+)
 
 
 def sqrtm_fd(mu1, s1, mu2, s2) -> float:
@@ -374,3 +380,17 @@ def test_memmap_torch_and_determinism(tmp_path):
 def test_bad_input_raises(x, y, match):
     with pytest.raises(EmbeddingError, match=match):
         modality_integration_rate(x, y)
+
+
+def test_given_norms_give_the_same_result_and_are_checked():
+    # An analysis reads each modality's raw norms once (for the report's mean raw norm too)
+    # and hands them to MIR: the result must be the one MIR computes on its own.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 6)) * rng.uniform(0.5, 2.0, size=(300, 1))
+    y = rng.normal(size=(280, 6)).astype(np.float32)
+    norms = (raw_norms(x), raw_norms(y, block_size=7))
+    assert norms[1].rounding == "float32" and norms[0].rounding == "float64"
+    assert np.allclose(norms[0].norms, np.linalg.norm(x, axis=1), rtol=1e-15, atol=0)
+    assert modality_integration_rate(x, y, norms=norms) == modality_integration_rate(x, y)
+    with pytest.raises(GapscopeError, match="norms: x has 300 rows but 280"):
+        modality_integration_rate(x, y, norms=(norms[1], norms[1]))
