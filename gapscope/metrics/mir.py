@@ -327,12 +327,14 @@ def _mean_cov(
     mean = np.zeros(d, dtype=np.float64)
     scatter = np.zeros((d, d), dtype=np.float64)
     for start, stop in row_blocks(a.shape[0], rows):
-        block = scale * np.asarray(a[start:stop], dtype=np.float64)
+        # One new float64 array a block, scaled as it is converted and centred in place (the
+        # same values as scaling a float64 copy and centring into another).
+        block = np.multiply(a[start:stop], scale, dtype=np.float64)
         if median_row is not None:
             block[outliers[start:stop]] = median_row
         b = block.shape[0]
         block_mean = block.mean(axis=0)
-        centred = block - block_mean
+        centred = np.subtract(block, block_mean, out=block)
         # Chan et al.'s update merges centred blocks without the cancellation of E[x^2] - E[x]^2.
         delta = block_mean - mean
         total = count + b
