@@ -364,7 +364,7 @@ def score_buffer(rows: int, columns: int, device: torch.device) -> torch.Tensor:
 
     On a CPU its rows are :data:`_ROW_ALIGN` floats apart (a view of a slightly wider
     buffer): a product written into rows whose stride is not such a multiple runs up to a
-    third slower (20,001 keys: 0.76x the speed of 20,000; ``benchmarks/bench_product_width.py``
+    third slower (20,001 keys: about 0.7x the speed of 20,000; ``benchmarks/bench_product_width.py``
     and ``docs/performance.md``). Every row is contiguous, and the scores are the same bits
     either way."""
     if device.type != "cpu" or columns % _ROW_ALIGN == 0:
