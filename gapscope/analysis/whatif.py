@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from gapscope.analysis.context import DEFAULT_MAX_ROWS, AnalysisContext, AnalysisOptions
 from gapscope.data.class_prompts import ClassPrompts
@@ -229,21 +230,30 @@ def measure_scenarios(
     return out
 
 
-def _transformed_sums(
-    x: Any, offset: np.ndarray | None, name: str, why: str
-) -> tuple[np.ndarray, np.ndarray]:
+class _TransformedSums:
     """Float64 sums of ``w_i = u_i - offset`` and of ``w_i / ||w_i||`` over the rows (``u_i``
-    the unit rows), a chunk at a time; raises on a row the offset leaves without direction."""
-    sum_w = np.zeros(x.shape[1])
-    sum_unit = np.zeros(x.shape[1])
-    for start, stop in row_blocks(x.shape[0], STREAM_CHUNK_ROWS):
-        w = unit_rows(x[start:stop])
-        if offset is not None:
-            w -= offset
-        norms = _check_nonzero(w, name, why, start)
-        sum_w += w.sum(axis=0)
-        sum_unit += (w / norms[:, None]).sum(axis=0)
-    return sum_w, sum_unit
+    the unit rows), added a chunk at a time in row order; raises on a row the offset leaves
+    without direction. Fed by the scenario's :class:`UnitRows` as it reads the rows (one read
+    for both), or by :meth:`read` when the unit rows were not read up front."""
+
+    def __init__(self, dim: int, offset: np.ndarray | None, name: str, why: str) -> None:
+        self.offset, self.name, self.why = offset, name, why
+        self.sum_w = np.zeros(dim)
+        self.sum_unit = np.zeros(dim)
+
+    def add(self, start: int, rows: ArrayLike) -> None:
+        if isinstance(rows, torch.Tensor):
+            rows = rows.detach().cpu().numpy()
+        w = unit_rows(rows)
+        if self.offset is not None:
+            w -= self.offset
+        norms = _check_nonzero(w, self.name, self.why, start)
+        self.sum_w += w.sum(axis=0)
+        self.sum_unit += (w / norms[:, None]).sum(axis=0)
+
+    def read(self, x: Any) -> None:
+        for start, stop in row_blocks(x.shape[0], STREAM_CHUNK_ROWS):
+            self.add(start, x[start:stop])
 
 
 def _measure(
@@ -260,17 +270,25 @@ def _measure(
     opts = ctx.options
     # The gaps in float64 from the raw rows; the O(n^2) metrics from float32 unit rows of the
     # transformed modality, normalised block by block when a copy would not fit in memory.
-    (wa, ua), (wb, ub) = (
-        _transformed_sums(ctx.raw[m], off, m, why) for m, off in zip(names, offsets, strict=True)
-    )
+    # The sums are taken from the rows the unit rows read, in the same chunks: one read.
     na, nb = ctx.raw[a].shape[0], ctx.raw[b].shape[0]
     fits = fits_in_memory(na + nb, ctx.dim)
-    units = {
-        m: UnitRows(
-            ctx.raw[m], device=opts.device, in_memory=fits or q is None, offset=off, name=m, why=why
+    sums: dict[str, _TransformedSums] = {}
+    units: dict[str, UnitRows] = {}
+    for m, off, q in zip(names, offsets, queries, strict=True):
+        sums[m] = _TransformedSums(ctx.dim, off, m, why)
+        units[m] = UnitRows(
+            ctx.raw[m],
+            device=opts.device,
+            in_memory=fits or q is None,
+            offset=off,
+            name=m,
+            why=why,
+            on_rows=sums[m].add,
         )
-        for m, off, q in zip(names, offsets, queries, strict=True)
-    }
+        if not units[m].rows_seen:
+            sums[m].read(ctx.raw[m])
+    (wa, ua), (wb, ub) = ((sums[m].sum_w, sums[m].sum_unit) for m in names)
     a_to_b, b_to_a = cross_pass(
         units[a],
         units[b],

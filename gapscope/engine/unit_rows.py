@@ -92,6 +92,10 @@ class UnitRows:
         already_unit: ``x`` is a float32 tensor of unit rows on ``device``: use it as is.
         dtype: float32, or bfloat16 to round the rows to it (kept in bfloat16 on CUDA; the
             products are float32 either way, see the module notes).
+        on_rows: called as ``on_rows(start, rows)`` with the source rows of every chunk this
+            constructor reads (in row order), before they are normalised: a caller that needs
+            its own statistics of the rows gets them from the same read. Whether every row
+            was seen is :attr:`rows_seen` (not when the rows are neither kept nor offset).
 
     Raises:
         EmbeddingError: with ``offset``, a row it sends (within 1e-6) to the origin.
@@ -109,8 +113,10 @@ class UnitRows:
         chunk_rows: int | None = None,
         already_unit: bool = False,
         dtype: torch.dtype = torch.float32,
+        on_rows: Callable[[int, ArrayLike], None] | None = None,
     ) -> None:
         self.device = torch.device(device or "cpu")
+        self.rows_seen = False
         if isinstance(x, Embeddings):
             x = _source_rows(x, self.device)
         self.source = x
@@ -136,14 +142,24 @@ class UnitRows:
             self._full = x
         elif in_memory:
             full = torch.empty(self.shape, dtype=self._storage, device=self.device)
-            for start in range(0, self.shape[0], self.chunk_rows):
-                stop = min(self.shape[0], start + self.chunk_rows)
-                full[start:stop] = self._normalise(x[start:stop], start)
+            for start, rows in self._source_chunks(on_rows):
+                full[start : start + rows.shape[0]] = self._normalise(rows, start)
             self._full = full
         elif self._offset is not None:
             # Stream once now so that a degenerate row fails here, not deep inside a pass.
-            for _ in self.chunks():
-                pass
+            for start, rows in self._source_chunks(on_rows):
+                self._normalise(rows, start)
+
+    def _source_chunks(
+        self, on_rows: Callable[[int, ArrayLike], None] | None
+    ) -> Iterator[tuple[int, ArrayLike]]:
+        """``(start, source rows)`` of every chunk, each handed to ``on_rows`` first."""
+        for start in range(0, self.shape[0], self.chunk_rows):
+            rows = self.source[start : min(self.shape[0], start + self.chunk_rows)]
+            if on_rows is not None:
+                on_rows(start, rows)
+            yield start, rows
+        self.rows_seen = on_rows is not None
 
     @property
     def in_memory(self) -> bool:

@@ -13,6 +13,7 @@ from conftest import leaves
 from gapscope import analyze
 from gapscope.analysis.whatif import center_modality, gap_closing_whatif, shift_along_gap
 from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.engine.unit_rows import UnitRows
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.cka import linear_cka
 from gapscope.metrics.effective_rank import dimensional_collapse
@@ -303,3 +304,29 @@ def test_diagnostics_reject_bad_input():
     )
     with pytest.raises(EmbeddingError, match="dims differ"):
         analyze(data, metrics="diagnostics")
+
+
+def test_scenario_sums_come_from_the_unit_rows_read_alike_in_memory_and_streamed(monkeypatch):
+    # Each scenario takes its gaps' sums from the rows its unit rows read (one read a
+    # modality): held in memory or streamed, the sums are the same bits as a read of their own.
+    from gapscope.analysis import whatif
+
+    x, y, gx, gy, lx, ly = gapped(n=60, seed=2)
+
+    def run() -> dict:
+        return scenarios(
+            gap_closing_whatif(x, y, gx, gy, relevance_x=lx, relevance_y=ly, k=(1,), max_queries=20)
+        )
+
+    in_memory = run()
+    monkeypatch.setattr(whatif, "fits_in_memory", lambda *args: False)
+    streamed = run()
+    for name, scenario in in_memory.items():
+        for key in ("gap", "gap_before_renormalization"):
+            assert streamed[name][key] == scenario[key], (name, key)
+    shifted = whatif._TransformedSums(x.shape[1], np.full(x.shape[1], 0.05), "x", "")
+    shifted.read(x)
+    sums = whatif._TransformedSums(x.shape[1], np.full(x.shape[1], 0.05), "x", "")
+    UnitRows(x, offset=np.full(x.shape[1], 0.05), on_rows=sums.add)
+    assert np.array_equal(shifted.sum_w, sums.sum_w)
+    assert np.array_equal(shifted.sum_unit, sums.sum_unit)

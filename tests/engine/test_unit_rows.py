@@ -314,3 +314,27 @@ def test_cuda_passes_match_the_cpu_in_float32_and_bf16():
         own_cpu = modality_pass(x, labels, k=KS, block_size=9, device="cpu")
         assert own.retrieval.recall == own_cpu.retrieval.recall
         assert own.uniformity == pytest.approx(own_cpu.uniformity, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("in_memory", "offset", "seen"), [(True, None, True), (False, 0.1, True), (False, None, False)]
+)
+def test_on_rows_sees_every_source_row_once_in_order(in_memory, offset, seen):
+    # A caller's own statistics of the rows come from the read that makes the unit rows: every
+    # row once, in order, in the unit rows' chunks; rows that are neither kept nor offset are
+    # not read up front, and rows_seen says so.
+    x = np.random.default_rng(3).normal(size=(30, 4))
+    seen_rows: list[tuple[int, np.ndarray]] = []
+    units = UnitRows(
+        x,
+        in_memory=in_memory,
+        offset=None if offset is None else np.full(4, offset),
+        chunk_rows=7,
+        on_rows=lambda start, rows: seen_rows.append((start, np.array(rows))),
+    )
+    assert units.rows_seen is seen
+    if seen:
+        assert [start for start, _ in seen_rows] == [0, 7, 14, 21, 28]
+        assert np.array_equal(np.concatenate([rows for _, rows in seen_rows]), x)
+    else:
+        assert seen_rows == []
