@@ -370,16 +370,12 @@ def _sampled_kernel(
     if kernel.prescale:
         queries = queries * kernel.two_t
     width = min(n, key_chunk_columns(rows.size))
-    buffer = torch.empty(rows.size * width, dtype=torch.float32, device=unit.device)
+    buffer = score_buffer(rows.size, width, unit.device)
     shifted = 2.0 * kernel.two_t > _MAX_UNSHIFTED_EXPONENT
     total = np.full(rows.size, -math.inf) if shifted else np.zeros(rows.size)
     for start in range(0, n, width):
         stop = min(n, start + width)
-        scores = matmul_into(
-            queries,
-            keys.block(start, stop),
-            buffer[: rows.size * (stop - start)].view(rows.size, stop - start),
-        )
+        scores = matmul_into(queries, keys.block(start, stop), buffer[:, : stop - start])
         # Each query's own column: -inf is a zero kernel term.
         lo, hi = np.searchsorted(rows, [start, stop]) if own_keys else (0, 0)
         if hi > lo:

@@ -227,11 +227,11 @@ class UnitRows:
         return out
 
     def _scratch(self, rows: int) -> torch.Tensor:
-        """A ``(rows, n)`` float32 buffer for tiles a block covers in part, reused."""
-        size = rows * self.shape[0]
-        if self._scratch_buffer is None or self._scratch_buffer.numel() < size:
-            self._scratch_buffer = torch.empty(size, dtype=torch.float32, device=self.device)
-        return self._scratch_buffer[:size].view(rows, self.shape[0])
+        """A ``(rows, n)`` float32 buffer for tiles a block covers in part, reused (a
+        :func:`score_buffer`, so its rows are aligned like the blocks')."""
+        if self._scratch_buffer is None or self._scratch_buffer.shape[0] < rows:
+            self._scratch_buffer = score_buffer(rows, self.shape[0], self.device)
+        return self._scratch_buffer[:rows]
 
     def scores(self, queries: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``queries @ U^T`` into ``out`` (``(q, n)`` float32), reading the keys chunk by chunk

@@ -385,18 +385,24 @@ def test_score_buffers_with_aligned_rows_give_the_same_bits(monkeypatch):
     def run() -> tuple:
         full = modality_pass(x, labels, k=KS)
         sampled = modality_pass(x, labels, k=KS, query_index=sample)
+        # Blocks that cover product tiles in part go through the scratch buffer; rows
+        # normalised on the fly give the sampled kernel its chunks of keys.
+        partial = modality_pass(x, labels, k=KS, block_size=500)
+        streamed = modality_pass(
+            unit_rows.UnitRows(x, in_memory=False, chunk_rows=300), labels, k=KS, query_index=sample
+        )
         both = cross_pass(x, y, groups, groups, k=KS, query_index_x=sample)
-        return full, sampled, both
+        return full, sampled, partial, streamed, both
 
     buffer = unit_rows.score_buffer(3, n, torch.device("cpu"))
     assert buffer.shape == (3, n) and buffer.stride() == (n + 32 - n % 32, 1)
     aligned = run()
     monkeypatch.setattr(unit_rows, "_ROW_ALIGN", 1)
     plain = run()
-    for a, b in zip(aligned[:2], plain[:2], strict=True):
+    for a, b in zip(aligned[:4], plain[:4], strict=True):
         assert a.uniformity_row_terms.tobytes() == b.uniformity_row_terms.tobytes()
         _assert_same(a.retrieval, b.retrieval)
-    for a, b in zip(aligned[2], plain[2], strict=True):
+    for a, b in zip(aligned[4], plain[4], strict=True):
         _assert_same(a, b)
 
 
