@@ -47,6 +47,7 @@ from gapscope.engine.blocks import row_blocks
 from gapscope.engine.moments import unit_sums
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.numerics import log_mean_exp
+from gapscope.engine.offset_passes import OffsetRows, offset_cross_passes, offset_modality_passes
 from gapscope.engine.passes import ModalityPassResult, cross_pass, modality_pass
 from gapscope.engine.ranking import RetrievalResult, summarize
 from gapscope.engine.sampling import Stream, generator
@@ -191,6 +192,9 @@ def measure_scenarios(
     Every scenario ranks the same query rows (:func:`whatif_queries`) against every row, so
     the differences come from the fix alone. The original reads the analysis's passes where
     it has them (restricted to those queries), and is measured like the others otherwise.
+    When the pair's unit rows fit in memory, every scenario is read from one product a
+    direction of the rows as they are (:mod:`gapscope.engine.offset_passes`); otherwise each
+    scenario streams passes of its own.
 
     Raises:
         EmbeddingError: a fix that sends a row to the origin.
@@ -201,33 +205,29 @@ def measure_scenarios(
         raise GapscopeError(f"shift_fractions: expected finite numbers, got {fractions!r}")
     queries = (whatif_queries(ctx, a, cap), whatif_queries(ctx, b, cap))
     mean_a, mean_b = ctx.unit_sums(a).mean, ctx.unit_sums(b).mean
-    out = [_original(ctx, a, b, queries)]
-    out.append(
-        _measure(
-            ctx,
-            (a, b),
-            (mean_a, mean_b),
-            queries,
-            None,
-            centered=True,
-            why="equals its modality's mean direction",
-        )
-    )
+    original = _reused_original(ctx, a, b, queries)
+    fixes = [] if original is not None else [_Fix(None, False, (None, None), "")]
+    fixes.append(_Fix(None, True, (mean_a, mean_b), "equals its modality's mean direction"))
     for f in fractions:
         half = 0.5 * f * (mean_a - mean_b)
         offsets = (half, -half) if f != 0.0 else (None, None)
-        out.append(
-            _measure(
-                ctx,
-                (a, b),
-                offsets,
-                queries,
-                f,
-                centered=False,
-                why="lands on the origin after the shift",
-            )
-        )
-    return out
+        fixes.append(_Fix(f, False, offsets, "lands on the origin after the shift"))
+    if fits_in_memory(ctx.raw[a].shape[0] + ctx.raw[b].shape[0], ctx.dim):
+        measured = _measure_together(ctx, (a, b), fixes, queries)
+    else:
+        measured = [_measure(ctx, (a, b), fix, queries) for fix in fixes]
+    return ([original] if original is not None else []) + measured
+
+
+@dataclass(frozen=True)
+class _Fix:
+    """One scenario to measure: its fraction and kind, the offset of each modality's unit
+    rows (``None``: left as they are), and what a row sent to the origin means."""
+
+    fraction: float | None
+    centered: bool
+    offsets: tuple[np.ndarray | None, np.ndarray | None]
+    why: str
 
 
 class _TransformedSums:
@@ -256,39 +256,144 @@ class _TransformedSums:
             self.add(start, x[start:stop])
 
 
+class _SumsOfEveryFix:
+    """Feeds one read of a modality's rows to the sums of every scenario; a scenario whose
+    offset sends a row to the origin keeps its error (raised in scenario order, as measuring
+    the scenarios one by one would) and is fed no further."""
+
+    def __init__(self, sums: list[_TransformedSums]) -> None:
+        self.sums = sums
+        self.errors: list[EmbeddingError | None] = [None] * len(sums)
+
+    def add(self, start: int, rows: ArrayLike) -> None:
+        if isinstance(rows, torch.Tensor):
+            rows = rows.detach().cpu().numpy()
+        for i, sums in enumerate(self.sums):
+            if self.errors[i] is None:
+                try:
+                    sums.add(start, rows)
+                except EmbeddingError as error:
+                    self.errors[i] = error
+
+
+def _measure_together(
+    ctx: AnalysisContext,
+    names: tuple[str, str],
+    fixes: list[_Fix],
+    queries: tuple[np.ndarray | None, np.ndarray | None],
+) -> list[Scenario]:
+    """Every fix of the pair from one read of each modality (the gaps' sums of every fix come
+    from it) and one product a direction and a modality (:mod:`gapscope.engine.offset_passes`)."""
+    opts = ctx.options
+    sums = [
+        {
+            m: _TransformedSums(ctx.dim, off, m, fix.why)
+            for m, off in zip(names, fix.offsets, strict=True)
+        }
+        for fix in fixes
+    ]
+    base: dict[str, UnitRows] = {}
+    feeds: dict[str, _SumsOfEveryFix] = {}
+    for m in names:
+        feeds[m] = _SumsOfEveryFix([s[m] for s in sums])
+        base[m] = UnitRows(ctx.raw[m], device=opts.device, name=m, on_rows=feeds[m].add)
+    versions: list[tuple[OffsetRows, OffsetRows]] = []
+    for f, fix in enumerate(fixes):
+        moved = []
+        for m, off in zip(names, fix.offsets, strict=True):
+            error = feeds[m].errors[f]
+            if error is not None:
+                raise error
+            moved.append(OffsetRows(base[m], off, name=m, why=fix.why))
+        versions.append((moved[0], moved[1]))
+    a, b = names
+    cross = offset_cross_passes(
+        base[a],
+        base[b],
+        versions,
+        ctx.groups(a),
+        ctx.groups(b),
+        k=opts.k,
+        block_size=opts.block_size,
+        query_index_x=queries[0],
+        query_index_y=queries[1],
+    )
+    own = {
+        m: offset_modality_passes(
+            base[m],
+            [v[i] for v in versions],
+            ctx.relevance(m)[0],
+            k=opts.k,
+            t=opts.uniformity_t,
+            query_index=q,
+            block_size=opts.block_size,
+        )
+        for i, (m, q) in enumerate(zip(names, queries, strict=True))
+    }
+    out = []
+    for f, fix in enumerate(fixes):
+        a_to_b, b_to_a = cross[f]
+        recall = {(a, b): a_to_b, (b, a): b_to_a}
+        uniformity: dict[str, float | None] = {}
+        for m in names:
+            result = own[m][f]
+            assert result.retrieval is not None
+            recall[(m, m)] = result.retrieval
+            uniformity[m] = result.uniformity
+        out.append(_scenario(ctx, names, fix, sums[f], recall, uniformity))
+    return out
+
+
+def _scenario(
+    ctx: AnalysisContext,
+    names: tuple[str, str],
+    fix: _Fix,
+    sums: dict[str, _TransformedSums],
+    recall: dict[tuple[str, str], RetrievalResult],
+    uniformity: dict[str, float | None],
+) -> Scenario:
+    """A measured fix: its gaps from the sums, with its recall and uniformity."""
+    a, b = names
+    na, nb = ctx.raw[a].shape[0], ctx.raw[b].shape[0]
+    return Scenario(
+        fraction=fix.fraction,
+        centered=fix.centered,
+        gap=float(np.linalg.norm(sums[a].sum_unit / na - sums[b].sum_unit / nb)),
+        gap_before_renormalization=float(np.linalg.norm(sums[a].sum_w / na - sums[b].sum_w / nb)),
+        recall=recall,
+        uniformity=uniformity,
+        zeroshot=_zeroshot(ctx, names, fix.offsets, fix.why),
+    )
+
+
 def _measure(
     ctx: AnalysisContext,
     names: tuple[str, str],
-    offsets: tuple[np.ndarray | None, np.ndarray | None],
+    fix: _Fix,
     queries: tuple[np.ndarray | None, np.ndarray | None],
-    fraction: float | None,
-    *,
-    centered: bool,
-    why: str,
 ) -> Scenario:
+    """One fix of the pair by passes of its own over its unit rows, normalised block by block
+    (the rows do not fit in memory)."""
     a, b = names
     opts = ctx.options
     # The gaps in float64 from the raw rows; the O(n^2) metrics from float32 unit rows of the
-    # transformed modality, normalised block by block when a copy would not fit in memory.
-    # The sums are taken from the rows the unit rows read, in the same chunks: one read.
-    na, nb = ctx.raw[a].shape[0], ctx.raw[b].shape[0]
-    fits = fits_in_memory(na + nb, ctx.dim)
+    # transformed modality. The sums are taken from the rows the unit rows read, in the same
+    # chunks: one read.
     sums: dict[str, _TransformedSums] = {}
     units: dict[str, UnitRows] = {}
-    for m, off, q in zip(names, offsets, queries, strict=True):
-        sums[m] = _TransformedSums(ctx.dim, off, m, why)
+    for m, off, q in zip(names, fix.offsets, queries, strict=True):
+        sums[m] = _TransformedSums(ctx.dim, off, m, fix.why)
         units[m] = UnitRows(
             ctx.raw[m],
             device=opts.device,
-            in_memory=fits or q is None,
+            in_memory=q is None,
             offset=off,
             name=m,
-            why=why,
+            why=fix.why,
             on_rows=sums[m].add,
         )
         if not units[m].rows_seen:
             sums[m].read(ctx.raw[m])
-    (wa, ua), (wb, ub) = ((sums[m].sum_w, sums[m].sum_unit) for m in names)
     a_to_b, b_to_a = cross_pass(
         units[a],
         units[b],
@@ -316,15 +421,7 @@ def _measure(
         assert own.retrieval is not None
         recall[(m, m)] = own.retrieval
         uniformity[m] = own.uniformity
-    return Scenario(
-        fraction=fraction,
-        centered=centered,
-        gap=float(np.linalg.norm(ua / na - ub / nb)),
-        gap_before_renormalization=float(np.linalg.norm(wa / na - wb / nb)),
-        recall=recall,
-        uniformity=uniformity,
-        zeroshot=_zeroshot(ctx, names, offsets, why),
-    )
+    return _scenario(ctx, names, fix, sums, recall, uniformity)
 
 
 def _zeroshot(
@@ -353,11 +450,11 @@ def _zeroshot(
     return summarize_ranks(rank, targets, classes.n_classes, ZEROSHOT_K)
 
 
-def _original(
+def _reused_original(
     ctx: AnalysisContext, a: str, b: str, queries: tuple[np.ndarray | None, np.ndarray | None]
-) -> Scenario:
-    """The pair as it is: from the analysis's passes, restricted to the what-if queries, when
-    the analysis computed them; measured like a fix otherwise."""
+) -> Scenario | None:
+    """The pair as it is, from the analysis's passes restricted to the what-if queries, when
+    the analysis computed them (``None`` otherwise: it is then measured like a fix)."""
     # The fixes are measured on float32 unit rows; the analysis's passes are reused only when
     # they were float32 too.
     reuse = (
@@ -366,7 +463,7 @@ def _original(
         and all(ctx.has_modality_pass(m, uniformity=True, retrieval=True) for m in (a, b))
     )
     if not reuse:
-        return _measure(ctx, (a, b), (None, None), queries, None, centered=False, why="")
+        return None
     gap = float(np.linalg.norm(ctx.unit_sums(a).mean - ctx.unit_sums(b).mean))
     a_to_b, b_to_a = ctx.cross_pass(a, b)
     recall = {(a, b): _restrict(a_to_b, queries[0]), (b, a): _restrict(b_to_a, queries[1])}

@@ -65,6 +65,7 @@ from gapscope.engine.ranking import (
     summarize,
 )
 from gapscope.engine.unit_rows import (
+    RowSource,
     UnitRows,
     as_unit_rows,
     exact_scores,
@@ -237,7 +238,7 @@ def _sampled_estimate(log_a: np.ndarray, n: int) -> tuple[float, float]:
 class _IntraRanks:
     """Per-query intra-modal ranks, AP and R-precision, filled block by block."""
 
-    def __init__(self, codes: np.ndarray, rows: np.ndarray, unit: UnitRows) -> None:
+    def __init__(self, codes: np.ndarray, rows: np.ndarray, unit: RowSource) -> None:
         n = codes.size
         self.unit = unit
         # Near-ties closer than twice the float32 error bound are ranked by exact scores.
@@ -266,17 +267,22 @@ class _IntraRanks:
             if not self.wanted[i]:
                 continue
             code = int(self.codes[i])
-            group = self.groups.get(code)
-            if group is None:
-                group = self.groups[code] = self.members.of(code)
             ranks = relevant_ranks(
                 scores[r],
-                group[group != i],
+                self._items(i),
                 self._is_relevant(code),
                 self.margin * scale,
                 self._exact_keys(i),
             )
             self._store(i, ranks)
+
+    def _items(self, i: int) -> np.ndarray:
+        """Query ``i``'s relevant rows: its group's other members (ascending)."""
+        code = int(self.codes[i])
+        group = self.groups.get(code)
+        if group is None:
+            group = self.groups[code] = self.members.of(code)
+        return group[group != i]
 
     def rank_block_device(self, idx: np.ndarray, scores_t: torch.Tensor, scale: float) -> None:
         """:meth:`rank_block` with the block left on its device
@@ -287,12 +293,8 @@ class _IntraRanks:
         queries = idx[rows].tolist()
         items, relevant, exact = [], [], []
         for i in queries:
-            code = int(self.codes[i])
-            group = self.groups.get(code)
-            if group is None:
-                group = self.groups[code] = self.members.of(code)
-            items.append(group[group != i])
-            relevant.append(self._is_relevant(code))
+            items.append(self._items(i))
+            relevant.append(self._is_relevant(int(self.codes[i])))
             exact.append(self._exact_keys(i))
         ranks = relevant_ranks_device(scores_t, rows, items, relevant, self.margin * scale, exact)
         for i, r in zip(queries, ranks, strict=True):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ __all__ = [
     "MIN_NORM",
     "PRECISIONS",
     "STREAM_CHUNK_ROWS",
+    "RowSource",
     "UnitRows",
     "as_unit_rows",
     "exact_scores",
@@ -53,6 +55,7 @@ __all__ = [
     "full_float32_products",
     "matmul",
     "matmul_into",
+    "moved_unit_rows",
     "rowwise_dot",
 ]
 
@@ -275,19 +278,33 @@ class UnitRows:
         unit = normalize_rows(rows, device=self.device)
         if self._offset is None:
             return self._rounded(unit)
-        unit -= self._offset
-        norms = torch.linalg.vector_norm(unit, dim=1, keepdim=True)
-        short = torch.nonzero(norms[:, 0] < MIN_NORM)
-        if short.numel():
-            at = int(short[0, 0])
+        moved, norms = moved_unit_rows(unit, self._offset)
+        short = np.flatnonzero(norms < MIN_NORM)
+        if short.size:
+            at = int(short[0])
             row = start + at if start is not None else int(index[at])  # type: ignore[index]
             raise EmbeddingError(f"{self.name}: row {row} {self._why}, so it has no direction left")
-        return self._rounded(unit.div_(norms))
+        return self._rounded(moved)
 
     def _rounded(self, unit: torch.Tensor) -> torch.Tensor:
         if self.dtype == torch.float32:
             return unit
         return unit.to(self.dtype).to(self._storage)
+
+
+def moved_unit_rows(unit: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """``fl32(fl32(u_i - p) / nu_i)`` for float32 unit rows ``u_i`` and a float32 offset ``p``,
+    with ``nu_i`` the float64 norm of ``fl32(u_i - p)`` (also returned, as numpy).
+
+    The difference is one float32 operation an element, the norm a numpy sum along the row
+    and the quotient rounded once, so a row's bits depend on that row alone (not on how many
+    rows come with it, nor on the thread count). Rows whose norm is below :data:`MIN_NORM`
+    are the caller's to refuse (their quotient is meaningless)."""
+    moved = (unit - offset).cpu().numpy().astype(np.float64)
+    norms = np.sqrt(np.multiply(moved, moved).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved /= norms[:, None]
+    return torch.from_numpy(moved.astype(np.float32)).to(unit.device), norms
 
 
 def _first_equal_rows(rows: np.ndarray) -> np.ndarray:
@@ -414,11 +431,20 @@ def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) ->
     return out.copy_(matmul(queries, keys))
 
 
+class RowSource(Protocol):
+    """Float32 rows that can be picked by index: :class:`UnitRows`, or
+    :class:`~gapscope.engine.offset_passes.OffsetRows`."""
+
+    shape: tuple[int, int]
+
+    def take(self, index: np.ndarray) -> torch.Tensor: ...
+
+
 # Pairs a chunk of exact_scores (two float64 gathers of this many rows).
 _EXACT_CHUNK = 16384
 
 
-def exact_scores(a: UnitRows, rows_a: np.ndarray, b: UnitRows, rows_b: np.ndarray) -> np.ndarray:
+def exact_scores(a: RowSource, rows_a: np.ndarray, b: RowSource, rows_b: np.ndarray) -> np.ndarray:
     """The float64 dot product of unit rows ``a[rows_a[p]]`` and ``b[rows_b[p]]`` for every
     pair ``p``.
 

@@ -1,0 +1,448 @@
+"""Passes over unit rows moved by offsets, all read from one product of the rows as they are.
+
+The gap-closing what-ifs (:mod:`gapscope.analysis.whatif`) measure several versions of a pair
+of modalities, each with every unit row ``u_i`` of a modality moved by one vector ``p`` and
+re-normalised: ``w_i = (u_i - p) / nu_i``, ``nu_i = ||u_i - p||``. The score of a moved query
+row (offset ``p``) and a moved key row (offset ``q``) is
+
+    T_ij = w_i . z_j = (S_ij - u_i . q - p . v_j + p . q) / (nu_i mu_j),
+
+with ``S_ij = u_i . v_j`` the score of the rows as they are. So one product ``S`` serves every
+version: each block of it is turned into each version's scores by two additions and two
+multiplications a score (about a tenth of the product's time on a CPU), then ranked and summed
+exactly as :mod:`gapscope.engine.passes` ranks and sums its own blocks. Five versions of a pair
+then cost one product a direction instead of five.
+
+**The rows a version is.** :class:`OffsetRows` defines a version's float32 unit rows as
+``fl32((fl32(u_i - p)) / nu_i)`` (``p`` rounded to float32 first, ``nu_i`` the float64 norm of
+the float32 difference), from the float32 unit rows ``u_i`` of :class:`~gapscope.engine.
+unit_rows.UnitRows`. Near-ties are ranked by the exact (float64) dot products of those rows,
+so a rank is the rank by exact scores of a version's rows, ties to the lower index: the same
+rank a product of the version's rows of their own gives.
+
+**How far a derived score can be from the exact one.** With ``u = 2^-24``, ``e_S`` the bound
+on a float32 score of unit rows (:func:`~gapscope.engine.ranking.score_error_bound`), ``P =
+max(||p||, ||q||)`` and ``rho_i = fl32(1 / nu_i)``: the float32 difference of the rows is
+within ``2u (1 + P)^2`` of its exact dot product, the rounded constants ``fl32(-u_i . q + p .
+q)`` and ``fl32(-p . v_j)`` within ``u (P + P^2)`` and ``u P``, the two float32 additions within
+``2u (1 + P)^2``, the two multiplications and the rounded ``rho`` within ``4u |T| (1 + P)^2
+rho_i rho_j``, and rounding the version's rows to float32 moves their dot product by at most
+``2u`` (each row is a unit vector to ``1e-15``). Together
+
+    |T_computed - T_exact| <= (e_S + 10 u (1 + P)^2) rho_i rho_j (1 + 4u) + 3u,
+
+taken with the largest ``rho`` of each side as the ranking's per-score bound (its margin is
+twice that). A version with no offset on either side is the product itself (``T = S``, bound
+``e_S``), bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from gapscope.engine.blocks import resolve_block_size
+from gapscope.engine.device_ranking import row_ranks_device
+from gapscope.engine.distributed import current_share
+from gapscope.engine.numerics import log_sum_exp
+from gapscope.engine.passes import (
+    ModalityPassResult,
+    _IntraRanks,
+    _KernelRows,
+    _pipelined,
+    _sampled_estimate,
+    ranks_on_device,
+)
+from gapscope.engine.ranking import (
+    GroupMembers,
+    RetrievalResult,
+    row_ranks,
+    score_error_bound,
+    summarize,
+)
+from gapscope.engine.unit_rows import (
+    MIN_NORM,
+    UnitRows,
+    exact_scores,
+    moved_unit_rows,
+    score_buffer,
+)
+from gapscope.engine.validation import (
+    ArrayLike,
+    check_groups,
+    check_k,
+    check_positive,
+    check_query_index,
+    pair_groups,
+)
+from gapscope.errors import EmbeddingError
+
+__all__ = ["OffsetRows", "offset_cross_passes", "offset_modality_passes"]
+
+_U = 2.0**-24
+
+
+class OffsetRows:
+    """The unit rows of ``base`` moved by ``offset`` and normalised again, as float32.
+
+    Row ``i`` is ``fl32(fl32(u_i - p) / nu_i)`` with ``u_i`` the float32 unit row of ``base``,
+    ``p`` the offset rounded to float32 and ``nu_i`` the float64 norm of ``fl32(u_i - p)``
+    (:func:`~gapscope.engine.unit_rows.moved_unit_rows`: the rows ``UnitRows(x,
+    offset=p)`` holds, bit for bit). Only the factors ``fl32(1 / nu_i)`` are kept (``n``
+    floats): :meth:`take` makes rows when the ranking asks for exact scores. ``offset=None``
+    is ``base`` itself.
+
+    Raises:
+        EmbeddingError: a row the offset sends (within ``MIN_NORM``) to the origin, named by
+            ``name`` and described by ``why``.
+    """
+
+    def __init__(
+        self,
+        base: UnitRows,
+        offset: np.ndarray | None,
+        *,
+        name: str = "x",
+        why: str = "is sent to the origin by the offset",
+    ) -> None:
+        if not base.in_memory:
+            raise ValueError("OffsetRows needs unit rows held in memory")
+        self.base = base
+        self.shape = base.shape
+        self.device = base.device
+        self.in_memory = True
+        dim = base.shape[1]
+        self.offset: np.ndarray | None = None
+        self.offset_norm = 0.0
+        # rho_i = fl32(1 / nu_i), the factor of a row's scores; 1 for rows not moved.
+        self.factors = torch.ones(base.shape[0], dtype=torch.float32, device=self.device)
+        self.max_factor = 1.0
+        self._offset_t: torch.Tensor | None = None
+        if offset is None:
+            return
+        p32 = np.asarray(offset, dtype=np.float32).reshape(dim)
+        self.offset = p32.astype(np.float64)
+        self.offset_norm = math.sqrt(math.fsum(self.offset * self.offset))
+        self._offset_t = torch.from_numpy(p32).to(self.device)
+        norms = np.empty(base.shape[0], dtype=np.float64)
+        for start, stop, rows in base.chunks():
+            norms[start:stop] = moved_unit_rows(rows, self._offset_t)[1]
+        short = np.flatnonzero(norms < MIN_NORM)
+        if short.size:
+            raise EmbeddingError(f"{name}: row {int(short[0])} {why}, so it has no direction left")
+        factors = (1.0 / norms).astype(np.float32)
+        self.factors = torch.from_numpy(factors).to(self.device)
+        self.max_factor = float(factors.max())
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, index: np.ndarray) -> torch.Tensor:
+        """The moved unit rows at ``index`` (float32, a new tensor)."""
+        rows = self.base.take(index)
+        if self._offset_t is None:
+            return rows
+        return moved_unit_rows(rows, self._offset_t)[0]
+
+
+def _row_dots(base: UnitRows, vectors: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """``u_i . v`` for every row of ``base`` and every vector ``v`` (zeros for ``None``), in
+    float64 from one read of the rows: numpy sums along each row, so a row's value does not
+    depend on the thread count."""
+    out = [np.zeros(base.shape[0], dtype=np.float64) for _ in vectors]
+    if all(v is None for v in vectors):
+        return out
+    for start, stop, rows in base.chunks():
+        rows64 = rows.cpu().numpy().astype(np.float64)
+        for vector, dots in zip(vectors, out, strict=True):
+            if vector is not None:
+                dots[start:stop] = np.multiply(rows64, vector).sum(axis=1)
+    return out
+
+
+class _Moved:
+    """Turns blocks of ``S = U_q U_k^T`` into the scores of the moved rows ``queries`` and
+    ``keys`` (times ``scale``, a power of two), and bounds their error (module notes).
+    ``query_dots`` are ``u_i . q`` of the query rows with the keys' offset, ``key_dots``
+    ``v_j . p`` of the key rows with the queries' offset (:func:`_row_dots`)."""
+
+    def __init__(
+        self,
+        queries: OffsetRows,
+        keys: OffsetRows,
+        query_dots: np.ndarray,
+        key_dots: np.ndarray,
+        scale: float = 1.0,
+    ) -> None:
+        self.queries, self.keys, self.scale = queries, keys, scale
+        e_s = score_error_bound(queries.shape[1])
+        self.identity = queries.offset is None and keys.offset is None
+        # The ranking's margin: twice the largest error of a score, in unscaled units.
+        if self.identity:
+            self.margin = 2.0 * e_s
+            return
+        p, q = queries.offset, keys.offset
+        big = max(queries.offset_norm, keys.offset_norm)
+        bound = (e_s + 10.0 * _U * (1.0 + big) ** 2) * queries.max_factor * keys.max_factor
+        self.margin = 2.0 * (bound * (1.0 + 4.0 * _U) + 3.0 * _U)
+        pq = 0.0 if p is None or q is None else math.fsum(p * q)
+        dev = queries.device
+        self.row_terms = torch.from_numpy((pq - query_dots).astype(np.float32)).to(dev)
+        self.column_terms = torch.from_numpy((-key_dots).astype(np.float32)).to(dev)[None]
+        self.row_factors = queries.factors * scale
+        self.column_factors = keys.factors[None]
+
+    def exact_scores(self, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Exact scores of the moved query ``rows`` and ``keys``, pair by pair."""
+        return exact_scores(self.queries, rows, self.keys, keys)
+
+    def apply(self, scores: torch.Tensor, idx_t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The moved scores of the query rows ``idx_t`` from their block ``scores``, into
+        ``out``: ``(((S + c_j) + a_i) * rho_j) * (rho_i * scale)``, elementwise in float32,
+        a few rows at a time (the four operations then run on rows still in cache)."""
+        if self.identity:
+            return (
+                torch.mul(scores, self.scale, out=out) if self.scale != 1.0 else out.copy_(scores)
+            )
+        row_terms = self.row_terms.index_select(0, idx_t)[:, None]
+        row_factors = self.row_factors.index_select(0, idx_t)[:, None]
+        for a in range(0, idx_t.numel(), _CACHED_ROWS):
+            z = a + _CACHED_ROWS
+            part = torch.add(scores[a:z], self.column_terms, out=out[a:z])
+            part.add_(row_terms[a:z]).mul_(self.column_factors).mul_(row_factors[a:z])
+        return out
+
+
+#: Rows of a block transformed together: 32 rows of 20,000 scores are 2.5 MiB.
+_CACHED_ROWS = 32
+
+
+class _Version(NamedTuple):
+    moved: _Moved
+    intra: _IntraRanks | None
+    kernel: _KernelRows
+
+
+def offset_modality_passes(
+    base: UnitRows,
+    versions: Sequence[OffsetRows],
+    relevance: ArrayLike | Sequence[int] | None = None,
+    *,
+    k: int | Sequence[int] = (1, 5, 10),
+    t: float = 2.0,
+    block_size: int | None = None,
+    query_index: ArrayLike | Sequence[int] | None = None,
+) -> list[ModalityPassResult]:
+    """:func:`~gapscope.engine.passes.modality_pass` (uniformity and intra-modal retrieval) of
+    every version of one modality, from one ``X X^T`` pass over ``base``.
+
+    Each block of ``base``'s query rows against every row is made once and turned into each
+    version's scores (module notes); the query's own column is ``-inf`` in every version.
+    Retrieval is exact (ranks by exact scores of each version's rows), and a version without
+    offset gives :func:`~gapscope.engine.passes.modality_pass`'s numbers bit for bit; the
+    uniformity of a moved version is its float32 kernel sum over derived scores, within float32
+    rounding of a pass over its own rows.
+
+    Args:
+        base: the modality's unit rows, held in memory.
+        versions: :class:`OffsetRows` of ``base``.
+        relevance, k, t, block_size, query_index: as for
+            :func:`~gapscope.engine.passes.modality_pass`.
+
+    Returns:
+        One :class:`~gapscope.engine.passes.ModalityPassResult` a version, in order.
+
+    Raises:
+        EmbeddingError: bad codes, fewer than 2 rows.
+        GapscopeError: a bad ``t``, ``k``, ``block_size`` or ``query_index``.
+    """
+    cutoffs = check_k(k)
+    n = base.shape[0]
+    if n < 2:
+        raise EmbeddingError(f"{base.name}: needs at least 2 rows, got {n}")
+    t = check_positive(t, "t")
+    block = resolve_block_size(block_size, n)
+    sample = check_query_index(query_index, n)
+    codes = check_groups(relevance, n, "relevance")
+    rows = np.arange(n) if sample is None else sample
+    states = []
+    dots = _row_dots(base, [view.offset for view in versions])
+    for view, own_dots in zip(versions, dots, strict=True):
+        kernel = _KernelRows(rows.size, t)
+        moved = _Moved(view, view, own_dots, own_dots, kernel.two_t if kernel.prescale else 1.0)
+        intra = None
+        if codes is not None:
+            intra = _IntraRanks(codes, rows, view)
+            intra.margin = moved.margin
+        states.append(_Version(moved, intra, kernel))
+
+    starts = list(range(0, rows.size, block))
+    share = current_share()
+    mine = share.blocks(len(starts))
+    rows_max = min(block, rows.size)
+    buffers = [score_buffer(rows_max, n, base.device) for _ in range(min(2, len(mine)))]
+    moved_buffer = score_buffer(rows_max, n, base.device)
+
+    def product(b: int) -> tuple[int, np.ndarray, torch.Tensor]:
+        start = starts[mine[b]]
+        idx = rows[start : start + block]
+        out = buffers[b % len(buffers)][: idx.size]
+        queries = lambda a, z: base.take(rows[a:z])  # noqa: E731
+        return start, idx, base.block_scores(queries, rows.size, start, start + idx.size, out)
+
+    def consume(item: tuple[int, np.ndarray, torch.Tensor]) -> None:
+        start, idx, scores_t = item
+        idx_t = torch.from_numpy(idx).to(base.device)
+        own = torch.arange(idx.size, device=base.device)
+        for state in states:
+            scale = state.moved.scale
+            moved = state.moved.apply(scores_t, idx_t, moved_buffer[: idx.size])
+            moved[own, idx_t] = -math.inf
+            if state.intra is not None:
+                if ranks_on_device(moved):
+                    state.intra.rank_block_device(idx, moved, scale)
+                else:
+                    state.intra.rank_block(idx, moved.cpu().numpy(), scale)
+            # Last: the kernel overwrites the scores in place.
+            state.kernel.add_block(slice(start, start + idx.size), moved)
+
+    _pipelined(len(mine), product, consume)
+    results = []
+    for state in states:
+        retrieval = None
+        if state.intra is not None:
+            share.sum(state.intra.first_rank, state.intra.ap, state.intra.rp)
+            retrieval = state.intra.result(cutoffs, sample)
+        share.sum(state.kernel.row_lse)
+        terms = state.kernel.row_lse - math.log(n - 1)
+        if sample is None:
+            value, se = log_sum_exp(state.kernel.row_lse) - math.log(n * (n - 1)), None
+        else:
+            value, se = _sampled_estimate(terms, n)
+        results.append(ModalityPassResult(value, se, sample, terms, retrieval))
+    return results
+
+
+def offset_cross_passes(
+    base_x: UnitRows,
+    base_y: UnitRows,
+    versions: Sequence[tuple[OffsetRows, OffsetRows]],
+    groups_x: ArrayLike | Sequence[int] | None = None,
+    groups_y: ArrayLike | Sequence[int] | None = None,
+    *,
+    k: int | Sequence[int] = (1, 5, 10),
+    block_size: int | None = None,
+    query_index_x: ArrayLike | Sequence[int] | None = None,
+    query_index_y: ArrayLike | Sequence[int] | None = None,
+) -> list[tuple[RetrievalResult, RetrievalResult]]:
+    """:func:`~gapscope.engine.passes.cross_pass` (``x -> y`` and ``y -> x`` recall@K) of every
+    version of a pair, from one product a direction.
+
+    Each direction's queries (every row, or ``query_index_*``) are ranked by rows: blocks of
+    ``base_x``'s query rows against every ``base_y`` row (and the other way round), made once
+    and turned into each version's scores (module notes). Ranks are exact, so each version's
+    numbers are those of :func:`~gapscope.engine.passes.cross_pass` on its own rows.
+
+    Args:
+        base_x, base_y: the two modalities' unit rows, held in memory.
+        versions: ``(x version, y version)`` pairs of :class:`OffsetRows`.
+        groups_x, groups_y, k, block_size, query_index_x, query_index_y: as for
+            :func:`~gapscope.engine.passes.cross_pass`.
+
+    Returns:
+        ``(x_to_y, y_to_x)`` a version, in order.
+
+    Raises:
+        EmbeddingError: bad groups.
+        GapscopeError: a bad ``k``, ``block_size`` or ``query_index_*``.
+    """
+    cutoffs = check_k(k)
+    gx, gy = pair_groups(base_x, base_y, groups_x, groups_y, ("x", "y"))
+    sample_x = check_query_index(query_index_x, base_x.shape[0])
+    sample_y = check_query_index(query_index_y, base_y.shape[0])
+    # u_i . q of every x row with each version's y offset, and v_j . p the other way.
+    x_dots = _row_dots(base_x, [y.offset for _, y in versions])
+    y_dots = _row_dots(base_y, [x.offset for x, _ in versions])
+    forward = [
+        _Moved(x, y, xq, yp) for (x, y), xq, yp in zip(versions, x_dots, y_dots, strict=True)
+    ]
+    backward = [
+        _Moved(y, x, yp, xq) for (x, y), xq, yp in zip(versions, x_dots, y_dots, strict=True)
+    ]
+    x_to_y = _rows_direction(base_x, base_y, forward, gx, gy, sample_x, cutoffs, block_size)
+    y_to_x = _rows_direction(base_y, base_x, backward, gy, gx, sample_y, cutoffs, block_size)
+    return list(zip(x_to_y, y_to_x, strict=True))
+
+
+def _rows_direction(
+    base_q: UnitRows,
+    base_k: UnitRows,
+    moved: list[_Moved],
+    groups_q: np.ndarray,
+    groups_k: np.ndarray,
+    sample: np.ndarray | None,
+    cutoffs: Sequence[int],
+    block_size: int | None,
+) -> list[RetrievalResult]:
+    """First ranks of one direction's queries in every version, by rows of blocks of the one
+    product ``U_q[queries] U_k^T``."""
+    members = GroupMembers(groups_k)
+    eligible = members.count(groups_q) > 0
+    rows = np.arange(base_q.shape[0]) if sample is None else sample
+    evaluated = rows[eligible[rows]]
+    n_keys = base_k.shape[0]
+    firsts = [np.zeros(evaluated.size, dtype=np.int64) for _ in moved]
+    block = resolve_block_size(block_size, n_keys)
+    starts = list(range(0, evaluated.size, block))
+    share = current_share()
+    mine = share.blocks(len(starts))
+    rows_max = min(block, max(evaluated.size, 1))
+    buffers = [score_buffer(rows_max, n_keys, base_q.device) for _ in range(min(2, len(mine)))]
+    moved_buffer = score_buffer(rows_max, n_keys, base_q.device)
+    mask = np.empty((rows_max, n_keys), dtype=bool)
+
+    def product(b: int) -> tuple[int, np.ndarray, torch.Tensor]:
+        start = starts[mine[b]]
+        idx = evaluated[start : start + block]
+        out = buffers[b % len(buffers)][: idx.size]
+        queries = lambda a, z: base_q.take(evaluated[a:z])  # noqa: E731
+        return (
+            start,
+            idx,
+            base_k.block_scores(queries, evaluated.size, start, start + idx.size, out),
+        )
+
+    def consume(item: tuple[int, np.ndarray, torch.Tensor]) -> None:
+        start, idx, scores_t = item
+        idx_t = torch.from_numpy(idx).to(base_q.device)
+        every = np.arange(idx.size)
+        codes = groups_q[idx]
+        for change, first in zip(moved, firsts, strict=True):
+            exact = change.exact_scores
+            scores = change.apply(scores_t, idx_t, moved_buffer[: idx.size])
+            if ranks_on_device(scores):
+                ranks = row_ranks_device(scores, every, idx, codes, members, change.margin, exact)
+            else:
+                ranks = row_ranks(
+                    scores.cpu().numpy(), every, idx, codes, members, change.margin, exact, mask
+                )
+            first[start : start + idx.size] = ranks
+
+    _pipelined(len(mine), product, consume)
+    results = []
+    for first in firsts:
+        share.sum(first)
+        results.append(
+            summarize(
+                cutoffs,
+                first,
+                n_skipped=int(rows.size - evaluated.size),
+                n_eligible_total=None if sample is None else int(np.count_nonzero(eligible)),
+                query_rows=evaluated,
+            )
+        )
+    return results
