@@ -14,6 +14,7 @@ read from one pass.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -175,6 +176,7 @@ def score_error_bound(dim: int) -> float:
     return 1.01 * du / (1.0 - du)
 
 
+@functools.lru_cache(maxsize=256)
 def float32_margin(margin: float) -> np.float32:
     """The smallest float32 no smaller than ``margin``: each float32 sum ``s +- m`` is then
     rounded to nearest (within half a step of the exact bound), and one step outwards (as
@@ -317,11 +319,9 @@ def relevant_ranks(
     ...                lambda keys: row.astype(np.float64)[keys]).tolist()
     [1, 2]
     """
-    # Items in ascending score order: the windows then ascend too, and ascending needles
+    # Item scores in ascending order: the windows then ascend too, and ascending needles
     # make the binary searches walk the keys forwards (about twice as fast).
-    values = row[items]
-    order = np.argsort(values, kind="stable")
-    items, values = items[order], values[order]
+    values = np.sort(row[items])
     lo, hi = near_window(values, margin)
     m = items.size
     above_relevant = m - np.searchsorted(values, hi, side="right")
@@ -335,10 +335,15 @@ def relevant_ranks(
         near = keys.size - above - np.searchsorted(keys, lo, side="left")
     counts = above - above_relevant
     need = np.flatnonzero(near > near_relevant)
-    if need.size:
-        close, owner = near_keys(row, lo[need], hi[need], is_relevant)
-        counts[need] += outranking_items(close, owner, items[need], exact_keys)
-    return np.sort(counts) + np.arange(items.size)
+    if not need.size:
+        # The non-relevant keys above each window: fewer for each higher item, so ascending
+        # is the reverse order.
+        return counts[::-1] + np.arange(m)
+    # The items in the order of their scores (ties by index) name the windows' owners.
+    items = items[np.argsort(row[items], kind="stable")]
+    close, owner = near_keys(row, lo[need], hi[need], is_relevant)
+    counts[need] += outranking_items(close, owner, items[need], exact_keys)
+    return np.sort(counts) + np.arange(m)
 
 
 def near_keys(
