@@ -39,7 +39,7 @@ twice that). A version with no offset on either side is the product itself (``T 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -221,6 +221,45 @@ class _Moved:
 _CACHED_ROWS = 32
 
 
+def _version_blocks(
+    base_q: UnitRows,
+    base_k: UnitRows,
+    rows: np.ndarray,
+    block: int,
+    moved: list[_Moved],
+    consume: Callable[[int, np.ndarray, int, torch.Tensor], None],
+) -> None:
+    """``consume(start, idx, v, scores)`` for every block of ``base_q``'s query ``rows``
+    (this process's share) and every version ``v``: ``scores`` are version ``v``'s scores of
+    the block's rows ``idx`` (positions ``start:``), read from the one product ``U_q[idx]
+    U_k^T``.
+
+    The product and the versions' scores are made on this thread (torch uses every core)
+    while a worker thread consumes the previous version's scores (ranking in numpy, on one
+    core): each block's product is kept in one buffer until its last version is made, and
+    the versions' scores alternate between two."""
+    n_keys = base_k.shape[0]
+    starts = list(range(0, rows.size, block))
+    mine = current_share().blocks(len(starts))
+    rows_max = min(block, max(rows.size, 1))
+    product = score_buffer(rows_max, n_keys, base_q.device)
+    outputs = [score_buffer(rows_max, n_keys, base_q.device) for _ in range(2)]
+    versions = len(moved)
+
+    def make(item: int) -> tuple[int, np.ndarray, int, torch.Tensor]:
+        b, v = divmod(item, versions)
+        start = starts[mine[b]]
+        idx = rows[start : start + block]
+        if v == 0:
+            queries = lambda a, z: base_q.take(rows[a:z])  # noqa: E731
+            base_k.block_scores(queries, rows.size, start, start + idx.size, product[: idx.size])
+        idx_t = torch.from_numpy(idx).to(base_q.device)
+        out = outputs[item % 2][: idx.size]
+        return start, idx, v, moved[v].apply(product[: idx.size], idx_t, out)
+
+    _pipelined(len(mine) * versions, make, lambda item: consume(*item))
+
+
 class _Version(NamedTuple):
     moved: _Moved
     intra: _IntraRanks | None
@@ -280,37 +319,20 @@ def offset_modality_passes(
             intra.margin = moved.margin
         states.append(_Version(moved, intra, kernel))
 
-    starts = list(range(0, rows.size, block))
-    share = current_share()
-    mine = share.blocks(len(starts))
-    rows_max = min(block, rows.size)
-    buffers = [score_buffer(rows_max, n, base.device) for _ in range(min(2, len(mine)))]
-    moved_buffer = score_buffer(rows_max, n, base.device)
-
-    def product(b: int) -> tuple[int, np.ndarray, torch.Tensor]:
-        start = starts[mine[b]]
-        idx = rows[start : start + block]
-        out = buffers[b % len(buffers)][: idx.size]
-        queries = lambda a, z: base.take(rows[a:z])  # noqa: E731
-        return start, idx, base.block_scores(queries, rows.size, start, start + idx.size, out)
-
-    def consume(item: tuple[int, np.ndarray, torch.Tensor]) -> None:
-        start, idx, scores_t = item
+    def consume(start: int, idx: np.ndarray, v: int, moved: torch.Tensor) -> None:
+        state = states[v]
         idx_t = torch.from_numpy(idx).to(base.device)
-        own = torch.arange(idx.size, device=base.device)
-        for state in states:
-            scale = state.moved.scale
-            moved = state.moved.apply(scores_t, idx_t, moved_buffer[: idx.size])
-            moved[own, idx_t] = -math.inf
-            if state.intra is not None:
-                if ranks_on_device(moved):
-                    state.intra.rank_block_device(idx, moved, scale)
-                else:
-                    state.intra.rank_block(idx, moved.cpu().numpy(), scale)
-            # Last: the kernel overwrites the scores in place.
-            state.kernel.add_block(slice(start, start + idx.size), moved)
+        moved[torch.arange(idx.size, device=base.device), idx_t] = -math.inf
+        if state.intra is not None:
+            if ranks_on_device(moved):
+                state.intra.rank_block_device(idx, moved, state.moved.scale)
+            else:
+                state.intra.rank_block(idx, moved.cpu().numpy(), state.moved.scale)
+        # Last: the kernel overwrites the scores in place.
+        state.kernel.add_block(slice(start, start + idx.size), moved)
 
-    _pipelined(len(mine), product, consume)
+    share = current_share()
+    _version_blocks(base, base, rows, block, [state.moved for state in states], consume)
     results = []
     for state in states:
         retrieval = None
@@ -397,42 +419,21 @@ def _rows_direction(
     n_keys = base_k.shape[0]
     firsts = [np.zeros(evaluated.size, dtype=np.int64) for _ in moved]
     block = resolve_block_size(block_size, n_keys)
-    starts = list(range(0, evaluated.size, block))
+    mask = np.empty((min(block, max(evaluated.size, 1)), n_keys), dtype=bool)
+
+    def consume(start: int, idx: np.ndarray, v: int, scores: torch.Tensor) -> None:
+        change, codes, every = moved[v], groups_q[idx], np.arange(idx.size)
+        exact = change.exact_scores
+        if ranks_on_device(scores):
+            ranks = row_ranks_device(scores, every, idx, codes, members, change.margin, exact)
+        else:
+            ranks = row_ranks(
+                scores.cpu().numpy(), every, idx, codes, members, change.margin, exact, mask
+            )
+        firsts[v][start : start + idx.size] = ranks
+
     share = current_share()
-    mine = share.blocks(len(starts))
-    rows_max = min(block, max(evaluated.size, 1))
-    buffers = [score_buffer(rows_max, n_keys, base_q.device) for _ in range(min(2, len(mine)))]
-    moved_buffer = score_buffer(rows_max, n_keys, base_q.device)
-    mask = np.empty((rows_max, n_keys), dtype=bool)
-
-    def product(b: int) -> tuple[int, np.ndarray, torch.Tensor]:
-        start = starts[mine[b]]
-        idx = evaluated[start : start + block]
-        out = buffers[b % len(buffers)][: idx.size]
-        queries = lambda a, z: base_q.take(evaluated[a:z])  # noqa: E731
-        return (
-            start,
-            idx,
-            base_k.block_scores(queries, evaluated.size, start, start + idx.size, out),
-        )
-
-    def consume(item: tuple[int, np.ndarray, torch.Tensor]) -> None:
-        start, idx, scores_t = item
-        idx_t = torch.from_numpy(idx).to(base_q.device)
-        every = np.arange(idx.size)
-        codes = groups_q[idx]
-        for change, first in zip(moved, firsts, strict=True):
-            exact = change.exact_scores
-            scores = change.apply(scores_t, idx_t, moved_buffer[: idx.size])
-            if ranks_on_device(scores):
-                ranks = row_ranks_device(scores, every, idx, codes, members, change.margin, exact)
-            else:
-                ranks = row_ranks(
-                    scores.cpu().numpy(), every, idx, codes, members, change.margin, exact, mask
-                )
-            first[start : start + idx.size] = ranks
-
-    _pipelined(len(mine), product, consume)
+    _version_blocks(base_q, base_k, evaluated, block, moved, consume)
     results = []
     for first in firsts:
         share.sum(first)
