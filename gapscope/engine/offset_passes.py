@@ -237,13 +237,16 @@ def _version_blocks(
     The product and the versions' scores are made on this thread (torch uses every core)
     while a worker thread consumes the previous version's scores (ranking in numpy, on one
     core): each block's product is kept in one buffer until its last version is made, and
-    the versions' scores alternate between two."""
+    the versions' scores alternate between two. Blocks bigger than :data:`_OVERLAP_BYTES`
+    get one buffer of versions' scores, made and consumed in turn, so that the buffers never
+    take more than the two of a pass of :mod:`gapscope.engine.passes`."""
     n_keys = base_k.shape[0]
     starts = list(range(0, rows.size, block))
     mine = current_share().blocks(len(starts))
     rows_max = min(block, max(rows.size, 1))
     product = score_buffer(rows_max, n_keys, base_q.device)
-    outputs = [score_buffer(rows_max, n_keys, base_q.device) for _ in range(2)]
+    overlap = 4 * rows_max * n_keys <= _OVERLAP_BYTES
+    outputs = [score_buffer(rows_max, n_keys, base_q.device) for _ in range(2 if overlap else 1)]
     versions = len(moved)
 
     def make(item: int) -> tuple[int, np.ndarray, int, torch.Tensor]:
@@ -254,10 +257,19 @@ def _version_blocks(
             queries = lambda a, z: base_q.take(rows[a:z])  # noqa: E731
             base_k.block_scores(queries, rows.size, start, start + idx.size, product[: idx.size])
         idx_t = torch.from_numpy(idx).to(base_q.device)
-        out = outputs[item % 2][: idx.size]
+        out = outputs[item % len(outputs)][: idx.size]
         return start, idx, v, moved[v].apply(product[: idx.size], idx_t, out)
 
-    _pipelined(len(mine) * versions, make, lambda item: consume(*item))
+    if overlap:
+        _pipelined(len(mine) * versions, make, lambda item: consume(*item))
+    else:
+        for item in range(len(mine) * versions):
+            consume(*make(item))
+
+
+#: Score buffers up to this size are doubled so that making one version's scores overlaps
+#: ranking the previous one's (a 1,024-row block of 20,000 keys takes 80 MiB).
+_OVERLAP_BYTES = 128 << 20
 
 
 class _Version(NamedTuple):

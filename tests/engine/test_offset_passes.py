@@ -174,3 +174,28 @@ def test_a_row_sent_to_the_origin_is_named():
     x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
     with pytest.raises(EmbeddingError, match=r"image: row 1 lands on the origin"):
         OffsetRows(UnitRows(x), np.array([0.0, 1.0]), name="image", why="lands on the origin")
+
+
+def test_big_blocks_consume_their_versions_in_turn_with_the_same_bits(monkeypatch):
+    # Blocks above the overlap size get one buffer of versions' scores, made and ranked in
+    # turn: the same numbers as the overlapped path.
+    from gapscope.engine import offset_passes
+
+    x, y, labels = _data(n=120, seed=6)
+    base_x, base_y = UnitRows(x), UnitRows(y)
+    pairs = _offsets(x, y)
+    versions = [(OffsetRows(base_x, p), OffsetRows(base_y, q)) for p, q in pairs]
+
+    def run():
+        own = offset_modality_passes(base_x, [v[0] for v in versions], labels, k=KS, block_size=32)
+        cross = offset_cross_passes(base_x, base_y, versions, k=KS, block_size=32)
+        return [(r.uniformity_row_terms, r.retrieval.average_precision) for r in own], [
+            (a.first_rank, b.first_rank) for a, b in cross
+        ]
+
+    overlapped = run()
+    monkeypatch.setattr(offset_passes, "_OVERLAP_BYTES", 0)
+    in_turn = run()
+    for got, want in zip(in_turn[0] + in_turn[1], overlapped[0] + overlapped[1], strict=True):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
