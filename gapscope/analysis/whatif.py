@@ -23,11 +23,11 @@ negative ``f`` widens the gap.
 Every metric gapscope reports re-normalises rows, so a fixed pair is measured as the unit rows
 ``x' / ||x'||``. The gap, retrieval recall (inter- and intra-modal) and uniformity are measured
 on the original and on each fixed version with the same queries, so the differences come from
-the fix alone. Both fixes move every unit row of a modality by one vector, so they are measured
-with the passes of :mod:`gapscope.engine.passes` on
-:class:`~gapscope.engine.unit_rows.UnitRows` with an offset: no transformed copy of a modality
-is made, and a store too big for memory streams. The means come from the analysis context
-(computed once), and the "original" scenario reads the analysis's own passes when it has them.
+the fix alone. Both fixes move every unit row of a modality by one vector, so every scenario's
+scores follow from one product of the rows as they are (:mod:`gapscope.engine.offset_passes`):
+no transformed copy of a modality is made, one product a direction serves every scenario, and a
+store too big for memory streams. The means come from the analysis context (computed once),
+and the "original" scenario reads the analysis's own passes when it has them.
 """
 
 from __future__ import annotations
@@ -47,8 +47,12 @@ from gapscope.engine.blocks import row_blocks
 from gapscope.engine.moments import unit_sums
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.numerics import log_mean_exp
-from gapscope.engine.offset_passes import OffsetRows, offset_cross_passes, offset_modality_passes
-from gapscope.engine.passes import ModalityPassResult, cross_pass, modality_pass
+from gapscope.engine.offset_passes import (
+    offset_cross_passes,
+    offset_modality_passes,
+    offset_rows,
+)
+from gapscope.engine.passes import ModalityPassResult
 from gapscope.engine.ranking import RetrievalResult, summarize
 from gapscope.engine.sampling import Stream, generator
 from gapscope.engine.unit_rows import MIN_NORM, STREAM_CHUNK_ROWS, UnitRows, fits_in_memory
@@ -192,9 +196,9 @@ def measure_scenarios(
     Every scenario ranks the same query rows (:func:`whatif_queries`) against every row, so
     the differences come from the fix alone. The original reads the analysis's passes where
     it has them (restricted to those queries), and is measured like the others otherwise.
-    When the pair's unit rows fit in memory, every scenario is read from one product a
-    direction of the rows as they are (:mod:`gapscope.engine.offset_passes`); otherwise each
-    scenario streams passes of its own.
+    Every scenario is read from one product a direction of the rows as they are
+    (:mod:`gapscope.engine.offset_passes`), held in memory when the pair fits and normalised
+    block by block otherwise.
 
     Raises:
         EmbeddingError: a fix that sends a row to the origin.
@@ -212,10 +216,7 @@ def measure_scenarios(
         half = 0.5 * f * (mean_a - mean_b)
         offsets = (half, -half) if f != 0.0 else (None, None)
         fixes.append(_Fix(f, False, offsets, "lands on the origin after the shift"))
-    if fits_in_memory(ctx.raw[a].shape[0] + ctx.raw[b].shape[0], ctx.dim):
-        measured = _measure_together(ctx, (a, b), fixes, queries)
-    else:
-        measured = [_measure(ctx, (a, b), fix, queries) for fix in fixes]
+    measured = _measure_together(ctx, (a, b), fixes, queries)
     return ([original] if original is not None else []) + measured
 
 
@@ -233,8 +234,8 @@ class _Fix:
 class _TransformedSums:
     """Float64 sums of ``w_i = u_i - offset`` and of ``w_i / ||w_i||`` over the rows (``u_i``
     the unit rows), added a chunk at a time in row order; raises on a row the offset leaves
-    without direction. Fed by the scenario's :class:`UnitRows` as it reads the rows (one read
-    for both), or by :meth:`read` when the unit rows were not read up front."""
+    without direction. Fed (through :class:`_SumsOfEveryFix`) by the read that makes the unit
+    rows, or by a read of their own when the unit rows are streamed."""
 
     def __init__(self, dim: int, offset: np.ndarray | None, name: str, why: str) -> None:
         self.offset, self.name, self.why = offset, name, why
@@ -250,10 +251,6 @@ class _TransformedSums:
         norms = _check_nonzero(w, self.name, self.why, start)
         self.sum_w += w.sum(axis=0)
         self.sum_unit += (w / norms[:, None]).sum(axis=0)
-
-    def read(self, x: Any) -> None:
-        for start, stop in row_blocks(x.shape[0], STREAM_CHUNK_ROWS):
-            self.add(start, x[start:stop])
 
 
 class _SumsOfEveryFix:
@@ -275,6 +272,11 @@ class _SumsOfEveryFix:
                 except EmbeddingError as error:
                     self.errors[i] = error
 
+    def read(self, x: Any) -> None:
+        """Feed every row of ``x``, a chunk at a time (rows the unit rows did not read)."""
+        for start, stop in row_blocks(x.shape[0], STREAM_CHUNK_ROWS):
+            self.add(start, x[start:stop])
+
 
 def _measure_together(
     ctx: AnalysisContext,
@@ -282,8 +284,9 @@ def _measure_together(
     fixes: list[_Fix],
     queries: tuple[np.ndarray | None, np.ndarray | None],
 ) -> list[Scenario]:
-    """Every fix of the pair from one read of each modality (the gaps' sums of every fix come
-    from it) and one product a direction and a modality (:mod:`gapscope.engine.offset_passes`)."""
+    """Every fix of the pair from one product a direction and a modality
+    (:mod:`gapscope.engine.offset_passes`), and the gaps' sums of every fix from one read of
+    each modality."""
     opts = ctx.options
     sums = [
         {
@@ -292,21 +295,34 @@ def _measure_together(
         }
         for fix in fixes
     ]
+    # The unit rows as they are: one float32 copy when the pair fits in memory, else
+    # normalised block by block whenever a pass reads them.
+    fits = fits_in_memory(sum(ctx.raw[m].shape[0] for m in names), ctx.dim)
     base: dict[str, UnitRows] = {}
     feeds: dict[str, _SumsOfEveryFix] = {}
     for m in names:
         feeds[m] = _SumsOfEveryFix([s[m] for s in sums])
-        base[m] = UnitRows(ctx.raw[m], device=opts.device, name=m, on_rows=feeds[m].add)
-    versions: list[tuple[OffsetRows, OffsetRows]] = []
-    for f, fix in enumerate(fixes):
-        moved = []
-        for m, off in zip(names, fix.offsets, strict=True):
+        base[m] = UnitRows(
+            ctx.raw[m], device=opts.device, in_memory=fits, name=m, on_rows=feeds[m].add
+        )
+        if not base[m].rows_seen:
+            # Streamed rows are not read up front: the sums get a read of their own.
+            feeds[m].read(ctx.raw[m])
+    for f in range(len(fixes)):
+        for m in names:
             error = feeds[m].errors[f]
             if error is not None:
                 raise error
-            moved.append(OffsetRows(base[m], off, name=m, why=fix.why))
-        versions.append((moved[0], moved[1]))
+    # Every fix's rows of a modality from one read: their norms, and each row's dot products
+    # with every offset of both modalities (the passes' row and column terms).
     a, b = names
+    whys = [fix.why for fix in fixes]
+    offsets = {m: [fix.offsets[i] for fix in fixes] for i, m in enumerate(names)}
+    moved = {
+        m: offset_rows(base[m], offsets[m], name=m, whys=whys, dots_with=offsets[other])
+        for m, other in ((a, b), (b, a))
+    }
+    versions = list(zip(moved[a], moved[b], strict=True))
     cross = offset_cross_passes(
         base[a],
         base[b],
@@ -364,64 +380,6 @@ def _scenario(
         uniformity=uniformity,
         zeroshot=_zeroshot(ctx, names, fix.offsets, fix.why),
     )
-
-
-def _measure(
-    ctx: AnalysisContext,
-    names: tuple[str, str],
-    fix: _Fix,
-    queries: tuple[np.ndarray | None, np.ndarray | None],
-) -> Scenario:
-    """One fix of the pair by passes of its own over its unit rows, normalised block by block
-    (the rows do not fit in memory)."""
-    a, b = names
-    opts = ctx.options
-    # The gaps in float64 from the raw rows; the O(n^2) metrics from float32 unit rows of the
-    # transformed modality. The sums are taken from the rows the unit rows read, in the same
-    # chunks: one read.
-    sums: dict[str, _TransformedSums] = {}
-    units: dict[str, UnitRows] = {}
-    for m, off, q in zip(names, fix.offsets, queries, strict=True):
-        sums[m] = _TransformedSums(ctx.dim, off, m, fix.why)
-        units[m] = UnitRows(
-            ctx.raw[m],
-            device=opts.device,
-            in_memory=q is None,
-            offset=off,
-            name=m,
-            why=fix.why,
-            on_rows=sums[m].add,
-        )
-        if not units[m].rows_seen:
-            sums[m].read(ctx.raw[m])
-    a_to_b, b_to_a = cross_pass(
-        units[a],
-        units[b],
-        ctx.groups(a),
-        ctx.groups(b),
-        k=opts.k,
-        device=opts.device,
-        block_size=opts.block_size,
-        query_index_x=queries[0],
-        query_index_y=queries[1],
-    )
-    assert a_to_b is not None and b_to_a is not None
-    recall = {(a, b): a_to_b, (b, a): b_to_a}
-    uniformity: dict[str, float | None] = {}
-    for m, q in zip(names, queries, strict=True):
-        own = modality_pass(
-            units[m],
-            ctx.relevance(m)[0],
-            k=opts.k,
-            t=opts.uniformity_t,
-            query_index=q,
-            device=opts.device,
-            block_size=opts.block_size,
-        )
-        assert own.retrieval is not None
-        recall[(m, m)] = own.retrieval
-        uniformity[m] = own.uniformity
-    return _scenario(ctx, names, fix, sums, recall, uniformity)
 
 
 def _zeroshot(

@@ -81,7 +81,7 @@ from gapscope.engine.validation import (
 )
 from gapscope.errors import EmbeddingError
 
-__all__ = ["OffsetRows", "offset_cross_passes", "offset_modality_passes"]
+__all__ = ["OffsetRows", "offset_cross_passes", "offset_modality_passes", "offset_rows"]
 
 _U = 2.0**-24
 
@@ -108,14 +108,15 @@ class OffsetRows:
         *,
         name: str = "x",
         why: str = "is sent to the origin by the offset",
+        norms: np.ndarray | None = None,
+        dots: _RowDots | None = None,
     ) -> None:
-        if not base.in_memory:
-            raise ValueError("OffsetRows needs unit rows held in memory")
         self.base = base
         self.shape = base.shape
         self.device = base.device
-        self.in_memory = True
-        dim = base.shape[1]
+        self.in_memory = base.in_memory
+        # u_i . v of the base rows with the vectors the passes need, kept once computed.
+        self.dots = dots if dots is not None else _RowDots(base)
         self.offset: np.ndarray | None = None
         self.offset_norm = 0.0
         # rho_i = fl32(1 / nu_i), the factor of a row's scores; 1 for rows not moved.
@@ -124,13 +125,13 @@ class OffsetRows:
         self._offset_t: torch.Tensor | None = None
         if offset is None:
             return
-        p32 = np.asarray(offset, dtype=np.float32).reshape(dim)
-        self.offset = p32.astype(np.float64)
+        self.offset = _as_offset(offset, base.shape[1])
         self.offset_norm = math.sqrt(math.fsum(self.offset * self.offset))
-        self._offset_t = torch.from_numpy(p32).to(self.device)
-        norms = np.empty(base.shape[0], dtype=np.float64)
-        for start, stop, rows in base.chunks():
-            norms[start:stop] = moved_unit_rows(rows, self._offset_t)[1]
+        self._offset_t = torch.from_numpy(self.offset.astype(np.float32)).to(self.device)
+        if norms is None:
+            norms = np.empty(base.shape[0], dtype=np.float64)
+            for start, stop, rows in base.chunks():
+                norms[start:stop] = moved_unit_rows(rows, self._offset_t)[1]
         short = np.flatnonzero(norms < MIN_NORM)
         if short.size:
             raise EmbeddingError(f"{name}: row {int(short[0])} {why}, so it has no direction left")
@@ -149,26 +150,99 @@ class OffsetRows:
         return moved_unit_rows(rows, self._offset_t)[0]
 
 
-def _row_dots(base: UnitRows, vectors: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-    """``u_i . v`` for every row of ``base`` and every vector ``v`` (zeros for ``None``), in
-    float64 from one read of the rows: numpy sums along each row, so a row's value does not
-    depend on the thread count."""
-    out = [np.zeros(base.shape[0], dtype=np.float64) for _ in vectors]
-    if all(v is None for v in vectors):
-        return out
+def offset_rows(
+    base: UnitRows,
+    offsets: Sequence[np.ndarray | None],
+    *,
+    name: str = "x",
+    whys: Sequence[str] | None = None,
+    dots_with: Sequence[np.ndarray | None] = (),
+) -> list[OffsetRows]:
+    """:class:`OffsetRows` of ``base`` for every offset, from one read of its rows: the norms
+    of every version, and each row's dot products with every offset and every vector of
+    ``dots_with`` (the other modality's offsets, which the cross passes need), kept for the
+    passes. Rows normalised block by block are then read once for all versions, not once a
+    version and once a pass.
+
+    Raises:
+        EmbeddingError: a row an offset sends to the origin (the first version's first).
+    """
+    whys = (
+        list(whys) if whys is not None else ["is sent to the origin by the offset"] * len(offsets)
+    )
+    moved = [None if p is None else _as_offset(p, base.shape[1]) for p in offsets]
+    dots = _RowDots(base)
+    vectors = [
+        v
+        for v in (*moved, *(_as_offset(w, base.shape[1]) for w in dots_with if w is not None))
+        if v is not None
+    ]
+    targets = [
+        torch.from_numpy(p.astype(np.float32)).to(base.device) for p in moved if p is not None
+    ]
+    norms = [np.empty(base.shape[0], dtype=np.float64) for _ in targets]
+    found: dict[bytes, np.ndarray] = {}
     for start, stop, rows in base.chunks():
+        for target, out in zip(targets, norms, strict=True):
+            out[start:stop] = moved_unit_rows(rows, target)[1]
+        dots.scan(start, stop, rows, vectors, found)
+    dots.known.update(found)
+    it = iter(norms)
+    return [
+        OffsetRows(base, p, name=name, why=why, norms=None if p is None else next(it), dots=dots)
+        for p, why in zip(moved, whys, strict=True)
+    ]
+
+
+def _as_offset(offset: np.ndarray, dim: int) -> np.ndarray:
+    """An offset as the rows see it: rounded to float32, held as float64."""
+    return np.asarray(offset, dtype=np.float32).reshape(dim).astype(np.float64)
+
+
+class _RowDots:
+    """``u_i . v`` for every row of ``base`` and vectors ``v``, in float64 (numpy sums along
+    each row, so a row's value does not depend on the thread count), kept by the vector's
+    bytes; the vectors not known yet are computed together, in one read of the rows."""
+
+    def __init__(self, base: UnitRows) -> None:
+        self.base = base
+        self.known: dict[bytes, np.ndarray] = {}
+
+    def get(self, vectors: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+        """The dot products with each vector (zeros for ``None``)."""
+        missing = [v for v in vectors if v is not None and v.tobytes() not in self.known]
+        if missing:
+            found: dict[bytes, np.ndarray] = {}
+            for start, stop, rows in self.base.chunks():
+                self.scan(start, stop, rows, missing, found)
+            self.known.update(found)
+        zeros = np.zeros(self.base.shape[0], dtype=np.float64)
+        return [zeros if v is None else self.known[v.tobytes()] for v in vectors]
+
+    def scan(
+        self,
+        start: int,
+        stop: int,
+        rows: torch.Tensor,
+        vectors: Sequence[np.ndarray],
+        found: dict[bytes, np.ndarray],
+    ) -> None:
+        """Add rows ``start:stop`` to the dot products with ``vectors`` in ``found``."""
+        if not vectors:
+            return
         rows64 = rows.cpu().numpy().astype(np.float64)
-        for vector, dots in zip(vectors, out, strict=True):
-            if vector is not None:
-                dots[start:stop] = np.multiply(rows64, vector).sum(axis=1)
-    return out
+        for vector in vectors:
+            key = vector.tobytes()
+            if key not in found:
+                found[key] = np.empty(self.base.shape[0], dtype=np.float64)
+            found[key][start:stop] = np.multiply(rows64, vector).sum(axis=1)
 
 
 class _Moved:
     """Turns blocks of ``S = U_q U_k^T`` into the scores of the moved rows ``queries`` and
     ``keys`` (times ``scale``, a power of two), and bounds their error (module notes).
     ``query_dots`` are ``u_i . q`` of the query rows with the keys' offset, ``key_dots``
-    ``v_j . p`` of the key rows with the queries' offset (:func:`_row_dots`)."""
+    ``v_j . p`` of the key rows with the queries' offset (``OffsetRows.dots``)."""
 
     def __init__(
         self,
@@ -321,8 +395,8 @@ def offset_modality_passes(
     codes = check_groups(relevance, n, "relevance")
     rows = np.arange(n) if sample is None else sample
     states = []
-    dots = _row_dots(base, [view.offset for view in versions])
-    for view, own_dots in zip(versions, dots, strict=True):
+    for view in versions:
+        (own_dots,) = view.dots.get([view.offset])
         kernel = _KernelRows(rows.size, t)
         moved = _Moved(view, view, own_dots, own_dots, kernel.two_t if kernel.prescale else 1.0)
         intra = None
@@ -399,8 +473,8 @@ def offset_cross_passes(
     sample_x = check_query_index(query_index_x, base_x.shape[0])
     sample_y = check_query_index(query_index_y, base_y.shape[0])
     # u_i . q of every x row with each version's y offset, and v_j . p the other way.
-    x_dots = _row_dots(base_x, [y.offset for _, y in versions])
-    y_dots = _row_dots(base_y, [x.offset for x, _ in versions])
+    x_dots = [x.dots.get([y.offset])[0] for x, y in versions]
+    y_dots = [y.dots.get([x.offset])[0] for x, y in versions]
     forward = [
         _Moved(x, y, xq, yp) for (x, y), xq, yp in zip(versions, x_dots, y_dots, strict=True)
     ]

@@ -199,3 +199,62 @@ def test_big_blocks_consume_their_versions_in_turn_with_the_same_bits(monkeypatc
     for got, want in zip(in_turn[0] + in_turn[1], overlapped[0] + overlapped[1], strict=True):
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", [_data, _ties], ids=["gaussian", "ties"])
+def test_streamed_rows_give_the_ranks_of_rows_held_in_memory(make):
+    # Rows normalised block by block (chunks of 17 rows): the same exact ranks; uniformity to
+    # float32 rounding (a chunk's product may round a score differently).
+    x, y, labels = make()
+    streamed_x = UnitRows(x, in_memory=False, chunk_rows=17)
+    streamed_y = UnitRows(y, in_memory=False, chunk_rows=17)
+    pairs = _offsets(x, y)
+    versions = [(OffsetRows(streamed_x, p), OffsetRows(streamed_y, q)) for p, q in pairs]
+    query = np.arange(2, x.shape[0], 3)
+    own = offset_modality_passes(
+        streamed_x, [v[0] for v in versions], labels, k=KS, query_index=query
+    )
+    cross = offset_cross_passes(streamed_x, streamed_y, versions, k=KS, query_index_x=query)
+    for (p, q), result, (x_to_y, y_to_x) in zip(pairs, own, cross, strict=True):
+        alone = modality_pass(UnitRows(x, offset=p), labels, k=KS, query_index=query)
+        _same_retrieval(result.retrieval, alone.retrieval)
+        assert result.uniformity == pytest.approx(alone.uniformity, rel=1e-6)
+        both = cross_pass(UnitRows(x, offset=p), UnitRows(y, offset=q), k=KS, query_index_x=query)
+        _same_retrieval(x_to_y, both[0])
+        _same_retrieval(y_to_x, both[1])
+
+
+def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
+    # offset_rows: every version's norms and every dot product the passes need from one read
+    # of rows normalised block by block; the passes then read the keys only for products.
+    from gapscope.engine.offset_passes import offset_rows
+
+    x, y, labels = _data(n=60, seed=9)
+    base_x = UnitRows(x, in_memory=False, chunk_rows=16)
+    base_y = UnitRows(y, in_memory=False, chunk_rows=16)
+    pairs = _offsets(x, y)
+    px, py = [p for p, _ in pairs], [q for _, q in pairs]
+    reads = {"x": 0}
+    chunks = base_x.chunks
+
+    def counted():
+        reads["x"] += 1
+        return chunks()
+
+    monkeypatch.setattr(base_x, "chunks", counted)
+    moved_x = offset_rows(base_x, px, name="x", dots_with=py)
+    assert reads["x"] == 1
+    moved_y = offset_rows(base_y, py, name="y", dots_with=px)
+    for view, p in zip(moved_x, px, strict=True):
+        alone = OffsetRows(UnitRows(x), p)
+        assert torch.equal(view.factors, alone.factors)
+        assert torch.equal(view.take(np.arange(60)), alone.take(np.arange(60)))
+    versions = list(zip(moved_x, moved_y, strict=True))
+    # Each pass then reads x's rows once a block of queries it multiplies them with (one block
+    # here): the intra-modal pass, and y -> x. No read for norms or dot products.
+    offset_modality_passes(base_x, moved_x, labels, k=KS, query_index=np.arange(0, 60, 2))
+    assert reads["x"] == 2
+    offset_cross_passes(base_x, base_y, versions, k=KS, query_index_x=np.arange(0, 60, 2))
+    assert reads["x"] == 3
+    with pytest.raises(EmbeddingError, match="row 0 lands"):
+        offset_rows(UnitRows(x), [None, ref.unit(x[:1])[0]], whys=["", "lands"])
