@@ -255,8 +255,8 @@ class _TransformedSums:
 
 class _SumsOfEveryFix:
     """Feeds one read of a modality's rows to the sums of every scenario; a scenario whose
-    offset sends a row to the origin keeps its error (raised in scenario order, as measuring
-    the scenarios one by one would) and is fed no further."""
+    offset sends a row to the origin keeps its error (the caller raises the errors in scenario
+    order) and is fed no further."""
 
     def __init__(self, sums: list[_TransformedSums]) -> None:
         self.sums = sums
@@ -308,20 +308,27 @@ def _measure_together(
         if not base[m].rows_seen:
             # Streamed rows are not read up front: the sums get a read of their own.
             feeds[m].read(ctx.raw[m])
-    for f in range(len(fixes)):
-        for m in names:
-            error = feeds[m].errors[f]
-            if error is not None:
-                raise error
     # Every fix's rows of a modality from one read: their norms, and each row's dot products
     # with every offset of both modalities (the passes' row and column terms).
     a, b = names
     whys = [fix.why for fix in fixes]
     offsets = {m: [fix.offsets[i] for fix in fixes] for i, m in enumerate(names)}
     moved = {
-        m: offset_rows(base[m], offsets[m], name=m, whys=whys, dots_with=offsets[other])
+        m: offset_rows(
+            base[m], offsets[m], name=m, whys=whys, dots_with=offsets[other], check=False
+        )
         for m, other in ((a, b), (b, a))
     }
+    # A fix that sends a row (or a class prompt) to the origin: the first one's error, in the
+    # order measuring the fixes one by one would meet them.
+    zeroshot = []
+    for f, fix in enumerate(fixes):
+        for m in names:
+            error = feeds[m].errors[f]
+            if error is not None:
+                raise error
+            moved[m][f].check()
+        zeroshot.append(_zeroshot(ctx, names, fix.offsets, fix.why))
     versions = list(zip(moved[a], moved[b], strict=True))
     cross = offset_cross_passes(
         base[a],
@@ -356,7 +363,7 @@ def _measure_together(
             assert result.retrieval is not None
             recall[(m, m)] = result.retrieval
             uniformity[m] = result.uniformity
-        out.append(_scenario(ctx, names, fix, sums[f], recall, uniformity))
+        out.append(_scenario(ctx, names, fix, sums[f], recall, uniformity, zeroshot[f]))
     return out
 
 
@@ -367,8 +374,9 @@ def _scenario(
     sums: dict[str, _TransformedSums],
     recall: dict[tuple[str, str], RetrievalResult],
     uniformity: dict[str, float | None],
+    zeroshot: ZeroShotResult | None,
 ) -> Scenario:
-    """A measured fix: its gaps from the sums, with its recall and uniformity."""
+    """A measured fix: its gaps from the sums, with its recall, uniformity and zero-shot."""
     a, b = names
     na, nb = ctx.raw[a].shape[0], ctx.raw[b].shape[0]
     return Scenario(
@@ -378,7 +386,7 @@ def _scenario(
         gap_before_renormalization=float(np.linalg.norm(sums[a].sum_w / na - sums[b].sum_w / nb)),
         recall=recall,
         uniformity=uniformity,
-        zeroshot=_zeroshot(ctx, names, fix.offsets, fix.why),
+        zeroshot=zeroshot,
     )
 
 

@@ -20,20 +20,35 @@ unit_rows.UnitRows`. Near-ties are ranked by the exact (float64) dot products of
 so a rank is the rank by exact scores of a version's rows, ties to the lower index: the same
 rank a product of the version's rows of their own gives.
 
-**How far a derived score can be from the exact one.** With ``u = 2^-24``, ``e_S`` the bound
-on a float32 score of unit rows (:func:`~gapscope.engine.ranking.score_error_bound`), ``P =
-max(||p||, ||q||)`` and ``rho_i = fl32(1 / nu_i)``: the float32 difference of the rows is
-within ``2u (1 + P)^2`` of its exact dot product, the rounded constants ``fl32(-u_i . q + p .
-q)`` and ``fl32(-p . v_j)`` within ``u (P + P^2)`` and ``u P``, the two float32 additions within
-``2u (1 + P)^2``, the two multiplications and the rounded ``rho`` within ``4u |T| (1 + P)^2
-rho_i rho_j``, and rounding the version's rows to float32 moves their dot product by at most
-``2u`` (each row is a unit vector to ``1e-15``). Together
+**Ranked up to a row's factor.** Within a query row the order of the scores does not change
+when every score is multiplied by the same positive number, so rows are ranked by
+``R_ij = fl32(fl32(fl32(S_ij + d_j) + c_i) * rho_j)`` with ``c_i = fl32(p . q - u_i . q)``,
+``d_j = fl32(-p . v_j)`` and ``rho = fl32(1 / nu)``: ``T_ij`` without its row's factor
+``rho_i``, which is multiplied in only afterwards, for the kernel sums (the same bits as
+multiplying it in first: that is the last operation either way).
 
-    |T_computed - T_exact| <= (e_S + 10 u (1 + P)^2) rho_i rho_j (1 + 4u) + 3u,
+**How far a ranked score can be from the exact one.** With ``u = 2^-24``, ``e_S`` the bound on
+a float32 score of unit rows (:func:`~gapscope.engine.ranking.score_error_bound`), ``P =
+max(||p||, ||q||)`` and ``e_i = fl32(u_i - p)``: ``e_i . e'_j`` is within ``2.01u (1 + P)^2``
+of ``N_ij = (u_i - p) . (v_j - q)``; ``S_ij + d_j + c_i`` as computed is within ``e_S + 3.01u
+(1 + P)^2`` of ``N_ij`` (the float32 product, the rounded terms ``u (P + P^2)`` and ``u P``, and
+two additions of numbers below ``(1 + P)^2``); the multiplication and the rounded ``rho_j`` add
+``2.01u |N| rho_j <= 2.01u (1 + P)^2 rho_j``; and the version's float32 rows (each within
+``u`` of ``e_i / nu_i`` in every coordinate) have a dot product within ``2.1u`` of
+``e_i . e'_j / (nu_i mu_j)``, which is ``2.1u nu_i <= 2.1u (1 + P)`` in the units of ``R``.
+So against ``nu_i`` times the exact score of the version's rows,
 
-taken with the largest ``rho`` of each side as the ranking's per-score bound (its margin is
-twice that). A version with no offset on either side is the product itself (``T = S``, bound
-``e_S``), bit for bit.
+    |R_ij - nu_i T_exact,ij| <= (e_S + 8u (1 + P)^2) rho_j (1 + 2u) + 3u (1 + P),
+
+a bound that does not depend on the query row; with the largest ``rho_j`` of the keys it is
+the ranking's per-score bound (the margin is twice that), and keys within it of a relevant
+score are ranked by exact scores. The bound grows with ``rho``: a version whose keys include a
+row within ``1 / 4`` of its offset (``rho > 4``: :data:`DERIVED_MAX_FACTOR`) would send a
+growing share of every row to exact scoring, so such a version is measured by passes over its
+own rows instead (the same ranks, by the rule above; its own products). The uniformity of a
+moved version sums ``exp(2t T_ij)`` over the derived scores, whose float32 error is at most
+``rho_i rho_j <= 16`` times that of a product of the version's own rows. A version with no
+offset on either side is the product itself (``R = T = S``, bound ``e_S``), bit for bit.
 """
 
 from __future__ import annotations
@@ -55,6 +70,8 @@ from gapscope.engine.passes import (
     _KernelRows,
     _pipelined,
     _sampled_estimate,
+    cross_pass,
+    modality_pass,
     ranks_on_device,
 )
 from gapscope.engine.ranking import (
@@ -77,13 +94,23 @@ from gapscope.engine.validation import (
     check_k,
     check_positive,
     check_query_index,
+    check_same_dim,
     pair_groups,
 )
-from gapscope.errors import EmbeddingError
+from gapscope.errors import EmbeddingError, GapscopeError
 
-__all__ = ["OffsetRows", "offset_cross_passes", "offset_modality_passes", "offset_rows"]
+__all__ = [
+    "DERIVED_MAX_FACTOR",
+    "OffsetRows",
+    "offset_cross_passes",
+    "offset_modality_passes",
+    "offset_rows",
+]
 
 _U = 2.0**-24
+#: A version whose rows include one with ``1 / ||u - p||`` above this is measured by passes
+#: over its own rows (module notes).
+DERIVED_MAX_FACTOR = 4.0
 
 
 class OffsetRows:
@@ -93,12 +120,14 @@ class OffsetRows:
     ``p`` the offset rounded to float32 and ``nu_i`` the float64 norm of ``fl32(u_i - p)``
     (:func:`~gapscope.engine.unit_rows.moved_unit_rows`: the rows ``UnitRows(x,
     offset=p)`` holds, bit for bit). Only the factors ``fl32(1 / nu_i)`` are kept (``n``
-    floats): :meth:`take` makes rows when the ranking asks for exact scores. ``offset=None``
-    is ``base`` itself.
+    floats): :meth:`take` makes rows when the ranking asks for exact scores, and
+    :meth:`own_rows` the version's own :class:`~gapscope.engine.unit_rows.UnitRows` when it is
+    measured by passes of its own. ``offset=None`` is ``base`` itself.
 
     Raises:
         EmbeddingError: a row the offset sends (within ``MIN_NORM``) to the origin, named by
-            ``name`` and described by ``why``.
+            ``name`` and described by ``why`` (with ``check=False``, kept for :meth:`check`).
+        GapscopeError: unit rows that are not float32, an offset that is not finite.
     """
 
     def __init__(
@@ -110,8 +139,13 @@ class OffsetRows:
         why: str = "is sent to the origin by the offset",
         norms: np.ndarray | None = None,
         dots: _RowDots | None = None,
+        check: bool = True,
     ) -> None:
+        if base.dtype != torch.float32:
+            raise GapscopeError(f"{name}: moved rows need float32 unit rows, got {base.dtype}")
         self.base = base
+        self.name, self.why = name, why
+        self.problem: EmbeddingError | None = None
         self.shape = base.shape
         self.device = base.device
         self.in_memory = base.in_memory
@@ -134,13 +168,36 @@ class OffsetRows:
                 norms[start:stop] = moved_unit_rows(rows, self._offset_t)[1]
         short = np.flatnonzero(norms < MIN_NORM)
         if short.size:
-            raise EmbeddingError(f"{name}: row {int(short[0])} {why}, so it has no direction left")
+            self.problem = EmbeddingError(
+                f"{name}: row {int(short[0])} {why}, so it has no direction left"
+            )
+            if check:
+                self.check()
+            norms = np.maximum(norms, MIN_NORM)
         factors = (1.0 / norms).astype(np.float32)
         self.factors = torch.from_numpy(factors).to(self.device)
         self.max_factor = float(factors.max())
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def check(self) -> None:
+        """Raise the error of a row the offset sends to the origin, if there is one."""
+        if self.problem is not None:
+            raise self.problem
+
+    def own_rows(self) -> UnitRows:
+        """The version's rows as :class:`~gapscope.engine.unit_rows.UnitRows` of their own (the
+        same bits as :meth:`take`; held in memory when ``base`` is)."""
+        return UnitRows(
+            self.base.source,
+            device=self.device,
+            in_memory=self.base.in_memory,
+            offset=None if self.offset is None else self.offset.astype(np.float32),
+            name=self.name,
+            why=self.why,
+            chunk_rows=self.base.chunk_rows,
+        )
 
     def take(self, index: np.ndarray) -> torch.Tensor:
         """The moved unit rows at ``index`` (float32, a new tensor)."""
@@ -157,6 +214,7 @@ def offset_rows(
     name: str = "x",
     whys: Sequence[str] | None = None,
     dots_with: Sequence[np.ndarray | None] = (),
+    check: bool = True,
 ) -> list[OffsetRows]:
     """:class:`OffsetRows` of ``base`` for every offset, from one read of its rows: the norms
     of every version, and each row's dot products with every offset and every vector of
@@ -165,7 +223,8 @@ def offset_rows(
     version and once a pass.
 
     Raises:
-        EmbeddingError: a row an offset sends to the origin (the first version's first).
+        EmbeddingError: a row an offset sends to the origin (the first version's first; with
+            ``check=False`` each version keeps its own for :meth:`OffsetRows.check`).
     """
     whys = (
         list(whys) if whys is not None else ["is sent to the origin by the offset"] * len(offsets)
@@ -189,14 +248,25 @@ def offset_rows(
     dots.known.update(found)
     it = iter(norms)
     return [
-        OffsetRows(base, p, name=name, why=why, norms=None if p is None else next(it), dots=dots)
+        OffsetRows(
+            base,
+            p,
+            name=name,
+            why=why,
+            norms=None if p is None else next(it),
+            dots=dots,
+            check=check,
+        )
         for p, why in zip(moved, whys, strict=True)
     ]
 
 
 def _as_offset(offset: np.ndarray, dim: int) -> np.ndarray:
     """An offset as the rows see it: rounded to float32, held as float64."""
-    return np.asarray(offset, dtype=np.float32).reshape(dim).astype(np.float64)
+    out = np.asarray(offset, dtype=np.float32).reshape(dim).astype(np.float64)
+    if not np.isfinite(out).all():
+        raise GapscopeError("offset: expected finite numbers (within the float32 range)")
+    return out
 
 
 class _RowDots:
@@ -239,10 +309,13 @@ class _RowDots:
 
 
 class _Moved:
-    """Turns blocks of ``S = U_q U_k^T`` into the scores of the moved rows ``queries`` and
-    ``keys`` (times ``scale``, a power of two), and bounds their error (module notes).
-    ``query_dots`` are ``u_i . q`` of the query rows with the keys' offset, ``key_dots``
-    ``v_j . p`` of the key rows with the queries' offset (``OffsetRows.dots``)."""
+    """Turns blocks of ``S = U_q U_k^T`` into a version's scores (module notes): :meth:`apply`
+    gives ``R``, the scores without the query row's factor ``rho_i`` (the order of a row's
+    scores is the order of its ``T``), ranked with :attr:`margin` (twice the bound on ``R``'s
+    error, the same for every row), and :meth:`finish` multiplies ``rho_i`` and ``scale`` (a
+    power of two) in, giving ``T`` times ``scale`` for the kernel sums. ``query_dots`` are
+    ``u_i . q`` of the query rows with the keys' offset, ``key_dots`` ``v_j . p`` of the key rows
+    with the queries' offset (``OffsetRows.dots``)."""
 
     def __init__(
         self,
@@ -255,14 +328,13 @@ class _Moved:
         self.queries, self.keys, self.scale = queries, keys, scale
         e_s = score_error_bound(queries.shape[1])
         self.identity = queries.offset is None and keys.offset is None
-        # The ranking's margin: twice the largest error of a score, in unscaled units.
         if self.identity:
             self.margin = 2.0 * e_s
             return
         p, q = queries.offset, keys.offset
         big = max(queries.offset_norm, keys.offset_norm)
-        bound = (e_s + 10.0 * _U * (1.0 + big) ** 2) * queries.max_factor * keys.max_factor
-        self.margin = 2.0 * (bound * (1.0 + 4.0 * _U) + 3.0 * _U)
+        bound = (e_s + 8.0 * _U * (1.0 + big) ** 2) * keys.max_factor * (1.0 + 2.0 * _U)
+        self.margin = 2.0 * (bound + 3.0 * _U * (1.0 + big))
         pq = 0.0 if p is None or q is None else math.fsum(p * q)
         dev = queries.device
         self.row_terms = torch.from_numpy((pq - query_dots).astype(np.float32)).to(dev)
@@ -275,20 +347,23 @@ class _Moved:
         return exact_scores(self.queries, rows, self.keys, keys)
 
     def apply(self, scores: torch.Tensor, idx_t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """The moved scores of the query rows ``idx_t`` from their block ``scores``, into
-        ``out``: ``(((S + c_j) + a_i) * rho_j) * (rho_i * scale)``, elementwise in float32,
-        a few rows at a time (the four operations then run on rows still in cache)."""
+        """``R`` of the query rows ``idx_t`` from their block ``scores``, into ``out``:
+        ``((S + d_j) + c_i) * rho_j``, elementwise in float32, a few rows at a time (the
+        operations then run on rows still in cache)."""
         if self.identity:
-            return (
-                torch.mul(scores, self.scale, out=out) if self.scale != 1.0 else out.copy_(scores)
-            )
+            return out.copy_(scores)
         row_terms = self.row_terms.index_select(0, idx_t)[:, None]
-        row_factors = self.row_factors.index_select(0, idx_t)[:, None]
         for a in range(0, idx_t.numel(), _CACHED_ROWS):
             z = a + _CACHED_ROWS
             part = torch.add(scores[a:z], self.column_terms, out=out[a:z])
-            part.add_(row_terms[a:z]).mul_(self.column_factors).mul_(row_factors[a:z])
+            part.add_(row_terms[a:z]).mul_(self.column_factors)
         return out
+
+    def finish(self, moved: torch.Tensor, idx_t: torch.Tensor) -> torch.Tensor:
+        """``T`` times ``scale`` from ``R``, in place."""
+        if self.identity:
+            return moved.mul_(self.scale) if self.scale != 1.0 else moved
+        return moved.mul_(self.row_factors.index_select(0, idx_t)[:, None])
 
 
 #: Rows of a block transformed together: 32 rows of 20,000 scores are 2.5 MiB.
@@ -311,9 +386,11 @@ def _version_blocks(
     The product and the versions' scores are made on this thread (torch uses every core)
     while a worker thread consumes the previous version's scores (ranking in numpy, on one
     core): each block's product is kept in one buffer until its last version is made, and
-    the versions' scores alternate between two. Blocks bigger than :data:`_OVERLAP_BYTES`
-    get one buffer of versions' scores, made and consumed in turn, so that the buffers never
-    take more than the two of a pass of :mod:`gapscope.engine.passes`."""
+    the versions' scores alternate between two (three buffers). Blocks bigger than
+    :data:`_OVERLAP_BYTES` get one buffer of versions' scores, made and consumed in turn, so
+    that big buffers are never more than the two of a pass of :mod:`gapscope.engine.passes`."""
+    if not moved:
+        return
     n_keys = base_k.shape[0]
     starts = list(range(0, rows.size, block))
     mine = current_share().blocks(len(starts))
@@ -394,8 +471,10 @@ def offset_modality_passes(
     sample = check_query_index(query_index, n)
     codes = check_groups(relevance, n, "relevance")
     rows = np.arange(n) if sample is None else sample
+    _check_versions(base, versions)
+    derived = [v for v, view in enumerate(versions) if _derivable(view, view)]
     states = []
-    for view in versions:
+    for view in (versions[v] for v in derived):
         (own_dots,) = view.dots.get([view.offset])
         kernel = _KernelRows(rows.size, t)
         moved = _Moved(view, view, own_dots, own_dots, kernel.two_t if kernel.prescale else 1.0)
@@ -410,17 +489,18 @@ def offset_modality_passes(
         idx_t = torch.from_numpy(idx).to(base.device)
         moved[torch.arange(idx.size, device=base.device), idx_t] = -math.inf
         if state.intra is not None:
+            # Ranked by R (module notes): a row's order without its factor.
             if ranks_on_device(moved):
-                state.intra.rank_block_device(idx, moved, state.moved.scale)
+                state.intra.rank_block_device(idx, moved, 1.0)
             else:
-                state.intra.rank_block(idx, moved.cpu().numpy(), state.moved.scale)
+                state.intra.rank_block(idx, moved.cpu().numpy(), 1.0)
         # Last: the kernel overwrites the scores in place.
-        state.kernel.add_block(slice(start, start + idx.size), moved)
+        state.kernel.add_block(slice(start, start + idx.size), state.moved.finish(moved, idx_t))
 
     share = current_share()
     _version_blocks(base, base, rows, block, [state.moved for state in states], consume)
-    results = []
-    for state in states:
+    results: list[ModalityPassResult | None] = [None] * len(versions)
+    for v, state in zip(derived, states, strict=True):
         retrieval = None
         if state.intra is not None:
             share.sum(state.intra.first_rank, state.intra.ap, state.intra.rp)
@@ -431,8 +511,32 @@ def offset_modality_passes(
             value, se = log_sum_exp(state.kernel.row_lse) - math.log(n * (n - 1)), None
         else:
             value, se = _sampled_estimate(terms, n)
-        results.append(ModalityPassResult(value, se, sample, terms, retrieval))
-    return results
+        results[v] = ModalityPassResult(value, se, sample, terms, retrieval)
+    for v, view in enumerate(versions):
+        if results[v] is None:
+            results[v] = modality_pass(
+                view.own_rows(),
+                codes,
+                k=cutoffs,
+                t=t,
+                block_size=block_size,
+                device=base.device,
+                query_index=sample,
+            )
+    return [r for r in results if r is not None]
+
+
+def _check_versions(base: UnitRows, versions: Sequence[OffsetRows]) -> None:
+    """Every version must move the rows of ``base`` itself."""
+    for view in versions:
+        if view.base is not base:
+            raise GapscopeError(f"{view.name}: a version of other unit rows than the pass's")
+
+
+def _derivable(queries: OffsetRows, keys: OffsetRows) -> bool:
+    """Whether a version's scores are derived from the shared product (else measured by
+    passes over its own rows: a row too close to its offset, module notes)."""
+    return max(queries.max_factor, keys.max_factor) <= DERIVED_MAX_FACTOR
 
 
 def offset_cross_passes(
@@ -469,21 +573,40 @@ def offset_cross_passes(
         GapscopeError: a bad ``k``, ``block_size`` or ``query_index_*``.
     """
     cutoffs = check_k(k)
+    check_same_dim(base_x, base_y, ("x", "y"))
     gx, gy = pair_groups(base_x, base_y, groups_x, groups_y, ("x", "y"))
     sample_x = check_query_index(query_index_x, base_x.shape[0])
     sample_y = check_query_index(query_index_y, base_y.shape[0])
+    _check_versions(base_x, [x for x, _ in versions])
+    _check_versions(base_y, [y for _, y in versions])
+    derived = [v for v, (x, y) in enumerate(versions) if _derivable(x, y)]
+    pairs = [versions[v] for v in derived]
     # u_i . q of every x row with each version's y offset, and v_j . p the other way.
-    x_dots = [x.dots.get([y.offset])[0] for x, y in versions]
-    y_dots = [y.dots.get([x.offset])[0] for x, y in versions]
-    forward = [
-        _Moved(x, y, xq, yp) for (x, y), xq, yp in zip(versions, x_dots, y_dots, strict=True)
-    ]
-    backward = [
-        _Moved(y, x, yp, xq) for (x, y), xq, yp in zip(versions, x_dots, y_dots, strict=True)
-    ]
+    x_dots = [x.dots.get([y.offset])[0] for x, y in pairs]
+    y_dots = [y.dots.get([x.offset])[0] for x, y in pairs]
+    forward = [_Moved(x, y, xq, yp) for (x, y), xq, yp in zip(pairs, x_dots, y_dots, strict=True)]
+    backward = [_Moved(y, x, yp, xq) for (x, y), xq, yp in zip(pairs, x_dots, y_dots, strict=True)]
     x_to_y = _rows_direction(base_x, base_y, forward, gx, gy, sample_x, cutoffs, block_size)
     y_to_x = _rows_direction(base_y, base_x, backward, gy, gx, sample_y, cutoffs, block_size)
-    return list(zip(x_to_y, y_to_x, strict=True))
+    results: dict[int, tuple[RetrievalResult, RetrievalResult]] = dict(
+        zip(derived, zip(x_to_y, y_to_x, strict=True), strict=True)
+    )
+    for v, (x, y) in enumerate(versions):
+        if v not in results:
+            own = cross_pass(
+                x.own_rows(),
+                y.own_rows(),
+                gx,
+                gy,
+                k=cutoffs,
+                block_size=block_size,
+                device=base_x.device,
+                query_index_x=sample_x,
+                query_index_y=sample_y,
+            )
+            assert own[0] is not None and own[1] is not None
+            results[v] = (own[0], own[1])
+    return [results[v] for v in range(len(versions))]
 
 
 def _rows_direction(
@@ -508,6 +631,7 @@ def _rows_direction(
     mask = np.empty((min(block, max(evaluated.size, 1)), n_keys), dtype=bool)
 
     def consume(start: int, idx: np.ndarray, v: int, scores: torch.Tensor) -> None:
+        # Ranked by R (module notes): a row's order without its factor.
         change, codes, every = moved[v], groups_q[idx], np.arange(idx.size)
         exact = change.exact_scores
         if ranks_on_device(scores):

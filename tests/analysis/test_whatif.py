@@ -333,3 +333,12 @@ def test_scenario_sums_come_from_the_unit_rows_read_alike_in_memory_and_streamed
     UnitRows(x, on_rows=sums.add)
     assert np.array_equal(shifted.sum_w, sums.sum_w)
     assert np.array_equal(shifted.sum_unit, sums.sum_unit)
+
+
+def test_the_first_fix_that_fails_names_the_error():
+    # Measured together, the fixes still report the error that measuring them one by one
+    # meets first: here the centring's class prompt, before the shift's row at the origin.
+    x = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    y = np.array([[1.0, 1e-4], [1.0, -1e-4]])
+    with pytest.raises(EmbeddingError, match="classes: row 0 equals its modality's mean"):
+        gap_closing_whatif(x, y, classes=np.eye(2), class_labels=[0, 1], shift_fractions=(2.0,))

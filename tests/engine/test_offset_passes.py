@@ -14,10 +14,15 @@ import pytest
 import reference as ref
 import torch
 
-from gapscope.engine.offset_passes import OffsetRows, offset_cross_passes, offset_modality_passes
+from gapscope.engine.offset_passes import (
+    DERIVED_MAX_FACTOR,
+    OffsetRows,
+    offset_cross_passes,
+    offset_modality_passes,
+)
 from gapscope.engine.passes import cross_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
-from gapscope.errors import EmbeddingError
+from gapscope.errors import EmbeddingError, GapscopeError
 
 KS = (1, 3, 10)
 
@@ -133,16 +138,50 @@ def test_versions_match_float64_oracles_of_the_moved_rows():
     assert own.uniformity == pytest.approx(ref.uniformity(moved_x), rel=1e-6)
 
 
-def test_rows_moved_close_to_the_origin_still_rank_exactly():
-    # Every row within about 0.05 of the offset: the error bound of a derived score is about
-    # 400 times that of a product (the margin widens to match), and the ranks stay exact.
+def test_versions_with_rows_close_to_their_offset_get_passes_of_their_own():
+    # Every row within about 0.05 of the offset (1 / ||u - p|| up to about 20, above
+    # DERIVED_MAX_FACTOR): derived scores would need a margin 400 times a product's, so the
+    # version is measured over its own rows: the pass's numbers, bit for bit.
     rng = np.random.default_rng(8)
     centre = rng.normal(size=12)
     x = (centre / np.linalg.norm(centre) + 0.03 * rng.normal(size=(80, 12))).astype(np.float32)
+    y = (centre / np.linalg.norm(centre) + 0.03 * rng.normal(size=(80, 12))).astype(np.float32)
     labels = rng.integers(0, 3, 80)
     p = 0.98 * _unit_mean(x)
+    base, base_y = UnitRows(x), UnitRows(y)
+    moved = OffsetRows(base, p)
+    assert moved.max_factor > DERIVED_MAX_FACTOR
+    near, far = offset_modality_passes(base, [moved, OffsetRows(base, 0.1 * p)], labels, k=KS)
+    own = modality_pass(UnitRows(x, offset=p), labels, k=KS)
+    _same_retrieval(near.retrieval, own.retrieval)
+    assert near.uniformity == own.uniformity
+    # The other version is still derived: its ranks are exact all the same.
+    other = modality_pass(UnitRows(x, offset=0.1 * p), labels, k=KS)
+    _same_retrieval(far.retrieval, other.retrieval)
+    ((x_to_y, y_to_x),) = offset_cross_passes(base, base_y, [(moved, OffsetRows(base_y, None))])
+    both = cross_pass(UnitRows(x, offset=p), UnitRows(y), k=(1, 5, 10))
+    _same_retrieval(x_to_y, both[0])
+    _same_retrieval(y_to_x, both[1])
+
+
+def test_ranks_stay_exact_with_rows_up_to_the_limit_of_derived_scores():
+    # Rows 1/3.5 to 1 from the offset (factors up to 3.5, just within DERIVED_MAX_FACTOR):
+    # derived, with a margin 3.5 times wider, and the same ranks as passes over the rows.
+    rng = np.random.default_rng(12)
+    d = 8
+    direction = np.eye(d)[0]
+    spread = rng.uniform(1.0 / 3.5, 1.0, size=120)
+    noise = rng.normal(size=(120, d))
+    noise -= noise @ np.outer(direction, direction)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    # Unit rows at distance s from p = 0.9 e_0 ... approximately: u = p + s n, normalised.
+    x = (0.9 * direction + spread[:, None] * noise).astype(np.float32)
+    labels = rng.integers(0, 4, 120)
+    p = 0.9 * direction
     base = UnitRows(x)
-    (got,) = offset_modality_passes(base, [OffsetRows(base, p)], labels, k=KS)
+    view = OffsetRows(base, p)
+    assert 1.5 < view.max_factor <= DERIVED_MAX_FACTOR
+    (got,) = offset_modality_passes(base, [view], labels, k=KS, block_size=9)
     own = modality_pass(UnitRows(x, offset=p), labels, k=KS)
     _same_retrieval(got.retrieval, own.retrieval)
     assert got.uniformity == pytest.approx(own.uniformity, rel=1e-5)
@@ -258,3 +297,21 @@ def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
     assert reads["x"] == 3
     with pytest.raises(EmbeddingError, match="row 0 lands"):
         offset_rows(UnitRows(x), [None, ref.unit(x[:1])[0]], whys=["", "lands"])
+
+
+def test_versions_are_checked():
+    x, y, _ = _data(n=30)
+    base = UnitRows(x)
+    with pytest.raises(GapscopeError, match="other unit rows"):
+        offset_modality_passes(base, [OffsetRows(UnitRows(x), None)], k=KS)
+    with pytest.raises(GapscopeError, match="finite"):
+        OffsetRows(base, np.full(x.shape[1], np.nan))
+    with pytest.raises(GapscopeError, match="float32"):
+        OffsetRows(UnitRows(x, dtype=torch.bfloat16), None)
+    with pytest.raises(EmbeddingError, match="same embedding space"):
+        offset_cross_passes(base, UnitRows(y[:, :5]), [])
+    # A row sent to the origin: raised at once, or kept for check().
+    row = ref.unit(x[:1])[0]
+    kept = OffsetRows(base, row, name="image", why="lands", check=False)
+    with pytest.raises(EmbeddingError, match="image: row 0 lands"):
+        kept.check()
