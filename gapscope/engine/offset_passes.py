@@ -8,9 +8,10 @@ row (offset ``p``) and a moved key row (offset ``q``) is
     T_ij = w_i . z_j = (S_ij - u_i . q - p . v_j + p . q) / (nu_i mu_j),
 
 with ``S_ij = u_i . v_j`` the score of the rows as they are. So one product ``S`` serves every
-version: each block of it is turned into each version's scores by two additions and two
-multiplications a score (about a tenth of the product's time on a CPU), then ranked and summed
-exactly as :mod:`gapscope.engine.passes` ranks and sums its own blocks. Five versions of a pair
+version: each block of it is turned into each version's scores by two additions and a
+multiplication a score (one more for the kernel sums; together about a tenth of the product's
+time on a CPU), then ranked and summed as :mod:`gapscope.engine.passes` ranks and sums its own
+blocks. Five versions of a pair
 then cost one product a direction instead of five.
 
 **The rows a version is.** :class:`OffsetRows` defines a version's float32 unit rows as
