@@ -86,6 +86,7 @@ from gapscope.engine.unit_rows import (
     MIN_NORM,
     UnitRows,
     exact_scores,
+    moved_norms,
     moved_unit_rows,
     score_buffer,
 )
@@ -166,7 +167,7 @@ class OffsetRows:
         if norms is None:
             norms = np.empty(base.shape[0], dtype=np.float64)
             for start, stop, rows in base.chunks():
-                norms[start:stop] = moved_unit_rows(rows, self._offset_t)[1]
+                norms[start:stop] = moved_norms(rows, self._offset_t)
         short = np.flatnonzero(norms < MIN_NORM)
         if short.size:
             self.problem = EmbeddingError(
@@ -244,7 +245,7 @@ def offset_rows(
     found: dict[bytes, np.ndarray] = {}
     for start, stop, rows in base.chunks():
         for target, out in zip(targets, norms, strict=True):
-            out[start:stop] = moved_unit_rows(rows, target)[1]
+            out[start:stop] = moved_norms(rows, target)
         dots.scan(start, stop, rows, vectors, found)
     dots.known.update(found)
     it = iter(norms)

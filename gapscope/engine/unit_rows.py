@@ -55,6 +55,7 @@ __all__ = [
     "full_float32_products",
     "matmul",
     "matmul_into",
+    "moved_norms",
     "moved_unit_rows",
     "rowwise_dot",
 ]
@@ -300,11 +301,21 @@ def moved_unit_rows(unit: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Ten
     and the quotient rounded once, so a row's bits depend on that row alone (not on how many
     rows come with it, nor on the thread count). Rows whose norm is below :data:`MIN_NORM`
     are the caller's to refuse (their quotient is meaningless)."""
-    moved = (unit - offset).cpu().numpy().astype(np.float64)
-    norms = np.sqrt(np.multiply(moved, moved).sum(axis=1))
+    moved, norms = _moved_rows(unit, offset)
     with np.errstate(divide="ignore", invalid="ignore"):
         moved /= norms[:, None]
     return torch.from_numpy(moved.astype(np.float32)).to(unit.device), norms
+
+
+def moved_norms(unit: torch.Tensor, offset: torch.Tensor) -> np.ndarray:
+    """The norms ``nu_i`` of :func:`moved_unit_rows` alone (the same bits), without the rows."""
+    return _moved_rows(unit, offset)[1]
+
+
+def _moved_rows(unit: torch.Tensor, offset: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``fl32(u_i - p)`` as float64, and each row's float64 norm (a numpy sum along the row)."""
+    moved = (unit - offset).cpu().numpy().astype(np.float64)
+    return moved, np.sqrt(np.multiply(moved, moved).sum(axis=1))
 
 
 def _first_equal_rows(rows: np.ndarray) -> np.ndarray:
