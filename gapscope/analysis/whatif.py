@@ -245,9 +245,11 @@ class _TransformedSums:
     def add(self, start: int, rows: ArrayLike) -> None:
         if isinstance(rows, torch.Tensor):
             rows = rows.detach().cpu().numpy()
-        w = unit_rows(rows)
-        if self.offset is not None:
-            w -= self.offset
+        self.add_unit(start, unit_rows(rows))
+
+    def add_unit(self, start: int, unit: np.ndarray) -> None:
+        """Add float64 unit rows (left as they are)."""
+        w = unit - self.offset if self.offset is not None else unit
         norms = _check_nonzero(w, self.name, self.why, start)
         self.sum_w += w.sum(axis=0)
         self.sum_unit += (w / norms[:, None]).sum(axis=0)
@@ -265,10 +267,11 @@ class _SumsOfEveryFix:
     def add(self, start: int, rows: ArrayLike) -> None:
         if isinstance(rows, torch.Tensor):
             rows = rows.detach().cpu().numpy()
+        unit = unit_rows(rows)  # normalised once for every scenario
         for i, sums in enumerate(self.sums):
             if self.errors[i] is None:
                 try:
-                    sums.add(start, rows)
+                    sums.add_unit(start, unit)
                 except EmbeddingError as error:
                     self.errors[i] = error
 
