@@ -247,12 +247,16 @@ class _TransformedSums:
             rows = rows.detach().cpu().numpy()
         self.add_unit(start, unit_rows(rows))
 
-    def add_unit(self, start: int, unit: np.ndarray) -> None:
-        """Add float64 unit rows (left as they are)."""
-        w = unit - self.offset if self.offset is not None else unit
+    def add_unit(self, start: int, unit: np.ndarray, scratch: np.ndarray | None = None) -> None:
+        """Add float64 unit rows (left as they are), moved in ``scratch`` (same shape) when
+        given: the scenarios of a read share one buffer instead of two new arrays each."""
+        w = unit if self.offset is None else np.subtract(unit, self.offset, out=scratch)
         norms = _check_nonzero(w, self.name, self.why, start)
         self.sum_w += w.sum(axis=0)
-        self.sum_unit += (w / norms[:, None]).sum(axis=0)
+        if scratch is None:
+            self.sum_unit += (w / norms[:, None]).sum(axis=0)
+        else:
+            self.sum_unit += np.divide(w, norms[:, None], out=scratch).sum(axis=0)
 
 
 class _SumsOfEveryFix:
@@ -268,10 +272,11 @@ class _SumsOfEveryFix:
         if isinstance(rows, torch.Tensor):
             rows = rows.detach().cpu().numpy()
         unit = unit_rows(rows)  # normalised once for every scenario
+        scratch = np.empty_like(unit)
         for i, sums in enumerate(self.sums):
             if self.errors[i] is None:
                 try:
-                    sums.add_unit(start, unit)
+                    sums.add_unit(start, unit, scratch)
                 except EmbeddingError as error:
                     self.errors[i] = error
 

@@ -55,7 +55,7 @@ offset on either side is the product itself (``R = T = S``, bound ``e_S``), bit 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -166,7 +166,7 @@ class OffsetRows:
         self._offset_t = torch.from_numpy(self.offset.astype(np.float32)).to(self.device)
         if norms is None:
             norms = np.empty(base.shape[0], dtype=np.float64)
-            for start, stop, rows in base.chunks():
+            for start, stop, rows in _row_parts(base):
                 norms[start:stop] = moved_norms(rows, self._offset_t)
         short = np.flatnonzero(norms < MIN_NORM)
         if short.size:
@@ -243,7 +243,7 @@ def offset_rows(
     ]
     norms = [np.empty(base.shape[0], dtype=np.float64) for _ in targets]
     found: dict[bytes, np.ndarray] = {}
-    for start, stop, rows in base.chunks():
+    for start, stop, rows in _row_parts(base):
         for target, out in zip(targets, norms, strict=True):
             out[start:stop] = moved_norms(rows, target)
         dots.scan(start, stop, rows, vectors, found)
@@ -261,6 +261,20 @@ def offset_rows(
         )
         for p, why in zip(moved, whys, strict=True)
     ]
+
+
+def _row_parts(base: UnitRows) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """``(start, stop, rows)`` over every row of ``base``, read a chunk at a time and handed on
+    in parts of at most :data:`_SCAN_ROWS` rows, so that the float64 work on them stays small
+    (a row's norm and dot products depend on that row alone)."""
+    for start, stop, rows in base.chunks():
+        for lo in range(0, stop - start, _SCAN_ROWS):
+            hi = min(stop - start, lo + _SCAN_ROWS)
+            yield start + lo, start + hi, rows[lo:hi]
+
+
+#: Rows a part of :func:`_row_parts`: 16 MiB of float64 at d = 512.
+_SCAN_ROWS = 4096
 
 
 def _as_offset(offset: np.ndarray, dim: int) -> np.ndarray:
@@ -285,7 +299,7 @@ class _RowDots:
         missing = [v for v in vectors if v is not None and v.tobytes() not in self.known]
         if missing:
             found: dict[bytes, np.ndarray] = {}
-            for start, stop, rows in self.base.chunks():
+            for start, stop, rows in _row_parts(self.base):
                 self.scan(start, stop, rows, missing, found)
             self.known.update(found)
         zeros = np.zeros(self.base.shape[0], dtype=np.float64)
@@ -382,47 +396,55 @@ def _version_blocks(
 ) -> None:
     """``consume(start, idx, v, scores)`` for every block of ``base_q``'s query ``rows``
     (this process's share) and every version ``v``: ``scores`` are version ``v``'s scores of
-    the block's rows ``idx`` (positions ``start:``), read from the one product ``U_q[idx]
-    U_k^T``.
+    the rows ``idx`` (positions ``start:``), read from the one product ``U_q[idx] U_k^T`` of
+    their block.
 
     The product and the versions' scores are made on this thread (torch uses every core)
-    while a worker thread consumes the previous version's scores (ranking in numpy, on one
-    core): each block's product is kept in one buffer until its last version is made, and
-    the versions' scores alternate between two (three buffers). Blocks bigger than
-    :data:`_OVERLAP_BYTES` get one buffer of versions' scores, made and consumed in turn, so
-    that big buffers are never more than the two of a pass of :mod:`gapscope.engine.passes`."""
+    while a worker thread consumes the previous scores (ranking in numpy, on one core): each
+    block's product is kept in one buffer until its last version is made, and the versions'
+    scores alternate between two buffers of at most :data:`_PART_BYTES`, a part of the
+    block's rows at a time when the block is bigger (a block of a million keys takes 512
+    MiB). Every row is consumed whole, so the parts change no number."""
     if not moved:
         return
     n_keys = base_k.shape[0]
     starts = list(range(0, rows.size, block))
     mine = current_share().blocks(len(starts))
     rows_max = min(block, max(rows.size, 1))
+    part = _part_rows(rows_max, n_keys)
     product = score_buffer(rows_max, n_keys, base_q.device)
-    overlap = 4 * rows_max * n_keys <= _OVERLAP_BYTES
-    outputs = [score_buffer(rows_max, n_keys, base_q.device) for _ in range(2 if overlap else 1)]
-    versions = len(moved)
+    outputs = [score_buffer(part, n_keys, base_q.device) for _ in range(2)]
+    items = [
+        (b, v, lo)
+        for b in range(len(mine))
+        for v in range(len(moved))
+        for lo in range(0, min(block, rows.size - starts[mine[b]]), part)
+    ]
 
     def make(item: int) -> tuple[int, np.ndarray, int, torch.Tensor]:
-        b, v = divmod(item, versions)
+        b, v, lo = items[item]
         start = starts[mine[b]]
         idx = rows[start : start + block]
-        if v == 0:
+        if v == 0 and lo == 0:
             queries = lambda a, z: base_q.take(rows[a:z])  # noqa: E731
             base_k.block_scores(queries, rows.size, start, start + idx.size, product[: idx.size])
-        idx_t = torch.from_numpy(idx).to(base_q.device)
-        out = outputs[item % len(outputs)][: idx.size]
-        return start, idx, v, moved[v].apply(product[: idx.size], idx_t, out)
+        hi = min(lo + part, idx.size)
+        idx_t = torch.from_numpy(idx[lo:hi]).to(base_q.device)
+        out = outputs[item % 2][: hi - lo]
+        return start + lo, idx[lo:hi], v, moved[v].apply(product[lo:hi], idx_t, out)
 
-    if overlap:
-        _pipelined(len(mine) * versions, make, lambda item: consume(*item))
-    else:
-        for item in range(len(mine) * versions):
-            consume(*make(item))
+    _pipelined(len(items), make, lambda item: consume(*item))
 
 
-#: Score buffers up to this size are doubled so that making one version's scores overlaps
-#: ranking the previous one's (a 1,024-row block of 20,000 keys takes 80 MiB).
-_OVERLAP_BYTES = 128 << 20
+#: The largest buffer of versions' scores (two are used); a block bigger than that is made
+#: into versions' scores a part of its rows at a time (1,024 rows of 20,000 keys take 80 MiB).
+_PART_BYTES = 128 << 20
+
+
+def _part_rows(rows_max: int, n_keys: int) -> int:
+    """Rows of a part of a block (:func:`_version_blocks`): as many as fit :data:`_PART_BYTES`
+    of float32 scores, at least one."""
+    return max(1, min(rows_max, _PART_BYTES // (4 * max(n_keys, 1))))
 
 
 class _Version(NamedTuple):
@@ -630,7 +652,8 @@ def _rows_direction(
     n_keys = base_k.shape[0]
     firsts = [np.zeros(evaluated.size, dtype=np.int64) for _ in moved]
     block = resolve_block_size(block_size, n_keys)
-    mask = np.empty((min(block, max(evaluated.size, 1)), n_keys), dtype=bool)
+    # Flags of the rows consumed at once: a part of a block.
+    mask = np.empty((_part_rows(min(block, max(evaluated.size, 1)), n_keys), n_keys), dtype=bool)
 
     def consume(start: int, idx: np.ndarray, v: int, scores: torch.Tensor) -> None:
         # Ranked by R (module notes): a row's order without its factor.

@@ -215,9 +215,9 @@ def test_a_row_sent_to_the_origin_is_named():
         OffsetRows(UnitRows(x), np.array([0.0, 1.0]), name="image", why="lands on the origin")
 
 
-def test_big_blocks_consume_their_versions_in_turn_with_the_same_bits(monkeypatch):
-    # Blocks above the overlap size get one buffer of versions' scores, made and ranked in
-    # turn: the same numbers as the overlapped path.
+def test_big_blocks_are_made_into_versions_a_part_at_a_time_with_the_same_bits(monkeypatch):
+    # Blocks above the part size are made into versions' scores a few rows at a time (here
+    # one row): the same numbers as whole blocks.
     from gapscope.engine import offset_passes
 
     x, y, labels = _data(n=120, seed=6)
@@ -233,7 +233,7 @@ def test_big_blocks_consume_their_versions_in_turn_with_the_same_bits(monkeypatc
         ]
 
     overlapped = run()
-    monkeypatch.setattr(offset_passes, "_OVERLAP_BYTES", 0)
+    monkeypatch.setattr(offset_passes, "_PART_BYTES", 0)
     in_turn = run()
     for got, want in zip(in_turn[0] + in_turn[1], overlapped[0] + overlapped[1], strict=True):
         for a, b in zip(got, want, strict=True):
