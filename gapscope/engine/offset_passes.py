@@ -474,7 +474,7 @@ def offset_modality_passes(
     rounding of a pass over its own rows.
 
     Args:
-        base: the modality's unit rows, held in memory.
+        base: the modality's unit rows (held in memory or streamed).
         versions: :class:`OffsetRows` of ``base``.
         relevance, k, t, block_size, query_index: as for
             :func:`~gapscope.engine.passes.modality_pass`.
@@ -584,7 +584,7 @@ def offset_cross_passes(
     numbers are those of :func:`~gapscope.engine.passes.cross_pass` on its own rows.
 
     Args:
-        base_x, base_y: the two modalities' unit rows, held in memory.
+        base_x, base_y: the two modalities' unit rows (held in memory or streamed).
         versions: ``(x version, y version)`` pairs of :class:`OffsetRows`.
         groups_x, groups_y, k, block_size, query_index_x, query_index_y: as for
             :func:`~gapscope.engine.passes.cross_pass`.

@@ -232,10 +232,10 @@ def test_big_blocks_are_made_into_versions_a_part_at_a_time_with_the_same_bits(m
             (a.first_rank, b.first_rank) for a, b in cross
         ]
 
-    overlapped = run()
+    whole = run()
     monkeypatch.setattr(offset_passes, "_PART_BYTES", 0)
-    in_turn = run()
-    for got, want in zip(in_turn[0] + in_turn[1], overlapped[0] + overlapped[1], strict=True):
+    in_parts = run()
+    for got, want in zip(in_parts[0] + in_parts[1], whole[0] + whole[1], strict=True):
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b)
 
