@@ -242,21 +242,13 @@ class _TransformedSums:
         self.sum_w = np.zeros(dim)
         self.sum_unit = np.zeros(dim)
 
-    def add(self, start: int, rows: ArrayLike) -> None:
-        if isinstance(rows, torch.Tensor):
-            rows = rows.detach().cpu().numpy()
-        self.add_unit(start, unit_rows(rows))
-
-    def add_unit(self, start: int, unit: np.ndarray, scratch: np.ndarray | None = None) -> None:
-        """Add float64 unit rows (left as they are), moved in ``scratch`` (same shape) when
-        given: the scenarios of a read share one buffer instead of two new arrays each."""
+    def add(self, start: int, unit: np.ndarray, scratch: np.ndarray) -> None:
+        """Add float64 unit rows (left as they are), moved in ``scratch`` (same shape): the
+        scenarios of a read share one buffer instead of two new arrays each."""
         w = unit if self.offset is None else np.subtract(unit, self.offset, out=scratch)
         norms = _check_nonzero(w, self.name, self.why, start)
         self.sum_w += w.sum(axis=0)
-        if scratch is None:
-            self.sum_unit += (w / norms[:, None]).sum(axis=0)
-        else:
-            self.sum_unit += np.divide(w, norms[:, None], out=scratch).sum(axis=0)
+        self.sum_unit += np.divide(w, norms[:, None], out=scratch).sum(axis=0)
 
 
 class _SumsOfEveryFix:
@@ -276,7 +268,7 @@ class _SumsOfEveryFix:
         for i, sums in enumerate(self.sums):
             if self.errors[i] is None:
                 try:
-                    sums.add_unit(start, unit, scratch)
+                    sums.add(start, unit, scratch)
                 except EmbeddingError as error:
                     self.errors[i] = error
 

@@ -150,7 +150,6 @@ class OffsetRows:
         self.problem: EmbeddingError | None = None
         self.shape = base.shape
         self.device = base.device
-        self.in_memory = base.in_memory
         # u_i . v of the base rows with the vectors the passes need, kept once computed.
         self.dots = dots if dots is not None else _RowDots(base)
         self.offset: np.ndarray | None = None
@@ -165,9 +164,7 @@ class OffsetRows:
         self.offset_norm = math.sqrt(math.fsum(self.offset * self.offset))
         self._offset_t = torch.from_numpy(self.offset.astype(np.float32)).to(self.device)
         if norms is None:
-            norms = np.empty(base.shape[0], dtype=np.float64)
-            for start, stop, rows in _row_parts(base):
-                norms[start:stop] = moved_norms(rows, self._offset_t)
+            (norms,) = _scan(base, [self._offset_t], self.dots, [])
         short = np.flatnonzero(norms < MIN_NORM)
         if short.size:
             self.problem = EmbeddingError(
@@ -179,9 +176,6 @@ class OffsetRows:
         factors = (1.0 / norms).astype(np.float32)
         self.factors = torch.from_numpy(factors).to(self.device)
         self.max_factor = float(factors.max())
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def check(self) -> None:
         """Raise the error of a row the offset sends to the origin, if there is one."""
@@ -241,14 +235,7 @@ def offset_rows(
     targets = [
         torch.from_numpy(p.astype(np.float32)).to(base.device) for p in moved if p is not None
     ]
-    norms = [np.empty(base.shape[0], dtype=np.float64) for _ in targets]
-    found: dict[bytes, np.ndarray] = {}
-    for start, stop, rows in _row_parts(base):
-        for target, out in zip(targets, norms, strict=True):
-            out[start:stop] = moved_norms(rows, target)
-        dots.scan(start, stop, rows, vectors, found)
-    dots.known.update(found)
-    it = iter(norms)
+    it = iter(_scan(base, targets, dots, vectors))
     return [
         OffsetRows(
             base,
@@ -261,6 +248,22 @@ def offset_rows(
         )
         for p, why in zip(moved, whys, strict=True)
     ]
+
+
+def _scan(
+    base: UnitRows, targets: Sequence[torch.Tensor], dots: _RowDots, vectors: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """One read of ``base``'s rows: the norms of the rows moved by each of ``targets`` (float32
+    offsets on the rows' device), returned, and the dot products with ``vectors`` kept in
+    ``dots``."""
+    norms = [np.empty(base.shape[0], dtype=np.float64) for _ in targets]
+    found: dict[bytes, np.ndarray] = {}
+    for start, stop, rows in _row_parts(base):
+        for target, out in zip(targets, norms, strict=True):
+            out[start:stop] = moved_norms(rows, target)
+        dots.scan(start, stop, rows, vectors, found)
+    dots.known.update(found)
+    return norms
 
 
 def _row_parts(base: UnitRows) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -298,10 +301,7 @@ class _RowDots:
         """The dot products with each vector (zeros for ``None``)."""
         missing = [v for v in vectors if v is not None and v.tobytes() not in self.known]
         if missing:
-            found: dict[bytes, np.ndarray] = {}
-            for start, stop, rows in _row_parts(self.base):
-                self.scan(start, stop, rows, missing, found)
-            self.known.update(found)
+            _scan(self.base, [], self, missing)
         zeros = np.zeros(self.base.shape[0], dtype=np.float64)
         return [zeros if v is None else self.known[v.tobytes()] for v in vectors]
 

@@ -330,7 +330,7 @@ def test_scenario_sums_come_from_the_unit_rows_read_alike_in_memory_and_streamed
     shifted = whatif._TransformedSums(x.shape[1], np.full(x.shape[1], 0.05), "x", "")
     whatif._SumsOfEveryFix([shifted]).read(x)
     sums = whatif._TransformedSums(x.shape[1], np.full(x.shape[1], 0.05), "x", "")
-    UnitRows(x, on_rows=sums.add)
+    UnitRows(x, on_rows=whatif._SumsOfEveryFix([sums]).add)
     assert np.array_equal(shifted.sum_w, sums.sum_w)
     assert np.array_equal(shifted.sum_unit, sums.sum_unit)
 
