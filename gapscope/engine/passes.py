@@ -46,6 +46,7 @@ from gapscope.engine.blocks import (
     resolve_block_size,
     row_blocks,
 )
+from gapscope.engine.column_ranks import IntraColumnRanks, fits_columns
 from gapscope.engine.device_ranking import (
     column_window_counts,
     relevant_ranks_device,
@@ -192,18 +193,29 @@ def modality_pass(
     # The kernel is summed from the rows of the same blocks that the ranking reads (one
     # product for both), except for sampled queries against keys normalised on the fly:
     # those blocks would read every key once a block, so the kernel reads them once, chunk
-    # by chunk. Which of the two applies depends on the data's size alone, never on what is
-    # asked for, so uniformity alone equals uniformity computed with retrieval, bit for bit.
-    if kernel is not None and sample is not None and not unit.in_memory:
-        _sampled_kernel(unit, rows, kernel)
-        block_kernel = None
-    else:
-        block_kernel = kernel
+    # by chunk, and the ranks are counted down the columns of the same chunks when the
+    # queries' relevant rows are few enough to gather (column_ranks.py). Which path applies
+    # depends on the data alone, never on what is asked for, so uniformity alone equals
+    # uniformity computed with retrieval, bit for bit (and the ranks are exact either way).
+    streamed = sample is not None and not unit.in_memory
+    # Without the kernel, only the queries that have relevant rows are multiplied.
+    thin = rows if kernel is not None or intra is None else intra.evaluated
+    columns = None
+    if streamed and intra is not None and intra.evaluated.size:
+        scale = kernel.two_t if kernel is not None and kernel.prescale else 1.0
+        columns = intra.columns(thin, scale)
+    if streamed and (kernel is not None or columns is not None):
+        _sampled_kernel(unit, thin, kernel, columns=columns)
+        if columns is not None:
+            assert intra is not None
+            columns.finish(intra.store)
+    block_kernel = None if streamed else kernel
+    block_intra = None if columns is not None else intra
     # Blocks that hold no query to rank are skipped when only retrieval is asked for; the
     # partition itself never depends on what is asked for.
-    wanted = None if block_kernel is not None or intra is None else intra.wanted
-    if block_kernel is not None or (intra is not None and intra.evaluated.size):
-        _self_blocks(unit, rows, block, intra, block_kernel, wanted)
+    wanted = None if block_kernel is not None or block_intra is None else block_intra.wanted
+    if block_kernel is not None or (block_intra is not None and block_intra.evaluated.size):
+        _self_blocks(unit, rows, block, block_intra, block_kernel, wanted)
 
     value = se = terms = None
     if kernel is not None:
@@ -274,7 +286,26 @@ class _IntraRanks:
                 self.margin * scale,
                 self._exact_keys(i),
             )
-            self._store(i, ranks)
+            self.store(i, ranks)
+
+    def columns(self, product_rows: np.ndarray, scale: float) -> IntraColumnRanks | None:
+        """The ranks of the evaluated queries counted down the columns of thin products of
+        ``product_rows`` (ascending, the evaluated queries among them) against chunks of
+        keys (:mod:`~gapscope.engine.column_ranks`), when their relevant rows are few enough
+        to gather (:func:`~gapscope.engine.column_ranks.fits_columns`); else ``None``."""
+        counts = self.members.count(self.codes[self.evaluated]) - 1
+        if not fits_columns(counts, self.codes.size):
+            return None
+        return IntraColumnRanks(
+            self.unit,
+            self.evaluated,
+            [self._items(int(i)) for i in self.evaluated.tolist()],
+            self.codes,
+            self.margin,
+            scale,
+            positions=np.searchsorted(product_rows, self.evaluated),
+            product_rows=product_rows.size,
+        )
 
     def _items(self, i: int) -> np.ndarray:
         """Query ``i``'s relevant rows: its group's other members (ascending)."""
@@ -298,9 +329,9 @@ class _IntraRanks:
             exact.append(self._exact_keys(i))
         ranks = relevant_ranks_device(scores_t, rows, items, relevant, self.margin * scale, exact)
         for i, r in zip(queries, ranks, strict=True):
-            self._store(i, r)
+            self.store(i, r)
 
-    def _store(self, i: int, ranks: np.ndarray) -> None:
+    def store(self, i: int, ranks: np.ndarray) -> None:
         p = self.position[i]
         n_rel = ranks.size
         self.first_rank[p] = ranks[0]
@@ -358,38 +389,70 @@ class _KernelRows:
 
 
 def _sampled_kernel(
-    unit: UnitRows, rows: np.ndarray, kernel: _KernelRows, keys: UnitRows | None = None
+    unit: UnitRows,
+    rows: np.ndarray,
+    kernel: _KernelRows | None,
+    keys: UnitRows | None = None,
+    columns: IntraColumnRanks | None = None,
 ) -> None:
     """The kernel rows of the sampled query ``rows`` (ascending) of ``unit`` against every
     key of ``keys`` (default: ``unit`` itself, each query's own column left out), one chunk
     of keys (:func:`~gapscope.engine.blocks.key_chunk_columns`) at a time: each chunk's
     float32 terms are summed as in :meth:`_KernelRows.add_block` and the chunk sums combined
-    in float64 (in the log domain when ``4t`` leaves the float32 range)."""
+    in float64 (in the log domain when ``4t`` leaves the float32 range). ``columns`` counts
+    the intra-modal ranks from the same chunks (before the kernel overwrites them), while
+    the next chunk's product is made."""
     own_keys = keys is None
     keys = unit if keys is None else keys
     n = keys.shape[0]
+    prescale = kernel is not None and kernel.prescale
     queries = unit.take(rows)
-    if kernel.prescale:
+    if prescale:
+        assert kernel is not None
         queries = queries * kernel.two_t
     width = min(n, key_chunk_columns(rows.size))
-    buffer = score_buffer(rows.size, width, unit.device)
-    shifted = 2.0 * kernel.two_t > _MAX_UNSHIFTED_EXPONENT
+    starts = list(range(0, n, width))
+    # Counting overlaps the next chunk's product (two buffers); the kernel alone needs one.
+    buffers = [
+        score_buffer(rows.size, width, unit.device)
+        for _ in range(2 if columns is not None and len(starts) > 1 else 1)
+    ]
+    shifted = kernel is not None and 2.0 * kernel.two_t > _MAX_UNSHIFTED_EXPONENT
     total = np.full(rows.size, -math.inf) if shifted else np.zeros(rows.size)
-    for start in range(0, n, width):
+
+    def product(c: int) -> tuple[int, torch.Tensor]:
+        start = starts[c]
         stop = min(n, start + width)
+        buffer = buffers[c % len(buffers)]
         scores = matmul_into(queries, keys.block(start, stop), buffer[:, : stop - start])
         # Each query's own column: -inf is a zero kernel term.
         lo, hi = np.searchsorted(rows, [start, stop]) if own_keys else (0, 0)
         if hi > lo:
             own = torch.from_numpy(np.arange(lo, hi)).to(unit.device)
-            columns = torch.from_numpy(rows[lo:hi] - start).to(unit.device)
-            scores[own, columns] = -math.inf
+            own_columns = torch.from_numpy(rows[lo:hi] - start).to(unit.device)
+            scores[own, own_columns] = -math.inf
+        return start, scores
+
+    def consume(item: tuple[int, torch.Tensor]) -> None:
+        nonlocal total
+        start, scores = item
+        if columns is not None:
+            columns.add_chunk(start, scores)
+        if kernel is None:
+            return
         terms = scores if kernel.prescale else scores.mul_(kernel.two_t)
         if shifted:
             total = np.logaddexp(total, torch.logsumexp(terms, dim=1).cpu().double().numpy())
         else:
             total += terms.exp_().sum(dim=1).cpu().numpy().astype(np.float64)
-    kernel.row_lse[:] = (total if shifted else np.log(total)) - kernel.two_t
+
+    if len(buffers) > 1:
+        _pipelined(len(starts), product, consume)
+    else:
+        for c in range(len(starts)):
+            consume(product(c))
+    if kernel is not None:
+        kernel.row_lse[:] = (total if shifted else np.log(total)) - kernel.two_t
 
 
 def _self_blocks(

@@ -493,3 +493,99 @@ def test_sampled_cross_queries_rank_the_same_by_rows_and_by_columns(tmp_path, bl
             _assert_same(r, c)
         assert by_rows[0].recall == ref.cross_recall(x[qx], y, gx[qx], gy, KS)
         assert by_rows[1].recall == ref.cross_recall(y[qy], x, gy[qy], gx, KS)
+
+
+def _ref_sampled_intra(x: np.ndarray, codes: np.ndarray, queries: np.ndarray):
+    """Full-matrix float64 first rank and AP of each query with a relevant row (ties to the
+    lower index), the way ``reference.intra_retrieval`` ranks them."""
+    s = ref.unit(x) @ ref.unit(x).T
+    first, aps = [], []
+    for i in queries.tolist():
+        others = np.array([j for j in range(len(x)) if j != i])
+        rel = codes[others] == codes[i]
+        if not rel.any():
+            continue
+        positions = np.nonzero(rel[ref._ranking(s[i, others])])[0]
+        first.append(positions[0])
+        aps.append(np.mean([(r + 1) / (p + 1) for r, p in enumerate(positions)]))
+    return np.array(first), np.array(aps)
+
+
+@pytest.mark.parametrize("uniformity", [True, False])
+@pytest.mark.parametrize("data", ["gaussian", "ties", "duplicates"])
+def test_streamed_sampled_intra_ranks_counted_down_the_columns(
+    monkeypatch, tmp_path, uniformity, data
+):
+    # Keys normalised on the fly: the sampled queries' intra-modal ranks are counted down the
+    # columns of the kernel's chunks of keys (7 keys a chunk here, so queries and their
+    # relevant rows sit at chunk edges). Exact ranks: the same as the blocks of rows of the
+    # keys held in memory, and as the float64 oracle, on tie-heavy and duplicated rows too.
+    from gapscope.engine import column_ranks, passes
+    from gapscope.engine.unit_rows import UnitRows
+
+    rng = np.random.default_rng(21)
+    if data == "gaussian":
+        x, _, codes, _, _ = _data(150, 13)  # groups of three
+    elif data == "ties":
+        x = rng.choice([-1.0, 1.0], size=(90, 4)).astype(np.float32)
+        codes = rng.integers(0, 6, size=90)
+    else:
+        base = rng.normal(size=(40, 8)).astype(np.float32)
+        x = np.concatenate([base, 2.0 * base, base])  # the same unit row three times
+        codes = rng.integers(0, 3, size=120)
+    q = np.sort(rng.choice(len(x), len(x) // 2, replace=False))
+    finished = []
+    finish = column_ranks.IntraColumnRanks.finish
+
+    def counted_finish(self, store):
+        finished.append(1)
+        finish(self, store)
+
+    monkeypatch.setattr(column_ranks.IntraColumnRanks, "finish", counted_finish)
+    monkeypatch.setattr(passes, "fits_columns", lambda counts, n_keys: True)
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 7)
+    held = modality_pass(x, codes, k=KS, block_size=5, query_index=q, uniformity=uniformity)
+    assert not finished
+    np.save(tmp_path / "x.npy", x)
+    mx = np.load(tmp_path / "x.npy", mmap_mode="r")
+    streamed = UnitRows(mx, in_memory=False, chunk_rows=11)
+    by_columns = modality_pass(streamed, codes, k=KS, query_index=q, uniformity=uniformity)
+    assert finished == [1]
+    _assert_same(held.retrieval, by_columns.retrieval)
+    np.testing.assert_array_equal(
+        held.retrieval.average_precision, by_columns.retrieval.average_precision
+    )
+    np.testing.assert_array_equal(held.retrieval.r_precision, by_columns.retrieval.r_precision)
+    first, aps = _ref_sampled_intra(x, codes, q)
+    np.testing.assert_array_equal(by_columns.retrieval.first_rank, first)
+    np.testing.assert_allclose(by_columns.retrieval.average_precision, aps, rtol=1e-12)
+    if uniformity:
+        alone = modality_pass(streamed, None, query_index=q)
+        assert by_columns.uniformity_row_terms.tobytes() == alone.uniformity_row_terms.tobytes()
+
+
+def test_streamed_sampled_intra_reads_the_keys_once(monkeypatch):
+    # 60 sampled queries in blocks of 4 would read the keys 15 times by rows; counted down
+    # the columns, the uniformity's chunks of keys are the only read. Relevant rows too many
+    # to gather (one label shared by every row) keep the blocks of rows, with the same ranks.
+    from gapscope.engine import passes
+    from gapscope.engine.unit_rows import UnitRows
+
+    x, _, groups, _, _ = _data(300, 14)
+    q = np.arange(0, 300, 5)
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 64)
+    for codes, reads in ((groups, 300), (np.zeros(300, np.int64), 300 * 16)):
+        streamed = UnitRows(x, in_memory=False, chunk_rows=50)
+        read = []
+        block = streamed.block
+
+        def counted_block(start, stop, block=block, read=read):
+            read.append(stop - start)
+            return block(start, stop)
+
+        monkeypatch.setattr(streamed, "block", counted_block)
+        r = modality_pass(streamed, codes, k=KS, block_size=4, query_index=q)
+        assert sum(read) == reads
+        held = modality_pass(x, codes, k=KS, block_size=4, query_index=q)
+        _assert_same(held.retrieval, r.retrieval)
+        assert r.uniformity == pytest.approx(held.uniformity, abs=1e-6)

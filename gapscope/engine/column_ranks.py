@@ -1,0 +1,158 @@
+"""Intra-modal ranks of sampled queries, counted down the columns of thin products.
+
+When a modality's keys are too many to keep as float32 unit rows (a million rows of d = 512
+is 2 GiB), each read of the keys normalises them again. The block path of
+:func:`~gapscope.engine.passes.modality_pass` multiplies a block of query rows by every key,
+so it reads the keys once a block of queries: at a million keys a 512 MiB block holds 134
+queries, and 2,000 sampled queries read the keys 15 times. Here every sampled query meets one
+chunk of keys at a time instead (the chunks the sampled uniformity reads anyway), so the keys
+are read once.
+
+A query's ranks need only, for each of its relevant rows ("items"), how many non-relevant
+keys outrank it (:func:`~gapscope.engine.ranking.relevant_ranks`), and those counts add up over
+chunks of keys once each item's score is known before the pass. The items' scores are the
+exact ones (:func:`~gapscope.engine.unit_rows.exact_scores`, gathered up front), and each item
+gets a window of twice the float32 error bound around its score (in the scores' units):
+
+* a key whose float32 score lies above the window is counted as outranking the item (its exact
+  score is higher: the float32 score is within the bound of it);
+* a key below the window does not outrank it;
+* a key inside the window is kept and compared by exact score after the pass (ties to the
+  lower index).
+
+So the counts, and the ranks ``sort(counts) + (0, 1, ..., m - 1)``, are the exact ones, the
+same as the block path's, however the keys are chunked. Gathering the items costs a read of
+``sum |items|`` rows, so the path is taken only when that is at most the number of keys
+(:func:`fits_columns`): groups of a few rows (captions of one image) qualify; a label shared by
+a tenth of a million rows does not, and keeps the block path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from gapscope.engine.unit_rows import RowSource, exact_scores
+
+__all__ = ["IntraColumnRanks", "fits_columns"]
+
+
+def fits_columns(item_counts: np.ndarray, n_keys: int) -> bool:
+    """Whether gathering every sampled query's items (``item_counts[p]`` rows for query
+    ``p``) reads at most as many rows as one pass over the ``n_keys`` keys.
+
+    >>> fits_columns(np.array([4, 4, 4]), 100), fits_columns(np.array([60, 60]), 100)
+    (True, False)
+    """
+    return int(np.sum(item_counts, dtype=np.int64)) <= n_keys
+
+
+class IntraColumnRanks:
+    """The exact intra-modal ranks of ``queries``, counted one chunk of keys at a time.
+
+    Args:
+        unit: the unit rows (queries and keys alike).
+        queries: the query rows (ascending), each with at least one item.
+        items: ``items[p]``, the relevant rows of ``queries[p]`` (the query left out).
+        codes: the relevance code of every row (a key whose code is the query's is an item,
+            or the query itself, and is never counted).
+        margin: twice the float32 error bound of a score, in unit-row units.
+        scale: the factor the product's query rows were multiplied by (a power of two).
+        positions: the row of each query in the products (``None``: ``0, 1, ...``).
+        product_rows: the rows of the products (``None``: one a query).
+    """
+
+    def __init__(
+        self,
+        unit: RowSource,
+        queries: np.ndarray,
+        items: Sequence[np.ndarray],
+        codes: np.ndarray,
+        margin: float,
+        scale: float = 1.0,
+        positions: np.ndarray | None = None,
+        product_rows: int | None = None,
+    ) -> None:
+        self.unit = unit
+        self.queries = np.asarray(queries, dtype=np.int64)
+        self.codes = codes
+        self.query_codes = codes[self.queries]
+        sizes = np.array([a.size for a in items], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        owner = np.repeat(np.arange(self.queries.size), sizes)
+        flat = np.concatenate(items).astype(np.int64) if len(items) else np.zeros(0, np.int64)
+        exact = exact_scores(unit, self.queries[owner], unit, flat)
+        # Within a query, items ascend by exact score (ties by index): the windows ascend too.
+        order = np.lexsort((flat, exact, owner))
+        self.items, self.exact, self.owner = flat[order], exact[order], owner[order]
+        self.lo = (self.exact - margin) * scale
+        self.hi = (self.exact + margin) * scale
+        # Each product row's lowest window bound, in float32 one step down (so no key at or
+        # above it is missed); +inf for rows that are not queries here.
+        positions = np.arange(self.queries.size) if positions is None else positions
+        lowest = np.full(
+            self.queries.size if product_rows is None else product_rows, np.inf, np.float32
+        )
+        lowest[positions] = np.nextafter(
+            self.lo[self.offsets[:-1]].astype(np.float32), np.float32(-np.inf)
+        )
+        self.lowest = torch.from_numpy(lowest)
+        # The query a product row holds (-1: none).
+        self.query_of_row = np.full(lowest.size, -1, dtype=np.int64)
+        self.query_of_row[positions] = np.arange(self.queries.size)
+        self.above = np.zeros(self.items.size, dtype=np.int64)
+        self.near_keys: list[np.ndarray] = []
+        self.near_windows: list[np.ndarray] = []
+
+    def add_chunk(self, start: int, scores_t: torch.Tensor) -> None:
+        """Count keys ``start, start + 1, ...`` (the columns of ``scores_t``, whose rows are
+        the products' rows, in the scaled units)."""
+        if not self.queries.size:
+            return
+        mask = scores_t >= self.lowest.to(scores_t.device)[:, None]
+        rows_t, cols_t = mask.nonzero(as_tuple=True)
+        if not rows_t.numel():
+            return
+        values = scores_t[rows_t, cols_t].cpu().numpy().astype(np.float64)
+        rows = self.query_of_row[rows_t.cpu().numpy()]
+        keys = cols_t.cpu().numpy().astype(np.int64) + start
+        # A key of the query's own code is one of its items, or the query itself.
+        keep = self.codes[keys] != self.query_codes[rows]
+        rows, keys, values = rows[keep], keys[keep], values[keep]
+        # nonzero lists the candidates row by row, so each query's are one run.
+        bounds = np.searchsorted(rows, np.arange(self.queries.size + 1))
+        for p in np.flatnonzero(np.diff(bounds)).tolist():
+            self._count(p, keys[bounds[p] : bounds[p + 1]], values[bounds[p] : bounds[p + 1]])
+
+    def _count(self, p: int, keys: np.ndarray, values: np.ndarray) -> None:
+        w0, w1 = int(self.offsets[p]), int(self.offsets[p + 1])
+        order = np.argsort(values, kind="stable")
+        keys, values = keys[order], values[order]
+        lo, hi = self.lo[w0:w1], self.hi[w0:w1]
+        upper = np.searchsorted(values, hi, side="right")
+        self.above[w0:w1] += values.size - upper
+        lower = np.searchsorted(values, lo, side="left")
+        lengths = upper - lower
+        if lengths.any():
+            windows = np.repeat(np.arange(w0, w1), lengths)
+            offsets = np.arange(windows.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            self.near_keys.append(keys[np.repeat(lower, lengths) + offsets])
+            self.near_windows.append(windows)
+
+    def finish(self, store: Callable[[int, np.ndarray], None]) -> None:
+        """Resolve the keys inside the windows by exact score and hand each query's ranks
+        (0-based, ascending) to ``store(query_row, ranks)``."""
+        counts = self.above.copy()
+        if self.near_keys:
+            keys = np.concatenate(self.near_keys)
+            windows = np.concatenate(self.near_windows)
+            queries = self.queries[self.owner[windows]]
+            s_key = exact_scores(self.unit, queries, self.unit, keys)
+            s_item, item = self.exact[windows], self.items[windows]
+            outranks = (s_key > s_item) | ((s_key == s_item) & (keys < item))
+            counts += np.bincount(windows[outranks], minlength=counts.size)
+        for p, query in enumerate(self.queries.tolist()):
+            part = counts[self.offsets[p] : self.offsets[p + 1]]
+            store(query, np.sort(part) + np.arange(part.size))
