@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from gapscope.analysis import keys as K
-from gapscope.analysis.families import FAMILIES, MMD, RETRIEVAL
+from gapscope.analysis.families import FAMILIES, MMD, RETRIEVAL, families_for
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.weights import random_init_seed
+from gapscope.engine.blocks import resolve_scan_rows
 from gapscope.engine.devices import resolve_device
-from gapscope.engine.moments import UnitSums, unit_scatter, unit_sums
+from gapscope.engine.moments import UnitSums, UnitSumsScan, unit_scatter, unit_sums
 from gapscope.engine.passes import (
     CROSS_DIRECTIONS,
     CrossKernel,
@@ -48,7 +49,7 @@ from gapscope.engine.validation import (
     check_positive,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics.mir import RawNorms, raw_norms
+from gapscope.metrics.mir import RawNorms, RawNormsScan, raw_norms
 
 __all__ = ["METRICS", "AnalysisContext", "AnalysisOptions", "Progress", "parse_k", "parse_metrics"]
 
@@ -210,8 +211,11 @@ class AnalysisContext:
                 "need at least two modalities to compare"
             )
         self.say("checking embeddings")
+        self._norms: dict[str, RawNorms] = {}
+        self._sums: dict[str, UnitSums] = {}
         self.raw: dict[str, Embeddings] = {
-            m: check_embeddings(data.embeddings[m], m, min_rows=2) for m in data.modalities
+            m: self._check(m, sums=any(f.reads_unit_sums for f in families_for(options.metrics)))
+            for m in data.modalities
         }
         dims = {m: a.shape[1] for m, a in self.raw.items()}
         if len(set(dims.values())) > 1:
@@ -228,8 +232,6 @@ class AnalysisContext:
         ]
         self.notes: list[str] = []
         self._unit: dict[str, UnitRows] = {}
-        self._sums: dict[str, UnitSums] = {}
-        self._norms: dict[str, RawNorms] = {}
         self._scatter: dict[str, np.ndarray] = {}
         self._uniformity: dict[str, ModalityPassResult] = {}
         self._intra: dict[str, RetrievalResult | None] = {}
@@ -245,6 +247,32 @@ class AnalysisContext:
         # normalises its blocks of keys again from the (memory-mapped) rows.
         self._fits = fits_in_memory(sum(a.shape[0] for a in self.raw.values()), self.dim)
         self.extras: dict[str, Any] = {}
+
+    def _check(self, m: str, *, sums: bool) -> Embeddings:
+        """Validate the rows of ``m``; the same read makes their raw norms (the report's
+        mean raw norm, MIR) and, with ``sums``, their unit-row sums, in the slices
+        :func:`raw_norms` and :func:`unit_sums` read (the same bits)."""
+        rows = self.data.embeddings[m]
+        shape: tuple[int, ...] = tuple(getattr(rows, "shape", ()))
+        if isinstance(rows, Embeddings) or len(shape) != 2 or shape[1] < 1:
+            return check_embeddings(rows, m, min_rows=2)
+        n, d = int(shape[0]), int(shape[1])
+        norms = RawNormsScan(n)
+        unit = UnitSumsScan(d) if sums else None
+
+        def on_rows(start: int, raw: np.ndarray, wide: np.ndarray) -> None:
+            norms.add(start, raw, wide)
+            if unit is not None:
+                unit.add(wide)
+
+        checked = check_embeddings(
+            rows, m, min_rows=2, slice_rows=resolve_scan_rows(None, d), on_rows=on_rows
+        )
+        if norms.complete:
+            self._norms[m] = norms.result()
+            if unit is not None:
+                self._sums[m] = unit.result()
+        return checked
 
     # ------------------------------------------------------------------ inputs
 

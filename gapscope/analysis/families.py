@@ -119,6 +119,9 @@ class Family:
         order_free: unchanged when the rows come in another order (not separability, whose
             row sample and cross-validation folds are drawn by position).
         table: a view of its own besides the rows (``"retrieval"``, ``"whatif"``).
+        reads_unit_sums: reads each modality's unit-row sums (``ctx.unit_sums``, or its
+            scatter, which starts from their mean): the analysis then makes them in the
+            read that validates the rows.
     """
 
     name: str
@@ -134,6 +137,7 @@ class Family:
     scale_free: bool = True
     order_free: bool = True
     table: str | None = None
+    reads_unit_sums: bool = False
     description: str = field(default="", compare=False)
 
 
@@ -185,6 +189,7 @@ GAP = Family(
             text=_gap_shares,
         ),
     ),
+    reads_unit_sums=True,
     description="Liang et al. 2022: the distance between the modalities' centroids",
 )
 
@@ -297,6 +302,7 @@ CONE = Family(
             per_modality=True,
         ),
     ),
+    reads_unit_sums=True,
     description="Liang et al. 2022: mean cosine between distinct rows of one modality",
 )
 
@@ -612,6 +618,7 @@ EFFECTIVE_RANK = Family(
             per_modality=True,
         ),
     ),
+    reads_unit_sums=True,
     description="Roy & Vetterli 2007: how many directions a modality uses (centred)",
 )
 
@@ -822,6 +829,7 @@ GAP_DIRECTION = Family(
             text=_pc_text,
         ),
     ),
+    reads_unit_sums=True,
     description="where the gap vector points: along the content's principal axes or not",
 )
 
@@ -1071,6 +1079,7 @@ WHATIF = Family(
     pair=_whatif,
     needs_positives=True,
     table="whatif",
+    reads_unit_sums=True,
     description="retrieval, uniformity and zero-shot accuracy after closing the gap post hoc "
     "(centring, shifts both ways)",
 )

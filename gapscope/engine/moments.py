@@ -17,7 +17,7 @@ from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.validation import Rows
 
-__all__ = ["UnitSums", "spectrum", "unit_scatter", "unit_sums"]
+__all__ = ["UnitSums", "UnitSumsScan", "spectrum", "unit_scatter", "unit_sums"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,28 @@ class UnitSums:
         return self.total / self.n
 
 
+class UnitSumsScan:
+    """:class:`UnitSums` made one slice of rows at a time, in row order (the slices of
+    :func:`unit_sums` give the same bits: each slice's sum is added to the total)."""
+
+    def __init__(self, dim: int) -> None:
+        self.total = np.zeros(dim, dtype=np.float64)
+        self.squares = 0.0
+        self.n = 0
+
+    def add(self, rows: Rows) -> None:
+        """Add the next slice of (non-zero) rows."""
+        unit = unit_rows(rows)
+        self.total += unit.sum(axis=0)
+        self.squares += float(np.einsum("ij,ij->", unit, unit))
+        self.n += unit.shape[0]
+
+    def result(self) -> UnitSums:
+        total = self.total.copy()
+        total.flags.writeable = False
+        return UnitSums(total, self.squares, self.n)
+
+
 def unit_sums(x: Rows, block_size: int | None = None) -> UnitSums:
     """:class:`UnitSums` of the rows of ``x`` (which must be non-zero), one scan of
     ``block_size`` rows at a time (``None``: the scan policy of :mod:`gapscope.engine.blocks`).
@@ -51,14 +73,10 @@ def unit_sums(x: Rows, block_size: int | None = None) -> UnitSums:
     >>> s.total.tolist(), s.squares, s.mean.tolist()
     ([1.0, 1.0], 2.0, [0.5, 0.5])
     """
-    total = np.zeros(x.shape[1], dtype=np.float64)
-    squares = 0.0
+    scan = UnitSumsScan(x.shape[1])
     for start, stop in row_blocks(x.shape[0], resolve_scan_rows(block_size, x.shape[1])):
-        rows = unit_rows(x[start:stop])
-        total += rows.sum(axis=0)
-        squares += float(np.einsum("ij,ij->", rows, rows))
-    total.flags.writeable = False
-    return UnitSums(total, squares, int(x.shape[0]))
+        scan.add(x[start:stop])
+    return scan.result()
 
 
 def unit_scatter(

@@ -11,7 +11,7 @@ one takes it as it is, without scanning the rows again. Bad data raises
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -22,6 +22,7 @@ from gapscope.errors import EmbeddingError, GapscopeError
 __all__ = [
     "ArrayLike",
     "Embeddings",
+    "OnRows",
     "check_block_size",
     "check_embeddings",
     "check_groups",
@@ -108,13 +109,31 @@ def _as_numpy_view(x: Any, name: str) -> np.ndarray:
     return x
 
 
-def check_embeddings(x: ArrayLike, name: str = "x", *, min_rows: int = 1) -> Embeddings:
+#: What :func:`check_embeddings` hands each slice of checked rows to: the slice's first row,
+#: its raw rows (a numpy array in the input's dtype) and the same rows in float64.
+OnRows: TypeAlias = Callable[[int, np.ndarray, np.ndarray], None]
+
+
+def check_embeddings(
+    x: ArrayLike,
+    name: str = "x",
+    *,
+    min_rows: int = 1,
+    slice_rows: int | None = None,
+    on_rows: OnRows | None = None,
+) -> Embeddings:
     """Validate an embedding matrix once; return it as :class:`Embeddings` (no copy).
 
     Checks: 2-D, at least ``min_rows`` rows and one column, a float dtype, every value finite,
     no all-zero row (a zero row has no direction, so cosine metrics are undefined on it). An
     :class:`Embeddings` is returned as it is (only ``min_rows`` is checked): it was scanned
     when it was made.
+
+    The rows are read in slices of ``slice_rows`` (``None``: 65,536), and each slice, once
+    checked, is handed to ``on_rows`` (in row order), so statistics of the rows can be made
+    in the same read (:class:`~gapscope.analysis.context.AnalysisContext` makes the raw
+    norms and the unit-row sums there). ``on_rows`` is not called for an
+    :class:`Embeddings`, nor after a bad row.
 
     >>> check_embeddings(np.eye(2, dtype=np.float32), "image").shape
     (2, 2)
@@ -138,8 +157,10 @@ def check_embeddings(x: ArrayLike, name: str = "x", *, min_rows: int = 1) -> Emb
         raise EmbeddingError(
             f"{name}: expected float16, float32 or float64 values, got dtype {arr.dtype}"
         )
-    for start in range(0, arr.shape[0], _CHECK_ROWS):
-        block = np.asarray(arr[start : start + _CHECK_ROWS], dtype=np.float64)
+    step = _CHECK_ROWS if slice_rows is None else slice_rows
+    for start in range(0, arr.shape[0], step):
+        raw = np.asarray(arr[start : start + step])
+        block = np.asarray(raw, dtype=np.float64)
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             row = start + int(np.argmin(finite))
@@ -148,6 +169,8 @@ def check_embeddings(x: ArrayLike, name: str = "x", *, min_rows: int = 1) -> Emb
         if not nonzero.all():
             row = start + int(np.argmin(nonzero))
             raise EmbeddingError(f"{name}: row {row} is a zero vector (no direction to compare)")
+        if on_rows is not None:
+            on_rows(start, raw, block)
     return Embeddings(arr, name, x.detach() if isinstance(x, torch.Tensor) else None)
 
 

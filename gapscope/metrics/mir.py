@@ -17,6 +17,7 @@ __all__ = [
     "FD_FLOOR",
     "MIRResult",
     "RawNorms",
+    "RawNormsScan",
     "frechet_distance",
     "modality_integration_rate",
     "raw_norms",
@@ -260,14 +261,35 @@ def raw_norms(a: Rows, block_size: int | None = None) -> RawNorms:
     >>> r.norms.tolist(), r.rounding
     ([5.0, 0.5], 'bfloat16')
     """
-    rows = resolve_scan_rows(block_size, a.shape[1])
-    norms = np.empty(a.shape[0], dtype=np.float64)
-    candidates = [name for name, _ in _FORMATS]
-    for start, stop in row_blocks(a.shape[0], rows):
-        raw = np.asarray(a[start:stop])
-        candidates = [c for c in candidates if _holds(raw, c)]
-        norms[start:stop] = row_norms(raw)
-    return RawNorms(norms, candidates[0])
+    scan = RawNormsScan(a.shape[0])
+    for start, stop in row_blocks(a.shape[0], resolve_scan_rows(block_size, a.shape[1])):
+        scan.add(start, np.asarray(a[start:stop]))
+    return scan.result()
+
+
+class RawNormsScan:
+    """:class:`RawNorms` made one slice of rows at a time (each row's norm depends on that
+    row alone, so any slicing gives the same bits)."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.norms = np.empty(n_rows, dtype=np.float64)
+        self.candidates = [name for name, _ in _FORMATS]
+        self.filled = 0
+
+    def add(self, start: int, raw: np.ndarray, wide: np.ndarray | None = None) -> None:
+        """Add rows ``start, start + 1, ...``: ``raw`` in their own dtype, ``wide`` the same
+        rows in float64 when the caller has them (``None``: converted here)."""
+        self.candidates = [c for c in self.candidates if _holds(raw, c)]
+        self.norms[start : start + raw.shape[0]] = row_norms(raw if wide is None else wide)
+        self.filled += raw.shape[0]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every row was added."""
+        return self.filled == self.norms.shape[0]
+
+    def result(self) -> RawNorms:
+        return RawNorms(self.norms, self.candidates[0])
 
 
 def rounding_band(rounding: str) -> float:

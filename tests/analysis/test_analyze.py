@@ -312,3 +312,87 @@ def test_mean_raw_norm_is_summed_in_slices_of_65536_rows():
         assert report.to_dict()["input"]["modalities"][name]["raw_norm_mean"] == round_float(
             expected
         )
+
+
+class _CountingRows(np.ndarray):
+    """An ndarray that counts the rows read out of it by slicing or fancy indexing (views
+    cut out of it carry no count of their own)."""
+
+    read: list[int]
+
+    def __getitem__(self, index):
+        out = super().__getitem__(index)
+        if isinstance(out, np.ndarray) and out.ndim == 2 and "read" in self.__dict__:
+            self.read.append(out.shape[0])
+        return out
+
+
+def _counting(rows: np.ndarray) -> _CountingRows:
+    out = rows.view(_CountingRows)
+    out.read = []
+    return out
+
+
+@pytest.mark.parametrize("metrics", ["gap,cone", "gap,mir", "diagnostics", "retrieval"])
+def test_validation_reads_the_raw_norms_and_unit_sums_once(metrics):
+    # One read of each modality checks its rows and makes its raw norms (the report's mean
+    # raw norm, MIR) and, for the metrics that start from them, its unit-row sums: the same
+    # bits as reading them apart.
+    from gapscope.analysis.context import AnalysisContext, AnalysisOptions
+    from gapscope.engine.moments import unit_sums
+    from gapscope.metrics.mir import raw_norms
+
+    image, text, *_ = make_paired(n=300, captions=1)
+    rows = {"image": _counting(image.astype(np.float16)), "text": _counting(text)}
+    ctx = AnalysisContext(EmbeddingSet.from_arrays(rows), AnalysisOptions.parse(metrics=metrics))
+    for m, a in rows.items():
+        assert sum(a.read) == 300
+        norms = ctx.raw_norms(m)
+        expected = raw_norms(np.asarray(a))
+        assert norms.norms.tobytes() == expected.norms.tobytes()
+        assert norms.rounding == expected.rounding
+        if metrics != "retrieval":
+            sums = ctx.unit_sums(m)
+            plain = unit_sums(np.asarray(a))
+            assert sums.total.tobytes() == plain.total.tobytes()
+            assert (sums.squares, sums.n) == (plain.squares, plain.n)
+        assert sum(a.read) == 300  # nothing read again
+    assert ("image" in ctx._sums) == (metrics != "retrieval")
+
+
+def test_rows_checked_before_the_analysis_are_read_for_their_norms():
+    # Embeddings already checked are not scanned again at the boundary, so their norms and
+    # sums are made when first asked for, with the same bits.
+    from gapscope.engine.moments import unit_sums
+    from gapscope.engine.validation import check_embeddings
+
+    image, text, *_ = make_paired(n=120, captions=1)
+    checked = {m: check_embeddings(a, m) for m, a in (("image", image), ("text", text))}
+    a = analyze(checked, device="cpu", metrics="gap,mir")
+    b = analyze({"image": image, "text": text}, device="cpu", metrics="gap,mir")
+    assert a.to_dict()["pairs"] == b.to_dict()["pairs"]
+    assert a.to_dict()["input"]["modalities"] == b.to_dict()["input"]["modalities"]
+    assert unit_sums(image).total.tobytes() == unit_sums(checked["image"]).total.tobytes()
+
+
+def test_every_family_that_reads_unit_sums_declares_it():
+    # A family that reads ctx.unit_sums (or the scatter, from their mean) without declaring
+    # reads_unit_sums would read every modality a second time: the context says so when it
+    # makes the sums after validation.
+    from gapscope.analysis.context import METRICS, AnalysisOptions
+    from gapscope.analysis.orchestrator import run_analysis
+
+    image, text, gi, gt, labels, _ = make_paired(n=80, captions=2)
+    data = EmbeddingSet(
+        embeddings={"image": image, "text": text},
+        groups={"image": gi, "text": gt},
+        labels={"image": labels},
+    )
+    for selector in METRICS:
+        said = []
+        run_analysis(
+            data,
+            AnalysisOptions.parse(metrics=selector, device="cpu"),
+            progress=said.append,
+        )
+        assert not [m for m in said if m.endswith("unit-row sums")], selector

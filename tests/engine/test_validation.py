@@ -1,0 +1,34 @@
+"""check_embeddings hands each checked slice of rows on, so one read validates and measures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gapscope.engine.validation import check_embeddings
+from gapscope.errors import EmbeddingError
+
+
+def test_each_checked_slice_is_handed_on_in_order():
+    rows = np.arange(1, 23, dtype=np.float16).reshape(11, 2)
+    seen = []
+    checked = check_embeddings(
+        rows, "image", slice_rows=4, on_rows=lambda s, raw, wide: seen.append((s, raw, wide))
+    )
+    assert [s for s, _, _ in seen] == [0, 4, 8]
+    assert all(raw.dtype == np.float16 and wide.dtype == np.float64 for _, raw, wide in seen)
+    np.testing.assert_array_equal(np.concatenate([raw for _, raw, _ in seen]), rows)
+    np.testing.assert_array_equal(np.concatenate([w for _, _, w in seen]), rows.astype(np.float64))
+    # Checked rows are not scanned again, so nothing is handed on.
+    again = []
+    check_embeddings(checked, "image", on_rows=lambda *a: again.append(a))
+    assert not again
+
+
+def test_no_slice_is_handed_on_from_a_bad_row_on():
+    rows = np.ones((10, 3), dtype=np.float32)
+    rows[6] = 0.0
+    seen = []
+    with pytest.raises(EmbeddingError, match="text: row 6 is a zero vector"):
+        check_embeddings(rows, "text", slice_rows=3, on_rows=lambda s, *_: seen.append(s))
+    assert seen == [0, 3]
