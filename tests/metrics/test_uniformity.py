@@ -244,6 +244,41 @@ def test_alignment_chunked_equals_reference(alpha, block_size):
     assert value == pytest.approx(reference_alignment(x, y, gx, gy, alpha), abs=1e-12)
 
 
+@pytest.mark.parametrize("block_size", [1, 5, 16, None])
+def test_alignment_reads_each_row_once_with_the_same_bits(block_size):
+    # An image with five captions is in five pairs: its row is read and normalised once, and
+    # each pair's term has the bits of normalising both rows of the pair on their own.
+    from gapscope.engine.blocks import iter_positive_pairs
+    from gapscope.engine.normalization import unit_rows
+    from gapscope.metrics.alignment import alignment_row_terms
+
+    class Counting(np.ndarray):
+        def __getitem__(self, index):
+            out = super().__getitem__(index)
+            if out.ndim == 2 and "read" in self.__dict__:
+                self.read += out.shape[0]
+            return out
+
+    rng = np.random.default_rng(15)
+    image = rng.normal(size=(40, 6)).view(Counting)
+    text = rng.normal(size=(200, 6)).view(Counting)
+    gi, gt = np.arange(40), rng.permutation(np.repeat(np.arange(40), 5))
+    for x, y, gx, gy in ((image, text, gi, gt), (text, image, gt, gi)):
+        image.read = text.read = 0
+        sums, counts = alignment_row_terms(x, y, gx, gy, alpha=1.5, block_size=block_size)
+        expected = np.zeros(x.shape[0])
+        for i, j in iter_positive_pairs(gx, gy, block_size or 10**6):
+            diff = unit_rows(np.asarray(x)[i]) - unit_rows(np.asarray(y)[j])
+            terms = np.einsum("ij,ij->i", diff, diff) ** 0.75
+            expected += np.bincount(i, weights=terms, minlength=x.shape[0])
+        if block_size is not None:
+            assert sums.tobytes() == expected.tobytes()
+        else:
+            # One chunk of pairs: the validation's read and one read of each distinct row.
+            assert (image.read, text.read) == (80, 400)
+        assert counts.sum() == 200
+
+
 @pytest.mark.parametrize("block_size", [1, 5, 16, 37, 64])
 def test_alignment_one_to_one_equals_reference(block_size):
     rng = np.random.default_rng(13)
