@@ -16,6 +16,15 @@ checkouts with ``PYTHONPATH`` set to its checkout and checks that it imported th
 editable install of either would otherwise win).
 
     python benchmarks/bench_checkouts.py --baseline /tmp/baseline --cli default --repeat 3
+
+With ``--captions K`` the data are instead ``n`` images and ``K`` captions an image (float16,
+written chunk by chunk and memory-mapped, a group an image, no labels), and ``--sample N``
+passes analyze's ``--sample``: with enough rows (200,000 images and two captions at d = 512)
+the unit rows no longer fit in memory and every read normalises them again, as at a million
+rows:
+
+    python benchmarks/bench_checkouts.py --baseline /tmp/baseline --n 200000 --captions 2 \
+        --sample 2000 --cli gap,cosine,alignment,cone,uniformity,mir,retrieval --repeat 2
 """
 
 from __future__ import annotations
@@ -69,19 +78,48 @@ runpy.run_module("gapscope", run_name="__main__", alter_sys=True)
 """
 
 
-def run_cli(checkout: Path, folder: Path, metrics: str, out: Path) -> float:
+def run_cli(
+    checkout: Path, folder: Path, metrics: str, out: Path, sample: int | None = None
+) -> float:
     """Wall seconds of ``gapscope analyze`` of ``checkout`` on the data in ``folder``."""
     command = [sys.executable, "-c", _CLI, str(checkout), "analyze"]
     for m in ("image", "text"):
         command += [f"--{m}", str(folder / f"{m}.npy")]
-    command += ["--labels", str(folder / "labels.npy"), "--device", "cpu", "--format", "json"]
+    if (folder / "labels.npy").exists():
+        command += ["--labels", str(folder / "labels.npy")]
+    for m in ("image", "text"):
+        if (folder / f"{m}_groups.npy").exists():
+            command += ["--groups", f"{m}={folder / f'{m}_groups.npy'}"]
+    command += ["--device", "cpu", "--format", "json"]
     if metrics != "default":
         command += ["--metrics", metrics]
+    if sample is not None:
+        command += ["--sample", str(sample)]
     command += ["-o", str(out)]
     env = dict(os.environ, PYTHONPATH=str(checkout))
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True, cwd=folder, capture_output=True)
     return time.perf_counter() - start
+
+
+def write_captions(folder: Path, n: int, dim: int, captions: int, chunk: int = 65536) -> None:
+    """``n`` float16 images and ``captions`` float16 captions an image, near their image,
+    written chunk by chunk (never whole in memory), and each modality's groups."""
+    rng = np.random.default_rng(0)
+    image = np.lib.format.open_memmap(folder / "image.npy", "w+", np.float16, (n, dim))
+    text = np.lib.format.open_memmap(folder / "text.npy", "w+", np.float16, (captions * n, dim))
+    for start in range(0, n, chunk):
+        rows = min(chunk, n - start)
+        content = rng.standard_normal((rows, dim), dtype=np.float32) + 0.3
+        image[start : start + rows] = content
+        noise = rng.standard_normal((captions * rows, dim), dtype=np.float32)
+        text[captions * start : captions * (start + rows)] = (
+            np.repeat(content, captions, axis=0) + noise
+        )
+    image.flush()
+    text.flush()
+    np.save(folder / "image_groups.npy", np.arange(n))
+    np.save(folder / "text_groups.npy", np.repeat(np.arange(n), captions))
 
 
 def _leaves(value: object, path: str = "") -> dict[str, object]:
@@ -103,12 +141,16 @@ def compare_cli(args: argparse.Namespace) -> None:
     times: dict[str, list[float]] = {"baseline": [], "this": []}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = make_data(args.n, args.dim, 100)
-        for name, array in zip(("image", "text", "labels"), data, strict=True):
-            np.save(folder / f"{name}.npy", array)
+        if args.captions:
+            write_captions(folder, args.n, args.dim, args.captions)
+        else:
+            data = make_data(args.n, args.dim, 100)
+            for name, array in zip(("image", "text", "labels"), data, strict=True):
+                np.save(folder / f"{name}.npy", array)
         for _ in range(args.repeat):
             for name, checkout in (("baseline", args.baseline.resolve()), ("this", HERE)):
-                wall = run_cli(checkout, folder, args.cli, folder / f"{name}.json")
+                out = folder / f"{name}.json"
+                wall = run_cli(checkout, folder, args.cli, out, args.sample)
                 times[name].append(wall)
                 print(f"{name:8s} analyze ({args.cli}) {wall:6.1f} s", flush=True)
         reports = [
@@ -128,6 +170,8 @@ def compare_cli(args: argparse.Namespace) -> None:
                 {
                     "n": args.n,
                     "dim": args.dim,
+                    "captions": args.captions,
+                    "sample": args.sample,
                     "cli": args.cli,
                     "runs": times,
                     "medians": medians,
@@ -149,6 +193,10 @@ def main() -> None:
     parser.add_argument(
         "--cli", metavar="METRICS", help="time analyze end to end: 'default' or a --metrics list"
     )
+    parser.add_argument(
+        "--captions", type=int, default=0, help="with --cli: K float16 captions an image"
+    )
+    parser.add_argument("--sample", type=int, help="with --cli: analyze's --sample")
     args = parser.parse_args()
     if args.cli:
         compare_cli(args)
