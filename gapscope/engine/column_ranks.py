@@ -36,7 +36,11 @@ import torch
 
 from gapscope.engine.unit_rows import RowSource, exact_scores
 
-__all__ = ["IntraColumnRanks", "fits_columns"]
+__all__ = ["CANDIDATES_MAX", "IntraColumnRanks", "fits_columns"]
+
+#: Candidate keys (at or above a query's lowest window) taken out of a chunk's scores at once:
+#: their indices and scores take about 100 MiB.
+CANDIDATES_MAX = 1 << 22
 
 
 def fits_columns(item_counts: np.ndarray, n_keys: int) -> bool:
@@ -112,11 +116,21 @@ class IntraColumnRanks:
         if not self.queries.size:
             return
         mask = scores_t >= self.lowest.to(scores_t.device)[:, None]
+        # The candidates are taken out a run of rows at a time, at most CANDIDATES_MAX of
+        # them (a query whose relevant rows score low has nearly every key as a candidate).
+        ends = np.cumsum(mask.sum(dim=1).cpu().numpy())
+        r0 = 0
+        while r0 < ends.size:
+            before = int(ends[r0 - 1]) if r0 else 0
+            r1 = max(r0 + 1, int(np.searchsorted(ends, before + CANDIDATES_MAX, side="right")))
+            if ends[r1 - 1] > before:
+                self._add_rows(start, r0, scores_t[r0:r1], mask[r0:r1])
+            r0 = r1
+
+    def _add_rows(self, start: int, r0: int, scores_t: torch.Tensor, mask: torch.Tensor) -> None:
         rows_t, cols_t = mask.nonzero(as_tuple=True)
-        if not rows_t.numel():
-            return
         values = scores_t[rows_t, cols_t].cpu().numpy().astype(np.float64)
-        rows = self.query_of_row[rows_t.cpu().numpy()]
+        rows = self.query_of_row[rows_t.cpu().numpy() + r0]
         keys = cols_t.cpu().numpy().astype(np.int64) + start
         # A key of the query's own code is one of its items, or the query itself.
         keep = self.codes[keys] != self.query_codes[rows]

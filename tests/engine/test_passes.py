@@ -513,13 +513,15 @@ def _ref_sampled_intra(x: np.ndarray, codes: np.ndarray, queries: np.ndarray):
 
 @pytest.mark.parametrize("uniformity", [True, False])
 @pytest.mark.parametrize("data", ["gaussian", "ties", "duplicates"])
+@pytest.mark.parametrize("candidates_max", [None, 5])
 def test_streamed_sampled_intra_ranks_counted_down_the_columns(
-    monkeypatch, tmp_path, uniformity, data
+    monkeypatch, tmp_path, uniformity, data, candidates_max
 ):
     # Keys normalised on the fly: the sampled queries' intra-modal ranks are counted down the
     # columns of the kernel's chunks of keys (7 keys a chunk here, so queries and their
     # relevant rows sit at chunk edges). Exact ranks: the same as the blocks of rows of the
-    # keys held in memory, and as the float64 oracle, on tie-heavy and duplicated rows too.
+    # keys held in memory, and as the float64 oracle, on tie-heavy and duplicated rows too;
+    # also when a chunk's candidate keys are taken out a few rows at a time.
     from gapscope.engine import column_ranks, passes
     from gapscope.engine.unit_rows import UnitRows
 
@@ -544,6 +546,8 @@ def test_streamed_sampled_intra_ranks_counted_down_the_columns(
     monkeypatch.setattr(column_ranks.IntraColumnRanks, "finish", counted_finish)
     monkeypatch.setattr(passes, "fits_columns", lambda counts, n_keys: True)
     monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 7)
+    if candidates_max is not None:
+        monkeypatch.setattr(column_ranks, "CANDIDATES_MAX", candidates_max)
     held = modality_pass(x, codes, k=KS, block_size=5, query_index=q, uniformity=uniformity)
     assert not finished
     np.save(tmp_path / "x.npy", x)
