@@ -36,7 +36,9 @@ def unit_rows(block: Any) -> np.ndarray:
     >>> unit_rows(np.array([[3.0, 4.0]], dtype=np.float16)).tolist()
     [[0.6, 0.8]]
     """
-    out = np.array(block, dtype=np.float64)
+    # Row-major whatever the input's layout: a row's sum of squares then runs along memory in
+    # one order, so a row gives the same bits from a Fortran-ordered array as from a C one.
+    out = np.array(block, dtype=np.float64, order="C")
     with np.errstate(over="ignore", under="ignore"):  # such rows are redone below
         norms = np.sqrt(np.einsum("ij,ij->i", out, out))
     low, high = _FLOAT64_NORM_RANGE
@@ -56,7 +58,7 @@ def row_norms(block: Any) -> np.ndarray:
     >>> row_norms(np.array([[3.0, 4.0], [3e300, 4e300], [3e-300, 4e-300]])).tolist()
     [5.0, 5e+300, 5e-300]
     """
-    rows = np.asarray(block, dtype=np.float64)
+    rows = np.ascontiguousarray(block, dtype=np.float64)  # row-major, as in unit_rows
     with np.errstate(over="ignore", under="ignore"):  # such rows are redone below
         norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
     low, high = _FLOAT64_NORM_RANGE
@@ -99,7 +101,7 @@ def _unit_block(block: Any, device: torch.device) -> torch.Tensor:
     else:
         # np.array copies, so read-only memory maps never reach torch (which warns on them).
         wide = block.dtype == np.float64
-        a = np.array(block, dtype=np.float64 if wide else np.float32)
+        a = np.array(block, dtype=np.float64 if wide else np.float32, order="C")
         t = torch.from_numpy(a)
         if not wide:
             # The squares summed in float64: exact for float16 and nearly so for float32.

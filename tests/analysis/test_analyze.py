@@ -396,3 +396,21 @@ def test_every_family_that_reads_unit_sums_declares_it():
             progress=said.append,
         )
         assert not [m for m in said if m.endswith("unit-row sums")], selector
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_fortran_ordered_rows_give_the_same_report(dtype):
+    # A row's unit vector and norm are summed along a row-major copy whatever the input's
+    # layout (a transposed tensor, np.load of a saved x.T), so the report is byte-identical.
+    image, text, gi, gt, labels, _ = make_paired(n=150, captions=2)
+    rows = {"image": image.astype(dtype), "text": text.astype(dtype)}
+
+    def run(layout):
+        data = EmbeddingSet(
+            embeddings={m: layout(a) for m, a in rows.items()},
+            groups={"image": gi, "text": gt},
+            labels={"image": labels},
+        )
+        return analyze(data, device="cpu", seed=1).to_json()
+
+    assert run(np.asfortranarray) == run(np.ascontiguousarray)
