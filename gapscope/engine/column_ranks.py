@@ -21,10 +21,10 @@ gets a window of twice the float32 error bound around its score (in the scores' 
   lower index).
 
 So the counts, and the ranks ``sort(counts) + (0, 1, ..., m - 1)``, are the exact ones, the
-same as the block path's, however the keys are chunked. Gathering the items costs a read of
-``sum |items|`` rows, so the path is taken only when that is at most the number of keys
-(:func:`fits_columns`): groups of a few rows (captions of one image) qualify; a label shared by
-a tenth of a million rows does not, and keeps the block path.
+same as the block path's, however the keys are chunked. Scoring the items exactly gathers
+``2 sum |items|`` rows (the two rows of each pair), so the path is taken only when that is at
+most the number of keys (:func:`fits_columns`): groups of a few rows (captions of one image)
+qualify; a label shared by a tenth of a million rows does not, and keeps the block path.
 """
 
 from __future__ import annotations
@@ -36,21 +36,25 @@ import torch
 
 from gapscope.engine.unit_rows import RowSource, exact_scores
 
-__all__ = ["CANDIDATES_MAX", "IntraColumnRanks", "fits_columns"]
+__all__ = ["CANDIDATES_MAX", "COUNT_MAX_WINDOWS", "IntraColumnRanks", "fits_columns"]
 
 #: Candidate keys (at or above a query's lowest window) taken out of a chunk's scores at once:
 #: their indices and scores take about 100 MiB.
 CANDIDATES_MAX = 1 << 22
+#: A query with at most this many relevant rows counts its candidates by one comparison a
+#: window; more are counted by one sort (as :func:`~gapscope.engine.ranking.relevant_ranks`).
+COUNT_MAX_WINDOWS = 4
 
 
 def fits_columns(item_counts: np.ndarray, n_keys: int) -> bool:
-    """Whether gathering every sampled query's items (``item_counts[p]`` rows for query
-    ``p``) reads at most as many rows as one pass over the ``n_keys`` keys.
+    """Whether scoring every sampled query's items exactly (``item_counts[p]`` items for
+    query ``p``; each pair gathers its two rows) reads at most as many rows as one pass over
+    the ``n_keys`` keys.
 
-    >>> fits_columns(np.array([4, 4, 4]), 100), fits_columns(np.array([60, 60]), 100)
+    >>> fits_columns(np.array([4, 4, 4]), 100), fits_columns(np.array([30, 30]), 100)
     (True, False)
     """
-    return int(np.sum(item_counts, dtype=np.int64)) <= n_keys
+    return 2 * int(np.sum(item_counts, dtype=np.int64)) <= n_keys
 
 
 class IntraColumnRanks:
@@ -141,19 +145,23 @@ class IntraColumnRanks:
             self._count(p, keys[bounds[p] : bounds[p + 1]], values[bounds[p] : bounds[p + 1]])
 
     def _count(self, p: int, keys: np.ndarray, values: np.ndarray) -> None:
+        """Add query ``p``'s candidate keys (non-relevant, at or above its lowest window)."""
         w0, w1 = int(self.offsets[p]), int(self.offsets[p + 1])
-        order = np.argsort(values, kind="stable")
-        keys, values = keys[order], values[order]
         lo, hi = self.lo[w0:w1], self.hi[w0:w1]
-        upper = np.searchsorted(values, hi, side="right")
-        self.above[w0:w1] += values.size - upper
-        lower = np.searchsorted(values, lo, side="left")
-        lengths = upper - lower
-        if lengths.any():
-            windows = np.repeat(np.arange(w0, w1), lengths)
-            offsets = np.arange(windows.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            self.near_keys.append(keys[np.repeat(lower, lengths) + offsets])
-            self.near_windows.append(windows)
+        # As relevant_ranks counts a row: a few windows by comparisons, many by one sort of
+        # the scores (the keys themselves are only needed inside a window).
+        if w1 - w0 <= COUNT_MAX_WINDOWS:
+            above = np.array([np.count_nonzero(values > h) for h in hi.tolist()], np.int64)
+            upto = np.array([np.count_nonzero(values >= g) for g in lo.tolist()], np.int64)
+        else:
+            ordered = np.sort(values)
+            above = ordered.size - np.searchsorted(ordered, hi, side="right")
+            upto = ordered.size - np.searchsorted(ordered, lo, side="left")
+        self.above[w0:w1] += above
+        for w in np.flatnonzero(upto > above).tolist():
+            inside = keys[(values >= lo[w]) & (values <= hi[w])]
+            self.near_keys.append(inside)
+            self.near_windows.append(np.full(inside.size, w0 + w, dtype=np.int64))
 
     def finish(self, store: Callable[[int, np.ndarray], None]) -> None:
         """Resolve the keys inside the windows by exact score and hand each query's ranks

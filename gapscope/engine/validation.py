@@ -157,18 +157,22 @@ def check_embeddings(
         raise EmbeddingError(
             f"{name}: expected float16, float32 or float64 values, got dtype {arr.dtype}"
         )
-    step = _CHECK_ROWS if slice_rows is None else slice_rows
+    checked = check_block_size(slice_rows, "slice_rows")
+    step = _CHECK_ROWS if checked is None else checked
     for start in range(0, arr.shape[0], step):
         raw = np.asarray(arr[start : start + step])
         block = np.asarray(raw, dtype=np.float64)
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
-            raise EmbeddingError(f"{name}: row {row} contains NaN or Inf")
-        nonzero = (block != 0).any(axis=1)
-        if not nonzero.all():
-            row = start + int(np.argmin(nonzero))
-            raise EmbeddingError(f"{name}: row {row} is a zero vector (no direction to compare)")
+        finite = np.asarray(np.isfinite(block).all(axis=1))
+        nonzero = np.asarray((block != 0).any(axis=1))
+        # The first bad row, whichever its fault, so the slices never change which is named.
+        bad = ~(finite & nonzero)
+        if bad.any():
+            row = int(np.argmax(bad))
+            if not finite[row]:
+                raise EmbeddingError(f"{name}: row {start + row} contains NaN or Inf")
+            raise EmbeddingError(
+                f"{name}: row {start + row} is a zero vector (no direction to compare)"
+            )
         if on_rows is not None:
             on_rows(start, raw, block)
     return Embeddings(arr, name, x.detach() if isinstance(x, torch.Tensor) else None)

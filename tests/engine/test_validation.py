@@ -32,3 +32,24 @@ def test_no_slice_is_handed_on_from_a_bad_row_on():
     with pytest.raises(EmbeddingError, match="text: row 6 is a zero vector"):
         check_embeddings(rows, "text", slice_rows=3, on_rows=lambda s, *_: seen.append(s))
     assert seen == [0, 3]
+
+
+@pytest.mark.parametrize("slice_rows", [None, 1, 3, 7, 64])
+def test_the_first_bad_row_is_named_whatever_the_slices(slice_rows):
+    rows = np.ones((20, 3), dtype=np.float32)
+    rows[5] = 0.0
+    rows[12, 1] = np.nan
+    with pytest.raises(EmbeddingError, match="^image: row 5 is a zero vector"):
+        check_embeddings(rows, "image", slice_rows=slice_rows)
+    rows[5] = 1.0
+    rows[2, 0] = np.inf
+    with pytest.raises(EmbeddingError, match="^image: row 2 contains NaN or Inf"):
+        check_embeddings(rows, "image", slice_rows=slice_rows)
+
+
+@pytest.mark.parametrize("slice_rows", [0, -1, 2.5, True])
+def test_bad_slice_rows_are_refused(slice_rows):
+    from gapscope.errors import GapscopeError
+
+    with pytest.raises(GapscopeError, match="slice_rows: expected a positive integer"):
+        check_embeddings(np.ones((4, 2)), "image", slice_rows=slice_rows)

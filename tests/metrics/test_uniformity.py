@@ -279,6 +279,19 @@ def test_alignment_reads_each_row_once_with_the_same_bits(block_size):
         assert counts.sum() == 200
 
 
+def test_alignment_of_fortran_ordered_rows_has_the_bits_of_c_ordered_ones():
+    # Rows read as a slice keep their layout; their unit rows are made row-major anyway.
+    rng = np.random.default_rng(16)
+    x, y = rng.normal(size=(40, 24)), rng.normal(size=(200, 24))
+    gx, gy = np.arange(40), rng.permutation(np.repeat(np.arange(40), 5))
+    for dtype in (np.float32, np.float64):
+        c = alignment(x.astype(dtype), y.astype(dtype), gx, gy, alpha=1.5)
+        f = alignment(
+            np.asfortranarray(x, dtype=dtype), np.asfortranarray(y, dtype=dtype), gx, gy, alpha=1.5
+        )
+        assert f == c
+
+
 @pytest.mark.parametrize("block_size", [1, 5, 16, 37, 64])
 def test_alignment_one_to_one_equals_reference(block_size):
     rng = np.random.default_rng(13)
