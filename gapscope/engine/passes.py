@@ -193,15 +193,16 @@ def modality_pass(
     # The kernel is summed from the rows of the same blocks that the ranking reads (one
     # product for both), except for sampled queries against keys normalised on the fly:
     # those blocks would read every key once a block, so the kernel reads them once, chunk
-    # by chunk, and the ranks are counted down the columns of the same chunks when the
-    # queries' relevant rows are few enough to gather (column_ranks.py). Which path applies
-    # depends on the data alone, never on what is asked for, so uniformity alone equals
-    # uniformity computed with retrieval, bit for bit (and the ranks are exact either way).
+    # by chunk, and the ranks are counted down the columns of the same chunks when the blocks
+    # would read the keys more than once and the queries' relevant rows are few enough to
+    # gather (column_ranks.py). The kernel's path depends on the data alone, never on what
+    # is asked for, so uniformity alone equals uniformity computed with retrieval, bit for
+    # bit; the ranks are exact, so the same either way.
     streamed = sample is not None and not unit.in_memory
     # Without the kernel, only the queries that have relevant rows are multiplied.
     thin = rows if kernel is not None or intra is None else intra.evaluated
     columns = None
-    if streamed and intra is not None and intra.evaluated.size:
+    if streamed and intra is not None and intra.evaluated.size > block:
         scale = kernel.two_t if kernel is not None and kernel.prescale else 1.0
         columns = intra.columns(thin, scale)
     if streamed and (kernel is not None or columns is not None):

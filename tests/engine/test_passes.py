@@ -553,7 +553,10 @@ def test_streamed_sampled_intra_ranks_counted_down_the_columns(
     np.save(tmp_path / "x.npy", x)
     mx = np.load(tmp_path / "x.npy", mmap_mode="r")
     streamed = UnitRows(mx, in_memory=False, chunk_rows=11)
-    by_columns = modality_pass(streamed, codes, k=KS, query_index=q, uniformity=uniformity)
+    # Blocks of 5 queries would read the keys once a block: counted down the columns.
+    by_columns = modality_pass(
+        streamed, codes, k=KS, block_size=5, query_index=q, uniformity=uniformity
+    )
     assert finished == [1]
     _assert_same(held.retrieval, by_columns.retrieval)
     np.testing.assert_array_equal(
@@ -571,14 +574,20 @@ def test_streamed_sampled_intra_ranks_counted_down_the_columns(
 def test_streamed_sampled_intra_reads_the_keys_once(monkeypatch):
     # 60 sampled queries in blocks of 4 would read the keys 15 times by rows; counted down
     # the columns, the uniformity's chunks of keys are the only read. Relevant rows too many
-    # to gather (one label shared by every row) keep the blocks of rows, with the same ranks.
+    # to gather (one label shared by every row) keep the blocks of rows, with the same ranks,
+    # and so does one block of every query (a read of its own beside the kernel's).
     from gapscope.engine import passes
     from gapscope.engine.unit_rows import UnitRows
 
     x, _, groups, _, _ = _data(300, 14)
     q = np.arange(0, 300, 5)
     monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 64)
-    for codes, reads in ((groups, 300), (np.zeros(300, np.int64), 300 * 16)):
+    for codes, reads, block_size in (
+        (groups, 300, 4),
+        (np.zeros(300, np.int64), 300 * 16, 4),
+        # One block of queries reads the keys once: it stays.
+        (groups, 300 * 2, 60),
+    ):
         streamed = UnitRows(x, in_memory=False, chunk_rows=50)
         read = []
         block = streamed.block
@@ -588,8 +597,8 @@ def test_streamed_sampled_intra_reads_the_keys_once(monkeypatch):
             return block(start, stop)
 
         monkeypatch.setattr(streamed, "block", counted_block)
-        r = modality_pass(streamed, codes, k=KS, block_size=4, query_index=q)
+        r = modality_pass(streamed, codes, k=KS, block_size=block_size, query_index=q)
         assert sum(read) == reads
-        held = modality_pass(x, codes, k=KS, block_size=4, query_index=q)
+        held = modality_pass(x, codes, k=KS, block_size=block_size, query_index=q)
         _assert_same(held.retrieval, r.retrieval)
         assert r.uniformity == pytest.approx(held.uniformity, abs=1e-6)
