@@ -213,10 +213,8 @@ class AnalysisContext:
         self.say("checking embeddings")
         self._norms: dict[str, RawNorms] = {}
         self._sums: dict[str, UnitSums] = {}
-        self.raw: dict[str, Embeddings] = {
-            m: self._check(m, sums=any(f.reads_unit_sums for f in families_for(options.metrics)))
-            for m in data.modalities
-        }
+        sums = any(f.reads_unit_sums for f in families_for(options.metrics))
+        self.raw: dict[str, Embeddings] = {m: self._check(m, sums=sums) for m in data.modalities}
         dims = {m: a.shape[1] for m, a in self.raw.items()}
         if len(set(dims.values())) > 1:
             listed = ", ".join(f"{m} {d}" for m, d in dims.items())

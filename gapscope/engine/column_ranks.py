@@ -34,16 +34,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from gapscope.engine.ranking import window_counts
 from gapscope.engine.unit_rows import RowSource, exact_scores
 
-__all__ = ["CANDIDATES_MAX", "COUNT_MAX_WINDOWS", "IntraColumnRanks", "fits_columns"]
+__all__ = ["CANDIDATES_MAX", "IntraColumnRanks", "fits_columns"]
 
 #: Candidate keys (at or above a query's lowest window) taken out of a chunk's scores at once:
 #: their indices and scores take about 100 MiB.
 CANDIDATES_MAX = 1 << 22
-#: A query with at most this many relevant rows counts its candidates by one comparison a
-#: window; more are counted by one sort (as :func:`~gapscope.engine.ranking.relevant_ranks`).
-COUNT_MAX_WINDOWS = 4
 
 
 def fits_columns(item_counts: np.ndarray, n_keys: int) -> bool:
@@ -68,8 +66,7 @@ class IntraColumnRanks:
             or the query itself, and is never counted).
         margin: twice the float32 error bound of a score, in unit-row units.
         scale: the factor the product's query rows were multiplied by (a power of two).
-        positions: the row of each query in the products (``None``: ``0, 1, ...``).
-        product_rows: the rows of the products (``None``: one a query).
+        product_rows: the rows the products multiply (ascending, ``queries`` among them).
     """
 
     def __init__(
@@ -79,9 +76,8 @@ class IntraColumnRanks:
         items: Sequence[np.ndarray],
         codes: np.ndarray,
         margin: float,
-        scale: float = 1.0,
-        positions: np.ndarray | None = None,
-        product_rows: int | None = None,
+        scale: float,
+        product_rows: np.ndarray,
     ) -> None:
         self.unit = unit
         self.queries = np.asarray(queries, dtype=np.int64)
@@ -99,10 +95,8 @@ class IntraColumnRanks:
         self.hi = (self.exact + margin) * scale
         # Each product row's lowest window bound, in float32 one step down (so no key at or
         # above it is missed); +inf for rows that are not queries here.
-        positions = np.arange(self.queries.size) if positions is None else positions
-        lowest = np.full(
-            self.queries.size if product_rows is None else product_rows, np.inf, np.float32
-        )
+        positions = np.searchsorted(product_rows, self.queries)
+        lowest = np.full(product_rows.size, np.inf, np.float32)
         lowest[positions] = np.nextafter(
             self.lo[self.offsets[:-1]].astype(np.float32), np.float32(-np.inf)
         )
@@ -148,15 +142,8 @@ class IntraColumnRanks:
         """Add query ``p``'s candidate keys (non-relevant, at or above its lowest window)."""
         w0, w1 = int(self.offsets[p]), int(self.offsets[p + 1])
         lo, hi = self.lo[w0:w1], self.hi[w0:w1]
-        # As relevant_ranks counts a row: a few windows by comparisons, many by one sort of
-        # the scores (the keys themselves are only needed inside a window).
-        if w1 - w0 <= COUNT_MAX_WINDOWS:
-            above = np.array([np.count_nonzero(values > h) for h in hi.tolist()], np.int64)
-            upto = np.array([np.count_nonzero(values >= g) for g in lo.tolist()], np.int64)
-        else:
-            ordered = np.sort(values)
-            above = ordered.size - np.searchsorted(ordered, hi, side="right")
-            upto = ordered.size - np.searchsorted(ordered, lo, side="left")
+        # Counted as relevant_ranks counts a row; the keys are only needed inside a window.
+        above, upto = window_counts(values, lo, hi)
         self.above[w0:w1] += above
         for w in np.flatnonzero(upto > above).tolist():
             inside = keys[(values >= lo[w]) & (values <= hi[w])]

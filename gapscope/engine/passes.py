@@ -304,8 +304,7 @@ class _IntraRanks:
             self.codes,
             self.margin,
             scale,
-            positions=np.searchsorted(product_rows, self.evaluated),
-            product_rows=product_rows.size,
+            product_rows,
         )
 
     def _items(self, i: int) -> np.ndarray:
@@ -406,10 +405,8 @@ def _sampled_kernel(
     own_keys = keys is None
     keys = unit if keys is None else keys
     n = keys.shape[0]
-    prescale = kernel is not None and kernel.prescale
     queries = unit.take(rows)
-    if prescale:
-        assert kernel is not None
+    if kernel is not None and kernel.prescale:
         queries = queries * kernel.two_t
     width = min(n, key_chunk_columns(rows.size))
     starts = list(range(0, n, width))

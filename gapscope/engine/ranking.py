@@ -34,6 +34,7 @@ __all__ = [
     "row_ranks",
     "score_error_bound",
     "summarize",
+    "window_counts",
 ]
 
 # Up to this many relevant rows a query's ranks are counted with passes over its row each;
@@ -326,13 +327,8 @@ def relevant_ranks(
     m = items.size
     above_relevant = m - np.searchsorted(values, hi, side="right")
     near_relevant = m - above_relevant - np.searchsorted(values, lo, side="left")
-    if m <= _COUNT_MAX_ITEMS:
-        above = np.array([np.count_nonzero(row > h) for h in hi.tolist()], dtype=np.int64)
-        near = np.array([np.count_nonzero(row >= g) for g in lo.tolist()], dtype=np.int64) - above
-    else:
-        keys = np.sort(row[row >= lo[0]])
-        above = keys.size - np.searchsorted(keys, hi, side="right")
-        near = keys.size - above - np.searchsorted(keys, lo, side="left")
+    above, upto = window_counts(row, lo, hi)
+    near = upto - above
     counts = above - above_relevant
     need = np.flatnonzero(near > near_relevant)
     if not need.size:
@@ -344,6 +340,28 @@ def relevant_ranks(
     close, owner = near_keys(row, lo[need], hi[need], is_relevant)
     counts[need] += outranking_items(close, owner, items[need], exact_keys)
     return np.sort(counts) + np.arange(m)
+
+
+def window_counts(
+    scores: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For windows ``[lo[w], hi[w]]`` ascending by ``lo``: how many ``scores`` lie above each
+    window, and how many at or above its lower end (int64, one a window). Up to
+    ``_COUNT_MAX_ITEMS`` windows by a pass over the scores each; more by one sort of the scores
+    that can count (those at or above ``lo[0]``).
+
+    >>> above, upto = window_counts(np.array([0.1, 0.5, 0.9]), np.array([0.4]), np.array([0.6]))
+    >>> above.tolist(), upto.tolist()
+    ([1], [2])
+    """
+    if lo.size <= _COUNT_MAX_ITEMS:
+        above = np.array([np.count_nonzero(scores > h) for h in hi.tolist()], dtype=np.int64)
+        upto = np.array([np.count_nonzero(scores >= g) for g in lo.tolist()], dtype=np.int64)
+        return above, upto
+    ordered = np.sort(scores[scores >= lo[0]])
+    above = ordered.size - np.searchsorted(ordered, hi, side="right")
+    upto = ordered.size - np.searchsorted(ordered, lo, side="left")
+    return above, upto
 
 
 def near_keys(
