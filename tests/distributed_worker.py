@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import torch
 
+from gapscope.engine import self_tiles
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 
 KS = (1, 2, 5)
@@ -32,7 +33,18 @@ def data():
     return x, y, np.arange(n), np.repeat(np.arange(n), 2), rng.integers(0, 6, size=n)
 
 
-def pass_arrays(block_size: int | None = 37) -> dict[str, np.ndarray]:
+def pass_arrays(block_size: int | None = 37, tile: int = 64) -> dict[str, np.ndarray]:
+    """Every array of the passes; the exact modality pass in tiles of ``tile`` rows (45 tiles
+    on and above the diagonal, shared among the processes)."""
+    saved = self_tiles._TILE_ROWS
+    self_tiles._TILE_ROWS = tile
+    try:
+        return _pass_arrays(block_size)
+    finally:
+        self_tiles._TILE_ROWS = saved
+
+
+def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     x, y, gx, gy, labels = data()
     out: dict[str, np.ndarray] = {}
     full = modality_pass(x, labels, k=KS, block_size=block_size)

@@ -69,12 +69,12 @@ from gapscope.engine.passes import (
     ModalityPassResult,
     _IntraRanks,
     _KernelRows,
-    _pipelined,
     _sampled_estimate,
     cross_pass,
     modality_pass,
     ranks_on_device,
 )
+from gapscope.engine.pipelining import pipelined
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
@@ -433,7 +433,7 @@ def _version_blocks(
         out = outputs[item % 2][: hi - lo]
         return start + lo, idx[lo:hi], v, moved[v].apply(product[lo:hi], idx_t, out)
 
-    _pipelined(len(items), make, lambda item: consume(*item))
+    pipelined(len(items), make, lambda item: consume(*item))
 
 
 #: The largest buffer of versions' scores (two are used); a block bigger than that is made
@@ -496,7 +496,14 @@ def offset_modality_passes(
     codes = check_groups(relevance, n, "relevance")
     rows = np.arange(n) if sample is None else sample
     _check_versions(base, versions)
-    derived = [v for v, view in enumerate(versions) if _derivable(view, view)]
+    # Over every row, a version that is not moved is the modality's own exact pass, whose
+    # kernel comes from the tiles of half the product (self_tiles.py): measured by that pass,
+    # so its numbers are modality_pass's, bit for bit.
+    derived = [
+        v
+        for v, view in enumerate(versions)
+        if _derivable(view, view) and (sample is not None or view.offset is not None)
+    ]
     states = []
     for view in (versions[v] for v in derived):
         (own_dots,) = view.dots.get([view.offset])

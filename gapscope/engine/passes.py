@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -55,6 +53,7 @@ from gapscope.engine.device_ranking import (
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import log_mean_exp, log_sum_exp
+from gapscope.engine.pipelining import pipelined
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
@@ -65,6 +64,7 @@ from gapscope.engine.ranking import (
     score_error_bound,
     summarize,
 )
+from gapscope.engine.self_tiles import TILE_SLOTS_MAX, TileRanks, self_tiles, tile_rows, tile_slots
 from gapscope.engine.unit_rows import (
     RowSource,
     UnitRows,
@@ -84,8 +84,6 @@ from gapscope.engine.validation import (
     pair_groups,
 )
 from gapscope.errors import GapscopeError
-
-T = TypeVar("T")
 
 __all__ = [
     "CROSS_DIRECTIONS",
@@ -198,6 +196,8 @@ def modality_pass(
     # gather (column_ranks.py). The kernel's path depends on the data alone, never on what
     # is asked for, so uniformity alone equals uniformity computed with retrieval, bit for
     # bit; the ranks are exact, so the same either way.
+    if sample is None:
+        _exact_pass(unit, block, intra, kernel)
     streamed = sample is not None and not unit.in_memory
     # Without the kernel, only the queries that have relevant rows are multiplied.
     thin = rows if kernel is not None or intra is None else intra.evaluated
@@ -210,8 +210,8 @@ def modality_pass(
         if columns is not None:
             assert intra is not None
             columns.finish(intra.store)
-    block_kernel = None if streamed else kernel
-    block_intra = None if columns is not None else intra
+    block_kernel = None if streamed or sample is None else kernel
+    block_intra = None if columns is not None or sample is None else intra
     # Blocks that hold no query to rank are skipped when only retrieval is asked for; the
     # partition itself never depends on what is asked for.
     wanted = None if block_kernel is not None or block_intra is None else block_intra.wanted
@@ -235,6 +235,41 @@ def modality_pass(
         uniformity_row_terms=terms,
         retrieval=result,
     )
+
+
+def _exact_pass(
+    unit: UnitRows, block: int, intra: _IntraRanks | None, kernel: _KernelRows | None
+) -> None:
+    """Uniformity and intra-modal ranks of every row from the tiles on and above the
+    diagonal of ``X X^T`` (:mod:`~gapscope.engine.self_tiles`). The kernel always comes from
+    the tiles, whatever else is asked for; the ranks too, unless their windows would take
+    more than :data:`~gapscope.engine.self_tiles.TILE_SLOTS_MAX` slots (few large groups):
+    then they come from blocks of whole rows, with the same (exact) numbers."""
+    tile = tile_rows(unit.shape[0])
+    prescale = kernel is not None and kernel.prescale
+    scale = kernel.two_t if kernel is not None and prescale else 1.0
+    ranks = None
+    if intra is not None and intra.evaluated.size:
+        counts = intra.members.count(intra.codes) - 1
+        if tile_slots(counts, tile) <= TILE_SLOTS_MAX:
+            ranks = TileRanks(unit, intra.codes, intra.margin, scale, tile)
+        else:
+            _self_blocks(unit, intra.rows, block, intra, None, intra.wanted)
+    if kernel is None and ranks is None:
+        return
+    row_lse = self_tiles(
+        unit,
+        two_t=None if kernel is None else kernel.two_t,
+        prescale=prescale,
+        ranks=ranks,
+        tile=tile,
+    )
+    if kernel is not None:
+        assert row_lse is not None
+        kernel.row_lse[:] = row_lse
+    if ranks is not None:
+        assert intra is not None
+        ranks.finish(intra.store)
 
 
 def _sampled_estimate(log_a: np.ndarray, n: int) -> tuple[float, float]:
@@ -445,7 +480,7 @@ def _sampled_kernel(
             total += terms.exp_().sum(dim=1).cpu().numpy().astype(np.float64)
 
     if len(buffers) > 1:
-        _pipelined(len(starts), product, consume)
+        pipelined(len(starts), product, consume)
     else:
         for c in range(len(starts)):
             consume(product(c))
@@ -504,7 +539,7 @@ def _self_blocks(
         if kernel is not None:
             kernel.add_block(slice(start, start + idx.size), scores_t)
 
-    _pipelined(len(mine), product, consume)
+    pipelined(len(mine), product, consume)
     if intra is not None:
         share.sum(intra.first_rank, intra.ap, intra.rp)
     if kernel is not None:
@@ -919,7 +954,7 @@ def _pass(
             # Last: the kernel overwrites the scores in place.
             kernel.add_block(slice(int(idx[0]), int(idx[0]) + idx.size), scores_t)
 
-    _pipelined(len(mine), product, consume)
+    pipelined(len(mine), product, consume)
     share.sum(first_x)
     if kernel is not None:
         share.sum(kernel.row_lse)
@@ -1078,25 +1113,3 @@ def ranks_on_device(scores: torch.Tensor) -> bool:
     (:data:`~gapscope.engine.device_ranking.DEVICE_RANKING`) rather than copied to the
     host."""
     return scores.device.type in device_ranking.DEVICE_RANKING
-
-
-def _pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T], Any]) -> None:
-    """``consume(product(b))`` for every block b, with block b + 1's product (on this thread;
-    torch releases the GIL and uses every core) overlapping block b's consumption (ranking
-    and counting in numpy, mostly on one core, on a worker thread). ``product`` alternates
-    between two buffers, so block b's scores stay intact until their consumer is done. The
-    results do not depend on the timing: each block writes its own rows of the outputs, and
-    the consumer runs the blocks in order."""
-    if n_blocks <= 1:
-        for b in range(n_blocks):
-            consume(product(b))
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: Future[Any] | None = None
-        for b in range(n_blocks):
-            item = product(b)
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(consume, item)
-        assert pending is not None
-        pending.result()

@@ -451,8 +451,8 @@ class RowSource(Protocol):
     def take(self, index: np.ndarray) -> torch.Tensor: ...
 
 
-# Pairs a chunk of exact_scores (two float64 gathers of this many rows).
-_EXACT_CHUNK = 16384
+# Pairs a chunk of exact_scores (two gathers of this many rows, and their float64 products).
+_EXACT_CHUNK = 4096
 
 
 def exact_scores(a: RowSource, rows_a: np.ndarray, b: RowSource, rows_b: np.ndarray) -> np.ndarray:
@@ -470,10 +470,18 @@ def exact_scores(a: RowSource, rows_a: np.ndarray, b: RowSource, rows_b: np.ndar
     out = np.empty(rows_a.size, dtype=np.float64)
     for start in range(0, rows_a.size, _EXACT_CHUNK):
         stop = min(rows_a.size, start + _EXACT_CHUNK)
-        left = a.take(rows_a[start:stop]).cpu().double().numpy()
-        right = b.take(rows_b[start:stop]).cpu().double().numpy()
-        out[start:stop] = np.multiply(left, right).sum(axis=1)
+        left = _host_float32(a.take(rows_a[start:stop]))
+        right = _host_float32(b.take(rows_b[start:stop]))
+        # Each float32 (or bfloat16) entry widens exactly to float64 as it is multiplied:
+        # the same products and sums as float64 copies, without making them.
+        out[start:stop] = np.multiply(left, right, dtype=np.float64).sum(axis=1)
     return out
+
+
+def _host_float32(rows: torch.Tensor) -> np.ndarray:
+    """``rows`` as a float32 numpy array on the host (bfloat16 widens exactly)."""
+    rows = rows.cpu()
+    return (rows if rows.dtype == torch.float32 else rows.float()).numpy()
 
 
 def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

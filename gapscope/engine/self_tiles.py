@@ -1,0 +1,491 @@
+"""Uniformity and intra-modal ranks of every row of a modality from half of ``X X^T``.
+
+``X X^T`` is symmetric, so the exact pass of :func:`~gapscope.engine.passes.modality_pass`
+multiplies only the tiles on and above its diagonal: the rows are cut into tiles of
+:func:`tile_rows` rows (a function of ``n`` alone), and each tile ``S = X_I X_J^T`` with
+``I <= J`` is made once and read twice: along its rows for the queries of ``I`` (keys of
+``J``) and down its columns for the queries of ``J`` (keys of ``I``). Every pair of rows is
+met in exactly one tile, so the pass makes ``n (n + tile) / 2`` scores instead of ``n^2``.
+
+Uniformity. Each tile gives every row it holds one float32 partial sum of the kernel over the
+tile's other side (row sums of ``exp(2t S)``, and row sums of its transposed copy for the
+columns); row ``i``'s sum ``sum_{j != i} exp(2t s_ij)`` adds its partials in float64 in the
+order of the tiles ``J = 0, 1, ...``. A partial depends on its tile alone, the tiles on ``n``
+alone, and the partials of all processes are put together before they are added, so the row
+terms do not depend on the block size, the thread count or the number of processes.
+
+Ranks. A row of a tile holds only part of a query's keys, so a query's ranks are counted
+against thresholds known before the pass, as in :mod:`~gapscope.engine.column_ranks`: each
+relevant row ("item") of a query gets a float32 estimate of its score (from products of each
+group's rows with themselves, within the float32 error bound ``E`` of the exact score ``S``)
+and a window of ``2E`` around it. In every tile, a non-relevant key above an item's window
+outranks it (its exact score is higher), one below does not, and one inside is kept and
+compared by exact score after the pass (ties to the lower index). The counts add up over the
+tiles, and ``sort(counts) + (0, 1, ..., m - 1)`` are the item ranks, the exact ones
+(:func:`~gapscope.engine.ranking.relevant_ranks`). The windows take :data:`TILE_SLOTS_MAX`
+slots at most (a tile's queries padded to its widest group); beyond, the ranks are counted by
+the blocks of whole rows instead, with the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from gapscope.engine.distributed import Share, current_share
+from gapscope.engine.pipelining import pipelined
+from gapscope.engine.ranking import near_window
+from gapscope.engine.unit_rows import (
+    UnitRows,
+    exact_scores,
+    matmul_batched,
+    matmul_into,
+    score_buffer,
+)
+
+__all__ = ["HOST_SUMS", "TILE_SLOTS_MAX", "TileRanks", "self_tiles", "tile_rows", "tile_slots"]
+
+#: Rows of a tile up to :data:`_LARGE_ROWS` rows (16 MiB of float32 scores a tile); twice
+#: as many beyond, so that a million rows make 245 x 245 tiles, not 489 x 489.
+_TILE_ROWS = 2048
+_LARGE_ROWS = 131072
+
+#: Window slots (queries times the widest group of their tile) the ranks may take: 16 bytes a
+#: slot, 512 MiB in all (50,000 rows in 100 classes take about 27 million).
+TILE_SLOTS_MAX = 1 << 25
+
+#: Devices whose tiles are summed and counted by numpy (the others by torch, on the device).
+HOST_SUMS = {"cpu"}
+
+# Windows a tile row counts by one comparison pass each; more by one sort of the row.
+_COMPARE_MAX_ITEMS = 4
+# Scores of near rows compared with their windows at once (64 MiB of booleans).
+_NEAR_ENTRIES = 1 << 26
+# Rows the group products of the estimates gather at once.
+_ESTIMATE_BYTES = 64 << 20
+# The kernel sum is taken unshifted while exp(+-2t) stays well inside float32 (as in passes.py).
+_MAX_UNSHIFTED_EXPONENT = 80.0
+
+
+def tile_rows(n: int) -> int:
+    """Rows of a tile of the exact pass over ``n`` rows (a function of ``n`` alone).
+
+    >>> tile_rows(20000), tile_rows(1_000_000)
+    (2048, 4096)
+    """
+    return _TILE_ROWS if n <= _LARGE_ROWS else 2 * _TILE_ROWS
+
+
+def _tile_starts(n: int, tile: int) -> list[int]:
+    return list(range(0, n, tile))
+
+
+def tile_slots(item_counts: np.ndarray, tile: int) -> int:
+    """Window slots of rows with ``item_counts`` items each: every tile of rows padded to
+    the most items one of its rows has.
+
+    >>> tile_slots(np.array([1, 3, 2, 0, 0]), 2)
+    10
+    """
+    total = 0
+    for start in range(0, item_counts.size, tile):
+        part = item_counts[start : start + tile]
+        total += part.size * int(part.max(initial=0))
+    return total
+
+
+class TileRanks:
+    """The exact intra-modal ranks of every row with relevant rows, counted tile by tile.
+
+    Args:
+        unit: the unit rows.
+        codes: ``(n,)`` relevance codes; a row's items are the other rows of its code.
+        margin: twice the float32 error bound of a score, in unit-row units.
+        scale: the factor the tiles' row side is multiplied by (a power of two).
+        tile: rows of a tile (:func:`tile_rows`).
+    """
+
+    def __init__(
+        self, unit: UnitRows, codes: np.ndarray, margin: float, scale: float, tile: int
+    ) -> None:
+        self.unit = unit
+        self.codes = codes
+        self.tile = tile
+        n = codes.size
+        _, inverse, sizes = np.unique(codes, return_inverse=True, return_counts=True)
+        # Dense int32 codes: the tiles compare them fastest.
+        self.codes_t = torch.from_numpy(inverse.reshape(-1).astype(np.int32)).to(unit.device)
+        self.item_counts = (sizes[inverse] - 1).astype(np.int64)
+        offsets, items, estimates = _item_estimates(unit, codes, self.item_counts)
+        lo, hi = near_window(estimates, margin)
+        s = np.float32(scale)
+        lo, hi = lo * s, hi * s
+        # Per tile of rows, its queries' windows padded to the widest (+inf: no key reaches it).
+        self.items: list[np.ndarray] = []
+        self.lo: list[torch.Tensor] = []
+        self.hi: list[torch.Tensor] = []
+        self.above: list[np.ndarray] = []
+        for start in _tile_starts(n, tile):
+            counts = self.item_counts[start : start + tile]
+            width = int(counts.max(initial=0))
+            slot = np.minimum(np.arange(width)[None, :], np.maximum(counts[:, None] - 1, 0))
+            # Rows without items point at a valid slot too (masked out by ``valid``).
+            index = np.minimum(offsets[start : start + counts.size, None] + slot, items.size - 1)
+            valid = np.arange(width)[None, :] < counts[:, None]
+            self.items.append(np.where(valid, items[index], -1).astype(np.int32))
+            self.lo.append(torch.from_numpy(np.where(valid, lo[index], np.inf).astype(np.float32)))
+            self.hi.append(torch.from_numpy(np.where(valid, hi[index], np.inf).astype(np.float32)))
+            self.above.append(np.zeros((counts.size, width), dtype=np.int32))
+        self.lo = [t.to(unit.device) for t in self.lo]
+        self.hi = [t.to(unit.device) for t in self.hi]
+        self.lo_host = [t.cpu().numpy() for t in self.lo]
+        self.hi_host = [t.cpu().numpy() for t in self.hi]
+
+    def has_queries(self, t: int) -> bool:
+        """Whether tile of rows ``t`` holds a row with an item."""
+        return self.items[t].shape[1] > 0
+
+    def count(self, t: int, key_start: int, scores: torch.Tensor, *, columns: bool) -> None:
+        """Count the keys of a tile for the queries of tile of rows ``t``: the tile's rows
+        are those queries and its columns keys ``key_start, ...`` (``columns=False``), or
+        its columns are the queries and its rows the keys (``columns=True``). Scores in the
+        scaled units, with ``-inf`` wherever a key has the query's own code (:meth:`mask`)."""
+        lo, hi = self.lo[t], self.hi[t]
+        if not lo.shape[1]:
+            return
+        if lo.shape[1] <= _COMPARE_MAX_ITEMS:
+            above, near = _compare_counts(scores, lo, hi, columns)
+        else:
+            above, near = _sorted_counts(scores, self.lo_host[t], self.hi_host[t], columns)
+        if near[0].size:
+            above += self._outranking(t, near[0], near[1], near[2] + key_start)
+        self.above[t] += above.astype(np.int32)
+
+    def mask(self, row_start: int, column_start: int, scores: torch.Tensor) -> None:
+        """Set to ``-inf`` the scores of a tile (rows from ``row_start``, columns from
+        ``column_start``) whose row and column share a code: a query's items, and the query
+        itself, are never counted as keys (the same entries in either orientation)."""
+        rows, cols = scores.shape
+        codes = self.codes_t
+        same = (
+            codes[row_start : row_start + rows, None]
+            == codes[None, column_start : column_start + cols]
+        )
+        scores.masked_fill_(same, -math.inf)
+
+    def _outranking(
+        self, t: int, rows: np.ndarray, windows: np.ndarray, keys: np.ndarray
+    ) -> np.ndarray:
+        """How many of the keys inside windows (``keys[p]`` inside window ``windows[p]`` of
+        row ``rows[p]`` of tile of rows ``t``) outrank the window's item by exact score, ties
+        to the lower index; in the shape of the tile's windows. Run while the next tile is
+        multiplied, not after the pass."""
+        queries = rows + t * self.tile
+        items = self.items[t][rows, windows].astype(np.int64)
+        s_key = exact_scores(self.unit, queries, self.unit, keys)
+        # Each window's item is scored once, however many keys it holds.
+        slots = rows * self.items[t].shape[1] + windows
+        _, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
+        s_item = exact_scores(self.unit, queries[first], self.unit, items[first])[inverse]
+        outranks = (s_key > s_item) | ((s_key == s_item) & (keys < items))
+        out = np.zeros(self.items[t].shape, dtype=np.int32)
+        np.add.at(out, (rows[outranks], windows[outranks]), 1)
+        return out
+
+    def finish(self, store: Callable[[int, np.ndarray], None]) -> None:
+        """Add the counts over the processes and hand each query's ranks (0-based,
+        ascending) to ``store(row, ranks)``."""
+        flat = np.concatenate([a.reshape(-1) for a in self.above]) if self.above else None
+        if flat is not None:
+            current_share().sum(flat)
+            start = 0
+            for a in self.above:
+                a.reshape(-1)[:] = flat[start : start + a.size]
+                start += a.size
+        for t, above in enumerate(self.above):
+            r0 = t * self.tile
+            counts = self.item_counts[r0 : r0 + above.shape[0]]
+            for r in np.flatnonzero(counts).tolist():
+                part = above[r, : counts[r]]
+                store(r0 + r, np.sort(part) + np.arange(part.size))
+
+
+#: Keys inside windows: ``(rows, windows, keys)``, the keys counted from the tile's first.
+NearKeys = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _compare_counts(
+    scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, columns: bool
+) -> tuple[np.ndarray, NearKeys]:
+    """Keys above each window and the keys inside, one comparison pass a window (few
+    windows a query); the queries along the rows of ``scores``, or along its columns."""
+    above = np.zeros(tuple(lo.shape), dtype=np.int64)
+    near: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for w in range(lo.shape[1]):
+        low, high = (
+            (lo[None, :, w], hi[None, :, w]) if columns else (lo[:, w, None], hi[:, w, None])
+        )
+        beyond = scores > high
+        # hi >= lo, so the keys at or above the window but not beyond it are those inside.
+        inside = (scores >= low).logical_xor_(beyond)
+        above[:, w] = _counts(beyond, 0 if columns else 1)
+        if bool(inside.any()):
+            i, j = (a.cpu().numpy() for a in torch.nonzero(inside, as_tuple=True))
+            query, key = (j, i) if columns else (i, j)
+            near.append((query, np.full(query.size, w, np.int64), key))
+    return above, _joined(near)
+
+
+def _counts(mask: torch.Tensor, axis: int) -> np.ndarray:
+    """The ``True`` entries of a boolean tile along ``axis`` (int64). Summed as bytes: a
+    boolean sum in torch runs about seven times slower."""
+    if mask.device.type in HOST_SUMS and mask.shape[axis] < 1 << 16:
+        counts = np.add.reduce(mask.numpy().view(np.uint8), axis=axis, dtype=np.uint16)
+        return counts.astype(np.int64)
+    return mask.view(torch.uint8).sum(axis, dtype=torch.int32).cpu().numpy().astype(np.int64)
+
+
+def _sorted_counts(
+    scores: torch.Tensor, lo: np.ndarray, hi: np.ndarray, columns: bool
+) -> tuple[np.ndarray, NearKeys]:
+    """Keys above each window and the keys inside, from one sort of the keys that can count
+    (those at or above their query's lowest window), all queries together: each candidate
+    is an int64 made of its query (high bits) and its score's bits in an order-preserving
+    form (low bits), so one binary search a window finds its count."""
+    lowest = torch.from_numpy(lo.min(axis=1)).to(scores.device)
+    candidate = scores >= (lowest[None, :] if columns else lowest[:, None])
+    i, j = torch.nonzero(candidate, as_tuple=True)
+    values = scores[i, j].cpu().numpy()
+    query, key = (j, i) if columns else (i, j)
+    query_np = query.cpu().numpy().astype(np.int64)
+    above = np.zeros(lo.shape, dtype=np.int64)
+    if not query_np.size:
+        return above, _joined([])
+    packed = (query_np << 32) | _ordered_bits(values)
+    ordered = np.sort(packed)
+    # Only the queries with a candidate have anything to count.
+    some = np.unique(query_np)
+    rows = some[:, None] << 32
+    end = np.searchsorted(ordered, rows + (1 << 32))
+    above_some = end - np.searchsorted(ordered, rows | _ordered_bits(hi[some]), side="right")
+    upto_some = end - np.searchsorted(ordered, rows | _ordered_bits(lo[some]))
+    above[some] = above_some
+    near_at, near_windows = np.nonzero(upto_some > above_some)
+    if not near_at.size:
+        return above, _joined([])
+    # The keys inside a window are a run of the sorted candidates.
+    keys = key.cpu().numpy().astype(np.int64)[np.argsort(packed, kind="stable")]
+    first = end[near_at, 0] - upto_some[near_at, near_windows]
+    lengths = upto_some[near_at, near_windows] - above_some[near_at, near_windows]
+    owner = np.repeat(np.arange(near_at.size), lengths)
+    offsets = np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return above, (some[near_at][owner], near_windows[owner], keys[first[owner] + offsets])
+
+
+def _ordered_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values as int64 in ``[0, 2^32)`` with the same order (``-0.0`` as ``0.0``):
+    negative floats have their bits flipped, the others their sign bit set.
+
+    >>> values = np.array([-np.inf, -1.0, -0.0, 0.0, 1e-30, np.inf], np.float32)
+    >>> _ordered_bits(values).tolist() == sorted(_ordered_bits(values).tolist())
+    True
+    """
+    bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.uint32).astype(np.int64)
+    return np.where(bits >= 1 << 31, 0xFFFFFFFF - bits, bits | (1 << 31))
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> NearKeys:
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    rows, windows, keys = (np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(3))
+    return rows, windows, keys
+
+
+def _item_estimates(
+    unit: UnitRows, codes: np.ndarray, item_counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(offsets, items, estimates)``: row ``q``'s items (the other rows of its code,
+    ascending) are ``items[offsets[q]:offsets[q + 1]]`` and their float32 scores against
+    ``q`` ``estimates[...]``, each within the float32 error bound of the exact score. Made
+    by one product of each group's rows with themselves, groups of one size batched."""
+    n = codes.size
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(item_counts, out=offsets[1:])
+    items = np.zeros(int(offsets[-1]), dtype=np.int64)
+    estimates = np.zeros(int(offsets[-1]), dtype=np.float32)
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if n else np.zeros(0, int)
+    sizes = np.diff(np.r_[starts, n])
+    dim = unit.shape[1]
+    for g in np.unique(sizes[sizes >= 2]).tolist():
+        members = order[starts[sizes == g][:, None] + np.arange(g)]
+        off_diagonal = ~np.eye(g, dtype=bool)
+        chunk = max(1, _ESTIMATE_BYTES // (4 * g * (dim + g)))
+        for c0 in range(0, members.shape[0], chunk):
+            m = members[c0 : c0 + chunk]
+            rows = unit.take(m.reshape(-1)).reshape(m.shape[0], g, dim)
+            gram = matmul_batched(rows, rows.transpose(1, 2)).cpu().numpy()
+            # Row a of a group's product: its items are the members b != a, ascending.
+            picked = np.broadcast_to(m[:, None, :], (m.shape[0], g, g))[:, off_diagonal]
+            target = offsets[m][..., None] + np.arange(g - 1)
+            items[target] = picked.reshape(m.shape[0], g, g - 1)
+            estimates[target] = gram[:, off_diagonal].reshape(m.shape[0], g, g - 1)
+    return offsets, items, estimates
+
+
+def self_tiles(
+    unit: UnitRows,
+    *,
+    two_t: float | None,
+    prescale: bool,
+    ranks: TileRanks | None,
+    tile: int,
+) -> np.ndarray | None:
+    """Read the tiles of ``X X^T`` on and above the diagonal (module notes), this process's
+    share of them (round robin), each product overlapping the reading of the one before.
+
+    Args:
+        unit: the unit rows.
+        two_t: ``2t`` of the uniformity kernel; ``None``: no kernel.
+        prescale: the tiles' row side is multiplied by ``two_t`` (a power of two).
+        ranks: counts the intra-modal ranks, or ``None``.
+        tile: rows of a tile (:func:`tile_rows`).
+
+    Returns:
+        ``log sum_{j != i} exp(2t s_ij) - 2t`` of every row (float64), or ``None`` without a
+        kernel.
+    """
+    tiles = _Tiles(unit, two_t, prescale, ranks, tile)
+    share = current_share()
+    mine = share.blocks(len(tiles.pairs))
+    pipelined(
+        len(mine),
+        lambda b: tiles.product(mine[b], b % 2),
+        lambda item: tiles.consume(*item),
+    )
+    return tiles.row_log_sums(share)
+
+
+class _Tiles:
+    """The tiles of one pass: their products, and what each is read for."""
+
+    def __init__(
+        self,
+        unit: UnitRows,
+        two_t: float | None,
+        prescale: bool,
+        ranks: TileRanks | None,
+        tile: int,
+    ) -> None:
+        self.unit, self.two_t, self.prescale, self.ranks, self.tile = (
+            unit,
+            two_t,
+            prescale,
+            ranks,
+            tile,
+        )
+        n = unit.shape[0]
+        self.starts = _tile_starts(n, tile)
+        count = len(self.starts)
+        pairs = [(a, b) for a in range(count) for b in range(a, count)]
+        if two_t is None:
+            # Without the kernel, a tile with no query on either side is not needed.
+            assert ranks is not None
+            pairs = [(a, b) for a, b in pairs if ranks.has_queries(a) or ranks.has_queries(b)]
+        self.pairs = pairs
+        width = min(tile, n)
+        self.buffers = [score_buffer(width, width, unit.device) for _ in range(2)]
+        self.scratch = score_buffer(width, width, unit.device)
+        # One float64 partial kernel sum per row and tile of keys.
+        self.partial = None if two_t is None else np.zeros((n, count), dtype=np.float64)
+        self.shifted = two_t is not None and 2.0 * two_t > _MAX_UNSHIFTED_EXPONENT
+
+    def bounds(self, t: int) -> tuple[int, int]:
+        return self.starts[t], min(self.unit.shape[0], self.starts[t] + self.tile)
+
+    def product(self, p: int, buffer: int) -> tuple[int, int, torch.Tensor]:
+        a, c = self.pairs[p]
+        a0, a1 = self.bounds(a)
+        c0, c1 = self.bounds(c)
+        queries = self.unit.block(a0, a1)
+        if self.prescale:
+            assert self.two_t is not None
+            queries = queries * self.two_t
+        out = self.buffers[buffer][: a1 - a0, : c1 - c0]
+        scores = matmul_into(queries, self.unit.block(c0, c1), out)
+        if a == c:
+            # The query itself: a zero kernel term, and never a key.
+            scores.diagonal().fill_(-math.inf)
+        return a, c, scores
+
+    def consume(self, a: int, c: int, scores: torch.Tensor) -> None:
+        a0, a1 = self.bounds(a)
+        c0, c1 = self.bounds(c)
+        if self.partial is not None:
+            terms = self._terms(scores, self.scratch[: a1 - a0, : c1 - c0])
+            # The rows' partial sums along the rows, the columns' down the columns.
+            self.partial[a0:a1, c] = _kernel_sums(terms, 1, self.shifted)
+            if a != c:
+                self.partial[c0:c1, a] = _kernel_sums(terms, 0, self.shifted)
+        ranks = self.ranks
+        if ranks is None:
+            return
+        row_queries = ranks.has_queries(a)
+        column_queries = a != c and ranks.has_queries(c)
+        if row_queries or column_queries:
+            ranks.mask(a0, c0, scores)
+        if column_queries:
+            ranks.count(c, a0, scores, columns=True)
+        if row_queries:
+            ranks.count(a, c0, scores, columns=False)
+
+    def _terms(self, scores: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The kernel terms ``exp(2t s)`` of a tile (their logarithms ``2t s`` when
+        shifted), into ``out``; the scores stay intact for the ranks."""
+        two_t = self.two_t
+        assert two_t is not None
+        if self.shifted:
+            return torch.mul(scores, 1.0 if self.prescale else two_t, out=out)
+        if self.prescale:
+            return torch.exp(scores, out=out)
+        return torch.mul(scores, two_t, out=out).exp_()
+
+    def row_log_sums(self, share: Share) -> np.ndarray | None:
+        """``log sum_{j != i} exp(2t s_ij) - 2t`` of every row: the partials of all the
+        processes (each written by one of them, zero on the others) added in the order of
+        the tiles of keys."""
+        if self.partial is None:
+            return None
+        assert self.two_t is not None
+        share.sum(self.partial)
+        total = np.full(self.partial.shape[0], -math.inf if self.shifted else 0.0)
+        for t in range(self.partial.shape[1]):
+            if self.shifted:
+                total = np.logaddexp(total, self.partial[:, t])
+            else:
+                total += self.partial[:, t]
+        return (total if self.shifted else np.log(total)) - self.two_t
+
+
+def _kernel_sums(terms: torch.Tensor, axis: int, shifted: bool) -> np.ndarray:
+    """The float64 sums of a tile's kernel terms along ``axis`` (``terms`` are the terms, or
+    their logarithms when ``shifted``: then ``log sum exp``, shifted by the maximum). On a
+    CPU summed by numpy, whose sum along either axis depends on the tile alone, never on a
+    thread count."""
+    if terms.device.type not in HOST_SUMS:
+        if shifted:
+            return torch.logsumexp(terms.double(), dim=axis).cpu().numpy()
+        return terms.sum(axis, dtype=torch.float64).cpu().numpy()
+    host = terms.numpy()
+    if not shifted:
+        return np.add.reduce(host, axis=axis, dtype=np.float64)
+    top = host.max(axis=axis, keepdims=True).astype(np.float64)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        sums = np.log(np.add.reduce(np.exp(host - safe), axis=axis, dtype=np.float64))
+    return sums + np.squeeze(safe, axis=axis)

@@ -1,0 +1,207 @@
+"""The exact modality pass from the tiles on and above the diagonal of ``X X^T``, against the
+blocks of whole rows and full-matrix oracles.
+
+Tiles of 1 to 64 rows put every kind of tile in a small problem: diagonal tiles, tiles read
+down their columns, a last tile shorter than the others. The ranks must equal the blocks'
+bit for bit (both are exact) and the ranks of the exact scores; the uniformity row terms
+must equal the float64 oracle to float32 rounding and keep their bits whatever the block
+size or thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import reference as ref
+import torch
+
+from gapscope.engine import passes, self_tiles
+from gapscope.engine.passes import modality_pass
+from gapscope.engine.unit_rows import UnitRows, exact_scores
+
+KS = (1, 3, 10)
+
+
+def _gaussian(n: int = 150, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 24)).astype(np.float32)
+
+
+def _ties(n: int = 150, seed: int = 1):
+    # Entries +-1 in d = 4: every score a multiple of 0.25, exact ties everywhere.
+    rng = np.random.default_rng(seed)
+    return rng.choice([-1.0, 1.0], size=(n, 4)).astype(np.float32)
+
+
+def _near_ties(n: int = 150, seed: int = 2):
+    # Small integers, some rows permutations of others: equal cosines a product rounds
+    # differently in tiles of different shapes.
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, size=(n, 8)).astype(np.float32)
+    x[np.abs(x).sum(axis=1) == 0, 0] = 1.0
+    x[1::5] = x[0::5][:, rng.permutation(8)][: x[1::5].shape[0]]
+    return x
+
+
+def _duplicates(n: int = 150, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n // 2, 16)).astype(np.float32)
+    return np.concatenate([base, 2.0 * base])  # 2x normalises to the same unit row
+
+
+DATA = {"gaussian": _gaussian, "ties": _ties, "near-ties": _near_ties, "duplicates": _duplicates}
+
+
+def _codes(kind: str, n: int, seed: int = 4) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "labels":  # ~20 relevant rows a query: counted by sorting tile rows
+        return rng.integers(0, 6, size=n)
+    if kind == "groups":  # 1 to 3 relevant rows: counted by comparisons
+        return np.arange(n) // 3
+    return rng.integers(0, n // 2, size=n)  # ragged: groups of 1 (no relevant row) to several
+
+
+def _exact_first_ranks_and_ap(x: np.ndarray, codes: np.ndarray):
+    """Ranks of every relevant row by exact scores, ties to the lower index (the oracle)."""
+    n = x.shape[0]
+    unit = UnitRows(x)
+    rows, keys = np.divmod(np.arange(n * n), n)
+    s = exact_scores(unit, rows, unit, keys).reshape(n, n)
+    first, ap = [], []
+    for q in range(n):
+        others = np.flatnonzero(np.arange(n) != q)
+        relevant = others[codes[others] == codes[q]]
+        if not relevant.size:
+            continue
+        order = others[np.lexsort((others, -s[q, others]))]
+        position = np.flatnonzero(np.isin(order, relevant))
+        first.append(int(position[0]))
+        ap.append(float(np.mean(np.arange(1, position.size + 1) / (position + 1))))
+    return first, ap
+
+
+@pytest.mark.parametrize("tile", [1, 3, 7, 64])
+@pytest.mark.parametrize("data", list(DATA))
+@pytest.mark.parametrize("relevance", ["labels", "groups", "ragged"])
+def test_tiles_rank_like_the_blocks_and_the_exact_scores(monkeypatch, tile, data, relevance):
+    # Tiles of one row: a few dozen rows already make a thousand tiles.
+    x = DATA[data](40 if tile == 1 else 150)
+    codes = _codes(relevance, x.shape[0])
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", tile)
+    tiles = modality_pass(x, codes, k=KS)
+    # No window slot to spare: the ranks come from blocks of whole rows instead.
+    monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
+    blocks = modality_pass(x, codes, k=KS, block_size=5)
+    a, b = tiles.retrieval, blocks.retrieval
+    np.testing.assert_array_equal(a.query_rows, b.query_rows)
+    np.testing.assert_array_equal(a.first_rank, b.first_rank)
+    assert a.average_precision.tobytes() == b.average_precision.tobytes()
+    assert a.r_precision_per_query.tobytes() == b.r_precision_per_query.tobytes()
+    # The kernel comes from the tiles either way.
+    assert tiles.uniformity_row_terms.tobytes() == blocks.uniformity_row_terms.tobytes()
+    first, ap = _exact_first_ranks_and_ap(x, codes)
+    assert a.first_rank.tolist() == first
+    np.testing.assert_allclose(a.average_precision, ap, rtol=1e-12)
+
+
+@pytest.mark.parametrize("tile", [1, 4, 16, 2048])
+@pytest.mark.parametrize("t", [2.0, 1.5, 30.0, 32.0])
+def test_tile_kernel_matches_the_full_matrix(monkeypatch, tile, t):
+    # t = 2 and 32: rows prescaled by 2t (a power of two); 1.5 and 30 not. 30 and 32 sum in
+    # the log domain (4t > 80).
+    x = _gaussian(97, seed=5)
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", tile)
+    r = modality_pass(x, None, t=t)
+    np.testing.assert_allclose(r.uniformity_row_terms, _ref_terms(x, t), atol=1e-5, rtol=1e-6)
+    assert r.uniformity == pytest.approx(ref.uniformity(x, t=t), abs=1e-5)
+
+
+def _ref_terms(x: np.ndarray, t: float) -> np.ndarray:
+    u = ref.unit(x)
+    log_k = -t * np.clip(2.0 - 2.0 * (u @ u.T), 0.0, None)
+    np.fill_diagonal(log_k, -np.inf)
+    top = log_k.max(axis=1, keepdims=True)
+    return (top[:, 0] + np.log(np.exp(log_k - top).sum(axis=1))) - math.log(len(x) - 1)
+
+
+def test_tile_kernel_keeps_its_bits_whatever_the_blocks_and_threads(monkeypatch):
+    x = _gaussian(300, seed=6)
+    codes = _codes("labels", 300)
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", 64)
+    previous = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            for block in (None, 7, 100):
+                for relevance in (None, codes):
+                    r = modality_pass(x, relevance, k=KS, block_size=block)
+                    runs.append((r.uniformity, r.uniformity_row_terms.tobytes()))
+    finally:
+        torch.set_num_threads(previous)
+    assert all(run == runs[0] for run in runs[1:])
+
+
+def test_each_pair_of_rows_is_multiplied_once(monkeypatch):
+    # The tiles on and above the diagonal: n (n + tile) / 2 scores for whole tiles, not n^2.
+    n, tile = 100, 16
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", tile)
+    made = []
+    real = self_tiles.matmul_into
+
+    def counting(queries, keys, out):
+        made.append(queries.shape[0] * keys.shape[0])
+        return real(queries, keys, out)
+
+    monkeypatch.setattr(self_tiles, "matmul_into", counting)
+    r = modality_pass(_gaussian(n, seed=7), _codes("groups", n), k=KS)
+    sizes = [min(tile, n - s) for s in range(0, n, tile)]
+    expected = sum(a * b for i, a in enumerate(sizes) for b in sizes[i:])
+    assert sum(made) == expected and expected < n * (n + tile) / 2 + 1
+    assert r.retrieval is not None
+
+
+def test_retrieval_alone_skips_tiles_without_queries(monkeypatch):
+    # Only retrieval: a tile whose two sides hold no row with a relevant row is not made.
+    n, tile = 96, 16
+    codes = np.arange(n)  # every row alone ...
+    codes[:4] = 0  # ... but four in the first tile
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", tile)
+    made = []
+    real = self_tiles.matmul_into
+
+    def counting(queries, keys, out):
+        made.append(out.shape)
+        return real(queries, keys, out)
+
+    monkeypatch.setattr(self_tiles, "matmul_into", counting)
+    r = modality_pass(_gaussian(n, seed=8), codes, k=KS, uniformity=False)
+    assert len(made) == n // tile  # the first row of tiles
+    assert r.retrieval.n_queries == 4
+    expected = ref.intra_retrieval(_gaussian(n, seed=8), codes, KS)
+    assert r.retrieval.recall == {k: expected[f"R@{k}"] for k in KS}
+
+
+def test_tile_slots_pad_each_tile_to_its_widest_row():
+    counts = np.array([5, 0, 1, 1, 0, 0, 2])
+    assert self_tiles.tile_slots(counts, 3) == 3 * 5 + 3 * 1 + 1 * 2
+    assert self_tiles.tile_slots(np.zeros(4, np.int64), 2) == 0
+
+
+@pytest.mark.parametrize("data", ["ties", "near-ties"])
+def test_the_device_sums_and_counts_give_the_same_ranks(monkeypatch, data):
+    # On a GPU the tiles are summed and counted by torch on the device (run here on CPU
+    # tensors): the same ranks bit for bit, the kernel to float64 rounding.
+    x = DATA[data](150)
+    codes = _codes("labels", 150)
+    groups = _codes("groups", 150)
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
+    host = [modality_pass(x, c, k=KS) for c in (codes, groups)]
+    monkeypatch.setattr(self_tiles, "HOST_SUMS", set())
+    device = [modality_pass(x, c, k=KS) for c in (codes, groups)]
+    for a, b in zip(host, device, strict=True):
+        np.testing.assert_array_equal(a.retrieval.first_rank, b.retrieval.first_rank)
+        assert a.retrieval.average_precision.tobytes() == b.retrieval.average_precision.tobytes()
+        np.testing.assert_allclose(a.uniformity_row_terms, b.uniformity_row_terms, rtol=1e-12)
