@@ -193,7 +193,8 @@ def test_tile_slots_pad_each_tile_to_its_widest_row():
 @pytest.mark.parametrize("data", ["ties", "near-ties"])
 def test_the_device_sums_and_counts_give_the_same_ranks(monkeypatch, data):
     # On a GPU the tiles are summed and counted by torch on the device (run here on CPU
-    # tensors): the same ranks bit for bit, the kernel to float64 rounding.
+    # tensors): the same ranks bit for bit, the kernel (float64 sums there) to float32
+    # rounding.
     x = DATA[data](150)
     codes = _codes("labels", 150)
     groups = _codes("groups", 150)
@@ -204,4 +205,4 @@ def test_the_device_sums_and_counts_give_the_same_ranks(monkeypatch, data):
     for a, b in zip(host, device, strict=True):
         np.testing.assert_array_equal(a.retrieval.first_rank, b.retrieval.first_rank)
         assert a.retrieval.average_precision.tobytes() == b.retrieval.average_precision.tobytes()
-        np.testing.assert_allclose(a.uniformity_row_terms, b.uniformity_row_terms, rtol=1e-12)
+        np.testing.assert_allclose(a.uniformity_row_terms, b.uniformity_row_terms, rtol=1e-6)
