@@ -120,13 +120,11 @@ class TileRanks:
         self.codes_t = torch.from_numpy(inverse.reshape(-1).astype(np.int32)).to(unit.device)
         self.item_counts = (sizes[inverse] - 1).astype(np.int64)
         offsets, items, estimates = _item_estimates(unit, codes, self.item_counts)
-        lo, hi = near_window(estimates, margin)
         s = np.float32(scale)
-        lo, hi = lo * s, hi * s
         # Per tile of rows, its queries' windows padded to the widest (+inf: no key reaches it).
         self.items: list[np.ndarray] = []
-        self.lo: list[torch.Tensor] = []
-        self.hi: list[torch.Tensor] = []
+        self.lo_host: list[np.ndarray] = []
+        self.hi_host: list[np.ndarray] = []
         self.above: list[np.ndarray] = []
         for start in _tile_starts(n, tile):
             counts = self.item_counts[start : start + tile]
@@ -135,14 +133,13 @@ class TileRanks:
             # Rows without items point at a valid slot too (masked out by ``valid``).
             index = np.minimum(offsets[start : start + counts.size, None] + slot, items.size - 1)
             valid = np.arange(width)[None, :] < counts[:, None]
-            self.items.append(np.where(valid, items[index], -1).astype(np.int32))
-            self.lo.append(torch.from_numpy(np.where(valid, lo[index], np.inf).astype(np.float32)))
-            self.hi.append(torch.from_numpy(np.where(valid, hi[index], np.inf).astype(np.float32)))
+            lo, hi = near_window(estimates[index], margin)
+            self.items.append(np.where(valid, items[index], -1))
+            self.lo_host.append(np.where(valid, lo * s, np.float32(np.inf)))
+            self.hi_host.append(np.where(valid, hi * s, np.float32(np.inf)))
             self.above.append(np.zeros((counts.size, width), dtype=np.int32))
-        self.lo = [t.to(unit.device) for t in self.lo]
-        self.hi = [t.to(unit.device) for t in self.hi]
-        self.lo_host = [t.cpu().numpy() for t in self.lo]
-        self.hi_host = [t.cpu().numpy() for t in self.hi]
+        self.lo = [torch.from_numpy(a).to(unit.device) for a in self.lo_host]
+        self.hi = [torch.from_numpy(a).to(unit.device) for a in self.hi_host]
 
     def has_queries(self, t: int) -> bool:
         """Whether tile of rows ``t`` holds a row with an item."""
@@ -318,7 +315,7 @@ def _item_estimates(
     n = codes.size
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(item_counts, out=offsets[1:])
-    items = np.zeros(int(offsets[-1]), dtype=np.int64)
+    items = np.zeros(int(offsets[-1]), dtype=np.int32)
     estimates = np.zeros(int(offsets[-1]), dtype=np.float32)
     order = np.argsort(codes, kind="stable")
     ordered = codes[order]
