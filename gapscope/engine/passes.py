@@ -404,7 +404,11 @@ class _KernelRows:
         # product: exact in binary floating point, so the scores keep their order and ties bit
         # for bit (ranks do not change) and the kernel needs no scaling pass of its own. The
         # cross pass shares its scores with the column counts, so it never prescales.
-        self.prescale = prescale and math.frexp(self.two_t)[0] == 0.5
+        # Only by 1 to 2^64: rows scaled down could leave the normal float32 range and lose
+        # the precision the ranks' error bound counts on, and far up they would overflow.
+        self.prescale = (
+            prescale and math.frexp(self.two_t)[0] == 0.5 and 1.0 <= self.two_t <= 2.0**64
+        )
 
     def add_block(self, positions: slice, scores_t: torch.Tensor) -> None:
         # exp(-t ||x_i - x_j||^2) = exp(2t s_ij) exp(-2t); the -inf self score is a zero term.

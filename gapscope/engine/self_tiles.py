@@ -7,10 +7,10 @@ multiplies only the tiles on and above its diagonal: the rows are cut into tiles
 ``J``) and down its columns for the queries of ``J`` (keys of ``I``). Every pair of rows is
 met in exactly one tile, so the pass makes ``n (n + tile) / 2`` scores instead of ``n^2``.
 
-Uniformity. Each tile gives every row it holds one float32 partial sum of the kernel over the
-tile's other side (row sums of ``exp(2t S)``, and row sums of its transposed copy for the
-columns); row ``i``'s sum ``sum_{j != i} exp(2t s_ij)`` adds its partials in float64 in the
-order of the tiles ``J = 0, 1, ...``. A partial depends on its tile alone, the tiles on ``n``
+Uniformity. Each tile gives every row it holds one partial sum of the kernel over the tile's
+other side (the terms ``exp(2t S)`` summed pairwise in float32 along the tile's rows and
+down its columns); row ``i``'s sum ``sum_{j != i} exp(2t s_ij)`` adds its partials in float64
+in the order of the tiles ``J = 0, 1, ...``. A partial depends on its tile alone, the tiles on ``n``
 alone, and the partials of all processes are put together before they are added, so the row
 terms do not depend on the block size, the thread count or the number of processes.
 
@@ -19,8 +19,8 @@ against thresholds known before the pass, as in :mod:`~gapscope.engine.column_ra
 relevant row ("item") of a query gets a float32 estimate of its score (from products of each
 group's rows with themselves, within the float32 error bound ``E`` of the exact score ``S``)
 and a window of ``2E`` around it. In every tile, a non-relevant key above an item's window
-outranks it (its exact score is higher), one below does not, and one inside is kept and
-compared by exact score after the pass (ties to the lower index). The counts add up over the
+outranks it (its exact score is higher), one below does not, and one inside is compared by
+exact score (ties to the lower index) while the next tile is multiplied. The counts add up over the
 tiles, and ``sort(counts) + (0, 1, ..., m - 1)`` are the item ranks, the exact ones
 (:func:`~gapscope.engine.ranking.relevant_ranks`). The windows take :data:`TILE_SLOTS_MAX`
 slots at most (a tile's queries padded to its widest group); beyond, the ranks are counted by
@@ -62,8 +62,8 @@ HOST_SUMS = {"cpu"}
 
 # Windows a tile row counts by one comparison pass each; more by one sort of the row.
 _COMPARE_MAX_ITEMS = 4
-# Scores of near rows compared with their windows at once (64 MiB of booleans).
-_NEAR_ENTRIES = 1 << 26
+# (query, window, key) entries of keys inside windows resolved at once (100 MiB).
+_NEAR_ENTRIES = 1 << 22
 # Rows the group products of the estimates gather at once.
 _ESTIMATE_BYTES = 64 << 20
 # The kernel sum is taken unshifted while exp(+-2t) stays well inside float32 (as in passes.py).
@@ -153,13 +153,16 @@ class TileRanks:
         lo, hi = self.lo[t], self.hi[t]
         if not lo.shape[1]:
             return
+        outranking = np.zeros(lo.shape, dtype=np.int64)
+
+        def resolve(rows: np.ndarray, windows: np.ndarray, keys: np.ndarray) -> None:
+            outranking[:] += self._outranking(t, rows, windows, keys + key_start)
+
         if lo.shape[1] <= _COMPARE_MAX_ITEMS:
-            above, near = _compare_counts(scores, lo, hi, columns)
+            above = _compare_counts(scores, lo, hi, columns, resolve)
         else:
-            above, near = _sorted_counts(scores, self.lo_host[t], self.hi_host[t], columns)
-        if near[0].size:
-            above += self._outranking(t, near[0], near[1], near[2] + key_start)
-        self.above[t] += above.astype(np.int32)
+            above = _sorted_counts(scores, self.lo_host[t], self.hi_host[t], columns, resolve)
+        self.above[t] += (above + outranking).astype(np.int32)
 
     def mask(self, row_start: int, column_start: int, scores: torch.Tensor) -> None:
         """Set to ``-inf`` the scores of a tile (rows from ``row_start``, columns from
@@ -182,8 +185,10 @@ class TileRanks:
         multiplied, not after the pass."""
         queries = rows + t * self.tile
         items = self.items[t][rows, windows].astype(np.int64)
-        s_key = exact_scores(self.unit, queries, self.unit, keys)
-        # Each window's item is scored once, however many keys it holds.
+        # Each query and key is scored once, however many of the query's windows hold the
+        # key (rows that tie with many others sit in many windows); each window's item once.
+        _, first, inverse = np.unique((rows << 32) | keys, return_index=True, return_inverse=True)
+        s_key = exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
         slots = rows * self.items[t].shape[1] + windows
         _, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
         s_item = exact_scores(self.unit, queries[first], self.unit, items[first])[inverse]
@@ -210,17 +215,18 @@ class TileRanks:
                 store(r0 + r, np.sort(part) + np.arange(part.size))
 
 
-#: Keys inside windows: ``(rows, windows, keys)``, the keys counted from the tile's first.
-NearKeys = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: Takes keys inside windows, ``(rows, windows, keys)``, the keys counted from the tile's
+#: first (numpy int64 arrays of one length).
+Resolve = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
 def _compare_counts(
-    scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, columns: bool
-) -> tuple[np.ndarray, NearKeys]:
-    """Keys above each window and the keys inside, one comparison pass a window (few
-    windows a query); the queries along the rows of ``scores``, or along its columns."""
+    scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, columns: bool, resolve: Resolve
+) -> np.ndarray:
+    """Keys above each window, one comparison pass a window (few windows a query), the keys
+    inside handed to ``resolve`` a window at a time; the queries along the rows of
+    ``scores``, or along its columns."""
     above = np.zeros(tuple(lo.shape), dtype=np.int64)
-    near: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for w in range(lo.shape[1]):
         low, high = (
             (lo[None, :, w], hi[None, :, w]) if columns else (lo[:, w, None], hi[:, w, None])
@@ -232,8 +238,8 @@ def _compare_counts(
         if bool(inside.any()):
             i, j = (a.cpu().numpy() for a in torch.nonzero(inside, as_tuple=True))
             query, key = (j, i) if columns else (i, j)
-            near.append((query, np.full(query.size, w, np.int64), key))
-    return above, _joined(near)
+            resolve(query.astype(np.int64), np.full(query.size, w, np.int64), key.astype(np.int64))
+    return above
 
 
 def _counts(mask: torch.Tensor, axis: int) -> np.ndarray:
@@ -246,12 +252,13 @@ def _counts(mask: torch.Tensor, axis: int) -> np.ndarray:
 
 
 def _sorted_counts(
-    scores: torch.Tensor, lo: np.ndarray, hi: np.ndarray, columns: bool
-) -> tuple[np.ndarray, NearKeys]:
-    """Keys above each window and the keys inside, from one sort of the keys that can count
-    (those at or above their query's lowest window), all queries together: each candidate
-    is an int64 made of its query (high bits) and its score's bits in an order-preserving
-    form (low bits), so one binary search a window finds its count."""
+    scores: torch.Tensor, lo: np.ndarray, hi: np.ndarray, columns: bool, resolve: Resolve
+) -> np.ndarray:
+    """Keys above each window, from one sort of the keys that can count (those at or above
+    their query's lowest window), all queries together: each candidate is an int64 made of
+    its query (high bits) and its score's bits in an order-preserving form (low bits), so one
+    binary search a window finds its count. The keys inside the windows go to ``resolve``,
+    at most :data:`_NEAR_ENTRIES` (query, window, key) entries at a time."""
     lowest = torch.from_numpy(lo.min(axis=1)).to(scores.device)
     candidate = scores >= (lowest[None, :] if columns else lowest[:, None])
     # nonzero over the tile rows that hold a candidate only (few, when the items score high).
@@ -263,7 +270,7 @@ def _sorted_counts(
     query_np = query.cpu().numpy().astype(np.int64)
     above = np.zeros(lo.shape, dtype=np.int64)
     if not query_np.size:
-        return above, _joined([])
+        return above
     packed = (query_np << 32) | _ordered_bits(values)
     ordered = np.sort(packed)
     # Only the queries with a candidate have anything to count.
@@ -275,14 +282,26 @@ def _sorted_counts(
     above[some] = above_some
     near_at, near_windows = np.nonzero(upto_some > above_some)
     if not near_at.size:
-        return above, _joined([])
+        return above
     # The keys inside a window are a run of the sorted candidates.
     keys = key.cpu().numpy().astype(np.int64)[np.argsort(packed, kind="stable")]
     first = end[near_at, 0] - upto_some[near_at, near_windows]
     lengths = upto_some[near_at, near_windows] - above_some[near_at, near_windows]
-    owner = np.repeat(np.arange(near_at.size), lengths)
-    offsets = np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return above, (some[near_at][owner], near_windows[owner], keys[first[owner] + offsets])
+    ends = np.cumsum(lengths)
+    w0 = 0
+    while w0 < near_at.size:
+        before = int(ends[w0 - 1]) if w0 else 0
+        w1 = max(w0 + 1, int(np.searchsorted(ends, before + _NEAR_ENTRIES, side="right")))
+        runs = lengths[w0:w1]
+        owner = np.repeat(np.arange(w1 - w0), runs)
+        offsets = np.arange(owner.size) - np.repeat(np.cumsum(runs) - runs, runs)
+        resolve(
+            some[near_at[w0:w1]][owner],
+            near_windows[w0:w1][owner],
+            keys[first[w0:w1][owner] + offsets],
+        )
+        w0 = w1
+    return above
 
 
 def _ordered_bits(values: np.ndarray) -> np.ndarray:
@@ -295,14 +314,6 @@ def _ordered_bits(values: np.ndarray) -> np.ndarray:
     """
     bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.uint32).astype(np.int64)
     return np.where(bits >= 1 << 31, 0xFFFFFFFF - bits, bits | (1 << 31))
-
-
-def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> NearKeys:
-    if not parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    rows, windows, keys = (np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(3))
-    return rows, windows, keys
 
 
 def _item_estimates(
@@ -401,9 +412,11 @@ class _Tiles:
         width = min(tile, n)
         self.buffers = [score_buffer(width, width, unit.device) for _ in range(2)]
         self.scratch = score_buffer(width, width, unit.device)
-        # One float64 partial kernel sum per row and tile of keys.
-        self.partial = None if two_t is None else np.zeros((n, count), dtype=np.float64)
         self.shifted = two_t is not None and 2.0 * two_t > _MAX_UNSHIFTED_EXPONENT
+        # One partial kernel sum per row and tile of keys (n x n / tile: 1 GiB at a million
+        # rows): float32 sums are kept as they are, log-domain ones in float64.
+        dtype = np.float64 if self.shifted else np.float32
+        self.partial = None if two_t is None else np.zeros((n, count), dtype=dtype)
 
     def bounds(self, t: int) -> tuple[int, int]:
         return self.starts[t], min(self.unit.shape[0], self.starts[t] + self.tile)
@@ -465,28 +478,23 @@ class _Tiles:
         share.sum(self.partial)
         total = np.full(self.partial.shape[0], -math.inf if self.shifted else 0.0)
         for t in range(self.partial.shape[1]):
-            if self.shifted:
-                total = np.logaddexp(total, self.partial[:, t])
-            else:
-                total += self.partial[:, t]
+            column = self.partial[:, t].astype(np.float64)
+            total = np.logaddexp(total, column) if self.shifted else total + column
         return (total if self.shifted else np.log(total)) - self.two_t
 
 
 def _kernel_sums(terms: torch.Tensor, axis: int, shifted: bool) -> np.ndarray:
-    """The sums of a tile's kernel terms along ``axis``, as float64 (``terms`` are the
-    terms, or their logarithms when ``shifted``: then ``log sum exp`` in float64, shifted by
-    the maximum). On a CPU summed by numpy, pairwise in float32 (relative error about
-    ``log2(tile) u``, as torch sums a row): each sum depends on the tile alone, never on a
-    thread count."""
+    """The sums of a tile's kernel terms along ``axis`` (``terms`` are the terms, or their
+    logarithms when ``shifted``: then ``log sum exp`` in float64, shifted by the maximum).
+    On a CPU summed by numpy, pairwise in float32 (relative error about ``log2(tile) u``, as
+    torch sums a row): each sum depends on the tile alone, never on a thread count."""
     if terms.device.type not in HOST_SUMS:
         if shifted:
             return torch.logsumexp(terms.double(), dim=axis).cpu().numpy()
-        return terms.sum(axis, dtype=torch.float64).cpu().numpy()
+        return terms.sum(axis).cpu().numpy()
     host = terms.numpy()
     if not shifted:
-        if axis == 1:
-            return np.add.reduce(host, axis=1).astype(np.float64)
-        return _pairwise_column_sums(host).astype(np.float64)
+        return np.add.reduce(host, axis=1) if axis == 1 else _pairwise_column_sums(host)
     top = host.max(axis=axis, keepdims=True).astype(np.float64)
     safe = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):

@@ -206,3 +206,33 @@ def test_the_device_sums_and_counts_give_the_same_ranks(monkeypatch, data):
         np.testing.assert_array_equal(a.retrieval.first_rank, b.retrieval.first_rank)
         assert a.retrieval.average_precision.tobytes() == b.retrieval.average_precision.tobytes()
         np.testing.assert_allclose(a.uniformity_row_terms, b.uniformity_row_terms, rtol=1e-6)
+
+
+@pytest.mark.parametrize("t", [2.0**-140, 2.0**-20, 2.0**70])
+def test_rows_are_prescaled_only_where_the_scores_keep_their_precision(monkeypatch, t):
+    # 2t a power of two far below 1 would scale the rows out of the normal float32 range (the
+    # scores would lose the precision the windows count on); far above, overflow.
+    x = _gaussian(60, seed=9)
+    codes = _codes("groups", 60)
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
+    r = modality_pass(x, codes, k=KS, t=t)
+    first, ap = _exact_first_ranks_and_ap(x, codes)
+    assert r.retrieval.first_rank.tolist() == first
+    np.testing.assert_allclose(r.retrieval.average_precision, ap, rtol=1e-12)
+    assert np.isfinite(r.uniformity_row_terms).all()
+
+
+def test_keys_inside_windows_are_resolved_a_few_at_a_time(monkeypatch):
+    # Rows that tie with many others put most keys inside most windows: they are compared by
+    # exact score in batches of _NEAR_ENTRIES entries, with the ranks the blocks give.
+    x = _ties(150)
+    codes = _codes("labels", 150)
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
+    monkeypatch.setattr(self_tiles, "_NEAR_ENTRIES", 5)
+    tiles = modality_pass(x, codes, k=KS, uniformity=False)
+    monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
+    blocks = modality_pass(x, codes, k=KS, uniformity=False)
+    np.testing.assert_array_equal(tiles.retrieval.first_rank, blocks.retrieval.first_rank)
+    assert (
+        tiles.retrieval.average_precision.tobytes() == blocks.retrieval.average_precision.tobytes()
+    )
