@@ -7,9 +7,10 @@ made, so a pair costs three products and memory stays ``O((n + m) d + block * ma
 These passes are the only implementation of those metrics: the public functions of
 :mod:`gapscope.metrics` and the analysis call them, so both give the same numbers.
 
-* :func:`modality_pass` (one ``X X^T`` pass): uniformity from each full block row (exact over
-  every row, or estimated from sampled query rows), and intra-modal recall@K, mAP and
-  R-precision.
+* :func:`modality_pass` (one ``X X^T`` pass): uniformity (exact over every row, or estimated
+  from sampled query rows), and intra-modal recall@K, mAP and R-precision. Over every row it
+  reads only the tiles on and above the diagonal of ``X X^T``
+  (:mod:`~gapscope.engine.self_tiles`); sampled queries read blocks of their rows.
 * :func:`cross_pass` (one ``X Y^T`` pass): one direction from the block rows, the other from
   the block *columns*. For a column query j the score of its best positive,
   ``b_j = max_{i in P(j)} s_ij``, is known before the pass (from the positive pairs alone),
@@ -137,8 +138,10 @@ def modality_pass(
 ) -> ModalityPassResult:
     """Uniformity and intra-modal retrieval of one modality from a single ``X X^T`` pass.
 
-    Each block of query rows ``S = X_B X^T`` (float32, ``block x n``; the query's own column
-    set to ``-inf``) is read by both metrics:
+    Over every row, the tiles on and above the diagonal of ``X X^T`` are read along their rows
+    and down their columns (:mod:`~gapscope.engine.self_tiles`); for sampled queries, each
+    block of query rows ``S = X_B X^T`` (float32, ``block x n``). Either way the query's own
+    score is ``-inf``, and the scores are read by both metrics:
 
     * uniformity (Wang & Isola 2020): ``log a_i = log((1/(n-1)) sum_{j != i}
       exp(-t ||x_i - x_j||^2))`` per query row, with ``||x_i - x_j||^2 = 2 - 2 s_ij``. Over
@@ -158,8 +161,10 @@ def modality_pass(
         k: recall cut-offs.
         t: uniformity temperature (> 0).
         uniformity: compute uniformity.
-        block_size: query rows a block; ``None``: the shapes decide
-            (:func:`~gapscope.engine.blocks.similarity_block_rows`).
+        block_size: query rows a block of the sampled queries (and of intra-modal ranks too
+            wide for the tiles' windows); ``None``: the shapes decide
+            (:func:`~gapscope.engine.blocks.similarity_block_rows`). The tiles of the exact
+            pass depend on ``n`` alone.
         device: device of the products; ranking and sums run on the CPU.
         query_index: evaluate only these query rows (still against every row): retrieval on
             them, and uniformity estimated from them.
