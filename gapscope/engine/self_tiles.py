@@ -185,10 +185,16 @@ class TileRanks:
         multiplied, not after the pass."""
         queries = rows + t * self.tile
         items = self.items[t][rows, windows].astype(np.int64)
-        # Each query and key is scored once, however many of the query's windows hold the
-        # key (rows that tie with many others sit in many windows); each window's item once.
-        _, first, inverse = np.unique((rows << 32) | keys, return_index=True, return_inverse=True)
-        s_key = exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
+        if (windows == windows[0]).all():
+            # One window (a comparison pass): each query and key comes once already.
+            s_key = exact_scores(self.unit, queries, self.unit, keys)
+        else:
+            # Each query and key is scored once, however many of the query's windows hold
+            # the key (rows that tie with many others sit in many windows).
+            pairs = (rows << 32) | keys
+            _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+            s_key = exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
+        # Each window's item is scored once, however many keys it holds.
         slots = rows * self.items[t].shape[1] + windows
         _, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
         s_item = exact_scores(self.unit, queries[first], self.unit, items[first])[inverse]
