@@ -6,7 +6,12 @@ import math
 
 import numpy as np
 
-__all__ = ["log_mean_exp", "log_sum_exp"]
+__all__ = ["MAX_UNSHIFTED_EXPONENT", "log_mean_exp", "log_sum_exp"]
+
+#: The uniformity kernel is summed unshifted while ``4t`` is at most this: ``exp(+-2t)`` then
+#: stays well inside float32 (2t <= 40: terms within [4e-18, 2.4e17], a sum of a billion of
+#: them far below the float32 maximum 3.4e38); beyond, in the log domain.
+MAX_UNSHIFTED_EXPONENT = 80.0
 
 
 def log_sum_exp(values: np.ndarray) -> float:

@@ -508,7 +508,7 @@ def offset_modality_passes(
     for view in (versions[v] for v in derived):
         (own_dots,) = view.dots.get([view.offset])
         kernel = _KernelRows(rows.size, t)
-        moved = _Moved(view, view, own_dots, own_dots, kernel.two_t if kernel.prescale else 1.0)
+        moved = _Moved(view, view, own_dots, own_dots, _KernelRows.scale_of(kernel))
         intra = None
         if codes is not None:
             intra = _IntraRanks(codes, rows, view)

@@ -53,7 +53,7 @@ from gapscope.engine.device_ranking import (
 )
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.distributed import current_share
-from gapscope.engine.numerics import log_mean_exp, log_sum_exp
+from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT, log_mean_exp, log_sum_exp
 from gapscope.engine.pipelining import pipelined
 from gapscope.engine.ranking import (
     GroupMembers,
@@ -98,9 +98,6 @@ __all__ = [
 
 #: The two directions of :func:`cross_pass`.
 CROSS_DIRECTIONS = ("x_to_y", "y_to_x")
-# The unshifted kernel sum needs exp(+-2t) well inside float32 (2t <= 40: terms within
-# [4e-18, 2.4e17], a sum of a billion of them far below the float32 maximum 3.4e38).
-_MAX_UNSHIFTED_EXPONENT = 80.0
 
 
 @dataclass(frozen=True)
@@ -208,8 +205,7 @@ def modality_pass(
     thin = rows if kernel is not None or intra is None else intra.evaluated
     columns = None
     if streamed and intra is not None and intra.evaluated.size > block:
-        scale = kernel.two_t if kernel is not None and kernel.prescale else 1.0
-        columns = intra.columns(thin, scale)
+        columns = intra.columns(thin, _KernelRows.scale_of(kernel))
     if streamed and (kernel is not None or columns is not None):
         _sampled_kernel(unit, thin, kernel, columns=columns)
         if columns is not None:
@@ -251,13 +247,12 @@ def _exact_pass(
     more than :data:`~gapscope.engine.self_tiles.TILE_SLOTS_MAX` slots (few large groups):
     then they come from blocks of whole rows, with the same (exact) numbers."""
     tile = tile_rows(unit.shape[0])
-    prescale = kernel is not None and kernel.prescale
-    scale = kernel.two_t if kernel is not None and prescale else 1.0
+    scale = _KernelRows.scale_of(kernel)
     ranks = None
     if intra is not None and intra.evaluated.size:
         counts = intra.members.count(intra.codes) - 1
         if tile_slots(counts, tile) <= TILE_SLOTS_MAX:
-            ranks = TileRanks(unit, intra.codes, intra.margin, scale, tile)
+            ranks = TileRanks(unit, intra.codes, counts, intra.margin, scale, tile)
         else:
             _self_blocks(unit, intra.rows, block, intra, None, intra.wanted)
     if kernel is None and ranks is None:
@@ -265,7 +260,7 @@ def _exact_pass(
     row_lse = self_tiles(
         unit,
         two_t=None if kernel is None else kernel.two_t,
-        prescale=prescale,
+        prescale=kernel is not None and kernel.prescale,
         ranks=ranks,
         tile=tile,
     )
@@ -415,6 +410,12 @@ class _KernelRows:
             prescale and math.frexp(self.two_t)[0] == 0.5 and 1.0 <= self.two_t <= 2.0**64
         )
 
+    @staticmethod
+    def scale_of(kernel: _KernelRows | None) -> float:
+        """The factor query rows are multiplied by before the product: ``2t`` when
+        ``kernel`` prescales, else 1."""
+        return kernel.two_t if kernel is not None and kernel.prescale else 1.0
+
     def add_block(self, positions: slice, scores_t: torch.Tensor) -> None:
         # exp(-t ||x_i - x_j||^2) = exp(2t s_ij) exp(-2t); the -inf self score is a zero term.
         self.row_lse[positions] = self.row_log_sums(scores_t) - self.two_t
@@ -422,7 +423,7 @@ class _KernelRows:
     def row_log_sums(self, scores_t: torch.Tensor) -> np.ndarray:
         """``log sum_j exp(2t s_ij)`` of each row, as float64; the scores are overwritten."""
         kernel = scores_t if self.prescale else scores_t.mul_(self.two_t)
-        if 2.0 * self.two_t > _MAX_UNSHIFTED_EXPONENT:
+        if 2.0 * self.two_t > MAX_UNSHIFTED_EXPONENT:
             return torch.logsumexp(kernel, dim=1).cpu().double().numpy()
         # Every term lies in [exp(-2t), exp(2t)] (s rounded above 1 moves a term by ~1e-7
         # relative): a plain float32 sum neither overflows nor underflows, and torch sums
@@ -459,7 +460,7 @@ def _sampled_kernel(
         score_buffer(rows.size, width, unit.device)
         for _ in range(2 if columns is not None and len(starts) > 1 else 1)
     ]
-    shifted = kernel is not None and 2.0 * kernel.two_t > _MAX_UNSHIFTED_EXPONENT
+    shifted = kernel is not None and 2.0 * kernel.two_t > MAX_UNSHIFTED_EXPONENT
     total = np.full(rows.size, -math.inf) if shifted else np.zeros(rows.size)
 
     def product(c: int) -> tuple[int, torch.Tensor]:
@@ -520,7 +521,7 @@ def _self_blocks(
     buffers = [score_buffer(rows_max, n, unit.device) for _ in range(min(2, len(mine)))]
     prescale = kernel is not None and kernel.prescale
     # Prescaled query rows give scores times 2t (a power of two: the order is unchanged).
-    scale = kernel.two_t if kernel is not None and kernel.prescale else 1.0
+    scale = _KernelRows.scale_of(kernel)
 
     def queries(a: int, b: int) -> torch.Tensor:
         picked = unit.take(rows[a:b])

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from gapscope.engine.distributed import Share, current_share
+from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT
 from gapscope.engine.pipelining import pipelined
 from gapscope.engine.ranking import near_window
 from gapscope.engine.unit_rows import (
@@ -66,8 +67,6 @@ _COMPARE_MAX_ITEMS = 4
 _NEAR_ENTRIES = 1 << 22
 # Rows the group products of the estimates gather at once.
 _ESTIMATE_BYTES = 64 << 20
-# The kernel sum is taken unshifted while exp(+-2t) stays well inside float32 (as in passes.py).
-_MAX_UNSHIFTED_EXPONENT = 80.0
 
 
 def tile_rows(n: int) -> int:
@@ -103,22 +102,28 @@ class TileRanks:
     Args:
         unit: the unit rows.
         codes: ``(n,)`` relevance codes; a row's items are the other rows of its code.
+        item_counts: ``(n,)`` how many items each row has (its code's rows less one).
         margin: twice the float32 error bound of a score, in unit-row units.
         scale: the factor the tiles' row side is multiplied by (a power of two).
         tile: rows of a tile (:func:`tile_rows`).
     """
 
     def __init__(
-        self, unit: UnitRows, codes: np.ndarray, margin: float, scale: float, tile: int
+        self,
+        unit: UnitRows,
+        codes: np.ndarray,
+        item_counts: np.ndarray,
+        margin: float,
+        scale: float,
+        tile: int,
     ) -> None:
         self.unit = unit
-        self.codes = codes
         self.tile = tile
         n = codes.size
-        _, inverse, sizes = np.unique(codes, return_inverse=True, return_counts=True)
+        _, inverse = np.unique(codes, return_inverse=True)
         # Dense int32 codes: the tiles compare them fastest.
         self.codes_t = torch.from_numpy(inverse.reshape(-1).astype(np.int32)).to(unit.device)
-        self.item_counts = (sizes[inverse] - 1).astype(np.int64)
+        self.item_counts = np.asarray(item_counts, dtype=np.int64)
         offsets, items, estimates = _item_estimates(unit, codes, self.item_counts)
         s = np.float32(scale)
         # Per tile of rows, its queries' windows padded to the widest (+inf: no key reaches it).
@@ -418,7 +423,7 @@ class _Tiles:
         width = min(tile, n)
         self.buffers = [score_buffer(width, width, unit.device) for _ in range(2)]
         self.scratch = score_buffer(width, width, unit.device)
-        self.shifted = two_t is not None and 2.0 * two_t > _MAX_UNSHIFTED_EXPONENT
+        self.shifted = two_t is not None and 2.0 * two_t > MAX_UNSHIFTED_EXPONENT
         # One partial kernel sum per row and tile of keys (n x n / tile: 1 GiB at a million
         # rows): float32 sums are kept as they are, log-domain ones in float64.
         dtype = np.float64 if self.shifted else np.float32
