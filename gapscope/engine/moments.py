@@ -16,6 +16,7 @@ import numpy as np
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.validation import Rows
+from gapscope.engine.widening import WideningBuffer
 
 __all__ = ["UnitSums", "UnitSumsScan", "spectrum", "unit_scatter", "unit_sums"]
 
@@ -51,10 +52,11 @@ class UnitSumsScan:
         self.total = np.zeros(dim, dtype=np.float64)
         self.squares = 0.0
         self.n = 0
+        self._buffer = WideningBuffer(np.float64)
 
     def add(self, rows: Rows) -> None:
         """Add the next slice of (non-zero) rows."""
-        unit = unit_rows(rows)
+        unit = unit_rows(rows, self._buffer)
         self.total += unit.sum(axis=0)
         self.squares += float(np.einsum("ij,ij->", unit, unit))
         self.n += unit.shape[0]

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gapscope.engine.widening import WideningBuffer, widen
+
 __all__ = ["normalize_rows", "row_norms", "unit_rows"]
 
 # Rows are normalised in slices of this many, so a memory-mapped store costs only the output.
@@ -28,8 +30,9 @@ _FLOAT32_NORM_RANGE = (1e-30, 1e30)
 _FLOAT64_NORM_RANGE = (1e-150, 1e150)
 
 
-def unit_rows(block: Any) -> np.ndarray:
-    """Return the rows of ``block`` L2-normalised, as a new float64 array.
+def unit_rows(block: Any, buffer: WideningBuffer | None = None) -> np.ndarray:
+    """Return the rows of ``block`` L2-normalised, as a new float64 array (or, with
+    ``buffer``, in that buffer, which the caller's next slice overwrites).
 
     Rows must be non-zero (:func:`~gapscope.engine.validation.check_embeddings` guarantees it).
 
@@ -38,7 +41,7 @@ def unit_rows(block: Any) -> np.ndarray:
     """
     # Row-major whatever the input's layout: a row's sum of squares then runs along memory in
     # one order, so a row gives the same bits from a Fortran-ordered array as from a C one.
-    out = np.array(block, dtype=np.float64, order="C")
+    out = widen(block, np.float64) if buffer is None else buffer(block)
     with np.errstate(over="ignore", under="ignore"):  # such rows are redone below
         norms = np.sqrt(np.einsum("ij,ij->i", out, out))
     low, high = _FLOAT64_NORM_RANGE
@@ -82,6 +85,9 @@ def normalize_rows(
     float64 rows, and any row with a norm outside ``[1e-30, 1e30]``, in float64.
     """
     n, d = x.shape
+    if n <= _SLICE_ROWS and dtype == torch.float32:
+        # One slice (a block of keys, a gather): its unit rows are the result, not a copy.
+        return _unit_block(x, torch.device(device or "cpu")).to(dtype)
     out = torch.empty((n, d), dtype=dtype, device=device or "cpu")
     for start in range(0, n, _SLICE_ROWS):
         block = x[start : start + _SLICE_ROWS]
@@ -99,9 +105,9 @@ def _unit_block(block: Any, device: torch.device) -> torch.Tensor:
             t = t.float()
             norms = torch.linalg.vector_norm(t, dim=1, keepdim=True, dtype=torch.float64)
     else:
-        # np.array copies, so read-only memory maps never reach torch (which warns on them).
+        # A copy: the division below is in place, and read-only memory maps stay unwritten.
         wide = block.dtype == np.float64
-        a = np.array(block, dtype=np.float64 if wide else np.float32, order="C")
+        a = widen(block, np.float64 if wide else np.float32)
         t = torch.from_numpy(a)
         if not wide:
             # The squares summed in float64: exact for float16 and nearly so for float32.

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
+from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = [
@@ -132,8 +133,9 @@ def check_embeddings(
     The rows are read in slices of ``slice_rows`` (``None``: 65,536), and each slice, once
     checked, is handed to ``on_rows`` (in row order), so statistics of the rows can be made
     in the same read (:class:`~gapscope.analysis.context.AnalysisContext` makes the raw
-    norms and the unit-row sums there). ``on_rows`` is not called for an
-    :class:`Embeddings`, nor after a bad row.
+    norms and the unit-row sums there), as ``on_rows(start, raw, wide)``: the rows as read
+    and the same rows in float64, in a buffer the next slice overwrites. ``on_rows`` is not
+    called for an :class:`Embeddings`, nor after a bad row.
 
     >>> check_embeddings(np.eye(2, dtype=np.float32), "image").shape
     (2, 2)
@@ -159,11 +161,22 @@ def check_embeddings(
         )
     checked = check_block_size(slice_rows, "slice_rows")
     step = _CHECK_ROWS if checked is None else checked
+    narrow = arr.dtype != np.float64
+    # One float64 buffer for every slice: a fresh slice of tens of MiB would be fresh pages.
+    wide = WideningBuffer(np.float64)
     for start in range(0, arr.shape[0], step):
         raw = np.asarray(arr[start : start + step])
-        block = np.asarray(raw, dtype=np.float64)
-        finite = np.asarray(np.isfinite(block).all(axis=1))
-        nonzero = np.asarray((block != 0).any(axis=1))
+        block = wide(raw) if narrow else raw
+        if narrow:
+            # A float16/32 row's squares can neither overflow nor underflow float64, so its
+            # sum of squares is finite exactly when every value is, and zero exactly when
+            # every value is: one pass instead of two elementwise tests.
+            squares = np.einsum("ij,ij->i", block, block)
+            finite = np.isfinite(squares)
+            nonzero = squares > 0
+        else:
+            finite = np.asarray(np.isfinite(block).all(axis=1))
+            nonzero = np.asarray((block != 0).any(axis=1))
         # The first bad row, whichever its fault, so the slices never change which is named.
         bad = ~(finite & nonzero)
         if bad.any():

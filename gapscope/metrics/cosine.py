@@ -16,6 +16,7 @@ from gapscope.engine.validation import (
     check_same_dim,
     pair_groups,
 )
+from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import EmbeddingError
 
 __all__ = ["PairCosine", "paired_cosine"]
@@ -106,9 +107,13 @@ def paired_cosine(
     sum_x = np.zeros(xa.shape[1], dtype=np.float64)
     sum_y = np.zeros(xa.shape[1], dtype=np.float64)
     paired_sum = 0.0
+    # Two buffers of group sums and one of unit rows, for every block of groups: fresh arrays
+    # of tens of MiB a block would be fresh pages each time.
+    sums = np.empty((2, min(rows, n_groups), xa.shape[1]), dtype=np.float64)
+    buffer = WideningBuffer(np.float64)
     for g0, g1 in row_blocks(n_groups, rows):
-        acc_x = _group_sums(xa, order_x, sorted_x, g0, g1, rows)
-        acc_y = _group_sums(ya, order_y, sorted_y, g0, g1, rows)
+        acc_x = _group_sums(xa, order_x, sorted_x, g0, g1, rows, sums[0], buffer)
+        acc_y = _group_sums(ya, order_y, sorted_y, g0, g1, rows, sums[1], buffer)
         paired_sum += float((acc_x * acc_y).sum())
         sum_x += acc_x.sum(axis=0)
         sum_y += acc_y.sum(axis=0)
@@ -123,25 +128,38 @@ def paired_cosine(
 
 
 def _group_sums(
-    a: Rows, order: np.ndarray, sorted_codes: np.ndarray, g0: int, g1: int, rows: int
+    a: Rows,
+    order: np.ndarray,
+    sorted_codes: np.ndarray,
+    g0: int,
+    g1: int,
+    rows: int,
+    out: np.ndarray,
+    buffer: WideningBuffer,
 ) -> np.ndarray:
-    """Sums of the normalised rows of groups ``g0 <= g < g1``, shape ``(g1 - g0, d)``.
+    """Sums of the normalised rows of groups ``g0 <= g < g1``, shape ``(g1 - g0, d)``, in
+    the first rows of ``out`` (the unit rows are made in ``buffer``).
 
     Rows are visited in group order in slices of ``rows``, so a group larger than a slice is
     accumulated across slices and memory stays O((g1 - g0 + rows) d).
     """
-    acc = np.zeros((g1 - g0, a.shape[1]), dtype=np.float64)
+    acc = out[: g1 - g0]
+    acc.fill(0.0)
     lo, hi = np.searchsorted(sorted_codes, [g0, g1], side="left")
     for start, stop in row_blocks(int(hi - lo), rows):
         idx = order[lo + start : lo + stop]
         codes = sorted_codes[lo + start : lo + stop]
         # Rows in order (e.g. pairs row by row) are a slice, not a gather.
         contiguous = bool(idx.size) and bool((np.diff(idx) == 1).all())
-        unit = unit_rows(a[int(idx[0]) : int(idx[-1]) + 1] if contiguous else a[idx])
+        unit = unit_rows(a[int(idx[0]) : int(idx[-1]) + 1] if contiguous else a[idx], buffer)
         # Consecutive runs of one code: each run is one group's share of this slice.
         starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
         # One row a group (pairs row by row): the rows are the sums.
-        acc[codes[starts] - g0] += (
-            unit if starts.size == idx.size else np.add.reduceat(unit, starts, axis=0)
-        )
+        summed = unit if starts.size == idx.size else np.add.reduceat(unit, starts, axis=0)
+        at = codes[starts] - g0
+        if at.size and int(at[-1]) - int(at[0]) + 1 == at.size:
+            # Consecutive groups (ascending, distinct): a slice, the same additions as a gather.
+            acc[int(at[0]) : int(at[-1]) + 1] += summed
+        else:
+            acc[at] += summed
     return acc

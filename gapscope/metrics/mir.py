@@ -11,6 +11,7 @@ import numpy as np
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.normalization import row_norms
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
+from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import GapscopeError
 
 __all__ = [
@@ -348,10 +349,12 @@ def _mean_cov(
     count = 0
     mean = np.zeros(d, dtype=np.float64)
     scatter = np.zeros((d, d), dtype=np.float64)
+    buffer = WideningBuffer(np.float64)
     for start, stop in row_blocks(a.shape[0], rows):
-        # One new float64 array a block, scaled as it is converted and centred in place (the
-        # same values as scaling a float64 copy and centring into another).
-        block = np.multiply(a[start:stop], scale, dtype=np.float64)
+        # One float64 buffer for every block, scaled and centred in place (the same values as
+        # scaling a float64 copy and centring into another).
+        block = buffer(a[start:stop])
+        np.multiply(block, scale, out=block)
         if median_row is not None:
             block[outliers[start:stop]] = median_row
         b = block.shape[0]
@@ -389,30 +392,33 @@ def _column_medians(a: Rows, budget_bytes: int = 256 * 2**20) -> np.ndarray:
 
 # float16 has 2^16 bit patterns: a column's median is found from their counts.
 _FLOAT16_PATTERNS = 1 << 16
+_SIGN = 1 << 15
 
 
 def _float16_column_medians(a: Rows, budget_bytes: int, chunk_rows: int = 16384) -> np.ndarray:
     """``numpy.median(a, axis=0)`` of float16 rows, by counting instead of sorting.
 
-    Each value is mapped to a 16-bit key that sorts like the value (positive values with the
-    sign bit set, negative ones bit-inverted); a column's keys (a few columns at a time,
-    within ``budget_bytes``) are counted with one ``bincount`` over the ``2^16`` patterns,
-    and the middle one or two keys are mapped back. The same values as the partition that
-    ``numpy.median`` does (the mean of the two middle values for even ``n``), in O(n d)."""
+    A column's 16-bit patterns (a few columns at a time, within ``budget_bytes``) are counted
+    with one ``bincount`` over the ``2^16`` patterns; the counts are then put in the order of
+    the values (negative patterns from the largest down, then the positive ones up) and the
+    middle one or two patterns are found in their running sum. The same values as the
+    partition that ``numpy.median`` does (the mean of the two middle values for even ``n``),
+    in O(n d)."""
     n, d = a.shape
     width = max(1, min(d, budget_bytes // (2 * n)))
     lower, upper = (n - 1) // 2, n // 2
     out = np.empty(d, dtype=np.float64)
     for c0 in range(0, d, width):
         c1 = min(d, c0 + width)
-        keys = np.empty((c1 - c0, n), dtype=np.uint16)
+        patterns = np.empty((c1 - c0, n), dtype=np.uint16)
         for start, stop in row_blocks(n, chunk_rows):
-            bits = np.ascontiguousarray(a[start:stop, c0:c1], dtype=np.float16).view(np.uint16)
-            keys[:, start:stop] = np.where(bits >= 0x8000, ~bits, bits | 0x8000).T
+            patterns[:, start:stop] = np.asarray(a[start:stop, c0:c1]).view(np.uint16).T
         for c in range(c1 - c0):
-            cumulative = np.cumsum(np.bincount(keys[c], minlength=_FLOAT16_PATTERNS))
-            middle = np.searchsorted(cumulative, [lower, upper], side="right").astype(np.uint16)
-            bits = np.where(middle >= 0x8000, middle & 0x7FFF, ~middle).astype(np.uint16)
+            counts = np.bincount(patterns[c], minlength=_FLOAT16_PATTERNS)
+            in_value_order = np.concatenate([counts[: _SIGN - 1 : -1], counts[:_SIGN]])
+            middle = np.searchsorted(np.cumsum(in_value_order), [lower, upper], side="right")
+            # Position i < 2^15 holds pattern 0xFFFF - i (negative), the rest i - 2^15.
+            bits = np.where(middle < _SIGN, 0xFFFF - middle, middle - _SIGN).astype(np.uint16)
             out[c0 + c] = bits.view(np.float16).astype(np.float64).sum() / 2.0
     return out
 

@@ -13,7 +13,11 @@ def test_each_checked_slice_is_handed_on_in_order():
     rows = np.arange(1, 23, dtype=np.float16).reshape(11, 2)
     seen = []
     checked = check_embeddings(
-        rows, "image", slice_rows=4, on_rows=lambda s, raw, wide: seen.append((s, raw, wide))
+        rows,
+        "image",
+        slice_rows=4,
+        # ``wide`` is one buffer that the next slice overwrites: kept, it is copied.
+        on_rows=lambda s, raw, wide: seen.append((s, raw, wide.copy())),
     )
     assert [s for s, _, _ in seen] == [0, 4, 8]
     assert all(raw.dtype == np.float16 and wide.dtype == np.float64 for _, raw, wide in seen)
