@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.normalization import row_norms
@@ -377,17 +378,16 @@ def _column_medians(a: Rows, budget_bytes: int = 256 * 2**20) -> np.ndarray:
     if np.dtype(a.dtype) == np.float16:
         return _float16_column_medians(a, budget_bytes)
     step = max(1, budget_bytes // (8 * n))
-    # Each column contiguous (a transposed copy): partitioning a strided column is slower.
-    return np.concatenate(
-        [
-            np.median(
-                np.ascontiguousarray(np.asarray(a[:, start : start + step], np.float64).T),
-                axis=1,
-                overwrite_input=True,
-            )
-            for start in range(0, d, step)
-        ]
-    )
+    out = np.empty(d, dtype=np.float64)
+    for start in range(0, d, step):
+        stop = min(d, start + step)
+        # Each column contiguous (a transposed copy): partitioning a strided column is slower.
+        # torch transposes about three times faster than numpy's copy of ``a.T``.
+        part = np.array(a[:, start:stop], dtype=np.float64, order="C")  # writable for torch
+        columns = np.empty((stop - start, n), dtype=np.float64)
+        torch.from_numpy(columns).copy_(torch.from_numpy(part).t())
+        out[start:stop] = np.median(columns, axis=1, overwrite_input=True)
+    return out
 
 
 # float16 has 2^16 bit patterns: a column's median is found from their counts.
@@ -411,8 +411,12 @@ def _float16_column_medians(a: Rows, budget_bytes: int, chunk_rows: int = 16384)
     for c0 in range(0, d, width):
         c1 = min(d, c0 + width)
         patterns = np.empty((c1 - c0, n), dtype=np.uint16)
+        # torch's transposing copy is several times faster than numpy's for 2-byte elements
+        # (0.16 s against 0.90 s for 128 columns of a million rows); int16 is the same bits.
+        columns = torch.from_numpy(patterns.view(np.int16))
         for start, stop in row_blocks(n, chunk_rows):
-            patterns[:, start:stop] = np.asarray(a[start:stop, c0:c1]).view(np.uint16).T
+            part = np.ascontiguousarray(np.asarray(a[start:stop, c0:c1]).view(np.int16))
+            columns[:, start:stop].copy_(torch.from_numpy(part).t())
         for c in range(c1 - c0):
             counts = np.bincount(patterns[c], minlength=_FLOAT16_PATTERNS)
             in_value_order = np.concatenate([counts[: _SIGN - 1 : -1], counts[:_SIGN]])
