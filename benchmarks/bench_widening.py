@@ -11,8 +11,9 @@ reads a store) and times, slice by slice over every row, in this one process:
 * float16 column medians (:func:`gapscope.metrics.mir._column_medians`, counted by bit
   pattern) against ``numpy.median`` of float64 copies of 64 columns at a time.
 
-Every figure is a ratio to the baseline measured in the same run. The values are checked
-equal (the conversions are exact).
+Every figure is the median of ``--repeat`` runs and a ratio to the baseline measured in the
+same run (the first line of its group). The values are checked equal (the conversions are
+exact).
 
     python benchmarks/bench_widening.py --n 1000000 --dim 512
     python benchmarks/bench_widening.py --n 200000 --json benchmarks/results/widening.json
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,37 +55,51 @@ def _conversions(rows: np.ndarray, target: type[np.floating], size: int) -> dict
     buffer = WideningBuffer(target)
     first = parts[0]
     assert np.array_equal(widen(first, target), np.array(first, dtype=target))
-    times = {
-        "numpy cast, fresh array": _timed(
-            lambda: [np.array(p, dtype=target, order="C") for p in parts]
-        ),
-        "widen, fresh array": _timed(lambda: [widen(p, target) for p in parts]),
-        "widen, reused buffer": _timed(lambda: [buffer(p) for p in parts]),
-    }
-    if target == np.float64:
 
-        def gram(convert: Callable[[np.ndarray], np.ndarray]) -> None:
+    def each(convert: Callable[[np.ndarray], object]) -> float:
+        # One slice's result alive at a time, as in a read.
+        return _timed(lambda: [convert(p) is None for p in parts])
+
+    times = {
+        "numpy cast, fresh array": each(lambda p: np.array(p, dtype=target, order="C")),
+        "widen, fresh array": each(lambda p: widen(p, target)),
+        "widen, reused buffer": each(buffer),
+    }
+    return times
+
+
+def _conversions_then_gram(rows: np.ndarray, size: int) -> dict[str, float]:
+    """Float64 slices each followed by ``X^T X`` in numpy (MIR's moments)."""
+    parts = _slices(rows, size)
+    buffer = WideningBuffer(np.float64)
+
+    def by_torch(p: np.ndarray) -> np.ndarray:
+        out = np.empty(p.shape, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a read-only memory map, only read
+            torch.from_numpy(out).copy_(torch.from_numpy(np.asarray(p)))
+        return out
+
+    def gram(convert: Callable[[np.ndarray], np.ndarray]) -> float:
+        def run() -> None:
             for p in parts:
                 block = convert(p)
                 _ = block.T @ block
 
-        gram_buffer = WideningBuffer(np.float64)
+        return _timed(run)
 
-        def by_torch(p: np.ndarray) -> np.ndarray:
-            out = np.empty(p.shape, dtype=np.float64)
-            torch.from_numpy(out).copy_(torch.from_numpy(np.array(p)))
-            return out
-
-        times["numpy cast + X^T X"] = _timed(lambda: gram(lambda p: np.array(p, np.float64)))
-        times["widen (numpy, reused) + X^T X"] = _timed(lambda: gram(gram_buffer))
-        times["torch copy (fresh) + X^T X"] = _timed(lambda: gram(by_torch))
-    return times
+    return {
+        "numpy cast (fresh) + X^T X": gram(lambda p: np.array(p, np.float64)),
+        "widen (numpy, reused buffer) + X^T X": gram(buffer),
+        "torch copy (fresh) + X^T X": gram(by_torch),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -95,14 +112,28 @@ def main() -> None:
             out[s:stop] = rng.standard_normal((stop - s, args.dim), dtype=np.float32)
         out.flush()
         del out
+        os.sync()  # no write-back of the new file while the reads are timed
         rows = np.load(path, mmap_mode="r")
-        _ = [np.asarray(p).sum() for p in _slices(rows, 65536)]  # into the page cache
+        # Every page in the page cache and mapped into this process, as in a second read.
+        _ = [np.array(p, dtype=np.float32) for p in _slices(rows, 65536)]
 
+        # Slices as the readers take them: 16,384 keys a product chunk (float32) and 10,922
+        # rows a scan slice of 512 columns (float64). Each group runs --repeat times in turn;
+        # the medians are reported.
+        groups: dict[str, Callable[[], dict[str, float]]] = {
+            "float32, slices of 16384": lambda: _conversions(rows, np.float32, 16384),
+            "float64, slices of 10922": lambda: _conversions(rows, np.float64, 10922),
+            "float64, slices of 10922, each then X^T X": lambda: _conversions_then_gram(
+                rows, 10922
+            ),
+        }
+        runs = [{name: group() for name, group in groups.items()} for _ in range(args.repeat)]
         results: dict[str, dict[str, float]] = {
-            # Slices as the readers take them: 16,384 keys a product chunk (float32) and
-            # 10,922 rows a scan slice of 512 columns (float64).
-            "float32, slices of 16384": _conversions(rows, np.float32, 16384),
-            "float64, slices of 10922": _conversions(rows, np.float64, 10922),
+            name: {
+                label: float(np.median([run[name][label] for run in runs]))
+                for label in runs[0][name]
+            }
+            for name in groups
         }
         expected, ours = np.empty(args.dim), np.empty(args.dim)
 
@@ -126,11 +157,18 @@ def main() -> None:
         baseline = next(iter(times.values()))
         print(f"\n{name}")
         for label, seconds in times.items():
-            print(f"  {label:34s} {seconds:7.2f} s  {seconds / baseline:5.2f}x")
+            print(f"  {label:44s} {seconds:7.2f} s  {seconds / baseline:5.2f}x")
     if args.json is not None:
         args.json.write_text(
             json.dumps(
-                {"commit": commit, "n": args.n, "dim": args.dim, "seconds": results}, indent=2
+                {
+                    "commit": commit,
+                    "n": args.n,
+                    "dim": args.dim,
+                    "repeat": args.repeat,
+                    "median_seconds": results,
+                },
+                indent=2,
             )
             + "\n"
         )
