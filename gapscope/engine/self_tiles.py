@@ -160,8 +160,10 @@ class TileRanks:
             return
         outranking = np.zeros(lo.shape, dtype=np.int64)
 
-        def resolve(rows: np.ndarray, windows: np.ndarray, keys: np.ndarray) -> None:
-            outranking[:] += self._outranking(t, rows, windows, keys + key_start)
+        def resolve(
+            rows: np.ndarray, windows: np.ndarray, keys: np.ndarray, shared: Shared | None = None
+        ) -> None:
+            outranking[:] += self._outranking(t, rows, windows, keys + key_start, shared)
 
         if lo.shape[1] <= _COMPARE_MAX_ITEMS:
             above = _compare_counts(scores, lo, hi, columns, resolve)
@@ -182,13 +184,22 @@ class TileRanks:
         scores.masked_fill_(same, -math.inf)
 
     def _outranking(
-        self, t: int, rows: np.ndarray, windows: np.ndarray, keys: np.ndarray
+        self,
+        t: int,
+        rows: np.ndarray,
+        windows: np.ndarray,
+        keys: np.ndarray,
+        shared: Shared | None = None,
     ) -> np.ndarray:
         """How many of the keys inside windows (``keys[p]`` inside window ``windows[p]`` of
         row ``rows[p]`` of tile of rows ``t``) outrank the window's item by exact score, ties
-        to the lower index; in the shape of the tile's windows. Run while the next tile is
-        multiplied, not after the pass."""
+        to the lower index; in the shape of the tile's windows. With ``shared``, the keys
+        are listed once for windows that hold the same keys (see :data:`Shared`), and every
+        window of ``shared`` is counted against its representative's keys. Run while the
+        next tile is multiplied, not after the pass."""
         queries = rows + t * self.tile
+        if shared is not None:
+            return self._outranking_shared(t, rows, windows, keys, shared)
         items = self.items[t][rows, windows].astype(np.int64)
         if (windows == windows[0]).all():
             # One window (a comparison pass): each query and key comes once already.
@@ -206,6 +217,26 @@ class TileRanks:
         outranks = (s_key > s_item) | ((s_key == s_item) & (keys < items))
         out = np.zeros(self.items[t].shape, dtype=np.int32)
         np.add.at(out, (rows[outranks], windows[outranks]), 1)
+        return out
+
+    def _outranking_shared(
+        self, t: int, rows: np.ndarray, windows: np.ndarray, keys: np.ndarray, shared: Shared
+    ) -> np.ndarray:
+        """:meth:`_outranking` of the windows of ``shared``, each counted against the keys
+        listed for its representative window."""
+        width = self.items[t].shape[1]
+        queries = rows + t * self.tile
+        pairs = (rows << 32) | keys
+        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        s_key = exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
+        m_rows, m_windows, m_reps = shared
+        # Each window is one slot: its item is scored once.
+        m_items = self.items[t][m_rows, m_windows].astype(np.int64)
+        s_item = exact_scores(self.unit, m_rows + t * self.tile, self.unit, m_items)
+        out = np.zeros(self.items[t].shape, dtype=np.int32)
+        out[m_rows, m_windows] = outranking_in_groups(
+            rows * width + windows, s_key, keys, m_rows * width + m_reps, s_item, m_items
+        )
         return out
 
     def finish(self, store: Callable[[int, np.ndarray], None]) -> None:
@@ -226,9 +257,56 @@ class TileRanks:
                 store(r0 + r, np.sort(part) + np.arange(part.size))
 
 
+#: Windows that hold the same keys as another window of their row (items whose estimates
+#: are equal: rows that tie), ``(rows, windows, representatives)``: window ``windows[p]`` of
+#: row ``rows[p]`` is counted against the keys listed for window ``representatives[p]`` of
+#: that row (every window of a batch is listed, a representative with itself).
+Shared = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 #: Takes keys inside windows, ``(rows, windows, keys)``, the keys counted from the tile's
-#: first (numpy int64 arrays of one length).
-Resolve = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+#: first (numpy int64 arrays of one length), and optionally the windows that share them.
+Resolve = Callable[..., None]
+
+
+def outranking_in_groups(
+    groups: np.ndarray,
+    scores: np.ndarray,
+    keys: np.ndarray,
+    item_groups: np.ndarray,
+    item_scores: np.ndarray,
+    items: np.ndarray,
+) -> np.ndarray:
+    """For each item ``p``, how many entries of its group (``groups == item_groups[p]``)
+    outrank it: a higher score than ``item_scores[p]``, or an equal one and a lower key
+    than ``items[p]`` (keys and items are never equal). Int64 group ids, float64 scores,
+    int64 keys and items in ``[0, 2^32)``.
+
+    One sort of the entries by (group, score, key), then binary searches: the same counts as
+    comparing every entry with every item of its group, in O((E + P) log E).
+
+    >>> outranking_in_groups(
+    ...     np.array([0, 0, 0, 1]), np.array([0.5, 0.2, 0.2, 0.9]), np.array([4, 1, 6, 2]),
+    ...     np.array([0, 0, 1]), np.array([0.2, 0.5, 0.1]), np.array([3, 7, 5]),
+    ... ).tolist()
+    [2, 1, 1]
+    """
+    values = np.unique(np.concatenate([scores, item_scores]))
+    dense = np.unique(groups)
+    # (group, score) as one int64 "level": group in the high bits, the score's rank below.
+    level = (np.searchsorted(dense, groups) << 32) | np.searchsorted(values, scores)
+    item_level = (np.searchsorted(dense, item_groups) << 32) | np.searchsorted(values, item_scores)
+    levels = np.unique(level)
+    # Entries by (level, key): each level's keys are one ascending run.
+    ordered = np.sort((np.searchsorted(levels, level) << 32) | keys)
+    group_end = np.searchsorted(levels, ((item_level >> 32) + 1) << 32)
+    higher = np.searchsorted(levels, item_level, side="right")
+    count = np.searchsorted(ordered, group_end << 32) - np.searchsorted(ordered, higher << 32)
+    equal = np.searchsorted(levels, item_level)
+    found = equal < levels.size
+    found[found] = levels[equal[found]] == item_level[found]
+    at = equal[found] << 32
+    count[found] += np.searchsorted(ordered, at | items[found]) - np.searchsorted(ordered, at)
+    return count
 
 
 def _compare_counts(
@@ -298,19 +376,32 @@ def _sorted_counts(
     keys = key.cpu().numpy().astype(np.int64)[np.argsort(packed, kind="stable")]
     first = end[near_at, 0] - upto_some[near_at, near_windows]
     lengths = upto_some[near_at, near_windows] - above_some[near_at, near_windows]
-    ends = np.cumsum(lengths)
+    # Windows of a query that start and end at the same sorted candidates hold the same keys
+    # (items with equal estimates: rows that tie with each other). Their keys are listed
+    # once, for the first such window; the others are counted against that list.
+    run = first * (int(lengths.max()) + 1) + lengths
+    _, rep, member_of = np.unique(run, return_index=True, return_inverse=True)
+    member_of = member_of.reshape(-1)
+    shared = rep.size < near_at.size
+    if shared:
+        by_rep = np.argsort(member_of, kind="stable")
+        rep_starts = np.searchsorted(member_of[by_rep], np.arange(rep.size + 1))
+    ends = np.cumsum(lengths[rep])
     w0 = 0
-    while w0 < near_at.size:
+    while w0 < rep.size:
         before = int(ends[w0 - 1]) if w0 else 0
         w1 = max(w0 + 1, int(np.searchsorted(ends, before + _NEAR_ENTRIES, side="right")))
-        runs = lengths[w0:w1]
-        owner = np.repeat(np.arange(w1 - w0), runs)
+        windows = rep[w0:w1]
+        runs = lengths[windows]
+        owner = np.repeat(windows, runs)
         offsets = np.arange(owner.size) - np.repeat(np.cumsum(runs) - runs, runs)
-        resolve(
-            some[near_at[w0:w1]][owner],
-            near_windows[w0:w1][owner],
-            keys[first[w0:w1][owner] + offsets],
-        )
+        listed = (some[near_at[owner]], near_windows[owner], keys[first[owner] + offsets])
+        if shared:
+            members = by_rep[rep_starts[w0] : rep_starts[w1]]
+            rows = some[near_at[members]]
+            resolve(*listed, (rows, near_windows[members], near_windows[rep[member_of[members]]]))
+        else:
+            resolve(*listed)
         w0 = w1
     return above
 

@@ -236,3 +236,59 @@ def test_keys_inside_windows_are_resolved_a_few_at_a_time(monkeypatch):
     assert (
         tiles.retrieval.average_precision.tobytes() == blocks.retrieval.average_precision.tobytes()
     )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_outranking_in_groups_matches_comparing_every_pair(seed):
+    # Scores from a few values (ties everywhere, -0.0 among them), keys and items distinct.
+    rng = np.random.default_rng(seed)
+    entries, wanted = int(rng.integers(1, 400)), int(rng.integers(1, 60))
+    pool = np.array([-1.0, -0.25, -0.0, 0.0, 0.25, 0.5, 1.0])
+    labels = rng.permutation(1000)
+    keys, items = labels[:entries], labels[entries : entries + wanted]
+    groups = rng.integers(0, 7, size=entries) * 1_000_003  # sparse ids
+    scores = rng.choice(pool, size=entries)
+    item_groups = rng.choice(np.append(groups, 5), size=wanted)  # one group maybe empty
+    item_scores = rng.choice(np.append(pool, 0.75), size=wanted)  # a score no key has
+    got = self_tiles.outranking_in_groups(groups, scores, keys, item_groups, item_scores, items)
+    expected = [
+        int(np.count_nonzero((groups == g) & ((scores > s) | ((scores == s) & (keys < i)))))
+        for g, s, i in zip(item_groups, item_scores, items, strict=True)
+    ]
+    assert got.tolist() == expected
+
+
+def _few_distinct(n: int = 150, seed: int = 5):
+    # Ten distinct rows, each repeated (and rescaled) about fifteen times.
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(10, 16)).astype(np.float32)
+    return base[rng.integers(0, 10, size=n)] * rng.choice([1.0, 2.0, 0.5], size=(n, 1))
+
+
+@pytest.mark.parametrize("near_entries", [5, 1 << 22])
+@pytest.mark.parametrize("data", ["ties", "few distinct"])
+def test_windows_that_hold_the_same_keys_are_resolved_once(monkeypatch, near_entries, data):
+    # Rows that tie have equal estimates and so equal windows: the keys inside are listed
+    # once a query for all of them, in batches or not, and the ranks stay the blocks'.
+    x = _ties(150) if data == "ties" else _few_distinct(150).astype(np.float32)
+    codes = _codes("labels", 150)
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
+    monkeypatch.setattr(self_tiles, "_NEAR_ENTRIES", near_entries)
+    calls = []
+    shared = self_tiles.TileRanks._outranking_shared
+
+    def spy(self, t, rows, windows, keys, members):  # type: ignore[no-untyped-def]
+        calls.append((keys.size, members[0].size))
+        return shared(self, t, rows, windows, keys, members)
+
+    monkeypatch.setattr(self_tiles.TileRanks, "_outranking_shared", spy)
+    tiles = modality_pass(x, codes, k=KS, uniformity=False)
+    assert calls and sum(m for _, m in calls) > len(calls)  # windows did share their keys
+    monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
+    blocks = modality_pass(x, codes, k=KS, uniformity=False)
+    np.testing.assert_array_equal(tiles.retrieval.first_rank, blocks.retrieval.first_rank)
+    assert (
+        tiles.retrieval.average_precision.tobytes() == blocks.retrieval.average_precision.tobytes()
+    )
+    first, _ = _exact_first_ranks_and_ap(x, codes)
+    assert tiles.retrieval.first_rank.tolist() == first
