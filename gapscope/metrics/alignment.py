@@ -16,6 +16,7 @@ from gapscope.engine.validation import (
     check_same_dim,
     pair_groups,
 )
+from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import EmbeddingError
 
 __all__ = ["alignment", "alignment_row_terms"]
@@ -140,22 +141,25 @@ class _PositivePairs:
 
     def terms(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(i, ||x_i - y_j||^alpha)`` for the positive pairs, ordered by i then j."""
+        # One float64 buffer a modality for every chunk: both chunks' unit rows live at once.
+        buffers = (WideningBuffer(np.float64), WideningBuffer(np.float64))
         for i, j in iter_positive_pairs(self.gx, self.gy, self.chunk):
-            diff = _unit_rows_at(self.x, i) - _unit_rows_at(self.y, j)
+            diff = _unit_rows_at(self.x, i, buffers[0]) - _unit_rows_at(self.y, j, buffers[1])
             squared = np.einsum("ij,ij->i", diff, diff)
             # alpha = 2 skips the sqrt so that case matches 2 - 2 cos to the last bits.
             powered = squared if self.alpha == 2.0 else squared ** (self.alpha / 2.0)
             yield i, powered
 
 
-def _unit_rows_at(a: Rows, index: np.ndarray) -> np.ndarray:
+def _unit_rows_at(a: Rows, index: np.ndarray, buffer: WideningBuffer) -> np.ndarray:
     """``unit_rows(a[index])``, reading each distinct row once (a row in several pairs, such
     as an image with five captions, is not read five times) and a run of consecutive rows as
-    a slice. A unit row depends on its row alone, so the bits are the same."""
+    a slice, made in ``buffer`` (overwritten by the next call). A unit row depends on its row
+    alone, so the bits are the same."""
     rows, where = np.unique(index, return_inverse=True)
     if rows.size and int(rows[-1]) - int(rows[0]) + 1 == rows.size:
-        unit = unit_rows(a[int(rows[0]) : int(rows[-1]) + 1])
+        unit = unit_rows(a[int(rows[0]) : int(rows[-1]) + 1], buffer)
     else:
-        unit = unit_rows(a[rows])
+        unit = unit_rows(a[rows], buffer)
     # Pairs row by row: every row once, in order.
     return unit if np.array_equal(rows, index) else unit[where]
