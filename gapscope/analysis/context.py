@@ -28,7 +28,7 @@ from gapscope.analysis import keys as K
 from gapscope.analysis.families import FAMILIES, MMD, RETRIEVAL, families_for
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.weights import random_init_seed
-from gapscope.engine.blocks import resolve_scan_rows
+from gapscope.engine.blocks import resolve_scan_rows, shares_a_code
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.moments import UnitSums, UnitSumsScan, unit_scatter, unit_sums
 from gapscope.engine.passes import (
@@ -305,7 +305,7 @@ class AnalysisContext:
         """Whether some group code occurs in both modalities (asked by every family of the
         pair: kept, since at a million rows a modality the test sorts for seconds)."""
         if (a, b) not in self._positive:
-            self._positive[(a, b)] = bool(np.intersect1d(self.groups(a), self.groups(b)).size)
+            self._positive[(a, b)] = shares_a_code(self.groups(a), self.groups(b))
         return self._positive[(a, b)]
 
     def input_section(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ __all__ = [
     "resolve_scan_rows",
     "row_blocks",
     "scan_block_rows",
+    "shares_a_code",
     "similarity_block_rows",
 ]
 
@@ -125,6 +126,25 @@ def row_blocks(n: int, block_size: int) -> Iterator[tuple[int, int]]:
     """
     for start in range(0, n, block_size):
         yield start, min(n, start + block_size)
+
+
+def shares_a_code(groups_x: np.ndarray, groups_y: np.ndarray) -> bool:
+    """Whether some code occurs in both ``groups_x`` and ``groups_y``.
+
+    One sort and a binary search a code: ``numpy.intersect1d`` calls ``numpy.unique``, which
+    numpy 2.4 runs by hashing for integers, about ten times slower than sorting at a million
+    distinct codes (1.4 s against 0.1 s for two million-row modalities).
+
+    >>> shares_a_code(np.array([3, 1]), np.array([2, 3]))
+    True
+    >>> shares_a_code(np.array([1, 4]), np.array([5, 2, 0]))
+    False
+    """
+    if not groups_x.size or not groups_y.size:
+        return False
+    sorted_x = np.sort(groups_x)
+    at = np.minimum(np.searchsorted(sorted_x, groups_y), sorted_x.size - 1)
+    return bool((sorted_x[at] == groups_y).any())
 
 
 def positive_pair_counts(groups_x: np.ndarray, groups_y: np.ndarray) -> np.ndarray:
