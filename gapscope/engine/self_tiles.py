@@ -197,9 +197,9 @@ class TileRanks:
         are listed once for windows that hold the same keys (see :data:`Shared`), and every
         window of ``shared`` is counted against its representative's keys. Run while the
         next tile is multiplied, not after the pass."""
-        queries = rows + t * self.tile
         if shared is not None:
             return self._outranking_shared(t, rows, windows, keys, shared)
+        queries = rows + t * self.tile
         items = self.items[t][rows, windows].astype(np.int64)
         if (windows == windows[0]).all():
             # One window (a comparison pass): each query and key comes once already.

@@ -23,6 +23,16 @@ import torch
 
 __all__ = ["WideningBuffer", "widen"]
 
+# torch warns, once a process, that an array it is handed is not writable: a read-only memory
+# map, which widen only reads. The one warning is spent here, on a probe, once at import
+# (a ``catch_warnings`` around every copy would not be safe across threads).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
+    _probe = np.zeros(1, dtype=np.float16)
+    _probe.flags.writeable = False
+    torch.from_numpy(_probe)
+    del _probe
+
 
 def widen(rows: Any, dtype: type[np.floating], out: np.ndarray | None = None) -> np.ndarray:
     """``rows`` as a C-ordered ``dtype`` array, exactly (a new array, or the first rows of
@@ -45,10 +55,7 @@ def widen(rows: Any, dtype: type[np.floating], out: np.ndarray | None = None) ->
         if target.shape != source.shape or target.dtype != np.dtype(dtype):
             raise ValueError(f"widen: out holds {out.shape} {out.dtype}, rows are {source.shape}")
     if np.dtype(dtype) == np.float32 and _torch_converts(source):
-        with warnings.catch_warnings():
-            # torch warns that a read-only memory map is not writable; it is only read here.
-            warnings.simplefilter("ignore", UserWarning)
-            torch.from_numpy(target).copy_(torch.from_numpy(source))
+        torch.from_numpy(target).copy_(torch.from_numpy(source))
     else:
         np.copyto(target, source, casting="unsafe")
     return target

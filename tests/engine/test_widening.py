@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -133,3 +135,23 @@ def test_bad_narrow_rows_are_named(dtype, value, message):
     rows[7] = 0.0  # a later bad row is not the one named
     with pytest.raises(EmbeddingError, match=message):
         check_embeddings(rows, "text", slice_rows=4)
+
+
+def test_a_read_only_memory_map_makes_no_warning_even_as_errors(tmp_path):
+    # torch warns once a process about arrays that are not writable; widen spends that one
+    # warning at import, so a run with warnings as errors reads a read-only store.
+    np.save(tmp_path / "rows.npy", np.ones((4, 3), dtype=np.float16))
+    code = (
+        "import numpy as np, sys\n"
+        "from gapscope.engine.widening import widen\n"
+        "rows = np.load(sys.argv[1], mmap_mode='r')\n"
+        "assert not rows.flags.writeable\n"
+        "print(widen(rows, np.float32).sum())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code, str(tmp_path / "rows.npy")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "12.0"
