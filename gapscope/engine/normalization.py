@@ -87,7 +87,7 @@ def normalize_rows(
     n, d = x.shape
     if n <= _SLICE_ROWS and dtype == torch.float32:
         # One slice (a block of keys, a gather): its unit rows are the result, not a copy.
-        return _unit_block(x, torch.device(device or "cpu")).to(dtype)
+        return _unit_block(x, torch.device(device or "cpu")).to(dtype).contiguous()
     out = torch.empty((n, d), dtype=dtype, device=device or "cpu")
     for start in range(0, n, _SLICE_ROWS):
         block = x[start : start + _SLICE_ROWS]

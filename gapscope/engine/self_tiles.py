@@ -290,6 +290,8 @@ def outranking_in_groups(
     ... ).tolist()
     [2, 1, 1]
     """
+    if not groups.size:
+        return np.zeros(items.size, dtype=np.int64)
     values = np.unique(np.concatenate([scores, item_scores]))
     dense = np.unique(groups)
     # (group, score) as one int64 "level": group in the high bits, the score's rank below.
@@ -306,6 +308,10 @@ def outranking_in_groups(
     found[found] = levels[equal[found]] == item_level[found]
     at = equal[found] << 32
     count[found] += np.searchsorted(ordered, at | items[found]) - np.searchsorted(ordered, at)
+    # An item whose group has no entry at all has nothing that outranks it (its dense id
+    # above is that of the next group).
+    at_group = np.minimum(np.searchsorted(dense, item_groups), dense.size - 1)
+    count[dense[at_group] != item_groups] = 0
     return count
 
 

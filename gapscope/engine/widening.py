@@ -39,6 +39,7 @@ def widen(rows: Any, dtype: type[np.floating], out: np.ndarray | None = None) ->
     ``out``, which must be C-ordered ``dtype`` with at least as many rows and the same
     columns).
 
+    ``rows`` may be a numpy array (memory maps welcome) or a float16/32/64 tensor.
     float16 numpy rows widened to float32 are converted by torch (about ten times faster
     than numpy's cast); everything else by numpy. The values are the same either way.
 

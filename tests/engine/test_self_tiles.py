@@ -248,7 +248,9 @@ def test_outranking_in_groups_matches_comparing_every_pair(seed):
     keys, items = labels[:entries], labels[entries : entries + wanted]
     groups = rng.integers(0, 7, size=entries) * 1_000_003  # sparse ids
     scores = rng.choice(pool, size=entries)
-    item_groups = rng.choice(np.append(groups, 5), size=wanted)  # one group maybe empty
+    # Items of groups with no entry too (5, and one below and one above every group).
+    item_groups = rng.choice(np.append(groups, [5, -1, 7_000_021]), size=wanted)
+    item_groups[0] = 5
     item_scores = rng.choice(np.append(pool, 0.75), size=wanted)  # a score no key has
     got = self_tiles.outranking_in_groups(groups, scores, keys, item_groups, item_scores, items)
     expected = [
@@ -292,3 +294,16 @@ def test_windows_that_hold_the_same_keys_are_resolved_once(monkeypatch, near_ent
     )
     first, _ = _exact_first_ranks_and_ap(x, codes)
     assert tiles.retrieval.first_rank.tolist() == first
+
+
+def test_an_item_of_a_group_without_entries_is_outranked_by_nothing():
+    groups, scores, keys = np.array([0, 10]), np.array([0.5, 0.5]), np.array([1, 2])
+    got = self_tiles.outranking_in_groups(
+        groups, scores, keys, np.array([5, 10, 11, -1]), np.full(4, 0.1), np.full(4, 3)
+    )
+    assert got.tolist() == [0, 1, 0, 0]
+    empty = np.empty(0, dtype=np.int64)
+    got = self_tiles.outranking_in_groups(
+        empty, np.empty(0), empty, np.array([5]), np.array([0.1]), np.array([3])
+    )
+    assert got.tolist() == [0]

@@ -209,6 +209,28 @@ def test_column_medians_match_numpy_on_every_kind_of_value(n, dtype):
         np.testing.assert_array_equal(_column_medians(a, budget), expected)
 
 
+@pytest.mark.parametrize("n", [3, 5])
+def test_column_medians_of_reversed_rows_with_a_one_row_chunk(n):
+    # A last chunk of one row of reversed rows keeps a negative stride in a "contiguous"
+    # view; the transposing copy must not hand it to torch.
+    from gapscope.metrics.mir import _float16_column_medians
+
+    a = np.random.default_rng(n).normal(size=(n, 2)).astype(np.float16)[::-1]
+    expected = np.median(a.astype(np.float64), axis=0)
+    np.testing.assert_array_equal(_float16_column_medians(a, 1 << 20, chunk_rows=2), expected)
+    for dtype in (np.float32, np.float64):
+        np.testing.assert_array_equal(_column_medians(a.astype(dtype)[::-1][::-1]), expected)
+
+
+def test_column_medians_leave_a_fortran_ordered_input_as_it_was():
+    # A float64 Fortran-ordered input's columns are contiguous already: the median must not
+    # partition the caller's array in place.
+    a = np.asfortranarray(np.random.default_rng(9).normal(size=(50, 4)))
+    before = a.copy()
+    np.testing.assert_array_equal(_column_medians(a), np.median(before, axis=0))
+    np.testing.assert_array_equal(a, before)
+
+
 def test_equal_rows_are_found_by_their_bytes():
     # Hashes only pick the candidates: rows must match byte for byte (-0.0 is not 0.0).
     rng = np.random.default_rng(8)

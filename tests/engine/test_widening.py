@@ -155,3 +155,18 @@ def test_a_read_only_memory_map_makes_no_warning_even_as_errors(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "12.0"
+
+
+@pytest.mark.parametrize("value", [1e200, 1e-200])
+def test_big_endian_float64_rows_keep_the_elementwise_checks(value):
+    # Squares of float64 values can overflow or underflow: only float16/32 rows (in either
+    # byte order) are checked from their sums of squares.
+    rows = np.full((6, 3), value, dtype=">f8")
+    assert check_embeddings(rows, "image", slice_rows=4).shape == (6, 3)
+    rows[4] = 0.0
+    with pytest.raises(EmbeddingError, match="row 4 is a zero vector"):
+        check_embeddings(rows, "image", slice_rows=4)
+    small = np.ones((6, 3), dtype=">f4")
+    small[2, 1] = np.inf
+    with pytest.raises(EmbeddingError, match="row 2 contains NaN or Inf"):
+        check_embeddings(small, "image", slice_rows=4)

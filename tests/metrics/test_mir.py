@@ -394,3 +394,21 @@ def test_given_norms_give_the_same_result_and_are_checked():
     assert modality_integration_rate(x, y, norms=norms) == modality_integration_rate(x, y)
     with pytest.raises(GapscopeError, match="norms: x has 300 rows but 280"):
         modality_integration_rate(x, y, norms=(norms[1], norms[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_mir_of_fortran_ordered_rows_is_that_of_the_same_rows_in_c_order(dtype):
+    # Every block is read into one C-ordered float64 buffer: the layout of the input changes
+    # no bit, and the caller's rows (with outliers, so the medians run) are left as they were.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 6)).astype(dtype)
+    y = (rng.normal(size=(300, 6)) + 0.5).astype(dtype)
+    x[7] *= 40
+    y[11] *= 40
+    fx, fy = np.asfortranarray(x), np.asfortranarray(y)
+    before = (fx.copy(), fy.copy())
+    c_order, fortran = modality_integration_rate(x, y), modality_integration_rate(fx, fy)
+    assert fortran.outliers_x >= 1 and fortran.outliers_y >= 1
+    assert fortran.fd == c_order.fd and fortran.mir == c_order.mir
+    np.testing.assert_array_equal(fx, before[0])
+    np.testing.assert_array_equal(fy, before[1])
