@@ -201,15 +201,7 @@ class TileRanks:
             return self._outranking_shared(t, rows, windows, keys, shared)
         queries = rows + t * self.tile
         items = self.items[t][rows, windows].astype(np.int64)
-        if (windows == windows[0]).all():
-            # One window (a comparison pass): each query and key comes once already.
-            s_key = exact_scores(self.unit, queries, self.unit, keys)
-        else:
-            # Each query and key is scored once, however many of the query's windows hold
-            # the key (rows that tie with many others sit in many windows).
-            pairs = (rows << 32) | keys
-            _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-            s_key = exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
+        s_key = self._key_scores(t, rows, windows, keys)
         # Each window's item is scored once, however many keys it holds.
         slots = rows * self.items[t].shape[1] + windows
         _, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
@@ -225,10 +217,7 @@ class TileRanks:
         """:meth:`_outranking` of the windows of ``shared``, each counted against the keys
         listed for its representative window."""
         width = self.items[t].shape[1]
-        queries = rows + t * self.tile
-        pairs = (rows << 32) | keys
-        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-        s_key = exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
+        s_key = self._key_scores(t, rows, windows, keys)
         m_rows, m_windows, m_reps = shared
         # Each window is one slot: its item is scored once.
         m_items = self.items[t][m_rows, m_windows].astype(np.int64)
@@ -238,6 +227,21 @@ class TileRanks:
             rows * width + windows, s_key, keys, m_rows * width + m_reps, s_item, m_items
         )
         return out
+
+    def _key_scores(
+        self, t: int, rows: np.ndarray, windows: np.ndarray, keys: np.ndarray
+    ) -> np.ndarray:
+        """The exact score of each key ``keys[p]`` for the query of row ``rows[p]`` of tile of
+        rows ``t``."""
+        queries = rows + t * self.tile
+        if (windows == windows[0]).all():
+            # One window (a comparison pass): each query and key comes once already.
+            return exact_scores(self.unit, queries, self.unit, keys)
+        # Each query and key is scored once, however many of the query's windows hold the
+        # key (rows that tie with many others sit in many windows).
+        pairs = (rows << 32) | keys
+        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        return exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
 
     def finish(self, store: Callable[[int, np.ndarray], None]) -> None:
         """Add the counts over the processes and hand each query's ranks (0-based,
@@ -294,9 +298,10 @@ def outranking_in_groups(
         return np.zeros(items.size, dtype=np.int64)
     values = np.unique(np.concatenate([scores, item_scores]))
     dense = np.unique(groups)
+    item_dense = np.searchsorted(dense, item_groups)
     # (group, score) as one int64 "level": group in the high bits, the score's rank below.
     level = (np.searchsorted(dense, groups) << 32) | np.searchsorted(values, scores)
-    item_level = (np.searchsorted(dense, item_groups) << 32) | np.searchsorted(values, item_scores)
+    item_level = (item_dense << 32) | np.searchsorted(values, item_scores)
     levels = np.unique(level)
     # Entries by (level, key): each level's keys are one ascending run.
     ordered = np.sort((np.searchsorted(levels, level) << 32) | keys)
@@ -310,8 +315,7 @@ def outranking_in_groups(
     count[found] += np.searchsorted(ordered, at | items[found]) - np.searchsorted(ordered, at)
     # An item whose group has no entry at all has nothing that outranks it (its dense id
     # above is that of the next group).
-    at_group = np.minimum(np.searchsorted(dense, item_groups), dense.size - 1)
-    count[dense[at_group] != item_groups] = 0
+    count[dense[np.minimum(item_dense, dense.size - 1)] != item_groups] = 0
     return count
 
 

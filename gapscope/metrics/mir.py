@@ -382,10 +382,8 @@ def _column_medians(a: Rows, budget_bytes: int = 256 * 2**20) -> np.ndarray:
     for start in range(0, d, step):
         stop = min(d, start + step)
         # Each column contiguous (a transposed copy): partitioning a strided column is slower.
-        # torch transposes about three times faster than numpy's copy of ``a.T``.
-        part = np.array(a[:, start:stop], dtype=np.float64, order="C")  # writable for torch
         columns = np.empty((stop - start, n), dtype=np.float64)
-        torch.from_numpy(columns).copy_(torch.from_numpy(part).t())
+        _copy_transposed(columns, np.array(a[:, start:stop], dtype=np.float64, order="C"))
         out[start:stop] = np.median(columns, axis=1, overwrite_input=True)
     return out
 
@@ -393,6 +391,13 @@ def _column_medians(a: Rows, budget_bytes: int = 256 * 2**20) -> np.ndarray:
 # float16 has 2^16 bit patterns: a column's median is found from their counts.
 _FLOAT16_PATTERNS = 1 << 16
 _SIGN = 1 << 15
+
+
+def _copy_transposed(target: np.ndarray, source: np.ndarray) -> None:
+    """``target[...] = source.T`` (``source`` C-ordered and writable). torch's transposing
+    copy is several times faster than numpy's: 0.16 s against 0.90 s for 128 float16 columns
+    of a million rows, about a third of numpy's time for float64."""
+    torch.from_numpy(target).copy_(torch.from_numpy(source).t())
 
 
 def _float16_column_medians(a: Rows, budget_bytes: int, chunk_rows: int = 16384) -> np.ndarray:
@@ -411,14 +416,12 @@ def _float16_column_medians(a: Rows, budget_bytes: int, chunk_rows: int = 16384)
     for c0 in range(0, d, width):
         c1 = min(d, c0 + width)
         patterns = np.empty((c1 - c0, n), dtype=np.uint16)
-        # torch's transposing copy is several times faster than numpy's for 2-byte elements
-        # (0.16 s against 0.90 s for 128 columns of a million rows); int16 is the same bits.
-        columns = torch.from_numpy(patterns.view(np.int16))
+        columns = patterns.view(np.int16)  # the same bits, in a dtype torch copies
         for start, stop in row_blocks(n, chunk_rows):
             # A fresh copy (np.ascontiguousarray may keep a one-row view with a negative
             # stride, which torch refuses).
             part = np.array(np.asarray(a[start:stop, c0:c1]).view(np.int16), order="C")
-            columns[:, start:stop].copy_(torch.from_numpy(part).t())
+            _copy_transposed(columns[:, start:stop], part)
         for c in range(c1 - c0):
             counts = np.bincount(patterns[c], minlength=_FLOAT16_PATTERNS)
             in_value_order = np.concatenate([counts[: _SIGN - 1 : -1], counts[:_SIGN]])
