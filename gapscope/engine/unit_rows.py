@@ -9,11 +9,12 @@ whatever n is, at the price of one O(n d) normalisation a pass over the keys.
 
 Both modes give bit-identical rows (a row's unit vector depends on that row alone, see
 :func:`~gapscope.engine.normalization.normalize_rows`); their products agree to float32 rounding
-(a BLAS may sum a narrow chunk of keys in another order than the whole matrix), so the
-metrics agree wherever two scores are further apart than that. The choice is a pure function
-of the shapes (:func:`fits_in_memory`), so the same input always takes the same path and
-gives the same bits; within a path, :meth:`UnitRows.block_scores` makes every score by the
-same product whatever the block size.
+(a BLAS may sum a chunk of keys in another order than the whole matrix; with the edges of
+every product made as :func:`matmul_into` makes them, MKL on the reference CPU gives the same
+bits), so the metrics agree wherever two scores are further apart than that. The choice
+is a pure function of the shapes (:func:`fits_in_memory`), so the same input always takes
+the same path and gives the same bits; within a path, :meth:`UnitRows.block_scores` makes
+every score by the same product whatever the block size.
 
 ``dtype=torch.bfloat16`` (``analyze --precision bf16``) rounds the unit rows to bfloat16 (8
 significant bits) and multiplies them with float32 accumulation and a float32 result
@@ -247,7 +248,7 @@ class UnitRows:
         occurrence (for rows held in memory, where the duplicates are found once)."""
         if self._full is None:
             for start, stop, keys in self.chunks():
-                out[:, start:stop] = matmul(queries, keys)
+                matmul_into(queries, keys, out[:, start:stop])
             return out
         matmul_into(queries, self._full, out)
         duplicates, firsts = self.duplicates()
@@ -422,7 +423,56 @@ _ROW_ALIGN = 32
 
 
 def matmul(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``queries @ keys^T`` as float32, for float32 or bfloat16 rows (see the module notes)."""
+    """``queries @ keys^T`` as float32, for float32 or bfloat16 rows (see the module notes),
+    every score the same bits whatever the thread count (:func:`matmul_into`)."""
+    out = torch.empty((queries.shape[0], keys.shape[0]), dtype=torch.float32, device=keys.device)
+    return matmul_into(queries, keys, out)
+
+
+#: A product's scores are made in blocks of whole groups of this many query rows and
+#: :data:`_KEY_GROUP` keys (the last group padded with zero rows), because a CPU BLAS may round
+#: the scores of a ragged edge differently with different thread counts. Measured with MKL's
+#: float32 product (AVX-512, torch 2.14): blocks of 5-7 or 9-11 query rows took other bits on
+#: 2 threads than on 1, and with 16-64 threads so did ragged row counts up to about 150 and
+#: key counts below about 150 that are not a multiple of 16; every score of blocks cut this
+#: way equalled the same score of one large product, on 1 to 64 threads
+#: (``tests/engine/test_products.py``).
+_QUERY_GROUP = 4
+_KEY_GROUP = 16
+
+
+def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """:func:`matmul` into the float32 buffer ``out`` (``(q, n)``; no temporary for float32
+    rows whose shape is a whole number of groups).
+
+    A score's bits depend on its two rows alone, not on the shape of the product it is made
+    in nor on the thread count: the whole groups of query rows and keys are one product, the
+    ragged edges (fewer than :data:`_QUERY_GROUP` rows, fewer than :data:`_KEY_GROUP` keys)
+    products of their own, padded to whole groups. The edges cost at most a product of
+    ``q x 16`` and one of ``4 x n``."""
+    q, n = queries.shape[0], keys.shape[0]
+    q_main, n_main = q - q % _QUERY_GROUP, n - n % _KEY_GROUP
+    if q_main and n_main:
+        _product_into(queries[:q_main], keys[:n_main], out[:q_main, :n_main])
+    if q_main < q and n_main:
+        edge = _padded(queries[q_main:], _QUERY_GROUP)
+        out[q_main:, :n_main] = _product(edge, keys[:n_main])[: q - q_main]
+    if n_main < n:
+        rows = _padded(queries, _QUERY_GROUP)
+        out[:, n_main:] = _product(rows, _padded(keys[n_main:], _KEY_GROUP))[:q, : n - n_main]
+    return out
+
+
+def _padded(rows: torch.Tensor, group: int) -> torch.Tensor:
+    """``rows`` followed by zero rows up to a whole number of ``group`` rows."""
+    extra = -rows.shape[0] % group
+    if not extra:
+        return rows
+    return torch.cat([rows, rows.new_zeros((extra, rows.shape[1]))])
+
+
+def _product(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``queries @ keys^T`` as a new float32 tensor, for float32 or bfloat16 rows."""
     with full_float32_products():
         if queries.dtype == torch.float32:
             return torch.mm(queries, keys.T)
@@ -434,12 +484,12 @@ def matmul(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
             return torch.mm(queries.float(), keys.float().T)
 
 
-def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """:func:`matmul` into the float32 buffer ``out`` (no temporary for float32 rows)."""
+def _product_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) -> None:
     if queries.dtype == torch.float32:
         with full_float32_products():
-            return torch.mm(queries, keys.T, out=out)
-    return out.copy_(matmul(queries, keys))
+            torch.mm(queries, keys.T, out=out)
+    else:
+        out.copy_(_product(queries, keys))
 
 
 class RowSource(Protocol):
