@@ -2,8 +2,9 @@
 
 ``python tests/distributed_worker.py OUT`` with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set
 joins a gloo group, runs the passes shared under gapscope.engine.distributed.sharing, and
-saves every array they produce to ``OUT/rank-<RANK>.npz``. ``pass_arrays()`` run alone gives
-the single-process arrays to compare with.
+saves every array they produce to ``OUT/rank-<RANK>.npz`` (and how many chunks of streamed
+keys it multiplied to ``OUT/chunks-<RANK>.txt``). ``pass_arrays()`` run alone gives the
+single-process arrays to compare with.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ import sys
 import numpy as np
 import torch
 
-from gapscope.engine import self_tiles
+from gapscope.engine import passes, self_tiles
 from gapscope.engine.passes import cross_pair_pass, modality_pass
+from gapscope.engine.unit_rows import UnitRows
 
 KS = (1, 2, 5)
+#: Keys a chunk of the sampled kernels (their own rule would make one chunk of these rows).
+CHUNK = 64
+#: Chunks of streamed keys multiplied by the last ``pass_arrays`` of this process.
+STREAMED_CHUNKS = [0]
 
 
 def data():
@@ -36,12 +42,26 @@ def data():
 def pass_arrays(block_size: int | None = 37, tile: int = 64) -> dict[str, np.ndarray]:
     """Every array of the passes; the exact modality pass in tiles of ``tile`` rows (45 tiles
     on and above the diagonal, shared among the processes)."""
-    saved = self_tiles._TILE_ROWS
+    saved = self_tiles._TILE_ROWS, passes.key_chunk_columns
     self_tiles._TILE_ROWS = tile
+    passes.key_chunk_columns = lambda n_queries: CHUNK
     try:
         return _pass_arrays(block_size)
     finally:
-        self_tiles._TILE_ROWS = saved
+        self_tiles._TILE_ROWS, passes.key_chunk_columns = saved
+
+
+def _streamed(rows: np.ndarray) -> UnitRows:
+    """``rows`` normalised a chunk at a time, each chunk of keys counted in STREAMED_CHUNKS."""
+    unit = UnitRows(rows, in_memory=False, name="y")
+    block = unit.block
+
+    def counted(start: int, stop: int) -> torch.Tensor:
+        STREAMED_CHUNKS[0] += 1
+        return block(start, stop)
+
+    unit.block = counted  # type: ignore[method-assign]
+    return unit
 
 
 def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
@@ -51,7 +71,15 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     sampled = modality_pass(
         x, labels, k=KS, block_size=block_size, query_index=np.arange(3, 530, 4)
     )
-    for name, r in (("full", full), ("sampled", sampled)):
+    # Sampled queries against keys normalised on the fly: the kernel and the intra-modal ranks
+    # (captions: each one's item is the other caption) counted down 17 chunks of keys, and a
+    # kernel in the log domain (4t beyond float32's range).
+    STREAMED_CHUNKS[0] = 0
+    queries = np.arange(0, 1060, 5)
+    streamed = modality_pass(_streamed(y), gy, k=KS, block_size=block_size, query_index=queries)
+    shifted = modality_pass(_streamed(y), None, t=32.0, query_index=queries)
+    out["shifted_terms"] = shifted.uniformity_row_terms
+    for name, r in (("full", full), ("sampled", sampled), ("streamed", streamed)):
         out[f"{name}_terms"] = r.uniformity_row_terms
         out[f"{name}_value"] = np.array([r.uniformity])
         out[f"{name}_ranks"] = r.retrieval.first_rank
@@ -85,6 +113,8 @@ def main(folder: str) -> None:
         with sharing(process_group_share()) as share:
             arrays = pass_arrays()
         np.savez(os.path.join(folder, f"rank-{share.rank}.npz"), **arrays)
+        with open(os.path.join(folder, f"chunks-{share.rank}.txt"), "w") as f:
+            f.write(str(STREAMED_CHUNKS[0]))
     finally:
         dist.destroy_process_group()
 

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from gapscope.engine.distributed import current_share
 from gapscope.engine.ranking import window_counts
 from gapscope.engine.unit_rows import RowSource, exact_scores
 
@@ -152,7 +153,10 @@ class IntraColumnRanks:
 
     def finish(self, store: Callable[[int, np.ndarray], None]) -> None:
         """Resolve the keys inside the windows by exact score and hand each query's ranks
-        (0-based, ascending) to ``store(query_row, ranks)``."""
+        (0-based, ascending) to ``store(query_row, ranks)``.
+
+        Processes that shared the chunks (:mod:`~gapscope.engine.distributed`) each resolve
+        the keys of their own chunks; the counts, integers, are then added over them."""
         counts = self.above.copy()
         if self.near_keys:
             keys = np.concatenate(self.near_keys)
@@ -162,6 +166,7 @@ class IntraColumnRanks:
             s_item, item = self.exact[windows], self.items[windows]
             outranks = (s_key > s_item) | ((s_key == s_item) & (keys < item))
             counts += np.bincount(windows[outranks], minlength=counts.size)
+        current_share().sum(counts)
         for p, query in enumerate(self.queries.tolist()):
             part = counts[self.offsets[p] : self.offsets[p + 1]]
             store(query, np.sort(part) + np.arange(part.size))

@@ -10,10 +10,10 @@ a column query's best positive); :meth:`Share.sum` adds them over the processes.
 and integers is exact, and every score is made by the same product tile whichever process
 makes it (:meth:`~gapscope.engine.unit_rows.UnitRows.block_scores`), so every process ends
 with the arrays a single process would have, bit for bit, and the rest of the analysis
-(O(n d) metrics, bootstrap, readings) runs on each process alike. So does a sweep of sampled
-queries over chunks of keys normalised on the fly (the sampled uniformity, and the intra-modal
-ranks counted down its chunks): splitting its chunks would change the order of its float64
-sums.
+(O(n d) metrics, bootstrap, readings) runs on each process alike. A sweep of sampled queries
+over chunks of keys (the sampled kernels, and the intra-modal ranks counted down their chunks)
+shares its chunks instead: each process keeps the float64 sums of its own chunks (zero for the
+others'), and they are added over the processes and then combined in chunk order.
 
 A pass reads :func:`current_share`, which is one process alone unless :func:`sharing` says
 otherwise: a library caller opts in (``analyze(..., distributed=True)``), because a process

@@ -444,9 +444,14 @@ def _sampled_kernel(
     key of ``keys`` (default: ``unit`` itself, each query's own column left out), one chunk
     of keys (:func:`~gapscope.engine.blocks.key_chunk_columns`) at a time: each chunk's
     float32 terms are summed as in :meth:`_KernelRows.add_block` and the chunk sums combined
-    in float64 (in the log domain when ``4t`` leaves the float32 range). ``columns`` counts
-    the intra-modal ranks from the same chunks (before the kernel overwrites them), while
-    the next chunk's product is made."""
+    in float64, in the order of the chunks (in the log domain when ``4t`` leaves the float32
+    range). ``columns`` counts the intra-modal ranks from the same chunks (before the kernel
+    overwrites them), while the next chunk's product is made.
+
+    Processes sharing the passes (:mod:`~gapscope.engine.distributed`) take the chunks in
+    turn: each keeps its chunks' sums (one float64 a chunk and query, zero for the others'),
+    the sums are added over the processes (adding zeros is exact) and then combined in chunk
+    order, so every process ends with the bits one process alone makes."""
     own_keys = keys is None
     keys = unit if keys is None else keys
     n = keys.shape[0]
@@ -455,18 +460,23 @@ def _sampled_kernel(
         queries = queries * kernel.two_t
     width = min(n, key_chunk_columns(rows.size))
     starts = list(range(0, n, width))
+    share = current_share()
+    mine = share.blocks(len(starts))
     # Counting overlaps the next chunk's product (two buffers); the kernel alone needs one.
     buffers = [
         score_buffer(rows.size, width, unit.device)
-        for _ in range(2 if columns is not None and len(starts) > 1 else 1)
+        for _ in range(2 if columns is not None and len(mine) > 1 else 1)
     ]
     shifted = kernel is not None and 2.0 * kernel.two_t > MAX_UNSHIFTED_EXPONENT
-    total = np.full(rows.size, -math.inf) if shifted else np.zeros(rows.size)
+    # Row c: chunk c's sum (or log-sum) of every query's terms (n / 16,384 chunks of 2,000
+    # queries: 1 MiB at a million keys).
+    partial = np.zeros((len(starts), rows.size)) if kernel is not None else None
 
-    def product(c: int) -> tuple[int, torch.Tensor]:
+    def product(b: int) -> tuple[int, int, torch.Tensor]:
+        c = mine[b]
         start = starts[c]
         stop = min(n, start + width)
-        buffer = buffers[c % len(buffers)]
+        buffer = buffers[b % len(buffers)]
         scores = matmul_into(queries, keys.block(start, stop), buffer[:, : stop - start])
         # Each query's own column: -inf is a zero kernel term.
         lo, hi = np.searchsorted(rows, [start, stop]) if own_keys else (0, 0)
@@ -474,27 +484,34 @@ def _sampled_kernel(
             own = torch.from_numpy(np.arange(lo, hi)).to(unit.device)
             own_columns = torch.from_numpy(rows[lo:hi] - start).to(unit.device)
             scores[own, own_columns] = -math.inf
-        return start, scores
+        return c, start, scores
 
-    def consume(item: tuple[int, torch.Tensor]) -> None:
-        nonlocal total
-        start, scores = item
+    def consume(item: tuple[int, int, torch.Tensor]) -> None:
+        c, start, scores = item
         if columns is not None:
             columns.add_chunk(start, scores)
-        if kernel is None:
+        if kernel is None or partial is None:
             return
         terms = scores if kernel.prescale else scores.mul_(kernel.two_t)
         if shifted:
-            total = np.logaddexp(total, torch.logsumexp(terms, dim=1).cpu().double().numpy())
+            partial[c] = torch.logsumexp(terms, dim=1).cpu().double().numpy()
         else:
-            total += terms.exp_().sum(dim=1).cpu().numpy().astype(np.float64)
+            # float32 sums, widened exactly.
+            partial[c] = terms.exp_().sum(dim=1).cpu().numpy()
 
     if len(buffers) > 1:
-        pipelined(len(starts), product, consume)
+        pipelined(len(mine), product, consume)
     else:
-        for c in range(len(starts)):
-            consume(product(c))
-    if kernel is not None:
+        for b in range(len(mine)):
+            consume(product(b))
+    if kernel is not None and partial is not None:
+        share.sum(partial)
+        total = np.full(rows.size, -math.inf) if shifted else np.zeros(rows.size)
+        for sums in partial:
+            if shifted:
+                total = np.logaddexp(total, sums)
+            else:
+                total += sums
         kernel.row_lse[:] = (total if shifted else np.log(total)) - kernel.two_t
 
 
