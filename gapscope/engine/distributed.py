@@ -12,8 +12,9 @@ makes it (:meth:`~gapscope.engine.unit_rows.UnitRows.block_scores`), so every pr
 with the arrays a single process would have, bit for bit, and the rest of the analysis
 (O(n d) metrics, bootstrap, readings) runs on each process alike. A sweep of sampled queries
 over chunks of keys (the sampled kernels, and the intra-modal ranks counted down their chunks)
-shares its chunks instead: each process keeps the float64 sums of its own chunks (zero for the
-others'), and they are added over the processes and then combined in chunk order.
+shares its chunks instead, a round at a time: after each round the float64 sums of its chunks
+(each process's own, zero for the others') are added over the processes and combined in chunk
+order.
 
 A pass reads :func:`current_share`, which is one process alone unless :func:`sharing` says
 otherwise: a library caller opts in (``analyze(..., distributed=True)``), because a process

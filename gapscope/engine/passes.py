@@ -52,7 +52,7 @@ from gapscope.engine.device_ranking import (
     row_ranks_device,
 )
 from gapscope.engine.devices import resolve_device
-from gapscope.engine.distributed import current_share
+from gapscope.engine.distributed import Share, current_share
 from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT, log_mean_exp, log_sum_exp
 from gapscope.engine.pipelining import pipelined
 from gapscope.engine.ranking import (
@@ -449,9 +449,10 @@ def _sampled_kernel(
     overwrites them), while the next chunk's product is made.
 
     Processes sharing the passes (:mod:`~gapscope.engine.distributed`) take the chunks in
-    turn: each keeps its chunks' sums (one float64 a chunk and query, zero for the others'),
-    the sums are added over the processes (adding zeros is exact) and then combined in chunk
-    order, so every process ends with the bits one process alone makes."""
+    turn: in round ``r`` process ``p`` makes chunk ``r * world + p``. After each round the
+    round's sums (one float64 a process and query, zero but for a process's own row) are
+    added over the processes, which is exact, and combined in chunk order, so every process
+    ends with the bits one process alone makes, holding ``world`` sums a query."""
     own_keys = keys is None
     keys = unit if keys is None else keys
     n = keys.shape[0]
@@ -461,22 +462,24 @@ def _sampled_kernel(
     width = min(n, key_chunk_columns(rows.size))
     starts = list(range(0, n, width))
     share = current_share()
-    mine = share.blocks(len(starts))
+    # Every process runs every round (a round may hold no chunk of its own): the rounds'
+    # collectives then meet in the same order on every process.
+    rounds = -(-len(starts) // share.world)
     # Counting overlaps the next chunk's product (two buffers); the kernel alone needs one.
     buffers = [
         score_buffer(rows.size, width, unit.device)
-        for _ in range(2 if columns is not None and len(mine) > 1 else 1)
+        for _ in range(2 if columns is not None and rounds > 1 else 1)
     ]
     shifted = kernel is not None and 2.0 * kernel.two_t > MAX_UNSHIFTED_EXPONENT
-    # Row c: chunk c's sum (or log-sum) of every query's terms (n / 16,384 chunks of 2,000
-    # queries: 1 MiB at a million keys).
-    partial = np.zeros((len(starts), rows.size)) if kernel is not None else None
+    sums = _ChunkSums(rows.size, len(starts), shifted, share)
 
-    def product(b: int) -> tuple[int, int, torch.Tensor]:
-        c = mine[b]
+    def product(r: int) -> tuple[int, torch.Tensor | None]:
+        c = r * share.world + share.rank
+        if c >= len(starts):
+            return r, None
         start = starts[c]
         stop = min(n, start + width)
-        buffer = buffers[b % len(buffers)]
+        buffer = buffers[r % len(buffers)]
         scores = matmul_into(queries, keys.block(start, stop), buffer[:, : stop - start])
         # Each query's own column: -inf is a zero kernel term.
         lo, hi = np.searchsorted(rows, [start, stop]) if own_keys else (0, 0)
@@ -484,35 +487,69 @@ def _sampled_kernel(
             own = torch.from_numpy(np.arange(lo, hi)).to(unit.device)
             own_columns = torch.from_numpy(rows[lo:hi] - start).to(unit.device)
             scores[own, own_columns] = -math.inf
-        return c, start, scores
+        return r, scores
 
-    def consume(item: tuple[int, int, torch.Tensor]) -> None:
-        c, start, scores = item
-        if columns is not None:
-            columns.add_chunk(start, scores)
-        if kernel is None or partial is None:
-            return
-        terms = scores if kernel.prescale else scores.mul_(kernel.two_t)
-        if shifted:
-            partial[c] = torch.logsumexp(terms, dim=1).cpu().double().numpy()
-        else:
-            # float32 sums, widened exactly.
-            partial[c] = terms.exp_().sum(dim=1).cpu().numpy()
+    def consume(item: tuple[int, torch.Tensor | None]) -> None:
+        r, scores = item
+        if scores is not None and columns is not None:
+            columns.add_chunk(starts[r * share.world + share.rank], scores)
+        if kernel is not None:
+            terms = None
+            if scores is not None:
+                terms = scores if kernel.prescale else scores.mul_(kernel.two_t)
+            sums.add_round(r, terms)
 
     if len(buffers) > 1:
-        pipelined(len(mine), product, consume)
+        pipelined(rounds, product, consume)
     else:
-        for b in range(len(mine)):
-            consume(product(b))
-    if kernel is not None and partial is not None:
-        share.sum(partial)
-        total = np.full(rows.size, -math.inf) if shifted else np.zeros(rows.size)
-        for sums in partial:
-            if shifted:
-                total = np.logaddexp(total, sums)
-            else:
-                total += sums
-        kernel.row_lse[:] = (total if shifted else np.log(total)) - kernel.two_t
+        for r in range(rounds):
+            consume(product(r))
+    if kernel is not None:
+        kernel.row_lse[:] = sums.log_sums() - kernel.two_t
+
+
+class _ChunkSums:
+    """The kernel sums of a sweep of query rows over chunks of keys (:func:`_sampled_kernel`),
+    combined in chunk order in float64 (in the log domain when ``shifted``); among
+    processes, a round of chunks at a time."""
+
+    def __init__(self, queries: int, chunks: int, shifted: bool, share: Share) -> None:
+        self.chunks, self.shifted, self.share = chunks, shifted, share
+        self.total = np.full(queries, -math.inf) if shifted else np.zeros(queries)
+        # One sum a process and query: zero but for this process's own row.
+        self.round = np.zeros((share.world, queries)) if share.world > 1 else None
+
+    def add_round(self, r: int, terms: torch.Tensor | None) -> None:
+        """Add round ``r``: ``terms`` are the kernel exponents (``2t s``) of this process's
+        chunk of the round (overwritten), ``None`` when it has none."""
+        sums = None if terms is None else self._chunk_sums(terms)
+        if self.round is None:
+            assert sums is not None
+            self._add(sums)
+            return
+        self.round.fill(0.0)
+        if sums is not None:
+            self.round[self.share.rank] = sums
+        self.share.sum(self.round)
+        world = self.share.world
+        for p in range(min(world, self.chunks - r * world)):
+            self._add(self.round[p])
+
+    def log_sums(self) -> np.ndarray:
+        """``log sum_j exp(2t s_ij)`` of every query, as float64."""
+        return self.total if self.shifted else np.log(self.total)
+
+    def _chunk_sums(self, terms: torch.Tensor) -> np.ndarray:
+        if self.shifted:
+            return torch.logsumexp(terms, dim=1).cpu().double().numpy()
+        # float32 sums, widened exactly.
+        return terms.exp_().sum(dim=1).cpu().numpy().astype(np.float64)
+
+    def _add(self, sums: np.ndarray) -> None:
+        if self.shifted:
+            self.total = np.logaddexp(self.total, sums)
+        else:
+            self.total += sums
 
 
 def _self_blocks(

@@ -451,6 +451,9 @@ def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) ->
     products of their own, padded to whole groups. The edges cost at most a product of
     ``q x 16`` and one of ``4 x n``."""
     q, n = queries.shape[0], keys.shape[0]
+    if q and n and out.stride(-1) != 1:
+        # A BLAS writes a buffer whose columns are apart in another order, with other bits.
+        return out.copy_(matmul(queries, keys))
     q_main, n_main = q - q % _QUERY_GROUP, n - n % _KEY_GROUP
     if q_main and n_main:
         _product_into(queries[:q_main], keys[:n_main], out[:q_main, :n_main])

@@ -65,6 +65,16 @@ def test_matmul_into_writes_every_score_of_a_strided_buffer(threads):
     assert torch.equal(out, oracle)
 
 
+def test_a_buffer_laid_out_by_columns_gets_the_same_scores(threads):
+    queries, keys = _unit(9, 32, 2), _unit(21, 32, 3)
+    threads(1)
+    oracle = matmul(queries, keys)
+    threads(2)
+    out = torch.empty((21, 9)).T  # columns contiguous
+    assert torch.equal(matmul_into(queries, keys, out), oracle)
+    assert torch.equal(out, oracle)
+
+
 def test_empty_products():
     assert matmul(_unit(0, 8, 0), _unit(5, 8, 1)).shape == (0, 5)
     assert matmul(_unit(3, 8, 0), _unit(0, 8, 1)).shape == (3, 0)
