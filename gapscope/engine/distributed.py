@@ -123,6 +123,12 @@ def process_group(info: RankInfo, device: str) -> Iterator[str]:
 
     rank_dev = rank_device(device, info)
     owned = not dist.is_initialized()
+    if rank_dev.startswith("cuda"):
+        import torch
+
+        # NCCL reduces on the current device (Share.sum's ``.cuda()``): each rank's own GPU,
+        # not cuda:0 for every rank.
+        torch.cuda.set_device(rank_dev)
     init_process_group(info, "nccl" if rank_dev.startswith("cuda") else "gloo")
     try:
         yield rank_dev

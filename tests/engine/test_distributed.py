@@ -68,3 +68,26 @@ def test_distributed_without_a_process_group_is_one_line():
 def test_bad_launcher_variables(env, match):
     with pytest.raises(GapscopeError, match=match):
         launcher_rank(env)
+
+
+def test_a_gpu_rank_reduces_on_its_own_gpu(monkeypatch):
+    # Share.sum moves arrays with .cuda(), the current device: under torchrun each rank must
+    # make its own GPU current, or every rank would reduce on cuda:0 (NCCL refuses that).
+    import torch
+    import torch.distributed as dist
+
+    from gapscope.engine import distributed
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set", device)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(
+        distributed, "init_process_group", lambda info, backend: calls.append(("init", backend))
+    )
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    info = distributed.RankInfo(rank=3, world_size=4, local_rank=2)
+    with distributed.process_group(info, "auto") as device:
+        assert device == "cuda:2"
+    assert calls == [("set", "cuda:2"), ("init", "nccl"), ("destroy",)]
