@@ -16,14 +16,20 @@ import numpy as np
 import torch
 
 from gapscope.engine import passes, self_tiles
+from gapscope.engine.distributed import current_share
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
+from gapscope.metrics import mir
+from gapscope.metrics.alignment import alignment
+from gapscope.metrics.cosine import paired_cosine
 
 KS = (1, 2, 5)
 #: Keys a chunk of the sampled kernels (their own rule would make one chunk of these rows).
 CHUNK = 64
-#: Chunks of streamed keys multiplied by the last ``pass_arrays`` of this process.
+#: Chunks of streamed keys multiplied by the last ``pass_arrays`` of this process, and blocks
+#: of ``Share.in_order`` it made.
 STREAMED_CHUNKS = [0]
+MADE_BLOCKS = [0]
 
 
 def data():
@@ -42,13 +48,14 @@ def data():
 def pass_arrays(block_size: int | None = 37, tile: int = 64) -> dict[str, np.ndarray]:
     """Every array of the passes; the exact modality pass in tiles of ``tile`` rows (45 tiles
     on and above the diagonal, shared among the processes)."""
-    saved = self_tiles._TILE_ROWS, passes.key_chunk_columns
+    saved = self_tiles._TILE_ROWS, passes.key_chunk_columns, mir._MEDIAN_BYTES
     self_tiles._TILE_ROWS = tile
     passes.key_chunk_columns = lambda n_queries: CHUNK
+    mir._MEDIAN_BYTES = 3 * 530 * 8  # three float64 columns of x a slice: three slices
     try:
         return _pass_arrays(block_size)
     finally:
-        self_tiles._TILE_ROWS, passes.key_chunk_columns = saved
+        self_tiles._TILE_ROWS, passes.key_chunk_columns, mir._MEDIAN_BYTES = saved
 
 
 def _streamed(rows: np.ndarray) -> UnitRows:
@@ -99,6 +106,31 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
         out[f"{name}_x_to_y"] = r.x_to_y.first_rank
         out[f"{name}_y_to_x"] = r.y_to_x.first_rank
         out[f"{name}_kernel"] = np.array([r.kernel.log_mean, r.kernel.se or 0.0])
+    # MIR's moments (blocks of 37 rows) and its medians (norm outliers: slices of columns),
+    # float16 (counted) and float32 (partitioned).
+    outlying = x.copy()
+    outlying[::53] *= 6.0
+    for dtype in (np.float16, np.float32):
+        r = mir.modality_integration_rate(
+            outlying.astype(dtype), y.astype(dtype), block_size=block_size or 37
+        )
+        out[f"mir_{dtype.__name__}"] = np.array([r.mir, r.fd, r.outliers_x, r.outliers_y])
+    # The paired cosines (blocks of 37 groups) and the alignment (chunks of 37 pairs).
+    cosines = paired_cosine(x, y, gx, gy, block_size=37)
+    out["cosines"] = np.array([cosines.paired, cosines.unpaired])
+    out["alignment"] = np.array(
+        [alignment(x, y, gx, gy, block_size=37), alignment(x, y, gx, gy, 1.5, block_size=37)]
+    )
+    # Blocks folded in order, with the bits they were made with (-0.0 included).
+    MADE_BLOCKS[0] = 0
+    folded: list[np.ndarray] = []
+
+    def make(b: int) -> np.ndarray:
+        MADE_BLOCKS[0] += 1
+        return np.array([b, -0.0 if b % 2 else 1.5])
+
+    current_share().in_order(7, make, lambda b, v: folded.append(np.r_[b, v]), 2)
+    out["in_order"] = np.array(folded)
     return out
 
 
@@ -114,7 +146,7 @@ def main(folder: str) -> None:
             arrays = pass_arrays()
         np.savez(os.path.join(folder, f"rank-{share.rank}.npz"), **arrays)
         with open(os.path.join(folder, f"chunks-{share.rank}.txt"), "w") as f:
-            f.write(str(STREAMED_CHUNKS[0]))
+            f.write(f"{STREAMED_CHUNKS[0]} {MADE_BLOCKS[0]}")
     finally:
         dist.destroy_process_group()
 

@@ -21,6 +21,7 @@ import numpy as np
 from gapscope.engine.validation import check_block_size
 
 __all__ = [
+    "PairIndex",
     "SCAN_BUDGET_BYTES",
     "iter_positive_pairs",
     "positive_pair_counts",
@@ -159,7 +160,7 @@ def positive_pair_counts(groups_x: np.ndarray, groups_y: np.ndarray) -> np.ndarr
     return (hi - lo).astype(np.int64)
 
 
-class _PairIndex:
+class PairIndex:
     """Positive pairs ``(i, j)`` (``groups_x[i] == groups_y[j]``) numbered 0, 1, ... in order
     of i, then j, without listing them: pair number p maps to its row i through the
     cumulative per-row counts."""
@@ -173,6 +174,7 @@ class _PairIndex:
         self.total = int(self.offsets[-1])
 
     def at(self, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs with the given numbers, as int64 ``(i, j)``."""
         i = np.searchsorted(self.offsets, numbers, side="right") - 1
         j = self.order_y[self.lo[i] + (numbers - self.offsets[i])]
         return i.astype(np.int64), j.astype(np.int64)
@@ -191,7 +193,7 @@ def iter_positive_pairs(
     ...     np.array([7, 3]), np.array([3, 7, 7]), chunk=2)]
     [([0, 0], [1, 2]), ([1], [0])]
     """
-    index = _PairIndex(groups_x, groups_y)
+    index = PairIndex(groups_x, groups_y)
     for start in range(0, index.total, chunk):
         yield index.at(np.arange(start, min(index.total, start + chunk), dtype=np.int64))
 
@@ -208,4 +210,4 @@ def positive_pairs_at(
     >>> i.tolist(), j.tolist()
     ([0, 1], [2, 0])
     """
-    return _PairIndex(groups_x, groups_y).at(np.asarray(numbers, dtype=np.int64))
+    return PairIndex(groups_x, groups_y).at(np.asarray(numbers, dtype=np.int64))

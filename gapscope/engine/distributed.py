@@ -9,8 +9,11 @@ uniformity row term), which every other process leaves at zero, or a count (rows
 a column query's best positive); :meth:`Share.sum` adds them over the processes. Adding zeros
 and integers is exact, and every score is made by the same product tile whichever process
 makes it (:meth:`~gapscope.engine.unit_rows.UnitRows.block_scores`), so every process ends
-with the arrays a single process would have, bit for bit, and the rest of the analysis
-(O(n d) metrics, bootstrap, readings) runs on each process alike. A sweep of sampled queries
+with the arrays a single process would have, bit for bit. Scans whose blocks are combined in
+a fixed order (MIR's moments and medians, the paired cosines, the alignment) share their
+blocks through :meth:`Share.in_order`: each block is made by one process and every process
+combines them all, in block order. The rest of the analysis (validation, the raw norms and
+unit-row sums, bootstrap, readings) runs on each process alike. A sweep of sampled queries
 over chunks of keys (the sampled kernels, and the intra-modal ranks counted down their chunks)
 shares its chunks instead, a round at a time: after each round the float64 sums of its chunks
 (each process's own, zero for the others') are added over the processes and combined in chunk
@@ -26,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +180,55 @@ class Share:
                 tensor.copy_(moved.cpu())
             else:
                 dist.all_reduce(tensor, group=self.group)
+
+    def gather(self, array: np.ndarray) -> np.ndarray:
+        """Every process's ``array`` (same shape and dtype on each), stacked in rank order:
+        their bits as made (a sum with zeros would turn ``-0.0`` into ``+0.0``)."""
+        if self.world == 1:
+            return array[None].copy()
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if dist.get_backend(self.group) == "nccl":
+            tensor = tensor.cuda()
+        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        dist.all_gather(parts, tensor, group=self.group)
+        return np.stack([part.cpu().numpy() for part in parts])
+
+    def in_order(
+        self,
+        n_blocks: int,
+        make: Callable[[int], np.ndarray],
+        fold: Callable[[int, np.ndarray], None],
+        size: int,
+    ) -> None:
+        """``fold(b, make(b))`` for every block ``b`` in order, each block made by one
+        process: for a scan whose blocks are combined in a fixed order (float64 sums), so
+        that sharing it keeps its bits.
+
+        In round ``r`` process ``p`` makes block ``r * world + p`` (``size`` float64 values);
+        the round's blocks are gathered to every process and folded in block order, so every
+        process folds the values one process alone would, in the same order, holding
+        ``world`` blocks at a time. Every process runs every round.
+
+        >>> seen = []
+        >>> Share().in_order(3, lambda b: np.full(2, b), lambda b, v: seen.append(int(v[0])), 2)
+        >>> seen
+        [0, 1, 2]
+        """
+        if self.world == 1:
+            for b in range(n_blocks):
+                fold(b, make(b))
+            return
+        for r in range(-(-n_blocks // self.world)):
+            b = r * self.world + self.rank
+            mine = np.zeros(size)
+            if b < n_blocks:
+                mine[:] = make(b)
+            blocks = self.gather(mine)
+            for p in range(min(self.world, n_blocks - r * self.world)):
+                fold(r * self.world + p, blocks[p])
 
 
 _ALONE = Share()

@@ -450,9 +450,9 @@ def _sampled_kernel(
 
     Processes sharing the passes (:mod:`~gapscope.engine.distributed`) take the chunks in
     turn: in round ``r`` process ``p`` makes chunk ``r * world + p``. After each round the
-    round's sums (one float64 a process and query, zero but for a process's own row) are
-    added over the processes, which is exact, and combined in chunk order, so every process
-    ends with the bits one process alone makes, holding ``world`` sums a query."""
+    round's sums (one float64 a process and query) are gathered to every process and
+    combined in chunk order, so every process ends with the bits one process alone makes,
+    holding ``world`` sums a query."""
     own_keys = keys is None
     keys = unit if keys is None else keys
     n = keys.shape[0]
@@ -514,26 +514,22 @@ class _ChunkSums:
     processes, a round of chunks at a time."""
 
     def __init__(self, queries: int, chunks: int, shifted: bool, share: Share) -> None:
-        self.chunks, self.shifted, self.share = chunks, shifted, share
+        self.queries, self.chunks, self.shifted, self.share = queries, chunks, shifted, share
         self.total = np.full(queries, -math.inf) if shifted else np.zeros(queries)
-        # One sum a process and query: zero but for this process's own row.
-        self.round = np.zeros((share.world, queries)) if share.world > 1 else None
 
     def add_round(self, r: int, terms: torch.Tensor | None) -> None:
         """Add round ``r``: ``terms`` are the kernel exponents (``2t s``) of this process's
-        chunk of the round (overwritten), ``None`` when it has none."""
-        sums = None if terms is None else self._chunk_sums(terms)
-        if self.round is None:
-            assert sums is not None
+        chunk of the round (overwritten), ``None`` when it has none. Every process's sums of
+        the round are gathered (:meth:`~gapscope.engine.distributed.Share.gather`) and added
+        in chunk order."""
+        sums = np.zeros(self.queries) if terms is None else self._chunk_sums(terms)
+        if self.share.world == 1:
             self._add(sums)
             return
-        self.round.fill(0.0)
-        if sums is not None:
-            self.round[self.share.rank] = sums
-        self.share.sum(self.round)
         world = self.share.world
+        round_sums = self.share.gather(sums)
         for p in range(min(world, self.chunks - r * world)):
-            self._add(self.round[p])
+            self._add(round_sums[p])
 
     def log_sums(self) -> np.ndarray:
         """``log sum_j exp(2t s_ij)`` of every query, as float64."""

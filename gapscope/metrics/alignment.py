@@ -6,7 +6,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from gapscope.engine.blocks import iter_positive_pairs, positive_pair_counts, resolve_scan_rows
+from gapscope.engine.blocks import PairIndex, positive_pair_counts, resolve_scan_rows
+from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.validation import (
     ArrayLike,
@@ -67,8 +68,16 @@ def alignment(
     """
     pairs = _PositivePairs(x, y, groups_x, groups_y, alpha, block_size)
     total = 0.0
-    for _, powered in pairs.terms():
-        total += float(powered.sum())
+
+    def add(_: int, chunk_sum: np.ndarray) -> None:
+        nonlocal total
+        total += float(chunk_sum[0])
+
+    # Processes sharing the passes take the chunks of pairs in turn; every process adds the
+    # chunk sums in chunk order, as one process does.
+    current_share().in_order(
+        pairs.n_chunks, lambda c: np.array([pairs.chunk_terms(c)[1].sum()]), add, 1
+    )
     return total / pairs.n_pairs
 
 
@@ -139,16 +148,27 @@ class _PositivePairs:
                 "no positive pairs: no group code occurs in both x groups and y groups"
             )
 
+        self.index = PairIndex(self.gx, self.gy)
+        self.n_chunks = -(-self.n_pairs // self.chunk)
+        # One float64 buffer a modality for every chunk: both chunks' unit rows live at once.
+        self.buffers = (WideningBuffer(np.float64), WideningBuffer(np.float64))
+
+    def chunk_terms(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(i, ||x_i - y_j||^alpha)`` for chunk ``c`` of the positive pairs (numbers
+        ``c * chunk, ...``, as :func:`~gapscope.engine.blocks.iter_positive_pairs` cuts them)."""
+        start = c * self.chunk
+        i, j = self.index.at(
+            np.arange(start, min(self.n_pairs, start + self.chunk), dtype=np.int64)
+        )
+        diff = _unit_rows_at(self.x, i, self.buffers[0]) - _unit_rows_at(self.y, j, self.buffers[1])
+        squared = np.einsum("ij,ij->i", diff, diff)
+        # alpha = 2 skips the sqrt so that case matches 2 - 2 cos to the last bits.
+        return i, squared if self.alpha == 2.0 else squared ** (self.alpha / 2.0)
+
     def terms(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(i, ||x_i - y_j||^alpha)`` for the positive pairs, ordered by i then j."""
-        # One float64 buffer a modality for every chunk: both chunks' unit rows live at once.
-        buffers = (WideningBuffer(np.float64), WideningBuffer(np.float64))
-        for i, j in iter_positive_pairs(self.gx, self.gy, self.chunk):
-            diff = _unit_rows_at(self.x, i, buffers[0]) - _unit_rows_at(self.y, j, buffers[1])
-            squared = np.einsum("ij,ij->i", diff, diff)
-            # alpha = 2 skips the sqrt so that case matches 2 - 2 cos to the last bits.
-            powered = squared if self.alpha == 2.0 else squared ** (self.alpha / 2.0)
-            yield i, powered
+        for c in range(self.n_chunks):
+            yield self.chunk_terms(c)
 
 
 def _unit_rows_at(a: Rows, index: np.ndarray, buffer: WideningBuffer) -> np.ndarray:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
+from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.validation import (
     ArrayLike,
@@ -104,19 +105,34 @@ def paired_cosine(
     order_x = np.argsort(codes_x, kind="stable")
     order_y = np.argsort(codes_y, kind="stable")
     sorted_x, sorted_y = codes_x[order_x], codes_y[order_y]
-    sum_x = np.zeros(xa.shape[1], dtype=np.float64)
-    sum_y = np.zeros(xa.shape[1], dtype=np.float64)
+    d = xa.shape[1]
+    sum_x = np.zeros(d, dtype=np.float64)
+    sum_y = np.zeros(d, dtype=np.float64)
     paired_sum = 0.0
     # Two buffers of group sums and one of unit rows, for every block of groups: fresh arrays
     # of tens of MiB a block would be fresh pages each time.
-    sums = np.empty((2, min(rows, n_groups), xa.shape[1]), dtype=np.float64)
+    sums = np.empty((2, min(rows, n_groups), d), dtype=np.float64)
     buffer = WideningBuffer(np.float64)
-    for g0, g1 in row_blocks(n_groups, rows):
+    blocks = list(row_blocks(n_groups, rows))
+
+    def block_sums(b: int) -> np.ndarray:
+        """Block ``b``'s paired sum, then its x and y sums, as one float64 array."""
+        g0, g1 = blocks[b]
         acc_x = _group_sums(xa, order_x, sorted_x, g0, g1, rows, sums[0], buffer)
         acc_y = _group_sums(ya, order_y, sorted_y, g0, g1, rows, sums[1], buffer)
-        paired_sum += float((acc_x * acc_y).sum())
-        sum_x += acc_x.sum(axis=0)
-        sum_y += acc_y.sum(axis=0)
+        return np.concatenate(
+            [[float((acc_x * acc_y).sum())], acc_x.sum(axis=0), acc_y.sum(axis=0)]
+        )
+
+    def add(b: int, packed: np.ndarray) -> None:
+        nonlocal paired_sum
+        paired_sum += float(packed[0])
+        sum_x[...] += packed[1 : d + 1]
+        sum_y[...] += packed[d + 1 :]
+
+    # Processes sharing the passes take the blocks of groups in turn; every process adds
+    # them in block order, as one process does.
+    current_share().in_order(len(blocks), block_sums, add, 1 + 2 * d)
 
     n_all = xa.shape[0] * ya.shape[0]
     paired = float(np.clip(paired_sum / n_pairs, -1.0, 1.0))

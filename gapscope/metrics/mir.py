@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
+from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import row_norms
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
 from gapscope.engine.widening import WideningBuffer
@@ -342,50 +344,92 @@ def _norm_outliers(norms: np.ndarray, spread: float, rounding: str) -> tuple[np.
 def _mean_cov(
     a: Rows, scale: float, outliers: np.ndarray, rows: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (ddof = 1) of ``scale * a`` with outlier rows replaced, in float64."""
+    """Mean and covariance (ddof = 1) of ``scale * a`` with outlier rows replaced, in float64.
+
+    Processes sharing the passes (:mod:`~gapscope.engine.distributed`) take the blocks of
+    rows in turn and each merges every block's moments in block order
+    (:meth:`~gapscope.engine.distributed.Share.in_order`): the same bits as one process."""
     median_row = None
     if outliers.any():
         median_row = scale * _column_medians(a)
     d = a.shape[1]
+    blocks = list(row_blocks(a.shape[0], rows))
     count = 0
     mean = np.zeros(d, dtype=np.float64)
     scatter = np.zeros((d, d), dtype=np.float64)
     buffer = WideningBuffer(np.float64)
-    for start, stop in row_blocks(a.shape[0], rows):
+
+    def moments(b: int) -> np.ndarray:
+        """Block ``b``'s mean, then its centred scatter, as one float64 array."""
+        start, stop = blocks[b]
         # One float64 buffer for every block, scaled and centred in place (the same values as
         # scaling a float64 copy and centring into another).
         block = buffer(a[start:stop])
         np.multiply(block, scale, out=block)
         if median_row is not None:
             block[outliers[start:stop]] = median_row
-        b = block.shape[0]
-        block_mean = block.mean(axis=0)
-        centred = np.subtract(block, block_mean, out=block)
-        # Chan et al.'s update merges centred blocks without the cancellation of E[x^2] - E[x]^2.
-        delta = block_mean - mean
-        total = count + b
-        scatter += centred.T @ centred + np.outer(delta, delta) * (count * b / total)
-        mean += delta * (b / total)
+        packed = np.empty(d + d * d)
+        packed[:d] = block.mean(axis=0)
+        centred = np.subtract(block, packed[:d], out=block)
+        packed[d:] = (centred.T @ centred).reshape(-1)
+        return packed
+
+    def merge(b: int, packed: np.ndarray) -> None:
+        # Chan et al.'s update merges centred blocks without the cancellation of
+        # E[x^2] - E[x]^2.
+        nonlocal count
+        size = blocks[b][1] - blocks[b][0]
+        delta = packed[:d] - mean
+        total = count + size
+        scatter[...] += packed[d:].reshape(d, d) + np.outer(delta, delta) * (count * size / total)
+        mean[...] += delta * (size / total)
         count = total
+
+    current_share().in_order(len(blocks), moments, merge, d + d * d)
     return mean, _symmetric(scatter / (count - 1))
 
 
-def _column_medians(a: Rows, budget_bytes: int = 256 * 2**20) -> np.ndarray:
+#: The columns whose medians are taken at once hold at most this many bytes (as float64, or
+#: as float16 patterns).
+_MEDIAN_BYTES = 256 * 2**20
+
+
+def _column_medians(a: Rows, budget_bytes: int | None = None) -> np.ndarray:
     """``numpy.median(a, axis=0)`` in float64, a few columns at a time: a float64 copy of a
     million-row modality would be 4 GiB; a slice of columns stays within ``budget_bytes``.
-    float16 rows are counted instead of sorted (:func:`_float16_column_medians`)."""
+    float16 rows are counted instead of sorted (:func:`_float16_medians`). Processes sharing
+    the passes take the slices of columns in turn."""
     n, d = a.shape
+    budget_bytes = _MEDIAN_BYTES if budget_bytes is None else budget_bytes
+    medians: Callable[[Rows, int, int], np.ndarray] = _sorted_medians
+    width = max(1, budget_bytes // (8 * n))
     if np.dtype(a.dtype) == np.float16:
-        return _float16_column_medians(a, budget_bytes)
-    step = max(1, budget_bytes // (8 * n))
+        width = max(1, min(d, budget_bytes // (2 * n)))
+        medians = _float16_medians
+    starts = list(range(0, d, width))
     out = np.empty(d, dtype=np.float64)
-    for start in range(0, d, step):
-        stop = min(d, start + step)
-        # Each column contiguous (a transposed copy): partitioning a strided column is slower.
-        columns = np.empty((stop - start, n), dtype=np.float64)
-        _copy_transposed(columns, np.array(a[:, start:stop], dtype=np.float64, order="C"))
-        out[start:stop] = np.median(columns, axis=1, overwrite_input=True)
+
+    def make(b: int) -> np.ndarray:
+        c0 = starts[b]
+        values = np.zeros(width)
+        values[: min(d, c0 + width) - c0] = medians(a, c0, min(d, c0 + width))
+        return values
+
+    def fold(b: int, values: np.ndarray) -> None:
+        c0 = starts[b]
+        out[c0 : min(d, c0 + width)] = values[: min(d, c0 + width) - c0]
+
+    current_share().in_order(len(starts), make, fold, width)
     return out
+
+
+def _sorted_medians(a: Rows, c0: int, c1: int) -> np.ndarray:
+    """Medians of columns ``c0:c1`` of ``a``, partitioned by ``numpy.median``."""
+    n = a.shape[0]
+    # Each column contiguous (a transposed copy): partitioning a strided column is slower.
+    columns = np.empty((c1 - c0, n), dtype=np.float64)
+    _copy_transposed(columns, np.array(a[:, c0:c1], dtype=np.float64, order="C"))
+    return np.median(columns, axis=1, overwrite_input=True)
 
 
 # float16 has 2^16 bit patterns: a column's median is found from their counts.
@@ -400,35 +444,31 @@ def _copy_transposed(target: np.ndarray, source: np.ndarray) -> None:
     torch.from_numpy(target).copy_(torch.from_numpy(source).t())
 
 
-def _float16_column_medians(a: Rows, budget_bytes: int, chunk_rows: int = 16384) -> np.ndarray:
-    """``numpy.median(a, axis=0)`` of float16 rows, by counting instead of sorting.
+def _float16_medians(a: Rows, c0: int, c1: int, chunk_rows: int = 16384) -> np.ndarray:
+    """``numpy.median`` of columns ``c0:c1`` of float16 rows, by counting instead of sorting.
 
-    A column's 16-bit patterns (a few columns at a time, within ``budget_bytes``) are counted
-    with one ``bincount`` over the ``2^16`` patterns; the counts are then put in the order of
-    the values (negative patterns from the largest down, then the positive ones up) and the
-    middle one or two patterns are found in their running sum. The same values as the
-    partition that ``numpy.median`` does (the mean of the two middle values for even ``n``),
-    in O(n d)."""
-    n, d = a.shape
-    width = max(1, min(d, budget_bytes // (2 * n)))
+    The columns' 16-bit patterns are counted with one ``bincount`` a column over the ``2^16``
+    patterns; the counts are then put in the order of the values (negative patterns from the
+    largest down, then the positive ones up) and the middle one or two patterns are found in
+    their running sum. The same values as the partition that ``numpy.median`` does (the mean
+    of the two middle values for even ``n``), in O(n d)."""
+    n = a.shape[0]
     lower, upper = (n - 1) // 2, n // 2
-    out = np.empty(d, dtype=np.float64)
-    for c0 in range(0, d, width):
-        c1 = min(d, c0 + width)
-        patterns = np.empty((c1 - c0, n), dtype=np.uint16)
-        columns = patterns.view(np.int16)  # the same bits, in a dtype torch copies
-        for start, stop in row_blocks(n, chunk_rows):
-            # A fresh copy (np.ascontiguousarray may keep a one-row view with a negative
-            # stride, which torch refuses).
-            part = np.array(np.asarray(a[start:stop, c0:c1]).view(np.int16), order="C")
-            _copy_transposed(columns[:, start:stop], part)
-        for c in range(c1 - c0):
-            counts = np.bincount(patterns[c], minlength=_FLOAT16_PATTERNS)
-            in_value_order = np.concatenate([counts[: _SIGN - 1 : -1], counts[:_SIGN]])
-            middle = np.searchsorted(np.cumsum(in_value_order), [lower, upper], side="right")
-            # Position i < 2^15 holds pattern 0xFFFF - i (negative), the rest i - 2^15.
-            bits = np.where(middle < _SIGN, 0xFFFF - middle, middle - _SIGN).astype(np.uint16)
-            out[c0 + c] = bits.view(np.float16).astype(np.float64).sum() / 2.0
+    out = np.empty(c1 - c0, dtype=np.float64)
+    patterns = np.empty((c1 - c0, n), dtype=np.uint16)
+    columns = patterns.view(np.int16)  # the same bits, in a dtype torch copies
+    for start, stop in row_blocks(n, chunk_rows):
+        # A fresh copy (np.ascontiguousarray may keep a one-row view with a negative
+        # stride, which torch refuses).
+        part = np.array(np.asarray(a[start:stop, c0:c1]).view(np.int16), order="C")
+        _copy_transposed(columns[:, start:stop], part)
+    for c in range(c1 - c0):
+        counts = np.bincount(patterns[c], minlength=_FLOAT16_PATTERNS)
+        in_value_order = np.concatenate([counts[: _SIGN - 1 : -1], counts[:_SIGN]])
+        middle = np.searchsorted(np.cumsum(in_value_order), [lower, upper], side="right")
+        # Position i < 2^15 holds pattern 0xFFFF - i (negative), the rest i - 2^15.
+        bits = np.where(middle < _SIGN, 0xFFFF - middle, middle - _SIGN).astype(np.uint16)
+        out[c] = bits.view(np.float16).astype(np.float64).sum() / 2.0
     return out
 
 

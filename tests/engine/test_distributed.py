@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed_worker import STREAMED_CHUNKS, pass_arrays
+from distributed_worker import MADE_BLOCKS, STREAMED_CHUNKS, pass_arrays
 from process_group import run_ranks
 
 from gapscope import analyze
@@ -26,9 +26,12 @@ def test_shared_passes_give_every_process_the_single_process_arrays(tmp_path, wo
             for name, array in alone.items():
                 assert shared[name].dtype == array.dtype, name
                 assert shared[name].tobytes() == array.tobytes(), name
-    # The chunks of streamed keys were shared out, not each multiplied by every process.
-    chunks = [int((tmp_path / f"chunks-{rank}.txt").read_text()) for rank in range(world)]
+    # The chunks of streamed keys, and the blocks made in order, were shared out: no process
+    # made them all.
+    counts = [(tmp_path / f"chunks-{rank}.txt").read_text().split() for rank in range(world)]
+    chunks, made = ([int(c[i]) for c in counts] for i in (0, 1))
     assert sum(chunks) == STREAMED_CHUNKS[0] and max(chunks) < STREAMED_CHUNKS[0]
+    assert sum(made) == MADE_BLOCKS[0] == 7 and max(made) < 7
 
 
 def test_block_sizes_agree_with_each_other_alone():
