@@ -6,12 +6,15 @@ it as ``_runs``.
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-__all__ = ["Run", "run_measured"]
+__all__ = ["Run", "one_against_several", "run_measured"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,30 @@ def run_measured(
             return Run(wall, peak, "", out_of_memory=True)
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr}")
     return Run(wall, peak, proc.stdout)
+
+
+def one_against_several(cmd: list[str], processes: int, folder: Path) -> dict[str, Any]:
+    """``cmd`` (``python -m gapscope analyze ...``, without ``-o``) with one BLAS thread in one
+    process, then in ``processes`` processes of one thread each under ``torchrun
+    --standalone``: both wall times, the speed-up, and whether the two JSON reports (written
+    to ``folder``) are byte-identical."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env["OMP_NUM_THREADS"] = "1"
+    one = run_measured([*cmd, "-o", str(folder / "one.json")], env=env).wall_s
+    launcher = [
+        cmd[0],
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        *cmd[1:],
+    ]
+    shared = run_measured([*launcher, "-o", str(folder / "shared.json")], env=env).wall_s
+    same = (folder / "one.json").read_bytes() == (folder / "shared.json").read_bytes()
+    return {
+        "one_process_one_thread_s": one,
+        "processes": processes,
+        "shared_s": shared,
+        "speedup": one / shared,
+        "identical_json": same,
+    }

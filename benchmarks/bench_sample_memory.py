@@ -9,8 +9,12 @@ included. Pages of the memory map that
 were read count in RSS too, so ``peak RSS - store size`` is an upper bound on the memory that
 gapscope itself needs beyond the store.
 
+With ``--processes N`` it then times the same command with one BLAS thread
+(``OMP_NUM_THREADS=1``) in one process and in N processes under ``torchrun --standalone``, and
+checks that the two reports are byte-identical.
+
     python benchmarks/bench_sample_memory.py --n 1000000 --dim 512 --sample 2000 --json mem.json
-    python benchmarks/bench_sample_memory.py --n 1000000 --store --metrics ...
+    python benchmarks/bench_sample_memory.py --n 1000000 --store --metrics ... --processes 2
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _runs import run_measured
+from _runs import one_against_several, run_measured
 
 CHUNK = 65536
 
@@ -80,6 +84,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=2000)
     parser.add_argument("--metrics", default="all")
     parser.add_argument("--store", action="store_true", help="an embedding store, with items")
+    parser.add_argument("--processes", type=int, default=0, help="also time N processes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -113,6 +118,9 @@ def main() -> None:
         ]
         run = run_measured(cmd)
         wall, peak_mib = run.wall_s, run.peak_mib
+        shared = None
+        if args.processes:
+            shared = one_against_several(cmd[:-2], args.processes, folder)
     store_mib = store_bytes / 2**20
     result = {
         "machine": platform.processor() or platform.machine(),
@@ -133,6 +141,13 @@ def main() -> None:
         f"s): analyze --sample {args.sample} --metrics {args.metrics}: {wall:.0f} s, peak RSS "
         f"{peak_mib:.0f} MiB, beyond the store <= {peak_mib - store_mib:.0f} MiB"
     )
+    if shared is not None:
+        result.update(shared)
+        print(
+            f"1 thread a process: 1 process {shared['one_process_one_thread_s']:.0f} s, "
+            f"{args.processes} processes {shared['shared_s']:.0f} s: {shared['speedup']:.2f}x; "
+            f"JSON {'identical' if shared['identical_json'] else 'DIFFERENT'}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _runs import run_measured  # noqa: E402
+from _runs import one_against_several, run_measured  # noqa: E402
 from bench_gemm_bound import gemm_bound, make_data  # noqa: E402
 
 from gapscope.engine.normalization import normalize_rows  # noqa: E402
@@ -136,31 +136,13 @@ def main() -> None:
                 f"metrics (CLI, --device cuda): {gpu_core:.1f} s ({gpu_core / gpu_bound:.1f}x)"
             )
 
-        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-        env["OMP_NUM_THREADS"] = "1"
-        one = timed([*base, "--metrics", CORE, "-o", str(folder / "one.json")], env)
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={args.processes}",
-            "-m",
-            *base[2:],
-        ]
-        shared = timed([*launcher, "--metrics", CORE, "-o", str(folder / "shared.json")], env)
-        same = (folder / "one.json").read_bytes() == (folder / "shared.json").read_bytes()
-        result.update(
-            one_process_one_thread_s=one,
-            processes=args.processes,
-            shared_s=shared,
-            speedup=one / shared,
-            identical_json=same,
-        )
+        shared = one_against_several([*base, "--metrics", CORE], args.processes, folder)
+        result.update(shared)
         print(
-            f"analyze, core metrics, 1 thread a process: 1 process {one:.1f} s, "
-            f"{args.processes} processes {shared:.1f} s: {one / shared:.2f}x; "
-            f"JSON {'identical' if same else 'DIFFERENT'}"
+            f"analyze, core metrics, 1 thread a process: 1 process "
+            f"{shared['one_process_one_thread_s']:.1f} s, {args.processes} processes "
+            f"{shared['shared_s']:.1f} s: {shared['speedup']:.2f}x; "
+            f"JSON {'identical' if shared['identical_json'] else 'DIFFERENT'}"
         )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -15,10 +15,13 @@ import sys
 import numpy as np
 import torch
 
+from gapscope.analysis.context import _ReadStats
 from gapscope.engine import passes, self_tiles
 from gapscope.engine.distributed import current_share
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
+from gapscope.engine.validation import check_embeddings
+from gapscope.errors import EmbeddingError
 from gapscope.metrics import mir
 from gapscope.metrics.alignment import alignment
 from gapscope.metrics.cosine import paired_cosine
@@ -121,6 +124,23 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     out["alignment"] = np.array(
         [alignment(x, y, gx, gy, block_size=37), alignment(x, y, gx, gy, 1.5, block_size=37)]
     )
+    # The validating read of an analysis (slices of 50 rows: the raw norms, the formats that
+    # hold the values, the unit-row sums), and the first bad row named alike everywhere.
+    stats = _ReadStats(*x.shape, 50, sums=True)
+    check_embeddings(x, "x", slice_rows=50, stats=stats)
+    assert stats.unit is not None
+    norms = stats.norms.result()
+    out["read_norms"] = norms.norms
+    out["read_sums"] = np.r_[stats.unit.total, stats.unit.squares, stats.unit.n]
+    out["read_rounding"] = np.frombuffer(norms.rounding.encode(), dtype=np.uint8)
+    bad = x.copy()
+    bad[[333, 401], 2] = [np.nan, 0.0]
+    bad[401] = 0.0
+    for rows in (bad, bad[::-1]):
+        try:
+            check_embeddings(rows, "x", slice_rows=50, stats=_ReadStats(*x.shape, 50, sums=True))
+        except EmbeddingError as error:
+            out[f"bad_{len(out)}"] = np.frombuffer(str(error).encode(), dtype=np.uint8)
     # Blocks folded in order, with the bits they were made with (-0.0 included).
     MADE_BLOCKS[0] = 0
     folded: list[np.ndarray] = []

@@ -186,6 +186,31 @@ class AnalysisOptions:
         return params
 
 
+class _ReadStats:
+    """What the validating read of a modality makes (a
+    :class:`~gapscope.engine.validation.SliceStats`): its raw norms and, with ``sums``, its
+    unit-row sums, in the slices :func:`raw_norms` and :func:`unit_sums` read (the same
+    bits); shared among processes like the slices themselves."""
+
+    def __init__(self, n: int, d: int, slice_rows: int, *, sums: bool) -> None:
+        self.norms = RawNormsScan(n)
+        self.unit = UnitSumsScan(d) if sums else None
+        self.slice_rows = slice_rows
+        self.split = RawNormsScan.size(slice_rows)
+        self.size = self.split + (0 if self.unit is None else self.unit.size)
+
+    def make(self, start: int, raw: np.ndarray, wide: np.ndarray) -> np.ndarray:
+        parts = [self.norms.make(raw, wide, self.slice_rows)]
+        if self.unit is not None:
+            parts.append(self.unit.make(wide))
+        return np.concatenate(parts)
+
+    def fold(self, start: int, stop: int, stats: np.ndarray) -> None:
+        self.norms.fold(start, stop, stats[: self.split])
+        if self.unit is not None:
+            self.unit.fold(stop - start, stats[self.split :])
+
+
 class AnalysisContext:
     """The validated embeddings of one analysis and everything computed from them once.
 
@@ -255,21 +280,13 @@ class AnalysisContext:
         if isinstance(rows, Embeddings) or len(shape) != 2 or shape[1] < 1:
             return check_embeddings(rows, m, min_rows=2)
         n, d = int(shape[0]), int(shape[1])
-        norms = RawNormsScan(n)
-        unit = UnitSumsScan(d) if sums else None
-
-        def on_rows(start: int, raw: np.ndarray, wide: np.ndarray) -> None:
-            norms.add(start, raw, wide)
-            if unit is not None:
-                unit.add(wide)
-
-        checked = check_embeddings(
-            rows, m, min_rows=2, slice_rows=resolve_scan_rows(None, d), on_rows=on_rows
-        )
-        if norms.complete:
-            self._norms[m] = norms.result()
-            if unit is not None:
-                self._sums[m] = unit.result()
+        slice_rows = resolve_scan_rows(None, d)
+        stats = _ReadStats(n, d, slice_rows, sums=sums)
+        checked = check_embeddings(rows, m, min_rows=2, slice_rows=slice_rows, stats=stats)
+        if stats.norms.complete:
+            self._norms[m] = stats.norms.result()
+            if stats.unit is not None:
+                self._sums[m] = stats.unit.result()
         return checked
 
     # ------------------------------------------------------------------ inputs

@@ -10,14 +10,12 @@ a column query's best positive); :meth:`Share.sum` adds them over the processes.
 and integers is exact, and every score is made by the same product tile whichever process
 makes it (:meth:`~gapscope.engine.unit_rows.UnitRows.block_scores`), so every process ends
 with the arrays a single process would have, bit for bit. Scans whose blocks are combined in
-a fixed order (MIR's moments and medians, the paired cosines, the alignment) share their
-blocks through :meth:`Share.in_order`: each block is made by one process and every process
-combines them all, in block order. The rest of the analysis (validation, the raw norms and
-unit-row sums, bootstrap, readings) runs on each process alike. A sweep of sampled queries
-over chunks of keys (the sampled kernels, and the intra-modal ranks counted down their chunks)
-shares its chunks instead, a round at a time: after each round the float64 sums of its chunks
-(each process's own, zero for the others') are added over the processes and combined in chunk
-order.
+a fixed order (the validating read with its norms and sums, MIR's moments and medians, the
+paired cosines, the alignment) share their blocks through :meth:`Share.in_order`: each block
+is made by one process, gathered to all, and every process combines them all in block order.
+A sweep of sampled queries over chunks of keys (the sampled kernels, and the intra-modal ranks
+counted down their chunks) shares its chunks the same way, a round at a time. The rest of the
+analysis (bootstrap, diagnostics, readings) runs on each process alike.
 
 A pass reads :func:`current_share`, which is one process alone unless :func:`sharing` says
 otherwise: a library caller opts in (``analyze(..., distributed=True)``), because a process

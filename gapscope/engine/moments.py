@@ -56,10 +56,26 @@ class UnitSumsScan:
 
     def add(self, rows: Rows) -> None:
         """Add the next slice of (non-zero) rows."""
+        self.fold(rows.shape[0], self.make(rows))
+
+    @property
+    def size(self) -> int:
+        """Values :meth:`make` returns: the sum of the unit rows, then their squares."""
+        return self.total.shape[0] + 1
+
+    def make(self, rows: Rows) -> np.ndarray:
+        """A slice's statistics (the slices are combined by :meth:`fold`, in row order)."""
         unit = unit_rows(rows, self._buffer)
-        self.total += unit.sum(axis=0)
-        self.squares += float(np.einsum("ij,ij->", unit, unit))
-        self.n += unit.shape[0]
+        out = np.empty(self.size)
+        out[:-1] = unit.sum(axis=0)
+        out[-1] = float(np.einsum("ij,ij->", unit, unit))
+        return out
+
+    def fold(self, n_rows: int, stats: np.ndarray) -> None:
+        """Add a slice of ``n_rows`` rows by its statistics (:meth:`make`)."""
+        self.total += stats[:-1]
+        self.squares += float(stats[-1])
+        self.n += n_rows
 
     def result(self) -> UnitSums:
         total = self.total.copy()

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import torch
+
 __all__ = ["pipelined"]
 
 T = TypeVar("T")
@@ -22,7 +24,9 @@ def pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T],
         for b in range(n_blocks):
             consume(product(b))
         return
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(
+        max_workers=1, initializer=_use_device, initargs=(_current_cuda_device(),)
+    ) as pool:
         pending: Future[Any] | None = None
         for b in range(n_blocks):
             item = product(b)
@@ -31,3 +35,19 @@ def pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T],
             pending = pool.submit(consume, item)
         assert pending is not None
         pending.result()
+
+
+def _current_cuda_device() -> int | None:
+    """This thread's current CUDA device, when CUDA is in use (else ``None``)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.current_device()
+    return None
+
+
+def _use_device(device: int | None) -> None:
+    """Make ``device`` the worker's current CUDA device. The current device is a thread's own:
+    a new thread starts on cuda:0, so under torchrun every rank's consumer would copy to
+    cuda:0 (``Share.sum`` and ``Share.gather`` move arrays with ``.cuda()``), and NCCL refuses
+    two ranks on one GPU."""
+    if device is not None:
+        torch.cuda.set_device(device)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import torch
 
+from gapscope.engine.distributed import Share, current_share
 from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import EmbeddingError, GapscopeError
 
@@ -24,6 +25,7 @@ __all__ = [
     "ArrayLike",
     "Embeddings",
     "OnRows",
+    "SliceStats",
     "check_block_size",
     "check_embeddings",
     "check_groups",
@@ -115,6 +117,23 @@ def _as_numpy_view(x: Any, name: str) -> np.ndarray:
 OnRows: TypeAlias = Callable[[int, np.ndarray, np.ndarray], None]
 
 
+class SliceStats(Protocol):
+    """Statistics that :func:`check_embeddings` makes from each checked slice of rows and
+    combines in row order; processes sharing the passes (:mod:`~gapscope.engine.distributed`)
+    then share the slices (each made by one process, every one combined by all)."""
+
+    #: How many float64 values :meth:`make` returns.
+    size: int
+
+    def make(self, start: int, raw: np.ndarray, wide: np.ndarray) -> np.ndarray:
+        """The statistics of rows ``start, ...``: ``raw`` as read, ``wide`` in float64."""
+        ...
+
+    def fold(self, start: int, stop: int, stats: np.ndarray) -> None:
+        """Combine the statistics of rows ``start:stop`` (called in row order)."""
+        ...
+
+
 def check_embeddings(
     x: ArrayLike,
     name: str = "x",
@@ -122,6 +141,7 @@ def check_embeddings(
     min_rows: int = 1,
     slice_rows: int | None = None,
     on_rows: OnRows | None = None,
+    stats: SliceStats | None = None,
 ) -> Embeddings:
     """Validate an embedding matrix once; return it as :class:`Embeddings` (no copy).
 
@@ -135,7 +155,10 @@ def check_embeddings(
     in the same read (:class:`~gapscope.analysis.context.AnalysisContext` makes the raw
     norms and the unit-row sums there), as ``on_rows(start, raw, wide)``: the rows as read
     and the same rows in float64, in a buffer the next slice overwrites. ``on_rows`` is not
-    called for an :class:`Embeddings`, nor after a bad row.
+    called for an :class:`Embeddings`, nor after a bad row. ``stats``
+    (:class:`SliceStats`) makes statistics of each checked slice and combines them in row
+    order instead; processes sharing the passes then share the slices too (each checked and
+    measured by one process), and the first bad row raises on every process alike.
 
     >>> check_embeddings(np.eye(2, dtype=np.float32), "image").shape
     (2, 2)
@@ -148,6 +171,53 @@ def check_embeddings(
         if x.shape[0] < min_rows:
             raise EmbeddingError(f"{name}: needs at least {min_rows} rows, got {x.shape[0]}")
         return x
+    arr = _checked_layout(x, name, min_rows)
+    checked = check_block_size(slice_rows, "slice_rows")
+    step = _CHECK_ROWS if checked is None else checked
+    if on_rows is not None and stats is not None:
+        raise GapscopeError("check_embeddings: give on_rows or stats, not both")
+    # float16 and float32 in either byte order; float64 (in either) keeps the elementwise tests.
+    narrow = arr.dtype.itemsize < 8
+    # One float64 buffer for every slice: a fresh slice of tens of MiB would be fresh pages.
+    wide = WideningBuffer(np.float64)
+    starts = list(range(0, arr.shape[0], step))
+    size = 2 + (0 if stats is None else stats.size)
+
+    def check(b: int) -> np.ndarray:
+        """Slice ``b``'s first bad row and whether it is non-finite (row -1: none), then its
+        statistics."""
+        start = starts[b]
+        raw = np.asarray(arr[start : start + step])
+        block = wide(raw) if narrow else raw
+        out = np.zeros(size)
+        out[0], out[1] = _first_bad_row(block, narrow)
+        if out[0] < 0:
+            if on_rows is not None:
+                on_rows(start, raw, block)
+            if stats is not None:
+                out[2:] = stats.make(start, raw, block)
+        return out
+
+    def fold(b: int, checked_slice: np.ndarray) -> None:
+        start = starts[b]
+        if checked_slice[0] >= 0:
+            row = start + int(checked_slice[0])
+            if checked_slice[1]:
+                raise EmbeddingError(f"{name}: row {row} contains NaN or Inf")
+            raise EmbeddingError(f"{name}: row {row} is a zero vector (no direction to compare)")
+        if stats is not None:
+            stats.fold(start, min(arr.shape[0], start + step), checked_slice[2:])
+
+    # The first bad slice in row order raises, on every process alike. Only a read that makes
+    # statistics is shared: any other check reads every row in each process, so a check that
+    # one process makes alone never waits for the others.
+    share = current_share() if stats is not None else Share()
+    share.in_order(len(starts), check, fold, size)
+    return Embeddings(arr, name, x.detach() if isinstance(x, torch.Tensor) else None)
+
+
+def _checked_layout(x: Any, name: str, min_rows: int) -> np.ndarray:
+    """``x`` as a numpy array (a view where it can be), once its shape and dtype are right."""
     arr = _as_numpy_view(x, name)
     if arr.ndim != 2:
         raise EmbeddingError(f"{name}: expected a 2-D array (rows, dim), got shape {arr.shape}")
@@ -159,37 +229,28 @@ def check_embeddings(
         raise EmbeddingError(
             f"{name}: expected float16, float32 or float64 values, got dtype {arr.dtype}"
         )
-    checked = check_block_size(slice_rows, "slice_rows")
-    step = _CHECK_ROWS if checked is None else checked
-    # float16 and float32 in either byte order; float64 (in either) keeps the elementwise tests.
-    narrow = arr.dtype.itemsize < 8
-    # One float64 buffer for every slice: a fresh slice of tens of MiB would be fresh pages.
-    wide = WideningBuffer(np.float64)
-    for start in range(0, arr.shape[0], step):
-        raw = np.asarray(arr[start : start + step])
-        block = wide(raw) if narrow else raw
-        if narrow:
-            # A float16/32 row's squares can neither overflow nor underflow float64, so its
-            # sum of squares is finite exactly when every value is, and zero exactly when
-            # every value is: one pass instead of two elementwise tests.
-            squares = np.einsum("ij,ij->i", block, block)
-            finite = np.isfinite(squares)
-            nonzero = squares > 0
-        else:
-            finite = np.asarray(np.isfinite(block).all(axis=1))
-            nonzero = np.asarray((block != 0).any(axis=1))
-        # The first bad row, whichever its fault, so the slices never change which is named.
-        bad = ~(finite & nonzero)
-        if bad.any():
-            row = int(np.argmax(bad))
-            if not finite[row]:
-                raise EmbeddingError(f"{name}: row {start + row} contains NaN or Inf")
-            raise EmbeddingError(
-                f"{name}: row {start + row} is a zero vector (no direction to compare)"
-            )
-        if on_rows is not None:
-            on_rows(start, raw, block)
-    return Embeddings(arr, name, x.detach() if isinstance(x, torch.Tensor) else None)
+    return arr
+
+
+def _first_bad_row(block: np.ndarray, narrow: bool) -> tuple[int, bool]:
+    """The first row of a slice that is non-finite or zero, and whether it is non-finite;
+    ``(-1, False)`` when every row is fine."""
+    if narrow:
+        # A float16/32 row's squares can neither overflow nor underflow float64, so its sum
+        # of squares is finite exactly when every value is, and zero exactly when every value
+        # is: one pass instead of two elementwise tests.
+        squares = np.einsum("ij,ij->i", block, block)
+        finite = np.isfinite(squares)
+        nonzero = squares > 0
+    else:
+        finite = np.asarray(np.isfinite(block).all(axis=1))
+        nonzero = np.asarray((block != 0).any(axis=1))
+    # The first bad row, whichever its fault, so the slices never change which is named.
+    bad = ~(finite & nonzero)
+    if not bad.any():
+        return -1, False
+    row = int(np.argmax(bad))
+    return row, not bool(finite[row])
 
 
 def check_same_dim(x: Any, y: Any, names: tuple[str, str] = ("x", "y")) -> None:

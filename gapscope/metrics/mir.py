@@ -279,13 +279,34 @@ class RawNormsScan:
         self.norms = np.empty(n_rows, dtype=np.float64)
         self.candidates = [name for name, _ in _FORMATS]
         self.filled = 0
+        # The formats the slices this process made hold (the others need no more testing).
+        self._held = [name for name, _ in _FORMATS]
 
     def add(self, start: int, raw: np.ndarray, wide: np.ndarray | None = None) -> None:
         """Add rows ``start, start + 1, ...``: ``raw`` in their own dtype, ``wide`` the same
         rows in float64 when the caller has them (``None``: converted here)."""
-        self.candidates = [c for c in self.candidates if _holds(raw, c)]
-        self.norms[start : start + raw.shape[0]] = row_norms(raw if wide is None else wide)
-        self.filled += raw.shape[0]
+        self.fold(start, start + raw.shape[0], self.make(raw, wide, raw.shape[0]))
+
+    @staticmethod
+    def size(slice_rows: int) -> int:
+        """Values :meth:`make` returns for slices of up to ``slice_rows`` rows."""
+        return len(_FORMATS) + slice_rows
+
+    def make(self, raw: np.ndarray, wide: np.ndarray | None, slice_rows: int) -> np.ndarray:
+        """The slice's statistics: whether each format holds its values, then its norms
+        (padded to ``slice_rows``)."""
+        self._held = [c for c in self._held if _holds(raw, c)]
+        out = np.zeros(self.size(slice_rows))
+        out[: len(_FORMATS)] = [name in self._held for name, _ in _FORMATS]
+        out[len(_FORMATS) : len(_FORMATS) + raw.shape[0]] = row_norms(raw if wide is None else wide)
+        return out
+
+    def fold(self, start: int, stop: int, stats: np.ndarray) -> None:
+        """Add the statistics of rows ``start:stop`` (:meth:`make`), in row order."""
+        held = {name for (name, _), flag in zip(_FORMATS, stats, strict=False) if flag}
+        self.candidates = [c for c in self.candidates if c in held]
+        self.norms[start:stop] = stats[len(_FORMATS) : len(_FORMATS) + stop - start]
+        self.filled += stop - start
 
     @property
     def complete(self) -> bool:
@@ -402,7 +423,7 @@ def _column_medians(a: Rows, budget_bytes: int | None = None) -> np.ndarray:
     n, d = a.shape
     budget_bytes = _MEDIAN_BYTES if budget_bytes is None else budget_bytes
     medians: Callable[[Rows, int, int], np.ndarray] = _sorted_medians
-    width = max(1, budget_bytes // (8 * n))
+    width = max(1, min(d, budget_bytes // (8 * n)))
     if np.dtype(a.dtype) == np.float16:
         width = max(1, min(d, budget_bytes // (2 * n)))
         medians = _float16_medians

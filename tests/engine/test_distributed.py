@@ -94,3 +94,25 @@ def test_a_gpu_rank_reduces_on_its_own_gpu(monkeypatch):
     with distributed.process_group(info, "auto") as device:
         assert device == "cuda:2"
     assert calls == [("set", "cuda:2"), ("init", "nccl"), ("destroy",)]
+
+
+def test_the_pipelines_worker_uses_the_callers_gpu(monkeypatch):
+    # The current CUDA device is a thread's own; the consumer thread must take the caller's.
+    import threading
+
+    import torch
+
+    from gapscope.engine.pipelining import pipelined
+
+    devices: dict[str, int] = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(
+        torch.cuda, "set_device", lambda d: devices.__setitem__(threading.current_thread().name, d)
+    )
+    seen = []
+    pipelined(3, lambda b: b, seen.append)
+    assert seen == [0, 1, 2]
+    assert list(devices.values()) == [3]
+    assert threading.current_thread().name not in devices
