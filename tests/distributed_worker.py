@@ -21,7 +21,7 @@ from gapscope.engine.distributed import current_share
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
 from gapscope.engine.validation import check_embeddings
-from gapscope.errors import EmbeddingError
+from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics import mir
 from gapscope.metrics.alignment import alignment
 from gapscope.metrics.cosine import paired_cosine
@@ -151,6 +151,19 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
 
     current_share().in_order(7, make, lambda b, v: folded.append(np.r_[b, v]), 2)
     out["in_order"] = np.array(folded)
+    # A block that fails on the process making it raises on every process, none left waiting.
+    raised = 0
+
+    def failing(b: int) -> np.ndarray:
+        if b == 5:
+            raise FloatingPointError("block 5")
+        return np.zeros(1)
+
+    try:
+        current_share().in_order(7, failing, lambda b, v: None, 1)
+    except (FloatingPointError, GapscopeError):
+        raised = 1
+    out["raised"] = np.array([raised])
     return out
 
 

@@ -281,7 +281,9 @@ class AnalysisContext:
             return check_embeddings(rows, m, min_rows=2)
         n, d = int(shape[0]), int(shape[1])
         slice_rows = resolve_scan_rows(None, d)
-        stats = _ReadStats(n, d, slice_rows, sums=sums)
+        # Each slice's statistics hold up to min(slice_rows, n) norms: a slice of a narrow
+        # modality can be millions of rows long.
+        stats = _ReadStats(n, d, min(slice_rows, n), sums=sums)
         checked = check_embeddings(rows, m, min_rows=2, slice_rows=slice_rows, stats=stats)
         if stats.norms.complete:
             self._norms[m] = stats.norms.result()

@@ -208,7 +208,9 @@ class Share:
         In round ``r`` process ``p`` makes block ``r * world + p`` (``size`` float64 values);
         the round's blocks are gathered to every process and folded in block order, so every
         process folds the values one process alone would, in the same order, holding
-        ``world`` blocks at a time. Every process runs every round.
+        ``world`` blocks at a time. Every process runs every round, and an error in one
+        process's ``make`` is raised on every process (there as a :class:`GapscopeError`
+        naming the process) rather than leaving the others waiting.
 
         >>> seen = []
         >>> Share().in_order(3, lambda b: np.full(2, b), lambda b, v: seen.append(int(v[0])), 2)
@@ -221,12 +223,25 @@ class Share:
             return
         for r in range(-(-n_blocks // self.world)):
             b = r * self.world + self.rank
-            mine = np.zeros(size)
+            # The last value flags a block whose make failed: every process then raises,
+            # instead of the others waiting for a process that left the round.
+            mine = np.zeros(size + 1)
+            error: Exception | None = None
             if b < n_blocks:
-                mine[:] = make(b)
+                try:
+                    mine[:size] = make(b)
+                except Exception as exc:  # re-raised below, on every process alike
+                    error, mine[size] = exc, 1.0
             blocks = self.gather(mine)
+            if error is not None:
+                raise error
+            failed = np.flatnonzero(blocks[:, size])
+            if failed.size:
+                raise GapscopeError(
+                    f"process {int(failed[0])} of {self.world} failed; its message says why"
+                )
             for p in range(min(self.world, n_blocks - r * self.world)):
-                fold(r * self.world + p, blocks[p])
+                fold(r * self.world + p, blocks[p, :size])
 
 
 _ALONE = Share()

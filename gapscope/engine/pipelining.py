@@ -39,7 +39,8 @@ def pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T],
 
 def _current_cuda_device() -> int | None:
     """This thread's current CUDA device, when CUDA is in use (else ``None``)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    # is_initialized first: asking whether CUDA is available would start its driver.
+    if torch.cuda.is_initialized():
         return torch.cuda.current_device()
     return None
 

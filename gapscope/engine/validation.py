@@ -120,7 +120,8 @@ OnRows: TypeAlias = Callable[[int, np.ndarray, np.ndarray], None]
 class SliceStats(Protocol):
     """Statistics that :func:`check_embeddings` makes from each checked slice of rows and
     combines in row order; processes sharing the passes (:mod:`~gapscope.engine.distributed`)
-    then share the slices (each made by one process, every one combined by all)."""
+    then share the slices (each made by one process, every one combined by all). Not called
+    for an :class:`Embeddings`, which was checked when it was made."""
 
     #: How many float64 values :meth:`make` returns.
     size: int

@@ -334,7 +334,9 @@ def _holds(values: np.ndarray, fmt: str) -> bool:
         return True
     if fmt == "float16" and values.dtype == np.float16:
         return True
-    with np.errstate(over="ignore"):  # values beyond the format's range become inf: not held
+    # Values beyond the format's range become inf, or 0 below it: not held (and no error
+    # under a caller's np.seterr).
+    with np.errstate(over="ignore", under="ignore"):
         if fmt == "float16":
             return bool(np.array_equal(values.astype(np.float16).astype(values.dtype), values))
         as32 = values.astype(np.float32)

@@ -105,7 +105,6 @@ def test_the_pipelines_worker_uses_the_callers_gpu(monkeypatch):
     from gapscope.engine.pipelining import pipelined
 
     devices: dict[str, int] = {}
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
     monkeypatch.setattr(
