@@ -18,6 +18,7 @@ import torch
 from gapscope.analysis.context import _ReadStats
 from gapscope.engine import passes, self_tiles
 from gapscope.engine.distributed import current_share
+from gapscope.engine.moments import unit_scatter
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
 from gapscope.engine.validation import check_embeddings
@@ -141,6 +142,10 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
             check_embeddings(rows, "x", slice_rows=50, stats=_ReadStats(*x.shape, 50, sums=True))
         except EmbeddingError as error:
             out[f"bad_{len(out)}"] = np.frombuffer(str(error).encode(), dtype=np.uint8)
+    # The unit rows' scatter (the gap direction, the effective rank), blocks of 37 rows.
+    mean, scatter = unit_scatter(x, block_size=37)
+    out["scatter"] = np.r_[mean, scatter.reshape(-1)]
+    out["scatter_raw"] = unit_scatter(y, center=False, block_size=37)[1]
     # Blocks folded in order, with the bits they were made with (-0.0 included).
     MADE_BLOCKS[0] = 0
     folded: list[np.ndarray] = []

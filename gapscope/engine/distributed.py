@@ -11,8 +11,9 @@ and integers is exact, and every score is made by the same product tile whicheve
 makes it (:meth:`~gapscope.engine.unit_rows.UnitRows.block_scores`), so every process ends
 with the arrays a single process would have, bit for bit. Scans whose blocks are combined in
 a fixed order (the validating read with its norms and sums, MIR's moments and medians, the
-paired cosines, the alignment) share their blocks through :meth:`Share.in_order`: each block
-is made by one process, gathered to all, and every process combines them all in block order.
+paired cosines, the alignment, the unit rows' scatter) share their blocks through
+:meth:`Share.in_order`: each block is made by one process, gathered to all, and every process
+combines them all in block order.
 A sweep of sampled queries over chunks of keys (the sampled kernels, and the intra-modal ranks
 counted down their chunks) shares its chunks the same way, a round at a time. The rest of the
 analysis (bootstrap, diagnostics, readings) runs on each process alike.

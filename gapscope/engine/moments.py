@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
+from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.validation import Rows
 from gapscope.engine.widening import WideningBuffer
@@ -121,11 +122,20 @@ def unit_scatter(
     else:
         mu = unit_sums(x, block_size).mean if mean is None else np.asarray(mean, np.float64)
     scatter = np.zeros((d, d), dtype=np.float64)
-    for start, stop in row_blocks(x.shape[0], resolve_scan_rows(block_size, d)):
-        block = unit_rows(x[start:stop])
+    blocks = list(row_blocks(x.shape[0], resolve_scan_rows(block_size, d)))
+
+    def block_scatter(b: int) -> np.ndarray:
+        block = unit_rows(x[blocks[b][0] : blocks[b][1]])
         if center:
             block -= mu
-        scatter += block.T @ block
+        return (block.T @ block).reshape(-1)
+
+    def add(_: int, products: np.ndarray) -> None:
+        scatter[...] += products.reshape(d, d)
+
+    # Processes sharing the passes take the blocks in turn; every process adds them in block
+    # order, as one process does (gapscope.engine.distributed.Share.in_order).
+    current_share().in_order(len(blocks), block_scatter, add, d * d)
     # Symmetrise exactly so eigh sees the matrix it assumes.
     scatter = (scatter + scatter.T) / 2.0
     return mu, scatter
