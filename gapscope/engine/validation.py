@@ -11,7 +11,7 @@ one takes it as it is, without scanning the rows again. Bad data raises
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeAlias
 
 import numpy as np
@@ -24,7 +24,6 @@ from gapscope.errors import EmbeddingError, GapscopeError
 __all__ = [
     "ArrayLike",
     "Embeddings",
-    "OnRows",
     "SliceStats",
     "check_block_size",
     "check_embeddings",
@@ -112,11 +111,6 @@ def _as_numpy_view(x: Any, name: str) -> np.ndarray:
     return x
 
 
-#: What :func:`check_embeddings` hands each slice of checked rows to: the slice's first row,
-#: its raw rows (a numpy array in the input's dtype) and the same rows in float64.
-OnRows: TypeAlias = Callable[[int, np.ndarray, np.ndarray], None]
-
-
 class SliceStats(Protocol):
     """Statistics that :func:`check_embeddings` makes from each checked slice of rows and
     combines in row order; processes sharing the passes (:mod:`~gapscope.engine.distributed`)
@@ -141,7 +135,6 @@ def check_embeddings(
     *,
     min_rows: int = 1,
     slice_rows: int | None = None,
-    on_rows: OnRows | None = None,
     stats: SliceStats | None = None,
 ) -> Embeddings:
     """Validate an embedding matrix once; return it as :class:`Embeddings` (no copy).
@@ -151,14 +144,13 @@ def check_embeddings(
     :class:`Embeddings` is returned as it is (only ``min_rows`` is checked): it was scanned
     when it was made.
 
-    The rows are read in slices of ``slice_rows`` (``None``: 65,536), and each slice, once
-    checked, is handed to ``on_rows`` (in row order), so statistics of the rows can be made
-    in the same read (:class:`~gapscope.analysis.context.AnalysisContext` makes the raw
-    norms and the unit-row sums there), as ``on_rows(start, raw, wide)``: the rows as read
-    and the same rows in float64, in a buffer the next slice overwrites. ``on_rows`` is not
-    called for an :class:`Embeddings`, nor after a bad row. ``stats``
-    (:class:`SliceStats`) makes statistics of each checked slice and combines them in row
-    order instead; processes sharing the passes then share the slices too (each checked and
+    The rows are read in slices of ``slice_rows`` (``None``: 65,536). With ``stats``
+    (:class:`SliceStats`), each slice, once checked, is measured in the same read
+    (``stats.make(start, raw, wide)``: the rows as read and the same rows in float64, in a
+    buffer the next slice overwrites) and the measures are folded in row order
+    (:class:`~gapscope.analysis.context.AnalysisContext` makes the raw norms and the
+    unit-row sums there); no slice is measured for an :class:`Embeddings`, nor from a bad
+    row on. Processes sharing the passes then share the slices too (each checked and
     measured by one process), and the first bad row raises on every process alike.
 
     >>> check_embeddings(np.eye(2, dtype=np.float32), "image").shape
@@ -175,8 +167,6 @@ def check_embeddings(
     arr = _checked_layout(x, name, min_rows)
     checked = check_block_size(slice_rows, "slice_rows")
     step = _CHECK_ROWS if checked is None else checked
-    if on_rows is not None and stats is not None:
-        raise GapscopeError("check_embeddings: give on_rows or stats, not both")
     # float16 and float32 in either byte order; float64 (in either) keeps the elementwise tests.
     narrow = arr.dtype.itemsize < 8
     # One float64 buffer for every slice: a fresh slice of tens of MiB would be fresh pages.
@@ -192,11 +182,8 @@ def check_embeddings(
         block = wide(raw) if narrow else raw
         out = np.zeros(size)
         out[0], out[1] = _first_bad_row(block, narrow)
-        if out[0] < 0:
-            if on_rows is not None:
-                on_rows(start, raw, block)
-            if stats is not None:
-                out[2:] = stats.make(start, raw, block)
+        if out[0] < 0 and stats is not None:
+            out[2:] = stats.make(start, raw, block)
         return out
 
     def fold(b: int, checked_slice: np.ndarray) -> None:

@@ -9,33 +9,47 @@ from gapscope.engine.validation import check_embeddings
 from gapscope.errors import EmbeddingError
 
 
+class Recorded:
+    """A SliceStats that records every slice it is handed (and measures nothing)."""
+
+    size = 0
+
+    def __init__(self):
+        self.seen = []
+        self.folded = []
+
+    def make(self, start, raw, wide):
+        # ``wide`` is one buffer that the next slice overwrites: kept, it is copied.
+        self.seen.append((start, raw, wide.copy()))
+        return np.zeros(0)
+
+    def fold(self, start, stop, stats):
+        self.folded.append((start, stop))
+
+
 def test_each_checked_slice_is_handed_on_in_order():
     rows = np.arange(1, 23, dtype=np.float16).reshape(11, 2)
-    seen = []
-    checked = check_embeddings(
-        rows,
-        "image",
-        slice_rows=4,
-        # ``wide`` is one buffer that the next slice overwrites: kept, it is copied.
-        on_rows=lambda s, raw, wide: seen.append((s, raw, wide.copy())),
-    )
+    stats = Recorded()
+    checked = check_embeddings(rows, "image", slice_rows=4, stats=stats)
+    seen = stats.seen
     assert [s for s, _, _ in seen] == [0, 4, 8]
+    assert stats.folded == [(0, 4), (4, 8), (8, 11)]
     assert all(raw.dtype == np.float16 and wide.dtype == np.float64 for _, raw, wide in seen)
     np.testing.assert_array_equal(np.concatenate([raw for _, raw, _ in seen]), rows)
     np.testing.assert_array_equal(np.concatenate([w for _, _, w in seen]), rows.astype(np.float64))
     # Checked rows are not scanned again, so nothing is handed on.
-    again = []
-    check_embeddings(checked, "image", on_rows=lambda *a: again.append(a))
-    assert not again
+    again = Recorded()
+    check_embeddings(checked, "image", stats=again)
+    assert not again.seen
 
 
 def test_no_slice_is_handed_on_from_a_bad_row_on():
     rows = np.ones((10, 3), dtype=np.float32)
     rows[6] = 0.0
-    seen = []
+    stats = Recorded()
     with pytest.raises(EmbeddingError, match="text: row 6 is a zero vector"):
-        check_embeddings(rows, "text", slice_rows=3, on_rows=lambda s, *_: seen.append(s))
-    assert seen == [0, 3]
+        check_embeddings(rows, "text", slice_rows=3, stats=stats)
+    assert [s for s, _, _ in stats.seen] == [0, 3]
 
 
 @pytest.mark.parametrize("slice_rows", [None, 1, 3, 7, 64])
