@@ -218,31 +218,44 @@ class Share:
         >>> seen
         [0, 1, 2]
         """
-        if self.world == 1:
-            for b in range(n_blocks):
-                fold(b, make(b))
-            return
         for r in range(-(-n_blocks // self.world)):
-            b = r * self.world + self.rank
-            # The last value flags a block whose make failed: every process then raises,
-            # instead of the others waiting for a process that left the round.
-            mine = np.zeros(size + 1)
-            error: Exception | None = None
-            if b < n_blocks:
-                try:
-                    mine[:size] = make(b)
-                except Exception as exc:  # re-raised below, on every process alike
-                    error, mine[size] = exc, 1.0
-            blocks = self.gather(mine)
-            if error is not None:
-                raise error
-            failed = np.flatnonzero(blocks[:, size])
-            if failed.size:
-                raise GapscopeError(
-                    f"process {int(failed[0])} of {self.world} failed; its message says why"
-                )
-            for p in range(min(self.world, n_blocks - r * self.world)):
-                fold(r * self.world + p, blocks[p, :size])
+            self.round(r, n_blocks, make, fold, size)
+
+    def round(
+        self,
+        r: int,
+        n_blocks: int,
+        make: Callable[[int], np.ndarray],
+        fold: Callable[[int, np.ndarray], None],
+        size: int,
+    ) -> None:
+        """Round ``r`` of :meth:`in_order`: this process makes block ``r * world + rank``
+        (``make`` is not called past the last block), and every block of the round is folded
+        in order. For a scan that makes its blocks itself, a round at a time (every process
+        must run every round)."""
+        b = r * self.world + self.rank
+        if self.world == 1:
+            fold(b, make(b))
+            return
+        # The last value flags a block whose make failed: every process then raises, instead
+        # of the others waiting for a process that left the round.
+        mine = np.zeros(size + 1)
+        error: Exception | None = None
+        if b < n_blocks:
+            try:
+                mine[:size] = make(b)
+            except Exception as exc:  # re-raised below, on every process alike
+                error, mine[size] = exc, 1.0
+        blocks = self.gather(mine)
+        if error is not None:
+            raise error
+        failed = np.flatnonzero(blocks[:, size])
+        if failed.size:
+            raise GapscopeError(
+                f"process {int(failed[0])} of {self.world} failed; its message says why"
+            )
+        for p in range(min(self.world, n_blocks - r * self.world)):
+            fold(r * self.world + p, blocks[p, :size])
 
 
 _ALONE = Share()

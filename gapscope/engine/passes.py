@@ -520,16 +520,13 @@ class _ChunkSums:
     def add_round(self, r: int, terms: torch.Tensor | None) -> None:
         """Add round ``r``: ``terms`` are the kernel exponents (``2t s``) of this process's
         chunk of the round (overwritten), ``None`` when it has none. Every process's sums of
-        the round are gathered (:meth:`~gapscope.engine.distributed.Share.gather`) and added
-        in chunk order."""
-        sums = np.zeros(self.queries) if terms is None else self._chunk_sums(terms)
-        if self.share.world == 1:
-            self._add(sums)
-            return
-        world = self.share.world
-        round_sums = self.share.gather(sums)
-        for p in range(min(world, self.chunks - r * world)):
-            self._add(round_sums[p])
+        the round are added in chunk order (:meth:`~gapscope.engine.distributed.Share.round`)."""
+
+        def chunk_sums(_: int) -> np.ndarray:
+            assert terms is not None  # a process without a chunk this round makes nothing
+            return self._chunk_sums(terms)
+
+        self.share.round(r, self.chunks, chunk_sums, lambda _, sums: self._add(sums), self.queries)
 
     def log_sums(self) -> np.ndarray:
         """``log sum_j exp(2t s_ij)`` of every query, as float64."""
