@@ -429,20 +429,20 @@ def _column_medians(a: Rows, budget_bytes: int | None = None) -> np.ndarray:
     if np.dtype(a.dtype) == np.float16:
         width = max(1, min(d, budget_bytes // (2 * n)))
         medians = _float16_medians
-    starts = list(range(0, d, width))
+    slices = list(row_blocks(d, width))
     out = np.empty(d, dtype=np.float64)
 
     def make(b: int) -> np.ndarray:
-        c0 = starts[b]
+        c0, c1 = slices[b]
         values = np.zeros(width)
-        values[: min(d, c0 + width) - c0] = medians(a, c0, min(d, c0 + width))
+        values[: c1 - c0] = medians(a, c0, c1)
         return values
 
     def fold(b: int, values: np.ndarray) -> None:
-        c0 = starts[b]
-        out[c0 : min(d, c0 + width)] = values[: min(d, c0 + width) - c0]
+        c0, c1 = slices[b]
+        out[c0:c1] = values[: c1 - c0]
 
-    current_share().in_order(len(starts), make, fold, width)
+    current_share().in_order(len(slices), make, fold, width)
     return out
 
 
