@@ -45,9 +45,9 @@ from gapscope.engine.normalization import normalize_rows  # noqa: E402
 CORE = "gap,cosine,alignment,cone,uniformity,mir,retrieval"
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+def timed(cmd: list[str]) -> float:
     """Wall seconds of ``cmd`` in a fresh process (which must succeed)."""
-    return run_measured(cmd, env=env).wall_s
+    return run_measured(cmd).wall_s
 
 
 def faiss_both_ways(x: np.ndarray, y: np.ndarray) -> float | None:
