@@ -8,7 +8,7 @@ reads a store) and times, slice by slice over every row, in this one process:
 * ``widen`` into a fresh array, and into one :class:`WideningBuffer` reused by every slice;
 * for float64 slices, a float64 ``X^T X`` of each slice right after the conversion (what MIR's
   moments do), since a conversion by torch leaves its worker threads spinning into numpy's BLAS;
-* float16 column medians (:func:`gapscope.metrics.mir._column_medians`, counted by bit
+* float16 column medians (:func:`gapscope.engine.column_medians.column_medians`, counted by bit
   pattern) against ``numpy.median`` of float64 copies of 64 columns at a time.
 
 Every figure is the median of ``--repeat`` runs and a ratio to the baseline measured in the
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gapscope.engine.column_medians import column_medians
 from gapscope.engine.widening import WideningBuffer, widen
-from gapscope.metrics.mir import _column_medians
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -144,7 +144,7 @@ def main() -> None:
 
         medians = {
             "numpy.median, 64 float64 columns at a time": _timed(numpy_medians),
-            "counted by bit pattern": _timed(lambda: ours.__setitem__(..., _column_medians(rows))),
+            "counted by bit pattern": _timed(lambda: ours.__setitem__(..., column_medians(rows))),
         }
         assert np.array_equal(ours, expected)
         results["column medians"] = medians

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gapscope.analysis.context import _ReadStats
-from gapscope.engine import passes, self_tiles
+from gapscope.engine import column_medians, passes, self_tiles
 from gapscope.engine.distributed import current_share
 from gapscope.engine.moments import unit_scatter
 from gapscope.engine.passes import cross_pair_pass, modality_pass
@@ -52,14 +52,20 @@ def data():
 def pass_arrays(block_size: int | None = 37, tile: int = 64) -> dict[str, np.ndarray]:
     """Every array of the passes; the exact modality pass in tiles of ``tile`` rows (45 tiles
     on and above the diagonal, shared among the processes)."""
-    saved = self_tiles._TILE_ROWS, passes.key_chunk_columns, mir._MEDIAN_BYTES
+    cm = column_medians
+    saved = self_tiles._TILE_ROWS, passes.key_chunk_columns, cm.MEDIAN_BUDGET_BYTES
+    saved_chunk = cm._CHUNK_BYTES
     self_tiles._TILE_ROWS = tile
     passes.key_chunk_columns = lambda n_queries: CHUNK
-    mir._MEDIAN_BYTES = 3 * 530 * 8  # three float64 columns of x a slice: three slices
+    # MIR's medians: three float64 columns of x a slice, three slices (fewer reads than a
+    # radix select of one column's counts a read).
+    cm.MEDIAN_BUDGET_BYTES = 3 * 530 * 8
+    cm._CHUNK_BYTES = 37 * 8 * 2  # the radix select: 37 float16 rows of 8 columns a chunk
     try:
         return _pass_arrays(block_size)
     finally:
-        self_tiles._TILE_ROWS, passes.key_chunk_columns, mir._MEDIAN_BYTES = saved
+        self_tiles._TILE_ROWS, passes.key_chunk_columns, cm.MEDIAN_BUDGET_BYTES = saved
+        cm._CHUNK_BYTES = saved_chunk
 
 
 def _streamed(rows: np.ndarray) -> UnitRows:
@@ -73,6 +79,19 @@ def _streamed(rows: np.ndarray) -> UnitRows:
 
     unit.block = counted  # type: ignore[method-assign]
     return unit
+
+
+class _FailingRows:
+    """Rows whose read of row ``bad`` fails."""
+
+    def __init__(self, array: np.ndarray, bad: int) -> None:
+        self.array, self.bad = array, bad
+        self.shape, self.dtype = array.shape, array.dtype
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        if key[0].start <= self.bad < key[0].stop:
+            raise FloatingPointError(f"row {self.bad}")
+        return self.array[key]
 
 
 def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
@@ -119,6 +138,22 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
             outlying.astype(dtype), y.astype(dtype), block_size=block_size or 37
         )
         out[f"mir_{dtype.__name__}"] = np.array([r.mir, r.fd, r.outliers_x, r.outliers_y])
+    # The medians' radix select (chunks of rows shared out, their counts added up): float16,
+    # float32 and float64, an even count (two middle values, which may part) and an odd one.
+    spread = np.random.default_rng(5).normal(size=x.shape) * np.array([1, 1e-3, 1e3, 1, 1, 1, 1, 1])
+    for dtype in (np.float16, np.float32, np.float64):
+        for rows in (x + spread, (x + spread)[:-1], x):
+            a = rows.astype(dtype)
+            out[f"radix_{dtype.__name__}_{len(out)}"] = column_medians._RadixSelect(
+                a, 10**9
+            ).medians()
+    # A read that fails on the process reading the chunk raises on every process.
+    raised = 0
+    try:
+        column_medians._RadixSelect(_FailingRows(x, 300), 10**9).medians()
+    except (FloatingPointError, GapscopeError):
+        raised = 1
+    out["radix_raised"] = np.array([raised])
     # The paired cosines (blocks of 37 groups) and the alignment (chunks of 37 pairs).
     cosines = paired_cosine(x, y, gx, gy, block_size=37)
     out["cosines"] = np.array([cosines.paired, cosines.unpaired])

@@ -195,6 +195,26 @@ class Share:
         dist.all_gather(parts, tensor, group=self.group)
         return np.stack([part.cpu().numpy() for part in parts])
 
+    def raise_together(self, error: Exception | None) -> None:
+        """After work each process did alone: raise ``error`` on the process that failed and
+        a :class:`GapscopeError` naming it on every other, so that no process waits in a
+        later collective for one that left. Every process calls it (a collective).
+
+        >>> Share().raise_together(None)
+        """
+        if self.world == 1:
+            if error is not None:
+                raise error
+            return
+        flags = self.gather(np.array([0.0 if error is None else 1.0]))
+        if error is not None:
+            raise error
+        failed = np.flatnonzero(flags[:, 0])
+        if failed.size:
+            raise GapscopeError(
+                f"process {int(failed[0])} of {self.world} failed; its message says why"
+            )
+
     def in_order(
         self,
         n_blocks: int,

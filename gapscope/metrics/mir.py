@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
+from gapscope.engine.column_medians import column_medians
 from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import row_norms
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
@@ -160,9 +159,11 @@ def modality_integration_rate(
        give a finite -12 rather than ``-inf``.
 
     Means and covariances are accumulated over row blocks (Chan et al.'s pairwise update), so
-    memory is O(block_size * d + d^2), plus, when a modality has outliers, 256 MiB of its
-    columns at a time for the coordinate-wise median. Not invariant to per-row scaling; invariant to
-    one global scale of both modalities and, when no row is replaced, to a shared rotation.
+    memory is O(block_size * d + d^2), plus, when a modality has outliers, 256 MiB for the
+    coordinate-wise median (:func:`~gapscope.engine.column_medians.column_medians`: one read
+    of float16 rows, two of float32, whatever their number). Not invariant to per-row
+    scaling; invariant to one global scale of both modalities and, when no row is replaced,
+    to a shared rotation.
 
     Differences from the reference code (``shikiw/Modality-Integration-Rate``): its default
     "fast" mode approximates the matrix square root by 5 Newton-Schulz steps, and its
@@ -374,7 +375,7 @@ def _mean_cov(
     (:meth:`~gapscope.engine.distributed.Share.in_order`): the same bits as one process."""
     median_row = None
     if outliers.any():
-        median_row = scale * _column_medians(a)
+        median_row = scale * column_medians(a)
     d = a.shape[1]
     blocks = list(row_blocks(a.shape[0], rows))
     count = 0
@@ -410,89 +411,6 @@ def _mean_cov(
 
     current_share().in_order(len(blocks), moments, merge, d + d * d)
     return mean, _symmetric(scatter / (count - 1))
-
-
-#: The columns whose medians are taken at once hold at most this many bytes (as float64, or
-#: as float16 patterns).
-_MEDIAN_BYTES = 256 * 2**20
-
-
-def _column_medians(a: Rows, budget_bytes: int | None = None) -> np.ndarray:
-    """``numpy.median(a, axis=0)`` in float64, a few columns at a time: a float64 copy of a
-    million-row modality would be 4 GiB; a slice of columns stays within ``budget_bytes``.
-    float16 rows are counted instead of sorted (:func:`_float16_medians`). Processes sharing
-    the passes take the slices of columns in turn."""
-    n, d = a.shape
-    budget_bytes = _MEDIAN_BYTES if budget_bytes is None else budget_bytes
-    medians: Callable[[Rows, int, int], np.ndarray] = _sorted_medians
-    width = max(1, min(d, budget_bytes // (8 * n)))
-    if np.dtype(a.dtype) == np.float16:
-        width = max(1, min(d, budget_bytes // (2 * n)))
-        medians = _float16_medians
-    slices = list(row_blocks(d, width))
-    out = np.empty(d, dtype=np.float64)
-
-    def make(b: int) -> np.ndarray:
-        c0, c1 = slices[b]
-        values = np.zeros(width)
-        values[: c1 - c0] = medians(a, c0, c1)
-        return values
-
-    def fold(b: int, values: np.ndarray) -> None:
-        c0, c1 = slices[b]
-        out[c0:c1] = values[: c1 - c0]
-
-    current_share().in_order(len(slices), make, fold, width)
-    return out
-
-
-def _sorted_medians(a: Rows, c0: int, c1: int) -> np.ndarray:
-    """Medians of columns ``c0:c1`` of ``a``, partitioned by ``numpy.median``."""
-    n = a.shape[0]
-    # Each column contiguous (a transposed copy): partitioning a strided column is slower.
-    columns = np.empty((c1 - c0, n), dtype=np.float64)
-    _copy_transposed(columns, np.array(a[:, c0:c1], dtype=np.float64, order="C"))
-    return np.median(columns, axis=1, overwrite_input=True)
-
-
-# float16 has 2^16 bit patterns: a column's median is found from their counts.
-_FLOAT16_PATTERNS = 1 << 16
-_SIGN = 1 << 15
-
-
-def _copy_transposed(target: np.ndarray, source: np.ndarray) -> None:
-    """``target[...] = source.T`` (``source`` C-ordered and writable). torch's transposing
-    copy is several times faster than numpy's: 0.16 s against 0.90 s for 128 float16 columns
-    of a million rows, about a third of numpy's time for float64."""
-    torch.from_numpy(target).copy_(torch.from_numpy(source).t())
-
-
-def _float16_medians(a: Rows, c0: int, c1: int, chunk_rows: int = 16384) -> np.ndarray:
-    """``numpy.median`` of columns ``c0:c1`` of float16 rows, by counting instead of sorting.
-
-    The columns' 16-bit patterns are counted with one ``bincount`` a column over the ``2^16``
-    patterns; the counts are then put in the order of the values (negative patterns from the
-    largest down, then the positive ones up) and the middle one or two patterns are found in
-    their running sum. The same values as the partition that ``numpy.median`` does (the mean
-    of the two middle values for even ``n``), in O(n d)."""
-    n = a.shape[0]
-    lower, upper = (n - 1) // 2, n // 2
-    out = np.empty(c1 - c0, dtype=np.float64)
-    patterns = np.empty((c1 - c0, n), dtype=np.uint16)
-    columns = patterns.view(np.int16)  # the same bits, in a dtype torch copies
-    for start, stop in row_blocks(n, chunk_rows):
-        # A fresh copy (np.ascontiguousarray may keep a one-row view with a negative
-        # stride, which torch refuses).
-        part = np.array(np.asarray(a[start:stop, c0:c1]).view(np.int16), order="C")
-        _copy_transposed(columns[:, start:stop], part)
-    for c in range(c1 - c0):
-        counts = np.bincount(patterns[c], minlength=_FLOAT16_PATTERNS)
-        in_value_order = np.concatenate([counts[: _SIGN - 1 : -1], counts[:_SIGN]])
-        middle = np.searchsorted(np.cumsum(in_value_order), [lower, upper], side="right")
-        # Position i < 2^15 holds pattern 0xFFFF - i (negative), the rest i - 2^15.
-        bits = np.where(middle < _SIGN, 0xFFFF - middle, middle - _SIGN).astype(np.uint16)
-        out[c] = bits.view(np.float16).astype(np.float64).sum() / 2.0
-    return out
 
 
 def _nonsingular(cov: np.ndarray) -> bool:

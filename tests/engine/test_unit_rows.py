@@ -14,7 +14,6 @@ from gapscope.engine.normalization import normalize_rows, unit_rows
 from gapscope.engine.passes import cross_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows, as_unit_rows, fits_in_memory
 from gapscope.errors import EmbeddingError
-from gapscope.metrics.mir import _column_medians
 from gapscope.metrics.retrieval import cross_modal_retrieval
 from gapscope.metrics.uniformity import uniformity_sampled
 
@@ -180,55 +179,6 @@ def test_sampled_uniformity_streams_to_the_same_value(tmp_path):
     )
     held = uniformity_sampled(np.array(mx), n_queries=30, seed=4, block_size=13)
     assert streamed == pytest.approx(held, abs=1e-6)
-
-
-def test_column_medians_match_numpy_in_any_slicing():
-    a = np.random.default_rng(5).normal(size=(101, 9)).astype(np.float16)
-    expected = np.median(a.astype(np.float64), axis=0)
-    for budget in (8, 101 * 8 * 2, 10**9):
-        np.testing.assert_array_equal(_column_medians(a, budget), expected)
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 1000, 1001])
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_column_medians_match_numpy_on_every_kind_of_value(n, dtype):
-    # float16 columns are counted by bit pattern (keys that must sort like the values):
-    # negatives, zeros of both signs, subnormals, the largest values and many repeats.
-    rng = np.random.default_rng(n)
-    pool = np.array([-65504, -3.5, -1, -6e-8, -0.0, 0.0, 6e-8, 1e-5, 0.5, 2, 65504])
-    a = np.concatenate(
-        [
-            rng.choice(pool, size=(n, 3)),
-            rng.normal(scale=rng.choice([1e-6, 1.0, 1e3]), size=(n, 2)),
-            np.full((n, 1), -2.0),
-        ],
-        axis=1,
-    ).astype(dtype)
-    expected = np.median(a.astype(np.float64), axis=0)
-    for budget in (1, 4096, 10**9):
-        np.testing.assert_array_equal(_column_medians(a, budget), expected)
-
-
-@pytest.mark.parametrize("n", [3, 5])
-def test_column_medians_of_reversed_rows_with_a_one_row_chunk(n):
-    # A last chunk of one row of reversed rows keeps a negative stride in a "contiguous"
-    # view; the transposing copy must not hand it to torch.
-    from gapscope.metrics.mir import _float16_medians
-
-    a = np.random.default_rng(n).normal(size=(n, 2)).astype(np.float16)[::-1]
-    expected = np.median(a.astype(np.float64), axis=0)
-    np.testing.assert_array_equal(_float16_medians(a, 0, 2, chunk_rows=2), expected)
-    for dtype in (np.float32, np.float64):
-        np.testing.assert_array_equal(_column_medians(a.astype(dtype)[::-1][::-1]), expected)
-
-
-def test_column_medians_leave_a_fortran_ordered_input_as_it_was():
-    # A float64 Fortran-ordered input's columns are contiguous already: the median must not
-    # partition the caller's array in place.
-    a = np.asfortranarray(np.random.default_rng(9).normal(size=(50, 4)))
-    before = a.copy()
-    np.testing.assert_array_equal(_column_medians(a), np.median(before, axis=0))
-    np.testing.assert_array_equal(a, before)
 
 
 def test_equal_rows_are_found_by_their_bytes():

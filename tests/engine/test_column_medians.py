@@ -1,0 +1,161 @@
+"""Column medians (gapscope.engine.column_medians): numpy.median's values from a radix select
+over rows read whole, or from slices of columns, and how many reads each takes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gapscope.engine import column_medians as cm
+from gapscope.engine.column_medians import column_medians, median_reads
+
+DTYPES = [np.float16, np.float32, np.float64]
+#: Negatives, zeros of both signs, subnormals, the largest float16 values and many repeats.
+POOL = np.array([-65504, -3.5, -1, -6e-8, -0.0, 0.0, 6e-8, 1e-5, 0.5, 2, 65504])
+
+
+def _mixed(n: int, dtype: type, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [
+            rng.choice(POOL, size=(n, 3)),
+            rng.normal(scale=rng.choice([1e-6, 1.0, 1e3]), size=(n, 2)),
+            np.full((n, 1), -2.0),
+            # Far from zero against its spread: many values share their first 16 bits.
+            rng.normal(5.0, 1e-3, size=(n, 1)),
+        ],
+        axis=1,
+    ).astype(dtype)
+
+
+def _radix(a: np.ndarray, budget: int = 10**9) -> np.ndarray:
+    return cm._RadixSelect(a, budget).medians()
+
+
+def _expected(a: np.ndarray) -> np.ndarray:
+    return np.median(a.astype(np.float64), axis=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 10, 1000, 1001])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_both_ways_give_numpys_medians_on_every_kind_of_value(n, dtype):
+    a = _mixed(n, dtype, n)
+    expected = _expected(a)
+    np.testing.assert_array_equal(_radix(a), expected)
+    for budget in (1, 4096, 10**9):
+        np.testing.assert_array_equal(cm._sliced_medians(a, budget), expected)
+        np.testing.assert_array_equal(column_medians(a, budget), expected)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 10**9])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_radix_select_does_not_depend_on_the_chunks_or_the_groups(
+    monkeypatch, chunk_bytes, dtype
+):
+    # Chunks of one row up to every row at once; groups of one column (a tiny budget) or all.
+    monkeypatch.setattr(cm, "_CHUNK_BYTES", chunk_bytes)
+    a = _mixed(101, dtype, 3)
+    for budget in (1, 10**9):
+        np.testing.assert_array_equal(_radix(a, budget), _expected(a))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_middle_values_that_part_at_every_digit(dtype):
+    # An even count whose two middle values first differ in the first, second, ... digit of
+    # their bits: the lower is then the largest value of its prefix, the upper the smallest
+    # of its own, found by the next read.
+    bits = np.dtype(dtype).itemsize * 8
+    unsigned = cm._PATTERNS[np.dtype(dtype).itemsize][0]
+    base = np.array(1.5, dtype=dtype).view(unsigned)
+    columns = []
+    for depth in range(bits // 16):
+        step = unsigned(1) << unsigned(bits - 16 * (depth + 1))
+        low, high = base, unsigned(base + step)
+        below = np.array([low - unsigned(3), low - unsigned(1), low], dtype=unsigned)
+        above = np.array([high, high + unsigned(2), high + unsigned(5)], dtype=unsigned)
+        for sign in (1.0, -1.0):
+            values = np.concatenate([below, above]).view(dtype) * np.asarray(sign, dtype)
+            columns.append(np.random.default_rng(depth).permutation(values))
+    a = np.stack(columns, axis=1)
+    np.testing.assert_array_equal(_radix(a), _expected(a))
+    np.testing.assert_array_equal(_radix(np.ascontiguousarray(a[::-1])), _expected(a))
+
+
+def test_the_largest_float64_values_of_an_odd_count_do_not_overflow():
+    a = np.array([[1.7e308], [1.6e308], [-1.7e308]])
+    np.testing.assert_array_equal(_radix(a), [1.6e308])
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_reversed_rows_with_a_one_row_chunk(monkeypatch, n):
+    # A last chunk of one row of reversed rows keeps a negative stride in a "contiguous"
+    # view; the transposing copy must not hand it to torch.
+    a = np.random.default_rng(n).normal(size=(n, 2)).astype(np.float16)[::-1]
+    expected = _expected(a)
+    monkeypatch.setattr(cm, "_CHUNK_BYTES", 4)  # two rows of the two columns a chunk
+    for dtype in DTYPES:
+        np.testing.assert_array_equal(_radix(a.astype(dtype)), expected)
+        np.testing.assert_array_equal(_radix(a.astype(dtype)[::-1][::-1]), expected)
+        np.testing.assert_array_equal(column_medians(a.astype(dtype)[::-1][::-1]), expected)
+
+
+def test_a_fortran_ordered_input_is_left_as_it_was():
+    # A float64 Fortran-ordered input's columns are contiguous already: the median must not
+    # partition the caller's array in place.
+    a = np.asfortranarray(np.random.default_rng(9).normal(size=(50, 4)))
+    before = a.copy()
+    np.testing.assert_array_equal(column_medians(a), np.median(before, axis=0))
+    np.testing.assert_array_equal(a, before)
+
+
+class _CountedRows:
+    """Rows that count how many of them are read (every slice of rows, whatever columns)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.rows_read = array, 0
+        self.shape, self.dtype = array.shape, array.dtype
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        self.rows_read += len(range(*rows.indices(self.shape[0])))
+        return self.array[key]
+
+
+@pytest.mark.parametrize(("dtype", "reads"), [(np.float16, 1), (np.float32, 2), (np.float64, 4)])
+def test_the_radix_select_reads_each_row_once_a_digit(monkeypatch, dtype, reads):
+    # 70,001 rows of 4 columns and 1 MiB: the four columns' counts fit, while a slice of
+    # columns as float64 holds one column (four reads of every row; the radix select takes
+    # the slices' path only when they read fewer times). An odd count: one middle value,
+    # whose digits take every read (two middle values that part early take fewer).
+    monkeypatch.setattr(cm, "_CHUNK_BYTES", 2**16)
+    n = 70_001
+    a = np.random.default_rng(0).normal(size=(n, 4)).astype(dtype)
+    budget = 2**20
+    assert cm._slice_reads(n, 4, budget) == 4
+    rows = _CountedRows(a)
+    np.testing.assert_array_equal(column_medians(rows, budget), _expected(a))  # type: ignore[arg-type]
+    assert rows.rows_read == reads * n
+    assert median_reads(n, 4, dtype, budget) == reads
+
+
+def test_median_reads_grow_with_the_rows_only_for_slices_of_columns():
+    # Slices of 256 MiB hold 3 float64 columns of 10M rows: 171 reads of 512 columns.
+    assert cm._slice_reads(10_000_000, 512, cm.MEDIAN_BUDGET_BYTES) == 171
+    assert [median_reads(n, 512, np.float16) for n in (10**4, 10**6, 10**7, 10**8)] == [1] * 4
+    assert [median_reads(n, 512, np.float32) for n in (10**4, 10**6, 10**7, 10**8)] == [1, 2, 2, 2]
+    assert median_reads(10**8, 512, np.float64) == 4
+    # 1,024 columns' int32 counts fit 256 MiB: wider rows take a group of columns a read.
+    assert median_reads(10**8, 1536, np.float16) == 2
+
+
+class _FailingRows(_CountedRows):
+    def __getitem__(self, key):
+        if key[0].start <= 30 < key[0].stop:
+            raise FloatingPointError("row 30")
+        return super().__getitem__(key)
+
+
+def test_a_failed_read_raises(monkeypatch):
+    monkeypatch.setattr(cm, "_CHUNK_BYTES", 64)
+    with pytest.raises(FloatingPointError, match="row 30"):
+        column_medians(_FailingRows(np.ones((100, 2), np.float16)))  # type: ignore[arg-type]
