@@ -3,8 +3,8 @@
 ``numpy.median(a, axis=0)`` needs each column whole. Taking a slice of columns of a
 row-major memory map reads every page of the file (a row's few columns share a page with
 the rest of it), and a slice that fits a memory budget holds fewer columns the more rows
-there are: at 10M float16 rows of 512 columns and 256 MiB, 13 columns, so 40 reads of the
-whole file, and one read a column from 67M rows on.
+there are: as float64 copies in 256 MiB, 33 columns of 1M rows (16 reads of a file of 512
+columns), 3 of 10M rows (171 reads), one from 16.8M rows on (a read a column).
 
 :func:`column_medians` selects the middle values by their bits instead (a radix select),
 16 bits a read, from rows read whole and in order:
@@ -21,11 +21,13 @@ whole file, and one read a column from 67M rows on.
    smallest of its own, which the next read finds by one comparison a value.
 
 float16 takes one read, float32 two and float64 four (times the groups of columns whose
-counts fit the budget: 1,024 columns a group at 256 MiB); the slices of columns take
-``ceil(d / width)`` with ``width`` the columns of ``n`` float64 values that fit the budget.
-Each shape takes whichever of the two reads the rows fewer times (a function of the shape
-and the dtype alone), and both give ``numpy.median``'s values (the mean of the two middle
-values for an even count, in float64).
+counts fit the budget: 1,024 columns a group at 256 MiB, 512 from ``2^31`` rows on, when
+the counts are int64); the slices of columns take ``ceil(d / width)`` with ``width`` the
+columns of ``n`` float64 values that fit the budget. Each input takes whichever of the two
+reads the rows fewer times (and the slices on a tie below :data:`_RADIX_ROWS` rows; a
+function of the shape, the dtype and the budget alone), and both give ``numpy.median``'s
+values (the middle value for an odd count, the mean of the two in float64 for an even one,
+and +0.0 for zeros of either sign). Rows in the other byte order are read in the machine's.
 
 Processes sharing the passes (:mod:`~gapscope.engine.distributed`) count their share of the
 chunks of rows and add the counts (integers: exact) over the processes; the slices of
@@ -43,13 +45,17 @@ from gapscope.engine.validation import Rows
 
 __all__ = ["MEDIAN_BUDGET_BYTES", "column_medians", "median_reads"]
 
-#: Memory for the medians at once: the counts of a group of columns (int32, ``2^16`` a
-#: column), or a slice of columns as float64.
+#: What the medians hold at once: the counts of a group of columns (int32, ``2^16`` a
+#: column; the chunk of rows being counted and its transposed copy add up to 128 MiB more),
+#: or a slice of columns as float64 (and the copy of the slice it is made from).
 MEDIAN_BUDGET_BYTES = 256 * 2**20
 
 _DIGIT_BITS = 16
 _DIGITS = 1 << _DIGIT_BITS
 _TOP_BIT = 1 << (_DIGIT_BITS - 1)
+#: Rows from which the radix select is taken when it reads the rows as many times as the
+#: slices of columns (see docs/performance.md for the measurement).
+_RADIX_ROWS = 1 << 15
 #: Transposed rows of a chunk at once (a group's columns, contiguous), in bytes.
 _CHUNK_BYTES = 64 * 2**20
 
@@ -86,12 +92,9 @@ def column_medians(a: Rows, budget_bytes: int | None = None) -> np.ndarray:
     """
     budget = MEDIAN_BUDGET_BYTES if budget_bytes is None else budget_bytes
     n, d = a.shape
-    itemsize = np.dtype(a.dtype).itemsize
-    if itemsize not in _PATTERNS or _radix_reads(n, d, itemsize, budget) > _slice_reads(
-        n, d, budget
-    ):
-        return _sliced_medians(a, budget)
-    return _RadixSelect(a, budget).medians()
+    if _radix(n, d, np.dtype(a.dtype), budget):
+        return _RadixSelect(a, budget).medians()
+    return _sliced_medians(a, budget)
 
 
 def median_reads(n: int, d: int, dtype: np.dtype | type, budget_bytes: int | None = None) -> int:
@@ -102,11 +105,20 @@ def median_reads(n: int, d: int, dtype: np.dtype | type, budget_bytes: int | Non
     (1, 2)
     """
     budget = MEDIAN_BUDGET_BYTES if budget_bytes is None else budget_bytes
-    itemsize = np.dtype(dtype).itemsize
-    sliced = _slice_reads(n, d, budget)
-    if itemsize not in _PATTERNS:
-        return sliced
-    return min(sliced, _radix_reads(n, d, itemsize, budget))
+    kind = np.dtype(dtype)
+    if _radix(n, d, kind, budget):
+        return _radix_reads(n, d, kind.itemsize, budget)
+    return _slice_reads(n, d, budget)
+
+
+def _radix(n: int, d: int, dtype: np.dtype, budget: int) -> bool:
+    """Whether the radix select reads the rows fewer times than the slices of columns (or as
+    many, from :data:`_RADIX_ROWS` rows on: below, its fixed work of ``2^16`` counts a column
+    costs more than partitioning the columns)."""
+    if dtype.kind != "f" or dtype.itemsize not in _PATTERNS:
+        return False
+    radix, sliced = _radix_reads(n, d, dtype.itemsize, budget), _slice_reads(n, d, budget)
+    return radix < sliced or (radix == sliced and n >= _RADIX_ROWS)
 
 
 def _group_columns(n: int, budget: int) -> int:
@@ -163,15 +175,16 @@ def _copy_transposed(target: np.ndarray, source: np.ndarray) -> None:
 class _RadixSelect:
     """The radix select of :func:`column_medians`, a group of columns at a time.
 
-    Per column: ``prefix`` (the digits of the middle values found so far, as an integer),
-    ``depth`` (how many), and the ranks ``lower`` and ``upper`` of the two middle values
-    among the values that share the prefix. Once the two part, the column's ``extremes``
-    are the prefixes of the lower (its largest value) and of the upper (its smallest)."""
+    Per column: ``prefix`` (the digits of the middle values found so far, as an integer) and
+    the ranks ``lower`` and ``upper`` of the two middle values among the values that share
+    it. Once the two part, ``prefix`` is the lower's (it is the largest value under it) and
+    ``prefix_upper`` the upper's (the smallest under it)."""
 
     def __init__(self, a: Rows, budget: int) -> None:
         self.a = a
         self.n, self.d = a.shape
-        self.dtype = np.dtype(a.dtype)
+        # Chunks are read in the machine's byte order: the patterns are then the values'.
+        self.dtype = np.dtype(a.dtype).newbyteorder("=")
         self.bits = self.dtype.itemsize * 8
         self.unsigned, self.signed = _PATTERNS[self.dtype.itemsize]
         self.group = min(self.d, _group_columns(self.n, budget))
@@ -182,50 +195,45 @@ class _RadixSelect:
         out = np.empty(self.d, dtype=np.float64)
         for c0, c1 in row_blocks(self.d, self.group):
             out[c0:c1] = self._group_medians(c0, c1)
-        return out
+        # numpy's median of zeros is +0.0 (its mean adds from +0.0), whatever their signs.
+        return out + 0.0
 
     def _group_medians(self, c0: int, c1: int) -> np.ndarray:
         g = c1 - c0
         prefix = np.zeros(g, dtype=np.uint64)
+        prefix_upper = np.zeros(g, dtype=np.uint64)
         lower = np.full(g, (self.n - 1) // 2, dtype=np.int64)
         upper = np.full(g, self.n // 2, dtype=np.int64)
-        # Columns whose middle values have parted: the lower's and the upper's prefixes.
         parted = np.zeros(g, dtype=bool)
-        prefix_upper = np.zeros(g, dtype=np.uint64)
-        low_value = np.zeros(g)
-        high_value = np.zeros(g)
         done = np.zeros(g, dtype=bool)
-        for depth in range(self.bits // _DIGIT_BITS):
+        low_value, high_value = np.zeros(g), np.zeros(g)
+        depths = self.bits // _DIGIT_BITS
+        for depth in range(depths):
             counting = np.flatnonzero(~done & ~parted)
             extremes = np.flatnonzero(~done & parted)
             if not counting.size and not extremes.size:
                 break
-            counts = np.zeros((counting.size, _DIGITS), dtype=self.count_dtype)
-            largest = np.full(extremes.size, -np.inf)
-            smallest = np.full(extremes.size, np.inf)
-            self._read(
-                c0, c1, depth, prefix, prefix_upper, counting, extremes, counts, largest, smallest
+            counts, largest, smallest = self._read(
+                c0, depth, prefix, prefix_upper, counting, extremes
             )
-            # The largest of the lower's prefix, the smallest of the upper's: found.
             low_value[extremes], high_value[extremes] = largest, smallest
             done[extremes] = True
-            last = depth == self.bits // _DIGIT_BITS - 1
             for row, c in enumerate(counting.tolist()):
                 order = self._order(depth, int(prefix[c]))
                 running = np.cumsum(counts[row][order], dtype=np.int64)
                 at = np.searchsorted(running, [lower[c], upper[c]], side="right")
                 below = np.where(at > 0, running[np.maximum(at - 1, 0)], 0)
-                digits = order[at].astype(np.uint64)
-                shifted = prefix[c] << np.uint64(_DIGIT_BITS)
-                if last:
-                    low_value[c], high_value[c] = self._values(shifted | digits)
+                found = (prefix[c] << np.uint64(_DIGIT_BITS)) | order[at].astype(np.uint64)
+                if depth == depths - 1:
+                    low_value[c], high_value[c] = self._values(found)
                     done[c] = True
                 elif at[0] == at[1]:
-                    prefix[c] = shifted | digits[0]
+                    prefix[c] = found[0]
                     lower[c], upper[c] = lower[c] - below[0], upper[c] - below[1]
                 else:
-                    # Parted: the lower is the last value of its digit, the upper the first.
-                    prefix[c], prefix_upper[c] = shifted | digits[0], shifted | digits[1]
+                    # Parted: the lower is the last value of its digit, the upper the first
+                    # of its own; the next read finds both by comparison.
+                    prefix[c], prefix_upper[c] = found
                     parted[c] = True
         if self.n % 2:
             # numpy's median of an odd count is the middle value itself (its mean with
@@ -248,41 +256,44 @@ class _RadixSelect:
     def _read(
         self,
         c0: int,
-        c1: int,
         depth: int,
         prefix: np.ndarray,
         prefix_upper: np.ndarray,
         counting: np.ndarray,
         extremes: np.ndarray,
-        counts: np.ndarray,
-        largest: np.ndarray,
-        smallest: np.ndarray,
-    ) -> None:
-        """One read of the rows: the digit at ``depth`` of each ``counting`` column's values
-        under its prefix, counted into ``counts``; and of each ``extremes`` column the largest
-        value under the lower's prefix and the smallest under the upper's. This process
-        reads its share of the chunks of rows; the counts and the extremes are then combined
-        over the processes (integer sums, maxima and minima: the same on every process)."""
-        g = c1 - c0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One read of the rows: for each ``counting`` column, the counts of the digit at
+        ``depth`` of its values under its prefix; for each ``extremes`` column, the largest
+        value under ``prefix`` and the smallest under ``prefix_upper``.
+
+        This process reads its share of the chunks of rows; the counts and the extremes are
+        then combined over the processes (integer sums, maxima and minima: the same on every
+        process). Everything a process can fail at alone (the buffers, the reads) happens
+        before :meth:`~gapscope.engine.distributed.Share.raise_together`, which every
+        process reaches, so none is left waiting in the sums."""
+        g = self.group if c0 + self.group <= self.d else self.d - c0
         rows = max(1, _CHUNK_BYTES // (g * self.dtype.itemsize))
         chunks = list(row_blocks(self.n, rows))
-        patterns = np.empty((g, min(rows, self.n)), dtype=self.unsigned)
-        # Python ints: a numpy uint64 shift would widen uint16 patterns to uint64.
+        # Python ints: a numpy uint64 shift would widen uint32 patterns to uint64.
         shift = self.bits - _DIGIT_BITS * (depth + 1)
         above = self.bits - _DIGIT_BITS * depth
-        prefixes = prefix.astype(self.unsigned)
-        uppers = prefix_upper.astype(self.unsigned)
+        lows, highs = prefix.astype(self.unsigned), prefix_upper.astype(self.unsigned)
+        largest = np.full(extremes.size, -np.inf)
+        smallest = np.full(extremes.size, np.inf)
+        counts = np.zeros((0, _DIGITS), dtype=self.count_dtype)
         share = self.share
         error: Exception | None = None
         try:
+            counts = np.zeros((counting.size, _DIGITS), dtype=self.count_dtype)
+            patterns = np.empty((g, min(rows, self.n)), dtype=self.unsigned)
             for k in share.blocks(len(chunks)):
                 start, stop = chunks[k]
                 columns = patterns[:, : stop - start]
-                _transposed_patterns(self.a, start, stop, c0, c1, columns, self.signed)
+                self._transposed(start, stop, c0, c0 + g, columns)
                 for row, c in enumerate(counting.tolist()):
                     column = columns[c]
                     if depth:
-                        column = column[(column >> above) == prefixes[c]]
+                        column = column[(column >> above) == lows[c]]
                     digits = column
                     if self.bits > _DIGIT_BITS:
                         digits = (column >> shift) & (_DIGITS - 1)
@@ -291,10 +302,9 @@ class _RadixSelect:
                         digits = digits.view(np.int64)
                     np.add(counts[row], np.bincount(digits, minlength=_DIGITS), out=counts[row])
                 for row, c in enumerate(extremes.tolist()):
-                    column = columns[c]
-                    top = column >> above
-                    low = column[top == prefixes[c]].view(self.dtype)
-                    high = column[top == uppers[c]].view(self.dtype)
+                    top = columns[c] >> above
+                    low = columns[c][top == lows[c]].view(self.dtype)
+                    high = columns[c][top == highs[c]].view(self.dtype)
                     if low.size:
                         largest[row] = max(largest[row], float(low.max()))
                     if high.size:
@@ -304,15 +314,13 @@ class _RadixSelect:
         share.raise_together(error)
         share.sum(counts)
         if extremes.size and share.world > 1:
-            largest[...] = share.gather(largest).max(axis=0)
-            smallest[...] = share.gather(smallest).min(axis=0)
+            largest = share.gather(largest).max(axis=0)
+            smallest = share.gather(smallest).min(axis=0)
+        return counts, largest, smallest
 
-
-def _transposed_patterns(
-    a: Rows, start: int, stop: int, c0: int, c1: int, out: np.ndarray, signed: type
-) -> None:
-    """``out[...] = a[start:stop, c0:c1].T`` as bit patterns (``out``'s unsigned type)."""
-    # A fresh copy (np.ascontiguousarray may keep a one-row view with a negative stride,
-    # which torch refuses), viewed as the signed integers torch copies.
-    part: np.ndarray = np.array(np.asarray(a[start:stop, c0:c1]), order="C").view(signed)
-    _copy_transposed(out.view(signed), part)
+    def _transposed(self, start: int, stop: int, c0: int, c1: int, out: np.ndarray) -> None:
+        """``out[...] = a[start:stop, c0:c1].T`` as bit patterns, in the machine's byte order."""
+        # A fresh copy (np.ascontiguousarray may keep a one-row view with a negative stride,
+        # which torch refuses), viewed as the signed integers torch copies.
+        part: np.ndarray = np.array(np.asarray(self.a[start:stop, c0:c1]), self.dtype, order="C")
+        _copy_transposed(out.view(self.signed), part.view(self.signed))

@@ -209,7 +209,11 @@ class Share:
         flags = self.gather(np.array([0.0 if error is None else 1.0]))
         if error is not None:
             raise error
-        failed = np.flatnonzero(flags[:, 0])
+        self._raise_failed(flags[:, 0])
+
+    def _raise_failed(self, flags: np.ndarray) -> None:
+        """Raise an error naming the first process whose flag is set, if any."""
+        failed = np.flatnonzero(flags)
         if failed.size:
             raise GapscopeError(
                 f"process {int(failed[0])} of {self.world} failed; its message says why"
@@ -269,11 +273,7 @@ class Share:
         blocks = self.gather(mine)
         if error is not None:
             raise error
-        failed = np.flatnonzero(blocks[:, size])
-        if failed.size:
-            raise GapscopeError(
-                f"process {int(failed[0])} of {self.world} failed; its message says why"
-            )
+        self._raise_failed(blocks[:, size])
         for p in range(min(self.world, n_blocks - r * self.world)):
             fold(r * self.world + p, blocks[p, :size])
 

@@ -47,6 +47,42 @@ def test_both_ways_give_numpys_medians_on_every_kind_of_value(n, dtype):
         np.testing.assert_array_equal(column_medians(a, budget), expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_in_the_other_byte_order(dtype):
+    # A memory-mapped file keeps its byte order: the patterns are read in the machine's.
+    a = _mixed(1001, dtype, 7)
+    swapped = a.astype(a.dtype.newbyteorder("S"))
+    np.testing.assert_array_equal(_radix(swapped), _expected(a))
+    np.testing.assert_array_equal(column_medians(swapped, 1), _expected(a))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zeros_of_either_sign_give_positive_zero_as_numpy_does(dtype):
+    a = np.array([[0.0, -0.0, -0.0], [-0.0, -0.0, 0.0], [-0.0, -0.0, 0.0]], dtype=dtype)
+    for rows in (a, a[:2]):
+        expected = _expected(rows)
+        assert not np.signbit(expected).any()
+        for got in (_radix(rows), cm._sliced_medians(rows, 10**9)):
+            np.testing.assert_array_equal(got, expected)
+            assert not np.signbit(got).any()
+
+
+def test_other_dtypes_take_the_slices():
+    # Integers of a float's width are not float patterns.
+    a = np.array([[1, -5], [3, 7], [2, 0]], dtype=np.int32)
+    np.testing.assert_array_equal(column_medians(a), [2.0, 0.0])
+    assert not cm._radix(3, 2, np.dtype(np.int32), 10**9)
+
+
+def test_a_tie_in_reads_goes_to_the_slices_for_few_rows():
+    # One read either way: partitioning few rows costs less than 2^16 counts a column.
+    budget = cm.MEDIAN_BUDGET_BYTES
+    for n in (1000, cm._RADIX_ROWS - 1, cm._RADIX_ROWS):
+        assert cm._radix_reads(n, 512, 2, budget) == cm._slice_reads(n, 512, budget) == 1
+    assert not cm._radix(1000, 512, np.dtype(np.float16), budget)
+    assert cm._radix(cm._RADIX_ROWS, 512, np.dtype(np.float16), budget)
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 10**9])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_radix_select_does_not_depend_on_the_chunks_or_the_groups(
@@ -158,4 +194,4 @@ class _FailingRows(_CountedRows):
 def test_a_failed_read_raises(monkeypatch):
     monkeypatch.setattr(cm, "_CHUNK_BYTES", 64)
     with pytest.raises(FloatingPointError, match="row 30"):
-        column_medians(_FailingRows(np.ones((100, 2), np.float16)))  # type: ignore[arg-type]
+        _radix(_FailingRows(np.ones((100, 2), np.float16)))  # type: ignore[arg-type]
