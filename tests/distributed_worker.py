@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from gapscope.analysis.context import _ReadStats
-from gapscope.engine import column_medians, passes, self_tiles
+from gapscope.engine import column_medians, offset_passes, passes, self_tiles
 from gapscope.engine.distributed import current_share
 from gapscope.engine.moments import unit_scatter
+from gapscope.engine.offset_passes import OffsetRows, offset_cross_passes, offset_modality_passes
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
 from gapscope.engine.validation import check_embeddings
@@ -55,8 +56,10 @@ def pass_arrays(block_size: int | None = 37, tile: int = 64) -> dict[str, np.nda
     cm = column_medians
     saved = self_tiles._TILE_ROWS, passes.key_chunk_columns, cm.MEDIAN_BUDGET_BYTES
     saved_chunk = cm._CHUNK_BYTES
+    saved_offset = offset_passes.key_chunk_columns
     self_tiles._TILE_ROWS = tile
     passes.key_chunk_columns = lambda n_queries: CHUNK
+    offset_passes.key_chunk_columns = lambda n_queries: CHUNK
     # MIR's medians: three float64 columns of x a slice, three slices (fewer reads than a
     # radix select of one column's counts a read).
     cm.MEDIAN_BUDGET_BYTES = 3 * 530 * 8
@@ -66,15 +69,18 @@ def pass_arrays(block_size: int | None = 37, tile: int = 64) -> dict[str, np.nda
     finally:
         self_tiles._TILE_ROWS, passes.key_chunk_columns, cm.MEDIAN_BUDGET_BYTES = saved
         cm._CHUNK_BYTES = saved_chunk
+        offset_passes.key_chunk_columns = saved_offset
 
 
 def _streamed(rows: np.ndarray) -> UnitRows:
-    """``rows`` normalised a chunk at a time, each chunk of keys counted in STREAMED_CHUNKS."""
+    """``rows`` normalised a chunk at a time, each chunk of keys (up to CHUNK rows) counted in
+    STREAMED_CHUNKS. Not counted: single rows, which every process gathers for exact scores,
+    and the whole reads of the moved rows' norms, which every process makes."""
     unit = UnitRows(rows, in_memory=False, name="y")
     block = unit.block
 
     def counted(start: int, stop: int) -> torch.Tensor:
-        STREAMED_CHUNKS[0] += 1
+        STREAMED_CHUNKS[0] += 1 < stop - start <= CHUNK
         return block(start, stop)
 
     unit.block = counted  # type: ignore[method-assign]
@@ -118,6 +124,31 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
         out[f"{name}_means"] = np.array(
             [r.retrieval.mean_average_precision, r.retrieval.r_precision]
         )
+    # The what-ifs against keys normalised on the fly: every version's kernel and ranks
+    # counted down chunks of keys shared out in rounds (captions as relevance; both cross
+    # directions sampled).
+    unit_x, unit_y = UnitRows(x, in_memory=False, name="x"), _streamed(y)
+    offsets = [None, np.full(8, 0.05, np.float32), np.linspace(-0.1, 0.1, 8).astype(np.float32)]
+    views_x = [OffsetRows(unit_x, p) for p in offsets]
+    views_y = [OffsetRows(unit_y, None if p is None else -p) for p in offsets]
+    for v, r in enumerate(offset_modality_passes(unit_y, views_y, gy, k=KS, query_index=queries)):
+        out[f"whatif_{v}_terms"] = r.uniformity_row_terms
+        out[f"whatif_{v}_ranks"] = r.retrieval.first_rank
+        out[f"whatif_{v}_ap"] = r.retrieval.average_precision
+    sample_x, sample_y = np.arange(0, 530, 3), np.arange(1, 1060, 7)
+    crossed = offset_cross_passes(
+        unit_x,
+        unit_y,
+        list(zip(views_x, views_y, strict=True)),
+        gx,
+        gy,
+        k=KS,
+        query_index_x=sample_x,
+        query_index_y=sample_y,
+    )
+    for v, (x_to_y, y_to_x) in enumerate(crossed):
+        out[f"whatif_{v}_x_to_y"] = x_to_y.first_rank
+        out[f"whatif_{v}_y_to_x"] = y_to_x.first_rank
     for name, kwargs in (
         ("cross", {}),
         (

@@ -59,15 +59,25 @@ def fits_columns(item_counts: np.ndarray, n_keys: int) -> bool:
 class IntraColumnRanks:
     """The exact intra-modal ranks of ``queries``, counted one chunk of keys at a time.
 
+    The same counts serve the first ranks of a cross-modal direction (``keys`` and
+    ``query_codes`` given: the items are a query's positives in the other modality) and the
+    ranks of moved rows (:mod:`~gapscope.engine.offset_passes`: ``row_scale``, the factor
+    each query row's scores carry).
+
     Args:
-        unit: the unit rows (queries and keys alike).
+        unit: the unit rows of the queries (and of the keys, without ``keys``).
         queries: the query rows (ascending), each with at least one item.
-        items: ``items[p]``, the relevant rows of ``queries[p]`` (the query left out).
-        codes: the relevance code of every row (a key whose code is the query's is an item,
+        items: ``items[p]``, the relevant keys of ``queries[p]`` (the query left out).
+        codes: the relevance code of every key (a key whose code is the query's is an item,
             or the query itself, and is never counted).
-        margin: twice the float32 error bound of a score, in unit-row units.
+        margin: twice the float32 error bound of a score, in unit-row units (times
+            ``row_scale``).
         scale: the factor the product's query rows were multiplied by (a power of two).
         product_rows: the rows the products multiply (ascending, ``queries`` among them).
+        keys: the keys' rows, when they are not ``unit``.
+        query_codes: the queries' codes, when ``codes`` are the keys' only.
+        row_scale: ``row_scale[p]``, the positive factor of query ``p``'s scores in the
+            products (their order within a row is the exact scores' order); ``None``: 1.
     """
 
     def __init__(
@@ -79,21 +89,27 @@ class IntraColumnRanks:
         margin: float,
         scale: float,
         product_rows: np.ndarray,
+        *,
+        keys: RowSource | None = None,
+        query_codes: np.ndarray | None = None,
+        row_scale: np.ndarray | None = None,
     ) -> None:
         self.unit = unit
+        self.keys = unit if keys is None else keys
         self.queries = np.asarray(queries, dtype=np.int64)
         self.codes = codes
-        self.query_codes = codes[self.queries]
+        self.query_codes = codes[self.queries] if query_codes is None else query_codes
         sizes = np.array([a.size for a in items], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
         owner = np.repeat(np.arange(self.queries.size), sizes)
         flat = np.concatenate(items).astype(np.int64) if len(items) else np.zeros(0, np.int64)
-        exact = exact_scores(unit, self.queries[owner], unit, flat)
+        exact = exact_scores(unit, self.queries[owner], self.keys, flat)
         # Within a query, items ascend by exact score (ties by index): the windows ascend too.
         order = np.lexsort((flat, exact, owner))
         self.items, self.exact, self.owner = flat[order], exact[order], owner[order]
-        self.lo = (self.exact - margin) * scale
-        self.hi = (self.exact + margin) * scale
+        centre = self.exact if row_scale is None else self.exact * row_scale[self.owner]
+        self.lo = (centre - margin) * scale
+        self.hi = (centre + margin) * scale
         # Each product row's lowest window bound, in float32 one step down (so no key at or
         # above it is missed); +inf for rows that are not queries here.
         positions = np.searchsorted(product_rows, self.queries)
@@ -162,7 +178,7 @@ class IntraColumnRanks:
             keys = np.concatenate(self.near_keys)
             windows = np.concatenate(self.near_windows)
             queries = self.queries[self.owner[windows]]
-            s_key = exact_scores(self.unit, queries, self.unit, keys)
+            s_key = exact_scores(self.unit, queries, self.keys, keys)
             s_item, item = self.exact[windows], self.items[windows]
             outranks = (s_key > s_item) | ((s_key == s_item) & (keys < item))
             counts += np.bincount(windows[outranks], minlength=counts.size)

@@ -61,12 +61,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from gapscope.engine.blocks import resolve_block_size
+from gapscope.engine.blocks import key_chunk_columns, resolve_block_size
+from gapscope.engine.column_ranks import IntraColumnRanks, fits_columns
 from gapscope.engine.device_ranking import row_ranks_device
 from gapscope.engine.distributed import current_share
-from gapscope.engine.numerics import log_sum_exp
+from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT, log_sum_exp
 from gapscope.engine.passes import (
     ModalityPassResult,
+    _ChunkSums,
     _IntraRanks,
     _KernelRows,
     _sampled_estimate,
@@ -86,6 +88,7 @@ from gapscope.engine.unit_rows import (
     MIN_NORM,
     UnitRows,
     exact_scores,
+    matmul_into,
     moved_norms,
     moved_unit_rows,
     score_buffer,
@@ -344,6 +347,9 @@ class _Moved:
         self.queries, self.keys, self.scale = queries, keys, scale
         e_s = score_error_bound(queries.shape[1])
         self.identity = queries.offset is None and keys.offset is None
+        # How far T_exact / rho_i (a window's centre, with the kept factor) can lie from
+        # nu_i T_exact: nu_i |T| u, below u (1 + P) (chunks of keys, _version_chunks).
+        self.centre_slack = 0.0
         if self.identity:
             self.margin = 2.0 * e_s
             return
@@ -351,6 +357,7 @@ class _Moved:
         big = max(queries.offset_norm, keys.offset_norm)
         bound = (e_s + 8.0 * _U * (1.0 + big) ** 2) * keys.max_factor * (1.0 + 2.0 * _U)
         self.margin = 2.0 * (bound + 3.0 * _U * (1.0 + big))
+        self.centre_slack = 2.0 * _U * (1.0 + big)
         pq = 0.0 if p is None or q is None else math.fsum(p * q)
         dev = queries.device
         self.row_terms = torch.from_numpy((pq - query_dots).astype(np.float32)).to(dev)
@@ -362,18 +369,56 @@ class _Moved:
         """Exact scores of the moved query ``rows`` and ``keys``, pair by pair."""
         return exact_scores(self.queries, rows, self.keys, keys)
 
-    def apply(self, scores: torch.Tensor, idx_t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """``R`` of the query rows ``idx_t`` from their block ``scores``, into ``out``:
-        ``((S + d_j) + c_i) * rho_j``, elementwise in float32, a few rows at a time (the
-        operations then run on rows still in cache)."""
+    def apply(
+        self,
+        scores: torch.Tensor,
+        idx_t: torch.Tensor,
+        out: torch.Tensor,
+        keys: slice = slice(None),
+    ) -> torch.Tensor:
+        """``R`` of the query rows ``idx_t`` from their block ``scores`` (against the keys
+        ``keys``, every key by default), into ``out``: ``((S + d_j) + c_i) * rho_j``,
+        elementwise in float32, a few rows at a time (the operations then run on rows still
+        in cache)."""
         if self.identity:
             return out.copy_(scores)
         row_terms = self.row_terms.index_select(0, idx_t)[:, None]
+        column_terms, column_factors = self.column_terms[:, keys], self.column_factors[:, keys]
         for a in range(0, idx_t.numel(), _CACHED_ROWS):
             z = a + _CACHED_ROWS
-            part = torch.add(scores[a:z], self.column_terms, out=out[a:z])
-            part.add_(row_terms[a:z]).mul_(self.column_factors)
+            part = torch.add(scores[a:z], column_terms, out=out[a:z])
+            part.add_(row_terms[a:z]).mul_(column_factors)
         return out
+
+    def row_scale(self, rows: np.ndarray) -> np.ndarray:
+        """The factor of each query row's ``R``, ``nu_i`` as the kept ``1 / rho_i``
+        (float64), within :attr:`centre_slack` of ``nu_i`` times a score."""
+        return 1.0 / self.queries.factors.cpu().numpy()[rows].astype(np.float64)
+
+    def columns(
+        self,
+        rows: np.ndarray,
+        items: Sequence[np.ndarray],
+        codes: np.ndarray,
+        product_rows: np.ndarray,
+        query_codes: np.ndarray | None = None,
+    ) -> IntraColumnRanks:
+        """Ranks of the query ``rows`` (ascending, each with its ``items``) counted down chunks
+        of this version's ``R`` (:class:`~gapscope.engine.column_ranks.IntraColumnRanks`):
+        windows about ``nu_i`` times each item's exact score, widened by
+        :attr:`centre_slack`."""
+        return IntraColumnRanks(
+            self.queries,
+            rows,
+            items,
+            codes,
+            self.margin + self.centre_slack,
+            1.0,
+            product_rows,
+            keys=None if self.keys is self.queries else self.keys,
+            query_codes=query_codes,
+            row_scale=self.row_scale(rows),
+        )
 
     def finish(self, moved: torch.Tensor, idx_t: torch.Tensor) -> torch.Tensor:
         """``T`` times ``scale`` from ``R``, in place."""
@@ -445,6 +490,71 @@ def _part_rows(rows_max: int, n_keys: int) -> int:
     """Rows of a part of a block (:func:`_version_blocks`): as many as fit :data:`_PART_BYTES`
     of float32 scores, at least one."""
     return max(1, min(rows_max, _PART_BYTES // (4 * max(n_keys, 1))))
+
+
+def _version_chunks(
+    base_q: UnitRows,
+    base_k: UnitRows,
+    rows: np.ndarray,
+    moved: list[_Moved],
+    consume: Callable[[int, int, int, torch.Tensor | None], None],
+    *,
+    own: bool,
+) -> None:
+    """``consume(r, start, v, scores)`` for every round ``r`` of chunks of ``base_k``'s keys
+    and every version ``v``: ``scores`` are version ``v``'s ``R`` of every query row ``rows``
+    (ascending) against this process's chunk of the round (keys ``start, start + 1, ...``),
+    or ``None`` when it has none; with ``own``, each query's own key is ``-inf``.
+
+    For keys normalised on the fly: blocks of query rows against every key
+    (:func:`_version_blocks`) would read and normalise every key once a block (a 512 MiB
+    block holds 134 queries at a million keys, so 2,000 sampled queries read the keys 15
+    times a pass). Here every query meets one chunk of keys at a time (as the sampled
+    kernel does, :func:`~gapscope.engine.passes.modality_pass`), so the keys are read once a
+    pass, and the processes take the chunks in rounds. The product of a chunk is made on
+    this thread while a worker thread turns the previous one into each version's scores and
+    consumes them."""
+    n = base_k.shape[0]
+    width = min(n, key_chunk_columns(rows.size))
+    starts = list(range(0, n, width))
+    share = current_share()
+    # Every process runs every round (a round may hold no chunk of its own): the consumers'
+    # collectives then meet in the same order on every process.
+    rounds = -(-len(starts) // share.world)
+    device = base_q.device
+    queries = base_q.take(rows)
+    rows_t = torch.from_numpy(rows).to(device)
+    buffers = [score_buffer(rows.size, width, device) for _ in range(2 if rounds > 1 else 1)]
+    out = score_buffer(rows.size, width, device)
+
+    def product(r: int) -> tuple[int, int, torch.Tensor | None]:
+        c = r * share.world + share.rank
+        if c >= len(starts):
+            return r, 0, None
+        start, stop = starts[c], min(n, starts[c] + width)
+        buffer = buffers[r % len(buffers)][:, : stop - start]
+        scores = matmul_into(queries, base_k.block(start, stop), buffer)
+        lo, hi = np.searchsorted(rows, [start, stop]) if own else (0, 0)
+        if hi > lo:
+            mine = torch.from_numpy(np.arange(lo, hi)).to(device)
+            columns = torch.from_numpy(rows[lo:hi] - start).to(device)
+            scores[mine, columns] = -math.inf
+        return r, start, scores
+
+    def versions(item: tuple[int, int, torch.Tensor | None]) -> None:
+        r, start, scores = item
+        for v, change in enumerate(moved):
+            version = None
+            if scores is not None:
+                keys = slice(start, start + scores.shape[1])
+                version = change.apply(scores, rows_t, out[:, : scores.shape[1]], keys)
+            consume(r, start, v, version)
+
+    if len(buffers) > 1:
+        pipelined(rounds, product, versions)
+    else:
+        for r in range(rounds):
+            versions(product(r))
 
 
 class _Version(NamedTuple):
@@ -529,14 +639,20 @@ def offset_modality_passes(
         state.kernel.add_block(slice(start, start + idx.size), state.moved.finish(moved, idx_t))
 
     share = current_share()
-    _version_blocks(base, base, rows, block, [state.moved for state in states], consume)
+    chunked = _sweeps_chunks(base, sample, states)
+    if chunked:
+        _modality_chunks(base, rows, states)
+    else:
+        _version_blocks(base, base, rows, block, [state.moved for state in states], consume)
     results: list[ModalityPassResult | None] = [None] * len(versions)
     for v, state in zip(derived, states, strict=True):
         retrieval = None
         if state.intra is not None:
-            share.sum(state.intra.first_rank, state.intra.ap, state.intra.rp)
+            if not chunked:
+                share.sum(state.intra.first_rank, state.intra.ap, state.intra.rp)
             retrieval = state.intra.result(cutoffs, sample)
-        share.sum(state.kernel.row_lse)
+        if not chunked:
+            share.sum(state.kernel.row_lse)
         terms = state.kernel.row_lse - math.log(n - 1)
         if sample is None:
             value, se = log_sum_exp(state.kernel.row_lse) - math.log(n * (n - 1)), None
@@ -555,6 +671,62 @@ def offset_modality_passes(
                 query_index=sample,
             )
     return [r for r in results if r is not None]
+
+
+def _sweeps_chunks(base: UnitRows, sample: np.ndarray | None, states: Sequence[_Version]) -> bool:
+    """Whether sampled queries meet keys normalised on the fly a chunk of keys at a time (one
+    read of them, :func:`_modality_chunks`): when the queries' relevant rows are few enough to
+    score up front (:func:`~gapscope.engine.column_ranks.fits_columns`; the same for every
+    version, a function of the codes and the sample alone)."""
+    if sample is None or base.in_memory or not states:
+        return False
+    intra = states[0].intra
+    if intra is None:
+        return True
+    return fits_columns(intra.members.count(intra.codes[intra.evaluated]) - 1, base.shape[0])
+
+
+def _modality_chunks(base: UnitRows, rows: np.ndarray, states: Sequence[_Version]) -> None:
+    """Every version's kernel rows and intra-modal ranks of the sampled query ``rows`` from one
+    sweep over chunks of ``base``'s keys (:func:`_version_chunks`): the ranks counted down the
+    chunks (:class:`~gapscope.engine.column_ranks.IntraColumnRanks`), the kernel summed a
+    chunk at a time and the chunks' sums combined in order, as the sampled kernel of
+    :func:`~gapscope.engine.passes.modality_pass` combines them (a version without offset
+    gives its bits). Every process ends with every query's values."""
+    share = current_share()
+    width = min(base.shape[0], key_chunk_columns(rows.size))
+    n_chunks = -(-base.shape[0] // width)
+    rows_t = torch.from_numpy(rows).to(base.device)
+    columns, sums = [], []
+    for state in states:
+        intra = state.intra
+        counted = None
+        if intra is not None and intra.evaluated.size:
+            items = [intra._items(int(i)) for i in intra.evaluated.tolist()]
+            counted = state.moved.columns(intra.evaluated, items, intra.codes, rows)
+        columns.append(counted)
+        shifted = 2.0 * state.kernel.two_t > MAX_UNSHIFTED_EXPONENT
+        sums.append(_ChunkSums(rows.size, n_chunks, shifted, share))
+
+    def consume(r: int, start: int, v: int, scores: torch.Tensor | None) -> None:
+        state, counted = states[v], columns[v]
+        terms = None
+        if scores is not None:
+            if counted is not None:
+                # Ranked by R (module notes): a row's order without its factor.
+                counted.add_chunk(start, scores)
+            # Last: the kernel's exponents overwrite the scores in place.
+            terms = state.moved.finish(scores, rows_t)
+            if not state.kernel.prescale:
+                terms = terms.mul_(state.kernel.two_t)
+        sums[v].add_round(r, terms)
+
+    _version_chunks(base, base, rows, [state.moved for state in states], consume, own=True)
+    for state, counted, total in zip(states, columns, sums, strict=True):
+        if counted is not None:
+            assert state.intra is not None
+            counted.finish(state.intra.store)
+        state.kernel.row_lse[:] = total.log_sums() - state.kernel.two_t
 
 
 def _check_versions(base: UnitRows, versions: Sequence[OffsetRows]) -> None:
@@ -675,10 +847,16 @@ def _rows_direction(
         firsts[v][start : start + idx.size] = ranks
 
     share = current_share()
-    _version_blocks(base_q, base_k, evaluated, block, moved, consume)
+    counts = members.count(groups_q[evaluated])
+    chunked = sample is not None and not base_k.in_memory and evaluated.size > 0
+    if chunked and fits_columns(counts, n_keys):
+        _cross_chunks(base_q, base_k, evaluated, moved, groups_q, groups_k, members, firsts)
+    else:
+        _version_blocks(base_q, base_k, evaluated, block, moved, consume)
+        for first in firsts:
+            share.sum(first)
     results = []
     for first in firsts:
-        share.sum(first)
         results.append(
             summarize(
                 cutoffs,
@@ -689,3 +867,35 @@ def _rows_direction(
             )
         )
     return results
+
+
+def _cross_chunks(
+    base_q: UnitRows,
+    base_k: UnitRows,
+    queries: np.ndarray,
+    moved: list[_Moved],
+    groups_q: np.ndarray,
+    groups_k: np.ndarray,
+    members: GroupMembers,
+    firsts: list[np.ndarray],
+) -> None:
+    """Every version's first ranks of the sampled ``queries`` (ascending, each with a positive)
+    from one sweep over chunks of ``base_k``'s keys (:func:`_version_chunks`), counted down the
+    chunks with each query's positives as its items: the best positive's rank is the fewest
+    keys that outrank one of them. Every process ends with every query's rank."""
+    items = [members.of(int(g)) for g in groups_q[queries].tolist()]
+    codes = groups_q[queries]
+    columns = [change.columns(queries, items, groups_k, queries, codes) for change in moved]
+
+    def consume(r: int, start: int, v: int, scores: torch.Tensor | None) -> None:
+        if scores is not None:
+            columns[v].add_chunk(start, scores)
+
+    _version_chunks(base_q, base_k, queries, moved, consume, own=False)
+    position = {int(q): p for p, q in enumerate(queries.tolist())}
+    for counted, first in zip(columns, firsts, strict=True):
+
+        def store(query: int, ranks: np.ndarray, first: np.ndarray = first) -> None:
+            first[position[query]] = ranks[0]
+
+        counted.finish(store)

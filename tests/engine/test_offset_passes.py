@@ -315,3 +315,54 @@ def test_versions_are_checked():
     kept = OffsetRows(base, row, name="image", why="lands", check=False)
     with pytest.raises(EmbeddingError, match="image: row 0 lands"):
         kept.check()
+
+
+@pytest.mark.parametrize("make", [_data, _ties], ids=["gaussian", "ties"])
+@pytest.mark.parametrize("relevance", ["pairs", None])
+def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make, relevance):
+    # Keys normalised on the fly and sampled queries whose relevant rows are few (groups of
+    # two): every version is counted down chunks of 16 keys, one read of the keys a pass,
+    # with the exact ranks of rows held in memory; uniformity to float32 rounding, and a
+    # version without offset gives modality_pass's sampled kernel bit for bit.
+    from gapscope.engine import offset_passes, passes
+
+    for module in (offset_passes, passes):
+        monkeypatch.setattr(module, "key_chunk_columns", lambda n_queries: 16)
+    x, y, _ = make()
+    n = x.shape[0]
+    groups = np.arange(n) // 2 if relevance else None
+    streamed_x = UnitRows(x, in_memory=False, chunk_rows=17)
+    streamed_y = UnitRows(y, in_memory=False, chunk_rows=17)
+    # Reads of a chunk of keys (gathers of single rows for exact scores aside).
+    reads = {"x": 0, "y": 0}
+    for name, unit in (("x", streamed_x), ("y", streamed_y)):
+        block = unit.block
+
+        def counted(start, stop, name=name, block=block):
+            reads[name] += start % 16 == 0 and stop == min(n, start + 16)
+            return block(start, stop)
+
+        monkeypatch.setattr(unit, "block", counted)
+    pairs = _offsets(x, y)
+    versions = [(OffsetRows(streamed_x, p), OffsetRows(streamed_y, q)) for p, q in pairs]
+    qx, qy = np.arange(1, n, 3), np.arange(0, n, 4)
+    own = offset_modality_passes(streamed_x, [v[0] for v in versions], groups, k=KS, query_index=qx)
+    assert reads["x"] == -(-n // 16)  # one read of x's keys for every version
+    cross = offset_cross_passes(
+        streamed_x, streamed_y, versions, k=KS, query_index_x=qx, query_index_y=qy
+    )
+    assert reads == {"x": 2 * -(-n // 16), "y": -(-n // 16)}
+    for (p, q), result, (x_to_y, y_to_x) in zip(pairs, own, cross, strict=True):
+        held = modality_pass(UnitRows(x, offset=p), groups, k=KS, query_index=qx)
+        if groups is not None:
+            _same_retrieval(result.retrieval, held.retrieval)
+        assert result.uniformity == pytest.approx(held.uniformity, rel=1e-6)
+        np.testing.assert_allclose(result.uniformity_row_terms, held.uniformity_row_terms, 1e-6)
+        both = cross_pass(
+            UnitRows(x, offset=p), UnitRows(y, offset=q), k=KS, query_index_x=qx, query_index_y=qy
+        )
+        _same_retrieval(x_to_y, both[0])
+        _same_retrieval(y_to_x, both[1])
+    alone = modality_pass(UnitRows(x, in_memory=False), groups, k=KS, query_index=qx)
+    assert own[0].uniformity == alone.uniformity
+    assert own[0].uniformity_row_terms.tobytes() == alone.uniformity_row_terms.tobytes()
