@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gapscope.analysis.context import _ReadStats
-from gapscope.engine import column_medians, offset_passes, passes, self_tiles
+from gapscope.engine import column_medians, passes, self_tiles
 from gapscope.engine.distributed import current_share
 from gapscope.engine.moments import unit_scatter
 from gapscope.engine.offset_passes import OffsetRows, offset_cross_passes, offset_modality_passes
@@ -56,10 +56,8 @@ def pass_arrays(block_size: int | None = 37, tile: int = 64) -> dict[str, np.nda
     cm = column_medians
     saved = self_tiles._TILE_ROWS, passes.key_chunk_columns, cm.MEDIAN_BUDGET_BYTES
     saved_chunk = cm._CHUNK_BYTES
-    saved_offset = offset_passes.key_chunk_columns
     self_tiles._TILE_ROWS = tile
     passes.key_chunk_columns = lambda n_queries: CHUNK
-    offset_passes.key_chunk_columns = lambda n_queries: CHUNK
     # MIR's medians: three float64 columns of x a slice, three slices (fewer reads than a
     # radix select of one column's counts a read).
     cm.MEDIAN_BUDGET_BYTES = 3 * 530 * 8
@@ -69,7 +67,6 @@ def pass_arrays(block_size: int | None = 37, tile: int = 64) -> dict[str, np.nda
     finally:
         self_tiles._TILE_ROWS, passes.key_chunk_columns, cm.MEDIAN_BUDGET_BYTES = saved
         cm._CHUNK_BYTES = saved_chunk
-        offset_passes.key_chunk_columns = saved_offset
 
 
 def _streamed(rows: np.ndarray) -> UnitRows:

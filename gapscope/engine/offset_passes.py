@@ -61,7 +61,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from gapscope.engine.blocks import key_chunk_columns, resolve_block_size
+from gapscope.engine.blocks import resolve_block_size
 from gapscope.engine.column_ranks import IntraColumnRanks, fits_columns
 from gapscope.engine.device_ranking import row_ranks_device
 from gapscope.engine.distributed import current_share
@@ -73,8 +73,11 @@ from gapscope.engine.passes import (
     _KernelRows,
     _sampled_estimate,
     cross_pass,
+    key_chunk_width,
+    key_chunks,
     modality_pass,
     ranks_on_device,
+    sweep_key_chunks,
 )
 from gapscope.engine.pipelining import pipelined
 from gapscope.engine.ranking import (
@@ -88,7 +91,6 @@ from gapscope.engine.unit_rows import (
     MIN_NORM,
     UnitRows,
     exact_scores,
-    matmul_into,
     moved_norms,
     moved_unit_rows,
     score_buffer,
@@ -509,40 +511,14 @@ def _version_chunks(
     For keys normalised on the fly: blocks of query rows against every key
     (:func:`_version_blocks`) would read and normalise every key once a block (a 512 MiB
     block holds 134 queries at a million keys, so 2,000 sampled queries read the keys 15
-    times a pass). Here every query meets one chunk of keys at a time (as the sampled
-    kernel does, :func:`~gapscope.engine.passes.modality_pass`), so the keys are read once a
-    pass, and the processes take the chunks in rounds. The product of a chunk is made on
-    this thread while a worker thread turns the previous one into each version's scores and
-    consumes them."""
-    n = base_k.shape[0]
-    width = min(n, key_chunk_columns(rows.size))
-    starts = list(range(0, n, width))
-    share = current_share()
-    # Every process runs every round (a round may hold no chunk of its own): the consumers'
-    # collectives then meet in the same order on every process.
-    rounds = -(-len(starts) // share.world)
-    device = base_q.device
-    queries = base_q.take(rows)
-    rows_t = torch.from_numpy(rows).to(device)
-    buffers = [score_buffer(rows.size, width, device) for _ in range(2 if rounds > 1 else 1)]
-    out = score_buffer(rows.size, width, device)
+    times a pass). Here every query meets one chunk of keys at a time
+    (:func:`~gapscope.engine.passes.sweep_key_chunks`, as the sampled kernel does), so the
+    keys are read once a pass. The product of a chunk is made on this thread while a worker
+    thread turns the previous one into each version's scores and consumes them."""
+    rows_t = torch.from_numpy(rows).to(base_q.device)
+    out = score_buffer(rows.size, key_chunk_width(base_k.shape[0], rows.size), base_q.device)
 
-    def product(r: int) -> tuple[int, int, torch.Tensor | None]:
-        c = r * share.world + share.rank
-        if c >= len(starts):
-            return r, 0, None
-        start, stop = starts[c], min(n, starts[c] + width)
-        buffer = buffers[r % len(buffers)][:, : stop - start]
-        scores = matmul_into(queries, base_k.block(start, stop), buffer)
-        lo, hi = np.searchsorted(rows, [start, stop]) if own else (0, 0)
-        if hi > lo:
-            mine = torch.from_numpy(np.arange(lo, hi)).to(device)
-            columns = torch.from_numpy(rows[lo:hi] - start).to(device)
-            scores[mine, columns] = -math.inf
-        return r, start, scores
-
-    def versions(item: tuple[int, int, torch.Tensor | None]) -> None:
-        r, start, scores = item
+    def versions(r: int, start: int, scores: torch.Tensor | None) -> None:
         for v, change in enumerate(moved):
             version = None
             if scores is not None:
@@ -550,11 +526,7 @@ def _version_chunks(
                 version = change.apply(scores, rows_t, out[:, : scores.shape[1]], keys)
             consume(r, start, v, version)
 
-    if len(buffers) > 1:
-        pipelined(rounds, product, versions)
-    else:
-        for r in range(rounds):
-            versions(product(r))
+    sweep_key_chunks(base_q.take(rows), rows, base_k, versions, own=own, overlap=True)
 
 
 class _Version(NamedTuple):
@@ -694,8 +666,7 @@ def _modality_chunks(base: UnitRows, rows: np.ndarray, states: Sequence[_Version
     :func:`~gapscope.engine.passes.modality_pass` combines them (a version without offset
     gives its bits). Every process ends with every query's values."""
     share = current_share()
-    width = min(base.shape[0], key_chunk_columns(rows.size))
-    n_chunks = -(-base.shape[0] // width)
+    n_chunks = key_chunks(base.shape[0], rows.size)
     rows_t = torch.from_numpy(rows).to(base.device)
     columns, sums = [], []
     for state in states:

@@ -442,70 +442,108 @@ def _sampled_kernel(
 ) -> None:
     """The kernel rows of the sampled query ``rows`` (ascending) of ``unit`` against every
     key of ``keys`` (default: ``unit`` itself, each query's own column left out), one chunk
-    of keys (:func:`~gapscope.engine.blocks.key_chunk_columns`) at a time: each chunk's
-    float32 terms are summed as in :meth:`_KernelRows.add_block` and the chunk sums combined
-    in float64, in the order of the chunks (in the log domain when ``4t`` leaves the float32
-    range). ``columns`` counts the intra-modal ranks from the same chunks (before the kernel
-    overwrites them), while the next chunk's product is made.
+    of keys at a time (:func:`sweep_key_chunks`): each chunk's float32 terms are summed as in
+    :meth:`_KernelRows.add_block` and the chunk sums combined in float64, in the order of the
+    chunks (in the log domain when ``4t`` leaves the float32 range). ``columns`` counts the
+    intra-modal ranks from the same chunks (before the kernel overwrites them), while the
+    next chunk's product is made.
 
-    Processes sharing the passes (:mod:`~gapscope.engine.distributed`) take the chunks in
-    turn: in round ``r`` process ``p`` makes chunk ``r * world + p``. After each round the
-    round's sums (one float64 a process and query) are gathered to every process and
-    combined in chunk order, so every process ends with the bits one process alone makes,
-    holding ``world`` sums a query."""
-    own_keys = keys is None
-    keys = unit if keys is None else keys
-    n = keys.shape[0]
+    Among processes, each round's sums (one float64 a process and query) are gathered to
+    every process and combined in chunk order, so every process ends with the bits one
+    process alone makes, holding ``world`` sums a query."""
     queries = unit.take(rows)
     if kernel is not None and kernel.prescale:
         queries = queries * kernel.two_t
-    width = min(n, key_chunk_columns(rows.size))
-    starts = list(range(0, n, width))
-    share = current_share()
-    # Every process runs every round (a round may hold no chunk of its own): the rounds'
-    # collectives then meet in the same order on every process.
-    rounds = -(-len(starts) // share.world)
-    # Counting overlaps the next chunk's product (two buffers); the kernel alone needs one.
-    buffers = [
-        score_buffer(rows.size, width, unit.device)
-        for _ in range(2 if columns is not None and rounds > 1 else 1)
-    ]
-    shifted = kernel is not None and 2.0 * kernel.two_t > MAX_UNSHIFTED_EXPONENT
-    sums = _ChunkSums(rows.size, len(starts), shifted, share)
+    # Without keys of their own the queries meet their own rows (their own key left out).
+    own = keys is None
+    keys = unit if keys is None else keys
+    sums = None
+    if kernel is not None:
+        shifted = 2.0 * kernel.two_t > MAX_UNSHIFTED_EXPONENT
+        sums = _ChunkSums(rows.size, key_chunks(keys.shape[0], rows.size), shifted, current_share())
 
-    def product(r: int) -> tuple[int, torch.Tensor | None]:
-        c = r * share.world + share.rank
-        if c >= len(starts):
-            return r, None
-        start = starts[c]
-        stop = min(n, start + width)
-        buffer = buffers[r % len(buffers)]
-        scores = matmul_into(queries, keys.block(start, stop), buffer[:, : stop - start])
-        # Each query's own column: -inf is a zero kernel term.
-        lo, hi = np.searchsorted(rows, [start, stop]) if own_keys else (0, 0)
-        if hi > lo:
-            own = torch.from_numpy(np.arange(lo, hi)).to(unit.device)
-            own_columns = torch.from_numpy(rows[lo:hi] - start).to(unit.device)
-            scores[own, own_columns] = -math.inf
-        return r, scores
-
-    def consume(item: tuple[int, torch.Tensor | None]) -> None:
-        r, scores = item
+    def consume(r: int, start: int, scores: torch.Tensor | None) -> None:
         if scores is not None and columns is not None:
-            columns.add_chunk(starts[r * share.world + share.rank], scores)
+            columns.add_chunk(start, scores)
         if kernel is not None:
+            assert sums is not None
             terms = None
             if scores is not None:
                 terms = scores if kernel.prescale else scores.mul_(kernel.two_t)
             sums.add_round(r, terms)
 
+    # Counting overlaps the next chunk's product; the kernel alone needs no second buffer.
+    sweep_key_chunks(queries, rows, keys, consume, own=own, overlap=columns is not None)
+    if kernel is not None:
+        assert sums is not None
+        kernel.row_lse[:] = sums.log_sums() - kernel.two_t
+
+
+def key_chunk_width(n_keys: int, n_queries: int) -> int:
+    """The keys a chunk of :func:`sweep_key_chunks` for ``n_queries`` query rows."""
+    return min(n_keys, key_chunk_columns(n_queries))
+
+
+def key_chunks(n_keys: int, n_queries: int) -> int:
+    """How many chunks of keys :func:`sweep_key_chunks` cuts ``n_keys`` keys into for
+    ``n_queries`` query rows."""
+    return -(-n_keys // key_chunk_width(n_keys, n_queries))
+
+
+def sweep_key_chunks(
+    queries: torch.Tensor,
+    rows: np.ndarray,
+    keys: UnitRows,
+    consume: Callable[[int, int, torch.Tensor | None], None],
+    *,
+    own: bool,
+    overlap: bool,
+) -> None:
+    """``consume(r, start, scores)`` for every round ``r`` of chunks of ``keys``: ``scores``
+    are the float32 products of the ``queries`` (the rows ``rows`` of their modality,
+    ascending) with this process's chunk of the round (keys ``start, start + 1, ...``;
+    :func:`~gapscope.engine.blocks.key_chunk_columns` wide, which depends on the number of
+    queries alone), or ``None`` when it has none. With ``own`` the keys are the queries'
+    modality, and each query's own key is ``-inf`` (a zero kernel term, never ranked).
+
+    Every query meets one chunk of keys at a time, so the keys are read (and normalised, when
+    streamed) once a sweep. Processes sharing the passes (:mod:`~gapscope.engine.distributed`)
+    take the chunks in turn: in round ``r`` process ``p`` makes chunk ``r * world + p``, and
+    every process runs every round (a round may hold no chunk of its own), so that
+    collectives in ``consume`` meet in the same order on every process. With ``overlap`` the
+    next chunk's product is made while a worker thread consumes this one (two buffers)."""
+    n = keys.shape[0]
+    width = key_chunk_width(n, rows.size)
+    starts = list(range(0, n, width))
+    share = current_share()
+    rounds = -(-len(starts) // share.world)
+    device = queries.device
+    buffers = [
+        score_buffer(rows.size, width, device) for _ in range(2 if overlap and rounds > 1 else 1)
+    ]
+
+    def product(r: int) -> tuple[int, int, torch.Tensor | None]:
+        c = r * share.world + share.rank
+        if c >= len(starts):
+            return r, 0, None
+        start, stop = starts[c], min(n, starts[c] + width)
+        buffer = buffers[r % len(buffers)][:, : stop - start]
+        scores = matmul_into(queries, keys.block(start, stop), buffer)
+        lo, hi = np.searchsorted(rows, [start, stop]) if own else (0, 0)
+        if hi > lo:
+            mine = torch.from_numpy(np.arange(lo, hi)).to(device)
+            columns = torch.from_numpy(rows[lo:hi] - start).to(device)
+            scores[mine, columns] = -math.inf
+        return r, start, scores
+
+    def take(item: tuple[int, int, torch.Tensor | None]) -> None:
+        consume(*item)
+
     if len(buffers) > 1:
-        pipelined(rounds, product, consume)
+        pipelined(rounds, product, take)
     else:
         for r in range(rounds):
-            consume(product(r))
-    if kernel is not None:
-        kernel.row_lse[:] = sums.log_sums() - kernel.two_t
+            take(product(r))
 
 
 class _ChunkSums:

@@ -324,10 +324,9 @@ def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make,
     # two): every version is counted down chunks of 16 keys, one read of the keys a pass,
     # with the exact ranks of rows held in memory; uniformity to float32 rounding, and a
     # version without offset gives modality_pass's sampled kernel bit for bit.
-    from gapscope.engine import offset_passes, passes
+    from gapscope.engine import passes
 
-    for module in (offset_passes, passes):
-        monkeypatch.setattr(module, "key_chunk_columns", lambda n_queries: 16)
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 16)
     x, y, _ = make()
     n = x.shape[0]
     groups = np.arange(n) // 2 if relevance else None
