@@ -1,4 +1,5 @@
-"""Intra-modal ranks of sampled queries, counted down the columns of thin products.
+"""Ranks of sampled queries counted down the columns of thin products: intra-modal ranks, and
+the first ranks of cross-modal directions and of moved rows (the what-ifs).
 
 When a modality's keys are too many to keep as float32 unit rows (a million rows of d = 512
 is 2 GiB), each read of the keys normalises them again. The block path of
@@ -70,8 +71,8 @@ class IntraColumnRanks:
         items: ``items[p]``, the relevant keys of ``queries[p]`` (the query left out).
         codes: the relevance code of every key (a key whose code is the query's is an item,
             or the query itself, and is never counted).
-        margin: twice the float32 error bound of a score, in unit-row units (times
-            ``row_scale``).
+        margin: twice the float32 error bound of a score, in the units of the products' scores
+            before ``scale`` (for moved rows, the units of ``R``).
         scale: the factor the product's query rows were multiplied by (a power of two).
         product_rows: the rows the products multiply (ascending, ``queries`` among them).
         keys: the keys' rows, when they are not ``unit``.

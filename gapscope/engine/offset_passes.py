@@ -397,7 +397,7 @@ class _Moved:
         (float64), within :attr:`centre_slack` of ``nu_i`` times a score."""
         return 1.0 / self.queries.factors.cpu().numpy()[rows].astype(np.float64)
 
-    def columns(
+    def column_ranks(
         self,
         rows: np.ndarray,
         items: Sequence[np.ndarray],
@@ -515,6 +515,8 @@ def _version_chunks(
     (:func:`~gapscope.engine.passes.sweep_key_chunks`, as the sampled kernel does), so the
     keys are read once a pass. The product of a chunk is made on this thread while a worker
     thread turns the previous one into each version's scores and consumes them."""
+    if not moved:
+        return
     rows_t = torch.from_numpy(rows).to(base_q.device)
     out = score_buffer(rows.size, key_chunk_width(base_k.shape[0], rows.size), base_q.device)
 
@@ -550,10 +552,13 @@ def offset_modality_passes(
 
     Each block of ``base``'s query rows against every row is made once and turned into each
     version's scores (module notes); the query's own column is ``-inf`` in every version.
-    Retrieval is exact (ranks by exact scores of each version's rows), and a version without
-    offset gives :func:`~gapscope.engine.passes.modality_pass`'s numbers bit for bit; the
-    uniformity of a moved version is its float32 kernel sum over derived scores, within float32
-    rounding of a pass over its own rows.
+    Sampled queries against keys normalised on the fly meet one chunk of keys at a time
+    instead (:func:`_version_chunks`: one read of the keys), the kernel summed by chunks and
+    the ranks counted down them when the relevant rows are few enough to score up front (else
+    by blocks). Retrieval is exact (ranks by exact scores of each version's rows), and a
+    version without offset gives :func:`~gapscope.engine.passes.modality_pass`'s numbers bit
+    for bit; the uniformity of a moved version is its float32 kernel sum over derived scores,
+    within float32 rounding of a pass over its own rows.
 
     Args:
         base: the modality's unit rows (held in memory or streamed).
@@ -607,30 +612,30 @@ def offset_modality_passes(
                 state.intra.rank_block_device(idx, moved, 1.0)
             else:
                 state.intra.rank_block(idx, moved.cpu().numpy(), 1.0)
-        # Last: the kernel overwrites the scores in place.
-        state.kernel.add_block(slice(start, start + idx.size), state.moved.finish(moved, idx_t))
+        if not swept:
+            # Last: the kernel overwrites the scores in place.
+            state.kernel.add_block(slice(start, start + idx.size), state.moved.finish(moved, idx_t))
 
     share = current_share()
-    chunked = _sweeps_chunks(base, sample, states)
-    if chunked:
-        _modality_chunks(base, rows, states)
-    else:
+    # Sampled queries against keys normalised on the fly: the kernel from one sweep over
+    # chunks of the keys (as modality_pass sums it: whatever is asked for, the same bits),
+    # the ranks counted down the same chunks when the relevant rows are few enough to score
+    # up front, else from blocks of query rows (the path depends on the data alone).
+    swept = sample is not None and not base.in_memory and bool(states)
+    counted = swept and _fit_columns(base, states)
+    if swept:
+        _modality_chunks(base, rows, states, ranks=counted)
+    if not swept or (codes is not None and not counted):
         _version_blocks(base, base, rows, block, [state.moved for state in states], consume)
     results: list[ModalityPassResult | None] = [None] * len(versions)
     for v, state in zip(derived, states, strict=True):
-        retrieval = None
-        if state.intra is not None:
-            if not chunked:
-                share.sum(state.intra.first_rank, state.intra.ap, state.intra.rp)
-            retrieval = state.intra.result(cutoffs, sample)
-        if not chunked:
+        # What the blocks of this process made is added over the processes; the sweeps
+        # leave every process with every value already.
+        if state.intra is not None and not counted:
+            share.sum(state.intra.first_rank, state.intra.ap, state.intra.rp)
+        if not swept:
             share.sum(state.kernel.row_lse)
-        terms = state.kernel.row_lse - math.log(n - 1)
-        if sample is None:
-            value, se = log_sum_exp(state.kernel.row_lse) - math.log(n * (n - 1)), None
-        else:
-            value, se = _sampled_estimate(terms, n)
-        results[v] = ModalityPassResult(value, se, sample, terms, retrieval)
+        results[v] = _modality_result(state, n, sample, cutoffs)
     for v, view in enumerate(versions):
         if results[v] is None:
             results[v] = modality_pass(
@@ -645,47 +650,60 @@ def offset_modality_passes(
     return [r for r in results if r is not None]
 
 
-def _sweeps_chunks(base: UnitRows, sample: np.ndarray | None, states: Sequence[_Version]) -> bool:
-    """Whether sampled queries meet keys normalised on the fly a chunk of keys at a time (one
-    read of them, :func:`_modality_chunks`): when the queries' relevant rows are few enough to
-    score up front (:func:`~gapscope.engine.column_ranks.fits_columns`; the same for every
-    version, a function of the codes and the sample alone)."""
-    if sample is None or base.in_memory or not states:
-        return False
+def _modality_result(
+    state: _Version, n: int, sample: np.ndarray | None, cutoffs: Sequence[int]
+) -> ModalityPassResult:
+    """A version's uniformity (exact, or the sampled estimate) and retrieval."""
+    retrieval = None if state.intra is None else state.intra.result(cutoffs, sample)
+    terms = state.kernel.row_lse - math.log(n - 1)
+    if sample is None:
+        value, se = log_sum_exp(state.kernel.row_lse) - math.log(n * (n - 1)), None
+    else:
+        value, se = _sampled_estimate(terms, n)
+    return ModalityPassResult(value, se, sample, terms, retrieval)
+
+
+def _fit_columns(base: UnitRows, states: Sequence[_Version]) -> bool:
+    """Whether the versions' ranks can be counted down chunks of keys: the queries' relevant
+    rows are few enough to score up front (:func:`~gapscope.engine.column_ranks.fits_columns`,
+    the same for every version: a function of the codes and the sample alone)."""
     intra = states[0].intra
     if intra is None:
         return True
     return fits_columns(intra.members.count(intra.codes[intra.evaluated]) - 1, base.shape[0])
 
 
-def _modality_chunks(base: UnitRows, rows: np.ndarray, states: Sequence[_Version]) -> None:
-    """Every version's kernel rows and intra-modal ranks of the sampled query ``rows`` from one
-    sweep over chunks of ``base``'s keys (:func:`_version_chunks`): the ranks counted down the
-    chunks (:class:`~gapscope.engine.column_ranks.IntraColumnRanks`), the kernel summed a
-    chunk at a time and the chunks' sums combined in order, as the sampled kernel of
-    :func:`~gapscope.engine.passes.modality_pass` combines them (a version without offset
-    gives its bits). Every process ends with every query's values."""
+def _modality_chunks(
+    base: UnitRows, rows: np.ndarray, states: Sequence[_Version], *, ranks: bool
+) -> None:
+    """Every version's kernel rows (and with ``ranks`` its intra-modal ranks) of the sampled
+    query ``rows`` from one sweep over chunks of ``base``'s keys (:func:`_version_chunks`):
+    the kernel summed a chunk at a time and the chunks' sums combined in order, as the
+    sampled kernel of :func:`~gapscope.engine.passes.modality_pass` combines them (a version
+    without offset gives its bits), the ranks counted down the chunks
+    (:class:`~gapscope.engine.column_ranks.IntraColumnRanks`). Every process ends with every
+    query's values."""
     share = current_share()
     n_chunks = key_chunks(base.shape[0], rows.size)
     rows_t = torch.from_numpy(rows).to(base.device)
-    columns, sums = [], []
+    counters: list[IntraColumnRanks | None] = []
+    sums = []
     for state in states:
-        intra = state.intra
-        counted = None
-        if intra is not None and intra.evaluated.size:
-            items = [intra._items(int(i)) for i in intra.evaluated.tolist()]
-            counted = state.moved.columns(intra.evaluated, items, intra.codes, rows)
-        columns.append(counted)
+        intra, counter = state.intra, None
+        if ranks and intra is not None and intra.evaluated.size:
+            items = [intra.items(int(i)) for i in intra.evaluated.tolist()]
+            counter = state.moved.column_ranks(intra.evaluated, items, intra.codes, rows)
+        counters.append(counter)
         shifted = 2.0 * state.kernel.two_t > MAX_UNSHIFTED_EXPONENT
         sums.append(_ChunkSums(rows.size, n_chunks, shifted, share))
 
     def consume(r: int, start: int, v: int, scores: torch.Tensor | None) -> None:
-        state, counted = states[v], columns[v]
+        state, counter = states[v], counters[v]
         terms = None
         if scores is not None:
-            if counted is not None:
+            if counter is not None:
                 # Ranked by R (module notes): a row's order without its factor.
-                counted.add_chunk(start, scores)
+                counter.add_chunk(start, scores)
             # Last: the kernel's exponents overwrite the scores in place.
             terms = state.moved.finish(scores, rows_t)
             if not state.kernel.prescale:
@@ -693,10 +711,10 @@ def _modality_chunks(base: UnitRows, rows: np.ndarray, states: Sequence[_Version
         sums[v].add_round(r, terms)
 
     _version_chunks(base, base, rows, [state.moved for state in states], consume, own=True)
-    for state, counted, total in zip(states, columns, sums, strict=True):
-        if counted is not None:
+    for state, counter, total in zip(states, counters, sums, strict=True):
+        if counter is not None:
             assert state.intra is not None
-            counted.finish(state.intra.store)
+            counter.finish(state.intra.store)
         state.kernel.row_lse[:] = total.log_sums() - state.kernel.two_t
 
 
@@ -730,8 +748,11 @@ def offset_cross_passes(
 
     Each direction's queries (every row, or ``query_index_*``) are ranked by rows: blocks of
     ``base_x``'s query rows against every ``base_y`` row (and the other way round), made once
-    and turned into each version's scores (module notes). Ranks are exact, so each version's
-    numbers are those of :func:`~gapscope.engine.passes.cross_pass` on its own rows.
+    and turned into each version's scores (module notes). Sampled queries against keys
+    normalised on the fly meet one chunk of keys at a time instead (:func:`_version_chunks`:
+    one read of the keys a direction), their first ranks counted down the chunks. Ranks are
+    exact, so each version's numbers are those of :func:`~gapscope.engine.passes.cross_pass`
+    on its own rows.
 
     Args:
         base_x, base_y: the two modalities' unit rows (held in memory or streamed).
@@ -794,7 +815,8 @@ def _rows_direction(
     block_size: int | None,
 ) -> list[RetrievalResult]:
     """First ranks of one direction's queries in every version, by rows of blocks of the one
-    product ``U_q[queries] U_k^T``."""
+    product ``U_q[queries] U_k^T``, or counted down its chunks of keys (sampled queries, keys
+    normalised on the fly, positives few enough to score up front)."""
     members = GroupMembers(groups_k)
     eligible = members.count(groups_q) > 0
     rows = np.arange(base_q.shape[0]) if sample is None else sample
@@ -856,17 +878,19 @@ def _cross_chunks(
     keys that outrank one of them. Every process ends with every query's rank."""
     items = [members.of(int(g)) for g in groups_q[queries].tolist()]
     codes = groups_q[queries]
-    columns = [change.columns(queries, items, groups_k, queries, codes) for change in moved]
+    counters = [change.column_ranks(queries, items, groups_k, queries, codes) for change in moved]
 
     def consume(r: int, start: int, v: int, scores: torch.Tensor | None) -> None:
         if scores is not None:
-            columns[v].add_chunk(start, scores)
+            counters[v].add_chunk(start, scores)
 
     _version_chunks(base_q, base_k, queries, moved, consume, own=False)
-    position = {int(q): p for p, q in enumerate(queries.tolist())}
-    for counted, first in zip(columns, firsts, strict=True):
+    for counter, first in zip(counters, firsts, strict=True):
+        # finish hands the queries over in order, one at a time.
+        found: list[int] = []
 
-        def store(query: int, ranks: np.ndarray, first: np.ndarray = first) -> None:
-            first[position[query]] = ranks[0]
+        def store(query: int, ranks: np.ndarray, found: list[int] = found) -> None:
+            found.append(int(ranks[0]))
 
-        counted.finish(store)
+        counter.finish(store)
+        first[:] = found

@@ -317,7 +317,7 @@ class _IntraRanks:
             code = int(self.codes[i])
             ranks = relevant_ranks(
                 scores[r],
-                self._items(i),
+                self.items(i),
                 self._is_relevant(code),
                 self.margin * scale,
                 self._exact_keys(i),
@@ -335,14 +335,14 @@ class _IntraRanks:
         return IntraColumnRanks(
             self.unit,
             self.evaluated,
-            [self._items(int(i)) for i in self.evaluated.tolist()],
+            [self.items(int(i)) for i in self.evaluated.tolist()],
             self.codes,
             self.margin,
             scale,
             product_rows,
         )
 
-    def _items(self, i: int) -> np.ndarray:
+    def items(self, i: int) -> np.ndarray:
         """Query ``i``'s relevant rows: its group's other members (ascending)."""
         code = int(self.codes[i])
         group = self.groups.get(code)
@@ -359,7 +359,7 @@ class _IntraRanks:
         queries = idx[rows].tolist()
         items, relevant, exact = [], [], []
         for i in queries:
-            items.append(self._items(i))
+            items.append(self.items(i))
             relevant.append(self._is_relevant(int(self.codes[i])))
             exact.append(self._exact_keys(i))
         ranks = relevant_ranks_device(scores_t, rows, items, relevant, self.margin * scale, exact)

@@ -318,18 +318,20 @@ def test_versions_are_checked():
 
 
 @pytest.mark.parametrize("make", [_data, _ties], ids=["gaussian", "ties"])
-@pytest.mark.parametrize("relevance", ["pairs", None])
+@pytest.mark.parametrize("relevance", ["pairs", None, "labels"])
 def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make, relevance):
-    # Keys normalised on the fly and sampled queries whose relevant rows are few (groups of
-    # two): every version is counted down chunks of 16 keys, one read of the keys a pass,
-    # with the exact ranks of rows held in memory; uniformity to float32 rounding, and a
-    # version without offset gives modality_pass's sampled kernel bit for bit.
+    # Keys normalised on the fly and sampled queries: every version's kernel is summed over
+    # chunks of 16 keys, and its ranks counted down the same chunks when the relevant rows
+    # are few (groups of two; one read of the keys a pass), else ranked by blocks (labels).
+    # The exact ranks of rows held in memory; uniformity to float32 rounding, the same bits
+    # whatever the relevance, and a version without offset gives modality_pass's sampled
+    # kernel bit for bit.
     from gapscope.engine import passes
 
     monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 16)
-    x, y, _ = make()
+    x, y, labels = make()
     n = x.shape[0]
-    groups = np.arange(n) // 2 if relevance else None
+    groups = {"pairs": np.arange(n) // 2, None: None, "labels": labels}[relevance]
     streamed_x = UnitRows(x, in_memory=False, chunk_rows=17)
     streamed_y = UnitRows(y, in_memory=False, chunk_rows=17)
     # Reads of a chunk of keys (gathers of single rows for exact scores aside).
@@ -346,7 +348,9 @@ def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make,
     versions = [(OffsetRows(streamed_x, p), OffsetRows(streamed_y, q)) for p, q in pairs]
     qx, qy = np.arange(1, n, 3), np.arange(0, n, 4)
     own = offset_modality_passes(streamed_x, [v[0] for v in versions], groups, k=KS, query_index=qx)
-    assert reads["x"] == -(-n // 16)  # one read of x's keys for every version
+    if relevance != "labels":
+        assert reads["x"] == -(-n // 16)  # one read of x's keys for every version
+    reads["x"] = -(-n // 16)
     cross = offset_cross_passes(
         streamed_x, streamed_y, versions, k=KS, query_index_x=qx, query_index_y=qy
     )
@@ -365,3 +369,6 @@ def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make,
     alone = modality_pass(UnitRows(x, in_memory=False), groups, k=KS, query_index=qx)
     assert own[0].uniformity == alone.uniformity
     assert own[0].uniformity_row_terms.tobytes() == alone.uniformity_row_terms.tobytes()
+    kernels_only = offset_modality_passes(streamed_x, [v[0] for v in versions], query_index=qx)
+    for a, b in zip(own, kernels_only, strict=True):
+        assert a.uniformity_row_terms.tobytes() == b.uniformity_row_terms.tobytes()
