@@ -17,6 +17,7 @@ figure is the median of ``--repeat`` runs and a ratio to the baseline of the sam
 medians are checked equal.
 
     python benchmarks/bench_column_medians.py --n 1000000 --dim 512
+    python benchmarks/bench_column_medians.py --ties   # where both read the rows as often
     python benchmarks/bench_column_medians.py --n 1000000 \
         --json benchmarks/results/column_medians_1m.json
 """
@@ -83,6 +84,33 @@ def _reads(method: Callable[[Any], np.ndarray], rows: np.ndarray) -> float:
     return counted.rows_read / rows.shape[0]
 
 
+def _ties(dim: int, repeat: int) -> None:
+    """Both paths, best of ``repeat``, at row counts where they read the rows equally often
+    (what ``_RADIX_ROWS`` decides)."""
+    budget = cm.MEDIAN_BUDGET_BYTES
+    rng = np.random.default_rng(0)
+    print(
+        f"arrays in memory, {dim} columns, best of {repeat}; ties go to the slices below "
+        f"{cm._RADIX_ROWS} rows"
+    )
+    for dtype, sizes in ((np.float16, (4096, 16384, 32768, 65536)), (np.float32, (70000, 131072))):
+        for n in sizes:
+            rows = rng.normal(size=(n, dim)).astype(dtype)
+            radix = min(
+                _median_time(lambda a: cm._RadixSelect(a, budget).medians(), rows, 1)[0]
+                for _ in range(repeat)
+            )
+            sliced = min(
+                _median_time(lambda a: cm._sliced_medians(a, budget), rows, 1)[0]
+                for _ in range(repeat)
+            )
+            reads = cm._radix_reads(n, dim, rows.itemsize, budget), cm._slice_reads(n, dim, budget)
+            print(
+                f"  {np.dtype(dtype).name:8s} n = {n:7d}  reads {reads[0]} / {reads[1]}"
+                f"  radix select {radix:6.3f} s  slices {sliced:6.3f} s  {radix / sliced:5.2f}x"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -90,7 +118,15 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float16,float32")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--ties",
+        action="store_true",
+        help="instead: both paths on arrays in memory where they read the rows as often",
+    )
     args = parser.parse_args()
+    if args.ties:
+        _ties(args.dim, args.repeat)
+        return
 
     budget = cm.MEDIAN_BUDGET_BYTES
     results: dict[str, dict[str, dict[str, float]]] = {}

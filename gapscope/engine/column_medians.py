@@ -54,7 +54,7 @@ _DIGIT_BITS = 16
 _DIGITS = 1 << _DIGIT_BITS
 _TOP_BIT = 1 << (_DIGIT_BITS - 1)
 #: Rows from which the radix select is taken when it reads the rows as many times as the
-#: slices of columns (see docs/performance.md for the measurement).
+#: slices of columns (`benchmarks/bench_column_medians.py --ties`, docs/performance.md).
 _RADIX_ROWS = 1 << 15
 #: Transposed rows of a chunk at once (a group's columns, contiguous), in bytes.
 _CHUNK_BYTES = 64 * 2**20
