@@ -97,6 +97,54 @@ class _FailingRows:
         return self.array[key]
 
 
+def _whatif_arrays(
+    out: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    labels: np.ndarray,
+    queries: np.ndarray,
+    block_size: int | None,
+) -> None:
+    # The what-ifs against keys normalised on the fly: every version's kernel and ranks
+    # counted down chunks of keys shared out in rounds (captions as relevance; both cross
+    # directions sampled).
+    unit_x, unit_y = UnitRows(x, in_memory=False, name="x"), _streamed(y)
+    offsets = [None, np.full(8, 0.05, np.float32), np.linspace(-0.1, 0.1, 8).astype(np.float32)]
+    views_x = [OffsetRows(unit_x, p) for p in offsets]
+    views_y = [OffsetRows(unit_y, None if p is None else -p) for p in offsets]
+    for v, r in enumerate(offset_modality_passes(unit_y, views_y, gy, k=KS, query_index=queries)):
+        out[f"whatif_{v}_terms"] = r.uniformity_row_terms
+        out[f"whatif_{v}_ranks"] = r.retrieval.first_rank
+        out[f"whatif_{v}_ap"] = r.retrieval.average_precision
+    # Labels too wide for the column counts: the kernel from the sweep, the ranks from
+    # blocks of the queries that have a relevant row, added over the processes.
+    wide = [OffsetRows(unit_x, p) for p in offsets]
+    labelled = offset_modality_passes(
+        unit_x, wide, labels, k=KS, block_size=block_size, query_index=np.arange(3, 530, 4)
+    )
+    for v, r in enumerate(labelled):
+        out[f"whatif_labels_{v}_terms"] = r.uniformity_row_terms
+        out[f"whatif_labels_{v}_ranks"] = r.retrieval.first_rank
+        out[f"whatif_labels_{v}_ap"] = r.retrieval.average_precision
+        out[f"whatif_labels_{v}_rp"] = r.retrieval.r_precision_per_query
+    sample_x, sample_y = np.arange(0, 530, 3), np.arange(1, 1060, 7)
+    crossed = offset_cross_passes(
+        unit_x,
+        unit_y,
+        list(zip(views_x, views_y, strict=True)),
+        gx,
+        gy,
+        k=KS,
+        query_index_x=sample_x,
+        query_index_y=sample_y,
+    )
+    for v, (x_to_y, y_to_x) in enumerate(crossed):
+        out[f"whatif_{v}_x_to_y"] = x_to_y.first_rank
+        out[f"whatif_{v}_y_to_x"] = y_to_x.first_rank
+
+
 def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     x, y, gx, gy, labels = data()
     out: dict[str, np.ndarray] = {}
@@ -121,31 +169,7 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
         out[f"{name}_means"] = np.array(
             [r.retrieval.mean_average_precision, r.retrieval.r_precision]
         )
-    # The what-ifs against keys normalised on the fly: every version's kernel and ranks
-    # counted down chunks of keys shared out in rounds (captions as relevance; both cross
-    # directions sampled).
-    unit_x, unit_y = UnitRows(x, in_memory=False, name="x"), _streamed(y)
-    offsets = [None, np.full(8, 0.05, np.float32), np.linspace(-0.1, 0.1, 8).astype(np.float32)]
-    views_x = [OffsetRows(unit_x, p) for p in offsets]
-    views_y = [OffsetRows(unit_y, None if p is None else -p) for p in offsets]
-    for v, r in enumerate(offset_modality_passes(unit_y, views_y, gy, k=KS, query_index=queries)):
-        out[f"whatif_{v}_terms"] = r.uniformity_row_terms
-        out[f"whatif_{v}_ranks"] = r.retrieval.first_rank
-        out[f"whatif_{v}_ap"] = r.retrieval.average_precision
-    sample_x, sample_y = np.arange(0, 530, 3), np.arange(1, 1060, 7)
-    crossed = offset_cross_passes(
-        unit_x,
-        unit_y,
-        list(zip(views_x, views_y, strict=True)),
-        gx,
-        gy,
-        k=KS,
-        query_index_x=sample_x,
-        query_index_y=sample_y,
-    )
-    for v, (x_to_y, y_to_x) in enumerate(crossed):
-        out[f"whatif_{v}_x_to_y"] = x_to_y.first_rank
-        out[f"whatif_{v}_y_to_x"] = y_to_x.first_rank
+    _whatif_arrays(out, x, y, gx, gy, labels, queries, block_size)
     for name, kwargs in (
         ("cross", {}),
         (

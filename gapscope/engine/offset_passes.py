@@ -602,6 +602,16 @@ def offset_modality_passes(
             intra.margin = moved.margin
         states.append(_Version(moved, intra, kernel))
 
+    share = current_share()
+    # Sampled queries against keys normalised on the fly: the kernel from one sweep over
+    # chunks of the keys (as modality_pass sums it: whatever is asked for, the same bits),
+    # the ranks counted down the same chunks when the relevant rows are few enough to score
+    # up front, else from blocks of query rows (the path depends on the data alone).
+    swept = sample is not None and not base.in_memory and bool(states)
+    counted = swept and _fit_columns(base, states)
+    if swept:
+        _modality_chunks(base, rows, states, ranks=counted)
+
     def consume(start: int, idx: np.ndarray, v: int, moved: torch.Tensor) -> None:
         state = states[v]
         idx_t = torch.from_numpy(idx).to(base.device)
@@ -616,17 +626,9 @@ def offset_modality_passes(
             # Last: the kernel overwrites the scores in place.
             state.kernel.add_block(slice(start, start + idx.size), state.moved.finish(moved, idx_t))
 
-    share = current_share()
-    # Sampled queries against keys normalised on the fly: the kernel from one sweep over
-    # chunks of the keys (as modality_pass sums it: whatever is asked for, the same bits),
-    # the ranks counted down the same chunks when the relevant rows are few enough to score
-    # up front, else from blocks of query rows (the path depends on the data alone).
-    swept = sample is not None and not base.in_memory and bool(states)
-    counted = swept and _fit_columns(base, states)
-    if swept:
-        _modality_chunks(base, rows, states, ranks=counted)
-    if not swept or (codes is not None and not counted):
-        _version_blocks(base, base, rows, block, [state.moved for state in states], consume)
+    block_rows = _block_rows(rows, states, swept=swept, counted=counted)
+    if block_rows is not None:
+        _version_blocks(base, base, block_rows, block, [state.moved for state in states], consume)
     results: list[ModalityPassResult | None] = [None] * len(versions)
     for v, state in zip(derived, states, strict=True):
         # What the blocks of this process made is added over the processes; the sweeps
@@ -648,6 +650,18 @@ def offset_modality_passes(
                 query_index=sample,
             )
     return [r for r in results if r is not None]
+
+
+def _block_rows(
+    rows: np.ndarray, states: Sequence[_Version], *, swept: bool, counted: bool
+) -> np.ndarray | None:
+    """The query rows the blocks multiply: every one when nothing was swept; only those with a
+    relevant row when the sweep summed the kernel but could not count the ranks (the blocks
+    then rank alone); ``None`` when the sweep did both."""
+    if not swept:
+        return rows
+    intra = states[0].intra
+    return None if intra is None or counted else intra.evaluated
 
 
 def _modality_result(
