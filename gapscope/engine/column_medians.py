@@ -214,7 +214,7 @@ class _RadixSelect:
             if not counting.size and not extremes.size:
                 break
             counts, largest, smallest = self._read(
-                c0, depth, prefix, prefix_upper, counting, extremes
+                c0, c1, depth, prefix, prefix_upper, counting, extremes
             )
             low_value[extremes], high_value[extremes] = largest, smallest
             done[extremes] = True
@@ -256,6 +256,7 @@ class _RadixSelect:
     def _read(
         self,
         c0: int,
+        c1: int,
         depth: int,
         prefix: np.ndarray,
         prefix_upper: np.ndarray,
@@ -271,7 +272,7 @@ class _RadixSelect:
         process). Everything a process can fail at alone (the buffers, the reads) happens
         before :meth:`~gapscope.engine.distributed.Share.raise_together`, which every
         process reaches, so none is left waiting in the sums."""
-        g = self.group if c0 + self.group <= self.d else self.d - c0
+        g = c1 - c0
         rows = max(1, _CHUNK_BYTES // (g * self.dtype.itemsize))
         chunks = list(row_blocks(self.n, rows))
         # Python ints: a numpy uint64 shift would widen uint32 patterns to uint64.
@@ -289,7 +290,7 @@ class _RadixSelect:
             for k in share.blocks(len(chunks)):
                 start, stop = chunks[k]
                 columns = patterns[:, : stop - start]
-                self._transposed(start, stop, c0, c0 + g, columns)
+                self._transposed(start, stop, c0, c1, columns)
                 for row, c in enumerate(counting.tolist()):
                     column = columns[c]
                     if depth:

@@ -65,7 +65,7 @@ from gapscope.engine.blocks import resolve_block_size
 from gapscope.engine.column_ranks import IntraColumnRanks, fits_columns
 from gapscope.engine.device_ranking import row_ranks_device
 from gapscope.engine.distributed import current_share
-from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT, log_sum_exp
+from gapscope.engine.numerics import log_sum_exp
 from gapscope.engine.passes import (
     ModalityPassResult,
     _ChunkSums,
@@ -74,7 +74,6 @@ from gapscope.engine.passes import (
     _sampled_estimate,
     cross_pass,
     key_chunk_width,
-    key_chunks,
     modality_pass,
     ranks_on_device,
     sweep_key_chunks,
@@ -697,39 +696,32 @@ def _modality_chunks(
     without offset gives its bits), the ranks counted down the chunks
     (:class:`~gapscope.engine.column_ranks.IntraColumnRanks`). Every process ends with every
     query's values."""
-    share = current_share()
-    n_chunks = key_chunks(base.shape[0], rows.size)
     rows_t = torch.from_numpy(rows).to(base.device)
     counters: list[IntraColumnRanks | None] = []
-    sums = []
     for state in states:
         intra, counter = state.intra, None
         if ranks and intra is not None and intra.evaluated.size:
             items = [intra.items(int(i)) for i in intra.evaluated.tolist()]
             counter = state.moved.column_ranks(intra.evaluated, items, intra.codes, rows)
         counters.append(counter)
-        shifted = 2.0 * state.kernel.two_t > MAX_UNSHIFTED_EXPONENT
-        sums.append(_ChunkSums(rows.size, n_chunks, shifted, share))
+    sums = [_ChunkSums(state.kernel, base.shape[0]) for state in states]
 
     def consume(r: int, start: int, v: int, scores: torch.Tensor | None) -> None:
-        state, counter = states[v], counters[v]
-        terms = None
+        counter = counters[v]
         if scores is not None:
             if counter is not None:
                 # Ranked by R (module notes): a row's order without its factor.
                 counter.add_chunk(start, scores)
-            # Last: the kernel's exponents overwrite the scores in place.
-            terms = state.moved.finish(scores, rows_t)
-            if not state.kernel.prescale:
-                terms = terms.mul_(state.kernel.two_t)
-        sums[v].add_round(r, terms)
+            # Last: T times the prescale (module notes), which the kernel overwrites in place.
+            scores = states[v].moved.finish(scores, rows_t)
+        sums[v].add_round(r, scores)
 
     _version_chunks(base, base, rows, [state.moved for state in states], consume, own=True)
     for state, counter, total in zip(states, counters, sums, strict=True):
         if counter is not None:
             assert state.intra is not None
             counter.finish(state.intra.store)
-        state.kernel.row_lse[:] = total.log_sums() - state.kernel.two_t
+        total.finish()
 
 
 def _check_versions(base: UnitRows, versions: Sequence[OffsetRows]) -> None:

@@ -52,7 +52,7 @@ from gapscope.engine.device_ranking import (
     row_ranks_device,
 )
 from gapscope.engine.devices import resolve_device
-from gapscope.engine.distributed import Share, current_share
+from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT, log_mean_exp, log_sum_exp
 from gapscope.engine.pipelining import pipelined
 from gapscope.engine.ranking import (
@@ -457,26 +457,18 @@ def _sampled_kernel(
     # Without keys of their own the queries meet their own rows (their own key left out).
     own = keys is None
     keys = unit if keys is None else keys
-    sums = None
-    if kernel is not None:
-        shifted = 2.0 * kernel.two_t > MAX_UNSHIFTED_EXPONENT
-        sums = _ChunkSums(rows.size, key_chunks(keys.shape[0], rows.size), shifted, current_share())
+    sums = None if kernel is None else _ChunkSums(kernel, keys.shape[0])
 
     def consume(r: int, start: int, scores: torch.Tensor | None) -> None:
         if scores is not None and columns is not None:
             columns.add_chunk(start, scores)
-        if kernel is not None:
-            assert sums is not None
-            terms = None
-            if scores is not None:
-                terms = scores if kernel.prescale else scores.mul_(kernel.two_t)
-            sums.add_round(r, terms)
+        if sums is not None:
+            sums.add_round(r, scores)
 
     # Counting overlaps the next chunk's product; the kernel alone needs no second buffer.
     sweep_key_chunks(queries, rows, keys, consume, own=own, overlap=columns is not None)
-    if kernel is not None:
-        assert sums is not None
-        kernel.row_lse[:] = sums.log_sums() - kernel.two_t
+    if sums is not None:
+        sums.finish()
 
 
 def key_chunk_width(n_keys: int, n_queries: int) -> int:
@@ -531,9 +523,9 @@ def sweep_key_chunks(
         scores = matmul_into(queries, keys.block(start, stop), buffer)
         lo, hi = np.searchsorted(rows, [start, stop]) if own else (0, 0)
         if hi > lo:
-            mine = torch.from_numpy(np.arange(lo, hi)).to(device)
-            columns = torch.from_numpy(rows[lo:hi] - start).to(device)
-            scores[mine, columns] = -math.inf
+            query_rows = torch.from_numpy(np.arange(lo, hi)).to(device)
+            own_keys = torch.from_numpy(rows[lo:hi] - start).to(device)
+            scores[query_rows, own_keys] = -math.inf
         return r, start, scores
 
     def take(item: tuple[int, int, torch.Tensor | None]) -> None:
@@ -547,28 +539,37 @@ def sweep_key_chunks(
 
 
 class _ChunkSums:
-    """The kernel sums of a sweep of query rows over chunks of keys (:func:`_sampled_kernel`),
-    combined in chunk order in float64 (in the log domain when ``shifted``); among
-    processes, a round of chunks at a time."""
+    """The rows of ``kernel`` from a sweep of its query rows over chunks of ``n_keys`` keys
+    (:func:`sweep_key_chunks`): each chunk's float32 terms summed as in
+    :meth:`_KernelRows.add_block`, the chunks' sums combined in chunk order in float64 (in the
+    log domain when ``4t`` leaves the float32 range); among processes, a round of chunks at a
+    time (:meth:`~gapscope.engine.distributed.Share.round`)."""
 
-    def __init__(self, queries: int, chunks: int, shifted: bool, share: Share) -> None:
-        self.queries, self.chunks, self.shifted, self.share = queries, chunks, shifted, share
-        self.total = np.full(queries, -math.inf) if shifted else np.zeros(queries)
+    def __init__(self, kernel: _KernelRows, n_keys: int) -> None:
+        self.kernel = kernel
+        self.queries = kernel.row_lse.size
+        self.chunks = key_chunks(n_keys, self.queries)
+        self.shifted = 2.0 * kernel.two_t > MAX_UNSHIFTED_EXPONENT
+        self.share = current_share()
+        self.total = np.full(self.queries, -math.inf) if self.shifted else np.zeros(self.queries)
 
-    def add_round(self, r: int, terms: torch.Tensor | None) -> None:
-        """Add round ``r``: ``terms`` are the kernel exponents (``2t s``) of this process's
-        chunk of the round (overwritten), ``None`` when it has none. Every process's sums of
-        the round are added in chunk order (:meth:`~gapscope.engine.distributed.Share.round`)."""
+    def add_round(self, r: int, scores: torch.Tensor | None) -> None:
+        """Add round ``r``: ``scores`` are this process's chunk of the round, as the product
+        made them (the query rows multiplied by ``2t`` when the kernel prescales; overwritten),
+        ``None`` when it has none. Every process's sums of the round are added in chunk
+        order."""
 
         def chunk_sums(_: int) -> np.ndarray:
-            assert terms is not None  # a process without a chunk this round makes nothing
-            return self._chunk_sums(terms)
+            assert scores is not None  # a process without a chunk this round makes nothing
+            kernel = self.kernel
+            return self._chunk_sums(scores if kernel.prescale else scores.mul_(kernel.two_t))
 
         self.share.round(r, self.chunks, chunk_sums, lambda _, sums: self._add(sums), self.queries)
 
-    def log_sums(self) -> np.ndarray:
-        """``log sum_j exp(2t s_ij)`` of every query, as float64."""
-        return self.total if self.shifted else np.log(self.total)
+    def finish(self) -> None:
+        """The kernel's rows, ``log sum_j exp(-t ||x_i - y_j||^2)``, from every round."""
+        log_sums = self.total if self.shifted else np.log(self.total)
+        self.kernel.row_lse[:] = log_sums - self.kernel.two_t
 
     def _chunk_sums(self, terms: torch.Tensor) -> np.ndarray:
         if self.shifted:
