@@ -15,11 +15,18 @@ import sys
 import numpy as np
 import torch
 
+from gapscope.analysis import whatif
 from gapscope.analysis.context import _ReadStats
 from gapscope.engine import column_medians, passes, self_tiles
 from gapscope.engine.distributed import current_share
 from gapscope.engine.moments import unit_scatter
-from gapscope.engine.offset_passes import OffsetRows, offset_cross_passes, offset_modality_passes
+from gapscope.engine.normalization import unit_rows
+from gapscope.engine.offset_passes import (
+    OffsetRows,
+    offset_cross_passes,
+    offset_modality_passes,
+    offset_rows,
+)
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
 from gapscope.engine.validation import check_embeddings
@@ -143,6 +150,22 @@ def _whatif_arrays(
     for v, (x_to_y, y_to_x) in enumerate(crossed):
         out[f"whatif_{v}_x_to_y"] = x_to_y.first_rank
         out[f"whatif_{v}_y_to_x"] = y_to_x.first_rank
+    # Every version's norms and dot products, and the gap sums of every fix, from chunks of 37
+    # rows shared out in turn; the last fix sends row 100 (a chunk of process 2 of 3) to the
+    # origin.
+    chunked = UnitRows(x, in_memory=False, name="x", chunk_rows=37)
+    moved = offset_rows(chunked, offsets, name="x", dots_with=offsets[::-1])
+    for v, view in enumerate(moved):
+        out[f"whatif_{v}_factors"] = view.factors.numpy()
+    known = moved[0].dots.known
+    out["whatif_dots"] = np.concatenate([known[k] for k in sorted(known)])
+    fixes = [None if p is None else p.astype(np.float64) for p in offsets]
+    fixes.append(unit_rows(x[100:101])[0])
+    sums = [whatif._TransformedSums(8, p, "x", "lands on the origin") for p in fixes]
+    feed = whatif._SumsOfEveryFix(sums)
+    feed.read(x, chunk_rows=37)
+    out["whatif_sums"] = np.concatenate([np.r_[s.sum_w, s.sum_unit] for s in sums[:-1]])
+    out["whatif_sums_error"] = np.frombuffer(str(feed.errors[-1]).encode(), dtype=np.uint8)
 
 
 def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:

@@ -44,6 +44,7 @@ from gapscope.analysis.context import DEFAULT_MAX_ROWS, AnalysisContext, Analysi
 from gapscope.data.class_prompts import ClassPrompts
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.engine.blocks import row_blocks
+from gapscope.engine.distributed import current_share
 from gapscope.engine.moments import unit_sums
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.numerics import log_mean_exp
@@ -107,15 +108,17 @@ class Scenario:
     zeroshot: ZeroShotResult | None = None
 
 
-def _check_nonzero(rows: np.ndarray, name: str, why: str, start: int = 0) -> np.ndarray:
-    """The rows' norms; raises on a row (numbered from ``start``) that has lost its direction."""
+def _check_nonzero(rows: np.ndarray, name: str, why: str) -> np.ndarray:
+    """The rows' norms; raises on a row that has lost its direction."""
     norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
     bad = np.flatnonzero(norms < MIN_NORM)
     if bad.size:
-        raise EmbeddingError(
-            f"{name}: row {start + int(bad[0])} {why}, so it has no direction left"
-        )
+        raise _no_direction(name, int(bad[0]), why)
     return norms
+
+
+def _no_direction(name: str, row: int, why: str) -> EmbeddingError:
+    return EmbeddingError(f"{name}: row {row} {why}, so it has no direction left")
 
 
 def center_modality(x: ArrayLike, name: str = "x") -> np.ndarray:
@@ -233,49 +236,100 @@ class _Fix:
 
 class _TransformedSums:
     """Float64 sums of ``w_i = u_i - offset`` and of ``w_i / ||w_i||`` over the rows (``u_i``
-    the unit rows), added a chunk at a time in row order; raises on a row the offset leaves
-    without direction. Fed (through :class:`_SumsOfEveryFix`) by the read that makes the unit
-    rows, or by a read of their own when the unit rows are streamed."""
+    the unit rows), added a chunk at a time in row order; the first row the offset leaves
+    without direction is kept as :attr:`error`, and the sums stop there. Fed (through
+    :class:`_SumsOfEveryFix`) by the read that makes the unit rows, or by a read of their own
+    (shared among processes, or when the unit rows are streamed)."""
 
     def __init__(self, dim: int, offset: np.ndarray | None, name: str, why: str) -> None:
         self.offset, self.name, self.why = offset, name, why
         self.sum_w = np.zeros(dim)
         self.sum_unit = np.zeros(dim)
+        self.error: EmbeddingError | None = None
 
-    def add(self, start: int, unit: np.ndarray, scratch: np.ndarray) -> None:
-        """Add float64 unit rows (left as they are), moved in ``scratch`` (same shape): the
-        scenarios of a read share one buffer instead of two new arrays each."""
+    @property
+    def size(self) -> int:
+        """The float64 values of a chunk's terms."""
+        return 1 + 2 * self.sum_w.size
+
+    def chunk_terms(self, unit: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None:
+        """A chunk's terms into ``out``: the chunk's first row without direction (``-1``:
+        none), then its sums of ``w_i`` and of ``w_i / ||w_i||``. ``unit`` are float64 unit
+        rows (left as they are), moved in ``scratch`` (same shape): the scenarios of a read
+        share one buffer instead of two new arrays each."""
+        d = self.sum_w.size
         w = unit if self.offset is None else np.subtract(unit, self.offset, out=scratch)
-        norms = _check_nonzero(w, self.name, self.why, start)
-        self.sum_w += w.sum(axis=0)
-        self.sum_unit += np.divide(w, norms[:, None], out=scratch).sum(axis=0)
+        norms = np.sqrt(np.einsum("ij,ij->i", w, w))
+        short = np.flatnonzero(norms < MIN_NORM)
+        out[0] = short[0] if short.size else -1
+        if short.size:
+            return
+        out[1 : d + 1] = w.sum(axis=0)
+        out[d + 1 :] = np.divide(w, norms[:, None], out=scratch).sum(axis=0)
+
+    def fold(self, start: int, terms: np.ndarray) -> None:
+        """Add the terms of the chunk of rows from ``start``, in row order."""
+        if self.error is not None:
+            return
+        if terms[0] >= 0:
+            self.error = _no_direction(self.name, start + int(terms[0]), self.why)
+            return
+        d = self.sum_w.size
+        self.sum_w += terms[1 : d + 1]
+        self.sum_unit += terms[d + 1 :]
 
 
 class _SumsOfEveryFix:
-    """Feeds one read of a modality's rows to the sums of every scenario; a scenario whose
+    """Feeds each chunk of a modality's rows to the sums of every scenario; a scenario whose
     offset sends a row to the origin keeps its error (the caller raises the errors in scenario
     order) and is fed no further."""
 
     def __init__(self, sums: list[_TransformedSums]) -> None:
         self.sums = sums
-        self.errors: list[EmbeddingError | None] = [None] * len(sums)
+        self.size = sum(s.size for s in sums)
 
-    def add(self, start: int, rows: ArrayLike) -> None:
+    @property
+    def errors(self) -> list[EmbeddingError | None]:
+        return [s.error for s in self.sums]
+
+    def chunk_terms(self, rows: ArrayLike) -> np.ndarray:
+        """Every scenario's terms of a chunk of source rows, one after the other."""
         if isinstance(rows, torch.Tensor):
-            rows = rows.detach().cpu().numpy()
+            # bfloat16 has no numpy type: widened to float32, exactly.
+            wide = rows.float() if rows.dtype == torch.bfloat16 else rows
+            rows = wide.detach().cpu().numpy()
         unit = unit_rows(rows)  # normalised once for every scenario
         scratch = np.empty_like(unit)
-        for i, sums in enumerate(self.sums):
-            if self.errors[i] is None:
-                try:
-                    sums.add(start, unit, scratch)
-                except EmbeddingError as error:
-                    self.errors[i] = error
+        # Zeros: a failed scenario's sums are never set, and the chunk's bytes stay defined.
+        out = np.zeros(self.size)
+        at = 0
+        for sums in self.sums:
+            sums.chunk_terms(unit, scratch, out[at : at + sums.size])
+            at += sums.size
+        return out
 
-    def read(self, x: Any) -> None:
-        """Feed every row of ``x``, a chunk at a time (rows the unit rows did not read)."""
-        for start, stop in row_blocks(x.shape[0], STREAM_CHUNK_ROWS):
-            self.add(start, x[start:stop])
+    def fold(self, start: int, terms: np.ndarray) -> None:
+        at = 0
+        for sums in self.sums:
+            sums.fold(start, terms[at : at + sums.size])
+            at += sums.size
+
+    def add(self, start: int, rows: ArrayLike) -> None:
+        """Add the chunk of source rows from ``start`` (chunks in row order)."""
+        self.fold(start, self.chunk_terms(rows))
+
+    def read(self, x: Any, chunk_rows: int | None = None) -> None:
+        """Feed every row of ``x``, a chunk at a time (``STREAM_CHUNK_ROWS`` rows by default,
+        as :class:`~gapscope.engine.unit_rows.UnitRows` reads them): processes sharing the
+        passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn, and every
+        process folds every chunk's terms in row order, as one process does."""
+        chunks = list(row_blocks(x.shape[0], chunk_rows or STREAM_CHUNK_ROWS))
+        current_share().in_order(
+            len(chunks),
+            lambda c: self.chunk_terms(x[chunks[c][0] : chunks[c][1]]),
+            lambda c, terms: self.fold(chunks[c][0], terms),
+            self.size,
+        )
 
 
 def _measure_together(
@@ -298,16 +352,24 @@ def _measure_together(
     # The unit rows as they are: one float32 copy when the pair fits in memory, else
     # normalised block by block whenever a pass reads them.
     fits = fits_in_memory(sum(ctx.raw[m].shape[0] for m in names), ctx.dim)
+    # One process makes the sums in the read that makes the unit rows; processes sharing the
+    # passes take the chunks of a read of their own in turn (the same chunks, so the same bits).
+    alone = current_share().world == 1
     base: dict[str, UnitRows] = {}
     feeds: dict[str, _SumsOfEveryFix] = {}
     for m in names:
         feeds[m] = _SumsOfEveryFix([s[m] for s in sums])
         base[m] = UnitRows(
-            ctx.raw[m], device=opts.device, in_memory=fits, name=m, on_rows=feeds[m].add
+            ctx.raw[m],
+            device=opts.device,
+            in_memory=fits,
+            name=m,
+            on_rows=feeds[m].add if alone else None,
         )
         if not base[m].rows_seen:
-            # Streamed rows are not read up front: the sums get a read of their own.
-            feeds[m].read(ctx.raw[m])
+            # Streamed rows are not read up front: the sums get a read of their own, cut
+            # where the unit rows' read cuts them.
+            feeds[m].read(ctx.raw[m], base[m].chunk_rows)
     # Every fix's rows of a modality from one read: their norms, and each row's dot products
     # with every offset of both modalities (the passes' row and column terms).
     a, b = names

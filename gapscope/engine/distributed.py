@@ -11,12 +11,13 @@ and integers is exact, and every score is made by the same product tile whicheve
 makes it (:meth:`~gapscope.engine.unit_rows.UnitRows.block_scores`), so every process ends
 with the arrays a single process would have, bit for bit. Scans whose blocks are combined in
 a fixed order (the validating read with its norms and sums, MIR's moments and medians, the
-paired cosines, the alignment, the unit rows' scatter) share their blocks through
+paired cosines, the alignment, the unit rows' scatter, the what-ifs' gap sums and their scan
+of every version's norms and dot products) share their blocks through
 :meth:`Share.in_order`: each block is made by one process, gathered to all, and every process
 combines them all in block order.
 A sweep of sampled queries over chunks of keys (the sampled kernels, and the intra-modal ranks
 counted down their chunks) shares its chunks the same way, a round at a time. The rest of the
-analysis (bootstrap, diagnostics, readings) runs on each process alike.
+analysis (bootstrap, the other diagnostics, readings) runs on each process alike.
 
 A pass reads :func:`current_share`, which is one process alone unless :func:`sharing` says
 otherwise: a library caller opts in (``analyze(..., distributed=True)``), because a process

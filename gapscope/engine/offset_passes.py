@@ -55,7 +55,7 @@ offset on either side is the product itself (``R = T = S``, bound ``e_S``), bit 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -259,28 +259,49 @@ def _scan(
 ) -> list[np.ndarray]:
     """One read of ``base``'s rows: the norms of the rows moved by each of ``targets`` (float32
     offsets on the rows' device), returned, and the dot products with ``vectors`` kept in
-    ``dots``."""
-    norms = [np.empty(base.shape[0], dtype=np.float64) for _ in targets]
-    found: dict[bytes, np.ndarray] = {}
-    for start, stop, rows in _row_parts(base):
-        for target, out in zip(targets, norms, strict=True):
-            out[start:stop] = moved_norms(rows, target)
-        dots.scan(start, stop, rows, vectors, found)
-    dots.known.update(found)
-    return norms
+    ``dots``.
 
+    The rows are read a chunk at a time and worked on in parts of at most
+    :data:`_SCAN_ROWS` rows, so that the float64 work on them stays small. Processes sharing
+    the passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn and every process
+    gets every row's values: a row's norm and dot products depend on that row alone."""
+    n = base.shape[0]
+    chunk = max(1, min(n, base.chunk_rows))
+    unique = list({v.tobytes(): v for v in vectors}.values())
+    outputs = [np.empty(n, dtype=np.float64) for _ in range(len(targets) + len(unique))]
+    if not outputs:
+        return []
+    starts = range(0, n, chunk)
 
-def _row_parts(base: UnitRows) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``(start, stop, rows)`` over every row of ``base``, read a chunk at a time and handed on
-    in parts of at most :data:`_SCAN_ROWS` rows, so that the float64 work on them stays small
-    (a row's norm and dot products depend on that row alone)."""
-    for start, stop, rows in base.chunks():
+    def make(c: int) -> np.ndarray:
+        start, stop = starts[c], min(n, starts[c] + chunk)
+        rows = base.block(start, stop)
+        values = np.zeros((len(outputs), chunk), dtype=np.float64)
         for lo in range(0, stop - start, _SCAN_ROWS):
             hi = min(stop - start, lo + _SCAN_ROWS)
-            yield start + lo, start + hi, rows[lo:hi]
+            part = rows[lo:hi]
+            for t, target in enumerate(targets):
+                values[t, lo:hi] = moved_norms(part, target)
+            if unique:
+                # numpy sums along each row, so a row's value does not depend on the threads.
+                part64 = part.cpu().numpy().astype(np.float64)
+                for k, vector in enumerate(unique):
+                    values[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
+        return values.reshape(-1)
+
+    def fold(c: int, packed: np.ndarray) -> None:
+        start, stop = starts[c], min(n, starts[c] + chunk)
+        for out, values in zip(outputs, packed.reshape(len(outputs), chunk), strict=True):
+            out[start:stop] = values[: stop - start]
+
+    current_share().in_order(len(starts), make, fold, len(outputs) * chunk)
+    dots.known.update(
+        (v.tobytes(), out) for v, out in zip(unique, outputs[len(targets) :], strict=True)
+    )
+    return outputs[: len(targets)]
 
 
-#: Rows a part of :func:`_row_parts`: 16 MiB of float64 at d = 512.
+#: Rows a part of :func:`_scan`: 16 MiB of float64 at d = 512.
 _SCAN_ROWS = 4096
 
 
@@ -308,24 +329,6 @@ class _RowDots:
             _scan(self.base, [], self, missing)
         zeros = np.zeros(self.base.shape[0], dtype=np.float64)
         return [zeros if v is None else self.known[v.tobytes()] for v in vectors]
-
-    def scan(
-        self,
-        start: int,
-        stop: int,
-        rows: torch.Tensor,
-        vectors: Sequence[np.ndarray],
-        found: dict[bytes, np.ndarray],
-    ) -> None:
-        """Add rows ``start:stop`` to the dot products with ``vectors`` in ``found``."""
-        if not vectors:
-            return
-        rows64 = rows.cpu().numpy().astype(np.float64)
-        for vector in vectors:
-            key = vector.tobytes()
-            if key not in found:
-                found[key] = np.empty(self.base.shape[0], dtype=np.float64)
-            found[key][start:stop] = np.multiply(rows64, vector).sum(axis=1)
 
 
 class _Moved:

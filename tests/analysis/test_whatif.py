@@ -335,6 +335,32 @@ def test_scenario_sums_come_from_the_unit_rows_read_alike_in_memory_and_streamed
     assert np.array_equal(shifted.sum_unit, sums.sum_unit)
 
 
+def test_shared_sums_cut_the_rows_where_the_unit_rows_read_does(monkeypatch):
+    # Processes sharing the passes make the scenarios' sums in a read of their own; it cuts the
+    # rows where the unit rows' read cuts them (here 16-row chunks, whatever the what-ifs' own
+    # default), so the sums have the bits of one process's. The stand-in share says two
+    # processes but makes every chunk itself.
+    from types import SimpleNamespace
+
+    from gapscope.analysis import whatif
+    from gapscope.engine import unit_rows
+    from gapscope.engine.distributed import Share
+
+    x, y, gx, gy, lx, ly = gapped(n=60, seed=2)
+    monkeypatch.setattr(unit_rows, "STREAM_CHUNK_ROWS", 16)
+
+    def run() -> dict:
+        return scenarios(gap_closing_whatif(x, y, gx, gy, k=(1,), max_queries=20))
+
+    alone = run()
+    two = SimpleNamespace(world=2, in_order=Share().in_order)
+    monkeypatch.setattr(whatif, "current_share", lambda: two)
+    shared = run()
+    for name, scenario in alone.items():
+        for key in ("gap", "gap_before_renormalization"):
+            assert shared[name][key] == scenario[key], (name, key)
+
+
 def test_the_first_fix_that_fails_names_the_error():
     # Measured together, the fixes still report the error that measuring them one by one
     # meets first: here the centring's class prompt, before the shift's row at the origin.

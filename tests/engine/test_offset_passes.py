@@ -266,6 +266,7 @@ def test_streamed_rows_give_the_ranks_of_rows_held_in_memory(make):
 def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
     # offset_rows: every version's norms and every dot product the passes need from one read
     # of rows normalised block by block; the passes then read the keys only for products.
+    from gapscope.engine import offset_passes
     from gapscope.engine.offset_passes import offset_rows
 
     x, y, labels = _data(n=60, seed=9)
@@ -273,7 +274,28 @@ def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
     base_y = UnitRows(y, in_memory=False, chunk_rows=16)
     pairs = _offsets(x, y)
     px, py = [p for p, _ in pairs], [q for _, q in pairs]
-    reads = {"x": 0}
+    read = []
+    block = base_x.block
+
+    def counted_block(start, stop):
+        read.append((start, stop))
+        return block(start, stop)
+
+    scans = []
+    scan = offset_passes._scan
+
+    def counted_scan(base, *args):
+        scans.append(base is base_x)
+        return scan(base, *args)
+
+    monkeypatch.setattr(offset_passes, "_scan", counted_scan)
+    monkeypatch.setattr(base_x, "block", counted_block)
+    moved_x = offset_rows(base_x, px, name="x", dots_with=py)
+    # One scan, each chunk read once.
+    assert scans == [True]
+    assert read == [(0, 16), (16, 32), (32, 48), (48, 60)]
+    monkeypatch.setattr(base_x, "block", block)
+    reads = {"x": 1}
     chunks = base_x.chunks
 
     def counted():
@@ -281,8 +303,6 @@ def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
         return chunks()
 
     monkeypatch.setattr(base_x, "chunks", counted)
-    moved_x = offset_rows(base_x, px, name="x", dots_with=py)
-    assert reads["x"] == 1
     moved_y = offset_rows(base_y, py, name="y", dots_with=px)
     for view, p in zip(moved_x, px, strict=True):
         alone = OffsetRows(UnitRows(x), p)
@@ -295,6 +315,8 @@ def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
     assert reads["x"] == 2
     offset_cross_passes(base_x, base_y, versions, k=KS, query_index_x=np.arange(0, 60, 2))
     assert reads["x"] == 3
+    # No pass scanned the rows again for a dot product.
+    assert scans.count(True) == 1
     with pytest.raises(EmbeddingError, match="row 0 lands"):
         offset_rows(UnitRows(x), [None, ref.unit(x[:1])[0]], whys=["", "lands"])
 
