@@ -34,6 +34,7 @@ from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics import mir
 from gapscope.metrics.alignment import alignment
 from gapscope.metrics.cosine import paired_cosine
+from gapscope.metrics.similarity_stats import similarity_stats
 
 KS = (1, 2, 5)
 #: Keys a chunk of the sampled kernels (their own rule would make one chunk of these rows).
@@ -235,6 +236,9 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     out["alignment"] = np.array(
         [alignment(x, y, gx, gy, block_size=37), alignment(x, y, gx, gy, 1.5, block_size=37)]
     )
+    # The positive cosines of the similarity statistics (chunks of 37 pairs), as printed.
+    similarity = similarity_stats(x, y, gx, gy, max_negatives=500, block_size=37)
+    out["similarity"] = np.frombuffer(repr(similarity).encode(), dtype=np.uint8)
     # The validating read of an analysis (slices of 50 rows: the raw norms, the formats that
     # hold the values, the unit-row sums), and the first bad row named alike everywhere.
     stats = _ReadStats(*x.shape, 50, sums=True)

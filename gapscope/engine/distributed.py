@@ -11,13 +11,16 @@ and integers is exact, and every score is made by the same product tile whicheve
 makes it (:meth:`~gapscope.engine.unit_rows.UnitRows.block_scores`), so every process ends
 with the arrays a single process would have, bit for bit. Scans whose blocks are combined in
 a fixed order (the validating read with its norms and sums, MIR's moments and medians, the
-paired cosines, the alignment, the unit rows' scatter, the what-ifs' gap sums and their scan
-of every version's norms and dot products) share their blocks through
+paired cosines, the alignment, the unit rows' scatter, the what-ifs' gap sums) share their
+blocks through
 :meth:`Share.in_order`: each block is made by one process, gathered to all, and every process
-combines them all in block order.
+combines them all in block order. Values of each row or pair alone (the what-ifs' row scan,
+the similarity statistics' cosines) are written into their places the same way
+(:meth:`Share.rows_in_order`).
 A sweep of sampled queries over chunks of keys (the sampled kernels, and the intra-modal ranks
 counted down their chunks) shares its chunks the same way, a round at a time. The rest of the
-analysis (bootstrap, the other diagnostics, readings) runs on each process alike.
+analysis (bootstrap, the other diagnostics on their capped samples, readings) runs on each
+process alike.
 
 A pass reads :func:`current_share`, which is one process alone unless :func:`sharing` says
 otherwise: a library caller opts in (``analyze(..., distributed=True)``), because a process
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -245,6 +249,35 @@ class Share:
         """
         for r in range(-(-n_blocks // self.world)):
             self.round(r, n_blocks, make, fold, size)
+
+    def rows_in_order(
+        self, out: np.ndarray, chunk: int, make: Callable[[int, int], np.ndarray]
+    ) -> None:
+        """``out[..., start:stop] = make(start, stop)`` for every chunk ``start:stop`` of the
+        last axis of ``out``, ``chunk`` wide: for values of each position alone (a row's norm,
+        a pair's cosine). Each chunk is made by one process (:meth:`in_order`, the last chunk
+        padded) and written by every process, so every process ends with every value, as made.
+
+        >>> out = np.zeros((2, 5))
+        >>> Share().rows_in_order(out, 2, lambda a, b: np.arange(a, b) * [[1.0], [-1.0]])
+        >>> out.tolist()
+        [[0.0, 1.0, 2.0, 3.0, 4.0], [-0.0, -1.0, -2.0, -3.0, -4.0]]
+        """
+        n = out.shape[-1]
+        lead = out.shape[:-1]
+        starts = range(0, n, chunk)
+
+        def made(c: int) -> np.ndarray:
+            start, stop = starts[c], min(n, starts[c] + chunk)
+            values = np.zeros((*lead, chunk))
+            values[..., : stop - start] = make(start, stop)
+            return values.reshape(-1)
+
+        def fold(c: int, packed: np.ndarray) -> None:
+            start, stop = starts[c], min(n, starts[c] + chunk)
+            out[..., start:stop] = packed.reshape(*lead, chunk)[..., : stop - start]
+
+        self.in_order(len(starts), made, fold, math.prod(lead) * chunk)
 
     def round(
         self,

@@ -266,17 +266,14 @@ def _scan(
     the passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn and every process
     gets every row's values: a row's norm and dot products depend on that row alone."""
     n = base.shape[0]
-    chunk = max(1, min(n, base.chunk_rows))
     unique = list({v.tobytes(): v for v in vectors}.values())
-    outputs = [np.empty(n, dtype=np.float64) for _ in range(len(targets) + len(unique))]
-    if not outputs:
+    outputs = np.empty((len(targets) + len(unique), n), dtype=np.float64)
+    if not outputs.shape[0]:
         return []
-    starts = range(0, n, chunk)
 
-    def make(c: int) -> np.ndarray:
-        start, stop = starts[c], min(n, starts[c] + chunk)
+    def make(start: int, stop: int) -> np.ndarray:
         rows = base.block(start, stop)
-        values = np.zeros((len(outputs), chunk), dtype=np.float64)
+        values = np.empty((outputs.shape[0], stop - start), dtype=np.float64)
         for lo in range(0, stop - start, _SCAN_ROWS):
             hi = min(stop - start, lo + _SCAN_ROWS)
             part = rows[lo:hi]
@@ -287,18 +284,13 @@ def _scan(
                 part64 = part.cpu().numpy().astype(np.float64)
                 for k, vector in enumerate(unique):
                     values[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
-        return values.reshape(-1)
+        return values
 
-    def fold(c: int, packed: np.ndarray) -> None:
-        start, stop = starts[c], min(n, starts[c] + chunk)
-        for out, values in zip(outputs, packed.reshape(len(outputs), chunk), strict=True):
-            out[start:stop] = values[: stop - start]
-
-    current_share().in_order(len(starts), make, fold, len(outputs) * chunk)
+    current_share().rows_in_order(outputs, max(1, min(n, base.chunk_rows)), make)
     dots.known.update(
         (v.tobytes(), out) for v, out in zip(unique, outputs[len(targets) :], strict=True)
     )
-    return outputs[: len(targets)]
+    return list(outputs[: len(targets)])
 
 
 #: Rows a part of :func:`_scan`: 16 MiB of float64 at d = 512.

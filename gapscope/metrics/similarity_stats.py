@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gapscope.engine.blocks import (
-    iter_positive_pairs,
+    PairIndex,
     positive_pair_counts,
     resolve_scan_rows,
     row_blocks,
 )
+from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.sampling import Stream, generator
 from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
@@ -69,10 +70,24 @@ class SimilarityStats:
 
 
 def _positive_cosines(xa, ya, gx, gy, chunk: int) -> np.ndarray:
-    parts = []
-    for i, j in iter_positive_pairs(gx, gy, chunk):
-        parts.append(np.einsum("ij,ij->i", unit_rows(xa[i]), unit_rows(ya[j])))
-    return np.concatenate(parts)
+    """The cosine of every positive pair, in pair order, ``chunk`` pairs at a time (as
+    :func:`~gapscope.engine.blocks.iter_positive_pairs` cuts them). Processes sharing the
+    passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn, and every process
+    gets every cosine: each depends on its pair alone."""
+    index = PairIndex(gx, gy)
+    out = np.empty(index.total)
+
+    def make(start: int, stop: int) -> np.ndarray:
+        i, j = index.at(np.arange(start, stop, dtype=np.int64))
+        return _cosines(xa, ya, i, j)
+
+    current_share().rows_in_order(out, chunk, make)
+    return out
+
+
+def _cosines(xa, ya, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``<x_i, y_j>`` of the unit rows, pair by pair."""
+    return np.einsum("ij,ij->i", unit_rows(xa[i]), unit_rows(ya[j]))
 
 
 def _all_negative_cosines(xa, ya, gx, gy, rows: int) -> np.ndarray:
@@ -105,10 +120,10 @@ def _sampled_negative_cosines(xa, ya, gx, gy, count: int, seed: int, chunk: int)
     i = np.concatenate(got_i)[:count]
     j = np.concatenate(got_j)[:count]
     out = np.empty(count)
-    for start, stop in row_blocks(count, chunk):
-        out[start:stop] = np.einsum(
-            "ij,ij->i", unit_rows(xa[i[start:stop]]), unit_rows(ya[j[start:stop]])
-        )
+    # Shared among processes as the positives are.
+    current_share().rows_in_order(
+        out, chunk, lambda start, stop: _cosines(xa, ya, i[start:stop], j[start:stop])
+    )
     return out
 
 
