@@ -32,6 +32,7 @@ from gapscope.engine.unit_rows import UnitRows
 from gapscope.engine.validation import check_embeddings
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics import mir
+from gapscope.metrics import similarity_stats as similarity_module
 from gapscope.metrics.alignment import alignment
 from gapscope.metrics.cosine import paired_cosine
 from gapscope.metrics.similarity_stats import similarity_stats
@@ -43,6 +44,8 @@ CHUNK = 64
 #: of ``Share.in_order`` it made.
 STREAMED_CHUNKS = [0]
 MADE_BLOCKS = [0]
+#: Chunks of the similarity statistics' cosines this process made.
+SIMILARITY_CHUNKS = [0]
 
 
 def data():
@@ -236,8 +239,20 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     out["alignment"] = np.array(
         [alignment(x, y, gx, gy, block_size=37), alignment(x, y, gx, gy, 1.5, block_size=37)]
     )
-    # The positive cosines of the similarity statistics (chunks of 37 pairs), as printed.
-    similarity = similarity_stats(x, y, gx, gy, max_negatives=500, block_size=37)
+    # The similarity statistics (their cosines in chunks of 37 pairs: 29 chunks of positive
+    # pairs, 14 of sampled negatives, shared out), as printed.
+    cosines_of = similarity_module._cosines
+    SIMILARITY_CHUNKS[0] = 0
+
+    def counted(*args: np.ndarray) -> np.ndarray:
+        SIMILARITY_CHUNKS[0] += 1
+        return cosines_of(*args)
+
+    similarity_module._cosines = counted
+    try:
+        similarity = similarity_stats(x, y, gx, gy, max_negatives=500, block_size=37)
+    finally:
+        similarity_module._cosines = cosines_of
     out["similarity"] = np.frombuffer(repr(similarity).encode(), dtype=np.uint8)
     # The validating read of an analysis (slices of 50 rows: the raw norms, the formats that
     # hold the values, the unit-row sums), and the first bad row named alike everywhere.
@@ -298,7 +313,7 @@ def main(folder: str) -> None:
             arrays = pass_arrays()
         np.savez(os.path.join(folder, f"rank-{share.rank}.npz"), **arrays)
         with open(os.path.join(folder, f"chunks-{share.rank}.txt"), "w") as f:
-            f.write(f"{STREAMED_CHUNKS[0]} {MADE_BLOCKS[0]}")
+            f.write(f"{STREAMED_CHUNKS[0]} {MADE_BLOCKS[0]} {SIMILARITY_CHUNKS[0]}")
     finally:
         dist.destroy_process_group()
 

@@ -332,6 +332,13 @@ class _SumsOfEveryFix:
         )
 
 
+def _held_unit_rows(ctx: AnalysisContext, m: str) -> UnitRows | None:
+    """The analysis's own unit rows of ``m`` when they are the float32 rows the what-ifs
+    measure, held in memory: the same rows, bit for bit, not made twice."""
+    held = ctx.unit(m)
+    return held if held.in_memory and held.dtype == torch.float32 else None
+
+
 def _measure_together(
     ctx: AnalysisContext,
     names: tuple[str, str],
@@ -359,16 +366,20 @@ def _measure_together(
     feeds: dict[str, _SumsOfEveryFix] = {}
     for m in names:
         feeds[m] = _SumsOfEveryFix([s[m] for s in sums])
-        base[m] = UnitRows(
-            ctx.raw[m],
-            device=opts.device,
-            in_memory=fits,
-            name=m,
-            on_rows=feeds[m].add if alone else None,
-        )
-        if not base[m].rows_seen:
-            # Streamed rows are not read up front: the sums get a read of their own, cut
-            # where the unit rows' read cuts them.
+        held = _held_unit_rows(ctx, m) if fits else None
+        if held is not None:
+            base[m] = held
+        else:
+            base[m] = UnitRows(
+                ctx.raw[m],
+                device=opts.device,
+                in_memory=fits,
+                name=m,
+                on_rows=feeds[m].add if alone else None,
+            )
+        if base[m] is held or not base[m].rows_seen:
+            # Rows not read here (made by the analysis, or streamed): the sums get a read of
+            # their own, cut where the unit rows' read cuts them.
             feeds[m].read(ctx.raw[m], base[m].chunk_rows)
     # Every fix's rows of a modality from one read: their norms, and each row's dot products
     # with every offset of both modalities (the passes' row and column terms).

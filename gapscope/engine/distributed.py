@@ -15,8 +15,8 @@ paired cosines, the alignment, the unit rows' scatter, the what-ifs' gap sums) s
 blocks through
 :meth:`Share.in_order`: each block is made by one process, gathered to all, and every process
 combines them all in block order. Values of each row or pair alone (the what-ifs' row scan,
-the similarity statistics' cosines) are written into their places the same way
-(:meth:`Share.rows_in_order`).
+the similarity statistics' cosines of the positive pairs and of the sampled negative pairs)
+are written into their places the same way (:meth:`Share.rows_in_order`).
 A sweep of sampled queries over chunks of keys (the sampled kernels, and the intra-modal ranks
 counted down their chunks) shares its chunks the same way, a round at a time. The rest of the
 analysis (bootstrap, the other diagnostics on their capped samples, readings) runs on each
@@ -263,14 +263,24 @@ class Share:
         >>> out.tolist()
         [[0.0, 1.0, 2.0, 3.0, 4.0], [-0.0, -1.0, -2.0, -3.0, -4.0]]
         """
+        if out.dtype != np.float64 or chunk < 1:
+            raise ValueError(
+                f"rows_in_order: a float64 out and a chunk >= 1, not {out.dtype}, {chunk}"
+            )
         n = out.shape[-1]
         lead = out.shape[:-1]
         starts = range(0, n, chunk)
 
         def made(c: int) -> np.ndarray:
             start, stop = starts[c], min(n, starts[c] + chunk)
+            got = np.asarray(make(start, stop))
+            if got.shape != (*lead, stop - start):
+                raise ValueError(
+                    f"rows_in_order: make({start}, {stop}) gave shape {got.shape}, "
+                    f"not {(*lead, stop - start)}"
+                )
             values = np.zeros((*lead, chunk))
-            values[..., : stop - start] = make(start, stop)
+            values[..., : stop - start] = got
             return values.reshape(-1)
 
         def fold(c: int, packed: np.ndarray) -> None:

@@ -287,9 +287,10 @@ def _scan(
         return values
 
     current_share().rows_in_order(outputs, max(1, min(n, base.chunk_rows)), make)
-    dots.known.update(
-        (v.tobytes(), out) for v, out in zip(unique, outputs[len(targets) :], strict=True)
-    )
+    # The dot products are kept for the passes; a copy of their own, so the norms (used once,
+    # for the factors) are not held with them.
+    kept = outputs[len(targets) :].copy()
+    dots.known.update((v.tobytes(), out) for v, out in zip(unique, kept, strict=True))
     return list(outputs[: len(targets)])
 
 

@@ -361,6 +361,33 @@ def test_shared_sums_cut_the_rows_where_the_unit_rows_read_does(monkeypatch):
             assert shared[name][key] == scenario[key], (name, key)
 
 
+def test_whatifs_read_the_analysis_unit_rows_when_it_holds_them(monkeypatch):
+    # Rows held in memory in float32: the what-ifs read the analysis's own unit rows (no
+    # second copy), with the same report as when they make their own. In bfloat16 the
+    # analysis's copy is not the rows the what-ifs measure: they make their own.
+    from gapscope.analysis import whatif
+
+    x, y, gx, gy, lx, ly = gapped(n=60, seed=4)
+    data = EmbeddingSet(embeddings={"image": x, "text": y}, groups={"image": gx, "text": gy})
+    made = []
+    unit_rows = whatif.UnitRows
+
+    def counted(*args, **kwargs):
+        made.append(kwargs.get("name"))
+        return unit_rows(*args, **kwargs)
+
+    monkeypatch.setattr(whatif, "UnitRows", counted)
+    shared = analyze(data, metrics="uniformity,whatif", device="cpu").to_json()
+    assert made == []
+    analyze(data, metrics="uniformity,whatif", device="cpu", precision="bf16")
+    assert made == ["image", "text"]
+    monkeypatch.setattr(whatif, "_held_unit_rows", lambda ctx, m: None)
+    made.clear()
+    own = analyze(data, metrics="uniformity,whatif", device="cpu")
+    assert made == ["image", "text"]
+    assert own.to_json() == shared
+
+
 def test_the_first_fix_that_fails_names_the_error():
     # Measured together, the fixes still report the error that measuring them one by one
     # meets first: here the centring's class prompt, before the shift's row at the origin.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed_worker import MADE_BLOCKS, STREAMED_CHUNKS, pass_arrays
+from distributed_worker import MADE_BLOCKS, SIMILARITY_CHUNKS, STREAMED_CHUNKS, pass_arrays
 from process_group import run_ranks
 
 from gapscope import analyze
@@ -29,9 +29,10 @@ def test_shared_passes_give_every_process_the_single_process_arrays(tmp_path, wo
     # The chunks of streamed keys, and the blocks made in order, were shared out: no process
     # made them all.
     counts = [(tmp_path / f"chunks-{rank}.txt").read_text().split() for rank in range(world)]
-    chunks, made = ([int(c[i]) for c in counts] for i in (0, 1))
+    chunks, made, similarity = ([int(c[i]) for c in counts] for i in (0, 1, 2))
     assert sum(chunks) == STREAMED_CHUNKS[0] and max(chunks) < STREAMED_CHUNKS[0]
     assert sum(made) == MADE_BLOCKS[0] == 7 and max(made) < 7
+    assert sum(similarity) == SIMILARITY_CHUNKS[0] == 29 + 14 and max(similarity) < 43
 
 
 def test_block_sizes_agree_with_each_other_alone():
