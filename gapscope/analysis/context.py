@@ -364,6 +364,10 @@ class AnalysisContext:
             )
         return self._unit[m]
 
+    def held_unit(self, m: str) -> UnitRows | None:
+        """``m``'s unit rows when a pass has made them already (none are made here)."""
+        return self._unit.get(m)
+
     def raw_norms(self, m: str) -> RawNorms:
         """Every raw row's norm of ``m`` and the narrowest format holding its values: read
         once for the report's mean raw norm and for MIR."""

@@ -333,10 +333,13 @@ class _SumsOfEveryFix:
 
 
 def _held_unit_rows(ctx: AnalysisContext, m: str) -> UnitRows | None:
-    """The analysis's own unit rows of ``m`` when they are the float32 rows the what-ifs
-    measure, held in memory: the same rows, bit for bit, not made twice."""
-    held = ctx.unit(m)
-    return held if held.in_memory and held.dtype == torch.float32 else None
+    """The analysis's own unit rows of ``m`` when a pass has made them already and they are
+    the float32 rows the what-ifs measure, held in memory: the same rows, bit for bit, not
+    made twice. None are made here, so a run without such a pass holds no extra copy."""
+    held = ctx.held_unit(m)
+    if held is None or not held.in_memory or held.dtype != torch.float32:
+        return None
+    return held
 
 
 def _measure_together(

@@ -362,9 +362,9 @@ def test_shared_sums_cut_the_rows_where_the_unit_rows_read_does(monkeypatch):
 
 
 def test_whatifs_read_the_analysis_unit_rows_when_it_holds_them(monkeypatch):
-    # Rows held in memory in float32: the what-ifs read the analysis's own unit rows (no
-    # second copy), with the same report as when they make their own. In bfloat16 the
-    # analysis's copy is not the rows the what-ifs measure: they make their own.
+    # Rows a pass made and holds in memory in float32: the what-ifs read the analysis's own
+    # unit rows (no second copy), with the same report as when they make their own. In
+    # bfloat16 the analysis's copy is not the rows the what-ifs measure: they make their own.
     from gapscope.analysis import whatif
 
     x, y, gx, gy, lx, ly = gapped(n=60, seed=4)
@@ -380,6 +380,11 @@ def test_whatifs_read_the_analysis_unit_rows_when_it_holds_them(monkeypatch):
     shared = analyze(data, metrics="uniformity,whatif", device="cpu").to_json()
     assert made == []
     analyze(data, metrics="uniformity,whatif", device="cpu", precision="bf16")
+    assert made == ["image", "text"]
+    # Without a pass that made them first, the what-ifs make their own (freed after them):
+    # the analysis makes none for them.
+    made.clear()
+    analyze(data, metrics="whatif", device="cpu")
     assert made == ["image", "text"]
     monkeypatch.setattr(whatif, "_held_unit_rows", lambda ctx, m: None)
     made.clear()
