@@ -110,11 +110,17 @@ class Scenario:
 
 def _check_nonzero(rows: np.ndarray, name: str, why: str) -> np.ndarray:
     """The rows' norms; raises on a row that has lost its direction."""
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-    bad = np.flatnonzero(norms < MIN_NORM)
-    if bad.size:
-        raise _no_direction(name, int(bad[0]), why)
+    norms, short = _norms_and_first_short(rows)
+    if short >= 0:
+        raise _no_direction(name, short, why)
     return norms
+
+
+def _norms_and_first_short(rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """The rows' norms, and the first row that has lost its direction (``-1``: none)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    short = np.flatnonzero(norms < MIN_NORM)
+    return norms, int(short[0]) if short.size else -1
 
 
 def _no_direction(name: str, row: int, why: str) -> EmbeddingError:
@@ -259,10 +265,9 @@ class _TransformedSums:
         share one buffer instead of two new arrays each."""
         d = self.sum_w.size
         w = unit if self.offset is None else np.subtract(unit, self.offset, out=scratch)
-        norms = np.sqrt(np.einsum("ij,ij->i", w, w))
-        short = np.flatnonzero(norms < MIN_NORM)
-        out[0] = short[0] if short.size else -1
-        if short.size:
+        norms, short = _norms_and_first_short(w)
+        out[0] = short
+        if short >= 0:
             return
         out[1 : d + 1] = w.sum(axis=0)
         out[d + 1 :] = np.divide(w, norms[:, None], out=scratch).sum(axis=0)
@@ -286,7 +291,10 @@ class _SumsOfEveryFix:
 
     def __init__(self, sums: list[_TransformedSums]) -> None:
         self.sums = sums
-        self.size = sum(s.size for s in sums)
+        # Each scenario's place in a chunk's terms, one after the other.
+        ends = np.cumsum([s.size for s in sums]).tolist()
+        self.spans = [slice(end - s.size, end) for s, end in zip(sums, ends, strict=True)]
+        self.size = ends[-1] if ends else 0
 
     @property
     def errors(self) -> list[EmbeddingError | None]:
@@ -302,17 +310,13 @@ class _SumsOfEveryFix:
         scratch = np.empty_like(unit)
         # Zeros: a failed scenario's sums are never set, and the chunk's bytes stay defined.
         out = np.zeros(self.size)
-        at = 0
-        for sums in self.sums:
-            sums.chunk_terms(unit, scratch, out[at : at + sums.size])
-            at += sums.size
+        for sums, span in zip(self.sums, self.spans, strict=True):
+            sums.chunk_terms(unit, scratch, out[span])
         return out
 
     def fold(self, start: int, terms: np.ndarray) -> None:
-        at = 0
-        for sums in self.sums:
-            sums.fold(start, terms[at : at + sums.size])
-            at += sums.size
+        for sums, span in zip(self.sums, self.spans, strict=True):
+            sums.fold(start, terms[span])
 
     def add(self, start: int, rows: ArrayLike) -> None:
         """Add the chunk of source rows from ``start`` (chunks in row order)."""
