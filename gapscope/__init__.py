@@ -12,7 +12,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from gapscope._version import __version__
-from gapscope.errors import EmbeddingError, GapscopeError, StoreError
+from gapscope.errors import (
+    EmbeddingError,
+    GapscopeError,
+    ProcessCrashedError,
+    ProcessFailedError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from gapscope.api import analyze
@@ -35,6 +41,8 @@ __all__ = [
     "EmbeddingStore",
     "GapMetric",
     "GapscopeError",
+    "ProcessCrashedError",
+    "ProcessFailedError",
     "Report",
     "StoreError",
     "__version__",

@@ -1,7 +1,8 @@
-"""Exceptions that gapscope raises for bad input.
+"""Exceptions that gapscope raises for bad input, and for another process's failure.
 
-The CLI turns a :class:`GapscopeError` into a one-line message and exit code 2; anything else
-is a bug and keeps its traceback.
+The CLI turns a :class:`GapscopeError` into a one-line message and exit code 2, and a
+:class:`ProcessCrashedError` into one line and exit code 3; anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -21,3 +22,13 @@ class EmbeddingError(GapscopeError):
 
 class MissingDependencyError(GapscopeError):
     """An optional dependency is missing; the message names the extra that brings it."""
+
+
+class ProcessFailedError(GapscopeError):
+    """Another process sharing the analysis (``torchrun``, ``srun``) failed on its input: a
+    :class:`GapscopeError` or an operating-system error there. Its own message says why."""
+
+
+class ProcessCrashedError(RuntimeError):
+    """Another process sharing the analysis crashed (any other error there, running out of
+    memory included). Its own message says why."""

@@ -18,7 +18,7 @@ import torch
 from gapscope.analysis import whatif
 from gapscope.analysis.context import _ReadStats
 from gapscope.engine import column_medians, passes, self_tiles
-from gapscope.engine.distributed import current_share
+from gapscope.engine.distributed import ProcessCrashedError, current_share
 from gapscope.engine.moments import unit_scatter
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.offset_passes import (
@@ -30,7 +30,7 @@ from gapscope.engine.offset_passes import (
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
 from gapscope.engine.validation import check_embeddings
-from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.errors import EmbeddingError
 from gapscope.metrics import mir
 from gapscope.metrics import similarity_stats as similarity_module
 from gapscope.metrics.alignment import alignment
@@ -226,11 +226,12 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
             out[f"radix_{dtype.__name__}_{len(out)}"] = column_medians._RadixSelect(
                 a, 10**9
             ).medians()
-    # A read that fails on the process reading the chunk raises on every process.
+    # A read that fails on the process reading the chunk raises on every process: there
+    # the read's own error, elsewhere a crash of another process.
     raised = 0
     try:
         column_medians._RadixSelect(_FailingRows(x, 300), 10**9).medians()
-    except (FloatingPointError, GapscopeError):
+    except (FloatingPointError, ProcessCrashedError):
         raised = 1
     out["radix_raised"] = np.array([raised])
     # The paired cosines (blocks of 37 groups) and the alignment (chunks of 37 pairs).
@@ -293,10 +294,13 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
             raise FloatingPointError("block 5")
         return np.zeros(1)
 
+    share = current_share()
     try:
-        current_share().in_order(7, failing, lambda b, v: None, 1)
-    except (FloatingPointError, GapscopeError):
-        raised = 1
+        share.in_order(7, failing, lambda b, v: None, 1)
+    except FloatingPointError:
+        raised = int(share.rank == 5 % share.world)
+    except ProcessCrashedError:
+        raised = int(share.rank != 5 % share.world)
     out["raised"] = np.array([raised])
     return out
 

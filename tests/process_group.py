@@ -18,6 +18,14 @@ def free_port() -> int:
 def run_ranks(script: Path, world: int, *args: str, timeout: float = 300) -> None:
     """Start ``python script *args`` ``world`` times with RANK, WORLD_SIZE, MASTER_ADDR and
     MASTER_PORT set (one BLAS thread each) and wait for all; each must exit 0."""
+    for code, err in rank_results(script, world, *args, timeout=timeout):
+        assert code == 0, err
+
+
+def rank_results(
+    script: Path, world: int, *args: str, timeout: float = 300
+) -> list[tuple[int, str]]:
+    """Each rank's exit code and standard error, for ``run_ranks``'s processes."""
     port = free_port()
     procs = []
     for rank in range(world):
@@ -34,6 +42,8 @@ def run_ranks(script: Path, world: int, *args: str, timeout: float = 300) -> Non
                 [sys.executable, str(script), *args], env=env, stderr=subprocess.PIPE, text=True
             )
         )
+    results = []
     for p in procs:
         _, err = p.communicate(timeout=timeout)
-        assert p.returncode == 0, err
+        results.append((p.returncode, err))
+    return results

@@ -4,7 +4,8 @@ Exit codes: 0 ok; 1 a check found a regression; 2 bad usage or bad input (a
 :class:`~gapscope.errors.GapscopeError`, an operating-system error such as a missing or
 unwritable path, or a usage error of the option parser); 3 a crash (a bug in gapscope or in a
 library it calls: one line naming the exception and the file that holds its traceback; the
-traceback on stderr instead when ``GAPSCOPE_TRACEBACK=1``); 130 interrupted; 141 the reader of
+traceback on stderr instead when ``GAPSCOPE_TRACEBACK=1``; under ``torchrun`` the other
+processes say which process crashed); 130 interrupted; 141 the reader of
 standard output went away (``gapscope analyze --help | head -1``): the command ends quietly,
 with the status of a process that SIGPIPE ended, as other command-line tools do.
 
@@ -32,7 +33,7 @@ import typer
 from typer.core import TyperGroup
 
 from gapscope._version import __version__
-from gapscope.errors import GapscopeError
+from gapscope.errors import GapscopeError, ProcessCrashedError
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -176,6 +177,10 @@ def handle_errors(func: F | None = None, *, interrupted: str = INTERRUPTED) -> A
                 return inner(*args, **kwargs)
             except GapscopeError as exc:
                 raise fail(str(exc)) from None
+            except ProcessCrashedError as exc:
+                # Not this process's crash: the one that crashed reports it (and its file).
+                typer.echo(f"Error: {one_line(exc)}", err=True)
+                raise typer.Exit(EXIT_CRASH) from None
             except BrokenPipeError:
                 raise typer.Exit(closed_output()) from None
             except OSError as exc:

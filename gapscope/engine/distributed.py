@@ -22,6 +22,12 @@ counted down their chunks) shares its chunks the same way, a round at a time. Th
 analysis (bootstrap, the other diagnostics on their capped samples, readings) runs on each
 process alike.
 
+Every collective starts with a status exchange (:meth:`Share.raise_together`), and a process
+that leaves the :func:`sharing` block with an error makes that exchange on its way out, so a
+failure on one process anywhere in the shared work is raised on every process at the next
+collective (there as :class:`~gapscope.errors.ProcessFailedError` or
+:class:`~gapscope.errors.ProcessCrashedError`), never left for the group's timeout.
+
 A pass reads :func:`current_share`, which is one process alone unless :func:`sharing` says
 otherwise: a library caller opts in (``analyze(..., distributed=True)``), because a process
 group in a training script does not mean that every rank calls ``analyze``.
@@ -34,14 +40,16 @@ import contextvars
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from gapscope.errors import GapscopeError
+from gapscope.errors import GapscopeError, ProcessCrashedError, ProcessFailedError
 
 __all__ = [
+    "ProcessCrashedError",
+    "ProcessFailedError",
     "RankInfo",
     "Share",
     "current_share",
@@ -144,6 +152,26 @@ def process_group(info: RankInfo, device: str) -> Iterator[str]:
             dist.destroy_process_group()
 
 
+# What a process says in the status exchange: nothing wrong, or how it failed, so that the
+# others raise an error of the same kind (a caller that goes on after bad input, but not after
+# a crash, then does the same on every process).
+_OK, _BAD_INPUT, _CRASH = 0.0, 1.0, 2.0
+
+
+@dataclass
+class _Exchanges:
+    """The errors the latest status exchange of a share raised on this process (every process
+    raised with one at the same exchange); emptied by the next exchange."""
+
+    raised: list[BaseException] = field(default_factory=list)
+
+
+def _failure_kind(error: BaseException | None) -> float:
+    if error is None:
+        return _OK
+    return _BAD_INPUT if isinstance(error, GapscopeError | OSError) else _CRASH
+
+
 @dataclass(frozen=True)
 class Share:
     """This process's share of every pass: blocks ``rank, rank + world, ...``.
@@ -152,11 +180,13 @@ class Share:
         rank: this process, from 0.
         world: how many processes share the passes (1: this one alone).
         group: the ``torch.distributed`` process group (``None``: the default group).
+        exchanges: the errors the latest status exchange raised here (:meth:`told`).
     """
 
     rank: int = 0
     world: int = 1
     group: Any = None
+    exchanges: _Exchanges = field(default_factory=_Exchanges, compare=False, repr=False)
 
     def blocks(self, n_blocks: int) -> range:
         """The blocks of a pass of ``n_blocks`` that this process computes.
@@ -167,43 +197,60 @@ class Share:
         return range(self.rank, n_blocks, self.world)
 
     def sum(self, *arrays: np.ndarray) -> None:
-        """Add each array (C-contiguous, writable) over the processes, in place."""
+        """Add each array (C-contiguous, writable) over the processes, in place.
+
+        A collective: every process calls it, after the status exchange of
+        :meth:`raise_together` (a process that failed before it makes every process raise)."""
         if self.world == 1:
             return
         import torch
         import torch.distributed as dist
 
         on_gpu = dist.get_backend(self.group) == "nccl"
-        for array in arrays:
-            if not array.size:
-                continue
-            tensor = torch.from_numpy(array)
-            if on_gpu:
-                moved = tensor.cuda()
-                dist.all_reduce(moved, group=self.group)
-                tensor.copy_(moved.cpu())
-            else:
-                dist.all_reduce(tensor, group=self.group)
+        # Made before the exchange, so a copy that fails (the GPU's memory) fails on this
+        # process alone and is heard by the others, not in the middle of the reductions.
+        tensors = [torch.from_numpy(array) for array in arrays if array.size]
+        moved = [tensor.cuda() for tensor in tensors] if on_gpu else tensors
+        self.raise_together(None)
+        for tensor in moved:
+            dist.all_reduce(tensor, group=self.group)
+        if on_gpu:
+            for tensor, back in zip(tensors, moved, strict=True):
+                tensor.copy_(back.cpu())
 
     def gather(self, array: np.ndarray) -> np.ndarray:
         """Every process's ``array`` (same shape and dtype on each), stacked in rank order:
-        their bits as made (a sum with zeros would turn ``-0.0`` into ``+0.0``)."""
+        their bits as made (a sum with zeros would turn ``-0.0`` into ``+0.0``). A collective,
+        after the status exchange of :meth:`raise_together`."""
         if self.world == 1:
             return array[None].copy()
+        tensor, parts = self._gather_buffers(array)
+        self.raise_together(None)
+        return self._gather_into(tensor, parts)
+
+    def _gather_buffers(self, array: np.ndarray) -> tuple[Any, list[Any]]:
         import torch
         import torch.distributed as dist
 
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         if dist.get_backend(self.group) == "nccl":
             tensor = tensor.cuda()
-        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        return tensor, [torch.empty_like(tensor) for _ in range(self.world)]
+
+    def _gather_into(self, tensor: Any, parts: list[Any]) -> np.ndarray:
+        import torch.distributed as dist
+
         dist.all_gather(parts, tensor, group=self.group)
         return np.stack([part.cpu().numpy() for part in parts])
 
-    def raise_together(self, error: Exception | None) -> None:
-        """After work each process did alone: raise ``error`` on the process that failed and
-        a :class:`GapscopeError` naming it on every other, so that no process waits in a
-        later collective for one that left. Every process calls it (a collective).
+    def raise_together(self, error: BaseException | None) -> None:
+        """The status exchange: raise ``error`` on the process that failed and an error naming
+        it on every other (:class:`ProcessFailedError` when it failed on its input,
+        :class:`ProcessCrashedError` otherwise), so that no process waits in a later collective
+        for one that left. Every process calls it (a collective); every other collective of a
+        :class:`Share` starts with it, and :func:`sharing` calls it when a process leaves the
+        shared work with an error the others have not been told of, so a failure anywhere is
+        raised on every process at the next collective.
 
         >>> Share().raise_together(None)
         """
@@ -211,18 +258,39 @@ class Share:
             if error is not None:
                 raise error
             return
-        flags = self.gather(np.array([0.0 if error is None else 1.0]))
+        tensor, parts = self._gather_buffers(np.array([_failure_kind(error)]))
+        flags = self._gather_into(tensor, parts)[:, 0]
+        # Held by identity, not marked on the error: an error may refuse new attributes.
+        self.exchanges.raised.clear()
         if error is not None:
+            self.exchanges.raised.append(error)
             raise error
-        self._raise_failed(flags[:, 0])
-
-    def _raise_failed(self, flags: np.ndarray) -> None:
-        """Raise an error naming the first process whose flag is set, if any."""
         failed = np.flatnonzero(flags)
         if failed.size:
-            raise GapscopeError(
-                f"process {int(failed[0])} of {self.world} failed; its message says why"
+            p = int(failed[0])
+            kind = ProcessFailedError if flags[p] == _BAD_INPUT else ProcessCrashedError
+            peer = kind(
+                f"process {p} of {self.world} failed "
+                f"{'on its input' if kind is ProcessFailedError else '(a crash)'}; "
+                "its own message says why"
             )
+            self.exchanges.raised.append(peer)
+            raise peer
+
+    def told(self, error: BaseException) -> bool:
+        """Whether every process already raised with ``error``: it came out of this share's
+        latest status exchange, or was raised from one that did (``raise ... from``). An error
+        told earlier and handled before more collectives does not count, nor does one raised
+        while handling a told error without ``from``: what failed since is news to the
+        others."""
+        seen: set[int] = set()
+        current: BaseException | None = error
+        while current is not None and id(current) not in seen:
+            if any(current is raised for raised in self.exchanges.raised):
+                return True
+            seen.add(id(current))
+            current = current.__cause__
+        return False
 
     def in_order(
         self,
@@ -239,8 +307,10 @@ class Share:
         the round's blocks are gathered to every process and folded in block order, so every
         process folds the values one process alone would, in the same order, holding
         ``world`` blocks at a time. Every process runs every round, and an error in one
-        process's ``make`` is raised on every process (there as a :class:`GapscopeError`
-        naming the process) rather than leaving the others waiting.
+        process's ``make`` is raised on every process (on the others as
+        :class:`~gapscope.errors.ProcessFailedError` or
+        :class:`~gapscope.errors.ProcessCrashedError`, naming the process) rather than leaving
+        the others waiting.
 
         >>> seen = []
         >>> Share().in_order(3, lambda b: np.full(2, b), lambda b, v: seen.append(int(v[0])), 2)
@@ -305,21 +375,18 @@ class Share:
         if self.world == 1:
             fold(b, make(b))
             return
-        # The last value flags a block whose make failed: every process then raises, instead
-        # of the others waiting for a process that left the round.
-        mine = np.zeros(size + 1)
+        mine = np.zeros(size)
         error: Exception | None = None
         if b < n_blocks:
             try:
-                mine[:size] = make(b)
-            except Exception as exc:  # re-raised below, on every process alike
-                error, mine[size] = exc, 1.0
-        blocks = self.gather(mine)
-        if error is not None:
-            raise error
-        self._raise_failed(blocks[:, size])
+                mine[:] = make(b)
+            except Exception as exc:  # raised below, on every process alike
+                error = exc
+        tensor, parts = self._gather_buffers(mine)
+        self.raise_together(error)
+        blocks = self._gather_into(tensor, parts)
         for p in range(min(self.world, n_blocks - r * self.world)):
-            fold(r * self.world + p, blocks[p, :size])
+            fold(r * self.world + p, blocks[p])
 
 
 _ALONE = Share()
@@ -333,10 +400,26 @@ def current_share() -> Share:
 
 @contextlib.contextmanager
 def sharing(share: Share) -> Iterator[Share]:
-    """Run the passes inside the ``with`` block shared as ``share`` says."""
+    """Run the passes inside the ``with`` block shared as ``share`` says.
+
+    Every process must run the block. One that leaves it with an error the others have not
+    been told of tells them (:meth:`Share.raise_together`): they raise at their next
+    collective, or on leaving the block, which ends with a last status exchange."""
     token = _CURRENT.set(share)
     try:
         yield share
+        share.raise_together(None)
+    except Exception as exc:
+        if not share.told(exc):
+            try:
+                share.raise_together(exc)
+            except Exception as failed:
+                if failed is exc:
+                    raise
+                # The exchange itself failed (a process gone, a broken device): the error
+                # that brought this process here is still the one to report.
+                raise exc from failed
+        raise
     finally:
         _CURRENT.reset(token)
 

@@ -7,9 +7,11 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from process_group import rank_results
 
 from gapscope import EmbeddingStore
 
@@ -83,3 +85,29 @@ def test_bad_input_under_torchrun_is_one_line_from_each_rank(tmp_path):
     assert ours and all("row 0 contains NaN" in line for line in ours)
     frames = re.findall(r'File ".*[/\\]gapscope[/\\](?:cli|engine|analysis|data|api)', run.stderr)
     assert not frames
+
+
+FAILING_RANK = Path(__file__).parents[1] / "failing_cli_rank.py"
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "last"),
+    [
+        ("crash", 3, "Error: gapscope crashed (MemoryError: no memory for a block)"),
+        ("read", 2, "Error: Input/output error"),
+    ],
+)
+def test_a_rank_that_fails_in_its_blocks_ends_every_rank(store, tmp_path, kind, code, last):
+    # The last rank fails at its first product of scores; the other, which never fails itself,
+    # ends at once with the same exit code and one line naming that rank, instead of waiting
+    # in the next collective for the process group's timeout.
+    args = [str(store), "-f", "json", "-q", "--device", "cpu", "--metrics", "retrieval"]
+    args += ["--sample", "300", "--block-size", "64"]  # blocks for both ranks
+    results = rank_results(FAILING_RANK, 2, kind, "analyze", *args, "-o", str(tmp_path / "r.json"))
+    (code0, err0), (code1, err1) = results
+    assert (code0, code1) == (code, code), (err0, err1)
+    said = "(a crash)" if kind == "crash" else "on its input"
+    assert err0.strip() == f"Error: process 1 of 2 failed {said}; its own message says why"
+    assert err1.strip().startswith(last), err1
+    assert len(err1.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from distributed_worker import MADE_BLOCKS, SIMILARITY_CHUNKS, STREAMED_CHUNKS, pass_arrays
+from failing_ranks_worker import after_arrays
 from process_group import run_ranks
 
 from gapscope import analyze
@@ -49,7 +51,9 @@ def test_share_blocks_cover_every_block_once():
     assert seen == list(range(n))
 
 
-def test_one_process_alone_unless_told():
+def test_one_process_alone_unless_told(monkeypatch):
+    # No process group here: the status exchange on leaving the block is left out.
+    monkeypatch.setattr(Share, "raise_together", lambda self, error: None)
     assert current_share() == Share()
     with sharing(Share(1, 2)) as share:
         assert current_share() is share
@@ -116,3 +120,57 @@ def test_the_pipelines_worker_uses_the_callers_gpu(monkeypatch):
     assert seen == [0, 1, 2]
     assert list(devices.values()) == [3]
     assert threading.current_thread().name not in devices
+
+
+FAILING = Path(__file__).parents[1] / "failing_ranks_worker.py"
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_a_process_that_fails_anywhere_fails_every_process(tmp_path, world):
+    # The last process fails inside a pass's own blocks (a crash, a failed read, bad input),
+    # before any collective, after the last one, while handling an error every process was
+    # told of, from such an error after more collectives, and with an error that refuses
+    # attributes. Every other process raises at its next collective (or on leaving the
+    # shared block) an error of the same kind, instead of waiting for the group's timeout;
+    # then one more shared pass gives the single-process arrays, so none was left behind.
+    run_ranks(FAILING, world, str(tmp_path), timeout=240)
+    last = world - 1
+    crashed = [
+        "ProcessCrashedError",
+        f"process {last} of {world} failed (a crash); its own message says why",
+    ]
+    bad = [
+        "ProcessFailedError",
+        f"process {last} of {world} failed on its input; its own message says why",
+    ]
+    expected_last = {
+        "block": ["MemoryError", "a block"],
+        "cross_block": ["OSError", "[Errno 5] Input/output error"],
+        "bad_input_in_block": ["GapscopeError", "a bad block"],
+        "before_any_collective": [
+            "FileNotFoundError",
+            "[Errno 2] No such file or directory: 'image.npy'",
+        ],
+        "after_the_last_collective": ["RuntimeError", "after the pass"],
+        "told_then_new": ["MemoryError", "after a told error"],
+        "told_then_raised_from_it": ["RuntimeError", "raised again"],
+        "unmarkable": ["Unmarkable", "no attributes"],
+    }
+    kinds = {
+        "block": crashed,
+        "cross_block": bad,
+        "bad_input_in_block": bad,
+        "before_any_collective": bad,
+        "after_the_last_collective": crashed,
+        "told_then_new": crashed,
+        "told_then_raised_from_it": crashed,
+        "unmarkable": crashed,
+    }
+    for rank in range(world):
+        raised = json.loads((tmp_path / f"raised-{rank}.json").read_text())
+        assert raised == (expected_last if rank == last else kinds), rank
+    alone = after_arrays()
+    for rank in range(world):
+        with np.load(tmp_path / f"after-{rank}.npz") as shared:
+            for name, array in alone.items():
+                assert shared[name].tobytes() == array.tobytes(), name
