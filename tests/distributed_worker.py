@@ -256,13 +256,18 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
         similarity_module._cosines = cosines_of
     out["similarity"] = np.frombuffer(repr(similarity).encode(), dtype=np.uint8)
     # The validating read of an analysis (slices of 50 rows: the raw norms, the formats that
-    # hold the values, the unit-row sums), and the first bad row named alike everywhere.
-    stats = _ReadStats(*x.shape, 50, sums=True)
+    # hold the values, the unit-row sums, the raw moments), and the first bad row named alike
+    # everywhere.
+    stats = _ReadStats(*x.shape, 50, sums=True, moments=True)
     check_embeddings(x, "x", slice_rows=50, stats=stats)
-    assert stats.unit is not None
+    assert stats.unit is not None and stats.moments is not None
     norms = stats.norms.result()
     out["read_norms"] = norms.norms
     out["read_sums"] = np.r_[stats.unit.total, stats.unit.squares, stats.unit.n]
+    moments = stats.moments.result()
+    out["read_moments"] = np.r_[
+        moments.rows, moments.exponent, moments.mean, moments.scatter.ravel()
+    ]
     out["read_rounding"] = np.frombuffer(norms.rounding.encode(), dtype=np.uint8)
     bad = x.copy()
     bad[[333, 401], 2] = [np.nan, 0.0]

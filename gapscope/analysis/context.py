@@ -49,7 +49,7 @@ from gapscope.engine.validation import (
     check_positive,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics.mir import RawNorms, RawNormsScan, raw_norms
+from gapscope.metrics.mir import RawMoments, RawMomentsScan, RawNorms, RawNormsScan, raw_norms
 
 __all__ = ["METRICS", "AnalysisContext", "AnalysisOptions", "Progress", "parse_k", "parse_metrics"]
 
@@ -188,27 +188,37 @@ class AnalysisOptions:
 
 class _ReadStats:
     """What the validating read of a modality makes (a
-    :class:`~gapscope.engine.validation.SliceStats`): its raw norms and, with ``sums``, its
-    unit-row sums, in the slices :func:`raw_norms` and :func:`unit_sums` read (the same
-    bits); shared among processes like the slices themselves."""
+    :class:`~gapscope.engine.validation.SliceStats`): its raw norms, with ``sums`` its
+    unit-row sums (in the slices :func:`raw_norms` and :func:`unit_sums` read: the same
+    bits) and with ``moments`` the mean and scatter of its raw rows (MIR's covariance);
+    shared among processes like the slices themselves."""
 
-    def __init__(self, n: int, d: int, slice_rows: int, *, sums: bool) -> None:
+    def __init__(
+        self, n: int, d: int, slice_rows: int, *, sums: bool, moments: bool = False
+    ) -> None:
         self.norms = RawNormsScan(n)
         self.unit = UnitSumsScan(d) if sums else None
+        self.moments = RawMomentsScan(d) if moments else None
         self.slice_rows = slice_rows
         self.split = RawNormsScan.size(slice_rows)
-        self.size = self.split + (0 if self.unit is None else self.unit.size)
+        self.split_moments = self.split + (0 if self.unit is None else self.unit.size)
+        self.size = self.split_moments + (0 if self.moments is None else self.moments.size)
 
     def make(self, start: int, raw: np.ndarray, wide: np.ndarray) -> np.ndarray:
         parts = [self.norms.make(raw, wide, self.slice_rows)]
         if self.unit is not None:
             parts.append(self.unit.make(wide))
+        if self.moments is not None:
+            top = float(RawNormsScan.slice_norms(parts[0], raw.shape[0]).max())
+            parts.append(self.moments.make(wide, top))
         return np.concatenate(parts)
 
     def fold(self, start: int, stop: int, stats: np.ndarray) -> None:
         self.norms.fold(start, stop, stats[: self.split])
         if self.unit is not None:
-            self.unit.fold(stop - start, stats[self.split :])
+            self.unit.fold(stop - start, stats[self.split : self.split_moments])
+        if self.moments is not None:
+            self.moments.fold(stop - start, stats[self.split_moments :])
 
 
 class AnalysisContext:
@@ -238,8 +248,13 @@ class AnalysisContext:
         self.say("checking embeddings")
         self._norms: dict[str, RawNorms] = {}
         self._sums: dict[str, UnitSums] = {}
-        sums = any(f.reads_unit_sums for f in families_for(options.metrics))
-        self.raw: dict[str, Embeddings] = {m: self._check(m, sums=sums) for m in data.modalities}
+        self._moments: dict[str, RawMoments] = {}
+        selected = families_for(options.metrics)
+        sums = any(f.reads_unit_sums for f in selected)
+        moments = any(f.reads_raw_moments for f in selected)
+        self.raw: dict[str, Embeddings] = {
+            m: self._check(m, sums=sums, moments=moments) for m in data.modalities
+        }
         dims = {m: a.shape[1] for m, a in self.raw.items()}
         if len(set(dims.values())) > 1:
             listed = ", ".join(f"{m} {d}" for m, d in dims.items())
@@ -271,10 +286,11 @@ class AnalysisContext:
         self._fits = fits_in_memory(sum(a.shape[0] for a in self.raw.values()), self.dim)
         self.extras: dict[str, Any] = {}
 
-    def _check(self, m: str, *, sums: bool) -> Embeddings:
+    def _check(self, m: str, *, sums: bool, moments: bool) -> Embeddings:
         """Validate the rows of ``m``; the same read makes their raw norms (the report's
-        mean raw norm, MIR) and, with ``sums``, their unit-row sums, in the slices
-        :func:`raw_norms` and :func:`unit_sums` read (the same bits)."""
+        mean raw norm, MIR), with ``sums`` their unit-row sums, in the slices
+        :func:`raw_norms` and :func:`unit_sums` read (the same bits), and with ``moments``
+        the mean and scatter of the raw rows (MIR's covariance)."""
         rows = self.data.embeddings[m]
         shape: tuple[int, ...] = tuple(getattr(rows, "shape", ()))
         if isinstance(rows, Embeddings) or len(shape) != 2 or shape[1] < 1:
@@ -283,12 +299,14 @@ class AnalysisContext:
         slice_rows = resolve_scan_rows(None, d)
         # Each slice's statistics hold up to min(slice_rows, n) norms: a slice of a narrow
         # modality can be millions of rows long.
-        stats = _ReadStats(n, d, min(slice_rows, n), sums=sums)
+        stats = _ReadStats(n, d, min(slice_rows, n), sums=sums, moments=moments)
         checked = check_embeddings(rows, m, min_rows=2, slice_rows=slice_rows, stats=stats)
         if stats.norms.complete:
             self._norms[m] = stats.norms.result()
             if stats.unit is not None:
                 self._sums[m] = stats.unit.result()
+            if stats.moments is not None:
+                self._moments[m] = stats.moments.result()
         return checked
 
     # ------------------------------------------------------------------ inputs
@@ -375,6 +393,11 @@ class AnalysisContext:
             self.say(f"{m}: raw row norms")
             self._norms[m] = raw_norms(self.raw[m])
         return self._norms[m]
+
+    def raw_moments(self, m: str) -> RawMoments | None:
+        """The mean and scatter of ``m``'s raw rows when the validating read made them (MIR
+        then reads no row for its covariance); ``None`` otherwise (MIR reads them)."""
+        return self._moments.get(m)
 
     def unit_sums(self, m: str) -> UnitSums:
         """The float64 sum (and mean) of ``m``'s unit rows."""

@@ -122,6 +122,8 @@ class Family:
         reads_unit_sums: reads each modality's unit-row sums (``ctx.unit_sums``, or its
             scatter, which starts from their mean): the analysis then makes them in the
             read that validates the rows.
+        reads_raw_moments: reads each modality's raw mean and scatter (``ctx.raw_moments``):
+            the analysis then makes them in the read that validates the rows too.
     """
 
     name: str
@@ -138,6 +140,7 @@ class Family:
     order_free: bool = True
     table: str | None = None
     reads_unit_sums: bool = False
+    reads_raw_moments: bool = False
     description: str = field(default="", compare=False)
 
 
@@ -374,7 +377,10 @@ def _mir(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
     y_name = "text" if "text" in (a, b) else a
     x_name = b if y_name == a else a
     r = modality_integration_rate(
-        ctx.raw[x_name], ctx.raw[y_name], norms=(ctx.raw_norms(x_name), ctx.raw_norms(y_name))
+        ctx.raw[x_name],
+        ctx.raw[y_name],
+        norms=(ctx.raw_norms(x_name), ctx.raw_norms(y_name)),
+        moments=(ctx.raw_moments(x_name), ctx.raw_moments(y_name)),
     )
     sides = (
         (x_name, r.outlier_step_skipped_x, r.norm_spread_x, r.rounding_x),
@@ -427,6 +433,7 @@ MIR = Family(
     pair=_mir,
     rows=(Row("MIR", (K.MIR.name,), _mir_reading, plain=True),),
     scale_free=False,
+    reads_raw_moments=True,
     description="Huang et al. 2024: log10 Frechet distance of the raw rows, text-centric",
 )
 

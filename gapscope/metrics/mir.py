@@ -19,6 +19,8 @@ from gapscope.errors import GapscopeError
 __all__ = [
     "FD_FLOOR",
     "MIRResult",
+    "RawMoments",
+    "RawMomentsScan",
     "RawNorms",
     "RawNormsScan",
     "frechet_distance",
@@ -138,6 +140,7 @@ def modality_integration_rate(
     *,
     block_size: int | None = None,
     norms: tuple[RawNorms, RawNorms] | None = None,
+    moments: tuple[RawMoments | None, RawMoments | None] | None = None,
 ) -> MIRResult:
     """Modality Integration Rate of two modalities (Huang et al. 2024, "Deciphering Cross-Modal
     Alignment in Large Vision-Language Models with Modality Integration Rate", arXiv 2410.07167).
@@ -178,6 +181,15 @@ def modality_integration_rate(
         norms: the :func:`raw_norms` of ``x`` and ``y``, when the caller has them already
             (an analysis reads them once for the report's mean raw norm too); ``None``
             computes them here.
+        moments: the :class:`RawMoments` of ``x`` and of ``y`` (either may be ``None``), when
+            the caller made them in a read of its own (an analysis, in its validating read):
+            that modality's covariance is then scaled from them instead of read again. Its
+            outlier rows, if any, are taken out of them and the median row put in (Chan's
+            update run backwards, then forwards: a gather of the outlier rows and the
+            medians' read); when the outliers hold more than half of some coordinate's
+            scatter, where taking them out would cancel its digits, the rows are read again
+            as without ``moments``. The result agrees with a read to rounding, not to the
+            bit.
 
     Returns:
         A :class:`MIRResult`.
@@ -211,8 +223,15 @@ def modality_integration_rate(
     spread_x, spread_y = _norm_spread(norms_x), _norm_spread(norms_y)
     outliers_x, skipped_x = _norm_outliers(norms_x * scale, spread_x, rounding_x)
     outliers_y, skipped_y = _norm_outliers(norms_y * scale, spread_y, rounding_y)
-    mean_x, cov_x = _mean_cov(xa, scale, outliers_x, rows)
-    mean_y, cov_y = _mean_cov(ya, scale, outliers_y, rows)
+    made = moments if moments is not None else (None, None)
+    for raw, a, name in ((made[0], xa, "x"), (made[1], ya, "y")):
+        if raw is not None and (raw.rows != a.shape[0] or raw.mean.shape != (d,)):
+            raise GapscopeError(
+                f"moments: {name} has {a.shape[0]} rows of {d} values, the moments are of "
+                f"{raw.rows} rows of {raw.mean.shape[0]}"
+            )
+    mean_x, cov_x = _scaled_mean_cov(xa, scale, outliers_x, rows, made[0])
+    mean_y, cov_y = _scaled_mean_cov(ya, scale, outliers_y, rows, made[1])
 
     fd = frechet_distance(mean_x, cov_x, mean_y, cov_y)
     full_rank = bool(
@@ -302,11 +321,16 @@ class RawNormsScan:
         out[len(_FORMATS) : len(_FORMATS) + raw.shape[0]] = row_norms(raw if wide is None else wide)
         return out
 
+    @staticmethod
+    def slice_norms(stats: np.ndarray, rows: int) -> np.ndarray:
+        """The norms in a :meth:`make` of ``rows`` rows."""
+        return stats[len(_FORMATS) : len(_FORMATS) + rows]
+
     def fold(self, start: int, stop: int, stats: np.ndarray) -> None:
         """Add the statistics of rows ``start:stop`` (:meth:`make`), in row order."""
         held = {name for (name, _), flag in zip(_FORMATS, stats, strict=False) if flag}
         self.candidates = [c for c in self.candidates if c in held]
-        self.norms[start:stop] = stats[len(_FORMATS) : len(_FORMATS) + stop - start]
+        self.norms[start:stop] = self.slice_norms(stats, stop - start)
         self.filled += stop - start
 
     @property
@@ -316,6 +340,78 @@ class RawNormsScan:
 
     def result(self) -> RawNorms:
         return RawNorms(self.norms, self.candidates[0])
+
+
+class RawMoments(NamedTuple):
+    """The moments of raw rows, in float64, of the rows times ``2**-exponent`` (a power of two,
+    so that the squares of the largest rows neither overflow nor leave the normal range,
+    whatever their magnitude: 1e300, 1e-300, subnormal): their number, mean and scatter about
+    the mean (``d x d``), merged a slice at a time in row order (:class:`RawMomentsScan`)."""
+
+    rows: int
+    exponent: int
+    mean: np.ndarray
+    scatter: np.ndarray
+
+
+class RawMomentsScan:
+    """:class:`RawMoments` of the raw rows, made one slice of float64 rows at a time: what
+    MIR's covariance needs, made in a read of the rows that happens anyway (an analysis makes
+    it in its validating read, so MIR reads no row for its moments).
+
+    Each slice is scaled by the power of two that brings its largest row norm into
+    ``[0.5, 1)`` (exact; where that norm overflows, the power that brings its largest entry
+    under ``1 / sqrt(d)``), and its mean and centred scatter are merged by Chan's update in row
+    order, in the units of the largest power so far (the others scaled down to it, exactly but
+    for digits far below the merged values' rounding)."""
+
+    def __init__(self, d: int) -> None:
+        self.size = 1 + d + d * d
+        self._merged = _Moments(d)
+        self._exponent: int | None = None
+        # The scaled, centred rows of a slice, kept for the next (``wide`` is the caller's).
+        self._centred = np.empty((0, d))
+
+    def make(self, wide: np.ndarray, top_norm: float) -> np.ndarray:
+        """The slice's power of two, then its scaled mean and scatter (``wide``: its rows in
+        float64, left as they are; ``top_norm``: their largest norm, > 0, ``inf`` where it
+        overflows)."""
+        if self._centred.shape[0] < wide.shape[0]:
+            self._centred = np.empty(wide.shape)
+        scaled = self._centred[: wide.shape[0]]
+        if np.isfinite(top_norm):
+            exponent = int(np.frexp(top_norm)[1])
+        else:
+            # A norm beyond float64: from the largest entry, with room for sqrt(d) of them.
+            top = float(np.abs(wide).max())
+            exponent = int(np.frexp(top)[1]) + math.ceil(math.log2(math.sqrt(wide.shape[1])))
+        # ldexp, not a product with 2^-exponent: that power is inf for subnormal rows.
+        np.ldexp(wide, -exponent, out=scaled)
+        out = np.empty(self.size)
+        out[0] = exponent
+        _block_moments(scaled, scaled, out[1:])
+        return out
+
+    def fold(self, rows: int, stats: np.ndarray) -> None:
+        """Merge the :meth:`make` of the next slice of ``rows`` rows."""
+        exponent, packed = int(stats[0]), stats[1:]
+        merged = self._merged
+        if self._exponent is None:
+            self._exponent = exponent
+        elif exponent > self._exponent:
+            shift = self._exponent - exponent
+            merged.mean[...] = np.ldexp(merged.mean, shift)
+            merged.scatter[...] = np.ldexp(merged.scatter, 2 * shift)
+            self._exponent = exponent
+        elif exponent < self._exponent:
+            shift = exponent - self._exponent
+            d = merged.mean.shape[0]
+            packed = np.concatenate([np.ldexp(packed[:d], shift), np.ldexp(packed[d:], 2 * shift)])
+        merged.add(rows, packed)
+
+    def result(self) -> RawMoments:
+        m = self._merged
+        return RawMoments(m.count, self._exponent or 0, m.mean, m.scatter)
 
 
 def rounding_band(rounding: str) -> float:
@@ -360,9 +456,69 @@ def _norm_outliers(norms: np.ndarray, spread: float, rounding: str) -> tuple[np.
     skipped (``spread`` within :func:`rounding_band` of ``rounding``)."""
     if spread <= rounding_band(rounding):
         return np.zeros(norms.shape[0], dtype=bool), True
+    # Norms brought near 1 by a power of two (exact, so the same test wherever the norms are
+    # normal numbers): the squares in the standard deviation of subnormal norms would vanish,
+    # and every row off the median would count as an outlier.
+    median_exponent = int(np.frexp(np.median(norms))[1])
+    if median_exponent:
+        norms = np.ldexp(norms, -median_exponent)
     median = float(np.median(norms))
     std = float(norms.std(ddof=1))
     return np.abs(norms - median) > _OUTLIER_SIGMAS * std, False
+
+
+def _scaled_mean_cov(
+    a: Rows, scale: float, outliers: np.ndarray, rows: int, raw: RawMoments | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_mean_cov`, from ``raw`` (the moments of ``a``'s raw rows) when given."""
+    # Moments that are not finite (none are expected: every slice is scaled into range) are
+    # not trusted: the rows are read.
+    if raw is None or not (np.isfinite(raw.mean).all() and np.isfinite(raw.scatter).all()):
+        return _mean_cov(a, scale, outliers, rows)
+    mean, scatter = raw.mean, raw.scatter
+    if outliers.any():
+        replaced = _outliers_replaced(a, raw, outliers)
+        if replaced is None:
+            return _mean_cov(a, scale, outliers, rows)
+        mean, scatter = replaced
+    # The moments are of the rows times 2^-exponent: scale by scale * 2^exponent, a number near
+    # the ratio of the two modalities' norms (no overflow where the rows are huge).
+    factor = float(np.ldexp(scale, raw.exponent))
+    return factor * mean, _symmetric(scatter * (factor * factor) / (raw.rows - 1))
+
+
+# Outliers holding more than this share of any coordinate's scatter are not taken out of the
+# moments. An entry of the scatter computed from the rows is accurate relative to the square
+# root of its two diagonal entries; taking out at most half of each diagonal entry keeps the
+# remaining entries as accurate relative to theirs, within a factor of two.
+_MAX_OUTLIER_SHARE = 0.5
+
+
+def _outliers_replaced(
+    a: Rows, raw: RawMoments, outliers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mean and scatter (in ``raw``'s units) of ``a``'s raw rows with the ``outliers``
+    replaced by the coordinate-wise median row, from their moments ``raw``: Chan's update
+    backwards (the outlier rows, gathered, taken out) and forwards (as many median rows put
+    in). ``None`` when the outliers hold more than :data:`_MAX_OUTLIER_SHARE` of the scatter
+    of some coordinate (a diagonal entry), where taking them out would cancel its digits."""
+    index = np.flatnonzero(outliers)
+    n, k = raw.rows, index.size
+    rest = n - k
+    if rest < 1:
+        return None
+    taken = np.ldexp(np.asarray(a[index], dtype=np.float64), -raw.exponent)
+    mean_out = taken.mean(axis=0)
+    centred = taken - mean_out
+    mean_rest = (n * raw.mean - k * mean_out) / rest
+    delta = mean_rest - mean_out
+    removed = centred.T @ centred + np.outer(delta, delta) * (rest * k / n)
+    if (np.diagonal(removed) > _MAX_OUTLIER_SHARE * np.diagonal(raw.scatter)).any():
+        return None
+    step = np.ldexp(column_medians(a), -raw.exponent) - mean_rest
+    mean = mean_rest + step * (k / n)
+    scatter = raw.scatter - removed + np.outer(step, step) * (rest * k / n)
+    return mean, scatter
 
 
 def _mean_cov(
@@ -378,13 +534,10 @@ def _mean_cov(
         median_row = scale * column_medians(a)
     d = a.shape[1]
     blocks = list(row_blocks(a.shape[0], rows))
-    count = 0
-    mean = np.zeros(d, dtype=np.float64)
-    scatter = np.zeros((d, d), dtype=np.float64)
+    merged = _Moments(d)
     buffer = WideningBuffer(np.float64)
 
     def moments(b: int) -> np.ndarray:
-        """Block ``b``'s mean, then its centred scatter, as one float64 array."""
         start, stop = blocks[b]
         # One float64 buffer for every block, scaled and centred in place (the same values as
         # scaling a float64 copy and centring into another).
@@ -393,24 +546,46 @@ def _mean_cov(
         if median_row is not None:
             block[outliers[start:stop]] = median_row
         packed = np.empty(d + d * d)
-        packed[:d] = block.mean(axis=0)
-        centred = np.subtract(block, packed[:d], out=block)
-        packed[d:] = (centred.T @ centred).reshape(-1)
+        _block_moments(block, block, packed)
         return packed
 
     def merge(b: int, packed: np.ndarray) -> None:
-        # Chan et al.'s update merges centred blocks without the cancellation of
-        # E[x^2] - E[x]^2.
-        nonlocal count
-        size = blocks[b][1] - blocks[b][0]
-        delta = packed[:d] - mean
-        total = count + size
-        scatter[...] += packed[d:].reshape(d, d) + np.outer(delta, delta) * (count * size / total)
-        mean[...] += delta * (size / total)
-        count = total
+        merged.add(blocks[b][1] - blocks[b][0], packed)
 
     current_share().in_order(len(blocks), moments, merge, d + d * d)
-    return mean, _symmetric(scatter / (count - 1))
+    return merged.mean, _symmetric(merged.scatter / (merged.count - 1))
+
+
+def _block_moments(block: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None:
+    """``out[:d]`` = the mean of the float64 ``block``'s rows, ``out[d:]`` = their scatter
+    about it (``d x d``, flat); the centred rows are written to ``scratch`` (which may be
+    ``block`` itself)."""
+    d = block.shape[1]
+    out[:d] = block.mean(axis=0)
+    centred = np.subtract(block, out[:d], out=scratch)
+    out[d:] = (centred.T @ centred).reshape(-1)
+
+
+class _Moments:
+    """A running count, mean and scatter (float64), merged a block at a time."""
+
+    def __init__(self, d: int) -> None:
+        self.count = 0
+        self.mean = np.zeros(d, dtype=np.float64)
+        self.scatter = np.zeros((d, d), dtype=np.float64)
+
+    def add(self, size: int, packed: np.ndarray) -> None:
+        """Merge a block of ``size`` rows (its :func:`_block_moments`)."""
+        # Chan et al.'s update merges centred blocks without the cancellation of
+        # E[x^2] - E[x]^2.
+        d = self.mean.shape[0]
+        delta = packed[:d] - self.mean
+        total = self.count + size
+        self.scatter += packed[d:].reshape(d, d) + np.outer(delta, delta) * (
+            self.count * size / total
+        )
+        self.mean += delta * (size / total)
+        self.count = total
 
 
 def _nonsingular(cov: np.ndarray) -> bool:

@@ -414,3 +414,49 @@ def test_fortran_ordered_rows_give_the_same_report(dtype):
         return analyze(data, device="cpu", seed=1).to_json()
 
     assert run(np.asfortranarray) == run(np.ascontiguousarray)
+
+
+@pytest.mark.parametrize("outliers", [False, True])
+def test_mir_reads_no_row_for_its_covariance(monkeypatch, outliers):
+    # The validating read makes each modality's raw mean and scatter: MIR reads no row for its
+    # covariance (rows without norm outliers are read once in all); with outliers it gathers
+    # them and takes the medians, but reads no block of rows for its moments.
+    import gapscope.metrics.mir as mir
+
+    rng = np.random.default_rng(12)
+    rows = {}
+    for m, shift in (("image", 1.0), ("text", -0.5)):
+        a = rng.normal(size=(400, 16)) + shift
+        a *= rng.uniform(0.9, 1.1, size=(400, 1)) / np.linalg.norm(a, axis=1, keepdims=True)
+        if outliers:
+            a[::50] *= 3.0
+        rows[m] = _counting(a.astype(np.float32))
+    blocks = []
+    monkeypatch.setattr(mir, "_mean_cov", lambda *a: blocks.append(1))
+    report = analyze(rows, metrics="mir", device="cpu").to_dict()
+    assert not blocks
+    detail = report["pairs"]["image-text"]["mir_detail"]
+    assert (detail["outliers"]["image"] == 8) == outliers
+    if not outliers:
+        assert [sum(a.read) for a in rows.values()] == [400, 400]
+
+
+def test_mir_moments_of_rows_far_apart_in_one_slice_are_those_of_the_rows(monkeypatch):
+    # The validating read scales each slice by its largest norm, not its first: rows 1e200
+    # apart in one slice (text as large, so that MIR's scaled rows stay in range) give the
+    # MIR of reading the rows, without reading them.
+    import gapscope.metrics.mir as mir
+
+    rng = np.random.default_rng(15)
+    image = rng.normal(size=(200, 8)) + 1.0
+    image[1::2] *= 1e200
+    text = rng.normal(size=(200, 8)) * 1e200
+    reads = []
+    original = mir._mean_cov
+    monkeypatch.setattr(mir, "_mean_cov", lambda *a: reads.append(1) or original(*a))
+    made = analyze({"image": image, "text": text}, metrics="mir", device="cpu").to_dict()
+    assert not reads
+    fd = made["pairs"]["image-text"]["mir_detail"]["fd"]
+    read = mir.modality_integration_rate(image, text).fd
+    assert reads == [1, 1]
+    assert np.isfinite(read) and fd == pytest.approx(read, rel=1e-7)

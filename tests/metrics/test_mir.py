@@ -9,10 +9,13 @@ import pytest
 import scipy.linalg
 import torch
 
+from gapscope.engine.normalization import row_norms
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.mir import (
     FD_FLOOR,
     MIRResult,
+    RawMoments,
+    RawMomentsScan,
     frechet_distance,
     modality_integration_rate,
     raw_norms,
@@ -412,3 +415,131 @@ def test_mir_of_fortran_ordered_rows_is_that_of_the_same_rows_in_c_order(dtype):
     assert fortran.fd == c_order.fd and fortran.mir == c_order.mir
     np.testing.assert_array_equal(fx, before[0])
     np.testing.assert_array_equal(fy, before[1])
+
+
+# --- moments made in another read (an analysis's validating read) --------------------------
+
+
+def _scanned(a: np.ndarray, slice_rows: int) -> RawMoments:
+    scan = RawMomentsScan(a.shape[1])
+    for start in range(0, a.shape[0], slice_rows):
+        wide = np.asarray(a[start : start + slice_rows], dtype=np.float64)
+        scan.fold(wide.shape[0], scan.make(wide, float(row_norms(wide).max())))
+    return scan.result()
+
+
+@pytest.mark.parametrize("slice_rows", [1, 7, 50, 1000])
+def test_raw_moments_of_slices_of_any_magnitude_match_the_whole_matrix(slice_rows):
+    # Slices a power of two apart (2^-900 .. 2^900: squares would overflow or vanish in
+    # float64), merged in the units of the largest: the mean and scatter of the whole matrix
+    # (numpy, on the same rows brought to one scale exactly), to rounding.
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=(240, 5)) + np.array([3.0, -1.0, 0.0, 0.5, 2.0])
+    powers = np.repeat(rng.choice([-900, -3, 0, 2, 900], size=24), 10)
+    rows = np.ldexp(base, powers[:, None])
+    got = _scanned(rows, slice_rows)
+    assert got.rows == 240 and got.exponent == int(np.frexp(row_norms(rows).max())[1]) > 900
+    units = np.ldexp(rows, -got.exponent)  # exact but for the rows 2^-1800 down (far below)
+    mean = units.mean(axis=0)
+    scatter = (units - mean).T @ (units - mean)
+    np.testing.assert_allclose(got.mean, mean, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(got.scatter, scatter, rtol=1e-12, atol=1e-13 * np.abs(scatter).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("case", ["no outliers", "outliers", "a far outlier", "1e300"])
+def test_mir_from_moments_made_elsewhere_is_mir_of_the_rows(monkeypatch, dtype, case):
+    # The covariance scaled from moments made in another read, the outlier rows taken out of
+    # them and the median row put in, agrees with reading the rows to rounding; only a far
+    # outlier (most of the scatter), where taking it out would cancel digits, reads again.
+    import gapscope.metrics.mir as mir
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(600, 8)) * rng.uniform(0.5, 2.0, size=8) + 2.0
+    y = rng.normal(size=(500, 8)) + 1.0
+    if case == "no outliers":  # norms spread evenly: none 3 standard deviations out
+        x *= rng.uniform(0.9, 1.1, size=(600, 1)) / np.linalg.norm(x, axis=1, keepdims=True)
+        y *= rng.uniform(0.9, 1.1, size=(500, 1)) / np.linalg.norm(y, axis=1, keepdims=True)
+    else:
+        x[::61] *= 1.9
+        y[::97] *= 2.2
+    if case == "a far outlier":
+        x[3] *= 1e3
+    if case == "1e300" and dtype == np.float64:
+        x, y = x * 1e300, y * 1e300
+    x, y = x.astype(dtype), y.astype(dtype)
+    reads = []
+    original = mir._mean_cov
+    monkeypatch.setattr(mir, "_mean_cov", lambda *a: reads.append(1) or original(*a))
+    plain = modality_integration_rate(x, y)
+    assert len(reads) == 2
+    reads.clear()
+    made = modality_integration_rate(x, y, moments=(_scanned(x, 64), _scanned(y, 64)))
+    assert reads == ([1] if case == "a far outlier" else [])
+    assert (made.outliers_x, made.outliers_y) == (plain.outliers_x, plain.outliers_y)
+    assert (plain.outliers_x > 0) == (case != "no outliers")
+    assert made.fd == pytest.approx(plain.fd, rel=1e-12)
+    assert made.mir == pytest.approx(plain.mir, abs=1e-12)
+    assert made.scale == plain.scale
+
+
+def test_moments_of_other_rows_are_refused():
+    x = np.random.default_rng(1).normal(size=(30, 4))
+    with pytest.raises(GapscopeError, match="moments: y has 30 rows of 4 values"):
+        modality_integration_rate(x, x, moments=(None, _scanned(x[:20], 8)))
+
+
+@pytest.mark.parametrize("magnitude", ["subnormal", "norm beyond float64", "mixed in a slice"])
+def test_moments_of_rows_at_the_edges_of_float64(monkeypatch, magnitude):
+    # Rows whose largest norm is subnormal (its power of two, 2^1026, is inf), whose norm
+    # overflows (the power comes from the largest entry; y as large, so that the scaled rows
+    # are not), or a slice holding rows 1e100 apart: the moments give the MIR of reading the
+    # rows, and (norms spread evenly: no outliers) without reading them.
+    import gapscope.metrics.mir as mir
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 4)) + 1.0
+    x *= rng.uniform(0.9, 1.1, size=(300, 1)) / np.linalg.norm(x, axis=1, keepdims=True)
+    y = rng.normal(size=(300, 4)) - 0.5
+    y *= rng.uniform(0.9, 1.1, size=(300, 1)) / np.linalg.norm(y, axis=1, keepdims=True)
+    if magnitude == "subnormal":
+        x *= 1e-309
+    elif magnitude == "norm beyond float64":
+        x = rng.uniform(1.0, 2.0, size=(300, 4)) * 1e307
+        x[::7] = 1.5e308
+        y *= 1e300
+    else:
+        x[::2] *= 1e100
+    reads = []
+    original = mir._mean_cov
+    monkeypatch.setattr(mir, "_mean_cov", lambda *a: reads.append(1) or original(*a))
+    # Norms beyond float64 are inf, and their spread nan, in both ways (MIR's outlier test).
+    with np.errstate(over="ignore", invalid="ignore"):
+        plain = modality_integration_rate(x, y)
+        reads.clear()
+        made = modality_integration_rate(x, y, moments=(_scanned(x, 64), _scanned(y, 64)))
+    if magnitude != "norm beyond float64":
+        assert plain.outliers_x == plain.outliers_y == 0 and not reads
+    assert np.isfinite(made.fd)
+    assert made.fd == pytest.approx(plain.fd, rel=1e-12)
+
+
+def test_outliers_that_hold_one_coordinate_are_not_taken_out_of_the_moments(monkeypatch):
+    # 20 outlier rows hold all of the second coordinate's scatter but under half of the
+    # trace: taking them out of the moments would leave that coordinate's 2e-8 spread to
+    # rounding (FD off by about 6e-8 relative), so the rows are read again.
+    import gapscope.metrics.mir as mir
+
+    n = 20000
+    rng = np.random.default_rng(0)
+    x = np.c_[5 + rng.normal(size=n), 2e-8 * rng.normal(size=n)]
+    x[:: n // 20, 1] = 28.0 * rng.choice([-1, 1], size=20)
+    y = np.c_[5 + rng.normal(size=n), rng.normal(size=n)]
+    raw = _scanned(x, 4096)
+    reads = []
+    original = mir._mean_cov
+    monkeypatch.setattr(mir, "_mean_cov", lambda *a: reads.append(1) or original(*a))
+    made = modality_integration_rate(x, y, moments=(raw, None))
+    assert reads == [1, 1]  # x read again, y (no moments given) read
+    assert made.outliers_x >= 20
+    assert made.fd == pytest.approx(modality_integration_rate(x, y).fd, rel=1e-12)
