@@ -236,7 +236,7 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     out["radix_raised"] = np.array([raised])
     # The paired cosines (blocks of 37 groups) and the alignment (chunks of 37 pairs).
     cosines = paired_cosine(x, y, gx, gy, block_size=37)
-    out["cosines"] = np.array([cosines.paired, cosines.unpaired])
+    out["cosines"] = np.array([cosines.paired, cosines.unpaired, cosines.paired_total])
     out["alignment"] = np.array(
         [alignment(x, y, gx, gy, block_size=37), alignment(x, y, gx, gy, 1.5, block_size=37)]
     )

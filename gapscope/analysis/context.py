@@ -49,6 +49,7 @@ from gapscope.engine.validation import (
     check_positive,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.metrics.cosine import PairCosine, paired_cosine
 from gapscope.metrics.mir import RawMoments, RawMomentsScan, RawNorms, RawNormsScan, raw_norms
 
 __all__ = ["METRICS", "AnalysisContext", "AnalysisOptions", "Progress", "parse_k", "parse_metrics"]
@@ -275,6 +276,7 @@ class AnalysisContext:
         self._intra: dict[str, RetrievalResult | None] = {}
         self._cross: dict[tuple[str, str], tuple[RetrievalResult, RetrievalResult]] = {}
         self._cross_kernel: dict[tuple[str, str], CrossKernel] = {}
+        self._cosines: dict[tuple[str, str], PairCosine] = {}
         self._positive: dict[tuple[str, str], bool] = {}
         self._queries: dict[str, np.ndarray | None] = {
             m: sample_rows(self.raw[m].shape[0], options.sample, options.seed, Stream.QUERIES, m)
@@ -381,6 +383,18 @@ class AnalysisContext:
                 in_memory=self._fits or self._queries[m] is None,
             )
         return self._unit[m]
+
+    def paired_cosine(self, a: str, b: str) -> PairCosine:
+        """The paired and unpaired cosines of the pair ``a``-``b`` (one read of both)."""
+        if (a, b) not in self._cosines:
+            self._cosines[(a, b)] = paired_cosine(
+                self.raw[a], self.raw[b], self.groups(a), self.groups(b)
+            )
+        return self._cosines[(a, b)]
+
+    def held_paired_cosine(self, a: str, b: str) -> PairCosine | None:
+        """The cosines of ``a``-``b`` when the cosine family has made them (none made here)."""
+        return self._cosines.get((a, b))
 
     def held_unit(self, m: str) -> UnitRows | None:
         """``m``'s unit rows when a pass has made them already (none are made here)."""

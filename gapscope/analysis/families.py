@@ -200,9 +200,7 @@ GAP = Family(
 
 
 def _cosine(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
-    from gapscope.metrics.cosine import paired_cosine
-
-    c = paired_cosine(ctx.raw[a], ctx.raw[b], ctx.groups(a), ctx.groups(b))
+    c = ctx.paired_cosine(a, b)
     return {
         K.PAIRED_COSINE.name: c.paired,
         K.UNPAIRED_COSINE.name: c.unpaired,
@@ -250,8 +248,16 @@ COSINE = Family(
 
 
 def _alignment(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
-    from gapscope.metrics.alignment import alignment
+    from gapscope.metrics.alignment import alignment, alignment_from_cosine_total
 
+    # With alpha = 2 and the cosines already made (they come first in the report), alignment
+    # is 2 - 2 times their mean: no read of the rows, unless the pairs are so close that the
+    # difference would cancel digits.
+    cosines = ctx.held_paired_cosine(a, b)
+    if ctx.options.alignment_alpha == 2.0 and cosines is not None:
+        value = alignment_from_cosine_total(cosines.paired_total, cosines.n_pairs)
+        if value is not None:
+            return {K.ALIGNMENT.name: value}
     value = alignment(
         ctx.raw[a], ctx.raw[b], ctx.groups(a), ctx.groups(b), alpha=ctx.options.alignment_alpha
     )

@@ -20,7 +20,12 @@ from gapscope.engine.validation import (
 from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import EmbeddingError
 
-__all__ = ["alignment", "alignment_row_terms"]
+__all__ = [
+    "MAX_MEAN_COSINE_FOR_TOTAL",
+    "alignment",
+    "alignment_from_cosine_total",
+    "alignment_row_terms",
+]
 
 
 def alignment(
@@ -79,6 +84,44 @@ def alignment(
         pairs.n_chunks, lambda c: np.array([pairs.chunk_terms(c)[1].sum()]), add, 1
     )
     return total / pairs.n_pairs
+
+
+#: The largest mean paired cosine ``c`` at which :func:`alignment_from_cosine_total` answers:
+#: ``2 - 2 c`` then carries at most ``(1 + c) / (1 - c) = 19`` times the rounding of the cosine
+#: total (a few units of float64's 1.1e-16 a term), relative to the result. Nearer 1, the
+#: differences that :func:`alignment` takes keep digits that ``2 - 2 c`` cancels (at a cosine
+#: of ``1 - 1e-8``, eight of them).
+MAX_MEAN_COSINE_FOR_TOTAL = 0.9
+
+
+def alignment_from_cosine_total(paired_total: float, n_pairs: int) -> float | None:
+    """Alignment with ``alpha = 2`` from the positive pairs' cosine total, reading no row.
+
+    For unit rows ``||x_i - y_j||^2 = 2 - 2 <x_i, y_j>``, so
+
+        alignment = (1 / |P|) sum_{(i,j) in P} ||x_i - y_j||^2 = 2 - 2 (1 / |P|) sum <x_i, y_j>,
+
+    with the total ``sum <x_i, y_j>`` of :func:`~gapscope.metrics.cosine.paired_cosine`
+    (``PairCosine.paired_total``). Where the mean cosine exceeds
+    :data:`MAX_MEAN_COSINE_FOR_TOTAL` (nearly equal pairs), ``2 - 2 c`` would cancel the digits
+    that :func:`alignment` keeps by taking the differences themselves: ``None`` then, and the
+    caller computes :func:`alignment`.
+
+    Args:
+        paired_total: ``sum_{(i,j) in P} <x_i, y_j>`` of the unit rows, float64.
+        n_pairs: ``|P|`` (> 0).
+
+    Returns:
+        ``2 - 2 * paired_total / n_pairs`` (>= 1), or ``None`` above the threshold.
+
+    Example:
+        >>> alignment_from_cosine_total(0.5, 2), alignment_from_cosine_total(1.9, 2) is None
+        (1.5, True)
+    """
+    mean = paired_total / n_pairs
+    if mean > MAX_MEAN_COSINE_FOR_TOTAL:
+        return None
+    return 2.0 * (1.0 - mean)
 
 
 def alignment_row_terms(

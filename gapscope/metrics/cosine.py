@@ -31,11 +31,15 @@ class PairCosine:
         paired: mean cosine over the positive pairs P, each (i, j) pair weighted equally.
         unpaired: mean cosine over every other cross pair; ``None`` when every pair is positive.
         n_pairs: ``|P|``.
+        paired_total: ``sum_{(i,j) in P} <x_i, y_j>`` in float64, before the mean and its
+            clipping (alignment with ``alpha = 2`` follows from it:
+            :func:`~gapscope.metrics.alignment.alignment_from_cosine_total`).
     """
 
     paired: float
     unpaired: float | None
     n_pairs: int
+    paired_total: float = 0.0
 
 
 def paired_cosine(
@@ -140,7 +144,7 @@ def paired_cosine(
     if n_all > n_pairs:
         rest = float(sum_x @ sum_y) - paired_sum
         unpaired = float(np.clip(rest / (n_all - n_pairs), -1.0, 1.0))
-    return PairCosine(paired=paired, unpaired=unpaired, n_pairs=n_pairs)
+    return PairCosine(paired=paired, unpaired=unpaired, n_pairs=n_pairs, paired_total=paired_sum)
 
 
 def _group_sums(

@@ -460,3 +460,41 @@ def test_mir_moments_of_rows_far_apart_in_one_slice_are_those_of_the_rows(monkey
     read = mir.modality_integration_rate(image, text).fd
     assert reads == [1, 1]
     assert np.isfinite(read) and fd == pytest.approx(read, rel=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "alpha", "close", "from_total"),
+    [
+        ("cosine,alignment", 2.0, False, True),
+        ("alignment", 2.0, False, False),  # no cosines made: alignment reads the rows
+        ("cosine,alignment", 1.5, False, False),  # another exponent: the differences
+        ("cosine,alignment", 2.0, True, False),  # nearly equal pairs: the differences
+    ],
+)
+def test_alignment_comes_from_the_cosines_where_it_can(
+    monkeypatch, metrics, alpha, close, from_total
+):
+    # With the cosines made and alpha = 2, alignment is 2 - 2 times their total's mean and
+    # reads no row (one read of each modality fewer); it agrees with reading the pairs.
+    import importlib
+
+    # The module, not gapscope.metrics' function of the same name.
+    alignment_module = importlib.import_module("gapscope.metrics.alignment")
+
+    image, text, gi, gt, _, _ = make_paired(n=300, captions=2)
+    if close:
+        text = np.repeat(image, 2, axis=0) + 1e-3 * text
+    rows = EmbeddingSet(embeddings={"image": image, "text": text}, groups={"image": gi, "text": gt})
+    calls = []
+    original = alignment_module.alignment
+    monkeypatch.setattr(
+        alignment_module, "alignment", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    report = analyze(rows, metrics=metrics, alignment_alpha=alpha, device="cpu").to_dict()
+    assert calls == ([] if from_total else [1])
+    value = report["pairs"]["image-text"]["alignment"]
+    direct = original(image, text, gi, gt, alpha=alpha)
+    assert value == pytest.approx(direct, rel=1e-7)
+    if from_total:
+        paired = report["pairs"]["image-text"]["paired_cosine"]
+        assert value == pytest.approx(2 - 2 * paired, rel=1e-7)

@@ -11,7 +11,11 @@ from scipy.special import logsumexp
 
 from gapscope.engine.sampling import Stream, sample_rows
 from gapscope.errors import EmbeddingError, GapscopeError
-from gapscope.metrics.alignment import alignment
+from gapscope.metrics.alignment import (
+    MAX_MEAN_COSINE_FOR_TOTAL,
+    alignment,
+    alignment_from_cosine_total,
+)
 from gapscope.metrics.cosine import paired_cosine
 from gapscope.metrics.uniformity import uniformity, uniformity_sampled
 
@@ -307,6 +311,28 @@ def test_alignment_alpha_two_is_two_minus_two_paired_cosine():
     gx, gy = np.arange(30), rng.integers(0, 30, size=45)
     value = alignment(x, y, gx, gy)
     assert value == pytest.approx(2 - 2 * paired_cosine(x, y, gx, gy).paired, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("closeness", "groups"), [(0.0, 2), (0.3, 1), (0.7, 1), (0.7, 2), (3.0, 1), (1e3, 1)]
+)
+def test_alignment_from_the_cosine_total_is_alignment_where_it_answers(closeness, groups):
+    # 2 - 2 * mean cosine, from the total paired_cosine keeps, agrees with the differences
+    # to rounding up to a mean cosine of 0.9 (pairs of y = c x + noise: cosine c / sqrt(1 +
+    # c^2); in groups of two rows a modality, half the pairs are unrelated); above it (c = 3:
+    # 0.95), None: nearly equal pairs (c = 1e3, cosine 1 - 5e-7) would cancel there the
+    # digits that the differences keep.
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(400, 16))
+    y = closeness * x + rng.normal(size=(400, 16))
+    gx = gy = np.arange(400) // groups
+    c = paired_cosine(x, y, gx, gy)
+    got = alignment_from_cosine_total(c.paired_total, c.n_pairs)
+    mean = c.paired_total / c.n_pairs
+    assert c.paired == pytest.approx(mean, abs=1e-15)
+    assert (got is None) == (mean > MAX_MEAN_COSINE_FOR_TOTAL) == (closeness >= 3.0)
+    if got is not None:
+        assert got == pytest.approx(alignment(x, y, gx, gy), rel=1e-14)
 
 
 # --- bad input ------------------------------------------------------------------------------
