@@ -86,11 +86,12 @@ def alignment(
     return total / pairs.n_pairs
 
 
-#: The largest mean paired cosine ``c`` at which :func:`alignment_from_cosine_total` answers:
-#: ``2 - 2 c`` then carries at most ``(1 + c) / (1 - c) = 19`` times the rounding of the cosine
-#: total (a few units of float64's 1.1e-16 a term), relative to the result. Nearer 1, the
-#: differences that :func:`alignment` takes keep digits that ``2 - 2 c`` cancels (at a cosine
-#: of ``1 - 1e-8``, eight of them).
+#: The largest mean paired cosine ``c`` at which :func:`alignment_from_cosine_total` answers.
+#: The total's rounding is at most some units of float64's 1.1e-16 a pair (each cosine of unit
+#: rows is at most 1; the units grow with the group sizes and ``d``, 18 measured on one group of
+#: 300 x 300 rows), and ``2 - 2 c`` divides it by ``1 - c``: at most 10 times that, relative
+#: to the result. Nearer 1, the differences that :func:`alignment` takes keep digits that
+#: ``2 - 2 c`` cancels (at a cosine of ``1 - 1e-8``, eight of them).
 MAX_MEAN_COSINE_FOR_TOTAL = 0.9
 
 
@@ -112,7 +113,7 @@ def alignment_from_cosine_total(paired_total: float, n_pairs: int) -> float | No
         n_pairs: ``|P|`` (> 0).
 
     Returns:
-        ``2 - 2 * paired_total / n_pairs`` (>= 1), or ``None`` above the threshold.
+        ``2 - 2 * paired_total / n_pairs`` (at least 0.2), or ``None`` above the threshold.
 
     Example:
         >>> alignment_from_cosine_total(0.5, 2), alignment_from_cosine_total(1.9, 2) is None

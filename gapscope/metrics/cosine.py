@@ -39,7 +39,7 @@ class PairCosine:
     paired: float
     unpaired: float | None
     n_pairs: int
-    paired_total: float = 0.0
+    paired_total: float
 
 
 def paired_cosine(

@@ -335,6 +335,21 @@ def test_alignment_from_the_cosine_total_is_alignment_where_it_answers(closeness
         assert got == pytest.approx(alignment(x, y, gx, gy), rel=1e-14)
 
 
+def test_alignment_from_the_cosine_total_answers_up_to_a_mean_cosine_of_nine_tenths():
+    # Pairs of unit rows at a set angle (y = c x + sqrt(1 - c^2) z, z orthogonal to x): every
+    # cosine is c, so the mean sits where it is put, just under and just over 0.9.
+    rng = np.random.default_rng(16)
+    basis = np.linalg.qr(rng.normal(size=(8, 8)))[0]
+    for c, answers in ((0.899, True), (0.901, False)):
+        x = np.tile(basis[0], (50, 1))
+        y = c * x + np.sqrt(1 - c * c) * basis[1]
+        total = paired_cosine(x, y).paired_total
+        got = alignment_from_cosine_total(total, 50)
+        assert (got is not None) == answers, c
+        if answers:
+            assert got == pytest.approx(alignment(x, y), rel=1e-12)
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 
