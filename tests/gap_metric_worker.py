@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import torch
 
-from gapscope.errors import GapscopeError
+from gapscope.errors import GapscopeError, ProcessCrashedError
+from gapscope.integrations import metric as metric_module
 from gapscope.integrations.metric import GapMetric
 
 DTYPES = (torch.bfloat16, torch.float32, torch.float16)
@@ -93,6 +94,25 @@ def main(folder: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     try:
+        # The last process fails in the gather (no memory for its codes): every other raises
+        # at its next exchange instead of waiting; the scenarios below then run in step.
+        world = dist.get_world_size()
+        original = metric_module._gather_codes
+
+        def failing(*args: object) -> np.ndarray:
+            if rank == world - 1:
+                raise MemoryError("no memory for the codes")
+            return original(*args)  # type: ignore[arg-type]
+
+        metric_module._gather_codes = failing
+        try:
+            text = run("fast", [rank], GapMetric("fast", sample=40, device="cpu"))
+        except (MemoryError, ProcessCrashedError) as exc:
+            text = f"{type(exc).__name__}: {exc}"
+        finally:
+            metric_module._gather_codes = original
+        with open(os.path.join(folder, f"failing-rank-{rank}.txt"), "w") as fh:
+            fh.write(text)
         for scenario, (options, _, _) in SCENARIOS.items():
             text = run(scenario, [rank], GapMetric(**options, device="cpu"))
             with open(os.path.join(folder, f"{scenario}-rank-{rank}.txt"), "w") as fh:

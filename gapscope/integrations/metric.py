@@ -59,7 +59,7 @@ from gapscope.analysis.context import DEFAULT_K, AnalysisOptions
 from gapscope.api import analyze
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.store import MODALITIES
-from gapscope.engine.distributed import process_group_share, sharing
+from gapscope.engine.distributed import Share, process_group_share, sharing
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.report.model import Report
 
@@ -439,14 +439,25 @@ def _gather_data(data: _Data | None, group: Any, global_groups: bool) -> _Data |
 
     A header (modalities, rows, dim, dtype and labels of each; the local group count) goes
     first, so that every process makes the same decisions, and raises the same error, from
-    the same information."""
+    the same information. Every all-gather starts with the status exchange of
+    :meth:`~gapscope.engine.distributed.Share.raise_together`, inside
+    :func:`~gapscope.engine.distributed.sharing`: a process that fails on its own (its
+    header, memory for its padded rows) makes every process raise, none waits for it."""
     import torch.distributed as dist
 
-    world = dist.get_world_size(group)
-    rank = dist.get_rank(group)
+    share = Share(rank=dist.get_rank(group), world=dist.get_world_size(group), group=group)
+    with sharing(share):
+        return _gather_shared(data, share, global_groups)
+
+
+def _gather_shared(data: _Data | None, share: Share, global_groups: bool) -> _Data | None:
+    import torch.distributed as dist
+
+    group = share.group
     comm = _comm_device(group, data)
     header = torch.as_tensor(_header(data), dtype=torch.int64, device=comm)
-    headers = [torch.empty_like(header) for _ in range(world)]
+    headers = [torch.empty_like(header) for _ in range(share.world)]
+    share.raise_together(None)
     dist.all_gather(headers, header, group=group)
     table = torch.stack(headers).cpu().numpy()
     plan = _plan(table)
@@ -464,15 +475,15 @@ def _gather_data(data: _Data | None, group: Any, global_groups: bool) -> _Data |
             if mine is not None
             else torch.empty((0, dim), dtype=dtype, device=comm)
         )
-        gathered = _gather_rows(local.view(torch.uint8), counts, group, comm)
+        gathered = _gather_rows(local.view(torch.uint8), counts, share, comm)
         out_rows[m] = gathered.view(dtype)
         codes = groups.get(m, np.empty(0, dtype=np.int64))
         if not global_groups:
-            codes = codes + offsets[rank]
-        out_groups[m] = _gather_codes(codes, counts, group, comm)
+            codes = codes + offsets[share.rank]
+        out_groups[m] = _gather_codes(codes, counts, share, comm)
         if has_labels:
             out_labels[m] = _gather_codes(
-                labels.get(m, np.empty(0, dtype=np.int64)), counts, group, comm
+                labels.get(m, np.empty(0, dtype=np.int64)), counts, share, comm
             )
     return out_rows, out_groups, out_labels
 
@@ -550,25 +561,27 @@ def _comm_device(group: Any, data: _Data | None) -> torch.device:
 
 
 def _gather_rows(
-    local: torch.Tensor, counts: list[int], group: Any, device: torch.device
+    local: torch.Tensor, counts: list[int], share: Share, device: torch.device
 ) -> torch.Tensor:
     """The ``(counts[rank], width)`` tensors of every rank, stacked in rank order: padded to
-    the largest count for ``all_gather``, then cut back."""
+    the largest count for ``all_gather``, then cut back. The buffers are made before the
+    status exchange, so a process short of memory for them fails alone and is heard."""
     import torch.distributed as dist
 
     top = max(counts)
     padded = torch.zeros((top, *local.shape[1:]), dtype=local.dtype, device=device)
     padded[: local.shape[0]] = local
     parts = [torch.empty_like(padded) for _ in counts]
-    dist.all_gather(parts, padded, group=group)
+    share.raise_together(None)
+    dist.all_gather(parts, padded, group=share.group)
     return torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)])
 
 
 def _gather_codes(
-    codes: np.ndarray, counts: list[int], group: Any, device: torch.device
+    codes: np.ndarray, counts: list[int], share: Share, device: torch.device
 ) -> np.ndarray:
     local = torch.as_tensor(np.ascontiguousarray(codes, dtype=np.int64)).to(device)
-    return _gather_rows(local, counts, group, device).cpu().numpy()
+    return _gather_rows(local, counts, share, device).cpu().numpy()
 
 
 def rows_from_outputs(outputs: Any) -> dict[str, Any] | None:

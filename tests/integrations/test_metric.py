@@ -34,6 +34,17 @@ def test_every_process_gets_the_single_process_report(tmp_path, world):
     errors = {(tmp_path / f"disagree-rank-{r}.txt").read_text() for r in range(world)}
     assert len(errors) == 1
     assert errors.pop().startswith("error: GapMetric.compute: the processes disagree on the dims")
+    # The last process failed in the gather, before the scenarios above: it raised its own
+    # error, every other a crash naming it (none waited), and all went on in step.
+    for rank in range(world):
+        said = (tmp_path / f"failing-rank-{rank}.txt").read_text()
+        if rank == world - 1:
+            assert said == "MemoryError: no memory for the codes"
+        else:
+            assert said == (
+                f"ProcessCrashedError: process {world - 1} of {world} failed (a crash); "
+                "its own message says why"
+            )
 
 
 def test_the_worker_scenarios_are_what_they_claim():
