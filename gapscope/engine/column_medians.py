@@ -269,9 +269,10 @@ class _RadixSelect:
 
         This process reads its share of the chunks of rows; the counts and the extremes are
         then combined over the processes (integer sums, maxima and minima: the same on every
-        process). Everything a process can fail at alone (the buffers, the reads) happens
-        before :meth:`~gapscope.engine.distributed.Share.raise_together`, which every
-        process reaches, so none is left waiting in the sums."""
+        process). Everything a process can fail at alone (the buffers, the reads) is caught
+        and handed to the sum, whose status exchange
+        (:meth:`~gapscope.engine.distributed.Share.raise_together`) every process reaches
+        and raises it on all, so none is left waiting in the sums."""
         g = c1 - c0
         rows = max(1, _CHUNK_BYTES // (g * self.dtype.itemsize))
         chunks = list(row_blocks(self.n, rows))
@@ -312,8 +313,7 @@ class _RadixSelect:
                         smallest[row] = min(smallest[row], float(high.min()))
         except Exception as exc:  # raised on every process below
             error = exc
-        share.raise_together(error)
-        share.sum(counts)
+        share.sum(counts, error=error)
         if extremes.size and share.world > 1:
             largest = share.gather(largest).max(axis=0)
             smallest = share.gather(smallest).min(axis=0)

@@ -196,12 +196,16 @@ class Share:
         """
         return range(self.rank, n_blocks, self.world)
 
-    def sum(self, *arrays: np.ndarray) -> None:
+    def sum(self, *arrays: np.ndarray, error: BaseException | None = None) -> None:
         """Add each array (C-contiguous, writable) over the processes, in place.
 
         A collective: every process calls it, after the status exchange of
-        :meth:`raise_together` (a process that failed before it makes every process raise)."""
+        :meth:`raise_together` (a process that failed before it makes every process raise);
+        ``error`` is this process's own failure since the last collective, caught by the
+        caller, which the exchange raises here and names on every other process."""
         if self.world == 1:
+            if error is not None:
+                raise error
             return
         import torch
         import torch.distributed as dist
@@ -211,21 +215,23 @@ class Share:
         # process alone and is heard by the others, not in the middle of the reductions.
         tensors = [torch.from_numpy(array) for array in arrays if array.size]
         moved = [tensor.cuda() for tensor in tensors] if on_gpu else tensors
-        self.raise_together(None)
+        self.raise_together(error)
         for tensor in moved:
             dist.all_reduce(tensor, group=self.group)
         if on_gpu:
             for tensor, back in zip(tensors, moved, strict=True):
                 tensor.copy_(back.cpu())
 
-    def gather(self, array: np.ndarray) -> np.ndarray:
+    def gather(self, array: np.ndarray, error: BaseException | None = None) -> np.ndarray:
         """Every process's ``array`` (same shape and dtype on each), stacked in rank order:
         their bits as made (a sum with zeros would turn ``-0.0`` into ``+0.0``). A collective,
-        after the status exchange of :meth:`raise_together`."""
+        after the status exchange of :meth:`raise_together` (``error``: as for :meth:`sum`)."""
         if self.world == 1:
+            if error is not None:
+                raise error
             return array[None].copy()
         tensor, parts = self._gather_buffers(array)
-        self.raise_together(None)
+        self.raise_together(error)
         return self._gather_into(tensor, parts)
 
     def _gather_buffers(self, array: np.ndarray) -> tuple[Any, list[Any]]:
@@ -382,9 +388,7 @@ class Share:
                 mine[:] = make(b)
             except Exception as exc:  # raised below, on every process alike
                 error = exc
-        tensor, parts = self._gather_buffers(mine)
-        self.raise_together(error)
-        blocks = self._gather_into(tensor, parts)
+        blocks = self.gather(mine, error)
         for p in range(min(self.world, n_blocks - r * self.world)):
             fold(r * self.world + p, blocks[p])
 

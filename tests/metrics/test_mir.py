@@ -420,6 +420,16 @@ def test_mir_of_fortran_ordered_rows_is_that_of_the_same_rows_in_c_order(dtype):
 # --- moments made in another read (an analysis's validating read) --------------------------
 
 
+def _count_reads(monkeypatch) -> list[int]:
+    """A list that grows by one each time MIR reads a modality's rows for its moments."""
+    import gapscope.metrics.mir as mir
+
+    reads: list[int] = []
+    original = mir._mean_cov
+    monkeypatch.setattr(mir, "_mean_cov", lambda *a: reads.append(1) or original(*a))
+    return reads
+
+
 def _scanned(a: np.ndarray, slice_rows: int) -> RawMoments:
     scan = RawMomentsScan(a.shape[1])
     for start in range(0, a.shape[0], slice_rows):
@@ -452,7 +462,6 @@ def test_mir_from_moments_made_elsewhere_is_mir_of_the_rows(monkeypatch, dtype, 
     # The covariance scaled from moments made in another read, the outlier rows taken out of
     # them and the median row put in, agrees with reading the rows to rounding; only a far
     # outlier (most of the scatter), where taking it out would cancel digits, reads again.
-    import gapscope.metrics.mir as mir
 
     rng = np.random.default_rng(6)
     x = rng.normal(size=(600, 8)) * rng.uniform(0.5, 2.0, size=8) + 2.0
@@ -468,9 +477,7 @@ def test_mir_from_moments_made_elsewhere_is_mir_of_the_rows(monkeypatch, dtype, 
     if case == "1e300" and dtype == np.float64:
         x, y = x * 1e300, y * 1e300
     x, y = x.astype(dtype), y.astype(dtype)
-    reads = []
-    original = mir._mean_cov
-    monkeypatch.setattr(mir, "_mean_cov", lambda *a: reads.append(1) or original(*a))
+    reads = _count_reads(monkeypatch)
     plain = modality_integration_rate(x, y)
     assert len(reads) == 2
     reads.clear()
@@ -495,7 +502,6 @@ def test_moments_of_rows_at_the_edges_of_float64(monkeypatch, magnitude):
     # overflows (the power comes from the largest entry; y as large, so that the scaled rows
     # are not), or a slice holding rows 1e100 apart: the moments give the MIR of reading the
     # rows, and (norms spread evenly: no outliers) without reading them.
-    import gapscope.metrics.mir as mir
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 4)) + 1.0
@@ -510,9 +516,7 @@ def test_moments_of_rows_at_the_edges_of_float64(monkeypatch, magnitude):
         y *= 1e300
     else:
         x[::2] *= 1e100
-    reads = []
-    original = mir._mean_cov
-    monkeypatch.setattr(mir, "_mean_cov", lambda *a: reads.append(1) or original(*a))
+    reads = _count_reads(monkeypatch)
     # Norms beyond float64 are inf, and their spread nan, in both ways (MIR's outlier test).
     with np.errstate(over="ignore", invalid="ignore"):
         plain = modality_integration_rate(x, y)
@@ -528,7 +532,6 @@ def test_outliers_that_hold_one_coordinate_are_not_taken_out_of_the_moments(monk
     # 20 outlier rows hold all of the second coordinate's scatter but under half of the
     # trace: taking them out of the moments would leave that coordinate's 2e-8 spread to
     # rounding (FD off by about 6e-8 relative), so the rows are read again.
-    import gapscope.metrics.mir as mir
 
     n = 20000
     rng = np.random.default_rng(0)
@@ -536,9 +539,7 @@ def test_outliers_that_hold_one_coordinate_are_not_taken_out_of_the_moments(monk
     x[:: n // 20, 1] = 28.0 * rng.choice([-1, 1], size=20)
     y = np.c_[5 + rng.normal(size=n), rng.normal(size=n)]
     raw = _scanned(x, 4096)
-    reads = []
-    original = mir._mean_cov
-    monkeypatch.setattr(mir, "_mean_cov", lambda *a: reads.append(1) or original(*a))
+    reads = _count_reads(monkeypatch)
     made = modality_integration_rate(x, y, moments=(raw, None))
     assert reads == [1, 1]  # x read again, y (no moments given) read
     assert made.outliers_x >= 20
