@@ -21,6 +21,26 @@ from gapscope.cli.output import (
 __all__ = ["analyze_command", "embedding_source"]
 
 
+def _check_outputs(
+    fmt: str, *, output: Path | None, json_path: Path | None, html: Path | None
+) -> None:
+    """Refuse outputs that cannot be written before any work: a folder or a path under a file,
+    and Parquet without ``--format long`` or without pyarrow."""
+    from gapscope.errors import GapscopeError
+    from gapscope.report.long import is_parquet_path
+
+    if is_parquet_path(output):
+        if fmt != "long":
+            raise GapscopeError(
+                f"--output {output}: Parquet is written by --format long only; give --format "
+                "long, or a file name without .parquet"
+            )
+        from gapscope.extras import require
+
+        require("pyarrow", "writing the long table as Parquet")
+    check_output_paths(output=output, json=json_path, html=html)
+
+
 def embedding_source(
     store: str | Path | None,
     files: Mapping[str, str | Path | None],
@@ -133,35 +153,36 @@ def analyze_command(
 
         gapscope analyze examples/example-store --step 1000 -f long -o metrics.parquet
     """
-    from gapscope.engine.distributed import launcher_rank, process_group
-    from gapscope.errors import GapscopeError
+    from gapscope.engine.distributed import (
+        launcher_rank,
+        process_group,
+        process_group_share,
+        sharing,
+    )
     from gapscope.report.formats import FORMATS, render_text
     from gapscope.report.long import is_parquet_path, write_long
     from gapscope.report.run import check_step, parse_tags
 
     opt.check_choice(fmt, FORMATS, "format")
-    if is_parquet_path(output):
-        if fmt != "long":
-            raise GapscopeError(
-                f"--output {output}: Parquet is written by --format long only; give --format "
-                "long, or a file name without .parquet"
-            )
-        from gapscope.extras import require
-
-        require("pyarrow", "writing the long table as Parquet")
     check_step(step)
     tags = parse_tags(tag)
-    check_output_paths(output=output, json=json_path, html=html)
-    source = embedding_source(
-        store,
-        {"image": image, "text": text, "audio": audio},
-        labels,
-        verify=verify,
-        modality=modality,
-        groups=groups,
-        classes=classes,
-        class_names=class_names,
-    )
+
+    def open_checked(writer: bool) -> Any:
+        """The source, once the writer's outputs are checked: what this process's own file
+        system and packages decide, which may differ from another process's."""
+        if writer:
+            _check_outputs(fmt, output=output, json_path=json_path, html=html)
+        return embedding_source(
+            store,
+            {"image": image, "text": text, "audio": audio},
+            labels,
+            verify=verify,
+            modality=modality,
+            groups=groups,
+            classes=classes,
+            class_names=class_names,
+        )
+
     options: dict[str, Any] = dict(
         metrics=metrics,
         k=k,
@@ -176,10 +197,16 @@ def analyze_command(
     )
     info = launcher_rank()
     if info is None:
+        source = open_checked(writer=True)
         report = analyse_with_status(source, quiet, device=device, **options)
     else:
-        # torchrun or srun: every process analyses, sharing the passes; rank 0 writes.
+        # torchrun or srun: every process analyses, sharing the passes; rank 0 writes. The
+        # input is opened once every process has joined the group: a process that cannot
+        # open it (a node without the store) then ends the others at once, instead of
+        # leaving them to wait for it in the group until its timeout.
         with process_group(info, device) as rank_dev:
+            with sharing(process_group_share()):
+                source = open_checked(writer=info.rank == 0)
             report = analyse_with_status(
                 source, quiet or info.rank != 0, device=rank_dev, distributed=True, **options
             )

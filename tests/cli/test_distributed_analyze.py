@@ -111,3 +111,24 @@ def test_a_rank_that_fails_in_its_blocks_ends_every_rank(store, tmp_path, kind, 
     assert err1.strip().startswith(last), err1
     assert len(err1.strip().splitlines()) == 1
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "failed", "own"),
+    [
+        ("missing", 1, "-not-on-this-node"),  # the input is not on the last process's node
+        ("output", 0, "is a folder; give the path of a file to write"),  # the writer's output
+    ],
+)
+def test_a_rank_whose_own_checks_fail_ends_every_rank(store, tmp_path, kind, failed, own):
+    # Checks that look at a process's own file system (its input, the writer's output) run
+    # once every process has joined the group, so the others hear of a failure there instead
+    # of waiting to meet the failed process in the group until its timeout.
+    args = [str(store), "-f", "json", "-q", "--device", "cpu", "--metrics", "gap"]
+    results = rank_results(FAILING_RANK, 2, kind, "analyze", *args, "-o", str(tmp_path / "r.json"))
+    assert [code for code, _ in results] == [2, 2], results
+    other = results[1 - failed][1].strip()
+    assert other == f"Error: process {failed} of 2 failed on its input; its own message says why"
+    mine = results[failed][1].strip()
+    assert mine.startswith("Error: ") and own in mine and len(mine.splitlines()) == 1, mine
+    assert not (tmp_path / "r.json").exists()
