@@ -16,6 +16,8 @@ from typing import Any
 
 __all__ = ["Run", "one_against_several", "run_measured"]
 
+PINNED = Path(__file__).with_name("_pinned.py")
+
 
 @dataclass(frozen=True)
 class Run:
@@ -53,14 +55,29 @@ def run_measured(
     return Run(wall, peak, proc.stdout)
 
 
-def one_against_several(cmd: list[str], processes: int, folder: Path) -> dict[str, Any]:
+def one_against_several(
+    cmd: list[str], processes: int, folder: Path, *, pinned: bool = False
+) -> dict[str, Any]:
     """``cmd`` (``python -m gapscope analyze ...``, without ``-o``) with one BLAS thread in one
     process, then in ``processes`` processes of one thread each under ``torchrun
     --standalone``: both wall times, the speed-up, and whether the two JSON reports (written
-    to ``folder``) are byte-identical."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    to ``folder``) are byte-identical.
+
+    ``pinned`` starts gapscope through ``_pinned.py`` instead, which puts every thread of a
+    process on one core of its own (process k on core k): the single process then has one
+    core, as each of the several has. It also times the launch alone (``--imports-only``: the
+    imports in one process, and ``torchrun`` starting ``processes`` that import and exit), so
+    that the speed-up of the work beyond launching can be told from the whole run's.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
-    one = run_measured([*cmd, "-o", str(folder / "one.json")], env=env).wall_s
+    if pinned:
+        if cmd[1:3] != ["-m", "gapscope"]:
+            raise ValueError(f"expected python -m gapscope ..., got {cmd[:3]}")
+        cmd = [cmd[0], str(PINNED), *cmd[3:]]
+    tag = "pinned_" if pinned else ""
+    one_json, shared_json = folder / f"{tag}one.json", folder / f"{tag}shared.json"
+    one = run_measured([*cmd, "-o", str(one_json)], env=env).wall_s
     launcher = [
         cmd[0],
         "-m",
@@ -69,12 +86,20 @@ def one_against_several(cmd: list[str], processes: int, folder: Path) -> dict[st
         f"--nproc-per-node={processes}",
         *cmd[1:],
     ]
-    shared = run_measured([*launcher, "-o", str(folder / "shared.json")], env=env).wall_s
-    same = (folder / "one.json").read_bytes() == (folder / "shared.json").read_bytes()
-    return {
+    shared = run_measured([*launcher, "-o", str(shared_json)], env=env).wall_s
+    result: dict[str, Any] = {
         "one_process_one_thread_s": one,
         "processes": processes,
         "shared_s": shared,
         "speedup": one / shared,
-        "identical_json": same,
+        "identical_json": one_json.read_bytes() == shared_json.read_bytes(),
     }
+    if pinned:
+        start_one = run_measured([cmd[0], str(PINNED), "--imports-only"], env=env).wall_s
+        start_shared = run_measured([*launcher[:5], str(PINNED), "--imports-only"], env=env).wall_s
+        result.update(
+            launch_one_s=start_one,
+            launch_shared_s=start_shared,
+            speedup_beyond_launch=(one - start_one) / (shared - start_shared),
+        )
+    return {f"{tag}{key}": value for key, value in result.items()}

@@ -13,7 +13,12 @@ On the same data (paired rows around 100 class centres, labels as intra-modal re
 * default: ``gapscope analyze`` with everything but UMAP (diagnostics and what-ifs);
 * distributed: the core run with one thread (``OMP_NUM_THREADS=1``) in one process, then in
   ``--processes`` processes of one thread each under ``torchrun --standalone``; the two JSON
-  reports must be byte-identical.
+  reports must be byte-identical;
+* distributed, one core a process: the same two runs with every process pinned to a core of
+  its own (``_pinned.py``; one BLAS thread still leaves a process its ranking thread, so the
+  unpinned single process keeps two cores busy), and the launch alone (imports, and
+  ``torchrun`` starting processes that import and exit), to tell the speed-up of the shared
+  work from that of the whole run.
 
 When a CUDA device is available (or ``--device cuda``), the bound and the core run are
 measured on it too: the bound's products on the GPU, ``analyze --device cuda`` with the
@@ -70,6 +75,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--skip-default", action="store_true")
+    parser.add_argument("--skip-pinned", action="store_true", help="no runs of one core a process")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--device",
@@ -144,6 +150,20 @@ def main() -> None:
             f"{shared['shared_s']:.1f} s: {shared['speedup']:.2f}x; "
             f"JSON {'identical' if shared['identical_json'] else 'DIFFERENT'}"
         )
+        if not args.skip_pinned:
+            pinned = one_against_several(
+                [*base, "--metrics", CORE], args.processes, folder, pinned=True
+            )
+            result.update(pinned)
+            print(
+                f"analyze, core metrics, 1 core a process: 1 process "
+                f"{pinned['pinned_one_process_one_thread_s']:.1f} s, {args.processes} "
+                f"processes {pinned['pinned_shared_s']:.1f} s: {pinned['pinned_speedup']:.2f}x; "
+                f"JSON {'identical' if pinned['pinned_identical_json'] else 'DIFFERENT'}; "
+                f"launching alone {pinned['pinned_launch_one_s']:.1f} s and "
+                f"{pinned['pinned_launch_shared_s']:.1f} s, the rest "
+                f"{pinned['pinned_speedup_beyond_launch']:.2f}x"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
