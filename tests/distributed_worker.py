@@ -9,6 +9,7 @@ single-process arrays to compare with.
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 
@@ -313,10 +314,17 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
 def main(folder: str) -> None:
     import torch.distributed as dist
 
+    from gapscope.engine import distributed
     from gapscope.engine.distributed import process_group_share, sharing
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    # A process left waiting (an exchange missed) fails the test instead of hanging it.
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+    # A status exchange every round of a pass's blocks, so that every pass whose blocks do not
+    # split evenly (15 of 37 rows, 45 tiles, 4 blocks of sampled queries with 3 processes)
+    # makes a process with a block fewer catch up: an exchange missed there would pair with
+    # another process's reduction and fail the pass.
+    distributed.PACE_ROUNDS = 1
     try:
         with sharing(process_group_share()) as share:
             arrays = pass_arrays()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gapscope.engine import self_tiles
 from gapscope.engine.distributed import current_share, process_group_share, sharing
 from gapscope.engine.passes import cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
@@ -67,6 +68,50 @@ def failing(owner: Any, name: str, error: BaseException, call: int = 1) -> Itera
         yield
     finally:
         setattr(owner, name, original)
+
+
+#: Products each process made in the paced scenarios before it raised.
+MADE: dict[str, int] = {}
+
+
+def paced(name: str, owner: Any, method: str, run: Callable[[], None]) -> None:
+    """``run`` with ``owner.method`` counted on every process (in ``MADE[name]``) and failing
+    at its first call on the last process: the others must stop within
+    ``PACE_ROUNDS`` rounds of blocks, not at the end of the pass."""
+    share = current_share()
+    original = getattr(owner, method)
+    MADE[name] = 0
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        MADE[name] += 1
+        if share.rank == share.world - 1:
+            raise MemoryError("its first block")
+        return original(*args, **kwargs)
+
+    setattr(owner, method, patched)
+    try:
+        run()
+    finally:
+        setattr(owner, method, original)
+
+
+def exact_tiles() -> None:
+    """The exact modality pass in tiles of 16 rows: 19 tiles a side, 190 on and above the
+    diagonal (95 rounds for 2 processes, 64 for 3)."""
+    x, _, labels = data()
+    saved = self_tiles._TILE_ROWS
+    self_tiles._TILE_ROWS = 16
+    try:
+        modality_pass(x, labels, k=(1, 5))
+    finally:
+        self_tiles._TILE_ROWS = saved
+
+
+def cross_in_small_blocks() -> None:
+    """The cross pass in blocks of 4 rows: 75 blocks (38 rounds for 2 processes, 25 for 3)."""
+    x, y, _ = data()
+    groups = np.arange(x.shape[0])
+    cross_pair_pass(x, y, groups, groups, k=(1, 5), block_size=4)
 
 
 def sampled_pass() -> None:
@@ -160,6 +205,8 @@ SCENARIOS: dict[str, Callable[[], None]] = {
     "told_then_new": told_then_new,
     "told_then_raised_from_it": told_then_raised_from_it,
     "unmarkable": unmarkable_then_more_work,
+    "tiles_paced": lambda: paced("tiles_paced", self_tiles._Tiles, "product", exact_tiles),
+    "cross_paced": lambda: paced("cross_paced", UnitRows, "block_scores", cross_in_small_blocks),
 }
 
 
@@ -187,6 +234,8 @@ def main(folder: str) -> None:
                 raised[name] = [type(exc).__name__, str(exc)]
         with open(os.path.join(folder, f"raised-{share.rank}.json"), "w") as f:
             json.dump(raised, f)
+        with open(os.path.join(folder, f"made-{share.rank}.json"), "w") as f:
+            json.dump(MADE, f)
         with sharing(process_group_share()):
             after = after_arrays()
         np.savez(os.path.join(folder, f"after-{share.rank}.npz"), **after)

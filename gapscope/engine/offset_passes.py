@@ -451,7 +451,8 @@ def _version_blocks(
         return
     n_keys = base_k.shape[0]
     starts = list(range(0, rows.size, block))
-    mine = current_share().blocks(len(starts))
+    share = current_share()
+    mine = share.blocks(len(starts))
     rows_max = min(block, max(rows.size, 1))
     part = _part_rows(rows_max, n_keys)
     product = score_buffer(rows_max, n_keys, base_q.device)
@@ -468,6 +469,7 @@ def _version_blocks(
         start = starts[mine[b]]
         idx = rows[start : start + block]
         if v == 0 and lo == 0:
+            share.keep_pace(b)
             queries = lambda a, z: base_q.take(rows[a:z])  # noqa: E731
             base_k.block_scores(queries, rows.size, start, start + idx.size, product[: idx.size])
         hi = min(lo + part, idx.size)
@@ -476,6 +478,7 @@ def _version_blocks(
         return start + lo, idx[lo:hi], v, moved[v].apply(product[lo:hi], idx_t, out)
 
     pipelined(len(items), make, lambda item: consume(*item))
+    share.catch_up(len(mine), len(starts))
 
 
 #: The largest buffer of versions' scores (two are used); a block bigger than that is made

@@ -615,6 +615,7 @@ def _self_blocks(
 
     def product(b: int) -> tuple[int, np.ndarray, torch.Tensor]:
         # b counts this process's blocks; the buffers alternate with it.
+        share.keep_pace(b)
         start = starts[mine[b]]
         idx = rows[start : start + block]
         idx_t = torch.from_numpy(idx).to(unit.device)
@@ -636,6 +637,7 @@ def _self_blocks(
             kernel.add_block(slice(start, start + idx.size), scores_t)
 
     pipelined(len(mine), product, consume)
+    share.catch_up(len(mine), len(starts))
     if intra is not None:
         share.sum(intra.first_rank, intra.ap, intra.rp)
     if kernel is not None:
@@ -1019,6 +1021,7 @@ def _pass(
     mask_buf = np.empty((rows_max, max(y_cols.size, 1)), dtype=bool)
 
     def product(b: int) -> tuple[np.ndarray, torch.Tensor]:
+        share.keep_pace(b)
         start = starts[mine[b]]
         idx = x_rows[start : start + block]
         out = buffers[b % len(buffers)][: idx.size]
@@ -1051,6 +1054,7 @@ def _pass(
             kernel.add_block(slice(int(idx[0]), int(idx[0]) + idx.size), scores_t)
 
     pipelined(len(mine), product, consume)
+    share.catch_up(len(mine), len(starts))
     share.sum(first_x)
     if kernel is not None:
         share.sum(kernel.row_lse)

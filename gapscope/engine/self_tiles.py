@@ -486,11 +486,13 @@ def self_tiles(
     tiles = _Tiles(unit, two_t, prescale, ranks, tile)
     share = current_share()
     mine = share.blocks(len(tiles.pairs))
-    pipelined(
-        len(mine),
-        lambda b: tiles.product(mine[b], b % 2),
-        lambda item: tiles.consume(*item),
-    )
+
+    def product(b: int) -> tuple[int, int, torch.Tensor]:
+        share.keep_pace(b)
+        return tiles.product(mine[b], b % 2)
+
+    pipelined(len(mine), product, lambda item: tiles.consume(*item))
+    share.catch_up(len(mine), len(tiles.pairs))
     return tiles.row_log_sums(share)
 
 

@@ -12,7 +12,13 @@ from failing_ranks_worker import after_arrays
 from process_group import run_ranks
 
 from gapscope import analyze
-from gapscope.engine.distributed import Share, current_share, launcher_rank, sharing
+from gapscope.engine.distributed import (
+    PACE_ROUNDS,
+    Share,
+    current_share,
+    launcher_rank,
+    sharing,
+)
 from gapscope.errors import GapscopeError
 
 WORKER = Path(__file__).parents[1] / "distributed_worker.py"
@@ -155,6 +161,8 @@ def test_a_process_that_fails_anywhere_fails_every_process(tmp_path, world):
         "told_then_new": ["MemoryError", "after a told error"],
         "told_then_raised_from_it": ["RuntimeError", "raised again"],
         "unmarkable": ["Unmarkable", "no attributes"],
+        "tiles_paced": ["MemoryError", "its first block"],
+        "cross_paced": ["MemoryError", "its first block"],
     }
     kinds = {
         "block": crashed,
@@ -165,10 +173,18 @@ def test_a_process_that_fails_anywhere_fails_every_process(tmp_path, world):
         "told_then_new": crashed,
         "told_then_raised_from_it": crashed,
         "unmarkable": crashed,
+        "tiles_paced": crashed,
+        "cross_paced": crashed,
     }
     for rank in range(world):
         raised = json.loads((tmp_path / f"raised-{rank}.json").read_text())
         assert raised == (expected_last if rank == last else kinds), rank
+    # The last process failed at its first block of a long pass (190 tiles; 75 blocks of the
+    # cross pass); the others heard of it within PACE_ROUNDS rounds of their own blocks, not
+    # after all of them (95 and 38 with 2 processes, 64 and 25 with 3).
+    for rank in range(last):
+        made = json.loads((tmp_path / f"made-{rank}.json").read_text())
+        assert made == {"tiles_paced": PACE_ROUNDS, "cross_paced": PACE_ROUNDS}, rank
     alone = after_arrays()
     for rank in range(world):
         with np.load(tmp_path / f"after-{rank}.npz") as shared:
