@@ -95,22 +95,27 @@ def analyze(
             two modalities, dims that differ.
     """
     step, tags = check_step(step), check_tags(tags)  # refused before the analysis, not after
-    options = AnalysisOptions.parse(
-        metrics=metrics,
-        k=k,
-        seed=seed,
-        device=device,
-        sample=sample,
-        block_size=block_size,
-        precision=precision,
-        uniformity_t=uniformity_t,
-        alignment_alpha=alignment_alpha,
-        bootstrap=bootstrap,
-        confidence=confidence,
-    )
+
+    def report() -> Report:
+        options = AnalysisOptions.parse(
+            metrics=metrics,
+            k=k,
+            seed=seed,
+            device=device,
+            sample=sample,
+            block_size=block_size,
+            precision=precision,
+            uniformity_t=uniformity_t,
+            alignment_alpha=alignment_alpha,
+            bootstrap=bootstrap,
+            confidence=confidence,
+        )
+        analysis = run_analysis(source, options, progress=progress)
+        return Report.from_analysis(analysis, step=step, tags=tags)
+
     if not distributed:
-        analysis = run_analysis(source, options, progress=progress)
-        return Report.from_analysis(analysis, step=step, tags=tags)
+        return report()
+    # The options too: the device they resolve is this process's own (a node without CUDA
+    # fails there, and the others hear of it).
     with sharing(process_group_share()):
-        analysis = run_analysis(source, options, progress=progress)
-        return Report.from_analysis(analysis, step=step, tags=tags)
+        return report()

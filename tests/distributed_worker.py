@@ -321,9 +321,9 @@ def main(folder: str) -> None:
     # A process left waiting (an exchange missed) fails the test instead of hanging it.
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     # A status exchange every round of a pass's blocks, so that every pass whose blocks do not
-    # split evenly (15 of 37 rows, 45 tiles, 4 blocks of sampled queries with 3 processes)
-    # makes a process with a block fewer catch up: an exchange missed there would pair with
-    # another process's reduction and fail the pass.
+    # split evenly (15 blocks of 37 rows and 45 tiles over 2 processes; 4 blocks of sampled
+    # queries and the cross pass's 29 over 3) makes a process with a block fewer catch up: an
+    # exchange missed there would pair with another process's reduction and fail the pass.
     distributed.PACE_ROUNDS = 1
     try:
         with sharing(process_group_share()) as share:

@@ -6,7 +6,8 @@
 * ``read``: the last process gets an input/output error there;
 * ``missing``: the last process does not find its input (``ARGS[1]``, as on a node that lacks
   the store);
-* ``output``: the first process, which writes, is given a folder for ``--output``'s file.
+* ``output``: the first process, which writes, is given a folder for ``--output``'s file;
+* ``device``: the last process is given ``--device mps``, which its machine lacks.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ if __name__ == "__main__":
         args[1] += "-not-on-this-node"
     elif kind == "output" and info.rank == 0:
         args[args.index("-o") + 1] = str(Path(args[1]).parent)
+    elif kind == "device" and last:
+        args[args.index("--device") + 1] = "mps"
     elif kind in ("crash", "read") and last:
         error = (
             MemoryError("no memory for a block")

@@ -21,20 +21,12 @@ from gapscope.cli.output import (
 __all__ = ["analyze_command", "embedding_source"]
 
 
-def _check_outputs(
-    fmt: str, *, output: Path | None, json_path: Path | None, html: Path | None
-) -> None:
-    """Refuse outputs that cannot be written before any work: a folder or a path under a file,
-    and Parquet without ``--format long`` or without pyarrow."""
-    from gapscope.errors import GapscopeError
+def _check_writable(*, output: Path | None, json_path: Path | None, html: Path | None) -> None:
+    """Refuse, before any work, outputs this process could not write: a folder or a path
+    under a file, and Parquet without pyarrow."""
     from gapscope.report.long import is_parquet_path
 
     if is_parquet_path(output):
-        if fmt != "long":
-            raise GapscopeError(
-                f"--output {output}: Parquet is written by --format long only; give --format "
-                "long, or a file name without .parquet"
-            )
         from gapscope.extras import require
 
         require("pyarrow", "writing the long table as Parquet")
@@ -159,11 +151,17 @@ def analyze_command(
         process_group_share,
         sharing,
     )
+    from gapscope.errors import GapscopeError
     from gapscope.report.formats import FORMATS, render_text
     from gapscope.report.long import is_parquet_path, write_long
     from gapscope.report.run import check_step, parse_tags
 
     opt.check_choice(fmt, FORMATS, "format")
+    if is_parquet_path(output) and fmt != "long":
+        raise GapscopeError(
+            f"--output {output}: Parquet is written by --format long only; give --format "
+            "long, or a file name without .parquet"
+        )
     check_step(step)
     tags = parse_tags(tag)
 
@@ -171,7 +169,7 @@ def analyze_command(
         """The source, once the writer's outputs are checked: what this process's own file
         system and packages decide, which may differ from another process's."""
         if writer:
-            _check_outputs(fmt, output=output, json_path=json_path, html=html)
+            _check_writable(output=output, json_path=json_path, html=html)
         return embedding_source(
             store,
             {"image": image, "text": text, "audio": audio},

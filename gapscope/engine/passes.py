@@ -502,8 +502,11 @@ def sweep_key_chunks(
     streamed) once a sweep. Processes sharing the passes (:mod:`~gapscope.engine.distributed`)
     take the chunks in turn: in round ``r`` process ``p`` makes chunk ``r * world + p``, and
     every process runs every round (a round may hold no chunk of its own), so that
-    collectives in ``consume`` meet in the same order on every process. With ``overlap`` the
-    next chunk's product is made while a worker thread consumes this one (two buffers)."""
+    collectives in ``consume`` meet in the same order on every process; before consuming
+    round ``r`` every process makes the status exchange of
+    :meth:`~gapscope.engine.distributed.Share.keep_pace`, so a sweep that only counts is heard
+    from too. With ``overlap`` the next chunk's product is made while a worker thread
+    consumes this one (two buffers)."""
     n = keys.shape[0]
     width = key_chunk_width(n, rows.size)
     starts = list(range(0, n, width))
@@ -529,6 +532,9 @@ def sweep_key_chunks(
         return r, start, scores
 
     def take(item: tuple[int, int, torch.Tensor | None]) -> None:
+        # Every process runs every round: the pace's exchanges need no catching up. Made
+        # where ``consume`` makes its own collectives (the kernel's round sums), in order.
+        share.keep_pace(item[0])
         consume(*item)
 
     if len(buffers) > 1:

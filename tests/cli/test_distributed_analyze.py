@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from process_group import rank_results
+from process_group import free_port, rank_results
 
 from gapscope import EmbeddingStore
 
@@ -118,12 +118,13 @@ def test_a_rank_that_fails_in_its_blocks_ends_every_rank(store, tmp_path, kind, 
     [
         ("missing", 1, "-not-on-this-node"),  # the input is not on the last process's node
         ("output", 0, "is a folder; give the path of a file to write"),  # the writer's output
+        ("device", 1, "device mps: Apple MPS is not available"),  # a device the node lacks
     ],
 )
 def test_a_rank_whose_own_checks_fail_ends_every_rank(store, tmp_path, kind, failed, own):
-    # Checks that look at a process's own file system (its input, the writer's output) run
-    # once every process has joined the group, so the others hear of a failure there instead
-    # of waiting to meet the failed process in the group until its timeout.
+    # Checks that look at a process's own machine (its input, the writer's output, the
+    # device) run once every process has joined the group, so the others hear of a failure
+    # there instead of waiting to meet the failed process in the group until its timeout.
     args = [str(store), "-f", "json", "-q", "--device", "cpu", "--metrics", "gap"]
     results = rank_results(FAILING_RANK, 2, kind, "analyze", *args, "-o", str(tmp_path / "r.json"))
     assert [code for code, _ in results] == [2, 2], results
@@ -132,3 +133,57 @@ def test_a_rank_whose_own_checks_fail_ends_every_rank(store, tmp_path, kind, fai
     mine = results[failed][1].strip()
     assert mine.startswith("Error: ") and own in mine and len(mine.splitlines()) == 1, mine
     assert not (tmp_path / "r.json").exists()
+
+
+def test_two_torchrun_nodes_one_without_the_input(store, tmp_path):
+    # Two torchrun agents meeting by c10d rendezvous, as on two nodes; the second lacks the
+    # store. Its process says so; the other, which has the store, says which process failed
+    # (the ranks follow the rendezvous, not --node-rank), instead of waiting in the group.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    port = free_port()
+    agents = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={node}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}",
+                "--rdzv-id=gapscope-test",
+                "-m",
+                "gapscope",
+                "analyze",
+                path,
+                "-f",
+                "json",
+                "-q",
+                "--device",
+                "cpu",
+                "--metrics",
+                "gap",
+                "-o",
+                str(tmp_path / f"node-{node}.json"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node, path in enumerate([str(store), str(tmp_path / "not-on-this-node")])
+    ]
+    errs = [agent.communicate(timeout=300)[1] for agent in agents]
+    assert all(agent.returncode != 0 for agent in agents), errs
+    ours = [[line for line in err.splitlines() if line.startswith("Error:")] for err in errs]
+    assert ours[1] == [f"Error: {tmp_path / 'not-on-this-node'}: no such store"], errs[1]
+    assert len(ours[0]) == 1, errs[0]
+    assert re.fullmatch(
+        r"Error: process [01] of 2 failed on its input; its own message says why", ours[0][0]
+    )
+    frames = re.findall(r'File ".*[/\\]gapscope[/\\]', "".join(errs))
+    assert not frames
+    assert not list(tmp_path.glob("node-*.json"))

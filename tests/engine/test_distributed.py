@@ -163,6 +163,7 @@ def test_a_process_that_fails_anywhere_fails_every_process(tmp_path, world):
         "unmarkable": ["Unmarkable", "no attributes"],
         "tiles_paced": ["MemoryError", "its first block"],
         "cross_paced": ["MemoryError", "its first block"],
+        "sweep_paced": ["MemoryError", "its first block"],
     }
     kinds = {
         "block": crashed,
@@ -175,16 +176,20 @@ def test_a_process_that_fails_anywhere_fails_every_process(tmp_path, world):
         "unmarkable": crashed,
         "tiles_paced": crashed,
         "cross_paced": crashed,
+        "sweep_paced": crashed,
     }
     for rank in range(world):
         raised = json.loads((tmp_path / f"raised-{rank}.json").read_text())
         assert raised == (expected_last if rank == last else kinds), rank
     # The last process failed at its first block of a long pass (190 tiles; 75 blocks of the
-    # cross pass); the others heard of it within PACE_ROUNDS rounds of their own blocks, not
-    # after all of them (95 and 38 with 2 processes, 64 and 25 with 3).
+    # cross pass; 75 chunks of keys of a sweep that only counts); the others heard of it
+    # within PACE_ROUNDS rounds of their own blocks, not after all of them (95, 38 and 38
+    # with 2 processes, 64, 25 and 25 with 3). The sweep exchanges where its chunks are
+    # consumed, while the next chunk's product is made.
     for rank in range(last):
         made = json.loads((tmp_path / f"made-{rank}.json").read_text())
-        assert made == {"tiles_paced": PACE_ROUNDS, "cross_paced": PACE_ROUNDS}, rank
+        assert made["tiles_paced"] == made["cross_paced"] == PACE_ROUNDS, (rank, made)
+        assert made["sweep_paced"] <= PACE_ROUNDS + 2, (rank, made)
     alone = after_arrays()
     for rank in range(world):
         with np.load(tmp_path / f"after-{rank}.npz") as shared:
