@@ -7,7 +7,8 @@
 * ``missing``: the last process does not find its input (``ARGS[1]``, as on a node that lacks
   the store);
 * ``output``: the first process, which writes, is given a folder for ``--output``'s file;
-* ``device``: the last process is given ``--device mps``, which its machine lacks.
+* ``device``: the last process is given ``--device mps``, which its machine lacks;
+* ``none``: no process fails (each still asserts that a launcher started it).
 """
 
 from __future__ import annotations

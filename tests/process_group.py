@@ -23,20 +23,22 @@ def run_ranks(script: Path, world: int, *args: str, timeout: float = 300) -> Non
 
 
 def rank_results(
-    script: Path, world: int, *args: str, timeout: float = 300
+    script: Path, world: int, *args: str, timeout: float = 300, slurm: bool = False
 ) -> list[tuple[int, str]]:
-    """Each rank's exit code and standard error, for ``run_ranks``'s processes."""
+    """Each rank's exit code and standard error, for ``run_ranks``'s processes. With
+    ``slurm`` the ranks get the variables ``srun`` sets (``SLURM_PROCID``, ``SLURM_NTASKS``,
+    ``SLURM_LOCALID``) instead of torchrun's, and ``MASTER_ADDR``/``MASTER_PORT`` as a batch
+    script exports them."""
     port = free_port()
+    launchers = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS")
     procs = []
     for rank in range(world):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-        )
+        env = {k: v for k, v in os.environ.items() if k not in launchers}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        if slurm:
+            env.update(SLURM_PROCID=str(rank), SLURM_NTASKS=str(world), SLURM_LOCALID=str(rank))
+        else:
+            env.update(RANK=str(rank), WORLD_SIZE=str(world))
         procs.append(
             subprocess.Popen(
                 [sys.executable, str(script), *args], env=env, stderr=subprocess.PIPE, text=True

@@ -187,3 +187,23 @@ def test_two_torchrun_nodes_one_without_the_input(store, tmp_path):
     frames = re.findall(r'File ".*[/\\]gapscope[/\\]', "".join(errs))
     assert not frames
     assert not list(tmp_path.glob("node-*.json"))
+
+
+def test_ranks_started_as_srun_would_write_the_single_process_report(store, tmp_path):
+    # srun sets SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID (no RANK or WORLD_SIZE); the
+    # batch script exports MASTER_ADDR and MASTER_PORT. Three ranks (each asserts that it
+    # knows itself one of three), rank 0 writes the single-process bytes; then the last one
+    # lacks the store, and the others say so: they met as one group.
+    args = [str(store), "-f", "json", "-q", "--device", "cpu", "--sample", "300"]
+    alone = _run([*args, "-o", "alone.json"], tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    out = ["-o", str(tmp_path / "srun.json")]
+    results = rank_results(FAILING_RANK, 3, "none", "analyze", *args, *out, slurm=True)
+    assert [code for code, _ in results] == [0, 0, 0], results
+    assert (tmp_path / "srun.json").read_bytes() == (tmp_path / "alone.json").read_bytes()
+    (tmp_path / "srun.json").unlink()
+    results = rank_results(FAILING_RANK, 3, "missing", "analyze", *args, *out, slurm=True)
+    assert [code for code, _ in results] == [2, 2, 2], results
+    said = "Error: process 2 of 3 failed on its input; its own message says why"
+    assert [err.strip() for _, err in results[:2]] == [said, said]
+    assert not (tmp_path / "srun.json").exists()
