@@ -270,6 +270,8 @@ def _exact_pass(
     if ranks is not None:
         assert intra is not None
         ranks.finish(intra.store)
+        # Each process stored its share of the queries; the others' values are zeros.
+        current_share().sum(intra.first_rank, intra.ap, intra.rp)
 
 
 def _sampled_estimate(log_a: np.ndarray, n: int) -> tuple[float, float]:
