@@ -11,7 +11,8 @@ gapscope itself needs beyond the store.
 
 With ``--processes N`` it then times the same command with one BLAS thread
 (``OMP_NUM_THREADS=1``) in one process and in N processes under ``torchrun --standalone``, and
-checks that the two reports are byte-identical.
+checks that the two reports are byte-identical; with ``--pinned`` too, every process is pinned
+to a core of its own (``_pinned.py``), and the launch alone is timed.
 
     python benchmarks/bench_sample_memory.py --n 1000000 --dim 512 --sample 2000 --json mem.json
     python benchmarks/bench_sample_memory.py --n 1000000 --store --metrics ... --processes 2
@@ -85,6 +86,9 @@ def main() -> None:
     parser.add_argument("--metrics", default="all")
     parser.add_argument("--store", action="store_true", help="an embedding store, with items")
     parser.add_argument("--processes", type=int, default=0, help="also time N processes")
+    parser.add_argument(
+        "--pinned", action="store_true", help="with --processes: one core a process"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -120,7 +124,7 @@ def main() -> None:
         wall, peak_mib = run.wall_s, run.peak_mib
         shared = None
         if args.processes:
-            shared = one_against_several(cmd[:-2], args.processes, folder)
+            shared = one_against_several(cmd[:-2], args.processes, folder, pinned=args.pinned)
     store_mib = store_bytes / 2**20
     result = {
         "machine": platform.processor() or platform.machine(),
@@ -143,10 +147,12 @@ def main() -> None:
     )
     if shared is not None:
         result.update(shared)
+        tag = "pinned_" if args.pinned else ""
         print(
-            f"1 thread a process: 1 process {shared['one_process_one_thread_s']:.0f} s, "
-            f"{args.processes} processes {shared['shared_s']:.0f} s: {shared['speedup']:.2f}x; "
-            f"JSON {'identical' if shared['identical_json'] else 'DIFFERENT'}"
+            f"{'1 core' if args.pinned else '1 thread'} a process: 1 process "
+            f"{shared[tag + 'one_process_one_thread_s']:.0f} s, {args.processes} processes "
+            f"{shared[tag + 'shared_s']:.0f} s: {shared[tag + 'speedup']:.2f}x; "
+            f"JSON {'identical' if shared[tag + 'identical_json'] else 'DIFFERENT'}"
         )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
