@@ -14,23 +14,13 @@ from gapscope.cli.errors import handle_errors
 from gapscope.cli.output import (
     analyse_with_status,
     check_output_paths,
+    check_parquet_format,
+    require_parquet_writer,
     write_output,
     write_rendered,
 )
 
 __all__ = ["analyze_command", "embedding_source"]
-
-
-def _check_writable(*, output: Path | None, json_path: Path | None, html: Path | None) -> None:
-    """Refuse, before any work, outputs this process could not write: a folder or a path
-    under a file, and Parquet without pyarrow."""
-    from gapscope.report.long import is_parquet_path
-
-    if is_parquet_path(output):
-        from gapscope.extras import require
-
-        require("pyarrow", "writing the long table as Parquet")
-    check_output_paths(output=output, json=json_path, html=html)
 
 
 def embedding_source(
@@ -151,17 +141,12 @@ def analyze_command(
         process_group_share,
         sharing,
     )
-    from gapscope.errors import GapscopeError
     from gapscope.report.formats import FORMATS, render_text
     from gapscope.report.long import is_parquet_path, write_long
     from gapscope.report.run import check_step, parse_tags
 
     opt.check_choice(fmt, FORMATS, "format")
-    if is_parquet_path(output) and fmt != "long":
-        raise GapscopeError(
-            f"--output {output}: Parquet is written by --format long only; give --format "
-            "long, or a file name without .parquet"
-        )
+    check_parquet_format(output, fmt)
     check_step(step)
     tags = parse_tags(tag)
 
@@ -169,7 +154,8 @@ def analyze_command(
         """The source, once the writer's outputs are checked: what this process's own file
         system and packages decide, which may differ from another process's."""
         if writer:
-            _check_writable(output=output, json_path=json_path, html=html)
+            require_parquet_writer(output)
+            check_output_paths(output=output, json=json_path, html=html)
         return embedding_source(
             store,
             {"image": image, "text": text, "audio": audio},

@@ -18,6 +18,8 @@ __all__ = [
     "FILE_WIDTH",
     "analyse_with_status",
     "check_output_paths",
+    "check_parquet_format",
+    "require_parquet_writer",
     "rendered_width",
     "write_output",
     "write_rendered",
@@ -48,6 +50,36 @@ def check_output_paths(**paths: Path | None) -> None:
         existing = next((p for p in path.parents if p.exists()), None)
         if existing is not None and not existing.is_dir():
             raise GapscopeError(f"{flag} {path}: {existing} is a file, not a folder")
+
+
+def check_parquet_format(output: Path | None, fmt: str) -> None:
+    """Refuse an ``--output`` ending in ``.parquet`` unless ``--format long`` writes it: an
+    argument check, the same on every machine.
+
+    Raises:
+        GapscopeError: a Parquet path with another format.
+    """
+    from gapscope.report.long import is_parquet_path
+
+    if is_parquet_path(output) and fmt != "long":
+        raise GapscopeError(
+            f"--output {output}: Parquet is written by --format long only; give --format "
+            "long, or a file name without .parquet"
+        )
+
+
+def require_parquet_writer(output: Path | None) -> None:
+    """Make sure pyarrow is there when ``--output`` is a Parquet file: what this machine has.
+
+    Raises:
+        MissingDependencyError: pyarrow is not installed.
+    """
+    from gapscope.report.long import is_parquet_path
+
+    if is_parquet_path(output):
+        from gapscope.extras import require
+
+        require("pyarrow", "writing the long table as Parquet")
 
 
 def write_output(text: str, path: Path | None) -> None:

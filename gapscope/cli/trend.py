@@ -9,7 +9,13 @@ import typer
 
 from gapscope.cli import options as opt
 from gapscope.cli.errors import handle_errors
-from gapscope.cli.output import check_output_paths, write_output, write_rendered
+from gapscope.cli.output import (
+    check_output_paths,
+    check_parquet_format,
+    require_parquet_writer,
+    write_output,
+    write_rendered,
+)
 from gapscope.errors import GapscopeError
 
 __all__ = ["TREND_FORMATS", "trend_command"]
@@ -105,15 +111,8 @@ def trend_command(
 
     opt.check_choice(fmt, TREND_FORMATS, "format")
     check_output_paths(output=output, html=html)
-    if is_parquet_path(output) and fmt != "long":
-        raise GapscopeError(
-            f"--output {output}: Parquet is written by --format long only; give --format "
-            "long, or a file name without .parquet"
-        )
-    if is_parquet_path(output):
-        from gapscope.extras import require
-
-        require("pyarrow", "writing the long table as Parquet")
+    check_parquet_format(output, fmt)
+    require_parquet_writer(output)
     patterns = [p.strip() for p in (metrics or "").split(",") if p.strip()]
     if metrics is not None and not patterns:
         raise GapscopeError("--metrics is empty: give patterns like gap,R@1")

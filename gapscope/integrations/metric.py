@@ -443,9 +443,7 @@ def _gather_data(data: _Data | None, group: Any, global_groups: bool) -> _Data |
     :meth:`~gapscope.engine.distributed.Share.raise_together`, inside
     :func:`~gapscope.engine.distributed.sharing`: a process that fails on its own (its
     header, memory for its padded rows) makes every process raise, none waits for it."""
-    import torch.distributed as dist
-
-    share = Share(rank=dist.get_rank(group), world=dist.get_world_size(group), group=group)
+    share = process_group_share(group)
     with sharing(share):
         return _gather_shared(data, share, global_groups)
 
