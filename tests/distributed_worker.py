@@ -1,9 +1,11 @@
 """One process of the shared-pass test (tests/engine/test_distributed.py).
 
-``python tests/distributed_worker.py OUT`` with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set
-joins a gloo group, runs the passes shared under gapscope.engine.distributed.sharing, and
-saves every array they produce to ``OUT/rank-<RANK>.npz`` (and how many chunks of streamed
-keys it multiplied to ``OUT/chunks-<RANK>.txt``). ``pass_arrays()`` run alone gives the
+``python tests/distributed_worker.py OUT [THREADS]`` with RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT set joins a gloo group (with THREADS torch threads, 1 by default: with more, the
+CPU passes run in lanes, gapscope.engine.pipelining.in_lanes), runs the passes shared under
+gapscope.engine.distributed.sharing, and saves every array they produce to
+``OUT/rank-<RANK>.npz`` (and how many chunks of streamed keys it multiplied to
+``OUT/chunks-<RANK>.txt``). ``pass_arrays()`` run alone gives the
 single-process arrays to compare with.
 """
 
@@ -311,13 +313,13 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     return out
 
 
-def main(folder: str) -> None:
+def main(folder: str, threads: int = 1) -> None:
     import torch.distributed as dist
 
     from gapscope.engine import distributed
     from gapscope.engine.distributed import process_group_share, sharing
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     # A process left waiting (an exchange missed) fails the test instead of hanging it.
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     # A status exchange every round of a pass's blocks, so that every pass whose blocks do not
@@ -336,4 +338,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *(int(a) for a in sys.argv[2:3]))

@@ -1,7 +1,8 @@
 """One process of the failing-process test (tests/engine/test_distributed.py).
 
-``python tests/failing_ranks_worker.py OUT`` with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT
-set joins a gloo group (a 60 s timeout, so a process left waiting fails the test instead of
+``python tests/failing_ranks_worker.py OUT [THREADS]`` with RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT set joins a gloo group (with THREADS torch threads, 1 by default: with more, the
+CPU passes run in lanes) (a 60 s timeout, so a process left waiting fails the test instead of
 hanging it) and runs one shared block (``gapscope.engine.distributed.sharing``) a scenario, in
 each of which the last process fails at one place. Every process writes what it raised in
 each scenario to ``OUT/raised-<RANK>.json``, then the arrays of one more shared pass to
@@ -14,6 +15,7 @@ import datetime
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -72,6 +74,7 @@ def failing(owner: Any, name: str, error: BaseException, call: int = 1) -> Itera
 
 #: Products each process made in the paced scenarios before it raised.
 MADE: dict[str, int] = {}
+_COUNTING = threading.Lock()
 
 
 def paced(name: str, owner: Any, method: str, run: Callable[[], None]) -> None:
@@ -83,7 +86,8 @@ def paced(name: str, owner: Any, method: str, run: Callable[[], None]) -> None:
     MADE[name] = 0
 
     def patched(*args: Any, **kwargs: Any) -> Any:
-        MADE[name] += 1
+        with _COUNTING:  # lanes make products side by side
+            MADE[name] += 1
         if share.rank == share.world - 1:
             raise MemoryError("its first block")
         return original(*args, **kwargs)
@@ -246,10 +250,10 @@ def _with(
         run()
 
 
-def main(folder: str) -> None:
+def main(folder: str, threads: int = 1) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     try:
         share = process_group_share()
@@ -273,4 +277,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *(int(a) for a in sys.argv[2:3]))

@@ -78,7 +78,7 @@ from gapscope.engine.passes import (
     ranks_on_device,
     sweep_key_chunks,
 )
-from gapscope.engine.pipelining import pipelined
+from gapscope.engine.pipelining import in_lanes, lane_count, pipelined
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
@@ -434,19 +434,23 @@ def _version_blocks(
     rows: np.ndarray,
     block: int,
     moved: list[_Moved],
-    consume: Callable[[int, np.ndarray, int, torch.Tensor], None],
+    consume: Callable[[int, np.ndarray, int, torch.Tensor, int], None],
 ) -> None:
-    """``consume(start, idx, v, scores)`` for every block of ``base_q``'s query ``rows``
+    """``consume(start, idx, v, scores, lane)`` for every block of ``base_q``'s query ``rows``
     (this process's share) and every version ``v``: ``scores`` are version ``v``'s scores of
     the rows ``idx`` (positions ``start:``), read from the one product ``U_q[idx] U_k^T`` of
-    their block.
+    their block; ``lane`` names the thread that consumes them
+    (:func:`~gapscope.engine.pipelining.in_lanes`; ``0`` when pipelined), whose scratch
+    buffers are its own.
 
-    The product and the versions' scores are made on this thread (torch uses every core)
-    while a worker thread consumes the previous scores (ranking in numpy, on one core): each
-    block's product is kept in one buffer until its last version is made, and the versions'
-    scores alternate between two buffers of at most :data:`_PART_BYTES`, a part of the
-    block's rows at a time when the block is bigger (a block of a million keys takes 512
-    MiB). Every row is consumed whole, so the parts change no number."""
+    Each block's product is kept in one buffer until its last version is made, and a
+    version's scores go to a buffer of at most :data:`_PART_BYTES`, a part of the block's
+    rows at a time when the block is bigger (a block of a million keys takes 512 MiB). On a
+    CPU, lanes make and consume whole blocks side by side, each with its own buffers, when
+    they fit :data:`~gapscope.engine.pipelining.LANE_BYTES`; else (and on other devices)
+    the product and the versions' scores are made on this thread while a worker thread
+    consumes the previous scores, in two buffers of versions' scores. Every row is consumed
+    whole, so neither the parts nor the lanes change a number."""
     if not moved:
         return
     n_keys = base_k.shape[0]
@@ -455,29 +459,56 @@ def _version_blocks(
     mine = share.blocks(len(starts))
     rows_max = min(block, max(rows.size, 1))
     part = _part_rows(rows_max, n_keys)
-    product = score_buffer(rows_max, n_keys, base_q.device)
-    outputs = [score_buffer(part, n_keys, base_q.device) for _ in range(2)]
-    items = [
-        (b, v, lo)
-        for b in range(len(mine))
-        for v in range(len(moved))
-        for lo in range(0, min(block, rows.size - starts[mine[b]]), part)
-    ]
+    device = base_q.device
+    # A lane's buffers: its block's product, a part's versions' scores and the consumer's
+    # flags of them, and a scratch tile for blocks that cover tiles in part.
+    lane_bytes = (4 * rows_max + 5 * part) * n_keys + base_k.scratch_bytes(block)
+    lanes = lane_count(device, len(mine), lane_bytes)
+    products = [score_buffer(rows_max, n_keys, device) for _ in range(max(lanes, 1))]
+    outputs = [score_buffer(part, n_keys, device) for _ in range(max(lanes, 2))]
+    queries = lambda a, z: base_q.take(rows[a:z])  # noqa: E731
 
-    def make(item: int) -> tuple[int, np.ndarray, int, torch.Tensor]:
-        b, v, lo = items[item]
+    def multiply(b: int, lane: int) -> tuple[int, np.ndarray]:
         start = starts[mine[b]]
         idx = rows[start : start + block]
-        if v == 0 and lo == 0:
-            share.keep_pace(b)
-            queries = lambda a, z: base_q.take(rows[a:z])  # noqa: E731
-            base_k.block_scores(queries, rows.size, start, start + idx.size, product[: idx.size])
-        hi = min(lo + part, idx.size)
-        idx_t = torch.from_numpy(idx[lo:hi]).to(base_q.device)
-        out = outputs[item % 2][: hi - lo]
-        return start + lo, idx[lo:hi], v, moved[v].apply(product[lo:hi], idx_t, out)
+        base_k.block_scores(queries, rows.size, start, start + idx.size, products[lane][: idx.size])
+        return start, idx
 
-    pipelined(len(items), make, lambda item: consume(*item))
+    def version(
+        start: int, idx: np.ndarray, v: int, lo: int, lane: int, out: torch.Tensor
+    ) -> tuple[int, np.ndarray, int, torch.Tensor]:
+        hi = min(lo + part, idx.size)
+        idx_t = torch.from_numpy(idx[lo:hi]).to(device)
+        scores = moved[v].apply(products[lane][lo:hi], idx_t, out[: hi - lo])
+        return start + lo, idx[lo:hi], v, scores
+
+    if lanes:
+
+        def work(b: int, lane: int) -> None:
+            start, idx = multiply(b, lane)
+            for v in range(len(moved)):
+                for lo in range(0, idx.size, part):
+                    consume(*version(start, idx, v, lo, lane, outputs[lane]), lane)
+
+        in_lanes(len(mine), lanes, work, before=share.keep_pace)
+    else:
+        items = [
+            (b, v, lo)
+            for b in range(len(mine))
+            for v in range(len(moved))
+            for lo in range(0, min(block, rows.size - starts[mine[b]]), part)
+        ]
+
+        def make(item: int) -> tuple[int, np.ndarray, int, torch.Tensor]:
+            b, v, lo = items[item]
+            if v == 0 and lo == 0:
+                share.keep_pace(b)
+                multiply(b, 0)
+            start = starts[mine[b]]
+            idx = rows[start : start + block]
+            return version(start, idx, v, lo, 0, outputs[item % 2])
+
+        pipelined(len(items), make, lambda item: consume(*item, 0))
     share.catch_up(len(mine), len(starts))
 
 
@@ -610,7 +641,7 @@ def offset_modality_passes(
     if swept:
         _modality_chunks(base, rows, states, ranks=counted)
 
-    def consume(start: int, idx: np.ndarray, v: int, moved: torch.Tensor) -> None:
+    def consume(start: int, idx: np.ndarray, v: int, moved: torch.Tensor, lane: int) -> None:
         state = states[v]
         idx_t = torch.from_numpy(idx).to(base.device)
         moved[torch.arange(idx.size, device=base.device), idx_t] = -math.inf
@@ -829,10 +860,15 @@ def _rows_direction(
     n_keys = base_k.shape[0]
     firsts = [np.zeros(evaluated.size, dtype=np.int64) for _ in moved]
     block = resolve_block_size(block_size, n_keys)
-    # Flags of the rows consumed at once: a part of a block.
-    mask = np.empty((_part_rows(min(block, max(evaluated.size, 1)), n_keys), n_keys), dtype=bool)
+    # Flags of the rows consumed at once (a part of a block), one array a lane, made as the
+    # lane first needs it.
+    mask_shape = (_part_rows(min(block, max(evaluated.size, 1)), n_keys), n_keys)
+    masks: dict[int, np.ndarray] = {}
 
-    def consume(start: int, idx: np.ndarray, v: int, scores: torch.Tensor) -> None:
+    def consume(start: int, idx: np.ndarray, v: int, scores: torch.Tensor, lane: int) -> None:
+        mask = masks.get(lane)
+        if mask is None:
+            mask = masks[lane] = np.empty(mask_shape, dtype=bool)
         # Ranked by R (module notes): a row's order without its factor.
         change, codes, every = moved[v], groups_q[idx], np.arange(idx.size)
         exact = change.exact_scores

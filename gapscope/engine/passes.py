@@ -32,6 +32,7 @@ wherever two scores are further apart than float32 rounding.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -54,7 +55,7 @@ from gapscope.engine.device_ranking import (
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT, log_mean_exp, log_sum_exp
-from gapscope.engine.pipelining import pipelined
+from gapscope.engine.pipelining import lane_count, pipelined, run_blocks
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
@@ -609,10 +610,12 @@ def _self_blocks(
     share = current_share()
     mine = share.blocks(len(starts))
     rows_max = min(block, rows.size)
-    # Two score buffers: the products of one block fill one while a worker thread ranks the
-    # previous block in the other (see _pipelined). Reused by every block: a fresh 128 MiB
-    # tensor a block costs page faults that, on a CPU, take a sizeable share of the product.
-    buffers = [score_buffer(rows_max, n, unit.device) for _ in range(min(2, len(mine)))]
+    lanes = lane_count(unit.device, len(mine), 4 * rows_max * n + unit.scratch_bytes(block))
+    # A score buffer a lane, or two (pipelined: the products of one block fill one while a
+    # worker thread ranks the previous block in the other). Reused by every block: a fresh
+    # 128 MiB tensor a block costs page faults that, on a CPU, take a sizeable share of the
+    # product.
+    buffers = [score_buffer(rows_max, n, unit.device) for _ in range(max(lanes, min(2, len(mine))))]
     prescale = kernel is not None and kernel.prescale
     # Prescaled query rows give scores times 2t (a power of two: the order is unchanged).
     scale = _KernelRows.scale_of(kernel)
@@ -621,19 +624,17 @@ def _self_blocks(
         picked = unit.take(rows[a:b])
         return picked * scale if prescale else picked
 
-    def product(b: int) -> tuple[int, np.ndarray, torch.Tensor]:
-        # b counts this process's blocks; the buffers alternate with it.
-        share.keep_pace(b)
+    def product(b: int, buffer: int) -> tuple[int, np.ndarray, torch.Tensor]:
         start = starts[mine[b]]
         idx = rows[start : start + block]
         idx_t = torch.from_numpy(idx).to(unit.device)
-        out = buffers[b % len(buffers)][: idx.size]
+        out = buffers[buffer][: idx.size]
         scores_t = unit.block_scores(queries, rows.size, start, start + idx.size, out)
         # The query itself: -inf is both a zero kernel term and a key ranked below every other.
         scores_t[torch.arange(idx.size, device=scores_t.device), idx_t] = -math.inf
         return start, idx, scores_t
 
-    def consume(item: tuple[int, np.ndarray, torch.Tensor]) -> None:
+    def consume(item: tuple[int, np.ndarray, torch.Tensor], lane: int) -> None:
         start, idx, scores_t = item
         if intra is not None:
             # Ranked first: the uniformity kernel below overwrites the scores in place.
@@ -644,7 +645,7 @@ def _self_blocks(
         if kernel is not None:
             kernel.add_block(slice(start, start + idx.size), scores_t)
 
-    pipelined(len(mine), product, consume)
+    run_blocks(len(mine), lanes, product, consume, share.keep_pace)
     share.catch_up(len(mine), len(starts))
     if intra is not None:
         share.sum(intra.first_rank, intra.ap, intra.rp)
@@ -1025,20 +1026,24 @@ def _pass(
     starts = range(0, x_rows.size, block)
     share = current_share()
     mine = share.blocks(len(starts))
-    buffers = [score_buffer(rows_max, y_cols.size, ux.device) for _ in range(min(2, len(mine)))]
-    mask_buf = np.empty((rows_max, max(y_cols.size, 1)), dtype=bool)
+    # A lane's buffers: a block's scores (float32) and their flags, and a scratch tile for
+    # blocks that cover tiles in part.
+    scratch = uy.scratch_bytes(block) if uy_cols is None else 0
+    lanes = lane_count(ux.device, len(mine), 5 * rows_max * y_cols.size + scratch)
+    n_buffers = max(lanes, min(2, len(mine)))
+    buffers = [score_buffer(rows_max, y_cols.size, ux.device) for _ in range(n_buffers)]
+    masks = [np.empty((rows_max, max(y_cols.size, 1)), dtype=bool) for _ in range(max(lanes, 1))]
 
-    def product(b: int) -> tuple[np.ndarray, torch.Tensor]:
-        share.keep_pace(b)
+    def product(b: int, buffer: int) -> tuple[np.ndarray, torch.Tensor]:
         start = starts[mine[b]]
         idx = x_rows[start : start + block]
-        out = buffers[b % len(buffers)][: idx.size]
+        out = buffers[buffer][: idx.size]
         if uy_cols is None:
             take = lambda a, b: ux.take(x_rows[a:b])  # noqa: E731
             return idx, uy.block_scores(take, x_rows.size, start, start + idx.size, out)
         return idx, matmul_into(ux.take(idx), uy_cols, out)
 
-    def consume(item: tuple[np.ndarray, torch.Tensor]) -> None:
+    def consume(item: tuple[np.ndarray, torch.Tensor], lane: int) -> None:
         idx, scores_t = item
         # x queries: rows (all y columns are present whenever eval_x is non-empty).
         queries = np.flatnonzero(is_eval_x[idx])
@@ -1054,14 +1059,14 @@ def _pass(
             scores = scores_t.cpu().numpy()
             if queries.size:
                 first_x[pos_x[rows]] = row_ranks(
-                    scores, queries, rows, gx[rows], members_y, margin, exact_xy, mask_buf
+                    scores, queries, rows, gx[rows], members_y, margin, exact_xy, masks[lane]
                 )
-            columns.add_block(idx, scores, mask_buf)
+            columns.add_block(idx, scores, masks[lane])
         if kernel is not None:
             # Last: the kernel overwrites the scores in place.
             kernel.add_block(slice(int(idx[0]), int(idx[0]) + idx.size), scores_t)
 
-    pipelined(len(mine), product, consume)
+    run_blocks(len(mine), lanes, product, consume, share.keep_pace)
     share.catch_up(len(mine), len(starts))
     share.sum(first_x)
     if kernel is not None:
@@ -1109,8 +1114,10 @@ class _ColumnCounts:
         self.all_cols = np.array_equal(self.cols, np.arange(y_cols.size))
         self.counts = np.zeros(eval_y.size, dtype=np.int64)
         self._device_bounds: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self.near_rows: list[np.ndarray] = []
-        self.near_queries: list[np.ndarray] = []
+        # Near rows and queries by the block's first row: blocks may be counted in any order
+        # (lanes), and are put in row order at the end.
+        self.near: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._adding = threading.Lock()
         # Positive pairs (x row, evaluated y query number), ordered by x row: the rows of a
         # block are contiguous, so a block's pairs are one slice.
         query_of_y = np.full(uy.shape[0], -1, dtype=np.int64)
@@ -1133,7 +1140,8 @@ class _ColumnCounts:
         mask = mask_buf[: idx.size, : sub.shape[1]]
         above = _column_counts(np.greater, sub, self.hi, mask)
         near = _column_counts(np.greater_equal, sub, self.lo, mask) - above
-        np.add(self.counts, above, out=self.counts)
+        with self._adding:
+            np.add(self.counts, above, out=self.counts)
         # The block's positives near b_j (the best one among them) need no exact score.
         lo_pair, hi_pair = np.searchsorted(self.pair_i, [idx[0], idx[-1] + 1])
         if hi_pair > lo_pair:
@@ -1145,8 +1153,7 @@ class _ColumnCounts:
         if cols.size:
             part = sub[:, cols]
             rows, c = np.nonzero((part >= self.lo[cols]) & (part <= self.hi[cols]))
-            self.near_rows.append(idx[rows])
-            self.near_queries.append(cols[c])
+            self.near[int(idx[0])] = (idx[rows], cols[c])
 
     def add_block_device(self, idx: np.ndarray, scores_t: torch.Tensor) -> None:
         """:meth:`add_block` with the block left on its device: the same counts, and the same
@@ -1163,7 +1170,8 @@ class _ColumnCounts:
         lo, hi, cols_t = self._device_bounds
         sub = scores_t if self.all_cols else scores_t[:, cols_t]
         above, near = column_window_counts(sub, lo, hi)
-        np.add(self.counts, above, out=self.counts)
+        with self._adding:
+            np.add(self.counts, above, out=self.counts)
         lo_pair, hi_pair = np.searchsorted(self.pair_i, [idx[0], idx[-1] + 1])
         if hi_pair > lo_pair:
             pi, pq = self.pair_i[lo_pair:hi_pair], self.pair_q[lo_pair:hi_pair]
@@ -1177,14 +1185,14 @@ class _ColumnCounts:
             part = sub[:, c_t]
             window = (part >= lo[c_t][None, :]) & (part <= hi[c_t][None, :])
             rows, c = (t.cpu().numpy() for t in torch.nonzero(window, as_tuple=True))
-            self.near_rows.append(idx[rows])
-            self.near_queries.append(cols[c])
+            self.near[int(idx[0])] = (idx[rows], cols[c])
 
     def finish(self) -> np.ndarray:
         """The counts, with each column's near non-positive rows ranked by exact scores."""
-        if self.near_rows:
-            rows = np.concatenate(self.near_rows)
-            queries = np.concatenate(self.near_queries)
+        if self.near:
+            parts = [self.near[first] for first in sorted(self.near)]
+            rows = np.concatenate([part[0] for part in parts])
+            queries = np.concatenate([part[1] for part in parts])
             asked, owner = np.unique(queries, return_inverse=True)
             y_rows = self.eval_y[asked]
             ux, uy = self.ux, self.uy

@@ -1,16 +1,38 @@
-"""Products overlapped with their consumers: block b + 1 is multiplied while block b is read."""
+"""Products overlapped with their consumers.
+
+Two ways to keep every core busy while blocks are multiplied and read:
+
+* :func:`pipelined`: block b + 1 is multiplied (by every core's BLAS thread) while a worker
+  thread reads block b. On a GPU the product runs on the device, so this is the whole story.
+* :func:`in_lanes`: on a CPU, while the reading thread runs, one core would be shared by a
+  BLAS thread and the reader, and a BLAS product waits for its slowest thread: the product
+  then runs at the speed of its slowest core. In lanes, each of ``L`` threads multiplies a
+  block with ``threads // L`` BLAS threads and then reads it, so no core has two of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextvars
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["pipelined"]
+__all__ = ["LANE_BYTES", "MAX_LANES", "in_lanes", "lane_count", "pipelined", "run_blocks"]
 
 T = TypeVar("T")
+
+#: Lanes at most: each holds its own score buffers, so a machine with many cores gives each
+#: lane several BLAS threads rather than a buffer a core.
+MAX_LANES = 8
+
+#: The buffers of all lanes together at most: lanes whose buffers are larger are fewer. A
+#: pipelined pass holds two score buffers, so two lanes of the largest blocks (512 MiB of
+#: scores each) hold what the pipeline held.
+LANE_BYTES = 1 << 30
 
 
 def pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T], Any]) -> None:
@@ -35,6 +57,141 @@ def pipelined(n_blocks: int, product: Callable[[int], T], consume: Callable[[T],
             pending = pool.submit(consume, item)
         assert pending is not None
         pending.result()
+
+
+def lane_count(device: torch.device, n_blocks: int, lane_bytes: int) -> int:
+    """How many lanes :func:`in_lanes` runs for ``n_blocks`` blocks on ``device`` when each
+    lane holds ``lane_bytes`` of buffers; ``0`` (use :func:`pipelined`) on other devices than
+    a CPU, with one thread, or when that leaves one lane.
+
+    At most :data:`MAX_LANES`, one a block and :data:`LANE_BYTES` of buffers in all; among
+    those counts, the one whose lanes keep the most of this process's threads busy (each
+    lane gets ``threads // lanes``), the larger on a tie: 12 threads make 6 lanes of 2, not
+    8 of 1 with 4 threads idle.
+
+    >>> lane_count(torch.device("meta"), 10, 1)
+    0
+    """
+    if device.type != "cpu":
+        return 0
+    threads = torch.get_num_threads()
+    cap = min(threads, MAX_LANES, n_blocks, LANE_BYTES // max(lane_bytes, 1))
+    if cap < 2:
+        return 0
+    return max(range(2, cap + 1), key=lambda lanes: (lanes * (threads // lanes), lanes))
+
+
+def in_lanes(
+    n_blocks: int,
+    lanes: int,
+    work: Callable[[int, int], Any],
+    *,
+    before: Callable[[int], Any] | None = None,
+) -> None:
+    """``work(b, lane)`` for every block b, on ``lanes`` threads that take the blocks in
+    order, each with ``threads // lanes`` BLAS threads (restored afterwards). ``lane`` names
+    the thread (its buffers are its own); ``work`` must leave results that do not depend on
+    which lane ran a block or when (each block writes its own cells, or adds integers under
+    a lock). ``before(b)`` runs as block b is taken, one block at a time, in block order
+    (the pace's status exchanges are collectives, made in the same order on every process).
+
+    The first error stops the lanes from taking more blocks and is raised here once every
+    lane has finished its block: an error of ``before`` if there is one (a status exchange
+    that told of another process's failure: every process raised it, so it is the one to
+    leave with), else the error of the earliest block, the one a single lane would have met
+    first. An interrupt of this thread (Ctrl-C) stops them the same way."""
+    lock = threading.Lock()
+    state = {"next": 0}
+    told: list[BaseException] = []
+    failed: list[tuple[int, BaseException]] = []
+    device = _current_cuda_device()
+
+    def take() -> int | None:
+        with lock:
+            b = state["next"]
+            if told or failed or b >= n_blocks:
+                return None
+            state["next"] = b + 1
+            try:
+                if before is not None:
+                    before(b)
+            except BaseException as error:
+                told.append(error)
+                return None
+            return b
+
+    def lane(index: int) -> None:
+        # The current CUDA device is a thread's own (see _use_device): a CPU pass under a
+        # process group of GPUs still exchanges its status there.
+        _use_device(device)
+        while (b := take()) is not None:
+            try:
+                work(b, index)
+            except BaseException as error:
+                with lock:
+                    failed.append((b, error))
+                return
+
+    with _blas_threads(max(1, torch.get_num_threads() // lanes)):
+        # Each lane runs in a copy of the caller's context (the share of the processes,
+        # gapscope.engine.distributed.current_share, lives there).
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(lane, i))
+            for i in range(lanes)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException as interrupt:
+            # No lane takes another block; each finishes the one it holds.
+            with lock:
+                failed.append((-1, interrupt))
+            for thread in threads:
+                thread.join()
+            raise
+    if told:
+        raise told[0]
+    if failed:
+        raise min(failed, key=lambda pair: pair[0])[1]
+
+
+def run_blocks(
+    n_blocks: int,
+    lanes: int,
+    product: Callable[[int, int], T],
+    consume: Callable[[T, int], Any],
+    pace: Callable[[int], Any],
+) -> None:
+    """``consume(product(b, buffer), lane)`` for every block b, with ``pace(b)`` made before
+    block b's product, in block order: in ``lanes`` lanes (:func:`in_lanes`; ``buffer`` is
+    the lane) when ``lanes`` (from :func:`lane_count`), else :func:`pipelined` (``buffer``
+    alternates as ``b % 2``; one consumer, lane 0)."""
+    if lanes:
+        in_lanes(n_blocks, lanes, lambda b, lane: consume(product(b, lane), lane), before=pace)
+        return
+
+    def paced(b: int) -> T:
+        pace(b)
+        return product(b, b % 2)
+
+    pipelined(n_blocks, paced, lambda item: consume(item, 0))
+
+
+@contextmanager
+def _blas_threads(count: int) -> Iterator[None]:
+    """torch's intra-op (and MKL's) thread count set to ``count`` for the block, as it was
+    after it."""
+    previous = torch.get_num_threads()
+    if count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _current_cuda_device() -> int | None:

@@ -30,6 +30,7 @@ the blocks of whole rows instead, with the same numbers.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -37,7 +38,7 @@ import torch
 
 from gapscope.engine.distributed import Share, current_share
 from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT
-from gapscope.engine.pipelining import pipelined
+from gapscope.engine.pipelining import lane_count, run_blocks
 from gapscope.engine.ranking import near_window
 from gapscope.engine.unit_rows import (
     UnitRows,
@@ -143,6 +144,8 @@ class TileRanks:
             self.lo_host.append(np.where(valid, lo * s, np.float32(np.inf)))
             self.hi_host.append(np.where(valid, hi * s, np.float32(np.inf)))
             self.above.append(np.zeros((counts.size, width), dtype=np.int32))
+        # Lanes count tiles at once (integers: the totals do not depend on the order).
+        self._adding = threading.Lock()
         self.lo = [torch.from_numpy(a).to(unit.device) for a in self.lo_host]
         self.hi = [torch.from_numpy(a).to(unit.device) for a in self.hi_host]
 
@@ -169,7 +172,9 @@ class TileRanks:
             above = _compare_counts(scores, lo, hi, columns, resolve)
         else:
             above = _sorted_counts(scores, self.lo_host[t], self.hi_host[t], columns, resolve)
-        self.above[t] += (above + outranking).astype(np.int32)
+        counted = (above + outranking).astype(np.int32)
+        with self._adding:
+            self.above[t] += counted
 
     def mask(self, row_start: int, column_start: int, scores: torch.Tensor) -> None:
         """Set to ``-inf`` the scores of a tile (rows from ``row_start``, columns from
@@ -490,16 +495,21 @@ def self_tiles(
         ``log sum_{j != i} exp(2t s_ij) - 2t`` of every row (float64), or ``None`` without a
         kernel.
     """
-    tiles = _Tiles(unit, two_t, prescale, ranks, tile)
     share = current_share()
-    mine = share.blocks(len(tiles.pairs))
-
-    def product(b: int) -> tuple[int, int, torch.Tensor]:
-        share.keep_pace(b)
-        return tiles.product(mine[b], b % 2)
-
-    pipelined(len(mine), product, lambda item: tiles.consume(*item))
-    share.catch_up(len(mine), len(tiles.pairs))
+    n_pairs = len(_Tiles.pairs_of(unit.shape[0], tile, two_t, ranks))
+    mine = share.blocks(n_pairs)
+    width = min(tile, unit.shape[0])
+    # A lane's buffers: a tile's scores and its kernel terms.
+    lanes = lane_count(unit.device, len(mine), 2 * 4 * width * width)
+    tiles = _Tiles(unit, two_t, prescale, ranks, tile, max(lanes, 1))
+    run_blocks(
+        len(mine),
+        lanes,
+        lambda b, buffer: tiles.product(mine[b], buffer),
+        lambda item, lane: tiles.consume(*item, lane),
+        share.keep_pace,
+    )
+    share.catch_up(len(mine), n_pairs)
     return tiles.row_log_sums(share)
 
 
@@ -513,6 +523,7 @@ class _Tiles:
         prescale: bool,
         ranks: TileRanks | None,
         tile: int,
+        lanes: int,
     ) -> None:
         self.unit, self.two_t, self.prescale, self.ranks, self.tile = (
             unit,
@@ -524,20 +535,29 @@ class _Tiles:
         n = unit.shape[0]
         self.starts = _tile_starts(n, tile)
         count = len(self.starts)
-        pairs = [(a, b) for a in range(count) for b in range(a, count)]
-        if two_t is None:
-            # Without the kernel, a tile with no query on either side is not needed.
-            assert ranks is not None
-            pairs = [(a, b) for a, b in pairs if ranks.has_queries(a) or ranks.has_queries(b)]
-        self.pairs = pairs
+        self.pairs = self.pairs_of(n, tile, two_t, ranks)
         width = min(tile, n)
-        self.buffers = [score_buffer(width, width, unit.device) for _ in range(2)]
-        self.scratch = score_buffer(width, width, unit.device)
+        # A buffer a lane, or two that alternate (pipelined); a scratch a reader.
+        self.buffers = [score_buffer(width, width, unit.device) for _ in range(max(2, lanes))]
+        self.scratch = [score_buffer(width, width, unit.device) for _ in range(lanes)]
         self.shifted = two_t is not None and 2.0 * two_t > MAX_UNSHIFTED_EXPONENT
         # One partial kernel sum per row and tile of keys (n x n / tile: 1 GiB at a million
         # rows): float32 sums are kept as they are, log-domain ones in float64.
         dtype = np.float64 if self.shifted else np.float32
         self.partial = None if two_t is None else np.zeros((n, count), dtype=dtype)
+
+    @staticmethod
+    def pairs_of(
+        n: int, tile: int, two_t: float | None, ranks: TileRanks | None
+    ) -> list[tuple[int, int]]:
+        """The tiles ``(I, J)``, ``I <= J``, of a pass over ``n`` rows."""
+        count = len(_tile_starts(n, tile))
+        pairs = [(a, b) for a in range(count) for b in range(a, count)]
+        if two_t is None:
+            # Without the kernel, a tile with no query on either side is not needed.
+            assert ranks is not None
+            pairs = [(a, b) for a, b in pairs if ranks.has_queries(a) or ranks.has_queries(b)]
+        return pairs
 
     def bounds(self, t: int) -> tuple[int, int]:
         return self.starts[t], min(self.unit.shape[0], self.starts[t] + self.tile)
@@ -557,11 +577,11 @@ class _Tiles:
             scores.diagonal().fill_(-math.inf)
         return a, c, scores
 
-    def consume(self, a: int, c: int, scores: torch.Tensor) -> None:
+    def consume(self, a: int, c: int, scores: torch.Tensor, lane: int) -> None:
         a0, a1 = self.bounds(a)
         c0, c1 = self.bounds(c)
         if self.partial is not None:
-            terms = self._terms(scores, self.scratch[: a1 - a0, : c1 - c0])
+            terms = self._terms(scores, self.scratch[lane][: a1 - a0, : c1 - c0])
             # The rows' partial sums along the rows, the columns' down the columns.
             self.partial[a0:a1, c] = _kernel_sums(terms, 1, self.shifted)
             if a != c:

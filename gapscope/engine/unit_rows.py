@@ -32,6 +32,7 @@ rows this way without a float64 copy of the transformed modality.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -136,7 +137,10 @@ class UnitRows:
             self._offset = torch.as_tensor(np.asarray(offset, dtype=np.float32)).to(self.device)
         self._full: torch.Tensor | None = None
         self._duplicates: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._scratch_buffer: torch.Tensor | None = None
+        # Scratch buffers are a thread's own: lanes multiply blocks at once; the duplicates
+        # are found once, by the first lane that asks.
+        self._scratch_buffers = threading.local()
+        self._finding_duplicates = threading.Lock()
         if (
             already_unit
             and isinstance(x, torch.Tensor)
@@ -231,12 +235,19 @@ class UnitRows:
                 out[lo - start : hi - start] = product[lo - t0 : hi - t0]
         return out
 
+    def scratch_bytes(self, block: int) -> int:
+        """The bytes of the scratch tile :meth:`block_scores` takes on each thread that calls it
+        with blocks of ``block`` query positions: none when every block covers whole tiles."""
+        tile = similarity_block_rows(self.shape[0])
+        return 0 if block % tile == 0 else 4 * tile * self.shape[0]
+
     def _scratch(self, rows: int) -> torch.Tensor:
         """A ``(rows, n)`` float32 buffer for tiles a block covers in part, reused (a
         :func:`score_buffer`, so its rows are aligned like the blocks')."""
-        if self._scratch_buffer is None or self._scratch_buffer.shape[0] < rows:
-            self._scratch_buffer = score_buffer(rows, self.shape[0], self.device)
-        return self._scratch_buffer[:rows]
+        held: torch.Tensor | None = getattr(self._scratch_buffers, "buffer", None)
+        if held is None or held.shape[0] < rows:
+            held = self._scratch_buffers.buffer = score_buffer(rows, self.shape[0], self.device)
+        return held[:rows]
 
     def scores(self, queries: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``queries @ U^T`` into ``out`` (``(q, n)`` float32), reading the keys chunk by chunk
@@ -260,19 +271,24 @@ class UnitRows:
         """``(rows, firsts)``: every row (ascending) whose unit vector equals an earlier row's,
         and the first row with that vector; empty when all rows differ or they are not held in
         memory. Found by one sort of the rows' bytes, once."""
-        if self._duplicates is None:
-            empty = torch.empty(0, dtype=torch.long, device=self.device)
-            self._duplicates = (empty, empty)
-            if self._full is not None and self.shape[0] > 1:
-                rows = np.ascontiguousarray(self._full.float().cpu().numpy())
-                firsts = _first_equal_rows(rows)
-                dup = np.flatnonzero(firsts != np.arange(rows.shape[0]))
-                if dup.size:
-                    self._duplicates = (
-                        torch.from_numpy(dup).to(self.device),
-                        torch.from_numpy(firsts[dup].astype(np.int64)).to(self.device),
-                    )
+        with self._finding_duplicates:
+            if self._duplicates is None:
+                self._duplicates = self._find_duplicates()
         return self._duplicates
+
+    def _find_duplicates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        empty = torch.empty(0, dtype=torch.long, device=self.device)
+        if self._full is None or self.shape[0] <= 1:
+            return empty, empty
+        rows = np.ascontiguousarray(self._full.float().cpu().numpy())
+        firsts = _first_equal_rows(rows)
+        dup = np.flatnonzero(firsts != np.arange(rows.shape[0]))
+        if not dup.size:
+            return empty, empty
+        return (
+            torch.from_numpy(dup).to(self.device),
+            torch.from_numpy(firsts[dup].astype(np.int64)).to(self.device),
+        )
 
     def _normalise(
         self, rows: ArrayLike, start: int | None, index: np.ndarray | None = None
@@ -364,14 +380,40 @@ def _same_gpu(a: torch.device, b: torch.device) -> bool:
     return first == (current if b.index is None else b.index)
 
 
+#: Passes entered into :func:`full_float32_products` (lanes multiply at once), and how to
+#: put the caller's settings back when the last one leaves.
+_FULL_LOCK = threading.Lock()
+_full_depth = 0
+_full_restore: Callable[[], None] | None = None
+
+
 @contextlib.contextmanager
 def full_float32_products() -> Iterator[None]:
     """Float32 products with float32 inputs and accumulation while inside, whatever the caller
     set: TF32 on CUDA, or ``torch.set_float32_matmul_precision("high"/"medium")`` (which also
     lets oneDNN multiply float32 in bfloat16 on a CPU), round the inputs to 10 or 8 bits,
     beyond the error bound the ranking relies on
-    (:func:`~gapscope.engine.ranking.score_error_bound`). The caller's settings come back on
-    exit."""
+    (:func:`~gapscope.engine.ranking.score_error_bound`). The settings are torch's, one for
+    the process: threads that multiply at once (lanes) share one entry, made by the first
+    to come in, and the caller's settings come back when the last one leaves."""
+    global _full_depth, _full_restore
+    with _FULL_LOCK:
+        if _full_depth == 0:
+            _full_restore = _force_full_float32()
+        _full_depth += 1
+    try:
+        yield
+    finally:
+        with _FULL_LOCK:
+            _full_depth -= 1
+            if _full_depth == 0 and _full_restore is not None:
+                restore, _full_restore = _full_restore, None
+                restore()
+
+
+def _force_full_float32() -> Callable[[], None] | None:
+    """Set full float32 products; return what puts the previous settings back (``None``:
+    they were full already)."""
     backends = [
         b
         for b in (
@@ -383,25 +425,25 @@ def full_float32_products() -> Iterator[None]:
     if backends:  # torch's per-backend settings (mixing them with the legacy ones is an error)
         saved = [b.fp32_precision for b in backends]
         if all(v == "ieee" for v in saved):
-            yield
-            return
+            return None
         for b in backends:
             b.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
+
+        def restore_backends() -> None:
             for b, value in zip(backends, saved, strict=True):
                 b.fp32_precision = value
-        return
+
+        return restore_backends
     precision = torch.get_float32_matmul_precision()
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.set_float32_matmul_precision("highest")
     torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
+
+    def restore_legacy() -> None:
         torch.set_float32_matmul_precision(precision)
         torch.backends.cuda.matmul.allow_tf32 = tf32
+
+    return restore_legacy
 
 
 def score_buffer(rows: int, columns: int, device: torch.device) -> torch.Tensor:

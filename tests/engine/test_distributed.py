@@ -24,9 +24,11 @@ from gapscope.errors import GapscopeError
 WORKER = Path(__file__).parents[1] / "distributed_worker.py"
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_shared_passes_give_every_process_the_single_process_arrays(tmp_path, world):
-    run_ranks(WORKER, world, str(tmp_path))
+@pytest.mark.parametrize(("world", "threads"), [(2, 1), (3, 1), (2, 3)])
+def test_shared_passes_give_every_process_the_single_process_arrays(tmp_path, world, threads):
+    # With several threads a process runs its CPU blocks in lanes, which take the blocks
+    # and make the pace's exchanges in order.
+    run_ranks(WORKER, world, str(tmp_path), str(threads))
     alone = pass_arrays()
     for rank in range(world):
         with np.load(tmp_path / f"rank-{rank}.npz") as shared:
@@ -131,15 +133,17 @@ def test_the_pipelines_worker_uses_the_callers_gpu(monkeypatch):
 FAILING = Path(__file__).parents[1] / "failing_ranks_worker.py"
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_a_process_that_fails_anywhere_fails_every_process(tmp_path, world):
+@pytest.mark.parametrize(("world", "threads"), [(2, 1), (3, 1), (2, 3)])
+def test_a_process_that_fails_anywhere_fails_every_process(tmp_path, world, threads):
     # The last process fails inside a pass's own blocks (a crash, a failed read, bad input),
     # before any collective, after the last one, while handling an error every process was
     # told of, from such an error after more collectives, and with an error that refuses
     # attributes. Every other process raises at its next collective (or on leaving the
     # shared block) an error of the same kind, instead of waiting for the group's timeout;
     # then one more shared pass gives the single-process arrays, so none was left behind.
-    run_ranks(FAILING, world, str(tmp_path), timeout=240)
+    # With several threads a process runs its CPU blocks in lanes: the others must still stop
+    # at the same exchange.
+    run_ranks(FAILING, world, str(tmp_path), str(threads), timeout=240)
     last = world - 1
     crashed = [
         "ProcessCrashedError",

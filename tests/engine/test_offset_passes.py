@@ -188,25 +188,33 @@ def test_ranks_stay_exact_with_rows_up_to_the_limit_of_derived_scores():
 
 
 def test_block_size_and_threads_leave_every_bit():
+    # With more than one thread the blocks run in lanes (gapscope.engine.pipelining), each
+    # with its own buffers, and are read in whatever order the lanes finish them.
     x, y, labels = _data(n=150, seed=2)
-    base = UnitRows(x)
+    base, base_y = UnitRows(x), UnitRows(y)
     versions = [OffsetRows(base, p) for p, _ in _offsets(x, y)]
+    pairs = [(OffsetRows(base, p), OffsetRows(base_y, q)) for p, q in _offsets(x, y)]
 
     def run(block_size):
         results = offset_modality_passes(base, versions, labels, k=KS, block_size=block_size)
-        return [(r.uniformity_row_terms, r.retrieval.average_precision) for r in results]
+        cross = offset_cross_passes(base, base_y, pairs, k=KS, block_size=block_size)
+        return [(r.uniformity_row_terms, r.retrieval.average_precision) for r in results] + [
+            (a.first_rank, b.first_rank) for a, b in cross
+        ]
 
     reference = run(None)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        single = run(None)
+        single = [run(None), run(7)]
+        torch.set_num_threads(3)
+        lanes = [run(None), run(7)]
     finally:
         torch.set_num_threads(threads)
-    for other in (run(7), run(64), single):
-        for (terms, ap), (terms_ref, ap_ref) in zip(other, reference, strict=True):
-            np.testing.assert_array_equal(terms, terms_ref)
-            np.testing.assert_array_equal(ap, ap_ref)
+    for other in (run(7), run(64), *single, *lanes):
+        for got, want in zip(other, reference, strict=True):
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
 
 
 def test_a_row_sent_to_the_origin_is_named():

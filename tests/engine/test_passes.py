@@ -18,7 +18,7 @@ import reference as ref
 import torch
 
 from gapscope.engine import ranking, unit_rows
-from gapscope.engine.passes import cross_pass, modality_pass
+from gapscope.engine.passes import cross_pair_pass, cross_pass, modality_pass
 from gapscope.errors import GapscopeError
 
 KS = (1, 3, 10, 50)
@@ -448,6 +448,97 @@ def test_reduced_precision_products_set_by_the_caller_are_not_used():
         torch.set_float32_matmul_precision(previous)
     for a, b in zip(expected, got, strict=True):
         assert _ranks(a) == _ranks(b)
+
+
+def test_reduced_precision_stays_off_while_lanes_multiply():
+    # Lanes multiply blocks at once; the first to start sets full float32 products and the
+    # last to finish puts the caller's setting back, so no block runs in between.
+    x, y, gx, gy, _ = _near_ties(seed=6, n=120)
+    expected = cross_pass(x, y, gx, gy, k=KS, block_size=7)
+    previous = (torch.get_float32_matmul_precision(), torch.get_num_threads())
+    torch.set_float32_matmul_precision("medium")
+    torch.set_num_threads(3)
+    try:
+        got = cross_pass(x, y, gx, gy, k=KS, block_size=7)
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(previous[0])
+        torch.set_num_threads(previous[1])
+    for a, b in zip(expected, got, strict=True):
+        assert _ranks(a) == _ranks(b)
+
+
+def _float32_products() -> str:
+    """What a float32 product on this CPU does: ``"ieee"`` (full) or a reduced precision."""
+    mkldnn = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+    # "none" defers to the legacy setting.
+    if getattr(mkldnn, "fp32_precision", "none") != "none":
+        return str(mkldnn.fp32_precision)  # type: ignore[union-attr]
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "reduced"
+
+
+def test_full_float32_products_are_entered_once_by_threads_at_once():
+    import threading
+
+    from gapscope.engine.unit_rows import full_float32_products
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    reduced = _float32_products()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with full_float32_products():
+            inside.set()
+            leave.wait(timeout=10)
+
+    thread = threading.Thread(target=other)
+    try:
+        assert reduced != "ieee"
+        thread.start()
+        inside.wait(timeout=10)
+        with full_float32_products():
+            assert _float32_products() == "ieee"
+            # The thread that came in first leaves first: this one is still multiplying.
+            leave.set()
+            thread.join()
+            assert _float32_products() == "ieee"
+        assert _float32_products() == reduced
+    finally:
+        leave.set()
+        if thread.ident is not None:
+            thread.join()
+        torch.set_float32_matmul_precision(previous)
+    assert _float32_products() == "ieee"
+
+
+def test_duplicate_rows_share_their_score_in_lanes():
+    # Duplicate rows share one score in every block, whichever lane made it: the same bits
+    # as one thread (the duplicates found once for every lane: test_unit_rows.py).
+    rng = np.random.default_rng(12)
+    base = rng.normal(size=(40, 24)).astype(np.float32)
+    x = base[rng.integers(0, 40, 900)]
+    y = (x + 0.1 * rng.normal(size=x.shape)).astype(np.float32)
+    groups = np.arange(900)
+    sample = np.arange(0, 900, 3)
+    runs = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            cross = cross_pair_pass(x, y, groups, groups, k=KS, block_size=64)
+            own = modality_pass(x, groups % 40, k=KS, block_size=64, query_index=sample)
+            runs.append(
+                (
+                    cross.x_to_y.first_rank.tobytes(),
+                    cross.y_to_x.first_rank.tobytes(),
+                    own.uniformity_row_terms.tobytes(),
+                    own.retrieval.average_precision.tobytes(),
+                )
+            )
+    finally:
+        torch.set_num_threads(previous)
+    assert runs[0] == runs[1]
 
 
 @pytest.mark.parametrize("rows", [1, 254, 255, 256, 600])

@@ -310,3 +310,36 @@ def test_on_rows_sees_every_source_row_once_in_order(in_memory, offset, seen):
         assert np.array_equal(np.concatenate([rows for _, rows in seen_rows]), x)
     else:
         assert seen_rows == []
+
+
+def test_duplicates_are_found_once_for_threads_that_ask_at_once(monkeypatch):
+    # Lanes multiply their first blocks at once: one that asked while another was finding
+    # the duplicates must wait for them, not take "none" and leave the duplicates' columns
+    # with their own roundings.
+    import threading
+    import time
+
+    rows = np.tile(np.eye(4, 8, dtype=np.float32), (3, 1))
+    unit = UnitRows(rows)
+    find = _rows._first_equal_rows
+    calls = []
+
+    def slow(array: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        time.sleep(0.3)
+        return find(array)
+
+    monkeypatch.setattr(_rows, "_first_equal_rows", slow)
+    seen: list[list[int]] = []
+
+    def ask() -> None:
+        seen.append(unit.duplicates()[0].tolist())
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert seen == [list(range(4, 12))] * 2
+    assert len(calls) == 1
