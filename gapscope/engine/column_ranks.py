@@ -30,6 +30,7 @@ qualify; a label shared by a tenth of a million rows does not, and keeps the blo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -123,6 +124,9 @@ class IntraColumnRanks:
         self.query_of_row = np.full(lowest.size, -1, dtype=np.int64)
         self.query_of_row[positions] = np.arange(self.queries.size)
         self.above = np.zeros(self.items.size, dtype=np.int64)
+        # Lanes count chunks at once: the counts (integers) are added under a lock, and the
+        # near keys are counted whatever order they were listed in.
+        self._adding = threading.Lock()
         self.near_keys: list[np.ndarray] = []
         self.near_windows: list[np.ndarray] = []
 
@@ -162,11 +166,16 @@ class IntraColumnRanks:
         lo, hi = self.lo[w0:w1], self.hi[w0:w1]
         # Counted as relevant_ranks counts a row; the keys are only needed inside a window.
         above, upto = window_counts(values, lo, hi)
-        self.above[w0:w1] += above
-        for w in np.flatnonzero(upto > above).tolist():
-            inside = keys[(values >= lo[w]) & (values <= hi[w])]
-            self.near_keys.append(inside)
-            self.near_windows.append(np.full(inside.size, w0 + w, dtype=np.int64))
+        near = [
+            (inside, np.full(inside.size, w0 + w, dtype=np.int64))
+            for w in np.flatnonzero(upto > above).tolist()
+            for inside in (keys[(values >= lo[w]) & (values <= hi[w])],)
+        ]
+        with self._adding:
+            self.above[w0:w1] += above
+            for inside, windows in near:
+                self.near_keys.append(inside)
+                self.near_windows.append(windows)
 
     def finish(self, store: Callable[[int, np.ndarray], None]) -> None:
         """Resolve the keys inside the windows by exact score and hand each query's ranks

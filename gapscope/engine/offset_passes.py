@@ -543,13 +543,21 @@ def _version_chunks(
     times a pass). Here every query meets one chunk of keys at a time
     (:func:`~gapscope.engine.passes.sweep_key_chunks`, as the sampled kernel does), so the
     keys are read once a pass. The product of a chunk is made on this thread while a worker
-    thread turns the previous one into each version's scores and consumes them."""
+    thread turns the previous one into each version's scores and consumes them; one process
+    alone on a CPU with several threads sweeps in lanes, each turning its own chunks into
+    the versions' scores in a buffer of its own, and ``consume`` then takes rounds in any
+    order and at once."""
     if not moved:
         return
     rows_t = torch.from_numpy(rows).to(base_q.device)
-    out = score_buffer(rows.size, key_chunk_width(base_k.shape[0], rows.size), base_q.device)
+    width = key_chunk_width(base_k.shape[0], rows.size)
+    # A buffer of versions' scores a lane, made as the lane first needs it.
+    outs: dict[int, torch.Tensor] = {}
 
-    def versions(r: int, start: int, scores: torch.Tensor | None) -> None:
+    def versions(r: int, start: int, scores: torch.Tensor | None, lane: int) -> None:
+        out = outs.get(lane)
+        if out is None:
+            out = outs[lane] = score_buffer(rows.size, width, base_q.device)
         for v, change in enumerate(moved):
             version = None
             if scores is not None:
@@ -557,7 +565,15 @@ def _version_chunks(
                 version = change.apply(scores, rows_t, out[:, : scores.shape[1]], keys)
             consume(r, start, v, version)
 
-    sweep_key_chunks(base_q.take(rows), rows, base_k, versions, own=own, overlap=True)
+    sweep_key_chunks(
+        base_q.take(rows),
+        rows,
+        base_k,
+        versions,
+        own=own,
+        overlap=True,
+        lane_bytes=4 * rows.size * width,
+    )
 
 
 class _Version(NamedTuple):

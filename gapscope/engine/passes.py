@@ -55,7 +55,7 @@ from gapscope.engine.device_ranking import (
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT, log_mean_exp, log_sum_exp
-from gapscope.engine.pipelining import lane_count, pipelined, run_blocks
+from gapscope.engine.pipelining import InOrder, lane_count, pipelined, run_blocks
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
@@ -270,7 +270,7 @@ def _exact_pass(
         kernel.row_lse[:] = row_lse
     if ranks is not None:
         assert intra is not None
-        ranks.finish(intra.store)
+        ranks.finish(intra.store_rows)
         # Each process stored its share of the queries; the others' values are zeros.
         current_share().sum(intra.first_rank, intra.ap, intra.rp)
 
@@ -376,6 +376,16 @@ class _IntraRanks:
         self.ap[p] = np.sum(self.steps[:n_rel] / (ranks + 1.0)) / n_rel
         self.rp[p] = np.count_nonzero(ranks < n_rel) / n_rel
 
+    def store_rows(self, rows: np.ndarray, ranks: np.ndarray) -> None:
+        """:meth:`store` of queries ``rows`` with as many relevant rows each, their ranks the
+        rows of ``ranks``: the same bits (numpy sums each row of a C-contiguous array along
+        it as it sums a 1-D array)."""
+        p = self.position[rows]
+        n_rel = ranks.shape[1]
+        self.first_rank[p] = ranks[:, 0]
+        self.ap[p] = np.sum(self.steps[:n_rel][None, :] / (ranks + 1.0), axis=1) / n_rel
+        self.rp[p] = np.count_nonzero(ranks < n_rel, axis=1) / n_rel
+
     def _is_relevant(self, code: int) -> Callable[[np.ndarray], np.ndarray]:
         # The query itself counts as relevant too, harmlessly: its own score is -inf.
         codes = self.codes
@@ -462,7 +472,7 @@ def _sampled_kernel(
     keys = unit if keys is None else keys
     sums = None if kernel is None else _ChunkSums(kernel, keys.shape[0])
 
-    def consume(r: int, start: int, scores: torch.Tensor | None) -> None:
+    def consume(r: int, start: int, scores: torch.Tensor | None, lane: int) -> None:
         if scores is not None and columns is not None:
             columns.add_chunk(start, scores)
         if sums is not None:
@@ -489,12 +499,13 @@ def sweep_key_chunks(
     queries: torch.Tensor,
     rows: np.ndarray,
     keys: UnitRows,
-    consume: Callable[[int, int, torch.Tensor | None], None],
+    consume: Callable[[int, int, torch.Tensor | None, int], None],
     *,
     own: bool,
     overlap: bool,
+    lane_bytes: int = 0,
 ) -> None:
-    """``consume(r, start, scores)`` for every round ``r`` of chunks of ``keys``: ``scores``
+    """``consume(r, start, scores, lane)`` for every round ``r`` of chunks of ``keys``: ``scores``
     are the float32 products of the ``queries`` (the rows ``rows`` of their modality,
     ascending) with this process's chunk of the round (keys ``start, start + 1, ...``;
     :func:`~gapscope.engine.blocks.key_chunk_columns` wide, which depends on the number of
@@ -509,24 +520,34 @@ def sweep_key_chunks(
     round ``r`` every process makes the status exchange of
     :meth:`~gapscope.engine.distributed.Share.keep_pace`, so a sweep that only counts is heard
     from too. With ``overlap`` the next chunk's product is made while a worker thread
-    consumes this one (two buffers)."""
+    consumes this one (two buffers).
+
+    One process alone on a CPU with several threads runs the rounds in lanes instead
+    (:func:`~gapscope.engine.pipelining.in_lanes`): each lane multiplies a chunk into a buffer
+    of its own and consumes it, ``lane`` naming it (``0`` otherwise), so ``consume`` must
+    accept rounds in any order and at once (folding its sums in round order, e.g. with
+    :class:`~gapscope.engine.pipelining.InOrder`). ``lane_bytes``: what ``consume`` holds a
+    lane besides the product's buffer. Among processes, where ``consume`` makes collectives a
+    round, the rounds stay in order."""
     n = keys.shape[0]
     width = key_chunk_width(n, rows.size)
     starts = list(range(0, n, width))
     share = current_share()
     rounds = -(-len(starts) // share.world)
     device = queries.device
-    buffers = [
-        score_buffer(rows.size, width, device) for _ in range(2 if overlap and rounds > 1 else 1)
-    ]
+    lanes = 0
+    if share.world == 1:
+        lanes = lane_count(device, rounds, 4 * rows.size * width + lane_bytes)
+    count = lanes or (2 if overlap and rounds > 1 else 1)
+    buffers = [score_buffer(rows.size, width, device) for _ in range(count)]
 
-    def product(r: int) -> tuple[int, int, torch.Tensor | None]:
+    def product(r: int, buffer: int) -> tuple[int, int, torch.Tensor | None]:
         c = r * share.world + share.rank
         if c >= len(starts):
             return r, 0, None
         start, stop = starts[c], min(n, starts[c] + width)
-        buffer = buffers[r % len(buffers)][:, : stop - start]
-        scores = matmul_into(queries, keys.block(start, stop), buffer)
+        buffer_rows = buffers[buffer][:, : stop - start]
+        scores = matmul_into(queries, keys.block(start, stop), buffer_rows)
         lo, hi = np.searchsorted(rows, [start, stop]) if own else (0, 0)
         if hi > lo:
             query_rows = torch.from_numpy(np.arange(lo, hi)).to(device)
@@ -534,17 +555,21 @@ def sweep_key_chunks(
             scores[query_rows, own_keys] = -math.inf
         return r, start, scores
 
+    if lanes:
+        run_blocks(rounds, lanes, product, lambda item, lane: consume(*item, lane), share.keep_pace)
+        return
+
     def take(item: tuple[int, int, torch.Tensor | None]) -> None:
         # Every process runs every round: the pace's exchanges need no catching up. Made
         # where ``consume`` makes its own collectives (the kernel's round sums), in order.
         share.keep_pace(item[0])
-        consume(*item)
+        consume(*item, 0)
 
     if len(buffers) > 1:
-        pipelined(rounds, product, take)
+        pipelined(rounds, lambda r: product(r, r % 2), take)
     else:
         for r in range(rounds):
-            take(product(r))
+            take(product(r, 0))
 
 
 class _ChunkSums:
@@ -561,6 +586,8 @@ class _ChunkSums:
         self.shifted = 2.0 * kernel.two_t > MAX_UNSHIFTED_EXPONENT
         self.share = current_share()
         self.total = np.full(self.queries, -math.inf) if self.shifted else np.zeros(self.queries)
+        # One process alone may sweep in lanes: its rounds' sums are added in round order.
+        self._in_order: InOrder[np.ndarray] = InOrder(lambda _, sums: self._add(sums))
 
     def add_round(self, r: int, scores: torch.Tensor | None) -> None:
         """Add round ``r``: ``scores`` are this process's chunk of the round, as the product
@@ -573,6 +600,9 @@ class _ChunkSums:
             kernel = self.kernel
             return self._chunk_sums(scores if kernel.prescale else scores.mul_(kernel.two_t))
 
+        if self.share.world == 1:
+            self._in_order.put(r, chunk_sums(r))
+            return
         self.share.round(r, self.chunks, chunk_sums, lambda _, sums: self._add(sums), self.queries)
 
     def finish(self) -> None:

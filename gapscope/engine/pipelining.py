@@ -17,11 +17,19 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["LANE_BYTES", "MAX_LANES", "in_lanes", "lane_count", "pipelined", "run_blocks"]
+__all__ = [
+    "LANE_BYTES",
+    "MAX_LANES",
+    "InOrder",
+    "in_lanes",
+    "lane_count",
+    "pipelined",
+    "run_blocks",
+]
 
 T = TypeVar("T")
 
@@ -177,6 +185,33 @@ def run_blocks(
         return product(b, b % 2)
 
     pipelined(n_blocks, paced, lambda item: consume(item, 0))
+
+
+class InOrder(Generic[T]):
+    """Values handed in by lanes in any order, folded in index order (0, 1, ...) as soon as
+    every earlier one has come: sums that lanes make out of order are added in the order one
+    thread would add them, the same bits. At most about one value a lane waits.
+
+    >>> folded = []
+    >>> order = InOrder(lambda i, v: folded.append(v))
+    >>> for i, v in ((1, "b"), (0, "a"), (2, "c")):
+    ...     order.put(i, v)
+    >>> folded
+    ['a', 'b', 'c']
+    """
+
+    def __init__(self, fold: Callable[[int, T], Any]) -> None:
+        self._fold = fold
+        self._next = 0
+        self._waiting: dict[int, T] = {}
+        self._lock = threading.Lock()
+
+    def put(self, index: int, value: T) -> None:
+        with self._lock:
+            self._waiting[index] = value
+            while self._next in self._waiting:
+                self._fold(self._next, self._waiting.pop(self._next))
+                self._next += 1
 
 
 @contextmanager

@@ -248,11 +248,11 @@ class TileRanks:
         _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
         return exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
 
-    def finish(self, store: Callable[[int, np.ndarray], None]) -> None:
-        """Add the counts over the processes and hand each query's ranks (0-based,
-        ascending) to ``store(row, ranks)``: this process's share of the queries (rows
-        ``rank, rank + world, ...``), so the caller adds what ``store`` made over the
-        processes, as after blocks of rows."""
+    def finish(self, store: Callable[[np.ndarray, np.ndarray], None]) -> None:
+        """Add the counts over the processes and hand the queries' ranks (0-based, ascending)
+        to ``store(rows, ranks)``, queries with as many items at once (``ranks`` a row a
+        query): this process's share of the queries (rows ``rank, rank + world, ...``), so
+        the caller adds what ``store`` made over the processes, as after blocks of rows."""
         share = current_share()
         flat = np.concatenate([a.reshape(-1) for a in self.above]) if self.above else None
         if flat is not None:
@@ -264,13 +264,14 @@ class TileRanks:
         for t, above in enumerate(self.above):
             r0 = t * self.tile
             counts = self.item_counts[r0 : r0 + above.shape[0]]
-            # A query a process: the loop is Python's, about 10 us a query, a serial part
-            # that would otherwise not shrink with more processes.
-            for r in np.flatnonzero(counts).tolist():
-                if (r0 + r) % share.world != share.rank:
-                    continue
-                part = above[r, : counts[r]]
-                store(r0 + r, np.sort(part) + np.arange(part.size))
+            # A query a process: a serial part that would otherwise not shrink with more
+            # processes.
+            mine = np.flatnonzero(
+                (counts > 0) & ((r0 + np.arange(counts.size)) % share.world == share.rank)
+            )
+            for m in np.unique(counts[mine]).tolist():
+                rows = mine[counts[mine] == m]
+                store(r0 + rows, np.sort(above[rows, :m], axis=1) + np.arange(m))
 
 
 #: Windows that hold the same keys as another window of their row (items whose estimates

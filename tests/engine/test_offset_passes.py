@@ -402,3 +402,40 @@ def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make,
     kernels_only = offset_modality_passes(streamed_x, [v[0] for v in versions], query_index=qx)
     for a, b in zip(own, kernels_only, strict=True):
         assert a.uniformity_row_terms.tobytes() == b.uniformity_row_terms.tobytes()
+
+
+def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch):
+    # One process with several threads sweeps the chunks of streamed keys in lanes: chunks
+    # multiplied, turned into the versions' scores and counted side by side and out of
+    # order, the kernel's chunk sums still added in chunk order. Every bit as on one thread.
+    from gapscope.engine import passes
+
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 16)
+    x, y, labels = _ties(n=150, seed=5)
+    streamed_x = UnitRows(x, in_memory=False, chunk_rows=17)
+    streamed_y = UnitRows(y, in_memory=False, chunk_rows=17)
+    pairs = _offsets(x, y)
+    versions = [(OffsetRows(streamed_x, p), OffsetRows(streamed_y, q)) for p, q in pairs]
+    query = np.arange(1, 150, 3)
+
+    def run():
+        own = offset_modality_passes(
+            streamed_x, [v[0] for v in versions], labels, k=KS, query_index=query
+        )
+        cross = offset_cross_passes(streamed_x, streamed_y, versions, k=KS, query_index_x=query)
+        sampled = modality_pass(streamed_x, labels, k=KS, query_index=query)
+        return (
+            [(r.uniformity_row_terms.tobytes(), r.retrieval.first_rank.tobytes()) for r in own]
+            + [(a.first_rank.tobytes(), b.first_rank.tobytes()) for a, b in cross]
+            + [(sampled.uniformity_row_terms.tobytes(), sampled.retrieval.first_rank.tobytes())]
+        )
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = run()
+        torch.set_num_threads(3)
+        lanes = run()
+    finally:
+        torch.set_num_threads(previous)
+    assert lanes == alone

@@ -693,3 +693,32 @@ def test_streamed_sampled_intra_reads_the_keys_once(monkeypatch):
         held = modality_pass(x, codes, k=KS, block_size=block_size, query_index=q)
         _assert_same(held.retrieval, r.retrieval)
         assert r.uniformity == pytest.approx(held.uniformity, abs=1e-6)
+
+
+@pytest.mark.parametrize("t", [2.0, 100.0])
+def test_a_sweeps_chunk_sums_are_added_in_chunk_order_whatever_order_they_come_in(monkeypatch, t):
+    # Lanes hand in a sweep's rounds out of order; the chunks' sums are combined in chunk
+    # order, as one thread combines them (in the log domain, at t = 100, where the order of
+    # logaddexp moves the last bits).
+    from gapscope.engine import passes
+
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 4)
+    rng = np.random.default_rng(3)
+    # Scores just below 1: no chunk's sum drowns the others', and the row terms (their log
+    # sums less 2t) keep the last bits of the sums.
+    chunks = [
+        torch.from_numpy((1 - 1e-3 * np.abs(rng.normal(size=(5, 4)))).astype(np.float32))
+        for _ in range(12)
+    ]
+
+    def total(order: list[int]) -> bytes:
+        kernel = passes._KernelRows(5, t)
+        sums = passes._ChunkSums(kernel, 48)
+        for r in order:
+            sums.add_round(r, chunks[r].clone())
+        sums.finish()
+        return kernel.row_lse.tobytes()
+
+    in_order = total(list(range(12)))
+    for seed in range(5):
+        assert total(np.random.default_rng(seed).permutation(12).tolist()) == in_order
