@@ -572,7 +572,8 @@ def _version_chunks(
         versions,
         own=own,
         overlap=True,
-        lane_bytes=4 * rows.size * width,
+        # A lane's versions' scores, and the flags the column ranks make of them.
+        lane_bytes=5 * rows.size * width,
     )
 
 

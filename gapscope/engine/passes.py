@@ -478,8 +478,18 @@ def _sampled_kernel(
         if sums is not None:
             sums.add_round(r, scores)
 
-    # Counting overlaps the next chunk's product; the kernel alone needs no second buffer.
-    sweep_key_chunks(queries, rows, keys, consume, own=own, overlap=columns is not None)
+    # Pipelined, counting overlaps the next chunk's product; the kernel alone needs no second
+    # buffer. In lanes, the counting's flags of a chunk are a lane's own.
+    width = key_chunk_width(keys.shape[0], rows.size)
+    sweep_key_chunks(
+        queries,
+        rows,
+        keys,
+        consume,
+        own=own,
+        overlap=columns is not None,
+        lane_bytes=0 if columns is None else rows.size * width,
+    )
     if sums is not None:
         sums.finish()
 
@@ -526,9 +536,9 @@ def sweep_key_chunks(
     (:func:`~gapscope.engine.pipelining.in_lanes`): each lane multiplies a chunk into a buffer
     of its own and consumes it, ``lane`` naming it (``0`` otherwise), so ``consume`` must
     accept rounds in any order and at once (folding its sums in round order, e.g. with
-    :class:`~gapscope.engine.pipelining.InOrder`). ``lane_bytes``: what ``consume`` holds a
-    lane besides the product's buffer. Among processes, where ``consume`` makes collectives a
-    round, the rounds stay in order."""
+    :class:`~gapscope.engine.pipelining.InOrder`). ``lane_bytes``: the buffers ``consume``
+    holds a lane besides the product's and the chunk of keys. Among processes, where
+    ``consume`` makes collectives a round, the rounds stay in order."""
     n = keys.shape[0]
     width = key_chunk_width(n, rows.size)
     starts = list(range(0, n, width))
@@ -537,7 +547,9 @@ def sweep_key_chunks(
     device = queries.device
     lanes = 0
     if share.world == 1:
-        lanes = lane_count(device, rounds, 4 * rows.size * width + lane_bytes)
+        # A lane's product and its chunk of keys (normalised anew when not held).
+        held = 4 * rows.size * width + (0 if keys.in_memory else 4 * width * keys.shape[1])
+        lanes = lane_count(device, rounds, held + lane_bytes)
     count = lanes or (2 if overlap and rounds > 1 else 1)
     buffers = [score_buffer(rows.size, width, device) for _ in range(count)]
 

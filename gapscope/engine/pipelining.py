@@ -37,9 +37,12 @@ T = TypeVar("T")
 #: lane several BLAS threads rather than a buffer a core.
 MAX_LANES = 8
 
-#: The buffers of all lanes together at most: lanes whose buffers are larger are fewer. A
+#: The buffers of all lanes together at most (what each holds from block to block: scores,
+#: flags, a scratch tile, a chunk of keys): lanes whose buffers are larger are fewer. A
 #: pipelined pass holds two score buffers, so two lanes of the largest blocks (512 MiB of
-#: scores each) hold what the pipeline held.
+#: scores each) hold what the pipeline held. The temporaries a lane makes while it reads a
+#: block (one reader's, e.g. up to ``CANDIDATES_MAX`` candidates of the column ranks) come
+#: once a lane.
 LANE_BYTES = 1 << 30
 
 
@@ -190,7 +193,8 @@ def run_blocks(
 class InOrder(Generic[T]):
     """Values handed in by lanes in any order, folded in index order (0, 1, ...) as soon as
     every earlier one has come: sums that lanes make out of order are added in the order one
-    thread would add them, the same bits. At most about one value a lane waits.
+    thread would add them, the same bits. A value waits while an earlier one is still being
+    made: the values the other lanes finish meanwhile (small: a float64 a query of a chunk).
 
     >>> folded = []
     >>> order = InOrder(lambda i, v: folded.append(v))

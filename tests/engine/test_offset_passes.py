@@ -20,7 +20,7 @@ from gapscope.engine.offset_passes import (
     offset_cross_passes,
     offset_modality_passes,
 )
-from gapscope.engine.passes import cross_pass, modality_pass
+from gapscope.engine.passes import cross_pair_pass, cross_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
 from gapscope.errors import EmbeddingError, GapscopeError
 
@@ -404,10 +404,14 @@ def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make,
         assert a.uniformity_row_terms.tobytes() == b.uniformity_row_terms.tobytes()
 
 
-def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch):
+@pytest.mark.parametrize("t", [2.0, 100.0])
+def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch, t):
     # One process with several threads sweeps the chunks of streamed keys in lanes: chunks
     # multiplied, turned into the versions' scores and counted side by side and out of
-    # order, the kernel's chunk sums still added in chunk order. Every bit as on one thread.
+    # order, the kernel's chunk sums still added in chunk order (at t = 100 in the log
+    # domain, where their order moves the last bits). Every bit as on one thread: the
+    # what-ifs' sweeps, the sampled kernel with its ranks counted down the chunks (more
+    # queries than a block), and the sampled cross kernel.
     from gapscope.engine import passes
 
     monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 16)
@@ -420,14 +424,19 @@ def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch):
 
     def run():
         own = offset_modality_passes(
-            streamed_x, [v[0] for v in versions], labels, k=KS, query_index=query
+            streamed_x, [v[0] for v in versions], labels, k=KS, t=t, query_index=query
         )
         cross = offset_cross_passes(streamed_x, streamed_y, versions, k=KS, query_index_x=query)
-        sampled = modality_pass(streamed_x, labels, k=KS, query_index=query)
+        sampled = modality_pass(streamed_x, labels, k=KS, t=t, block_size=16, query_index=query)
+        kernel = cross_pair_pass(
+            x, y, k=KS, query_index_x=query, query_index_y=query, kernel_t=t
+        ).kernel
+        assert kernel is not None
         return (
             [(r.uniformity_row_terms.tobytes(), r.retrieval.first_rank.tobytes()) for r in own]
             + [(a.first_rank.tobytes(), b.first_rank.tobytes()) for a, b in cross]
             + [(sampled.uniformity_row_terms.tobytes(), sampled.retrieval.first_rank.tobytes())]
+            + [(kernel.log_mean, kernel.se)]
         )
 
     previous = torch.get_num_threads()

@@ -722,3 +722,28 @@ def test_a_sweeps_chunk_sums_are_added_in_chunk_order_whatever_order_they_come_i
     in_order = total(list(range(12)))
     for seed in range(5):
         assert total(np.random.default_rng(seed).permutation(12).tolist()) == in_order
+
+
+def test_ranks_stored_a_group_at_a_time_keep_every_bit():
+    # TileRanks.finish hands the ranks of queries with as many relevant rows at once; the
+    # average precision sums each row of the group as numpy sums a 1-D array (pairwise
+    # beyond 8 and 128 values too), so the measures are those of one query at a time.
+    from gapscope.engine.passes import _IntraRanks
+    from gapscope.engine.unit_rows import UnitRows
+
+    rng = np.random.default_rng(4)
+    sizes = [2, 3, 9, 10, 129, 130, 301]
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    n = codes.size
+    unit = UnitRows(rng.normal(size=(n, 4)).astype(np.float32))
+    one, together = _IntraRanks(codes, np.arange(n), unit), _IntraRanks(codes, np.arange(n), unit)
+    for size in sizes:
+        rows = np.flatnonzero(np.bincount(codes)[codes] == size)
+        m = size - 1
+        ranks = np.sort(rng.integers(0, 5 * n, size=(rows.size, m)), axis=1) + np.arange(m)
+        for row, r in zip(rows.tolist(), ranks, strict=True):
+            one.store(row, r)
+        together.store_rows(rows, ranks)
+    assert one.first_rank.tobytes() == together.first_rank.tobytes()
+    assert one.ap.tobytes() == together.ap.tobytes()
+    assert one.rp.tobytes() == together.rp.tobytes()
