@@ -166,11 +166,10 @@ class IntraColumnRanks:
         lo, hi = self.lo[w0:w1], self.hi[w0:w1]
         # Counted as relevant_ranks counts a row; the keys are only needed inside a window.
         above, upto = window_counts(values, lo, hi)
-        near = [
-            (inside, np.full(inside.size, w0 + w, dtype=np.int64))
-            for w in np.flatnonzero(upto > above).tolist()
-            for inside in (keys[(values >= lo[w]) & (values <= hi[w])],)
-        ]
+        near = []
+        for w in np.flatnonzero(upto > above).tolist():
+            inside = keys[(values >= lo[w]) & (values <= hi[w])]
+            near.append((inside, np.full(inside.size, w0 + w, dtype=np.int64)))
         with self._adding:
             self.above[w0:w1] += above
             for inside, windows in near:

@@ -78,7 +78,7 @@ from gapscope.engine.passes import (
     ranks_on_device,
     sweep_key_chunks,
 )
-from gapscope.engine.pipelining import in_lanes, lane_count, pipelined
+from gapscope.engine.pipelining import PerLane, in_lanes, lane_count, pipelined
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
@@ -551,13 +551,11 @@ def _version_chunks(
         return
     rows_t = torch.from_numpy(rows).to(base_q.device)
     width = key_chunk_width(base_k.shape[0], rows.size)
-    # A buffer of versions' scores a lane, made as the lane first needs it.
-    outs: dict[int, torch.Tensor] = {}
+    # A buffer of versions' scores a lane.
+    outs = PerLane(lambda: score_buffer(rows.size, width, base_q.device))
 
     def versions(r: int, start: int, scores: torch.Tensor | None, lane: int) -> None:
-        out = outs.get(lane)
-        if out is None:
-            out = outs[lane] = score_buffer(rows.size, width, base_q.device)
+        out = outs(lane)
         for v, change in enumerate(moved):
             version = None
             if scores is not None:
@@ -573,7 +571,7 @@ def _version_chunks(
         own=own,
         overlap=True,
         # A lane's versions' scores, and the flags the column ranks make of them.
-        lane_bytes=5 * rows.size * width,
+        lane_bytes_per_score=5,
     )
 
 
@@ -877,15 +875,12 @@ def _rows_direction(
     n_keys = base_k.shape[0]
     firsts = [np.zeros(evaluated.size, dtype=np.int64) for _ in moved]
     block = resolve_block_size(block_size, n_keys)
-    # Flags of the rows consumed at once (a part of a block), one array a lane, made as the
-    # lane first needs it.
+    # Flags of the rows consumed at once (a part of a block), one array a lane.
     mask_shape = (_part_rows(min(block, max(evaluated.size, 1)), n_keys), n_keys)
-    masks: dict[int, np.ndarray] = {}
+    masks = PerLane(lambda: np.empty(mask_shape, dtype=bool))
 
     def consume(start: int, idx: np.ndarray, v: int, scores: torch.Tensor, lane: int) -> None:
-        mask = masks.get(lane)
-        if mask is None:
-            mask = masks[lane] = np.empty(mask_shape, dtype=bool)
+        mask = masks(lane)
         # Ranked by R (module notes): a row's order without its factor.
         change, codes, every = moved[v], groups_q[idx], np.arange(idx.size)
         exact = change.exact_scores

@@ -480,7 +480,6 @@ def _sampled_kernel(
 
     # Pipelined, counting overlaps the next chunk's product; the kernel alone needs no second
     # buffer. In lanes, the counting's flags of a chunk are a lane's own.
-    width = key_chunk_width(keys.shape[0], rows.size)
     sweep_key_chunks(
         queries,
         rows,
@@ -488,7 +487,7 @@ def _sampled_kernel(
         consume,
         own=own,
         overlap=columns is not None,
-        lane_bytes=0 if columns is None else rows.size * width,
+        lane_bytes_per_score=0 if columns is None else 1,
     )
     if sums is not None:
         sums.finish()
@@ -513,7 +512,7 @@ def sweep_key_chunks(
     *,
     own: bool,
     overlap: bool,
-    lane_bytes: int = 0,
+    lane_bytes_per_score: int = 0,
 ) -> None:
     """``consume(r, start, scores, lane)`` for every round ``r`` of chunks of ``keys``: ``scores``
     are the float32 products of the ``queries`` (the rows ``rows`` of their modality,
@@ -536,8 +535,9 @@ def sweep_key_chunks(
     (:func:`~gapscope.engine.pipelining.in_lanes`): each lane multiplies a chunk into a buffer
     of its own and consumes it, ``lane`` naming it (``0`` otherwise), so ``consume`` must
     accept rounds in any order and at once (folding its sums in round order, e.g. with
-    :class:`~gapscope.engine.pipelining.InOrder`). ``lane_bytes``: the buffers ``consume``
-    holds a lane besides the product's and the chunk of keys. Among processes, where
+    :class:`~gapscope.engine.pipelining.InOrder`). ``lane_bytes_per_score``: the bytes of
+    the buffers ``consume`` holds a lane, a score of a chunk (besides the product's and the
+    chunk of keys). Among processes, where
     ``consume`` makes collectives a round, the rounds stay in order."""
     n = keys.shape[0]
     width = key_chunk_width(n, rows.size)
@@ -549,7 +549,7 @@ def sweep_key_chunks(
     if share.world == 1:
         # A lane's product and its chunk of keys (normalised anew when not held).
         held = 4 * rows.size * width + (0 if keys.in_memory else 4 * width * keys.shape[1])
-        lanes = lane_count(device, rounds, held + lane_bytes)
+        lanes = lane_count(device, rounds, held + lane_bytes_per_score * rows.size * width)
     count = lanes or (2 if overlap and rounds > 1 else 1)
     buffers = [score_buffer(rows.size, width, device) for _ in range(count)]
 

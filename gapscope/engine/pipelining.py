@@ -25,6 +25,7 @@ __all__ = [
     "LANE_BYTES",
     "MAX_LANES",
     "InOrder",
+    "PerLane",
     "in_lanes",
     "lane_count",
     "pipelined",
@@ -216,6 +217,27 @@ class InOrder(Generic[T]):
             while self._next in self._waiting:
                 self._fold(self._next, self._waiting.pop(self._next))
                 self._next += 1
+
+
+class PerLane(Generic[T]):
+    """A buffer a lane, made by ``make()`` the first time the lane asks for it (a consumer
+    that does not know how many lanes will call it).
+
+    >>> buffers = PerLane(list)
+    >>> buffers(1) is buffers(1), buffers(0) is buffers(1)
+    (True, False)
+    """
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._held: dict[int, T] = {}
+
+    def __call__(self, lane: int) -> T:
+        # Each lane asks for its own key alone: no two threads make the same buffer.
+        held = self._held.get(lane)
+        if held is None:
+            held = self._held[lane] = self._make()
+        return held
 
 
 @contextmanager

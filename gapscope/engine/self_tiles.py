@@ -497,12 +497,12 @@ def self_tiles(
         kernel.
     """
     share = current_share()
-    n_pairs = len(_Tiles.pairs_of(unit.shape[0], tile, two_t, ranks))
-    mine = share.blocks(n_pairs)
+    pairs = _Tiles.pairs_of(unit.shape[0], tile, two_t, ranks)
+    mine = share.blocks(len(pairs))
     width = min(tile, unit.shape[0])
     # A lane's buffers: a tile's scores and its kernel terms.
     lanes = lane_count(unit.device, len(mine), 2 * 4 * width * width)
-    tiles = _Tiles(unit, two_t, prescale, ranks, tile, max(lanes, 1))
+    tiles = _Tiles(unit, two_t, prescale, ranks, tile, pairs, max(lanes, 1))
     run_blocks(
         len(mine),
         lanes,
@@ -510,7 +510,7 @@ def self_tiles(
         lambda item, lane: tiles.consume(*item, lane),
         share.keep_pace,
     )
-    share.catch_up(len(mine), n_pairs)
+    share.catch_up(len(mine), len(pairs))
     return tiles.row_log_sums(share)
 
 
@@ -524,6 +524,7 @@ class _Tiles:
         prescale: bool,
         ranks: TileRanks | None,
         tile: int,
+        pairs: list[tuple[int, int]],
         lanes: int,
     ) -> None:
         self.unit, self.two_t, self.prescale, self.ranks, self.tile = (
@@ -536,7 +537,7 @@ class _Tiles:
         n = unit.shape[0]
         self.starts = _tile_starts(n, tile)
         count = len(self.starts)
-        self.pairs = self.pairs_of(n, tile, two_t, ranks)
+        self.pairs = pairs
         width = min(tile, n)
         # A buffer a lane, or two that alternate (pipelined); a scratch a reader.
         self.buffers = [score_buffer(width, width, unit.device) for _ in range(max(2, lanes))]
