@@ -39,6 +39,7 @@ import torch
 from gapscope.engine.distributed import current_share
 from gapscope.engine.ranking import window_counts
 from gapscope.engine.unit_rows import RowSource, exact_scores
+from gapscope.engine.window_ranks import HOST_SUMS, true_counts, true_entries
 
 __all__ = ["CANDIDATES_MAX", "IntraColumnRanks", "fits_columns"]
 
@@ -138,7 +139,7 @@ class IntraColumnRanks:
         mask = scores_t >= self.lowest.to(scores_t.device)[:, None]
         # The candidates are taken out a run of rows at a time, at most CANDIDATES_MAX of
         # them (a query whose relevant rows score low has nearly every key as a candidate).
-        ends = np.cumsum(mask.sum(dim=1).cpu().numpy())
+        ends = np.cumsum(true_counts(mask, 1))
         r0 = 0
         while r0 < ends.size:
             before = int(ends[r0 - 1]) if r0 else 0
@@ -148,10 +149,14 @@ class IntraColumnRanks:
             r0 = r1
 
     def _add_rows(self, start: int, r0: int, scores_t: torch.Tensor, mask: torch.Tensor) -> None:
-        rows_t, cols_t = mask.nonzero(as_tuple=True)
-        values = scores_t[rows_t, cols_t].cpu().numpy().astype(np.float64)
-        rows = self.query_of_row[rows_t.cpu().numpy() + r0]
-        keys = cols_t.cpu().numpy().astype(np.int64) + start
+        at, cols = true_entries(mask)
+        if scores_t.device.type in HOST_SUMS:
+            values = scores_t.numpy()[at, cols].astype(np.float64)
+        else:
+            index = (torch.from_numpy(at).to(mask.device), torch.from_numpy(cols).to(mask.device))
+            values = scores_t[index].cpu().numpy().astype(np.float64)
+        rows = self.query_of_row[at + r0]
+        keys = cols + start
         # A key of the query's own code is one of its items, or the query itself.
         keep = self.codes[keys] != self.query_codes[rows]
         rows, keys, values = rows[keep], keys[keep], values[keep]

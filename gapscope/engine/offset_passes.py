@@ -665,7 +665,7 @@ def offset_modality_passes(
             if ranks_on_device(moved):
                 state.intra.rank_block_device(idx, moved, 1.0)
             else:
-                state.intra.rank_block(idx, moved.cpu().numpy(), 1.0)
+                state.intra.rank_block(idx, moved, 1.0)
         if not swept:
             # Last: the kernel overwrites the scores in place.
             state.kernel.add_block(slice(start, start + idx.size), state.moved.finish(moved, idx_t))

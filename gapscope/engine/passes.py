@@ -61,7 +61,6 @@ from gapscope.engine.ranking import (
     RetrievalResult,
     near_window,
     outranking_best_positive,
-    relevant_ranks,
     row_ranks,
     score_error_bound,
     summarize,
@@ -85,6 +84,7 @@ from gapscope.engine.validation import (
     check_same_dim,
     pair_groups,
 )
+from gapscope.engine.window_ranks import block_ranks
 from gapscope.errors import GapscopeError
 
 __all__ = [
@@ -311,21 +311,14 @@ class _IntraRanks:
         self.steps = np.arange(1, n + 1, dtype=np.float64)
         self.groups: dict[int, np.ndarray] = {}
 
-    def rank_block(self, idx: np.ndarray, scores: np.ndarray, scale: float = 1.0) -> None:
-        """Rank the wanted queries of a block (``scores``: the block's rows, multiplied by
-        ``scale``, a power of two)."""
-        for r, i in enumerate(idx.tolist()):
-            if not self.wanted[i]:
-                continue
-            code = int(self.codes[i])
-            ranks = relevant_ranks(
-                scores[r],
-                self.items(i),
-                self._is_relevant(code),
-                self.margin * scale,
-                self._exact_keys(i),
-            )
-            self.store(i, ranks)
+    def rank_block(self, idx: np.ndarray, scores_t: torch.Tensor, scale: float = 1.0) -> None:
+        """Rank the wanted queries of a block in host memory (``scores_t``: the block's rows,
+        multiplied by ``scale``, a power of two), all at once
+        (:func:`~gapscope.engine.window_ranks.block_ranks`)."""
+        rows = np.flatnonzero(self.wanted[idx])
+        if rows.size:
+            margin = self.margin * scale
+            block_ranks(scores_t, rows, idx[rows], self.members, self.unit, margin, self.store_rows)
 
     def columns(self, product_rows: np.ndarray, scale: float) -> IntraColumnRanks | None:
         """The ranks of the evaluated queries counted down the columns of thin products of
@@ -683,7 +676,7 @@ def _self_blocks(
             if ranks_on_device(scores_t):
                 intra.rank_block_device(idx, scores_t, scale)
             else:
-                intra.rank_block(idx, scores_t.cpu().numpy(), scale)
+                intra.rank_block(idx, scores_t, scale)
         if kernel is not None:
             kernel.add_block(slice(start, start + idx.size), scores_t)
 

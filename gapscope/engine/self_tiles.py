@@ -40,12 +40,14 @@ from gapscope.engine.distributed import Share, current_share
 from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT
 from gapscope.engine.pipelining import lane_count, run_blocks
 from gapscope.engine.ranking import near_window
-from gapscope.engine.unit_rows import (
-    UnitRows,
-    exact_scores,
-    matmul_batched,
-    matmul_into,
-    score_buffer,
+from gapscope.engine.unit_rows import UnitRows, matmul_batched, matmul_into, score_buffer
+from gapscope.engine.window_ranks import (
+    COMPARE_MAX_ITEMS,
+    HOST_SUMS,
+    Shared,
+    compare_counts,
+    outranking_in_windows,
+    sorted_counts,
 )
 
 __all__ = ["HOST_SUMS", "TILE_SLOTS_MAX", "TileRanks", "self_tiles", "tile_rows", "tile_slots"]
@@ -59,13 +61,6 @@ _LARGE_ROWS = 131072
 #: slot, 512 MiB in all (50,000 rows in 100 classes take about 27 million).
 TILE_SLOTS_MAX = 1 << 25
 
-#: Devices whose tiles are summed and counted by numpy (the others by torch, on the device).
-HOST_SUMS = {"cpu"}
-
-# Windows a tile row counts by one comparison pass each; more by one sort of the row.
-_COMPARE_MAX_ITEMS = 4
-# (query, window, key) entries of keys inside windows resolved at once (100 MiB).
-_NEAR_ENTRIES = 1 << 22
 # Rows the group products of the estimates gather at once.
 _ESTIMATE_BYTES = 64 << 20
 
@@ -163,15 +158,19 @@ class TileRanks:
             return
         outranking = np.zeros(lo.shape, dtype=np.int64)
 
+        queries = t * self.tile + np.arange(lo.shape[0])
+
         def resolve(
             rows: np.ndarray, windows: np.ndarray, keys: np.ndarray, shared: Shared | None = None
         ) -> None:
-            outranking[:] += self._outranking(t, rows, windows, keys + key_start, shared)
+            outranking[:] += outranking_in_windows(
+                self.unit, queries, self.items[t], rows, windows, keys + key_start, shared
+            )
 
-        if lo.shape[1] <= _COMPARE_MAX_ITEMS:
-            above = _compare_counts(scores, lo, hi, columns, resolve)
+        if lo.shape[1] <= COMPARE_MAX_ITEMS:
+            above = compare_counts(scores, lo, hi, columns, resolve)
         else:
-            above = _sorted_counts(scores, self.lo_host[t], self.hi_host[t], columns, resolve)
+            above = sorted_counts(scores, self.lo_host[t], self.hi_host[t], columns, resolve)
         counted = (above + outranking).astype(np.int32)
         with self._adding:
             self.above[t] += counted
@@ -187,66 +186,6 @@ class TileRanks:
             == codes[None, column_start : column_start + cols]
         )
         scores.masked_fill_(same, -math.inf)
-
-    def _outranking(
-        self,
-        t: int,
-        rows: np.ndarray,
-        windows: np.ndarray,
-        keys: np.ndarray,
-        shared: Shared | None = None,
-    ) -> np.ndarray:
-        """How many of the keys inside windows (``keys[p]`` inside window ``windows[p]`` of
-        row ``rows[p]`` of tile of rows ``t``) outrank the window's item by exact score, ties
-        to the lower index; in the shape of the tile's windows. With ``shared``, the keys
-        are listed once for windows that hold the same keys (see :data:`Shared`), and every
-        window of ``shared`` is counted against its representative's keys. Run while the
-        next tile is multiplied, not after the pass."""
-        if shared is not None:
-            return self._outranking_shared(t, rows, windows, keys, shared)
-        queries = rows + t * self.tile
-        items = self.items[t][rows, windows].astype(np.int64)
-        s_key = self._key_scores(t, rows, windows, keys)
-        # Each window's item is scored once, however many keys it holds.
-        slots = rows * self.items[t].shape[1] + windows
-        _, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
-        s_item = exact_scores(self.unit, queries[first], self.unit, items[first])[inverse]
-        outranks = (s_key > s_item) | ((s_key == s_item) & (keys < items))
-        out = np.zeros(self.items[t].shape, dtype=np.int32)
-        np.add.at(out, (rows[outranks], windows[outranks]), 1)
-        return out
-
-    def _outranking_shared(
-        self, t: int, rows: np.ndarray, windows: np.ndarray, keys: np.ndarray, shared: Shared
-    ) -> np.ndarray:
-        """:meth:`_outranking` of the windows of ``shared``, each counted against the keys
-        listed for its representative window."""
-        width = self.items[t].shape[1]
-        s_key = self._key_scores(t, rows, windows, keys)
-        m_rows, m_windows, m_reps = shared
-        # Each window is one slot: its item is scored once.
-        m_items = self.items[t][m_rows, m_windows].astype(np.int64)
-        s_item = exact_scores(self.unit, m_rows + t * self.tile, self.unit, m_items)
-        out = np.zeros(self.items[t].shape, dtype=np.int32)
-        out[m_rows, m_windows] = outranking_in_groups(
-            rows * width + windows, s_key, keys, m_rows * width + m_reps, s_item, m_items
-        )
-        return out
-
-    def _key_scores(
-        self, t: int, rows: np.ndarray, windows: np.ndarray, keys: np.ndarray
-    ) -> np.ndarray:
-        """The exact score of each key ``keys[p]`` for the query of row ``rows[p]`` of tile of
-        rows ``t``."""
-        queries = rows + t * self.tile
-        if (windows == windows[0]).all():
-            # One window (a comparison pass): each query and key comes once already.
-            return exact_scores(self.unit, queries, self.unit, keys)
-        # Each query and key is scored once, however many of the query's windows hold the
-        # key (rows that tie with many others sit in many windows).
-        pairs = (rows << 32) | keys
-        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-        return exact_scores(self.unit, queries[first], self.unit, keys[first])[inverse]
 
     def finish(self, store: Callable[[np.ndarray, np.ndarray], None]) -> None:
         """Add the counts over the processes and hand the queries' ranks (0-based, ascending)
@@ -272,173 +211,6 @@ class TileRanks:
             for m in np.unique(counts[mine]).tolist():
                 rows = mine[counts[mine] == m]
                 store(r0 + rows, np.sort(above[rows, :m], axis=1) + np.arange(m))
-
-
-#: Windows that hold the same keys as another window of their row (items whose estimates
-#: are equal: rows that tie), ``(rows, windows, representatives)``: window ``windows[p]`` of
-#: row ``rows[p]`` is counted against the keys listed for window ``representatives[p]`` of
-#: that row (every window of a batch is listed, a representative with itself).
-Shared = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-#: Takes keys inside windows, ``(rows, windows, keys)``, the keys counted from the tile's
-#: first (numpy int64 arrays of one length), and optionally the windows that share them.
-Resolve = Callable[..., None]
-
-
-def outranking_in_groups(
-    groups: np.ndarray,
-    scores: np.ndarray,
-    keys: np.ndarray,
-    item_groups: np.ndarray,
-    item_scores: np.ndarray,
-    items: np.ndarray,
-) -> np.ndarray:
-    """For each item ``p``, how many entries of its group (``groups == item_groups[p]``)
-    outrank it: a higher score than ``item_scores[p]``, or an equal one and a lower key
-    than ``items[p]`` (keys and items are never equal). Int64 group ids, float64 scores,
-    int64 keys and items in ``[0, 2^32)``.
-
-    One sort of the entries by (group, score, key), then binary searches: the same counts as
-    comparing every entry with every item of its group, in O((E + P) log E).
-
-    >>> outranking_in_groups(
-    ...     np.array([0, 0, 0, 1]), np.array([0.5, 0.2, 0.2, 0.9]), np.array([4, 1, 6, 2]),
-    ...     np.array([0, 0, 1]), np.array([0.2, 0.5, 0.1]), np.array([3, 7, 5]),
-    ... ).tolist()
-    [2, 1, 1]
-    """
-    if not groups.size:
-        return np.zeros(items.size, dtype=np.int64)
-    values = np.unique(np.concatenate([scores, item_scores]))
-    dense = np.unique(groups)
-    item_dense = np.searchsorted(dense, item_groups)
-    # (group, score) as one int64 "level": group in the high bits, the score's rank below.
-    level = (np.searchsorted(dense, groups) << 32) | np.searchsorted(values, scores)
-    item_level = (item_dense << 32) | np.searchsorted(values, item_scores)
-    levels = np.unique(level)
-    # Entries by (level, key): each level's keys are one ascending run.
-    ordered = np.sort((np.searchsorted(levels, level) << 32) | keys)
-    group_end = np.searchsorted(levels, ((item_level >> 32) + 1) << 32)
-    higher = np.searchsorted(levels, item_level, side="right")
-    count = np.searchsorted(ordered, group_end << 32) - np.searchsorted(ordered, higher << 32)
-    equal = np.searchsorted(levels, item_level)
-    found = equal < levels.size
-    found[found] = levels[equal[found]] == item_level[found]
-    at = equal[found] << 32
-    count[found] += np.searchsorted(ordered, at | items[found]) - np.searchsorted(ordered, at)
-    # An item whose group has no entry at all has nothing that outranks it (its dense id
-    # above is that of the next group).
-    count[dense[np.minimum(item_dense, dense.size - 1)] != item_groups] = 0
-    return count
-
-
-def _compare_counts(
-    scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, columns: bool, resolve: Resolve
-) -> np.ndarray:
-    """Keys above each window, one comparison pass a window (few windows a query), the keys
-    inside handed to ``resolve`` a window at a time; the queries along the rows of
-    ``scores``, or along its columns."""
-    above = np.zeros(tuple(lo.shape), dtype=np.int64)
-    for w in range(lo.shape[1]):
-        low, high = (
-            (lo[None, :, w], hi[None, :, w]) if columns else (lo[:, w, None], hi[:, w, None])
-        )
-        beyond = scores > high
-        # hi >= lo, so the keys at or above the window but not beyond it are those inside.
-        inside = (scores >= low).logical_xor_(beyond)
-        above[:, w] = _counts(beyond, 0 if columns else 1)
-        if bool(inside.any()):
-            i, j = (a.cpu().numpy() for a in torch.nonzero(inside, as_tuple=True))
-            query, key = (j, i) if columns else (i, j)
-            resolve(query.astype(np.int64), np.full(query.size, w, np.int64), key.astype(np.int64))
-    return above
-
-
-def _counts(mask: torch.Tensor, axis: int) -> np.ndarray:
-    """The ``True`` entries of a boolean tile along ``axis`` (int64). Summed as bytes: a
-    boolean sum in torch runs about seven times slower."""
-    if mask.device.type in HOST_SUMS and mask.shape[axis] < 1 << 16:
-        counts = np.add.reduce(mask.numpy().view(np.uint8), axis=axis, dtype=np.uint16)
-        return counts.astype(np.int64)
-    return mask.view(torch.uint8).sum(axis, dtype=torch.int32).cpu().numpy().astype(np.int64)
-
-
-def _sorted_counts(
-    scores: torch.Tensor, lo: np.ndarray, hi: np.ndarray, columns: bool, resolve: Resolve
-) -> np.ndarray:
-    """Keys above each window, from one sort of the keys that can count (those at or above
-    their query's lowest window), all queries together: each candidate is an int64 made of
-    its query (high bits) and its score's bits in an order-preserving form (low bits), so one
-    binary search a window finds its count. The keys inside the windows go to ``resolve``,
-    at most :data:`_NEAR_ENTRIES` (query, window, key) entries at a time."""
-    lowest = torch.from_numpy(lo.min(axis=1)).to(scores.device)
-    candidate = scores >= (lowest[None, :] if columns else lowest[:, None])
-    # nonzero over the tile rows that hold a candidate only (few, when the items score high).
-    held = torch.from_numpy(np.flatnonzero(_counts(candidate, 1))).to(scores.device)
-    sub, j = torch.nonzero(candidate[held], as_tuple=True)
-    i = held[sub]
-    values = scores[i, j].cpu().numpy()
-    query, key = (j, i) if columns else (i, j)
-    query_np = query.cpu().numpy().astype(np.int64)
-    above = np.zeros(lo.shape, dtype=np.int64)
-    if not query_np.size:
-        return above
-    packed = (query_np << 32) | _ordered_bits(values)
-    ordered = np.sort(packed)
-    # Only the queries with a candidate have anything to count.
-    some = np.unique(query_np)
-    rows = some[:, None] << 32
-    end = np.searchsorted(ordered, rows + (1 << 32))
-    above_some = end - np.searchsorted(ordered, rows | _ordered_bits(hi[some]), side="right")
-    upto_some = end - np.searchsorted(ordered, rows | _ordered_bits(lo[some]))
-    above[some] = above_some
-    near_at, near_windows = np.nonzero(upto_some > above_some)
-    if not near_at.size:
-        return above
-    # The keys inside a window are a run of the sorted candidates.
-    keys = key.cpu().numpy().astype(np.int64)[np.argsort(packed, kind="stable")]
-    first = end[near_at, 0] - upto_some[near_at, near_windows]
-    lengths = upto_some[near_at, near_windows] - above_some[near_at, near_windows]
-    # Windows of a query that start and end at the same sorted candidates hold the same keys
-    # (items with equal estimates: rows that tie with each other). Their keys are listed
-    # once, for the first such window; the others are counted against that list.
-    run = first * (int(lengths.max()) + 1) + lengths
-    _, rep, member_of = np.unique(run, return_index=True, return_inverse=True)
-    member_of = member_of.reshape(-1)
-    shared = rep.size < near_at.size
-    if shared:
-        by_rep = np.argsort(member_of, kind="stable")
-        rep_starts = np.searchsorted(member_of[by_rep], np.arange(rep.size + 1))
-    ends = np.cumsum(lengths[rep])
-    w0 = 0
-    while w0 < rep.size:
-        before = int(ends[w0 - 1]) if w0 else 0
-        w1 = max(w0 + 1, int(np.searchsorted(ends, before + _NEAR_ENTRIES, side="right")))
-        windows = rep[w0:w1]
-        runs = lengths[windows]
-        owner = np.repeat(windows, runs)
-        offsets = np.arange(owner.size) - np.repeat(np.cumsum(runs) - runs, runs)
-        listed = (some[near_at[owner]], near_windows[owner], keys[first[owner] + offsets])
-        if shared:
-            members = by_rep[rep_starts[w0] : rep_starts[w1]]
-            rows = some[near_at[members]]
-            resolve(*listed, (rows, near_windows[members], near_windows[rep[member_of[members]]]))
-        else:
-            resolve(*listed)
-        w0 = w1
-    return above
-
-
-def _ordered_bits(values: np.ndarray) -> np.ndarray:
-    """float32 values as int64 in ``[0, 2^32)`` with the same order (``-0.0`` as ``0.0``):
-    negative floats have their bits flipped, the others their sign bit set.
-
-    >>> values = np.array([-np.inf, -1.0, -0.0, 0.0, 1e-30, np.inf], np.float32)
-    >>> _ordered_bits(values).tolist() == sorted(_ordered_bits(values).tolist())
-    True
-    """
-    bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.uint32).astype(np.int64)
-    return np.where(bits >= 1 << 31, 0xFFFFFFFF - bits, bits | (1 << 31))
 
 
 def _item_estimates(

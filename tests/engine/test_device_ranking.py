@@ -99,7 +99,7 @@ def test_the_device_path_is_taken(on_cpu, monkeypatch):
     from gapscope.engine import passes
 
     monkeypatch.setattr(passes, "relevant_ranks_device", counted)
-    monkeypatch.setattr(passes, "relevant_ranks", None)  # the host path would fail
+    monkeypatch.setattr(passes, "block_ranks", None)  # the host path would fail
     x, _, _, _, labels = _signs()
     # Every row as a sampled query: blocks of rows (the exact pass reads tiles instead).
     modality_pass(x, labels, k=KS, block_size=10, uniformity=False, query_index=np.arange(80))

@@ -17,7 +17,7 @@ import pytest
 import reference as ref
 import torch
 
-from gapscope.engine import passes, self_tiles
+from gapscope.engine import passes, self_tiles, window_ranks
 from gapscope.engine.passes import modality_pass
 from gapscope.engine.unit_rows import UnitRows, exact_scores
 
@@ -201,6 +201,7 @@ def test_the_device_sums_and_counts_give_the_same_ranks(monkeypatch, data):
     monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
     host = [modality_pass(x, c, k=KS) for c in (codes, groups)]
     monkeypatch.setattr(self_tiles, "HOST_SUMS", set())
+    monkeypatch.setattr(window_ranks, "HOST_SUMS", set())
     device = [modality_pass(x, c, k=KS) for c in (codes, groups)]
     for a, b in zip(host, device, strict=True):
         np.testing.assert_array_equal(a.retrieval.first_rank, b.retrieval.first_rank)
@@ -224,11 +225,11 @@ def test_rows_are_prescaled_only_where_the_scores_keep_their_precision(monkeypat
 
 def test_keys_inside_windows_are_resolved_a_few_at_a_time(monkeypatch):
     # Rows that tie with many others put most keys inside most windows: they are compared by
-    # exact score in batches of _NEAR_ENTRIES entries, with the ranks the blocks give.
+    # exact score in batches of NEAR_ENTRIES entries, with the ranks the blocks give.
     x = _ties(150)
     codes = _codes("labels", 150)
     monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
-    monkeypatch.setattr(self_tiles, "_NEAR_ENTRIES", 5)
+    monkeypatch.setattr(window_ranks, "NEAR_ENTRIES", 5)
     tiles = modality_pass(x, codes, k=KS, uniformity=False)
     monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
     blocks = modality_pass(x, codes, k=KS, uniformity=False)
@@ -252,7 +253,7 @@ def test_outranking_in_groups_matches_comparing_every_pair(seed):
     item_groups = rng.choice(np.append(groups, [5, -1, 7_000_021]), size=wanted)
     item_groups[0] = 5
     item_scores = rng.choice(np.append(pool, 0.75), size=wanted)  # a score no key has
-    got = self_tiles.outranking_in_groups(groups, scores, keys, item_groups, item_scores, items)
+    got = window_ranks.outranking_in_groups(groups, scores, keys, item_groups, item_scores, items)
     expected = [
         int(np.count_nonzero((groups == g) & ((scores > s) | ((scores == s) & (keys < i)))))
         for g, s, i in zip(item_groups, item_scores, items, strict=True)
@@ -275,15 +276,15 @@ def test_windows_that_hold_the_same_keys_are_resolved_once(monkeypatch, near_ent
     x = _ties(150) if data == "ties" else _few_distinct(150).astype(np.float32)
     codes = _codes("labels", 150)
     monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
-    monkeypatch.setattr(self_tiles, "_NEAR_ENTRIES", near_entries)
+    monkeypatch.setattr(window_ranks, "NEAR_ENTRIES", near_entries)
     calls = []
-    shared = self_tiles.TileRanks._outranking_shared
+    shared = window_ranks._outranking_shared
 
-    def spy(self, t, rows, windows, keys, members):  # type: ignore[no-untyped-def]
+    def spy(unit, queries, items, rows, windows, keys, members):  # type: ignore[no-untyped-def]
         calls.append((keys.size, members[0].size))
-        return shared(self, t, rows, windows, keys, members)
+        return shared(unit, queries, items, rows, windows, keys, members)
 
-    monkeypatch.setattr(self_tiles.TileRanks, "_outranking_shared", spy)
+    monkeypatch.setattr(window_ranks, "_outranking_shared", spy)
     tiles = modality_pass(x, codes, k=KS, uniformity=False)
     assert calls and sum(m for _, m in calls) > len(calls)  # windows did share their keys
     monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
@@ -298,12 +299,12 @@ def test_windows_that_hold_the_same_keys_are_resolved_once(monkeypatch, near_ent
 
 def test_an_item_of_a_group_without_entries_is_outranked_by_nothing():
     groups, scores, keys = np.array([0, 10]), np.array([0.5, 0.5]), np.array([1, 2])
-    got = self_tiles.outranking_in_groups(
+    got = window_ranks.outranking_in_groups(
         groups, scores, keys, np.array([5, 10, 11, -1]), np.full(4, 0.1), np.full(4, 3)
     )
     assert got.tolist() == [0, 1, 0, 0]
     empty = np.empty(0, dtype=np.int64)
-    got = self_tiles.outranking_in_groups(
+    got = window_ranks.outranking_in_groups(
         empty, np.empty(0), empty, np.array([5]), np.array([0.1]), np.array([3])
     )
     assert got.tolist() == [0]
