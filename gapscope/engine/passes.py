@@ -312,11 +312,14 @@ class _IntraRanks:
         self.groups: dict[int, np.ndarray] = {}
 
     def rank_block(self, idx: np.ndarray, scores_t: torch.Tensor, scale: float = 1.0) -> None:
-        """Rank the wanted queries of a block in host memory (``scores_t``: the block's rows,
-        multiplied by ``scale``, a power of two), all at once
+        """Rank the wanted queries of a block (``scores_t``: the block's rows, multiplied by
+        ``scale``, a power of two) in host memory, all at once
         (:func:`~gapscope.engine.window_ranks.block_ranks`)."""
         rows = np.flatnonzero(self.wanted[idx])
         if rows.size:
+            # Counted in host memory (a no-op on a CPU; a device without device ranking, MPS,
+            # is copied).
+            scores_t = scores_t.cpu()
             margin = self.margin * scale
             block_ranks(scores_t, rows, idx[rows], self.members, self.unit, margin, self.store_rows)
 

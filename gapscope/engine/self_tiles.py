@@ -22,7 +22,7 @@ and a window of ``2E`` around it. In every tile, a non-relevant key above an ite
 outranks it (its exact score is higher), one below does not, and one inside is compared by
 exact score (ties to the lower index) while the next tile is multiplied. The counts add up over the
 tiles, and ``sort(counts) + (0, 1, ..., m - 1)`` are the item ranks, the exact ones
-(:func:`~gapscope.engine.ranking.relevant_ranks`). The windows take :data:`TILE_SLOTS_MAX`
+(:mod:`~gapscope.engine.window_ranks`). The windows take :data:`TILE_SLOTS_MAX`
 slots at most (a tile's queries padded to its widest group); beyond, the ranks are counted by
 the blocks of whole rows instead, with the same numbers.
 """
@@ -36,21 +36,20 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gapscope.engine import window_ranks
 from gapscope.engine.distributed import Share, current_share
 from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT
 from gapscope.engine.pipelining import lane_count, run_blocks
 from gapscope.engine.ranking import near_window
 from gapscope.engine.unit_rows import UnitRows, matmul_batched, matmul_into, score_buffer
 from gapscope.engine.window_ranks import (
-    COMPARE_MAX_ITEMS,
-    HOST_SUMS,
     Shared,
     compare_counts,
     outranking_in_windows,
     sorted_counts,
 )
 
-__all__ = ["HOST_SUMS", "TILE_SLOTS_MAX", "TileRanks", "self_tiles", "tile_rows", "tile_slots"]
+__all__ = ["TILE_SLOTS_MAX", "TileRanks", "self_tiles", "tile_rows", "tile_slots"]
 
 #: Rows of a tile up to :data:`_LARGE_ROWS` rows (16 MiB of float32 scores a tile); twice
 #: as many beyond, so that a million rows make 245 x 245 tiles, not 489 x 489.
@@ -167,7 +166,7 @@ class TileRanks:
                 self.unit, queries, self.items[t], rows, windows, keys + key_start, shared
             )
 
-        if lo.shape[1] <= COMPARE_MAX_ITEMS:
+        if lo.shape[1] <= window_ranks.COMPARE_MAX_ITEMS:
             above = compare_counts(scores, lo, hi, columns, resolve)
         else:
             above = sorted_counts(scores, self.lo_host[t], self.hi_host[t], columns, resolve)
@@ -403,7 +402,7 @@ def _kernel_sums(terms: torch.Tensor, axis: int, shifted: bool) -> np.ndarray:
     logarithms when ``shifted``: then ``log sum exp`` in float64, shifted by the maximum).
     On a CPU summed by numpy, pairwise in float32 (relative error about ``log2(tile) u``, as
     torch sums a row): each sum depends on the tile alone, never on a thread count."""
-    if terms.device.type not in HOST_SUMS:
+    if terms.device.type not in window_ranks.HOST_SUMS:
         if shifted:
             return torch.logsumexp(terms.double(), dim=axis).cpu().numpy()
         return terms.sum(axis).cpu().numpy()

@@ -48,10 +48,16 @@ HOST_SUMS = {"cpu"}
 COMPARE_MAX_ITEMS = 4
 #: (query, window, key) entries of keys inside windows resolved at once (100 MiB).
 NEAR_ENTRIES = 1 << 22
-#: Scores (rows times keys) and window slots (rows times the widest row's items) of a block's
-#: rows counted at once: 16 MiB of float32 scores, and 32 MiB of items and windows.
-BLOCK_ENTRIES = 1 << 22
+#: A slab of a block's rows: at most this many scores (rows times keys: 8 MiB of float32,
+#: and up to 56 MiB of candidates' indices and scores) and window slots (rows times the
+#: widest row's relevant rows: 32 MiB of items and windows), whose windows are made and
+#: candidates taken at once.
+BLOCK_ENTRIES = 1 << 21
 BLOCK_SLOTS = 1 << 21
+#: Candidate keys (at or above their row's lowest window) of a slab counted at once: each
+#: takes about 72 bytes while it is counted (its indices, packed key, order and sorted
+#: copy), about 72 MiB (a row with more is counted alone).
+BLOCK_CANDIDATES = 1 << 20
 
 #: Windows that hold the same keys as another window of their row (items whose scores are
 #: equal: rows that tie), ``(rows, windows, representatives)``: window ``windows[p]`` of
@@ -128,14 +134,18 @@ def sorted_counts(
     columns: bool,
     resolve: Resolve,
     exclude: Exclude | None = None,
+    candidates: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Keys above each window, from one sort of the keys that can count (those at or above
     their query's lowest window), all queries together: each candidate is an int64 made of
     its query (high bits) and its score's bits in an order-preserving form (low bits), so one
     binary search a window finds its count. The keys inside the windows go to ``resolve``,
     at most :data:`NEAR_ENTRIES` (query, window, key) entries at a time. Candidates that
-    ``exclude`` names are not counted at all."""
-    i, j, values = _candidates(scores, lo.min(axis=1), columns)
+    ``exclude`` names are not counted at all; ``candidates``, when given, are those of
+    :func:`_candidates`, taken already."""
+    if candidates is None:
+        candidates = _candidates(scores, lo.min(axis=1), columns)
+    i, j, values = candidates
     query_np, key_np = (j, i) if columns else (i, j)
     if exclude is not None:
         kept = ~exclude(query_np, key_np)
@@ -144,7 +154,10 @@ def sorted_counts(
     if not query_np.size:
         return above
     packed = (query_np << 32) | ordered_bits(values)
-    ordered = np.sort(packed)
+    # One stable argsort serves the counts and the keys inside the windows (as fast as a
+    # sort here, and a second sort for the keys would take as long again).
+    order = np.argsort(packed, kind="stable")
+    ordered = packed[order]
     # Only the queries with a candidate have anything to count.
     some = np.unique(query_np)
     rows = some[:, None] << 32
@@ -156,7 +169,7 @@ def sorted_counts(
     if not near_at.size:
         return above
     # The keys inside a window are a run of the sorted candidates.
-    keys = key_np[np.argsort(packed, kind="stable")]
+    keys = key_np[order]
     first = end[near_at, 0] - upto_some[near_at, near_windows]
     lengths = upto_some[near_at, near_windows] - above_some[near_at, near_windows]
     # Windows of a query that start and end at the same sorted candidates hold the same keys
@@ -358,9 +371,10 @@ def block_ranks(
             their 0-based ranks, ascending, a row a query.
 
     Each relevant row's window is about its own float32 score in its query's row. The rows
-    are counted a part at a time (at most :data:`BLOCK_ENTRIES` scores and
-    :data:`BLOCK_SLOTS` window slots), each part by one :func:`sorted_counts` over its
-    candidate keys.
+    are taken a slab at a time (at most :data:`BLOCK_ENTRIES` scores and
+    :data:`BLOCK_SLOTS` window slots), and a slab's rows are counted a part at a time, each
+    part by one :func:`sorted_counts` over at most :data:`BLOCK_CANDIDATES` candidate keys
+    (or one row's).
     """
     n = scores.shape[1]
     host = scores.numpy()
@@ -373,48 +387,87 @@ def block_ranks(
         widest = np.maximum.accumulate(sizes[a : a + max(1, BLOCK_ENTRIES // max(n, 1))])
         fits = np.arange(1, widest.size + 1) * widest <= BLOCK_SLOTS
         z = a + max(1, int(np.count_nonzero(fits)))
-        part = slice(a, z)
-        part_sizes, part_codes, part_queries = sizes[part], codes[part], queries[part]
-        width = int(part_sizes.max())
-        items = _items(members, part_queries, part_codes, part_sizes, width)
-        valid = np.arange(width)[None, :] < part_sizes[:, None]
-        lo, hi = near_window(host[rows[part, None], items], margin)
-        # No key reaches the window of a slot beyond a query's relevant rows.
-        lo = np.where(valid, lo, np.float32(np.inf))
-        hi = np.where(valid, hi, np.float32(np.inf))
-        counts = np.zeros(items.shape, dtype=np.int64)
-
-        def resolve(
-            r: np.ndarray,
-            w: np.ndarray,
-            keys: np.ndarray,
-            shared: Shared | None = None,
-            queries: np.ndarray = part_queries,
-            items: np.ndarray = items,
-            counts: np.ndarray = counts,
-        ) -> None:
-            counts += outranking_in_windows(unit, queries, items, r, w, keys, shared)
-
-        def exclude(r: np.ndarray, keys: np.ndarray, own: np.ndarray = part_codes) -> np.ndarray:
-            return members.codes_of(keys) == own[r]
-
+        slab = slice(a, z)
         # Every row of the block (the usual case) is counted from the block itself.
-        sub = scores[part] if contiguous else torch.from_numpy(host[rows[part]])
-        counts += sorted_counts(sub, lo, hi, False, resolve, exclude)
-        for m in np.unique(part_sizes).tolist():
-            same = np.flatnonzero(part_sizes == m)
-            store(part_queries[same], np.sort(counts[same, :m], axis=1) + np.arange(m))
+        sub = scores[slab] if contiguous else torch.from_numpy(host[rows[slab]])
+        _slab_ranks(sub, queries[slab], codes[slab], sizes[slab], members, unit, margin, store)
         a = z
+
+
+def _slab_ranks(
+    sub: torch.Tensor,
+    queries: np.ndarray,
+    codes: np.ndarray,
+    sizes: np.ndarray,
+    members: GroupMembers,
+    unit: RowSource,
+    margin: float,
+    store: Callable[[np.ndarray, np.ndarray], None],
+) -> None:
+    """:func:`block_ranks` of one slab: ``sub`` holds the rows of ``queries`` (their
+    ``codes``, ``sizes`` relevant rows each)."""
+    width = int(sizes.max())
+    items = _items(members, queries, codes, sizes, width)
+    valid = np.arange(width)[None, :] < sizes[:, None]
+    host = sub.numpy()
+    lo, hi = near_window(host[np.arange(queries.size)[:, None], items], margin)
+    # No key reaches the window of a slot beyond a query's relevant rows.
+    lo = np.where(valid, lo, np.float32(np.inf))
+    hi = np.where(valid, hi, np.float32(np.inf))
+    counts = np.zeros(items.shape, dtype=np.int64)
+    # The slab's candidates (at or above their row's lowest window, its relevant rows among
+    # them), row by row, cut the parts: each takes about 72 bytes while a part is counted.
+    i, j, values = _candidates(sub, lo.min(axis=1), False)
+    bounds = np.searchsorted(i, np.arange(queries.size + 1))
+    p0 = 0
+    while p0 < queries.size:
+        cut = bounds[p0] + BLOCK_CANDIDATES
+        p1 = max(p0 + 1, int(np.searchsorted(bounds, cut, side="right")) - 1)
+        part, held = slice(p0, p1), slice(bounds[p0], bounds[p1])
+        windows = (lo[part], hi[part])
+        rank_of = (queries[part], codes[part], items[part])
+        taken = (i[held] - p0, j[held], values[held])
+        counts[part] += _part_counts(sub[part], *windows, *rank_of, members, unit, taken)
+        p0 = p1
+    for m in np.unique(sizes).tolist():
+        same = np.flatnonzero(sizes == m)
+        store(queries[same], np.sort(counts[same, :m], axis=1) + np.arange(m))
+
+
+def _part_counts(
+    sub: torch.Tensor,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    queries: np.ndarray,
+    codes: np.ndarray,
+    items: np.ndarray,
+    members: GroupMembers,
+    unit: RowSource,
+    candidates: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """How many non-relevant keys outrank each item of a part's rows (``sub``, whose
+    ``candidates`` are taken already), in the shape of ``items``."""
+    counts = np.zeros(items.shape, dtype=np.int64)
+
+    def resolve(
+        r: np.ndarray, w: np.ndarray, keys: np.ndarray, shared: Shared | None = None
+    ) -> None:
+        counts[:] += outranking_in_windows(unit, queries, items, r, w, keys, shared)
+
+    def exclude(r: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        return members.codes_of(keys) == codes[r]
+
+    counts += sorted_counts(sub, lo, hi, False, resolve, exclude, candidates)
+    return counts
 
 
 def _items(
     members: GroupMembers, queries: np.ndarray, codes: np.ndarray, sizes: np.ndarray, width: int
 ) -> np.ndarray:
     """``(queries.size, width)``: each query's relevant rows (its group's other members,
-    ascending), padded with row 0."""
-    items = np.zeros((queries.size, width), dtype=np.int64)
-    for m in np.unique(sizes).tolist():
-        same = np.flatnonzero(sizes == m)
-        group = members.padded(codes[same], m + 1)
-        items[same, :m] = group[group != queries[same, None]].reshape(same.size, m)
-    return items
+    ascending), padded with its group's last member beyond its size."""
+    group = members.padded(codes, width + 1)
+    # The query's place among its group's members (its first: the padding repeats the last).
+    at = np.argmax(group == queries[:, None], axis=1)
+    columns = np.arange(width)[None, :]
+    return np.take_along_axis(group, columns + (columns >= at[:, None]), axis=1)

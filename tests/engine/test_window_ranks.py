@@ -59,16 +59,24 @@ def _per_row(unit, scores, rows, codes, margin):
 @pytest.mark.parametrize("data", ["ties", "few distinct", "gaussian"])
 @pytest.mark.parametrize("relevance", ["labels", "pairs", "ragged"])
 @pytest.mark.parametrize(
-    ("entries", "slots", "near"), [(1 << 22, 1 << 21, 1 << 22), (1, 1 << 21, 3), (1 << 22, 7, 5)]
+    ("entries", "slots", "candidates", "near"),
+    [
+        (1 << 22, 1 << 21, 1 << 20, 1 << 22),
+        (1, 1 << 21, 1 << 20, 3),
+        (1 << 22, 7, 1 << 20, 5),
+        (1 << 22, 1 << 21, 150, 1 << 22),
+    ],
 )
 @pytest.mark.parametrize("every", [1, 3])
 def test_block_ranks_are_relevant_ranks_row_by_row(
-    monkeypatch, data, relevance, entries, slots, near, every
+    monkeypatch, data, relevance, entries, slots, candidates, near, every
 ):
-    # Parts of one row (entries = 1), parts cut by window slots, near keys resolved a few
-    # entries at a time; every third row only (a block whose rows are gathered).
+    # Slabs of one row (entries = 1), slabs cut by window slots, parts cut by candidates,
+    # near keys resolved a few entries at a time; every third row only (a block whose rows
+    # are gathered).
     monkeypatch.setattr(window_ranks, "BLOCK_ENTRIES", entries)
     monkeypatch.setattr(window_ranks, "BLOCK_SLOTS", slots)
+    monkeypatch.setattr(window_ranks, "BLOCK_CANDIDATES", candidates)
     monkeypatch.setattr(window_ranks, "NEAR_ENTRIES", near)
     n = 90
     unit = UnitRows(_rows(data, n, seed=1))
@@ -93,14 +101,16 @@ def test_block_ranks_are_relevant_ranks_row_by_row(
     counted = window_ranks.sorted_counts
 
     def spy(sub, lo, *args):  # type: ignore[no-untyped-def]
-        parts.append((sub.shape[0], lo.size))
+        held = int((sub.numpy() >= lo.min(axis=1)[:, None]).sum())
+        parts.append((sub.shape[0], lo.size, held))
         return counted(sub, lo, *args)
 
     monkeypatch.setattr(window_ranks, "sorted_counts", spy)
     window_ranks.block_ranks(scores, rows, rows, members, unit, margin, store)
     assert sorted(got) == rows.tolist()
-    # Each part keeps its scores and window slots within the budgets (or is a single row).
-    assert all(r == 1 or (r * n <= entries and s <= slots) for r, s in parts)
+    # Each part keeps its scores, window slots and candidates within the budgets (or is a
+    # single row).
+    assert all(r == 1 or (r * n <= entries and s <= slots and c <= candidates) for r, s, c in parts)
     for q in rows.tolist():
         np.testing.assert_array_equal(got[q], expected[q], err_msg=f"query {q}")
 
@@ -165,3 +175,42 @@ def test_true_counts_of_runs_longer_than_a_uint16_sum(monkeypatch, axis):
     assert set(window_ranks.true_counts(ones, axis).tolist()) == {70_000}
     monkeypatch.setattr(window_ranks, "HOST_SUMS", set())
     assert window_ranks.true_counts(mask, axis).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("start", [0, 37])
+def test_a_block_of_later_rows_with_signed_zeros(monkeypatch, start):
+    # A block of rows start:start + b: block rows and query rows differ, some rows of the
+    # block are not ranked, and half of the zero scores are -0.0 (equal to 0.0, as exact
+    # scores say).
+    monkeypatch.setattr(window_ranks, "BLOCK_ENTRIES", 200)
+    n, b = 90, 41
+    unit = UnitRows(_rows("ties", n, seed=7))
+    codes = _codes("labels", n, seed=8)
+    members = GroupMembers(codes)
+    idx = np.arange(start, start + b)
+    scores = unit.take(idx) @ unit.take(np.arange(n)).T
+    scores[torch.arange(b), torch.from_numpy(idx)] = -math.inf
+    zeros = torch.nonzero(scores == 0.0, as_tuple=True)
+    assert zeros[0].numel() > 10
+    scores[zeros[0][::2], zeros[1][::2]] = -0.0
+    margin = 2.0 * score_error_bound(unit.shape[1])
+    rows = np.flatnonzero((members.count(codes[idx]) > 1) & (np.arange(b) % 4 != 1))
+    host = scores.numpy()
+    got: dict[int, np.ndarray] = {}
+
+    def store(queries: np.ndarray, ranks: np.ndarray) -> None:
+        got.update(zip(queries.tolist(), ranks, strict=True))
+
+    window_ranks.block_ranks(scores, rows, idx[rows], members, unit, margin, store)
+    assert sorted(got) == idx[rows].tolist()
+    for r in rows.tolist():
+        q = int(idx[r])
+        items = np.flatnonzero((codes == codes[q]) & (np.arange(n) != q))
+        expected = relevant_ranks(
+            host[r],
+            items,
+            lambda keys, c=codes[q]: codes[keys] == c,
+            margin,
+            lambda keys, q=q: exact_scores(unit, np.full(keys.size, q), unit, keys),
+        )
+        np.testing.assert_array_equal(got[q], expected, err_msg=f"query {q}")

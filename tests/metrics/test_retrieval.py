@@ -18,7 +18,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from gapscope.engine import blocks, passes, ranking
+from gapscope.engine import blocks, passes, ranking, window_ranks
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
 
@@ -126,10 +126,13 @@ def rank_path(request, monkeypatch):
     """Run a test through each exact ranking path: per-item counting passes or a sorted row,
     each with the usual near-tie margin or with every key near every item (so that every
     order is decided by the exact scores)."""
+    # A row's counting (the column ranks) and a tile's (window_ranks) switch alike.
     if request.param.startswith("count"):
         monkeypatch.setattr(ranking, "_COUNT_MAX_ITEMS", 10**9)
+        monkeypatch.setattr(window_ranks, "COMPARE_MAX_ITEMS", 10**9)
     else:
         monkeypatch.setattr(ranking, "_COUNT_MAX_ITEMS", 0)
+        monkeypatch.setattr(window_ranks, "COMPARE_MAX_ITEMS", 0)
     if request.param.endswith("exact"):
         monkeypatch.setattr(ranking, "score_error_bound", lambda dim: 4.0)
         monkeypatch.setattr(passes, "score_error_bound", lambda dim: 4.0)
