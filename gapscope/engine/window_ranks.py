@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from gapscope.engine.ranking import GroupMembers, near_window
+from gapscope.engine.ranking import GroupMembers, near_window, true_counts_along
 from gapscope.engine.unit_rows import RowSource, exact_scores
 
 __all__ = [
@@ -98,21 +98,11 @@ def compare_counts(
 
 def true_counts(mask: torch.Tensor, axis: int) -> np.ndarray:
     """The ``True`` entries of a boolean tile along ``axis`` (int64). Summed as bytes, in
-    host memory by numpy in runs of fewer than 65,536 (uint16 sums): a boolean sum in torch
-    runs about seven times slower."""
+    host memory by numpy (:func:`~gapscope.engine.ranking.true_counts_along`): a boolean sum
+    in torch runs about seven times slower."""
     if mask.device.type in HOST_SUMS:
-        host = mask.numpy().view(np.uint8)
-        length = host.shape[axis]
-        counts = np.zeros(host.shape[1 - axis], dtype=np.int64)
-        for a in range(0, length, _UINT16_RUN):
-            run = host[a : a + _UINT16_RUN] if axis == 0 else host[:, a : a + _UINT16_RUN]
-            counts += np.add.reduce(run, axis=axis, dtype=np.uint16)
-        return counts
+        return true_counts_along(mask.numpy(), axis)
     return mask.view(torch.uint8).sum(axis, dtype=torch.int32).cpu().numpy().astype(np.int64)
-
-
-#: Booleans a uint16 sum adds at most.
-_UINT16_RUN = (1 << 16) - 1
 
 
 def true_entries(mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
