@@ -68,10 +68,12 @@ def test_two_processes_write_the_single_process_report(store, tmp_path, extra):
     shared = _run([*common, "-o", "shared.json"], tmp_path, world=2)
     assert shared.returncode == 0, shared.stderr
     assert (tmp_path / "shared.json").read_bytes() == (tmp_path / "alone.json").read_bytes()
-    # To stdout: rank 0 alone prints, once.
-    printed = _run(common, tmp_path, world=2)
-    assert printed.returncode == 0, printed.stderr
-    assert printed.stdout == (tmp_path / "alone.json").read_text()
+    if "--sample" in extra:
+        # To stdout: rank 0 alone prints, once (one case is enough: the printing does not
+        # depend on what was measured).
+        printed = _run(common, tmp_path, world=2)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout == (tmp_path / "alone.json").read_text()
 
 
 def test_bad_input_under_torchrun_is_one_line_from_each_rank(tmp_path):

@@ -36,6 +36,7 @@ RESOLVE = "Resolve the checkpoint"
 EXTRACT = "Extract the probe set with the checkpoint"
 GATE = "Gate on the baseline"
 PROMOTE = "Promote the report to the baseline"
+KEEP_BASELINE = "Keep the new baseline (commit it at GAPSCOPE_BASELINE)"
 # pip is the one command of the workflow that needs the network: a stand-in records what it
 # is asked to install; every other command (python, gapscope, curl, tar) is the real one.
 FAKE_PYTHON = """#!/bin/bash
@@ -86,12 +87,14 @@ class Lab:
         variables: dict | None = None,
         secrets: dict | None = None,
         baseline: Path | None = None,
+        report: Path | None = None,
         with_probe: bool = False,
         only: tuple[str, ...] | None = None,
         fake_gapscope: bool = False,
     ) -> tuple[JobRun, Path]:
         """One run of the job in a fresh checkout of the template (with ``baseline``
-        committed at ci/gapscope-baseline.json); returns it and its folder."""
+        committed at ci/gapscope-baseline.json, and ``report`` as the report an earlier step
+        wrote, for runs of the later steps ``only``); returns it and its folder."""
         self.runs += 1
         folder = self.root / f"run-{self.runs}"
         workspace = folder / "workspace"
@@ -99,6 +102,8 @@ class Lab:
         if baseline is not None:
             (workspace / "ci").mkdir(exist_ok=True)
             shutil.copy(baseline, workspace / "ci" / "gapscope-baseline.json")
+        if report is not None:
+            shutil.copy(report, workspace / "gapscope-report.json")
         tools = [str(self.bin / "gapscope-stand-in")] if fake_gapscope else []
         path = ":".join(
             [*tools, str(self.bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
@@ -222,15 +227,18 @@ def test_the_workflow_gates_and_promotes_checkpoints_end_to_end(lab):
     assert document["report"]["checkpoint"] == checkpoint_identity(lab, "ckpt1.pt")
     assert other.step("Keep the report, the check and the JUnit file").outcome == "success"
 
+    # Promoting that checkpoint: the steps after the report, on the report it wrote (the
+    # steps before are those of the runs above).
     dispatch = {"checkpoint": "checkpoints/ckpt1.pt", "promote": True}
-    refused, _ = lab.run(event="workflow_dispatch", inputs=dispatch, baseline=baseline)
+    report = other.artifacts["gapscope-gate"] / "gapscope-report.json"
+    after = (PROMOTE, "Keep the report, the check and the JUnit file", KEEP_BASELINE)
+    promote = {"event": "workflow_dispatch", "baseline": baseline, "report": report, "only": after}
+    refused, _ = lab.run(inputs=dispatch, **promote)
     assert not refused.succeeded and refused.step(PROMOTE).returncode == 1
     assert "not updated: the report fails the gate" in refused.step(PROMOTE).stdout
     assert "gapscope-baseline" not in refused.artifacts
 
-    forced, _ = lab.run(
-        event="workflow_dispatch", inputs={**dispatch, "force": True}, baseline=baseline
-    )
+    forced, _ = lab.run(inputs={**dispatch, "force": True}, **promote)
     assert forced.succeeded, forced.log
     assert "--force: accepted" in forced.step(PROMOTE).stdout
     new = load_report(forced.artifacts["gapscope-baseline"] / "ci" / "gapscope-baseline.json")
