@@ -36,10 +36,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from gapscope.engine import window_ranks
 from gapscope.engine.distributed import current_share
 from gapscope.engine.ranking import window_counts
 from gapscope.engine.unit_rows import RowSource, exact_scores
-from gapscope.engine.window_ranks import HOST_SUMS, true_counts, true_entries
+from gapscope.engine.window_ranks import true_counts, true_entries
 
 __all__ = ["CANDIDATES_MAX", "IntraColumnRanks", "fits_columns"]
 
@@ -150,7 +151,7 @@ class IntraColumnRanks:
 
     def _add_rows(self, start: int, r0: int, scores_t: torch.Tensor, mask: torch.Tensor) -> None:
         at, cols = true_entries(mask)
-        if scores_t.device.type in HOST_SUMS:
+        if scores_t.device.type in window_ranks.HOST_SUMS:
             values = scores_t.numpy()[at, cols].astype(np.float64)
         else:
             index = (torch.from_numpy(at).to(mask.device), torch.from_numpy(cols).to(mask.device))

@@ -50,8 +50,9 @@ COMPARE_MAX_ITEMS = 4
 NEAR_ENTRIES = 1 << 22
 #: A slab of a block's rows: at most this many scores (rows times keys: 8 MiB of float32,
 #: and up to 56 MiB of candidates' indices and scores) and window slots (rows times the
-#: widest row's relevant rows: 32 MiB of items and windows), whose windows are made and
-#: candidates taken at once.
+#: widest row's relevant rows: about 50 MiB of items, windows and counts), whose windows are
+#: made and candidates taken at once; with a part's counting (below), about 180 MiB a slab
+#: at most.
 BLOCK_ENTRIES = 1 << 21
 BLOCK_SLOTS = 1 << 21
 #: Candidate keys (at or above their row's lowest window) of a slab counted at once: each
@@ -455,7 +456,8 @@ def _items(
     members: GroupMembers, queries: np.ndarray, codes: np.ndarray, sizes: np.ndarray, width: int
 ) -> np.ndarray:
     """``(queries.size, width)``: each query's relevant rows (its group's other members,
-    ascending), padded with its group's last member beyond its size."""
+    ascending), padded with its group's last member (the query itself, when it is the last)
+    beyond its size: slots whose windows are empty and whose counts are never read."""
     group = members.padded(codes, width + 1)
     # The query's place among its group's members (its first: the padding repeats the last).
     at = np.argmax(group == queries[:, None], axis=1)

@@ -605,16 +605,21 @@ def _ref_sampled_intra(x: np.ndarray, codes: np.ndarray, queries: np.ndarray):
 @pytest.mark.parametrize("uniformity", [True, False])
 @pytest.mark.parametrize("data", ["gaussian", "ties", "duplicates"])
 @pytest.mark.parametrize("candidates_max", [None, 5])
+@pytest.mark.parametrize("counted_by", ["numpy", "torch"])
 def test_streamed_sampled_intra_ranks_counted_down_the_columns(
-    monkeypatch, tmp_path, uniformity, data, candidates_max
+    monkeypatch, tmp_path, uniformity, data, candidates_max, counted_by
 ):
     # Keys normalised on the fly: the sampled queries' intra-modal ranks are counted down the
     # columns of the kernel's chunks of keys (7 keys a chunk here, so queries and their
     # relevant rows sit at chunk edges). Exact ranks: the same as the blocks of rows of the
     # keys held in memory, and as the float64 oracle, on tie-heavy and duplicated rows too;
-    # also when a chunk's candidate keys are taken out a few rows at a time.
-    from gapscope.engine import column_ranks, passes
+    # also when a chunk's candidate keys are taken out a few rows at a time, and when they
+    # are taken by torch (as on a device) rather than numpy.
+    from gapscope.engine import column_ranks, passes, window_ranks
     from gapscope.engine.unit_rows import UnitRows
+
+    if counted_by == "torch":
+        monkeypatch.setattr(window_ranks, "HOST_SUMS", set())
 
     rng = np.random.default_rng(21)
     if data == "gaussian":

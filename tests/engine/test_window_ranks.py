@@ -65,14 +65,16 @@ def _per_row(unit, scores, rows, codes, margin):
         (1, 1 << 21, 1 << 20, 3),
         (1 << 22, 7, 1 << 20, 5),
         (1 << 22, 1 << 21, 150, 1 << 22),
+        (1 << 22, 1 << 21, 1, 1 << 22),
     ],
 )
 @pytest.mark.parametrize("every", [1, 3])
 def test_block_ranks_are_relevant_ranks_row_by_row(
     monkeypatch, data, relevance, entries, slots, candidates, near, every
 ):
-    # Slabs of one row (entries = 1), slabs cut by window slots, parts cut by candidates,
-    # near keys resolved a few entries at a time; every third row only (a block whose rows
+    # Slabs of one row (entries = 1), slabs cut by window slots, parts cut by candidates
+    # (down to rows with more candidates than a part may hold), near keys resolved a few
+    # entries at a time; every third row only (a block whose rows
     # are gathered).
     monkeypatch.setattr(window_ranks, "BLOCK_ENTRIES", entries)
     monkeypatch.setattr(window_ranks, "BLOCK_SLOTS", slots)

@@ -228,7 +228,8 @@ def test_the_workflow_gates_and_promotes_checkpoints_end_to_end(lab):
     assert other.step("Keep the report, the check and the JUnit file").outcome == "success"
 
     # Promoting that checkpoint: the steps after the report, on the report it wrote (the
-    # steps before are those of the runs above).
+    # steps before are those of the runs above, so the dispatch's checkpoint input only
+    # names it here).
     dispatch = {"checkpoint": "checkpoints/ckpt1.pt", "promote": True}
     report = other.artifacts["gapscope-gate"] / "gapscope-report.json"
     after = (PROMOTE, "Keep the report, the check and the JUnit file", KEEP_BASELINE)
