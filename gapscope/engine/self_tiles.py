@@ -117,7 +117,8 @@ class TileRanks:
         n = codes.size
         _, inverse = np.unique(codes, return_inverse=True)
         # Dense int32 codes: the tiles compare them fastest.
-        self.codes_t = torch.from_numpy(inverse.reshape(-1).astype(np.int32)).to(unit.device)
+        self.codes_host = inverse.reshape(-1).astype(np.int32)
+        self.codes_t = torch.from_numpy(self.codes_host).to(unit.device)
         self.item_counts = np.asarray(item_counts, dtype=np.int64)
         offsets, items, estimates = _item_estimates(unit, codes, self.item_counts)
         s = np.float32(scale)
@@ -147,17 +148,31 @@ class TileRanks:
         """Whether tile of rows ``t`` holds a row with an item."""
         return self.items[t].shape[1] > 0
 
-    def count(self, t: int, key_start: int, scores: torch.Tensor, *, columns: bool) -> None:
+    def sorts(self, t: int) -> bool:
+        """Whether the queries of tile of rows ``t`` are counted by one sort of their
+        candidate keys (more windows than :data:`~gapscope.engine.window_ranks.
+        COMPARE_MAX_ITEMS`), which leaves out the keys of a query's own code by itself;
+        counting by comparisons needs them masked (:meth:`mask`)."""
+        return self.lo[t].shape[1] > window_ranks.COMPARE_MAX_ITEMS
+
+    def count(
+        self, t: int, key_start: int, scores: torch.Tensor, *, columns: bool, masked: bool
+    ) -> None:
         """Count the keys of a tile for the queries of tile of rows ``t``: the tile's rows
         are those queries and its columns keys ``key_start, ...`` (``columns=False``), or
         its columns are the queries and its rows the keys (``columns=True``). Scores in the
-        scaled units, with ``-inf`` wherever a key has the query's own code (:meth:`mask`)."""
+        scaled units; ``masked``: ``-inf`` wherever a key has the query's own code
+        (:meth:`mask`), which counting by comparisons needs (:meth:`sorts`)."""
         lo, hi = self.lo[t], self.hi[t]
         if not lo.shape[1]:
             return
         outranking = np.zeros(lo.shape, dtype=np.int64)
 
         queries = t * self.tile + np.arange(lo.shape[0])
+        codes = self.codes_host
+
+        def own_code(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+            return codes[keys + key_start] == codes[queries[rows]]
 
         def resolve(
             rows: np.ndarray, windows: np.ndarray, keys: np.ndarray, shared: Shared | None = None
@@ -166,10 +181,13 @@ class TileRanks:
                 self.unit, queries, self.items[t], rows, windows, keys + key_start, shared
             )
 
-        if lo.shape[1] <= window_ranks.COMPARE_MAX_ITEMS:
+        if not self.sorts(t):
+            assert masked, "counting by comparisons needs the tile masked"
             above = compare_counts(scores, lo, hi, columns, resolve)
         else:
-            above = sorted_counts(scores, self.lo_host[t], self.hi_host[t], columns, resolve)
+            exclude = None if masked else own_code
+            lo_host, hi_host = self.lo_host[t], self.hi_host[t]
+            above = sorted_counts(scores, lo_host, hi_host, columns, resolve, exclude)
         counted = (above + outranking).astype(np.int32)
         with self._adding:
             self.above[t] += counted
@@ -364,12 +382,15 @@ class _Tiles:
             return
         row_queries = ranks.has_queries(a)
         column_queries = a != c and ranks.has_queries(c)
-        if row_queries or column_queries:
+        # Counting by sorts leaves out the keys of a query's own code as it counts; a tile is
+        # masked (a pass over it) only for counting by comparisons.
+        masked = (row_queries and not ranks.sorts(a)) or (column_queries and not ranks.sorts(c))
+        if masked:
             ranks.mask(a0, c0, scores)
         if column_queries:
-            ranks.count(c, a0, scores, columns=True)
+            ranks.count(c, a0, scores, columns=True, masked=masked)
         if row_queries:
-            ranks.count(a, c0, scores, columns=False)
+            ranks.count(a, c0, scores, columns=False, masked=masked)
 
     def _terms(self, scores: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The kernel terms ``exp(2t s)`` of a tile (their logarithms ``2t s`` when
