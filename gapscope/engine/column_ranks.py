@@ -36,11 +36,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from gapscope.engine import window_ranks
 from gapscope.engine.distributed import current_share
 from gapscope.engine.ranking import window_counts
 from gapscope.engine.unit_rows import RowSource, exact_scores
-from gapscope.engine.window_ranks import true_counts, true_entries
+from gapscope.engine.window_ranks import at_or_above, entry_values, true_counts, true_entries
 
 __all__ = ["CANDIDATES_MAX", "IntraColumnRanks", "fits_columns"]
 
@@ -121,7 +120,7 @@ class IntraColumnRanks:
         lowest[positions] = np.nextafter(
             self.lo[self.offsets[:-1]].astype(np.float32), np.float32(-np.inf)
         )
-        self.lowest = torch.from_numpy(lowest)
+        self.lowest = lowest
         # The query a product row holds (-1: none).
         self.query_of_row = np.full(lowest.size, -1, dtype=np.int64)
         self.query_of_row[positions] = np.arange(self.queries.size)
@@ -137,7 +136,7 @@ class IntraColumnRanks:
         the products' rows, in the scaled units)."""
         if not self.queries.size:
             return
-        mask = scores_t >= self.lowest.to(scores_t.device)[:, None]
+        mask = at_or_above(scores_t, self.lowest)
         # The candidates are taken out a run of rows at a time, at most CANDIDATES_MAX of
         # them (a query whose relevant rows score low has nearly every key as a candidate).
         ends = np.cumsum(true_counts(mask, 1))
@@ -151,11 +150,7 @@ class IntraColumnRanks:
 
     def _add_rows(self, start: int, r0: int, scores_t: torch.Tensor, mask: torch.Tensor) -> None:
         at, cols = true_entries(mask)
-        if scores_t.device.type in window_ranks.HOST_SUMS:
-            values = scores_t.numpy()[at, cols].astype(np.float64)
-        else:
-            index = (torch.from_numpy(at).to(mask.device), torch.from_numpy(cols).to(mask.device))
-            values = scores_t[index].cpu().numpy().astype(np.float64)
+        values = entry_values(scores_t, at, cols).astype(np.float64)
         rows = self.query_of_row[at + r0]
         keys = cols + start
         # A key of the query's own code is one of its items, or the query itself.

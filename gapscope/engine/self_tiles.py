@@ -47,6 +47,7 @@ from gapscope.engine.window_ranks import (
     compare_counts,
     outranking_in_windows,
     sorted_counts,
+    store_ranks,
 )
 
 __all__ = ["TILE_SLOTS_MAX", "TileRanks", "self_tiles", "tile_rows", "tile_slots"]
@@ -225,9 +226,7 @@ class TileRanks:
             mine = np.flatnonzero(
                 (counts > 0) & ((r0 + np.arange(counts.size)) % share.world == share.rank)
             )
-            for m in np.unique(counts[mine]).tolist():
-                rows = mine[counts[mine] == m]
-                store(r0 + rows, np.sort(above[rows, :m], axis=1) + np.arange(m))
+            store_ranks(store, r0 + mine, counts[mine], above[mine])
 
 
 def _item_estimates(
