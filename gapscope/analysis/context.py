@@ -197,6 +197,7 @@ class _ReadStats:
     def __init__(
         self, n: int, d: int, slice_rows: int, *, sums: bool, moments: bool = False
     ) -> None:
+        self.d = d
         self.norms = RawNormsScan(n)
         self.unit = UnitSumsScan(d) if sums else None
         self.moments = RawMomentsScan(d) if moments else None
@@ -204,6 +205,13 @@ class _ReadStats:
         self.split = RawNormsScan.size(slice_rows)
         self.split_moments = self.split + (0 if self.unit is None else self.unit.size)
         self.size = self.split_moments + (0 if self.moments is None else self.moments.size)
+
+    def lane_bytes(self, rows: int) -> int:
+        """The scratch a thread holds for slices of ``rows`` rows: the unit rows' and the
+        scaled rows' float64 buffers (each scan's own, a thread's own); ``make`` may be called
+        from several threads at once."""
+        buffers = (self.unit is not None) + (self.moments is not None)
+        return buffers * rows * self.d * 8 + 8 * self.size
 
     def make(self, start: int, raw: np.ndarray, wide: np.ndarray) -> np.ndarray:
         parts = [self.norms.make(raw, wide, self.slice_rows)]

@@ -327,12 +327,15 @@ class _SumsOfEveryFix:
         as :class:`~gapscope.engine.unit_rows.UnitRows` reads them): processes sharing the
         passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn, and every
         process folds every chunk's terms in row order, as one process does."""
-        chunks = list(row_blocks(x.shape[0], chunk_rows or STREAM_CHUNK_ROWS))
+        rows = chunk_rows or STREAM_CHUNK_ROWS
+        chunks = list(row_blocks(x.shape[0], rows))
+        # A thread holds a chunk's unit rows, their scratch and a scenario's temporaries.
         current_share().in_order(
             len(chunks),
             lambda c: self.chunk_terms(x[chunks[c][0] : chunks[c][1]]),
             lambda c, terms: self.fold(chunks[c][0], terms),
             self.size,
+            lane_bytes=4 * min(rows, x.shape[0]) * x.shape[1] * 8,
         )
 
 

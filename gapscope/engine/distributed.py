@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from gapscope.engine.pipelining import InOrder, in_lanes, one_blas_thread, scan_lanes
 from gapscope.errors import GapscopeError, ProcessCrashedError, ProcessFailedError
 
 __all__ = [
@@ -338,10 +339,22 @@ class Share:
         make: Callable[[int], np.ndarray],
         fold: Callable[[int, np.ndarray], None],
         size: int,
+        *,
+        lane_bytes: int | None = None,
     ) -> None:
         """``fold(b, make(b))`` for every block ``b`` in order, each block made by one
         process: for a scan whose blocks are combined in a fixed order (float64 sums), so
         that sharing it keeps its bits.
+
+        With ``lane_bytes`` (the buffers ``make`` holds a thread: ``make`` must then be safe
+        to call from several threads at once, with scratch of each thread's own), one
+        process alone makes the blocks in lanes on the CPU
+        (:func:`~gapscope.engine.pipelining.scan_lanes`) and folds them in block order as
+        they come (:class:`~gapscope.engine.pipelining.InOrder`): the same folds in the same
+        order, so the same bits. The first error in block order is raised, as alone.
+        Either way ``make`` runs with numpy's BLAS on one thread
+        (:func:`~gapscope.engine.pipelining.one_blas_thread`), so its bits do not depend on
+        the thread count.
 
         In round ``r`` process ``p`` makes block ``r * world + p`` (``size`` float64 values);
         the round's blocks are gathered to every process and folded in block order, so every
@@ -357,16 +370,29 @@ class Share:
         >>> seen
         [0, 1, 2]
         """
-        for r in range(-(-n_blocks // self.world)):
-            self.round(r, n_blocks, make, fold, size)
+        with one_blas_thread():
+            if self.world == 1 and lane_bytes is not None:
+                lanes = scan_lanes(n_blocks, lane_bytes)
+                if lanes:
+                    order: InOrder[np.ndarray] = InOrder(fold)
+                    in_lanes(n_blocks, lanes, lambda b, _: order.put(b, make(b)), blas_threads=1)
+                    return
+            for r in range(-(-n_blocks // self.world)):
+                self.round(r, n_blocks, make, fold, size)
 
     def rows_in_order(
-        self, out: np.ndarray, chunk: int, make: Callable[[int, int], np.ndarray]
+        self,
+        out: np.ndarray,
+        chunk: int,
+        make: Callable[[int, int], np.ndarray],
+        *,
+        lane_bytes: int | None = None,
     ) -> None:
         """``out[..., start:stop] = make(start, stop)`` for every chunk ``start:stop`` of the
         last axis of ``out``, ``chunk`` wide: for values of each position alone (a row's norm,
         a pair's cosine). Each chunk is made by one process (:meth:`in_order`, the last chunk
         padded) and written by every process, so every process ends with every value, as made.
+        ``lane_bytes``: as for :meth:`in_order` (the chunk's own values counted here).
 
         >>> out = np.zeros((2, 5))
         >>> Share().rows_in_order(out, 2, lambda a, b: np.arange(a, b) * [[1.0], [-1.0]])
@@ -397,7 +423,9 @@ class Share:
             start, stop = starts[c], min(n, starts[c] + chunk)
             out[..., start:stop] = packed.reshape(*lead, chunk)[..., : stop - start]
 
-        self.in_order(len(starts), made, fold, math.prod(lead) * chunk)
+        size = math.prod(lead) * chunk
+        held = None if lane_bytes is None else lane_bytes + 16 * size
+        self.in_order(len(starts), made, fold, size, lane_bytes=held)
 
     def round(
         self,

@@ -122,7 +122,8 @@ def unit_scatter(
     else:
         mu = unit_sums(x, block_size).mean if mean is None else np.asarray(mean, np.float64)
     scatter = np.zeros((d, d), dtype=np.float64)
-    blocks = list(row_blocks(x.shape[0], resolve_scan_rows(block_size, d)))
+    rows = resolve_scan_rows(block_size, d)
+    blocks = list(row_blocks(x.shape[0], rows))
 
     def block_scatter(b: int) -> np.ndarray:
         block = unit_rows(x[blocks[b][0] : blocks[b][1]])
@@ -135,7 +136,8 @@ def unit_scatter(
 
     # Processes sharing the passes take the blocks in turn; every process adds them in block
     # order, as one process does (gapscope.engine.distributed.Share.in_order).
-    current_share().in_order(len(blocks), block_scatter, add, d * d)
+    # A thread holds a block of unit rows and its products.
+    current_share().in_order(len(blocks), block_scatter, add, d * d, lane_bytes=(rows + d) * d * 8)
     # Symmetrise exactly so eigh sees the matrix it assumes.
     scatter = (scatter + scatter.T) / 2.0
     return mu, scatter

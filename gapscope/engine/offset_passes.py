@@ -286,7 +286,11 @@ def _scan(
                     values[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
         return values
 
-    current_share().rows_in_order(outputs, max(1, min(n, base.chunk_rows)), make)
+    chunk = max(1, min(n, base.chunk_rows))
+    # A thread holds a chunk of rows (float32, normalised anew when streamed), a part's
+    # float64 copy and the chunk's values.
+    held = chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8
+    current_share().rows_in_order(outputs, chunk, make, lane_bytes=held)
     # The dot products are kept for the passes; a copy of their own, so the norms (used once,
     # for the factors) are not held with them.
     kept = outputs[len(targets) :].copy()

@@ -8,11 +8,17 @@ Two ways to keep every core busy while blocks are multiplied and read:
   BLAS thread and the reader, and a BLAS product waits for its slowest thread: the product
   then runs at the speed of its slowest core. In lanes, each of ``L`` threads multiplies a
   block with ``threads // L`` BLAS threads and then reads it, so no core has two of them.
+
+The O(n d) scans (the validating read, the paired cosines, MIR's moments, ...) run their
+slices in lanes too (:func:`scan_lanes`, through
+:meth:`~gapscope.engine.distributed.Share.in_order`): most of a slice's work is numpy on one
+thread, so one process alone would leave every other core idle.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,16 +26,20 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import torch
+from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "LANE_BYTES",
     "MAX_LANES",
     "InOrder",
     "PerLane",
+    "PerThread",
     "in_lanes",
     "lane_count",
+    "one_blas_thread",
     "pipelined",
     "run_blocks",
+    "scan_lanes",
 ]
 
 T = TypeVar("T")
@@ -93,15 +103,41 @@ def lane_count(device: torch.device, n_blocks: int, lane_bytes: int) -> int:
     return max(range(2, cap + 1), key=lambda lanes: (lanes * (threads // lanes), lanes))
 
 
+def scan_lanes(n_blocks: int, lane_bytes: int) -> int:
+    """How many lanes a scan of ``n_blocks`` slices of rows runs in on the CPU when each lane
+    holds ``lane_bytes`` of buffers of its own: a lane a thread (a scan's BLAS calls run on
+    one thread, :func:`one_blas_thread`), at most :data:`MAX_LANES`, one a slice and
+    :data:`LANE_BYTES` in all; ``0`` when that leaves one (the slices made in turn).
+
+    >>> scan_lanes(1, 1)
+    0
+    """
+    cap = min(torch.get_num_threads(), MAX_LANES, n_blocks, LANE_BYTES // max(lane_bytes, 1))
+    return cap if cap >= 2 else 0
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS on one thread for the block (as it was after it): the scans' float64
+    products (MIR's moments, the unit rows' scatter) then give the same bits whatever the
+    thread count. OpenBLAS splits a product's output among its threads, and the split
+    changes which kernel sums some entries: ``A^T A`` of 5,000 x 300 float64 rows differed
+    in some bits between one thread and two on the reference CPU (10,922 x 512 did not)."""
+    with _numpy_blas().limit(limits=1, user_api="blas"):
+        yield
+
+
 def in_lanes(
     n_blocks: int,
     lanes: int,
     work: Callable[[int, int], Any],
     *,
     before: Callable[[int], Any] | None = None,
+    blas_threads: int | None = None,
 ) -> None:
     """``work(b, lane)`` for every block b, on ``lanes`` threads that take the blocks in
-    order, each with ``threads // lanes`` BLAS threads (restored afterwards). ``lane`` names
+    order, each with ``blas_threads`` BLAS threads (default ``threads // lanes``; restored
+    afterwards). ``lane`` names
     the thread (its buffers are its own); ``work`` must leave results that do not depend on
     which lane ran a block or when (each block writes its own cells, or adds integers under
     a lock). ``before(b)`` runs as block b is taken, one block at a time, in block order
@@ -144,7 +180,8 @@ def in_lanes(
                     failed.append((b, error))
                 return
 
-    with _blas_threads(max(1, torch.get_num_threads() // lanes)):
+    count = blas_threads or max(1, torch.get_num_threads() // lanes)
+    with _blas_threads(count):
         # Each lane runs in a copy of the caller's context (the share of the processes,
         # gapscope.engine.distributed.current_share, lives there).
         threads = [
@@ -219,6 +256,26 @@ class InOrder(Generic[T]):
                 self._next += 1
 
 
+class PerThread(Generic[T]):
+    """A buffer a thread, made by ``make()`` the first time the thread asks for it and freed
+    with the thread: the scratch of a scan whose slices may be made in lanes.
+
+    >>> buffers = PerThread(list)
+    >>> buffers() is buffers()
+    True
+    """
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._local = threading.local()
+
+    def __call__(self) -> T:
+        held: T | None = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = self._make()
+        return held
+
+
 class PerLane(Generic[T]):
     """A buffer a lane, made by ``make()`` the first time the lane asks for it (a consumer
     that does not know how many lanes will call it).
@@ -242,17 +299,29 @@ class PerLane(Generic[T]):
 
 @contextmanager
 def _blas_threads(count: int) -> Iterator[None]:
-    """torch's intra-op (and MKL's) thread count set to ``count`` for the block, as it was
-    after it."""
+    """torch's intra-op (and MKL's) thread count, and numpy's BLAS threads, set to ``count``
+    for the block, as they were after it. numpy's BLAS (OpenBLAS in numpy's wheels) takes
+    every core for each call: two lanes' products at once would each start that many
+    threads (measured on 2 cores: two lanes of MIR's moments, a float64 ``A^T A`` a slice,
+    took as long as one thread making the slices in turn, 5.2 s a million rows of d = 512,
+    and 3.8 s with one BLAS thread a lane)."""
     previous = torch.get_num_threads()
     if count == previous:
         yield
         return
     torch.set_num_threads(count)
     try:
-        yield
+        with _numpy_blas().limit(limits=count, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(previous)
+
+
+@functools.cache
+def _numpy_blas() -> ThreadpoolController:
+    """The BLAS libraries loaded in this process, found once (threadpoolctl inspects the
+    process's shared libraries)."""
+    return ThreadpoolController()
 
 
 def _current_cuda_device() -> int | None:

@@ -129,6 +129,16 @@ class SliceStats(Protocol):
         ...
 
 
+def _lane_bytes(stats: SliceStats | None, rows: int) -> int | None:
+    """The scratch ``stats`` holds a thread for slices of ``rows`` rows, when its ``make``
+    may be called from several threads at once (a ``lane_bytes(rows)`` method), else
+    ``None``: its slices are then made one after another."""
+    if stats is None:
+        return 0
+    lane_bytes = getattr(stats, "lane_bytes", None)
+    return None if lane_bytes is None else int(lane_bytes(rows))
+
+
 def check_embeddings(
     x: ArrayLike,
     name: str = "x",
@@ -151,7 +161,11 @@ def check_embeddings(
     (:class:`~gapscope.analysis.context.AnalysisContext` makes the raw norms and the
     unit-row sums there); no slice is measured for an :class:`Embeddings`, nor from a bad
     row on. Processes sharing the passes then share the slices too (each checked and
-    measured by one process), and the first bad row raises on every process alike.
+    measured by one process), and the first bad row raises on every process alike. One
+    process alone checks the slices in lanes on the CPU (each slice checked and measured by one
+    thread, the statistics folded in row order: the same bits), when ``stats`` is ``None`` or
+    says what scratch a thread holds (``stats.lane_bytes(rows)``; its ``make`` is then called
+    from several threads at once).
 
     >>> check_embeddings(np.eye(2, dtype=np.float32), "image").shape
     (2, 2)
@@ -169,7 +183,8 @@ def check_embeddings(
     step = _CHECK_ROWS if checked is None else checked
     # float16 and float32 in either byte order; float64 (in either) keeps the elementwise tests.
     narrow = arr.dtype.itemsize < 8
-    # One float64 buffer for every slice: a fresh slice of tens of MiB would be fresh pages.
+    # One float64 buffer for every slice (a thread's own): a fresh slice of tens of MiB would
+    # be fresh pages.
     wide = WideningBuffer(np.float64)
     starts = list(range(0, arr.shape[0], step))
     size = 2 + (0 if stats is None else stats.size)
@@ -200,7 +215,11 @@ def check_embeddings(
     # statistics is shared: any other check reads every row in each process, so a check that
     # one process makes alone never waits for the others.
     share = current_share() if stats is not None else Share()
-    share.in_order(len(starts), check, fold, size)
+    rows = min(step, arr.shape[0])
+    held = _lane_bytes(stats, rows)
+    if held is not None and narrow:
+        held += rows * arr.shape[1] * 8
+    share.in_order(len(starts), check, fold, size, lane_bytes=held)
     return Embeddings(arr, name, x.detach() if isinstance(x, torch.Tensor) else None)
 
 

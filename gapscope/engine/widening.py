@@ -15,6 +15,7 @@ The figures are in ``docs/performance.md``, "Reading float16 rows".
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -77,7 +78,10 @@ class WideningBuffer:
     """:func:`widen` into one buffer, kept from one slice of rows to the next.
 
     Each call's result is a view of the buffer, overwritten by the next call: a reader uses
-    it before it asks for the next slice. The buffer grows to the largest slice seen.
+    it before it asks for the next slice. The buffer grows to the largest slice seen. Each
+    thread that calls it has a buffer of its own (freed with the thread), so a scan whose
+    slices are made in lanes (:meth:`~gapscope.engine.distributed.Share.in_order`) shares one
+    :class:`WideningBuffer` among them.
 
     >>> buffer = WideningBuffer(np.float64)
     >>> first = buffer(np.ones((2, 3), dtype=np.float16))
@@ -88,11 +92,21 @@ class WideningBuffer:
 
     def __init__(self, dtype: type[np.floating]) -> None:
         self.dtype = dtype
-        self._buffer: np.ndarray | None = None
+        self._local = threading.local()
 
     def __call__(self, rows: Any) -> np.ndarray:
-        shape = tuple(rows.shape)
-        buffer = self._buffer
+        return widen(rows, self.dtype, self._held(tuple(rows.shape)))
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The buffer's first ``shape[0]`` rows, as they are: scratch of a slice's shape.
+
+        >>> WideningBuffer(np.float64).empty((2, 3)).shape
+        (2, 3)
+        """
+        return self._held(tuple(shape))[: shape[0]]
+
+    def _held(self, shape: tuple[int, ...]) -> np.ndarray:
+        buffer: np.ndarray | None = getattr(self._local, "buffer", None)
         if buffer is None or buffer.shape[1:] != shape[1:] or buffer.shape[0] < shape[0]:
-            buffer = self._buffer = np.empty(shape, dtype=self.dtype)
-        return widen(rows, self.dtype, buffer)
+            buffer = self._local.buffer = np.empty(shape, dtype=self.dtype)
+        return buffer

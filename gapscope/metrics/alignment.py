@@ -79,9 +79,14 @@ def alignment(
         total += float(chunk_sum[0])
 
     # Processes sharing the passes take the chunks of pairs in turn; every process adds the
-    # chunk sums in chunk order, as one process does.
+    # chunk sums in chunk order, as one process does. A thread holds both modalities' unit
+    # rows of a chunk and their differences.
     current_share().in_order(
-        pairs.n_chunks, lambda c: np.array([pairs.chunk_terms(c)[1].sum()]), add, 1
+        pairs.n_chunks,
+        lambda c: np.array([pairs.chunk_terms(c)[1].sum()]),
+        add,
+        1,
+        lane_bytes=3 * pairs.chunk * pairs.x.shape[1] * 8,
     )
     return total / pairs.n_pairs
 
@@ -194,7 +199,8 @@ class _PositivePairs:
 
         self.index = PairIndex(self.gx, self.gy)
         self.n_chunks = -(-self.n_pairs // self.chunk)
-        # One float64 buffer a modality for every chunk: both chunks' unit rows live at once.
+        # One float64 buffer a modality for every chunk (a thread's own): both chunks' unit
+        # rows live at once.
         self.buffers = (WideningBuffer(np.float64), WideningBuffer(np.float64))
 
     def chunk_terms(self, c: int) -> tuple[np.ndarray, np.ndarray]:

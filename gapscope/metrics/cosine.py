@@ -10,6 +10,7 @@ import numpy as np
 from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import unit_rows
+from gapscope.engine.pipelining import PerThread
 from gapscope.engine.validation import (
     ArrayLike,
     Rows,
@@ -113,17 +114,20 @@ def paired_cosine(
     sum_x = np.zeros(d, dtype=np.float64)
     sum_y = np.zeros(d, dtype=np.float64)
     paired_sum = 0.0
-    # Two buffers of group sums and one of unit rows, for every block of groups: fresh arrays
-    # of tens of MiB a block would be fresh pages each time.
-    sums = np.empty((2, min(rows, n_groups), d), dtype=np.float64)
+    # Two buffers of group sums and one of unit rows, for every block of groups (a thread's
+    # own: the blocks may be made in lanes): fresh arrays of tens of MiB a block would be
+    # fresh pages each time.
+    width = min(rows, n_groups)
+    sums = PerThread(lambda: np.empty((2, width, d), dtype=np.float64))
     buffer = WideningBuffer(np.float64)
     blocks = list(row_blocks(n_groups, rows))
 
     def block_sums(b: int) -> np.ndarray:
         """Block ``b``'s paired sum, then its x and y sums, as one float64 array."""
         g0, g1 = blocks[b]
-        acc_x = _group_sums(xa, order_x, sorted_x, g0, g1, rows, sums[0], buffer)
-        acc_y = _group_sums(ya, order_y, sorted_y, g0, g1, rows, sums[1], buffer)
+        held = sums()
+        acc_x = _group_sums(xa, order_x, sorted_x, g0, g1, rows, held[0], buffer)
+        acc_y = _group_sums(ya, order_y, sorted_y, g0, g1, rows, held[1], buffer)
         return np.concatenate(
             [[float((acc_x * acc_y).sum())], acc_x.sum(axis=0), acc_y.sum(axis=0)]
         )
@@ -136,7 +140,10 @@ def paired_cosine(
 
     # Processes sharing the passes take the blocks of groups in turn; every process adds
     # them in block order, as one process does.
-    current_share().in_order(len(blocks), block_sums, add, 1 + 2 * d)
+    # A thread holds the group sums and a slice of unit rows.
+    current_share().in_order(
+        len(blocks), block_sums, add, 1 + 2 * d, lane_bytes=(2 * width + rows) * d * 8
+    )
 
     n_all = xa.shape[0] * ya.shape[0]
     paired = float(np.clip(paired_sum / n_pairs, -1.0, 1.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -12,6 +13,7 @@ from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.column_medians import column_medians
 from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import row_norms
+from gapscope.engine.pipelining import one_blas_thread
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
 from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import GapscopeError
@@ -299,8 +301,9 @@ class RawNormsScan:
         self.norms = np.empty(n_rows, dtype=np.float64)
         self.candidates = [name for name, _ in _FORMATS]
         self.filled = 0
-        # The formats the slices this process made hold (the others need no more testing).
-        self._held = [name for name, _ in _FORMATS]
+        # The formats the slices this thread made hold (the others need no more testing): a
+        # thread's own, as the slices may be made in lanes.
+        self._local = threading.local()
 
     def add(self, start: int, raw: np.ndarray, wide: np.ndarray | None = None) -> None:
         """Add rows ``start, start + 1, ...``: ``raw`` in their own dtype, ``wide`` the same
@@ -315,9 +318,10 @@ class RawNormsScan:
     def make(self, raw: np.ndarray, wide: np.ndarray | None, slice_rows: int) -> np.ndarray:
         """The slice's statistics: whether each format holds its values, then its norms
         (padded to ``slice_rows``)."""
-        self._held = [c for c in self._held if _holds(raw, c)]
+        before: list[str] = getattr(self._local, "held", [name for name, _ in _FORMATS])
+        held = self._local.held = [c for c in before if _holds(raw, c)]
         out = np.zeros(self.size(slice_rows))
-        out[: len(_FORMATS)] = [name in self._held for name, _ in _FORMATS]
+        out[: len(_FORMATS)] = [name in held for name, _ in _FORMATS]
         out[len(_FORMATS) : len(_FORMATS) + raw.shape[0]] = row_norms(raw if wide is None else wide)
         return out
 
@@ -369,16 +373,14 @@ class RawMomentsScan:
         self.size = 1 + d + d * d
         self._merged = _Moments(d)
         self._exponent: int | None = None
-        # The scaled, centred rows of a slice, kept for the next (``wide`` is the caller's).
-        self._centred = np.empty((0, d))
+        # The scaled, centred rows of a slice, kept for the next (``wide`` is the caller's;
+        # a thread's own, as the slices may be made in lanes).
+        self._centred = WideningBuffer(np.float64)
 
     def make(self, wide: np.ndarray, top_norm: float) -> np.ndarray:
         """The slice's power of two, then its scaled mean and scatter (``wide``: its rows in
         float64, left as they are; ``top_norm``: their largest norm, > 0, ``inf`` where it
         overflows)."""
-        if self._centred.shape[0] < wide.shape[0]:
-            self._centred = np.empty(wide.shape)
-        scaled = self._centred[: wide.shape[0]]
         if np.isfinite(top_norm):
             exponent = int(np.frexp(top_norm)[1])
         else:
@@ -386,6 +388,7 @@ class RawMomentsScan:
             top = float(np.abs(wide).max())
             exponent = int(np.frexp(top)[1]) + math.ceil(math.log2(math.sqrt(wide.shape[1])))
         # ldexp, not a product with 2^-exponent: that power is inf for subnormal rows.
+        scaled = self._centred.empty(wide.shape)
         np.ldexp(wide, -exponent, out=scaled)
         out = np.empty(self.size)
         out[0] = exponent
@@ -512,7 +515,8 @@ def _outliers_replaced(
     centred = taken - mean_out
     mean_rest = (n * raw.mean - k * mean_out) / rest
     delta = mean_rest - mean_out
-    removed = centred.T @ centred + np.outer(delta, delta) * (rest * k / n)
+    with one_blas_thread():  # the bits of the scans' products, whatever the thread count
+        removed = centred.T @ centred + np.outer(delta, delta) * (rest * k / n)
     if (np.diagonal(removed) > _MAX_OUTLIER_SHARE * np.diagonal(raw.scatter)).any():
         return None
     step = np.ldexp(column_medians(a), -raw.exponent) - mean_rest
@@ -552,7 +556,10 @@ def _mean_cov(
     def merge(b: int, packed: np.ndarray) -> None:
         merged.add(blocks[b][1] - blocks[b][0], packed)
 
-    current_share().in_order(len(blocks), moments, merge, d + d * d)
+    # A thread holds its float64 slice (the buffer is a thread's own).
+    current_share().in_order(
+        len(blocks), moments, merge, d + d * d, lane_bytes=(rows + d + 1) * d * 8
+    )
     return merged.mean, _symmetric(merged.scatter / (merged.count - 1))
 
 

@@ -81,7 +81,8 @@ def _positive_cosines(xa, ya, gx, gy, chunk: int) -> np.ndarray:
         i, j = index.at(np.arange(start, stop, dtype=np.int64))
         return _cosines(xa, ya, i, j)
 
-    current_share().rows_in_order(out, chunk, make)
+    # A thread holds both sides' unit rows of a chunk.
+    current_share().rows_in_order(out, chunk, make, lane_bytes=2 * chunk * xa.shape[1] * 8)
     return out
 
 
@@ -122,7 +123,10 @@ def _sampled_negative_cosines(xa, ya, gx, gy, count: int, seed: int, chunk: int)
     out = np.empty(count)
     # Shared among processes as the positives are.
     current_share().rows_in_order(
-        out, chunk, lambda start, stop: _cosines(xa, ya, i[start:stop], j[start:stop])
+        out,
+        chunk,
+        lambda start, stop: _cosines(xa, ya, i[start:stop], j[start:stop]),
+        lane_bytes=2 * chunk * xa.shape[1] * 8,
     )
     return out
 
