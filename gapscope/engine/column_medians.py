@@ -50,7 +50,8 @@ __all__ = ["MEDIAN_BUDGET_BYTES", "column_medians", "median_reads"]
 
 #: What the medians hold at once: the counts of a group of columns (int32, ``2^16`` a
 #: column; the chunk of rows being counted and its transposed copy add up to 128 MiB more),
-#: or a slice of columns as float64 (and the copy of the slice it is made from).
+#: those of every lane that counts chunks beside the others (each with its chunks too), or
+#: a slice of columns as float64 (and the copy of the slice it is made from).
 MEDIAN_BUDGET_BYTES = 256 * 2**20
 
 _DIGIT_BITS = 16
@@ -164,8 +165,8 @@ def _sliced_medians(a: Rows, budget: int) -> np.ndarray:
         c0, c1 = slices[b]
         out[c0:c1] = values[: c1 - c0]
 
-    # A thread holds a slice of columns and the float64 copy it is made from.
-    current_share().in_order(len(slices), make, fold, width, lane_bytes=2 * n * width * 8)
+    # One slice at a time (a slice is the budget): lanes would hold one each.
+    current_share().in_order(len(slices), make, fold, width)
     return out
 
 
@@ -228,6 +229,7 @@ class _RadixSelect:
         self.bits = self.dtype.itemsize * 8
         self.unsigned, self.signed = _PATTERNS[self.dtype.itemsize]
         self.group = min(self.d, _group_columns(self.n, budget))
+        self.budget = budget
         self.count_dtype = np.int32 if self.n < 2**31 else np.int64
         self.share = current_share()
 
@@ -332,10 +334,14 @@ class _RadixSelect:
         chunk_rows = min(rows, self.n)
         # One process alone counts its chunks in lanes, each with counts and a chunk of its
         # own, added up after (integers, maxima and minima: the same whichever lane counted
-        # which chunk).
-        held = counting.size * _DIGITS * np.dtype(self.count_dtype).itemsize
-        held += 2 * g * chunk_rows * self.dtype.itemsize
-        lanes = scan_lanes(len(chunks), held) if share.world == 1 else 0
+        # which chunk), as many as the budget holds counts for (two for 512 float16 columns
+        # in 256 MiB).
+        counted = counting.size * _DIGITS * np.dtype(self.count_dtype).itemsize
+        lanes = 0
+        if share.world == 1:
+            lanes = scan_lanes(len(chunks), counted + 2 * g * chunk_rows * self.dtype.itemsize)
+            lanes = min(lanes, self.budget // max(counted, 1))
+            lanes = lanes if lanes >= 2 else 0
         tallies = [
             _Tally(counting.size, extremes.size, self.count_dtype) for _ in range(lanes or 1)
         ]

@@ -374,11 +374,35 @@ class Share:
             if self.world == 1 and lane_bytes is not None:
                 lanes = scan_lanes(n_blocks, lane_bytes)
                 if lanes:
-                    order: InOrder[np.ndarray] = InOrder(fold)
-                    in_lanes(n_blocks, lanes, lambda b, _: order.put(b, make(b)), blas_threads=1)
+                    self._in_lanes(n_blocks, make, fold, lanes)
                     return
             for r in range(-(-n_blocks // self.world)):
                 self.round(r, n_blocks, make, fold, size)
+
+    @staticmethod
+    def _in_lanes(
+        n_blocks: int,
+        make: Callable[[int], np.ndarray],
+        fold: Callable[[int, np.ndarray], None],
+        lanes: int,
+    ) -> None:
+        """:meth:`in_order`'s blocks made in ``lanes`` lanes, each with one BLAS thread, and
+        folded in order. A lane makes a block only once it is fewer than ``2 * lanes`` ahead
+        of the next to fold: a block's values can be ``d^2`` float64 (MIR's moments), and a
+        slow block would otherwise leave every later one waiting in memory."""
+        order: InOrder[np.ndarray] = InOrder(fold)
+
+        def work(b: int, _: int) -> None:
+            if not order.wait_within(b, 2 * lanes):
+                return  # an earlier block failed: its error is the one raised
+            try:
+                value = make(b)
+            except BaseException:
+                order.fail()
+                raise
+            order.put(b, value)
+
+        in_lanes(n_blocks, lanes, work, blas_threads=1)
 
     def rows_in_order(
         self,

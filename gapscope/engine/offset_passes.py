@@ -288,8 +288,11 @@ def _scan(
 
     chunk = max(1, min(n, base.chunk_rows))
     # A thread holds a chunk of rows (float32, normalised anew when streamed), a part's
-    # float64 copy and the chunk's values.
-    held = chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8
+    # float64 copy and the chunk's values. Rows on a GPU are read a chunk at a time: lanes
+    # would hold one a lane in the device's memory.
+    held = None
+    if base.device.type == "cpu":
+        held = chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8
     current_share().rows_in_order(outputs, chunk, make, lane_bytes=held)
     # The dot products are kept for the passes; a copy of their own, so the norms (used once,
     # for the factors) are not held with them.

@@ -232,7 +232,9 @@ class InOrder(Generic[T]):
     """Values handed in by lanes in any order, folded in index order (0, 1, ...) as soon as
     every earlier one has come: sums that lanes make out of order are added in the order one
     thread would add them, the same bits. A value waits while an earlier one is still being
-    made: the values the other lanes finish meanwhile (small: a float64 a query of a chunk).
+    made: the values the other lanes finish meanwhile (small for the sweeps' chunks: a
+    float64 a query). Lanes whose values are large hold back with :meth:`wait_within` before
+    making one, so that at most a few wait.
 
     >>> folded = []
     >>> order = InOrder(lambda i, v: folded.append(v))
@@ -247,13 +249,36 @@ class InOrder(Generic[T]):
         self._next = 0
         self._waiting: dict[int, T] = {}
         self._lock = threading.Lock()
+        self._moved = threading.Condition(self._lock)
+        self._failed = False
 
     def put(self, index: int, value: T) -> None:
         with self._lock:
             self._waiting[index] = value
-            while self._next in self._waiting:
-                self._fold(self._next, self._waiting.pop(self._next))
-                self._next += 1
+            try:
+                while self._next in self._waiting:
+                    self._fold(self._next, self._waiting.pop(self._next))
+                    self._next += 1
+            except BaseException:
+                # The folds stop here for good: no lane waits for them.
+                self._failed = True
+                raise
+            finally:
+                self._moved.notify_all()
+
+    def fail(self) -> None:
+        """Tell the waiting lanes that a value will never come (its making failed)."""
+        with self._lock:
+            self._failed = True
+            self._moved.notify_all()
+
+    def wait_within(self, index: int, lead: int) -> bool:
+        """Wait until value ``index`` is fewer than ``lead`` ahead of the next to fold (so at
+        most ``lead`` values wait at once); ``False`` when a fold or a value failed first.
+        The lane that makes the next value to fold never waits, so the folds go on."""
+        with self._moved:
+            self._moved.wait_for(lambda: self._failed or index < self._next + lead)
+            return not self._failed
 
 
 class PerThread(Generic[T]):

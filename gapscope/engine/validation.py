@@ -217,8 +217,9 @@ def check_embeddings(
     share = current_share() if stats is not None else Share()
     rows = min(step, arr.shape[0])
     held = _lane_bytes(stats, rows)
-    if held is not None and narrow:
-        held += rows * arr.shape[1] * 8
+    if held is not None:
+        # The slice in float64, or float64 rows' two flags an entry.
+        held += rows * arr.shape[1] * (8 if narrow else 2)
     share.in_order(len(starts), check, fold, size, lane_bytes=held)
     return Embeddings(arr, name, x.detach() if isinstance(x, torch.Tensor) else None)
 

@@ -80,13 +80,13 @@ def alignment(
 
     # Processes sharing the passes take the chunks of pairs in turn; every process adds the
     # chunk sums in chunk order, as one process does. A thread holds both modalities' unit
-    # rows of a chunk and their differences.
+    # rows of a chunk (each gathered to the pairs, a copy), and their differences.
     current_share().in_order(
         pairs.n_chunks,
         lambda c: np.array([pairs.chunk_terms(c)[1].sum()]),
         add,
         1,
-        lane_bytes=3 * pairs.chunk * pairs.x.shape[1] * 8,
+        lane_bytes=5 * pairs.chunk * pairs.x.shape[1] * 8,
     )
     return total / pairs.n_pairs
 

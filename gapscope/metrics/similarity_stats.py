@@ -81,8 +81,8 @@ def _positive_cosines(xa, ya, gx, gy, chunk: int) -> np.ndarray:
         i, j = index.at(np.arange(start, stop, dtype=np.int64))
         return _cosines(xa, ya, i, j)
 
-    # A thread holds both sides' unit rows of a chunk.
-    current_share().rows_in_order(out, chunk, make, lane_bytes=2 * chunk * xa.shape[1] * 8)
+    # A thread holds both sides' rows of a chunk, as read and as unit rows.
+    current_share().rows_in_order(out, chunk, make, lane_bytes=4 * chunk * xa.shape[1] * 8)
     return out
 
 
@@ -126,7 +126,7 @@ def _sampled_negative_cosines(xa, ya, gx, gy, count: int, seed: int, chunk: int)
         out,
         chunk,
         lambda start, stop: _cosines(xa, ya, i[start:stop], j[start:stop]),
-        lane_bytes=2 * chunk * xa.shape[1] * 8,
+        lane_bytes=4 * chunk * xa.shape[1] * 8,
     )
     return out
 

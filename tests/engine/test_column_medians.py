@@ -135,6 +135,17 @@ def test_reversed_rows_with_a_one_row_chunk(monkeypatch, n):
         np.testing.assert_array_equal(column_medians(a.astype(dtype)[::-1][::-1]), expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_views_with_negative_strides_are_read_through_a_copy(monkeypatch, dtype):
+    # Chunks of a memory map are transposed in place; a view torch cannot take (reversed
+    # rows or columns) is copied first.
+    monkeypatch.setattr(cm, "_CHUNK_BYTES", 48)
+    a = _mixed(41, dtype, 5)
+    for view in (a[::-1], a[:, ::-1], a[::-2, ::-1]):
+        np.testing.assert_array_equal(_radix(view), _expected(view))
+        np.testing.assert_array_equal(_radix(view, 1), _expected(view))
+
+
 def test_a_fortran_ordered_input_is_left_as_it_was():
     # A float64 Fortran-ordered input's columns are contiguous already: the median must not
     # partition the caller's array in place.
