@@ -97,10 +97,16 @@ def lane_count(device: torch.device, n_blocks: int, lane_bytes: int) -> int:
     if device.type != "cpu":
         return 0
     threads = torch.get_num_threads()
-    cap = min(threads, MAX_LANES, n_blocks, LANE_BYTES // max(lane_bytes, 1))
+    cap = _lane_cap(threads, n_blocks, lane_bytes)
     if cap < 2:
         return 0
     return max(range(2, cap + 1), key=lambda lanes: (lanes * (threads // lanes), lanes))
+
+
+def _lane_cap(threads: int, n_blocks: int, lane_bytes: int) -> int:
+    """Lanes at most: one a thread, :data:`MAX_LANES`, one a block, and :data:`LANE_BYTES`
+    of buffers in all."""
+    return min(threads, MAX_LANES, n_blocks, LANE_BYTES // max(lane_bytes, 1))
 
 
 def scan_lanes(n_blocks: int, lane_bytes: int) -> int:
@@ -112,7 +118,7 @@ def scan_lanes(n_blocks: int, lane_bytes: int) -> int:
     >>> scan_lanes(1, 1)
     0
     """
-    cap = min(torch.get_num_threads(), MAX_LANES, n_blocks, LANE_BYTES // max(lane_bytes, 1))
+    cap = _lane_cap(torch.get_num_threads(), n_blocks, lane_bytes)
     return cap if cap >= 2 else 0
 
 
@@ -331,15 +337,15 @@ def _blas_threads(count: int) -> Iterator[None]:
     took as long as one thread making the slices in turn, 5.2 s a million rows of d = 512,
     and 3.8 s with one BLAS thread a lane)."""
     previous = torch.get_num_threads()
-    if count == previous:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        with _numpy_blas().limit(limits=count, user_api="blas"):
+    with _numpy_blas().limit(limits=count, user_api="blas"):
+        if count == previous:
             yield
-    finally:
-        torch.set_num_threads(previous)
+            return
+        torch.set_num_threads(count)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 @functools.cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -13,7 +12,7 @@ from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.column_medians import column_medians
 from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import row_norms
-from gapscope.engine.pipelining import one_blas_thread
+from gapscope.engine.pipelining import PerThread, one_blas_thread
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
 from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import GapscopeError
@@ -303,7 +302,7 @@ class RawNormsScan:
         self.filled = 0
         # The formats the slices this thread made hold (the others need no more testing): a
         # thread's own, as the slices may be made in lanes.
-        self._local = threading.local()
+        self._held = PerThread(lambda: [name for name, _ in _FORMATS])
 
     def add(self, start: int, raw: np.ndarray, wide: np.ndarray | None = None) -> None:
         """Add rows ``start, start + 1, ...``: ``raw`` in their own dtype, ``wide`` the same
@@ -318,8 +317,8 @@ class RawNormsScan:
     def make(self, raw: np.ndarray, wide: np.ndarray | None, slice_rows: int) -> np.ndarray:
         """The slice's statistics: whether each format holds its values, then its norms
         (padded to ``slice_rows``)."""
-        before: list[str] = getattr(self._local, "held", [name for name, _ in _FORMATS])
-        held = self._local.held = [c for c in before if _holds(raw, c)]
+        held = self._held()
+        held[:] = [c for c in held if _holds(raw, c)]
         out = np.zeros(self.size(slice_rows))
         out[: len(_FORMATS)] = [name in held for name, _ in _FORMATS]
         out[len(_FORMATS) : len(_FORMATS) + raw.shape[0]] = row_norms(raw if wide is None else wide)
