@@ -12,10 +12,12 @@ number of rows, not whole modalities.
     python benchmarks/bench_row_reads.py --checkout /tmp/baseline # another checkout
     python benchmarks/bench_row_reads.py --metrics gap,uniformity,retrieval
     python benchmarks/bench_row_reads.py --n 20000 --sample 2000 --stream  # as at 1M rows
+    python benchmarks/bench_row_reads.py --n 40000 --sample 2000 --stream --dtype float16
 
 ``--stream`` sets the in-memory budget of the unit rows to zero, so the sampled modalities are
 normalised again on every read, as they are when a store's float32 unit rows would not fit
-1 GiB (a million rows of d = 512); ``--sample`` passes ``analyze``'s ``--sample``.
+1 GiB (a million rows of d = 512); ``--sample`` passes ``analyze``'s ``--sample``; ``--dtype``
+is the rows' format (a store's rows are float16).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def main() -> None:
     parser.add_argument(
         "--stream", action="store_true", help="no unit rows held in memory (as at 1M rows)"
     )
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -83,6 +86,7 @@ def main() -> None:
     n, d = args.n, args.dim
     image = (rng.normal(size=(n, d)) + 1).astype(np.float32)
     text = (np.repeat(image, 2, axis=0) + rng.normal(size=(2 * n, d))).astype(np.float32)
+    image, text = image.astype(args.dtype), text.astype(args.dtype)
     data = EmbeddingSet(
         embeddings={"image": counting(image, "image"), "text": counting(text, "text")},
         groups={"image": np.arange(n), "text": np.repeat(np.arange(n), 2)},
@@ -116,6 +120,7 @@ def main() -> None:
             "metrics": args.metrics,
             "sample": args.sample,
             "stream": args.stream,
+            "dtype": args.dtype,
         }
         args.json.write_text(json.dumps(payload | {"scans": result}, indent=2) + "\n")
 

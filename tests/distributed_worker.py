@@ -272,6 +272,13 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
         moments.rows, moments.exponent, moments.mean, moments.scatter.ravel()
     ]
     out["read_rounding"] = np.frombuffer(norms.rounding.encode(), dtype=np.uint8)
+    # The medians of float16 rows counted in the same read: each process counts the slices
+    # it reads, and the counts are added over the processes.
+    rows16 = (x + np.random.default_rng(5).normal(size=x.shape)).astype(np.float16)
+    stats = _ReadStats(*x.shape, 50, sums=False, moments=True, medians=True)
+    check_embeddings(rows16, "x", slice_rows=50, stats=stats)
+    assert stats.medians is not None
+    out["read_medians"] = stats.medians.medians()
     bad = x.copy()
     bad[[333, 401], 2] = [np.nan, 0.0]
     bad[401] = 0.0

@@ -29,6 +29,7 @@ from gapscope.analysis.families import FAMILIES, MMD, RETRIEVAL, families_for
 from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.data.weights import random_init_seed
 from gapscope.engine.blocks import resolve_scan_rows, shares_a_code
+from gapscope.engine.column_medians import PatternCounts
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.moments import UnitSums, UnitSumsScan, unit_scatter, unit_sums
 from gapscope.engine.passes import (
@@ -50,7 +51,14 @@ from gapscope.engine.validation import (
 )
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.cosine import PairCosine, paired_cosine
-from gapscope.metrics.mir import RawMoments, RawMomentsScan, RawNorms, RawNormsScan, raw_norms
+from gapscope.metrics.mir import (
+    RawMoments,
+    RawMomentsScan,
+    RawNorms,
+    RawNormsScan,
+    norms_may_vary,
+    raw_norms,
+)
 
 __all__ = ["METRICS", "AnalysisContext", "AnalysisOptions", "Progress", "parse_k", "parse_metrics"]
 
@@ -58,6 +66,11 @@ __all__ = ["METRICS", "AnalysisContext", "AnalysisOptions", "Progress", "parse_k
 #: (``diagnostics`` turns on effective rank, separability, CKA, similarity statistics, gap
 #: direction and GRAM volume; ``whatif`` the gap-closing what-ifs).
 METRICS = tuple(dict.fromkeys(f.selector for f in FAMILIES))
+
+#: The first rows of a modality whose norms tell whether it may have MIR's norm outliers
+#: (:func:`~gapscope.metrics.mir.norms_may_vary`), and so whether its validating read counts
+#: the medians too.
+_HEAD_ROWS = 256
 DEFAULT_K = (1, 5, 10)
 #: Query rows a modality for the what-ifs (and rows for the separability probe) at most.
 DEFAULT_MAX_ROWS = 5000
@@ -191,16 +204,25 @@ class _ReadStats:
     """What the validating read of a modality makes (a
     :class:`~gapscope.engine.validation.SliceStats`): its raw norms, with ``sums`` its
     unit-row sums (in the slices :func:`raw_norms` and :func:`unit_sums` read: the same
-    bits) and with ``moments`` the mean and scatter of its raw rows (MIR's covariance);
-    shared among processes like the slices themselves."""
+    bits), with ``moments`` the mean and scatter of its raw rows (MIR's covariance) and with
+    ``medians`` the counts of their float16 patterns (MIR's coordinate-wise medians, with no
+    read of their own); shared among processes like the slices themselves."""
 
     def __init__(
-        self, n: int, d: int, slice_rows: int, *, sums: bool, moments: bool = False
+        self,
+        n: int,
+        d: int,
+        slice_rows: int,
+        *,
+        sums: bool,
+        moments: bool = False,
+        medians: bool = False,
     ) -> None:
         self.d = d
         self.norms = RawNormsScan(n)
         self.unit = UnitSumsScan(d) if sums else None
         self.moments = RawMomentsScan(d) if moments else None
+        self.medians = PatternCounts(n, d) if medians else None
         self.slice_rows = slice_rows
         self.split = RawNormsScan.size(slice_rows)
         self.split_moments = self.split + (0 if self.unit is None else self.unit.size)
@@ -208,10 +230,12 @@ class _ReadStats:
 
     def lane_bytes(self, rows: int) -> int:
         """The scratch a thread holds for slices of ``rows`` rows: the unit rows' and the
-        scaled rows' float64 buffers (each scan's own, a thread's own); ``make`` may be called
-        from several threads at once."""
+        scaled rows' float64 buffers (each scan's own, a thread's own), and the transposed rows
+        the medians' counts are made from; ``make`` may be called from several threads at once
+        (the counts are shared: integers, added under a lock)."""
         buffers = (self.unit is not None) + (self.moments is not None)
-        return buffers * rows * self.d * 8 + 8 * self.size
+        counting = 0 if self.medians is None else PatternCounts.lane_bytes(rows, self.d)
+        return buffers * rows * self.d * 8 + 8 * self.size + counting
 
     def make(self, start: int, raw: np.ndarray, wide: np.ndarray) -> np.ndarray:
         parts = [self.norms.make(raw, wide, self.slice_rows)]
@@ -220,6 +244,8 @@ class _ReadStats:
         if self.moments is not None:
             top = float(RawNormsScan.slice_norms(parts[0], raw.shape[0]).max())
             parts.append(self.moments.make(wide, top))
+        if self.medians is not None:
+            self.medians.add(raw)
         return np.concatenate(parts)
 
     def fold(self, start: int, stop: int, stats: np.ndarray) -> None:
@@ -300,23 +326,36 @@ class AnalysisContext:
         """Validate the rows of ``m``; the same read makes their raw norms (the report's
         mean raw norm, MIR), with ``sums`` their unit-row sums, in the slices
         :func:`raw_norms` and :func:`unit_sums` read (the same bits), and with ``moments``
-        the mean and scatter of the raw rows (MIR's covariance)."""
+        the mean and scatter of the raw rows (MIR's covariance) and, for float16 rows whose
+        first norms vary (:func:`~gapscope.metrics.mir.norms_may_vary`: rows that may have
+        outliers to replace), their coordinate-wise medians, from the counts of their
+        patterns (:class:`~gapscope.engine.column_medians.PatternCounts`, where the medians
+        would take one read of their own)."""
         rows = self.data.embeddings[m]
         shape: tuple[int, ...] = tuple(getattr(rows, "shape", ()))
         if isinstance(rows, Embeddings) or len(shape) != 2 or shape[1] < 1:
             return check_embeddings(rows, m, min_rows=2)
         n, d = int(shape[0]), int(shape[1])
         slice_rows = resolve_scan_rows(None, d)
+        medians = (
+            moments
+            and isinstance(rows, np.ndarray)
+            and PatternCounts.applies(n, d, rows.dtype)
+            and norms_may_vary(np.asarray(rows[:_HEAD_ROWS]))
+        )
         # Each slice's statistics hold up to min(slice_rows, n) norms: a slice of a narrow
         # modality can be millions of rows long.
-        stats = _ReadStats(n, d, min(slice_rows, n), sums=sums, moments=moments)
+        stats = _ReadStats(n, d, min(slice_rows, n), sums=sums, moments=moments, medians=medians)
         checked = check_embeddings(rows, m, min_rows=2, slice_rows=slice_rows, stats=stats)
         if stats.norms.complete:
             self._norms[m] = stats.norms.result()
             if stats.unit is not None:
                 self._sums[m] = stats.unit.result()
             if stats.moments is not None:
-                self._moments[m] = stats.moments.result()
+                made = stats.moments.result()
+                if stats.medians is not None:
+                    made = made._replace(medians=stats.medians.medians())
+                self._moments[m] = made
         return checked
 
     # ------------------------------------------------------------------ inputs

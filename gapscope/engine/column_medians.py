@@ -32,10 +32,15 @@ and +0.0 for zeros of either sign). Rows in the other byte order are read in the
 Processes sharing the passes (:mod:`~gapscope.engine.distributed`) count their share of the
 chunks of rows and add the counts (integers: exact) over the processes; the slices of
 columns are shared through :meth:`~gapscope.engine.distributed.Share.in_order`.
+
+The one read of float16 rows can be made in a read that happens anyway
+(:class:`PatternCounts`: an analysis counts the patterns in its validating read), and the
+medians then come from the counts without reading a row.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,10 +48,10 @@ import torch
 
 from gapscope.engine.blocks import row_blocks
 from gapscope.engine.distributed import current_share
-from gapscope.engine.pipelining import in_lanes, scan_lanes
+from gapscope.engine.pipelining import PerThread, in_lanes, scan_lanes
 from gapscope.engine.validation import Rows
 
-__all__ = ["MEDIAN_BUDGET_BYTES", "column_medians", "median_reads"]
+__all__ = ["MEDIAN_BUDGET_BYTES", "PatternCounts", "column_medians", "median_reads"]
 
 #: What the medians hold at once: the counts of a group of columns (int32, ``2^16`` a
 #: column; the chunk of rows being counted and its transposed copy add up to 128 MiB more),
@@ -99,6 +104,88 @@ def column_medians(a: Rows, budget_bytes: int | None = None) -> np.ndarray:
     if _radix(n, d, np.dtype(a.dtype), budget):
         return _RadixSelect(a, budget).medians()
     return _sliced_medians(a, budget)
+
+
+class PatternCounts:
+    """:func:`column_medians` of float16 rows, counted from slices of rows read elsewhere.
+
+    For float16 the radix select is one read that counts each column's ``2^16`` bit
+    patterns. Here the caller hands over each slice of rows as it reads them for a purpose of
+    its own (:meth:`add`, from any thread, in any order), and :meth:`medians` selects the
+    middle values from the counts as :func:`column_medians` does from its own read: the same
+    values, bit for bit, and no read of the rows. The counts are integers, so neither the
+    order of the slices nor the threads that counted them change them; processes sharing the
+    passes each count their own slices, and :meth:`medians` adds the counts over them.
+
+    Memory: the counts, ``d x 2^16`` int32 (128 MiB for ``d = 512``; int64 from ``2^31``
+    rows), and a thread's transposed slice.
+
+    Example:
+        >>> rows = np.array([[1.0, -2.0], [3.0, 5.0], [2.0, 0.5]], np.float16)
+        >>> counts = PatternCounts(3, 2)
+        >>> counts.add(rows[2:]); counts.add(rows[:2])
+        >>> counts.medians().tolist()
+        [2.0, 0.5]
+    """
+
+    def __init__(self, n: int, d: int) -> None:
+        self.n, self.d = n, d
+        # Rows of the right shape that are never read: the counts are the select's only read.
+        self._select = _RadixSelect(np.broadcast_to(np.float16(0), (n, d)), MEDIAN_BUDGET_BYTES)
+        self.counts = np.zeros((d, _DIGITS), dtype=self._select.count_dtype)
+        self._adding = threading.Lock()
+        self._patterns: PerThread[list[np.ndarray]] = PerThread(list)
+
+    @staticmethod
+    def applies(n: int, d: int, dtype: np.dtype | type, budget_bytes: int | None = None) -> bool:
+        """Whether :func:`column_medians` of an ``(n, d)`` array of ``dtype`` takes one read
+        of float16 patterns (then :class:`PatternCounts` gives its values).
+
+        >>> PatternCounts.applies(1_000_000, 512, np.float16)
+        True
+        >>> PatternCounts.applies(10**6, 512, np.float32), PatternCounts.applies(100, 8, np.float16)
+        (False, False)
+        """
+        budget = MEDIAN_BUDGET_BYTES if budget_bytes is None else budget_bytes
+        kind = np.dtype(dtype)
+        return (
+            kind.kind == "f"
+            and kind.itemsize == 2
+            and _radix(n, d, kind, budget)
+            and _radix_reads(n, d, kind.itemsize, budget) == 1
+        )
+
+    @staticmethod
+    def lane_bytes(rows: int, d: int) -> int:
+        """What a thread holds while it counts a slice of ``rows`` rows: the slice transposed
+        (float16 patterns) and one column's counts as numpy makes them (int64)."""
+        return 2 * rows * d + 8 * _DIGITS
+
+    def add(self, raw: np.ndarray) -> None:
+        """Count the patterns of a slice of rows, ``(rows, d)`` float16 as read (either byte
+        order, any strides)."""
+        if raw.shape[1] != self.d:
+            raise ValueError(f"a slice of {raw.shape[1]} columns, counts of {self.d}")
+        rows = raw.shape[0]
+        held = self._patterns()
+        if not held or held[0].shape[1] < rows:
+            held[:] = [np.empty((self.d, rows), dtype=np.uint16)]
+        columns = held[0][:, :rows]
+        _transposed_patterns(raw, self._select.dtype, columns)
+        for c in range(self.d):
+            found = np.bincount(columns[c], minlength=_DIGITS)
+            with self._adding:
+                np.add(self.counts[c], found, out=self.counts[c], casting="unsafe")
+
+    def medians(self) -> np.ndarray:
+        """``numpy.median(rows, axis=0)`` in float64, from the counts of every row (added
+        over the processes that share the passes: every process calls this)."""
+        current_share().sum(self.counts)
+        # Every slice adds its rows to every column: the first column's total tells them all.
+        counted = int(self.counts[0].sum()) if self.d else self.n
+        if counted != self.n:
+            raise ValueError(f"counts of {counted} rows, expected {self.n}")
+        return self._select.medians(first=self.counts)
 
 
 def median_reads(n: int, d: int, dtype: np.dtype | type, budget_bytes: int | None = None) -> int:
@@ -233,14 +320,16 @@ class _RadixSelect:
         self.count_dtype = np.int32 if self.n < 2**31 else np.int64
         self.share = current_share()
 
-    def medians(self) -> np.ndarray:
+    def medians(self, first: np.ndarray | None = None) -> np.ndarray:
+        """The medians; ``first``: the counts of the first digit of every column, counted
+        already (:class:`PatternCounts`), in place of the first read."""
         out = np.empty(self.d, dtype=np.float64)
         for c0, c1 in row_blocks(self.d, self.group):
-            out[c0:c1] = self._group_medians(c0, c1)
+            out[c0:c1] = self._group_medians(c0, c1, None if first is None else first[c0:c1])
         # numpy's median of zeros is +0.0 (its mean adds from +0.0), whatever their signs.
         return out + 0.0
 
-    def _group_medians(self, c0: int, c1: int) -> np.ndarray:
+    def _group_medians(self, c0: int, c1: int, first: np.ndarray | None) -> np.ndarray:
         g = c1 - c0
         prefix = np.zeros(g, dtype=np.uint64)
         prefix_upper = np.zeros(g, dtype=np.uint64)
@@ -255,9 +344,13 @@ class _RadixSelect:
             extremes = np.flatnonzero(~done & parted)
             if not counting.size and not extremes.size:
                 break
-            counts, largest, smallest = self._read(
-                c0, c1, depth, prefix, prefix_upper, counting, extremes
-            )
+            if depth == 0 and first is not None:
+                # Every column counts at the first digit, and none is parted yet.
+                counts, largest, smallest = first, np.empty(0), np.empty(0)
+            else:
+                counts, largest, smallest = self._read(
+                    c0, c1, depth, prefix, prefix_upper, counting, extremes
+                )
             low_value[extremes], high_value[extremes] = largest, smallest
             done[extremes] = True
             for row, c in enumerate(counting.tolist()):
@@ -402,12 +495,18 @@ class _RadixSelect:
 
     def _transposed(self, start: int, stop: int, c0: int, c1: int, out: np.ndarray) -> None:
         """``out[...] = a[start:stop, c0:c1].T`` as bit patterns, in the machine's byte order."""
-        part: np.ndarray = np.asarray(self.a[start:stop, c0:c1])
-        if part.dtype != self.dtype or any(s < 0 or s % part.itemsize for s in part.strides):
-            # A copy in the machine's byte order with strides torch takes (it refuses negative
-            # ones). Rows as read (a slice of a memory map) need none: torch's transposing copy
-            # reads them in place, which saves a copy of every row (about 1 s a read of a
-            # million float16 rows of d = 512).
-            part = np.array(part, self.dtype, order="C")
-        # Viewed as the signed integers torch copies.
-        _copy_transposed(out.view(self.signed), part.view(self.signed))
+        _transposed_patterns(np.asarray(self.a[start:stop, c0:c1]), self.dtype, out)
+
+
+def _transposed_patterns(part: np.ndarray, dtype: np.dtype, out: np.ndarray) -> None:
+    """``out[...] = part.T`` as the bit patterns of ``dtype`` (``part``'s kind in the
+    machine's byte order; ``out``: its unsigned integers of the same width)."""
+    if part.dtype != dtype or any(s < 0 or s % part.itemsize for s in part.strides):
+        # A copy in the machine's byte order with strides torch takes (it refuses negative
+        # ones). Rows as read (a slice of a memory map) need none: torch's transposing copy
+        # reads them in place, which saves a copy of every row (about 1 s a read of a
+        # million float16 rows of d = 512).
+        part = np.array(part, dtype, order="C")
+    # Viewed as the signed integers torch copies.
+    signed = _PATTERNS[dtype.itemsize][1]
+    _copy_transposed(out.view(signed), part.view(signed))

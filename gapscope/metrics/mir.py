@@ -26,6 +26,7 @@ __all__ = [
     "RawNormsScan",
     "frechet_distance",
     "modality_integration_rate",
+    "norms_may_vary",
     "raw_norms",
     "rounding_band",
 ]
@@ -165,7 +166,8 @@ def modality_integration_rate(
     Means and covariances are accumulated over row blocks (Chan et al.'s pairwise update), so
     memory is O(block_size * d + d^2), plus, when a modality has outliers, 256 MiB for the
     coordinate-wise median (:func:`~gapscope.engine.column_medians.column_medians`: one read
-    of float16 rows, two of float32, whatever their number). Not invariant to per-row
+    of float16 rows, two of float32, whatever their number; none when ``moments`` carry the
+    medians). Not invariant to per-row
     scaling; invariant to one global scale of both modalities and, when no row is replaced,
     to a shared rotation.
 
@@ -187,7 +189,8 @@ def modality_integration_rate(
             that modality's covariance is then scaled from them instead of read again. Its
             outlier rows, if any, are taken out of them and the median row put in (Chan's
             update run backwards, then forwards: a gather of the outlier rows and the
-            medians' read); when the outliers hold more than half of some coordinate's
+            medians' read, or the moments' own ``medians`` where that read counted them too);
+            when the outliers hold more than half of some coordinate's
             scatter, where taking them out would cancel its digits, the rows are read again
             as without ``moments``. The result agrees with a read to rounding, not to the
             bit.
@@ -349,12 +352,16 @@ class RawMoments(NamedTuple):
     """The moments of raw rows, in float64, of the rows times ``2**-exponent`` (a power of two,
     so that the squares of the largest rows neither overflow nor leave the normal range,
     whatever their magnitude: 1e300, 1e-300, subnormal): their number, mean and scatter about
-    the mean (``d x d``), merged a slice at a time in row order (:class:`RawMomentsScan`)."""
+    the mean (``d x d``), merged a slice at a time in row order (:class:`RawMomentsScan`);
+    ``medians``: the coordinate-wise medians of the raw rows (float64, not scaled), when the
+    read that made the moments counted them too (:class:`~gapscope.engine.column_medians.
+    PatternCounts`), else ``None``."""
 
     rows: int
     exponent: int
     mean: np.ndarray
     scatter: np.ndarray
+    medians: np.ndarray | None = None
 
 
 class RawMomentsScan:
@@ -447,6 +454,25 @@ def _holds(values: np.ndarray, fmt: str) -> bool:
     return not bool((as32.view(np.uint32) & np.uint32(0xFFFF)).any())
 
 
+def norms_may_vary(head: np.ndarray) -> bool:
+    """Whether rows that start with ``head`` may have norm outliers for MIR to replace, from
+    their first rows alone: ``False`` when the float64 norms of ``head`` lie within
+    bfloat16's rounding band of their median (the widest of :func:`rounding_band`), as rows an
+    encoder normalised do, whatever their format. A guess, not the test itself: an analysis
+    counts the coordinate-wise medians in its validating read only when it holds
+    (:class:`~gapscope.engine.column_medians.PatternCounts`); MIR's test is made on every
+    row, and reads the medians itself where they were not counted.
+
+    >>> norms_may_vary(np.eye(3)), norms_may_vary(np.diag([1.0, 2.0, 3.0]))
+    (False, True)
+    """
+    if not head.shape[0]:
+        return False
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        spread = _norm_spread(row_norms(np.asarray(head, dtype=np.float64)))
+    return not spread <= rounding_band("bfloat16")
+
+
 def _norm_spread(norms: np.ndarray) -> float:
     """The largest relative deviation of a norm from the median norm."""
     median = float(np.median(norms))
@@ -475,13 +501,14 @@ def _scaled_mean_cov(
     """:func:`_mean_cov`, from ``raw`` (the moments of ``a``'s raw rows) when given."""
     # Moments that are not finite (none are expected: every slice is scaled into range) are
     # not trusted: the rows are read.
+    medians = None if raw is None else raw.medians
     if raw is None or not (np.isfinite(raw.mean).all() and np.isfinite(raw.scatter).all()):
-        return _mean_cov(a, scale, outliers, rows)
+        return _mean_cov(a, scale, outliers, rows, medians)
     mean, scatter = raw.mean, raw.scatter
     if outliers.any():
         replaced = _outliers_replaced(a, raw, outliers)
         if replaced is None:
-            return _mean_cov(a, scale, outliers, rows)
+            return _mean_cov(a, scale, outliers, rows, medians)
         mean, scatter = replaced
     # The moments are of the rows times 2^-exponent: scale by scale * 2^exponent, a number near
     # the ratio of the two modalities' norms (no overflow where the rows are huge).
@@ -518,23 +545,25 @@ def _outliers_replaced(
         removed = centred.T @ centred + np.outer(delta, delta) * (rest * k / n)
     if (np.diagonal(removed) > _MAX_OUTLIER_SHARE * np.diagonal(raw.scatter)).any():
         return None
-    step = np.ldexp(column_medians(a), -raw.exponent) - mean_rest
+    medians = column_medians(a) if raw.medians is None else raw.medians
+    step = np.ldexp(medians, -raw.exponent) - mean_rest
     mean = mean_rest + step * (k / n)
     scatter = raw.scatter - removed + np.outer(step, step) * (rest * k / n)
     return mean, scatter
 
 
 def _mean_cov(
-    a: Rows, scale: float, outliers: np.ndarray, rows: int
+    a: Rows, scale: float, outliers: np.ndarray, rows: int, medians: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (ddof = 1) of ``scale * a`` with outlier rows replaced, in float64.
+    """Mean and covariance (ddof = 1) of ``scale * a`` with outlier rows replaced by the
+    coordinate-wise median row (``medians``, when counted already), in float64.
 
     Processes sharing the passes (:mod:`~gapscope.engine.distributed`) take the blocks of
     rows in turn and each merges every block's moments in block order
     (:meth:`~gapscope.engine.distributed.Share.in_order`): the same bits as one process."""
     median_row = None
     if outliers.any():
-        median_row = scale * column_medians(a)
+        median_row = scale * (column_medians(a) if medians is None else medians)
     d = a.shape[1]
     blocks = list(row_blocks(a.shape[0], rows))
     merged = _Moments(d)

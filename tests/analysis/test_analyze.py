@@ -441,6 +441,46 @@ def test_mir_reads_no_row_for_its_covariance(monkeypatch, outliers):
         assert [sum(a.read) for a in rows.values()] == [400, 400]
 
 
+def _outlying_float16(n: int, normalised_head: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(21)
+    rows = {}
+    for m, shift in (("image", 0.5), ("text", -0.5)):
+        a = (rng.normal(size=(n, 8)) + shift) * rng.uniform(0.5, 2.0, size=(n, 1))
+        a[:normalised_head] /= np.linalg.norm(a[:normalised_head], axis=1, keepdims=True)
+        rows[m] = a.astype(np.float16)
+    return rows
+
+
+@pytest.mark.parametrize("normalised_head", [0, 256])
+def test_mir_medians_of_float16_rows_come_from_the_validating_read(monkeypatch, normalised_head):
+    # Float16 rows whose medians would take one read of their own (at least 32,768 rows):
+    # the validating read counts their patterns, and MIR reads no row for its medians, with
+    # the same report as reading them. Rows whose first 256 norms are 1 (as if normalised) are
+    # not counted: MIR reads their medians itself, as before, with the same numbers.
+    import gapscope.analysis.context as context
+    import gapscope.metrics.mir as mir
+
+    rows = _outlying_float16(33_001, normalised_head)
+    counted = {m: _counting(a) for m, a in rows.items()}
+    medians = []
+    original = mir.column_medians
+    monkeypatch.setattr(mir, "column_medians", lambda a: medians.append(1) or original(a))
+    made = analyze(counted, metrics="gap,mir", device="cpu").to_json()
+    outliers = json.loads(made)["pairs"]["image-text"]["mir_detail"]["outliers"]
+    assert min(outliers.values()) > 100
+    # The first 256 rows tell whether the norms vary, one read checks and measures, and MIR
+    # gathers the outlier rows (and reads the medians when they were not counted).
+    medians_read = 33_001 if normalised_head else 0
+    assert [sum(a.read) for a in counted.values()] == [
+        33_001 + 256 + outliers[m] + medians_read for m in counted
+    ]
+    assert len(medians) == (2 if normalised_head else 0)
+    medians.clear()
+    monkeypatch.setattr(context.PatternCounts, "applies", lambda *a: False)
+    read = analyze(rows, metrics="gap,mir", device="cpu").to_json()
+    assert len(medians) == 2 and made == read
+
+
 def test_mir_moments_of_rows_far_apart_in_one_slice_are_those_of_the_rows(monkeypatch):
     # The validating read scales each slice by its largest norm, not its first: rows 1e200
     # apart in one slice (text as large, so that MIR's scaled rows stay in range) give the

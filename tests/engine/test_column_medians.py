@@ -3,6 +3,8 @@ over rows read whole, or from slices of columns, and how many reads each takes."
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -206,3 +208,64 @@ def test_a_failed_read_raises(monkeypatch):
     monkeypatch.setattr(cm, "_CHUNK_BYTES", 64)
     with pytest.raises(FloatingPointError, match="row 30"):
         _radix(_FailingRows(np.ones((100, 2), np.float16)))  # type: ignore[arg-type]
+
+
+def _counted(a: np.ndarray, slices: list[tuple[int, int]], threads: int = 3) -> np.ndarray:
+    """PatternCounts of ``a`` fed ``slices`` from ``threads`` threads at once, in the order
+    given, every other slice in the other byte order and every third reversed."""
+    counts = cm.PatternCounts(*a.shape)
+
+    def add(k: int) -> None:
+        part = a[slices[k][0] : slices[k][1]]
+        if k % 2:
+            part = part.astype(part.dtype.newbyteorder("S"))
+        if k % 3 == 2:
+            part = part[::-1]  # the same rows: counts do not depend on their order
+        counts.add(part)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(add, range(len(slices))))
+    return counts.medians()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 10, 1000, 1001])
+def test_pattern_counts_give_the_medians_of_the_radix_select(n):
+    a = _mixed(n, np.float16, n)
+    bounds = np.unique(np.r_[0, np.random.default_rng(n).integers(0, n, 4), n])
+    slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    np.random.default_rng(1).shuffle(slices)
+    got = _counted(a, slices)
+    # Bit for bit: the zeros too (numpy's median of zeros of either sign is +0.0).
+    assert got.tobytes() == _radix(a).tobytes() == (_expected(a) + 0.0).tobytes()
+
+
+def test_pattern_counts_of_middle_values_that_part_and_of_one_column():
+    # Two middle values far apart (an even count), and the largest values of an odd count.
+    a = np.array([[-65504.0], [-1.0], [3.0], [65504.0]], np.float16)
+    assert _counted(a, [(0, 1), (1, 4)]).tolist() == [1.0]
+    odd = np.array([[65504.0], [65504.0], [-65504.0]], np.float16)
+    assert _counted(odd, [(0, 3)]).tolist() == [65504.0]
+
+
+def test_pattern_counts_of_some_rows_only_raise():
+    # The counts are the only read: a slice left out (or added twice) is never taken for it.
+    a = np.arange(12, dtype=np.float16).reshape(6, 2)
+    counts = cm.PatternCounts(6, 2)
+    counts.add(a[:3])
+    with pytest.raises(ValueError, match="counts of 3 rows, expected 6"):
+        counts.medians()
+    with pytest.raises(ValueError, match="3 columns"):
+        counts.add(np.zeros((2, 3), np.float16))
+
+
+def test_pattern_counts_apply_where_the_medians_take_one_read_of_float16():
+    applies = cm.PatternCounts.applies
+    assert applies(10**6, 512, np.float16) and applies(10**8, 1024, np.float16)
+    assert applies(10**6, 512, np.dtype(">f2"))
+    # Other formats take more reads; below 32,768 rows a slice of columns is as few reads
+    # and is taken; 1,536 columns' counts are two groups, a read each.
+    assert not applies(10**6, 512, np.float32) and not applies(10**6, 512, np.float64)
+    assert not applies(1000, 512, np.float16) and not applies(10**8, 1536, np.float16)
+    # A budget that holds 8 columns' counts, or slices of 2 float64 columns of 100,000 rows.
+    assert applies(100_000, 8, np.float16, budget_bytes=8 * 2**16 * 4)
+    assert not applies(100_000, 9, np.float16, budget_bytes=8 * 2**16 * 4)

@@ -18,6 +18,7 @@ from gapscope.metrics.mir import (
     RawMomentsScan,
     frechet_distance,
     modality_integration_rate,
+    norms_may_vary,
     raw_norms,
 )
 
@@ -544,3 +545,46 @@ def test_outliers_that_hold_one_coordinate_are_not_taken_out_of_the_moments(monk
     assert reads == [1, 1]  # x read again, y (no moments given) read
     assert made.outliers_x >= 20
     assert made.fd == pytest.approx(modality_integration_rate(x, y).fd, rel=1e-12)
+
+
+@pytest.mark.parametrize("case", ["outliers", "a far outlier"])
+def test_medians_made_with_the_moments_are_used_as_read(monkeypatch, case):
+    # Moments that carry the coordinate-wise medians (counted in the read that made them):
+    # MIR takes them, whether it corrects the moments or reads the rows again (a far
+    # outlier), and gives the bits of taking the medians itself.
+    import gapscope.metrics.mir as mir
+
+    rng = np.random.default_rng(9)
+    x = (rng.normal(size=(600, 8)) + 2.0).astype(np.float16)
+    y = (rng.normal(size=(500, 8)) + 1.0).astype(np.float16)
+    x[::61] *= 1.9
+    if case == "a far outlier":
+        x[3] *= 1e3
+    moments = (_scanned(x, 64), _scanned(y, 64))
+    itself = modality_integration_rate(x, y, moments=moments)
+    taken = []
+    monkeypatch.setattr(mir, "column_medians", lambda a: taken.append(1))
+    counted = tuple(
+        m._replace(medians=np.median(a.astype(np.float64), axis=0))
+        for m, a in zip(moments, (x, y), strict=True)
+    )
+    made = modality_integration_rate(x, y, moments=counted)
+    assert not taken and made.outliers_x > 0
+    assert (made.fd, made.mir) == (itself.fd, itself.mir)
+
+
+def test_norms_may_vary_from_the_first_rows():
+    rng = np.random.default_rng(4)
+    raw = rng.normal(size=(256, 64)) + 0.1
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    # Raw encoder rows spread their norms by percents; normalised rows, rounded to float16
+    # or bfloat16 (float32 with the low 16 bits cleared), lie within rounding.
+    assert norms_may_vary(raw) and norms_may_vary(raw.astype(np.float16))
+    assert not norms_may_vary(unit) and not norms_may_vary(unit.astype(np.float16))
+    bf16 = (unit.astype(np.float32).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    assert not norms_may_vary(bf16)
+    # Norms 1% apart vary; rows that validation will refuse (zero, NaN) are counted on.
+    assert norms_may_vary(unit * np.r_[1.01, np.ones(255)][:, None])
+    assert norms_may_vary(np.vstack([unit[:3], np.zeros((1, 64))]))
+    assert norms_may_vary(np.vstack([unit[:3], np.full((1, 64), np.nan)]))
+    assert not norms_may_vary(unit[:0])
