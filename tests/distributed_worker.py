@@ -30,7 +30,7 @@ from gapscope.engine.offset_passes import (
     offset_modality_passes,
     offset_rows,
 )
-from gapscope.engine.passes import cross_pair_pass, modality_pass
+from gapscope.engine.passes import CrossQueries, cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
 from gapscope.engine.validation import check_embeddings
 from gapscope.errors import EmbeddingError
@@ -184,10 +184,19 @@ def _pass_arrays(block_size: int | None) -> dict[str, np.ndarray]:
     )
     # Sampled queries against keys normalised on the fly: the kernel and the intra-modal ranks
     # (captions: each one's item is the other caption) counted down 17 chunks of keys, and a
-    # kernel in the log domain (4t beyond float32's range).
+    # kernel in the log domain (4t beyond float32's range); and x's sampled queries ranked
+    # against y from the same chunks (a cross direction riding on the pass).
     STREAMED_CHUNKS[0] = 0
     queries = np.arange(0, 1060, 5)
-    streamed = modality_pass(_streamed(y), gy, k=KS, block_size=block_size, query_index=queries)
+    streamed = modality_pass(
+        _streamed(y),
+        gy,
+        k=KS,
+        block_size=block_size,
+        query_index=queries,
+        cross=[CrossQueries(x, gx, gy, np.arange(0, 530, 3))],
+    )
+    out["streamed_x_to_y"] = streamed.cross[0].first_rank
     shifted = modality_pass(_streamed(y), None, t=32.0, query_index=queries)
     out["shifted_terms"] = shifted.uniformity_row_terms
     for name, r in (("full", full), ("sampled", sampled), ("streamed", streamed)):

@@ -35,6 +35,7 @@ from gapscope.engine.moments import UnitSums, UnitSumsScan, unit_scatter, unit_s
 from gapscope.engine.passes import (
     CROSS_DIRECTIONS,
     CrossKernel,
+    CrossQueries,
     ModalityPassResult,
     cross_pair_pass,
     modality_pass,
@@ -309,6 +310,8 @@ class AnalysisContext:
         self._uniformity: dict[str, ModalityPassResult] = {}
         self._intra: dict[str, RetrievalResult | None] = {}
         self._cross: dict[tuple[str, str], tuple[RetrievalResult, RetrievalResult]] = {}
+        # Cross-modal directions (queries, keys) counted in the keys' modality pass.
+        self._cross_half: dict[tuple[str, str], RetrievalResult] = {}
         self._cross_kernel: dict[tuple[str, str], CrossKernel] = {}
         self._cosines: dict[tuple[str, str], PairCosine] = {}
         self._positive: dict[tuple[str, str], bool] = {}
@@ -480,14 +483,18 @@ class AnalysisContext:
         """The ``X X^T`` pass of ``m``: uniformity and intra-modal retrieval, on the sampled
         queries when ``--sample`` applies. Each part is computed once, when first asked for;
         the blocks do not depend on which parts a pass computes, so a part computed later
-        equals the same part computed together with the other."""
+        equals the same part computed together with the other. Where the pass reads its keys
+        a chunk at a time, the cross-modal directions that rank other modalities' sampled
+        queries against ``m`` are counted from the same chunks (:meth:`_riders`), and
+        :meth:`cross_pass` takes them from there."""
         need_u = uniformity and m not in self._uniformity
         need_r = retrieval and m not in self._intra
         if need_u or need_r:
             opts = self.options
-            what = " and ".join(
-                w for w, on in ((f"{m} uniformity", need_u), (f"{m}->{m} retrieval", need_r)) if on
-            )
+            riders = self._riders(m)
+            parts = [(f"{m} uniformity", need_u), (f"{m}->{m} retrieval", need_r)]
+            parts += [(f"{o}->{m} retrieval", True) for o in riders]
+            what = " and ".join(w for w, on in parts if on)
             self.say(f"{m}: similarity blocks ({what})")
             codes, _ = self.relevance(m)
             r = modality_pass(
@@ -499,11 +506,14 @@ class AnalysisContext:
                 block_size=opts.block_size,
                 device=opts.device,
                 query_index=self._queries[m],
+                cross=[self._cross_queries(o, m) for o in riders],
             )
             if need_u:
                 self._uniformity[m] = r
             if need_r:
                 self._intra[m] = r.retrieval
+            for o, result in zip(riders, r.cross, strict=True):
+                self._cross_half[(o, m)] = result
         u = self._uniformity.get(m)
         return ModalityPassResult(
             uniformity=None if u is None else u.uniformity,
@@ -517,18 +527,60 @@ class AnalysisContext:
         """Whether the parts asked for are computed already."""
         return (not uniformity or m in self._uniformity) and (not retrieval or m in self._intra)
 
+    def _riders(self, m: str) -> list[str]:
+        """The modalities whose sampled queries' cross-modal ranks against ``m`` its pass
+        counts too: when retrieval is asked for and ``m``'s pass reads its keys a chunk at a
+        time (sampled queries, keys normalised on the fly), each pair's direction into ``m``
+        whose queries are sampled as well (both sides sampled: :func:`cross_pair_pass` then
+        ranks each direction apart, with a read of its keys of its own) and not computed yet.
+        The first ranks are exact, so the same numbers either way."""
+        if (
+            RETRIEVAL.selector not in self.options.metrics
+            or self._queries[m] is None
+            or self.unit(m).in_memory
+        ):
+            return []
+        riders = []
+        for a, b in self.pairs:
+            if m not in (a, b) or (a, b) in self._cross:
+                continue
+            o = b if m == a else a
+            if self._queries[o] is not None and (o, m) not in self._cross_half:
+                riders.append(o)
+        return riders
+
     def cross_pass(self, a: str, b: str) -> tuple[RetrievalResult, RetrievalResult]:
         """The ``A B^T`` pass of a pair: ``a->b`` and ``b->a`` retrieval (and the cross
-        kernel with them when ``mmd`` is asked for)."""
+        kernel with them when ``mmd`` is asked for), or the two directions counted in the
+        modality passes of ``b`` and ``a`` (:meth:`modality_pass`)."""
+        if (a, b) not in self._cross and self._counted_halves(a, b):
+            self._cross[(a, b)] = (self._cross_half[(a, b)], self._cross_half[(b, a)])
         if (a, b) not in self._cross:
             self._run_cross(a, b, retrieval=True, kernel=MMD.selector in self.options.metrics)
         return self._cross[(a, b)]
 
+    def _cross_queries(self, q: str, keys: str) -> CrossQueries:
+        """The sampled queries of ``q`` against the rows of ``keys``, as
+        :func:`cross_pair_pass` ranks them (the pair's groups, every key)."""
+        sample = self._queries[q]
+        assert sample is not None  # riders are sampled
+        return CrossQueries(self.unit(q), self.groups(q), self.groups(keys), sample)
+
+    def _counted_halves(self, a: str, b: str) -> bool:
+        """Whether both directions of ``(a, b)`` were counted in modality passes (which run
+        first: the report's families ask for them before the pair's retrieval)."""
+        return (a, b) in self._cross_half and (b, a) in self._cross_half
+
     def cross_kernel(self, a: str, b: str) -> CrossKernel:
         """The uniformity kernel over every cross pair of ``a`` and ``b``, from the ``A B^T``
-        pass (with retrieval when that is asked for too: one product for both)."""
+        pass (with retrieval when that is asked for too: one product for both, unless the
+        modality passes count the directions)."""
         if (a, b) not in self._cross_kernel:
-            retrieval = (a, b) not in self._cross and RETRIEVAL.selector in self.options.metrics
+            retrieval = (
+                (a, b) not in self._cross
+                and RETRIEVAL.selector in self.options.metrics
+                and not self._counted_halves(a, b)
+            )
             self._run_cross(a, b, retrieval=retrieval, kernel=True)
         return self._cross_kernel[(a, b)]
 

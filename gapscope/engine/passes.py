@@ -35,6 +35,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ from gapscope.engine.device_ranking import (
 from gapscope.engine.devices import resolve_device
 from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import MAX_UNSHIFTED_EXPONENT, log_mean_exp, log_sum_exp
-from gapscope.engine.pipelining import InOrder, lane_count, pipelined, run_blocks
+from gapscope.engine.pipelining import InOrder, PerThread, lane_count, pipelined, run_blocks
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
@@ -91,6 +92,7 @@ __all__ = [
     "CROSS_DIRECTIONS",
     "CrossKernel",
     "CrossPassResult",
+    "CrossQueries",
     "ModalityPassResult",
     "cross_pair_pass",
     "cross_pass",
@@ -114,6 +116,7 @@ class ModalityPassResult:
         uniformity_row_terms: ``log a_i = log((1/(n-1)) sum_{j != i} exp(-t ||x_i -
             x_j||^2))`` of those rows, float64; ``None`` when uniformity was not asked for.
         retrieval: intra-modal retrieval (recall@K, mAP, R-precision), or ``None``.
+        cross: cross-modal retrieval of each :class:`CrossQueries` asked for, in order.
     """
 
     uniformity: float | None
@@ -121,6 +124,31 @@ class ModalityPassResult:
     uniformity_rows: np.ndarray | None
     uniformity_row_terms: np.ndarray | None
     retrieval: RetrievalResult | None
+    cross: tuple[RetrievalResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class CrossQueries:
+    """Sampled queries of another modality, ranked against the rows of a
+    :func:`modality_pass` as keys: one direction of :func:`cross_pass`, with its numbers.
+
+    Where the pass reads its keys a chunk at a time anyway (sampled queries against keys
+    normalised on the fly), the queries are multiplied by the same chunks and counted down
+    the columns, so the keys are read once for both; otherwise the direction is computed as
+    :func:`cross_pass` computes it.
+
+    Attributes:
+        rows: the queries' modality, ``(m, d)`` (array, tensor or
+            :class:`~gapscope.engine.unit_rows.UnitRows`).
+        groups: its rows' integer pair codes, ``(m,)``.
+        key_groups: the pass's rows' pair codes, ``(n,)`` (equal codes are positives).
+        query_index: the sampled query rows of ``rows``.
+    """
+
+    rows: ArrayLike | UnitRows
+    groups: ArrayLike | Sequence[int]
+    key_groups: ArrayLike | Sequence[int]
+    query_index: ArrayLike | Sequence[int]
 
 
 def modality_pass(
@@ -133,6 +161,7 @@ def modality_pass(
     block_size: int | None = None,
     device: str | torch.device | None = None,
     query_index: ArrayLike | Sequence[int] | None = None,
+    cross: Sequence[CrossQueries] = (),
 ) -> ModalityPassResult:
     """Uniformity and intra-modal retrieval of one modality from a single ``X X^T`` pass.
 
@@ -166,6 +195,8 @@ def modality_pass(
         device: device of the products; ranking and sums run on the CPU.
         query_index: evaluate only these query rows (still against every row): retrieval on
             them, and uniformity estimated from them.
+        cross: cross-modal directions whose keys are these rows (:class:`CrossQueries`),
+            counted from the pass's own chunks of keys where it reads them a chunk at a time.
 
     Returns:
         :class:`ModalityPassResult`.
@@ -189,6 +220,7 @@ def modality_pass(
     sample = check_query_index(query_index, n)
     codes = check_groups(relevance, n, "relevance")
     rows = np.arange(n) if sample is None else sample
+    directions = [_cross_sides(unit, c, dev) for c in cross]
     intra = None if codes is None else _IntraRanks(codes, rows, unit)
     kernel = _KernelRows(rows.size, t) if uniformity else None
     # The kernel is summed from the rows of the same blocks that the ranking reads (one
@@ -207,11 +239,23 @@ def modality_pass(
     columns = None
     if streamed and intra is not None and intra.evaluated.size > block:
         columns = intra.columns(thin, _KernelRows.scale_of(kernel))
-    if streamed and (kernel is not None or columns is not None):
-        _sampled_kernel(unit, thin, kernel, columns=columns)
+    swept = streamed and (kernel is not None or columns is not None)
+    # The cross directions ride on the sweep's chunks of keys (their counts are exact, so
+    # the same first ranks as cross_pass's blocks of keys), else take cross_pass's path.
+    riders = [
+        _CrossColumns(q, keys, block_size) for q, keys in directions if swept and q.evaluated.size
+    ]
+    if swept:
+        _sampled_kernel(unit, thin, kernel, columns=columns, riders=riders)
         if columns is not None:
             assert intra is not None
             columns.finish(intra.store)
+        for rider in riders:
+            rider.finish()
+    else:
+        for q, keys in directions:
+            if q.evaluated.size:
+                _sampled_direction(q, keys, block_size)
     block_kernel = None if streamed or sample is None else kernel
     block_intra = None if columns is not None or sample is None else intra
     # Blocks that hold no query to rank are skipped when only retrieval is asked for; the
@@ -236,7 +280,24 @@ def modality_pass(
         uniformity_rows=None if sample is None else sample,
         uniformity_row_terms=terms,
         retrieval=result,
+        cross=tuple(q.wanted_result(cutoffs) for q, _ in directions),
     )
+
+
+def _cross_sides(keys: UnitRows, cross: CrossQueries, device: torch.device) -> tuple[_Side, _Side]:
+    """The queries' and the keys' :class:`_Side` of one :class:`CrossQueries` direction."""
+    names = ("x", "cross queries")
+    unit = as_unit_rows(cross.rows, names[1], device=device)
+    check_same_dim(keys, unit, names)
+    key_groups, groups = pair_groups(keys, unit, cross.key_groups, cross.groups, names)
+    sample = check_query_index(cross.query_index, unit.shape[0])
+    if sample is None:
+        raise GapscopeError("cross queries: query_index is required (sampled queries)")
+    queries = _Side(unit, groups, sample, True)
+    keys_side = _Side(keys, key_groups, None, False)
+    # Only the queries' side is evaluated: the keys' side needs no link of its own.
+    queries.link(keys_side)
+    return queries, keys_side
 
 
 def _exact_pass(
@@ -448,6 +509,7 @@ def _sampled_kernel(
     kernel: _KernelRows | None,
     keys: UnitRows | None = None,
     columns: IntraColumnRanks | None = None,
+    riders: Sequence[_CrossColumns] = (),
 ) -> None:
     """The kernel rows of the sampled query ``rows`` (ascending) of ``unit`` against every
     key of ``keys`` (default: ``unit`` itself, each query's own column left out), one chunk
@@ -455,7 +517,8 @@ def _sampled_kernel(
     :meth:`_KernelRows.add_block` and the chunk sums combined in float64, in the order of the
     chunks (in the log domain when ``4t`` leaves the float32 range). ``columns`` counts the
     intra-modal ranks from the same chunks (before the kernel overwrites them), while the
-    next chunk's product is made.
+    next chunk's product is made; ``riders`` count cross-modal directions from the same
+    chunks of keys.
 
     Among processes, each round's sums (one float64 a process and query) are gathered to
     every process and combined in chunk order, so every process ends with the bits one
@@ -484,6 +547,7 @@ def _sampled_kernel(
         own=own,
         overlap=columns is not None,
         lane_bytes_per_score=0 if columns is None else 1,
+        riders=riders,
     )
     if sums is not None:
         sums.finish()
@@ -509,6 +573,7 @@ def sweep_key_chunks(
     own: bool,
     overlap: bool,
     lane_bytes_per_score: int = 0,
+    riders: Sequence[_CrossColumns] = (),
 ) -> None:
     """``consume(r, start, scores, lane)`` for every round ``r`` of chunks of ``keys``: ``scores``
     are the float32 products of the ``queries`` (the rows ``rows`` of their modality,
@@ -534,7 +599,9 @@ def sweep_key_chunks(
     :class:`~gapscope.engine.pipelining.InOrder`). ``lane_bytes_per_score``: the bytes of
     the buffers ``consume`` holds a lane, a score of a chunk (besides the product's and the
     chunk of keys). Among processes, where
-    ``consume`` makes collectives a round, the rounds stay in order."""
+    ``consume`` makes collectives a round, the rounds stay in order. Each of ``riders``
+    (:class:`_CrossColumns`) counts every chunk of keys this process makes, right after its
+    product, from the same normalised keys."""
     n = keys.shape[0]
     width = key_chunk_width(n, rows.size)
     starts = list(range(0, n, width))
@@ -545,6 +612,7 @@ def sweep_key_chunks(
     if share.world == 1:
         # A lane's product and its chunk of keys (normalised anew when not held).
         held = 4 * rows.size * width + (0 if keys.in_memory else 4 * width * keys.shape[1])
+        held += sum(rider.lane_bytes() for rider in riders)
         lanes = lane_count(device, rounds, held + lane_bytes_per_score * rows.size * width)
     count = lanes or (2 if overlap and rounds > 1 else 1)
     buffers = [score_buffer(rows.size, width, device) for _ in range(count)]
@@ -555,7 +623,10 @@ def sweep_key_chunks(
             return r, 0, None
         start, stop = starts[c], min(n, starts[c] + width)
         buffer_rows = buffers[buffer][:, : stop - start]
-        scores = matmul_into(queries, keys.block(start, stop), buffer_rows)
+        block = keys.block(start, stop)
+        scores = matmul_into(queries, block, buffer_rows)
+        for rider in riders:
+            rider.add_chunk(start, block)
         lo, hi = np.searchsorted(rows, [start, stop]) if own else (0, 0)
         if hi > lo:
             query_rows = torch.from_numpy(np.arange(lo, hi)).to(device)
@@ -578,6 +649,71 @@ def sweep_key_chunks(
     else:
         for r in range(rounds):
             take(product(r, 0))
+
+
+#: What a :class:`_CrossColumns` holds a thread at once: a part of a chunk's scores and
+#: their flags (5 bytes a score).
+_RIDER_BYTES = 4 * 2**20
+
+
+class _CrossColumns:
+    """One sampled cross-modal direction counted down the columns of another sweep's chunks of
+    keys (:func:`sweep_key_chunks`'s ``riders``): each chunk's keys, as the sweep normalised
+    them, multiplied by the direction's query rows a part at a time and counted as
+    :func:`_pass` counts blocks of keys against thin columns (:class:`_ColumnCounts`: exact
+    counts, so the first ranks do not depend on the chunks), with no read of the keys of its
+    own."""
+
+    def __init__(self, queries: _Side, keys: _Side, block_size: int | None) -> None:
+        evaluated = queries.evaluated
+        block = resolve_block_size(block_size, evaluated.size)
+        best = _best_positive_columns(
+            keys.unit, queries.unit, keys.groups, queries.groups, evaluated, block
+        )
+        margin = 2.0 * score_error_bound(keys.unit.shape[1])
+        self.queries = queries
+        self.counts = _ColumnCounts(
+            keys.unit,
+            queries.unit,
+            keys.groups,
+            queries.groups,
+            evaluated,
+            evaluated,
+            best,
+            margin,
+            members_x=keys.members,
+        )
+        self.query_rows = queries.unit.take(evaluated)
+        self.rows = max(1, _RIDER_BYTES // (5 * evaluated.size))
+        columns, device = evaluated.size, self.query_rows.device
+        # A thread's scores and flags: lanes make their chunks side by side.
+        self._buffers = PerThread(
+            lambda: (
+                score_buffer(self.rows, columns, device),
+                np.empty((self.rows, columns), dtype=bool),
+            )
+        )
+
+    def lane_bytes(self) -> int:
+        """What a thread holds while it counts a chunk."""
+        return 5 * self.rows * self.query_rows.shape[0]
+
+    def add_chunk(self, start: int, keys: torch.Tensor) -> None:
+        """Count the keys ``start, start + 1, ...`` (``keys``: their unit rows)."""
+        scores, flags = self._buffers()
+        for a, b in row_blocks(keys.shape[0], self.rows):
+            block = matmul_into(keys[a:b], self.query_rows, scores[: b - a])
+            idx = np.arange(start + a, start + b)
+            if ranks_on_device(block):
+                self.counts.add_block_device(idx, block)
+            else:
+                self.counts.add_block(idx, block.cpu().numpy(), flags)
+
+    def finish(self) -> None:
+        """The queries' first ranks, from every process's chunks."""
+        counts = self.counts.finish()
+        current_share().sum(counts)
+        self.queries.first_rank[:] = counts
 
 
 class _ChunkSums:
@@ -872,7 +1008,12 @@ class _Side:
         self, unit: UnitRows, groups: np.ndarray, sample: np.ndarray | None, wanted: bool
     ) -> None:
         self.unit, self.groups, self.sample, self.wanted = unit, groups, sample, wanted
-        self.members = GroupMembers(groups)
+
+    @cached_property
+    def members(self) -> GroupMembers:
+        # Made when first used: a side that only serves as keys of a rider never needs its
+        # own (32 MB at a million rows).
+        return GroupMembers(self.groups)
 
     def link(self, other: _Side) -> None:
         self.other = other
@@ -884,6 +1025,12 @@ class _Side:
     @property
     def needs_full_product(self) -> bool:
         return self.sample is None and self.evaluated.size > 0
+
+    def wanted_result(self, cutoffs: Sequence[int]) -> RetrievalResult:
+        """:meth:`result` of a side whose direction is wanted."""
+        result = self.result(cutoffs)
+        assert result is not None
+        return result
 
     def result(self, cutoffs: Sequence[int]) -> RetrievalResult | None:
         if not self.wanted:
@@ -930,54 +1077,61 @@ def _cross(a: _Side, b: _Side, block_size: int | None, kernel: _KernelRows | Non
             a.first_rank[:] = first_a
         if b.needs_full_product:
             b.first_rank[:] = first_b
-    # Sampled queries against keys held in memory: blocks of query rows against every key,
-    # ranked by rows, as the intra-modal pass does (the product runs faster in that shape,
-    # and the first ranks are exact either way, so the path changes no number). Against keys
-    # normalised on the fly: down the columns of a thin product, the keys in blocks (read
-    # once, in order) against only the sampled queries.
     for queries, keys in ((a, b), (b, a)):
-        if queries.sample is None or not queries.evaluated.size:
-            continue
-        evaluated = queries.evaluated
-        if keys.unit.in_memory:
-            n_keys = keys.unit.shape[0]
-            _pass(
-                queries.unit,
-                keys.unit,
-                evaluated,
-                evaluated,
-                none,
-                np.arange(n_keys),
-                queries.groups,
-                keys.groups,
-                keys.members,
-                np.full(n_keys, np.inf, dtype=np.float32),
-                queries.first_rank,
-                none,
-                resolve_block_size(block_size, n_keys),
-                None,
-            )
-            continue
-        block = resolve_block_size(block_size, evaluated.size)
-        best = _best_positive_columns(
-            keys.unit, queries.unit, keys.groups, queries.groups, evaluated, block
-        )
+        if queries.sample is not None and queries.evaluated.size:
+            _sampled_direction(queries, keys, block_size)
+
+
+def _sampled_direction(queries: _Side, keys: _Side, block_size: int | None) -> None:
+    """The first ranks of ``queries``' sampled queries against every key of ``keys``.
+
+    Against keys held in memory: blocks of query rows against every key, ranked by rows, as
+    the intra-modal pass does (the product runs faster in that shape, and the first ranks are
+    exact either way, so the path changes no number). Against keys normalised on the fly: down
+    the columns of a thin product, the keys in blocks (read once, in order) against only the
+    sampled queries (:class:`_CrossColumns` counts them the same way from the chunks of keys
+    that a modality pass sweeps anyway)."""
+    none = np.empty(0, np.int64)
+    evaluated = queries.evaluated
+    if keys.unit.in_memory:
+        n_keys = keys.unit.shape[0]
         _pass(
-            keys.unit,
             queries.unit,
-            np.arange(keys.unit.shape[0]),
+            keys.unit,
+            evaluated,
+            evaluated,
             none,
-            evaluated,
-            evaluated,
-            keys.groups,
+            np.arange(n_keys),
             queries.groups,
-            queries.members,
-            best,
-            none,
+            keys.groups,
+            keys.members,
+            np.full(n_keys, np.inf, dtype=np.float32),
             queries.first_rank,
-            block,
+            none,
+            resolve_block_size(block_size, n_keys),
             None,
         )
+        return
+    block = resolve_block_size(block_size, evaluated.size)
+    best = _best_positive_columns(
+        keys.unit, queries.unit, keys.groups, queries.groups, evaluated, block
+    )
+    _pass(
+        keys.unit,
+        queries.unit,
+        np.arange(keys.unit.shape[0]),
+        none,
+        evaluated,
+        evaluated,
+        keys.groups,
+        queries.groups,
+        queries.members,
+        best,
+        none,
+        queries.first_rank,
+        block,
+        None,
+    )
 
 
 def _blocked_first(ux: UnitRows, uy: UnitRows, chunk: int = 1024) -> bool:
@@ -1138,9 +1292,11 @@ class _ColumnCounts:
         y_cols: np.ndarray,
         best: np.ndarray,
         margin: float,
+        members_x: GroupMembers | None = None,
     ) -> None:
         self.ux, self.uy, self.gx, self.gy = ux, uy, gx, gy
-        self.members_x = GroupMembers(gx)
+        # The x rows' groups (a caller that has them already hands them over).
+        self.members_x = GroupMembers(gx) if members_x is None else members_x
         self.eval_y = eval_y
         self.size = eval_y.size
         col_of_y = np.full(uy.shape[0], -1, dtype=np.int64)

@@ -481,6 +481,37 @@ def test_mir_medians_of_float16_rows_come_from_the_validating_read(monkeypatch, 
     assert len(medians) == 2 and made == read
 
 
+@pytest.mark.parametrize("metrics", ["uniformity,retrieval", "retrieval", None])
+def test_streamed_cross_directions_ride_on_the_modality_passes(monkeypatch, metrics):
+    # Sampled queries against keys normalised on the fly (as at a million rows): each
+    # cross-modal direction is counted from the chunks of keys that its keys' modality pass
+    # reads anyway, and the pair's retrieval reads no key of its own: one read of each
+    # modality fewer (where the pass sweeps its keys), the same report. With retrieval alone
+    # no pass sweeps its keys (one block holds every sampled query: the intra-modal ranks
+    # read the keys once by rows), so each direction is ranked as before, inside the pass.
+    from gapscope.analysis.context import AnalysisContext
+    from gapscope.engine import passes, unit_rows
+
+    monkeypatch.setattr(unit_rows, "IN_MEMORY_BUDGET_BYTES", 0)
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 97)
+    image, text, gi, gt, labels, _ = make_paired(n=600, captions=2)
+
+    def run():
+        rows = {"image": _counting(image), "text": _counting(text)}
+        data = EmbeddingSet(
+            embeddings=rows, groups={"image": gi, "text": gt}, labels={"image": labels}
+        )
+        report = analyze(data, device="cpu", metrics=metrics, sample=150, seed=3).to_json()
+        return report, [sum(a.read) for a in rows.values()]
+
+    riding, reads = run()
+    monkeypatch.setattr(AnalysisContext, "_riders", lambda self, m: [])
+    alone, reads_alone = run()
+    assert riding == alone
+    saved = [0, 0] if metrics == "retrieval" else [600, 1200]
+    assert [a - b for a, b in zip(reads_alone, reads, strict=True)] == saved
+
+
 def test_mir_moments_of_rows_far_apart_in_one_slice_are_those_of_the_rows(monkeypatch):
     # The validating read scales each slice by its largest norm, not its first: rows 1e200
     # apart in one slice (text as large, so that MIR's scaled rows stay in range) give the

@@ -752,3 +752,64 @@ def test_ranks_stored_a_group_at_a_time_keep_every_bit():
     assert one.first_rank.tobytes() == together.first_rank.tobytes()
     assert one.ap.tobytes() == together.ap.tobytes()
     assert one.rp.tobytes() == together.rp.tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("uniformity", [True, False])
+@pytest.mark.parametrize("rider_rows", [1, 5, 10**6])
+def test_cross_directions_counted_in_a_modality_passs_chunks_of_keys(
+    monkeypatch, tmp_path, threads, uniformity, rider_rows
+):
+    # Other modalities' sampled queries ranked against a modality pass's keys (CrossQueries):
+    # where the pass reads its keys a chunk at a time (keys normalised on the fly), they are
+    # counted down the columns of the same chunks, a few keys at a time, and give
+    # cross_pass's direction exactly, on tie-heavy rows too; the pass's own numbers keep
+    # every bit. Keys held in memory take cross_pass's own path, with the same numbers.
+    from gapscope.engine import passes
+    from gapscope.engine.passes import CrossQueries
+    from gapscope.engine.unit_rows import UnitRows
+
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 7)
+    monkeypatch.setattr(passes, "_RIDER_BYTES", 5 * rider_rows * 1000)
+    monkeypatch.setattr(passes, "fits_columns", lambda counts, n_keys: True)
+    swept: list[int] = []
+    add = passes._CrossColumns.add_chunk
+    monkeypatch.setattr(
+        passes._CrossColumns, "add_chunk", lambda s, *a: swept.append(1) or add(s, *a)
+    )
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for x, y, gx, gy in (_ties()[:4], _data(90, 12)[:4]):
+            rng = np.random.default_rng(3)
+            qx = np.sort(rng.choice(len(x), len(x) // 3, replace=False))
+            qy = np.sort(rng.choice(len(y), len(y) // 2, replace=False))
+            labels = rng.integers(0, 5, size=len(y))
+            np.save(tmp_path / "y.npy", y)
+            streamed = UnitRows(np.load(tmp_path / "y.npy", mmap_mode="r"), in_memory=False)
+            x_to_y, _ = cross_pass(x, y, gx, gy, k=KS, query_index_x=qx, query_index_y=qy)
+            for keys, counted in ((streamed, True), (y, False)):
+                swept.clear()
+                kw = dict(k=KS, block_size=5, query_index=qy, uniformity=uniformity)
+                alone = modality_pass(keys, labels, **kw)
+                riding = modality_pass(keys, labels, cross=[CrossQueries(x, gx, gy, qx)], **kw)
+                assert bool(swept) == counted
+                (got,) = riding.cross
+                _assert_same(got, x_to_y)
+                assert got.recall == x_to_y.recall and got.n_skipped == x_to_y.n_skipped
+                _assert_same(riding.retrieval, alone.retrieval)
+                if uniformity:
+                    assert riding.uniformity_row_terms.tobytes() == (
+                        alone.uniformity_row_terms.tobytes()
+                    )
+            assert x_to_y.recall == ref.cross_recall(x[qx], y, gx[qx], gy, KS)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def test_cross_queries_must_be_sampled():
+    from gapscope.engine.passes import CrossQueries
+
+    x = np.eye(4, dtype=np.float32)
+    with pytest.raises(GapscopeError, match="query_index is required"):
+        modality_pass(x, cross=[CrossQueries(x, np.arange(4), np.arange(4), None)])  # type: ignore[arg-type]
