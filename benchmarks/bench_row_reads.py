@@ -46,8 +46,15 @@ class CountingArray(np.ndarray):
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         out = super().__getitem__(index)
         if self.modality is not None and isinstance(out, np.ndarray) and out.ndim == 2:
-            frames = [f.name for f in traceback.extract_stack(limit=6)[:-1]]
-            reader = next(name for name in reversed(frames) if name != "__getitem__")
+            frames = [f.name for f in traceback.extract_stack(limit=16)[:-1]]
+            # A helper that reads pairs for a function of SAMPLED_PAIRS (the similarity
+            # statistics' _cosines) counts as that function.
+            sampled = [name for name in frames if name in SAMPLED_PAIRS]
+            reader = (
+                sampled[-1]
+                if sampled
+                else next(name for name in reversed(frames) if name != "__getitem__")
+            )
             READS[(self.modality, reader)] += out.shape[0]
         if isinstance(out, CountingArray):
             out.modality = None  # views handed on are counted where they were cut out
@@ -75,6 +82,11 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(args.checkout.resolve()))
+    import torch
+
+    # One thread: lanes make slices in threads whose stacks do not say who asked for them
+    # (the sampled pairs); the rows read are the same on any number of threads.
+    torch.set_num_threads(1)
     from gapscope import EmbeddingSet, analyze
 
     if args.stream:
