@@ -231,11 +231,11 @@ class _ReadStats:
 
     def lane_bytes(self, rows: int) -> int:
         """The scratch a thread holds for slices of ``rows`` rows: the unit rows' and the
-        scaled rows' float64 buffers (each scan's own, a thread's own), and the transposed rows
-        the medians' counts are made from; ``make`` may be called from several threads at once
-        (the counts are shared: integers, added under a lock)."""
+        scaled rows' float64 buffers (each scan's own, a thread's own), and the chunk of
+        transposed rows the medians' counts are made from; ``make`` may be called from several
+        threads at once (the counts are shared: integers, added under a lock)."""
         buffers = (self.unit is not None) + (self.moments is not None)
-        counting = 0 if self.medians is None else PatternCounts.lane_bytes(rows, self.d)
+        counting = 0 if self.medians is None else self.medians.lane_bytes()
         return buffers * rows * self.d * 8 + 8 * self.size + counting
 
     def make(self, start: int, raw: np.ndarray, wide: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ import torch
 
 from gapscope.engine.blocks import row_blocks
 from gapscope.engine.distributed import current_share
-from gapscope.engine.pipelining import PerThread, in_lanes, scan_lanes
+from gapscope.engine.pipelining import in_lanes, scan_lanes
 from gapscope.engine.validation import Rows
 
 __all__ = ["MEDIAN_BUDGET_BYTES", "PatternCounts", "column_medians", "median_reads"]
@@ -117,8 +117,13 @@ class PatternCounts:
     order of the slices nor the threads that counted them change them; processes sharing the
     passes each count their own slices, and :meth:`medians` adds the counts over them.
 
+    Each thread gathers its slices' patterns, transposed, until they fill a chunk of the
+    radix select's size (64 MiB), and counts them then: adding ``2^16`` counts a column for
+    every small slice would cost more than the counting itself.
+
     Memory: the counts, ``d x 2^16`` int32 (128 MiB for ``d = 512``; int64 from ``2^31``
-    rows), and a thread's transposed slice.
+    rows), and a chunk of transposed patterns for each thread that adds slices
+    (:meth:`lane_bytes`), held until :meth:`medians`.
 
     Example:
         >>> rows = np.array([[1.0, -2.0], [3.0, 5.0], [2.0, 0.5]], np.float16)
@@ -133,8 +138,11 @@ class PatternCounts:
         # Rows of the right shape that are never read: the counts are the select's only read.
         self._select = _RadixSelect(np.broadcast_to(np.float16(0), (n, d)), MEDIAN_BUDGET_BYTES)
         self.counts = np.zeros((d, _DIGITS), dtype=self._select.count_dtype)
+        self.chunk_rows = max(1, min(n, _CHUNK_BYTES // (2 * max(d, 1))))
         self._adding = threading.Lock()
-        self._patterns: PerThread[list[np.ndarray]] = PerThread(list)
+        # Each thread's patterns not counted yet, by thread: kept past the thread's end, so
+        # that medians() counts what a lane left.
+        self._pending: dict[int, _Pending] = {}
 
     @staticmethod
     def applies(n: int, d: int, dtype: np.dtype | type, budget_bytes: int | None = None) -> bool:
@@ -155,37 +163,70 @@ class PatternCounts:
             and _radix_reads(n, d, kind.itemsize, budget) == 1
         )
 
-    @staticmethod
-    def lane_bytes(rows: int, d: int) -> int:
-        """What a thread holds while it counts a slice of ``rows`` rows: the slice transposed
-        (float16 patterns) and one column's counts as numpy makes them (int64)."""
-        return 2 * rows * d + 8 * _DIGITS
+    def lane_bytes(self) -> int:
+        """What a thread that adds slices holds: its chunk of transposed patterns, and one
+        column's counts as numpy makes them (int64)."""
+        return 2 * self.chunk_rows * self.d + 8 * _DIGITS
 
     def add(self, raw: np.ndarray) -> None:
         """Count the patterns of a slice of rows, ``(rows, d)`` float16 as read (either byte
         order, any strides)."""
-        if raw.shape[1] != self.d:
-            raise ValueError(f"a slice of {raw.shape[1]} columns, counts of {self.d}")
-        rows = raw.shape[0]
-        held = self._patterns()
-        if not held or held[0].shape[1] < rows:
-            held[:] = [np.empty((self.d, rows), dtype=np.uint16)]
-        columns = held[0][:, :rows]
-        _transposed_patterns(raw, self._select.dtype, columns)
-        for c in range(self.d):
-            found = np.bincount(columns[c], minlength=_DIGITS)
-            with self._adding:
-                np.add(self.counts[c], found, out=self.counts[c], casting="unsafe")
+        if raw.ndim != 2 or raw.shape[1] != self.d:
+            raise ValueError(f"a slice of shape {raw.shape}, counts of {self.d} columns")
+        if raw.dtype.kind != "f" or raw.dtype.itemsize != 2:
+            raise ValueError(f"float16 rows only, got {raw.dtype}")
+        pending = self._of_this_thread()
+        done = 0
+        while done < raw.shape[0]:
+            take = min(self.chunk_rows - pending.filled, raw.shape[0] - done)
+            target = pending.patterns[:, pending.filled : pending.filled + take]
+            _transposed_patterns(raw[done : done + take], self._select.dtype, target)
+            pending.filled += take
+            done += take
+            if pending.filled == self.chunk_rows:
+                self._count(pending)
 
     def medians(self) -> np.ndarray:
         """``numpy.median(rows, axis=0)`` in float64, from the counts of every row (added
         over the processes that share the passes: every process calls this)."""
+        for pending in self._pending.values():
+            self._count(pending)
+        self._pending.clear()
         current_share().sum(self.counts)
-        # Every slice adds its rows to every column: the first column's total tells them all.
+        # Every slice adds its rows to every column: the first column's total tells them all
+        # (a guard on the row total, not on which rows were added).
         counted = int(self.counts[0].sum()) if self.d else self.n
         if counted != self.n:
             raise ValueError(f"counts of {counted} rows, expected {self.n}")
         return self._select.medians(first=self.counts)
+
+    def _of_this_thread(self) -> _Pending:
+        ident = threading.get_ident()
+        with self._adding:
+            pending = self._pending.get(ident)
+            if pending is None:
+                # A thread that started after another ended may take its identity, and with
+                # it the patterns it left: they are counted all the same.
+                pending = self._pending[ident] = _Pending(self.d, self.chunk_rows)
+            return pending
+
+    def _count(self, pending: _Pending) -> None:
+        columns = pending.patterns[:, : pending.filled]
+        if pending.filled:
+            for c in range(self.d):
+                found = np.bincount(columns[c], minlength=_DIGITS)
+                with self._adding:
+                    np.add(self.counts[c], found, out=self.counts[c], casting="unsafe")
+        pending.filled = 0
+
+
+class _Pending:
+    """A thread's transposed patterns (``d x chunk_rows``), the first ``filled`` columns not
+    counted yet."""
+
+    def __init__(self, d: int, chunk_rows: int) -> None:
+        self.patterns = np.empty((d, chunk_rows), dtype=np.uint16)
+        self.filled = 0
 
 
 def median_reads(n: int, d: int, dtype: np.dtype | type, budget_bytes: int | None = None) -> int:

@@ -1011,8 +1011,8 @@ class _Side:
 
     @cached_property
     def members(self) -> GroupMembers:
-        # Made when first used: a side that only serves as keys of a rider never needs its
-        # own (32 MB at a million rows).
+        # Made when first used: the queries' side of a rider never needs its own (32 MB at a
+        # million rows); the keys' side makes it for the queries' link.
         return GroupMembers(self.groups)
 
     def link(self, other: _Side) -> None:

@@ -229,7 +229,13 @@ def _counted(a: np.ndarray, slices: list[tuple[int, int]], threads: int = 3) -> 
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 10, 1000, 1001])
-def test_pattern_counts_give_the_medians_of_the_radix_select(n):
+@pytest.mark.parametrize("chunk_rows", [1, 7, None])
+def test_pattern_counts_give_the_medians_of_the_radix_select(monkeypatch, n, chunk_rows):
+    # Each thread counts its patterns a chunk of rows at a time (here 1 or 7 rows, or the
+    # default 64 MiB): slices fill, cross and leave chunks part-filled, and the threads end
+    # before medians() counts what they left.
+    if chunk_rows is not None:
+        monkeypatch.setattr(cm, "_CHUNK_BYTES", 2 * 7 * chunk_rows)  # 7 columns of float16
     a = _mixed(n, np.float16, n)
     bounds = np.unique(np.r_[0, np.random.default_rng(n).integers(0, n, 4), n])
     slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
@@ -254,8 +260,11 @@ def test_pattern_counts_of_some_rows_only_raise():
     counts.add(a[:3])
     with pytest.raises(ValueError, match="counts of 3 rows, expected 6"):
         counts.medians()
-    with pytest.raises(ValueError, match="3 columns"):
+    with pytest.raises(ValueError, match=r"shape \(2, 3\), counts of 2 columns"):
         counts.add(np.zeros((2, 3), np.float16))
+    # Other formats are never cast to float16 (float32 values would round to other medians).
+    with pytest.raises(ValueError, match="float16 rows only, got float32"):
+        counts.add(np.zeros((2, 2), np.float32))
 
 
 def test_pattern_counts_apply_where_the_medians_take_one_read_of_float16():
