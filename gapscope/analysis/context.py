@@ -608,7 +608,9 @@ class AnalysisContext:
             self._cross_kernel[(a, b)] = r.kernel
 
     def has_cross_pass(self, a: str, b: str) -> bool:
-        return (a, b) in self._cross
+        """Whether :meth:`cross_pass` has its directions already (made, or counted in the
+        modality passes)."""
+        return (a, b) in self._cross or self._counted_halves(a, b)
 
 
 def _model_section(encoder: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -512,6 +512,28 @@ def test_streamed_cross_directions_ride_on_the_modality_passes(monkeypatch, metr
     assert [a - b for a, b in zip(reads_alone, reads, strict=True)] == saved
 
 
+def test_cross_directions_counted_in_the_passes_are_the_pairs_cross_pass(monkeypatch):
+    # Once both modality passes counted the directions into them, the pair's cross pass is
+    # there (the what-ifs reuse it) and makes no product of its own.
+    import gapscope.analysis.context as context
+    from gapscope.analysis.context import AnalysisContext, AnalysisOptions
+    from gapscope.engine import unit_rows
+
+    monkeypatch.setattr(unit_rows, "IN_MEMORY_BUDGET_BYTES", 0)
+    image, text, gi, gt, _, _ = make_paired(n=300, captions=2)
+    data = EmbeddingSet(embeddings={"image": image, "text": text}, groups={"image": gi, "text": gt})
+    options = AnalysisOptions.parse(metrics="uniformity,retrieval", sample=100, device="cpu")
+    ctx = AnalysisContext(data, options)
+    assert not ctx.has_cross_pass("image", "text")
+    ctx.modality_pass("image")
+    assert not ctx.has_cross_pass("image", "text")  # text's queries against image only
+    ctx.modality_pass("text")
+    assert ctx.has_cross_pass("image", "text")
+    monkeypatch.setattr(context, "cross_pair_pass", lambda *a, **k: pytest.fail("a product"))
+    image_to_text, text_to_image = ctx.cross_pass("image", "text")
+    assert image_to_text.n_queries == 100 and text_to_image.n_queries == 100
+
+
 def test_mir_moments_of_rows_far_apart_in_one_slice_are_those_of_the_rows(monkeypatch):
     # The validating read scales each slice by its largest norm, not its first: rows 1e200
     # apart in one slice (text as large, so that MIR's scaled rows stay in range) give the
