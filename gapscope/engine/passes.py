@@ -239,13 +239,10 @@ def modality_pass(
     columns = None
     if streamed and intra is not None and intra.evaluated.size > block:
         columns = intra.columns(thin, _KernelRows.scale_of(kernel))
-    swept = streamed and (kernel is not None or columns is not None)
     # The cross directions ride on the sweep's chunks of keys (their counts are exact, so
     # the same first ranks as cross_pass's blocks of keys), else take cross_pass's path.
-    riders = [
-        _CrossColumns(q, keys, block_size) for q, keys in directions if swept and q.evaluated.size
-    ]
-    if swept:
+    if streamed and (kernel is not None or columns is not None):
+        riders = [_CrossColumns(q, keys, block_size) for q, keys in directions if q.evaluated.size]
         _sampled_kernel(unit, thin, kernel, columns=columns, riders=riders)
         if columns is not None:
             assert intra is not None
@@ -666,10 +663,7 @@ class _CrossColumns:
 
     def __init__(self, queries: _Side, keys: _Side, block_size: int | None) -> None:
         evaluated = queries.evaluated
-        block = resolve_block_size(block_size, evaluated.size)
-        best = _best_positive_columns(
-            keys.unit, queries.unit, keys.groups, queries.groups, evaluated, block
-        )
+        best, _ = _best_of_sampled(queries, keys, block_size)
         margin = 2.0 * score_error_bound(keys.unit.shape[1])
         self.queries = queries
         self.counts = _ColumnCounts(
@@ -1112,10 +1106,7 @@ def _sampled_direction(queries: _Side, keys: _Side, block_size: int | None) -> N
             None,
         )
         return
-    block = resolve_block_size(block_size, evaluated.size)
-    best = _best_positive_columns(
-        keys.unit, queries.unit, keys.groups, queries.groups, evaluated, block
-    )
+    best, block = _best_of_sampled(queries, keys, block_size)
     _pass(
         keys.unit,
         queries.unit,
@@ -1132,6 +1123,17 @@ def _sampled_direction(queries: _Side, keys: _Side, block_size: int | None) -> N
         block,
         None,
     )
+
+
+def _best_of_sampled(queries: _Side, keys: _Side, block_size: int | None) -> tuple[np.ndarray, int]:
+    """The best positive score of each of ``queries``' evaluated queries against ``keys``
+    (:func:`_best_positive_columns`), and the rows a block of keys that counts them down the
+    columns of a thin product."""
+    block = resolve_block_size(block_size, queries.evaluated.size)
+    best = _best_positive_columns(
+        keys.unit, queries.unit, keys.groups, queries.groups, queries.evaluated, block
+    )
+    return best, block
 
 
 def _blocked_first(ux: UnitRows, uy: UnitRows, chunk: int = 1024) -> bool:
