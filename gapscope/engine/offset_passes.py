@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ import torch
 from gapscope.engine.blocks import resolve_block_size
 from gapscope.engine.column_ranks import IntraColumnRanks, fits_columns
 from gapscope.engine.device_ranking import row_ranks_device
-from gapscope.engine.distributed import current_share
+from gapscope.engine.distributed import ChunkTerms, current_share
 from gapscope.engine.numerics import log_sum_exp
 from gapscope.engine.passes import (
     ModalityPassResult,
@@ -108,6 +108,7 @@ from gapscope.errors import EmbeddingError, GapscopeError
 __all__ = [
     "DERIVED_MAX_FACTOR",
     "OffsetRows",
+    "SourceTerms",
     "offset_cross_passes",
     "offset_modality_passes",
     "offset_rows",
@@ -207,6 +208,16 @@ class OffsetRows:
         return moved_unit_rows(rows, self._offset_t)[0]
 
 
+class SourceTerms(ChunkTerms, Protocol):
+    """Sums a caller makes from each chunk of a modality's source rows (as read, before they
+    are normalised), in the read :func:`offset_rows` makes of them: a read saved when the
+    unit rows are normalised on the fly."""
+
+    def chunk_terms(self, rows: ArrayLike) -> np.ndarray:
+        """The ``size`` float64 terms of a chunk of source rows."""
+        ...
+
+
 def offset_rows(
     base: UnitRows,
     offsets: Sequence[np.ndarray | None],
@@ -215,12 +226,15 @@ def offset_rows(
     whys: Sequence[str] | None = None,
     dots_with: Sequence[np.ndarray | None] = (),
     check: bool = True,
+    terms: SourceTerms | None = None,
 ) -> list[OffsetRows]:
     """:class:`OffsetRows` of ``base`` for every offset, from one read of its rows: the norms
     of every version, and each row's dot products with every offset and every vector of
     ``dots_with`` (the other modality's offsets, which the cross passes need), kept for the
     passes. Rows normalised block by block are then read once for all versions, not once a
-    version and once a pass.
+    version and once a pass. With ``terms``, the same read hands each chunk of source rows
+    (``base.chunk_rows`` of them, in row order) to ``terms`` too: its sums come from the
+    chunks they would come from in a read of their own, so with the same bits.
 
     Raises:
         EmbeddingError: a row an offset sends to the origin (the first version's first; with
@@ -239,7 +253,7 @@ def offset_rows(
     targets = [
         torch.from_numpy(p.astype(np.float32)).to(base.device) for p in moved if p is not None
     ]
-    it = iter(_scan(base, targets, dots, vectors))
+    it = iter(_scan(base, targets, dots, vectors, terms))
     return [
         OffsetRows(
             base,
@@ -255,11 +269,15 @@ def offset_rows(
 
 
 def _scan(
-    base: UnitRows, targets: Sequence[torch.Tensor], dots: _RowDots, vectors: Sequence[np.ndarray]
+    base: UnitRows,
+    targets: Sequence[torch.Tensor],
+    dots: _RowDots,
+    vectors: Sequence[np.ndarray],
+    terms: SourceTerms | None = None,
 ) -> list[np.ndarray]:
     """One read of ``base``'s rows: the norms of the rows moved by each of ``targets`` (float32
     offsets on the rows' device), returned, and the dot products with ``vectors`` kept in
-    ``dots``.
+    ``dots``; with ``terms``, each chunk's source rows handed to it as well.
 
     The rows are read a chunk at a time and worked on in parts of at most
     :data:`_SCAN_ROWS` rows, so that the float64 work on them stays small. Processes sharing
@@ -268,11 +286,16 @@ def _scan(
     n = base.shape[0]
     unique = list({v.tobytes(): v for v in vectors}.values())
     outputs = np.empty((len(targets) + len(unique), n), dtype=np.float64)
-    if not outputs.shape[0]:
+    if not outputs.shape[0] and terms is None:
         return []
 
-    def make(start: int, stop: int) -> np.ndarray:
-        rows = base.block(start, stop)
+    def make(start: int, stop: int) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        if terms is None:
+            rows = base.block(start, stop)
+        else:
+            source = base.source[start:stop]
+            chunk_terms = terms.chunk_terms(source)
+            rows = base.block_from(start, source)
         values = np.empty((outputs.shape[0], stop - start), dtype=np.float64)
         for lo in range(0, stop - start, _SCAN_ROWS):
             hi = min(stop - start, lo + _SCAN_ROWS)
@@ -284,16 +307,18 @@ def _scan(
                 part64 = part.cpu().numpy().astype(np.float64)
                 for k, vector in enumerate(unique):
                     values[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
-        return values
+        return values if terms is None else (values, chunk_terms)
 
     chunk = max(1, min(n, base.chunk_rows))
     # A thread holds a chunk of rows (float32, normalised anew when streamed), a part's
-    # float64 copy and the chunk's values. Rows on a GPU are read a chunk at a time: lanes
-    # would hold one a lane in the device's memory.
+    # float64 copy and the chunk's values, and with terms what they hold (the chunk's unit
+    # rows and their scratch in float64, as _SumsOfEveryFix.read counts them). Rows on a GPU
+    # are read a chunk at a time: lanes would hold one a lane in the device's memory.
     held = None
     if base.device.type == "cpu":
         held = chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8
-    current_share().rows_in_order(outputs, chunk, make, lane_bytes=held)
+        held += 0 if terms is None else 4 * chunk * base.shape[1] * 8
+    current_share().rows_in_order(outputs, chunk, make, lane_bytes=held, terms=terms)
     # The dot products are kept for the passes; a copy of their own, so the norms (used once,
     # for the factors) are not held with them.
     kept = outputs[len(targets) :].copy()

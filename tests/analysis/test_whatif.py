@@ -13,6 +13,7 @@ from conftest import leaves
 from gapscope import analyze
 from gapscope.analysis.whatif import center_modality, gap_closing_whatif, shift_along_gap
 from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.engine.offset_passes import offset_rows
 from gapscope.engine.unit_rows import UnitRows
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.cka import linear_cka
@@ -327,8 +328,9 @@ def test_scenario_sums_come_from_the_unit_rows_read_alike_in_memory_and_streamed
         # Streamed rows: the same exact ranks; uniformity to float32 rounding.
         assert streamed[name]["recall"] == scenario["recall"], name
         assert streamed[name]["uniformity"] == pytest.approx(scenario["uniformity"], rel=1e-6)
+    # The sums fed by the read that makes the unit rows, and by the row scan of streamed rows.
     shifted = whatif._TransformedSums(x.shape[1], np.full(x.shape[1], 0.05), "x", "")
-    whatif._SumsOfEveryFix([shifted]).read(x)
+    offset_rows(UnitRows(x, in_memory=False), [None], terms=whatif._SumsOfEveryFix([shifted]))
     sums = whatif._TransformedSums(x.shape[1], np.full(x.shape[1], 0.05), "x", "")
     UnitRows(x, on_rows=whatif._SumsOfEveryFix([sums]).add)
     assert np.array_equal(shifted.sum_w, sums.sum_w)
