@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -93,6 +94,7 @@ __all__ = [
     "CrossKernel",
     "CrossPassResult",
     "CrossQueries",
+    "KeyRider",
     "ModalityPassResult",
     "cross_pair_pass",
     "cross_pass",
@@ -506,7 +508,7 @@ def _sampled_kernel(
     kernel: _KernelRows | None,
     keys: UnitRows | None = None,
     columns: IntraColumnRanks | None = None,
-    riders: Sequence[_CrossColumns] = (),
+    riders: Sequence[KeyRider] = (),
 ) -> None:
     """The kernel rows of the sampled query ``rows`` (ascending) of ``unit`` against every
     key of ``keys`` (default: ``unit`` itself, each query's own column left out), one chunk
@@ -561,6 +563,20 @@ def key_chunks(n_keys: int, n_queries: int) -> int:
     return -(-n_keys // key_chunk_width(n_keys, n_queries))
 
 
+class KeyRider(Protocol):
+    """Work that rides on a sweep of chunks of keys (:func:`sweep_key_chunks`'s ``riders``):
+    it is handed every chunk of keys the sweep makes, as the sweep normalised them, and reads
+    no key of its own."""
+
+    def lane_bytes(self) -> int:
+        """What a thread holds while it works on a chunk."""
+        ...
+
+    def add_chunk(self, start: int, keys: torch.Tensor) -> None:
+        """Work on the keys ``start, start + 1, ...`` (``keys``: their unit rows)."""
+        ...
+
+
 def sweep_key_chunks(
     queries: torch.Tensor,
     rows: np.ndarray,
@@ -570,7 +586,7 @@ def sweep_key_chunks(
     own: bool,
     overlap: bool,
     lane_bytes_per_score: int = 0,
-    riders: Sequence[_CrossColumns] = (),
+    riders: Sequence[KeyRider] = (),
 ) -> None:
     """``consume(r, start, scores, lane)`` for every round ``r`` of chunks of ``keys``: ``scores``
     are the float32 products of the ``queries`` (the rows ``rows`` of their modality,
@@ -597,8 +613,9 @@ def sweep_key_chunks(
     the buffers ``consume`` holds a lane, a score of a chunk (besides the product's and the
     chunk of keys). Among processes, where
     ``consume`` makes collectives a round, the rounds stay in order. Each of ``riders``
-    (:class:`_CrossColumns`) counts every chunk of keys this process makes, right after its
-    product, from the same normalised keys."""
+    (:class:`KeyRider`: :class:`_CrossColumns`, or the what-ifs' cross directions of
+    :mod:`~gapscope.engine.offset_passes`) is handed every chunk of keys this process makes,
+    right after its product, as the sweep normalised them."""
     n = keys.shape[0]
     width = key_chunk_width(n, rows.size)
     starts = list(range(0, n, width))

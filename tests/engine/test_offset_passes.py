@@ -19,6 +19,7 @@ from gapscope.engine.offset_passes import (
     OffsetRows,
     offset_cross_passes,
     offset_modality_passes,
+    offset_pair_passes,
     offset_rows,
 )
 from gapscope.engine.passes import cross_pair_pass, cross_pass, modality_pass
@@ -456,6 +457,85 @@ def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make,
     kernels_only = offset_modality_passes(streamed_x, [v[0] for v in versions], query_index=qx)
     for a, b in zip(own, kernels_only, strict=True):
         assert a.uniformity_row_terms.tobytes() == b.uniformity_row_terms.tobytes()
+
+
+@pytest.mark.parametrize("make", [_data, _ties], ids=["gaussian", "ties"])
+@pytest.mark.parametrize("relevance", ["pairs", None, "labels"])
+@pytest.mark.parametrize("y_sampled", [True, False])
+def test_pair_passes_count_each_cross_direction_on_its_keys_sweep(
+    monkeypatch, make, relevance, y_sampled
+):
+    # offset_pair_passes: each cross-modal direction is counted from the chunks of keys its
+    # keys' modality pass sweeps (parts of 3 keys), not in a sweep of its own: one read of
+    # each modality's keys (with labels the intra-modal ranks take blocks of their own). The
+    # same bits as the three calls. With y's queries not sampled, y's pass does not sweep and
+    # the direction into y sweeps y alone.
+    from gapscope.engine import offset_passes, passes
+
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 16)
+    x, y, labels = make()
+    n = x.shape[0]
+    groups = {"pairs": np.arange(n) // 2, None: None, "labels": labels}[relevance]
+    qx, qy = np.arange(1, n, 3), (np.arange(0, n, 4) if y_sampled else None)
+
+    def run(reads=None):
+        streamed = {}
+        for name, rows in (("x", x), ("y", y)):
+            unit = streamed[name] = UnitRows(rows, in_memory=False, chunk_rows=17)
+            if reads is not None:
+                block = unit.block
+
+                def counted(start, stop, name=name, block=block):
+                    reads[name] += start % 16 == 0 and stop == min(n, start + 16)
+                    return block(start, stop)
+
+                monkeypatch.setattr(unit, "block", counted)
+        pairs = _offsets(x, y)
+        versions = [(OffsetRows(streamed["x"], p), OffsetRows(streamed["y"], q)) for p, q in pairs]
+        return versions, streamed
+
+    reads = {"x": 0, "y": 0}
+    versions, streamed = run(reads)
+    monkeypatch.setattr(offset_passes, "_RIDER_BYTES", 9 * qx.size * 3)
+    own_sweeps = []
+    sweep = offset_passes._Direction._sweep
+
+    def counted_sweep(direction, counters):
+        own_sweeps.append(direction.base_k is streamed["x"])
+        return sweep(direction, counters)
+
+    monkeypatch.setattr(offset_passes._Direction, "_sweep", counted_sweep)
+    cross, own_x, own_y = offset_pair_passes(
+        streamed["x"],
+        streamed["y"],
+        versions,
+        relevance_x=groups,
+        relevance_y=groups,
+        k=KS,
+        query_index_x=qx,
+        query_index_y=qy,
+    )
+    # The direction into y sweeps y on its own only when y's pass makes no sweep (its
+    # queries not sampled: an exact pass, in blocks of its own).
+    assert own_sweeps == ([] if y_sampled else [False])
+    if relevance != "labels":
+        assert reads == {"x": -(-n // 16), "y": -(-n // 16)}
+    versions, streamed = run()
+    views = [[v[0] for v in versions], [v[1] for v in versions]]
+    apart = [
+        offset_modality_passes(streamed[m], views[i], groups, k=KS, query_index=q)
+        for i, (m, q) in enumerate((("x", qx), ("y", qy)))
+    ]
+    apart_cross = offset_cross_passes(
+        streamed["x"], streamed["y"], versions, k=KS, query_index_x=qx, query_index_y=qy
+    )
+    for got, want in zip(own_x + own_y, apart[0] + apart[1], strict=True):
+        assert got.uniformity_row_terms.tobytes() == want.uniformity_row_terms.tobytes()
+        if groups is not None:
+            _same_retrieval(got.retrieval, want.retrieval)
+    for got, want in zip(cross, apart_cross, strict=True):
+        _same_retrieval(got[0], want[0])
+        _same_retrieval(got[1], want[1])
 
 
 @pytest.mark.parametrize("t", [2.0, 100.0])
