@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ import torch
 from gapscope.analysis.context import DEFAULT_MAX_ROWS, AnalysisContext, AnalysisOptions
 from gapscope.data.class_prompts import ClassPrompts
 from gapscope.data.embedding_set import EmbeddingSet
+from gapscope.engine.blocks import row_blocks
 from gapscope.engine.distributed import current_share
 from gapscope.engine.moments import unit_sums
 from gapscope.engine.normalization import unit_rows
@@ -53,7 +55,7 @@ from gapscope.engine.offset_passes import (
 from gapscope.engine.passes import ModalityPassResult
 from gapscope.engine.ranking import RetrievalResult, summarize
 from gapscope.engine.sampling import Stream, generator
-from gapscope.engine.unit_rows import MIN_NORM, UnitRows, fits_in_memory
+from gapscope.engine.unit_rows import MIN_NORM, STREAM_CHUNK_ROWS, UnitRows, fits_in_memory
 from gapscope.engine.validation import (
     ArrayLike,
     check_embeddings,
@@ -242,8 +244,9 @@ class _TransformedSums:
     the unit rows), added a chunk at a time in row order; the first row the offset leaves
     without direction is kept as :attr:`error`, and the sums stop there. Fed (through
     :class:`_SumsOfEveryFix`) by the read that makes the unit rows, or else by the read of
-    :func:`~gapscope.engine.offset_passes.offset_rows` (shared among processes, or when the
-    unit rows are streamed or were made by the analysis)."""
+    :func:`~gapscope.engine.offset_passes.offset_rows` when the unit rows are streamed, or by
+    a read of their own (rows held in memory that the analysis made, or that processes sharing
+    the passes read)."""
 
     def __init__(self, dim: int, offset: np.ndarray | None, name: str, why: str) -> None:
         self.offset, self.name, self.why = offset, name, why
@@ -320,6 +323,22 @@ class _SumsOfEveryFix:
         """Add the chunk of source rows from ``start`` (chunks in row order)."""
         self.fold(start, self.chunk_terms(rows))
 
+    def read(self, x: Any, chunk_rows: int | None = None) -> None:
+        """Feed every row of ``x``, a chunk at a time (``STREAM_CHUNK_ROWS`` rows by default,
+        as :class:`~gapscope.engine.unit_rows.UnitRows` reads them): processes sharing the
+        passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn, and every
+        process folds every chunk's terms in row order, as one process does."""
+        rows = chunk_rows or STREAM_CHUNK_ROWS
+        chunks = list(row_blocks(x.shape[0], rows))
+        # A thread holds a chunk's unit rows, their scratch and a scenario's temporaries.
+        current_share().in_order(
+            len(chunks),
+            lambda c: self.chunk_terms(x[chunks[c][0] : chunks[c][1]]),
+            lambda c, terms: self.fold(chunks[c][0], terms),
+            self.size,
+            lane_bytes=4 * min(rows, x.shape[0]) * x.shape[1] * 8,
+        )
+
 
 def _held_unit_rows(ctx: AnalysisContext, m: str) -> UnitRows | None:
     """The analysis's own unit rows of ``m`` when a pass has made them already and they are
@@ -352,11 +371,11 @@ def _measure_together(
     # normalised block by block whenever a pass reads them.
     fits = fits_in_memory(sum(ctx.raw[m].shape[0] for m in names), ctx.dim)
     # One process makes the sums in the read that makes the unit rows; processes sharing the
-    # passes take the chunks of a read of their own in turn (the same chunks, so the same bits).
+    # passes take the chunks of another read in turn (the same chunks, so the same bits).
     alone = current_share().world == 1
     base: dict[str, UnitRows] = {}
     feeds: dict[str, _SumsOfEveryFix] = {}
-    fed: dict[str, bool] = {}
+    riding: dict[str, _SumsOfEveryFix] = {}
     for m in names:
         feeds[m] = _SumsOfEveryFix([s[m] for s in sums])
         held = _held_unit_rows(ctx, m) if fits else None
@@ -370,11 +389,17 @@ def _measure_together(
                 name=m,
                 on_rows=feeds[m].add if alone else None,
             )
-        fed[m] = base[m] is not held and base[m].rows_seen
+        if base[m] is held or not base[m].rows_seen:
+            if base[m].in_memory:
+                # Rows not read here (made by the analysis, or read by processes that share
+                # the passes): the sums get a read of their own, cut where the unit rows'
+                # read cuts them.
+                feeds[m].read(ctx.raw[m], base[m].chunk_rows)
+            else:
+                riding[m] = feeds[m]
     # Every fix's rows of a modality from one read: their norms, and each row's dot products
-    # with every offset of both modalities (the passes' row and column terms). Rows whose
-    # read above did not feed the sums (made by the analysis, streamed, or read by processes
-    # that share the passes) feed them in this read, cut where the unit rows' read cuts them.
+    # with every offset of both modalities (the passes' row and column terms). Streamed rows
+    # feed the sums in this read too (the same chunks), which saves a read of their own.
     a, b = names
     whys = [fix.why for fix in fixes]
     offsets = {m: [fix.offsets[i] for fix in fixes] for i, m in enumerate(names)}
@@ -386,7 +411,7 @@ def _measure_together(
             whys=whys,
             dots_with=offsets[other],
             check=False,
-            terms=None if fed[m] else feeds[m],
+            terms=riding.get(m),
         )
         for m, other in ((a, b), (b, a))
     }

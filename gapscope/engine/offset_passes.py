@@ -61,7 +61,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
-from gapscope.engine.blocks import resolve_block_size
+from gapscope.engine.blocks import key_chunk_columns, resolve_block_size
 from gapscope.engine.column_ranks import IntraColumnRanks, fits_columns
 from gapscope.engine.device_ranking import row_ranks_device
 from gapscope.engine.distributed import ChunkTerms, current_share
@@ -293,13 +293,15 @@ def _scan(
         return []
 
     def make(start: int, stop: int) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        values = np.empty((outputs.shape[0], stop - start), dtype=np.float64)
         if terms is None:
             rows = base.block(start, stop)
         else:
             source = base.source[start:stop]
             chunk_terms = terms.chunk_terms(source)
+            if not values.shape[0]:
+                return values, chunk_terms
             rows = base.block_from(start, source)
-        values = np.empty((outputs.shape[0], stop - start), dtype=np.float64)
         for lo in range(0, stop - start, _SCAN_ROWS):
             hi = min(stop - start, lo + _SCAN_ROWS)
             part = rows[lo:hi]
@@ -314,9 +316,10 @@ def _scan(
 
     chunk = max(1, min(n, base.chunk_rows))
     # A thread holds a chunk of rows (float32, normalised anew when streamed), a part's
-    # float64 copy and the chunk's values, and with terms what they hold (the chunk's unit
-    # rows and their scratch in float64, as _SumsOfEveryFix.read counts them). Rows on a GPU
-    # are read a chunk at a time: lanes would hold one a lane in the device's memory.
+    # float64 copy and the chunk's values, and with terms up to four float64 copies of the
+    # chunk (the what-ifs' sums: the unit rows, their scratch and a scenario's temporaries).
+    # Rows on a GPU are read a chunk at a time: lanes would hold one a lane in the device's
+    # memory.
     held = None
     if base.device.type == "cpu":
         held = chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8
@@ -416,8 +419,11 @@ class _Moved:
             return out.copy_(scores)
         row_terms = self.row_terms.index_select(0, idx_t)[:, None]
         column_terms, column_factors = self.column_terms[:, keys], self.column_factors[:, keys]
-        for a in range(0, idx_t.numel(), _CACHED_ROWS):
-            z = a + _CACHED_ROWS
+        # As many rows as hold _CACHED_SCORES scores: a narrow part of keys takes every row
+        # at once (a few rows of a few hundred scores would cost more in calls than in work).
+        rows = max(1, _CACHED_SCORES // max(1, scores.shape[1]))
+        for a in range(0, idx_t.numel(), rows):
+            z = a + rows
             part = torch.add(scores[a:z], column_terms, out=out[a:z])
             part.add_(row_terms[a:z]).mul_(column_factors)
         return out
@@ -459,8 +465,8 @@ class _Moved:
         return moved.mul_(self.row_factors.index_select(0, idx_t)[:, None])
 
 
-#: Rows of a block transformed together: 32 rows of 20,000 scores are 2.5 MiB.
-_CACHED_ROWS = 32
+#: Scores of a block transformed together (2.5 MiB: 32 rows of 20,000 keys).
+_CACHED_SCORES = 32 * 20_000
 
 
 def _version_blocks(
@@ -631,9 +637,9 @@ def offset_modality_passes(
     cross: Sequence[_Direction] = (),
 ) -> list[ModalityPassResult]:
     """:func:`~gapscope.engine.passes.modality_pass` (uniformity and intra-modal retrieval) of
-    every version of one modality, from one ``X X^T`` pass over ``base``. ``cross``: the
-    cross-modal directions into ``base`` (:func:`offset_pair_passes`) that the pass counts
-    when it sweeps chunks of ``base``'s keys.
+    every version of one modality, from one ``X X^T`` pass over ``base``. ``cross`` is
+    :func:`offset_pair_passes`'s: the cross-modal directions into ``base`` that the pass
+    counts when it sweeps chunks of ``base``'s keys.
 
     Each block of ``base``'s query rows against every row is made once and turned into each
     version's scores (module notes); the query's own column is ``-inf`` in every version.
@@ -812,7 +818,7 @@ def _modality_chunks(
     moved = [state.moved for state in states]
     _version_chunks(base, base, rows, moved, consume, own=True, riders=riders)
     for rider in riders:
-        rider.swept = True
+        rider.swept_all()
     for state, counter, total in zip(states, counters, sums, strict=True):
         if counter is not None:
             assert state.intra is not None
@@ -895,11 +901,14 @@ def offset_pair_passes(
 ]:
     """:func:`offset_cross_passes` of every version of a pair and
     :func:`offset_modality_passes` of each modality's versions, with each cross-modal
-    direction counted down the chunks of keys that its keys' modality's own pass sweeps
-    (sampled queries against keys normalised on the fly), where it would sweep the same keys
-    again on its own: one read of each modality's keys for the versions' uniformity,
-    intra-modal ranks and the cross-modal ranks into it. The ranks are exact, so the numbers
-    are those of the three calls, bit for bit.
+    direction counted down the chunks of keys that its keys' modality's own pass sweeps,
+    where it would sweep the same keys again on its own. That applies when both modalities'
+    queries are sampled and the keys are normalised on the fly: then one sweep of each
+    modality's keys serves the versions' uniformity, the intra-modal ranks when they are
+    counted down the chunks (relevant rows few enough to score up front; else they take
+    blocks of their own) and the cross-modal ranks into it. A direction whose keys' pass
+    does not sweep sweeps them on its own. The ranks are exact, so the numbers are those of
+    the three calls, bit for bit.
 
     Args:
         base_x, base_y, versions, groups_x, groups_y, k, block_size, query_index_x,
@@ -1128,9 +1137,10 @@ class _Direction:
             share.sum(first)
 
 
-#: What a :class:`_VersionColumns` holds a thread at once: a part of a chunk's products, the
-#: versions' scores made from them and the flags the counting makes (9 bytes a score).
-_RIDER_BYTES = 4 * 2**20
+#: What a :class:`_VersionColumns` holds a thread at once on a CPU: a part of a chunk's
+#: products, the versions' scores made from them and the flags the counting makes (9 bytes a
+#: score).
+_VERSION_RIDER_BYTES = 4 * 2**20
 
 
 class _VersionColumns:
@@ -1140,7 +1150,11 @@ class _VersionColumns:
     normalised them, multiplied by the direction's query rows a part at a time, turned into
     each version's ``R`` and counted (:class:`~gapscope.engine.column_ranks.IntraColumnRanks`:
     exact counts, so the ranks do not depend on how the keys were cut), with no read of the
-    keys of its own. :attr:`swept` is set once a whole sweep has handed over its chunks."""
+    keys of its own. On a CPU a part is at most :data:`_VERSION_RIDER_BYTES` a thread (a
+    multiple of 16 keys, whole groups of :func:`~gapscope.engine.unit_rows.matmul_into`); on
+    other devices as wide as a chunk of keys for these queries, since each part's counting
+    waits for the device. :attr:`swept` is set, and the buffers let go, once a whole sweep has
+    handed over its chunks; the counters stay for the ranks."""
 
     def __init__(
         self,
@@ -1153,10 +1167,14 @@ class _VersionColumns:
         self.query_rows = base_q.take(queries)
         device = self.query_rows.device
         self.rows_t = torch.from_numpy(queries).to(device)
-        self.columns = max(1, _RIDER_BYTES // (9 * queries.size))
+        q = max(1, queries.size)
+        if device.type == "cpu":
+            self.columns = max(16, _VERSION_RIDER_BYTES // (9 * q) // 16 * 16)
+        else:
+            self.columns = key_chunk_columns(q)
         self.swept = False
         # A thread's products and versions' scores: lanes make their chunks side by side.
-        self._buffers = PerThread(
+        self._buffers: PerThread[tuple[torch.Tensor, torch.Tensor]] | None = PerThread(
             lambda: (
                 score_buffer(queries.size, self.columns, device),
                 score_buffer(queries.size, self.columns, device),
@@ -1170,6 +1188,7 @@ class _VersionColumns:
     def add_chunk(self, start: int, keys: torch.Tensor) -> None:
         """Count the keys ``start, start + 1, ...`` (``keys``: their unit rows) in every
         version."""
+        assert self._buffers is not None, "a rider of a sweep that has ended"
         product, out = self._buffers()
         for a in range(0, keys.shape[0], self.columns):
             b = min(keys.shape[0], a + self.columns)
@@ -1179,3 +1198,9 @@ class _VersionColumns:
                 counter.add_chunk(
                     start + a, change.apply(scores, self.rows_t, out[:, : b - a], span)
                 )
+
+    def swept_all(self) -> None:
+        """The sweep has handed over every chunk: the buffers are let go (the counters are
+        kept until the ranks are made)."""
+        self.swept = True
+        self._buffers = None

@@ -466,13 +466,13 @@ def test_pair_passes_count_each_cross_direction_on_its_keys_sweep(
     monkeypatch, make, relevance, y_sampled
 ):
     # offset_pair_passes: each cross-modal direction is counted from the chunks of keys its
-    # keys' modality pass sweeps (parts of 3 keys), not in a sweep of its own: one read of
+    # keys' modality pass sweeps (48 keys, in parts of 16), not in a sweep of its own: one read of
     # each modality's keys (with labels the intra-modal ranks take blocks of their own). The
     # same bits as the three calls. With y's queries not sampled, y's pass does not sweep and
     # the direction into y sweeps y alone.
     from gapscope.engine import offset_passes, passes
 
-    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 16)
+    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 48)
     x, y, labels = make()
     n = x.shape[0]
     groups = {"pairs": np.arange(n) // 2, None: None, "labels": labels}[relevance]
@@ -481,12 +481,13 @@ def test_pair_passes_count_each_cross_direction_on_its_keys_sweep(
     def run(reads=None):
         streamed = {}
         for name, rows in (("x", x), ("y", y)):
+            # Scans read 17-row chunks: only the sweeps read whole 48-key chunks, counted.
             unit = streamed[name] = UnitRows(rows, in_memory=False, chunk_rows=17)
             if reads is not None:
                 block = unit.block
 
                 def counted(start, stop, name=name, block=block):
-                    reads[name] += start % 16 == 0 and stop == min(n, start + 16)
+                    reads[name] += start % 48 == 0 and stop == min(n, start + 48)
                     return block(start, stop)
 
                 monkeypatch.setattr(unit, "block", counted)
@@ -496,7 +497,7 @@ def test_pair_passes_count_each_cross_direction_on_its_keys_sweep(
 
     reads = {"x": 0, "y": 0}
     versions, streamed = run(reads)
-    monkeypatch.setattr(offset_passes, "_RIDER_BYTES", 9 * qx.size * 3)
+    monkeypatch.setattr(offset_passes, "_VERSION_RIDER_BYTES", 9 * qx.size * 16)
     own_sweeps = []
     sweep = offset_passes._Direction._sweep
 
@@ -519,7 +520,7 @@ def test_pair_passes_count_each_cross_direction_on_its_keys_sweep(
     # queries not sampled: an exact pass, in blocks of its own).
     assert own_sweeps == ([] if y_sampled else [False])
     if relevance != "labels":
-        assert reads == {"x": -(-n // 16), "y": -(-n // 16)}
+        assert reads == {"x": -(-n // 48), "y": -(-n // 48)}
     versions, streamed = run()
     views = [[v[0] for v in versions], [v[1] for v in versions]]
     apart = [
