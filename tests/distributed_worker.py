@@ -179,16 +179,17 @@ def _whatif_arrays(
     # Every version's norms and dot products, and the gap sums of every fix, from chunks of 37
     # rows shared out in turn; the last fix sends row 100 (a chunk of process 2 of 3) to the
     # origin.
-    fixes = [None if p is None else p.astype(np.float64) for p in offsets]
-    fixes.append(unit_rows(x[100:101])[0])
-    sums = [whatif._TransformedSums(8, p, "x", "lands on the origin") for p in fixes]
-    feed = whatif._SumsOfEveryFix(sums)
     chunked = UnitRows(x, in_memory=False, name="x", chunk_rows=37)
-    moved = offset_rows(chunked, offsets, name="x", dots_with=offsets[::-1], terms=feed)
+    moved = offset_rows(chunked, offsets, name="x", dots_with=offsets[::-1])
     for v, view in enumerate(moved):
         out[f"whatif_{v}_factors"] = view.factors.numpy()
     known = moved[0].dots.known
     out["whatif_dots"] = np.concatenate([known[k] for k in sorted(known)])
+    fixes = [None if p is None else p.astype(np.float64) for p in offsets]
+    fixes.append(unit_rows(x[100:101])[0])
+    sums = [whatif._TransformedSums(8, p, "x", "lands on the origin") for p in fixes]
+    feed = whatif._SumsOfEveryFix(sums)
+    feed.read(x, chunk_rows=37)
     out["whatif_sums"] = np.concatenate([np.r_[s.sum_w, s.sum_unit] for s in sums[:-1]])
     out["whatif_sums_error"] = np.frombuffer(str(feed.errors[-1]).encode(), dtype=np.uint8)
 

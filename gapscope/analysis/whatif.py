@@ -243,10 +243,8 @@ class _TransformedSums:
     """Float64 sums of ``w_i = u_i - offset`` and of ``w_i / ||w_i||`` over the rows (``u_i``
     the unit rows), added a chunk at a time in row order; the first row the offset leaves
     without direction is kept as :attr:`error`, and the sums stop there. Fed (through
-    :class:`_SumsOfEveryFix`) by the read that makes the unit rows, or else by the read of
-    :func:`~gapscope.engine.offset_passes.offset_rows` when the unit rows are streamed, or by
-    a read of their own (rows held in memory that the analysis made, or that processes sharing
-    the passes read)."""
+    :class:`_SumsOfEveryFix`) by the read that makes the unit rows, or by a read of their own
+    (shared among processes, or when the unit rows are streamed)."""
 
     def __init__(self, dim: int, offset: np.ndarray | None, name: str, why: str) -> None:
         self.offset, self.name, self.why = offset, name, why
@@ -371,11 +369,10 @@ def _measure_together(
     # normalised block by block whenever a pass reads them.
     fits = fits_in_memory(sum(ctx.raw[m].shape[0] for m in names), ctx.dim)
     # One process makes the sums in the read that makes the unit rows; processes sharing the
-    # passes take the chunks of another read in turn (the same chunks, so the same bits).
+    # passes take the chunks of a read of their own in turn (the same chunks, so the same bits).
     alone = current_share().world == 1
     base: dict[str, UnitRows] = {}
     feeds: dict[str, _SumsOfEveryFix] = {}
-    riding: dict[str, _SumsOfEveryFix] = {}
     for m in names:
         feeds[m] = _SumsOfEveryFix([s[m] for s in sums])
         held = _held_unit_rows(ctx, m) if fits else None
@@ -390,16 +387,11 @@ def _measure_together(
                 on_rows=feeds[m].add if alone else None,
             )
         if base[m] is held or not base[m].rows_seen:
-            if base[m].in_memory:
-                # Rows not read here (made by the analysis, or read by processes that share
-                # the passes): the sums get a read of their own, cut where the unit rows'
-                # read cuts them.
-                feeds[m].read(ctx.raw[m], base[m].chunk_rows)
-            else:
-                riding[m] = feeds[m]
+            # Rows not read here (made by the analysis, or streamed): the sums get a read of
+            # their own, cut where the unit rows' read cuts them.
+            feeds[m].read(ctx.raw[m], base[m].chunk_rows)
     # Every fix's rows of a modality from one read: their norms, and each row's dot products
-    # with every offset of both modalities (the passes' row and column terms). Streamed rows
-    # feed the sums in this read too (the same chunks), which saves a read of their own.
+    # with every offset of both modalities (the passes' row and column terms).
     a, b = names
     whys = [fix.why for fix in fixes]
     offsets = {m: [fix.offsets[i] for fix in fixes] for i, m in enumerate(names)}
@@ -411,7 +403,6 @@ def _measure_together(
             whys=whys,
             dots_with=offsets[other],
             check=False,
-            terms=riding.get(m),
         )
         for m, other in ((a, b), (b, a))
     }

@@ -42,7 +42,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +50,6 @@ from gapscope.engine.pipelining import InOrder, in_lanes, one_blas_thread, scan_
 from gapscope.errors import GapscopeError, ProcessCrashedError, ProcessFailedError
 
 __all__ = [
-    "ChunkTerms",
     "ProcessCrashedError",
     "ProcessFailedError",
     "RankInfo",
@@ -179,18 +178,6 @@ def _failure_kind(error: BaseException | None) -> float:
     if error is None:
         return _OK
     return _BAD_INPUT if isinstance(error, GapscopeError | OSError) else _CRASH
-
-
-class ChunkTerms(Protocol):
-    """Terms of whole chunks of rows that a scan of :meth:`Share.rows_in_order` makes beside
-    its rows' values (float64 sums), combined in chunk order."""
-
-    #: How many float64 terms a chunk has.
-    size: int
-
-    def fold(self, start: int, terms: np.ndarray) -> None:
-        """Combine the terms of the chunk of rows from ``start`` (called in chunk order)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -421,21 +408,15 @@ class Share:
         self,
         out: np.ndarray,
         chunk: int,
-        make: Callable[[int, int], np.ndarray | tuple[np.ndarray, np.ndarray]],
+        make: Callable[[int, int], np.ndarray],
         *,
         lane_bytes: int | None = None,
-        terms: ChunkTerms | None = None,
     ) -> None:
         """``out[..., start:stop] = make(start, stop)`` for every chunk ``start:stop`` of the
         last axis of ``out``, ``chunk`` wide: for values of each position alone (a row's norm,
         a pair's cosine). Each chunk is made by one process (:meth:`in_order`, the last chunk
         padded) and written by every process, so every process ends with every value, as made.
         ``lane_bytes``: as for :meth:`in_order` (the chunk's own values counted here).
-
-        With ``terms``, ``make`` returns ``(values, chunk_terms)``: besides its positions'
-        values, ``terms.size`` float64 terms of the whole chunk (sums a scan makes in the same
-        read), which every process hands to ``terms.fold(start, chunk_terms)`` in chunk order,
-        as :meth:`in_order` folds.
 
         >>> out = np.zeros((2, 5))
         >>> Share().rows_in_order(out, 2, lambda a, b: np.arange(a, b) * [[1.0], [-1.0]])
@@ -449,33 +430,24 @@ class Share:
         n = out.shape[-1]
         lead = out.shape[:-1]
         starts = range(0, n, chunk)
-        extra = 0 if terms is None else terms.size
 
         def made(c: int) -> np.ndarray:
             start, stop = starts[c], min(n, starts[c] + chunk)
-            got = make(start, stop)
-            packed = np.zeros(extra + math.prod(lead) * chunk)
-            if terms is not None:
-                if not isinstance(got, tuple):
-                    raise ValueError("rows_in_order: with terms, make returns (values, terms)")
-                packed[:extra] = got[1]
-                got = got[0]
-            got = np.asarray(got)
+            got = np.asarray(make(start, stop))
             if got.shape != (*lead, stop - start):
                 raise ValueError(
                     f"rows_in_order: make({start}, {stop}) gave shape {got.shape}, "
                     f"not {(*lead, stop - start)}"
                 )
-            packed[extra:].reshape(*lead, chunk)[..., : stop - start] = got
-            return packed
+            values = np.zeros((*lead, chunk))
+            values[..., : stop - start] = got
+            return values.reshape(-1)
 
         def fold(c: int, packed: np.ndarray) -> None:
             start, stop = starts[c], min(n, starts[c] + chunk)
-            if terms is not None:
-                terms.fold(start, packed[:extra])
-            out[..., start:stop] = packed[extra:].reshape(*lead, chunk)[..., : stop - start]
+            out[..., start:stop] = packed.reshape(*lead, chunk)[..., : stop - start]
 
-        size = extra + math.prod(lead) * chunk
+        size = math.prod(lead) * chunk
         held = None if lane_bytes is None else lane_bytes + 16 * size
         self.in_order(len(starts), made, fold, size, lane_bytes=held)
 

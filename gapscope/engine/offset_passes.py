@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ import torch
 from gapscope.engine.blocks import key_chunk_columns, resolve_block_size
 from gapscope.engine.column_ranks import IntraColumnRanks, fits_columns
 from gapscope.engine.device_ranking import row_ranks_device
-from gapscope.engine.distributed import ChunkTerms, current_share
+from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import log_sum_exp
 from gapscope.engine.passes import (
     KeyRider,
@@ -110,7 +110,6 @@ from gapscope.errors import EmbeddingError, GapscopeError
 __all__ = [
     "DERIVED_MAX_FACTOR",
     "OffsetRows",
-    "SourceTerms",
     "offset_cross_passes",
     "offset_modality_passes",
     "offset_pair_passes",
@@ -211,16 +210,6 @@ class OffsetRows:
         return moved_unit_rows(rows, self._offset_t)[0]
 
 
-class SourceTerms(ChunkTerms, Protocol):
-    """Sums a caller makes from each chunk of a modality's source rows (as read, before they
-    are normalised), in the read :func:`offset_rows` makes of them: a read saved when the
-    unit rows are normalised on the fly."""
-
-    def chunk_terms(self, rows: ArrayLike) -> np.ndarray:
-        """The ``size`` float64 terms of a chunk of source rows."""
-        ...
-
-
 def offset_rows(
     base: UnitRows,
     offsets: Sequence[np.ndarray | None],
@@ -229,15 +218,12 @@ def offset_rows(
     whys: Sequence[str] | None = None,
     dots_with: Sequence[np.ndarray | None] = (),
     check: bool = True,
-    terms: SourceTerms | None = None,
 ) -> list[OffsetRows]:
     """:class:`OffsetRows` of ``base`` for every offset, from one read of its rows: the norms
     of every version, and each row's dot products with every offset and every vector of
     ``dots_with`` (the other modality's offsets, which the cross passes need), kept for the
     passes. Rows normalised block by block are then read once for all versions, not once a
-    version and once a pass. With ``terms``, the same read hands each chunk of source rows
-    (``base.chunk_rows`` of them, in row order) to ``terms`` too: its sums come from the
-    chunks they would come from in a read of their own, so with the same bits.
+    version and once a pass.
 
     Raises:
         EmbeddingError: a row an offset sends to the origin (the first version's first; with
@@ -256,7 +242,7 @@ def offset_rows(
     targets = [
         torch.from_numpy(p.astype(np.float32)).to(base.device) for p in moved if p is not None
     ]
-    it = iter(_scan(base, targets, dots, vectors, terms))
+    it = iter(_scan(base, targets, dots, vectors))
     return [
         OffsetRows(
             base,
@@ -272,15 +258,11 @@ def offset_rows(
 
 
 def _scan(
-    base: UnitRows,
-    targets: Sequence[torch.Tensor],
-    dots: _RowDots,
-    vectors: Sequence[np.ndarray],
-    terms: SourceTerms | None = None,
+    base: UnitRows, targets: Sequence[torch.Tensor], dots: _RowDots, vectors: Sequence[np.ndarray]
 ) -> list[np.ndarray]:
     """One read of ``base``'s rows: the norms of the rows moved by each of ``targets`` (float32
     offsets on the rows' device), returned, and the dot products with ``vectors`` kept in
-    ``dots``; with ``terms``, each chunk's source rows handed to it as well.
+    ``dots``.
 
     The rows are read a chunk at a time and worked on in parts of at most
     :data:`_SCAN_ROWS` rows, so that the float64 work on them stays small. Processes sharing
@@ -289,19 +271,12 @@ def _scan(
     n = base.shape[0]
     unique = list({v.tobytes(): v for v in vectors}.values())
     outputs = np.empty((len(targets) + len(unique), n), dtype=np.float64)
-    if not outputs.shape[0] and terms is None:
+    if not outputs.shape[0]:
         return []
 
-    def make(start: int, stop: int) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def make(start: int, stop: int) -> np.ndarray:
+        rows = base.block(start, stop)
         values = np.empty((outputs.shape[0], stop - start), dtype=np.float64)
-        if terms is None:
-            rows = base.block(start, stop)
-        else:
-            source = base.source[start:stop]
-            chunk_terms = terms.chunk_terms(source)
-            if not values.shape[0]:
-                return values, chunk_terms
-            rows = base.block_from(start, source)
         for lo in range(0, stop - start, _SCAN_ROWS):
             hi = min(stop - start, lo + _SCAN_ROWS)
             part = rows[lo:hi]
@@ -312,19 +287,16 @@ def _scan(
                 part64 = part.cpu().numpy().astype(np.float64)
                 for k, vector in enumerate(unique):
                     values[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
-        return values if terms is None else (values, chunk_terms)
+        return values
 
     chunk = max(1, min(n, base.chunk_rows))
     # A thread holds a chunk of rows (float32, normalised anew when streamed), a part's
-    # float64 copy and the chunk's values, and with terms up to four float64 copies of the
-    # chunk (the what-ifs' sums: the unit rows, their scratch and a scenario's temporaries).
-    # Rows on a GPU are read a chunk at a time: lanes would hold one a lane in the device's
-    # memory.
+    # float64 copy and the chunk's values. Rows on a GPU are read a chunk at a time: lanes
+    # would hold one a lane in the device's memory.
     held = None
     if base.device.type == "cpu":
         held = chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8
-        held += 0 if terms is None else 4 * chunk * base.shape[1] * 8
-    current_share().rows_in_order(outputs, chunk, make, lane_bytes=held, terms=terms)
+    current_share().rows_in_order(outputs, chunk, make, lane_bytes=held)
     # The dot products are kept for the passes; a copy of their own, so the norms (used once,
     # for the factors) are not held with them.
     kept = outputs[len(targets) :].copy()
@@ -1140,7 +1112,7 @@ class _Direction:
 #: What a :class:`_VersionColumns` holds a thread at once on a CPU: a part of a chunk's
 #: products, the versions' scores made from them and the flags the counting makes (9 bytes a
 #: score).
-_VERSION_RIDER_BYTES = 4 * 2**20
+_VERSION_RIDER_BYTES = 16 * 2**20
 
 
 class _VersionColumns:

@@ -183,14 +183,6 @@ class UnitRows:
             return self._full[start:stop]
         return self._normalise(self.source[start:stop], start)
 
-    def block_from(self, start: int, rows: ArrayLike) -> torch.Tensor:
-        """Unit rows ``start:start + len(rows)`` from their source ``rows``
-        (``source[start:...]``, read by the caller): :meth:`block`'s bits, for a caller that
-        needs the source rows too and reads them once (a view when in memory)."""
-        if self._full is not None:
-            return self._full[start : start + rows.shape[0]]
-        return self._normalise(rows, start)
-
     def take(self, index: np.ndarray) -> torch.Tensor:
         """Unit rows at ``index`` (int64, any order, repeats allowed), as a new tensor."""
         index = np.asarray(index, dtype=np.int64)

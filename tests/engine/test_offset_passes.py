@@ -273,64 +273,10 @@ def test_streamed_rows_give_the_ranks_of_rows_held_in_memory(make):
         _same_retrieval(y_to_x, both[1])
 
 
-class _RowSums:
-    """Terms of a chunk of source rows: its row count and its rows' float64 sum."""
-
-    def __init__(self, d: int) -> None:
-        self.size = 1 + d
-        self.folded: list[tuple[int, np.ndarray]] = []
-
-    def chunk_terms(self, rows) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.float64)
-        return np.concatenate([[rows.shape[0]], rows.sum(axis=0)])
-
-    def fold(self, start: int, terms: np.ndarray) -> None:
-        self.folded.append((start, terms.copy()))
-
-
-class _CountedRows(np.ndarray):
-    """Rows that count the rows sliced out of them."""
-
-    taken = 0
-
-    def __getitem__(self, index):
-        out = np.asarray(super().__getitem__(index))
-        if out.ndim == 2:
-            _CountedRows.taken += out.shape[0]
-        return out
-
-
-@pytest.mark.parametrize("in_memory", [False, True])
-def test_offset_rows_hand_each_chunk_of_source_rows_to_terms_in_the_same_read(in_memory):
-    # A caller's sums of the source rows come from the row scan's own read: every source row
-    # read once for both, the chunks the unit rows cut, folded in row order; the versions are
-    # those of a scan without terms.
-    x, y, _ = _data(n=61, seed=4)
-    offsets = [None, (x.mean(axis=0) * 0.01).astype(np.float32)]
-    counted = x.view(_CountedRows)
-    base = UnitRows(counted, in_memory=in_memory, chunk_rows=16)
-    _CountedRows.taken = 0
-    terms = _RowSums(x.shape[1])
-    moved = offset_rows(base, offsets, name="x", dots_with=[y[0]], terms=terms)
-    assert _CountedRows.taken == x.shape[0]
-    assert [start for start, _ in terms.folded] == [0, 16, 32, 48]
-    for start, folded in terms.folded:
-        rows = x[start : start + 16].astype(np.float64)
-        assert folded[0] == rows.shape[0]
-        assert np.array_equal(folded[1:], rows.sum(axis=0))
-    alone = offset_rows(UnitRows(x, in_memory=in_memory, chunk_rows=16), offsets, dots_with=[y[0]])
-    for view, other in zip(moved, alone, strict=True):
-        assert torch.equal(view.factors, other.factors)
-    assert moved[0].dots.known.keys() == alone[0].dots.known.keys()
-    for key, dots in moved[0].dots.known.items():
-        assert np.array_equal(dots, alone[0].dots.known[key])
-
-
 def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
     # offset_rows: every version's norms and every dot product the passes need from one read
     # of rows normalised block by block; the passes then read the keys only for products.
     from gapscope.engine import offset_passes
-    from gapscope.engine.offset_passes import offset_rows
 
     x, y, labels = _data(n=60, seed=9)
     base_x = UnitRows(x, in_memory=False, chunk_rows=16)

@@ -338,8 +338,7 @@ def _whatif_scans(x, offset, vector):
     sums = _SumsOfEveryFix(
         [_TransformedSums(d, None, "x", "why"), _TransformedSums(d, offset, "x", "why")]
     )
-    tensor = UnitRows(torch.from_numpy(x.astype(np.float32)), in_memory=False, chunk_rows=41)
-    offset_rows(tensor, [offset.astype(np.float32)], terms=sums)
+    sums.read(torch.from_numpy(x.astype(np.float32)), chunk_rows=41)
     made = [part for s in sums.sums for part in (s.sum_w, s.sum_unit)]
     for in_memory in (True, False):
         base = UnitRows(x, in_memory=in_memory, chunk_rows=50)
