@@ -397,12 +397,7 @@ def _measure_together(
     offsets = {m: [fix.offsets[i] for fix in fixes] for i, m in enumerate(names)}
     moved = {
         m: offset_rows(
-            base[m],
-            offsets[m],
-            name=m,
-            whys=whys,
-            dots_with=offsets[other],
-            check=False,
+            base[m], offsets[m], name=m, whys=whys, dots_with=offsets[other], check=False
         )
         for m, other in ((a, b), (b, a))
     }

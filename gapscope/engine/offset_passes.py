@@ -391,8 +391,9 @@ class _Moved:
             return out.copy_(scores)
         row_terms = self.row_terms.index_select(0, idx_t)[:, None]
         column_terms, column_factors = self.column_terms[:, keys], self.column_factors[:, keys]
-        # As many rows as hold _CACHED_SCORES scores: a narrow part of keys takes every row
-        # at once (a few rows of a few hundred scores would cost more in calls than in work).
+        # As many rows as hold _CACHED_SCORES scores: a narrow part of keys takes hundreds of
+        # rows at once (a few rows of a few hundred scores would cost more in calls than in
+        # work).
         rows = max(1, _CACHED_SCORES // max(1, scores.shape[1]))
         for a in range(0, idx_t.numel(), rows):
             z = a + rows

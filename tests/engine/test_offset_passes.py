@@ -508,6 +508,17 @@ def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch, t):
             streamed_x, [v[0] for v in versions], labels, k=KS, t=t, query_index=query
         )
         cross = offset_cross_passes(streamed_x, streamed_y, versions, k=KS, query_index_x=query)
+        # Both sides sampled: each cross direction rides on its keys' sweep, in lanes too.
+        riding, own_x, own_y = offset_pair_passes(
+            streamed_x,
+            streamed_y,
+            versions,
+            relevance_x=labels,
+            k=KS,
+            t=t,
+            query_index_x=query,
+            query_index_y=query,
+        )
         sampled = modality_pass(streamed_x, labels, k=KS, t=t, block_size=16, query_index=query)
         kernel = cross_pair_pass(
             x, y, k=KS, query_index_x=query, query_index_y=query, kernel_t=t
@@ -516,6 +527,8 @@ def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch, t):
         return (
             [(r.uniformity_row_terms.tobytes(), r.retrieval.first_rank.tobytes()) for r in own]
             + [(a.first_rank.tobytes(), b.first_rank.tobytes()) for a, b in cross]
+            + [(a.first_rank.tobytes(), b.first_rank.tobytes()) for a, b in riding]
+            + [r.uniformity_row_terms.tobytes() for r in own_x + own_y]
             + [(sampled.uniformity_row_terms.tobytes(), sampled.retrieval.first_rank.tobytes())]
             + [(kernel.log_mean, kernel.se)]
         )
