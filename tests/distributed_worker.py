@@ -28,7 +28,6 @@ from gapscope.engine.offset_passes import (
     OffsetRows,
     offset_cross_passes,
     offset_modality_passes,
-    offset_pair_passes,
     offset_rows,
 )
 from gapscope.engine.passes import CrossQueries, cross_pair_pass, modality_pass
@@ -158,24 +157,6 @@ def _whatif_arrays(
     for v, (x_to_y, y_to_x) in enumerate(crossed):
         out[f"whatif_{v}_x_to_y"] = x_to_y.first_rank
         out[f"whatif_{v}_y_to_x"] = y_to_x.first_rank
-    # Both modalities' passes at once, each cross direction counted from the chunks of its
-    # keys' modality's sweep.
-    paired, own_x, own_y = offset_pair_passes(
-        unit_x,
-        unit_y,
-        list(zip(views_x, views_y, strict=True)),
-        gx,
-        gy,
-        relevance_y=gy,
-        k=KS,
-        query_index_x=sample_x,
-        query_index_y=sample_y,
-    )
-    for v, (x_to_y, y_to_x) in enumerate(paired):
-        out[f"whatif_pair_{v}_x_to_y"] = x_to_y.first_rank
-        out[f"whatif_pair_{v}_y_to_x"] = y_to_x.first_rank
-        out[f"whatif_pair_{v}_x_terms"] = own_x[v].uniformity_row_terms
-        out[f"whatif_pair_{v}_y_ranks"] = own_y[v].retrieval.first_rank
     # Every version's norms and dot products, and the gap sums of every fix, from chunks of 37
     # rows shared out in turn; the last fix sends row 100 (a chunk of process 2 of 3) to the
     # origin.

@@ -49,7 +49,8 @@ from gapscope.engine.moments import unit_sums
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.numerics import log_mean_exp
 from gapscope.engine.offset_passes import (
-    offset_pair_passes,
+    offset_cross_passes,
+    offset_modality_passes,
     offset_rows,
 )
 from gapscope.engine.passes import ModalityPassResult
@@ -412,23 +413,29 @@ def _measure_together(
             moved[m][f].check()
         zeroshot.append(_zeroshot(ctx, names, fix.offsets, fix.why))
     versions = list(zip(moved[a], moved[b], strict=True))
-    # Both modalities' passes and the cross-modal directions of every fix, each direction
-    # counted from its keys' modality's sweep where the keys are streamed.
-    cross, own_a, own_b = offset_pair_passes(
+    cross = offset_cross_passes(
         base[a],
         base[b],
         versions,
         ctx.groups(a),
         ctx.groups(b),
-        ctx.relevance(a)[0],
-        ctx.relevance(b)[0],
         k=opts.k,
-        t=opts.uniformity_t,
         block_size=opts.block_size,
         query_index_x=queries[0],
         query_index_y=queries[1],
     )
-    own = {a: own_a, b: own_b}
+    own = {
+        m: offset_modality_passes(
+            base[m],
+            [v[i] for v in versions],
+            ctx.relevance(m)[0],
+            k=opts.k,
+            t=opts.uniformity_t,
+            query_index=q,
+            block_size=opts.block_size,
+        )
+        for i, (m, q) in enumerate(zip(names, queries, strict=True))
+    }
     out = []
     for f, fix in enumerate(fixes):
         a_to_b, b_to_a = cross[f]

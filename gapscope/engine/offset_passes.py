@@ -61,13 +61,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from gapscope.engine.blocks import key_chunk_columns, resolve_block_size
+from gapscope.engine.blocks import resolve_block_size
 from gapscope.engine.column_ranks import IntraColumnRanks, fits_columns
 from gapscope.engine.device_ranking import row_ranks_device
 from gapscope.engine.distributed import current_share
 from gapscope.engine.numerics import log_sum_exp
 from gapscope.engine.passes import (
-    KeyRider,
     ModalityPassResult,
     _ChunkSums,
     _IntraRanks,
@@ -79,7 +78,7 @@ from gapscope.engine.passes import (
     ranks_on_device,
     sweep_key_chunks,
 )
-from gapscope.engine.pipelining import PerLane, PerThread, in_lanes, lane_count, pipelined
+from gapscope.engine.pipelining import PerLane, in_lanes, lane_count, pipelined
 from gapscope.engine.ranking import (
     GroupMembers,
     RetrievalResult,
@@ -91,7 +90,6 @@ from gapscope.engine.unit_rows import (
     MIN_NORM,
     UnitRows,
     exact_scores,
-    matmul_into,
     moved_norms,
     moved_unit_rows,
     score_buffer,
@@ -112,7 +110,6 @@ __all__ = [
     "OffsetRows",
     "offset_cross_passes",
     "offset_modality_passes",
-    "offset_pair_passes",
     "offset_rows",
 ]
 
@@ -391,12 +388,8 @@ class _Moved:
             return out.copy_(scores)
         row_terms = self.row_terms.index_select(0, idx_t)[:, None]
         column_terms, column_factors = self.column_terms[:, keys], self.column_factors[:, keys]
-        # As many rows as hold _CACHED_SCORES scores: a narrow part of keys takes hundreds of
-        # rows at once (a few rows of a few hundred scores would cost more in calls than in
-        # work).
-        rows = max(1, _CACHED_SCORES // max(1, scores.shape[1]))
-        for a in range(0, idx_t.numel(), rows):
-            z = a + rows
+        for a in range(0, idx_t.numel(), _CACHED_ROWS):
+            z = a + _CACHED_ROWS
             part = torch.add(scores[a:z], column_terms, out=out[a:z])
             part.add_(row_terms[a:z]).mul_(column_factors)
         return out
@@ -438,8 +431,8 @@ class _Moved:
         return moved.mul_(self.row_factors.index_select(0, idx_t)[:, None])
 
 
-#: Scores of a block transformed together (2.5 MiB: 32 rows of 20,000 keys).
-_CACHED_SCORES = 32 * 20_000
+#: Rows of a block transformed together: 32 rows of 20,000 scores are 2.5 MiB.
+_CACHED_ROWS = 32
 
 
 def _version_blocks(
@@ -545,13 +538,11 @@ def _version_chunks(
     consume: Callable[[int, int, int, torch.Tensor | None], None],
     *,
     own: bool,
-    riders: Sequence[KeyRider] = (),
 ) -> None:
     """``consume(r, start, v, scores)`` for every round ``r`` of chunks of ``base_k``'s keys
     and every version ``v``: ``scores`` are version ``v``'s ``R`` of every query row ``rows``
     (ascending) against this process's chunk of the round (keys ``start, start + 1, ...``),
-    or ``None`` when it has none; with ``own``, each query's own key is ``-inf``. ``riders``
-    are handed every chunk of keys (:func:`~gapscope.engine.passes.sweep_key_chunks`).
+    or ``None`` when it has none; with ``own``, each query's own key is ``-inf``.
 
     For keys normalised on the fly: blocks of query rows against every key
     (:func:`_version_blocks`) would read and normalise every key once a block (a 512 MiB
@@ -588,7 +579,6 @@ def _version_chunks(
         overlap=True,
         # A lane's versions' scores, and the flags the column ranks make of them.
         lane_bytes_per_score=5,
-        riders=riders,
     )
 
 
@@ -607,12 +597,9 @@ def offset_modality_passes(
     t: float = 2.0,
     block_size: int | None = None,
     query_index: ArrayLike | Sequence[int] | None = None,
-    cross: Sequence[_Direction] = (),
 ) -> list[ModalityPassResult]:
     """:func:`~gapscope.engine.passes.modality_pass` (uniformity and intra-modal retrieval) of
-    every version of one modality, from one ``X X^T`` pass over ``base``. ``cross`` is
-    :func:`offset_pair_passes`'s: the cross-modal directions into ``base`` that the pass
-    counts when it sweeps chunks of ``base``'s keys.
+    every version of one modality, from one ``X X^T`` pass over ``base``.
 
     Each block of ``base``'s query rows against every row is made once and turned into each
     version's scores (module notes); the query's own column is ``-inf`` in every version.
@@ -674,8 +661,7 @@ def offset_modality_passes(
     swept = sample is not None and not base.in_memory and bool(states)
     counted = swept and _fit_columns(base, states)
     if swept:
-        riders = [rider for d in cross if (rider := d.rider(base)) is not None]
-        _modality_chunks(base, rows, states, ranks=counted, riders=riders)
+        _modality_chunks(base, rows, states, ranks=counted)
 
     def consume(start: int, idx: np.ndarray, v: int, moved: torch.Tensor, lane: int) -> None:
         state = states[v]
@@ -753,16 +739,10 @@ def _fit_columns(base: UnitRows, states: Sequence[_Version]) -> bool:
 
 
 def _modality_chunks(
-    base: UnitRows,
-    rows: np.ndarray,
-    states: Sequence[_Version],
-    *,
-    ranks: bool,
-    riders: Sequence[_VersionColumns] = (),
+    base: UnitRows, rows: np.ndarray, states: Sequence[_Version], *, ranks: bool
 ) -> None:
     """Every version's kernel rows (and with ``ranks`` its intra-modal ranks) of the sampled
-    query ``rows`` from one sweep over chunks of ``base``'s keys (:func:`_version_chunks`;
-    ``riders``, cross-modal directions into ``base``, counted from the same chunks):
+    query ``rows`` from one sweep over chunks of ``base``'s keys (:func:`_version_chunks`):
     the kernel summed a chunk at a time and the chunks' sums combined in order, as the
     sampled kernel of :func:`~gapscope.engine.passes.modality_pass` combines them (a version
     without offset gives its bits), the ranks counted down the chunks
@@ -788,10 +768,7 @@ def _modality_chunks(
             scores = states[v].moved.finish(scores, rows_t)
         sums[v].add_round(r, scores)
 
-    moved = [state.moved for state in states]
-    _version_chunks(base, base, rows, moved, consume, own=True, riders=riders)
-    for rider in riders:
-        rider.swept_all()
+    _version_chunks(base, base, rows, [state.moved for state in states], consume, own=True)
     for state, counter, total in zip(states, counters, sums, strict=True):
         if counter is not None:
             assert state.intra is not None
@@ -848,332 +825,132 @@ def offset_cross_passes(
         EmbeddingError: bad groups.
         GapscopeError: a bad ``k``, ``block_size`` or ``query_index_*``.
     """
-    return _Crossing(
-        base_x, base_y, versions, groups_x, groups_y, k, block_size, query_index_x, query_index_y
-    ).results()
-
-
-def offset_pair_passes(
-    base_x: UnitRows,
-    base_y: UnitRows,
-    versions: Sequence[tuple[OffsetRows, OffsetRows]],
-    groups_x: ArrayLike | Sequence[int] | None = None,
-    groups_y: ArrayLike | Sequence[int] | None = None,
-    relevance_x: ArrayLike | Sequence[int] | None = None,
-    relevance_y: ArrayLike | Sequence[int] | None = None,
-    *,
-    k: int | Sequence[int] = (1, 5, 10),
-    t: float = 2.0,
-    block_size: int | None = None,
-    query_index_x: ArrayLike | Sequence[int] | None = None,
-    query_index_y: ArrayLike | Sequence[int] | None = None,
-) -> tuple[
-    list[tuple[RetrievalResult, RetrievalResult]],
-    list[ModalityPassResult],
-    list[ModalityPassResult],
-]:
-    """:func:`offset_cross_passes` of every version of a pair and
-    :func:`offset_modality_passes` of each modality's versions, with each cross-modal
-    direction counted down the chunks of keys that its keys' modality's own pass sweeps,
-    where it would sweep the same keys again on its own. That applies when both modalities'
-    queries are sampled and the keys are normalised on the fly: then one sweep of each
-    modality's keys serves the versions' uniformity, the intra-modal ranks when they are
-    counted down the chunks (relevant rows few enough to score up front; else they take
-    blocks of their own) and the cross-modal ranks into it. A direction whose keys' pass
-    does not sweep sweeps them on its own. The ranks are exact, so the numbers are those of
-    the three calls, bit for bit.
-
-    Args:
-        base_x, base_y, versions, groups_x, groups_y, k, block_size, query_index_x,
-            query_index_y: as for :func:`offset_cross_passes`.
-        relevance_x, relevance_y, t: as ``relevance`` and ``t`` of
-            :func:`offset_modality_passes` for each modality.
-
-    Returns:
-        ``(cross, own_x, own_y)``: :func:`offset_cross_passes`'s results, and
-        :func:`offset_modality_passes`'s of the x versions and of the y versions.
-
-    Raises:
-        EmbeddingError: bad groups or codes, fewer than 2 rows.
-        GapscopeError: a bad ``t``, ``k``, ``block_size`` or ``query_index_*``.
-    """
-    crossing = _Crossing(
-        base_x, base_y, versions, groups_x, groups_y, k, block_size, query_index_x, query_index_y
+    cutoffs = check_k(k)
+    check_same_dim(base_x, base_y, ("x", "y"))
+    gx, gy = pair_groups(base_x, base_y, groups_x, groups_y, ("x", "y"))
+    sample_x = check_query_index(query_index_x, base_x.shape[0])
+    sample_y = check_query_index(query_index_y, base_y.shape[0])
+    _check_versions(base_x, [x for x, _ in versions])
+    _check_versions(base_y, [y for _, y in versions])
+    derived = [v for v, (x, y) in enumerate(versions) if _derivable(x, y)]
+    pairs = [versions[v] for v in derived]
+    # u_i . q of every x row with each version's y offset, and v_j . p the other way.
+    x_dots = [x.dots.get([y.offset])[0] for x, y in pairs]
+    y_dots = [y.dots.get([x.offset])[0] for x, y in pairs]
+    forward = [_Moved(x, y, xq, yp) for (x, y), xq, yp in zip(pairs, x_dots, y_dots, strict=True)]
+    backward = [_Moved(y, x, yp, xq) for (x, y), xq, yp in zip(pairs, x_dots, y_dots, strict=True)]
+    x_to_y = _rows_direction(base_x, base_y, forward, gx, gy, sample_x, cutoffs, block_size)
+    y_to_x = _rows_direction(base_y, base_x, backward, gy, gx, sample_y, cutoffs, block_size)
+    results: dict[int, tuple[RetrievalResult, RetrievalResult]] = dict(
+        zip(derived, zip(x_to_y, y_to_x, strict=True), strict=True)
     )
-    own = [
-        offset_modality_passes(
-            base,
-            [v[i] for v in versions],
-            relevance,
-            k=k,
-            t=t,
-            block_size=block_size,
-            query_index=sample,
-            cross=crossing.directions,
-        )
-        for i, (base, relevance, sample) in enumerate(
-            ((base_x, relevance_x, query_index_x), (base_y, relevance_y, query_index_y))
-        )
-    ]
-    return crossing.results(), own[0], own[1]
-
-
-class _Crossing:
-    """The two directions of :func:`offset_cross_passes`, checked and prepared: each
-    direction's versions that are derived from the one product (:func:`_derivable`), as
-    :class:`_Direction`; :meth:`results` ranks what no sweep of the keys counted, and measures
-    the other versions by passes over their own rows."""
-
-    def __init__(
-        self,
-        base_x: UnitRows,
-        base_y: UnitRows,
-        versions: Sequence[tuple[OffsetRows, OffsetRows]],
-        groups_x: ArrayLike | Sequence[int] | None,
-        groups_y: ArrayLike | Sequence[int] | None,
-        k: int | Sequence[int],
-        block_size: int | None,
-        query_index_x: ArrayLike | Sequence[int] | None,
-        query_index_y: ArrayLike | Sequence[int] | None,
-    ) -> None:
-        self.cutoffs = check_k(k)
-        check_same_dim(base_x, base_y, ("x", "y"))
-        self.gx, self.gy = pair_groups(base_x, base_y, groups_x, groups_y, ("x", "y"))
-        self.sample_x = check_query_index(query_index_x, base_x.shape[0])
-        self.sample_y = check_query_index(query_index_y, base_y.shape[0])
-        _check_versions(base_x, [x for x, _ in versions])
-        _check_versions(base_y, [y for _, y in versions])
-        self.versions, self.block_size, self.device = versions, block_size, base_x.device
-        self.derived = [v for v, (x, y) in enumerate(versions) if _derivable(x, y)]
-        pairs = [versions[v] for v in self.derived]
-        # u_i . q of every x row with each version's y offset, and v_j . p the other way.
-        x_dots = [x.dots.get([y.offset])[0] for x, y in pairs]
-        y_dots = [y.dots.get([x.offset])[0] for x, y in pairs]
-        dots = list(zip(pairs, x_dots, y_dots, strict=True))
-        forward = [_Moved(x, y, xq, yp) for (x, y), xq, yp in dots]
-        backward = [_Moved(y, x, yp, xq) for (x, y), xq, yp in dots]
-        self.directions = (
-            _Direction(base_x, base_y, forward, self.gx, self.gy, self.sample_x, block_size),
-            _Direction(base_y, base_x, backward, self.gy, self.gx, self.sample_y, block_size),
-        )
-
-    def results(self) -> list[tuple[RetrievalResult, RetrievalResult]]:
-        """``(x_to_y, y_to_x)`` of every version, in order."""
-        x_to_y, y_to_x = (direction.results(self.cutoffs) for direction in self.directions)
-        results: dict[int, tuple[RetrievalResult, RetrievalResult]] = dict(
-            zip(self.derived, zip(x_to_y, y_to_x, strict=True), strict=True)
-        )
-        for v, (x, y) in enumerate(self.versions):
-            if v not in results:
-                own = cross_pass(
-                    x.own_rows(),
-                    y.own_rows(),
-                    self.gx,
-                    self.gy,
-                    k=self.cutoffs,
-                    block_size=self.block_size,
-                    device=self.device,
-                    query_index_x=self.sample_x,
-                    query_index_y=self.sample_y,
-                )
-                assert own[0] is not None and own[1] is not None
-                results[v] = (own[0], own[1])
-        return [results[v] for v in range(len(self.versions))]
-
-
-class _Direction:
-    """One direction of :func:`offset_cross_passes`, every derived version at once: its
-    queries (those with a positive) and their first ranks, by rows of blocks of the one
-    product ``U_q[queries] U_k^T``, or counted down its chunks of keys (sampled queries, keys
-    normalised on the fly, positives few enough to score up front: :attr:`chunked`), by a
-    sweep of its own or riding on the sweep of the keys' own modality pass (:meth:`rider`)."""
-
-    def __init__(
-        self,
-        base_q: UnitRows,
-        base_k: UnitRows,
-        moved: list[_Moved],
-        groups_q: np.ndarray,
-        groups_k: np.ndarray,
-        sample: np.ndarray | None,
-        block_size: int | None,
-    ) -> None:
-        self.base_q, self.base_k, self.moved = base_q, base_k, moved
-        self.groups_q, self.groups_k = groups_q, groups_k
-        self.sample, self.block_size = sample, block_size
-        self.members = GroupMembers(groups_k)
-        self.eligible = self.members.count(groups_q) > 0
-        self.rows = np.arange(base_q.shape[0]) if sample is None else sample
-        self.evaluated = self.rows[self.eligible[self.rows]]
-        counts = self.members.count(groups_q[self.evaluated])
-        self.chunked = (
-            sample is not None
-            and not base_k.in_memory
-            and self.evaluated.size > 0
-            and bool(moved)
-            and fits_columns(counts, base_k.shape[0])
-        )
-        self._rider: _VersionColumns | None = None
-
-    def rider(self, keys: UnitRows) -> _VersionColumns | None:
-        """This direction as a rider of a sweep over chunks of ``keys``, when those are its
-        keys and it is counted down chunks (else ``None``)."""
-        if keys is not self.base_k or not self.chunked:
-            return None
-        self._rider = _VersionColumns(self.base_q, self.evaluated, self.moved, self._counters())
-        return self._rider
-
-    def results(self, cutoffs: Sequence[int]) -> list[RetrievalResult]:
-        """Every version's retrieval of this direction: ranked now, unless a sweep of the keys
-        counted it."""
-        firsts = [np.zeros(self.evaluated.size, dtype=np.int64) for _ in self.moved]
-        if self.chunked:
-            rider = self._rider
-            if rider is None or not rider.swept:
-                counters = self._counters()
-                self._sweep(counters)
-            else:
-                counters = rider.counters
-            for counter, first in zip(counters, firsts, strict=True):
-                # finish hands the queries over in order, one at a time.
-                found: list[int] = []
-
-                def store(query: int, ranks: np.ndarray, found: list[int] = found) -> None:
-                    found.append(int(ranks[0]))
-
-                counter.finish(store)
-                first[:] = found
-        elif self.moved:
-            self._blocks(firsts)
-        results = []
-        for first in firsts:
-            results.append(
-                summarize(
-                    cutoffs,
-                    first,
-                    n_skipped=int(self.rows.size - self.evaluated.size),
-                    n_eligible_total=(
-                        None if self.sample is None else int(np.count_nonzero(self.eligible))
-                    ),
-                    query_rows=self.evaluated,
-                )
+    for v, (x, y) in enumerate(versions):
+        if v not in results:
+            own = cross_pass(
+                x.own_rows(),
+                y.own_rows(),
+                gx,
+                gy,
+                k=cutoffs,
+                block_size=block_size,
+                device=base_x.device,
+                query_index_x=sample_x,
+                query_index_y=sample_y,
             )
-        return results
+            assert own[0] is not None and own[1] is not None
+            results[v] = (own[0], own[1])
+    return [results[v] for v in range(len(versions))]
 
-    def _counters(self) -> list[IntraColumnRanks]:
-        """A counter of each version's first ranks down chunks of keys, each query's positives
-        as its items: the best positive's rank is the fewest keys that outrank one of them."""
-        queries = self.evaluated
-        items = [self.members.of(int(g)) for g in self.groups_q[queries].tolist()]
-        codes = self.groups_q[queries]
-        return [
-            change.column_ranks(queries, items, self.groups_k, queries, codes)
-            for change in self.moved
-        ]
 
-    def _sweep(self, counters: list[IntraColumnRanks]) -> None:
-        """Count every version down one sweep of its own over chunks of the keys
-        (:func:`_version_chunks`)."""
+def _rows_direction(
+    base_q: UnitRows,
+    base_k: UnitRows,
+    moved: list[_Moved],
+    groups_q: np.ndarray,
+    groups_k: np.ndarray,
+    sample: np.ndarray | None,
+    cutoffs: Sequence[int],
+    block_size: int | None,
+) -> list[RetrievalResult]:
+    """First ranks of one direction's queries in every version, by rows of blocks of the one
+    product ``U_q[queries] U_k^T``, or counted down its chunks of keys (sampled queries, keys
+    normalised on the fly, positives few enough to score up front)."""
+    members = GroupMembers(groups_k)
+    eligible = members.count(groups_q) > 0
+    rows = np.arange(base_q.shape[0]) if sample is None else sample
+    evaluated = rows[eligible[rows]]
+    n_keys = base_k.shape[0]
+    firsts = [np.zeros(evaluated.size, dtype=np.int64) for _ in moved]
+    block = resolve_block_size(block_size, n_keys)
+    # Flags of the rows consumed at once (a part of a block), one array a lane.
+    mask_shape = (_part_rows(min(block, max(evaluated.size, 1)), n_keys), n_keys)
+    masks = PerLane(lambda: np.empty(mask_shape, dtype=bool))
 
-        def consume(r: int, start: int, v: int, scores: torch.Tensor | None) -> None:
-            if scores is not None:
-                counters[v].add_chunk(start, scores)
+    def consume(start: int, idx: np.ndarray, v: int, scores: torch.Tensor, lane: int) -> None:
+        mask = masks(lane)
+        # Ranked by R (module notes): a row's order without its factor.
+        change, codes, every = moved[v], groups_q[idx], np.arange(idx.size)
+        exact = change.exact_scores
+        if ranks_on_device(scores):
+            ranks = row_ranks_device(scores, every, idx, codes, members, change.margin, exact)
+        else:
+            ranks = row_ranks(
+                scores.cpu().numpy(), every, idx, codes, members, change.margin, exact, mask
+            )
+        firsts[v][start : start + idx.size] = ranks
 
-        _version_chunks(self.base_q, self.base_k, self.evaluated, self.moved, consume, own=False)
-
-    def _blocks(self, firsts: list[np.ndarray]) -> None:
-        """Rank every version by rows of blocks of query rows against every key
-        (:func:`_version_blocks`), the ranks added over the processes."""
-        n_keys = self.base_k.shape[0]
-        groups_q, members = self.groups_q, self.members
-        block = resolve_block_size(self.block_size, n_keys)
-        # Flags of the rows consumed at once (a part of a block), one array a lane.
-        mask_shape = (_part_rows(min(block, max(self.evaluated.size, 1)), n_keys), n_keys)
-        masks = PerLane(lambda: np.empty(mask_shape, dtype=bool))
-
-        def consume(start: int, idx: np.ndarray, v: int, scores: torch.Tensor, lane: int) -> None:
-            mask = masks(lane)
-            # Ranked by R (module notes): a row's order without its factor.
-            change, codes, every = self.moved[v], groups_q[idx], np.arange(idx.size)
-            exact = change.exact_scores
-            if ranks_on_device(scores):
-                ranks = row_ranks_device(scores, every, idx, codes, members, change.margin, exact)
-            else:
-                ranks = row_ranks(
-                    scores.cpu().numpy(), every, idx, codes, members, change.margin, exact, mask
-                )
-            firsts[v][start : start + idx.size] = ranks
-
-        _version_blocks(self.base_q, self.base_k, self.evaluated, block, self.moved, consume)
-        share = current_share()
+    share = current_share()
+    counts = members.count(groups_q[evaluated])
+    chunked = sample is not None and not base_k.in_memory and evaluated.size > 0
+    if chunked and fits_columns(counts, n_keys):
+        _cross_chunks(base_q, base_k, evaluated, moved, groups_q, groups_k, members, firsts)
+    else:
+        _version_blocks(base_q, base_k, evaluated, block, moved, consume)
         for first in firsts:
             share.sum(first)
-
-
-#: What a :class:`_VersionColumns` holds a thread at once on a CPU: a part of a chunk's
-#: products, the versions' scores made from them and the flags the counting makes (9 bytes a
-#: score).
-_VERSION_RIDER_BYTES = 16 * 2**20
-
-
-class _VersionColumns:
-    """A cross-modal direction of every version counted down the columns of another sweep's
-    chunks of its keys (:func:`~gapscope.engine.passes.sweep_key_chunks`'s ``riders``: the
-    keys' own modality pass, :func:`_modality_chunks`): each chunk's keys, as that sweep
-    normalised them, multiplied by the direction's query rows a part at a time, turned into
-    each version's ``R`` and counted (:class:`~gapscope.engine.column_ranks.IntraColumnRanks`:
-    exact counts, so the ranks do not depend on how the keys were cut), with no read of the
-    keys of its own. On a CPU a part is at most :data:`_VERSION_RIDER_BYTES` a thread (a
-    multiple of 16 keys, whole groups of :func:`~gapscope.engine.unit_rows.matmul_into`); on
-    other devices as wide as a chunk of keys for these queries, since each part's counting
-    waits for the device. :attr:`swept` is set, and the buffers let go, once a whole sweep has
-    handed over its chunks; the counters stay for the ranks."""
-
-    def __init__(
-        self,
-        base_q: UnitRows,
-        queries: np.ndarray,
-        moved: list[_Moved],
-        counters: list[IntraColumnRanks],
-    ) -> None:
-        self.moved, self.counters = moved, counters
-        self.query_rows = base_q.take(queries)
-        device = self.query_rows.device
-        self.rows_t = torch.from_numpy(queries).to(device)
-        q = max(1, queries.size)
-        if device.type == "cpu":
-            self.columns = max(16, _VERSION_RIDER_BYTES // (9 * q) // 16 * 16)
-        else:
-            self.columns = key_chunk_columns(q)
-        self.swept = False
-        # A thread's products and versions' scores: lanes make their chunks side by side.
-        self._buffers: PerThread[tuple[torch.Tensor, torch.Tensor]] | None = PerThread(
-            lambda: (
-                score_buffer(queries.size, self.columns, device),
-                score_buffer(queries.size, self.columns, device),
+    results = []
+    for first in firsts:
+        results.append(
+            summarize(
+                cutoffs,
+                first,
+                n_skipped=int(rows.size - evaluated.size),
+                n_eligible_total=None if sample is None else int(np.count_nonzero(eligible)),
+                query_rows=evaluated,
             )
         )
+    return results
 
-    def lane_bytes(self) -> int:
-        """What a thread holds while it counts a chunk."""
-        return 9 * self.columns * self.query_rows.shape[0]
 
-    def add_chunk(self, start: int, keys: torch.Tensor) -> None:
-        """Count the keys ``start, start + 1, ...`` (``keys``: their unit rows) in every
-        version."""
-        assert self._buffers is not None, "a rider of a sweep that has ended"
-        product, out = self._buffers()
-        for a in range(0, keys.shape[0], self.columns):
-            b = min(keys.shape[0], a + self.columns)
-            scores = matmul_into(self.query_rows, keys[a:b], product[:, : b - a])
-            span = slice(start + a, start + b)
-            for change, counter in zip(self.moved, self.counters, strict=True):
-                counter.add_chunk(
-                    start + a, change.apply(scores, self.rows_t, out[:, : b - a], span)
-                )
+def _cross_chunks(
+    base_q: UnitRows,
+    base_k: UnitRows,
+    queries: np.ndarray,
+    moved: list[_Moved],
+    groups_q: np.ndarray,
+    groups_k: np.ndarray,
+    members: GroupMembers,
+    firsts: list[np.ndarray],
+) -> None:
+    """Every version's first ranks of the sampled ``queries`` (ascending, each with a positive)
+    from one sweep over chunks of ``base_k``'s keys (:func:`_version_chunks`), counted down the
+    chunks with each query's positives as its items: the best positive's rank is the fewest
+    keys that outrank one of them. Every process ends with every query's rank."""
+    items = [members.of(int(g)) for g in groups_q[queries].tolist()]
+    codes = groups_q[queries]
+    counters = [change.column_ranks(queries, items, groups_k, queries, codes) for change in moved]
 
-    def swept_all(self) -> None:
-        """The sweep has handed over every chunk: the buffers are let go (the counters are
-        kept until the ranks are made)."""
-        self.swept = True
-        self._buffers = None
+    def consume(r: int, start: int, v: int, scores: torch.Tensor | None) -> None:
+        if scores is not None:
+            counters[v].add_chunk(start, scores)
+
+    _version_chunks(base_q, base_k, queries, moved, consume, own=False)
+    for counter, first in zip(counters, firsts, strict=True):
+        # finish hands the queries over in order, one at a time.
+        found: list[int] = []
+
+        def store(query: int, ranks: np.ndarray, found: list[int] = found) -> None:
+            found.append(int(ranks[0]))
+
+        counter.finish(store)
+        first[:] = found

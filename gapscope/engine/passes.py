@@ -36,7 +36,6 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -94,7 +93,6 @@ __all__ = [
     "CrossKernel",
     "CrossPassResult",
     "CrossQueries",
-    "KeyRider",
     "ModalityPassResult",
     "cross_pair_pass",
     "cross_pass",
@@ -508,7 +506,7 @@ def _sampled_kernel(
     kernel: _KernelRows | None,
     keys: UnitRows | None = None,
     columns: IntraColumnRanks | None = None,
-    riders: Sequence[KeyRider] = (),
+    riders: Sequence[_CrossColumns] = (),
 ) -> None:
     """The kernel rows of the sampled query ``rows`` (ascending) of ``unit`` against every
     key of ``keys`` (default: ``unit`` itself, each query's own column left out), one chunk
@@ -563,20 +561,6 @@ def key_chunks(n_keys: int, n_queries: int) -> int:
     return -(-n_keys // key_chunk_width(n_keys, n_queries))
 
 
-class KeyRider(Protocol):
-    """Work that rides on a sweep of chunks of keys (:func:`sweep_key_chunks`'s ``riders``):
-    it is handed every chunk of keys the sweep makes, as the sweep normalised them, and reads
-    no key of its own."""
-
-    def lane_bytes(self) -> int:
-        """What a thread holds while it works on a chunk."""
-        ...
-
-    def add_chunk(self, start: int, keys: torch.Tensor) -> None:
-        """Work on the keys ``start, start + 1, ...`` (``keys``: their unit rows)."""
-        ...
-
-
 def sweep_key_chunks(
     queries: torch.Tensor,
     rows: np.ndarray,
@@ -586,7 +570,7 @@ def sweep_key_chunks(
     own: bool,
     overlap: bool,
     lane_bytes_per_score: int = 0,
-    riders: Sequence[KeyRider] = (),
+    riders: Sequence[_CrossColumns] = (),
 ) -> None:
     """``consume(r, start, scores, lane)`` for every round ``r`` of chunks of ``keys``: ``scores``
     are the float32 products of the ``queries`` (the rows ``rows`` of their modality,
@@ -613,9 +597,8 @@ def sweep_key_chunks(
     the buffers ``consume`` holds a lane, a score of a chunk (besides the product's and the
     chunk of keys). Among processes, where
     ``consume`` makes collectives a round, the rounds stay in order. Each of ``riders``
-    (:class:`KeyRider`: :class:`_CrossColumns`, or the what-ifs' cross directions of
-    :mod:`~gapscope.engine.offset_passes`) is handed every chunk of keys this process makes,
-    right after its product, as the sweep normalised them."""
+    (:class:`_CrossColumns`) counts every chunk of keys this process makes, right after its
+    product, from the same normalised keys."""
     n = keys.shape[0]
     width = key_chunk_width(n, rows.size)
     starts = list(range(0, n, width))

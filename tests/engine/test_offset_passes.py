@@ -19,8 +19,6 @@ from gapscope.engine.offset_passes import (
     OffsetRows,
     offset_cross_passes,
     offset_modality_passes,
-    offset_pair_passes,
-    offset_rows,
 )
 from gapscope.engine.passes import cross_pair_pass, cross_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
@@ -277,6 +275,7 @@ def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
     # offset_rows: every version's norms and every dot product the passes need from one read
     # of rows normalised block by block; the passes then read the keys only for products.
     from gapscope.engine import offset_passes
+    from gapscope.engine.offset_passes import offset_rows
 
     x, y, labels = _data(n=60, seed=9)
     base_x = UnitRows(x, in_memory=False, chunk_rows=16)
@@ -405,86 +404,6 @@ def test_sampled_queries_meet_streamed_keys_a_chunk_at_a_time(monkeypatch, make,
         assert a.uniformity_row_terms.tobytes() == b.uniformity_row_terms.tobytes()
 
 
-@pytest.mark.parametrize("make", [_data, _ties], ids=["gaussian", "ties"])
-@pytest.mark.parametrize("relevance", ["pairs", None, "labels"])
-@pytest.mark.parametrize("y_sampled", [True, False])
-def test_pair_passes_count_each_cross_direction_on_its_keys_sweep(
-    monkeypatch, make, relevance, y_sampled
-):
-    # offset_pair_passes: each cross-modal direction is counted from the chunks of keys its
-    # keys' modality pass sweeps (48 keys, in parts of 16), not in a sweep of its own: one read of
-    # each modality's keys (with labels the intra-modal ranks take blocks of their own). The
-    # same bits as the three calls. With y's queries not sampled, y's pass does not sweep and
-    # the direction into y sweeps y alone.
-    from gapscope.engine import offset_passes, passes
-
-    monkeypatch.setattr(passes, "key_chunk_columns", lambda n_queries: 48)
-    x, y, labels = make()
-    n = x.shape[0]
-    groups = {"pairs": np.arange(n) // 2, None: None, "labels": labels}[relevance]
-    qx, qy = np.arange(1, n, 3), (np.arange(0, n, 4) if y_sampled else None)
-
-    def run(reads=None):
-        streamed = {}
-        for name, rows in (("x", x), ("y", y)):
-            # Scans read 17-row chunks: only the sweeps read whole 48-key chunks, counted.
-            unit = streamed[name] = UnitRows(rows, in_memory=False, chunk_rows=17)
-            if reads is not None:
-                block = unit.block
-
-                def counted(start, stop, name=name, block=block):
-                    reads[name] += start % 48 == 0 and stop == min(n, start + 48)
-                    return block(start, stop)
-
-                monkeypatch.setattr(unit, "block", counted)
-        pairs = _offsets(x, y)
-        versions = [(OffsetRows(streamed["x"], p), OffsetRows(streamed["y"], q)) for p, q in pairs]
-        return versions, streamed
-
-    reads = {"x": 0, "y": 0}
-    versions, streamed = run(reads)
-    monkeypatch.setattr(offset_passes, "_VERSION_RIDER_BYTES", 9 * qx.size * 16)
-    own_sweeps = []
-    sweep = offset_passes._Direction._sweep
-
-    def counted_sweep(direction, counters):
-        own_sweeps.append(direction.base_k is streamed["x"])
-        return sweep(direction, counters)
-
-    monkeypatch.setattr(offset_passes._Direction, "_sweep", counted_sweep)
-    cross, own_x, own_y = offset_pair_passes(
-        streamed["x"],
-        streamed["y"],
-        versions,
-        relevance_x=groups,
-        relevance_y=groups,
-        k=KS,
-        query_index_x=qx,
-        query_index_y=qy,
-    )
-    # The direction into y sweeps y on its own only when y's pass makes no sweep (its
-    # queries not sampled: an exact pass, in blocks of its own).
-    assert own_sweeps == ([] if y_sampled else [False])
-    if relevance != "labels":
-        assert reads == {"x": -(-n // 48), "y": -(-n // 48)}
-    versions, streamed = run()
-    views = [[v[0] for v in versions], [v[1] for v in versions]]
-    apart = [
-        offset_modality_passes(streamed[m], views[i], groups, k=KS, query_index=q)
-        for i, (m, q) in enumerate((("x", qx), ("y", qy)))
-    ]
-    apart_cross = offset_cross_passes(
-        streamed["x"], streamed["y"], versions, k=KS, query_index_x=qx, query_index_y=qy
-    )
-    for got, want in zip(own_x + own_y, apart[0] + apart[1], strict=True):
-        assert got.uniformity_row_terms.tobytes() == want.uniformity_row_terms.tobytes()
-        if groups is not None:
-            _same_retrieval(got.retrieval, want.retrieval)
-    for got, want in zip(cross, apart_cross, strict=True):
-        _same_retrieval(got[0], want[0])
-        _same_retrieval(got[1], want[1])
-
-
 @pytest.mark.parametrize("t", [2.0, 100.0])
 def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch, t):
     # One process with several threads sweeps the chunks of streamed keys in lanes: chunks
@@ -508,17 +427,6 @@ def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch, t):
             streamed_x, [v[0] for v in versions], labels, k=KS, t=t, query_index=query
         )
         cross = offset_cross_passes(streamed_x, streamed_y, versions, k=KS, query_index_x=query)
-        # Both sides sampled: each cross direction rides on its keys' sweep, in lanes too.
-        riding, own_x, own_y = offset_pair_passes(
-            streamed_x,
-            streamed_y,
-            versions,
-            relevance_x=labels,
-            k=KS,
-            t=t,
-            query_index_x=query,
-            query_index_y=query,
-        )
         sampled = modality_pass(streamed_x, labels, k=KS, t=t, block_size=16, query_index=query)
         kernel = cross_pair_pass(
             x, y, k=KS, query_index_x=query, query_index_y=query, kernel_t=t
@@ -527,8 +435,6 @@ def test_sweeps_in_lanes_give_the_bits_of_one_thread(monkeypatch, t):
         return (
             [(r.uniformity_row_terms.tobytes(), r.retrieval.first_rank.tobytes()) for r in own]
             + [(a.first_rank.tobytes(), b.first_rank.tobytes()) for a, b in cross]
-            + [(a.first_rank.tobytes(), b.first_rank.tobytes()) for a, b in riding]
-            + [r.uniformity_row_terms.tobytes() for r in own_x + own_y]
             + [(sampled.uniformity_row_terms.tobytes(), sampled.retrieval.first_rank.tobytes())]
             + [(kernel.log_mean, kernel.se)]
         )
