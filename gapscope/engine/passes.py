@@ -675,7 +675,7 @@ class _CrossColumns:
             evaluated,
             best,
             margin,
-            members_x=keys.members,
+            keys.members,
         )
         self.query_rows = queries.unit.take(evaluated)
         self.rows = max(1, _RIDER_BYTES // (5 * evaluated.size))
@@ -1060,6 +1060,7 @@ def _cross(a: _Side, b: _Side, block_size: int | None, kernel: _KernelRows | Non
             np.arange(n_b),
             a.groups,
             b.groups,
+            a.members,
             b.members,
             best,
             first_a,
@@ -1098,6 +1099,7 @@ def _sampled_direction(queries: _Side, keys: _Side, block_size: int | None) -> N
             np.arange(n_keys),
             queries.groups,
             keys.groups,
+            queries.members,
             keys.members,
             np.full(n_keys, np.inf, dtype=np.float32),
             queries.first_rank,
@@ -1116,6 +1118,7 @@ def _sampled_direction(queries: _Side, keys: _Side, block_size: int | None) -> N
         evaluated,
         keys.groups,
         queries.groups,
+        keys.members,
         queries.members,
         best,
         none,
@@ -1193,6 +1196,7 @@ def _pass(
     y_cols: np.ndarray,
     gx: np.ndarray,
     gy: np.ndarray,
+    members_x: GroupMembers,
     members_y: GroupMembers,
     best: np.ndarray,
     first_x: np.ndarray,
@@ -1202,13 +1206,14 @@ def _pass(
 ) -> None:
     """Blocks of ``X[x_rows] Y[y_cols]^T``: ranks of the x queries ``eval_x`` (their rows,
     which need every y column) into ``first_x``, counts of the y queries ``eval_y`` (columns)
-    into ``first_y``, and with ``kernel`` (every row and column) its row sums."""
+    into ``first_y``, and with ``kernel`` (every row and column) its row sums. ``members_x``
+    and ``members_y``: the groups of ``gx`` and ``gy``, which the caller holds already."""
     margin = 2.0 * score_error_bound(ux.shape[1])
 
     def exact_xy(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return exact_scores(ux, rows, uy, cols)
 
-    columns = _ColumnCounts(ux, uy, gx, gy, eval_y, y_cols, best, margin)
+    columns = _ColumnCounts(ux, uy, gx, gy, eval_y, y_cols, best, margin, members_x)
     is_eval_x = np.zeros(ux.shape[0], dtype=bool)
     is_eval_x[eval_x] = True
     pos_x = np.cumsum(is_eval_x) - 1
@@ -1294,11 +1299,11 @@ class _ColumnCounts:
         y_cols: np.ndarray,
         best: np.ndarray,
         margin: float,
-        members_x: GroupMembers | None = None,
+        members_x: GroupMembers,
     ) -> None:
         self.ux, self.uy, self.gx, self.gy = ux, uy, gx, gy
-        # The x rows' groups (a caller that has them already hands them over).
-        self.members_x = GroupMembers(gx) if members_x is None else members_x
+        # The x rows' groups, as the caller holds them.
+        self.members_x = members_x
         self.eval_y = eval_y
         self.size = eval_y.size
         col_of_y = np.full(uy.shape[0], -1, dtype=np.int64)
