@@ -175,13 +175,20 @@ def clip_benchmark_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,
     return [correct[:k].reshape(-1).float().sum().item() / n for k in topk]
 
 
-def clip_benchmark_zeroshot(images, classifier: torch.Tensor, target, n_classes: int, stable=False):
+def clip_benchmark_zeroshot(
+    images, classifier: torch.Tensor, target, n_classes: int, stable=False, logits=None
+):
     """``evaluate``'s metrics: acc1, acc5 (NaN with fewer than 5 classes) and
-    ``mean_per_class_recall`` = ``balanced_accuracy_score(target, logits.argmax(axis=1))``."""
+    ``mean_per_class_recall`` = ``balanced_accuracy_score(target, logits.argmax(axis=1))``.
+    ``logits``, when given, are ranked instead of ``evaluate``'s ``100 * features @
+    classifier`` (scores whose ties a float64 product may break, for tests about ties)."""
     from sklearn.metrics import balanced_accuracy_score
 
-    features = torch.nn.functional.normalize(torch.as_tensor(images, dtype=torch.float64), dim=-1)
-    logits = 100.0 * features @ classifier
+    if logits is None:
+        features = torch.nn.functional.normalize(
+            torch.as_tensor(images, dtype=torch.float64), dim=-1
+        )
+        logits = 100.0 * features @ classifier
     target = torch.as_tensor(target)
     if n_classes >= 5:
         acc1, acc5 = clip_benchmark_accuracy(logits, target, (1, 5), stable)

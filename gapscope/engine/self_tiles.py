@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,10 +44,11 @@ from gapscope.engine.ranking import near_window
 from gapscope.engine.unit_rows import UnitRows, matmul_batched, matmul_into, score_buffer
 from gapscope.engine.window_ranks import (
     Shared,
+    candidate_counts,
     compare_counts,
     outranking_in_windows,
-    sorted_counts,
     store_ranks,
+    take_candidates,
 )
 
 __all__ = ["TILE_SLOTS_MAX", "TileRanks", "self_tiles", "tile_rows", "tile_slots"]
@@ -57,12 +58,22 @@ __all__ = ["TILE_SLOTS_MAX", "TileRanks", "self_tiles", "tile_rows", "tile_slots
 _TILE_ROWS = 2048
 _LARGE_ROWS = 131072
 
+#: Candidates gathered for a tile of rows: ``(queries, keys, values)`` of each tile of keys.
+_Gathered = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
 #: Window slots (queries times the widest group of their tile) the ranks may take: 16 bytes a
 #: slot, 512 MiB in all (50,000 rows in 100 classes take about 27 million).
 TILE_SLOTS_MAX = 1 << 25
 
 # Rows the group products of the estimates gather at once.
 _ESTIMATE_BYTES = 64 << 20
+
+#: Candidate keys a tile of rows gathers, over its tiles of keys, before it counts them
+#: against its windows: a quarter of its window slots (counting reads every slot, whatever
+#: the candidates), at least :data:`PENDING_MIN`, and all tiles of rows together within
+#: :data:`PENDING_BYTES` (12 bytes a candidate) where that leaves each at least the minimum.
+PENDING_MIN = 1 << 12
+PENDING_BYTES = 128 << 20
 
 
 def tile_rows(n: int) -> int:
@@ -92,8 +103,26 @@ def tile_slots(item_counts: np.ndarray, tile: int) -> int:
     return total
 
 
+class _Windows:
+    """The windows of one tile of rows: its queries' items, padded to the widest (``-1``
+    beyond a query's items), their windows' bounds in the scaled units (``+inf`` beyond:
+    no key reaches them) on the host and on the device, and each query's lowest bound."""
+
+    def __init__(self, items: np.ndarray, lo: np.ndarray, hi: np.ndarray, device: torch.device):
+        self.items = items
+        self.lo_host, self.hi_host = lo, hi
+        self.lo = torch.from_numpy(lo).to(device)
+        self.hi = torch.from_numpy(hi).to(device)
+        # A key below a query's lowest window counts for none of them.
+        self.lowest = np.min(lo, axis=1, initial=np.float32(np.inf))
+
+
 class TileRanks:
     """The exact intra-modal ranks of every row with relevant rows, counted tile by tile.
+
+    Each group's rows are multiplied with themselves once, up front, for the items'
+    estimates; a tile of rows's windows are made from those products by the lane that first
+    counts it (:meth:`windows`), beside the other lanes' products.
 
     Args:
         unit: the unit rows.
@@ -115,46 +144,81 @@ class TileRanks:
     ) -> None:
         self.unit = unit
         self.tile = tile
+        self.margin = margin
+        self.scale = np.float32(scale)
         n = codes.size
         _, inverse = np.unique(codes, return_inverse=True)
         # Dense int32 codes: the tiles compare them fastest.
         self.codes_host = inverse.reshape(-1).astype(np.int32)
         self.codes_t = torch.from_numpy(self.codes_host).to(unit.device)
         self.item_counts = np.asarray(item_counts, dtype=np.int64)
-        offsets, items, estimates = _item_estimates(unit, codes, self.item_counts)
-        s = np.float32(scale)
-        # Per tile of rows, its queries' windows padded to the widest (+inf: no key reaches it).
-        self.items: list[np.ndarray] = []
-        self.lo_host: list[np.ndarray] = []
-        self.hi_host: list[np.ndarray] = []
-        self.above: list[np.ndarray] = []
-        for start in _tile_starts(n, tile):
-            counts = self.item_counts[start : start + tile]
-            width = int(counts.max(initial=0))
-            slot = np.minimum(np.arange(width)[None, :], np.maximum(counts[:, None] - 1, 0))
-            # Rows without items point at a valid slot too (masked out by ``valid``).
-            index = np.minimum(offsets[start : start + counts.size, None] + slot, items.size - 1)
-            valid = np.arange(width)[None, :] < counts[:, None]
-            lo, hi = near_window(estimates[index], margin)
-            self.items.append(np.where(valid, items[index], -1))
-            self.lo_host.append(np.where(valid, lo * s, np.float32(np.inf)))
-            self.hi_host.append(np.where(valid, hi * s, np.float32(np.inf)))
-            self.above.append(np.zeros((counts.size, width), dtype=np.int32))
-        # Lanes count tiles at once (integers: the totals do not depend on the order).
+        self._estimates: _GroupEstimates | None = _GroupEstimates(unit, self.codes_host)
+        self.starts = _tile_starts(n, tile)
+        tiles = len(self.starts)
+        self.widths = [int(self.item_counts[a : a + tile].max(initial=0)) for a in self.starts]
+        # Each query's outranking keys, a slot an item (the counts of all lanes added under
+        # ``_adding``: integers, so the totals do not depend on the order).
+        self.above = [
+            np.zeros((min(tile, n - a), w), dtype=np.int32)
+            for a, w in zip(self.starts, self.widths, strict=True)
+        ]
         self._adding = threading.Lock()
-        self.lo = [torch.from_numpy(a).to(unit.device) for a in self.lo_host]
-        self.hi = [torch.from_numpy(a).to(unit.device) for a in self.hi_host]
+        self._windows: list[_Windows | None] = [None] * tiles
+        self._making = [threading.Lock() for _ in range(tiles)]
+        self._to_make = sum(w > 0 for w in self.widths)
+        # The candidates a tile of rows has gathered, ``(queries, keys, values)`` a tile of
+        # keys, how many, and how many of its tiles are still to come (:meth:`expect`).
+        each = PENDING_BYTES // (12 * max(tiles, 1))
+        self._pending: list[_Gathered] = [[] for _ in range(tiles)]
+        self._pending_size = [0] * tiles
+        self._flush_at = [max(PENDING_MIN, min(a.size // 4, each)) for a in self.above]
+        self._to_come = [0] * tiles
+
+    def windows(self, t: int) -> _Windows:
+        """The windows of tile of rows ``t``, made on first use (by one lane; the others
+        wait for it). Once every tile's are made, the groups' products are dropped."""
+        made = self._windows[t]
+        if made is not None:
+            return made
+        with self._making[t]:
+            made = self._windows[t]
+            if made is None:
+                assert self._estimates is not None
+                r0 = self.starts[t]
+                rows = np.arange(r0, r0 + self.above[t].shape[0])
+                items, estimates = self._estimates.padded(rows, self.widths[t])
+                valid = np.arange(self.widths[t])[None, :] < self.item_counts[rows, None]
+                lo, hi = near_window(estimates, self.margin)
+                for bound in (lo, hi):
+                    bound *= self.scale
+                    np.copyto(bound, np.float32(np.inf), where=~valid)
+                np.copyto(items, -1, where=~valid)
+                made = self._windows[t] = _Windows(items, lo, hi, self.unit.device)
+                with self._adding:
+                    self._to_make -= 1
+                    if not self._to_make:
+                        self._estimates = None
+        return made
 
     def has_queries(self, t: int) -> bool:
         """Whether tile of rows ``t`` holds a row with an item."""
-        return self.items[t].shape[1] > 0
+        return self.widths[t] > 0
 
     def sorts(self, t: int) -> bool:
         """Whether the queries of tile of rows ``t`` are counted by one sort of their
         candidate keys (more windows than :data:`~gapscope.engine.window_ranks.
         COMPARE_MAX_ITEMS`), which leaves out the keys of a query's own code by itself;
         counting by comparisons needs them masked (:meth:`mask`)."""
-        return self.lo[t].shape[1] > window_ranks.COMPARE_MAX_ITEMS
+        return self.widths[t] > window_ranks.COMPARE_MAX_ITEMS
+
+    def expect(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Note the tiles ``(I, J)`` this process will count (:meth:`count` of the queries of
+        ``I`` along the rows, and of ``J`` down the columns when ``I != J``): a tile of rows
+        counts its gathered candidates as its last tile comes in."""
+        for a, c in pairs:
+            for t in (a, c) if a != c else (a,):
+                if self.has_queries(t) and self.sorts(t):
+                    self._to_come[t] += 1
 
     def count(
         self, t: int, key_start: int, scores: torch.Tensor, *, columns: bool, masked: bool
@@ -163,35 +227,80 @@ class TileRanks:
         are those queries and its columns keys ``key_start, ...`` (``columns=False``), or
         its columns are the queries and its rows the keys (``columns=True``). Scores in the
         scaled units; ``masked``: ``-inf`` wherever a key has the query's own code
-        (:meth:`mask`), which counting by comparisons needs (:meth:`sorts`)."""
-        lo, hi = self.lo[t], self.hi[t]
-        if not lo.shape[1]:
+        (:meth:`mask`), which counting by comparisons needs (:meth:`sorts`).
+
+        Counting by sorts takes the tile's candidates (the keys at or above a query's lowest
+        window, less those of the query's own code) and counts them with those of other tiles
+        of keys, once they are many enough (:data:`PENDING_MIN`) or the last tile of rows
+        ``t`` has come in (:meth:`expect`): the counting reads every window slot of the tile
+        of rows, however few the candidates."""
+        if not self.has_queries(t):
             return
-        outranking = np.zeros(lo.shape, dtype=np.int64)
+        w = self.windows(t)
+        queries = t * self.tile + np.arange(w.items.shape[0])
+        if not self.sorts(t):
+            assert masked, "counting by comparisons needs the tile masked"
+            outranking = np.zeros(w.items.shape, dtype=np.int64)
 
-        queries = t * self.tile + np.arange(lo.shape[0])
-        codes = self.codes_host
+            def resolve(
+                rows: np.ndarray,
+                windows: np.ndarray,
+                keys: np.ndarray,
+                shared: Shared | None = None,
+            ) -> None:
+                outranking[:] += outranking_in_windows(
+                    self.unit, queries, w.items, rows, windows, keys + key_start, shared
+                )
 
-        def own_code(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
-            return codes[keys + key_start] == codes[queries[rows]]
+            above = compare_counts(scores, w.lo, w.hi, columns, resolve)
+            self._add(t, above + outranking)
+            return
+        i, j, values = take_candidates(scores, w.lowest, columns)
+        rows, keys = (j, i) if columns else (i, j)
+        keys = keys + key_start
+        if not masked:
+            kept = self.codes_host[keys] != self.codes_host[queries[rows]]
+            rows, keys, values = rows[kept], keys[kept], values[kept]
+        with self._adding:
+            if rows.size:
+                self._pending[t].append((rows.astype(np.int32), keys.astype(np.int32), values))
+                self._pending_size[t] += rows.size
+            self._to_come[t] -= 1
+            if not self._pending_size[t] or (
+                self._pending_size[t] < self._flush_at[t] and self._to_come[t] > 0
+            ):
+                return
+            batch = self._pending[t]
+            self._pending[t], self._pending_size[t] = [], 0
+        self._count_pending(t, batch)
+
+    def _count_pending(self, t: int, batch: _Gathered) -> None:
+        """Count the gathered candidates ``batch`` of tile of rows ``t`` against its windows."""
+        w = self.windows(t)
+        queries = t * self.tile + np.arange(w.items.shape[0])
+        outranking = np.zeros(w.items.shape, dtype=np.int64)
 
         def resolve(
             rows: np.ndarray, windows: np.ndarray, keys: np.ndarray, shared: Shared | None = None
         ) -> None:
             outranking[:] += outranking_in_windows(
-                self.unit, queries, self.items[t], rows, windows, keys + key_start, shared
+                self.unit, queries, w.items, rows, windows, keys, shared
             )
 
-        if not self.sorts(t):
-            assert masked, "counting by comparisons needs the tile masked"
-            above = compare_counts(scores, lo, hi, columns, resolve)
-        else:
-            exclude = None if masked else own_code
-            lo_host, hi_host = self.lo_host[t], self.hi_host[t]
-            above = sorted_counts(scores, lo_host, hi_host, columns, resolve, exclude)
-        counted = (above + outranking).astype(np.int32)
+        rows, keys, values = (np.concatenate(parts) for parts in zip(*batch, strict=True))
+        above = candidate_counts(
+            rows.astype(np.int64),
+            keys.astype(np.int64),
+            values,
+            w.lo_host,
+            w.hi_host,
+            resolve,
+        )
+        self._add(t, above + outranking)
+
+    def _add(self, t: int, counted: np.ndarray) -> None:
         with self._adding:
-            self.above[t] += counted
+            self.above[t] += counted.astype(np.int32)
 
     def mask(self, row_start: int, column_start: int, scores: torch.Tensor) -> None:
         """Set to ``-inf`` the scores of a tile (rows from ``row_start``, columns from
@@ -211,6 +320,11 @@ class TileRanks:
         query): this process's share of the queries (rows ``rank, rank + world, ...``), so
         the caller adds what ``store`` made over the processes, as after blocks of rows."""
         share = current_share()
+        for t, batch in enumerate(self._pending):
+            # Tiles of rows this process counted fewer tiles of than :meth:`expect` said.
+            if batch:
+                self._count_pending(t, batch)
+            self._pending[t], self._pending_size[t] = [], 0
         flat = np.concatenate([a.reshape(-1) for a in self.above]) if self.above else None
         if flat is not None:
             share.sum(flat)
@@ -229,37 +343,60 @@ class TileRanks:
             store_ranks(store, r0 + mine, counts[mine], above[mine])
 
 
-def _item_estimates(
-    unit: UnitRows, codes: np.ndarray, item_counts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(offsets, items, estimates)``: row ``q``'s items (the other rows of its code,
-    ascending) are ``items[offsets[q]:offsets[q + 1]]`` and their float32 scores against
-    ``q`` ``estimates[...]``, each within the float32 error bound of the exact score. Made
-    by one product of each group's rows with themselves, groups of one size batched."""
-    n = codes.size
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(item_counts, out=offsets[1:])
-    items = np.zeros(int(offsets[-1]), dtype=np.int32)
-    estimates = np.zeros(int(offsets[-1]), dtype=np.float32)
-    order = np.argsort(codes, kind="stable")
-    ordered = codes[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if n else np.zeros(0, int)
-    sizes = np.diff(np.r_[starts, n])
-    dim = unit.shape[1]
-    for g in np.unique(sizes[sizes >= 2]).tolist():
-        members = order[starts[sizes == g][:, None] + np.arange(g)]
-        off_diagonal = ~np.eye(g, dtype=bool)
-        chunk = max(1, _ESTIMATE_BYTES // (4 * g * (dim + g)))
-        for c0 in range(0, members.shape[0], chunk):
-            m = members[c0 : c0 + chunk]
-            rows = unit.take(m.reshape(-1)).reshape(m.shape[0], g, dim)
-            gram = matmul_batched(rows, rows.transpose(1, 2)).cpu().numpy()
-            # Row a of a group's product: its items are the members b != a, ascending.
-            picked = np.broadcast_to(m[:, None, :], (m.shape[0], g, g))[:, off_diagonal]
-            target = offsets[m][..., None] + np.arange(g - 1)
-            items[target] = picked.reshape(m.shape[0], g, g - 1)
-            estimates[target] = gram[:, off_diagonal].reshape(m.shape[0], g, g - 1)
-    return offsets, items, estimates
+class _GroupEstimates:
+    """Each group's rows multiplied with themselves (groups of one size batched), kept as
+    one flat float32 array: the estimates of every row's items, each within the float32
+    error bound of the exact score.
+
+    Args:
+        unit: the unit rows.
+        codes: ``(n,)`` dense relevance codes.
+    """
+
+    def __init__(self, unit: UnitRows, codes: np.ndarray) -> None:
+        n = codes.size
+        # The rows of each group, ascending, one group after another. Indices are int32:
+        # the products of all groups are fewer than 2^31 within the tiles' slots.
+        self.order = np.argsort(codes, kind="stable").astype(np.int32)
+        sizes = np.bincount(codes, minlength=int(codes.max(initial=-1)) + 1)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        # Row r is member ``position[r]`` of its group (of ``size[r]`` rows, from
+        # ``self.order[start[r]]``), whose products start at ``base[r]`` of ``self.flat``.
+        self.size = sizes[codes].astype(np.int32)
+        self.start = starts[codes].astype(np.int32)
+        self.position = np.empty(n, dtype=np.int32)
+        self.position[self.order] = np.arange(n) - np.repeat(starts, sizes)
+        base_of = np.zeros(sizes.size, dtype=np.int64)
+        dim = unit.shape[1]
+        paired = sizes[sizes >= 2]
+        # One buffer for all the products (written a chunk of groups at a time).
+        self.flat = np.zeros(max(1, int(np.sum(paired.astype(np.int64) ** 2))), dtype=np.float32)
+        used = 0
+        for g in np.unique(paired).tolist():
+            groups = np.flatnonzero(sizes == g)
+            base_of[groups] = used + np.arange(groups.size) * g * g
+            chunk = max(1, _ESTIMATE_BYTES // (4 * g * (dim + g)))
+            for c0 in range(0, groups.size, chunk):
+                m = self.order[starts[groups[c0 : c0 + chunk], None] + np.arange(g)]
+                rows = unit.take(m.reshape(-1)).reshape(m.shape[0], g, dim)
+                gram = matmul_batched(rows, rows.transpose(1, 2)).cpu().numpy().reshape(-1)
+                self.flat[used : used + gram.size] = gram
+                used += gram.size
+        assert self.flat.size < 1 << 31
+        self.base = base_of[codes].astype(np.int32)
+
+    def padded(self, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(items, estimates)``, ``(rows.size, width)``: each row's items (the other rows
+        of its group, ascending; int32) and their estimates; beyond a row's items, some
+        valid entry (the caller masks them)."""
+        slot = np.arange(width, dtype=np.int32)[None, :]
+        position, size = self.position[rows], self.size[rows]
+        # The member a slot holds: the slot's, or the next one's from the row's own on.
+        member = slot + (slot >= position[:, None])
+        np.minimum(member, (size - 1)[:, None], out=member)
+        items = self.order[self.start[rows, None] + member]
+        member += np.where(size >= 2, self.base[rows] + position * size, 0)[:, None]
+        return items, self.flat[member]
 
 
 def self_tiles(
@@ -291,6 +428,8 @@ def self_tiles(
     # A lane's buffers: a tile's scores and its kernel terms.
     lanes = lane_count(unit.device, len(mine), 2 * 4 * width * width)
     tiles = _Tiles(unit, two_t, prescale, ranks, tile, pairs, max(lanes, 1))
+    if ranks is not None:
+        ranks.expect([pairs[p] for p in mine])
     run_blocks(
         len(mine),
         lanes,

@@ -476,10 +476,13 @@ def matmul(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 #: the scores of a ragged edge differently with different thread counts. Measured with MKL's
 #: float32 product (AVX-512, torch 2.14): blocks of 5-7 or 9-11 query rows took other bits on
 #: 2 threads than on 1, and with 16-64 threads so did ragged row counts up to about 150 and
-#: key counts below about 150 that are not a multiple of 16; every score of blocks cut this
-#: way equalled the same score of one large product, on 1 to 64 threads
-#: (``tests/engine/test_products.py``).
-_QUERY_GROUP = 4
+#: key counts below about 150 that are not a multiple of 16; on a Sapphire Rapids CPU, products
+#: of 12 rows or fewer took other bits than larger ones at 512 and 768 dimensions on any thread
+#: count (groups of 4 rows were too few there). Every score of blocks cut this way equalled
+#: the same score of one large product, on 1 to 64 threads (``tests/engine/test_products.py``),
+#: except on that Sapphire Rapids CPU at 1,024 dimensions and more, where most shapes and
+#: thread counts took bits of their own (``docs/architecture.md``, section 7.4).
+_QUERY_GROUP = 16
 _KEY_GROUP = 16
 
 
@@ -491,7 +494,7 @@ def matmul_into(queries: torch.Tensor, keys: torch.Tensor, out: torch.Tensor) ->
     in nor on the thread count: the whole groups of query rows and keys are one product, the
     ragged edges (fewer than :data:`_QUERY_GROUP` rows, fewer than :data:`_KEY_GROUP` keys)
     products of their own, padded to whole groups. The edges cost at most a product of
-    ``q x 16`` and one of ``4 x n``."""
+    ``q x 16`` and one of ``16 x n``."""
     q, n = queries.shape[0], keys.shape[0]
     if q and n and out.stride(-1) != 1:
         # A BLAS writes a buffer whose columns are apart in another order, with other bits.

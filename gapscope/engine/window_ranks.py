@@ -33,6 +33,7 @@ __all__ = [
     "HOST_SUMS",
     "at_or_above",
     "block_ranks",
+    "candidate_counts",
     "compare_counts",
     "entry_values",
     "ordered_bits",
@@ -40,6 +41,7 @@ __all__ = [
     "outranking_in_windows",
     "sorted_counts",
     "store_ranks",
+    "take_candidates",
     "true_counts",
     "true_entries",
 ]
@@ -130,30 +132,47 @@ def sorted_counts(
     exclude: Exclude | None = None,
     candidates: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Keys above each window, from one sort of the keys that can count (those at or above
-    their query's lowest window), all queries together: each candidate is an int64 made of
-    its query (high bits) and its score's bits in an order-preserving form (low bits), so one
-    binary search a window finds its count. The keys inside the windows go to ``resolve``,
-    at most :data:`NEAR_ENTRIES` (query, window, key) entries at a time. Candidates that
-    ``exclude`` names are not counted at all; ``candidates``, when given, are those of
-    :func:`_candidates`, taken already."""
+    """Keys above each window of the queries of ``scores`` (along its rows, or along its
+    columns), counted by :func:`candidate_counts` from the keys that can count (those at or
+    above their query's lowest window). Candidates that ``exclude`` names are not counted at
+    all; ``candidates``, when given, are those of :func:`take_candidates`, taken already."""
     if candidates is None:
-        candidates = _candidates(scores, lo.min(axis=1), columns)
+        candidates = take_candidates(scores, lo.min(axis=1), columns)
     i, j, values = candidates
     query_np, key_np = (j, i) if columns else (i, j)
     if exclude is not None:
         kept = ~exclude(query_np, key_np)
         query_np, key_np, values = query_np[kept], key_np[kept], values[kept]
+    return candidate_counts(query_np, key_np, values, lo, hi, resolve)
+
+
+def candidate_counts(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    resolve: Resolve,
+) -> np.ndarray:
+    """Keys above each window (``lo[q, w]``, ``hi[q, w]``: window ``w`` of query ``q``),
+    from one sort of the candidate keys, all queries together: candidate ``p`` is key
+    ``keys[p]`` with float32 score ``values[p]`` for query ``queries[p]`` (int64 queries and
+    keys, in any order; a query's keys may come from many tiles). Each candidate becomes an
+    int64 made of its query (high bits) and its score's bits in an order-preserving form
+    (low bits), so one binary search a window finds its count. The keys inside the windows
+    go to ``resolve`` as they were given, at most :data:`NEAR_ENTRIES` (query, window, key)
+    entries at a time."""
     above = np.zeros(lo.shape, dtype=np.int64)
-    if not query_np.size:
+    if not queries.size:
         return above
-    packed = (query_np << 32) | ordered_bits(values)
-    # One stable argsort serves the counts and the keys inside the windows (as fast as a
-    # sort here, and a second sort for the keys would take as long again).
-    order = np.argsort(packed, kind="stable")
+    packed = (queries << 32) | ordered_bits(values)
+    # One argsort serves the counts and the keys inside the windows (a second sort for the
+    # keys would take as long again). Candidates that tie keep no particular order: the
+    # counts, and the keys each window holds, are the same in any.
+    order = np.argsort(packed)
     ordered = packed[order]
     # Only the queries with a candidate have anything to count.
-    some = np.unique(query_np)
+    some = np.unique(queries)
     rows = some[:, None] << 32
     end = np.searchsorted(ordered, rows + (1 << 32))
     above_some = end - np.searchsorted(ordered, rows | ordered_bits(hi[some]), side="right")
@@ -163,7 +182,7 @@ def sorted_counts(
     if not near_at.size:
         return above
     # The keys inside a window are a run of the sorted candidates.
-    keys = key_np[order]
+    keys = keys[order]
     first = end[near_at, 0] - upto_some[near_at, near_windows]
     lengths = upto_some[near_at, near_windows] - above_some[near_at, near_windows]
     # Windows of a query that start and end at the same sorted candidates hold the same keys
@@ -196,7 +215,7 @@ def sorted_counts(
     return above
 
 
-def _candidates(
+def take_candidates(
     scores: torch.Tensor, lowest: np.ndarray, columns: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i, j, values)``: the entries of ``scores`` at or above their query's ``lowest``
@@ -423,7 +442,7 @@ def _slab_ranks(
     counts = np.zeros(items.shape, dtype=np.int64)
     # The slab's candidates (at or above their row's lowest window, its relevant rows among
     # them), row by row, cut the parts: each takes about 72 bytes while a part is counted.
-    i, j, values = _candidates(sub, lo.min(axis=1), False)
+    i, j, values = take_candidates(sub, lo.min(axis=1), False)
     bounds = np.searchsorted(i, np.arange(queries.size + 1))
     p0 = 0
     while p0 < queries.size:

@@ -35,7 +35,7 @@ def _unit(rows: int, dim: int, seed: int) -> torch.Tensor:
     return x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
 
 
-@pytest.mark.parametrize("dim", [24, 512])
+@pytest.mark.parametrize("dim", [24, 512, 768])
 def test_every_score_is_the_one_large_products_whatever_the_shape_and_threads(threads, dim):
     queries, keys = _unit(64, dim, 0), _unit(208, dim, 1)
     threads(1)

@@ -311,3 +311,87 @@ def test_an_item_of_a_group_without_entries_is_outranked_by_nothing():
         empty, np.empty(0), empty, np.array([5]), np.array([0.1]), np.array([3])
     )
     assert got.tolist() == [0]
+
+
+@pytest.mark.parametrize("pending", ["every tile", "last tile"])
+def test_candidates_gathered_over_tiles_of_keys_count_alike(monkeypatch, pending):
+    # A tile of rows gathers its candidates over its tiles of keys and counts them together:
+    # counted at every tile (the smallest batch) or only when its last tile came in, the
+    # ranks are the blocks' and the exact scores'.
+    x = _near_ties(150)
+    codes = _codes("labels", 150)
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
+    if pending == "every tile":
+        monkeypatch.setattr(self_tiles, "PENDING_MIN", 1)
+        monkeypatch.setattr(self_tiles, "PENDING_BYTES", 0)
+    else:
+        monkeypatch.setattr(self_tiles, "PENDING_MIN", 1 << 40)
+    batches = []
+    counted = self_tiles.candidate_counts
+
+    def spy(queries, *args):  # type: ignore[no-untyped-def]
+        batches.append(queries.size)
+        return counted(queries, *args)
+
+    monkeypatch.setattr(self_tiles, "candidate_counts", spy)
+    tiles = modality_pass(x, codes, k=KS, uniformity=False)
+    tile_rows = -(-150 // 16)
+    if pending == "last tile":
+        assert len(batches) == tile_rows  # one count a tile of rows, all its keys at once
+    else:
+        assert len(batches) > 4 * tile_rows
+    monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
+    blocks = modality_pass(x, codes, k=KS, uniformity=False)
+    np.testing.assert_array_equal(tiles.retrieval.first_rank, blocks.retrieval.first_rank)
+    assert (
+        tiles.retrieval.average_precision.tobytes() == blocks.retrieval.average_precision.tobytes()
+    )
+    first, ap = _exact_first_ranks_and_ap(x, codes)
+    assert tiles.retrieval.first_rank.tolist() == first
+    np.testing.assert_allclose(tiles.retrieval.average_precision, ap, rtol=1e-12)
+
+
+@pytest.mark.parametrize("relevance", ["labels", "ragged"])
+def test_group_estimates_hold_each_rows_items_and_their_scores(relevance):
+    # Each row's items are the other rows of its group, ascending, and their estimates the
+    # float32 scores of the pairs, within the error bound of the exact ones.
+    x = _gaussian(120, seed=10)
+    unit = UnitRows(x)
+    _, codes = np.unique(_codes(relevance, 120), return_inverse=True)
+    estimates = self_tiles._GroupEstimates(unit, codes.astype(np.int32))
+    rows = np.arange(120)[::-1]  # any rows, in any order
+    sizes = np.bincount(codes)[codes[rows]]
+    width = int(sizes.max()) - 1
+    items, values = estimates.padded(rows, width)
+    for r, row_items, row_values, size in zip(rows, items, values, sizes, strict=True):
+        others = np.flatnonzero((codes == codes[r]) & (np.arange(120) != r))
+        assert row_items[: size - 1].tolist() == others.tolist()
+        exact = exact_scores(unit, np.full(others.size, r), unit, others)
+        np.testing.assert_allclose(row_values[: size - 1], exact, rtol=0, atol=1e-5)
+
+
+def test_each_tiles_windows_are_made_once_and_the_products_then_dropped(monkeypatch):
+    x = _gaussian(150, seed=11)
+    codes = _codes("labels", 150)
+    monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
+    made = []
+    real = self_tiles._GroupEstimates.padded
+
+    def spy(self, rows, width):  # type: ignore[no-untyped-def]
+        made.append(int(rows[0]))
+        return real(self, rows, width)
+
+    monkeypatch.setattr(self_tiles._GroupEstimates, "padded", spy)
+    kept = []
+    finish = self_tiles.TileRanks.finish
+
+    def finishing(self, store):  # type: ignore[no-untyped-def]
+        kept.append(self._estimates)
+        return finish(self, store)
+
+    monkeypatch.setattr(self_tiles.TileRanks, "finish", finishing)
+    r = modality_pass(x, codes, k=KS, uniformity=False)
+    assert sorted(made) == list(range(0, 150, 16))
+    assert kept == [None]
+    first, _ = _exact_first_ranks_and_ap(x, codes)
+    assert r.retrieval.first_rank.tolist() == first

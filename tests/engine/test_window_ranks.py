@@ -151,9 +151,9 @@ def test_host_and_torch_candidates_agree(monkeypatch, columns):
     rng = np.random.default_rng(5)
     scores = torch.from_numpy(rng.choice([-0.5, 0.0, 0.25, 0.5], size=(17, 23)).astype(np.float32))
     lowest = rng.choice([-1.0, 0.0, 0.25, np.inf], size=23 if columns else 17).astype(np.float32)
-    host = window_ranks._candidates(scores, lowest, columns)
+    host = window_ranks.take_candidates(scores, lowest, columns)
     monkeypatch.setattr(window_ranks, "HOST_SUMS", set())
-    device = window_ranks._candidates(scores, lowest, columns)
+    device = window_ranks.take_candidates(scores, lowest, columns)
     for a, b in zip(host, device, strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)

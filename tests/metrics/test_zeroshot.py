@@ -82,12 +82,21 @@ def test_ties_follow_the_lower_class_index():
     x[x.sum(axis=1) == 0, 1] = 1.0
     y = rng.integers(0, w.shape[0], 400)
     classifier = torch.from_numpy(ensemble_prompts(w[:, None, :]).T.copy())
-    logits = (torch.nn.functional.normalize(torch.from_numpy(x), dim=-1) @ classifier).numpy()
+    # The exact order of the scores x.w / (|x| |w|) within a row, as integers: a float64
+    # product rounds the sums of equal terms in another order differently on some CPUs
+    # (MKL on Sapphire Rapids broke a tie this way), so the reference ranks these.
+    dots = (x @ w.T).astype(np.int64)
+    squares = (w * w).sum(axis=1).astype(np.int64)
+    common = math.lcm(*squares.tolist())
+    exact = np.sign(dots) * dots * dots * (common // squares)
+    logits = exact.astype(np.float64)
     target_scores = logits[np.arange(400), y]
     ties = (logits == target_scores[:, None]).sum(axis=1) - 1
     assert (ties > 0).sum() > 100  # the case is about ties
     ours = zero_shot_classification(x, w, y)
-    ref = clip_benchmark_zeroshot(x, classifier, y, w.shape[0], stable=True)
+    ref = clip_benchmark_zeroshot(
+        x, classifier, y, w.shape[0], stable=True, logits=torch.from_numpy(logits)
+    )
     assert ours.accuracy[1] == ref["acc1"] and ours.accuracy[5] == ref["acc5"]
     assert ours.balanced_accuracy == pytest.approx(ref["mean_per_class_recall"], abs=1e-12)
     # The rank rule itself, from the full score matrix.
