@@ -122,7 +122,8 @@ class TileRanks:
 
     Each group's rows are multiplied with themselves once, up front, for the items'
     estimates; a tile of rows's windows are made from those products by the lane that first
-    counts it (:meth:`windows`), beside the other lanes' products.
+    counts it (:meth:`windows`), beside the other lanes' products. A process that counts only
+    some tiles of rows (under ``torchrun``) may keep the groups' products to the end.
 
     Args:
         unit: the unit rows.
@@ -231,9 +232,9 @@ class TileRanks:
 
         Counting by sorts takes the tile's candidates (the keys at or above a query's lowest
         window, less those of the query's own code) and counts them with those of other tiles
-        of keys, once they are many enough (:data:`PENDING_MIN`) or the last tile of rows
-        ``t`` has come in (:meth:`expect`): the counting reads every window slot of the tile
-        of rows, however few the candidates."""
+        of keys, once they are many enough (a quarter of its window slots, at least
+        :data:`PENDING_MIN`) or its last tile of keys has come in (:meth:`expect`): the
+        counting reads every window slot of the tile of rows, however few the candidates."""
         if not self.has_queries(t):
             return
         w = self.windows(t)

@@ -476,11 +476,11 @@ def matmul(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 #: the scores of a ragged edge differently with different thread counts. Measured with MKL's
 #: float32 product (AVX-512, torch 2.14): blocks of 5-7 or 9-11 query rows took other bits on
 #: 2 threads than on 1, and with 16-64 threads so did ragged row counts up to about 150 and
-#: key counts below about 150 that are not a multiple of 16; on a Sapphire Rapids CPU, products
+#: key counts below about 150 that are not a multiple of 16; on an Intel Xeon with AMX, products
 #: of 12 rows or fewer took other bits than larger ones at 512 and 768 dimensions on any thread
 #: count (groups of 4 rows were too few there). Every score of blocks cut this way equalled
 #: the same score of one large product, on 1 to 64 threads (``tests/engine/test_products.py``),
-#: except on that Sapphire Rapids CPU at 1,024 dimensions and more, where most shapes and
+#: except on that Xeon at 1,024 dimensions and more, where most shapes and
 #: thread counts took bits of their own (``docs/architecture.md``, section 7.4).
 _QUERY_GROUP = 16
 _KEY_GROUP = 16

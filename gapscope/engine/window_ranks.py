@@ -160,8 +160,8 @@ def candidate_counts(
     keys, in any order; a query's keys may come from many tiles). Each candidate becomes an
     int64 made of its query (high bits) and its score's bits in an order-preserving form
     (low bits), so one binary search a window finds its count. The keys inside the windows
-    go to ``resolve`` as they were given, at most :data:`NEAR_ENTRIES` (query, window, key)
-    entries at a time."""
+    go to ``resolve`` by (query, score), ties in any order, at most :data:`NEAR_ENTRIES`
+    (query, window, key) entries at a time."""
     above = np.zeros(lo.shape, dtype=np.int64)
     if not queries.size:
         return above

@@ -85,7 +85,7 @@ def _exact_first_ranks_and_ap(x: np.ndarray, codes: np.ndarray):
 @pytest.mark.parametrize("tile", [1, 3, 7, 64])
 @pytest.mark.parametrize("data", list(DATA))
 @pytest.mark.parametrize("relevance", ["labels", "groups", "ragged"])
-def test_tiles_rank_like_the_blocks_and_the_exact_scores(monkeypatch, tile, data, relevance):
+def test_tiles_ranked_as_blocks_and_oracle(monkeypatch, tile, data, relevance):
     # Tiles of one row: a few dozen rows already make a thousand tiles.
     x = DATA[data](40 if tile == 1 else 150)
     codes = _codes(relevance, x.shape[0])
@@ -230,16 +230,7 @@ def test_keys_inside_windows_are_resolved_a_few_at_a_time(monkeypatch):
     monkeypatch.setattr(self_tiles, "_TILE_ROWS", 16)
     monkeypatch.setattr(window_ranks, "NEAR_ENTRIES", 5)
     tiles = modality_pass(x, codes, k=KS, uniformity=False)
-    monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
-    blocks = modality_pass(x, codes, k=KS, uniformity=False)
-    np.testing.assert_array_equal(tiles.retrieval.first_rank, blocks.retrieval.first_rank)
-    assert (
-        tiles.retrieval.average_precision.tobytes() == blocks.retrieval.average_precision.tobytes()
-    )
-    # Both count with window_ranks: the exact-score oracle is the independent check.
-    first, ap = _exact_first_ranks_and_ap(x, codes)
-    assert tiles.retrieval.first_rank.tolist() == first
-    np.testing.assert_allclose(tiles.retrieval.average_precision, ap, rtol=1e-12)
+    _ranked_as_blocks_and_oracle(monkeypatch, tiles, x, codes)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -290,14 +281,7 @@ def test_windows_that_hold_the_same_keys_are_resolved_once(monkeypatch, near_ent
     monkeypatch.setattr(window_ranks, "_outranking_shared", spy)
     tiles = modality_pass(x, codes, k=KS, uniformity=False)
     assert calls and sum(m for _, m in calls) > len(calls)  # windows did share their keys
-    monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
-    blocks = modality_pass(x, codes, k=KS, uniformity=False)
-    np.testing.assert_array_equal(tiles.retrieval.first_rank, blocks.retrieval.first_rank)
-    assert (
-        tiles.retrieval.average_precision.tobytes() == blocks.retrieval.average_precision.tobytes()
-    )
-    first, _ = _exact_first_ranks_and_ap(x, codes)
-    assert tiles.retrieval.first_rank.tolist() == first
+    _ranked_as_blocks_and_oracle(monkeypatch, tiles, x, codes)
 
 
 def test_an_item_of_a_group_without_entries_is_outranked_by_nothing():
@@ -340,15 +324,7 @@ def test_candidates_gathered_over_tiles_of_keys_count_alike(monkeypatch, pending
         assert len(batches) == tile_rows  # one count a tile of rows, all its keys at once
     else:
         assert len(batches) > 4 * tile_rows
-    monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
-    blocks = modality_pass(x, codes, k=KS, uniformity=False)
-    np.testing.assert_array_equal(tiles.retrieval.first_rank, blocks.retrieval.first_rank)
-    assert (
-        tiles.retrieval.average_precision.tobytes() == blocks.retrieval.average_precision.tobytes()
-    )
-    first, ap = _exact_first_ranks_and_ap(x, codes)
-    assert tiles.retrieval.first_rank.tolist() == first
-    np.testing.assert_allclose(tiles.retrieval.average_precision, ap, rtol=1e-12)
+    _ranked_as_blocks_and_oracle(monkeypatch, tiles, x, codes)
 
 
 @pytest.mark.parametrize("relevance", ["labels", "ragged"])
@@ -395,3 +371,17 @@ def test_each_tiles_windows_are_made_once_and_the_products_then_dropped(monkeypa
     assert kept == [None]
     first, _ = _exact_first_ranks_and_ap(x, codes)
     assert r.retrieval.first_rank.tolist() == first
+
+
+def _ranked_as_blocks_and_oracle(monkeypatch, tiles, x, codes) -> None:  # type: ignore[no-untyped-def]
+    """The tiles' ranks equal the blocks of whole rows' bit for bit, and the exact scores'."""
+    monkeypatch.setattr(passes, "TILE_SLOTS_MAX", 0)
+    blocks = modality_pass(x, codes, k=KS, uniformity=False)
+    np.testing.assert_array_equal(tiles.retrieval.first_rank, blocks.retrieval.first_rank)
+    assert (
+        tiles.retrieval.average_precision.tobytes() == blocks.retrieval.average_precision.tobytes()
+    )
+    # Both count with window_ranks: the exact-score oracle is the independent check.
+    first, ap = _exact_first_ranks_and_ap(x, codes)
+    assert tiles.retrieval.first_rank.tolist() == first
+    np.testing.assert_allclose(tiles.retrieval.average_precision, ap, rtol=1e-12)

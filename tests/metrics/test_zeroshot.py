@@ -84,7 +84,7 @@ def test_ties_follow_the_lower_class_index():
     classifier = torch.from_numpy(ensemble_prompts(w[:, None, :]).T.copy())
     # The exact order of the scores x.w / (|x| |w|) within a row, as integers: a float64
     # product rounds the sums of equal terms in another order differently on some CPUs
-    # (MKL on Sapphire Rapids broke a tie this way), so the reference ranks these.
+    # (MKL on an Intel Xeon with AMX broke a tie this way), so the reference ranks these.
     dots = (x @ w.T).astype(np.int64)
     squares = (w * w).sum(axis=1).astype(np.int64)
     common = math.lcm(*squares.tolist())
