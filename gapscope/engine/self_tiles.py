@@ -238,24 +238,13 @@ class TileRanks:
         if not self.has_queries(t):
             return
         w = self.windows(t)
-        queries = t * self.tile + np.arange(w.items.shape[0])
         if not self.sorts(t):
             assert masked, "counting by comparisons needs the tile masked"
-            outranking = np.zeros(w.items.shape, dtype=np.int64)
-
-            def resolve(
-                rows: np.ndarray,
-                windows: np.ndarray,
-                keys: np.ndarray,
-                shared: Shared | None = None,
-            ) -> None:
-                outranking[:] += outranking_in_windows(
-                    self.unit, queries, w.items, rows, windows, keys + key_start, shared
-                )
-
+            outranking, resolve = self._resolver(t, key_start)
             above = compare_counts(scores, w.lo, w.hi, columns, resolve)
             self._add(t, above + outranking)
             return
+        queries = t * self.tile + np.arange(w.items.shape[0])
         i, j, values = take_candidates(scores, w.lowest, columns)
         rows, keys = (j, i) if columns else (i, j)
         keys = keys + key_start
@@ -278,16 +267,7 @@ class TileRanks:
     def _count_pending(self, t: int, batch: _Gathered) -> None:
         """Count the gathered candidates ``batch`` of tile of rows ``t`` against its windows."""
         w = self.windows(t)
-        queries = t * self.tile + np.arange(w.items.shape[0])
-        outranking = np.zeros(w.items.shape, dtype=np.int64)
-
-        def resolve(
-            rows: np.ndarray, windows: np.ndarray, keys: np.ndarray, shared: Shared | None = None
-        ) -> None:
-            outranking[:] += outranking_in_windows(
-                self.unit, queries, w.items, rows, windows, keys, shared
-            )
-
+        outranking, resolve = self._resolver(t, 0)
         rows, keys, values = (np.concatenate(parts) for parts in zip(*batch, strict=True))
         above = candidate_counts(
             rows.astype(np.int64),
@@ -298,6 +278,23 @@ class TileRanks:
             resolve,
         )
         self._add(t, above + outranking)
+
+    def _resolver(self, t: int, key_start: int) -> tuple[np.ndarray, window_ranks.Resolve]:
+        """``(outranking, resolve)``: ``resolve`` adds to ``outranking`` (a slot an item of
+        tile of rows ``t``) how many of the keys inside windows outrank the windows' items
+        by exact score (keys counted from ``key_start``)."""
+        w = self.windows(t)
+        queries = t * self.tile + np.arange(w.items.shape[0])
+        outranking = np.zeros(w.items.shape, dtype=np.int64)
+
+        def resolve(
+            rows: np.ndarray, windows: np.ndarray, keys: np.ndarray, shared: Shared | None = None
+        ) -> None:
+            outranking[:] += outranking_in_windows(
+                self.unit, queries, w.items, rows, windows, keys + key_start, shared
+            )
+
+        return outranking, resolve
 
     def _add(self, t: int, counted: np.ndarray) -> None:
         with self._adding:
