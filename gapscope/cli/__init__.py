@@ -14,6 +14,8 @@ application) is built on first use.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import sys
 from typing import Any
@@ -106,7 +108,16 @@ def main() -> None:
     Ctrl-C at any moment after this is called (the imports included) prints one line and
     exits 130; a crash outside the commands exits 3 with one line (see
     :mod:`gapscope.cli.errors`).
+
+    At the interpreter's exit, what is left is frozen out of its last garbage collection
+    (:func:`gc.freeze` as an exit handler): that collection would walk every object torch
+    made and run their finalizers, 0.3-0.6 s of every command that imports torch (section
+    "The interpreter's exit" of ``docs/performance.md``). By then every output is written
+    and flushed; the other exit handlers still run, and the operating system closes files.
     """
+    # Registered once however often main() runs in one process (tests call it in process).
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
     try:
         app = build_app()
         app()
