@@ -109,13 +109,17 @@ def main() -> None:
     exits 130; a crash outside the commands exits 3 with one line (see
     :mod:`gapscope.cli.errors`).
 
-    At the interpreter's exit, what is left is frozen out of its last garbage collection
-    (:func:`gc.freeze` as an exit handler): that collection would walk every object torch
-    made and run their finalizers, 0.3-0.6 s of every command that imports torch (section
-    "The interpreter's exit" of ``docs/performance.md``). By then every output is written
-    and flushed; the other exit handlers still run, and the operating system closes files.
+    At the interpreter's exit, what is left is frozen out of the garbage collections at
+    shutdown (:func:`gc.freeze` as an exit handler). Those collections, after the exit
+    handlers and, above all, after the modules are emptied, would walk every object torch
+    made to free the cycles among them: 0.27-0.45 s of every command that imports torch,
+    measured on Python 3.11 (section "The interpreter's exit" of ``docs/performance.md``).
+    Frozen objects in reference cycles are not finalized at exit; by then every output is
+    written and flushed, the other exit handlers still run, and the operating system closes
+    files and frees the memory.
     """
-    # Registered once however often main() runs in one process (tests call it in process).
+    # Registered once however often main() runs in one process (a caller that runs it more
+    # than once, catching SystemExit, would otherwise freeze once per run).
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
     try:
