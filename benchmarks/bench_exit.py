@@ -1,5 +1,5 @@
 """How long a ``gapscope`` command takes to exit once its report is written, with the
-interpreter's last collection frozen out (what the console script does) and without.
+interpreter's collections at shutdown frozen out (what the console script does) and without.
 
     python benchmarks/bench_exit.py [--runs 5] [--rows 2000] [--json out.json]
 
@@ -8,7 +8,7 @@ imported, as every analysis imports it), writing its JSON report to a file; "aft
 report" is the time from the report's last modification to the end of the process, as seen
 by this script. The baseline is the same command in a process where :func:`gapscope.cli.main`
 cannot register :func:`gc.freeze` at exit (its ``atexit.register`` skips it), so the
-interpreter's last full collection walks everything torch made. The two kinds of process
+interpreter's collections at shutdown walk everything torch made. The two kinds of process
 alternate; the table gives their medians and the ratio.
 """
 
