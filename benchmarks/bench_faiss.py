@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ import torch
 from gapscope.engine.normalization import normalize_rows
 from gapscope.engine.passes import cross_pass
 from gapscope.metrics.retrieval import cross_modal_retrieval
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _faiss_blas import blas_warning, faiss_blas  # noqa: E402
 
 K = (1, 5, 10)
 
@@ -45,6 +49,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(torch.get_num_threads())
+    blas = faiss_blas()
+    warning = blas_warning(blas)
+    if warning:
+        print(warning, file=sys.stderr)
 
     rows = []
     for n in args.n:
@@ -92,6 +100,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "faiss": faiss.__version__,
+        "faiss_blas": blas,
         "rows": rows,
     }
     if args.json:
