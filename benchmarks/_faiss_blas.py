@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import sys
+from typing import TextIO
 
 #: OpenBLAS's targets without AVX2: on a CPU that has AVX2 or AVX-512 they mean the library
 #: did not recognise it.
@@ -74,3 +76,13 @@ def blas_warning(blas: dict[str, str] | None) -> str | None:
         "CPU, so the faiss figure is slow; OPENBLAS_CORETYPE=SkylakeX (or the newest target "
         "this CPU supports) chooses others"
     )
+
+
+def checked_faiss_blas(stream: TextIO = sys.stdout) -> dict[str, str] | None:
+    """:func:`faiss_blas`, after printing :func:`blas_warning` to ``stream`` when it has one;
+    what the benchmarks record beside their faiss figures."""
+    blas = faiss_blas()
+    warning = blas_warning(blas)
+    if warning:
+        print(warning, file=stream)
+    return blas

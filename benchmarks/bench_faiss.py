@@ -26,7 +26,7 @@ from gapscope.engine.passes import cross_pass
 from gapscope.metrics.retrieval import cross_modal_retrieval
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _faiss_blas import blas_warning, faiss_blas  # noqa: E402
+from _faiss_blas import checked_faiss_blas  # noqa: E402
 
 K = (1, 5, 10)
 
@@ -49,10 +49,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(torch.get_num_threads())
-    blas = faiss_blas()
-    warning = blas_warning(blas)
-    if warning:
-        print(warning, file=sys.stderr)
+    blas = checked_faiss_blas(sys.stderr)
 
     rows = []
     for n in args.n:

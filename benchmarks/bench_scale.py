@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _faiss_blas import blas_warning, faiss_blas  # noqa: E402
+from _faiss_blas import checked_faiss_blas  # noqa: E402
 from _runs import one_against_several, run_measured  # noqa: E402
 from bench_gemm_bound import gemm_bound, make_data  # noqa: E402
 
@@ -105,11 +105,8 @@ def main() -> None:
         seconds = faiss_both_ways(ux.numpy(), uy.numpy())
         if seconds is not None:
             result["faiss_s"] = seconds
-            result["faiss_blas"] = blas = faiss_blas()
             print(f"faiss IndexFlatIP top-10, both ways: {seconds:.1f} s ({seconds / bound:.2f}x)")
-            warning = blas_warning(blas)
-            if warning:
-                print(warning)
+            result["faiss_blas"] = checked_faiss_blas()
         base = [
             sys.executable,
             "-m",

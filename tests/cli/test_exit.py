@@ -56,6 +56,7 @@ def test_the_objects_left_at_exit_are_frozen_after_the_report_is_written(tmp_pat
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
     line = next(s for s in proc.stdout.splitlines() if s.startswith("EXIT "))
     seen = json.loads(line.removeprefix("EXIT "))
     # The report was complete when the freeze ran.
