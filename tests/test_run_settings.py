@@ -1,0 +1,43 @@
+"""The settings of the whole test run in the root conftest.py: the worker cap and TMPDIR."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _root_conftest():
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (4, 4), (64, 4)])
+def test_auto_starts_a_worker_a_core_and_at_most_four(monkeypatch, cores, workers):
+    conftest = _root_conftest()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert conftest.pytest_xdist_auto_num_workers(None) == workers
+
+
+def test_temporary_files_go_under_pytests_folder(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp().resolve()
+    assert Path(tempfile.gettempdir()).resolve().is_relative_to(base)
+    assert Path(os.environ["TMPDIR"]).resolve().is_relative_to(base)
+    # and a process a test starts inherits it
+    child = subprocess.run(
+        [sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(child.stdout.strip()).resolve().is_relative_to(base)
