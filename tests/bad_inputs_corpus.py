@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# The image writer of the extraction tests; appended, so tests/conftest.py stays "conftest".
+# The image writer of the extraction tests; appended, so that tests/ keeps its module names.
 if str(REPO / "tests" / "extract") not in sys.path:
     sys.path.append(str(REPO / "tests" / "extract"))
 EXAMPLE_STORE = REPO / "examples" / "example-store"

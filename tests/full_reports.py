@@ -5,7 +5,7 @@ bootstrap intervals; or sampled queries (the ``*_se`` keys)."""
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_paired
+from helpers import make_paired
 
 from gapscope import EmbeddingSet, analyze
 from gapscope.report import Report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import doctest
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_readme_python_examples(monkeypatch):

@@ -9,7 +9,7 @@ import jsonschema
 import numpy as np
 import pytest
 import reference as ref
-from conftest import leaves, make_paired
+from helpers import leaves, make_paired
 
 from gapscope import EmbeddingSet, EmbeddingStore, analyze
 from gapscope.errors import GapscopeError

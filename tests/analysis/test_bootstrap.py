@@ -10,7 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 import reference as ref
-from conftest import make_paired
+from helpers import make_paired
 
 import gapscope.analysis.bootstrap as bootstrap_module
 from gapscope import analyze

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_paired
+from helpers import make_paired
 
 from gapscope import analyze
 from gapscope.engine.unit_rows import UnitRows, _source_rows

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import reference
-from conftest import leaves
+from helpers import leaves
 
 from gapscope import analyze
 from gapscope.analysis.whatif import center_modality, gap_closing_whatif, shift_along_gap

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-# Appended, not prepended: tests/conftest.py must stay the "conftest" that tests import.
+# Appended, not prepended: a helper module of tests/ keeps its name over one of this folder.
 sys.path.append(str(Path(__file__).parent))
 
 from extract_testkit import AudioData, ImageData, write_audio, write_images  # noqa: E402

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import jsonschema
 import pytest
-from conftest import make_paired
+from helpers import make_paired
 from report_paths import get_value, set_value, write
 from typer.testing import CliRunner
 

@@ -7,7 +7,7 @@ import json
 
 import jsonschema
 import pytest
-from conftest import make_paired
+from helpers import make_paired
 from report_paths import get_value, set_value, write
 from typer.testing import CliRunner
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import make_paired
+from helpers import make_paired
 
 from gapscope import analyze
 from gapscope.errors import GapscopeError

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chromium_testkit import needs_chromium, probe, screenshot
-from conftest import REPO, make_paired
+from helpers import REPO, make_paired
 from rich.console import Console
 from typer.testing import CliRunner
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_paired
 from gap_metric_worker import SCENARIOS, alone, batches
+from helpers import make_paired
 from process_group import run_ranks
 
 import gapscope

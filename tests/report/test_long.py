@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import make_paired
+from helpers import make_paired
 from typer.testing import CliRunner
 
 from gapscope import analyze

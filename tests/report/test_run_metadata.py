@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from conftest import make_paired
+from helpers import make_paired
 from typer.testing import CliRunner
 
 from gapscope import EmbeddingStore, analyze

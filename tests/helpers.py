@@ -1,0 +1,43 @@
+"""Helpers many tests share: the repository's root, paired test rows, the leaves of a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_paired(n: int = 60, d: int = 16, captions: int = 2, classes: int = 4, seed: int = 0):
+    """Raw image rows, text rows (``captions`` an image), groups and labels, with a gap."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, d))
+    labels = rng.integers(0, classes, size=n)
+    content = centres[labels] + 0.7 * rng.normal(size=(n, d))
+    image = (content + 1.5 * rng.normal(size=d)) * rng.uniform(2, 4, size=(n, 1))
+    text = np.repeat(content, captions, axis=0) + 1.5 * rng.normal(size=d)
+    text = text + 0.4 * rng.normal(size=text.shape)
+    text *= rng.uniform(1, 2, size=(text.shape[0], 1))
+    gi = np.arange(n)
+    gt = np.repeat(gi, captions)
+    return (
+        image.astype(np.float32),
+        text.astype(np.float32),
+        gi,
+        gt,
+        labels,
+        np.repeat(labels, captions),
+    )
+
+
+def leaves(value, path=""):
+    """``(path, leaf)`` for every leaf of nested dicts and lists, paths like ``/a/0/b``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from leaves(v, f"{path}/{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from leaves(v, f"{path}/{i}")
+    else:
+        yield path, value
