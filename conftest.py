@@ -17,6 +17,7 @@ MAX_WORKERS = 4
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers of ``-n auto``: one a core this process may run on, at most :data:`MAX_WORKERS`."""
     usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     cores = len(usable) if usable is not None else (os.cpu_count() or 1)
     return max(1, min(MAX_WORKERS, cores))

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+#: Ports handed out start here, below the ephemeral range of Linux (32768 up), macOS and
+#: Windows (49152 up), where the operating system picks the ports of ``bind(0)``.
+PORT_BASE = 20000
+#: Ports a pytest-xdist worker draws from: worker k gets its own band of them.
+PORTS_A_WORKER = 1000
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port of 127.0.0.1 free now, for a process group's rendezvous. Drawn from a band of
+    this pytest-xdist worker's own (``PYTEST_XDIST_WORKER``, ``gw<k>``), outside the ephemeral
+    range: a port the system picked for ``bind(0)`` could be picked again for another worker's
+    process group in the time between this check and the rendezvous."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = PORT_BASE + PORTS_A_WORKER * (int(worker) if worker.isdigit() else 0)
+    ports = list(range(first, first + PORTS_A_WORKER))
+    random.SystemRandom().shuffle(ports)
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + PORTS_A_WORKER - 1}")
 
 
 def run_ranks(script: Path, world: int, *args: str, timeout: float = 300) -> None:

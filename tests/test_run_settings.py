@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,3 +42,14 @@ def test_temporary_files_go_under_pytests_folder(tmp_path_factory):
         check=True,
     )
     assert Path(child.stdout.strip()).resolve().is_relative_to(base)
+
+
+def test_workers_draw_ports_from_bands_of_their_own(monkeypatch):
+    from process_group import PORT_BASE, PORTS_A_WORKER, free_port
+
+    for k in (0, 1, 3):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{k}")
+        port = free_port()
+        assert PORT_BASE + k * PORTS_A_WORKER <= port < PORT_BASE + (k + 1) * PORTS_A_WORKER
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free, as promised
