@@ -127,6 +127,8 @@ def _arrays(folder: Path, payload: Payload) -> None:
     np.save(folder / "objects.npy", np.array([payload] * 10, dtype=object), allow_pickle=True)
     (folder / "pickle.npy").write_bytes(pickle.dumps([payload] * 10))
     torch.save({"image": payload}, folder / "payload.pt")
+    # Protocol 4: torch warns about it on loading, which must not add a line to the error.
+    torch.save({"image": payload}, folder / "payload4.pt", pickle_protocol=4)
     torch.save([1, 2, 3], folder / "list.pt")
     torch.save({"a": torch.zeros(10, 4), "b": torch.ones(10, 4)}, folder / "two.pt")
     data = (folder / "good.npy").read_bytes()
@@ -173,6 +175,7 @@ def _stores(folder: Path) -> None:
         "truncated_npy": lambda s: _truncate(s / "text.npy"),
         "missing_npy": lambda s: (s / "text.npy").unlink(),
         "items_not_json": lambda s: _append(s / "image.items.jsonl", "{oops\n"),
+        "items_not_utf8": lambda s: (s / "image.items.jsonl").open("ab").write(b"\xff\n"),
         "items_no_id": lambda s: _rewrite_items(s, lambda item: item.pop("id")),
         "items_short": lambda s: _drop_last_item(s / "image.items.jsonl"),
         "dim_mismatch": lambda s: np.save(s / "text.npy", np.ones((60, 63), np.float32)),
@@ -285,8 +288,9 @@ REPORT_BREAKS: dict[str, tuple[tuple[str, ...], object]] = {
     "gap_string": (("pairs", "image-text", "gap"), "big"),
     "gap_object": (("pairs", "image-text", "gap"), {"value": 1}),
     "gap_true": (("pairs", "image-text", "gap"), True),
-    "unknown_pair": (("pairs", "image-sound"), {"gap": 0.1}),
-    "unknown_modality": (("modalities", "video"), {"cone": 0.1}),
+    # Any lowercase identifier names a modality (analyze --modality video=FILE): these do not.
+    "unknown_pair": (("pairs", "image+sound"), {"gap": 0.1}),
+    "unknown_modality": (("modalities", "Video"), {"cone": 0.1}),
     "pair_list": (("pairs", "image-text"), [0.1]),
     "recall_string": (("pairs", "image-text", "recall", "image->text", "R@1"), "high"),
     "recall_bad_direction": (("pairs", "image-text", "recall", "image=>text"), {}),
@@ -350,6 +354,8 @@ def _reports(folder: Path) -> None:
     (folder / "nan.json").write_text(text.replace('"seed": 0', '"seed": NaN', 1))
     (folder / "infinity.json").write_text(text.replace('"seed": 0', '"seed": Infinity', 1))
     (folder / "huge_number.json").write_text(text.replace('"seed": 0', '"seed": 1e400', 1))
+    huge_integer = '"seed": 1' + "0" * 400  # an int for Python, no float holds it
+    (folder / "huge_integer.json").write_text(text.replace('"seed": 0', huge_integer, 1))
     (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (folder / "report.txt").write_text(text)
     (folder / "a_folder.json").mkdir()
@@ -402,6 +408,8 @@ def _media(folder: Path) -> None:
     (folder / "not_object.jsonl").write_text('["cat/000.png", "x"]\n')
     (folder / "latin1.csv").write_bytes("image,caption\ncat/000.png,caf\xe9\n".encode("latin-1"))
     (folder / "captions.xlsx").write_text("not a spreadsheet")
+    # The images are in cat/ and dog/: these names leave dog out.
+    (folder / "classes_without_dog.txt").write_text("cat\nfox\n")
     (folder / "captions_dir.csv").mkdir()
     (folder / "demo").mkdir()
     (folder / "demo" / "image-text").write_text("a file where the demo would put a store")
@@ -423,6 +431,7 @@ def _checkpoints(folder: Path, payload: Payload) -> None:
     (folder / "empty.pt").write_bytes(b"")
     (folder / "random.safetensors").write_bytes(rng.bytes(200))
     torch.save({"visual.proj": payload}, folder / "payload.pt")
+    torch.save({"visual.proj": payload}, folder / "payload4.pt", pickle_protocol=4)
     torch.save({"a": torch.zeros(3)}, folder / "wrong_keys.pt")
     (folder / "a_folder.pt").mkdir()
 

@@ -1,7 +1,10 @@
-"""Helpers many tests share: the repository's root, paired test rows, the leaves of a report."""
+"""Helpers many tests share: the repository's root, paired test rows, the leaves of a report,
+a read-only folder."""
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +44,23 @@ def leaves(value, path=""):
             yield from leaves(v, f"{path}/{i}")
     else:
         yield path, value
+
+
+@contextmanager
+def read_only_folder(path: Path, monkeypatch):
+    """``chmod a-w`` on ``path`` for the block, then back; as root (who may write anyway)
+    ``os.access`` answers for ``path`` what it answers any other user."""
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+        real_access = os.access
+
+        def access(target, mode, *args, **kwargs):
+            if Path(target) == path and mode & os.W_OK:
+                return False
+            return real_access(target, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)

@@ -10,6 +10,7 @@ it. A few cases (Ctrl-C while importing, the console entry point) run in a subpr
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -119,6 +120,7 @@ def array_cases() -> dict[str, Case]:
         "objects": "holds Python objects",
         "pickle": "is a pickle, which gapscope never loads",
         "payload.pt": "only a full unpickle would load",
+        "payload4.pt": "only a full unpickle would load",
         "list.pt": "holds a list, not a tensor",
         "two.pt": "holds 2 tensors (a, b)",
         "truncated": "cannot read arrays/truncated.npy",
@@ -128,7 +130,7 @@ def array_cases() -> dict[str, Case]:
         "random.safetensors": "cannot read arrays/random.safetensors",
         "notes.txt": "unknown suffix",
         "missing": "no such file",
-        "folder": "no such file",
+        "folder": "arrays/folder.npy is a folder; give the path of an array file",
     }
     cases = {}
     for name, fragment in broken.items():
@@ -197,6 +199,19 @@ def array_cases() -> dict[str, Case]:
         "analyze stores/good --labels arrays/labels_ok.npy -q", "--labels is for plain arrays"
     )
     cases["analyze-nothing"] = Case("analyze -q", "give a store folder")
+    if importlib.util.find_spec("umap") is None:
+        # Refused before the analysis and the PCA plot: nothing is written to plots/.
+        cases["plot-umap-missing"] = Case(f"plot {pair} --umap -q -o plots", "umap-learn")
+    seed_range = "seed: expected an integer from 0 to 4294967295, got"
+    cases["analyze-seed-negative"] = Case(f"analyze {pair} --seed -1 -q", f"{seed_range} -1")
+    cases["analyze-seed-33-bits"] = Case(
+        f"analyze {pair} --seed 4294967296 --metrics gap --bootstrap 10 -q",
+        f"{seed_range} 4294967296",
+    )
+    cases["plot-seed-negative"] = Case(f"plot {pair} --seed -1 -q -o plots", f"{seed_range} -1")
+    cases["check-seed-negative"] = Case(
+        f"check {pair} --seed -1 -q --baseline reports/good.json", f"{seed_range} -1"
+    )
     long = "x" * 5000  # longer than any file name may be: the OS refuses it
     cases["analyze-labels-name-too-long"] = Case(
         f"analyze --image arrays/good.npy --text arrays/other.npy --labels {long}.npy -q",
@@ -279,6 +294,7 @@ def store_cases() -> dict[str, Case]:
         "truncated_npy": ("truncated_npy/text.npy: truncated or not a valid .npy", None),
         "missing_npy": ("missing_npy/text.npy: file is missing", None),
         "items_not_json": ("image.items.jsonl", None),
+        "items_not_utf8": ("image.items.jsonl: line 31 is not valid UTF-8", None),
         "items_no_id": ("image item 7 lacks an 'id' or 'group'", None),
         "items_short": ("image has 30 embedding rows but 29 items", None),
         "dim_mismatch": ("shape (60, 63) disagrees with the manifest", None),
@@ -324,8 +340,8 @@ def report_cases() -> dict[str, Case]:
         "gap_string": "pairs.image-text.gap: expected a number or null",
         "gap_object": "pairs.image-text.gap: expected a number or null, got an object",
         "gap_true": "pairs.image-text.gap: expected a number or null, got true",
-        "unknown_pair": "pairs.image-sound: is not an allowed name",
-        "unknown_modality": "modalities.video: is not an allowed name",
+        "unknown_pair": "pairs.image+sound: is not an allowed name",
+        "unknown_modality": "modalities.Video: is not an allowed name",
         "pair_list": "pairs.image-text: expected an object",
         "recall_string": "image->text.R@1: expected a number or null",
         "recall_bad_direction": "recall.image=>text: is not an allowed name",
@@ -361,6 +377,7 @@ def report_cases() -> dict[str, Case]:
         "nan": "NaN is not a JSON number",
         "infinity": "Infinity is not a JSON number",
         "huge_number": "1e400 is beyond the range of a float",
+        "huge_integer": "the integer 10000000000000000000... is beyond the range of a float",
         "deep": "nested too deeply",
         "a_folder": "is a folder, not a JSON report",
         "missing": "does not exist",
@@ -535,12 +552,17 @@ def extract_cases() -> dict[str, Case]:
     cases["extract-classes-missing"] = Case(
         f"{run} --classes media/missing.txt", "class names: no such file"
     )
+    cases["extract-classes-not-the-labels"] = Case(
+        f"{run} --classes media/classes_without_dog.txt",
+        "image labels: row 2 is 'dog', which is not a class (cat, fox)",
+    )
     weights = {
         "random.pt": "not a readable checkpoint",
         "not_zip.pt": "not a ZIP archive",
         "empty.pt": "not a readable checkpoint (EOFError)",
         "random.safetensors": "not a readable checkpoint",
         "payload.pt": "only a full unpickle would load",
+        "payload4.pt": "only a full unpickle would load",
         "wrong_keys.pt": "does not fit model gapscope-tiny-vit",
         "a_folder.pt": "a folder; pass the checkpoint file",
         "missing.pt": "checkpoint file not found",

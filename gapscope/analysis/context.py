@@ -41,7 +41,7 @@ from gapscope.engine.passes import (
     modality_pass,
 )
 from gapscope.engine.ranking import RetrievalResult
-from gapscope.engine.sampling import Stream, sample_rows
+from gapscope.engine.sampling import Stream, check_seed, sample_rows
 from gapscope.engine.unit_rows import PRECISIONS, UnitRows, fits_in_memory
 from gapscope.engine.validation import (
     Embeddings,
@@ -165,12 +165,10 @@ class AnalysisOptions:
             raise GapscopeError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise GapscopeError(f"seed must be an integer, got {seed!r}")
         return cls(
             metrics=tuple(parse_metrics(metrics)),
             k=tuple(parse_k(k)),
-            seed=int(seed),
+            seed=check_seed(seed),
             device=resolve_device(device),
             sample=None if sample is None else int(sample),
             block_size=check_block_size(block_size),

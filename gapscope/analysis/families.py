@@ -641,14 +641,15 @@ def _separability(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
     from gapscope.metrics.separability import modality_separability
 
     x, y = ctx.raw[a], ctx.raw[b]
-    folds = min(SEPARABILITY_FOLDS, x.shape[0], y.shape[0])
-    if folds < 2:
-        return {}
     max_rows = (
         DEFAULT_MAX_ROWS
         if ctx.options.sample is None
         else max(2, min(ctx.options.sample, DEFAULT_MAX_ROWS))
     )
+    # As many folds as the rows the probe uses allow (``--sample 3``: 3 rows, 3 folds).
+    folds = min(SEPARABILITY_FOLDS, x.shape[0], y.shape[0], max_rows)
+    if folds < 2:
+        return {}
     try:
         sep = modality_separability(x, y, folds=folds, max_rows=max_rows, seed=ctx.options.seed)
     except MissingDependencyError as exc:

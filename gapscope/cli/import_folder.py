@@ -50,7 +50,7 @@ def import_command(
     """
     from rich.console import Console
 
-    from gapscope.data.clip_retrieval import import_folder
+    from gapscope.data.clip_retrieval import import_folder, import_notes
 
     console = Console(stderr=True)
 
@@ -59,6 +59,8 @@ def import_command(
             console.print(f"partition {done}/{total}", highlight=False)
 
     store = import_folder(folder, out, overwrite=overwrite, progress=progress)
+    for line in import_notes(store.manifest.get("dataset", {})):
+        console.print(line, highlight=False, soft_wrap=True)
     rows = ", ".join(f"{m} {store.info(m)['rows']:,}" for m in store.modalities)
     Console().print(
         f"[bold]Store[/bold] {store.path}: {rows} (imported from {folder})",

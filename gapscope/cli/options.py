@@ -120,7 +120,7 @@ Sample = Annotated[
     int | None,
     typer.Option(
         help="Estimate uniformity and retrieval from N random queries a modality "
-        "(with standard errors)."
+        "(with standard errors); the separability probe also fits on at most N rows."
     ),
 ]
 BlockSize = Annotated[int | None, typer.Option(help="Rows a similarity block.")]

@@ -12,6 +12,7 @@ from gapscope.cli.analyze import embedding_source
 from gapscope.cli.errors import handle_errors
 from gapscope.cli.output import analyse_with_status
 from gapscope.errors import GapscopeError
+from gapscope.extras import require
 
 __all__ = ["plot_command", "run_plot"]
 
@@ -39,6 +40,8 @@ def run_plot(
     from gapscope.report.plots import plot_all, require_matplotlib
 
     require_matplotlib()
+    if umap:  # asked for: missing umap-learn is refused before any work, not after the PCA plot
+        require("umap", "the UMAP projection")
     for name, value in (("--points", points), ("--links", links)):
         if value < 0:
             raise GapscopeError(f"{name} must be 0 or more, got {value}")

@@ -3,7 +3,11 @@
 A crash or a kill never leaves a half-written file under a final name: readers see the old
 file or the new one, whole. Used for every file gapscope writes (stores, reports, pages).
 Only regular files are replaced that way: a target that exists and is not one (a device such
-as ``/dev/null``, a FIFO, ``/dev/stdout``, a socket) is written through, never renamed over.
+as ``/dev/null``, a FIFO, a socket) is written through, never renamed over. A path that names
+one of this process's open descriptors (``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``,
+``/proc/self/fd/N``, or a link to one) is written through that descriptor, at its offset, so
+``-o /dev/stdout > file`` and ``>> file`` behave as the shell's redirection says. A symbolic
+link to a regular file keeps its link: the file it points at is the one replaced.
 
 A kill can still leave the temporary file, ``.<name>.<8 random characters>.tmp``. The writer
 holds an OS lock (``flock``) on its temporary file while it writes, so a dead writer's file is
@@ -23,6 +27,7 @@ import os
 import re
 import signal
 import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,7 @@ __all__ = [
     "fsync_dir",
     "is_gapscope_temp",
     "is_special_file",
+    "open_descriptor",
     "kill_point",
     "remove_dead_temps",
     "same_file",
@@ -112,6 +118,33 @@ def is_special_file(path: Path) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+# The names of a process's open descriptors: /dev/fd/N and /proc/<self|pid>/fd/N.
+_DESCRIPTOR_PATH = re.compile(
+    r"^/(?:dev|proc/(?:self|thread-self|(?P<pid>\d+))(?:/task/\d+)?)/fd/(?P<fd>\d+)$"
+)
+
+
+def open_descriptor(path: Path) -> int | None:
+    """The descriptor of this process that ``path`` names, following links (``/dev/stdout``
+    is a link to ``/proc/self/fd/1``), or ``None`` when it names a file.
+
+    >>> open_descriptor(Path("/dev/fd/1")), open_descriptor(Path("report.json"))
+    (1, None)
+    """
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links followed
+        match = _DESCRIPTOR_PATH.match(current)
+        if match is not None:
+            pid = match.group("pid")
+            return int(match.group("fd")) if pid is None or int(pid) == os.getpid() else None
+        try:
+            target = os.readlink(current)
+        except OSError:  # not a link (or not there): a name, not a descriptor
+            return None
+        current = os.path.normpath(os.path.join(os.path.dirname(current), target))
+    return None
 
 
 def is_gapscope_temp(name: str, target: str | None = None) -> bool:
@@ -199,7 +232,9 @@ class AtomicFile:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 
     When ``path`` is a device, a FIFO or a socket, it is opened and written directly instead
-    (renaming a file over ``/dev/null`` as root would replace the device). Dead temporary
+    (renaming a file over ``/dev/null`` as root would replace the device); when it names an
+    open descriptor of this process (``/dev/stdout``), that descriptor is written through;
+    when it is a link to a regular file, that file is replaced and the link stays. Dead temporary
     files of ``path`` (from killed writes) are removed first."""
 
     def __init__(self, path: Path, mode: str = "wb") -> None:
@@ -209,9 +244,20 @@ class AtomicFile:
 
     def __enter__(self):
         encoding = None if "b" in self.mode else "utf-8"
+        descriptor = open_descriptor(self.path)
+        if descriptor is not None:
+            # Through a copy of the descriptor: reopening the name would truncate a file the
+            # shell opened for appending, and renaming over it would replace the link.
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            self.handle = os.fdopen(os.dup(descriptor), self.mode, encoding=encoding)
+            return self.handle
         if is_special_file(self.path):
             self.handle = open(self.path, self.mode, encoding=encoding)  # noqa: SIM115
             return self.handle
+        if self.path.is_symlink():
+            # The link stays; the file it points at is replaced.
+            self.path = Path(os.path.realpath(self.path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temps(self.path.parent, self.path.name)
         fd, self.tmp = _claim_temp(self.path)

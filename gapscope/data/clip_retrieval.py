@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,13 @@ import numpy as np
 from gapscope.errors import EmbeddingError
 from gapscope.extras import require
 
-__all__ = ["ClipRetrievalFolder", "import_folder", "is_clip_retrieval_folder", "read_folder"]
+__all__ = [
+    "ClipRetrievalFolder",
+    "import_folder",
+    "import_notes",
+    "is_clip_retrieval_folder",
+    "read_folder",
+]
 
 #: gapscope modality -> (sub-folder, file prefix) of clip-retrieval's layout.
 LAYOUT = {"image": ("img_emb", "img_emb_"), "text": ("text_emb", "text_emb_")}
@@ -77,6 +83,10 @@ class ClipRetrievalFolder:
         metadata: the Parquet table of each partition, or empty when there is none.
         rows: rows of each partition.
         dim: the embedding dimension.
+        ignored: files of ``img_emb/``, ``text_emb/`` and ``metadata/`` that are not a
+            partition's (their names do not fit the layout), relative to the folder.
+        missing: partition numbers below the highest that no file has (clip-retrieval
+            numbers them from 0 without gaps, so a gap is a partition not written or lost).
     """
 
     path: Path
@@ -85,6 +95,8 @@ class ClipRetrievalFolder:
     metadata: list[Path]
     rows: list[int]
     dim: int
+    ignored: list[str] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
     _columns: dict[int, dict[str, list[Any]]] = field(default_factory=dict, repr=False)
 
     @property
@@ -193,7 +205,22 @@ def read_folder(path: str | os.PathLike[str]) -> ClipRetrievalFolder:
         metadata=[metadata[k] for k in numbers] if metadata else [],
         rows=rows,
         dim=dims.pop(),
+        ignored=_not_partitions(folder, [*found.values(), metadata]),
+        missing=sorted(set(range(numbers[-1])) - set(numbers)),
     )
+
+
+def _not_partitions(folder: Path, parts: list[dict[int, Path]]) -> list[str]:
+    """The files of the layout's sub-folders that no partition reads, relative to
+    ``folder`` (hidden files left out, as clip-retrieval never writes them)."""
+    read = {path for found in parts for path in found.values()}
+    ignored = []
+    for sub in [*(sub for sub, _ in LAYOUT.values()), _METADATA[0]]:
+        if (folder / sub).is_dir():
+            for path in sorted((folder / sub).iterdir()):
+                if path not in read and not path.name.startswith("."):
+                    ignored.append(path.relative_to(folder).as_posix())
+    return ignored
 
 
 def _parquet() -> Any:
@@ -254,12 +281,16 @@ def import_folder(
     from gapscope.data.store import EmbeddingStore
 
     folder = read_folder(path)
-    dataset = {
+    dataset: dict[str, Any] = {
         "format": "clip-retrieval",
         "folder": str(folder.path),
         "partitions": len(folder.partitions),
         "metadata": bool(folder.metadata),
     }
+    if folder.ignored:
+        dataset["ignored"] = folder.ignored
+    if folder.missing:
+        dataset["missing_partitions"] = folder.missing
     existed = Path(out).is_dir()
     store = EmbeddingStore.create(out, dataset=dataset, overwrite=overwrite)
     unit = {m: True for m in folder.modalities}
@@ -290,3 +321,35 @@ def import_folder(
     finally:
         store.close()
     return EmbeddingStore.open(out)
+
+
+def import_notes(dataset: Mapping[str, Any], shown: int = 5) -> list[str]:
+    """One line for the files an import left out and one for the partitions it found
+    missing (``dataset`` as :func:`import_folder` writes it in the manifest), the first
+    ``shown`` of each named.
+
+    >>> for line in import_notes({"ignored": ["img_emb/notes.txt"], "missing_partitions": [1]}):
+    ...     print(line)
+    Note: 1 file not read, not a partition: img_emb/notes.txt (manifest: dataset.ignored)
+    Note: partition 1 missing (numbered from 0 without gaps; dataset.missing_partitions)
+    """
+
+    def named(values: list[Any]) -> str:
+        more = f" and {len(values) - shown} more" if len(values) > shown else ""
+        return ", ".join(str(v) for v in values[:shown]) + more
+
+    lines = []
+    ignored = list(dataset.get("ignored", []))
+    if ignored:
+        files = "1 file" if len(ignored) == 1 else f"{len(ignored)} files"
+        lines.append(
+            f"Note: {files} not read, not a partition: {named(ignored)} (manifest: dataset.ignored)"
+        )
+    missing = list(dataset.get("missing_partitions", []))
+    if missing:
+        which = "partition" if len(missing) == 1 else "partitions"
+        lines.append(
+            f"Note: {which} {named(missing)} missing (numbered from 0 without gaps; "
+            "dataset.missing_partitions)"
+        )
+    return lines

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -395,6 +397,8 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
             return _load_remote_array(str(path), name, allow_1d)
         path = local
     path, column = _parquet_column(path)
+    if path.is_dir():
+        raise GapscopeError(f"{name}: {path} is a folder; give the path of an array file")
     if not path.is_file():
         raise GapscopeError(f"{name}: no such file {path}")
     suffix = path.suffix.lower()
@@ -407,7 +411,7 @@ def load_array(path: str | os.PathLike[str], name: str, *, allow_1d: bool = Fals
             _refuse_object_npy(path, name)
             arr = np.load(path, mmap_mode=None if allow_1d else "r", allow_pickle=False)
         elif suffix in (".pt", ".pth"):
-            arr = _pick(torch.load(path, map_location="cpu", weights_only=True), name, path)
+            arr = _pick(load_weights_only(path), name, path)
         elif suffix == ".safetensors":
             require("safetensors", "reading .safetensors files")
             from safetensors.numpy import load_file
@@ -454,7 +458,7 @@ def _load_remote_array(url: str, name: str, allow_1d: bool) -> Any:
             source.seek(0)
             arr = np.load(source, allow_pickle=False)
         elif suffix in (".pt", ".pth"):
-            arr = _pick(torch.load(source, map_location="cpu", weights_only=True), name, target)
+            arr = _pick(load_weights_only(source), name, target)
         elif suffix == ".safetensors":
             require("safetensors", "reading .safetensors files")
             from safetensors.numpy import load
@@ -563,6 +567,23 @@ def _refuse_object_header(fh: Any, path: Any, name: str) -> None:
             "and gapscope never unpickles input files; save numbers, or strings as a unicode "
             "array (np.save(path, np.array(values, dtype=str)))"
         )
+
+
+def load_weights_only(path: str | Path | io.BytesIO) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, without torch's warnings: its
+    warning about a file's pickle protocol would put a second line beside the one-line error
+    that a refused file gets."""
+    with quiet_weights_only():
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@contextmanager
+def quiet_weights_only() -> Iterator[None]:
+    """Hide torch's ``UserWarning`` about a checkpoint's pickle protocol (the weights-only
+    reader is used either way, and refuses what it cannot read) while loading weights."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        yield
 
 
 def load_failure(exc: BaseException) -> str:

@@ -247,8 +247,13 @@ def _check_rows(modality: str, embeddings: np.ndarray, items: Sequence[Mapping[s
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     items = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    # Bytes, decoded a line at a time: a line that is not UTF-8 is named like bad JSON.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise StoreError(f"{path}: line {lineno} is not valid UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -645,8 +650,24 @@ def _new_store_folder(paths: StorePaths, overwrite: bool) -> Path:
         )
     if _read_manifest(real) is None:
         raise StoreError(f"{paths.given}: not an embedding store; refusing to overwrite it")
+    check_replaceable(paths)
     _discard_staging(paths)
     return paths.staging
+
+
+def check_replaceable(paths: StorePaths) -> None:
+    """Refuse, before any work, to replace a store whose folder this process may not empty:
+    the swap would put the new store in and then fail to remove the old one's files
+    (a folder made read-only, ``chmod a-w``, is a store its owner wants kept as it is).
+
+    Raises:
+        StoreError: the folder lacks write or search permission for this process.
+    """
+    if not os.access(paths.real, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"{paths.given}: the store folder is not writable, so its files cannot be "
+            "replaced (make it writable, chmod u+w, to replace it)"
+        )
 
 
 def _swap_note(path: Path) -> str:

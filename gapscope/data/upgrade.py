@@ -38,6 +38,7 @@ from gapscope.data.store import (
     _read_manifest,
     _remove_tree,
     _swap_in,
+    check_replaceable,
 )
 from gapscope.errors import StoreError
 
@@ -75,7 +76,8 @@ def upgrade_store(path: str | os.PathLike[str]) -> UpgradeResult:
     already in it is left as it is.
 
     Raises:
-        StoreError: no finished store at ``path``, another process writing it, a replacement
+        StoreError: no finished store at ``path``, a folder this process may not write to,
+            another process writing it, a replacement
             of another command (an interrupted ``--overwrite``) beside it, or embeddings that
             no longer match the fingerprint in the manifest.
     """
@@ -85,6 +87,7 @@ def upgrade_store(path: str | os.PathLike[str]) -> UpgradeResult:
         version = store.format_version
         if version >= FORMAT_VERSION:
             return UpgradeResult(Path(path), version, version, rows)
+        check_replaceable(lock.paths)
         _discard_own_staging(lock.paths)
         staging = lock.paths.staging
         manifest = _converted_manifest(store)

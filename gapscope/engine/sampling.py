@@ -15,7 +15,13 @@ from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["Stream", "generator", "sample_rows"]
+from gapscope.errors import GapscopeError
+
+__all__ = ["SEED_MAX", "Stream", "check_seed", "generator", "sample_rows"]
+
+#: The largest seed: scikit-learn's estimators take seeds of 32 bits, and every draw must
+#: accept the seed a report records.
+SEED_MAX = 2**32 - 1
 
 
 class Stream(IntEnum):
@@ -46,6 +52,25 @@ class Stream(IntEnum):
 _SLOTS = {"image": 0, "text": 1, "audio": 2}
 
 
+def check_seed(seed: object) -> int:
+    """``seed`` as an ``int``, checked: an integer from 0 to :data:`SEED_MAX`.
+
+    >>> check_seed(7)
+    7
+    >>> check_seed(-1)
+    Traceback (most recent call last):
+    ...
+    gapscope.errors.GapscopeError: seed: expected an integer from 0 to 4294967295, got -1
+    """
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, int | np.integer)
+        or not 0 <= int(seed) <= SEED_MAX
+    ):
+        raise GapscopeError(f"seed: expected an integer from 0 to {SEED_MAX}, got {seed!r}")
+    return int(seed)
+
+
 def generator(seed: int, stream: Stream, modality: str | None = None) -> np.random.Generator:
     """The generator of ``stream`` (for ``modality``, if the stream is drawn per modality).
 
@@ -55,6 +80,7 @@ def generator(seed: int, stream: Stream, modality: str | None = None) -> np.rand
     >>> bool((a == b).all()), bool((a == c).all())
     (True, False)
     """
+    seed = check_seed(seed)
     if modality is None:
         return np.random.default_rng([seed, int(stream)])
     slot = _SLOTS.get(modality)
@@ -75,6 +101,7 @@ def sample_rows(
     >>> sample_rows(10, 3, 0, Stream.QUERIES).size
     3
     """
+    check_seed(seed)
     if limit is None or limit >= n:
         return None
     rng = generator(seed, stream, modality)

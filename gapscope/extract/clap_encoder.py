@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gapscope.data.embedding_set import load_failure
+from gapscope.data.embedding_set import load_failure, load_weights_only
 from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError
 from gapscope.extract.audio import (
@@ -320,7 +320,7 @@ def _load_weights(clap: Any, path: Path) -> None:
 
             state: Any = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_weights_only(path)
     except Exception as exc:  # torch and safetensors raise many types for a bad file
         raise GapscopeError(
             f"--pretrained {path}: not a readable checkpoint ({load_failure(exc)})"

@@ -320,6 +320,10 @@ class _MediaWalk:
             child = Path(entry.path)
             if entry.name.startswith("."):
                 continue
+            if not _is_utf8(entry.name):
+                # Ids, sources and labels are UTF-8 text in the store and the report.
+                self._skip(child, "its name is not valid UTF-8")
+                continue
             if entry.is_symlink():
                 if _is_dir(child) or self._is_media(entry.name):
                     self._links.append(child)
@@ -365,9 +369,22 @@ class _MediaWalk:
         return "." if rel in ("", ".") else rel
 
     def _skip(self, path: Path, reason: str) -> None:
-        self.skipped.append(
-            {"modality": self.modality, "source": self._rel(path), "reason": reason}
-        )
+        source = _printable(self._rel(path))
+        self.skipped.append({"modality": self.modality, "source": source, "reason": reason})
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a listed file name was valid UTF-8 (Python keeps other bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    """``name`` as UTF-8 text, bytes that are not UTF-8 written as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -220,6 +220,8 @@ def extract(
             split=split,
         )
     )
+    if class_spec is not None:
+        _check_labels_are_classes(dataset, class_spec[0], classes)
     # Locked before the encoder loads: a second run into this store stops at once.
     with StoreLock.acquire(out) as lock:
         enc = _encoder_for(
@@ -281,6 +283,22 @@ def _class_spec(
         )
     names = read_class_names(classes)
     return names, None if templates is None else read_templates(templates)
+
+
+def _check_labels_are_classes(
+    dataset: Dataset, names: Sequence[str], classes: str | os.PathLike[str] | None
+) -> None:
+    """Refuse, before any encoding, class names that the labels of the classified modality
+    do not fit: ``gapscope analyze`` would refuse the store (the same rule, the same line)."""
+    import numpy as np
+
+    from gapscope.data.class_prompts import ClassPrompts, class_indices
+
+    modality = dataset.modalities[0]
+    labels = [c.label for c in dataset.candidates[modality] if c.label is not None]
+    if labels:
+        prompts = ClassPrompts(np.eye(len(names), dtype=np.float32), names=tuple(names))
+        class_indices(np.array(labels), prompts, what=f"--classes {classes}: {modality} labels")
 
 
 def write_class_prompts(

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gapscope.data.embedding_set import load_failure
+from gapscope.data.embedding_set import load_failure, quiet_weights_only
 from gapscope.engine.devices import EXTRACTION_ACCELERATORS, resolve_device
 from gapscope.errors import GapscopeError
 from gapscope.extract.checksums import sha256_file, sha256_files
@@ -183,7 +183,7 @@ def load_open_clip(
             )
     weights = _resolve_weights(name, pretrained)
 
-    with _quiet_open_clip(), torch.random.fork_rng(devices=[]):
+    with _quiet_open_clip(), quiet_weights_only(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # random weights are reproducible, so a resume gets the same
         try:
             clip, _, transform = open_clip.create_model_and_transforms(

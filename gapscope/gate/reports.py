@@ -89,7 +89,9 @@ def _parse_json(text: str | bytes, name: str, role: str) -> Any:
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+        return json.loads(
+            text, parse_constant=_not_json, parse_float=_finite_float, parse_int=_float_sized_int
+        )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise GapscopeError(f"{role} {name} is not a JSON report ({reason})") from None
@@ -104,6 +106,15 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e400: a number no float holds
         raise ValueError(f"{text} is beyond the range of a float")
+    return value
+
+
+def _float_sized_int(text: str) -> int:
+    value = int(text)
+    try:
+        float(value)  # every value of a report is compared (and logged) as a float
+    except OverflowError:
+        raise ValueError(f"the integer {text[:20]}... is beyond the range of a float") from None
     return value
 
 

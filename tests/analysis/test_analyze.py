@@ -169,6 +169,20 @@ def test_sampled_store_too_big_for_memory_streams_to_the_same_report(tmp_path, m
         assert entry == b["pairs"]["image-text"]["recall"][direction]
 
 
+def test_a_sample_smaller_than_the_folds_fits_the_probe_with_fewer_folds():
+    """``--sample 3`` caps the separability probe at 3 rows a modality: it then runs 3 folds
+    (not the 5 it would need 5 rows for), the same as the metric function asked directly."""
+    from gapscope.metrics.separability import modality_separability
+
+    image, text, *_ = make_paired(n=40, captions=1)
+    pair = analyze({"image": image, "text": text}, metrics="diagnostics", sample=3, seed=4)
+    entry = pair.to_dict()["pairs"]["image-text"]
+    want = modality_separability(image, text, folds=3, max_rows=3, seed=4)
+    assert entry["separability_rows"] == 3
+    assert entry["separability"] == pytest.approx(want.accuracy, abs=1e-7)
+    assert any("3-fold cross-validated" in note for note in pair.to_dict()["notes"])
+
+
 def test_bf16_precision_is_recorded_noted_and_close(paired_store):
     path, _ = paired_store
     fp = analyze(path, device="cpu", metrics="uniformity,retrieval")

@@ -89,3 +89,26 @@ def test_an_open_stdout_is_untouched(inputs):
         timeout=120,
     )
     assert result.returncode == 0 and json.loads(result.stdout)["status"] == "pass"
+
+
+def test_output_to_a_link_to_stdout_appends_to_the_shells_file(inputs, tmp_path):
+    """``gapscope diff ... -o /dev/stdout >> log`` (here through a link of its own to
+    ``/proc/self/fd/1``, so that a failure cannot replace the machine's ``/dev/stdout``):
+    the report lands after what the file held, and the link stays a link."""
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    log = tmp_path / "log.txt"
+    log.write_text("before\n")
+    with open(log, "a") as out:
+        done = subprocess.run(
+            [*GAPSCOPE, "diff", "r.json", "r.json", "-f", "json", "-o", str(link)],
+            cwd=inputs,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    head, _, report = log.read_text().partition("\n")
+    assert head == "before" and "a" in json.loads(report)
+    assert link.is_symlink()

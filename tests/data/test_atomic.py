@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gapscope.data.atomic import atomic_write_text, is_special_file
+from gapscope.data.atomic import atomic_write_text, is_special_file, open_descriptor
 
 
 def test_regular_file_is_replaced_whole(tmp_path):
@@ -41,6 +41,54 @@ def test_device_node_is_written_through(tmp_path):
     atomic_write_text(null, "discarded")
     assert stat.S_ISCHR(os.stat(null).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+def test_a_link_to_an_open_descriptor_is_written_through_it(tmp_path):
+    """``-o /dev/stdout >> log``: the shell's file is written at its offset (appended to, not
+    truncated), and neither the link nor the file is renamed over."""
+    log = tmp_path / "log.txt"
+    log.write_text("first\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        link = tmp_path / "out"
+        link.symlink_to(f"/proc/self/fd/{fd}")
+        for path in (link, Path(f"/dev/fd/{fd}")):
+            inode = log.stat().st_ino
+            atomic_write_text(path, "report\n")
+            assert log.stat().st_ino == inode  # the same file, written through
+        assert link.is_symlink()
+        assert log.read_text() == "first\nreport\nreport\n"
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "out"]
+
+
+def test_which_paths_name_a_descriptor(tmp_path):
+    assert open_descriptor(Path("/dev/fd/7")) == 7
+    assert open_descriptor(Path(f"/proc/{os.getpid()}/fd/2")) == 2
+    assert open_descriptor(Path("/proc/self/task/1/fd/5")) == 5
+    assert open_descriptor(Path("/proc/1/fd/1")) is None  # another process's: a name
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "chain").symlink_to(tmp_path / "link")
+    (tmp_path / "link").symlink_to("/dev/fd/3")
+    assert open_descriptor(tmp_path / "chain") == 3
+    assert open_descriptor(tmp_path / "file") is None
+    assert open_descriptor(tmp_path / "missing") is None
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert open_descriptor(tmp_path / "loop") is None
+    if os.path.islink("/dev/stdout"):
+        assert open_descriptor(Path("/dev/stdout")) == 1
+
+
+def test_a_link_to_a_regular_file_stays_a_link(tmp_path):
+    real = tmp_path / "reports" / "baseline.json"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "baseline.json"
+    link.symlink_to(real)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert not [p for p in real.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_what_counts_as_special(tmp_path):

@@ -197,3 +197,42 @@ def test_import_on_the_command_line(tmp_path):
     bad = runner.invoke(app, ["import", str(tmp_path / "nowhere"), "-o", str(tmp_path / "t")])
     assert bad.exit_code == 2
     assert "needs both img_emb/" in bad.output and "Traceback" not in bad.output
+
+
+def test_files_left_out_and_missing_partitions_are_listed(tmp_path):
+    """Partitions 0 and 2 of three, and files whose names no partition has: the import reads
+    what is there, and lists the rest in the manifest and on stderr, never silently."""
+    from typer.testing import CliRunner
+
+    from gapscope.cli import app
+
+    folder = tmp_path / "cr"
+    write_folder(folder, [4, 5, 6])
+    for sub, prefix, suffix in (
+        ("img_emb", "img_emb_", ".npy"),
+        ("text_emb", "text_emb_", ".npy"),
+        ("metadata", "metadata_", ".parquet"),
+    ):
+        (folder / sub / f"{prefix}1{suffix}").unlink()
+    (folder / "img_emb" / "img_emb_extra.npy").write_bytes(b"not read")
+    (folder / "text_emb" / "notes.txt").write_text("not read")
+    (folder / "text_emb" / ".hidden").write_text("left out of the list")
+    store = import_folder(folder, tmp_path / "s")
+    assert store.info("image")["rows"] == 4 + 6
+    dataset = store.manifest["dataset"]
+    assert dataset["ignored"] == ["img_emb/img_emb_extra.npy", "text_emb/notes.txt"]
+    assert dataset["missing_partitions"] == [1]
+    done = CliRunner().invoke(app, ["import", str(folder), "-o", str(tmp_path / "t"), "-q"])
+    assert done.exit_code == 0, done.output
+    assert (
+        "Note: 2 files not read, not a partition: img_emb/img_emb_extra.npy, text_emb/notes.txt"
+        in done.stderr
+    )
+    assert "Note: partition 1 missing" in done.stderr
+
+
+def test_a_whole_folder_lists_nothing(tmp_path):
+    write_folder(tmp_path / "cr", [3, 3])
+    store = import_folder(tmp_path / "cr", tmp_path / "s")
+    assert "ignored" not in store.manifest["dataset"]
+    assert "missing_partitions" not in store.manifest["dataset"]

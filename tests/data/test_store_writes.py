@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_only_folder
 
 from gapscope.data.atomic import KILL_VARIABLE
 from gapscope.data.store import EmbeddingStore, StoreLock, StorePaths, store_writer
@@ -292,3 +293,15 @@ def test_kill_points_kill(tmp_path):
     assert json.loads((path / "manifest.json").read_text())["complete"] is True
     assert not [n for n in os.listdir(path) if n.startswith(".")]
     shutil.rmtree(path)
+
+
+def test_a_read_only_store_is_not_overwritten(tmp_path, monkeypatch):
+    """Refused before anything is written: the swap could put the new store in but not
+    remove the old one's files."""
+    path = tmp_path / "store"
+    _write(path)
+    old = _files(path)
+    with read_only_folder(path, monkeypatch):
+        with pytest.raises(StoreError, match="store folder is not writable"):
+            EmbeddingStore.create(path, overwrite=True)
+        assert _files(path) == old and _siblings(path) == []

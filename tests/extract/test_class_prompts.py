@@ -122,15 +122,18 @@ def test_bad_class_options_are_one_line_exit_2(image_data, class_files, tmp_path
 
 
 def test_labels_outside_the_classes_are_refused(image_data, tmp_path, cli):
+    """Before any encoding, with the line ``analyze`` would give the store: nothing written."""
     names = tmp_path / "classes.txt"
     names.write_text("cat\ncow\n")
     out = tmp_path / "store"
-    cli(
+    result = cli(
         "extract", "--images", image_data.images, "--model", "gapscope-tiny-vit",
-        "--device", "cpu", "--workers", "0", "--classes", names, "-o", out,
+        "--device", "cpu", "--workers", "0", "--classes", names, "-o", out, expect=2,
     )  # fmt: skip
-    result = cli("analyze", out, "--metrics", "zeroshot", expect=2)
-    assert "image labels: row" in result.stderr and "'dog', which is not a class" in result.stderr
+    assert f"--classes {names}: image labels: row" in result.stderr
+    assert "'dog', which is not a class (cat, cow)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_add_class_prompts_to_a_finished_store(image_data, class_files, tmp_path, cli):

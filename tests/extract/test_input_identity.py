@@ -156,6 +156,29 @@ def test_a_symlink_loop_and_a_second_path_are_read_once_and_listed(tmp_path, cli
     assert "Skipped 3 image" in result.stdout and "symlink loop" in result.stdout
 
 
+def test_names_that_are_not_utf8_are_skipped_and_listed(tmp_path, cli):
+    """A store keeps ids, sources and labels as UTF-8 text: a file or class folder whose name
+    is other bytes is skipped and listed (its name written with ``\\x`` escapes)."""
+    images = tmp_path / "images"
+    write_bmps(images, n=4)
+    os.link(images / "cat" / "01.bmp", os.fsencode(images / "cat") + b"/caf\xe9.bmp")
+    os.mkdir(os.fsencode(images) + b"/b\xfe_rd")
+    os.link(images / "dog" / "00.bmp", os.fsencode(images) + b"/b\xfe_rd/00.bmp")
+    out = tmp_path / "store"
+    result = cli(*resume_args(images, out), expect=0)
+    store = EmbeddingStore.open(out)
+    assert store.info("image")["rows"] == 4
+    assert store.manifest["skipped"] == [
+        {"modality": "image", "source": "b\\xfe_rd", "reason": "its name is not valid UTF-8"},
+        {
+            "modality": "image",
+            "source": "cat/caf\\xe9.bmp",
+            "reason": "its name is not valid UTF-8",
+        },
+    ]
+    assert "Skipped 2 image" in result.stdout
+
+
 def test_a_link_to_a_folder_around_the_media_folder_is_a_loop(tmp_path):
     images = tmp_path / "data" / "images"
     write_bmps(images, n=2)

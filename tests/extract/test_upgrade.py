@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fork_testkit import KILLED, killed_at, run_forked
+from helpers import read_only_folder
 from store_format1 import FIXTURE
 from typer.testing import CliRunner
 
@@ -185,3 +186,16 @@ def test_the_command_says_what_it_did_and_refuses_in_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not Path("s3:").exists()
+
+
+def test_a_read_only_store_is_refused_before_any_work(tmp_path, monkeypatch):
+    """``chmod a-w store``: one line, exit 2, and the store is left in format 1 with
+    nothing beside it (the swap would otherwise happen and its cleanup fail)."""
+    store = _old_store(tmp_path / "store")
+    before = _files(store)
+    with read_only_folder(store, monkeypatch):
+        result = CliRunner().invoke(app, ["upgrade", str(store)])
+        assert result.exit_code == 2, result.output
+        assert "store folder is not writable" in result.stderr
+        assert _files(store) == before
+        assert sorted(p.name for p in store.parent.iterdir()) == ["store"]
