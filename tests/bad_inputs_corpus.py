@@ -356,6 +356,8 @@ def _reports(folder: Path) -> None:
     (folder / "huge_number.json").write_text(text.replace('"seed": 0', '"seed": 1e400', 1))
     huge_integer = '"seed": 1' + "0" * 400  # an int for Python, no float holds it
     (folder / "huge_integer.json").write_text(text.replace('"seed": 0', huge_integer, 1))
+    longest = '"seed": 1' + "0" * 5000  # beyond Python's 4,300 digits for int()
+    (folder / "longest_integer.json").write_text(text.replace('"seed": 0', longest, 1))
     (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (folder / "report.txt").write_text(text)
     (folder / "a_folder.json").mkdir()

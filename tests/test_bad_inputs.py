@@ -378,6 +378,7 @@ def report_cases() -> dict[str, Case]:
         "infinity": "Infinity is not a JSON number",
         "huge_number": "1e400 is beyond the range of a float",
         "huge_integer": "the integer 10000000000000000000... is beyond the range of a float",
+        "longest_integer": "the integer 10000000000000000000... is beyond the range of a float",
         "deep": "nested too deeply",
         "a_folder": "is a folder, not a JSON report",
         "missing": "does not exist",
@@ -394,6 +395,11 @@ def report_cases() -> dict[str, Case]:
         cases[f"check-baseline-{name}"] = Case(
             f"check reports/good.json --baseline {file}", fragment
         )
+    # A descriptor of this process that is not open (for writing): refused before the work.
+    cases["diff-output-closed-descriptor"] = Case(
+        "diff reports/good.json reports/good.json -o /dev/fd/99",
+        "--output /dev/fd/99: descriptor 99 is not open for writing",
+    )
     return cases
 
 

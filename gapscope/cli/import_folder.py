@@ -60,7 +60,7 @@ def import_command(
 
     store = import_folder(folder, out, overwrite=overwrite, progress=progress)
     for line in import_notes(store.manifest.get("dataset", {})):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     rows = ", ".join(f"{m} {store.info(m)['rows']:,}" for m in store.modalities)
     Console().print(
         f"[bold]Store[/bold] {store.path}: {rows} (imported from {folder})",

@@ -11,7 +11,12 @@ from typing import Any
 
 from rich.console import Console
 
-from gapscope.data.atomic import atomic_write_text, is_gapscope_temp
+from gapscope.data.atomic import (
+    atomic_write_text,
+    is_gapscope_temp,
+    open_descriptor,
+    writable_descriptor,
+)
 from gapscope.errors import GapscopeError
 
 __all__ = [
@@ -39,12 +44,21 @@ def check_output_paths(**paths: Path | None) -> None:
     path the user gave. Missing folders are fine: the write creates them.
 
     Raises:
-        GapscopeError: ``--<option> <path>`` is a folder, or lies under a file.
+        GapscopeError: ``--<option> <path>`` is a folder, lies under a file, or names a
+            descriptor of this process that is not open for writing (``/dev/fd/9``,
+            ``/dev/stdin``).
     """
     for option, path in paths.items():
         if path is None or str(path) == "-":
             continue
         flag = "--" + option.replace("_", "-")
+        descriptor = open_descriptor(path)
+        if descriptor is not None:
+            if not writable_descriptor(descriptor):
+                raise GapscopeError(
+                    f"{flag} {path}: descriptor {descriptor} is not open for writing"
+                )
+            continue
         if path.is_dir():
             raise GapscopeError(f"{flag} {path} is a folder; give the path of a file to write")
         existing = next((p for p in path.parents if p.exists()), None)

@@ -21,6 +21,7 @@ next run recovers from; tests set ``GAPSCOPE_KILL_AT`` to kill the process at on
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
@@ -50,6 +51,7 @@ __all__ = [
     "is_gapscope_temp",
     "is_special_file",
     "open_descriptor",
+    "writable_descriptor",
     "kill_point",
     "remove_dead_temps",
     "same_file",
@@ -128,23 +130,45 @@ _DESCRIPTOR_PATH = re.compile(
 
 def open_descriptor(path: Path) -> int | None:
     """The descriptor of this process that ``path`` names, following links (``/dev/stdout``
-    is a link to ``/proc/self/fd/1``), or ``None`` when it names a file.
+    is a link to ``/proc/self/fd/1``), or ``None`` when it names a file (or another
+    process's descriptor).
 
     >>> open_descriptor(Path("/dev/fd/1")), open_descriptor(Path("report.json"))
     (1, None)
     """
+    return _descriptor_of(path)[1]
+
+
+def _descriptor_of(path: Path) -> tuple[bool, int | None]:
+    """Whether ``path`` leads, through links, to a process's descriptor (``/proc/PID/fd/N``,
+    ``/dev/fd/N``), and the descriptor when the process is this one. Each step's folder is
+    resolved first (``~/fds -> /proc/self/fd`` makes ``~/fds/1`` a descriptor), and the
+    descriptor's own link is never followed: it points at a file, or at ``pipe:[...]``."""
     current = os.path.abspath(path)
     for _ in range(40):  # the kernel's own limit on links followed
+        current = os.path.join(
+            os.path.realpath(os.path.dirname(current)), os.path.basename(current)
+        )
         match = _DESCRIPTOR_PATH.match(current)
         if match is not None:
             pid = match.group("pid")
-            return int(match.group("fd")) if pid is None or int(pid) == os.getpid() else None
+            own = pid is None or int(pid) == os.getpid()
+            return True, int(match.group("fd")) if own else None
         try:
             target = os.readlink(current)
         except OSError:  # not a link (or not there): a name, not a descriptor
-            return None
-        current = os.path.normpath(os.path.join(os.path.dirname(current), target))
-    return None
+            return False, None
+        current = os.path.join(os.path.dirname(current), target)
+    return False, None
+
+
+def writable_descriptor(fd: int) -> bool:
+    """Whether ``fd`` is open in this process for writing."""
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL) if fcntl is not None else os.O_WRONLY
+    except OSError:  # not open
+        return False
+    return flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
 
 
 def is_gapscope_temp(name: str, target: str | None = None) -> bool:
@@ -244,20 +268,28 @@ class AtomicFile:
 
     def __enter__(self):
         encoding = None if "b" in self.mode else "utf-8"
-        descriptor = open_descriptor(self.path)
+        through, descriptor = _descriptor_of(self.path)
         if descriptor is not None:
             # Through a copy of the descriptor: reopening the name would truncate a file the
             # shell opened for appending, and renaming over it would replace the link.
             for stream in (sys.stdout, sys.stderr):
-                stream.flush()
+                if stream is not None:  # None: the process started with it closed
+                    stream.flush()
             self.handle = os.fdopen(os.dup(descriptor), self.mode, encoding=encoding)
             return self.handle
-        if is_special_file(self.path):
+        if through or is_special_file(self.path):
+            # Another process's descriptor is opened by its name, as the shell would.
             self.handle = open(self.path, self.mode, encoding=encoding)  # noqa: SIM115
             return self.handle
         if self.path.is_symlink():
-            # The link stays; the file it points at is replaced.
-            self.path = Path(os.path.realpath(self.path))
+            # The link stays; the file it points at is replaced, in a folder that must be
+            # there already (a link is not a promise to make folders wherever it points).
+            target = Path(os.path.realpath(self.path))
+            if not target.parent.is_dir():
+                raise FileNotFoundError(
+                    errno.ENOENT, f"{self.path} is a link to {target}, whose folder is missing"
+                )
+            self.path = target
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temps(self.path.parent, self.path.name)
         fd, self.tmp = _claim_temp(self.path)

@@ -85,8 +85,9 @@ class ClipRetrievalFolder:
         dim: the embedding dimension.
         ignored: files of ``img_emb/``, ``text_emb/`` and ``metadata/`` that are not a
             partition's (their names do not fit the layout), relative to the folder.
-        missing: partition numbers below the highest that no file has (clip-retrieval
-            numbers them from 0 without gaps, so a gap is a partition not written or lost).
+        missing: partition numbers below the highest that no file has, the first 100
+            (clip-retrieval numbers them from 0 without gaps, so a gap is a partition not
+            written or lost).
     """
 
     path: Path
@@ -206,8 +207,26 @@ def read_folder(path: str | os.PathLike[str]) -> ClipRetrievalFolder:
         rows=rows,
         dim=dims.pop(),
         ignored=_not_partitions(folder, [*found.values(), metadata]),
-        missing=sorted(set(range(numbers[-1])) - set(numbers)),
+        missing=_gaps(numbers),
     )
+
+
+#: Missing partition numbers kept at most (a stray ``img_emb_9999999999.npy`` leaves a gap of
+#: ten billion numbers: the first ones are enough to tell what happened).
+_MISSING_SHOWN = 100
+
+
+def _gaps(numbers: list[int]) -> list[int]:
+    """The first :data:`_MISSING_SHOWN` numbers from 0 to the highest that ``numbers``
+    (ascending) lacks."""
+    gaps: list[int] = []
+    expected = 0
+    for number in numbers:
+        gaps.extend(range(expected, min(number, expected + _MISSING_SHOWN - len(gaps))))
+        if len(gaps) >= _MISSING_SHOWN:
+            break
+        expected = number + 1
+    return gaps
 
 
 def _not_partitions(folder: Path, parts: list[dict[int, Path]]) -> list[str]:
@@ -219,7 +238,11 @@ def _not_partitions(folder: Path, parts: list[dict[int, Path]]) -> list[str]:
         if (folder / sub).is_dir():
             for path in sorted((folder / sub).iterdir()):
                 if path not in read and not path.name.startswith("."):
-                    ignored.append(path.relative_to(folder).as_posix())
+                    # Bytes that are not UTF-8 written as \xff: the manifest is UTF-8 text.
+                    name = path.relative_to(folder).as_posix()
+                    ignored.append(
+                        name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                    )
     return ignored
 
 

@@ -665,8 +665,8 @@ def check_replaceable(paths: StorePaths) -> None:
     """
     if not os.access(paths.real, os.W_OK | os.X_OK):
         raise StoreError(
-            f"{paths.given}: the store folder is not writable, so its files cannot be "
-            "replaced (make it writable, chmod u+w, to replace it)"
+            f"{paths.given}: the store folder is not writable (replacing it needs write and "
+            "search permission on it: chmod u+wx, as its owner)"
         )
 
 

@@ -320,16 +320,20 @@ class _MediaWalk:
             child = Path(entry.path)
             if entry.name.startswith("."):
                 continue
+            if entry.is_symlink():
+                read = _is_dir(child) or self._is_media(entry.name)
+            else:
+                read = _entry_is_dir(entry) or self._is_media(entry.name)
+            if not read:
+                continue
             if not _is_utf8(entry.name):
                 # Ids, sources and labels are UTF-8 text in the store and the report.
                 self._skip(child, "its name is not valid UTF-8")
-                continue
-            if entry.is_symlink():
-                if _is_dir(child) or self._is_media(entry.name):
-                    self._links.append(child)
+            elif entry.is_symlink():
+                self._links.append(child)
             elif _entry_is_dir(entry):
                 self._folder(child)
-            elif self._is_media(entry.name):
+            else:
                 self._file(child)
 
     def _file(self, path: Path) -> None:

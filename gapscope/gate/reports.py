@@ -110,11 +110,16 @@ def _finite_float(text: str) -> float:
 
 
 def _float_sized_int(text: str) -> int:
+    # Every value of a report is compared (and logged) as a float; the length test first
+    # spares int() the digits of a huge literal (Python refuses more than 4,300 of them).
+    beyond = ValueError(f"the integer {text[:20]}... is beyond the range of a float")
+    if len(text.lstrip("-")) > 309:
+        raise beyond
     value = int(text)
     try:
-        float(value)  # every value of a report is compared (and logged) as a float
+        float(value)
     except OverflowError:
-        raise ValueError(f"the integer {text[:20]}... is beyond the range of a float") from None
+        raise beyond from None
     return value
 
 

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from gapscope.data.atomic import atomic_write_text, is_special_file, open_descriptor
+from gapscope.data.atomic import (
+    _descriptor_of,
+    atomic_write_text,
+    is_special_file,
+    open_descriptor,
+    writable_descriptor,
+)
 
 
 def test_regular_file_is_replaced_whole(tmp_path):
@@ -78,6 +84,37 @@ def test_which_paths_name_a_descriptor(tmp_path):
     assert open_descriptor(tmp_path / "loop") is None
     if os.path.islink("/dev/stdout"):
         assert open_descriptor(Path("/dev/stdout")) == 1
+
+
+def test_a_folder_link_into_proc_and_another_process_s_descriptors(tmp_path):
+    """``fds -> /proc/self/fd`` makes ``fds/1`` this process's descriptor 1; ``/proc/1/fd/1``
+    is a descriptor, but not ours: written by its name, never renamed over."""
+    (tmp_path / "fds").symlink_to("/proc/self/fd")
+    assert _descriptor_of(tmp_path / "fds" / "1") == (True, 1)
+    assert _descriptor_of(Path("/proc/1/fd/1")) == (True, None)
+    assert _descriptor_of(tmp_path / "file") == (False, None)
+
+
+def test_which_descriptors_can_be_written(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    reading, writing = os.open(path, os.O_RDONLY), os.open(path, os.O_WRONLY)
+    os.close(closed := os.open(path, os.O_RDONLY))
+    try:
+        assert writable_descriptor(writing) and not writable_descriptor(reading)
+        assert not writable_descriptor(closed)
+    finally:
+        os.close(reading)
+        os.close(writing)
+
+
+def test_a_dangling_link_makes_no_folders(tmp_path):
+    link = tmp_path / "report.json"
+    link.symlink_to(tmp_path / "not" / "there" / "report.json")
+    with pytest.raises(FileNotFoundError, match="whose folder is missing"):
+        atomic_write_text(link, "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    assert link.is_symlink()
 
 
 def test_a_link_to_a_regular_file_stays_a_link(tmp_path):

@@ -164,6 +164,7 @@ def test_names_that_are_not_utf8_are_skipped_and_listed(tmp_path, cli):
     os.link(images / "cat" / "01.bmp", os.fsencode(images / "cat") + b"/caf\xe9.bmp")
     os.mkdir(os.fsencode(images) + b"/b\xfe_rd")
     os.link(images / "dog" / "00.bmp", os.fsencode(images) + b"/b\xfe_rd/00.bmp")
+    (images / "cat" / os.fsdecode(b"notes\xff.txt")).write_text("not media: not listed")
     out = tmp_path / "store"
     result = cli(*resume_args(images, out), expect=0)
     store = EmbeddingStore.open(out)
