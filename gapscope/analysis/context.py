@@ -302,7 +302,7 @@ class AnalysisContext:
             for size in range(3, len(self.modalities) + 1)
             for combo in combinations(self.modalities, size)
         ]
-        self.notes: list[str] = []
+        self.notes: list[str] = list(dict.fromkeys(data.notes))  # the input's own remarks first
         self._unit: dict[str, UnitRows] = {}
         self._scatter: dict[str, np.ndarray] = {}
         self._uniformity: dict[str, ModalityPassResult] = {}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from gapscope.extras import require
 __all__ = [
     "ClipRetrievalFolder",
     "import_folder",
+    "folder_notes",
     "import_notes",
     "is_clip_retrieval_folder",
     "read_folder",
@@ -346,33 +347,57 @@ def import_folder(
     return EmbeddingStore.open(out)
 
 
-def import_notes(dataset: Mapping[str, Any], shown: int = 5) -> list[str]:
+def import_notes(dataset: Mapping[str, Any]) -> list[str]:
     """One line for the files an import left out and one for the partitions it found
-    missing (``dataset`` as :func:`import_folder` writes it in the manifest), the first
-    ``shown`` of each named.
+    missing (``dataset`` as :func:`import_folder` writes it in the manifest), the first five
+    of each named.
 
     >>> for line in import_notes({"ignored": ["img_emb/notes.txt"], "missing_partitions": [1]}):
     ...     print(line)
     Note: 1 file not read, not a partition: img_emb/notes.txt (manifest: dataset.ignored)
     Note: partition 1 missing (numbered from 0 without gaps; dataset.missing_partitions)
     """
+    return _unread(
+        dataset.get("ignored", []),
+        dataset.get("missing_partitions", []),
+        "Note: ",
+        (
+            " (manifest: dataset.ignored)",
+            " (numbered from 0 without gaps; dataset.missing_partitions)",
+        ),
+    )
 
-    def named(values: list[Any]) -> str:
+
+def folder_notes(folder: ClipRetrievalFolder) -> list[str]:
+    """The same lines for a folder read in place (``gapscope analyze FOLDER``), for the
+    report's notes."""
+    return _unread(
+        folder.ignored,
+        folder.missing,
+        f"clip-retrieval folder {folder.path}: ",
+        ("", " (numbered from 0 without gaps)"),
+    )
+
+
+def _unread(
+    ignored: Sequence[str],
+    missing: Sequence[int],
+    lead: str,
+    where: tuple[str, str],
+    shown: int = 5,
+) -> list[str]:
+    """What was not read, in words: a line for the ignored files, one for the missing
+    partitions (none for none), each between ``lead`` and its ``where``."""
+
+    def named(values: Sequence[Any]) -> str:
         more = f" and {len(values) - shown} more" if len(values) > shown else ""
         return ", ".join(str(v) for v in values[:shown]) + more
 
     lines = []
-    ignored = list(dataset.get("ignored", []))
     if ignored:
-        files = "1 file" if len(ignored) == 1 else f"{len(ignored)} files"
-        lines.append(
-            f"Note: {files} not read, not a partition: {named(ignored)} (manifest: dataset.ignored)"
-        )
-    missing = list(dataset.get("missing_partitions", []))
+        count = "1 file" if len(ignored) == 1 else f"{len(ignored)} files"
+        lines.append(f"{lead}{count} not read, not a partition: {named(ignored)}{where[0]}")
     if missing:
         which = "partition" if len(missing) == 1 else "partitions"
-        lines.append(
-            f"Note: {which} {named(missing)} missing (numbered from 0 without gaps; "
-            "dataset.missing_partitions)"
-        )
+        lines.append(f"{lead}{which} {named(missing)} missing{where[1]}")
     return lines

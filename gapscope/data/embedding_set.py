@@ -21,7 +21,7 @@ import torch
 
 from gapscope.data import remote
 from gapscope.data.class_prompts import ClassPrompts, class_indices, read_store_classes
-from gapscope.data.clip_retrieval import is_clip_retrieval_folder, read_folder
+from gapscope.data.clip_retrieval import folder_notes, is_clip_retrieval_folder, read_folder
 from gapscope.data.store import (
     MODALITIES,
     EmbeddingStore,
@@ -56,6 +56,8 @@ class EmbeddingSet:
             modalities other than the class prompts' own; see :meth:`with_classes`).
         classes_as_rows: the class prompts stand in for their modality's rows
             (:meth:`with_class_rows`).
+        notes: remarks on the input that the report carries (a clip-retrieval folder's
+            files that were not read, its missing partitions).
     """
 
     embeddings: dict[str, Any]
@@ -69,6 +71,7 @@ class EmbeddingSet:
     classes: ClassPrompts | None = None
     class_labels: dict[str, np.ndarray] = field(default_factory=dict)
     classes_as_rows: bool = False
+    notes: tuple[str, ...] = ()
 
     def with_classes(self, classes: ClassPrompts | None) -> EmbeddingSet:
         """This set with ``classes`` as its zero-shot class prompts (``None``: none), and the
@@ -259,6 +262,7 @@ class EmbeddingSet:
             groups={m: np.arange(n, dtype=np.int64) for m in folder.modalities},
             normalized={m: None for m in folder.modalities},
             source=str(folder.path),
+            notes=tuple(folder_notes(folder)),
         )
 
     @classmethod

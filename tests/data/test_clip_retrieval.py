@@ -229,6 +229,13 @@ def test_files_left_out_and_missing_partitions_are_listed(tmp_path):
         in done.stderr
     )
     assert "Note: partition 1 missing" in done.stderr
+    # Read in place, the report says the same.
+    notes = analyze(folder, metrics="gap", device="cpu").to_dict()["notes"]
+    assert notes[:2] == [
+        f"clip-retrieval folder {folder}: 2 files not read, not a partition: "
+        "img_emb/img_emb_extra.npy, text_emb/notes.txt",
+        f"clip-retrieval folder {folder}: partition 1 missing (numbered from 0 without gaps)",
+    ]
 
 
 def test_a_whole_folder_lists_nothing(tmp_path):
@@ -236,3 +243,5 @@ def test_a_whole_folder_lists_nothing(tmp_path):
     store = import_folder(tmp_path / "cr", tmp_path / "s")
     assert "ignored" not in store.manifest["dataset"]
     assert "missing_partitions" not in store.manifest["dataset"]
+    notes = analyze(tmp_path / "cr", metrics="gap", device="cpu").to_dict()["notes"]
+    assert not any("clip-retrieval folder" in note for note in notes)
