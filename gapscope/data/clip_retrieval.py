@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gapscope.data.store import printable_name
 from gapscope.errors import EmbeddingError
 from gapscope.extras import require
 
@@ -239,11 +240,7 @@ def _not_partitions(folder: Path, parts: list[dict[int, Path]]) -> list[str]:
         if (folder / sub).is_dir():
             for path in sorted((folder / sub).iterdir()):
                 if path not in read and not path.name.startswith("."):
-                    # Bytes that are not UTF-8 written as \xff: the manifest is UTF-8 text.
-                    name = path.relative_to(folder).as_posix()
-                    ignored.append(
-                        name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                    )
+                    ignored.append(printable_name(path.relative_to(folder).as_posix()))
     return ignored
 
 

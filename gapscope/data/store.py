@@ -119,6 +119,16 @@ def _modality_order(name: str) -> tuple[int, str]:
 MODALITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
+def printable_name(name: str) -> str:
+    """A file name as the UTF-8 text a manifest keeps: bytes that are not UTF-8 (which
+    Python lists as surrogates) written as ``\\xff``.
+
+    >>> printable_name("caf\\udce9.png"), printable_name("caf\\u00e9.png")
+    ('caf\\\\xe9.png', 'café.png')
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def check_modality_name(name: Any, error: type[GapscopeError] = GapscopeError) -> str:
     """``name`` if it may name a modality (:data:`MODALITY_NAME`); else ``error`` in one line.
 

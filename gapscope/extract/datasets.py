@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gapscope.data.store import printable_name
 from gapscope.errors import GapscopeError
 from gapscope.extract.audio import AUDIO_EXTENSIONS
 from gapscope.extract.captions import read_captions
@@ -320,18 +321,16 @@ class _MediaWalk:
             child = Path(entry.path)
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink():
-                read = _is_dir(child) or self._is_media(entry.name)
-            else:
-                read = _entry_is_dir(entry) or self._is_media(entry.name)
-            if not read:
+            link = entry.is_symlink()
+            folder = _is_dir(child) if link else _entry_is_dir(entry)
+            if not (folder or self._is_media(entry.name)):
                 continue
             if not _is_utf8(entry.name):
                 # Ids, sources and labels are UTF-8 text in the store and the report.
                 self._skip(child, "its name is not valid UTF-8")
-            elif entry.is_symlink():
+            elif link:
                 self._links.append(child)
-            elif _entry_is_dir(entry):
+            elif folder:
                 self._folder(child)
             else:
                 self._file(child)
@@ -373,7 +372,7 @@ class _MediaWalk:
         return "." if rel in ("", ".") else rel
 
     def _skip(self, path: Path, reason: str) -> None:
-        source = _printable(self._rel(path))
+        source = printable_name(self._rel(path))
         self.skipped.append({"modality": self.modality, "source": source, "reason": reason})
 
 
@@ -384,11 +383,6 @@ def _is_utf8(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _printable(name: str) -> str:
-    """``name`` as UTF-8 text, bytes that are not UTF-8 written as ``\\xff``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

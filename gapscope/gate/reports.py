@@ -112,15 +112,14 @@ def _finite_float(text: str) -> float:
 def _float_sized_int(text: str) -> int:
     # Every value of a report is compared (and logged) as a float; the length test first
     # spares int() the digits of a huge literal (Python refuses more than 4,300 of them).
-    beyond = ValueError(f"the integer {text[:20]}... is beyond the range of a float")
-    if len(text.lstrip("-")) > 309:
-        raise beyond
-    value = int(text)
-    try:
-        float(value)
-    except OverflowError:
-        raise beyond from None
-    return value
+    if len(text.lstrip("-")) <= 309:
+        value = int(text)
+        try:
+            float(value)
+            return value
+        except OverflowError:
+            pass
+    raise ValueError(f"the integer {text[:20]}... is beyond the range of a float")
 
 
 def report_identity(data: Mapping[str, Any]) -> dict[str, Any]:
