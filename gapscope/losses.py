@@ -25,6 +25,7 @@ zeros has no direction: its normalised value is 0 and its gradient meaningless.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -39,12 +40,17 @@ def _unit(x: torch.Tensor, name: str) -> torch.Tensor:
         raise EmbeddingError(f"{name}: expected a 2-D torch tensor (rows, dim), got {shape}")
     if not x.dtype.is_floating_point:
         raise EmbeddingError(f"{name}: expected floating-point rows, got {x.dtype}")
+    if x.shape[0] == 0:
+        raise EmbeddingError(f"{name}: no rows")
     if x.dtype != torch.float64:
         x = x.float()
     return torch.nn.functional.normalize(x, dim=1)
 
 
 def _positive(value: float, name: str) -> float:
+    # bool and strings are refused, as the metrics refuse them.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise GapscopeError(f"{name}: must be finite and > 0, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise GapscopeError(f"{name}: must be finite and > 0, got {value}")
     return float(value)
@@ -100,6 +106,10 @@ def alignment_loss(
         gy = torch.as_tensor(groups_y, device=ux.device).reshape(-1)
         if gx.numel() != ux.shape[0] or gy.numel() != uy.shape[0]:
             raise EmbeddingError("groups: one code a row of each modality")
+        for codes in (gx, gy):
+            # Integer codes only, as the metrics take them: floats compare by rounding.
+            if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+                raise EmbeddingError(f"groups: expected integer codes, got dtype {codes.dtype}")
         i, j = torch.nonzero(gx[:, None] == gy[None, :], as_tuple=True)
     if i.numel() == 0:
         raise EmbeddingError("no positive pair: no row of x shares a group with a row of y")

@@ -138,6 +138,23 @@ def test_two_rows_and_large_temperatures_stay_finite():
             EmbeddingError,
             "floating",
         ),
+        (lambda: gap_loss(torch.empty(0, 4), torch.ones(2, 4)), EmbeddingError, "x: no rows"),
+        (lambda: uniformity_loss(torch.ones(3, 3), t="2"), GapscopeError, "t: must be"),
+        (
+            lambda: alignment_loss(torch.ones(2, 2), torch.ones(2, 2), alpha=True),
+            GapscopeError,
+            "alpha: must be",
+        ),
+        (
+            lambda: alignment_loss(
+                torch.ones(2, 2),
+                torch.ones(2, 2),
+                groups_x=torch.tensor([0.0, 1.0]),
+                groups_y=torch.tensor([0, 1]),
+            ),
+            EmbeddingError,
+            "integer codes",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error(call, error, match):

@@ -49,6 +49,7 @@ from gapscope.engine.validation import (
     check_embeddings,
     check_k,
     check_positive,
+    check_temperature,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.cosine import PairCosine, paired_cosine
@@ -106,13 +107,20 @@ def parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
     return [m for m in METRICS if m in names]
 
 
-def parse_k(k: str | Iterable[int]) -> list[int]:
+def parse_k(k: str | int | Iterable[int]) -> list[int]:
     """Parse the K of recall@K ('1,5,10' or ints) into a sorted list of distinct positive ints.
 
     >>> parse_k("10,1,5")
     [1, 5, 10]
     """
-    values = k.split(",") if isinstance(k, str) else list(k)
+    if isinstance(k, str):
+        values: list[Any] = k.split(",")
+    elif isinstance(k, int | np.integer) and not isinstance(k, bool):
+        values = [k]  # one cut-off, as the metric functions take it
+    elif isinstance(k, Iterable):
+        values = list(k)
+    else:
+        raise GapscopeError(f"k must be positive integers like 1,5,10, got {k!r}")
     try:
         ks = sorted({int(str(v).strip()) for v in values})
     except ValueError:
@@ -173,7 +181,7 @@ class AnalysisOptions:
             sample=None if sample is None else int(sample),
             block_size=check_block_size(block_size),
             precision=precision,
-            uniformity_t=check_positive(uniformity_t, "uniformity_t"),
+            uniformity_t=check_temperature(uniformity_t, "uniformity_t"),
             alignment_alpha=check_positive(alignment_alpha, "alignment_alpha"),
             bootstrap=bootstrap,
             confidence=float(confidence),

@@ -32,7 +32,6 @@ and the "original" scenario reads the analysis's own passes when it has them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +58,9 @@ from gapscope.engine.sampling import Stream, generator
 from gapscope.engine.unit_rows import MIN_NORM, STREAM_CHUNK_ROWS, UnitRows, fits_in_memory
 from gapscope.engine.validation import (
     ArrayLike,
+    check_count,
     check_embeddings,
+    check_finite,
     check_groups,
     check_same_dim,
     pair_groups,
@@ -167,8 +168,7 @@ def shift_along_gap(
         >>> a.tolist(), b.tolist()
         ([[0.5, 0.5]], [[0.5, 0.5]])
     """
-    if not math.isfinite(float(fraction)):
-        raise GapscopeError(f"fraction: expected a finite number, got {fraction!r}")
+    fraction = check_finite(fraction, "fraction")
     xa = check_embeddings(x, names[0])
     ya = check_embeddings(y, names[1])
     check_same_dim(xa, ya, names)
@@ -213,9 +213,7 @@ def measure_scenarios(
         EmbeddingError: a fix that sends a row to the origin.
         GapscopeError: a non-finite shift fraction.
     """
-    fractions = [float(f) for f in shift_fractions]
-    if any(not math.isfinite(f) for f in fractions):
-        raise GapscopeError(f"shift_fractions: expected finite numbers, got {fractions!r}")
+    fractions = [check_finite(f, "shift_fractions") for f in shift_fractions]
     queries = (whatif_queries(ctx, a, cap), whatif_queries(ctx, b, cap))
     mean_a, mean_b = ctx.unit_sums(a).mean, ctx.unit_sums(b).mean
     original = _reused_original(ctx, a, b, queries)
@@ -625,8 +623,8 @@ def gap_closing_whatif(
         codes = check_groups(rel, arr.shape[0], f"{m} relevance")
         if codes is not None:
             labels[m] = codes
-    if max_queries is not None and (isinstance(max_queries, bool) or max_queries < 2):
-        raise GapscopeError(f"max_queries: expected an integer >= 2 or None, got {max_queries!r}")
+    if max_queries is not None:
+        max_queries = check_count(max_queries, "max_queries", minimum=2)
     data = EmbeddingSet({names[0]: xa, names[1]: ya}, {names[0]: gx, names[1]: gy}, labels)
     if (classes is None) != (class_labels is None):
         raise GapscopeError("classes and class_labels: give both or neither")

@@ -1,7 +1,8 @@
 """Class prompts: one embedding a class, the text side of zero-shot classification.
 
 A zero-shot classifier of a contrastive model is one text embedding a class (Radford et al.
-2021, "Learning Transferable Visual Models From Natural Language Supervision", Sec. 3.1.4):
+2021, "Learning Transferable Visual Models From Natural Language Supervision", Sec. 3.1.2;
+its prompt ensembling, Sec. 3.1.4):
 each template (``"a photo of a {}."``) is filled with the class name and encoded by the text
 tower, every prompt embedding is L2-normalised, the prompts of a class are averaged and the
 mean is L2-normalised again (:func:`ensemble_prompts`; CLIP's prompt ensembling, as in
@@ -193,15 +194,17 @@ def class_indices(values: Any, prompts: ClassPrompts, what: str = "labels") -> n
         raise GapscopeError(
             f"{what}: row {row} is {arr.tolist()[row]!r}, which is not a class ({shown})"
         )
-    codes = arr.astype(np.int64)
-    bad = np.flatnonzero((codes < 0) | (codes >= prompts.n_classes))
+    # Checked in the labels' own type: a uint64 or float label beyond int64 would wrap.
+    bad = np.flatnonzero((arr < 0) | (arr >= prompts.n_classes))
     if bad.size:
         row = int(bad[0])
+        label = arr.tolist()[row]
+        as_class = int(label) if isinstance(label, float) else label
         raise GapscopeError(
-            f"{what}: row {row} is class {codes[row]}, outside 0..{prompts.n_classes - 1} "
+            f"{what}: row {row} is class {as_class}, outside 0..{prompts.n_classes - 1} "
             f"({prompts.n_classes} classes)"
         )
-    return codes
+    return arr.astype(np.int64)
 
 
 def _label_text(value: Any) -> str:

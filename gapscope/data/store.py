@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -673,11 +674,21 @@ def check_replaceable(paths: StorePaths) -> None:
     Raises:
         StoreError: the folder lacks write or search permission for this process.
     """
+    refused = (
+        f"{paths.given}: the store folder is not writable (replacing it needs write and "
+        "search permission on it: chmod u+wx, as its owner)"
+    )
     if not os.access(paths.real, os.W_OK | os.X_OK):
-        raise StoreError(
-            f"{paths.given}: the store folder is not writable (replacing it needs write and "
-            "search permission on it: chmod u+wx, as its owner)"
-        )
+        raise StoreError(refused)
+    # os.access answers from the mode bits as this machine sees them; a network mount can say
+    # otherwise (root squashed to nobody, a read-only export), so a file made and removed
+    # there asks the file system itself.
+    try:
+        fd, trial = tempfile.mkstemp(prefix=".gapscope-trial-", dir=paths.real)
+        os.close(fd)
+        os.unlink(trial)
+    except OSError as exc:
+        raise StoreError(f"{refused}: {exc.strerror or exc}") from None
 
 
 def _swap_note(path: Path) -> str:

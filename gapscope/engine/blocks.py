@@ -21,6 +21,7 @@ import numpy as np
 from gapscope.engine.validation import check_block_size
 
 __all__ = [
+    "NegativePairIndex",
     "PairIndex",
     "SCAN_BUDGET_BYTES",
     "iter_positive_pairs",
@@ -177,6 +178,49 @@ class PairIndex:
         """The pairs with the given numbers, as int64 ``(i, j)``."""
         i = np.searchsorted(self.offsets, numbers, side="right") - 1
         j = self.order_y[self.lo[i] + (numbers - self.offsets[i])]
+        return i.astype(np.int64), j.astype(np.int64)
+
+
+class NegativePairIndex:
+    """Negative pairs ``(i, j)`` (``groups_x[i] != groups_y[j]``) numbered 0, 1, ... in order
+    of i, then j, without listing them (the complement of :class:`PairIndex`).
+
+    Pair number p is in row i of the cumulative per-row counts, ``r = p - offsets[i]``-th
+    of that row's negatives; with the rows of i's group in y at ``m_0 < m_1 < ...``, the r-th
+    index not among them is ``j = r + #{t: m_t - t <= r}``. Every group's ``m_t - t`` is
+    nondecreasing, so one sorted array of them (each group's values lifted past the
+    previous groups') answers every pair with one binary search: O(log m) a pair and no
+    ``n x m`` mask, however the groups fall.
+
+    >>> index = NegativePairIndex(np.array([7, 3]), np.array([3, 7, 7]))
+    >>> i, j = index.at(np.arange(index.total))
+    >>> index.total, i.tolist(), j.tolist()
+    (3, [0, 1, 1], [0, 1, 2])
+    """
+
+    def __init__(self, groups_x: np.ndarray, groups_y: np.ndarray) -> None:
+        m = groups_y.shape[0]
+        order_y = np.argsort(groups_y, kind="stable")  # each group's rows ascending
+        sorted_y = groups_y[order_y]
+        self.lo = np.searchsorted(sorted_y, groups_x, side="left")
+        self.present = np.searchsorted(sorted_y, groups_x, side="right") > self.lo
+        counts = m - (np.searchsorted(sorted_y, groups_x, side="right") - self.lo)
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self.total = int(self.offsets[-1])
+        # Position p of the sorted y rows, in a group starting at position s: key s (m + 1)
+        # + (order_y[p] - (p - s)). Keys rise within a group (m_t - t does not fall) and
+        # from group to group (s rises and m_t - t <= m).
+        starts = np.searchsorted(sorted_y, sorted_y, side="left").astype(np.int64)
+        self.width = m + 1
+        self.keys = starts * self.width + (order_y - (np.arange(m) - starts))
+
+    def at(self, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs with the given numbers, as int64 ``(i, j)``."""
+        i = np.searchsorted(self.offsets, numbers, side="right") - 1
+        r = numbers - self.offsets[i]
+        lo = self.lo[i].astype(np.int64)
+        below = np.searchsorted(self.keys, lo * self.width + r, side="right") - lo
+        j = r + np.where(self.present[i], below, 0)
         return i.astype(np.int64), j.astype(np.int64)
 
 

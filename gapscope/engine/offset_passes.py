@@ -98,9 +98,9 @@ from gapscope.engine.validation import (
     ArrayLike,
     check_groups,
     check_k,
-    check_positive,
     check_query_index,
     check_same_dim,
+    check_temperature,
     pair_groups,
 )
 from gapscope.errors import EmbeddingError, GapscopeError
@@ -628,7 +628,7 @@ def offset_modality_passes(
     n = base.shape[0]
     if n < 2:
         raise EmbeddingError(f"{base.name}: needs at least 2 rows, got {n}")
-    t = check_positive(t, "t")
+    t = check_temperature(t, "t")
     block = resolve_block_size(block_size, n)
     sample = check_query_index(query_index, n)
     codes = check_groups(relevance, n, "relevance")

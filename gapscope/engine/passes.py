@@ -80,9 +80,9 @@ from gapscope.engine.validation import (
     ArrayLike,
     check_groups,
     check_k,
-    check_positive,
     check_query_index,
     check_same_dim,
+    check_temperature,
     pair_groups,
 )
 from gapscope.engine.window_ranks import block_ranks
@@ -215,7 +215,7 @@ def modality_pass(
     # A uniformity needs two rows; retrieval of one row simply has no eligible query.
     unit = as_unit_rows(x, "x", device=dev, min_rows=2 if uniformity else 1)
     n = unit.shape[0]
-    t = check_positive(t, "t")
+    t = check_temperature(t, "t")
     block = resolve_block_size(block_size, n)
     sample = check_query_index(query_index, n)
     codes = check_groups(relevance, n, "relevance")
@@ -959,7 +959,7 @@ def cross_pair_pass(
             f"directions: expected {' or '.join(CROSS_DIRECTIONS)}, got {unknown[0]!r}"
         )
     cutoffs = check_k(k)
-    t = None if kernel_t is None else check_positive(kernel_t, "kernel_t")
+    t = None if kernel_t is None else check_temperature(kernel_t, "kernel_t")
     dev = resolve_device(device)
     ux = as_unit_rows(x, "x", device=dev)
     uy = as_unit_rows(y, "y", device=dev)

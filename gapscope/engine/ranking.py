@@ -56,8 +56,8 @@ class RetrievalResult:
         n_skipped: number of queries left out because they had no positive / relevant item.
         mean_average_precision: mAP in [0, 1] (intra-modal only, else ``None``).
         r_precision: mean R-precision in [0, 1] (intra-modal only, else ``None``).
-        se: standard error of each mean, keyed ``"R@K"``, ``"mAP"``, ``"R-precision"``; only
-            when the metrics were estimated on a sample of queries.
+        se: standard error of each mean, keyed ``"R@K"``, ``"mAP"``, ``"R-precision"`` and
+            ``"mean_rank"``; only when the metrics were estimated on a sample of queries.
         query_rows: the rows of the evaluated queries (ascending, int64, ``(n_queries,)``).
         first_rank: 0-based rank of each evaluated query's first relevant key (int64,
             aligned with ``query_rows``): the query is a hit at K when it is below K.

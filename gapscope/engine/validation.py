@@ -11,7 +11,7 @@ one takes it as it is, without scanning the rows again. Bad data raises
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import numpy as np
@@ -26,12 +26,16 @@ __all__ = [
     "Embeddings",
     "SliceStats",
     "check_block_size",
+    "check_count",
+    "check_counts",
     "check_embeddings",
+    "check_finite",
     "check_groups",
     "check_k",
     "check_positive",
     "check_query_index",
     "check_same_dim",
+    "check_temperature",
     "pair_groups",
 ]
 
@@ -351,13 +355,58 @@ def check_block_size(block_size: int | None, name: str = "block_size") -> int | 
     """
     if block_size is None:
         return None
-    if (
-        isinstance(block_size, bool)
-        or not isinstance(block_size, int | np.integer)
-        or block_size < 1
-    ):
-        raise GapscopeError(f"{name}: expected a positive integer, got {block_size!r}")
-    return int(block_size)
+    return check_count(block_size, name)
+
+
+def check_count(value: Any, name: str, minimum: int = 1) -> int:
+    """An integer of at least ``minimum`` (a number of rows, pairs or queries); ``bool``,
+    floats and strings are refused, not rounded.
+
+    >>> check_count(3, "max_pairs", minimum=2)
+    3
+    >>> check_count(2.5, "max_pairs", minimum=2)
+    Traceback (most recent call last):
+    ...
+    gapscope.errors.GapscopeError: max_pairs: expected an integer >= 2, got 2.5
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise GapscopeError(f"{name}: expected {wanted}, got {value!r}")
+    return int(value)
+
+
+def check_counts(values: Any, name: str, what: str) -> tuple[int, ...]:
+    """One positive integer or several (the K of top-K shares), distinct, in the order given.
+
+    >>> check_counts([10, 1, 10], "top", "numbers of components")
+    (10, 1)
+    >>> check_counts(2.5, "top", "numbers of components")
+    Traceback (most recent call last):
+    ...
+    gapscope.errors.GapscopeError: top: numbers of components must be positive integers, got 2.5
+    """
+    one = isinstance(values, str | bytes) or not isinstance(values, Iterable)
+    items: list[Any] = [values] if one else list(values)  # one: a count, or refused below
+    if not items:
+        raise GapscopeError(f"{name}: expected at least one of the {what}, got none")
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise GapscopeError(f"{name}: {what} must be positive integers, got {v!r}")
+    return tuple(dict.fromkeys(int(v) for v in items))
+
+
+def check_finite(value: Any, name: str) -> float:
+    """A finite real number (a fraction, a shift), as a float; ``bool`` and strings refused.
+
+    >>> check_finite(-0.5, "fraction")
+    -0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise GapscopeError(f"{name}: expected a finite number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise GapscopeError(f"{name}: expected a finite number, got {value!r}")
+    return number
 
 
 def check_positive(value: float, name: str) -> float:
@@ -371,6 +420,31 @@ def check_positive(value: float, name: str) -> float:
     number = float(value)
     if not (math.isfinite(number) and number > 0.0):
         raise GapscopeError(f"{name}: expected a finite positive number, got {value!r}")
+    return number
+
+
+#: The smallest kernel temperature: the kernels' exponents ``2 t s`` are float32, where a
+#: smaller ``t`` (below ~1e-38 it is not even a float32) would make every kernel value 1.
+MIN_TEMPERATURE = 1e-30
+
+
+def check_temperature(value: float, name: str = "t") -> float:
+    """A kernel temperature: finite, and at least :data:`MIN_TEMPERATURE`.
+
+    >>> check_temperature(2)
+    2.0
+    >>> check_temperature(1e-46)
+    Traceback (most recent call last):
+    ...
+    gapscope.errors.GapscopeError: t: expected a temperature of at least 1e-30 (the kernel is \
+computed in float32), got 1e-46
+    """
+    number = check_positive(value, name)
+    if number < MIN_TEMPERATURE:
+        raise GapscopeError(
+            f"{name}: expected a temperature of at least {MIN_TEMPERATURE:g} (the kernel is "
+            f"computed in float32), got {value!r}"
+        )
     return number
 
 

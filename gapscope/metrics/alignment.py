@@ -18,7 +18,7 @@ from gapscope.engine.validation import (
     pair_groups,
 )
 from gapscope.engine.widening import WideningBuffer
-from gapscope.errors import EmbeddingError
+from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = [
     "MAX_MEAN_COSINE_FOR_TOTAL",
@@ -124,6 +124,8 @@ def alignment_from_cosine_total(paired_total: float, n_pairs: int) -> float | No
         >>> alignment_from_cosine_total(0.5, 2), alignment_from_cosine_total(1.9, 2) is None
         (1.5, True)
     """
+    if isinstance(n_pairs, bool) or not n_pairs > 0:
+        raise GapscopeError(f"n_pairs: expected a positive count, got {n_pairs!r}")
     mean = paired_total / n_pairs
     if mean > MAX_MEAN_COSINE_FOR_TOTAL:
         return None

@@ -16,8 +16,14 @@ from gapscope.engine.blocks import (
 )
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.sampling import Stream, generator
-from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
-from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.engine.validation import (
+    ArrayLike,
+    check_count,
+    check_embeddings,
+    check_same_dim,
+    pair_groups,
+)
+from gapscope.errors import EmbeddingError
 
 __all__ = ["CKAResult", "linear_cka"]
 
@@ -96,8 +102,8 @@ def linear_cka(
     ya = check_embeddings(y, "y")
     check_same_dim(xa, ya)
     gx, gy = pair_groups(xa, ya, groups_x, groups_y)
-    if max_pairs is not None and (isinstance(max_pairs, bool) or max_pairs < 2):
-        raise GapscopeError(f"max_pairs: expected an integer >= 2 or None, got {max_pairs!r}")
+    if max_pairs is not None:
+        max_pairs = check_count(max_pairs, "max_pairs", minimum=2)
     n_pairs = int(positive_pair_counts(gx, gy).sum())
     if n_pairs < 2:
         raise EmbeddingError(f"CKA needs at least 2 positive pairs, got {n_pairs}")

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gapscope.engine.moments import spectrum, unit_scatter
-from gapscope.engine.validation import ArrayLike, check_embeddings
-from gapscope.errors import GapscopeError
+from gapscope.engine.validation import ArrayLike, check_counts, check_embeddings
 
 __all__ = ["collapse_from_scatter", "DimensionalCollapse", "dimensional_collapse", "effective_rank"]
 
@@ -35,13 +34,7 @@ class DimensionalCollapse:
 
 
 def _check_top(top: int | Sequence[int]) -> tuple[int, ...]:
-    values = [top] if isinstance(top, int | np.integer) else list(top)
-    if not values:
-        raise GapscopeError("top: expected at least one number of components, got none")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise GapscopeError(f"top: numbers of components must be positive integers, got {v!r}")
-    return tuple(dict.fromkeys(int(v) for v in values))
+    return check_counts(top, "top", "numbers of components")
 
 
 def dimensional_collapse(

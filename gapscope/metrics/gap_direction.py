@@ -9,8 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gapscope.engine.moments import spectrum, unit_scatter
-from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim
-from gapscope.errors import GapscopeError
+from gapscope.engine.validation import (
+    ArrayLike,
+    check_counts,
+    check_embeddings,
+    check_same_dim,
+)
 
 __all__ = ["direction_from_moments", "GapDirection", "gap_direction"]
 
@@ -22,7 +26,9 @@ class GapDirection:
     Attributes:
         gap: ``||g||_2`` with ``g = mean_i x_i - mean_j y_j`` on unit rows.
         pc_share: K -> share of ``||g||^2`` in the top K principal directions of the pooled
-            within-modality covariance, ``||V_K^T g||^2 / ||g||^2``; 0.0 when ``g == 0``.
+            within-modality covariance, ``||V_K^T g||^2 / ||g||^2``, counting only directions
+            with spread (below 1.0 for every K when the covariance is singular and ``g``
+            leaves its span); 0.0 when ``g == 0``.
         pc_share_chance: K -> ``K / d``, the expected share of a random direction.
         coordinate_share: K -> share of ``||g||^2`` in its K largest coordinates.
         axis_cosine_x: ``|cos(g, v_x)|`` with ``v_x`` the first principal axis of ``x``
@@ -41,13 +47,7 @@ class GapDirection:
 
 
 def _check_top(top: int | Sequence[int]) -> tuple[int, ...]:
-    values = [top] if isinstance(top, int | np.integer) else list(top)
-    if not values:
-        raise GapscopeError("top: expected at least one number of directions, got none")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise GapscopeError(f"top: numbers of directions must be positive integers, got {v!r}")
-    return tuple(dict.fromkeys(int(v) for v in values))
+    return check_counts(top, "top", "numbers of directions")
 
 
 def _first_axis_cosine(values: np.ndarray, vectors: np.ndarray, unit_gap: np.ndarray) -> float:
@@ -85,7 +85,12 @@ def gap_direction(
     Args:
         x: first modality, shape ``(n, d)``; numpy array (memmaps welcome) or torch tensor.
         y: second modality, shape ``(m, d)``.
-        top: the K values (positive integers; K >= d gives 1.0).
+        top: the K values (positive integers). ``K >= d`` gives a ``coordinate_share`` of
+            1.0, and a ``pc_share`` of 1.0 only when the pooled covariance has full rank:
+            directions without spread are not principal, so with fewer rows than
+            dimensions (``n + m - 2 < d``) or collapsed directions, the part of ``g`` outside
+            the spread stays out of every ``pc_share`` (``pc_share_chance`` is still ``K /
+            d``).
         block_size: rows read at a time; ``None`` picks one from ``d``.
 
     Returns:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,8 +10,14 @@ import numpy as np
 from gapscope.engine.blocks import row_blocks
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.sampling import Stream, generator
-from gapscope.engine.validation import ArrayLike, Embeddings, check_embeddings, check_groups
-from gapscope.errors import EmbeddingError, GapscopeError
+from gapscope.engine.validation import (
+    ArrayLike,
+    Embeddings,
+    check_count,
+    check_embeddings,
+    check_groups,
+)
+from gapscope.errors import EmbeddingError
 
 __all__ = ["GramVolume", "gram_volume", "gram_volumes"]
 
@@ -48,10 +54,11 @@ def gram_volumes(vectors: ArrayLike) -> np.ndarray:
         raise EmbeddingError(f"vectors: expected shape (tuples, k >= 2, dim), got {arr.shape}")
     if not np.isfinite(arr).all():
         raise EmbeddingError("vectors: contains NaN or Inf")
-    norms = np.linalg.norm(arr, axis=2, keepdims=True)
-    if (norms == 0).any():
+    if (arr == 0.0).all(axis=2).any():
         raise EmbeddingError("vectors: a zero vector has no direction")
-    unit = arr / norms
+    # Normalised as every metric normalises rows: vectors of 1e200 or 1e-170, whose squares
+    # leave float64, keep their directions.
+    unit = unit_rows(arr.reshape(-1, arr.shape[2])).reshape(arr.shape)
     gram = np.einsum("tkd,tld->tkl", unit, unit)
     det = np.linalg.det(gram)
     return np.sqrt(np.clip(det, 0.0, None))
@@ -127,14 +134,20 @@ def gram_volume(
         >>> gram_volume([e, e]).mean
         0.0
     """
+    if not hasattr(embeddings, "__len__"):
+        if not isinstance(embeddings, Iterable):
+            raise EmbeddingError(
+                f"embeddings: expected a sequence of modalities, got {type(embeddings).__name__}"
+            )
+        embeddings = list(embeddings)  # a generator of modalities, read once
     if len(embeddings) < 2:
         raise EmbeddingError(f"GRAM volume needs at least 2 modalities, got {len(embeddings)}")
     arrays = [check_embeddings(e, f"modality {a}") for a, e in enumerate(embeddings)]
     dims = {a.shape[1] for a in arrays}
     if len(dims) > 1:
         raise EmbeddingError(f"modalities have different dims {sorted(dims)}: need one space")
-    if max_tuples is not None and (isinstance(max_tuples, bool) or max_tuples < 1):
-        raise GapscopeError(f"max_tuples: expected a positive integer or None, got {max_tuples!r}")
+    if max_tuples is not None:
+        max_tuples = check_count(max_tuples, "max_tuples")
 
     codes = _tuple_codes(arrays, groups)
 

@@ -15,7 +15,7 @@ from gapscope.engine.normalization import row_norms
 from gapscope.engine.pipelining import PerThread, one_blas_thread
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
 from gapscope.engine.widening import WideningBuffer
-from gapscope.errors import GapscopeError
+from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = [
     "FD_FLOOR",
@@ -110,7 +110,10 @@ def frechet_distance(
     ``A S_y A``). Eigenvalues at rounding level (at most ``max * d * eps``, which includes
     every negative one) are set to 0 before their square roots are taken, so singular
     covariances (fewer samples than dimensions) stay exact to rounding instead of picking up
-    ``sqrt(1e-16)``-sized noise; the result is clipped to >= 0 for the same reason.
+    ``sqrt(1e-16)``-sized noise; the result is clipped to >= 0 for the same reason. Gaussians
+    far from unit scale (a covariance entry or a squared mean beyond ``2^+-64``) are measured
+    scaled by a power of two and FD scaled back, so the products of three covariances
+    neither overflow nor underflow.
 
     Args:
         mean_x: shape ``(d,)``.
@@ -121,19 +124,37 @@ def frechet_distance(
     Returns:
         FD as a float >= 0.
 
+    Raises:
+        EmbeddingError: means or covariances that are not finite, or an FD beyond float64.
+
     Example:
         >>> round(frechet_distance(np.zeros(2), 4 * np.eye(2), np.ones(2), np.eye(2)), 4)
         4.0
     """
     mean_x, mean_y = np.asarray(mean_x, np.float64), np.asarray(mean_y, np.float64)
     cov_x, cov_y = _symmetric(cov_x), _symmetric(cov_y)
+    if not all(np.isfinite(a).all() for a in (mean_x, mean_y, cov_x, cov_y)):
+        raise EmbeddingError("Fréchet distance: means and covariances must be finite")
+    # The square-root trace multiplies three covariances: far from 1 (beyond 2^+-64) their
+    # products would overflow or underflow, so the Gaussians are measured at a power-of-two
+    # scale (exact) and FD scaled back: FD(2^-k x, 2^-k y) = 2^-2k FD(x, y).
+    exponent = max(2 * _exponent(mean_x), 2 * _exponent(mean_y), _exponent(cov_x), _exponent(cov_y))
+    k = 0
+    if abs(exponent) > 64 and exponent != _ZERO_EXPONENT:
+        k = (exponent + 1) // 2
+        mean_x, mean_y = np.ldexp(mean_x, -k), np.ldexp(mean_y, -k)
+        cov_x, cov_y = np.ldexp(cov_x, -2 * k), np.ldexp(cov_y, -2 * k)
     w, v = np.linalg.eigh(cov_x)
     root_x = (v * np.sqrt(_null_to_zero(w))) @ v.T
     inner = _symmetric(root_x @ cov_y @ root_x)
     trace_root = float(np.sqrt(_null_to_zero(np.linalg.eigvalsh(inner))).sum())
     diff = mean_x - mean_y
     fd = float(diff @ diff) + float(np.trace(cov_x)) + float(np.trace(cov_y)) - 2.0 * trace_root
-    return max(fd, 0.0)
+    with np.errstate(over="ignore"):
+        fd = float(np.ldexp(max(fd, 0.0), 2 * k))
+    if not math.isfinite(fd):
+        raise EmbeddingError("Fréchet distance: beyond float64 (the Gaussians are too far apart)")
+    return fd
 
 
 def modality_integration_rate(
@@ -200,7 +221,8 @@ def modality_integration_rate(
 
     Raises:
         EmbeddingError: fewer than 2 rows, non-2-D, non-float, NaN/Inf or zero rows,
-            different ``d``.
+            different ``d``; ``y``'s mean norm so small that ``1 / norm`` overflows, or
+            modalities so far apart in scale that a covariance overflows float64.
 
     Example:
         >>> x = np.array([[1.0], [3.0]])
@@ -223,7 +245,14 @@ def modality_integration_rate(
                 f"norms: {name} has {a.shape[0]} rows but {given.norms.shape[0]} norms were given"
             )
     (norms_x, rounding_x), (norms_y, rounding_y) = norms
-    scale = 1.0 / float(norms_y.mean())
+    mean_norm_y = float(norms_y.mean())
+    with np.errstate(over="ignore", divide="ignore"):
+        scale = 1.0 / mean_norm_y
+    if not math.isfinite(scale):
+        raise EmbeddingError(
+            f"y: the mean row norm {mean_norm_y:.3g} is too small for MIR's scale 1 / norm "
+            "(beyond float64)"
+        )
     spread_x, spread_y = _norm_spread(norms_x), _norm_spread(norms_y)
     outliers_x, skipped_x = _norm_outliers(norms_x * scale, spread_x, rounding_x)
     outliers_y, skipped_y = _norm_outliers(norms_y * scale, spread_y, rounding_y)
@@ -234,8 +263,16 @@ def modality_integration_rate(
                 f"moments: {name} has {a.shape[0]} rows of {d} values, the moments are of "
                 f"{raw.rows} rows of {raw.mean.shape[0]}"
             )
-    mean_x, cov_x = _scaled_mean_cov(xa, scale, outliers_x, rows, made[0])
-    mean_y, cov_y = _scaled_mean_cov(ya, scale, outliers_y, rows, made[1])
+    # Modalities some 1e150 apart in scale overflow the covariances: refused just below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean_x, cov_x = _scaled_mean_cov(xa, scale, outliers_x, rows, made[0])
+        mean_y, cov_y = _scaled_mean_cov(ya, scale, outliers_y, rows, made[1])
+    for name, moments_of in (("x", (mean_x, cov_x)), ("y", (mean_y, cov_y))):
+        if not all(np.isfinite(a).all() for a in moments_of):
+            raise EmbeddingError(
+                f"{name}: its covariance, in units of y's mean norm {mean_norm_y:.3g}, "
+                "overflows float64 (the modalities differ in scale by some 1e150 or more)"
+            )
 
     fd = frechet_distance(mean_x, cov_x, mean_y, cov_y)
     full_rank = bool(
@@ -255,6 +292,15 @@ def modality_integration_rate(
         rounding_x=rounding_x,
         rounding_y=rounding_y,
     )
+
+
+_ZERO_EXPONENT = -(2**20)
+
+
+def _exponent(a: np.ndarray) -> int:
+    """The power of two of ``a``'s largest magnitude (``frexp``), very negative for zeros."""
+    top = float(np.abs(a).max(initial=0.0))
+    return math.frexp(top)[1] if top > 0.0 else _ZERO_EXPONENT
 
 
 def _symmetric(a: np.ndarray) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Retrieval metrics: recall@K across modalities, recall@K, mAP and R-precision within one.
 
 Queries are ranked against keys by cosine similarity on L2-normalised rows, exactly and
-deterministically (ties to the lower index; see :mod:`gapscope.engine.ranking`). Both
+deterministically (ties to the lower index; see :mod:`gapscope.engine.ranking`). "Exactly"
+is the exact order of the dot products of the rows as normalised in float32 (or bfloat16
+with ``--precision bf16``): float64 inputs whose cosines differ by less than that rounding
+(~1e-7) tie there, and go to the lower index. Both
 functions are thin over the passes an analysis runs (:mod:`gapscope.engine.passes`): the same
 input gives the same numbers here and in ``gapscope analyze``.
 """

@@ -8,15 +8,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gapscope.engine.blocks import (
+    NegativePairIndex,
     PairIndex,
     positive_pair_counts,
     resolve_scan_rows,
-    row_blocks,
 )
 from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.sampling import Stream, generator
-from gapscope.engine.validation import ArrayLike, check_embeddings, check_same_dim, pair_groups
+from gapscope.engine.validation import (
+    ArrayLike,
+    check_count,
+    check_embeddings,
+    check_same_dim,
+    pair_groups,
+)
 from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = ["DEFAULT_QUANTILES", "HISTOGRAM_BINS", "SimilarityStats", "similarity_stats"]
@@ -69,12 +75,10 @@ class SimilarityStats:
     negative_counts: np.ndarray = field(compare=False, repr=False)
 
 
-def _positive_cosines(xa, ya, gx, gy, chunk: int) -> np.ndarray:
-    """The cosine of every positive pair, in pair order, ``chunk`` pairs at a time (as
-    :func:`~gapscope.engine.blocks.iter_positive_pairs` cuts them). Processes sharing the
-    passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn, and every process
-    gets every cosine: each depends on its pair alone."""
-    index = PairIndex(gx, gy)
+def _indexed_cosines(xa, ya, index: PairIndex | NegativePairIndex, chunk: int) -> np.ndarray:
+    """The cosine of every pair of ``index``, in pair order, ``chunk`` pairs at a time.
+    Processes sharing the passes (:mod:`~gapscope.engine.distributed`) take the chunks in
+    turn, and every process gets every cosine: each depends on its pair alone."""
     out = np.empty(index.total)
 
     def make(start: int, stop: int) -> np.ndarray:
@@ -87,19 +91,11 @@ def _positive_cosines(xa, ya, gx, gy, chunk: int) -> np.ndarray:
 
 
 def _cosines(xa, ya, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """``<x_i, y_j>`` of the unit rows, pair by pair."""
+    """``<x_i, y_j>`` of the unit rows, pair by pair. Every cosine of the metric is made
+    here, positive or negative, all or sampled: two pairs that are equal in exact arithmetic
+    (a duplicated row) get equal cosines, so they tie as the AUC counts ties, whatever the
+    block size (a product of blocks would round them apart)."""
     return np.einsum("ij,ij->i", unit_rows(xa[i]), unit_rows(ya[j]))
-
-
-def _all_negative_cosines(xa, ya, gx, gy, rows: int) -> np.ndarray:
-    # Blocks of both sides, so memory stays O(rows * (d + rows)) even when one side is long.
-    parts = []
-    for ys, ye in row_blocks(ya.shape[0], rows):
-        uy = unit_rows(ya[ys:ye])
-        for xs, xe in row_blocks(xa.shape[0], rows):
-            sims = unit_rows(xa[xs:xe]) @ uy.T
-            parts.append(sims[gx[xs:xe, None] != gy[None, ys:ye]])
-    return np.concatenate(parts)
 
 
 def _sampled_negative_cosines(xa, ya, gx, gy, count: int, seed: int, chunk: int) -> np.ndarray:
@@ -157,11 +153,12 @@ def similarity_stats(
     negative. With ``x_i``, ``y_j`` L2-normalised, each pair's value is ``<x_i, y_j>``.
 
     - Positives are all used, exactly.
-    - Negatives are all used when there are at most ``max_negatives`` of them (computed a
-      block of rows at a time); otherwise ``max_negatives`` negative pairs are drawn uniformly
-      with replacement (seed stream ``NEGATIVE_PAIRS`` of :mod:`gapscope.engine.sampling`:
-      uniform cells ``(i, j)``, positives rejected) and their statistics are estimates. The full ``n
-      x m`` matrix is never held.
+    - Negatives are all used when there are at most ``max_negatives`` of them; otherwise
+      ``max_negatives`` negative pairs are drawn uniformly with replacement (seed stream
+      ``NEGATIVE_PAIRS`` of :mod:`gapscope.engine.sampling`: uniform cells ``(i, j)``,
+      positives rejected) and their statistics are estimates. The full ``n x m`` matrix is
+      never held: every cosine, positive or negative, is made pair by pair the same way,
+      so pairs equal in exact arithmetic (a duplicated row) tie whatever the block size.
     - Quantiles use numpy's default (linear) interpolation.
     - ``overlap = sum_b min(pos_b / |P|, neg_b / |N|)`` over ``HISTOGRAM_BINS`` equal bins on
       [-1, 1] (the overlap coefficient of the two histograms; lower is better).
@@ -202,8 +199,7 @@ def similarity_stats(
     levels = tuple(float(q) for q in quantiles)
     if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
         raise GapscopeError(f"quantiles: expected levels in [0, 1], got {tuple(quantiles)!r}")
-    if isinstance(max_negatives, bool) or max_negatives < 1:
-        raise GapscopeError(f"max_negatives: expected a positive integer, got {max_negatives!r}")
+    max_negatives = check_count(max_negatives, "max_negatives")
 
     n, m, d = xa.shape[0], ya.shape[0], xa.shape[1]
     n_pos = int(positive_pair_counts(gx, gy).sum())
@@ -213,14 +209,14 @@ def similarity_stats(
         )
     n_neg_total = n * m - n_pos
     chunk = resolve_scan_rows(block_size, d, bytes_per_entry=40)
-    positives = _positive_cosines(xa, ya, gx, gy, chunk)
+    positives = _indexed_cosines(xa, ya, PairIndex(gx, gy), chunk)
     sampled = n_neg_total > max_negatives
     if n_neg_total == 0:
         negatives = np.empty(0)
     elif sampled:
         negatives = _sampled_negative_cosines(xa, ya, gx, gy, int(max_negatives), seed, chunk)
     else:
-        negatives = _all_negative_cosines(xa, ya, gx, gy, min(chunk, 2048))
+        negatives = _indexed_cosines(xa, ya, NegativePairIndex(gx, gy), chunk)
     # Rounding can put a cosine of parallel unit vectors a hair outside [-1, 1].
     np.clip(positives, -1.0, 1.0, out=positives)
     np.clip(negatives, -1.0, 1.0, out=negatives)

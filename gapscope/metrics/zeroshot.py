@@ -1,7 +1,7 @@
 """Zero-shot classification: labelled rows against one embedding a class.
 
 Radford et al. 2021 ("Learning Transferable Visual Models From Natural Language Supervision",
-Sec. 3.1.4) classify an image by the cosine between its embedding and each class's text
+Sec. 3.1.2) classify an image by the cosine between its embedding and each class's text
 embedding (the class prompts, :mod:`gapscope.data.class_prompts`); the predicted class is the
 most similar one. With unit rows ``x_i`` and unit class rows ``w_c``, the score of class ``c``
 for row ``i`` is ``s_ic = <x_i, w_c>`` (CLIP's logits up to the temperature, which does not

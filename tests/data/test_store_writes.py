@@ -305,3 +305,27 @@ def test_a_read_only_store_is_not_overwritten(tmp_path, monkeypatch):
         with pytest.raises(StoreError, match="store folder is not writable"):
             EmbeddingStore.create(path, overwrite=True)
         assert _files(path) == old and _siblings(path) == []
+
+
+def test_a_store_the_file_system_refuses_is_not_overwritten(tmp_path, monkeypatch):
+    """A network mount can grant by its mode bits what its server refuses (root squashed to
+    nobody): os.access says yes, and the trial file made in the folder says no."""
+    import gapscope.data.store as store_module
+
+    path = tmp_path / "store"
+    _write(path)
+    old = _files(path)
+    real_mkstemp = store_module.tempfile.mkstemp
+
+    def refusing(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == path:
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module.tempfile, "mkstemp", refusing)
+        with pytest.raises(StoreError, match="store folder is not writable.*: Permission denied"):
+            EmbeddingStore.create(path, overwrite=True)
+        assert _files(path) == old and _siblings(path) == []
+    EmbeddingStore.create(path, overwrite=True).close()  # allowed, and abandoned
+    assert _files(path) == old  # the trial file is removed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -279,6 +280,25 @@ def test_similarity_stats_match_the_full_matrix():
     assert st.negatives_above_median_positive == pytest.approx((neg > np.median(pos)).mean())
 
 
+@pytest.mark.parametrize("block_size", [None, 1, 2, 3])
+def test_similarity_ties_of_duplicated_rows_count_half(block_size):
+    """A duplicated row makes a negative pair equal to a positive one in exact arithmetic:
+    the AUC counts it as a tie (a half), whatever the block size."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    x[1] = x[0]
+    unit_x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit_y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    s = unit_x @ unit_y.T
+    # Each tie by hand: cos(x1, y0) = cos(x0, y0) and cos(x0, y1) = cos(x1, y1).
+    s[1, 0], s[0, 1] = s[0, 0], s[1, 1]
+    positive, negative = s[np.eye(4, dtype=bool)], s[~np.eye(4, dtype=bool)]
+    wins = (positive[:, None] > negative) + 0.5 * (positive[:, None] == negative)
+    st = similarity_stats(x, y, block_size=block_size)
+    assert st.auc == pytest.approx(wins.mean(), abs=1e-15)
+    assert st.auc == pytest.approx(37 / 48, abs=1e-15)  # the two ties are halves
+
+
 def test_similarity_separated_and_identical_distributions():
     x = np.eye(4)
     st = similarity_stats(x, x)
@@ -357,6 +377,17 @@ def test_gram_volume_over_grouped_tuples():
     assert s.n_evaluated == 5 and s.n_tuples == ref.size and s.se > 0
     for v in s.volumes:
         assert np.min(np.abs(ref - v)) < 1e-12
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-170, 1e-310])
+def test_gram_volumes_of_vectors_whose_squares_leave_float64(scale):
+    """sin 45 degrees whatever the vectors' length: no overflow to 0, no false zero vector."""
+    v = np.array([[[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gram_volumes(v * scale)[0] == pytest.approx(np.sqrt(0.5), rel=1e-15)
+    with pytest.raises(EmbeddingError, match="a zero vector"):
+        gram_volumes(np.array([[[1.0, 0.0], [0.0, 0.0]]]))
 
 
 def test_gram_volume_plain_rows_and_errors():

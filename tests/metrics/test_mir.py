@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -588,3 +589,50 @@ def test_norms_may_vary_from_the_first_rows():
     assert norms_may_vary(np.vstack([unit[:3], np.zeros((1, 64))]))
     assert norms_may_vary(np.vstack([unit[:3], np.full((1, 64), np.nan)]))
     assert not norms_may_vary(unit[:0])
+
+
+def test_scales_beyond_float64_are_refused_in_one_line():
+    """y's mean norm too small to invert, and modalities 1e300 apart (covariances that
+    overflow): an EmbeddingError naming the side, with no warning on the way. A scale
+    float64 covers is still exact (the 1e-300 case)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(40, 4)) + 1.0
+    reference = modality_integration_rate(x, y).fd
+    assert modality_integration_rate(x * 1e-300, y * 1e-300).fd == pytest.approx(reference)
+    cases = [(x * 1e-310, y * 1e-310, "y: the mean row norm 2.6.e-310 is too small")]
+    cases += [(x * 1e300, y, "x: its covariance"), (x, y * 1e-300, "x: its covariance")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for first, second, message in cases:
+            with pytest.raises(EmbeddingError, match=message):
+                modality_integration_rate(first, second)
+        # x 1e-300 times as long as y: its covariance underflows, and rightly counts for
+        # nothing beside y's spread and mean (FD of y's Gaussian against a point at 0).
+        far = modality_integration_rate(x, y * 1e300)
+    unit = y / np.linalg.norm(y, axis=1).mean()
+    expected = np.sum(unit.mean(axis=0) ** 2) + np.trace(np.cov(unit, rowvar=False))
+    assert far.fd == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("power", [-500, -300, -40, 40, 300, 500])
+def test_frechet_distance_far_from_unit_scale(power):
+    """FD(s x, s y) = s^2 FD(x, y) bit for bit for a power of two s, where the products of
+    three covariances at that scale would overflow or underflow; an FD beyond float64 is
+    refused."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(2, 5, 5))
+    mean_x, cov_x, mean_y, cov_y = rng.normal(size=5), a @ a.T, rng.normal(size=5), b @ b.T
+    s = 2.0**power
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = frechet_distance(mean_x * s, cov_x * s * s, mean_y * s, cov_y * s * s)
+        assert scaled == np.ldexp(frechet_distance(mean_x, cov_x, mean_y, cov_y), 2 * power)
+        same = frechet_distance(mean_x * s, cov_x * s * s, mean_x * s, cov_x * s * s)
+        assert same <= 1e-12 * np.trace(cov_x) * s * s
+
+
+def test_frechet_distance_beyond_float64_is_refused():
+    with pytest.raises(EmbeddingError, match="must be finite"):
+        frechet_distance(np.zeros(2), np.full((2, 2), np.inf), np.zeros(2), np.eye(2))
+    with pytest.raises(EmbeddingError, match="beyond float64"):
+        frechet_distance(np.full(2, 1e200), np.eye(2), np.full(2, -1e200), np.eye(2))

@@ -398,3 +398,18 @@ def test_sampled_bad_n_queries_raise(n_queries):
 def test_alignment_bad_input_raises(x, y, gx, gy, kwargs, error):
     with pytest.raises(error):
         alignment(x, y, gx, gy, **kwargs)
+
+
+@pytest.mark.parametrize("t", [1e-31, 1e-46, 5e-324])
+def test_temperatures_below_float32_kernels_are_refused(t):
+    """A temperature whose float32 kernel would be constant (or not a float32 at all) is
+    refused by every kernel, not left to fail inside the sums."""
+    from gapscope.metrics.kernel_distance import cross_modal_uniformity, mmd2
+
+    x = np.random.default_rng(2).normal(size=(10, 4))
+    for measure in (lambda: uniformity(x, t=t), lambda: mmd2(x, x + 0.1, t=t)):
+        with pytest.raises(GapscopeError, match="temperature of at least 1e-30"):
+            measure()
+    with pytest.raises(GapscopeError, match="temperature of at least 1e-30"):
+        cross_modal_uniformity(x, x, t=t)
+    assert uniformity(x, t=1e-30) == pytest.approx(0.0, abs=1e-12)

@@ -167,6 +167,12 @@ def test_class_indices_by_name_or_index():
         class_indices(["cat", "cow"], prompts)
     with pytest.raises(GapscopeError, match="row 0 is class 3, outside 0..2"):
         class_indices([3, 1], prompts)
+    # Labels beyond int64 are named as they are, not as the wrapped int64 they would cast to.
+    with pytest.raises(GapscopeError, match="row 1 is class 9223372036854775808, outside"):
+        class_indices(np.array([0, 2**63], dtype=np.uint64), prompts)
+    with pytest.raises(GapscopeError, match="row 0 is class 100000000000000000000, outside"):
+        class_indices(np.array([1e20, 1.0]), prompts)
+    assert class_indices(np.array([2, 1], dtype=np.uint8), prompts).tolist() == [2, 1]
     unnamed = ClassPrompts(np.eye(3))
     with pytest.raises(GapscopeError, match="no names, so labels must be class indices"):
         class_indices(["cat"], unnamed)
