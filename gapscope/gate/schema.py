@@ -5,7 +5,7 @@ report that a person or a script may have edited. This validator covers the subs
 Schema (draft 2020-12) that gapscope's own schemas use (``report-1.json``, ``report-2.json``,
 ``check-1.json``, ``diff-1.json``): ``type``, ``const``, ``enum``, ``required``,
 ``properties``, ``patternProperties``, ``additionalProperties``, ``propertyNames``,
-``items``, ``minItems``, ``maxItems``, ``minimum``, ``exclusiveMinimum``,
+``items``, ``minItems``, ``maxItems``, ``minimum``, ``maximum``, ``exclusiveMinimum``,
 ``exclusiveMaximum``, ``pattern``, ``oneOf`` and local ``$ref`` (``#/$defs/...``). Other
 keywords are annotations here (``title``, ``description``) or unknown; an unknown keyword
 raises ``ValueError`` so a schema that grows past this subset is noticed by the tests, not
@@ -42,6 +42,7 @@ _KEYWORDS = frozenset(
         "minItems",
         "maxItems",
         "minimum",
+        "maximum",
         "exclusiveMinimum",
         "exclusiveMaximum",
         "pattern",
@@ -202,6 +203,8 @@ def _check_number(value: Any, schema: dict[str, Any]) -> str | None:
         return None
     if "minimum" in schema and not value >= schema["minimum"]:
         return f"{value!r} is below the minimum {schema['minimum']!r}"
+    if "maximum" in schema and not value <= schema["maximum"]:
+        return f"{value!r} is above the maximum {schema['maximum']!r}"
     if "exclusiveMinimum" in schema and not value > schema["exclusiveMinimum"]:
         return f"{value!r} must be greater than {schema['exclusiveMinimum']!r}"
     if "exclusiveMaximum" in schema and not value < schema["exclusiveMaximum"]:

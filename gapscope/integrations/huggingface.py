@@ -37,6 +37,7 @@ from gapscope.extras import require
 from gapscope.integrations.metric import (
     GapMetric,
     check_every_n_steps,
+    compute_or_warn,
     flat_values,
     rows_from_outputs,
 )
@@ -148,9 +149,10 @@ class GapscopeTrainerCallback(TrainerCallback):
         if not self._logging:
             return
         self._logging = False
-        report = self.train_metric.compute()
+        report = compute_or_warn(self.train_metric, "train", state.is_world_process_zero)
         self.train_metric.reset()
-        self._log("train", report, "")
+        if report is not None:
+            self._log("train", report, "")
 
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
@@ -158,8 +160,10 @@ class GapscopeTrainerCallback(TrainerCallback):
         if not self.evaluation:
             return
         split = _split_of(metrics)
-        report = self.eval_metric.compute()
+        report = compute_or_warn(self.eval_metric, split, state.is_world_process_zero)
         self.eval_metric.reset()
+        if report is None:
+            return
         values = self._log(split, report, f"{split}_")
         if isinstance(metrics, dict):
             metrics.update(values)

@@ -24,7 +24,13 @@ trainer's own ``log_every_n_steps``. ``callback.last`` keeps the latest values b
 
 Under DDP every process runs the callback; the reports gather every process's rows (see
 :class:`~gapscope.integrations.metric.GapMetric`), so every process must reach the same
-logging steps and validation ends, as Lightning's loops do.
+logging steps and validation ends, as Lightning's loops do. Lightning's distributed sampler
+pads a validation set whose size the process count does not divide by repeating rows, and
+those repeats are analysed too (37 rows on 2 processes: 38 pairs); a size the process count
+divides has none.
+
+A report with too few rows (an empty validation loader, a step's batch of one row) is not
+logged: a ``UserWarning`` says which (on global rank zero), and training goes on.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from gapscope.extras import require
 from gapscope.integrations.metric import (
     GapMetric,
     check_every_n_steps,
+    compute_or_warn,
     flat_values,
     rows_from_outputs,
 )
@@ -123,9 +130,10 @@ class GapscopeCallback(Callback):
         self.train_metric.update(**self._rows(pl_module, outputs, batch, "training_step"))
         if int(trainer.global_step) == self._step:  # the step's optimizer step is done
             self._logging = False
-            report = self.train_metric.compute()
+            report = compute_or_warn(self.train_metric, "train", trainer.is_global_zero)
             self.train_metric.reset()
-            self._log(trainer, "train", report)
+            if report is not None:
+                self._log(trainer, "train", report)
 
     # ------------------------------------------------------------------ validation
 
@@ -155,10 +163,11 @@ class GapscopeCallback(Callback):
         loaders = max(1, len(getattr(trainer, "num_val_batches", None) or [0]))
         for idx in range(loaders):
             metric = self._val_metric(idx)
-            report = metric.compute()
-            metric.reset()
             stage = "val" if loaders == 1 else f"val/dataloader_idx_{idx}"
-            self._log(trainer, stage, report)
+            report = compute_or_warn(metric, stage, trainer.is_global_zero)
+            metric.reset()
+            if report is not None:
+                self._log(trainer, stage, report)
 
     # ------------------------------------------------------------------ helpers
 

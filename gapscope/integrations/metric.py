@@ -48,6 +48,7 @@ process's own rows.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,7 +69,9 @@ __all__ = [
     "PRESETS",
     "GapMetric",
     "Preset",
+    "TooFewRows",
     "check_every_n_steps",
+    "compute_or_warn",
     "flat_values",
     "rows_from_outputs",
 ]
@@ -97,6 +100,25 @@ _DTYPE_CODES = {torch.float16: 1, torch.bfloat16: 2, torch.float32: 3, torch.flo
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 # Header fields a modality: present, rows, dim, dtype code, labels (1) or not (0).
 _FIELDS = 5
+
+
+class TooFewRows(GapscopeError):
+    """:meth:`GapMetric.compute` was given no rows, or fewer than two of a modality (a
+    validation loader left empty, a last batch of one row): nothing to report. The training
+    callbacks skip such a report with a warning (:func:`compute_or_warn`) rather than stop
+    the training."""
+
+
+def compute_or_warn(metric: GapMetric, stage: str, warn: bool = True) -> Report | None:
+    """``metric.compute()``, or ``None`` when it has too few rows (:class:`TooFewRows`), with a
+    :class:`UserWarning` naming ``stage`` when ``warn`` (one process of several warns);
+    every other error is raised."""
+    try:
+        return metric.compute()
+    except TooFewRows as exc:
+        if warn:
+            warnings.warn(f"gapscope: {stage} not logged: {exc}", UserWarning, stacklevel=2)
+        return None
 
 
 class GapMetric:
@@ -298,10 +320,19 @@ class GapMetric:
         if synced:
             data = _gather_data(data, group, self.global_groups)
         if data is None:
-            raise GapscopeError(
+            raise TooFewRows(
                 "GapMetric.compute: no embeddings were given (on any process); call update() first"
             )
         embeddings, groups, labels = data
+        # Decided on the gathered rows, so every process decides alike (none is left waiting
+        # in the analysis's collectives).
+        short = {m: int(t.shape[0]) for m, t in embeddings.items() if t.shape[0] < 2}
+        if short:
+            m, n = next(iter(short.items()))
+            raise TooFewRows(
+                f"GapMetric.compute: {m} has {n} row{'s' * (n != 1)} (every process's together); "
+                "a report needs at least 2 a modality"
+            )
         if synced and self._where is not None:  # back from the gather's device
             embeddings = {m: t.to(self._where) for m, t in embeddings.items()}
         device = self.device

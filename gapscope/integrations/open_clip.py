@@ -41,7 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from gapscope.data.atomic import atomic_write_text
-from gapscope.integrations.metric import GapMetric, flat_values, rows_from_outputs
+from gapscope.integrations.metric import (
+    GapMetric,
+    compute_or_warn,
+    flat_values,
+    rows_from_outputs,
+)
 
 __all__ = ["with_gapscope"]
 
@@ -103,7 +108,9 @@ def with_gapscope(
             hook.remove()
         if not metric.modalities:
             return metrics
-        report = metric.compute()
+        report = compute_or_warn(metric, "val")
+        if report is None:
+            return metrics
         values = flat_values(report, prefix)
         _log(values, report.to_json(), data, epoch, args, tb_writer)
         plain = flat_values(report, "gapscope/")

@@ -91,6 +91,13 @@ class RunInfo:
         return {f"{K.TAG_PREFIX}{key}": value for key, value in sorted(self.tags.items())}
 
 
+#: The largest step: trackers (TensorBoard, W&B, MLflow's database) keep steps as int64.
+_MAX_STEP = 2**63 - 1
+#: The longest tag key and value, MLflow's limits for a run tag.
+_MAX_TAG_KEY = 250
+_MAX_TAG_VALUE = 8000
+
+
 def check_step(step: Any) -> int | None:
     """``step`` as an integer >= 0 (None stays None).
 
@@ -112,6 +119,11 @@ def check_step(step: Any) -> int | None:
         raise problem from None
     if value < 0:
         raise problem
+    if value > _MAX_STEP:
+        raise GapscopeError(
+            f"step: expected an integer from 0 to 2^63 - 1 (trackers keep steps as 64-bit "
+            f"integers), got {step!r}"
+        )
     return value
 
 
@@ -142,7 +154,20 @@ def check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise GapscopeError(f"tag {key!r}: the value {value!r} is not a finite number")
-        out[key] = value if isinstance(value, str) else str(value)
+        text = value if isinstance(value, str) else str(value)
+        # MLflow's limits, the tightest of the trackers: refused here, before any run is
+        # made, rather than cut short or refused by the tracker half-way through a log.
+        if len(key) > _MAX_TAG_KEY:
+            raise GapscopeError(
+                f"tag {key[:40]!r}...: a key has at most {_MAX_TAG_KEY} characters, this one "
+                f"{len(key)}"
+            )
+        if len(text) > _MAX_TAG_VALUE:
+            raise GapscopeError(
+                f"tag {key!r}: a value has at most {_MAX_TAG_VALUE} characters, this one "
+                f"{len(text)}"
+            )
+        out[key] = text
     return dict(sorted(out.items()))
 
 

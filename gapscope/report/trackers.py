@@ -177,6 +177,8 @@ class MlflowTracker(Tracker):
         if scheme in _MLFLOW_DATABASES:
             require("sqlalchemy", "an MLflow database store")
             require("alembic", "an MLflow database store")
+        if scheme == "sqlite":
+            _check_sqlite_store(uri or mlflow.get_tracking_uri())
         from mlflow.tracking import MlflowClient
 
         with _mlflow_errors():
@@ -381,14 +383,58 @@ class WandbTracker(Tracker):
         return f"W&B run {getattr(run, 'path', run.id)}"
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_store(uri: str) -> None:
+    """Refuse, before MLflow opens it, an ``sqlite:`` tracking URI that cannot hold a run:
+    an in-memory database (gone when the process ends), a file that is not an SQLite
+    database, or one that cannot be made where it is named (MLflow would retry for
+    minutes, then fail inside SQLAlchemy)."""
+    rest = uri.split(":", 1)[1].split("?", 1)[0]  # sqlite:///a.db -> ///a.db
+    if not rest.startswith("///") or rest[3:] in ("", ":memory:"):
+        raise GapscopeError(
+            f"MLflow: {uri!r} is an in-memory database, which keeps nothing once this process "
+            "ends; give a file, e.g. sqlite:///mlflow.db"
+        )
+    path = Path(rest[3:])
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise GapscopeError(f"MLflow: {path}: cannot be read ({exc.strerror})") from None
+        if head and head != _SQLITE_HEADER:
+            raise GapscopeError(f"MLflow: {path} is not an SQLite database")
+        return
+    try:  # made and removed: the database MLflow makes there next
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.unlink(path)
+    except OSError as exc:
+        raise GapscopeError(
+            f"MLflow: cannot make the database {path} ({exc.strerror or exc})"
+        ) from None
+
+
 @contextlib.contextmanager
 def _mlflow_errors() -> Iterator[None]:
     from mlflow.exceptions import MlflowException
 
+    database_errors: tuple[type[BaseException], ...] = ()
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        database_errors = (SQLAlchemyError,)
+    except ImportError:  # a server URI needs no SQLAlchemy
+        pass
     try:
         yield
     except MlflowException as exc:
         raise GapscopeError(f"MLflow: {exc.message}") from None
+    except database_errors as exc:
+        # SQLAlchemy's message spans lines (the statement, a link); the driver's is one.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise GapscopeError(f"MLflow: the database store failed: {reason}") from None
 
 
 @contextlib.contextmanager

@@ -167,3 +167,17 @@ def test_without_lightning_the_callback_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "lightning", None)  # import lightning now fails
     with pytest.raises(MissingDependencyError, match=r"pip install 'gapscope\[lightning\]'"):
         GapscopeCallback()
+
+
+def test_a_validation_set_of_one_row_is_skipped_with_a_warning(tmp_path):
+    """Too few rows to report on stop nothing: the training runs to its end, the warning
+    names the stage, and the training logs still reach the logger."""
+    model = TinyClip()
+    callback = GapscopeCallback(every_n_steps=2)
+    with pytest.warns(UserWarning, match="gapscope: val not logged: .*image has 1 row "):
+        trainer(tmp_path, callback).fit(model, loader(64, 0), loader(1, 1))
+    assert model.global_step == 4
+    rows = logged(tmp_path)
+    assert stage(rows[4], "gapscope/train/") == expected(model.train_seen[4], "fast")
+    assert not any(k.startswith("gapscope/val/") for values in rows.values() for k in values)
+    assert "val" not in callback.last

@@ -262,3 +262,23 @@ def test_rows_from_outputs_reads_the_usual_names():
 
 def test_the_package_root_gives_the_metric_lazily():
     assert gapscope.GapMetric is GapMetric
+
+
+def test_too_few_rows_is_its_own_error_and_the_callbacks_skip_it():
+    from gapscope.integrations.metric import TooFewRows, compute_or_warn
+
+    metric = GapMetric("fast")
+    with pytest.raises(TooFewRows, match="no embeddings were given"):
+        metric.compute()
+    metric.update(image=torch.ones(1, 4), text=torch.ones(1, 4))
+    with pytest.raises(TooFewRows, match="image has 1 row \\(every process's together\\)"):
+        metric.compute()
+    with pytest.warns(UserWarning, match="gapscope: eval not logged: GapMetric.compute: image"):
+        assert compute_or_warn(metric, "eval") is None
+    metric.update(image=torch.randn(3, 4), text=torch.randn(3, 4))
+    assert compute_or_warn(metric, "eval", warn=False) is not None
+    metric.reset()
+    metric.update(image=torch.full((2, 4), float("nan")), text=torch.ones(2, 4))
+    with pytest.raises(GapscopeError) as caught:  # bad rows are not "too few": raised
+        compute_or_warn(metric, "eval")
+    assert not isinstance(caught.value, TooFewRows)

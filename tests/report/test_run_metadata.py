@@ -18,7 +18,7 @@ from gapscope.errors import GapscopeError
 from gapscope.gate.reports import load_report
 from gapscope.gate.schema import first_problem, report_schema_for
 from gapscope.report import Report, report_schema
-from gapscope.report.run import checkpoint_identity, parse_tags
+from gapscope.report.run import check_step, check_tags, checkpoint_identity, parse_tags
 
 V1 = Path(__file__).parent / "data" / "example-report-v1.json"
 runner = CliRunner()
@@ -133,12 +133,19 @@ def test_bad_step_and_tags_are_refused_before_the_analysis(monkeypatch):
         raise AssertionError("analysed despite bad run fields")
 
     monkeypatch.setattr(api, "run_analysis", never)
-    for bad in ({"step": -3}, {"step": 1.5}, {"step": True}, {"tags": {"a/b": "x"}}):
+    for bad in ({"step": -3}, {"step": 1.5}, {"step": True}, {"tags": {"a/b": "x"}}, {"step": 2**63}):
         with pytest.raises(GapscopeError, match="step|tag"):
             analyze(arrays(), device="cpu", **bad)
     for bad_tags in ({"lr": None}, {"lr": float("nan")}, {"": "x"}, {"lr": [1]}):
         with pytest.raises(GapscopeError, match="tag"):
             analyze(arrays(), device="cpu", tags=bad_tags)
+    # MLflow's limits for a tag, the tightest of the trackers: refused before any run.
+    with pytest.raises(GapscopeError, match="tag 'note': a value has at most 8000 characters"):
+        analyze(arrays(), device="cpu", tags={"note": "x" * 8001})
+    with pytest.raises(GapscopeError, match="a key has at most 250 characters, this one 251"):
+        analyze(arrays(), device="cpu", tags={"k" * 251: "x"})
+    assert check_step(2**63 - 1) == 2**63 - 1
+    assert check_tags({"k" * 250: "x" * 8000}) == {"k" * 250: "x" * 8000}
     assert parse_tags(["a=1", "b=", "c=x=y"]) == {"a": "1", "b": "", "c": "x=y"}
     assert checkpoint_identity({}) == "unknown"
 
@@ -152,6 +159,7 @@ def test_bad_step_and_tags_are_refused_before_the_analysis(monkeypatch):
         (["--tag", "a b=1"], "tag 'a b': a key may hold"),
         (["--step", "-2"], "step: expected an integer >= 0, got -2"),
         (["--step", "x"], "--step: 'x' is not a valid integer"),
+        (["--step", str(2**63)], "step: expected an integer from 0 to 2^63 - 1"),
     ],
 )
 def test_cli_bad_step_or_tag_is_one_line_and_exit_2(example_store, args, fragment):

@@ -321,6 +321,40 @@ def test_mlflow_refusals_are_one_line(tmp_path, monkeypatch, report_files):
     )
 
 
+def test_sqlite_stores_that_cannot_hold_a_run_are_one_line(tmp_path, report_files):
+    """Refused before MLflow opens them: it would fail inside SQLAlchemy (exit 3), retry for
+    minutes, or keep nothing (an in-memory database)."""
+    not_a_database = tmp_path / "notes.db"
+    not_a_database.write_text("hello\n")
+    for uri, fragment in (
+        (f"sqlite:///{not_a_database}", f"MLflow: {not_a_database} is not an SQLite database"),
+        (f"sqlite:///{tmp_path}/missing/m.db", "MLflow: cannot make the database"),
+        ("sqlite://", "MLflow: 'sqlite://' is an in-memory database"),
+        ("sqlite:///:memory:", "is an in-memory database, which keeps nothing"),
+    ):
+        one_error_line(log(report_files[0], "--mlflow", uri), fragment)
+    assert not_a_database.read_text() == "hello\n"
+    assert not [p for p in tmp_path.iterdir() if p.suffix != ".json" and p != not_a_database]
+
+
+def test_a_database_error_inside_mlflow_is_one_line(monkeypatch, sqlite_store, report_files):
+    """An error SQLAlchemy raises past MLflow (a locked or corrupt database) is exit 2 with
+    the driver's one-line reason, not a crash."""
+    import sqlalchemy.exc
+    from mlflow.tracking import MlflowClient
+
+    def broken(self, *args, **kwargs):
+        raise sqlalchemy.exc.OperationalError(
+            "INSERT INTO runs ...", {}, Exception("database is locked\n(more)")
+        )
+
+    monkeypatch.setattr(MlflowClient, "create_run", broken)
+    one_error_line(
+        log(report_files[0], "--mlflow", sqlite_store),
+        "MLflow: the database store failed: database is locked",
+    )
+
+
 # --------------------------------------------------------------------------- TensorBoard
 
 
