@@ -287,6 +287,7 @@ class AnalysisContext:
                 f"{data.source}: has only {', '.join(data.modalities) or 'no'} embeddings; "
                 "need at least two modalities to compare"
             )
+        K.check_direction_spellings(data.modalities)
         self.say("checking embeddings")
         self._norms: dict[str, RawNorms] = {}
         self._sums: dict[str, UnitSums] = {}

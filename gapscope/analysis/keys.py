@@ -22,7 +22,10 @@ This module imports nothing heavy: the gate reads it without loading torch.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from gapscope.errors import GapscopeError
 
 __all__ = [
     "DIRECTIONS",
@@ -332,6 +335,28 @@ def tracker_key(flat_key: str) -> str:
 
 
 _NOT_TRACKER_SAFE = re.compile(r"[^A-Za-z0-9_./-]")
+
+
+def check_direction_spellings(modalities: Sequence[str]) -> None:
+    """Refuse two modality names whose retrieval directions spell alike in the flat keys
+    (:func:`tracker_key`): ``a->b`` and ``b->a`` become ``a_to_b`` and ``b_to_a``, which are
+    one string when, say, ``a`` is ``x`` and ``b`` is ``x_to_x``. The only keys that can
+    collide are those two, under their pair.
+
+    >>> check_direction_spellings(["x", "x_to_x"])
+    Traceback (most recent call last):
+    ...
+    gapscope.errors.GapscopeError: modality names 'x' and 'x_to_x': their retrieval \
+directions x->x_to_x and x_to_x->x are both spelled 'x_to_x_to_x' in the flat keys; rename one
+    """
+    names = list(modalities)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if f"{a}_to_{b}" == f"{b}_to_{a}":
+                raise GapscopeError(
+                    f"modality names {a!r} and {b!r}: their retrieval directions {a}->{b} and "
+                    f"{b}->{a} are both spelled {f'{a}_to_{b}'!r} in the flat keys; rename one"
+                )
 
 
 def direction_of(leaf: str, directions: dict[str, str] | None = None) -> str | None:

@@ -110,8 +110,10 @@ def analyze_command(
     """Compute the modality gap, cone, uniformity, alignment, MIR, retrieval recall and
     zero-shot accuracy (with class prompts).
 
-    With --bootstrap B every metric but MIR gets a percentile interval (value \\[low, high]
-    in the table, "<metric>_ci": \\[low, high] in JSON) from B resamples of groups.
+    With --bootstrap B the gap, cosines, cone, alignment, uniformity, retrieval and zero-shot
+    accuracy get a percentile interval (value \\[low, high] in the table,
+    "<metric>_ci": \\[low, high] in JSON) from B resamples of groups; MIR, the diagnostics,
+    the what-ifs and GRAM volume get none.
 
     Example:
 
@@ -202,6 +204,15 @@ def analyze_command(
         from gapscope.report.html import write_html_report
 
         write_html_report(html, report)
+        try:  # drawn already by the page when it is installed
+            import matplotlib  # noqa: F401
+        except ImportError:
+            # The page is written (the tables need no plots) and says so; stderr says it too.
+            typer.echo(
+                f"warning: {html} has no plots: matplotlib is not installed "
+                "(pip install 'gapscope[plot]')",
+                err=True,
+            )
     if fmt == "table":
         from gapscope.report.terminal import render_report
 

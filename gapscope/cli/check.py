@@ -137,11 +137,12 @@ def check_command(
 ) -> None:
     """Gate a report on a baseline and thresholds: exit 0 pass, 1 regression, 2 bad input.
 
-    Without tolerances, the default gate: the gap, the cosines, alignment, uniformity and
-    retrieval fail the check when they get worse beyond their bootstrap intervals (when both
-    reports have them) or their default tolerance (gap, cosines, retrieval 0.02; alignment,
-    uniformity 0.04); the other metrics are tracked, not gated. With tolerances, every metric
-    with a good direction is gated by its tolerance. Settings come from --config,
+    Without tolerances, the default gate: the gap, the cosines, alignment, uniformity,
+    retrieval and zero-shot accuracy fail the check when they get worse beyond their bootstrap
+    intervals (when both reports have them) or their default tolerance (gap, cosines,
+    retrieval, zero-shot accuracy 0.02; alignment, uniformity 0.04); the other metrics are
+    tracked, not gated. With tolerances, every metric with a good direction is gated by its
+    tolerance. Settings come from --config,
     ./gapscope.toml or \\[tool.gapscope.check] in ./pyproject.toml, then from the options.
     JUnit XML with --junit; GitHub Actions annotations when GITHUB_ACTIONS=true. A store (or
     arrays) is analysed first, with the baseline's parameters unless the analysis options

@@ -23,8 +23,9 @@ _one_line_errors = handle_errors(
 
 @_one_line_errors
 def extract_command(
+    # A string, not a Path, so that a URL refused keeps its "//" in the message.
     out: Annotated[
-        Path,
+        str,
         typer.Option(
             "--out", "-o", help="Store folder to write; an interrupted extract there is resumed."
         ),

@@ -21,7 +21,7 @@ def import_command(
             help="clip-retrieval output folder (img_emb/, text_emb/, optional metadata/)."
         ),
     ],
-    out: Annotated[Path, typer.Option("--output", "-o", help="Store folder to write.")],
+    out: Annotated[str, typer.Option("--output", "-o", help="Store folder to write.")],
     overwrite: Annotated[
         bool,
         typer.Option(

@@ -14,7 +14,7 @@ __all__ = ["merge_command"]
 
 @handle_errors
 def merge_command(
-    out: Annotated[Path, typer.Argument(help="Store folder to write.")],
+    out: Annotated[str, typer.Argument(help="Store folder to write.")],
     shards: Annotated[list[Path], typer.Argument(help="The shard stores (0/n .. n-1/n).")],
     overwrite: Annotated[
         bool,

@@ -135,8 +135,9 @@ Precision = Annotated[
 Bootstrap = Annotated[
     int | None,
     typer.Option(
-        help="Add a percentile interval to every metric (except MIR) from B resamples "
-        "of groups, e.g. 200.",
+        help="Add a percentile interval to the gap, cosines, cone, alignment, uniformity, "
+        "retrieval and zero-shot accuracy (not MIR, the diagnostics, the what-ifs or GRAM "
+        "volume) from B resamples of groups, e.g. 200.",
         metavar="B",
     ),
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ __all__ = ["upgrade_command"]
 
 @handle_errors
 def upgrade_command(
-    store: Annotated[Path, typer.Argument(help="A store folder of an older format.")],
+    store: Annotated[str, typer.Argument(help="A store folder of an older format.")],
 ) -> None:
     """Convert a store to format 2, whose items are memory-mapped columns, atomically.
 

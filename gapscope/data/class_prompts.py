@@ -215,7 +215,7 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Class names from a text file, one a line (blank lines and surrounding spaces dropped).
 
     Raises:
-        GapscopeError: a missing or unreadable file, no names, a name given twice.
+        GapscopeError: a missing or unreadable file, fewer than 2 names, a name given twice.
     """
     file = Path(path)
     if not file.is_file():
@@ -227,6 +227,11 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise GapscopeError(f"class names: {file} holds no names (one a line)")
+    if len(names) < 2:
+        raise GapscopeError(
+            f"class names: {file} names one class ({names[0]!r}); zero-shot classification "
+            "needs at least 2"
+        )
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise GapscopeError(f"class names: {twice!r} is given twice in {file}")

@@ -11,9 +11,10 @@ from 0, zero-padded to the width of the partition count)::
 Row r of a partition's image file, text file and metadata table is one sample, so the image
 and the caption of a row are a pair. :func:`read_folder` checks that layout (partitions that
 agree in number, rows and dimension) and returns the rows of every partition in partition
-order with one item a row (``id``: the metadata's ``key`` when it has one, else
-``<partition>:<row>``; ``source``: the image path, or the caption for text rows; ``group``:
-the sample number). The metadata is optional; it needs ``pyarrow`` (the ``parquet`` extra).
+order with one item a row (``id``: the metadata's ``key`` when it has one, else (no key
+column, or a null key) ``<partition>:<row>``; ``source``: the image path, or the caption for
+text rows; ``group``: the sample number). The metadata is optional; it needs ``pyarrow`` (the
+``parquet`` extra).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class ClipRetrievalFolder:
         sources = columns.get("image_path" if modality == "image" else "caption")
         return [
             {
-                "id": str(keys[r]) if keys is not None else f"{number}:{r}",
+                "id": f"{number}:{r}" if keys is None or keys[r] is None else str(keys[r]),
                 "source": "" if sources is None or sources[r] is None else str(sources[r]),
                 "group": first + r,
             }
@@ -279,6 +280,13 @@ def _header(path: Path) -> np.ndarray:
 _UNIT_NORM_TOLERANCE = 1e-2
 
 
+def _stored_dtype(files: Sequence[Path]) -> str:
+    """A store holds one dtype a modality: float16 when every partition is, else float32 (a
+    folder that mixes the two is widened, exactly, as ``analyze FOLDER`` reads it)."""
+    found = {np.load(f, mmap_mode="r", allow_pickle=False).dtype.name for f in files}
+    return "float16" if found == {"float16"} else "float32"
+
+
 def import_folder(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -292,7 +300,8 @@ def import_folder(
     The store's items keep each sample's key (``id``), image path or caption (``source``)
     and sample number (``group``, which pairs an image with its caption); ``dataset`` in
     the manifest names the folder and its partitions. Float16 and float32 rows are copied as
-    they are, other float types as float32. Whether the rows are unit vectors is measured,
+    they are (a modality whose partitions mix the two is widened to float32, exactly), other
+    float types as float32. Whether the rows are unit vectors is measured,
     not assumed (``normalized`` in the manifest).
 
     Raises:
@@ -315,12 +324,13 @@ def import_folder(
     existed = Path(out).is_dir()
     store = EmbeddingStore.create(out, dataset=dataset, overwrite=overwrite)
     unit = {m: True for m in folder.modalities}
+    kept = {m: _stored_dtype(folder.files[m]) for m in folder.modalities}
     try:
         for part in range(len(folder.partitions)):
             for modality in folder.modalities:
                 rows = np.load(folder.files[modality][part], mmap_mode="r", allow_pickle=False)
-                if rows.dtype.name not in ("float16", "float32"):
-                    rows = rows.astype(np.float32)
+                if rows.dtype.name != kept[modality]:
+                    rows = rows.astype(kept[modality])
                 if rows.shape[0]:
                     norms = np.linalg.norm(np.asarray(rows, dtype=np.float64), axis=1)
                     unit[modality] &= bool(np.all(np.abs(norms - 1.0) <= _UNIT_NORM_TOLERANCE))

@@ -20,8 +20,9 @@ colour mode and sampling rate anyway.
 
 Nothing is dropped in silence: a row without media (a null cell, a file that cannot be read),
 or without a usable caption while a text column is named, is skipped whole and listed
-(``{modality, source, reason}``); an empty caption in a list that has others is listed as a
-skipped text row. A cell that fails to decode is skipped at extraction, like a corrupt file.
+(``{modality, source, reason}``); an empty or null caption in a list that has others is
+listed as a skipped text row. A cell that fails to decode is skipped at extraction, like a
+corrupt file.
 
 Identity: the dataset fingerprint holds every row (index, column, captions) and the sha256 of
 every media cell's bytes, hashed while the scan reads the column in chunks; a dataset saved
@@ -295,11 +296,18 @@ def _captions(value: Any) -> tuple[list[str], list[str]]:
     kept: list[str] = []
     dropped: list[str] = []
     for raw in values:
-        text = raw.strip() if isinstance(raw, str) else ""
+        if raw is None:
+            listed = isinstance(value, list)
+            dropped.append("a null caption in the list" if listed else "no caption in this row")
+            continue
+        if not isinstance(raw, str):
+            dropped.append(f"a caption that is not text ({type(raw).__name__})")
+            continue
+        text = raw.strip()
         if len(text) > MAX_FIELD_CHARS:
             dropped.append(f"a caption longer than {MAX_FIELD_CHARS:,} characters")
         elif text:
             kept.append(text)
-        elif raw is not None or not isinstance(value, list):
-            dropped.append("an empty caption" if raw is not None else "no caption in this row")
+        else:
+            dropped.append("an empty caption")
     return kept, dropped

@@ -18,7 +18,8 @@ group), so the rows look like those of a folder and a captions file.
 Nothing is dropped in silence. A sample without an image (or audio) member, without a
 readable caption while the shards hold captions, or whose key an earlier sample already had,
 is skipped whole and listed (``{modality, source, reason}``, as unreadable files of a folder
-are); an image that fails to decode is skipped at extraction, like a corrupt file.
+are); so is a sample's second image or audio member (``.png`` beside ``.jpg``: the first is
+read); an image that fails to decode is skipped at extraction, like a corrupt file.
 
 Streaming: the scan reads every shard once, member by member, keeping only captions and the
 sha256, offset and size of each media member; extraction then reads each media member by its
@@ -397,6 +398,18 @@ class _Rows:
             self.skipped.append({"modality": modality, "source": source, "reason": reason})
             return
         assert found is not None and found.sha256 is not None
+        for suffix, other in sample.members.items():
+            # One media member a sample is read; any other is listed, not dropped in silence.
+            kind = next((k for k in _SUFFIXES if suffix in _SUFFIXES[k]), None)
+            if other is not found and kind is not None:
+                self.skipped.append(
+                    {
+                        "modality": kind,
+                        "source": f"{sample.shard}/{other.name}",
+                        "reason": f"another {kind} member of sample {sample.key!r} "
+                        f"({found.name} is the one read)",
+                    }
+                )
         ref = TarMember(self.paths[sample.shard], found.offset, found.size, source, found.sha256)
         row = Candidate(sample.key, source, sample.key, None, ref, found.sha256)
         if caption is None or caption.caption is None:

@@ -10,7 +10,11 @@ they must carry ``image_embeds``/``text_embeds``/``audio_embeds`` (as transforme
 ``CLIPModel``, ``SiglipModel`` and ``ClapModel`` outputs do; a custom model returns them in
 its output dict beside ``loss``; ``<modality>_features`` and optional ``groups``/``labels``
 keys work too), or ``outputs_to_rows=fn(outputs)`` maps them to
-``{"image": ..., "text": ..., ...}``. Forwards in training mode feed the training logs,
+``{"image": ..., "text": ..., ...}``. ``CLIPModel`` and ``SiglipModel`` L2-normalise their
+``*_embeds``: every metric but MIR is the same for normalised rows, while MIR, which scales
+the raw outputs, then differs from the MIR of ``gapscope extract``'s raw rows of the same
+weights (map the projections of the pooled outputs with ``outputs_to_rows`` to log it on raw
+rows). Forwards in training mode feed the training logs,
 forwards in evaluation mode (``trainer.evaluate()``) the evaluation logs; forwards of
 ``trainer.predict()`` are dropped.
 

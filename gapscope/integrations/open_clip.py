@@ -20,8 +20,11 @@ started like the script itself (``torchrun ... train_with_gapscope.py --train-da
 open_clip evaluates on the first process only, over the whole validation set
 (``--val-data``), with the unwrapped model. While its ``evaluate`` runs, a forward hook on that
 model reads the ``image_features`` and ``text_features`` of each validation forward, so no
-second pass over the data is made; then the ``preset`` report (``full``) of those rows is logged
-where open_clip logs its own validation metrics, as ``val/gapscope/<flat key>``
+second pass over the data is made (open_clip's forward returns them L2-normalised: every
+metric but MIR is the same as on raw rows, while MIR, which scales the raw outputs, differs
+from the MIR of ``gapscope extract``'s raw rows of the same checkpoint); then the ``preset``
+report (``full``) of those rows is logged where open_clip logs its own validation metrics, as
+``val/gapscope/<flat key>``
 (:meth:`~gapscope.report.model.Report.to_flat`): to its TensorBoard writer at the epoch
 (``--report-to tensorboard``), to W&B at open_clip's step (``--report-to wandb``), and to its
 log. With ``--save-logs`` (the default) the whole report is also written as

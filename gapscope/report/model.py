@@ -355,8 +355,9 @@ def tracker_flat(flat: Mapping[str, Any]) -> dict[str, Any]:
     (:func:`~gapscope.analysis.keys.tracker_key`), sorted by key.
 
     Raises:
-        ValueError: two keys would share one spelling (a bug: the report's vocabulary is
-            chosen so that they cannot).
+        GapscopeError: two keys would share one spelling (two modality names whose retrieval
+            directions spell alike, which an analysis refuses:
+            :func:`~gapscope.analysis.keys.check_direction_spellings`).
 
     >>> tracker_flat({"image-text/recall/image->text/R@1": 0.5, "image/cone": 0.3})
     {'image-text/recall/image_to_text/R1': 0.5, 'image/cone': 0.3}
@@ -365,7 +366,9 @@ def tracker_flat(flat: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in flat.items():
         spelled = K.tracker_key(key)
         if spelled in out:
-            raise ValueError(f"flat keys collide in the tracker spelling: {key!r} -> {spelled!r}")
+            raise GapscopeError(
+                f"flat keys collide in the tracker spelling: {key!r} -> {spelled!r}"
+            )
         out[spelled] = value
     return dict(sorted(out.items()))
 

@@ -93,3 +93,22 @@ def test_every_family_key_is_declared_with_its_direction():
 )
 def test_detail_keys(path):
     assert K.is_detail_key(path)
+
+
+def test_modality_names_whose_directions_spell_alike_are_refused_before_the_analysis():
+    """``a`` and ``a_to_a``: a->a_to_a and a_to_a->a are both ``a_to_a_to_a`` in the flat
+    keys. The analysis refuses the names in one line; names that merely hold ``_to_``
+    (``text_to_speech`` beside ``text``) are fine, and their flat keys stay distinct."""
+    import numpy as np
+
+    from gapscope import analyze
+    from gapscope.errors import GapscopeError
+
+    rng = np.random.default_rng(0)
+    rows = {m: rng.normal(size=(12, 4)) for m in ("a", "b")}
+    with pytest.raises(GapscopeError, match="'a' and 'a_to_a': their retrieval directions"):
+        analyze({"a": rows["a"], "a_to_a": rows["b"]}, metrics="gap,retrieval")
+    report = analyze({"text": rows["a"], "text_to_speech": rows["b"]}, metrics="retrieval")
+    flat = report.to_flat()
+    assert "text-text_to_speech/recall/text_to_text_to_speech/R1" in flat
+    assert "text-text_to_speech/recall/text_to_speech_to_text/R1" in flat

@@ -229,6 +229,7 @@ def test_cli_arrays_check_gates_a_drop(tmp_path):
         ("dim", "classes: dim 8 differs from the embeddings' 16"),
         ("names-only", "--class-names names the rows of --classes: give --classes too"),
         ("index", "image labels: row 0 is class 6, outside 0..5 (6 classes)"),
+        ("one-name", "names one class ('class0'); zero-shot classification needs at least 2"),
     ],
 )
 def test_cli_bad_class_input_is_one_line_exit_2(tmp_path, change, message):
@@ -243,7 +244,8 @@ def test_cli_bad_class_input_is_one_line_exit_2(tmp_path, change, message):
     labels = _save(tmp_path, "labels.npy", values)
     classes = _save(tmp_path, "c.npy", prompts[:, :8] if change == "dim" else prompts)
     names = tmp_path / "classes.txt"
-    names.write_text("\n".join(f"class{i}" for i in range(N_CLASSES)) + "\n")
+    count = 1 if change == "one-name" else N_CLASSES
+    names.write_text("\n".join(f"class{i}" for i in range(count)) + "\n")
     args = ["analyze", "--image", img, "--text", txt, "--labels", f"image={labels}"]
     if change != "names-only":
         args += ["--classes", classes]

@@ -109,6 +109,20 @@ def test_without_metadata_rows_are_named_by_partition(tmp_path):
     assert data.modalities == ["image", "text"]
 
 
+def test_a_null_key_is_named_by_partition_and_row(tmp_path):
+    """A sample whose metadata key is null gets ``<partition>:<row>``, not the text "None"."""
+    write_folder(tmp_path / "cr", [2, 3])
+    path = tmp_path / "cr" / "metadata" / "metadata_1.parquet"
+    table = pq.read_table(path)
+    keys = table.column("key").to_pylist()
+    keys[1] = None
+    table = table.set_column(table.schema.get_field_index("key"), "key", pa.array(keys))
+    pq.write_table(table, path)
+    store = import_folder(tmp_path / "cr", tmp_path / "store")
+    ids = [i["id"] for i in store.items("image")]
+    assert ids == ["000000000", "000000001", "000000002", "1:1", "000000004"]
+
+
 def _drop(path: Path) -> None:
     path.unlink()
 
@@ -245,3 +259,18 @@ def test_a_whole_folder_lists_nothing(tmp_path):
     assert "missing_partitions" not in store.manifest["dataset"]
     notes = analyze(tmp_path / "cr", metrics="gap", device="cpu").to_dict()["notes"]
     assert not any("clip-retrieval folder" in note for note in notes)
+
+
+def test_partitions_of_mixed_float_types_import_widened(tmp_path):
+    """Partition 0 float16, partition 1 float32: the store holds float32, every value as
+    written (float16 widens exactly), as analyze FOLDER reads the folder."""
+    written = write_folder(tmp_path / "cr", [2, 3])
+    wide = np.load(tmp_path / "cr" / "img_emb" / "img_emb_1.npy").astype(np.float32)
+    np.save(tmp_path / "cr" / "img_emb" / "img_emb_1.npy", wide)
+    store = import_folder(tmp_path / "cr", tmp_path / "store")
+    image = np.asarray(store.embeddings("image"))
+    assert image.dtype == np.float32
+    assert image.tobytes() == written["image"].astype(np.float32).tobytes()
+    assert np.asarray(store.embeddings("text")).dtype == np.float16  # all float16: kept
+    folder = EmbeddingSet.from_store(tmp_path / "cr")
+    assert np.asarray(folder.embeddings["image"]).tobytes() == image.tobytes()

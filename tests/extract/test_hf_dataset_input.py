@@ -124,12 +124,15 @@ def test_binary_and_string_columns(tmp_path):
     Dataset.from_dict(
         {
             "png": [encoded_image(rng, "png") for _ in range(2)],
-            "texts": [["one", ""], ["two", "three"]],
+            "texts": [["one", ""], ["two", None, "three"]],
         }
     ).save_to_disk(str(tmp_path / "ds"))
     ds = scan_dataset(hf_dataset=tmp_path / "ds", image_column="png", text_column="texts")
     assert [c.id for c in ds.candidates["text"]] == ["0#0", "1#0", "1#1"]
-    assert ds.skipped == [{"modality": "text", "source": "texts[0]", "reason": "an empty caption"}]
+    assert ds.skipped == [
+        {"modality": "text", "source": "texts[0]", "reason": "an empty caption"},
+        {"modality": "text", "source": "texts[1]", "reason": "a null caption in the list"},
+    ]
 
 
 @pytest.mark.parametrize(

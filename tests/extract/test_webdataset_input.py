@@ -293,3 +293,34 @@ def test_a_member_read_at_extraction_is_checked_against_the_scan(shard_data, tmp
         fh.write(b"\0\0\0\0")
     with pytest.raises(ValueError, match="changed since the extract started"):
         moved.read()
+
+
+def test_a_second_image_of_a_sample_is_listed_not_dropped(tmp_path):
+    """A sample with a .png and a .jpg: the first member is its image, the other is listed
+    as skipped; a member of the other media kind (audio in image shards) is listed too."""
+    rng = np.random.default_rng(5)
+    members = [
+        ("k0.png", encoded_image(rng, "png")),
+        ("k0.jpg", encoded_image(rng, "jpg")),
+        ("k0.txt", b"a caption"),
+        ("k1.jpg", encoded_image(rng, "jpg")),
+        ("k1.wav", b"RIFF"),
+        ("k1.txt", b"another caption"),
+    ]
+    ds = scan_webdataset(str(write_tar(tmp_path / "two.tar", members)))
+    assert [(c.id, c.source) for c in ds.candidates["image"]] == [
+        ("k0", "two.tar/k0.png"),
+        ("k1", "two.tar/k1.jpg"),
+    ]
+    assert ds.skipped == [
+        {
+            "modality": "image",
+            "source": "two.tar/k0.jpg",
+            "reason": "another image member of sample 'k0' (k0.png is the one read)",
+        },
+        {
+            "modality": "audio",
+            "source": "two.tar/k1.wav",
+            "reason": "another audio member of sample 'k1' (k1.jpg is the one read)",
+        },
+    ]

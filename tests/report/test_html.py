@@ -94,6 +94,25 @@ def test_html_says_how_to_get_plots_without_matplotlib(example, monkeypatch):
     assert "<img" not in page and "gapscope[plot]" in page
 
 
+def test_analyze_html_without_matplotlib_says_so_on_stderr(example_store, tmp_path, monkeypatch):
+    """The page is written, exit 0, and one warning line says it has no plots."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from gapscope.cli import app
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    page = tmp_path / "r.html"
+    args = ["analyze", str(example_store), "-q", "--metrics", "gap", "--html", str(page)]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "t.txt")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        f"warning: {page} has no plots: matplotlib is not installed (pip install 'gapscope[plot]')"
+    )
+    assert "gapscope[plot]" in page.read_text()
+
+
 def test_html_three_modalities_shows_matrices_and_gram_volume():
     rng = np.random.default_rng(0)
     content = rng.normal(size=(30, 6))

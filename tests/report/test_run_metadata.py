@@ -133,7 +133,13 @@ def test_bad_step_and_tags_are_refused_before_the_analysis(monkeypatch):
         raise AssertionError("analysed despite bad run fields")
 
     monkeypatch.setattr(api, "run_analysis", never)
-    for bad in ({"step": -3}, {"step": 1.5}, {"step": True}, {"tags": {"a/b": "x"}}, {"step": 2**63}):
+    for bad in (
+        {"step": -3},
+        {"step": 1.5},
+        {"step": True},
+        {"tags": {"a/b": "x"}},
+        {"step": 2**63},
+    ):
         with pytest.raises(GapscopeError, match="step|tag"):
             analyze(arrays(), device="cpu", **bad)
     for bad_tags in ({"lr": None}, {"lr": float("nan")}, {"": "x"}, {"lr": [1]}):
