@@ -109,6 +109,12 @@ def test_two_rows_and_large_temperatures_stay_finite():
     assert math.isfinite(float(uniformity_loss(x, t=1e4)))
 
 
+def _grouped(groups_x, groups_y):
+    """The alignment loss of two rows a side, paired by these groups."""
+    ones = torch.ones(2, 2)
+    return lambda: alignment_loss(ones, ones, groups_x=groups_x, groups_y=groups_y)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
@@ -123,16 +129,7 @@ def test_two_rows_and_large_temperatures_stay_finite():
             GapscopeError,
             "together",
         ),
-        (
-            lambda: alignment_loss(
-                torch.ones(2, 2),
-                torch.ones(2, 2),
-                groups_x=torch.tensor([0, 1]),
-                groups_y=torch.tensor([2, 3]),
-            ),
-            EmbeddingError,
-            "no positive pair",
-        ),
+        (_grouped(torch.tensor([0, 1]), torch.tensor([2, 3])), EmbeddingError, "no positive pair"),
         (
             lambda: gap_loss(torch.ones(2, 2, dtype=torch.int64), torch.ones(2, 2)),
             EmbeddingError,
@@ -145,16 +142,7 @@ def test_two_rows_and_large_temperatures_stay_finite():
             GapscopeError,
             "alpha: must be",
         ),
-        (
-            lambda: alignment_loss(
-                torch.ones(2, 2),
-                torch.ones(2, 2),
-                groups_x=torch.tensor([0.0, 1.0]),
-                groups_y=torch.tensor([0, 1]),
-            ),
-            EmbeddingError,
-            "integer codes",
-        ),
+        (_grouped(torch.tensor([0.0, 1.0]), torch.tensor([0, 1])), EmbeddingError, "integer codes"),
     ],
 )
 def test_bad_input_is_one_clear_error(call, error, match):

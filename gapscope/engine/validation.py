@@ -423,9 +423,9 @@ def check_positive(value: float, name: str) -> float:
     return number
 
 
-#: The smallest kernel temperature: the kernels' exponents ``2 t s`` are float32, where a
-#: smaller ``t`` (below ~1e-38 it is not even a float32) would make every kernel value 1.
-MIN_TEMPERATURE = 1e-30
+#: The smallest kernel temperature, the smallest positive float32 (2^-149, about 1.4e-45):
+#: the kernels' exponents ``2 t s`` are float32, where a smaller ``t`` rounds to 0.
+MIN_TEMPERATURE = 2.0**-149
 
 
 def check_temperature(value: float, name: str = "t") -> float:
@@ -436,8 +436,8 @@ def check_temperature(value: float, name: str = "t") -> float:
     >>> check_temperature(1e-46)
     Traceback (most recent call last):
     ...
-    gapscope.errors.GapscopeError: t: expected a temperature of at least 1e-30 (the kernel is \
-computed in float32), got 1e-46
+    gapscope.errors.GapscopeError: t: expected a temperature of at least 1.4013e-45 (the kernel \
+is computed in float32), got 1e-46
     """
     number = check_positive(value, name)
     if number < MIN_TEMPERATURE:
