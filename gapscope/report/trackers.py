@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -179,6 +180,8 @@ class MlflowTracker(Tracker):
             require("alembic", "an MLflow database store")
         if scheme == "sqlite":
             _check_sqlite_store(uri or mlflow.get_tracking_uri())
+        if scheme in ("http", "https"):
+            _check_reachable(uri or mlflow.get_tracking_uri())
         from mlflow.tracking import MlflowClient
 
         with _mlflow_errors():
@@ -356,8 +359,12 @@ class WandbTracker(Tracker):
                     reinit="create_new",
                 )
         self._run = run
+        # The run fields gapscope has written to this run, over every tracker of it.
+        self._set = _WANDB_FIELDS_SET.setdefault(str(run.id), {})
 
     def log(self, metrics: Mapping[str, float], step: int, fields: Mapping[str, str]) -> None:
+        if not self._owned:
+            self._warn_of_replaced(fields)
         current = getattr(self._run, "step", None)
         if isinstance(current, int) and step < current:
             raise GapscopeError(
@@ -367,7 +374,21 @@ class WandbTracker(Tracker):
         with _wandb_errors():
             if fields:
                 self._run.config.update(dict(fields), allow_val_change=True)
+                self._set.update(fields)
             self._run.log({key: float(value) for key, value in metrics.items()}, step=step)
+
+    def _warn_of_replaced(self, fields: Mapping[str, str]) -> None:
+        """A run of the caller's may hold a config value of its own under a run field's name
+        (``checkpoint``): replaced, as a run's fields are, but said, since it is not ours."""
+        for key, value in fields.items():
+            old = self._run.config.get(key)
+            if old is not None and old != value and self._set.get(key) != old:
+                warnings.warn(
+                    f"W&B run {self._run.id}: its config {key!r} was {old!r}; gapscope "
+                    f"replaces it with the report's {value!r}",
+                    UserWarning,
+                    stacklevel=4,
+                )
 
     def close(self, failed: bool = False) -> None:
         if self._owned:
@@ -414,6 +435,39 @@ def _check_sqlite_store(uri: str) -> None:
         raise GapscopeError(
             f"MLflow: cannot make the database {path} ({exc.strerror or exc})"
         ) from None
+
+
+#: W&B run id -> the run fields gapscope has written there, in this process: a later log
+#: into the same run replaces them without a warning.
+_WANDB_FIELDS_SET: dict[str, dict[str, str]] = {}
+
+#: Seconds to wait for a tracking server to accept a connection.
+_CONNECT_SECONDS = 10.0
+
+
+def _check_reachable(uri: str) -> None:
+    """Refuse a tracking server that does not accept a connection, at once: MLflow retries a
+    refused connection with backoff for minutes before it reports it. Skipped when requests
+    go through a proxy (the proxy, not this machine, reaches the server)."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname
+    if not host:
+        raise GapscopeError(f"MLflow: {uri!r} names no server")
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise GapscopeError(f"MLflow: {uri!r} has no valid port") from None
+    try:
+        socket.create_connection((host, port), timeout=_CONNECT_SECONDS).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise GapscopeError(f"MLflow: cannot reach the tracking server {uri} ({reason})") from None
 
 
 @contextlib.contextmanager

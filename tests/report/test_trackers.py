@@ -337,6 +337,39 @@ def test_sqlite_stores_that_cannot_hold_a_run_are_one_line(tmp_path, report_file
     assert not [p for p in tmp_path.iterdir() if p.suffix != ".json" and p != not_a_database]
 
 
+def test_a_tracking_server_that_refuses_connections_is_one_line_at_once(
+    monkeypatch, report_files
+):
+    """MLflow retries a refused connection for minutes; a port nothing listens on is refused
+    in one line before any request. Through a proxy the check is left to the proxy."""
+    import socket
+    import time
+
+    from gapscope.report import trackers
+
+    for variable in ("http", "all", "no"):
+        for name in (f"{variable}_proxy", f"{variable.upper()}_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+    with socket.socket() as probe:  # a port free on this machine, closed again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    line = one_error_line(
+        log(report_files[0], "--mlflow", f"http://127.0.0.1:{port}"),
+        f"MLflow: cannot reach the tracking server http://127.0.0.1:{port} (",
+    )
+    assert time.monotonic() - started < 60, line
+    one_error_line(log(report_files[0], "--mlflow", "http://:80"), "names no server")
+    one_error_line(log(report_files[0], "--mlflow", "http://h:99999"), "has no valid port")
+
+    def never(*args, **kwargs):
+        raise AssertionError("connected despite the proxy")
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setattr(socket, "create_connection", never)
+    trackers._check_reachable(f"http://127.0.0.1:{port}")  # left to the proxy
+
+
 def test_a_database_error_inside_mlflow_is_one_line(monkeypatch, sqlite_store, report_files):
     """An error SQLAlchemy raises past MLflow (a locked or corrupt database) is exit 2 with
     the driver's one-line reason, not a crash."""
@@ -421,6 +454,30 @@ def test_gapscope_log_to_wandb_offline_every_value_reads_back(wandb_offline, rep
         "tag.lr": "1e-4",
         "tag.data": "coco-val",
     }
+
+
+def test_a_config_value_of_the_callers_run_is_replaced_with_a_warning(wandb_offline, reports):
+    """A run of the caller's with a ``checkpoint`` of its own: the report's replaces it (the
+    run fields are the report's), with one warning naming both; gapscope's own value from an
+    earlier log is replaced in silence."""
+    import warnings
+
+    import wandb
+
+    config = {"checkpoint": "/ckpts/epoch_5.pt", "lr": 0.1}
+    settings = wandb.Settings(console="off", x_disable_stats=True)
+    run = wandb.init(project="training", config=config, settings=settings)
+    try:
+        with pytest.warns(UserWarning, match="its config 'checkpoint' was '/ckpts/epoch_5.pt'"):
+            reports[0].log_to(run, step=1)
+        assert run.config["checkpoint"] == reports[0].run_info.checkpoint
+        assert run.config["lr"] == 0.1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            reports[1].log_to(run, step=2)
+        assert run.config["checkpoint"] == reports[1].run_info.checkpoint
+    finally:
+        run.finish()
 
 
 def test_log_to_a_wandb_run_refuses_an_earlier_step(wandb_offline, reports):
