@@ -337,9 +337,7 @@ def test_sqlite_stores_that_cannot_hold_a_run_are_one_line(tmp_path, report_file
     assert not [p for p in tmp_path.iterdir() if p.suffix != ".json" and p != not_a_database]
 
 
-def test_a_tracking_server_that_refuses_connections_is_one_line_at_once(
-    monkeypatch, report_files
-):
+def test_a_tracking_server_that_refuses_connections_is_one_line_at_once(monkeypatch, report_files):
     """MLflow retries a refused connection for minutes; a port nothing listens on is refused
     in one line before any request. Through a proxy the check is left to the proxy."""
     import socket
