@@ -185,6 +185,13 @@ def handle_errors(func: F | None = None, *, interrupted: str = INTERRUPTED) -> A
                 raise typer.Exit(closed_output()) from None
             except OSError as exc:
                 raise fail(_describe(exc)) from None
+            except RuntimeError as exc:
+                loop = _symlink_loop(exc)
+                if loop is None:
+                    if os.environ.get(TRACEBACK_VARIABLE) == "1":
+                        raise
+                    raise typer.Exit(report_crash(exc)) from None
+                raise fail(loop) from None
             except KeyboardInterrupt:
                 typer.echo(interrupted, err=True)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -198,6 +205,17 @@ def handle_errors(func: F | None = None, *, interrupted: str = INTERRUPTED) -> A
         return wrapper  # type: ignore[return-value]
 
     return decorate(func) if func is not None else decorate
+
+
+def _symlink_loop(exc: RuntimeError) -> str | None:
+    """The one line for a path through a loop of symbolic links, which ``Path.resolve``
+    reports as a ``RuntimeError`` on Python 3.11 and 3.12 (later versions raise ``OSError``,
+    described with the others); ``None`` for any other ``RuntimeError``."""
+    text = str(exc)
+    prefix = "Symlink loop from "
+    if not text.startswith(prefix):
+        return None
+    return f"{text[len(prefix) :].strip(chr(39))}: a loop of symbolic links"
 
 
 # ----------------------------------------------------------------------------- usage errors

@@ -40,7 +40,7 @@ import socket
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,6 +290,9 @@ def _load_npy(path: Path, mmap: bool) -> np.ndarray:
 #: one-letter scheme is a Windows drive.
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:/")
 _LOCK_WAIT_SECONDS = 0.5  # a reader's probe holds the lock for microseconds; never refuse on it
+# A store opened while a writer swaps it is opened again, this many times this far apart.
+_OPEN_ATTEMPTS = 20
+_REOPEN_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -316,7 +319,10 @@ class StorePaths:
                 "URLs are read-only); write it to a local folder and copy it there"
             )
         given = Path(path)
-        real = given.resolve()
+        try:
+            real = given.resolve()
+        except RuntimeError:  # Python 3.11 and 3.12; later ones give OSError (ELOOP)
+            raise StoreError(f"{given}: a loop of symbolic links") from None
         if not real.name:
             raise StoreError(f"{given}: the root folder cannot be a store")
         name = real.name
@@ -363,6 +369,9 @@ class StoreLock:
             StoreError: another process holds the lock.
         """
         paths = StorePaths.of(path)
+        file = next((p for p in paths.lock.parents if p.is_file()), None)
+        if file is not None:
+            raise StoreError(f"{paths.given}: {file} is a file, not a folder")
         paths.lock.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + _LOCK_WAIT_SECONDS
         while True:
@@ -1058,11 +1067,17 @@ class EmbeddingStore:
             if local is None:
                 return remote.RemoteStore.open_url(str(path), allow_incomplete=allow_incomplete)
             path = local
-        for _ in range(3):
+        for attempt in range(_OPEN_ATTEMPTS):
             try:
                 return cls._open(Path(path), mmap=mmap, allow_incomplete=allow_incomplete)
             except _StoreReplaced:
                 continue
+            except StoreError:
+                # A store being replaced is missing, or half old and half new, for the instant
+                # between two renames: while its writer holds the lock, open it again.
+                if attempt + 1 == _OPEN_ATTEMPTS or store_writer(path) is None:
+                    raise
+                time.sleep(_REOPEN_SECONDS)
         raise StoreError(f"{path}: replaced again and again while it was read")
 
     @classmethod
@@ -1080,6 +1095,12 @@ class EmbeddingStore:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{manifest_path}: not valid JSON ({exc})") from None
+        except OSError as exc:  # moved away since it was seen: a swap (open() retries)
+            if _folder_id(path) != folder:
+                raise _StoreReplaced(
+                    f"{path}: the store was replaced while it was opened"
+                ) from None
+            raise StoreError(f"{manifest_path}: cannot be read ({exc.strerror or exc})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise StoreError(f"{manifest_path}: not a gapscope store manifest")
         check_format_version(path, manifest)
@@ -1104,22 +1125,48 @@ class EmbeddingStore:
                 f"{path}: store is incomplete (an extract was interrupted); "
                 "run the same extract again to resume it"
             )
-        store.validate()
+        with store._reading():  # files of a store swapped in meanwhile do not fit its manifest
+            store.validate()
         return store
 
     def _check_not_replaced(self) -> None:
         """Raise when the folder at ``path`` is no longer the one this object read first."""
+        if self._was_replaced():
+            raise _StoreReplaced(
+                f"{self.path}: the store was replaced (an overwrite) while it was read; open "
+                "it again"
+            )
+
+    def _was_replaced(self) -> bool:
         folder = _folder_id(self.path)
         if folder == self._folder:
-            return
-        if _manifest_stamp(self.path) == self._stamp:
+            return False
+        if folder is not None and _manifest_stamp(self.path) == self._stamp:
             # The same manifest file: a filesystem whose inode numbers move, not a swap (a
             # swapped-in store's manifest was written at another time).
             self._folder = folder
-            return
-        raise _StoreReplaced(
-            f"{self.path}: the store was replaced (an overwrite) while it was read; open it again"
-        )
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Around a read of the store's files. A read that fails because the folder was
+        swapped underneath it (an overwrite: the files of two stores, or none) is a
+        replacement, which :meth:`open` retries and a later read reports as such, not a
+        damaged store; a read that fails otherwise is a damaged store, in one line."""
+        try:
+            yield
+        except _StoreReplaced:
+            raise
+        except (StoreError, OSError, ValueError) as exc:
+            if self._was_replaced():
+                raise _StoreReplaced(
+                    f"{self.path}: the store was replaced (an overwrite) while it was read; "
+                    "open it again"
+                ) from None
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{self.path}: cannot read the store ({exc})") from None
 
     @property
     def complete(self) -> bool:
@@ -1155,7 +1202,8 @@ class EmbeddingStore:
     def embeddings(self, modality: str) -> np.ndarray:
         """Raw embeddings of one modality, ``(rows, dim)``, memory-mapped read-only by default."""
         info = self.info(modality)
-        array = _load_npy(self.path / info["file"], mmap=self._mmap)
+        with self._reading():
+            array = _load_npy(self.path / info["file"], mmap=self._mmap)
         self._check_not_replaced()
         return array
 
@@ -1170,7 +1218,8 @@ class EmbeddingStore:
                 items = list(self.item_columns(modality))
             else:
                 info = self.info(modality)
-                items = self._read_item_lines(info.get("items", f"{modality}.items.jsonl"))
+                with self._reading():
+                    items = self._read_item_lines(info.get("items", f"{modality}.items.jsonl"))
                 self._check_not_replaced()
             self._items[modality] = items
         return self._items[modality]
@@ -1205,9 +1254,10 @@ class EmbeddingStore:
     def _read_columns(self, name: str, rows: int) -> ItemColumns:
         """The checked item columns of the file ``name`` (memory-mapped)."""
         path = self.path / name
-        if not path.is_file():
-            raise StoreError(f"{path}: file is missing")
-        columns = item_columns.read_columns(path, rows)
+        with self._reading():
+            if not path.is_file():
+                raise StoreError(f"{path}: file is missing")
+            columns = item_columns.read_columns(path, rows)
         self._check_not_replaced()
         return columns
 

@@ -87,6 +87,21 @@ class NamedBytes(io.BytesIO):
         return repr(self.shown_as)
 
 
+@dataclass(frozen=True, slots=True)
+class FileRef(MediaRef):
+    """A media file of a folder, read whole when its batch is decoded and checked against
+    the sha256 the scan took: a file changed while an extract runs is skipped and listed
+    ("changed since the extract started"), not encoded under its old identity."""
+
+    path: str  # absolute
+    name: str  # as the store's items and skips show it: the path in the media folder
+    sha256: str
+
+    def _bytes(self) -> bytes:
+        with open(self.path, "rb") as fh:
+            return fh.read()
+
+
 def open_media(load: str | MediaRef) -> Any:
     """What a preprocessor reads for a row: a path or a caption as they are, or the bytes of a
     :class:`MediaRef` as a file object."""
@@ -270,12 +285,23 @@ def _media_candidates(
             source=rel,
             group=rel,
             label=rel.split("/", 1)[0] if labelled else None,
-            load=str(path.resolve()),
+            load=_file_load(path, rel, content),
             content=content,
         )
         for (rel, path), content in zip(found, contents, strict=True)
     ]
     return media, walk.skipped
+
+
+def _file_load(path: Path, rel: str, content: str) -> str | MediaRef:
+    """What the decoder reads for a media file: the file checked against its scan digest,
+    or (a file the scan could not read) its path, whose read then fails and is listed.
+    realpath, not resolve(): a link in a loop stays as it is (on Python 3.11, resolve()
+    raises)."""
+    real = os.path.realpath(path)
+    if content.startswith("unreadable: "):
+        return real
+    return FileRef(real, rel, content)
 
 
 class _MediaWalk:
@@ -492,7 +518,7 @@ def _relative(file: str, root: Path) -> str | None:
     path = Path(file.replace("\\", "/"))
     if path.is_absolute():
         try:
-            return path.resolve().relative_to(root).as_posix()
+            return Path(os.path.realpath(path)).relative_to(root).as_posix()
         except ValueError:
             return None
     rel = os.path.normpath(path.as_posix()).replace(os.sep, "/")

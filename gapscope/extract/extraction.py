@@ -413,7 +413,7 @@ def _run(
             summary.processed += stats["processed"]
             summary.seconds += seconds
             summary.throughput[modality] = {**stats, "seconds": seconds}
-    _finalize(store, enc, dataset, plans, skips)
+    _finalize(store, enc, dataset, plans, skips, whole=shard is None)
     final = _summary(store, enc, skips, shard)
     summary.rows, summary.skipped, summary.encoder, summary.shard = (
         final.rows,
@@ -611,9 +611,17 @@ class _Collate:
 
 
 def describe_failure(exc: BaseException, source: str) -> str:
-    """``"ExceptionType: message"`` without the file's path (the entry names the file)."""
+    """``"ExceptionType: message"`` without the file's path (the entry names the file).
+
+    >>> describe_failure(PermissionError(13, "Permission denied", "/d/a.png"), "/d/a.png")
+    'PermissionError: [Errno 13] Permission denied'
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        # Its text ends "...: '<path>'"; built from its parts, without a colon left over.
+        number = f"[Errno {exc.errno}] " if exc.errno is not None else ""
+        return f"{type(exc).__name__}: {number}{exc.strerror}"
     message = str(exc).replace(f" '{source}'", "").replace(f" {source}", "").replace(source, "")
-    message = " ".join(message.split())
+    message = " ".join(message.split()).rstrip(":")
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
@@ -731,10 +739,12 @@ def _finalize(
     dataset: Dataset,
     plans: dict[str, list[range]],
     skips: SkipLog,
+    *,
+    whole: bool = True,
 ) -> None:
     rows = {m: store.rows_written(m) for m in dataset.modalities}
     try:
-        _check_some_rows(rows, dataset, plans, skips)
+        _check_some_rows(rows, dataset, plans, skips, whole=whole)
     except GapscopeError:
         # Input that cannot make a store leaves the store it would have replaced alone.
         store.discard()
@@ -746,18 +756,50 @@ def _finalize(
 
 
 def _check_some_rows(
-    rows: dict[str, int], dataset: Dataset, plans: dict[str, list[range]], skips: SkipLog
+    rows: dict[str, int],
+    dataset: Dataset,
+    plans: dict[str, list[range]],
+    skips: SkipLog,
+    *,
+    whole: bool = True,
 ) -> None:
-    for modality in dataset.modalities:
-        if plans[modality] and rows[modality] == 0:
-            first = next((s for s in skips.entries() if s["modality"] == modality), None)
-            reason = f" (first: {first['source']}: {first['reason']})" if first else ""
-            raise GapscopeError(
-                f"no readable {modality} files: all {sum(len(b) for b in plans[modality])} "
-                f"were skipped{reason}"
-            )
-    if not any(rows.values()):
+    """Refuse a whole extract of which every file of a modality was unreadable. A shard's
+    slice may be all unreadable while the others are not: ``merge`` checks the whole
+    (:func:`check_readable_rows`), and a shard is refused only when its slice is empty."""
+    if whole:
+        for modality in dataset.modalities:
+            if plans[modality] and rows[modality] == 0:
+                check_readable_rows(modality, 0, skips.entries(), planned=plans[modality])
+    if not any(plans[m] for m in dataset.modalities):
         raise GapscopeError("this shard has no rows: use fewer shards than batches")
+    if not any(rows.values()):
+        # A store holds at least one row: a slice of nothing but unreadable files (a shard
+        # of an image-only folder) makes none, and fewer, larger shards avoid that.
+        entries = skips.entries()
+        first = f" (first: {entries[0]['source']}: {entries[0]['reason']})" if entries else ""
+        raise GapscopeError(
+            f"every file of this shard's slice was unreadable{first}, and a shard store needs "
+            "a row: use fewer shards"
+        )
+
+
+def check_readable_rows(
+    modality: str,
+    rows: int,
+    skipped: list[dict[str, Any]],
+    planned: list[range] | None = None,
+) -> None:
+    """Refuse ``rows == 0`` of ``modality``: every one of its files was skipped."""
+    if rows:
+        return
+    first = next((s for s in skipped if s["modality"] == modality), None)
+    reason = f" (first: {first['source']}: {first['reason']})" if first else ""
+    count = (
+        sum(len(b) for b in planned)
+        if planned is not None
+        else sum(s["modality"] == modality for s in skipped)
+    )
+    raise GapscopeError(f"no readable {modality} files: all {count} were skipped{reason}")
 
 
 def _summary(

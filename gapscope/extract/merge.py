@@ -13,13 +13,14 @@ one, or holds one) is refused. A merge that was killed starts again when run aga
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gapscope.data.store import MODALITIES, EmbeddingStore, StoreLock
 from gapscope.errors import GapscopeError
-from gapscope.extract.extraction import SkipLog, identity_difference
+from gapscope.extract.extraction import SkipLog, check_readable_rows, identity_difference
 from gapscope.extract.shards import parse_shard
 
 _CHUNK_ROWS = 65536
@@ -58,6 +59,7 @@ def merge_stores(
     with StoreLock.acquire(out) as lock:
         merged, replace = _finished_or_replaced(Path(out), lock, identity, overwrite)
         if merged is None:
+            existed = Path(out).is_dir()
             merged = EmbeddingStore.create(
                 out,
                 encoder=first.encoder,
@@ -68,6 +70,25 @@ def merge_stores(
                 skipped=skips.entries(),
             )
             _append_shards(merged, ordered)
+            try:
+                # Each shard may lack a modality's rows (its slice all unreadable); the whole
+                # may not, as one process's extract may not.
+                written = {m for shard in ordered for m in shard.modalities}
+                # A modality no shard has a row of is known from the files it skipped.
+                written |= {entry["modality"] for entry in skips.entries()}
+                for m in sorted(written):
+                    check_readable_rows(m, merged.rows_written(m), skips.entries())
+            except GapscopeError:
+                # Nothing is left of a merge refused: a replacement is dropped (the old store
+                # stays), a new store removed (the folder was absent or empty before).
+                if merged.staged:
+                    merged.discard()
+                else:
+                    merged.close()
+                    shutil.rmtree(merged.path, ignore_errors=True)
+                    if existed:
+                        Path(out).mkdir(exist_ok=True)
+                raise
             normalized = {
                 m: bool(s.info(m).get("normalized", False)) for s in ordered for m in s.modalities
             }

@@ -132,6 +132,53 @@ def test_a_reader_never_mixes_the_old_store_and_its_replacement(tmp_path):
     assert not np.array_equal(EmbeddingStore.open(path).embeddings("image"), old)
 
 
+def _rows(path: Path, seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    emb = {m: rng.normal(size=(n, 4)).astype(np.float32) for m in ("image", "text")}
+    items = {m: [{"id": f"{m}{i}", "source": "", "group": i} for i in range(n)] for m in emb}
+    EmbeddingStore.write(path, emb, items)
+
+
+@pytest.mark.parametrize("moment", ["after the manifest", "while the folder is away"])
+def test_opening_a_store_in_the_middle_of_its_swap_opens_one_whole_store(
+    tmp_path, monkeypatch, moment
+):
+    """An overwrite swaps folders with two renames while a reader opens the store: the
+    reader has read the old manifest when the new files appear (3 rows against 5), or finds
+    no folder at all. Either way open() opens a whole store, the new one, not a "damaged"
+    one: its writer holds the lock, so the open is tried again."""
+    import gapscope.data.store as store_module
+
+    path, new = tmp_path / "store", tmp_path / "new"
+    _rows(path, 0, 3)
+    _rows(new, 1, 5)
+    real_check = store_module.check_manifest
+    swapped = []
+
+    def swap_then_check(folder, manifest):
+        if not swapped:
+            swapped.append(True)
+            os.rename(path, tmp_path / "old")
+            if moment == "after the manifest":
+                os.rename(new, path)
+        return real_check(folder, manifest)
+
+    monkeypatch.setattr(store_module, "check_manifest", swap_then_check)
+    real_sleep = store_module.time.sleep
+
+    def finish_the_swap(seconds):
+        if not path.exists():
+            os.rename(new, path)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(store_module.time, "sleep", finish_the_swap)
+    with StoreLock.acquire(tmp_path / "store"):  # the writer's, held through the swap
+        opened = EmbeddingStore.open(path)
+        assert opened.info("image")["rows"] == 5
+        assert np.asarray(opened.embeddings("image")).shape == (5, 4)
+    assert len(swapped) == 1
+
+
 def test_a_reader_of_a_store_being_written_is_told_so(tmp_path):
     path = tmp_path / "store"
     store = EmbeddingStore.create(path)
@@ -329,3 +376,10 @@ def test_a_store_the_file_system_refuses_is_not_overwritten(tmp_path, monkeypatc
         assert _files(path) == old and _siblings(path) == []
     EmbeddingStore.create(path, overwrite=True).close()  # allowed, and abandoned
     assert _files(path) == old  # the trial file is removed
+
+
+def test_a_store_path_through_a_file_names_the_file(tmp_path):
+    _write(tmp_path / "store")
+    target = tmp_path / "store" / "manifest.json" / "x"
+    with pytest.raises(StoreError, match=r"manifest.json is a file, not a folder$"):
+        EmbeddingStore.create(target)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -156,6 +157,28 @@ def test_a_symlink_loop_and_a_second_path_are_read_once_and_listed(tmp_path, cli
     assert "Skipped 3 image" in result.stdout and "symlink loop" in result.stdout
 
 
+def test_file_links_in_a_loop_are_skipped_and_an_output_through_one_is_refused(tmp_path, cli):
+    """a.bmp -> b.bmp -> a.bmp: both are unreadable files, skipped and listed (they crashed
+    the extract on Python 3.11, whose Path.resolve raises on a loop); an output path through
+    a loop of links is one line, exit 2."""
+    images = tmp_path / "images"
+    write_bmps(images, n=4)
+    os.symlink("b.bmp", images / "cat" / "a.bmp")
+    os.symlink("a.bmp", images / "cat" / "b.bmp")
+    out = tmp_path / "store"
+    cli(*resume_args(images, out), expect=0)
+    store = EmbeddingStore.open(out)
+    assert store.info("image")["rows"] == 4
+    loops = {s["source"]: s["reason"] for s in store.manifest["skipped"]}
+    reason = f"OSError: [Errno {errno.ELOOP}] {os.strerror(errno.ELOOP)}"
+    assert loops == {"cat/a.bmp": reason, "cat/b.bmp": reason}
+    os.symlink("loop2", tmp_path / "loop1")
+    os.symlink("loop1", tmp_path / "loop2")
+    for target in (tmp_path / "loop1", tmp_path / "loop1" / "sub"):
+        result = cli(*resume_args(images, target), expect=2)
+        assert result.stderr.strip() == f"Error: {target}: a loop of symbolic links"
+
+
 def test_names_that_are_not_utf8_are_skipped_and_listed(tmp_path, cli):
     """A store keeps ids, sources and labels as UTF-8 text: a file or class folder whose name
     is other bytes is skipped and listed (its name written with ``\\x`` escapes)."""
@@ -265,3 +288,32 @@ def test_a_csv_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path / "c.csv", "image,caption", "a.png,x", f'b.png,"{"y" * 200_000}')
     with pytest.raises(GapscopeError, match="line 3: field larger than field limit"):
         read_captions(path)
+
+
+def test_a_file_changed_while_the_extract_runs_is_skipped_not_encoded(tmp_path, monkeypatch):
+    """The scan took each file's sha256; a file changed before its batch is decoded does not
+    match it, and is skipped and listed instead of encoded under the scan's identity."""
+    import gapscope.extract.extraction as extraction
+
+    images = tmp_path / "images"
+    write_bmps(images, n=4)
+    real_scan = extraction.scan_dataset
+
+    def scan_then_change(*args, **kwargs):
+        dataset = real_scan(*args, **kwargs)
+        (images / "dog" / "02.bmp").write_bytes((images / "cat" / "01.bmp").read_bytes())
+        return dataset
+
+    monkeypatch.setattr(extraction, "scan_dataset", scan_then_change)
+    out = tmp_path / "store"
+    encoder = load_encoder("open_clip", model="gapscope-tiny-vit", device="cpu")
+    extract(out, images=images, encoder=encoder, batch_size=BATCH, workers=0, quiet=True)
+    store = EmbeddingStore.open(out)
+    assert [i["id"] for i in store.items("image")] == ["cat/01.bmp", "cat/03.bmp", "dog/00.bmp"]
+    assert store.manifest["skipped"] == [
+        {
+            "modality": "image",
+            "source": "dog/02.bmp",
+            "reason": "ValueError: changed since the extract started",
+        }
+    ]

@@ -181,3 +181,54 @@ def test_torchrun_ranks_are_shards_merged_by_rank_0(shard_run, image_data, tmp_p
     # Two shards merged equal the single run, and the shard folders are gone.
     assert_same_store(out, single)
     assert not (tmp_path / "store.shards").exists()
+
+
+def _unreadable_halves(root):
+    """Four images with captions: the first two decode, the last two are garbage bytes."""
+    import numpy as np
+    from PIL import Image
+
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+            images / f"{name}.png"
+        )
+    for name in ("c", "d"):
+        (images / f"{name}.png").write_bytes(b"not an image")
+    captions = root / "captions.csv"
+    captions.write_text("file,caption\na.png,one\nb.png,two\nc.png,three\nd.png,four\n")
+    return images, captions
+
+
+def test_a_shard_whose_images_are_all_unreadable_still_merges_as_one_run(tmp_path):
+    """Batches of 2: shard 1/2 holds c and d, both unreadable. It keeps their captions and
+    lists them, and the merge equals one process's extract; the whole-dataset rule (some
+    image must be readable) is the merge's."""
+    images, captions = _unreadable_halves(tmp_path)
+    args = {**ARGS, "batch_size": 2}
+    extract(tmp_path / "single", images=images, captions=captions, **args)
+    shards = [tmp_path / f"s{i}" for i in range(2)]
+    for i, shard in enumerate(shards):
+        extract(shard, images=images, captions=captions, shard=f"{i}/2", **args)
+    merge_stores(tmp_path / "merged", shards)
+    assert_same_store(tmp_path / "merged", tmp_path / "single")
+    # Without a caption to keep, the slice makes no row at all: refused, naming why.
+    with pytest.raises(GapscopeError, match="every file of this shard's slice was unreadable"):
+        extract(tmp_path / "bare", images=images, shard="1/2", **args)
+
+
+def test_a_merge_of_shards_without_one_readable_image_is_refused(tmp_path):
+    images, captions = _unreadable_halves(tmp_path)
+    for name in ("a", "b"):
+        (images / f"{name}.png").write_bytes(b"not an image either")
+    args = {**ARGS, "batch_size": 2}
+    with pytest.raises(GapscopeError, match="no readable image files: all 4 were skipped"):
+        extract(tmp_path / "single", images=images, captions=captions, **args)
+    shards = [tmp_path / f"s{i}" for i in range(2)]
+    for i, shard in enumerate(shards):
+        extract(shard, images=images, captions=captions, shard=f"{i}/2", **args)
+    with pytest.raises(GapscopeError, match="no readable image files: all 4 were skipped"):
+        merge_stores(tmp_path / "merged", shards)
+    assert not [p.name for p in tmp_path.iterdir() if "merged" in p.name]  # nor its lock
