@@ -185,6 +185,11 @@ def handle_errors(func: F | None = None, *, interrupted: str = INTERRUPTED) -> A
                 raise typer.Exit(closed_output()) from None
             except OSError as exc:
                 raise fail(_describe(exc)) from None
+            except KeyboardInterrupt:
+                typer.echo(interrupted, err=True)
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            except (typer.Exit, typer.Abort, SystemExit, _CLICK_EXCEPTION):
+                raise  # click's Exit is a RuntimeError: before the loop test below
             except RuntimeError as exc:
                 loop = _symlink_loop(exc)
                 if loop is None:
@@ -192,11 +197,6 @@ def handle_errors(func: F | None = None, *, interrupted: str = INTERRUPTED) -> A
                         raise
                     raise typer.Exit(report_crash(exc)) from None
                 raise fail(loop) from None
-            except KeyboardInterrupt:
-                typer.echo(interrupted, err=True)
-                raise typer.Exit(EXIT_INTERRUPTED) from None
-            except (typer.Exit, typer.Abort, SystemExit, _CLICK_EXCEPTION):
-                raise
             except Exception as exc:
                 if os.environ.get(TRACEBACK_VARIABLE) == "1":
                     raise

@@ -1159,11 +1159,7 @@ class EmbeddingStore:
         except _StoreReplaced:
             raise
         except (StoreError, OSError, ValueError) as exc:
-            if self._was_replaced():
-                raise _StoreReplaced(
-                    f"{self.path}: the store was replaced (an overwrite) while it was read; "
-                    "open it again"
-                ) from None
+            self._check_not_replaced()  # the swap, if there was one (a URL store has none)
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"{self.path}: cannot read the store ({exc})") from None
