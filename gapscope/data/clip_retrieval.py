@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,15 +338,7 @@ def import_folder(
                 progress(part + 1, len(folder.partitions))
         store.finalize(normalized=unit)
     except BaseException:
-        # Nothing half written stays behind: a replacement is dropped (the old store stays),
-        # a new store removed (the folder was absent or empty before).
-        if store.staged:
-            store.discard()
-        elif not store.complete:
-            store.close()
-            shutil.rmtree(store.path, ignore_errors=True)
-            if existed:
-                Path(out).mkdir(exist_ok=True)
+        store.abandon(Path(out) if existed else None)  # nothing half written stays behind
         raise
     finally:
         store.close()

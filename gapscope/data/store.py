@@ -843,6 +843,18 @@ class EmbeddingStore:
             _discard_staging(self._lock.paths)
         self.close()
 
+    def abandon(self, restore: Path | None = None) -> None:
+        """Leave nothing of a store being written: a replacement is dropped (:meth:`discard`:
+        the old store stays), a new, unfinished store removed, and ``restore`` made again
+        (the folder given, when it was there, empty, before)."""
+        if self.staged:
+            self.discard()
+        elif not self.complete:
+            self.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            if restore is not None:
+                restore.mkdir(exist_ok=True)
+
     @classmethod
     def write(
         cls,

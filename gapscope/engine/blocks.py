@@ -203,8 +203,9 @@ class NegativePairIndex:
         order_y = np.argsort(groups_y, kind="stable")  # each group's rows ascending
         sorted_y = groups_y[order_y]
         self.lo = np.searchsorted(sorted_y, groups_x, side="left")
-        self.present = np.searchsorted(sorted_y, groups_x, side="right") > self.lo
-        counts = m - (np.searchsorted(sorted_y, groups_x, side="right") - self.lo)
+        in_group = np.searchsorted(sorted_y, groups_x, side="right") - self.lo
+        self.present = in_group > 0
+        counts = m - in_group
         self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         self.total = int(self.offsets[-1])
         # Position p of the sorted y rows, in a group starting at position s: key s (m + 1)

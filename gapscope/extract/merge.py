@@ -13,7 +13,6 @@ one, or holds one) is refused. A merge that was killed starts again when run aga
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,15 +78,7 @@ def merge_stores(
                 for m in sorted(written):
                     check_readable_rows(m, merged.rows_written(m), skips.entries())
             except GapscopeError:
-                # Nothing is left of a merge refused: a replacement is dropped (the old store
-                # stays), a new store removed (the folder was absent or empty before).
-                if merged.staged:
-                    merged.discard()
-                else:
-                    merged.close()
-                    shutil.rmtree(merged.path, ignore_errors=True)
-                    if existed:
-                        Path(out).mkdir(exist_ok=True)
+                merged.abandon(Path(out) if existed else None)  # nothing left of a merge refused
                 raise
             normalized = {
                 m: bool(s.info(m).get("normalized", False)) for s in ordered for m in s.modalities

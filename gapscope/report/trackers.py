@@ -174,14 +174,15 @@ class MlflowTracker(Tracker):
                 "an MLflow experiment or run name is for a new run; a run id names an existing one"
             )
         mlflow = require("mlflow", "logging to MLflow")
-        scheme = (uri or mlflow.get_tracking_uri() or "").split(":", 1)[0].split("+", 1)[0]
+        target = uri or mlflow.get_tracking_uri() or ""
+        scheme = target.split(":", 1)[0].split("+", 1)[0]
         if scheme in _MLFLOW_DATABASES:
             require("sqlalchemy", "an MLflow database store")
             require("alembic", "an MLflow database store")
         if scheme == "sqlite":
-            _check_sqlite_store(uri or mlflow.get_tracking_uri())
+            _check_sqlite_store(target)
         if scheme in ("http", "https"):
-            _check_reachable(uri or mlflow.get_tracking_uri())
+            _check_reachable(target)
         from mlflow.tracking import MlflowClient
 
         with _mlflow_errors():
