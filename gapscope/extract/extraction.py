@@ -222,6 +222,7 @@ def extract(
     )
     if class_spec is not None:
         _check_labels_are_classes(dataset, class_spec[0], classes)
+    restore = _empty_folder(Path(out))  # made again if the extract is refused
     # Locked before the encoder loads: a second run into this store stops at once.
     with StoreLock.acquire(out) as lock:
         enc = _encoder_for(
@@ -255,6 +256,7 @@ def extract(
                 part_rows=part_rows,
                 part_seconds=part_seconds,
                 console=console,
+                restore=restore,
             )
         if class_spec is not None:
             summary.classes = write_class_prompts(
@@ -384,6 +386,7 @@ def _run(
     part_rows: int,
     part_seconds: float,
     console: Console | None,
+    restore: Path | None = None,
 ) -> ExtractSummary:
     """Encode what the store lacks, then finalise it (and swap it in, for an overwrite)."""
     plans = {
@@ -413,7 +416,7 @@ def _run(
             summary.processed += stats["processed"]
             summary.seconds += seconds
             summary.throughput[modality] = {**stats, "seconds": seconds}
-    _finalize(store, enc, dataset, plans, skips, whole=shard is None)
+    _finalize(store, enc, dataset, plans, skips, whole=shard is None, restore=restore)
     final = _summary(store, enc, skips, shard)
     summary.rows, summary.skipped, summary.encoder, summary.shard = (
         final.rows,
@@ -524,6 +527,14 @@ def _open_or_create(
         extract=identity,
         skipped=SkipLog(dataset.skipped).entries(),
     )
+
+
+def _empty_folder(path: Path) -> Path | None:
+    """``path`` if it is an empty folder (``None`` otherwise, or when it cannot be listed)."""
+    try:
+        return path if path.is_dir() and not any(path.iterdir()) else None
+    except OSError:
+        return None
 
 
 def _check_resumable(path: Path, store: EmbeddingStore, identity: dict[str, Any]) -> None:
@@ -741,13 +752,16 @@ def _finalize(
     skips: SkipLog,
     *,
     whole: bool = True,
+    restore: Path | None = None,
 ) -> None:
     rows = {m: store.rows_written(m) for m in dataset.modalities}
     try:
         _check_some_rows(rows, dataset, plans, skips, whole=whole)
     except GapscopeError:
-        # Input that cannot make a store leaves the store it would have replaced alone.
-        store.discard()
+        # Input that cannot make a store leaves the store it would have replaced alone, and
+        # nothing of its own: the same arguments fail again, and fixed files change the
+        # dataset's fingerprint, so an unfinished store here could never be resumed.
+        store.abandon(restore)
         raise
     store.finalize(
         normalized={m: encoder.normalized(m) for m in dataset.modalities if rows[m]},

@@ -66,6 +66,31 @@ def test_overwrite_with_input_that_fails_keeps_the_old_store(small, tmp_path, cl
     assert sorted(os.listdir(tmp_path)) == ["broken", "store"]
 
 
+@pytest.mark.parametrize("given", ["absent", "empty folder"])
+def test_a_new_store_refused_for_its_input_leaves_nothing(tmp_path, cli, given):
+    """Every image unreadable, every caption read: refused, and no unfinished store left
+    (the same arguments would fail again, and fixed files change the fingerprint, so it could
+    never be resumed); a folder given empty stays, empty."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.png", "b.png"):
+        (broken / name).write_bytes(b"not an image")
+    captions = tmp_path / "captions.csv"
+    captions.write_text("file,caption\na.png,a cat\nb.png,a dog\n")
+    out = tmp_path / "store"
+    if given == "empty folder":
+        out.mkdir()
+    args = ["extract", "--images", broken, "--captions", captions, "--model", "gapscope-tiny-vit"]
+    for _ in range(2):  # and again: the same refusal, not an "interrupted extract"
+        result = cli(*args, "--workers", "0", "-q", "-o", out, expect=2)
+        assert "no readable image files: all 2 were skipped" in _one_error_line(result.stderr)
+        assert sorted(os.listdir(tmp_path)) == sorted(
+            ["broken", "captions.csv", *(["store"] if given == "empty folder" else [])]
+        )
+    if given == "empty folder":
+        assert not os.listdir(out)
+
+
 def test_a_folder_left_by_a_kill_in_the_first_manifest_write_is_reused(small, tmp_path, cli):
     """It held only ``.manifest.json.*.tmp``: "folder is not empty" without --overwrite, and
     "not an embedding store" with it."""

@@ -217,6 +217,7 @@ def test_a_shard_whose_images_are_all_unreadable_still_merges_as_one_run(tmp_pat
     # Without a caption to keep, the slice makes no row at all: refused, naming why.
     with pytest.raises(GapscopeError, match="every file of this shard's slice was unreadable"):
         extract(tmp_path / "bare", images=images, shard="1/2", **args)
+    assert not [p.name for p in tmp_path.iterdir() if "bare" in p.name]  # nor its lock
 
 
 def test_a_merge_of_shards_without_one_readable_image_is_refused(tmp_path):
