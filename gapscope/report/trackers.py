@@ -5,8 +5,10 @@ Each report is one step. Its metrics (:meth:`Report.to_flat`, in the spelling ev
 takes: ``image-text/recall/image_to_text/R5``) are logged at its step, and its run fields
 beside them under the names of the flat outputs (``checkpoint``, ``tag.<key>``): as run tags
 in MLflow and config entries in W&B (both keep one value a run, the last report's), and as
-text summaries at the step in TensorBoard. Several reports are logged in the order of their
-steps: each report's recorded step (``analyze --step``), or their order when none records one.
+text summaries at the step in TensorBoard. A tag or config value of a run of the caller's
+(not gapscope's) under one of those names is replaced with a warning naming both values.
+Several reports are logged in the order of their steps: each report's recorded step
+(``analyze --step``), or their order when none records one.
 
 A tracker is named by a spec (what ``gapscope log`` builds from its options) or given as an
 object:
@@ -206,6 +208,11 @@ class MlflowTracker(Tracker):
                 self._owned = True
         self.run_id: str = run.info.run_id
         self.experiment: str = name
+        # Set for a run of the caller's (an MLflow run object or the active run): a tag of
+        # its own under a run field's name is replaced with a warning, as in W&B.
+        self._callers = False
+        # The run fields gapscope has written to this run, over every tracker of it.
+        self._set = _MLFLOW_FIELDS_SET.setdefault(self.run_id, {})
 
     def log(self, metrics: Mapping[str, float], step: int, fields: Mapping[str, str]) -> None:
         from mlflow.entities import Metric, RunTag
@@ -214,11 +221,28 @@ class MlflowTracker(Tracker):
         entries = [Metric(key, float(value), now, step) for key, value in metrics.items()]
         tags = [RunTag(key, value) for key, value in fields.items()]
         with _mlflow_errors():
+            if self._callers and fields:
+                self._warn_of_replaced(fields)
             for start in range(0, len(tags), _MLFLOW_TAGS_A_BATCH):
                 self._client.log_batch(self.run_id, tags=tags[start : start + _MLFLOW_TAGS_A_BATCH])
             for start in range(0, len(entries), _MLFLOW_METRICS_A_BATCH):
                 batch = entries[start : start + _MLFLOW_METRICS_A_BATCH]
                 self._client.log_batch(self.run_id, metrics=batch)
+        self._set.update(fields)
+
+    def _warn_of_replaced(self, fields: Mapping[str, str]) -> None:
+        """A run of the caller's may hold a tag of its own under a run field's name
+        (``checkpoint``): replaced, as a run's fields are, but said, since it is not ours."""
+        tags = self._client.get_run(self.run_id).data.tags
+        for key, value in fields.items():
+            old = tags.get(key)
+            if old is not None and old != value and self._set.get(key) != old:
+                warnings.warn(
+                    f"MLflow run {self.run_id}: its tag {key!r} was {old!r}; gapscope "
+                    f"replaces it with the report's {value!r}",
+                    UserWarning,
+                    stacklevel=4,
+                )
 
     def close(self, failed: bool = False) -> None:
         if self._owned:
@@ -438,9 +462,10 @@ def _check_sqlite_store(uri: str) -> None:
         ) from None
 
 
-#: W&B run id -> the run fields gapscope has written there, in this process: a later log
-#: into the same run replaces them without a warning.
+#: W&B (MLflow) run id -> the run fields gapscope has written there, in this process: a
+#: later log into the same run replaces them without a warning.
 _WANDB_FIELDS_SET: dict[str, dict[str, str]] = {}
+_MLFLOW_FIELDS_SET: dict[str, dict[str, str]] = {}
 
 #: Seconds to wait for a tracking server to accept a connection.
 _CONNECT_SECONDS = 10.0
@@ -550,15 +575,21 @@ def as_tracker(target: Any) -> tuple[Tracker, bool]:
                 "no MLflow run is active: start one (mlflow.start_run()), or give "
                 "'mlflow:<tracking URI>' for a new run"
             )
-        return MlflowTracker(run_id=active.info.run_id), True
+        return _callers_mlflow_run(active.info.run_id), True
     module = type(target).__module__ or ""
     if module.startswith("mlflow") and hasattr(target, "info"):
-        return MlflowTracker(run_id=target.info.run_id), True
+        return _callers_mlflow_run(target.info.run_id), True
     if hasattr(target, "add_scalar") and hasattr(target, "add_text"):
         return TensorBoardTracker(writer=target), True
     if module.startswith("wandb") and hasattr(target, "log"):
         return WandbTracker(run=target), True
     raise GapscopeError(f"cannot log to a {type(target).__name__}: {_SPEC_HELP}")
+
+
+def _callers_mlflow_run(run_id: str) -> MlflowTracker:
+    tracker = MlflowTracker(run_id=run_id)
+    tracker._callers = True
+    return tracker
 
 
 def resolve_steps(

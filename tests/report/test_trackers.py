@@ -309,6 +309,34 @@ def test_log_into_an_existing_mlflow_run(tmp_path, sqlite_store, reports, report
     }
 
 
+def test_a_tag_of_the_callers_mlflow_run_is_replaced_with_a_warning(sqlite_store, reports):
+    """A run of the caller's with a ``checkpoint`` tag of its own: the report's replaces it,
+    with one warning naming both; gapscope's own tag from an earlier log is replaced in
+    silence, and a run gapscope opens or resumes by id is not warned of."""
+    import warnings
+
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(sqlite_store)
+    try:
+        with mlflow.start_run(tags={"checkpoint": "/ckpts/epoch_5.pt", "lr": "0.1"}) as run:
+            with pytest.warns(UserWarning, match="its tag 'checkpoint' was '/ckpts/epoch_5.pt'"):
+                reports[0].log_to(run, step=1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                reports[1].log_to(mlflow, step=2)
+            tags = mlflow.get_run(run.info.run_id).data.tags
+        assert tags["checkpoint"] == reports[1].run_info.checkpoint and tags["lr"] == "0.1"
+        client = mlflow.MlflowClient()
+        client.set_tag(run.info.run_id, "checkpoint", "/ckpts/epoch_9.pt")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            log_reports([reports[0]], MlflowTracker(run_id=run.info.run_id), steps=[3])
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_mlflow_refusals_are_one_line(tmp_path, monkeypatch, report_files):
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     line = one_error_line(log(report_files[0], "--mlflow", tmp_path / "mlruns"), "MLflow: ")
