@@ -8,7 +8,6 @@ it passes the gate (``--force``: even when it does not), written atomically.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,13 +22,18 @@ from gapscope.cli.output import (
     write_output,
     write_rendered,
 )
+from gapscope.cli.report_input import (
+    STDIN,
+    check_distinct_paths,
+    check_one_stdin,
+    read_report,
+    writes_to_stdout,
+)
 from gapscope.errors import GapscopeError
 
 __all__ = ["CHECK_FORMATS", "STDIN", "check_command"]
 
 CHECK_FORMATS = ("table", "json")
-#: The report argument that reads the report from standard input.
-STDIN = "-"
 # Paths that name a stream rather than a file: /dev/stdin, /dev/fd/N, /proc/self/fd/N.
 _STREAM_FOLDERS = ("/dev/", "/proc/")
 
@@ -167,17 +171,21 @@ def check_command(
     from gapscope.gate.rules import parse_threshold, parse_tolerance_option
 
     opt.check_choice(fmt, CHECK_FORMATS, "format")
-    _check_streams(source, baseline)
+    check_one_stdin(report=source, baseline=baseline)
     if update_baseline or force:
         _check_promotion_target(baseline, update_baseline)
     check_output_paths(output=output, json=json_path, junit=junit, save_report=save_report)
+    check_distinct_paths(
+        {"report": source, "baseline": baseline},
+        {"--output": output, "--json": json_path, "--junit": junit, "--save-report": save_report},
+    )
     settings = load_check_config(config)
     tolerances = list(settings.tolerances) + [parse_tolerance_option(t) for t in tolerance or []]
     thresholds = list(settings.thresholds) + [parse_threshold(t) for t in threshold or []]
     significant = settings.significant if significant is None else significant
     # With --update-baseline a missing baseline is the first one: nothing to compare with.
     first = update_baseline and baseline is not None and not baseline.exists()
-    base = _read_report(baseline, "baseline") if baseline is not None and not first else None
+    base = read_report(baseline, "baseline") if baseline is not None and not first else None
     files = {"image": image, "text": text, "audio": audio}
     # The analysis options, by their flags; those given replace the baseline's parameters.
     flags = {
@@ -213,7 +221,7 @@ def check_command(
     code = 0 if result is None else result.exit_code
     if update_baseline:
         assert baseline is not None  # _check_promotion_target
-        to_stderr = fmt == "json" and (output is None or str(output) == STDIN)
+        to_stderr = fmt == "json" and writes_to_stdout(output)
         code = _promote(report, base, result, baseline, force=force, to_stderr=to_stderr)
     if code:
         raise typer.Exit(code)
@@ -228,32 +236,6 @@ def _is_report_path(source: Path) -> bool:
     if source.is_dir():  # a store, wherever it lies (/dev/shm/store too)
         return False
     return text.startswith(_STREAM_FOLDERS) or (source.exists() and not source.is_file())
-
-
-def _check_streams(source: Path | None, baseline: Path | None) -> None:
-    if source is not None and baseline is not None and str(source) == str(baseline) == STDIN:
-        raise GapscopeError(
-            "the report and --baseline cannot both be read from standard input (-); give one "
-            "of them as a file"
-        )
-
-
-def _read_report(path: Path, role: str) -> Any:
-    """A report from a file, or from standard input when ``path`` is ``-``."""
-    from gapscope.gate.reports import STDIN_NAME, load_report, parse_report
-
-    if str(path) != STDIN:
-        return load_report(path, role)
-    stream = sys.stdin
-    if stream is None:
-        raise GapscopeError(f"{role} -: there is no standard input to read the report from")
-    if stream.isatty():
-        raise GapscopeError(
-            f"{role} -: standard input is a terminal; pipe a report into it, e.g. gapscope "
-            "analyze STORE -f json | gapscope check - --baseline BASELINE.json"
-        )
-    buffer = getattr(stream, "buffer", None)
-    return parse_report(buffer.read() if buffer is not None else stream.read(), STDIN_NAME, role)
 
 
 def _check_promotion_target(baseline: Path | None, update_baseline: bool) -> None:
@@ -335,7 +317,7 @@ def _current_report(
             raise GapscopeError(
                 f"{given[0]} applies when analysing a store or arrays, not to the report {source}"
             )
-        return _read_report(source, "report")
+        return read_report(source, "report")
     if source is None and not any(files.values()):
         raise GapscopeError(
             "give a report (.json), a store folder, or --image/--text/--audio arrays to check"
@@ -367,6 +349,6 @@ def _emit(
         write_output(to_junit_xml(result), junit)
     if os.environ.get("GITHUB_ACTIONS") == "true":
         # Workflow commands are read from stdout; keep them off a JSON document there.
-        on_stderr = fmt == "json" and (output is None or str(output) == "-")
+        on_stderr = fmt == "json" and writes_to_stdout(output)
         for line in github_annotations(result):
             typer.echo(line, err=on_stderr)

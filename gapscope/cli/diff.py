@@ -11,14 +11,20 @@ from gapscope.cli import options as opt
 from gapscope.cli.check import CHECK_FORMATS
 from gapscope.cli.errors import handle_errors
 from gapscope.cli.output import check_output_paths, write_output, write_rendered
+from gapscope.cli.report_input import check_distinct_paths, check_one_stdin, read_report
 
 __all__ = ["diff_command"]
 
 
 @handle_errors
 def diff_command(
-    a: Annotated[Path, typer.Argument(help="The earlier report (JSON), e.g. the baseline.")],
-    b: Annotated[Path, typer.Argument(help="The later report (JSON).")],
+    a: Annotated[
+        Path,
+        typer.Argument(
+            help="The earlier report (JSON), e.g. the baseline; - reads standard input."
+        ),
+    ],
+    b: Annotated[Path, typer.Argument(help="The later report (JSON); - reads standard input.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the --format output to this file.")
@@ -40,14 +46,17 @@ def diff_command(
         gapscope diff baseline.json report.json
 
         gapscope diff baseline.json report.json --format json -o diff.json
+
+        gapscope analyze store/ -f json | gapscope diff baseline.json -
     """
     from gapscope.gate.diff import diff_reports
     from gapscope.gate.outputs import render_diff
-    from gapscope.gate.reports import load_report
 
     opt.check_choice(fmt, CHECK_FORMATS, "format")
+    check_one_stdin(report_A=a, report_B=b)
     check_output_paths(output=output)
-    result = diff_reports(load_report(a, "report A"), load_report(b, "report B"), all_keys=all_keys)
+    check_distinct_paths({"report A": a, "report B": b}, {"--output": output})
+    result = diff_reports(read_report(a, "report A"), read_report(b, "report B"), all_keys=all_keys)
     if fmt == "json":
         write_output(result.to_json(), output)
         for warning in result.warnings:

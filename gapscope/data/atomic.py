@@ -21,6 +21,7 @@ next run recovers from; tests set ``GAPSCOPE_KILL_AT`` to kill the process at on
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import json
@@ -252,6 +253,22 @@ def _claim_temp(path: Path) -> tuple[int, Path]:
         os.close(fd)
 
 
+def _take_over_mode(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the mode (and, where this process may, the owner) of the file it will
+    replace, as an editor's save keeps them: a baseline kept private (0600) stays private. A
+    new file gets the umask's mode, as ``open`` would give it (mkstemp's is 0600)."""
+    try:
+        old = os.stat(path)
+    except OSError:
+        old = None
+    if old is None or not stat.S_ISREG(old.st_mode):
+        os.chmod(tmp, _FILE_MODE)
+        return
+    with contextlib.suppress(OSError):  # only root may give a file to another user
+        os.chown(tmp, old.st_uid, old.st_gid)
+    os.chmod(tmp, stat.S_IMODE(old.st_mode))
+
+
 class AtomicFile:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 
@@ -293,7 +310,7 @@ class AtomicFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temps(self.path.parent, self.path.name)
         fd, self.tmp = _claim_temp(self.path)
-        os.chmod(self.tmp, _FILE_MODE)
+        _take_over_mode(self.tmp, self.path)
         self.handle = os.fdopen(fd, self.mode, encoding=encoding)
         return self.handle
 

@@ -132,7 +132,7 @@ def test_standard_input_options_that_cannot_apply(tmp_path, report_text):
 
 
 def test_a_terminal_on_standard_input_is_refused_not_waited_on(monkeypatch):
-    from gapscope.cli.check import _read_report
+    from gapscope.cli.report_input import read_report
 
     class Terminal:
         def isatty(self):
@@ -140,7 +140,7 @@ def test_a_terminal_on_standard_input_is_refused_not_waited_on(monkeypatch):
 
     monkeypatch.setattr(sys, "stdin", Terminal())
     with pytest.raises(GapscopeError, match="standard input is a terminal; pipe a report"):
-        _read_report(Path("-"), "report")
+        read_report(Path("-"), "report")
 
 
 def test_a_real_pipe_from_analyze_into_check(tmp_path, arrays, report_text):
@@ -175,6 +175,87 @@ def test_a_real_pipe_from_analyze_into_check(tmp_path, arrays, report_text):
         )
         assert result.returncode == 1, (command, result.stderr)
         assert "FAIL: 1 regressed" in result.stdout and not result.stderr, command
+
+
+def _shell(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+
+
+def test_standard_input_named_twice_is_refused_however_spelled(tmp_path, report_text):
+    """``- -b /dev/stdin`` (or ``/dev/fd/0``, from a file or a pipe) read one stream twice:
+    the second read got nothing, or the report compared with itself passed."""
+    (tmp_path / "report.json").write_text(report_text)
+    check = " ".join(GAPSCOPE) + " check"
+    for command in (
+        f"{check} - -b /dev/stdin < report.json",
+        f"{check} /dev/stdin -b /dev/fd/0 < report.json",
+        f"cat report.json | {check} /dev/stdin -b -",
+        f"{' '.join(GAPSCOPE)} diff - /dev/stdin < report.json",
+    ):
+        result = _shell(command, tmp_path)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and "cannot both be read from standard input" in lines[0], lines
+
+
+def test_diff_reads_one_report_from_standard_input(tmp_path, report_text):
+    (tmp_path / "base.json").write_text(report_text)
+    (tmp_path / "worse.json").write_text(worse(report_text))
+    result = _shell(f"{' '.join(GAPSCOPE)} diff base.json - -f json < worse.json", tmp_path)
+    assert result.returncode == 0, result.stderr
+    changes = json.loads(result.stdout)
+    assert changes["b"]["step"] == 2000, changes["b"]
+
+
+def test_github_annotations_stay_off_a_json_document_on_stdout(tmp_path, report_text):
+    """``-o /dev/stdout`` is standard output as much as ``-o -``: the workflow commands go to
+    stderr, and stdout holds only the document."""
+    (tmp_path / "base.json").write_text(report_text)
+    (tmp_path / "worse.json").write_text(worse(report_text))
+    for output in ("-", "/dev/stdout", "/dev/fd/1"):
+        result = _shell(
+            f"{' '.join(GAPSCOPE)} check worse.json -b base.json -f json -o {output}",
+            tmp_path,
+            GITHUB_ACTIONS="true",
+        )
+        assert result.returncode == 1, result.stderr
+        assert json.loads(result.stdout)["status"] == "fail"
+        assert "::error" in result.stderr
+
+
+def test_an_output_that_would_replace_an_input_or_another_output_is_refused(tmp_path, report_text):
+    base = tmp_path / "base.json"
+    base.write_text(report_text)
+    report = tmp_path / "report.json"
+    report.write_text(report_text)
+    one_error_line(
+        run("check", report, "-b", base, "-o", base),
+        f"--output {base} is the baseline, which it would replace",
+    )
+    one_error_line(
+        run("check", report, "-b", base, "--json", "./report.json"),
+        "--json report.json is the report, which it would replace",
+    )
+    one_error_line(
+        run("check", report, "-b", base, "--json", "gate.out", "--junit", "gate.out"),
+        "--json and --junit both name gate.out",
+    )
+    one_error_line(
+        run("diff", report, base, "-o", report),
+        f"--output {report} is the report A, which it would replace",
+    )
+    assert base.read_text() == report.read_text() == report_text
+    assert not (tmp_path / "gate.out").exists()
+    # Devices and streams are written through, never replaced: named twice, they are fine.
+    ok = run("check", report, "-b", base, "--json", "/dev/null", "--junit", "/dev/null")
+    assert ok.exit_code == 0, ok.output
 
 
 # ----------------------------------------------------------------------------- --update-baseline

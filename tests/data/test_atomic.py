@@ -161,3 +161,28 @@ def test_dead_temporary_files_of_the_target_are_removed(tmp_path):
     # Once its writer is gone, any target's: the store folders are cleaned that way.
     assert sorted(remove_dead_temps(tmp_path)) == sorted([live, other])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (target, *mine))
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path):
+    """A baseline kept private stays private (mkstemp's 0600 or the umask's mode would not
+    be its own); a new file gets the umask's mode."""
+    kept = tmp_path / "baseline.json"
+    kept.write_text("old")
+    os.chmod(kept, 0o640)
+    atomic_write_text(kept, "new")
+    assert kept.read_text() == "new" and stat.S_IMODE(os.stat(kept).st_mode) == 0o640
+    fresh = tmp_path / "fresh.json"
+    atomic_write_text(fresh, "new")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o666 & ~mask
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="root gives files")
+def test_root_replacing_a_users_file_leaves_it_theirs(tmp_path):
+    kept = tmp_path / "baseline.json"
+    kept.write_text("old")
+    os.chown(kept, 12345, 23456)
+    atomic_write_text(kept, "new")
+    found = os.stat(kept)
+    assert (found.st_uid, found.st_gid) == (12345, 23456)

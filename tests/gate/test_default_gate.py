@@ -217,7 +217,7 @@ def test_a_threshold_gates_a_tracked_metric(plain):
 def test_the_outputs_say_what_was_gated_and_why(tmp_path, plain, with_intervals):
     base = write(tmp_path / "base.json", plain)
     current = write(tmp_path / "c.json", moved(moved(plain, GAP, 0.05), "image-text/cka", -0.5))
-    table = run("check", current, "-b", base, "--junit", tmp_path / "j.xml", "--json", "c.json")
+    table = run("check", current, "-b", base, "--junit", tmp_path / "j.xml", "--json", "out.json")
     assert table.exit_code == 1
     out = " ".join(table.stdout.split())  # lines are wrapped at the width of a CI log
     assert "gate: the default gate (no tolerances configured) gates the gap, the cosines" in out
@@ -225,7 +225,7 @@ def test_the_outputs_say_what_was_gated_and_why(tmp_path, plain, with_intervals)
     assert "tracked, not gated" in out and "cka" in out
     assert "FAIL: 1 regressed" in out and "tracked" in out
     # The document, written beside the table with --json, validates and names each rule.
-    document = json.loads((tmp_path / "c.json").read_text())
+    document = json.loads((tmp_path / "out.json").read_text())
     jsonschema.validate(document, check_schema())
     assert first_problem(document, check_schema()) is None
     gap = document["metrics"][GAP]
