@@ -58,7 +58,7 @@ def trend_command(
             "-t",
             metavar="METRIC=VALUE",
             help="Judge regressions by this tolerance instead of the default gate, as check "
-            "does (gap=0.02, R@1=5%). Repeatable.",
+            "does (gap=0.02, R@1=5%); after the config file's, as in check. Repeatable.",
         ),
     ] = None,
     significant: Annotated[
@@ -68,6 +68,13 @@ def trend_command(
             help="Count a change only when the bootstrap intervals do not overlap (default: "
             "the default gate does so where both reports have intervals).",
             show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file with check's \\[check] table, read as check reads it (default: "
+            "./gapscope.toml, else \\[tool.gapscope.check] in ./pyproject.toml).",
         ),
     ] = None,
     fmt: Annotated[
@@ -88,9 +95,11 @@ def trend_command(
     The reports go in the order of the steps they record (analyze --step; equal
     steps keep the order given), or in the order given when none records one.
     Each is compared with the first as gapscope check compares a report with its
-    baseline (the default gate, or --tolerance); a value that regressed is
-    marked with ! (red on a terminal). trend never fails on a regression; gate
-    with check.
+    baseline, with check's settings (--config, ./gapscope.toml or
+    \\[tool.gapscope.check] in ./pyproject.toml, then --tolerance and
+    --significant): the default gate, or the configured one. A value that
+    regressed, or fails a threshold of the settings, is marked with ! (red on a
+    terminal). trend never fails on a regression; gate with check.
 
     Example:
 
@@ -104,6 +113,7 @@ def trend_command(
 
         gapscope trend step-*.json -f long -o trend.parquet
     """
+    from gapscope.gate.config import load_check_config
     from gapscope.gate.reports import load_report
     from gapscope.gate.rules import parse_tolerance_option
     from gapscope.gate.trend import trend_reports
@@ -116,11 +126,20 @@ def trend_command(
     patterns = [p.strip() for p in (metrics or "").split(",") if p.strip()]
     if metrics is not None and not patterns:
         raise GapscopeError("--metrics is empty: give patterns like gap,R@1")
-    rules = [parse_tolerance_option(t) for t in tolerance or []]
+    # The settings of check, found and merged as check does, so that the two judge alike.
+    settings = load_check_config(config)
+    rules = list(settings.tolerances) + [parse_tolerance_option(t) for t in tolerance or []]
+    significant = settings.significant if significant is None else significant
     loaded = [load_report(path, "report") for path in reports]
     names = [str(path) for path in reports]
     result = trend_reports(
-        loaded, names, metrics=patterns, tolerances=rules, significant=significant
+        loaded,
+        names,
+        metrics=patterns,
+        tolerances=rules,
+        thresholds=settings.thresholds,
+        significant=significant,
+        config=settings.source,
     )
     if html is not None:
         from gapscope.gate.trend_outputs import write_trend_html

@@ -22,18 +22,27 @@ baseline. How it is judged depends on the settings:
 A *threshold* (``image-text/gap<=0.9``) is an absolute gate on the current report that needs
 no baseline; a metric that violates one has *failed* (rule ``threshold`` for a metric that
 only a threshold gates). Keys without a direction (counts, ``*_se``, ``scale``, interval
-bounds, ...) are not compared, though a threshold may name them.
+bounds, ...) are not compared with the baseline, though a threshold may name them. An
+interval bound or a standard error is selected only by a pattern that names one
+(``image-text/gap_ci/high<=0.9``, ``*/R@1_ci/low>=0.5``, ``uniformity_se<=0.01``), so that
+``R@1`` or ``*`` select the metrics alone; what-if values are never gated.
+
+"More than the tolerance" is judged on the values as reports store them, rounded to
+:data:`~gapscope.report.model.SIGNIFICANT_DIGITS` significant digits: a change equal to the
+tolerance in those digits (0.85 to 0.83 with tolerance 0.02) passes, though the float
+subtraction gives 0.020000000000000018.
 
 Verdicts: ``pass``, ``improved``, ``regressed``, ``failed`` (a threshold), ``skipped`` (the
 metric is undefined, ``null``, on one side) and ``tracked`` (shown, not gated). The check
 fails, exit code 1, when any metric regressed or failed. Bad input raises
 :class:`~gapscope.errors.GapscopeError` (exit code 2): a report of another schema version, a
-metric missing from one side, a malformed tolerance or threshold, a threshold that selects no
-metric, ``significant=True`` without intervals.
+metric missing from one side, reports that give a metric opposite directions, nothing to
+compare (no metric in either report), a malformed tolerance or threshold, a threshold that
+selects no metric, ``significant=True`` without intervals.
 
 Reports of different checkpoints (different ``input.fingerprint``) are what the gate is for;
-reports of different probe sets (other row counts) or other metric parameters are compared
-with a warning.
+reports of different probe sets (other row counts), other metric parameters or intervals at
+another confidence level are compared with a warning (messages then name both levels).
 
 Schema version policy (:mod:`gapscope.report.model`): a breaking change bumps the report
 schema, and ``check`` still reads the previous version by upgrading it, so a committed baseline
@@ -51,7 +60,7 @@ from gapscope._version import __version__
 from gapscope.analysis import keys as K
 from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
 from gapscope.errors import GapscopeError
-from gapscope.gate.reports import comparability_warnings, report_identity
+from gapscope.gate.reports import comparability_warnings, merged_directions, report_identity
 from gapscope.gate.rules import (
     DEFAULT_GATE,
     MetricPattern,
@@ -62,6 +71,7 @@ from gapscope.gate.rules import (
     parse_tolerance,
 )
 from gapscope.report.model import (
+    SIGNIFICANT_DIGITS,
     Report,
     flatten_report,
     interval_of,
@@ -98,6 +108,14 @@ RULE_CONFIG = "config"
 RULE_THRESHOLD = "threshold"
 RULE_TRACKED = "tracked"
 RULES = (RULE_SIGNIFICANT, RULE_DEFAULT, RULE_CONFIG, RULE_THRESHOLD, RULE_TRACKED)
+#: How far, as a share of the values compared, a change may pass its tolerance and still be
+#: "within" it. Reports store floats to SIGNIFICANT_DIGITS significant digits, so a stored
+#: value is known only to half a unit of its last digit (5e-9 of it or more): a change that
+#: passes its tolerance by less than 1e-9 of the larger value is within that rounding, which
+#: the stored digits cannot tell from the tolerance itself. Float error in the subtraction and
+#: in a percentage (about 1e-16 of the values: 0.85 - 0.83 = 0.020000000000000018) is far
+#: below it, and a change one unit of the last digit beyond (0.85 to 0.82999999) still counts.
+_MARGIN = 10.0 ** -(SIGNIFICANT_DIGITS + 1)
 
 
 @dataclass
@@ -289,8 +307,10 @@ def check_report(
         A :class:`CheckResult`; its ``exit_code`` is 0 or 1.
 
     Raises:
-        GapscopeError: nothing to check (no baseline and no threshold), a metric missing from
-            one side, a threshold that selects no metric, ``significant`` without intervals.
+        GapscopeError: nothing to check (no baseline and no threshold), no metric to compare,
+            a metric missing from one side, a metric the two reports' ``directions`` give
+            opposite directions, a threshold that selects no metric, ``significant`` without
+            intervals.
 
     Example:
         >>> base = Report(input={}, params={}, pairs={"image-text": {"gap": 0.61, "cka": 0.5}})
@@ -315,12 +335,17 @@ def check_report(
     gate_mode = GATE_CONFIG if rules else GATE_DEFAULT
     current_data = report.to_dict()
     current = flatten_report(current_data, keep_null=True)
-    # The current report's own directions; a baseline of an older version may know others.
-    directions = {**(baseline.directions if baseline is not None else {}), **report.directions}
+    # A baseline of an older version may know fewer keys; one direction two ways is refused.
+    directions = merged_directions(
+        baseline.directions if baseline is not None else {},
+        report.directions,
+        ("the baseline", "the report"),
+    )
     warnings: list[str] = []
     metrics: dict[str, MetricCheck] = {}
     base_data = None
     by_intervals = bool(significant)
+    newer: list[str] = []
     if baseline is not None:
         base_data = baseline.to_dict()
         base = flatten_report(base_data, keep_null=True)
@@ -333,19 +358,20 @@ def check_report(
             )
         if significant:
             _require_intervals(keys, current, base)
-        confidence = base_data[K.PARAMS_SECTION].get(K.P_CONFIDENCE)
+        levels = _levels(
+            base_data[K.PARAMS_SECTION].get(K.P_CONFIDENCE),
+            current_data[K.PARAMS_SECTION].get(K.P_CONFIDENCE),
+        )
         if gate_mode == GATE_DEFAULT:
             by_intervals = significant is not False and _have_intervals(keys, current, base)
         for key in keys:
             direction = direction_of(metric_leaf(key), directions)
             if gate_mode == GATE_DEFAULT:
-                metrics[key] = _default_compare(
-                    key, base, current, by_intervals, confidence, direction
-                )
+                metrics[key] = _default_compare(key, base, current, by_intervals, levels, direction)
                 continue
             rule = _most_specific(key, rules)
-            entry = _compare(key, base, current, rule, by_intervals, confidence, direction)
-            entry.reason = _config_reason(entry, by_intervals, confidence)
+            entry = _compare(key, base, current, rule, by_intervals, levels, direction)
+            entry.reason = _config_reason(entry, by_intervals, levels)
             metrics[key] = entry
         warnings += comparability_warnings(base_data, current_data)
         used = {str(p) for p, _ in rules if any(p.matches(k) for k in keys)}
@@ -355,12 +381,13 @@ def check_report(
             if str(p) not in used
         ]
     for gate in gates:
-        selected = [k for k in current if gate.pattern.matches(k) and not is_detail_key(k)]
+        selected = [k for k in current if _selects(gate, k)]
         if not selected:
             raise GapscopeError(
                 f"threshold {str(gate)!r} selects no metric of the report; metric names are "
                 "flat keys like image-text/gap or image-text/recall/text->image/R@5 (or "
-                "text_to_image/R5), or leaf names like R@5 (or R5)"
+                "text_to_image/R5), leaf names like R@5 (or R5), or an interval bound like "
+                "image-text/gap_ci/high"
             )
         for key in selected:
             entry = metrics.setdefault(
@@ -373,6 +400,8 @@ def check_report(
                 ),
             )
             _apply_threshold(entry, gate, current[key])
+    if not metrics:
+        raise GapscopeError(_nothing_compared(newer))
     settings: dict[str, Any] = {
         "gate": gate_mode,
         "significant": by_intervals,
@@ -474,6 +503,33 @@ def _directional_keys(
     return sorted(now & before), newer
 
 
+def _nothing_compared(newer: Sequence[str]) -> str:
+    """Why a check with a baseline compared no metric (and no threshold selected one)."""
+    if newer:
+        return (
+            f"no metric to compare: every metric of the report ({len(newer)}, e.g. "
+            f"{newer[0]}) is new in this version of gapscope and missing from the baseline; "
+            "analyse the baseline again with this version"
+        )
+    return (
+        "no metric to compare: neither the report nor the baseline holds a metric with a "
+        "direction (their modalities, pairs and tuples hold none), so a pass would say nothing"
+    )
+
+
+def _selects(gate: Threshold, key: str) -> bool:
+    """Whether threshold ``gate`` selects the flat key ``key``: a metric its pattern matches,
+    or an interval bound or a standard error when the pattern names one (its last component
+    ``*_se``, or ``*_ci/low``...), never a what-if value."""
+    if not gate.pattern.matches(key):
+        return False
+    return not is_detail_key(key) or (_is_bound_or_se(key) and _is_bound_or_se(str(gate.pattern)))
+
+
+def _is_bound_or_se(text: str) -> bool:
+    return K.WHATIF.name not in text.split("/") and is_detail_key(text)
+
+
 def _have_intervals(keys: list[str], current: Mapping[str, Any], base: Mapping[str, Any]) -> bool:
     """Whether both reports have intervals (were analysed with ``--bootstrap``)."""
     return all(any(interval_of(flat, k) is not None for k in keys) for flat in (base, current))
@@ -508,7 +564,7 @@ def _compare(
     current: Mapping[str, Any],
     rule: tuple[MetricPattern | None, Tolerance] | None,
     significant: bool,
-    confidence: float | None,
+    levels: str,
     direction: str | None,
 ) -> MetricCheck:
     pattern, tolerance = rule if rule is not None else (None, Tolerance(0.0))
@@ -541,13 +597,13 @@ def _compare(
     moved = "rose" if entry.change > 0 else "fell"
     change = format_change(entry.change)
     text = f"{key} {moved} from {format_number(b)} to {format_number(c)} ({change})"
-    beyond = abs(entry.change) > entry.allowed_change
+    beyond = _beyond(entry.change, entry.allowed_change, b, c)
     if not beyond or worse == 0:
         return entry
     if significant and entry.significant is False:
         entry.messages.append(
             f"{text}, beyond the tolerance {_tolerance_text(tolerance, entry)} but within "
-            f"noise: the {_percent(confidence)} intervals overlap"
+            f"noise: the {levels} intervals overlap"
         )
         return entry
     if worse > 0:
@@ -556,11 +612,18 @@ def _compare(
     else:
         entry.verdict = "improved"
     if significant and entry.significant:
-        text += f"; the {_percent(confidence)} intervals do not overlap"
+        text += f"; the {levels} intervals do not overlap"
     elif significant:
         text += " (no interval for this metric: judged by its tolerance alone)"
     entry.messages.append(text)
     return entry
+
+
+def _beyond(change: float, allowed: float, baseline: float, current: float) -> bool:
+    """Whether ``change`` passes the ``allowed`` amount by more than the digits reports store
+    can tell (:data:`_MARGIN`), so that a change of exactly the tolerance passes."""
+    margin = _MARGIN * max(abs(baseline), abs(current), allowed)
+    return abs(change) > allowed + margin
 
 
 def _tolerance_text(tolerance: Tolerance, entry: MetricCheck) -> str:
@@ -571,6 +634,14 @@ def _tolerance_text(tolerance: Tolerance, entry: MetricCheck) -> str:
 
 def _percent(confidence: float | None) -> str:
     return f"{100 * confidence:g}%" if confidence else "confidence"
+
+
+def _levels(baseline: float | None, current: float | None) -> str:
+    """How messages name the intervals compared: by their level (``95%``), or by both levels
+    when the two reports' differ (``95% (baseline) and 50% (report)``)."""
+    if baseline == current or baseline is None or current is None:
+        return _percent(baseline if baseline is not None else current)
+    return f"{_percent(baseline)} (baseline) and {_percent(current)} (report)"
 
 
 def _apply_threshold(entry: MetricCheck, gate: Threshold, value: float | None) -> None:
@@ -606,14 +677,14 @@ def _default_compare(
     base: Mapping[str, Any],
     current: Mapping[str, Any],
     by_intervals: bool,
-    confidence: float | None,
+    levels: str,
     direction: str | None,
 ) -> MetricCheck:
     """One metric under the default gate: by its intervals, its family's tolerance, or
     tracked."""
     family = default_family(key)
     if family is None:
-        entry = _compare(key, base, current, None, False, confidence, direction)
+        entry = _compare(key, base, current, None, False, levels, direction)
         entry.verdict, entry.messages = RULE_TRACKED, []
         entry.tolerance = entry.allowed_change = entry.limit = None
         entry.rule = RULE_TRACKED
@@ -624,17 +695,17 @@ def _default_compare(
         return entry
     both = interval_of(base, key) is not None and interval_of(current, key) is not None
     if by_intervals and both:
-        entry = _compare(key, base, current, None, True, confidence, direction)
+        entry = _compare(key, base, current, None, True, levels, direction)
         entry.tolerance = entry.allowed_change = entry.limit = None
         entry.rule = RULE_SIGNIFICANT
         entry.reason = (
-            f"default gate ({family.name}): both reports have its {_percent(confidence)} "
-            "interval; a change counts when the intervals do not overlap"
+            f"default gate ({family.name}): both reports have its {levels} interval; a "
+            "change counts when the intervals do not overlap"
         )
         if entry.verdict != "skipped" and entry.messages:
-            entry.messages = [_significance_message(entry, confidence)]
+            entry.messages = [_significance_message(entry, levels)]
         return entry
-    entry = _compare(key, base, current, (None, family.tolerance), False, confidence, direction)
+    entry = _compare(key, base, current, (None, family.tolerance), False, levels, direction)
     entry.tolerance_pattern = None
     entry.rule = RULE_DEFAULT
     missing = " (the two reports do not both have its interval)" if by_intervals else ""
@@ -644,7 +715,7 @@ def _default_compare(
     return entry
 
 
-def _significance_message(entry: MetricCheck, confidence: float | None) -> str:
+def _significance_message(entry: MetricCheck, levels: str) -> str:
     """The finding of a metric judged by its intervals alone (no tolerance to cite)."""
     assert entry.change is not None and entry.baseline is not None and entry.current is not None
     moved = "rose" if entry.change > 0 else "fell"
@@ -653,18 +724,18 @@ def _significance_message(entry: MetricCheck, confidence: float | None) -> str:
         f"{format_number(entry.current)} ({format_change(entry.change)})"
     )
     if not entry.significant:
-        return f"{text}, within noise: the {_percent(confidence)} intervals overlap"
-    return f"{text}; the {_percent(confidence)} intervals do not overlap"
+        return f"{text}, within noise: the {levels} intervals overlap"
+    return f"{text}; the {levels} intervals do not overlap"
 
 
-def _config_reason(entry: MetricCheck, by_intervals: bool, confidence: float | None) -> str:
+def _config_reason(entry: MetricCheck, by_intervals: bool, levels: str) -> str:
     if entry.tolerance_pattern is None:
         text = "no tolerance pattern selects it: tolerance 0"
     else:
         text = f"tolerance {entry.tolerance} from the pattern {entry.tolerance_pattern!r}"
     if by_intervals:
         if entry.baseline_ci is not None and entry.current_ci is not None:
-            text += f", counted only when the {_percent(confidence)} intervals do not overlap"
+            text += f", counted only when the {levels} intervals do not overlap"
         else:
             text += " (no interval: judged by its tolerance alone)"
     return text

@@ -22,9 +22,14 @@ selects it); ``threshold`` lists absolute gates; ``significant`` makes a change 
 when the bootstrap intervals do not overlap (unset: the default gate uses them where both
 reports have them). Options on the command line come after the file: a
 ``--tolerance`` for the same pattern replaces the file's, ``--threshold`` adds gates, and
-``--significant/--no-significant`` overrides. Other tables (a future ``[analyze]``) are left
-to their readers; unknown keys inside ``[check]`` are an error, so a typo never silently
-loosens a gate.
+``--significant/--no-significant`` overrides.
+
+A typo never silently loosens a gate: a file given by ``--config``, a ``gapscope.toml`` and
+the ``[tool.gapscope]`` table of a ``pyproject.toml`` must hold a ``check`` table and nothing
+else (``[chek]`` and a ``[tool.gapscope.check]`` in a file not named ``pyproject.toml`` are
+errors), and unknown keys inside ``[check]`` are errors. A ``pyproject.toml`` found in the
+current directory without a ``[tool.gapscope]`` table (or whose ``tool`` is not a table) is
+another tool's file and is not read; given by ``--config``, it must have the table.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ from gapscope.gate.rules import (
 __all__ = ["CONFIG_FILE", "CheckConfig", "find_config", "load_check_config"]
 
 CONFIG_FILE = "gapscope.toml"
+PYPROJECT = "pyproject.toml"
+#: The tables a config file holds (in pyproject.toml, under [tool.gapscope]).
+_TABLES = ("check",)
+_HOLDS = "the settings of gapscope check go in it"
 _CHECK_KEYS = ("tolerance", "threshold", "significant")
 
 
@@ -72,9 +81,12 @@ def find_config(cwd: Path | None = None) -> Path | None:
     cwd = Path.cwd() if cwd is None else Path(cwd)
     if (cwd / CONFIG_FILE).is_file():
         return cwd / CONFIG_FILE
-    pyproject = cwd / "pyproject.toml"
-    if pyproject.is_file() and "gapscope" in _read_toml(pyproject).get("tool", {}):
-        return pyproject
+    pyproject = cwd / PYPROJECT
+    if pyproject.is_file():
+        tool = _read_toml(pyproject).get("tool")
+        # A `tool` that is not a table breaks someone else's file, not ours: not read.
+        if isinstance(tool, dict) and "gapscope" in tool:
+            return pyproject
     return None
 
 
@@ -86,11 +98,12 @@ def load_check_config(path: str | Path | None = None, *, cwd: Path | None = None
         cwd: where to look when ``path`` is None (default: the current directory).
 
     Returns:
-        A :class:`CheckConfig`; empty when no file was found or it has no ``check`` table.
+        A :class:`CheckConfig`; empty when no file was found.
 
     Raises:
-        GapscopeError: a missing explicit file, invalid TOML, or a bad value (the message
-            names the file and the key).
+        GapscopeError: a missing explicit file, invalid TOML, a file without a ``check``
+            table or with another table or key beside it, or a bad value (the message names
+            the file and the table or key).
 
     Example:
         >>> import tempfile
@@ -112,13 +125,45 @@ def load_check_config(path: str | Path | None = None, *, cwd: Path | None = None
             return CheckConfig()
     data = _read_toml(path)
     source = str(path)
-    if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("gapscope", {})
+    if path.name == PYPROJECT:
+        data = _gapscope_table(data, source)
         source += " [tool.gapscope]"
-    table = data.get("check", {})
+    return _parse_check_table(_check_table(data, path, source), source)
+
+
+def _gapscope_table(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The ``[tool.gapscope]`` table of a pyproject.toml, which must have one: one found in
+    the current directory without it is never read (:func:`find_config`)."""
+    tool = data.get("tool")
+    table = tool.get("gapscope") if isinstance(tool, dict) else None
+    if table is None:
+        raise GapscopeError(f"{source}: no [tool.gapscope.check] table ({_HOLDS})")
     if not isinstance(table, dict):
-        raise GapscopeError(f"{source}: 'check' must be a table like [check]")
-    return _parse_check_table(table, source)
+        raise GapscopeError(
+            f"{source}: tool.gapscope must be a table like [tool.gapscope.check], got {table!r}"
+        )
+    return table
+
+
+def _check_table(data: dict[str, Any], path: Path, source: str) -> dict[str, Any]:
+    """The ``check`` table of a config file's settings; anything beside it is a typo or a
+    misplaced table, refused rather than ignored (ignoring it would loosen the gate)."""
+    prefix = "tool.gapscope." if path.name == PYPROJECT else ""
+    where = f"[{prefix}check]"
+    unknown = sorted(set(data) - set(_TABLES))
+    if unknown:
+        name = unknown[0]
+        found = f"table [{prefix}{name}]" if isinstance(data[name], dict) else f"key {name!r}"
+        hint = f"the settings go in a {where} table"
+        if name == "tool" and not prefix:
+            hint = f"[tool.gapscope] is read only from a file named {PYPROJECT}; write [check]"
+        raise GapscopeError(f"{source}: unknown {found}; {hint}")
+    if "check" not in data:
+        raise GapscopeError(f"{source}: no {where} table ({_HOLDS})")
+    table = data["check"]
+    if not isinstance(table, dict):
+        raise GapscopeError(f"{source}: 'check' must be a table like {where}")
+    return table
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -6,7 +6,9 @@ the change from A to B, whether the change is better or worse by the metric's di
 when both reports carry bootstrap intervals (``--bootstrap``), whether the change is
 *significant*: the two intervals do not overlap. (Non-overlap of two 95% intervals is a
 conservative test: it corresponds to a level well below 5%.) A metric present on one side only
-is listed with the other side empty.
+is listed with the other side empty. Reports that give one metric opposite directions are
+refused (which change is better would be unknown); intervals at two confidence levels are
+compared with a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from gapscope._version import __version__
 from gapscope.analysis import keys as K
 from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
 from gapscope.gate.check import METRICS_FIELD
-from gapscope.gate.reports import comparability_warnings, report_identity
+from gapscope.gate.reports import comparability_warnings, merged_directions, report_identity
 from gapscope.report.model import (
     Report,
     flatten_report,
@@ -110,6 +112,9 @@ def diff_reports(a: Report, b: Report, *, all_keys: bool = False) -> DiffResult:
     Returns:
         A :class:`DiffResult` with one :class:`MetricDiff` a key, sorted by key.
 
+    Raises:
+        GapscopeError: the two reports' ``directions`` give one metric opposite directions.
+
     Example:
         >>> before = Report(input={}, params={}, pairs={"image-text": {"gap": 0.8}})
         >>> after = Report(input={}, params={}, pairs={"image-text": {"gap": 0.7}})
@@ -118,7 +123,7 @@ def diff_reports(a: Report, b: Report, *, all_keys: bool = False) -> DiffResult:
         (-0.1, 'better', None)
     """
     data_a, data_b = a.to_dict(), b.to_dict()
-    directions = {**a.directions, **b.directions}
+    directions = merged_directions(a.directions, b.directions, ("report A", "report B"))
     flat_a = flatten_report(data_a, keep_null=True)
     flat_b = flatten_report(data_b, keep_null=True)
     keys = sorted(

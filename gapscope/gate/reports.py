@@ -17,18 +17,29 @@ from gapscope.report.model import READABLE_SCHEMAS, Report
 from gapscope.report.run import run_info
 
 __all__ = [
+    "MAX_DEPTH",
     "STDIN_NAME",
     "comparability_warnings",
     "load_report",
+    "merged_directions",
     "parse_report",
     "report_identity",
 ]
 
 #: How messages name a report read from standard input (``gapscope check -``).
 STDIN_NAME = "(standard input)"
+#: The deepest nesting of objects and arrays a report may have. A real report's deepest value
+#: is 7 keys down (``pairs.<pair>.whatif.<scenario>.recall.<direction>.R@1``); a far deeper
+#: one is not a report, and its readers (which recurse) would exhaust Python's recursion.
+MAX_DEPTH = 32
 
 # Params that change what a metric measures: a difference is worth a warning.
 _COMPARABLE_PARAMS = (K.P_UNIFORMITY_T, K.P_ALIGNMENT_ALPHA, K.P_SAMPLE, K.P_SEED)
+# Params that change what an interval means, compared when both reports have intervals: a
+# 50% interval is narrower than a 95% one, so two levels make non-overlap a different test.
+# (The bootstrap's resample count is not among them: more resamples estimate the same
+# interval more precisely, they do not change what it covers.)
+_INTERVAL_PARAMS = (K.P_CONFIDENCE,)
 
 
 def load_report(path: str | os.PathLike[str], role: str = "report") -> Report:
@@ -57,8 +68,9 @@ def parse_report(text: str | bytes, name: str, role: str = "report") -> Report:
     says where it came from in messages (a path, or :data:`STDIN_NAME`).
 
     Raises:
-        GapscopeError: empty, not JSON (or not UTF-8), a schema this version cannot read,
-            or a field that breaks the schema.
+        GapscopeError: empty, not JSON (or not UTF-8), a key repeated in one object, nested
+            deeper than :data:`MAX_DEPTH`, a schema this version cannot read, a field that
+            breaks the schema, or a ``run`` section with a step or tags that are not valid.
 
     >>> parse_report("[1, 2]", STDIN_NAME)
     Traceback (most recent call last):
@@ -68,6 +80,7 @@ def parse_report(text: str | bytes, name: str, role: str = "report") -> Report:
     if not text.strip():
         raise GapscopeError(f"{role} {name} is not a JSON report (it is empty)")
     data = _parse_json(text, name, role)
+    _check_structure(data, name, role)
     schema = data.get(K.SCHEMA_FIELD) if isinstance(data, dict) else None
     if schema not in READABLE_SCHEMAS:
         raise GapscopeError(
@@ -77,8 +90,15 @@ def parse_report(text: str | bytes, name: str, role: str = "report") -> Report:
     problem = first_problem(data, report_schema_for(schema))
     if problem is not None:
         where, message = problem
-        field = f": {where}:" if where else ""
+        field = f": {_printable(where)}:" if where else ""
         raise GapscopeError(f"{role} {name}{field} {message} (schema {schema})")
+    try:
+        # The step and the tags, which the schema takes more loosely than the report does
+        # (JSON Schema counts 1000.0 as an integer): refused here, where the file is known,
+        # rather than when a table or a tracker first reads them.
+        run_info(data)
+    except GapscopeError as exc:
+        raise GapscopeError(f"{role} {name}: run: {exc}") from None
     try:
         return Report.from_dict(data)
     except GapscopeError as exc:
@@ -90,11 +110,66 @@ def _parse_json(text: str | bytes, name: str, role: str) -> Any:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
         return json.loads(
-            text, parse_constant=_not_json, parse_float=_finite_float, parse_int=_float_sized_int
+            text,
+            object_pairs_hook=_object,
+            parse_constant=_not_json,
+            parse_float=_finite_float,
+            parse_int=_float_sized_int,
         )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise GapscopeError(f"{role} {name} is not a JSON report ({reason})") from None
+
+
+class _Repeated(dict[str, Any]):
+    """An object of the JSON text that holds a key twice (Python's json keeps the last value):
+    marked while parsing, refused after it, when :func:`_check_structure` knows where it is."""
+
+    repeated: str
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked = _Repeated(obj)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _check_structure(data: Any, name: str, role: str) -> None:
+    """Refuse a key repeated in one object (which value is meant?), and nesting deeper than
+    :data:`MAX_DEPTH` (every reader of a report recurses); walked without recursion."""
+    stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if len(path) > MAX_DEPTH:
+            shown = _printable(".".join(path[:3]))
+            raise GapscopeError(
+                f"{role} {name} is not a report: it nests more than {MAX_DEPTH} levels deep "
+                f"(under {shown}...)"
+            )
+        if isinstance(value, _Repeated):
+            where = _printable(".".join(path)) if path else "the top-level object"
+            raise GapscopeError(
+                f"{role} {name}: {where} has the key {value.repeated!r} twice; a key may "
+                "appear once in an object"
+            )
+        if isinstance(value, dict):
+            stack.extend(((*path, key), item) for key, item in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(((*path, str(k)), item) for k, item in reversed(list(enumerate(value))))
+
+
+def _printable(text: str) -> str:
+    """``text`` with its unprintable characters escaped (a key may hold a newline), so that a
+    message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _not_json(constant: str) -> Any:
@@ -136,9 +211,37 @@ def report_identity(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def merged_directions(
+    first: Mapping[str, str], second: Mapping[str, str], roles: tuple[str, str]
+) -> dict[str, str]:
+    """The good direction of each key by two reports' ``directions`` maps: a key one of them
+    does not know takes the other's (a report of an older version knows fewer keys).
+
+    Args:
+        first, second: the two maps (the baseline's and the report's; A's and B's).
+        roles: how messages name the two reports (``("the baseline", "the report")``).
+
+    Raises:
+        GapscopeError: the two give one key opposite directions: a change that is a
+            regression by one is an improvement by the other, and which is meant is unknown.
+
+    >>> merged_directions({"gap": "lower"}, {"gap": "lower", "R@K": "higher"}, ("A", "B"))
+    {'gap': 'lower', 'R@K': 'higher'}
+    """
+    for key in sorted(set(first) & set(second)):
+        if first[key] != second[key]:
+            raise GapscopeError(
+                f"{roles[0]} and {roles[1]} disagree on the direction of {key!r}: "
+                f"{first[key]} is better in {roles[0]}, {second[key]} in {roles[1]}; a change "
+                "would count the wrong way by one of them (analyse both with this gapscope)"
+            )
+    return {**first, **second}
+
+
 def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Warnings for two reports that can be compared but maybe should not be: other probe set
-    sizes, other metric parameters (t, alpha, sample, seed)."""
+    sizes, other metric parameters (t, alpha, sample, seed), intervals at other confidence
+    levels."""
     warnings = []
     rows_base = {
         m: v.get(K.ROWS)
@@ -158,16 +261,25 @@ def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) 
             f"the probe sets differ in size ({listed} rows): changes may come from the data, "
             "not the model; gate on one fixed probe set"
         )
+    params_base = base.get(K.PARAMS_SECTION, {})
+    params_now = current.get(K.PARAMS_SECTION, {})
     for name in _COMPARABLE_PARAMS:
-        before, now = (
-            base.get(K.PARAMS_SECTION, {}).get(name),
-            current.get(K.PARAMS_SECTION, {}).get(name),
-        )
+        before, now = params_base.get(name), params_now.get(name)
         if before != now:
             warnings.append(
                 f"the reports were analysed with different {name} "
                 f"({before} in the baseline, {now} now)"
             )
+    # A report without --bootstrap has no intervals (and no confidence): nothing to compare.
+    if params_base.get(K.P_BOOTSTRAP) and params_now.get(K.P_BOOTSTRAP):
+        for name in _INTERVAL_PARAMS:
+            before, now = params_base.get(name), params_now.get(name)
+            if before != now:
+                warnings.append(
+                    f"the reports' intervals were made with different {name} ({before} in "
+                    f"the baseline, {now} now): intervals of two levels overlap or not for "
+                    "other reasons than the change; analyse both at one level"
+                )
     return warnings
 
 

@@ -214,9 +214,40 @@ def _check_number(value: Any, schema: dict[str, Any]) -> str | None:
 
 def _check_string(value: Any, schema: dict[str, Any]) -> str | None:
     pattern = schema.get("pattern")
-    if isinstance(value, str) and pattern is not None and re.search(pattern, value) is None:
+    if isinstance(value, str) and pattern is not None and not _search(pattern, value):
         return f"{describe(value)} does not match {pattern!r}"
     return None
+
+
+def _search(pattern: str, text: str) -> bool:
+    """Whether ``pattern`` matches somewhere in ``text``, as JSON Schema reads a pattern.
+
+    >>> _search("^[a-z]+$", "image"), _search("^[a-z]+$", "image\\n"), _search("_ci$", "gap_ci")
+    (True, False, True)
+    """
+    return _regex(pattern).search(text) is not None
+
+
+@functools.cache
+def _regex(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled with JSON Schema's (ECMA-262's) ``$``, the end of the text only.
+    Python's ``$`` also matches before a final newline (``image`` + newline would pass
+    ``^[a-z]+$``): each ``$`` that is not escaped nor in a character class becomes ``\\Z``."""
+    out: list[str] = []
+    escaped = in_class = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            char = r"\Z"
+        out.append(char)
+    return re.compile("".join(out))
 
 
 def _check_one_of(
@@ -255,7 +286,7 @@ def _check_object(
             matched = True
             yield from _check(item, properties[key], root, where)
         for pattern, sub in patterns.items():
-            if re.search(pattern, key):
+            if _search(pattern, key):
                 matched = True
                 yield from _check(item, sub, root, where)
         if not matched and "additionalProperties" in schema:

@@ -11,9 +11,17 @@ the comparison of ``gapscope check`` with the first report as the baseline: with
 tolerances the default gate (:data:`~gapscope.gate.rules.DEFAULT_GATE`: the gap, the
 cosines, alignment, uniformity and retrieval by their bootstrap intervals when both reports
 have them, else by the family's tolerance; every other metric tracked, never regressing),
-with ``tolerances`` the configured gate, with ``significant`` its interval rule. A point is
-*regressed* when that comparison's verdict is ``regressed``. A trend describes and never
-fails: there is no exit code 1 (gate with ``check``).
+with ``tolerances`` the configured gate, with ``significant`` its interval rule, and
+``thresholds`` as absolute gates on every later report; ``gapscope trend`` takes these
+settings from the config file ``gapscope check`` reads (:mod:`gapscope.gate.config`), so the
+two judge alike. A point is *regressed* when that comparison's verdict is ``regressed``, and
+*failed* when it fails a threshold. A trend describes and never fails: there is no exit code
+1 (gate with ``check``).
+
+The metrics are taken from every report, so a metric that the first report's version of
+gapscope did not know is shown from the report where it appears, its points ``skipped`` (not
+compared: the first report has nothing to compare them with). A metric undefined (``null``)
+in every report is left out, and named in :attr:`TrendResult.undefined`.
 
 This module loads no heavy dependency; :mod:`gapscope.gate.trend_outputs` renders the result
 as a terminal table and as one HTML page.
@@ -32,8 +40,8 @@ from gapscope.analysis import keys as K
 from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
 from gapscope.errors import GapscopeError
 from gapscope.gate.check import METRICS_FIELD, CheckResult, check_report
-from gapscope.gate.reports import report_identity
-from gapscope.gate.rules import MetricPattern, Tolerance
+from gapscope.gate.reports import merged_directions, report_identity
+from gapscope.gate.rules import MetricPattern, Threshold, Tolerance
 from gapscope.report.model import Report, flatten_report, interval_of, json_ready, json_text
 
 __all__ = [
@@ -54,6 +62,12 @@ AXIS_STEP = "step"
 AXIS_POSITION = "position"
 #: The verdict of the first report's points: what the others are compared with.
 VERDICT_FIRST = "first"
+#: The verdict of a point ``check`` did not compare: the metric is missing from its report
+#: or from the first (made by a version of gapscope that did not know it).
+VERDICT_SKIPPED = "skipped"
+#: The verdicts a trend marks: ``check`` fails them (against the first report, or a threshold).
+MARKED_VERDICTS = ("regressed", "failed")
+_NOT_IN_REPORT = "{} is not in this report: its version of gapscope did not know it"
 
 
 @dataclass
@@ -64,9 +78,10 @@ class TrendPoint:
         value: the metric (None: undefined in this report, or missing from it).
         ci: its bootstrap interval, when the report has one.
         verdict: ``"first"`` for the first report; else the verdict of ``check`` against it
-            (``regressed``, ``improved``, ``pass``, ``skipped``, ``tracked``).
+            (``regressed``, ``failed``, ``improved``, ``pass``, ``skipped``, ``tracked``);
+            ``skipped`` too where the metric is missing from the report or the first one.
         rule: how ``check`` judged it (``significant``, ``default``, ``config``,
-            ``tracked``); None for the first report.
+            ``threshold``, ``tracked``); None for the first report and a point not compared.
         message: ``check``'s finding in words (empty for a plain pass).
     """
 
@@ -78,7 +93,9 @@ class TrendPoint:
 
     @property
     def regressed(self) -> bool:
-        return self.verdict == "regressed"
+        """Whether ``check`` fails this point: it regressed against the first report, or it
+        fails a threshold of the settings (marked alike in every output)."""
+        return self.verdict in MARKED_VERDICTS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +155,8 @@ class TrendResult:
         gate_lines: the same in words (as ``check`` prints them).
         warnings: comparable-but-suspicious findings, each naming its report.
         order: the trend order as positions in the list of reports given.
+        undefined: the metrics selected but left out of ``metrics`` because they are
+            undefined (``null``) in every report, sorted.
     """
 
     reports: list[dict[str, Any]]
@@ -147,6 +166,7 @@ class TrendResult:
     gate_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     order: list[int] = field(default_factory=list)
+    undefined: list[str] = field(default_factory=list)
 
     @property
     def xs(self) -> list[int]:
@@ -182,6 +202,7 @@ class TrendResult:
                     for key, i in self.regressions
                 ],
                 "warnings": self.warnings,
+                "undefined": self.undefined,
             }
         )
 
@@ -230,7 +251,9 @@ def trend_reports(
     *,
     metrics: Iterable[MetricPattern | str] = (),
     tolerances: Iterable[tuple[MetricPattern | str, Tolerance | float | str]] = (),
+    thresholds: Sequence[Threshold | str] = (),
     significant: bool | None = None,
+    config: str | None = None,
 ) -> TrendResult:
     """The metrics of ``reports`` in step order, each later report compared with the first.
 
@@ -239,18 +262,22 @@ def trend_reports(
         names: how messages name each report (its file); default ``report 1``, ...
         metrics: patterns that select the metrics to show (``gap``, ``R@1``,
             ``image-text/recall/*/R@5``; see :class:`~gapscope.gate.rules.MetricPattern`);
-            none: every metric with a good direction (a metric undefined in every report,
-            ``null``, is left out).
+            none: every metric with a good direction, from every report (a metric undefined
+            in every report, ``null``, is left out and named in ``undefined``).
         tolerances: as for :func:`~gapscope.gate.check.check_report`; none: the default gate.
+        thresholds: as for :func:`~gapscope.gate.check.check_report`, applied to every
+            report after the first.
         significant: as for :func:`~gapscope.gate.check.check_report`.
+        config: where the settings came from (a config file), for the outputs.
 
     Returns:
         A :class:`TrendResult`.
 
     Raises:
         GapscopeError: fewer than two reports, some with a step and some without, reports
-            of different modalities or pairs, a metric in one report and not another, a
-            pattern that selects no metric, ``significant`` without intervals.
+            of different modalities or pairs, a metric in one report and not another (but
+            one new in a later version), a pattern or threshold that selects no metric,
+            ``significant`` without intervals.
 
     Example:
         >>> def at(step, gap):
@@ -272,35 +299,38 @@ def trend_reports(
     ordered_names = [names[i] for i in order]
     _require_same_modalities(ordered, ordered_names)
     rules = list(tolerances)
+    gates = list(thresholds)
     first = ordered[0]
     results: list[CheckResult] = []
     for report, name in zip(ordered[1:], ordered_names[1:], strict=True):
         try:
-            results.append(check_report(report, first, tolerances=rules, significant=significant))
-        except GapscopeError as exc:
-            raise GapscopeError(f"{name} against {ordered_names[0]}: {exc}") from None
-    keys = _selected(results, [_pattern(p) for p in metrics])
-    first_flat = flatten_report(first.to_dict(), keep_null=True)
-    directions = {**first.directions, **ordered[-1].directions}
-    trend: dict[str, TrendMetric] = {}
-    for key in keys:
-        points = [TrendPoint(first_flat.get(key), interval_of(first_flat, key))]
-        for result in results:
-            check = result.metrics.get(key)
-            if check is None:  # new in a later version than the first report's
-                points.append(TrendPoint(None, verdict="skipped"))
-                continue
-            points.append(
-                TrendPoint(
-                    check.current,
-                    check.current_ci,
-                    verdict=check.verdict,
-                    rule=check.rule,
-                    message=check.message,
+            results.append(
+                check_report(
+                    report,
+                    first,
+                    tolerances=rules,
+                    thresholds=gates,
+                    significant=significant,
+                    config=config,
                 )
             )
+        except GapscopeError as exc:
+            raise GapscopeError(f"{name} against {ordered_names[0]}: {exc}") from None
+    flats = [flatten_report(r.to_dict(), keep_null=True) for r in ordered]
+    directions: dict[str, str] = {}
+    for report, name in zip(ordered, ordered_names, strict=True):
+        # A later version knows more metrics' directions; one key two ways is refused.
+        roles = (f"the reports before {name}", name)
+        directions = merged_directions(directions, report.directions, roles)
+    keys = _selected(flats, results, directions, [_pattern(p) for p in metrics])
+    trend: dict[str, TrendMetric] = {}
+    undefined = []
+    for key in keys:
+        points = [_first_point(flats[0], key)]
+        points += [_point(flat, key, r) for flat, r in zip(flats[1:], results, strict=True)]
         if all(p.value is None for p in points):
-            continue  # undefined in every report (e.g. intra-modal mAP without labels)
+            undefined.append(key)  # e.g. intra-modal mAP without labels
+            continue
         trend[key] = TrendMetric(key, direction_of(metric_leaf(key), directions), points)
     identities = []
     for position, (report, name) in enumerate(zip(ordered, ordered_names, strict=True)):
@@ -318,21 +348,60 @@ def trend_reports(
         axis=axis,
         metrics=trend,
         settings=last.settings,
-        gate_lines=_gate_lines(last, keys),
+        gate_lines=_gate_lines(last, list(trend)),
         warnings=list(dict.fromkeys(warnings)),
         order=order,
+        undefined=undefined,
+    )
+
+
+def _first_point(flat: dict[str, Any], key: str) -> TrendPoint:
+    """The first report's point: the reference, or ``skipped`` when its version of gapscope
+    did not know the metric (nothing to compare the others with)."""
+    if key not in flat:
+        return TrendPoint(None, verdict=VERDICT_SKIPPED, message=_NOT_IN_REPORT.format(key))
+    return TrendPoint(flat[key], interval_of(flat, key))
+
+
+def _point(flat: dict[str, Any], key: str, result: CheckResult) -> TrendPoint:
+    """A later report's point: ``check``'s verdict on it, or ``skipped`` when ``check`` did
+    not compare it (the metric is missing from this report or from the first)."""
+    check = result.metrics.get(key)
+    if check is not None:
+        return TrendPoint(
+            check.current,
+            check.current_ci,
+            verdict=check.verdict,
+            rule=check.rule,
+            message=check.message,
+        )
+    if key not in flat:
+        return TrendPoint(None, verdict=VERDICT_SKIPPED, message=_NOT_IN_REPORT.format(key))
+    return TrendPoint(
+        flat[key],
+        interval_of(flat, key),
+        verdict=VERDICT_SKIPPED,
+        message=f"{key} not compared: the first report's version of gapscope did not know it",
     )
 
 
 def _gate_lines(result: CheckResult, keys: Sequence[str]) -> list[str]:
-    """How the metrics shown were judged, in ``check``'s words (the last comparison's)."""
+    """How the metrics shown were judged, in ``check``'s words (the last comparison's), so
+    that the footer names no metric the table leaves out."""
     shown = CheckResult(
         metrics={k: result.metrics[k] for k in keys if k in result.metrics},
         report=result.report,
         baseline=result.baseline,
         settings=result.settings,
     )
-    return [line for line in shown.gate_lines() if not line.startswith("checkpoints:")]
+    lines = [line for line in shown.gate_lines() if not line.startswith("checkpoints:")]
+    thresholds = result.settings.get("thresholds")
+    if thresholds:  # check's footer leaves them to its table; a trend marks their failures
+        lines.append(
+            f"thresholds on every report but the first: {', '.join(thresholds)}; a value "
+            "that fails one is marked too"
+        )
+    return lines
 
 
 def _pattern(p: MetricPattern | str) -> MetricPattern:
@@ -352,11 +421,18 @@ def _require_same_modalities(reports: Sequence[Report], names: Sequence[str]) ->
                 )
 
 
-def _selected(results: Sequence[CheckResult], patterns: Sequence[MetricPattern]) -> list[str]:
-    """The metrics compared in every comparison (a metric new in a later version is shown
-    from where it appears), filtered by ``patterns``."""
-    keys = sorted({key for result in results for key in result.metrics})
-    keys = [k for k in keys if not is_detail_key(k)]
+def _selected(
+    flats: Sequence[dict[str, Any]],
+    results: Sequence[CheckResult],
+    directions: dict[str, str],
+    patterns: Sequence[MetricPattern],
+) -> list[str]:
+    """The metrics with a good direction of every report (``flats``: a metric new in a later
+    version is shown from where it appears) and those ``check`` judged (a threshold gates
+    others too), filtered by ``patterns``."""
+    found = {k for flat in flats for k in flat if direction_of(metric_leaf(k), directions)}
+    found |= {key for result in results for key in result.metrics}
+    keys = sorted(k for k in found if not is_detail_key(k))
     if not patterns:
         return keys
     chosen = [k for k in keys if any(p.matches(k) for p in patterns)]

@@ -4,9 +4,9 @@ self-contained HTML page with a plot a metric.
 The terminal table is a :class:`~gapscope.report.tables.FittedTable`: a row a metric, a
 column a report (``step 1000``), on one line a metric when the console is wide enough to show
 every name whole, a block a metric when not, so a name is never cut. A point that regressed
-against the first report carries the marker ``!`` after its value, and is red on a terminal
-(improvements green); there is no colour off a terminal or with ``NO_COLOR``, the marker
-stays.
+against the first report (or fails a threshold of the settings) carries the marker ``!``
+after its value, and is red on a terminal (improvements green); there is no colour off a
+terminal or with ``NO_COLOR``, the marker stays.
 
 The page (:func:`render_trend_html`) is built like the report page (its stylesheet, its
 Content-Security-Policy that forbids fetching anything, its sorting script; see
@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,15 @@ from rich.text import Text
 
 from gapscope._version import __version__
 from gapscope.analysis import keys as K
+from gapscope.analysis.keys import metric_leaf
 from gapscope.data.atomic import atomic_write_text
-from gapscope.gate.trend import AXIS_STEP, TREND_SCHEMA, TrendMetric, TrendResult
+from gapscope.gate.trend import (
+    AXIS_STEP,
+    MARKED_VERDICTS,
+    TREND_SCHEMA,
+    TrendMetric,
+    TrendResult,
+)
 from gapscope.report.html import html_page, html_table
 from gapscope.report.numbers import format_number
 from gapscope.report.tables import Cell, Column, FittedTable
@@ -48,7 +56,13 @@ __all__ = [
 #: Follows the value of a point that regressed against the first report, in every output.
 REGRESSED_MARK = "!"
 _ARROWS = {K.LOWER: "↓", K.HIGHER: "↑"}
-_POINT_STYLE = {"regressed": "bold red", "improved": "green", "skipped": "dim"}
+# A value that fails a threshold of the settings is marked as a regressed one is.
+_POINT_STYLE = {
+    "regressed": "bold red",
+    "failed": "bold red",
+    "improved": "green",
+    "skipped": "dim",
+}
 
 # The page's colours: the header's navy, its "worrying" red and "good" green.
 _NAVY, _RED, _GREEN, _GREY = "#1d3557", "#b3261e", "#1e7b34", "#8a94a6"
@@ -91,7 +105,7 @@ def render_trend(result: TrendResult, console: Console | None = None) -> None:
     console.print(table, crop=False)
     for key, i in result.regressions:
         point = result.metrics[key].points[i]
-        console.print(Text(f"regressed at {steps[i]}: {point.message or key}", style="red"))
+        console.print(Text(f"{point.verdict} at {steps[i]}: {point.message or key}", style="red"))
     for warning in result.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     first = result.reports[0]
@@ -104,6 +118,8 @@ def render_trend(result: TrendResult, console: Console | None = None) -> None:
     )
     for line in result.gate_lines:
         console.print(Text(f"  {line}", style="dim"))
+    if result.undefined:
+        console.print(Text(f"  {_undefined_line(result)}", style="dim"))
     regressed = result.regressions
     if regressed:
         metrics = len({key for key, _ in regressed})
@@ -121,9 +137,17 @@ def render_trend(result: TrendResult, console: Console | None = None) -> None:
 
 def _point_cell(value: float | None, verdict: str) -> Text:
     text = format_number(value) if value is not None else "n/a"
-    if verdict == "regressed":
+    if verdict in MARKED_VERDICTS:
         text += f" {REGRESSED_MARK}"
     return Text(text, style=_POINT_STYLE.get(verdict, ""))
+
+
+def _undefined_line(result: TrendResult) -> str:
+    """The metrics selected but left out of the table: undefined in every report."""
+    leaves = sorted({metric_leaf(key) for key in result.undefined})
+    return (
+        f"left out, undefined (null) in every report ({len(result.undefined)}): {', '.join(leaves)}"
+    )
 
 
 # --------------------------------------------------------------------------- SVG
@@ -136,21 +160,34 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     [0.625, 0.65, 0.675, 0.7, 0.725]
     >>> _nice_ticks(0, 3000, 4)
     [0, 1000, 2000, 3000]
+    >>> _nice_ticks(-1.7e308, 1.7e308, 3)  # the span is beyond the float range
+    [-1e+308, 0.0, 1e+308]
+    >>> _nice_ticks(1.0, 1.0000000000000004)  # a step below the values' precision
+    [1.0]
     """
-    span = high - low
-    if span <= 0:
+    half = high / 2 - low / 2  # not high - low: that overflows to inf near the float limits
+    if not 0 < half < math.inf:
+        return [low] if math.isfinite(low) else []
+    raw = min(half / max(1, count - 1) * 2, sys.float_info.max)
+    exponent = math.floor(math.log10(raw))
+    # An int power keeps round ticks exact; past 1e300 a float one (10**309 has no float).
+    magnitude = 10**exponent if exponent < 300 else 10.0**exponent
+    candidates = [c for m in (1, 2, 2.5, 5, 10) if 0 < (c := m * magnitude) < math.inf]
+    if not candidates:  # raw is subnormal: no round step to draw
         return [low]
-    raw = span / max(1, count - 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
     # The round step nearest the raw one (by ratio): 4 to 8 ticks rather than 2 or 3.
-    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10)), key=lambda c: abs(math.log(c / raw)))
+    step = min(candidates, key=lambda c: abs(math.log(c / raw)))
     first = math.ceil(low / step - 1e-9) * step
     ticks = []
     tick = first
-    while tick <= high + step * 1e-9:
+    # A bounded count: ``tick += step`` never passes ``high`` when the step is below the
+    # precision of the values (a plot of values one ulp apart).
+    for _ in range(4 * count + 1):
+        if not tick <= high + step * 1e-9:
+            break
         ticks.append(round(tick, 12))
         tick += step
-    return ticks
+    return list(dict.fromkeys(ticks))
 
 
 def _tick_text(value: float, ticks: Sequence[float]) -> str:
@@ -158,8 +195,12 @@ def _tick_text(value: float, ticks: Sequence[float]) -> str:
 
     >>> [_tick_text(t, [0.6, 0.65, 0.7]) for t in (0.6, 0.65)], _tick_text(2000.0, [0, 2000])
     (['0.60', '0.65'], '2000')
+    >>> _tick_text(1e308, [-1e308, 0.0, 1e308])
+    '1e+308'
     """
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(value) or 1.0
+    if not (step < 1e15 and abs(value) < 1e15):  # decimals say nothing there: 1.7e+308
+        return f"{value:.4g}"
     decimals = 0
     while decimals < 10 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
         decimals += 1
@@ -172,13 +213,14 @@ def trend_svg(result: TrendResult, metric: TrendMetric) -> str:
     points = metric.points
     ys = [p.value for p in points]
     extent = [
-        v for p in points for v in ([p.value] if p.value is not None else []) + list(p.ci or ())
+        v
+        for p in points
+        for v in ([p.value] if p.value is not None else []) + list(p.ci or ())
+        if math.isfinite(v)
     ]
     if not extent:
-        return '<p class="muted">No value in any report.</p>'
-    ylo, yhi = min(extent), max(extent)
-    pad = (yhi - ylo) * 0.08 or (abs(ylo) * 0.05 or 0.05)
-    ylo, yhi = ylo - pad, yhi + pad
+        return '<p class="muted">No finite value in any report.</p>'
+    ylo, yhi = _padded_range(min(extent), max(extent))
     yticks = [t for t in _nice_ticks(ylo, yhi) if ylo <= t <= yhi]
     xlo, xhi = min(xs), max(xs)
     if xhi == xlo:
@@ -191,7 +233,10 @@ def trend_svg(result: TrendResult, metric: TrendMetric) -> str:
         return _LEFT + (x - xlo) / (xhi - xlo) * plot_w
 
     def py(y: float) -> float:
-        return _TOP + (yhi - y) / (yhi - ylo) * plot_h
+        # In halves, as the range may span more than the largest float; a value beyond the
+        # range (an infinity) is drawn at its edge.
+        y = min(max(y, ylo), yhi)
+        return _TOP + (yhi / 2 - y / 2) / (yhi / 2 - ylo / 2) * plot_h
 
     distinct = sorted(set(xs))
     xticks = distinct if len(distinct) <= 6 else _nice_ticks(min(xs), max(xs), 5)
@@ -227,7 +272,7 @@ def trend_svg(result: TrendResult, metric: TrendMetric) -> str:
     # The line joins consecutive defined values; an undefined one breaks it.
     run: list[str] = []
     for x, value in zip(xs, ys, strict=True):
-        if value is None:
+        if value is None or math.isnan(value):
             parts.append(_polyline(run))
             run = []
             continue
@@ -245,11 +290,26 @@ def trend_svg(result: TrendResult, metric: TrendMetric) -> str:
                 f'y2="{py(high):.1f}"/><line x1="{cx - 4:.1f}" x2="{cx + 4:.1f}" '
                 f'y1="{py(low):.1f}" y2="{py(low):.1f}"/></g>'
             )
-        if point.value is None:
+        if point.value is None or math.isnan(point.value):
             continue
         parts.append(_marker(px(x), py(point.value), point.verdict, _hover(result, i, point)))
     parts.append("</svg>")
     return "".join(p for p in parts if p)
+
+
+def _padded_range(low: float, high: float) -> tuple[float, float]:
+    """``[low, high]`` widened by 8% of its span on each side (by a little when it is one
+    value) for a plot, kept within the float range: values near the float limits (1.7e308)
+    have a span and a pad beyond it.
+
+    >>> _padded_range(0.5, 1.5)
+    (0.42, 1.58)
+    >>> _padded_range(-1.7e308, 1.7e308) == (-sys.float_info.max, sys.float_info.max)
+    True
+    """
+    half = high / 2 - low / 2  # not high - low: that overflows to inf near the float limits
+    pad = half * 0.16 or (abs(low) * 0.05 or 0.05)
+    return max(low - pad, -sys.float_info.max), min(high + pad, sys.float_info.max)
 
 
 def _axis_text(x: float) -> str:
@@ -267,7 +327,7 @@ def _polyline(run: list[str]) -> str:
 
 def _marker(cx: float, cy: float, verdict: str, hover: str) -> str:
     title = f"<title>{_e(hover)}</title>"
-    if verdict == "regressed":
+    if verdict in MARKED_VERDICTS:
         return (
             f'<g><circle cx="{cx:.1f}" cy="{cy:.1f}" r="8.5" fill="none" stroke="{_RED}" '
             f'stroke-width="1.6"/><circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{_RED}"/>'
@@ -381,6 +441,8 @@ def render_trend_html(result: TrendResult, *, title: str | None = None) -> str:
         "its baseline, finds it regressed:</p>"
         f'<ul class="notes muted">{gate}</ul>'
     )
+    if result.undefined:
+        summary += f'<p class="muted">{_e(_undefined_line(result))}</p>'
     warnings = "".join(f"<li>{_e(w)}</li>" for w in result.warnings)
     if warnings:
         summary += f'<h3>Warnings</h3><ul class="notes">{warnings}</ul>'

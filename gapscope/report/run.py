@@ -40,7 +40,8 @@ __all__ = [
     "run_info",
 ]
 
-_TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# Matched whole (fullmatch): "$" would also let a key end in a newline.
+_TAG_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
 # Fields of a store's encoder description (the manifest's "encoder"), written by extract/.
 _FAMILY = "family"
 _PRETRAINED = "pretrained"
@@ -144,7 +145,7 @@ def check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
         raise GapscopeError(f"tags: expected a mapping of key to value, got {type(tags).__name__}")
     out: dict[str, str] = {}
     for key, value in tags.items():
-        if not isinstance(key, str) or not _TAG_KEY.match(key):
+        if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
             raise GapscopeError(
                 f"tag {key!r}: a key may hold letters, digits, '_', '-' and '.' only"
             )

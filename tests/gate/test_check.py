@@ -639,3 +639,172 @@ def test_metrics_new_in_this_version_are_shown_not_gated(tmp_path, example_store
         app, ["check", str(tmp_path / "now.json"), "--baseline", str(tmp_path / "odd.json")]
     )
     assert odd.exit_code == 2 and "missing from the baseline" in odd.output
+
+
+# ----------------------------------------------------------------------------- audit fixes
+
+
+@pytest.mark.parametrize(
+    ("key", "before", "after", "beyond", "tolerances"),
+    [
+        # 0.85 - 0.83 is 0.020000000000000018 in floats: exactly the tolerance all the same.
+        (R1, 0.85, 0.83, 0.82999999, []),  # the default gate's retrieval tolerance, 0.02
+        (GAP, 0.60, 0.62, 0.62000001, [("gap", "0.02")]),
+        (GAP, 0.5, 0.55, 0.55000001, [("gap", "10%")]),  # 0.55 - 0.5 = 0.050000000000000044
+    ],
+)
+def test_a_change_of_exactly_the_tolerance_passes(
+    base_data, key, before, after, beyond, tolerances
+):
+    from gapscope.gate.trend import trend_reports
+
+    base = as_report(set_value(copy.deepcopy(base_data), key, before))
+    # ``beyond`` is one unit of the 8th significant digit (what a report stores) further.
+    for value, verdict in ((after, "pass"), (beyond, "regressed")):
+        current = as_report(set_value(copy.deepcopy(base_data), key, value))
+        result = check_report(current, base, tolerances=tolerances, significant=False)
+        assert result.metrics[key].verdict == verdict, result.metrics[key].message
+        assert result.exit_code == (1 if verdict == "regressed" else 0)
+        # trend judges its points by the same comparison.
+        trend = trend_reports([base, current], tolerances=tolerances, significant=False)
+        assert trend.metrics[key].points[1].verdict == verdict
+
+
+def test_a_change_of_exactly_the_tolerance_passes_through_the_cli(tmp_path, base_data):
+    base = write(tmp_path / "b.json", set_value(copy.deepcopy(base_data), R1, 0.85))
+    current = write(tmp_path / "c.json", set_value(copy.deepcopy(base_data), R1, 0.83))
+    result = run("check", current, "-b", base, "--no-significant")
+    assert result.exit_code == 0, result.output
+    assert "regressed" not in result.stdout
+
+
+def flipped_gap(data: dict) -> dict:
+    """A copy whose ``directions`` say a higher gap is better."""
+    out = copy.deepcopy(data)
+    out["directions"]["gap"] = "higher"
+    return out
+
+
+def test_reports_that_disagree_on_a_direction_are_refused(tmp_path, base_data):
+    from gapscope.gate.diff import diff_reports
+    from gapscope.gate.trend import trend_reports
+
+    worse = changed(base_data, **{"image-text__gap": +0.1})
+    flipped = flipped_gap(worse)
+    # Not a silent improvement (the report's direction used to win): bad input, both named.
+    with pytest.raises(GapscopeError, match="disagree on the direction of 'gap'") as caught:
+        check_report(as_report(flipped), as_report(base_data))
+    assert "lower is better in the baseline, higher in the report" in str(caught.value)
+    with pytest.raises(GapscopeError, match="higher is better in the baseline, lower in the"):
+        check_report(as_report(worse), as_report(flipped_gap(base_data)))
+    with pytest.raises(GapscopeError, match="lower is better in report A, higher in report B"):
+        diff_reports(as_report(base_data), as_report(flipped))
+    with pytest.raises(GapscopeError, match="disagree on the direction of 'gap'"):
+        trend_reports([as_report(base_data), as_report(flipped)])
+    base = write(tmp_path / "b.json", base_data)
+    current = write(tmp_path / "c.json", flipped)
+    exit_2(run("check", current, "-b", base), "disagree on the direction of 'gap'")
+    exit_2(run("diff", base, current), "disagree on the direction of 'gap'")
+
+
+def at_confidence(data: dict, confidence: float) -> dict:
+    out = copy.deepcopy(data)
+    out["params"]["confidence"] = confidence
+    return out
+
+
+def test_intervals_at_another_confidence_warn_and_messages_name_both(tmp_path, base_data):
+    from gapscope.gate.diff import diff_reports
+
+    assert base_data["params"]["confidence"] == 0.95
+    # Far beyond the intervals: the default gate judges the gap by them.
+    far = at_confidence(changed(base_data, **{"image-text__gap": +0.5}), 0.5)
+    low, high = get_value(far, "image-text/gap_ci")
+    set_value(far, "image-text/gap_ci", [low + 0.5, high + 0.5])
+    result = check_report(as_report(far), as_report(base_data))
+    gap = result.metrics[GAP]
+    assert gap.rule == "significant" and gap.verdict == "regressed"
+    assert gap.message.endswith("; the 95% (baseline) and 50% (report) intervals do not overlap")
+    assert "both reports have its 95% (baseline) and 50% (report) interval" in gap.reason
+    warning = "intervals were made with different confidence (0.95 in the baseline, 0.5 now)"
+    assert any(warning in w for w in result.warnings), result.warnings
+    assert any(warning in w for w in diff_reports(as_report(base_data), as_report(far)).warnings)
+    cli = run("check", write(tmp_path / "c.json", far), "-b", write(tmp_path / "b.json", base_data))
+    assert cli.exit_code == 1 and "different confidence" in " ".join(cli.stdout.split())
+    # The same level: no warning and one level named.
+    same = check_report(as_report(at_confidence(far, 0.95)), as_report(base_data))
+    assert not any("confidence" in w for w in same.warnings)
+    assert same.metrics[GAP].message.endswith("; the 95% intervals do not overlap")
+    # A report without intervals records no confidence: nothing to warn of.
+    plain = copy.deepcopy(far)
+    plain["params"]["bootstrap"] = None
+    del plain["params"]["confidence"]
+    result = check_report(as_report(plain), as_report(base_data))
+    assert not any("confidence" in w for w in result.warnings), result.warnings
+
+
+def test_a_check_that_compares_nothing_is_bad_input(tmp_path, base_data):
+    empty = dict(copy.deepcopy(base_data), pairs={}, modalities={}, tuples={})
+    with pytest.raises(GapscopeError, match="no metric to compare: neither the report nor"):
+        check_report(as_report(empty), as_report(empty))
+    path = write(tmp_path / "empty.json", empty)
+    exit_2(run("check", path, "-b", path), "no metric to compare")
+
+
+@pytest.mark.parametrize(
+    ("threshold", "selected"),
+    [
+        ("image-text/gap_ci/high<=100", ["image-text/gap_ci/high"]),
+        # The tracker spelling names the same bound.
+        ("image-text/recall/text_to_image/R1_ci/low>=0", [f"{R1}_ci/low"]),
+        ("*/R@1_ci/low>=0", [f"{R1}_ci/low", "image-text/recall/image->text/R@1_ci/low"]),
+        ("separability_se<=100", ["image-text/separability_se"]),
+    ],
+)
+def test_a_threshold_may_name_an_interval_bound_or_a_standard_error(
+    tmp_path, base_data, threshold, selected
+):
+    assert get_value(base_data, "image-text/separability_se") is not None
+    result = check_report(as_report(base_data), thresholds=[threshold])
+    for key in selected:
+        entry = result.metrics[key]
+        assert entry.rule == "threshold" and entry.verdict == "pass" and entry.direction is None
+    assert set(selected) <= set(result.metrics)
+    # Only what the pattern names: the metrics' own values are not selected with them.
+    assert not any(k in result.metrics for k in (GAP, R1))
+    document = run(
+        "check", write(tmp_path / "r.json", base_data), "--threshold", threshold, "-f", "json"
+    )
+    assert document.exit_code == 0, document.output
+    jsonschema.validate(json.loads(document.stdout), check_schema())
+
+
+def test_a_threshold_on_an_interval_bound_fails_the_check_and_globs_select_no_bound(
+    tmp_path, base_data
+):
+    low, _ = get_value(base_data, f"{R1}_ci")
+    result = run(
+        "check", write(tmp_path / "r.json", base_data), "--threshold", f"{R1}_ci/low>={low + 0.01}"
+    )
+    assert (
+        result.exit_code == 1 and f"{R1}_ci/low is {low:.4f}, below the threshold" in result.stdout
+    )
+    # A glob over metrics selects no bound, no standard error and no what-if value.
+    everything = check_report(as_report(base_data), thresholds=["*>=-1000"])
+    assert GAP in everything.metrics
+    assert not any("_ci/" in k or k.endswith("_se") or "/whatif/" in k for k in everything.metrics)
+    with pytest.raises(GapscopeError, match="selects no metric"):
+        check_report(as_report(base_data), thresholds=["image-text/whatif/centered/gap<=9"])
+
+
+def test_a_trend_refuses_later_reports_that_disagree_on_a_direction(base_data):
+    from gapscope.gate.trend import trend_reports
+
+    # The first report does not know the key, so each later one agrees with it; the two later
+    # ones disagree with each other, which the trend's merged directions refuse.
+    first = copy.deepcopy(base_data)
+    del first["directions"]["gap"]
+    reports = [as_report(first), as_report(base_data), as_report(flipped_gap(base_data))]
+    with pytest.raises(GapscopeError, match="reports before c and c disagree on the direction"):
+        trend_reports(reports, ["a", "b", "c"])
+    assert trend_reports(reports[:2], ["a", "b"]).metrics  # agreeing reports trend

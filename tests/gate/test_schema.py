@@ -144,3 +144,112 @@ def test_load_report_names_role_file_and_field(tmp_path, documents):
         load_report(path)
     with pytest.raises(GapscopeError, match="is a folder, not a JSON report"):
         load_report(tmp_path, "baseline")
+
+
+# ----------------------------------------------------------------------------- audit fixes
+
+
+def test_a_name_ending_in_a_newline_breaks_the_pattern(tmp_path, documents):
+    # Python's "$" matches before a final newline; JSON Schema's only at the end.
+    sub = report_schema_for("gapscope.report/2")["properties"]["modalities"]
+    assert first_problem({"image\n": {}}, sub) is not None
+    assert first_problem({"image": {}}, sub) is None
+    assert first_problem("a\n", {"pattern": "^a$"}) is not None
+    assert first_problem("x_ci", {"pattern": "_ci$"}) is None  # still a search, not a full match
+    assert first_problem("$", {"pattern": "^[$]$"}) is None  # a "$" in a class is a character
+    assert (
+        first_problem({"gap_ci\n": 1}, {"patternProperties": {"_ci$": {"type": "string"}}}) is None
+    )
+    assert first_problem({"gap_ci": 1}, {"patternProperties": {"_ci$": {"type": "string"}}})
+    report, _ = documents["report-2"]
+    broken = copy.deepcopy(report)
+    broken["modalities"]["image\n"] = broken["modalities"].pop("image")
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(GapscopeError) as caught:
+        load_report(path)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"report {path}: modalities.image\\n: ")
+    assert "is not an allowed name here" in message
+
+
+def test_a_repeated_key_is_refused_with_where_it_is(tmp_path, documents):
+    report, _ = documents["report-2"]
+    marked = copy.deepcopy(report)
+    marked["pairs"]["image-text"]["MARK"] = 1  # becomes a second "gap" in the text
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(marked).replace('"MARK": 1', '"gap": 0.1'))
+    with pytest.raises(GapscopeError) as caught:
+        load_report(path, "baseline")
+    assert str(caught.value) == (
+        f"baseline {path}: pairs.image-text has the key 'gap' twice; a key may appear once in "
+        "an object"
+    )
+    path.write_text('{"schema": "gapscope.report/2", "schema": "gapscope.report/2"}')
+    with pytest.raises(GapscopeError, match="the top-level object has the key 'schema' twice"):
+        load_report(path)
+
+
+def test_a_step_the_schema_takes_but_the_report_does_not_names_the_file(tmp_path, documents):
+    report, _ = documents["report-2"]
+    broken = copy.deepcopy(report)
+    broken["run"]["step"] = 1000.0  # an integer to JSON Schema, not to a tracker
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(GapscopeError) as caught:
+        load_report(path, "baseline")
+    assert str(caught.value) == (
+        f"baseline {path}: run: step: expected an integer >= 0, got 1000.0"
+    )
+
+
+def test_a_report_nested_too_deeply_is_bad_input(tmp_path, documents):
+    report, _ = documents["report-2"]
+    deep: dict = {}
+    node = deep
+    for _ in range(900):  # parses, but every reader of a report recurses
+        node["a"] = {}
+        node = node["a"]
+    broken = copy.deepcopy(report)
+    broken["pairs"]["image-text"]["deep"] = deep
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(GapscopeError) as caught:
+        load_report(path)
+    assert str(caught.value) == (
+        f"report {path} is not a report: it nests more than 32 levels deep (under "
+        "pairs.image-text.deep...)"
+    )
+    load_report(_written(tmp_path / "ok.json", report))  # a real report is far from it
+
+
+def _written(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_every_command_refuses_bad_reports_in_one_line(tmp_path, documents):
+    from typer.testing import CliRunner
+
+    from gapscope.cli import app
+
+    report, _ = documents["report-2"]
+    good = _written(tmp_path / "good.json", report)
+    deep = copy.deepcopy(report)
+    node = deep["pairs"]["image-text"]["deep"] = {}
+    for _ in range(900):
+        node["a"] = {}
+        node = node["a"]
+    stepped = copy.deepcopy(report)
+    stepped["run"]["step"] = 1000.0
+    cases = {
+        "deep.json": (deep, "nests more than 32 levels deep"),
+        "step.json": (stepped, "run: step: expected an integer >= 0, got 1000.0"),
+    }
+    for name, (data, fragment) in cases.items():
+        bad = _written(tmp_path / name, data)
+        for args in (["check", bad, "-b", good], ["diff", good, bad], ["trend", good, bad]):
+            result = CliRunner().invoke(app, [str(a) for a in args])
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert result.exit_code == 2, (args, result.output)
+            assert len(lines) == 1 and name in lines[0] and fragment in lines[0], lines

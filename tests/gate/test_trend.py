@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from gapscope import analyze
 from gapscope.cli import app
 from gapscope.errors import GapscopeError
 from gapscope.gate.trend import trend_reports
-from gapscope.gate.trend_outputs import render_trend, render_trend_html
+from gapscope.gate.trend_outputs import _nice_ticks, render_trend, render_trend_html
 from gapscope.report.long import LONG_COLUMNS
 from gapscope.report.model import Report
 
@@ -49,6 +50,12 @@ VALUES = {
     400: (0.47, 0.63, 0.90),
 }
 REGRESSED = {(GAP, 300), (R1, 200)}
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    # trend reads check's config file from the current directory: the test's, not the suite's.
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -366,3 +373,131 @@ def test_help_has_a_runnable_example():
     result = run("trend", "--help", env={"COLUMNS": "120"})
     assert result.exit_code == 0
     assert "Example:" in result.stdout and "gapscope trend step-*.json" in result.stdout
+
+
+# ----------------------------------------------------------------------------- check's settings
+
+#: Tolerances that let every move pass but the gap's rise at step 300, and a threshold that
+#: step 200's R@1 (0.55) fails: the default gate would judge both otherwise.
+SETTINGS = (
+    'tolerance = { "*" = 1.0, "gap" = 0.05 }\n'
+    'threshold = ["image-text/recall/image->text/R@1>=0.56"]\n'
+    "significant = false\n"
+)
+
+
+@pytest.mark.parametrize("where", ["gapscope.toml", "pyproject.toml", "--config"])
+def test_trend_judges_with_the_config_of_check_as_check_does(files, tmp_path, where):
+    extra: list[str] = []
+    if where == "gapscope.toml":
+        (tmp_path / "gapscope.toml").write_text("[check]\n" + SETTINGS)
+    elif where == "pyproject.toml":
+        (tmp_path / "pyproject.toml").write_text(
+            '[project]\nname = "x"\n\n[tool.gapscope.check]\n' + SETTINGS
+        )
+    else:
+        (tmp_path / "ci").mkdir()
+        (tmp_path / "ci" / "gate.toml").write_text("[check]\n" + SETTINGS)
+        extra = ["--config", str(tmp_path / "ci" / "gate.toml")]
+    out = run("trend", *files, *extra, "-f", "json")
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert where in doc["settings"]["config"] or where == "--config"
+    first = tmp_path / "step-100.json"
+    for i, step in enumerate(sorted(VALUES)[1:], start=1):
+        checked = run("check", tmp_path / f"step-{step}.json", "-b", first, *extra, "-f", "json")
+        assert checked.exit_code in (0, 1), checked.output
+        verdicts = json.loads(checked.stdout)["metrics"]
+        for key, metric in doc["metrics"].items():
+            assert metric["points"][i]["verdict"] == verdicts[key]["verdict"], (step, key)
+    points = {key: [p["verdict"] for p in m["points"]] for key, m in doc["metrics"].items()}
+    assert points[GAP] == ["first", "pass", "regressed", "pass"]
+    assert points[R1] == ["first", "failed", "pass", "pass"]
+    assert {(r["metric"], r["x"]) for r in doc["regressions"]} == {(GAP, 300), (R1, 200)}
+    table = run("trend", *files, *extra, env={"COLUMNS": "200"})
+    text = " ".join(table.stdout.split())
+    assert "gate: tolerances from " in text and "the default gate" not in text
+    assert "failed at step 200: image-text/recall/image->text/R@1" in text
+    assert "thresholds on every report but the first" in text
+
+
+def test_a_bad_config_stops_trend_as_it_stops_check(files, tmp_path):
+    (tmp_path / "gapscope.toml").write_text("[chek]\n" + SETTINGS)
+    for command in (["trend", *files], ["check", files[0], "-b", files[1]]):
+        result = run(*command)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert "gapscope.toml: unknown table [chek]" in lines[0]
+
+
+# ----------------------------------------------------------------------------- metrics shown
+
+
+def test_a_metric_the_first_reports_version_did_not_know_is_shown_skipped(base, tmp_path):
+    old = variant(base, 100, 0.5, 0.6, 0.3)
+    for modality in old["modalities"].values():
+        modality.pop("cone")
+    del old["directions"]["cone"]  # as a report of a version before the cone
+    newer = [variant(base, step, 0.5, 0.6, cone) for step, cone in ((200, 0.4), (300, 0.35))]
+    result = trend_reports([Report.from_dict(d) for d in (old, *newer)])
+    cone = result.metrics[CONE]
+    assert [p.value for p in cone.points] == [None, 0.4, 0.35]
+    assert [p.verdict for p in cone.points] == ["skipped"] * 3 and not cone.gated
+    assert "did not know it" in cone.points[1].message
+    paths = []
+    for data in (old, *newer):
+        paths.append(tmp_path / f"step-{data['run']['step']}.json")
+        paths[-1].write_text(json.dumps(data))
+    out = run("trend", *paths, "--metrics", "cone", "-f", "json")
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert [p["value"] for p in doc["metrics"][CONE]["points"]] == [None, 0.4, 0.35]
+
+
+def test_a_metric_undefined_in_every_report_is_named_in_the_footer(base, tmp_path):
+    paths = []
+    for step in (1, 2):
+        data = variant(base, step, 0.5, 0.6, 0.3)
+        for modality in data["modalities"].values():
+            modality["cone"] = None
+        paths.append(tmp_path / f"step-{step}.json")
+        paths[-1].write_text(json.dumps(data))
+    table = run("trend", *paths, "--metrics", "cone", env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.stdout.split())
+    # The table is empty: the footer names the metrics left out, not as tracked ones.
+    assert "left out, undefined (null) in every report (2): cone" in text
+    assert "tracked, not gated" not in text and "in 0 metrics" in text
+    doc = json.loads(run("trend", *paths, "--metrics", "cone", "-f", "json").stdout)
+    assert doc["metrics"] == {} and doc["undefined"] == [CONE, "text/cone"]
+
+
+# ----------------------------------------------------------------------------- plots at the limits
+
+
+def test_html_plots_values_near_the_float_limits(base, tmp_path):
+    paths = []
+    for step, cone in ((1, 1.7e308), (2, -1.7e308)):
+        paths.append(tmp_path / f"step-{step}.json")
+        paths[-1].write_text(json.dumps(variant(base, step, 0.5, 0.6, cone)))
+    page_path = tmp_path / "trend.html"
+    result = run("trend", *paths, "--metrics", CONE, "--html", page_path)
+    assert result.exit_code == 0, result.output
+    figure = page_path.read_text("utf-8").split(f'id="plot-{CONE}"')[1].split("</figure>")[0]
+    # Both points drawn, inside the plot.
+    centres = [float(v) for v in re.findall(r'<circle cx="[^"]+" cy="([^"]+)"', figure)]
+    assert len(centres) == 2 and all(0 <= y <= 240 for y in centres), centres
+
+
+def test_ticks_end_when_their_step_is_below_the_values_precision():
+    # Reports round their values, so only a TrendResult made by hand plots values one ulp
+    # apart; the ticks of such a range once never ended. A thread, so a regression fails here
+    # rather than hanging the suite.
+    found: list[list[float]] = []
+    worker = threading.Thread(
+        target=lambda: found.append(_nice_ticks(1.0, 1.0000000000000004)), daemon=True
+    )
+    worker.start()
+    worker.join(30)
+    assert found == [[1.0]]
+    assert _nice_ticks(-1.7e308, 1.7e308, 3) == [-1e308, 0.0, 1e308]

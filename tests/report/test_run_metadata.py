@@ -185,3 +185,10 @@ def test_cli_records_step_and_tags(example_store, tmp_path):
         "tags": {"data": "coco val", "lr": "3e-4"},
         "checkpoint": "gapscope example generator",
     }
+
+
+def test_a_tag_key_ending_in_a_newline_is_refused():
+    # A regex "$" also matches before a final newline: the key is matched whole.
+    with pytest.raises(GapscopeError, match="a key may hold letters"):
+        check_tags({"lr\n": "3e-4"})
+    assert check_tags({"lr": "3e-4"}) == {"lr": "3e-4"}
