@@ -166,7 +166,7 @@ def check_command(
 
         gapscope check report.json --threshold 'image-text/gap<=0.9' --format json
     """
-    from gapscope.gate.check import check_report
+    from gapscope.gate.check import check_report, first_baseline_result
     from gapscope.gate.config import load_check_config
     from gapscope.gate.rules import parse_threshold, parse_tolerance_option
 
@@ -207,8 +207,13 @@ def check_command(
         device=device,
         block_size=block_size,
     )
-    result = None
-    if base is not None or thresholds or not first:
+    if first and not thresholds:
+        # Nothing to compare nor to gate; the outputs are written all the same, so that a
+        # pipeline's first run has the files its later runs have.
+        result = first_baseline_result(
+            report, tolerances=tolerances, significant=significant, config=settings.source
+        )
+    else:
         result = check_report(
             report,
             base,
@@ -217,8 +222,8 @@ def check_command(
             significant=significant,
             config=settings.source,
         )
-        _emit(result, fmt, output, json_path, junit)
-    code = 0 if result is None else result.exit_code
+    _emit(result, fmt, output, json_path, junit)
+    code = result.exit_code
     if update_baseline:
         assert baseline is not None  # _check_promotion_target
         to_stderr = fmt == "json" and writes_to_stdout(output)
@@ -263,7 +268,7 @@ def _promote(
     """Write ``report`` to ``path`` as the new baseline (atomically; written through for a
     device), recording its checkpoint in its ``run``; or refuse when it fails the gate and
     ``force`` is not given. Returns the exit code."""
-    failed = result is not None and not result.passed
+    failed = not result.passed
     if failed and not force:
         typer.echo(
             f"baseline {path} not updated: the report fails the gate; fix the regression, or "

@@ -89,6 +89,7 @@ __all__ = [
     "MetricCheck",
     "baseline_analysis_params",
     "check_report",
+    "first_baseline_result",
 ]
 
 CHECK_SCHEMA = "gapscope.check/1"
@@ -116,6 +117,8 @@ RULES = (RULE_SIGNIFICANT, RULE_DEFAULT, RULE_CONFIG, RULE_THRESHOLD, RULE_TRACK
 #: in a percentage (about 1e-16 of the values: 0.85 - 0.83 = 0.020000000000000018) is far
 #: below it, and a change one unit of the last digit beyond (0.85 to 0.82999999) still counts.
 _MARGIN = 10.0 ** -(SIGNIFICANT_DIGITS + 1)
+#: Why nothing is compared in the check of a first baseline (:func:`first_baseline_result`).
+_FIRST_BASELINE = "no baseline yet: this report becomes the first baseline, nothing compared"
 
 
 @dataclass
@@ -261,7 +264,9 @@ class CheckResult:
                 f"checkpoints: report {_run_text(self.report)}, baseline {_run_text(self.baseline)}"
             )
         by_rule = {rule: [m for m in self.metrics.values() if m.rule == rule] for rule in RULES}
-        if self.baseline is None:
+        if self.baseline is None and not self.settings.get("thresholds"):
+            lines.append(f"gate: none: {_FIRST_BASELINE}")
+        elif self.baseline is None:
             lines.append("gate: thresholds only (no baseline)")
         elif self.settings.get("gate") == GATE_DEFAULT:
             lines.append(_default_gate_line(by_rule, self.settings))
@@ -402,6 +407,72 @@ def check_report(
             _apply_threshold(entry, gate, current[key])
     if not metrics:
         raise GapscopeError(_nothing_compared(newer))
+    return CheckResult(
+        metrics=dict(sorted(metrics.items())),
+        report=report_identity(current_data),
+        baseline=None if base_data is None else report_identity(base_data),
+        settings=_settings(rules, gates, by_intervals, config),
+        warnings=list(dict.fromkeys(warnings)),
+    )
+
+
+def first_baseline_result(
+    report: Report,
+    *,
+    tolerances: Iterable[tuple[MetricPattern | str, Tolerance | float | str]] = (),
+    significant: bool | None = None,
+    config: str | None = None,
+) -> CheckResult:
+    """The check of a report that becomes the first baseline, with no threshold to apply.
+
+    Nothing is compared (there is no baseline yet) and nothing gated, so the result passes;
+    it lists every metric with a direction at its current value, verdict ``skipped`` (rule
+    ``tracked``), so that the table, the JSON document and the JUnit file of a first run
+    say what was recorded rather than being left unwritten. The settings are those later
+    checks will apply.
+
+    Args:
+        report: the report written as the first baseline.
+        tolerances, significant, config: the settings, as for :func:`check_report`.
+
+    Example:
+        >>> first = Report(input={}, params={}, pairs={"image-text": {"gap": 0.61}})
+        >>> result = first_baseline_result(first)
+        >>> result.exit_code, result.metrics["image-text/gap"].verdict, result.baseline
+        (0, 'skipped', None)
+    """
+    rules = [(_pattern(p), _tolerance(t)) for p, t in tolerances]
+    data = report.to_dict()
+    current = flatten_report(data, keep_null=True)
+    metrics = {
+        key: MetricCheck(
+            metric=key,
+            direction=direction,
+            current=current[key],
+            verdict="skipped",
+            rule=RULE_TRACKED,
+            reason=_FIRST_BASELINE,
+        )
+        for key in sorted(current)
+        if not is_detail_key(key)
+        and (direction := direction_of(metric_leaf(key), report.directions)) is not None
+    }
+    return CheckResult(
+        metrics=metrics,
+        report=report_identity(data),
+        baseline=None,
+        settings=_settings(rules, [], bool(significant), config),
+    )
+
+
+def _settings(
+    rules: Sequence[tuple[MetricPattern | None, Tolerance]],
+    gates: Sequence[Threshold],
+    by_intervals: bool,
+    config: str | None,
+) -> dict[str, Any]:
+    """The ``settings`` of a check document: the gate, what it applied, and where from."""
+    gate_mode = GATE_CONFIG if rules else GATE_DEFAULT
     settings: dict[str, Any] = {
         "gate": gate_mode,
         "significant": by_intervals,
@@ -421,13 +492,7 @@ def check_report(
             }
             for family in DEFAULT_GATE
         ]
-    return CheckResult(
-        metrics=dict(sorted(metrics.items())),
-        report=report_identity(current_data),
-        baseline=None if base_data is None else report_identity(base_data),
-        settings=settings,
-        warnings=list(dict.fromkeys(warnings)),
-    )
+    return settings
 
 
 def baseline_analysis_params(baseline: Report | None, **overrides: Any) -> dict[str, Any]:

@@ -317,6 +317,57 @@ def test_the_first_baseline_is_written_where_none_is(tmp_path, report_text):
     assert refused.exit_code == 1 and not (tmp_path / "b2.json").exists()
 
 
+def test_the_first_baseline_writes_every_output_a_later_check_writes(tmp_path, report_text):
+    from xml.etree import ElementTree
+
+    from gapscope.gate.outputs import check_schema
+    from gapscope.gate.schema import first_problem
+
+    # A pipeline's first run uploads gate.json and gate.xml as its later runs do: they are
+    # written, saying that nothing was compared, rather than left out.
+    base, doc, xml = tmp_path / "baseline.json", tmp_path / "gate.json", tmp_path / "gate.xml"
+    result = run(
+        "check",
+        "-",
+        "-b",
+        base,
+        "--update-baseline",
+        "--json",
+        doc,
+        "--junit",
+        xml,
+        input=report_text,
+    )
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "gate: none: no baseline yet: this report becomes the first baseline" in out
+    assert f"baseline {base} written (the first)" in out
+    document = json.loads(doc.read_text())
+    assert first_problem(document, check_schema()) is None
+    assert document["status"] == "pass" and document["baseline"] is None
+    gap = document["metrics"]["image-text/gap"]
+    assert gap["verdict"] == "skipped" and gap["gated"] is False
+    assert gap["current"] == get_value(json.loads(report_text), "image-text/gap")
+    assert document["summary"]["skipped"] == len(document["metrics"]) > 1
+    suite = ElementTree.parse(xml).getroot()
+    assert suite.get("failures") == "0" and suite.get("tests") == str(len(document["metrics"]))
+    # -f json -o FILE too: the document, not nothing.
+    as_json = run(
+        "check",
+        "-",
+        "-b",
+        tmp_path / "b3.json",
+        "--update-baseline",
+        "-f",
+        "json",
+        "-o",
+        tmp_path / "gate3.json",
+        input=report_text,
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads((tmp_path / "gate3.json").read_text())["status"] == "pass"
+
+
 def test_a_report_without_run_gets_its_checkpoint_recorded(tmp_path, report_text):
     data = json.loads(report_text)
     del data["run"]
