@@ -263,23 +263,23 @@ def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) 
         )
     params_base = base.get(K.PARAMS_SECTION, {})
     params_now = current.get(K.PARAMS_SECTION, {})
-    for name in _COMPARABLE_PARAMS:
+    # A report without --bootstrap has no intervals (and no confidence): nothing to compare.
+    with_intervals = params_base.get(K.P_BOOTSTRAP) and params_now.get(K.P_BOOTSTRAP)
+    for name in _COMPARABLE_PARAMS + (_INTERVAL_PARAMS if with_intervals else ()):
         before, now = params_base.get(name), params_now.get(name)
-        if before != now:
+        if before == now:
+            continue
+        if name in _INTERVAL_PARAMS:
+            warnings.append(
+                f"the reports' intervals were made with different {name} ({before} in "
+                f"the baseline, {now} now): intervals of two levels overlap or not for "
+                "other reasons than the change; analyse both at one level"
+            )
+        else:
             warnings.append(
                 f"the reports were analysed with different {name} "
                 f"({before} in the baseline, {now} now)"
             )
-    # A report without --bootstrap has no intervals (and no confidence): nothing to compare.
-    if params_base.get(K.P_BOOTSTRAP) and params_now.get(K.P_BOOTSTRAP):
-        for name in _INTERVAL_PARAMS:
-            before, now = params_base.get(name), params_now.get(name)
-            if before != now:
-                warnings.append(
-                    f"the reports' intervals were made with different {name} ({before} in "
-                    f"the baseline, {now} now): intervals of two levels overlap or not for "
-                    "other reasons than the change; analyse both at one level"
-                )
     return warnings
 
 

@@ -234,15 +234,7 @@ class MlflowTracker(Tracker):
         """A run of the caller's may hold a tag of its own under a run field's name
         (``checkpoint``): replaced, as a run's fields are, but said, since it is not ours."""
         tags = self._client.get_run(self.run_id).data.tags
-        for key, value in fields.items():
-            old = tags.get(key)
-            if old is not None and old != value and self._set.get(key) != old:
-                warnings.warn(
-                    f"MLflow run {self.run_id}: its tag {key!r} was {old!r}; gapscope "
-                    f"replaces it with the report's {value!r}",
-                    UserWarning,
-                    stacklevel=4,
-                )
+        _warn_of_replaced(f"MLflow run {self.run_id}: its tag", tags, fields, self._set)
 
     def close(self, failed: bool = False) -> None:
         if self._owned:
@@ -405,15 +397,8 @@ class WandbTracker(Tracker):
     def _warn_of_replaced(self, fields: Mapping[str, str]) -> None:
         """A run of the caller's may hold a config value of its own under a run field's name
         (``checkpoint``): replaced, as a run's fields are, but said, since it is not ours."""
-        for key, value in fields.items():
-            old = self._run.config.get(key)
-            if old is not None and old != value and self._set.get(key) != old:
-                warnings.warn(
-                    f"W&B run {self._run.id}: its config {key!r} was {old!r}; gapscope "
-                    f"replaces it with the report's {value!r}",
-                    UserWarning,
-                    stacklevel=4,
-                )
+        config = self._run.config
+        _warn_of_replaced(f"W&B run {self._run.id}: its config", config, fields, self._set)
 
     def close(self, failed: bool = False) -> None:
         if self._owned:
@@ -678,3 +663,19 @@ def log_reports(
         if made_here:
             target.close(failed=failed)
     return Logged(target.kind, target.where, tuple(chosen[i] for i in order), values)
+
+
+def _warn_of_replaced(
+    where: str, held: Any, fields: Mapping[str, str], written: Mapping[str, str]
+) -> None:
+    """Warn of each run field in ``fields`` that replaces a value the run ``held`` (its tags,
+    its config) and that gapscope did not write itself (``written``): the caller's own value
+    under a run field's name. ``where`` names the run and what holds the value."""
+    for key, value in fields.items():
+        old = held.get(key)
+        if old is not None and old != value and written.get(key) != old:
+            warnings.warn(
+                f"{where} {key!r} was {old!r}; gapscope replaces it with the report's {value!r}",
+                UserWarning,
+                stacklevel=5,
+            )
