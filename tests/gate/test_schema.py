@@ -127,15 +127,21 @@ def test_an_unsupported_keyword_is_an_error_not_a_pass():
         first_problem([1, 1], {"uniqueItems": True})
 
 
+def refusal(tmp_path, data: dict, role: str = "report") -> tuple[Path, str]:
+    """The message of load_report refusing ``data`` written to a file, and the file."""
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(GapscopeError) as caught:
+        load_report(path, role)
+    return path, str(caught.value)
+
+
 def test_load_report_names_role_file_and_field(tmp_path, documents):
     report, _ = documents["report-2"]
     broken = copy.deepcopy(report)
     broken["pairs"]["image-text"]["recall"]["image->text"]["n_queries"] = -1
-    path = tmp_path / "r.json"
-    path.write_text(json.dumps(broken))
-    with pytest.raises(GapscopeError) as caught:
-        load_report(path, "baseline")
-    assert str(caught.value) == (
+    path, message = refusal(tmp_path, broken, "baseline")
+    assert message == (
         f"baseline {path}: pairs.image-text.recall.image->text.n_queries: -1 is below the "
         "minimum 0 (schema gapscope.report/2)"
     )
@@ -164,11 +170,7 @@ def test_a_name_ending_in_a_newline_breaks_the_pattern(tmp_path, documents):
     report, _ = documents["report-2"]
     broken = copy.deepcopy(report)
     broken["modalities"]["image\n"] = broken["modalities"].pop("image")
-    path = tmp_path / "r.json"
-    path.write_text(json.dumps(broken))
-    with pytest.raises(GapscopeError) as caught:
-        load_report(path)
-    message = str(caught.value)
+    path, message = refusal(tmp_path, broken)
     assert "\n" not in message and message.startswith(f"report {path}: modalities.image\\n: ")
     assert "is not an allowed name here" in message
 
@@ -194,13 +196,8 @@ def test_a_step_the_schema_takes_but_the_report_does_not_names_the_file(tmp_path
     report, _ = documents["report-2"]
     broken = copy.deepcopy(report)
     broken["run"]["step"] = 1000.0  # an integer to JSON Schema, not to a tracker
-    path = tmp_path / "r.json"
-    path.write_text(json.dumps(broken))
-    with pytest.raises(GapscopeError) as caught:
-        load_report(path, "baseline")
-    assert str(caught.value) == (
-        f"baseline {path}: run: step: expected an integer >= 0, got 1000.0"
-    )
+    path, message = refusal(tmp_path, broken, "baseline")
+    assert message == (f"baseline {path}: run: step: expected an integer >= 0, got 1000.0")
 
 
 def test_a_report_nested_too_deeply_is_bad_input(tmp_path, documents):
