@@ -36,8 +36,12 @@ def run_plot(
     quiet: bool = True,
 ) -> list[Path]:
     """Library side of ``gapscope plot``: analyse (the gap, retrieval, zero-shot accuracy and
-    the what-ifs, which the plots draw), draw from that analysis, return the written paths."""
-    from gapscope.report.plots import plot_all, require_matplotlib
+    the what-ifs, which the plots draw), draw from that analysis, return the written paths.
+
+    Every argument, ``out`` included, is checked before the data are read: a bad one costs no
+    analysis. ``points=0`` draws only the rows of the ``links`` linked pairs in the projection.
+    """
+    from gapscope.report.plots import check_plot_folder, plot_all, require_matplotlib
 
     require_matplotlib()
     if umap:  # asked for: missing umap-learn is refused before any work, not after the PCA plot
@@ -45,6 +49,12 @@ def run_plot(
     for name, value in (("--points", points), ("--links", links)):
         if value < 0:
             raise GapscopeError(f"{name} must be 0 or more, got {value}")
+    if points == 0 and links == 0:
+        raise GapscopeError(
+            "--points 0 draws only the linked pairs and --links 0 links none: give one of them "
+            "above 0"
+        )
+    check_plot_folder(out)
     data = embedding_source(
         store,
         {"image": image, "text": text, "audio": audio},
@@ -60,7 +70,7 @@ def run_plot(
         seed=seed,
         device=device,
     )
-    drawn = plot_all(report, out, points=max(points, 1), links=links, umap=umap)
+    drawn = plot_all(report, out, points=points, links=links, umap=umap)
     for reason in drawn.skipped:
         typer.echo(f"Skipped {reason}", err=True)
     return [p.path for p in drawn.plots if p.path is not None]
@@ -78,7 +88,13 @@ def plot_command(
     labels: opt.Labels = None,
     classes: opt.Classes = None,
     class_names: opt.ClassNames = None,
-    points: Annotated[int, typer.Option(help="Rows a modality drawn in the projection.")] = 1000,
+    points: Annotated[
+        int,
+        typer.Option(
+            help="Rows a modality drawn in the projection (a seeded sample; the rows of the "
+            "linked pairs are drawn too). 0: only the linked pairs."
+        ),
+    ] = 1000,
     links: Annotated[int, typer.Option(help="True pairs linked by a line in the projection.")] = 50,
     sample: Annotated[
         int | None,

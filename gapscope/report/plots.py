@@ -35,6 +35,7 @@ __all__ = [
     "PIXELS",
     "Plot",
     "PlotSet",
+    "check_plot_folder",
     "plot_all",
     "plot_gap_dimensions",
     "plot_projection",
@@ -83,6 +84,52 @@ class PlotSet:
 def require_matplotlib() -> Any:
     """Import matplotlib or raise a one-line error naming the ``plot`` extra."""
     return require("matplotlib", "plots")
+
+
+def check_plot_folder(out: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """Refuse, before any work, a folder the plots could not be written to.
+
+    The folder itself may be missing (it is created when the first plot is written); what
+    must hold is that it is a folder, or would be created under one, that can be written to.
+    Checking costs a few ``stat`` calls, whereas finding out at the first write comes after
+    the whole analysis.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The folder the PNGs are to be written to.
+    flag : str, default="--out"
+        The option named in the error message.
+
+    Returns
+    -------
+    path : Path
+        ``out`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    GapscopeError
+        ``out`` exists and is not a folder, is a link to nothing, lies under a file, or it
+        (or, when missing, the nearest folder above it that exists) is not writable.
+    """
+    path = Path(out)
+    if path.is_symlink() and not path.exists():
+        raise GapscopeError(f"{flag} {path} is a link to a path that does not exist")
+    if path.exists():
+        if not path.is_dir():
+            raise GapscopeError(f"{flag} {path} exists and is not a folder")
+        folder = path
+    else:
+        existing = next((p for p in path.absolute().parents if p.exists()), None)
+        if existing is None:
+            return path
+        if not existing.is_dir():
+            raise GapscopeError(f"{flag} {path}: {existing} is a file, not a folder")
+        folder = existing
+    # Writing a file in a folder needs both: W to add the entry, X to reach it.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GapscopeError(f"{flag} {path}: the folder {folder} is not writable")
+    return path
 
 
 def umap_available() -> bool:
@@ -145,6 +192,12 @@ def _pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coords, np.pad(ratio, (0, 2 - ratio.size))
 
 
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if isinstance(value, bool) or value < 0:
+            raise GapscopeError(f"{name}: expected 0 or more, got {value!r}")
+
+
 def _umap_2d(points: np.ndarray, seed: int) -> np.ndarray:
     umap = require("umap", "the UMAP projection")
     reducer = umap.UMAP(n_components=2, random_state=seed, metric="cosine")
@@ -163,7 +216,8 @@ def plot_projection(
 
     Up to ``points`` rows a modality are drawn (seeded sample), and ``links`` groups present in
     at least two modalities are drawn as line segments joining the first row of the group in
-    each modality (image -> text -> audio). The projection is fitted on all drawn rows: PCA
+    each modality (image -> text -> audio); the linked rows are drawn whether sampled or not,
+    so ``points=0`` draws the linked pairs alone. The projection is fitted on all drawn rows: PCA
     (top two principal axes of the pooled, centred unit rows), or UMAP (cosine metric,
     ``random_state`` the analysis's seed) when ``method="umap"`` and umap-learn is
     installed. With a modality gap, PCA's first axis usually separates the modalities and the links
@@ -176,10 +230,13 @@ def plot_projection(
         for PCA, ``"explained_variance_ratio"`` (two floats).
 
     Raises:
-        GapscopeError: matplotlib (or umap-learn for UMAP) missing, an unknown ``method``.
+        GapscopeError: matplotlib (or umap-learn for UMAP) missing, an unknown ``method``, a
+            negative ``points`` or ``links``, or no row to draw (``points=0`` and no pair
+            linked).
     """
     if method not in ("pca", "umap"):
         raise GapscopeError(f"unknown projection {method!r}: choose pca or umap")
+    _check_counts(points=points, links=links)
     require_matplotlib()
     names = ctx.modalities
     raw = ctx.raw
@@ -208,6 +265,8 @@ def plot_projection(
         extra = [link[m] for link in link_rows if m in link]
         rows[m] = np.unique(np.concatenate([rows[m], np.asarray(extra, dtype=np.int64)]))
 
+    if not any(rows[m].size for m in names):
+        raise GapscopeError(f"projection: {_nothing_to_project(ctx, points, links)}")
     blocks = [unit_rows(raw[m][rows[m]]) for m in names]
     pooled = np.concatenate(blocks)
     ratio = None
@@ -535,12 +594,15 @@ def plot_all(
     Files: ``projection-pca.png`` [``projection-umap.png``], and for each pair ``a-b``:
     ``similarity-a-b.png``, ``gap-dimensions-a-b.png``, ``recall-a-b.png``, and
     ``whatif-a-b.png`` when the analysis measured the what-ifs (:func:`plot_whatif_sweep`).
-    A pair whose modalities share no group (so no positive pair) gets only the gap plot; the
-    others are listed in :attr:`PlotSet.skipped`.
+    Every one of these that is not drawn is listed, with the reason, in
+    :attr:`PlotSet.skipped`: a pair whose modalities share no group (so no positive pair)
+    gets only the gap plot; the what-if sweep needs the analysis to have measured the
+    what-ifs (``whatif`` among its metrics, and defined for the pair); the projections need
+    a row to draw (``points=0`` draws only the linked pairs).
 
     Raises:
         GapscopeError: matplotlib missing, a report read from JSON (no analysis behind it),
-            an ``out_dir`` that is a file.
+            an ``out_dir`` that could not be written to (:func:`check_plot_folder`).
     """
     ctx = cast(
         "AnalysisContext | None",
@@ -549,39 +611,70 @@ def plot_all(
     if ctx is None:
         raise GapscopeError("plots need the analysis itself: analyse the store or arrays again")
     require_matplotlib()
-    out = None if out_dir is None else Path(out_dir)
+    out = None if out_dir is None else check_plot_folder(out_dir)
     if out is not None:
-        if out.exists() and not out.is_dir():
-            raise GapscopeError(f"--out {out} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
 
     def target(name: str) -> Path | None:
         return None if out is None else out / f"{name}.png"
 
-    plots = [
-        plot_projection(ctx, target("projection-pca"), method="pca", points=points, links=links)
-    ]
+    methods = ["pca"]
     if umap or (umap is None and umap_available()):
+        methods.append("umap")
+    plots: list[Plot] = []
+    skipped: list[str] = []
+    empty = _nothing_to_project(ctx, points, links)
+    for method in methods:
+        if empty:
+            skipped.append(f"projection-{method}: {empty}: projection skipped")
+            continue
         plots.append(
             plot_projection(
-                ctx, target("projection-umap"), method="umap", points=points, links=links
+                ctx, target(f"projection-{method}"), method=method, points=points, links=links
             )
         )
-    skipped: list[str] = []
     for a, b in ctx.pairs:
         pair = f"{a}-{b}"
         plots.append(plot_gap_dimensions(ctx, a, b, target(f"gap-dimensions-{pair}")))
         if not ctx.has_positive_pairs(a, b):
             skipped.append(
                 f"{pair}: no {a} row shares a group with a {b} row, so there are no "
-                "positive pairs: cosine histograms and recall curves skipped"
+                "positive pairs: cosine histograms, recall curves and what-if sweep skipped"
             )
             continue
         plots.append(plot_similarity_histogram(ctx, a, b, target(f"similarity-{pair}")))
         plots.append(plot_recall_curves(ctx, a, b, target(f"recall-{pair}")))
         if ctx.extras.get(f"whatif:{pair}"):
             plots.append(plot_whatif_sweep(ctx, a, b, target(f"whatif-{pair}")))
+        else:
+            skipped.append(f"{pair}: {_no_whatif_reason(ctx, a, b)}: what-if sweep skipped")
     return PlotSet(plots=plots, skipped=skipped)
+
+
+def _nothing_to_project(ctx: AnalysisContext, points: int, links: int) -> str:
+    """Why a projection would hold no row, or ``""`` when it holds some."""
+    if points > 0:
+        return ""
+    if links == 0:
+        return "points and links are both 0, so there is no row to draw"
+    if not any(ctx.has_positive_pairs(a, b) for a, b in ctx.pairs):
+        return "points is 0 and no two modalities share a group to link, so there is no row to draw"
+    return ""
+
+
+def _no_whatif_reason(ctx: AnalysisContext, a: str, b: str) -> str:
+    """Why the analysis holds no what-ifs for a pair that has positive pairs."""
+    from gapscope.analysis.families import WHATIF
+
+    if WHATIF.selector not in ctx.options.metrics:
+        return "the analysis did not measure the what-ifs (add whatif to its metrics)"
+    # The what-if family notes why it gave up on a pair (families._whatif); its words say
+    # which row made the shift undefined, so they are passed on rather than paraphrased.
+    prefix = f"{a}-{b} what-ifs: not computed ("
+    for note in ctx.notes:
+        if note.startswith(prefix) and note.endswith(")"):
+            return f"the what-ifs are undefined for this input ({note[len(prefix) : -1]})"
+    return "the analysis holds no what-ifs for this pair"
 
 
 def _is_context(source: Any) -> bool:

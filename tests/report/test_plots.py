@@ -184,7 +184,9 @@ def test_plot_all_writes_every_file(tmp_path):
         ]
     )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names
-    assert len(result.skipped) == 2 and "image-audio" in result.skipped[0]
+    # image-text: no what-ifs in a gap-only analysis; the audio pairs: no positive pairs.
+    assert len(result.skipped) == 3 and "image-audio" in result.skipped[1]
+    assert result.skipped[0].startswith("image-text") and "what-if" in result.skipped[0]
     for plot in result.plots:
         assert png_size(plot.path.read_bytes()) == plots.PIXELS
 
