@@ -75,7 +75,8 @@ def analyze(
         bootstrap: add a percentile interval ``"<metric>_ci": [low, high]`` beside every
             scalar metric (except MIR) from this many resamples of groups (see
             :mod:`gapscope.analysis.bootstrap`); ``None`` for none. 200 is usual.
-        confidence: the intervals' nominal coverage.
+        confidence: the intervals' nominal level (percentile intervals: they can cover
+            less on small sets, see :mod:`gapscope.analysis.bootstrap`).
         progress: called with a short description before each step.
         distributed: share the similarity passes among the processes of the initialised
             default ``torch.distributed`` process group (each process takes every

@@ -137,11 +137,17 @@ Bootstrap = Annotated[
     typer.Option(
         help="Add a percentile interval to the gap, cosines, cone, alignment, uniformity, "
         "retrieval and zero-shot accuracy (not MIR, the diagnostics, the what-ifs or GRAM "
-        "volume) from B resamples of groups, e.g. 200.",
+        "volume) from B resamples of groups, e.g. 200 (10 to 100000).",
         metavar="B",
     ),
 ]
-Confidence = Annotated[float | None, typer.Option(help="Coverage of the --bootstrap intervals.")]
+Confidence = Annotated[
+    float | None,
+    typer.Option(
+        help="Level of the --bootstrap percentile intervals, in (0, 1), e.g. 0.95 (nominal: "
+        "they can cover less on small sets).",
+    ),
+]
 Step = Annotated[
     int | None,
     typer.Option(
