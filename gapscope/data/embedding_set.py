@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -58,6 +59,9 @@ class EmbeddingSet:
             (:meth:`with_class_rows`).
         notes: remarks on the input that the report carries (a clip-retrieval folder's
             files that were not read, its missing partitions).
+        label_reader: modality -> its labels as stored, one a row, for the labelled
+            modalities that ``label_values`` lacks, or None: a store's names are decoded
+            only when class prompts need them (:meth:`with_classes`).
     """
 
     embeddings: dict[str, Any]
@@ -72,6 +76,9 @@ class EmbeddingSet:
     class_labels: dict[str, np.ndarray] = field(default_factory=dict)
     classes_as_rows: bool = False
     notes: tuple[str, ...] = ()
+    label_reader: Callable[[str], np.ndarray] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def with_classes(self, classes: ClassPrompts | None) -> EmbeddingSet:
         """This set with ``classes`` as its zero-shot class prompts (``None``: none), and the
@@ -80,12 +87,19 @@ class EmbeddingSet:
         Raises:
             GapscopeError: a label that is not a class (see
                 :func:`~gapscope.data.class_prompts.class_indices`).
+            EmbeddingError: class prompts of another dimension than the embeddings.
         """
         class_labels: dict[str, np.ndarray] = {}
+        label_values = dict(self.label_values)
         if classes is not None:
+            self._check_class_dim(classes)
             for m in self.modalities:
-                if m != classes.modality and m in self.label_values:
-                    values = self.label_values[m]
+                if m == classes.modality:
+                    continue
+                if m not in label_values and m in self.labels and self.label_reader is not None:
+                    label_values[m] = self.label_reader(m)
+                if m in label_values:
+                    values = label_values[m]
                     rows = self.embeddings[m].shape[0]
                     if np.shape(values) != (rows,):
                         raise EmbeddingError(
@@ -93,7 +107,22 @@ class EmbeddingSet:
                             f"{np.shape(values)}"
                         )
                     class_labels[m] = class_indices(values, classes, f"{m} labels")
-        return replace(self, classes=classes, class_labels=class_labels)
+        return replace(self, classes=classes, class_labels=class_labels, label_values=label_values)
+
+    def _check_class_dim(self, classes: ClassPrompts) -> None:
+        """Refuse class prompts whose width is not the embeddings': checked here, before any
+        labels are read, because the analysis only compares them when a modality has labels to
+        classify, and would otherwise drop prompts of another model without a word."""
+        # The prompts' own modality when present (they stand for its rows); otherwise the rows
+        # they are compared with. Modalities of differing widths are the analysis's error.
+        names = [classes.modality] if classes.modality in self.embeddings else self.modalities
+        for m in names:
+            shape = tuple(getattr(self.embeddings[m], "shape", ()))
+            if len(shape) == 2 and shape[1] != classes.dim:
+                raise EmbeddingError(
+                    f"classes: dim {classes.dim} differs from the embeddings' {shape[1]}: "
+                    "the class prompts must come from the same model"
+                )
 
     def with_class_rows(self) -> EmbeddingSet:
         """The set analysed when it holds one labelled modality and class prompts of another
@@ -153,10 +182,6 @@ class EmbeddingSet:
             if lab is not None:
                 labels[m] = lab
         classes = read_store_classes(store.path, store.encoder)
-        values = {}
-        if classes is not None:
-            for m, codes in labels.items():
-                values[m] = _store_label_values(store, m, codes)
         data = cls(
             embeddings={m: store.embeddings(m) for m in store.modalities},
             groups={m: store.groups(m) for m in store.modalities},
@@ -165,7 +190,9 @@ class EmbeddingSet:
             source=str(store.path),
             model=store.encoder,
             known_fingerprint=store.fingerprint(verify=verify),
-            label_values=values,
+            # Decoded only when class prompts need the names (the store's own, or ones given
+            # later to with_classes): the codes above serve every other metric.
+            label_reader=partial(_store_label_values, store, codes=labels),
         )
         return data.with_classes(classes)
 
@@ -313,10 +340,13 @@ def _as_array(value: Any, name: str) -> Any:
         raise EmbeddingError(f"{name}: cannot read {type(value).__name__} as an array") from None
 
 
-def _store_label_values(store: EmbeddingStore, modality: str, codes: np.ndarray) -> np.ndarray:
-    """Each row's label as stored (a class name or number), decoding only one row a
-    distinct label: format 2 keeps the codes beside the columns."""
-    distinct, first = np.unique(codes, return_index=True)
+def _store_label_values(
+    store: EmbeddingStore, modality: str, *, codes: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """Each row of ``modality``'s label as stored (a class name or number), from its label
+    ``codes``, decoding only one row a distinct label: format 2 keeps the codes beside the
+    columns."""
+    distinct, first = np.unique(codes[modality], return_index=True)
     if store.format_version >= 2:
         column = store.item_columns(modality).column("label")
         assert column is not None
@@ -324,7 +354,7 @@ def _store_label_values(store: EmbeddingStore, modality: str, codes: np.ndarray)
     else:
         items = store.items(modality)
         names = [items[int(row)]["label"] for row in first]
-    return np.array(names)[np.searchsorted(distinct, codes)]
+    return np.array(names)[np.searchsorted(distinct, codes[modality])]
 
 
 def _label_array(values: Any) -> np.ndarray:
@@ -497,8 +527,9 @@ def _read_parquet_column(
     source: Any, column: str, name: str, allow_1d: bool, *, where: Any = None
 ) -> np.ndarray:
     """One column of a Parquet table: a list (or fixed-size list) column of equal-length
-    float lists as ``(rows, dim)``, or with ``allow_1d`` a column of one value a row.
-    ``source`` is a path or a binary file object (``where`` then names it)."""
+    float lists as ``(rows, dim)``, or with ``allow_1d`` (labels, groups) a column of one
+    scalar a row, where lists and other nested values are refused. ``source`` is a path or a
+    binary file object (``where`` then names it)."""
     path = source if where is None else where
     require("pyarrow", "reading Parquet columns", extra="parquet")
     import pyarrow as pa
@@ -512,6 +543,13 @@ def _read_parquet_column(
     values = pq.read_table(source, columns=[column]).column(column).combine_chunks()
     if values.null_count:
         raise EmbeddingError(f"{name}: column {column!r} of {path} has {values.null_count} nulls")
+    if allow_1d and pa.types.is_nested(values.type):
+        # Labels and groups are one value a row; read as an embedding matrix, a list column
+        # would be refused for not holding floats, or leave a (rows, 1) matrix.
+        raise EmbeddingError(
+            f"{name}: column {column!r} of {path} holds {values.type}; it must hold one "
+            "scalar (an int or a string) a row"
+        )
     if (
         pa.types.is_list(values.type)
         or pa.types.is_large_list(values.type)
