@@ -15,6 +15,7 @@ from gapscope.cli.output import (
     analyse_with_status,
     check_output_paths,
     check_parquet_format,
+    check_stdout_once,
     require_parquet_writer,
     write_output,
     write_rendered,
@@ -79,7 +80,9 @@ def analyze_command(
     html: Annotated[
         Path | None,
         typer.Option(
-            "--html", help="Also write a self-contained HTML report with the tables and plots."
+            "--html",
+            help="Also write a self-contained HTML report with the tables and plots (- for "
+            "stdout, with --output FILE).",
         ),
     ] = None,
     fmt: Annotated[
@@ -149,6 +152,8 @@ def analyze_command(
 
     opt.check_choice(fmt, FORMATS, "format")
     check_parquet_format(output, fmt)
+    # --html -: the page on stdout, as -o - and --json - write there; never with another output.
+    check_stdout_once(html=html, output=output, json=json_path)
     check_step(step)
     tags = parse_tags(tag)
 
@@ -201,15 +206,16 @@ def analyze_command(
     if json_path is not None:
         write_output(report.to_json(), json_path)
     if html is not None:
-        from gapscope.report.html import write_html_report
+        from gapscope.report.html import render_html
 
-        write_html_report(html, report)
+        write_output(render_html(report), html)
         try:  # drawn already by the page when it is installed
             import matplotlib  # noqa: F401
         except ImportError:
             # The page is written (the tables need no plots) and says so; stderr says it too.
+            page = "the HTML page" if str(html) == "-" else str(html)
             typer.echo(
-                f"warning: {html} has no plots: matplotlib is not installed "
+                f"warning: {page} has no plots: matplotlib is not installed "
                 "(pip install 'gapscope[plot]')",
                 err=True,
             )

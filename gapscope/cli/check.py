@@ -19,6 +19,7 @@ from gapscope.cli.errors import handle_errors
 from gapscope.cli.output import (
     analyse_with_status,
     check_output_paths,
+    check_stdout_once,
     write_output,
     write_rendered,
 )
@@ -175,6 +176,7 @@ def check_command(
     if update_baseline or force:
         _check_promotion_target(baseline, update_baseline)
     check_output_paths(output=output, json=json_path, junit=junit, save_report=save_report)
+    check_stdout_once(output=output, json=json_path, junit=junit, save_report=save_report)
     check_distinct_paths(
         {"report": source, "baseline": baseline},
         {"--output": output, "--json": json_path, "--junit": junit, "--save-report": save_report},

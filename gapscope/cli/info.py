@@ -49,23 +49,27 @@ def info_command(
 
 def _render_info(s: Any, console: Console) -> None:
     """The modality table, the encoder (random weights called out), the class prompts of
-    zero-shot classification and the skipped files."""
+    zero-shot classification and the skipped files.
+
+    Every word from the manifest goes through :func:`printable` (control characters shown as
+    escapes, not run by the terminal), and cells are Text, never read as rich markup."""
     from rich.table import Table
 
     from gapscope.data.class_prompts import read_store_classes
     from gapscope.data.weights import encoder_name, random_init_seed
+    from gapscope.report.terminal import printable
 
-    table = Table(title=f"[bold]{escape(str(s.path))}[/bold]", title_justify="left")
+    table = Table(title=f"[bold]{escape(printable(s.path))}[/bold]", title_justify="left")
     for col in ("modality", "rows", "dim", "dtype", "groups", "labels", "normalised"):
         table.add_column(col, no_wrap=True)
     for m in s.modalities:
         inf = s.info(m)
         labels_ = s.labels(m)
         table.add_row(
-            m,
+            Text(printable(m)),
             str(inf["rows"]),
             str(inf["dim"]),
-            inf["dtype"],
+            Text(printable(inf["dtype"])),
             str(len(set(s.groups(m).tolist()))),
             "-" if labels_ is None else str(len(set(labels_.tolist()))),
             "yes" if inf.get("normalized") else "no",
@@ -76,7 +80,7 @@ def _render_info(s: Any, console: Console) -> None:
         console.print(
             "encoder: "
             + ", ".join(
-                f"{k}={v}"
+                printable(f"{k}={v}")
                 for k, v in sorted(enc.items())
                 if v is not None and not isinstance(v, dict)
             ),
@@ -86,13 +90,14 @@ def _render_info(s: Any, console: Console) -> None:
     classes = read_store_classes(s.path, s.encoder)
     if classes is not None:
         names = classes.names or ()
-        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        shown = ", ".join(printable(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
         ensembled = f"{len(classes.templates)} templates ensembled" if classes.templates else ""
         console.print(
             f"class prompts: {classes.n_classes} classes"
             + (f" ({shown})" if names else "")
             + (f", {ensembled}" if ensembled else "")
-            + f", by the {classes.modality} encoder: zero-shot classification of the labels",
+            + f", by the {printable(classes.modality)} encoder: zero-shot classification of the "
+            "labels",
             markup=False,
             highlight=False,
         )
@@ -101,8 +106,9 @@ def _render_info(s: Any, console: Console) -> None:
         console.print(
             Text.assemble(
                 ("random weights: ", "bold red"),
-                f"{encoder_name(s.encoder) or 'the encoder'} was not pretrained (random init, "
-                f"seed {seed}; extracted without --pretrained): its embeddings carry no meaning",
+                f"{printable(encoder_name(s.encoder) or 'the encoder')} was not pretrained "
+                f"(random init, seed {seed}; extracted without --pretrained): its embeddings "
+                "carry no meaning",
             )
         )
     skipped = s.manifest.get("skipped") or []

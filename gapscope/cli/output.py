@@ -13,7 +13,6 @@ from rich.console import Console
 
 from gapscope.data.atomic import (
     atomic_write_text,
-    is_gapscope_temp,
     open_descriptor,
     writable_descriptor,
 )
@@ -24,6 +23,7 @@ __all__ = [
     "analyse_with_status",
     "check_output_paths",
     "check_parquet_format",
+    "check_stdout_once",
     "require_parquet_writer",
     "rendered_width",
     "write_output",
@@ -40,8 +40,7 @@ def check_output_paths(**paths: Path | None) -> None:
     pairs, e.g. ``check_output_paths(output=path)`` for ``--output``.
 
     A folder, or a path under a file, would otherwise fail only at the end, after the
-    analysis, and with the name of the temporary file the atomic write uses instead of the
-    path the user gave. Missing folders are fine: the write creates them.
+    analysis. Missing folders are fine: the write creates them.
 
     Raises:
         GapscopeError: ``--<option> <path>`` is a folder, lies under a file, or names a
@@ -64,6 +63,35 @@ def check_output_paths(**paths: Path | None) -> None:
         existing = next((p for p in path.parents if p.exists()), None)
         if existing is not None and not existing.is_dir():
             raise GapscopeError(f"{flag} {path}: {existing} is a file, not a folder")
+
+
+def check_stdout_once(**outputs: Path | None) -> None:
+    """Refuse, before any work, two outputs that would both go to standard output (``-``,
+    ``/dev/stdout``, the pipe it is open on): a page and a table, or two documents, in one
+    stream are neither.
+
+    ``outputs`` maps an option to its path, e.g. ``output=output, json=json_path,
+    html=html``. ``None`` is standard output for ``output`` (the ``--format`` output goes
+    there when ``--output`` is not given) and no output at all for any other option.
+
+    Raises:
+        GapscopeError: naming the two outputs.
+    """
+    from gapscope.cli.report_input import writes_to_stdout
+
+    on_stdout = []
+    for option, path in outputs.items():
+        flag = "--" + option.replace("_", "-")
+        if path is None and option != "output":
+            continue
+        if writes_to_stdout(path):
+            given = f"{flag} {path}" if path is not None else f"the --format output (no {flag})"
+            on_stdout.append(given)
+    if len(on_stdout) > 1:
+        raise GapscopeError(
+            f"{on_stdout[0]} and {on_stdout[1]} would both go to standard output; give all but "
+            "one of them a file"
+        )
 
 
 def check_parquet_format(output: Path | None, fmt: str) -> None:
@@ -106,13 +134,7 @@ def write_output(text: str, path: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    try:
-        atomic_write_text(path, text)
-    except OSError as exc:
-        if exc.filename is None or not is_gapscope_temp(Path(exc.filename).name):
-            raise
-        # The temporary file's name means nothing to the user; the target does.
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    atomic_write_text(path, text)
 
 
 def write_rendered(render: Callable[[Console], object], path: Path | None) -> None:

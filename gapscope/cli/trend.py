@@ -12,6 +12,7 @@ from gapscope.cli.errors import handle_errors
 from gapscope.cli.output import (
     check_output_paths,
     check_parquet_format,
+    check_stdout_once,
     require_parquet_writer,
     write_output,
     write_rendered,
@@ -36,7 +37,8 @@ def trend_command(
         Path | None,
         typer.Option(
             "--html",
-            help="Also write one self-contained HTML page with a plot a metric against the step.",
+            help="Also write one self-contained HTML page with a plot a metric against the step "
+            "(- for stdout, with --output FILE).",
         ),
     ] = None,
     metrics: Annotated[
@@ -121,6 +123,8 @@ def trend_command(
 
     opt.check_choice(fmt, TREND_FORMATS, "format")
     check_output_paths(output=output, html=html)
+    # --html -: the page on stdout, as -o - writes there; never with the --format output.
+    check_stdout_once(html=html, output=output)
     check_parquet_format(output, fmt)
     require_parquet_writer(output)
     patterns = [p.strip() for p in (metrics or "").split(",") if p.strip()]
@@ -142,9 +146,9 @@ def trend_command(
         config=settings.source,
     )
     if html is not None:
-        from gapscope.gate.trend_outputs import write_trend_html
+        from gapscope.gate.trend_outputs import render_trend_html
 
-        write_trend_html(html, result)
+        write_output(render_trend_html(result), html)
     if fmt == "json":
         write_output(result.to_json(), output)
         for warning in result.warnings:

@@ -9,6 +9,9 @@ one of this process's open descriptors (``/dev/stdout``, ``/dev/stderr``, ``/dev
 ``-o /dev/stdout > file`` and ``>> file`` behave as the shell's redirection says. A symbolic
 link to a regular file keeps its link: the file it points at is the one replaced.
 
+An :class:`OSError` of a write names the target, never the temporary file (whose name means
+nothing to the user); its ``errno`` and ``strerror`` are kept.
+
 A kill can still leave the temporary file, ``.<name>.<8 random characters>.tmp``. The writer
 holds an OS lock (``flock``) on its temporary file while it writes, so a dead writer's file is
 told from a live one's by trying that lock: :func:`remove_dead_temps` removes only files of
@@ -31,6 +34,7 @@ import signal
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +273,39 @@ def _take_over_mode(tmp: Path, path: Path) -> None:
     os.chmod(tmp, stat.S_IMODE(old.st_mode))
 
 
+def _names_temp(exc: OSError) -> bool:
+    """Whether ``exc`` names no file, or an atomic write's temporary file."""
+    name = exc.filename
+    if name is None:
+        return True
+    return isinstance(name, str | bytes | os.PathLike) and is_gapscope_temp(
+        os.path.basename(os.fsdecode(name))
+    )
+
+
+def _naming_target(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``path`` as its file when it named the temporary file (or nothing), its
+    ``errno`` and ``strerror`` kept (``OSError(ENOSPC, ...)`` is made a plain ``OSError``,
+    ``OSError(EACCES, ...)`` a ``PermissionError``, as Python makes them)."""
+    if isinstance(exc, BrokenPipeError) or not _names_temp(exc):
+        # A closed reader is not about the file (the command line ends quietly on it).
+        return exc
+    named = OSError(exc.errno, exc.strerror or str(exc) or type(exc).__name__, str(path))
+    return named.with_traceback(exc.__traceback__)
+
+
+@contextlib.contextmanager
+def _target_in_errors(path: Path) -> Iterator[None]:
+    """Raise the OSErrors of the block naming ``path`` instead of the temporary file."""
+    try:
+        yield
+    except OSError as exc:
+        named = _naming_target(exc, path)
+        if named is exc:
+            raise
+        raise named from None
+
+
 class AtomicFile:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
 
@@ -276,14 +313,25 @@ class AtomicFile:
     (renaming a file over ``/dev/null`` as root would replace the device); when it names an
     open descriptor of this process (``/dev/stdout``), that descriptor is written through;
     when it is a link to a regular file, that file is replaced and the link stays. Dead temporary
-    files of ``path`` (from killed writes) are removed first."""
+    files of ``path`` (from killed writes) are removed first.
+
+    An :class:`OSError` raised while opening, writing (in the ``with`` block) or replacing
+    names ``path`` as given when it named the temporary file or no file at all (a full disk:
+    ``[Errno 28] No space left on device: 'report.html'``); its ``errno`` and ``strerror``
+    are kept, and the temporary file is removed."""
 
     def __init__(self, path: Path, mode: str = "wb") -> None:
         self.path = Path(path)
+        # The name errors give: the user's, even when a link makes self.path another.
+        self.given = self.path
         self.mode = mode
         self.tmp: Path | None = None
 
     def __enter__(self):
+        with _target_in_errors(self.given):
+            return self._open()
+
+    def _open(self):
         encoding = None if "b" in self.mode else "utf-8"
         through, descriptor = _descriptor_of(self.path)
         if descriptor is not None:
@@ -310,46 +358,79 @@ class AtomicFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temps(self.path.parent, self.path.name)
         fd, self.tmp = _claim_temp(self.path)
-        _take_over_mode(self.tmp, self.path)
-        self.handle = os.fdopen(fd, self.mode, encoding=encoding)
+        try:
+            _take_over_mode(self.tmp, self.path)
+            self.handle = os.fdopen(fd, self.mode, encoding=encoding)
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: the temporary file goes here.
+            os.close(fd)
+            self.tmp.unlink(missing_ok=True)
+            raise
         return self.handle
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        with _target_in_errors(self.given):
+            self._close(replace=exc_type is None)
+        if isinstance(exc, OSError):
+            # The block's own write failed (a full disk): name the target, not the temporary.
+            named = _naming_target(exc, self.given)
+            if named is not exc:
+                raise named from None
+
+    def _close(self, *, replace: bool) -> None:
         if self.tmp is None:  # written through
             self.handle.close()
             return
         try:
-            if exc_type is None:
+            if replace:
                 self.handle.flush()
                 os.fsync(self.handle.fileno())
                 kill_point(f"atomic:written:{self.path.name}")
                 os.replace(self.tmp, self.path)
                 fsync_dir(self.path.parent)
         finally:
-            self.handle.close()  # releases the temporary file's lock
-            self.tmp.unlink(missing_ok=True)  # renamed already, unless the write failed
-        if exc_type is None:
+            try:
+                self.handle.close()  # releases the temporary file's lock
+            finally:
+                self.tmp.unlink(missing_ok=True)  # renamed already, unless the write failed
+        if replace:
             kill_point(f"atomic:replaced:{self.path.name}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename).
+
+    Raises:
+        OSError: the file cannot be written; it names ``path``, not the temporary file.
+    """
     with AtomicFile(path, "w") as fh:
         fh.write(text)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
+    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically.
+
+    Raises:
+        OSError: the file cannot be written; it names ``path``, not the temporary file.
+    """
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Save ``array`` as ``.npy`` to ``path`` atomically."""
+    """Save ``array`` as ``.npy`` to ``path`` atomically.
+
+    Raises:
+        OSError: the file cannot be written; it names ``path``, not the temporary file.
+    """
     with AtomicFile(path, "wb") as fh:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically."""
+    """Write ``payload`` to ``path`` atomically.
+
+    Raises:
+        OSError: the file cannot be written; it names ``path``, not the temporary file.
+    """
     with AtomicFile(path, "wb") as fh:
         fh.write(payload)

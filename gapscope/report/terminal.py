@@ -11,6 +11,10 @@ columns. Values are coloured by the band of their reading
 or without bands), and each what-if scenario's values by whether they are better or worse
 than the embeddings as they are (by the report's ``directions``). rich prints no colour when
 ``NO_COLOR`` is set or the output is not a terminal.
+
+Words that come from a store or a report rather than from gapscope (the source, model and
+modality names, tags, notes) pass through :func:`printable` first: a crafted manifest must not
+move the cursor, clear the screen or retitle the terminal.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "pair_lines",
     "pair_rows",
     "pair_table",
+    "printable",
     "render_report",
     "retrieval_table",
     "whatif_change",
@@ -48,6 +53,24 @@ __all__ = [
 TONE_STYLES = {GOOD: "green", WORRYING: "red"}
 # What-ifs: a scenario's value against the embeddings as they are.
 _CHANGE_STYLES = {"better": "green", "worse": "red"}
+
+
+# Every C0 control character, DEL and every C1 control character, as an escape of its own.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def printable(text: object) -> str:
+    """``text`` as a string with every control character shown as its escape, for a terminal.
+
+    C0 controls (ESC, BEL, backspace, line breaks, tabs...), DEL and the C1 controls (CSI
+    ``\\x9b``...) would otherwise reach the terminal, which runs them: a model name could
+    clear the screen or forge a line of output. A line break is shown too: one name, one line.
+
+    >>> printable("ViT-B-32"), printable("evil\\x1b[2J\\nname")
+    ('ViT-B-32', 'evil\\\\x1b[2J\\\\nname')
+    """
+    return str(text).translate(_ESCAPES)
 
 
 def _lookup(entry: Mapping[str, Any], path: tuple[str, ...]) -> tuple[Any, Mapping[str, Any]]:
@@ -168,11 +191,13 @@ def pair_table(report: Report, pair: str) -> FittedTable:
             Column("value", justify="right", inline=True, labelled=False),
             Column("reading", "prose", style="dim"),
         ],
-        title=Text(pair, style="bold"),
+        title=Text(printable(pair), style="bold"),
     )
     for line in pair_lines(report, pair):
         table.add_row(
-            line.label, Text(line.text, style=TONE_STYLES.get(line.tone or "", "")), line.reading
+            printable(line.label),
+            Text(line.text, style=TONE_STYLES.get(line.tone or "", "")),
+            printable(line.reading),
         )
     return table
 
@@ -200,7 +225,9 @@ def retrieval_table(report: Report, pair: str) -> FittedTable | None:
             Column("queries", "wrap", justify="right"),
             Column("relevance", style="dim"),
         ],
-        title=Text.assemble((pair, "bold"), " retrieval (hit rate: any positive in the top K)"),
+        title=Text.assemble(
+            (printable(pair), "bold"), " retrieval (hit rate: any positive in the top K)"
+        ),
     )
     for direction, r in directions:
         src, dst = direction.split("->")
@@ -218,7 +245,7 @@ def retrieval_table(report: Report, pair: str) -> FittedTable | None:
         if r.get(K.N_SKIPPED.name):
             queries += f" (+{r[K.N_SKIPPED.name]} left out)"
         relevance = r.get(K.RELEVANCE.name, K.GROUPS) if intra else "true pairs"
-        table.add_row(direction, *cells, queries, relevance)
+        table.add_row(printable(direction), *cells, queries, printable(relevance))
     return table
 
 
@@ -236,11 +263,14 @@ def whatif_table(report: Report, pair: str) -> FittedTable | None:
         [
             Column("scenario", "name", style="cyan"),
             Column(K.GAP.name, justify="right"),
-            *[Column(f"{direction}\n{key}", justify="right") for direction in directions],
-            Column(f"uniformity\n{a}/{b}", justify="right"),
+            *[
+                Column(f"{printable(direction)}\n{key}", justify="right")
+                for direction in directions
+            ],
+            Column(f"uniformity\n{printable(a)}/{printable(b)}", justify="right"),
             *([Column("zero-shot\ntop-1", justify="right")] if zeroshot else []),
         ],
-        title=Text.assemble((pair, "bold"), " what-ifs: close the gap after training"),
+        title=Text.assemble((printable(pair), "bold"), " what-ifs: close the gap after training"),
     )
     original = whatif.get(K.ORIGINAL, {})
 
@@ -254,7 +284,7 @@ def whatif_table(report: Report, pair: str) -> FittedTable | None:
         recall0 = original.get(K.RECALL.name, {})
         uni0 = original.get(K.UNIFORMITY.name, {})
         table.add_row(
-            scenario_label(scenario),
+            printable(scenario_label(scenario)),
             cell(K.GAP.name, values.get(K.GAP.name), original.get(K.GAP.name)),
             *[
                 cell(key, recall.get(d, {}).get(key), recall0.get(d, {}).get(key), format_percent)
@@ -328,8 +358,8 @@ def model_line(report: Report) -> Text | None:
     name = model.get(K.MODEL) or model.get("name") or model.get("family") or "encoder"
     weights = model.get("pretrained") or model.get("checkpoint")
     family = model.get("family")
-    detail = [str(v) for v in (family, weights) if v and v != name]
-    line = Text(f"model: {name}", style="dim")
+    detail = [printable(v) for v in (family, weights) if v and v != name]
+    line = Text(f"model: {printable(name)}", style="dim")
     random = has_random_weights(inp)
     if not detail and not random:
         return line
@@ -348,12 +378,14 @@ def render_report(report: Report, console: Console | None = None) -> None:
     console = console or Console()
     data = report.to_dict()
     inp = data[K.INPUT_SECTION]
-    sizes = ", ".join(f"{m} {v[K.ROWS]}x{v[K.DIM]}" for m, v in inp[K.MODALITIES_SECTION].items())
+    sizes = ", ".join(
+        printable(f"{m} {v[K.ROWS]}x{v[K.DIM]}") for m, v in inp[K.MODALITIES_SECTION].items()
+    )
     header = Text.assemble(
         ("gapscope ", "bold"),
-        (data[K.VERSION_FIELD], "dim"),
+        (printable(data[K.VERSION_FIELD]), "dim"),
         "  ",
-        (inp[K.SOURCE], "bold"),
+        (printable(inp[K.SOURCE]), "bold"),
         f"  ({sizes})",
     )
     console.print(header)
@@ -362,7 +394,7 @@ def render_report(report: Report, console: Console | None = None) -> None:
         console.print(model)
     run = report.run_info
     labels = ([f"step {run.step}"] if run.step is not None else []) + [
-        f"{key}={value}" for key, value in run.tags.items()
+        printable(f"{key}={value}") for key, value in run.tags.items()
     ]
     if labels:
         console.print(Text(f"run: {', '.join(labels)}", style="dim"))
@@ -377,7 +409,7 @@ def render_report(report: Report, console: Console | None = None) -> None:
         if mean is not None:
             console.print(
                 Text.assemble(
-                    (f"{name} GRAM volume ", "cyan"),
+                    (f"{printable(name)} GRAM volume ", "cyan"),
                     format_number(mean),
                     (
                         " (mean over tuples; 0 = the modalities of a tuple coincide, lower is "
@@ -387,4 +419,4 @@ def render_report(report: Report, console: Console | None = None) -> None:
                 )
             )
     for note in data[K.NOTES_SECTION]:
-        console.print(Text(f"note: {note}", style="yellow"))
+        console.print(Text(f"note: {printable(note)}", style="yellow"))
