@@ -57,7 +57,7 @@ def _render_info(s: Any, console: Console) -> None:
 
     from gapscope.data.class_prompts import read_store_classes
     from gapscope.data.weights import encoder_name, random_init_seed
-    from gapscope.report.terminal import printable
+    from gapscope.report.text import printable
 
     table = Table(title=f"[bold]{escape(printable(s.path))}[/bold]", title_justify="left")
     for col in ("modality", "rows", "dim", "dtype", "groups", "labels", "normalised"):

@@ -23,6 +23,7 @@ from rich.text import Text
 from gapscope.analysis import keys as K
 from gapscope.report.numbers import format_change, format_number
 from gapscope.report.tables import Cell, Column, FittedTable
+from gapscope.report.text import printable
 
 if TYPE_CHECKING:
     from gapscope.gate.check import CheckResult, MetricCheck
@@ -92,7 +93,7 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
     with_ci = any(m.baseline_ci or m.current_ci for m in result.metrics.values())
     title = Text("gapscope check", style="bold")
     if result.baseline is not None:
-        title.append(f": {result.report[K.SOURCE]} against {result.baseline[K.SOURCE]}")
+        title.append(printable(f": {result.report[K.SOURCE]} against {result.baseline[K.SOURCE]}"))
     columns = [
         Column("metric", "name", style="cyan"),
         Column("baseline", justify="right"),
@@ -123,11 +124,11 @@ def render_check(result: CheckResult, console: Console | None = None) -> None:
     for m in result.metrics.values():
         if m.verdict in ("regressed", "failed", "improved") and m.messages:
             style = "green" if m.verdict == "improved" else "red"
-            console.print(Text(f"{m.verdict}: {m.message}", style=style))
+            console.print(Text(printable(f"{m.verdict}: {m.message}"), style=style))
     for warning in result.warnings:
-        console.print(Text(f"warning: {warning}", style="yellow"))
+        console.print(Text(printable(f"warning: {warning}"), style="yellow"))
     for line in result.gate_lines():  # what was gated, and why
-        console.print(Text(line, style="dim"))
+        console.print(Text(printable(line), style="dim"))
     counts = ", ".join(f"{n} {v}" for v, n in result.summary.items() if n)
     verdict = "PASS" if result.passed else "FAIL"
     console.print(
@@ -232,7 +233,8 @@ def render_diff(result: DiffResult, console: Console | None = None) -> None:
     console = console or Console()
     with_ci = any(m.a_ci or m.b_ci for m in result.metrics.values())
     title = Text.assemble(
-        ("gapscope diff", "bold"), f": A = {result.a[K.SOURCE]}, B = {result.b[K.SOURCE]}"
+        ("gapscope diff", "bold"),
+        printable(f": A = {result.a[K.SOURCE]}, B = {result.b[K.SOURCE]}"),
     )
     columns = [
         Column("metric", "name", style="cyan"),
@@ -258,4 +260,4 @@ def render_diff(result: DiffResult, console: Console | None = None) -> None:
         table.add_row(*cells)
     console.print(table, crop=False)
     for warning in result.warnings:
-        console.print(Text(f"warning: {warning}", style="yellow"))
+        console.print(Text(printable(f"warning: {warning}"), style="yellow"))

@@ -15,6 +15,7 @@ from gapscope.errors import GapscopeError
 from gapscope.gate.schema import first_problem, report_schema_for
 from gapscope.report.model import READABLE_SCHEMAS, Report
 from gapscope.report.run import run_info
+from gapscope.report.text import printable
 
 __all__ = [
     "MAX_DEPTH",
@@ -90,7 +91,7 @@ def parse_report(text: str | bytes, name: str, role: str = "report") -> Report:
     problem = first_problem(data, report_schema_for(schema))
     if problem is not None:
         where, message = problem
-        field = f": {_printable(where)}:" if where else ""
+        field = f": {printable(where)}:" if where else ""
         raise GapscopeError(f"{role} {name}{field} {message} (schema {schema})")
     try:
         # The step and the tags, which the schema takes more loosely than the report does
@@ -149,13 +150,13 @@ def _check_structure(data: Any, name: str, role: str) -> None:
     while stack:
         path, value = stack.pop()
         if len(path) > MAX_DEPTH:
-            shown = _printable(".".join(path[:3]))
+            shown = printable(".".join(path[:3]))
             raise GapscopeError(
                 f"{role} {name} is not a report: it nests more than {MAX_DEPTH} levels deep "
                 f"(under {shown}...)"
             )
         if isinstance(value, _Repeated):
-            where = _printable(".".join(path)) if path else "the top-level object"
+            where = printable(".".join(path)) if path else "the top-level object"
             raise GapscopeError(
                 f"{role} {name}: {where} has the key {value.repeated!r} twice; a key may "
                 "appear once in an object"
@@ -164,12 +165,6 @@ def _check_structure(data: Any, name: str, role: str) -> None:
             stack.extend(((*path, key), item) for key, item in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend(((*path, str(k)), item) for k, item in reversed(list(enumerate(value))))
-
-
-def _printable(text: str) -> str:
-    """``text`` with its unprintable characters escaped (a key may hold a newline), so that a
-    message stays one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _not_json(constant: str) -> Any:

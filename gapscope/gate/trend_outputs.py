@@ -44,6 +44,7 @@ from gapscope.gate.trend import (
 from gapscope.report.html import html_page, html_table
 from gapscope.report.numbers import format_number
 from gapscope.report.tables import Cell, Column, FittedTable
+from gapscope.report.text import printable
 
 __all__ = [
     "REGRESSED_MARK",
@@ -91,7 +92,7 @@ def render_trend(result: TrendResult, console: Console | None = None) -> None:
     """Print the trend table (a row a metric, a column a report), one line a regression, the
     warnings, how points were judged, and a summary line."""
     console = console or Console()
-    steps = [result.label(i) for i in range(len(result.reports))]
+    steps = [printable(result.label(i)) for i in range(len(result.reports))]
     title = Text("gapscope trend", style="bold")
     title.append(f": {len(result.reports)} reports, {steps[0]} to {steps[-1]}")
     columns = [Column("metric", "name", style="cyan"), Column("better", justify="center")]
@@ -105,19 +106,20 @@ def render_trend(result: TrendResult, console: Console | None = None) -> None:
     console.print(table, crop=False)
     for key, i in result.regressions:
         point = result.metrics[key].points[i]
-        console.print(Text(f"{point.verdict} at {steps[i]}: {point.message or key}", style="red"))
+        line = printable(f"{point.verdict} at {steps[i]}: {point.message or key}")
+        console.print(Text(line, style="red"))
     for warning in result.warnings:
-        console.print(Text(f"warning: {warning}", style="yellow"))
+        console.print(Text(printable(f"warning: {warning}"), style="yellow"))
     first = result.reports[0]
     console.print(
         Text(
             f"{REGRESSED_MARK} marks a value that regressed against the first report "
-            f"({first['name']}, {steps[0]}), judged as gapscope check judges it:",
+            f"({printable(first['name'])}, {steps[0]}), judged as gapscope check judges it:",
             style="dim",
         )
     )
     for line in result.gate_lines:
-        console.print(Text(f"  {line}", style="dim"))
+        console.print(Text(printable(f"  {line}"), style="dim"))
     if result.undefined:
         console.print(Text(f"  {_undefined_line(result)}", style="dim"))
     regressed = result.regressions

@@ -29,6 +29,7 @@ from typing import Any
 from gapscope.analysis import keys as K
 from gapscope.data.weights import random_init_seed
 from gapscope.errors import GapscopeError
+from gapscope.report.text import printable
 
 __all__ = [
     "RunInfo",
@@ -208,6 +209,9 @@ def checkpoint_identity(input_section: Mapping[str, Any]) -> str:
     'ViT-B-32@sha256:9f2c'
     >>> checkpoint_identity({"model": None, "fingerprint": "c6a1"})
     'embeddings@sha256:c6a1'
+
+    Control characters in the names are shown as escapes (:func:`~gapscope.report.text.printable`):
+    the identity is one line.
     """
     encoder = input_section.get(K.MODEL)
     if isinstance(encoder, Mapping):
@@ -219,7 +223,9 @@ def checkpoint_identity(input_section: Mapping[str, Any]) -> str:
             weights = f"sha256:{encoder[_CHECKPOINT_SHA256]}"
         elif random_init_seed(encoder) is not None:
             weights = f"random-seed-{random_init_seed(encoder)}"
-        parts = [str(p) for p in (name, weights) if p]
+        # One line whatever the manifest holds: a newline or an escape sequence in a model
+        # name would break every table, CSV row and message that names the checkpoint.
+        parts = [printable(p) for p in (name, weights) if p]
         if parts:
             return "@".join(parts)
     fingerprint = input_section.get(K.FINGERPRINT)

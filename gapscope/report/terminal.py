@@ -34,6 +34,7 @@ from gapscope.report.model import Report
 from gapscope.report.numbers import format_number, format_percent
 from gapscope.report.run import has_random_weights
 from gapscope.report.tables import Column, FittedTable
+from gapscope.report.text import printable
 
 __all__ = [
     "TONE_STYLES",
@@ -41,7 +42,6 @@ __all__ = [
     "pair_lines",
     "pair_rows",
     "pair_table",
-    "printable",
     "render_report",
     "retrieval_table",
     "whatif_change",
@@ -53,24 +53,6 @@ __all__ = [
 TONE_STYLES = {GOOD: "green", WORRYING: "red"}
 # What-ifs: a scenario's value against the embeddings as they are.
 _CHANGE_STYLES = {"better": "green", "worse": "red"}
-
-
-# Every C0 control character, DEL and every C1 control character, as an escape of its own.
-_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-
-
-def printable(text: object) -> str:
-    """``text`` as a string with every control character shown as its escape, for a terminal.
-
-    C0 controls (ESC, BEL, backspace, line breaks, tabs...), DEL and the C1 controls (CSI
-    ``\\x9b``...) would otherwise reach the terminal, which runs them: a model name could
-    clear the screen or forge a line of output. A line break is shown too: one name, one line.
-
-    >>> printable("ViT-B-32"), printable("evil\\x1b[2J\\nname")
-    ('ViT-B-32', 'evil\\\\x1b[2J\\\\nname')
-    """
-    return str(text).translate(_ESCAPES)
 
 
 def _lookup(entry: Mapping[str, Any], path: tuple[str, ...]) -> tuple[Any, Mapping[str, Any]]:

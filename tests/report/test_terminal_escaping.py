@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from gapscope.cli import app
 from gapscope.data.store import EmbeddingStore
-from gapscope.report.terminal import printable
+from gapscope.report.text import printable
 
 runner = CliRunner()
 CLEAN_ENV = {"COLUMNS": None, "NO_COLOR": None, "FORCE_COLOR": None, "GITHUB_ACTIONS": None}
@@ -95,3 +95,23 @@ def test_json_keeps_the_names_exactly(crafted_store):
     assert data["run"]["tags"] == {"note": TAG.split("=", 1)[1]}
     manifest = json.loads(run("info", crafted_store, "--json").stdout)
     assert manifest["encoder"]["model"] == MODEL and manifest["encoder"]["family"] == FAMILY
+
+
+def test_check_diff_and_trend_show_the_crafted_names_escaped(crafted_store, tmp_path):
+    # The run's checkpoint names the crafted model; check's footer and warnings, diff's and
+    # trend's titles print report strings too.
+    report = run("analyze", crafted_store, "-q", "--metrics", "gap", "-f", "json")
+    data = json.loads(report.stdout)
+    data["input"]["source"] = "store\x1b[2J\nforged"
+    data["run"]["step"] = 1
+    base, later = tmp_path / "base.json", tmp_path / "later.json"
+    base.write_text(json.dumps(data))
+    data["run"]["step"], data["pairs"]["image-text"]["gap"] = 5, 1.9
+    later.write_text(json.dumps(data))
+    for args in (["check", later, "-b", base], ["diff", base, later], ["trend", base, later]):
+        result = run(*args, env={"COLUMNS": "200"})
+        assert result.exit_code in (0, 1), result.output
+        assert_no_controls(result.stdout)
+        assert not any(line.startswith("forged") for line in result.stdout.splitlines())
+    checked = run("check", later, "-b", base, env={"COLUMNS": "200"}).stdout
+    assert "evil\\x1b[2J\\nforged line" in " ".join(checked.split())
