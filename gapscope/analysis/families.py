@@ -387,6 +387,7 @@ def _mir(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
         ctx.raw[y_name],
         norms=(ctx.raw_norms(x_name), ctx.raw_norms(y_name)),
         moments=(ctx.raw_moments(x_name), ctx.raw_moments(y_name)),
+        names=(x_name, y_name),
     )
     sides = (
         (x_name, r.outlier_step_skipped_x, r.norm_spread_x, r.rounding_x),
@@ -511,11 +512,19 @@ def _intra(ctx: AnalysisContext, m: str) -> dict[str, Any]:
     assert result is not None
     _, relevance = ctx.relevance(m)
     if result.n_queries == 0:
-        what = "label" if relevance == K.LABELS else "group"
-        ctx.note(
-            f"{m}->{m} retrieval: no {m} row has another with the same {what}; "
-            "give labels to measure it"
-        )
+        # With --sample only the sampled rows were asked: other rows may share a code.
+        who = f"no {m} row" if ctx.queries(m) is None else f"no sampled {m} query"
+        if relevance == K.LABELS:
+            # Labels were given: asking for them would be wrong; each class is a single row.
+            ctx.note(
+                f"{m}->{m} retrieval: {who} shares its label with another {m} row, so there "
+                "is nothing to retrieve (a class needs two rows or more)"
+            )
+        else:
+            ctx.note(
+                f"{m}->{m} retrieval: {who} shares its group with another {m} row and no "
+                "labels were given: give labels to measure it"
+            )
     elif result.n_skipped:
         ctx.note(
             f"{m}->{m} retrieval: {result.n_skipped} queries with no relevant row were left out"

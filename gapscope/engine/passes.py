@@ -171,7 +171,8 @@ def modality_pass(
     score is ``-inf``, and the scores are read by both metrics:
 
     * uniformity (Wang & Isola 2020): ``log a_i = log((1/(n-1)) sum_{j != i}
-      exp(-t ||x_i - x_j||^2))`` per query row, with ``||x_i - x_j||^2 = 2 - 2 s_ij``. Over
+      exp(-t ||x_i - x_j||^2))`` per query row, with ``||x_i - x_j||^2 = 2 - 2 s_ij``, and
+      the value at most 0 (float32 rounding may lift identical rows a hair above). Over
       every row, ``uniformity = log((1/n) sum_i a_i)`` exactly (the mean over ordered pairs
       equals the mean over unordered pairs). Over sampled rows ``Q`` (``query_index``), the
       estimate is ``log(mean_{q in Q} a_q)`` (unbiased inside the log) with the delta-method
@@ -265,7 +266,10 @@ def modality_pass(
     if kernel is not None:
         terms = kernel.row_lse - math.log(n - 1)
         if sample is None:
-            value = log_sum_exp(kernel.row_lse) - math.log(n * (n - 1))
+            # At most 0 (every term at most 1), though the float32 terms and their sums may
+            # round a hair above: the bound is kept on the value (on each pair it would cost
+            # a pass over every score).
+            value = min(log_sum_exp(kernel.row_lse) - math.log(n * (n - 1)), 0.0)
         else:
             value, se = _sampled_estimate(terms, n)
     result = None
@@ -336,6 +340,8 @@ def _exact_pass(
 def _sampled_estimate(log_a: np.ndarray, n: int) -> tuple[float, float]:
     """``log(mean a_q)`` and its delta-method standard error, shifted so nothing underflows."""
     value, _, shifted = log_mean_exp(log_a)
+    # A mean of kernel values is at most 1: kept at most 0 against the float32 rounding.
+    value = min(value, 0.0)
     q = log_a.size
     if q < 2:
         return value, math.nan
@@ -493,10 +499,11 @@ class _KernelRows:
         if 2.0 * self.two_t > MAX_UNSHIFTED_EXPONENT:
             return torch.logsumexp(kernel, dim=1).cpu().double().numpy()
         # Every term lies in [exp(-2t), exp(2t)] (s rounded above 1 moves a term by ~1e-7
-        # relative): a plain float32 sum neither overflows nor underflows, and torch sums
-        # float32 rows by cascades (error ~1e-7 relative); a float64 sum would cost four times
-        # the exp itself. Each row's sum depends on that row alone (the thread count and the
-        # number of rows in the block do not change its bits: tests/engine/test_passes.py).
+        # relative, as the float32 sum does; not clamped, which would cost a pass over every
+        # score): a plain float32 sum neither overflows nor underflows, and torch sums float32
+        # rows by cascades (error ~1e-7 relative); a float64 sum would cost four times the exp
+        # itself. Each row's sum depends on that row alone (the thread count and the number of
+        # rows in the block do not change its bits: tests/engine/test_passes.py).
         return np.log(kernel.exp_().sum(dim=1).cpu().numpy().astype(np.float64))
 
 
@@ -985,7 +992,8 @@ def cross_pair_pass(
     n, m = ux.shape[0], uy.shape[0]
     kernel = None
     if full is not None:
-        kernel = CrossKernel(log_sum_exp(full.row_lse) - math.log(n * m), None)
+        # At most 0, as the uniformity (modality_pass): rounding may not lift it above.
+        kernel = CrossKernel(min(log_sum_exp(full.row_lse) - math.log(n * m), 0.0), None)
     elif t is not None:
         assert x_side.sample is not None
         thin = _KernelRows(x_side.sample.size, t, prescale=False)

@@ -164,6 +164,7 @@ def modality_integration_rate(
     block_size: int | None = None,
     norms: tuple[RawNorms, RawNorms] | None = None,
     moments: tuple[RawMoments | None, RawMoments | None] | None = None,
+    names: tuple[str, str] = ("x", "y"),
 ) -> MIRResult:
     """Modality Integration Rate of two modalities (Huang et al. 2024, "Deciphering Cross-Modal
     Alignment in Large Vision-Language Models with Modality Integration Rate", arXiv 2410.07167).
@@ -215,6 +216,7 @@ def modality_integration_rate(
             scatter, where taking them out would cancel its digits, the rows are read again
             as without ``moments``. The result agrees with a read to rounding, not to the
             bit.
+        names: the two modalities' names (e.g. ``("image", "text")``), for the messages.
 
     Returns:
         A :class:`MIRResult`.
@@ -231,15 +233,16 @@ def modality_integration_rate(
         >>> round(r.fd, 4), round(r.mir, 4), r.scale, r.outlier_step_skipped_y, r.full_rank
         (0.5, -0.301, 0.5, True, False)
     """
-    xa = check_embeddings(x, "x", min_rows=2)
-    ya = check_embeddings(y, "y", min_rows=2)
-    check_same_dim(xa, ya)
+    name_x, name_y = names
+    xa = check_embeddings(x, name_x, min_rows=2)
+    ya = check_embeddings(y, name_y, min_rows=2)
+    check_same_dim(xa, ya, names)
     d = xa.shape[1]
     rows = resolve_scan_rows(block_size, d, bytes_per_entry=24)
 
     if norms is None:
         norms = (raw_norms(xa, rows), raw_norms(ya, rows))
-    for given, a, name in ((norms[0], xa, "x"), (norms[1], ya, "y")):
+    for given, a, name in ((norms[0], xa, name_x), (norms[1], ya, name_y)):
         if given.norms.shape != (a.shape[0],):
             raise GapscopeError(
                 f"norms: {name} has {a.shape[0]} rows but {given.norms.shape[0]} norms were given"
@@ -250,14 +253,16 @@ def modality_integration_rate(
         scale = 1.0 / mean_norm_y
     if not math.isfinite(scale):
         raise EmbeddingError(
-            f"y: the mean row norm {mean_norm_y:.3g} is too small for MIR's scale 1 / norm "
+            f"{name_y}: the mean row norm {mean_norm_y:.3g} is too small for MIR's scale 1 / norm "
             "(beyond float64)"
         )
     spread_x, spread_y = _norm_spread(norms_x), _norm_spread(norms_y)
-    outliers_x, skipped_x = _norm_outliers(norms_x * scale, spread_x, rounding_x)
-    outliers_y, skipped_y = _norm_outliers(norms_y * scale, spread_y, rounding_y)
+    # The test is the same at any common scale of a modality's norms: made on the norms as
+    # they are, since times ``scale`` a huge norm could overflow.
+    outliers_x, skipped_x = _norm_outliers(norms_x, spread_x, rounding_x)
+    outliers_y, skipped_y = _norm_outliers(norms_y, spread_y, rounding_y)
     made = moments if moments is not None else (None, None)
-    for raw, a, name in ((made[0], xa, "x"), (made[1], ya, "y")):
+    for raw, a, name in ((made[0], xa, name_x), (made[1], ya, name_y)):
         if raw is not None and (raw.rows != a.shape[0] or raw.mean.shape != (d,)):
             raise GapscopeError(
                 f"moments: {name} has {a.shape[0]} rows of {d} values, the moments are of "
@@ -267,10 +272,10 @@ def modality_integration_rate(
     with np.errstate(over="ignore", invalid="ignore"):
         mean_x, cov_x = _scaled_mean_cov(xa, scale, outliers_x, rows, made[0])
         mean_y, cov_y = _scaled_mean_cov(ya, scale, outliers_y, rows, made[1])
-    for name, moments_of in (("x", (mean_x, cov_x)), ("y", (mean_y, cov_y))):
+    for name, moments_of in ((name_x, (mean_x, cov_x)), (name_y, (mean_y, cov_y))):
         if not all(np.isfinite(a).all() for a in moments_of):
             raise EmbeddingError(
-                f"{name}: its covariance, in units of y's mean norm {mean_norm_y:.3g}, "
+                f"{name}: its covariance, in units of {name_y}'s mean norm {mean_norm_y:.3g}, "
                 "overflows float64 (the modalities differ in scale by some 1e150 or more)"
             )
 
@@ -530,15 +535,19 @@ def _norm_outliers(norms: np.ndarray, spread: float, rounding: str) -> tuple[np.
     skipped (``spread`` within :func:`rounding_band` of ``rounding``)."""
     if spread <= rounding_band(rounding):
         return np.zeros(norms.shape[0], dtype=bool), True
-    # Norms brought near 1 by a power of two (exact, so the same test wherever the norms are
-    # normal numbers): the squares in the standard deviation of subnormal norms would vanish,
-    # and every row off the median would count as an outlier.
-    median_exponent = int(np.frexp(np.median(norms))[1])
-    if median_exponent:
-        norms = np.ldexp(norms, -median_exponent)
-    median = float(np.median(norms))
-    std = float(norms.std(ddof=1))
-    return np.abs(norms - median) > _OUTLIER_SIGMAS * std, False
+    # Norms brought to at most 1 by the power of two of the largest (exact, so the same test
+    # wherever the norms are normal numbers): the squares in the standard deviation neither
+    # overflow (a row of norm 1e300 among unit rows would make it inf, and find no outlier)
+    # nor, for the norms that matter, vanish (subnormal norms would make every row off the
+    # median an outlier). Norms far below the largest may underflow: their deviations are
+    # then negligible against its own.
+    top_exponent = int(np.frexp(norms.max())[1])
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+        if top_exponent:
+            norms = np.ldexp(norms, -top_exponent)
+        median = float(np.median(norms))
+        std = float(norms.std(ddof=1))
+        return np.abs(norms - median) > _OUTLIER_SIGMAS * std, False
 
 
 def _scaled_mean_cov(

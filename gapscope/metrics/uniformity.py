@@ -34,7 +34,7 @@ def uniformity(
 
     the value of their ``torch.pdist(x).pow(2).mul(-t).exp().mean().log()``. Lower means more
     uniform; it lies in ``[-4t, 0]`` (0: all rows equal; -2t: e.g. an orthonormal set), up to
-    the rounding below.
+    the rounding below, and is never above 0.
 
     Exact and blocked: each row's mean kernel value ``a_i`` against every other row is summed
     from a float32 block of similarities (``||x_i - x_j||^2 = 2 - 2 s_ij``), the logs are
@@ -44,7 +44,8 @@ def uniformity(
     kernel exponent, and the value, is within ``2 t e_S`` of the exact one (``e_S``,
     :func:`~gapscope.engine.ranking.score_error_bound`: 3.1e-5 at ``d = 512``); in practice
     about ``1e-7 t``. That is ~1e-6 relative for spread rows; rows within ~1e-3 of one
-    another have a value near 0, which the rounding can dominate (or lift a hair above 0).
+    another have a value near 0, which the rounding can dominate: a value the rounding would
+    lift above 0 is reported as 0 (all rows equal: 0, or a hair below).
 
     Args:
         x: embeddings, shape ``(n, d)`` with ``n >= 2``; numpy array (memmaps welcome) or torch
