@@ -722,7 +722,8 @@ def _modality_result(
     retrieval = None if state.intra is None else state.intra.result(cutoffs, sample)
     terms = state.kernel.row_lse - math.log(n - 1)
     if sample is None:
-        value, se = log_sum_exp(state.kernel.row_lse) - math.log(n * (n - 1)), None
+        # At most 0, as modality_pass keeps it, so a version without offset gives its bits.
+        value, se = min(log_sum_exp(state.kernel.row_lse) - math.log(n * (n - 1)), 0.0), None
     else:
         value, se = _sampled_estimate(terms, n)
     return ModalityPassResult(value, se, sample, terms, retrieval)

@@ -38,8 +38,9 @@ def cross_modal_uniformity(
 
         cross_uniformity = log( (1 / (n m)) sum_{i,j} exp(-t ||x_i - y_j||^2) ),
 
-    over every pair of rows, true pairs included. It lies in ``[-4t, 0]`` (up to rounding): 0
-    when every row of both modalities is the same point, about ``-2t`` when the rows of the
+    over every pair of rows, true pairs included. It lies in ``[-4t, 0]`` (never above 0:
+    rounding that would lift it is capped): 0 when every row of both modalities is the same
+    point, about ``-2t`` when the rows of the
     two modalities are orthogonal to each other (two cones apart), lower still when they
     point away. A modality gap lowers it (every cross distance grows); so does a well-spread
     joint distribution. It is a description, not a judgement: read it with the gap and MMD.
