@@ -13,6 +13,8 @@ from rich.console import Console
 
 from gapscope.data.atomic import (
     atomic_write_text,
+    check_writable_folder,
+    is_special_file,
     open_descriptor,
     writable_descriptor,
 )
@@ -43,9 +45,10 @@ def check_output_paths(**paths: Path | None) -> None:
     analysis. Missing folders are fine: the write creates them.
 
     Raises:
-        GapscopeError: ``--<option> <path>`` is a folder, lies under a file, or names a
-            descriptor of this process that is not open for writing (``/dev/fd/9``,
-            ``/dev/stdin``).
+        GapscopeError: ``--<option> <path>`` is a folder, lies under a file, lies in a folder
+            that may not be written in (:func:`~gapscope.data.atomic.check_writable_folder`),
+            is a device that may not be written, or names a descriptor of this process that is
+            not open for writing (``/dev/fd/9``, ``/dev/stdin``).
     """
     for option, path in paths.items():
         if path is None or str(path) == "-":
@@ -60,9 +63,11 @@ def check_output_paths(**paths: Path | None) -> None:
             continue
         if path.is_dir():
             raise GapscopeError(f"{flag} {path} is a folder; give the path of a file to write")
-        existing = next((p for p in path.parents if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise GapscopeError(f"{flag} {path}: {existing} is a file, not a folder")
+        if is_special_file(path):  # written through: the device's own mode decides
+            if not os.access(path, os.W_OK):
+                raise GapscopeError(f"{flag} {path} may not be written")
+            continue
+        check_writable_folder(path, flag)
 
 
 def check_stdout_once(**outputs: Path | None) -> None:

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from gapscope.errors import GapscopeError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock; writes are still atomic
@@ -52,6 +54,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_writable_folder",
     "fsync_dir",
     "is_gapscope_temp",
     "is_special_file",
@@ -125,6 +128,32 @@ def is_special_file(path: Path) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def check_writable_folder(path: str | os.PathLike[str], flag: str) -> None:
+    """Refuse, before any work, a ``path`` whose file an atomic write could not make: the
+    folder that holds it (or, when missing, the nearest folder above it that exists, where
+    the write would create the rest) is a file, or may not be written in.
+
+    A replacement needs both W (to add the temporary file and rename it) and X (to reach it)
+    on the folder, whatever the mode of the file it replaces. A link is followed: the file it
+    points at is the one replaced. Devices and FIFOs, written through, are not checked here.
+
+    Args:
+        path: the file to be written.
+        flag: how messages name it (``--output``).
+
+    Raises:
+        GapscopeError: naming ``flag``, ``path`` and the folder.
+    """
+    target = Path(os.path.realpath(path))
+    folder = next((p for p in target.parents if p.exists()), None)
+    if folder is None:
+        return
+    if not folder.is_dir():
+        raise GapscopeError(f"{flag} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GapscopeError(f"{flag} {path}: the folder {folder} is not writable")
 
 
 # The names of a process's open descriptors: /dev/fd/N and /proc/<self|pid>/fd/N.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from gapscope.analysis import keys as K
-from gapscope.data.atomic import atomic_write_bytes
+from gapscope.data.atomic import atomic_write_bytes, check_writable_folder
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.sampling import Stream, sample_rows
 from gapscope.errors import GapscopeError
@@ -115,20 +115,13 @@ def check_plot_folder(out: str | os.PathLike[str], flag: str = "--out") -> Path:
     path = Path(out)
     if path.is_symlink() and not path.exists():
         raise GapscopeError(f"{flag} {path} is a link to a path that does not exist")
-    if path.exists():
-        if not path.is_dir():
-            raise GapscopeError(f"{flag} {path} exists and is not a folder")
-        folder = path
-    else:
-        existing = next((p for p in path.absolute().parents if p.exists()), None)
-        if existing is None:
-            return path
-        if not existing.is_dir():
-            raise GapscopeError(f"{flag} {path}: {existing} is a file, not a folder")
-        folder = existing
+    if not path.exists():
+        check_writable_folder(path, flag)  # made under the nearest folder that exists
+    elif not path.is_dir():
+        raise GapscopeError(f"{flag} {path} exists and is not a folder")
     # Writing a file in a folder needs both: W to add the entry, X to reach it.
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise GapscopeError(f"{flag} {path}: the folder {folder} is not writable")
+    elif not os.access(path, os.W_OK | os.X_OK):
+        raise GapscopeError(f"{flag} {path}: the folder {path} is not writable")
     return path
 
 

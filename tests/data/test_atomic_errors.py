@@ -24,6 +24,7 @@ from gapscope.data.atomic import (
     atomic_write_text,
     is_gapscope_temp,
 )
+from gapscope.errors import GapscopeError
 
 runner = CliRunner()
 
@@ -210,3 +211,43 @@ def test_plot_on_a_full_disk_names_the_png(example_store, tmp_path, monkeypatch)
     assert line.startswith(f"Error: {os.strerror(errno.ENOSPC)}: {out}{os.sep}"), line
     assert line.endswith(".png") and ".tmp" not in line, line
     assert temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("option", ["-o", "--json", "--html"])
+@pytest.mark.parametrize("exists", [True, False], ids=["replaced", "new"])
+def test_an_output_in_a_folder_that_may_not_be_written_is_refused_before_the_work(
+    example_store, tmp_path, monkeypatch, option, exists
+):
+    from helpers import read_only_folder
+
+    import gapscope.cli.analyze as analyze_cli
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    target = locked / "out.txt" if exists else locked / "new" / "out.txt"
+    if exists:
+        target.write_text("old")
+    # The analysis is never reached: the refusal comes from the check of the outputs.
+    monkeypatch.setattr(analyze_cli, "embedding_source", lambda *a, **k: pytest.fail("ran"))
+    with read_only_folder(locked, monkeypatch):
+        line = one_line_error(run("analyze", example_store, "-q", option, target))
+    assert line == f"Error: {option_flag(option)} {target}: the folder {locked} is not writable"
+    assert not exists or target.read_text() == "old"
+
+
+def option_flag(option: str) -> str:
+    return {"-o": "--output"}.get(option, option)
+
+
+def test_check_writable_folder_follows_a_link_to_the_file_it_replaces(tmp_path, monkeypatch):
+    from helpers import read_only_folder
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "real.json").write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(locked / "real.json")
+    atomic.check_writable_folder(link, "--json")  # the link's folder and the file's: writable
+    with read_only_folder(locked, monkeypatch), pytest.raises(GapscopeError) as caught:
+        atomic.check_writable_folder(link, "--json")
+    assert str(caught.value) == f"--json {link}: the folder {locked} is not writable"
