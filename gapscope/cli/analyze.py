@@ -20,8 +20,36 @@ from gapscope.cli.output import (
     write_output,
     write_rendered,
 )
+from gapscope.cli.report_input import check_distinct_paths
 
-__all__ = ["analyze_command", "embedding_source"]
+__all__ = ["analyze_command", "embedding_source", "input_files"]
+
+
+def input_files(
+    files: Mapping[str, str | Path | None],
+    specs: Mapping[str, list[str] | None] | None = None,
+    **named: str | Path | None,
+) -> dict[str, Path | None]:
+    """The files an analysis reads, by how the command names them (``--image file``), for
+    :func:`~gapscope.cli.report_input.check_distinct_paths`: no output may replace one.
+
+    ``files`` are the modality arrays (``{"image": path}``); ``specs`` the repeatable options
+    whose values name a file after an optional ``NAME=`` and before an optional ``:COLUMN``
+    (``--labels image=meta.parquet:label``); ``named`` the other files (``classes=path``).
+    Only files that exist are returned (a URL or a missing file cannot be replaced).
+    """
+    found: dict[str, Path | None] = {}
+    for name, path in files.items():
+        found[f"--{name} file"] = None if path is None else Path(path)
+    for option, values in (specs or {}).items():
+        for i, value in enumerate(values or []):
+            path = Path(value.split("=", 1)[-1])
+            if not path.exists() and ":" in str(path):
+                path = Path(str(path).rsplit(":", 1)[0])
+            found[f"--{option.replace('_', '-')} file" + (f" #{i + 1}" if i else "")] = path
+    for option, path in named.items():
+        found[f"--{option.replace('_', '-')} file"] = None if path is None else Path(path)
+    return {role: path for role, path in found.items() if path is not None and path.is_file()}
 
 
 def embedding_source(
@@ -154,6 +182,15 @@ def analyze_command(
     check_parquet_format(output, fmt)
     # --html -: the page on stdout, as -o - and --json - write there; never with another output.
     check_stdout_once(html=html, output=output, json=json_path)
+    check_distinct_paths(
+        input_files(
+            {"image": image, "text": text, "audio": audio},
+            {"labels": labels, "groups": groups, "modality": modality},
+            classes=classes,
+            class_names=class_names,
+        ),
+        {"--output": output, "--json": json_path, "--html": html},
+    )
     check_step(step)
     tags = parse_tags(tag)
 

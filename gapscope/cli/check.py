@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from gapscope.cli import options as opt
-from gapscope.cli.analyze import embedding_source
+from gapscope.cli.analyze import embedding_source, input_files
 from gapscope.cli.errors import handle_errors
 from gapscope.cli.output import (
     analyse_with_status,
@@ -178,7 +178,11 @@ def check_command(
     check_output_paths(output=output, json=json_path, junit=junit, save_report=save_report)
     check_stdout_once(output=output, json=json_path, junit=junit, save_report=save_report)
     check_distinct_paths(
-        {"report": source, "baseline": baseline},
+        {
+            "report": source,
+            "baseline": baseline,
+            **input_files({"image": image, "text": text, "audio": audio}, {"labels": labels}),
+        },
         {"--output": output, "--json": json_path, "--junit": junit, "--save-report": save_report},
     )
     settings = load_check_config(config)

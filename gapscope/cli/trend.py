@@ -17,6 +17,12 @@ from gapscope.cli.output import (
     write_output,
     write_rendered,
 )
+from gapscope.cli.report_input import (
+    STDIN,
+    check_distinct_paths,
+    check_one_stdin,
+    read_report,
+)
 from gapscope.errors import GapscopeError
 
 __all__ = ["TREND_FORMATS", "trend_command"]
@@ -29,7 +35,8 @@ def trend_command(
     reports: Annotated[
         list[Path],
         typer.Argument(
-            help="Two or more JSON reports (analyze --step N --json FILE), in any order.",
+            help="Two or more JSON reports (analyze --step N --json FILE), in any order; - reads "
+            "one from standard input.",
             show_default=False,
         ),
     ],
@@ -114,9 +121,12 @@ def trend_command(
         gapscope trend step-*.json --html trend.html --metrics gap,R@1
 
         gapscope trend step-*.json -f long -o trend.parquet
+
+        gapscope analyze examples/example-store -q --step 3000 -f json |
+        gapscope trend step-*.json -
     """
     from gapscope.gate.config import load_check_config
-    from gapscope.gate.reports import load_report
+    from gapscope.gate.reports import STDIN_NAME
     from gapscope.gate.rules import parse_tolerance_option
     from gapscope.gate.trend import trend_reports
     from gapscope.report.long import is_parquet_path, write_long
@@ -125,6 +135,9 @@ def trend_command(
     check_output_paths(output=output, html=html)
     # --html -: the page on stdout, as -o - writes there; never with the --format output.
     check_stdout_once(html=html, output=output)
+    roles = {f"report {path}": path for path in reports}
+    check_one_stdin(**roles)
+    check_distinct_paths({**roles, "config file": config}, {"--output": output, "--html": html})
     check_parquet_format(output, fmt)
     require_parquet_writer(output)
     patterns = [p.strip() for p in (metrics or "").split(",") if p.strip()]
@@ -134,8 +147,8 @@ def trend_command(
     settings = load_check_config(config)
     rules = list(settings.tolerances) + [parse_tolerance_option(t) for t in tolerance or []]
     significant = settings.significant if significant is None else significant
-    loaded = [load_report(path, "report") for path in reports]
-    names = [str(path) for path in reports]
+    loaded = [read_report(path, "report") for path in reports]
+    names = [STDIN_NAME if str(path) == STDIN else str(path) for path in reports]
     result = trend_reports(
         loaded,
         names,

@@ -277,7 +277,7 @@ class CheckResult:
             if self.settings.get("significant"):
                 line += "; a change counts only when the bootstrap intervals do not overlap"
             lines.append(line)
-        if by_rule[RULE_TRACKED]:
+        if by_rule[RULE_TRACKED] and (self.baseline is not None or self.settings["thresholds"]):
             leaves = sorted({metric_leaf(m.metric) for m in by_rule[RULE_TRACKED]})
             lines.append(
                 f"tracked, not gated ({len(by_rule[RULE_TRACKED])}): {', '.join(leaves)}; "
@@ -428,8 +428,8 @@ def first_baseline_result(
     Nothing is compared (there is no baseline yet) and nothing gated, so the result passes;
     it lists every metric with a direction at its current value, verdict ``skipped`` (rule
     ``tracked``), so that the table, the JSON document and the JUnit file of a first run
-    say what was recorded rather than being left unwritten. The settings are those later
-    checks will apply.
+    say what was recorded rather than being left unwritten. The settings are those given
+    (later checks apply them, with the intervals' rule decided by the reports they compare).
 
     Args:
         report: the report written as the first baseline.
@@ -450,6 +450,7 @@ def first_baseline_result(
             direction=direction,
             current=current[key],
             verdict="skipped",
+            messages=[f"{key} is {format_number(current[key])}: {_FIRST_BASELINE}"],
             rule=RULE_TRACKED,
             reason=_FIRST_BASELINE,
         )

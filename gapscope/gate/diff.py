@@ -158,5 +158,5 @@ def diff_reports(a: Report, b: Report, *, all_keys: bool = False) -> DiffResult:
         metrics,
         report_identity(data_a),
         report_identity(data_b),
-        comparability_warnings(data_a, data_b),
+        comparability_warnings(data_a, data_b, ("in report A", "in report B")),
     )

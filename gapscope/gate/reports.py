@@ -233,11 +233,16 @@ def merged_directions(
     return {**first, **second}
 
 
-def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def comparability_warnings(
+    base: Mapping[str, Any],
+    current: Mapping[str, Any],
+    roles: tuple[str, str] = ("in the baseline", "now"),
+) -> list[str]:
     """Warnings for two reports that can be compared but maybe should not be: other probe set
     sizes, other metric parameters (t, alpha, sample, seed), intervals at other confidence
-    levels."""
+    levels. ``roles`` say where each value is (``("in report A", "in report B")``)."""
     warnings = []
+    was, now_in = roles
     rows_base = {
         m: v.get(K.ROWS)
         for m, v in base.get(K.INPUT_SECTION, {}).get(K.MODALITIES_SECTION, {}).items()
@@ -266,14 +271,13 @@ def comparability_warnings(base: Mapping[str, Any], current: Mapping[str, Any]) 
             continue
         if name in _INTERVAL_PARAMS:
             warnings.append(
-                f"the reports' intervals were made with different {name} ({before} in "
-                f"the baseline, {now} now): intervals of two levels overlap or not for "
-                "other reasons than the change; analyse both at one level"
+                f"the reports' intervals were made with different {name} ({before} {was}, "
+                f"{now} {now_in}): intervals of two levels overlap or not for other reasons "
+                "than the change; analyse both at one level"
             )
         else:
             warnings.append(
-                f"the reports were analysed with different {name} "
-                f"({before} in the baseline, {now} now)"
+                f"the reports were analysed with different {name} ({before} {was}, {now} {now_in})"
             )
     return warnings
 

@@ -429,10 +429,12 @@ def _selected(
 ) -> list[str]:
     """The metrics with a good direction of every report (``flats``: a metric new in a later
     version is shown from where it appears) and those ``check`` judged (a threshold gates
-    others too), filtered by ``patterns``."""
+    others too: a tracked metric, an interval bound, a standard error), filtered by
+    ``patterns``."""
     found = {k for flat in flats for k in flat if direction_of(metric_leaf(k), directions)}
-    found |= {key for result in results for key in result.metrics}
-    keys = sorted(k for k in found if not is_detail_key(k))
+    found = {k for k in found if not is_detail_key(k)}
+    # Every key check judged, an interval bound or a standard error a threshold names too.
+    keys = sorted(found | {key for result in results for key in result.metrics})
     if not patterns:
         return keys
     chosen = [k for k in keys if any(p.matches(k) for p in patterns)]

@@ -349,8 +349,12 @@ def test_the_first_baseline_writes_every_output_a_later_check_writes(tmp_path, r
     assert gap["verdict"] == "skipped" and gap["gated"] is False
     assert gap["current"] == get_value(json.loads(report_text), "image-text/gap")
     assert document["summary"]["skipped"] == len(document["metrics"]) > 1
+    assert "tracked, not gated" not in out  # nothing is gated yet: the footer says none
     suite = ElementTree.parse(xml).getroot()
     assert suite.get("failures") == "0" and suite.get("tests") == str(len(document["metrics"]))
+    skipped = [case.find("skipped") for case in suite.iter("testcase")]
+    assert all(s is not None and "no baseline yet" in s.get("message") for s in skipped)
+    assert any(s.get("message").startswith("image-text/gap is ") for s in skipped)
     # -f json -o FILE too: the document, not nothing.
     as_json = run(
         "check",
@@ -432,3 +436,26 @@ def test_update_baseline_from_a_store_writes_the_analysed_report(tmp_path, examp
     again = run("check", example_store, "-b", base, "-q", "--update-baseline")
     assert again.exit_code == 0 and "updated" in again.stdout
     assert copy.deepcopy(load_report(base).to_dict()) == promoted.to_dict()
+
+
+def test_no_output_replaces_an_array_the_analysis_reads(tmp_path):
+    rng = np.random.default_rng(0)
+    image, text, labels = tmp_path / "img.npy", tmp_path / "txt.npy", tmp_path / "labels.npy"
+    np.save(image, rng.normal(size=(12, 4)).astype(np.float32))
+    np.save(text, rng.normal(size=(12, 4)).astype(np.float32))
+    np.save(labels, np.arange(12) % 3)
+    arrays = ["--image", image, "--text", text]
+    base = tmp_path / "base.json"
+    made = run("analyze", *arrays, "-q", "--metrics", "gap", "-f", "json", "-o", base)
+    assert made.exit_code == 0, made.output
+    kept = {p: p.read_bytes() for p in (image, text, labels)}
+    for command in (
+        ["analyze", *arrays, "-o", image],
+        ["analyze", *arrays, "--labels", f"image={labels}", "--json", labels],
+        ["check", *arrays, "-b", base, "--json", image],
+        ["check", *arrays, "-b", base, "--save-report", text],
+    ):
+        result = run(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "file, which it would replace" in result.stderr, result.stderr
+    assert {p: p.read_bytes() for p in kept} == kept

@@ -501,3 +501,36 @@ def test_ticks_end_when_their_step_is_below_the_values_precision():
     worker.join(30)
     assert found == [[1.0]]
     assert _nice_ticks(-1.7e308, 1.7e308, 3) == [-1e308, 0.0, 1e308]
+
+
+def test_a_threshold_on_an_interval_bound_is_marked_as_check_fails_it(base):
+    # check gates a bound a threshold names; the trend shows that point and marks it.
+    reports = []
+    for step, high in ((1, 0.40), (2, 0.45), (3, 0.70)):
+        data = variant(base, step, 0.3, 0.6, 0.3)
+        data["pairs"]["image-text"]["gap_ci"] = [0.2, high]
+        reports.append(Report.from_dict(data))
+    result = trend_reports(reports, ["a", "b", "c"], thresholds=["image-text/gap_ci/high<=0.5"])
+    bound = result.metrics["image-text/gap_ci/high"]
+    assert [p.verdict for p in bound.points] == ["first", "pass", "failed"]
+    assert ("image-text/gap_ci/high", 2) in result.regressions
+
+
+def test_trend_reads_a_report_from_standard_input_and_never_replaces_one(files, tmp_path):
+    piped = runner.invoke(
+        app,
+        ["trend", *files[:-1], "-", "-f", "json"],
+        input=Path(files[-1]).read_text(),
+        env=CLEAN_ENV,
+    )
+    assert piped.exit_code == 0, piped.output
+    names = [r["name"] for r in json.loads(piped.stdout)["reports"]]
+    assert "(standard input)" in names and len(names) == len(files)
+    before = Path(files[0]).read_text()
+    for args in (["-o", files[0]], ["--html", files[1]], ["--html", "t.html", "-o", "t.html"]):
+        result = run("trend", *files, *args)
+        assert result.exit_code == 2, result.output
+        assert "which it would replace" in result.stderr or "both" in result.stderr
+    assert Path(files[0]).read_text() == before
+    twice = run("trend", files[0], "-", "/dev/stdin")
+    assert twice.exit_code == 2 and "cannot both be read from standard input" in twice.stderr
