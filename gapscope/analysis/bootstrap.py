@@ -137,8 +137,9 @@ def check_bootstrap_params(n_resamples: int | None, confidence: float) -> None:
     if n_resamples is not None and n_resamples > MAX_RESAMPLES:
         raise GapscopeError(
             f"bootstrap: expected at most {MAX_RESAMPLES} resamples (200 is usual), got "
-            f"{n_resamples}: each interval keeps its resampled values in memory, about "
-            f"{_gib(8 * int(n_resamples))} a metric here; lower --bootstrap"
+            f"{n_resamples}: each interval keeps its B resampled values in memory (8 bytes "
+            "each, for every metric and direction), and a few hundred already place the "
+            "bounds; lower --bootstrap"
         )
     if not (isinstance(confidence, int | float) and 0.0 < float(confidence) < 1.0):
         raise GapscopeError(f"confidence: expected a number between 0 and 1, got {confidence!r}")
@@ -615,7 +616,9 @@ def _uniformity_statistic(
 
     def uniformity(t: Mapping[str, np.ndarray]) -> np.ndarray:
         linear = 2.0 * t[name] / t[counts] - mean
-        return top + np.log(np.where(linear > 0, linear, np.nan))
+        # At most 0, as the point estimate is kept (engine/passes.py): a mean kernel value
+        # is at most 1, though float32 rounding may lift identical rows a hair above.
+        return np.minimum(top + np.log(np.where(linear > 0, linear, np.nan)), 0.0)
 
     return uniformity
 
@@ -623,7 +626,7 @@ def _uniformity_statistic(
 def interval_note(n_resamples: int, confidence: float, seed: int, *, sampled: bool) -> str:
     """The report note that says how the ``*_ci`` intervals were made."""
     note = (
-        f"*_ci are {100 * confidence:g}% percentile bootstrap intervals from {n_resamples} "
+        f"*_ci are {100 * confidence:.8g}% percentile bootstrap intervals from {n_resamples} "
         f"resamples of groups (seed {seed}); retrieval intervals hold the gallery fixed and "
         "resample queries; uniformity intervals are first-order (per-row kernel means); "
         "MIR has no interval"

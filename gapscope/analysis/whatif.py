@@ -557,7 +557,7 @@ def _restricted_uniformity(
     source = np.arange(n) if own.uniformity_rows is None else own.uniformity_rows
     terms = own.uniformity_row_terms[np.isin(source, rows)]
     value, _, _ = log_mean_exp(terms)
-    return value
+    return min(value, 0.0)  # at most 0, as the report's own value (engine/passes.py)
 
 
 def gap_closing_whatif(

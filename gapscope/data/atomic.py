@@ -146,6 +146,9 @@ def check_writable_folder(path: str | os.PathLike[str], flag: str) -> None:
     Raises:
         GapscopeError: naming ``flag``, ``path`` and the folder.
     """
+    for above in Path(path).absolute().parents:
+        if above.is_symlink() and not above.exists():  # the write could not make the folder
+            raise GapscopeError(f"{flag} {path}: {above} is a link to a path that does not exist")
     target = Path(os.path.realpath(path))
     folder = next((p for p in target.parents if p.exists()), None)
     if folder is None:

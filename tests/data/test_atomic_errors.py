@@ -251,3 +251,13 @@ def test_check_writable_folder_follows_a_link_to_the_file_it_replaces(tmp_path, 
     with read_only_folder(locked, monkeypatch), pytest.raises(GapscopeError) as caught:
         atomic.check_writable_folder(link, "--json")
     assert str(caught.value) == f"--json {link}: the folder {locked} is not writable"
+
+
+def test_check_writable_folder_refuses_a_dangling_link_above_the_file(tmp_path):
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    target = tmp_path / "dangling" / "sub" / "out.json"
+    with pytest.raises(GapscopeError) as caught:
+        atomic.check_writable_folder(target, "--json")
+    assert str(caught.value) == (
+        f"--json {target}: {tmp_path / 'dangling'} is a link to a path that does not exist"
+    )

@@ -162,3 +162,28 @@ def test_the_whatif_uniformities_of_nearly_equal_rows_are_never_above_zero(seed)
     whatif = report["pairs"]["image-text"]["whatif"]
     values = [v for scenario in whatif.values() for v in scenario["uniformity"].values()]
     assert len(values) >= 10 and all(v <= 0.0 for v in values), values
+
+
+def test_the_restricted_whatif_uniformity_is_never_above_zero():
+    # Over 5,000 rows the what-ifs restrict the report's own row terms to their queries; the
+    # "original" value they give must be capped as the report's is.
+    rng = np.random.default_rng(3)
+    n, d = 5200, 64
+    v = rng.normal(size=(1, d))
+    image = (v + 3e-6 * rng.normal(size=(n, d))).astype(np.float32)
+    text = rng.normal(size=(n, d)).astype(np.float32)
+    data = {"image": image, "text": text}
+    report = analyze(data, metrics="uniformity,retrieval,whatif", device="cpu").to_dict()
+    original = report["pairs"]["image-text"]["whatif"]["original"]["uniformity"]["image"]
+    assert report["modalities"]["image"]["uniformity"] <= 0.0 and original <= 0.0
+
+
+def test_a_uniformity_interval_never_lies_above_zero():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(1, 64)).astype(np.float32)
+    image = np.repeat(v, 50, 0) * rng.uniform(0.5, 3, (50, 1)).astype(np.float32)
+    data = {"image": image, "text": rng.normal(size=(50, 64)).astype(np.float32)}
+    entry = analyze(data, metrics=["uniformity"], bootstrap=50, device="cpu").to_dict()
+    image_entry = entry["modalities"]["image"]
+    low, high = image_entry["uniformity_ci"]
+    assert image_entry["uniformity"] <= 0.0 and low <= high <= 0.0
