@@ -349,6 +349,7 @@ def check_report(
     warnings: list[str] = []
     metrics: dict[str, MetricCheck] = {}
     base_data = None
+    base: dict[str, Any] = {}
     by_intervals = bool(significant)
     newer: list[str] = []
     if baseline is not None:
@@ -400,6 +401,7 @@ def check_report(
                 MetricCheck(
                     key,
                     direction_of(metric_leaf(key), directions),
+                    baseline=base.get(key),  # shown beside it (a bound, a standard error)
                     current=current[key],
                     rule=RULE_THRESHOLD,
                 ),

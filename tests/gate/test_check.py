@@ -797,6 +797,11 @@ def test_a_threshold_on_an_interval_bound_fails_the_check_and_globs_select_no_bo
     assert not any("_ci/" in k or k.endswith("_se") or "/whatif/" in k for k in everything.metrics)
     with pytest.raises(GapscopeError, match="selects no metric"):
         check_report(as_report(base_data), thresholds=["image-text/whatif/centered/gap<=9"])
+    # With a baseline, the bound's baseline value is shown beside the current one.
+    bound = check_report(
+        as_report(base_data), as_report(base_data), thresholds=[f"{R1}_ci/low>=0"]
+    ).metrics[f"{R1}_ci/low"]
+    assert bound.baseline == bound.current == low and bound.rule == "threshold"
 
 
 def test_a_trend_refuses_later_reports_that_disagree_on_a_direction(base_data):
