@@ -64,3 +64,18 @@ def read_only_folder(path: Path, monkeypatch):
         yield path
     finally:
         path.chmod(0o755)
+
+
+def small_store(path: Path, encoder: dict) -> Path:
+    """A store of 12 paired image and text rows (d = 6, one group a pair) written by
+    ``encoder``: what the tests of the encoder's words (random weights, escaping) read."""
+    from gapscope.data.store import EmbeddingStore
+
+    rows = np.random.default_rng(0).normal(size=(12, 6)).astype(np.float32)
+    items = {
+        m: [{"id": str(i), "source": f"{i}.png", "group": i} for i in range(12)]
+        for m in ("image", "text")
+    }
+    return EmbeddingStore.write(
+        path, {"image": rows, "text": rows + 0.1}, items, encoder=encoder
+    ).path

@@ -177,12 +177,9 @@ def check_command(
         _check_promotion_target(baseline, update_baseline)
     check_output_paths(output=output, json=json_path, junit=junit, save_report=save_report)
     check_stdout_once(output=output, json=json_path, junit=junit, save_report=save_report)
+    files = {"image": image, "text": text, "audio": audio}
     check_distinct_paths(
-        {
-            "report": source,
-            "baseline": baseline,
-            **input_files({"image": image, "text": text, "audio": audio}, {"labels": labels}),
-        },
+        {"report": source, "baseline": baseline, **input_files(files, {"labels": labels})},
         {"--output": output, "--json": json_path, "--junit": junit, "--save-report": save_report},
     )
     settings = load_check_config(config)
@@ -192,7 +189,6 @@ def check_command(
     # With --update-baseline a missing baseline is the first one: nothing to compare with.
     first = update_baseline and baseline is not None and not baseline.exists()
     base = read_report(baseline, "baseline") if baseline is not None and not first else None
-    files = {"image": image, "text": text, "audio": audio}
     # The analysis options, by their flags; those given replace the baseline's parameters.
     flags = {
         "--metrics": metrics,

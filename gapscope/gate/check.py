@@ -90,6 +90,7 @@ __all__ = [
     "baseline_analysis_params",
     "check_report",
     "first_baseline_result",
+    "gated_keys",
 ]
 
 CHECK_SCHEMA = "gapscope.check/1"
@@ -449,16 +450,14 @@ def first_baseline_result(
     metrics = {
         key: MetricCheck(
             metric=key,
-            direction=direction,
+            direction=direction_of(metric_leaf(key), report.directions),
             current=current[key],
             verdict="skipped",
             messages=[f"{key} is {format_number(current[key])}: {_FIRST_BASELINE}"],
             rule=RULE_TRACKED,
             reason=_FIRST_BASELINE,
         )
-        for key in sorted(current)
-        if not is_detail_key(key)
-        and (direction := direction_of(metric_leaf(key), report.directions)) is not None
+        for key in sorted(gated_keys(current, report.directions))
     }
     return CheckResult(
         metrics=metrics,
@@ -546,15 +545,7 @@ def _directional_keys(
     baseline's version did not know (its ``directions`` lack the leaf: new in this version,
     so the baseline cannot have them). Any other difference means the two were analysed
     with different options."""
-
-    def gated(flat: Mapping[str, Any]) -> set[str]:
-        return {
-            k
-            for k in flat
-            if not is_detail_key(k) and direction_of(metric_leaf(k), dict(directions)) is not None
-        }
-
-    now, before = gated(current), gated(base)
+    now, before = gated_keys(current, directions), gated_keys(base, directions)
     newer = sorted(
         k for k in now - before if direction_of(metric_leaf(k), dict(base_directions)) is None
     )
@@ -569,6 +560,21 @@ def _directional_keys(
                 + "; analyse both with the same --metrics and --k"
             )
     return sorted(now & before), newer
+
+
+def gated_keys(flat: Mapping[str, Any], directions: Mapping[str, str]) -> set[str]:
+    """The keys of a flat report that the gate compares: those whose leaf has a good
+    direction by ``directions``, less the detail keys (interval bounds, ``*_se``, what-ifs).
+
+    >>> flat = {"image-text/gap": 0.6, "image-text/gap_ci": [0.5, 0.7], "image/rows": 9}
+    >>> sorted(gated_keys(flat, {"gap": "lower"}))
+    ['image-text/gap']
+    """
+    return {
+        k
+        for k in flat
+        if not is_detail_key(k) and direction_of(metric_leaf(k), dict(directions)) is not None
+    }
 
 
 def _nothing_compared(newer: Sequence[str]) -> str:

@@ -37,9 +37,9 @@ from typing import Any
 
 from gapscope._version import __version__
 from gapscope.analysis import keys as K
-from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
+from gapscope.analysis.keys import direction_of, metric_leaf
 from gapscope.errors import GapscopeError
-from gapscope.gate.check import METRICS_FIELD, CheckResult, check_report
+from gapscope.gate.check import METRICS_FIELD, CheckResult, check_report, gated_keys
 from gapscope.gate.reports import merged_directions, report_identity
 from gapscope.gate.rules import MetricPattern, Threshold, Tolerance
 from gapscope.report.model import Report, flatten_report, interval_of, json_ready, json_text
@@ -431,8 +431,7 @@ def _selected(
     version is shown from where it appears) and those ``check`` judged (a threshold gates
     others too: a tracked metric, an interval bound, a standard error), filtered by
     ``patterns``."""
-    found = {k for flat in flats for k in flat if direction_of(metric_leaf(k), directions)}
-    found = {k for k in found if not is_detail_key(k)}
+    found = {k for flat in flats for k in gated_keys(flat, directions)}
     # Every key check judged, an interval bound or a standard error a threshold names too.
     keys = sorted(found | {key for result in results for key in result.metrics})
     if not patterns:

@@ -15,15 +15,14 @@ import subprocess
 import sys
 import termios
 
-import numpy as np
 import pytest
 import typer.main
+from helpers import small_store
 from rich.text import Text
 from typer.testing import CliRunner
 
 from gapscope.cli import app, build_app
 from gapscope.cli.output import FILE_WIDTH
-from gapscope.data.store import EmbeddingStore
 
 runner = CliRunner()
 COLOUR = re.compile(r"\x1b\[(?:\d+;)*(?:3[0-8]|9[0-7])(?:;\d+)*m")
@@ -127,22 +126,8 @@ def test_no_help_text_loses_brackets_to_markup():
 
 @pytest.fixture
 def random_store(tmp_path):
-    rng = np.random.default_rng(0)
-    rows = rng.normal(size=(12, 6)).astype(np.float32)
-    return EmbeddingStore.write(
-        tmp_path / "random-store",
-        {"image": rows, "text": rows + 0.1},
-        {
-            m: [{"id": str(i), "source": f"{i}.png", "group": i} for i in range(12)]
-            for m in ("image", "text")
-        },
-        encoder={
-            "family": "open_clip",
-            "model": "ViT-B-32",
-            "pretrained": None,
-            "random_init_seed": 7,
-        },
-    ).path
+    encoder = {"family": "open_clip", "model": "ViT-B-32", "pretrained": None}
+    return small_store(tmp_path / "random-store", {**encoder, "random_init_seed": 7})
 
 
 def test_info_says_random_weights(random_store, example_store):

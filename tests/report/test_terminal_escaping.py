@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
+from helpers import small_store
 from typer.testing import CliRunner
 
 from gapscope.cli import app
-from gapscope.data.store import EmbeddingStore
 from gapscope.report.text import printable
 
 runner = CliRunner()
@@ -30,17 +29,8 @@ def run(*args, env=None):
 
 @pytest.fixture
 def crafted_store(tmp_path):
-    rng = np.random.default_rng(0)
-    rows = rng.normal(size=(12, 6)).astype(np.float32)
-    return EmbeddingStore.write(
-        tmp_path / "crafted",
-        {"image": rows, "text": rows + 0.1},
-        {
-            m: [{"id": str(i), "source": f"{i}.png", "group": i} for i in range(12)]
-            for m in ("image", "text")
-        },
-        encoder={"family": FAMILY, "model": MODEL, "pretrained": None, "random_init_seed": 7},
-    ).path
+    encoder = {"family": FAMILY, "model": MODEL, "pretrained": None, "random_init_seed": 7}
+    return small_store(tmp_path / "crafted", encoder)
 
 
 def assert_no_controls(text: str) -> None:
