@@ -69,11 +69,12 @@ def alignment(x, y, gx, gy, alpha: float = 2.0) -> float:
     return float((np.linalg.norm(xu[i] - yu[j], axis=1) ** alpha).mean())
 
 
-def mir(x_raw, y_raw) -> float:
-    """MIR with scipy's general matrix square root (valid for full-rank covariances)."""
+def mir(x_raw, y_raw, scale: float | None = None) -> float:
+    """MIR with scipy's general matrix square root (valid for full-rank covariances);
+    ``scale`` replaces the paper's ``1 / mean ||y_j||``."""
     x = np.asarray(x_raw, np.float64)
     y = np.asarray(y_raw, np.float64)
-    s = 1.0 / np.linalg.norm(y, axis=1).mean()
+    s = 1.0 / np.linalg.norm(y, axis=1).mean() if scale is None else scale
     x, y = x * s, y * s
     out = []
     for z in (x, y):

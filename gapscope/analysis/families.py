@@ -401,6 +401,7 @@ def _mir(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
                 f"{rounding} rounding ({rounding_band(rounding):.1e}): the rows come "
                 "normalised, so the outlier step was skipped for them"
             )
+    _note_reference_outliers(ctx, r, f"{a}-{b}", y_name)
     if not r.full_rank:
         ctx.note(
             f"MIR ({a}-{b}): a covariance is singular (fewer rows than dimensions, or "
@@ -417,6 +418,34 @@ def _mir(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
             K.FULL_RANK.name: r.full_rank,
         },
     }
+
+
+# A reference outlier moves MIR by 2 log10 of the two scales' ratio; below this the note would
+# be noise (0.01 is a 2.3% change of FD).
+_SCALE_SHIFT_NOTED = 0.01
+
+
+def _note_reference_outliers(ctx: AnalysisContext, r: Any, pair: str, y_name: str) -> None:
+    """Say when outlying rows of the reference modality set MIR's scale: the paper takes the
+    scale from every row before it replaces outliers, so one huge row shrinks the scale and
+    MIR with it (to its floor, -12, for a row of norm 1e150 among unit-scale rows)."""
+    if not r.outliers_y or r.scale_without_outliers is None:
+        return
+    shift = 2.0 * math.log10(r.scale_without_outliers / r.scale)
+    if not math.isfinite(shift) or abs(shift) < _SCALE_SHIFT_NOTED:
+        return
+    without = r.mir_without_reference_outliers()
+    rows = "row" if r.outliers_y == 1 else "rows"
+    effect = (
+        f"with the scale from the other rows MIR would read {without:.4g}"
+        if without is not None
+        else "MIR reads its floor (-12) because of them"
+    )
+    ctx.note(
+        f"MIR ({pair}): {r.outliers_y} {y_name} {rows} of outlying norm set its scale "
+        f"(1 / mean {y_name} norm, taken before outliers are replaced, as in the paper's "
+        f"code): {effect}; check those rows"
+    )
 
 
 def _mir_reading(scope: RowScope) -> str:

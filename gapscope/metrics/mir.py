@@ -81,6 +81,11 @@ class MIRResult:
         rounding_y: the same for ``y``.
         full_rank: both covariances are full rank (more rows than dimensions and numerically
             nonsingular); when False, FD is still exact but only sees the spanned subspace.
+        scale_without_outliers: ``1 / mean ||Y_j||`` over the rows of ``y`` that are not
+            outliers (``scale`` when none is; ``None`` when not computed): the scale the
+            paper's order (scale first, replace outliers after) does not use. FD scales as
+            ``s^2``, so MIR with it would read
+            ``log10(max(fd * (scale_without_outliers / scale)^2, FD_FLOOR))``.
     """
 
     mir: float
@@ -95,6 +100,21 @@ class MIRResult:
     norm_spread_y: float = 0.0
     rounding_x: str = "float64"
     rounding_y: str = "float64"
+    scale_without_outliers: float | None = None
+
+    def mir_without_reference_outliers(self) -> float | None:
+        """MIR with the scale taken from ``y``'s rows that are not outliers (the FD scaled by
+        the square of the two scales' ratio), or ``None`` when FD is at the floor (FD would
+        have to be known below it) or ``y`` has no outlier.
+
+        >>> r = MIRResult(-2.0, 0.01, 0.5, 0, 1, False, False, True, scale_without_outliers=5.0)
+        >>> r.mir_without_reference_outliers()
+        0.0
+        """
+        if not self.outliers_y or self.fd <= FD_FLOOR or self.scale_without_outliers is None:
+            return None
+        ratio = self.scale_without_outliers / self.scale
+        return math.log10(max(self.fd * ratio * ratio, FD_FLOOR))
 
 
 def frechet_distance(
@@ -280,6 +300,9 @@ def modality_integration_rate(
             )
 
     fd = frechet_distance(mean_x, cov_x, mean_y, cov_y)
+    kept = norms_y[~outliers_y]
+    with np.errstate(over="ignore", divide="ignore"):
+        scale_kept = 1.0 / float(kept.mean()) if outliers_y.any() else scale
     full_rank = bool(
         xa.shape[0] > d and ya.shape[0] > d and _nonsingular(cov_x) and _nonsingular(cov_y)
     )
@@ -296,6 +319,7 @@ def modality_integration_rate(
         norm_spread_y=spread_y,
         rounding_x=rounding_x,
         rounding_y=rounding_y,
+        scale_without_outliers=scale_kept,
     )
 
 
