@@ -174,6 +174,8 @@ def class_indices(values: Any, prompts: ClassPrompts, what: str = "labels") -> n
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise GapscopeError(f"{what}: expected one label a row, got shape {arr.shape}")
+    if arr.size == 0:
+        raise GapscopeError(f"{what}: no labels")
     if prompts.names is not None:
         lookup = {name: i for i, name in enumerate(prompts.names)}
         as_text = [_label_text(v) for v in arr.tolist()]
@@ -182,11 +184,11 @@ def class_indices(values: Any, prompts: ClassPrompts, what: str = "labels") -> n
     integer = arr.dtype.kind in "iu" or (
         arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all()
     )
-    if not integer or arr.size == 0:
+    if not integer:
         if prompts.names is None:
             raise GapscopeError(
                 f"{what}: the classes have no names, so labels must be class indices "
-                f"0..{prompts.n_classes - 1}; row 0 is {arr.tolist()[:1]}"
+                f"0..{prompts.n_classes - 1}; row 0 is {arr.tolist()[0]!r}"
             )
         known = set(prompts.names)
         row = next(i for i, v in enumerate(arr.tolist()) if _label_text(v) not in known)

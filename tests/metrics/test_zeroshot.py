@@ -174,5 +174,9 @@ def test_class_indices_by_name_or_index():
         class_indices(np.array([1e20, 1.0]), prompts)
     assert class_indices(np.array([2, 1], dtype=np.uint8), prompts).tolist() == [2, 1]
     unnamed = ClassPrompts(np.eye(3))
-    with pytest.raises(GapscopeError, match="no names, so labels must be class indices"):
+    with pytest.raises(
+        GapscopeError, match=r"no names, so labels must be class indices 0..2; row 0 is 'cat'$"
+    ):
         class_indices(["cat"], unnamed)
+    with pytest.raises(GapscopeError, match="labels: no labels"):
+        class_indices(np.array([], dtype=str), prompts)

@@ -52,6 +52,35 @@ def test_printable_escapes_every_control_character():
     assert printable(7) == "7"
 
 
+def test_printable_escapes_invisible_format_characters():
+    """Bidirectional controls, zero-width characters, the byte order mark, tag characters and
+    the line and paragraph separators: every character of those categories, escaped."""
+    import unicodedata
+
+    invisible = [
+        chr(c) for c in range(0xA0, 0x110000) if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp")
+    ]
+    assert len(invisible) > 150
+    shown = printable("".join(invisible))
+    assert shown.isascii()
+    assert "\\u202e" in shown and "\\u200b" in shown and "\\ufeff" in shown
+    assert "\\u2028" in shown and "\\U000e0001" in shown
+    # A reversed extension reads as what it is; letters of every script stay.
+    assert printable("ckpt\u202egnp.exe") == "ckpt\\u202egnp.exe"
+    assert printable("ViT\u200b-B-32") == "ViT\\u200b-B-32"
+    kept = "模型 Модель café ñ ✓ → 👍"
+    assert printable(kept) == kept
+
+
+def test_info_shows_invisible_characters_of_a_model_name_escaped(tmp_path):
+    encoder = {"family": "open_clip", "model": "ViT\u202eB-32\u200b", "pretrained": None}
+    store = small_store(tmp_path / "bidi", {**encoder, "random_init_seed": 7})
+    result = run("info", store, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "model=ViT\\u202eB-32\\u200b" in result.stdout
+    assert "\u202e" not in result.stdout and "\u200b" not in result.stdout
+
+
 @pytest.mark.parametrize("env", [{}, {"FORCE_COLOR": "1"}])
 def test_analyze_table_shows_the_crafted_names_escaped(crafted_store, env):
     result = run("analyze", crafted_store, "-q", "--metrics", "gap", "--tag", TAG, env=env)
