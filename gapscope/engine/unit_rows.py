@@ -568,12 +568,22 @@ def exact_scores(a: RowSource, rows_a: np.ndarray, b: RowSource, rows_b: np.ndar
     out = np.empty(rows_a.size, dtype=np.float64)
     for start in range(0, rows_a.size, _EXACT_CHUNK):
         stop = min(rows_a.size, start + _EXACT_CHUNK)
-        left = _host_float32(a.take(rows_a[start:stop]))
-        right = _host_float32(b.take(rows_b[start:stop]))
+        left = _taken_once(a, rows_a[start:stop])
+        right = _taken_once(b, rows_b[start:stop])
         # Each float32 (or bfloat16) entry widens exactly to float64 as it is multiplied:
         # the same products and sums as float64 copies, without making them.
         out[start:stop] = np.multiply(left, right, dtype=np.float64).sum(axis=1)
     return out
+
+
+def _taken_once(source: RowSource, index: np.ndarray) -> np.ndarray:
+    """``source.take(index)`` on the host, each distinct row taken once: the pairs of a
+    window's keys share their query, and a moved row (the what-ifs) is made anew at every
+    take. A row's bits depend on that row alone, so repeating it is the same."""
+    distinct, inverse = np.unique(index, return_inverse=True)
+    if distinct.size == index.size:
+        return _host_float32(source.take(index))
+    return _host_float32(source.take(distinct))[inverse]
 
 
 def _host_float32(rows: torch.Tensor) -> np.ndarray:

@@ -422,6 +422,34 @@ def test_exact_scores_depend_on_the_pair_alone():
     np.testing.assert_allclose(batch, fsum, rtol=0, atol=1e-15)
 
 
+def test_exact_scores_of_moved_rows_take_each_row_once():
+    """The pairs of a window's keys share their query: each distinct row is made once (a
+    moved row of a what-if is made anew at every take), with the same scores as pair by
+    pair."""
+    from gapscope.engine.offset_passes import OffsetRows
+    from gapscope.engine.unit_rows import UnitRows, exact_scores
+
+    rng = np.random.default_rng(5)
+    base = UnitRows(rng.normal(size=(60, 17)).astype(np.float32) + 1.0)
+    moved = OffsetRows(base, 0.3 * rng.normal(size=17))
+    taken: list[int] = []
+    take = moved.take
+
+    def counted(index):
+        taken.append(len(index))
+        return take(index)
+
+    moved.take = counted  # type: ignore[method-assign]
+    rows = np.repeat(rng.integers(0, 60, 4), 250)  # four queries, 250 keys each
+    keys = rng.integers(0, 60, 1000)
+    batch = exact_scores(moved, rows, moved, keys)
+    assert taken[0] == 4 and taken[1] <= 60
+    one_by_one = [
+        exact_scores(moved, rows[p : p + 1], moved, keys[p : p + 1])[0] for p in range(1000)
+    ]
+    assert batch.tolist() == one_by_one
+
+
 def test_near_window_rounds_outwards():
     from gapscope.engine.ranking import near_window
 
