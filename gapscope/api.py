@@ -39,6 +39,7 @@ def analyze(
     alignment_alpha: float = 2.0,
     bootstrap: int | None = None,
     confidence: float = 0.95,
+    interval: str = "bca",
     progress: Progress | None = None,
     distributed: bool = False,
     step: int | None = None,
@@ -75,8 +76,10 @@ def analyze(
         bootstrap: add a percentile interval ``"<metric>_ci": [low, high]`` beside every
             scalar metric (except MIR) from this many resamples of groups (see
             :mod:`gapscope.analysis.bootstrap`); ``None`` for none. 200 is usual.
-        confidence: the intervals' nominal level (percentile intervals: they can cover
-            less on small sets, see :mod:`gapscope.analysis.bootstrap`).
+        confidence: the intervals' nominal level (they can cover less on small sets, see
+            :mod:`gapscope.analysis.bootstrap`).
+        interval: ``"bca"`` (bias-corrected and accelerated, the default) or
+            ``"percentile"`` bootstrap intervals.
         progress: called with a short description before each step.
         distributed: share the similarity passes among the processes of the initialised
             default ``torch.distributed`` process group (each process takes every
@@ -110,6 +113,7 @@ def analyze(
             alignment_alpha=alignment_alpha,
             bootstrap=bootstrap,
             confidence=confidence,
+            interval=interval,
         )
         analysis = run_analysis(source, options, progress=progress)
         return Report.from_analysis(analysis, step=step, tags=tags)

@@ -79,3 +79,15 @@ def small_store(path: Path, encoder: dict) -> Path:
     return EmbeddingStore.write(
         path, {"image": rows, "text": rows + 0.1}, items, encoder=encoder
     ).path
+
+
+def paired_set(n: int = 40, captions: int = 2, seed: int = 0):
+    """:func:`make_paired` in 8 dimensions as an ``EmbeddingSet`` with groups and labels."""
+    from gapscope.data.embedding_set import EmbeddingSet
+
+    image, text, gi, gt, li, lt = make_paired(n=n, d=8, captions=captions, seed=seed)
+    return EmbeddingSet(
+        embeddings={"image": image, "text": text},
+        groups={"image": gi, "text": gt},
+        labels={"image": li, "text": lt},
+    )

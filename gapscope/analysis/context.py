@@ -145,6 +145,7 @@ class AnalysisOptions:
     alignment_alpha: float = 2.0
     bootstrap: int | None = None
     confidence: float = 0.95
+    interval: str = "bca"
 
     @classmethod
     def parse(
@@ -161,6 +162,7 @@ class AnalysisOptions:
         alignment_alpha: float = 2.0,
         bootstrap: int | None = None,
         confidence: float = 0.95,
+        interval: str = "bca",
     ) -> AnalysisOptions:
         """Check every parameter; raises :class:`~gapscope.errors.GapscopeError` naming the
         first bad one."""
@@ -168,7 +170,7 @@ class AnalysisOptions:
 
         if sample is not None and (isinstance(sample, bool) or sample < 2):
             raise GapscopeError(f"sample must be at least 2 queries, got {sample}")
-        check_bootstrap_params(bootstrap, confidence)
+        check_bootstrap_params(bootstrap, confidence, interval)
         if precision not in PRECISIONS:
             raise GapscopeError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
@@ -185,6 +187,7 @@ class AnalysisOptions:
             alignment_alpha=check_positive(alignment_alpha, "alignment_alpha"),
             bootstrap=bootstrap,
             confidence=float(confidence),
+            interval=interval,
         )
 
     def params(self) -> dict[str, Any]:
@@ -204,6 +207,7 @@ class AnalysisOptions:
         }
         if self.bootstrap is not None:
             params[K.P_CONFIDENCE] = self.confidence
+            params[K.P_INTERVAL] = self.interval
         return params
 
 

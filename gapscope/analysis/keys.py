@@ -221,6 +221,7 @@ P_DEVICE = "device"
 P_PRECISION = "precision"
 P_BOOTSTRAP = "bootstrap"
 P_CONFIDENCE = "confidence"
+P_INTERVAL = "interval"
 P_BLOCK_SIZE = "block_size"
 #: The keys of ``params``: what shaped the numbers.
 PARAMS = (
@@ -234,6 +235,7 @@ PARAMS = (
     P_PRECISION,
     P_BOOTSTRAP,
     P_CONFIDENCE,
+    P_INTERVAL,
     P_BLOCK_SIZE,
 )
 

@@ -95,11 +95,16 @@ def run_analysis(
             n_resamples=options.bootstrap,
             seed=options.seed,
             confidence=options.confidence,
+            interval=options.interval,
         )
         sampled_uniformity = UNIFORMITY.selector in options.metrics and ctx.sampled
         ctx.note(
             interval_note(
-                options.bootstrap, options.confidence, options.seed, sampled=sampled_uniformity
+                options.bootstrap,
+                options.confidence,
+                options.seed,
+                sampled=sampled_uniformity,
+                interval=options.interval,
             )
         )
     return Analysis(

@@ -103,6 +103,7 @@ def analyze_command(
     precision: opt.Precision = "fp32",
     bootstrap: opt.Bootstrap = None,
     confidence: opt.Confidence = 0.95,
+    interval: opt.Interval = "bca",
     step: opt.Step = None,
     tag: opt.Tags = None,
     html: Annotated[
@@ -219,6 +220,7 @@ def analyze_command(
         block_size=block_size,
         bootstrap=bootstrap,
         confidence=confidence,
+        interval=interval,
         precision=precision,
         step=step,
         tags=tags,

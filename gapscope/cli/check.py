@@ -136,6 +136,7 @@ def check_command(
     sample: opt.PanelSample = None,
     bootstrap: opt.PanelBootstrap = None,
     confidence: opt.PanelConfidence = None,
+    interval: opt.PanelInterval = None,
     device: opt.PanelDevice = "auto",
     block_size: opt.PanelBlockSize = None,
     quiet: opt.Quiet = False,
@@ -197,6 +198,7 @@ def check_command(
         "--sample": sample,
         "--bootstrap": bootstrap,
         "--confidence": confidence,
+        "--interval": interval,
     }
     report = _current_report(
         source,

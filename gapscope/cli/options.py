@@ -22,6 +22,7 @@ __all__ = [
     "BlockSize",
     "Bootstrap",
     "Confidence",
+    "Interval",
     "Device",
     "Image",
     "Kvalues",
@@ -135,17 +136,25 @@ Precision = Annotated[
 Bootstrap = Annotated[
     int | None,
     typer.Option(
-        help="Add a percentile interval to the gap, cosines, cone, alignment, uniformity, "
-        "retrieval and zero-shot accuracy (not MIR, the diagnostics, the what-ifs or GRAM "
-        "volume) from B resamples of groups, e.g. 200 (10 to 100000).",
+        help="Add a bootstrap interval (see --interval) to the gap, cosines, cone, alignment, "
+        "uniformity, retrieval and zero-shot accuracy (not MIR, the diagnostics, the what-ifs "
+        "or GRAM volume) from B resamples of groups, e.g. 200 (10 to 100000).",
         metavar="B",
     ),
 ]
 Confidence = Annotated[
     float | None,
     typer.Option(
-        help="Level of the --bootstrap percentile intervals, in (0, 1), e.g. 0.95 (nominal: "
-        "they can cover less on small sets).",
+        help="Level of the --bootstrap intervals, in (0, 1), e.g. 0.95 (nominal: they can "
+        "cover less on small sets).",
+    ),
+]
+Interval = Annotated[
+    str | None,
+    typer.Option(
+        help="Kind of the --bootstrap intervals: bca (bias-corrected and accelerated; "
+        "the default) or percentile.",
+        show_default=False,
     ),
 ]
 Step = Annotated[
@@ -197,6 +206,7 @@ PanelSeed = in_panel(Seed)
 PanelSample = in_panel(Sample)
 PanelBootstrap = in_panel(Bootstrap)
 PanelConfidence = in_panel(Confidence)
+PanelInterval = in_panel(Interval)
 PanelDevice = in_panel(Device)
 PanelBlockSize = in_panel(BlockSize)
 PanelPrecision = in_panel(Precision)

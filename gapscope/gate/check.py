@@ -501,8 +501,10 @@ def baseline_analysis_params(baseline: Report | None, **overrides: Any) -> dict[
     """Keyword arguments of :func:`gapscope.analyze` that repeat the baseline's analysis.
 
     ``check`` on a store (or arrays) analyses it first; to be comparable the analysis uses the
-    baseline's metrics, k, seed, sample, bootstrap, confidence, t and alpha. ``overrides``
-    that are not ``None`` replace them; without a baseline the defaults of ``analyze`` apply.
+    baseline's metrics, k, seed, sample, bootstrap, confidence, interval, t and alpha.
+    ``overrides`` that are not ``None`` replace them; without a baseline the defaults of
+    ``analyze`` apply. A baseline with intervals but no ``interval`` parameter was made
+    before BCa intervals: its intervals are percentile intervals.
 
     >>> base = Report(input={}, params={"k": [1, 5], "seed": 3, "bootstrap": 200})
     >>> params = baseline_analysis_params(base, seed=None, bootstrap=50)
@@ -517,6 +519,9 @@ def baseline_analysis_params(baseline: Report | None, **overrides: Any) -> dict[
         K.P_SAMPLE: params.get(K.P_SAMPLE),
         K.P_BOOTSTRAP: params.get(K.P_BOOTSTRAP),
         K.P_CONFIDENCE: params.get(K.P_CONFIDENCE, 0.95),
+        K.P_INTERVAL: params.get(
+            K.P_INTERVAL, "percentile" if params.get(K.P_BOOTSTRAP) is not None else "bca"
+        ),
         K.P_UNIFORMITY_T: params.get(K.P_UNIFORMITY_T, 2.0),
         K.P_ALIGNMENT_ALPHA: params.get(K.P_ALIGNMENT_ALPHA, 2.0),
     }

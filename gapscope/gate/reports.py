@@ -240,7 +240,8 @@ def comparability_warnings(
 ) -> list[str]:
     """Warnings for two reports that can be compared but maybe should not be: other probe set
     sizes, other metric parameters (t, alpha, sample, seed), intervals at other confidence
-    levels. ``roles`` say where each value is (``("in report A", "in report B")``)."""
+    levels or of other kinds (BCa, percentile). ``roles`` say where each value is
+    (``("in report A", "in report B")``)."""
     warnings = []
     was, now_in = roles
     rows_base = {
@@ -279,7 +280,26 @@ def comparability_warnings(
             warnings.append(
                 f"the reports were analysed with different {name} ({before} {was}, {now} {now_in})"
             )
+    if with_intervals:
+        kinds = (_interval_kind(params_base), _interval_kind(params_now))
+        if kinds[0] != kinds[1]:
+            warnings.append(
+                f"the reports' intervals are of different kinds ({kinds[0]} {was}, {kinds[1]} "
+                f"{now_in}): a BCa interval corrects the bias a percentile interval keeps, so "
+                "they overlap or not for other reasons than the change; analyse both with one "
+                "--interval"
+            )
     return warnings
+
+
+def _interval_kind(params: Mapping[str, Any]) -> str:
+    """The kind of a report's bootstrap intervals: its ``interval`` parameter, or
+    ``"percentile"`` for a report made before BCa intervals (which has none).
+
+    >>> _interval_kind({"bootstrap": 200}), _interval_kind({"bootstrap": 200, "interval": "bca"})
+    ('percentile', 'bca')
+    """
+    return str(params.get(K.P_INTERVAL, "percentile"))
 
 
 def _rows(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -132,7 +132,8 @@ class GapMetric:
         sample: query rows a modality for uniformity and retrieval, ``None`` for every row;
             ``"preset"``: the preset's.
         device: where the similarity products run; ``None``: the device the rows are on.
-        block_size, precision, uniformity_t, alignment_alpha, bootstrap, confidence: as
+        block_size, precision, uniformity_t, alignment_alpha, bootstrap, confidence,
+            interval: as
             :func:`gapscope.analyze`.
         sync: gather the rows of every process in :meth:`compute` (``None``: when a process
             group of more than one process is initialised).
@@ -162,6 +163,7 @@ class GapMetric:
         alignment_alpha: float = 2.0,
         bootstrap: int | None = None,
         confidence: float = 0.95,
+        interval: str = "bca",
         sync: bool | None = None,
         process_group: Any = None,
         share_passes: bool = True,
@@ -184,6 +186,7 @@ class GapMetric:
             alignment_alpha=alignment_alpha,
             bootstrap=bootstrap,
             confidence=confidence,
+            interval=interval,
         )
         # Every option is checked now, so that a typo fails before training, not at step N.
         AnalysisOptions.parse(**self.options, device=device if device is not None else "cpu")

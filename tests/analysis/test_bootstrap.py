@@ -10,12 +10,11 @@ import jsonschema
 import numpy as np
 import pytest
 import reference as ref
-from helpers import make_paired
+from helpers import make_paired, paired_set
 
 import gapscope.analysis.bootstrap as bootstrap_module
 from gapscope import analyze
 from gapscope.analysis.bootstrap import percentile_interval, resample_weights
-from gapscope.data.embedding_set import EmbeddingSet
 from gapscope.errors import GapscopeError
 from gapscope.metrics.alignment import alignment, alignment_row_terms
 from gapscope.metrics.retrieval import cross_modal_retrieval, intra_modal_retrieval
@@ -23,15 +22,6 @@ from gapscope.metrics.uniformity import uniformity, uniformity_with_row_terms
 from gapscope.report import Report, report_schema
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def paired_set(n: int = 40, captions: int = 2, seed: int = 0) -> EmbeddingSet:
-    image, text, gi, gt, li, lt = make_paired(n=n, d=8, captions=captions, seed=seed)
-    return EmbeddingSet(
-        embeddings={"image": image, "text": text},
-        groups={"image": gi, "text": gt},
-        labels={"image": li, "text": lt},
-    )
 
 
 def first_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
@@ -156,8 +146,15 @@ def test_each_statistic_equals_the_metric_on_the_resampled_data(monkeypatch):
     gi, gt = data.groups["image"], data.groups["text"]
     weights = np.random.default_rng(0).multinomial(40, np.full(40, 1 / 40))
     fixed_weights(monkeypatch, weights)
+    # Percentile: every resample is the same, so the interval is that one value (a BCa
+    # interval would be null, every value lying on one side of the estimate).
     report = analyze(
-        data, metrics="gap,cosine,alignment,cone,retrieval", k="1,5", bootstrap=10, device="cpu"
+        data,
+        metrics="gap,cosine,alignment,cone,retrieval",
+        k="1,5",
+        bootstrap=10,
+        interval="percentile",
+        device="cpu",
     )
 
     # The resampled data: w_g copies of group g's rows, each copy its own group.
@@ -226,6 +223,7 @@ def test_uniformity_interval_matches_the_exact_resampled_u_statistic():
         {"image": image, "text": image[::-1].copy()},
         metrics="uniformity",
         bootstrap=200,
+        interval="percentile",
         seed=1,
         device="cpu",
     )
@@ -348,8 +346,10 @@ def test_report_with_intervals_validates_and_is_deterministic(booted):
     other = analyze(data, bootstrap=60, seed=5, device="cpu")
     assert other.pairs["image-text"]["gap_ci"] != report.pairs["image-text"]["gap_ci"]
     assert report.params["bootstrap"] == 60 and report.params["confidence"] == 0.95
+    assert report.params["interval"] == "bca"
     assert any(
-        "percentile bootstrap" in note and "MIR has no interval" in note for note in report.notes
+        "BCa (bias-corrected and accelerated) bootstrap" in note and "MIR has no interval" in note
+        for note in report.notes
     )
     # Every scalar metric with a direction has an interval, except MIR (and FD); what-ifs are
     # hypothetical and carry none.

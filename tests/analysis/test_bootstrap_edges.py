@@ -56,6 +56,7 @@ def test_resamples_of_one_distinct_row_are_left_out_not_clipped_to_one(seed):
         bootstrap=n_resamples,
         seed=seed,
         confidence=confidence,
+        interval="percentile",
         device="cpu",
     )
     x, y = unit(image), unit(text)

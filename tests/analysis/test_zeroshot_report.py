@@ -12,7 +12,7 @@ from reference import clip_benchmark_classifier, clip_benchmark_zeroshot, unit
 from typer.testing import CliRunner
 
 from gapscope import analyze
-from gapscope.analysis.bootstrap import percentile_interval, resample_weights
+from gapscope.analysis.bootstrap import bca_interval, resample_weights
 from gapscope.cli import app
 from gapscope.data.class_prompts import ClassPrompts
 from gapscope.data.embedding_set import EmbeddingSet
@@ -66,12 +66,17 @@ def test_integer_labels_are_class_indices():
 
 
 def _groups_bootstrap(hits_fn, groups, n_resamples, seed, confidence):
-    """Resample groups with the analysis's own draws and recompute from the rows."""
+    """Resample groups with the analysis's own draws and recompute from the rows; the BCa
+    interval's estimate and jackknife are recomputed from the rows too (every weight 1, and
+    one group's weight 0 in turn)."""
+    n_groups = int(groups.max()) + 1
     values = []
-    for weights in resample_weights(int(groups.max()) + 1, n_resamples, seed):
+    for weights in resample_weights(n_groups, n_resamples, seed):
         for w in weights:
             values.append(hits_fn(w[groups]))
-    return percentile_interval(np.array(values), confidence)
+    estimate = hits_fn(np.ones(groups.shape[0]))
+    jackknife = np.array([hits_fn((groups != g).astype(float)) for g in range(n_groups)])
+    return bca_interval(np.array(values), estimate, jackknife, confidence)
 
 
 def test_intervals_are_a_bootstrap_of_the_rows():

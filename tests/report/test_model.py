@@ -30,8 +30,9 @@ def v1() -> dict:
 
 @pytest.fixture(scope="module")
 def current(example_store) -> Report:
-    # The committed report's own analysis: the example store with 50 bootstrap resamples.
-    return analyze(example_store, device="cpu", bootstrap=50, seed=0)
+    # The committed report's own analysis: the example store with 50 bootstrap resamples,
+    # percentile intervals (made before BCa intervals, the default now).
+    return analyze(example_store, device="cpu", bootstrap=50, seed=0, interval="percentile")
 
 
 def test_committed_v1_report_is_schema_1(v1):
@@ -64,6 +65,8 @@ def test_the_example_store_report_is_unchanged_but_for_the_schema(v1, current):
         doc["input"].pop("source")
     # Schema 2 records the block size (null: chosen from the shapes), and the run.
     assert new["params"].pop("block_size") is None
+    # ... and the kind of the bootstrap intervals.
+    assert new["params"].pop("interval") == "percentile"
     assert new.pop("run") == {"step": None, "tags": {}, "checkpoint": "gapscope example generator"}
     # ... and whether the encoder's weights were random (the example's are not).
     assert new["input"]["model"].pop("random_weights") is False
