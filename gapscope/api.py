@@ -73,7 +73,7 @@ def analyze(
             what-ifs stay float32.
         uniformity_t: ``t`` of Wang & Isola's uniformity.
         alignment_alpha: ``alpha`` of Wang & Isola's alignment.
-        bootstrap: add a percentile interval ``"<metric>_ci": [low, high]`` beside every
+        bootstrap: add a bootstrap interval ``"<metric>_ci": [low, high]`` beside every
             scalar metric (except MIR) from this many resamples of groups (see
             :mod:`gapscope.analysis.bootstrap`); ``None`` for none. 200 is usual.
         confidence: the intervals' nominal level (they can cover less on small sets, see

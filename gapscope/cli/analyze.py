@@ -143,9 +143,9 @@ def analyze_command(
     zero-shot accuracy (with class prompts).
 
     With --bootstrap B the gap, cosines, cone, alignment, uniformity, retrieval and zero-shot
-    accuracy get a percentile interval (value \\[low, high] in the table,
-    "<metric>_ci": \\[low, high] in JSON) from B resamples of groups; MIR, the diagnostics,
-    the what-ifs and GRAM volume get none.
+    accuracy get a bootstrap interval (value \\[low, high] in the table,
+    "<metric>_ci": \\[low, high] in JSON) from B resamples of groups, BCa unless
+    --interval percentile; MIR, the diagnostics, the what-ifs and GRAM volume get none.
 
     Example:
 
