@@ -74,7 +74,7 @@ def main() -> None:
         truth = population(shift, args.population, args.dim, args.seed + 1)
         rng = np.random.default_rng(args.seed)
         covered = {kind: dict.fromkeys(METRICS, 0) for kind in KINDS}
-        above = {kind: dict.fromkeys(METRICS, 0) for kind in KINDS}
+        truth_below = {kind: dict.fromkeys(METRICS, 0) for kind in KINDS}
         null = {kind: dict.fromkeys(METRICS, 0) for kind in KINDS}
         for rep in range(args.reps):
             x, y = draw(rng, shift, args.pairs, args.dim)
@@ -94,13 +94,13 @@ def main() -> None:
                         null[kind][metric] += 1
                         continue
                     covered[kind][metric] += bounds[0] <= truth[metric] <= bounds[1]
-                    above[kind][metric] += truth[metric] < bounds[0]
+                    truth_below[kind][metric] += truth[metric] < bounds[0]
         row = {"shift": shift, "population": truth}
         for kind in KINDS:
             row[kind] = {
                 metric: {
                     "coverage": covered[kind][metric] / args.reps,
-                    "truth_below": above[kind][metric] / args.reps,
+                    "truth_below": truth_below[kind][metric] / args.reps,
                     "null": null[kind][metric] / args.reps,
                 }
                 for metric in METRICS

@@ -312,7 +312,14 @@ class GroupTotals:
         sums = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64))
         key_columns = keys // self.n_groups
         starts = np.flatnonzero(np.concatenate([[True], key_columns[1:] != key_columns[:-1]]))
-        self._sparse[name] = (keys % self.n_groups, sums, starts, key_columns[starts], np.array(n))
+        self._sparse[name] = (
+            keys % self.n_groups,
+            sums,
+            starts,
+            key_columns[starts],
+            key_columns,
+            np.array(n),
+        )
 
     @property
     def width(self) -> int:
@@ -340,9 +347,8 @@ class GroupTotals:
             out[name] = whole[name] - values[start:stop]
             if name in self._squared:
                 out[f"{name}^2"] = out[name]
-        for name, (groups, sums, starts, columns, _) in self._sparse.items():
+        for name, (groups, sums, _, _, entry_columns, _) in self._sparse.items():
             left = np.repeat(whole[name], stop - start, axis=0)
-            entry_columns = np.repeat(columns, np.diff(np.append(starts, groups.size)))
             inside = (groups >= start) & (groups < stop)
             # One entry a group and column: each is subtracted once.
             left[groups[inside] - start, entry_columns[inside]] -= sums[inside]
@@ -358,7 +364,7 @@ class GroupTotals:
                 out[name] = values.sum(axis=0, keepdims=True)
                 if name in self._squared:
                     out[f"{name}^2"] = out[name]
-            for name, (_, sums, starts, columns, n) in self._sparse.items():
+            for name, (_, sums, starts, columns, _, n) in self._sparse.items():
                 table = np.zeros((1, int(n)))
                 table[0, columns] = np.add.reduceat(sums, starts) if sums.size else 0.0
                 out[name] = table
@@ -383,7 +389,7 @@ class GroupTotals:
         for name, values in self._arrays.items():
             if values.ndim == 2:
                 out[name] = weights @ values
-        for name, (groups, sums, starts, columns, n) in self._sparse.items():
+        for name, (groups, sums, starts, columns, _, n) in self._sparse.items():
             table = np.zeros((weights.shape[0], int(n)))
             if groups.size:
                 table[:, columns] = np.add.reduceat(weights[:, groups] * sums, starts, axis=1)

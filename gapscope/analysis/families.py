@@ -39,6 +39,7 @@ from gapscope.errors import EmbeddingError, MissingDependencyError
 if TYPE_CHECKING:
     from gapscope.analysis.bootstrap import IntervalPlan, Statistic
     from gapscope.analysis.context import AnalysisContext
+    from gapscope.metrics.mir import MIRResult
 
 __all__ = [
     "FAMILIES",
@@ -425,7 +426,7 @@ def _mir(ctx: AnalysisContext, a: str, b: str) -> dict[str, Any]:
 _SCALE_SHIFT_NOTED = 0.01
 
 
-def _note_reference_outliers(ctx: AnalysisContext, r: Any, pair: str, y_name: str) -> None:
+def _note_reference_outliers(ctx: AnalysisContext, r: MIRResult, pair: str, y_name: str) -> None:
     """Say when outlying rows of the reference modality set MIR's scale: the paper takes the
     scale from every row before it replaces outliers, so one huge row shrinks the scale and
     MIR with it (to its floor, -12, for a row of norm 1e150 among unit-scale rows)."""

@@ -60,7 +60,12 @@ from gapscope._version import __version__
 from gapscope.analysis import keys as K
 from gapscope.analysis.keys import direction_of, is_detail_key, metric_leaf
 from gapscope.errors import GapscopeError
-from gapscope.gate.reports import comparability_warnings, merged_directions, report_identity
+from gapscope.gate.reports import (
+    comparability_warnings,
+    interval_kind,
+    merged_directions,
+    report_identity,
+)
 from gapscope.gate.rules import (
     DEFAULT_GATE,
     MetricPattern,
@@ -519,9 +524,7 @@ def baseline_analysis_params(baseline: Report | None, **overrides: Any) -> dict[
         K.P_SAMPLE: params.get(K.P_SAMPLE),
         K.P_BOOTSTRAP: params.get(K.P_BOOTSTRAP),
         K.P_CONFIDENCE: params.get(K.P_CONFIDENCE, 0.95),
-        K.P_INTERVAL: params.get(
-            K.P_INTERVAL, "percentile" if params.get(K.P_BOOTSTRAP) is not None else "bca"
-        ),
+        K.P_INTERVAL: interval_kind(params),
         K.P_UNIFORMITY_T: params.get(K.P_UNIFORMITY_T, 2.0),
         K.P_ALIGNMENT_ALPHA: params.get(K.P_ALIGNMENT_ALPHA, 2.0),
     }

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_DEPTH",
     "STDIN_NAME",
     "comparability_warnings",
+    "interval_kind",
     "load_report",
     "merged_directions",
     "parse_report",
@@ -281,7 +282,7 @@ def comparability_warnings(
                 f"the reports were analysed with different {name} ({before} {was}, {now} {now_in})"
             )
     if with_intervals:
-        kinds = (_interval_kind(params_base), _interval_kind(params_now))
+        kinds = (interval_kind(params_base), interval_kind(params_now))
         if kinds[0] != kinds[1]:
             warnings.append(
                 f"the reports' intervals are of different kinds ({kinds[0]} {was}, {kinds[1]} "
@@ -292,14 +293,18 @@ def comparability_warnings(
     return warnings
 
 
-def _interval_kind(params: Mapping[str, Any]) -> str:
-    """The kind of a report's bootstrap intervals: its ``interval`` parameter, or
-    ``"percentile"`` for a report made before BCa intervals (which has none).
+def interval_kind(params: Mapping[str, Any]) -> str:
+    """The kind of a report's bootstrap intervals: its ``interval`` parameter; for a report
+    with intervals made before BCa intervals (which has none), ``"percentile"``; for a report
+    without intervals, the default of ``analyze``.
 
-    >>> _interval_kind({"bootstrap": 200}), _interval_kind({"bootstrap": 200, "interval": "bca"})
+    >>> interval_kind({"bootstrap": 200}), interval_kind({"bootstrap": 200, "interval": "bca"})
     ('percentile', 'bca')
+    >>> interval_kind({"bootstrap": None})
+    'bca'
     """
-    return str(params.get(K.P_INTERVAL, "percentile"))
+    made_before = params.get(K.P_BOOTSTRAP) is not None
+    return str(params.get(K.P_INTERVAL, "percentile" if made_before else "bca"))
 
 
 def _rows(data: Mapping[str, Any]) -> dict[str, Any]:

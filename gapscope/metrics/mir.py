@@ -300,9 +300,8 @@ def modality_integration_rate(
             )
 
     fd = frechet_distance(mean_x, cov_x, mean_y, cov_y)
-    kept = norms_y[~outliers_y]
     with np.errstate(over="ignore", divide="ignore"):
-        scale_kept = 1.0 / float(kept.mean()) if outliers_y.any() else scale
+        scale_kept = 1.0 / float(norms_y[~outliers_y].mean()) if outliers_y.any() else scale
     full_rank = bool(
         xa.shape[0] > d and ya.shape[0] > d and _nonsingular(cov_x) and _nonsingular(cov_y)
     )
