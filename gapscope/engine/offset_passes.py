@@ -199,6 +199,11 @@ class OffsetRows:
             chunk_rows=self.base.chunk_rows,
         )
 
+    def first_rows(self, index: np.ndarray) -> np.ndarray:
+        """The base's :meth:`~gapscope.engine.unit_rows.UnitRows.first_rows`: a moved row's
+        bits depend on its base row's alone, so twins stay twins."""
+        return self.base.first_rows(index)
+
     def take(self, index: np.ndarray) -> torch.Tensor:
         """The moved unit rows at ``index`` (float32, a new tensor)."""
         rows = self.base.take(index)

@@ -137,6 +137,7 @@ class UnitRows:
             self._offset = torch.as_tensor(np.asarray(offset, dtype=np.float32)).to(self.device)
         self._full: torch.Tensor | None = None
         self._duplicates: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._first_of: np.ndarray | None = None
         # Scratch buffers are a thread's own: lanes multiply blocks at once; the duplicates
         # are found once, by the first lane that asks.
         self._scratch_buffers = threading.local()
@@ -275,6 +276,21 @@ class UnitRows:
             if self._duplicates is None:
                 self._duplicates = self._find_duplicates()
         return self._duplicates
+
+    def first_rows(self, index: np.ndarray) -> np.ndarray:
+        """For each row of ``index``, the first row whose unit vector has the same bits: the
+        row itself when it has no earlier twin or the rows are not held in memory (int64). A
+        row's exact scores depend on its bits alone, so a twin's are its first row's."""
+        index = np.asarray(index, dtype=np.int64)
+        duplicates, firsts = self.duplicates()
+        if not duplicates.numel():
+            return index
+        with self._finding_duplicates:
+            if self._first_of is None:
+                first_of = np.arange(self.shape[0], dtype=np.int64)
+                first_of[duplicates.cpu().numpy()] = firsts.cpu().numpy()
+                self._first_of = first_of
+        return self._first_of[index]
 
     def _find_duplicates(self) -> tuple[torch.Tensor, torch.Tensor]:
         empty = torch.empty(0, dtype=torch.long, device=self.device)
@@ -547,6 +563,8 @@ class RowSource(Protocol):
     shape: tuple[int, int]
 
     def take(self, index: np.ndarray) -> torch.Tensor: ...
+
+    def first_rows(self, index: np.ndarray) -> np.ndarray: ...
 
 
 # Pairs a chunk of exact_scores (two gathers of this many rows, and their float64 products).
