@@ -172,8 +172,9 @@ def candidate_counts(
     # counts, and the keys each window holds, are the same in any.
     order = np.argsort(packed)
     ordered = packed[order]
-    # Only the queries with a candidate have anything to count.
-    some = np.unique(queries)
+    # Only the queries with a candidate have anything to count (found by a count a query,
+    # not a sort: the candidates number up to every key of every query).
+    some = np.flatnonzero(np.bincount(queries, minlength=lo.shape[0]))
     rows = some[:, None] << 32
     end = np.searchsorted(ordered, rows + (1 << 32))
     above_some = end - np.searchsorted(ordered, rows | ordered_bits(hi[some]), side="right")
