@@ -97,6 +97,13 @@ def _identity(path: Path) -> tuple[str, Any]:
         return "path", os.path.realpath(path)
 
 
+def _written_through(path: Path) -> bool:
+    """Whether ``path`` is no file to compare: ``-`` (standard input as a report, standard
+    output as an output: never a file named ``-``, even with the descriptor closed), or a
+    stream or device."""
+    return str(path) == STDIN or _stream(path) is not None
+
+
 def check_distinct_paths(inputs: dict[str, Path | None], outputs: dict[str, Path | None]) -> None:
     """Refuse, before any work, an output that would replace an input, or two outputs that
     name one file (the second would replace the first). Streams and devices (``-``,
@@ -109,11 +116,11 @@ def check_distinct_paths(inputs: dict[str, Path | None], outputs: dict[str, Path
     """
     read: dict[tuple[str, Any], str] = {}
     for role, path in inputs.items():
-        if path is not None and _stream(path) is None:
+        if path is not None and not _written_through(path):
             read.setdefault(_identity(path), role)
     written: dict[tuple[str, Any], str] = {}
     for option, path in outputs.items():
-        if path is None or _stream(path) is not None:
+        if path is None or _written_through(path):
             continue
         identity = _identity(path)
         if identity in read:

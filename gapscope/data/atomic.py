@@ -280,7 +280,18 @@ def _claim_temp(path: Path) -> tuple[int, Path]:
     longer points at our file and we start over.
     """
     while True:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except FileNotFoundError as exc:
+            if not path.parent.is_dir():
+                raise
+            # The folder is there but makes no new file (procfs answers ENOENT, even to
+            # root): "No such file or directory" with the target's name would be untrue.
+            raise OSError(
+                exc.errno,
+                f"the folder {path.parent} takes no new files ({exc.strerror})",
+                str(path),
+            ) from None
         tmp = Path(name)
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -205,6 +205,22 @@ def test_standard_input_named_twice_is_refused_however_spelled(tmp_path, report_
         assert len(lines) == 1 and "cannot both be read from standard input" in lines[0], lines
 
 
+def test_a_closed_standard_input_is_named_as_such(tmp_path, report_text):
+    """With descriptor 0 closed, ``-`` as a report and ``-o -`` (standard output) once read
+    as one file named ``-``: the error said the output would replace report A."""
+    (tmp_path / "report.json").write_text(report_text)
+    gapscope = " ".join(GAPSCOPE)
+    for command in (
+        f"{gapscope} diff - report.json -o - <&-",
+        f"{gapscope} diff report.json - -o - <&-",
+        f"{gapscope} check - -b report.json -o - <&-",
+    ):
+        result = _shell(command, tmp_path)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and "there is no standard input" in lines[0], (command, lines)
+
+
 def test_diff_reads_one_report_from_standard_input(tmp_path, report_text):
     (tmp_path / "base.json").write_text(report_text)
     (tmp_path / "worse.json").write_text(worse(report_text))

@@ -161,6 +161,36 @@ def test_a_failed_temporary_file_creation_names_the_target(tmp_path, monkeypatch
     assert_names_target(caught.value, target, errno.EACCES)
 
 
+def test_a_folder_that_makes_no_new_file_is_named_as_such(tmp_path, monkeypatch):
+    # procfs answers "No such file or directory" to a new file in /proc, even to root: the
+    # target exists, so saying it does not would send the user looking for the wrong thing.
+    target = tmp_path / "out.txt"
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError(
+            errno.ENOENT, "No such file or directory", str(tmp_path / ".out.txt.k3_x9a0b.tmp")
+        )
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", missing)
+    with pytest.raises(OSError) as caught:
+        atomic_write_text(target, "x")
+    assert caught.value.errno == errno.ENOENT and caught.value.filename == str(target)
+    assert caught.value.strerror == (
+        f"the folder {tmp_path} takes no new files (No such file or directory)"
+    )
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or not Path("/proc/version").exists(),
+    reason="root with a /proc: a new file in /proc fails with ENOENT only there",
+)
+def test_an_output_in_proc_as_root_says_the_folder_takes_no_new_files(example_store, tmp_path):
+    report = tmp_path / "r.json"
+    run("analyze", example_store, "--metrics", "gap", "--json", report)
+    line = one_line_error(run("diff", report, report, "-o", "/proc/version"))
+    assert "the folder /proc takes no new files" in line, line
+
+
 # ----------------------------------------------------------------- through the commands
 
 
