@@ -97,7 +97,7 @@ def _identity(path: Path) -> tuple[str, Any]:
         return "path", os.path.realpath(path)
 
 
-def _written_through(path: Path) -> bool:
+def _not_a_file(path: Path) -> bool:
     """Whether ``path`` is no file to compare: ``-`` (standard input as a report, standard
     output as an output: never a file named ``-``, even with the descriptor closed), or a
     stream or device."""
@@ -116,11 +116,11 @@ def check_distinct_paths(inputs: dict[str, Path | None], outputs: dict[str, Path
     """
     read: dict[tuple[str, Any], str] = {}
     for role, path in inputs.items():
-        if path is not None and not _written_through(path):
+        if path is not None and not _not_a_file(path):
             read.setdefault(_identity(path), role)
     written: dict[tuple[str, Any], str] = {}
     for option, path in outputs.items():
-        if path is None or _written_through(path):
+        if path is None or _not_a_file(path):
             continue
         identity = _identity(path)
         if identity in read:

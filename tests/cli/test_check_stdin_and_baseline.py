@@ -188,6 +188,14 @@ def _shell(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def _refused_in_one_line(command: str, cwd: Path, fragment: str) -> None:
+    """``command`` exits 2 with one line on stderr that holds ``fragment``."""
+    result = _shell(command, cwd)
+    assert result.returncode == 2, (command, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and fragment in lines[0], (command, lines)
+
+
 def test_standard_input_named_twice_is_refused_however_spelled(tmp_path, report_text):
     """``- -b /dev/stdin`` (or ``/dev/fd/0``, from a file or a pipe) read one stream twice:
     the second read got nothing, or the report compared with itself passed."""
@@ -199,10 +207,7 @@ def test_standard_input_named_twice_is_refused_however_spelled(tmp_path, report_
         f"cat report.json | {check} /dev/stdin -b -",
         f"{' '.join(GAPSCOPE)} diff - /dev/stdin < report.json",
     ):
-        result = _shell(command, tmp_path)
-        assert result.returncode == 2, (command, result.stdout, result.stderr)
-        lines = result.stderr.splitlines()
-        assert len(lines) == 1 and "cannot both be read from standard input" in lines[0], lines
+        _refused_in_one_line(command, tmp_path, "cannot both be read from standard input")
 
 
 def test_a_closed_standard_input_is_named_as_such(tmp_path, report_text):
@@ -215,10 +220,7 @@ def test_a_closed_standard_input_is_named_as_such(tmp_path, report_text):
         f"{gapscope} diff report.json - -o - <&-",
         f"{gapscope} check - -b report.json -o - <&-",
     ):
-        result = _shell(command, tmp_path)
-        assert result.returncode == 2, (command, result.stdout, result.stderr)
-        lines = result.stderr.splitlines()
-        assert len(lines) == 1 and "there is no standard input" in lines[0], (command, lines)
+        _refused_in_one_line(command, tmp_path, "there is no standard input")
 
 
 def test_diff_reads_one_report_from_standard_input(tmp_path, report_text):

@@ -147,15 +147,18 @@ def test_a_block_s_own_write_error_names_the_target(tmp_path):
     assert temps(tmp_path) == []
 
 
+def _temporary_file_fails(monkeypatch, kind: type[OSError], code: int, folder: Path) -> None:
+    """``mkstemp`` raises ``kind`` (``code``) naming the temporary file of ``out.txt``."""
+
+    def fail(*args, **kwargs):
+        raise kind(code, os.strerror(code), str(folder / ".out.txt.k3_x9a0b.tmp"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", fail)
+
+
 def test_a_failed_temporary_file_creation_names_the_target(tmp_path, monkeypatch):
     target = tmp_path / "out.txt"
-
-    def refused(*args, **kwargs):
-        raise PermissionError(
-            errno.EACCES, "Permission denied", str(tmp_path / ".out.txt.k3_x9a0b.tmp")
-        )
-
-    monkeypatch.setattr(atomic.tempfile, "mkstemp", refused)
+    _temporary_file_fails(monkeypatch, PermissionError, errno.EACCES, tmp_path)
     with pytest.raises(PermissionError) as caught:
         atomic_write_text(target, "x")
     assert_names_target(caught.value, target, errno.EACCES)
@@ -165,13 +168,7 @@ def test_a_folder_that_makes_no_new_file_is_named_as_such(tmp_path, monkeypatch)
     # procfs answers "No such file or directory" to a new file in /proc, even to root: the
     # target exists, so saying it does not would send the user looking for the wrong thing.
     target = tmp_path / "out.txt"
-
-    def missing(*args, **kwargs):
-        raise FileNotFoundError(
-            errno.ENOENT, "No such file or directory", str(tmp_path / ".out.txt.k3_x9a0b.tmp")
-        )
-
-    monkeypatch.setattr(atomic.tempfile, "mkstemp", missing)
+    _temporary_file_fails(monkeypatch, FileNotFoundError, errno.ENOENT, tmp_path)
     with pytest.raises(OSError) as caught:
         atomic_write_text(target, "x")
     assert caught.value.errno == errno.ENOENT and caught.value.filename == str(target)
