@@ -75,6 +75,18 @@ def _render_info(s: Any, console: Console) -> None:
             "yes" if inf.get("normalized") else "no",
         )
     console.print(table)
+    if s.is_shard:
+        rows = (
+            ""
+            if s.modalities
+            else " with no rows (its slice held no batch, or only files it could not read)"
+        )
+        shard = printable(str(s.manifest["extract"]["shard"]))
+        console.print(
+            f"shard {shard} of an extract{rows}: gapscope merge combines the shards",
+            markup=False,
+            highlight=False,
+        )
     enc = {k: _shown(v) for k, v in (s.encoder or {}).items()}
     if enc:
         console.print(

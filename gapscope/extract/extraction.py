@@ -765,6 +765,7 @@ def _finalize(
         raise
     store.finalize(
         normalized={m: encoder.normalized(m) for m in dataset.modalities if rows[m]},
+        empty_ok=not whole,
         skipped=skips.entries(),
     )
 
@@ -777,24 +778,20 @@ def _check_some_rows(
     *,
     whole: bool = True,
 ) -> None:
-    """Refuse a whole extract of which every file of a modality was unreadable. A shard's
-    slice may be all unreadable while the others are not: ``merge`` checks the whole
-    (:func:`check_readable_rows`), and a shard is refused only when its slice is empty."""
-    if whole:
-        for modality in dataset.modalities:
-            if plans[modality] and rows[modality] == 0:
-                check_readable_rows(modality, 0, skips.entries(), planned=plans[modality])
-    if not any(plans[m] for m in dataset.modalities):
-        raise GapscopeError("this shard has no rows: use fewer shards than batches")
+    """Refuse a whole extract of which every file of a modality was unreadable.
+
+    A shard is never refused for its rows: its slice may hold no batch (more shards than
+    batches) or only unreadable files, while the others hold rows, and one process's extract
+    of the same data would succeed. Such a shard is finished with no rows and its skipped
+    files listed, and ``merge`` checks the whole (:func:`check_readable_rows`), so shards, or
+    ``torchrun`` ranks, end as one process would, whatever their count."""
+    if not whole:
+        return
+    for modality in dataset.modalities:
+        if plans[modality] and rows[modality] == 0:
+            check_readable_rows(modality, 0, skips.entries(), planned=plans[modality])
     if not any(rows.values()):
-        # A store holds at least one row: a slice of nothing but unreadable files (a shard
-        # of an image-only folder) makes none, and fewer, larger shards avoid that.
-        entries = skips.entries()
-        first = f" (first: {entries[0]['source']}: {entries[0]['reason']})" if entries else ""
-        raise GapscopeError(
-            f"every file of this shard's slice was unreadable{first}, and a shard store needs "
-            "a row: use fewer shards"
-        )
+        raise GapscopeError("the dataset has no rows to extract")
 
 
 def check_readable_rows(

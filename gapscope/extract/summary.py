@@ -46,7 +46,7 @@ def print_summary(summary: ExtractSummary, console: Console | None = None) -> No
 
     if summary.already_complete:
         out(f"{summary.store}: already complete, nothing to do (pass --overwrite to extract again)")
-    rows = ", ".join(f"{m} {n:,}" for m, n in summary.rows.items())
+    rows = ", ".join(f"{m} {n:,}" for m, n in summary.rows.items()) or "no rows"
     shard = f" (shard {summary.shard})" if summary.shard else ""
     out(f"[bold]Store[/bold] {summary.store}{shard}: {rows}")
     resumed = {m: n for m, n in summary.resumed.items() if n}
