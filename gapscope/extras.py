@@ -25,7 +25,6 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "soundfile": ("soundfile", "audio"),
     "scipy": ("scipy", "audio"),
     "matplotlib": ("matplotlib", "plot"),
-    "sklearn": ("scikit-learn", "diagnostics"),
     "umap": ("umap-learn", "umap"),
     "pyarrow": ("pyarrow", "parquet"),
     "mlflow": ("mlflow-skinny", "mlflow"),

@@ -6,18 +6,24 @@ draws of another (the bootstrap's resamples do not move when ``--sample`` is add
 same seed gives the same draws in every run. Streams drawn per modality add the modality's
 slot (image 0, text 1, audio 2), so adding a modality to a store does not change the rows
 drawn for the others; any other modality name gets its own third entropy word.
+
+One draw is older than the streams and keeps its own generator: the separability probe's
+cross-validation folds (:func:`stratified_folds`) are shuffled as scikit-learn's
+``StratifiedKFold(shuffle=True, random_state=seed)`` shuffles them, from
+``numpy.random.RandomState(seed)``, so that the probe's accuracies are scikit-learn's.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from enum import IntEnum
 
 import numpy as np
 
 from gapscope.errors import GapscopeError
 
-__all__ = ["SEED_MAX", "Stream", "check_seed", "generator", "sample_rows"]
+__all__ = ["SEED_MAX", "Stream", "check_seed", "generator", "sample_rows", "stratified_folds"]
 
 #: The largest seed: scikit-learn's estimators take seeds of 32 bits, and every draw must
 #: accept the seed a report records.
@@ -106,3 +112,38 @@ def sample_rows(
         return None
     rng = generator(seed, stream, modality)
     return np.sort(rng.choice(n, size=limit, replace=False))
+
+
+def stratified_folds(
+    target: np.ndarray, folds: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(train, test)`` row indices of each of ``folds`` stratified folds of ``target``
+    (integer classes), shuffled: the splits of scikit-learn's ``StratifiedKFold(folds,
+    shuffle=True, random_state=seed).split``, index for index.
+
+    Sorted by class (classes in order of first appearance), the rows' fold numbers are dealt
+    round robin, so each fold holds each class's rows within one; each class's fold numbers
+    are then shuffled by one ``RandomState(seed)``, class after class. Test rows of fold ``i``
+    are those numbered ``i``, the training rows the others, both in row order.
+
+    >>> [test.tolist() for _, test in stratified_folds(np.array([0, 0, 1, 1]), 2, 0)]
+    [[1, 2], [0, 3]]
+    """
+    _, first, inverse = np.unique(target, return_index=True, return_inverse=True)
+    _, by_first = np.unique(first, return_inverse=True)
+    encoded = by_first[inverse]
+    classes = first.size
+    in_order = np.sort(encoded)
+    allocation = np.asarray(
+        [np.bincount(in_order[i::folds], minlength=classes) for i in range(folds)]
+    )
+    rng = np.random.RandomState(seed)
+    numbers = np.empty(target.size, dtype=np.int64)
+    for k in range(classes):
+        dealt = np.arange(folds).repeat(allocation[:, k])
+        rng.shuffle(dealt)
+        numbers[encoded == k] = dealt
+    rows = np.arange(target.size)
+    for i in range(folds):
+        test = numbers == i
+        yield rows[~test], rows[test]

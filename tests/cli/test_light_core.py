@@ -161,7 +161,7 @@ def test_separability_is_noted_without_the_diagnostics_extra(monkeypatch):
     from gapscope.metrics.separability import modality_separability
 
     data = paired(0)
-    block(monkeypatch, "sklearn")
+    block(monkeypatch, "scipy")
     with pytest.raises(MissingDependencyError, match=r"gapscope\[diagnostics\]"):
         modality_separability(data["image"], data["text"])
     report = gapscope.analyze(data, metrics="diagnostics", device="cpu")

@@ -158,6 +158,71 @@ def test_separability_is_deterministic_and_checks_input():
         modality_separability(x, y[:, :3])
 
 
+def sklearn_separability(x, y, *, folds=5, max_rows=5000, c=1.0, seed=0):
+    """The probe as scikit-learn runs it: the same sampled unit rows, its StratifiedKFold
+    and LogisticRegression (the implementation gapscope's used to call)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from gapscope.engine.sampling import Stream, sample_rows
+
+    r = min(len(x), len(y), max_rows)
+    ix = sample_rows(len(x), r, seed, Stream.SEPARABILITY_ROWS_X)
+    iy = sample_rows(len(y), r, seed, Stream.SEPARABILITY_ROWS_Y)
+    features = np.concatenate([unit(x if ix is None else x[ix]), unit(y if iy is None else y[iy])])
+    target = np.repeat([0, 1], r)
+    scores = []
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(
+        features, target
+    ):
+        model = LogisticRegression(C=c, max_iter=1000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(features[train], target[train])
+        scores.append(float(np.mean(model.predict(features[test]) == target[test])))
+    return scores
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_separability_equals_scikit_learns_probe(case):
+    """Fold accuracies equal scikit-learn's LogisticRegression on StratifiedKFold, on rows
+    from mixed to separable, d above and below the rows, strong and weak regularisation,
+    2 to 5 folds, capped samples."""
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(1000 + case)
+    n, m = (int(v) for v in rng.integers(6, 300, size=2))
+    d = int(rng.integers(2, 80))
+    x, y = rng.normal(size=(n, d)), rng.normal(size=(m, d))
+    y[:, 0] += float(rng.choice([0.0, 0.05, 0.3, 1.0, 6.0]))
+    options = {
+        "folds": int(rng.integers(2, 6)),
+        "max_rows": int(rng.choice([5000, 40])),
+        "c": float(rng.choice([0.01, 1.0, 100.0])),
+        "seed": int(rng.integers(0, 2**32 - 1)),
+    }
+    ours = modality_separability(x, y, **options)
+    assert list(ours.fold_accuracies) == sklearn_separability(x, y, **options)
+
+
+def test_separability_folds_are_scikit_learns():
+    from sklearn.model_selection import StratifiedKFold
+
+    from gapscope.engine.sampling import stratified_folds
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        target = rng.integers(0, 3, size=int(rng.integers(9, 60)))
+        folds = int(rng.integers(2, 4))
+        seed = int(rng.integers(0, 2**32 - 1))
+        if np.bincount(target).min() < folds:
+            continue
+        theirs = StratifiedKFold(folds, shuffle=True, random_state=seed).split(target, target)
+        ours = stratified_folds(target, folds, seed)
+        for (a, b), (c, e) in zip(theirs, ours, strict=True):
+            assert a.tolist() == c.tolist() and b.tolist() == e.tolist()
+
+
 # --------------------------------------------------------------------------- CKA
 
 
