@@ -399,7 +399,7 @@ def check_report(
                 f"threshold {str(gate)!r} selects no metric of the report; metric names are "
                 "flat keys like image-text/gap or image-text/recall/text->image/R@5 (or "
                 "text_to_image/R5), leaf names like R@5 (or R5), or an interval bound like "
-                "image-text/gap_ci/high"
+                "image-text/gap_ci/high (gap_ci/high: every pair's)"
             )
         for key in selected:
             entry = metrics.setdefault(

@@ -11,7 +11,10 @@ selects metrics:
 
 - a full key (``image-text/gap``) selects that metric;
 - a pattern with a ``/`` is a shell-style glob over the whole key
-  (``image-text/recall/*/R@1``; ``*`` also matches ``/``);
+  (``image-text/recall/*/R@1``; ``*`` also matches ``/``), or over the key's last
+  components, as many as the pattern has: ``gap_ci/high`` selects the upper bound of every
+  pair's gap interval, ``text->image/R@5`` every pair's recall@5 from text to image (no full
+  key of a report is the tail of another, so a full key still selects that metric alone);
 - a pattern without a ``/`` matches the key's last component: ``gap`` selects every pair's
   gap, ``R@5`` every direction's recall@5, ``R@*`` every recall@K, ``*`` every metric.
 
@@ -73,6 +76,8 @@ class MetricPattern:
     False
     >>> MetricPattern("image-text/recall/*/R5").matches("image-text/recall/image->text/R@5")
     True
+    >>> MetricPattern("gap_ci/high").matches("image-audio/gap_ci/high")
+    True
     """
 
     text: str
@@ -92,9 +97,15 @@ class MetricPattern:
         return any(self._matches(spelling) for spelling in (key, tracker_key(key)))
 
     def _matches(self, key: str) -> bool:
-        if "/" in self.text:
-            return fnmatchcase(key, self.text)
-        return fnmatchcase(key.rsplit("/", 1)[-1], self.text)
+        if "/" not in self.text:
+            return fnmatchcase(key.rsplit("/", 1)[-1], self.text)
+        if fnmatchcase(key, self.text):
+            return True
+        # Or the key's last components, as many as the pattern has: gap_ci/high is the upper
+        # bound of every pair's gap, as gap is every pair's gap.
+        depth = self.text.count("/") + 1
+        parts = key.split("/")
+        return len(parts) > depth and fnmatchcase("/".join(parts[-depth:]), self.text)
 
     def specificity(self) -> tuple[int, int]:
         """Sort key, smaller is more specific: (tier, minus the count of literal characters).

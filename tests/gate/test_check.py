@@ -761,6 +761,9 @@ def test_a_check_that_compares_nothing_is_bad_input(tmp_path, base_data):
         ("image-text/recall/text_to_image/R1_ci/low>=0", [f"{R1}_ci/low"]),
         ("*/R@1_ci/low>=0", [f"{R1}_ci/low", "image-text/recall/image->text/R@1_ci/low"]),
         ("separability_se<=100", ["image-text/separability_se"]),
+        # The key's last components, as a bare name is its last: every pair's bound.
+        ("gap_ci/high<=100", ["image-text/gap_ci/high"]),
+        ("text->image/R@1_ci/low>=0", [f"{R1}_ci/low"]),
     ],
 )
 def test_a_threshold_may_name_an_interval_bound_or_a_standard_error(
@@ -779,6 +782,25 @@ def test_a_threshold_may_name_an_interval_bound_or_a_standard_error(
     )
     assert document.exit_code == 0, document.output
     jsonschema.validate(json.loads(document.stdout), check_schema())
+
+
+def test_a_full_key_selects_its_metric_alone_and_a_tail_every_pairs(base_data):
+    """No key of a report is the tail of another, so matching a pattern's components
+    against a key's last ones leaves full keys as they were."""
+    from gapscope.gate.rules import MetricPattern
+
+    keys = list(flatten_report(base_data))
+    for key in keys:
+        assert [k for k in keys if MetricPattern(key).matches(k)] == [key]
+    three = {
+        k.replace("image-text", "audio-text", 1): v for k, v in flatten_report(base_data).items()
+    }
+    both = [*keys, *three]
+    assert [k for k in both if MetricPattern("gap_ci/high").matches(k)] == [
+        "image-text/gap_ci/high",
+        "audio-text/gap_ci/high",
+    ]
+    assert not MetricPattern("recall/text->image").matches(R1)  # components, not text
 
 
 def test_a_threshold_on_an_interval_bound_fails_the_check_and_globs_select_no_bound(
