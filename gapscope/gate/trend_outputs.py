@@ -102,8 +102,14 @@ def render_trend(result: TrendResult, console: Console | None = None) -> None:
         cells: list[Cell] = [key, _ARROWS.get(metric.direction or "", "")]
         cells += [_point_cell(p.value, p.verdict) for p in metric.points]
         table.add_row(*cells)
-    # crop=False: a metric name longer than the line stays whole (the terminal wraps it).
-    console.print(table, crop=False)
+    if result.metrics:
+        # crop=False: a metric name longer than the line stays whole (the terminal wraps it).
+        console.print(table, crop=False)
+    else:
+        # Every metric selected is undefined (null) in every report: a table without a row
+        # would look like a rendering fault; the line below names what was left out.
+        console.print(title)
+        console.print("no metric has a value in any of these reports", highlight=False)
     for key, i in result.regressions:
         point = result.metrics[key].points[i]
         line = printable(f"{point.verdict} at {steps[i]}: {point.message or key}")
@@ -129,6 +135,8 @@ def render_trend(result: TrendResult, console: Console | None = None) -> None:
             f"{len(regressed)} regressed points in {metrics} of {len(result.metrics)} metrics",
             style="bold red",
         )
+    elif not result.metrics:
+        summary = Text("nothing to follow: no metric has a value", style="bold yellow")
     else:
         summary = Text(
             f"no regression against the first report in {len(result.metrics)} metrics",

@@ -465,9 +465,13 @@ def test_a_metric_undefined_in_every_report_is_named_in_the_footer(base, tmp_pat
     table = run("trend", *paths, "--metrics", "cone", env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     text = " ".join(table.stdout.split())
-    # The table is empty: the footer names the metrics left out, not as tracked ones.
+    # No table without a row: a line says so, and the footer names the metrics left out,
+    # not as tracked ones.
+    assert "no metric has a value in any of these reports" in text
+    assert "┏" not in table.stdout  # no table drawn
     assert "left out, undefined (null) in every report (2): cone" in text
-    assert "tracked, not gated" not in text and "in 0 metrics" in text
+    assert "tracked, not gated" not in text and "in 0 metrics" not in text
+    assert text.endswith("nothing to follow: no metric has a value")
     doc = json.loads(run("trend", *paths, "--metrics", "cone", "-f", "json").stdout)
     assert doc["metrics"] == {} and doc["undefined"] == [CONE, "text/cone"]
 
