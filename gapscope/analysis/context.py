@@ -288,7 +288,9 @@ class AnalysisContext:
         self.say: Progress = progress or (lambda _msg: None)
         if len(data.modalities) < 2:
             raise GapscopeError(
-                f"{data.source}: has only {', '.join(data.modalities) or 'no'} embeddings; "
+                f"{data.source}: has "
+                + (f"only {', '.join(data.modalities)}" if data.modalities else "no")
+                + " embeddings; "
                 "need at least two modalities to compare"
             )
         K.check_direction_spellings(data.modalities)

@@ -126,6 +126,7 @@ def test_more_shards_than_batches(tmp_path, cli):
     shown = " ".join(cli("info", shards[0]).stdout.split())
     assert "shard 0/2 of an extract with no rows" in shown
     assert "shard 1/2 of an extract:" in " ".join(cli("info", shards[1]).stdout.split())
+    assert "has no embeddings; need at least two" in cli("analyze", shards[0], expect=2).stderr
     merge_stores(tmp_path / "merged", shards)
     assert_same_store(tmp_path / "merged", tmp_path / "single")
 
