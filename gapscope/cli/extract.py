@@ -216,11 +216,6 @@ def extract_command(
                 batch_size=batch_size,
             )
         print_summary(summary, Console())
-        Console().print(
-            f"[bold]Store[/bold] {out}: merged from {rank.world_size} torchrun ranks",
-            highlight=False,
-            soft_wrap=True,
-        )
         _warn_random_weights(summary.encoder)
         return
     else:

@@ -12,6 +12,7 @@ We use torch's own launcher rather than a scheduler of our own; for many machine
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -39,7 +40,9 @@ def shard_folder(out: Path, info: RankInfo) -> Path:
 def extract_distributed(out: str | os.PathLike[str], info: RankInfo, **options: Any) -> Any:
     """Extract this rank's shard, wait for every rank, and merge on rank 0.
 
-    Returns this rank's :class:`~gapscope.extract.summary.ExtractSummary`.
+    Returns this rank's :class:`~gapscope.extract.summary.ExtractSummary`; rank 0's holds
+    the merged store's rows and every rank's skipped files (``ranks`` set), its throughput
+    its own.
     """
     import torch.distributed as dist
 
@@ -64,10 +67,27 @@ def extract_distributed(out: str | os.PathLike[str], info: RankInfo, **options: 
             if overwrite or not _merged_already(out, shards[0]):
                 merge_stores(out, shards, overwrite=overwrite)
             _remove_shards(shards[0].parent)
+            summary = _merged_summary(summary, out, info.world_size)
         dist.barrier()
     finally:
         dist.destroy_process_group()
     return summary
+
+
+def _merged_summary(summary: Any, out: Path, ranks: int) -> Any:
+    """Rank 0's summary with the merged store's rows and skipped files: the skips of every
+    rank's slice are listed, not rank 0's alone."""
+    from gapscope.data.store import EmbeddingStore
+
+    merged = EmbeddingStore.open(out)
+    return dataclasses.replace(
+        summary,
+        store=out,
+        rows={m: int(merged.info(m)["rows"]) for m in merged.modalities},
+        skipped=list(merged.manifest.get("skipped") or []),
+        shard=None,
+        ranks=ranks,
+    )
 
 
 def _merged_already(out: Path, shard: Path) -> bool:

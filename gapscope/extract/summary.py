@@ -29,6 +29,9 @@ class ExtractSummary:
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)
     # the class prompts written (n_classes, n_templates, path), when asked for
     classes: dict[str, Any] | None = None
+    # torchrun: the ranks merged into ``store`` (rows and skipped files are the merged
+    # store's; the throughput is rank 0's own)
+    ranks: int | None = None
 
     @property
     def items_per_second(self) -> float:
@@ -48,7 +51,9 @@ def print_summary(summary: ExtractSummary, console: Console | None = None) -> No
         out(f"{summary.store}: already complete, nothing to do (pass --overwrite to extract again)")
     rows = ", ".join(f"{m} {n:,}" for m, n in summary.rows.items()) or "no rows"
     shard = f" (shard {summary.shard})" if summary.shard else ""
-    out(f"[bold]Store[/bold] {summary.store}{shard}: {rows}")
+    # As gapscope merge says it.
+    merged = f" (merged from {summary.ranks} torchrun ranks)" if summary.ranks is not None else ""
+    out(f"[bold]Store[/bold] {summary.store}{shard}: {rows}{merged}")
     resumed = {m: n for m, n in summary.resumed.items() if n}
     if resumed and not summary.already_complete:
         out(
@@ -86,8 +91,9 @@ def print_summary(summary: ExtractSummary, console: Console | None = None) -> No
             for m, t in summary.throughput.items()
             if t["seconds"] > 0
         )
+        rank = "rank 0: " if summary.ranks is not None else ""
         out(
-            f"{summary.processed:,} items in {summary.seconds:.1f} s "
+            f"{rank}{summary.processed:,} items in {summary.seconds:.1f} s "
             f"({summary.items_per_second:,.1f} items/s; {rates})"
         )
 

@@ -245,6 +245,10 @@ def test_a_torchrun_rank_whose_slice_is_all_unreadable_ends_as_one_process(tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_same_store(tmp_path / "store", tmp_path / "single")
     assert len(EmbeddingStore.open(tmp_path / "store").manifest["skipped"]) == 2
+    # Rank 0 shows the merged store, and the files rank 1 skipped (rank 0 skipped none).
+    shown = " ".join(proc.stdout.split())
+    assert "store: image 2 (merged from 2 torchrun ranks)" in shown, proc.stdout
+    assert "Skipped 2 image" in shown and "c.png" in shown and "d.png" in shown
 
 
 def _unreadable_halves(root):
