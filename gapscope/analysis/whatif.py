@@ -325,16 +325,37 @@ class _SumsOfEveryFix:
         as :class:`~gapscope.engine.unit_rows.UnitRows` reads them): processes sharing the
         passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn, and every
         process folds every chunk's terms in row order, as one process does."""
-        rows = chunk_rows or STREAM_CHUNK_ROWS
-        chunks = list(row_blocks(x.shape[0], rows))
-        # A thread holds a chunk's unit rows, their scratch and a scenario's temporaries.
-        current_share().in_order(
-            len(chunks),
-            lambda c: self.chunk_terms(x[chunks[c][0] : chunks[c][1]]),
-            lambda c, terms: self.fold(chunks[c][0], terms),
-            self.size,
-            lane_bytes=4 * min(rows, x.shape[0]) * x.shape[1] * 8,
-        )
+        read_sums([(self, x, chunk_rows or STREAM_CHUNK_ROWS)])
+
+
+def read_sums(reads: list[tuple[_SumsOfEveryFix, Any, int]]) -> None:
+    """:meth:`_SumsOfEveryFix.read` of several modalities (``(feed, rows, chunk_rows)``) in
+    one scan: the chunks of the first, then of the next, each feed's folded in its row
+    order, so every feed gets the bits of a read of its own. One scan lets lanes, or the
+    processes sharing the passes, make two modalities' chunks side by side, where each
+    modality alone may be one chunk (20,000 rows are one 65,536-row chunk)."""
+    blocks = [
+        (feed, x, start, stop)
+        for feed, x, rows in reads
+        for start, stop in row_blocks(x.shape[0], rows)
+    ]
+    if not blocks:
+        return
+    sizes = {feed.size for feed, _, _ in reads}
+    if len(sizes) != 1:
+        raise ValueError(f"read_sums: the feeds' terms differ in size ({sorted(sizes)})")
+    # A thread holds a chunk's unit rows, their scratch and a scenario's temporaries.
+    held = max(4 * min(rows, x.shape[0]) * x.shape[1] * 8 for _, x, rows in reads)
+
+    def make(b: int) -> np.ndarray:
+        feed, x, start, stop = blocks[b]
+        return feed.chunk_terms(x[start:stop])
+
+    def fold(b: int, terms: np.ndarray) -> None:
+        feed, _, start, _ = blocks[b]
+        feed.fold(start, terms)
+
+    current_share().in_order(len(blocks), make, fold, sizes.pop(), lane_bytes=held)
 
 
 def _held_unit_rows(ctx: AnalysisContext, m: str) -> UnitRows | None:
@@ -372,6 +393,7 @@ def _measure_together(
     alone = current_share().world == 1
     base: dict[str, UnitRows] = {}
     feeds: dict[str, _SumsOfEveryFix] = {}
+    reads: list[tuple[_SumsOfEveryFix, Any, int]] = []
     for m in names:
         feeds[m] = _SumsOfEveryFix([s[m] for s in sums])
         held = _held_unit_rows(ctx, m) if fits else None
@@ -388,7 +410,9 @@ def _measure_together(
         if base[m] is held or not base[m].rows_seen:
             # Rows not read here (made by the analysis, or streamed): the sums get a read of
             # their own, cut where the unit rows' read cuts them.
-            feeds[m].read(ctx.raw[m], base[m].chunk_rows)
+            reads.append((feeds[m], ctx.raw[m], base[m].chunk_rows))
+    # Both modalities' reads in one scan, side by side.
+    read_sums(reads)
     # Every fix's rows of a modality from one read: their norms, and each row's dot products
     # with every offset of both modalities (the passes' row and column terms).
     a, b = names

@@ -335,6 +335,22 @@ def test_scenario_sums_come_from_the_unit_rows_read_alike_in_memory_and_streamed
     UnitRows(x, on_rows=whatif._SumsOfEveryFix([sums]).add, chunk_rows=16)
     assert np.array_equal(shifted.sum_w, sums.sum_w)
     assert np.array_equal(shifted.sum_unit, sums.sum_unit)
+    # Two modalities' reads in one scan (their chunks side by side): each feed's bits are
+    # those of a read of its own, chunks of different sizes included.
+    pair = [
+        whatif._TransformedSums(x.shape[1], np.full(x.shape[1], f), "x", "") for f in (0.05, -0.1)
+    ]
+    alone = [
+        whatif._TransformedSums(x.shape[1], np.full(x.shape[1], f), "x", "") for f in (0.05, -0.1)
+    ]
+    whatif.read_sums(
+        [(whatif._SumsOfEveryFix([pair[0]]), x, 16), (whatif._SumsOfEveryFix([pair[1]]), y, 7)]
+    )
+    whatif._SumsOfEveryFix([alone[0]]).read(x, chunk_rows=16)
+    whatif._SumsOfEveryFix([alone[1]]).read(y, chunk_rows=7)
+    for together, own in zip(pair, alone, strict=True):
+        assert np.array_equal(together.sum_w, own.sum_w)
+        assert np.array_equal(together.sum_unit, own.sum_unit)
 
 
 def test_shared_sums_cut_the_rows_where_the_unit_rows_read_does(monkeypatch):
