@@ -949,20 +949,14 @@ class EmbeddingStore:
             items.extend(_read_jsonl(part.with_name(f"{part.stem}.items.jsonl")))
         return items
 
-    def finalize(
-        self,
-        *,
-        normalized: Mapping[str, bool] | None = None,
-        empty_ok: bool = False,
-        **extra: Any,
-    ) -> None:
+    def finalize(self, *, normalized: Mapping[str, bool] | None = None, **extra: Any) -> None:
         """Concatenate the parts into ``<modality>.npy`` and ``.items.npz``; mark complete.
 
         ``normalized`` records, per modality, whether the encoder's outputs were already
         L2-normalised (the report shows it as ``normalized_by_encoder``); ``extra`` keys go into
-        the manifest. A store without a row is refused unless ``empty_ok`` (a shard of an
-        extract, whose slice may hold no batch or only unreadable files: the merge, not the
-        shard, needs rows). The manifest saying ``complete`` is written last, then ``parts/`` is
+        the manifest. A store without a row is refused unless it is a shard (:attr:`is_shard`:
+        its slice may hold no batch or only unreadable files; the merge, not the shard,
+        needs rows). The manifest saying ``complete`` is written last, then ``parts/`` is
         removed; a replacement (``staged``) is then swapped in (:meth:`swap_in`), and a lock
         this store took is released.
         """
@@ -980,7 +974,7 @@ class EmbeddingStore:
             if parts:
                 modalities[modality] = self._concatenate(modality, parts, digest, codes)
                 modalities[modality]["normalized"] = bool((normalized or {}).get(modality, False))
-        if not modalities and not empty_ok:
+        if not modalities and not self.is_shard:
             raise StoreError(f"{self.path}: nothing to finalise, no rows were written")
         dims = {info["dim"] for info in modalities.values()}
         if len(dims) > 1:
@@ -1382,7 +1376,7 @@ class EmbeddingStore:
     def validate(self) -> None:
         """Check every file against the manifest; raise :class:`StoreError` on the first problem."""
         if not self.modalities and not self.is_shard:
-            # A shard's slice may have made no row (finalize's empty_ok); a store may not.
+            # A shard's slice may have made no row (as finalize allows); a store may not.
             raise StoreError(f"{self.path}: store has no modalities")
         dims = set()
         for modality in self.modalities:

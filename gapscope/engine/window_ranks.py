@@ -280,11 +280,9 @@ def outranking_in_windows(
     if shared is not None:
         return _outranking_shared(unit, queries, items, rows, windows, keys, shared)
     picked = items[rows, windows].astype(np.int64)
-    # Each window's item is scored once, however many keys it holds.
-    slots = rows * items.shape[1] + windows
-    _, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
-    s_key, s_item = _window_scores(unit, queries, rows, keys, rows[first], picked[first])
-    s_item = s_item[inverse.reshape(-1)]
+    # Each window's item is scored once, however many keys it holds: ordered_scores scores
+    # each distinct pair once.
+    s_key, s_item = _window_scores(unit, queries, rows, keys, rows, picked)
     outranks = (s_key > s_item) | ((s_key == s_item) & (keys < picked))
     out = np.zeros(items.shape, dtype=np.int32)
     np.add.at(out, (rows[outranks], windows[outranks]), 1)

@@ -756,7 +756,8 @@ def _finalize(
 ) -> None:
     rows = {m: store.rows_written(m) for m in dataset.modalities}
     try:
-        _check_some_rows(rows, dataset, plans, skips, whole=whole)
+        if whole:
+            _check_some_rows(rows, dataset, plans, skips)
     except GapscopeError:
         # Input that cannot make a store leaves the store it would have replaced alone, and
         # nothing of its own: the same arguments fail again, and fixed files change the
@@ -765,7 +766,6 @@ def _finalize(
         raise
     store.finalize(
         normalized={m: encoder.normalized(m) for m in dataset.modalities if rows[m]},
-        empty_ok=not whole,
         skipped=skips.entries(),
     )
 
@@ -775,18 +775,15 @@ def _check_some_rows(
     dataset: Dataset,
     plans: dict[str, list[range]],
     skips: SkipLog,
-    *,
-    whole: bool = True,
 ) -> None:
     """Refuse a whole extract of which every file of a modality was unreadable.
 
-    A shard is never refused for its rows: its slice may hold no batch (more shards than
-    batches) or only unreadable files, while the others hold rows, and one process's extract
-    of the same data would succeed. Such a shard is finished with no rows and its skipped
-    files listed, and ``merge`` checks the whole (:func:`check_readable_rows`), so shards, or
-    ``torchrun`` ranks, end as one process would, whatever their count."""
-    if not whole:
-        return
+    A shard is never checked so: its slice may hold no batch (more shards than batches) or
+    only unreadable files, while the others hold rows, and one process's extract of the same
+    data would succeed. Such a shard is finished with no rows and its skipped files listed
+    (:attr:`~gapscope.data.store.EmbeddingStore.is_shard`), and ``merge`` checks the whole
+    (:func:`check_readable_rows`), so shards, or ``torchrun`` ranks, end as one process
+    would, whatever their count."""
     for modality in dataset.modalities:
         if plans[modality] and rows[modality] == 0:
             check_readable_rows(modality, 0, skips.entries(), planned=plans[modality])

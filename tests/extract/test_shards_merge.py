@@ -136,7 +136,7 @@ def test_only_a_shard_may_be_finished_without_rows(tmp_path):
     with pytest.raises(StoreError, match="nothing to finalise, no rows were written"):
         store.finalize()
     shard = EmbeddingStore.create(tmp_path / "t", encoder={}, dataset={}, extract={"shard": "1/2"})
-    shard.finalize(empty_ok=True)
+    shard.finalize()
     assert EmbeddingStore.open(tmp_path / "t").modalities == []
     # The same empty manifest without the shard record is not a store.
     manifest = tmp_path / "t" / "manifest.json"
