@@ -65,6 +65,7 @@ from gapscope.engine.validation import (
     check_same_dim,
     pair_groups,
 )
+from gapscope.engine.widening import WideningBuffer
 from gapscope.errors import EmbeddingError, GapscopeError
 from gapscope.metrics.zeroshot import ZeroShotResult, class_ranks, summarize_ranks
 
@@ -256,19 +257,33 @@ class _TransformedSums:
         """The float64 values of a chunk's terms."""
         return 1 + 2 * self.sum_w.size
 
-    def chunk_terms(self, unit: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None:
-        """A chunk's terms into ``out``: the chunk's first row without direction (``-1``:
-        none), then its sums of ``w_i`` and of ``w_i / ||w_i||``. ``unit`` are float64 unit
-        rows (left as they are), moved in ``scratch`` (same shape): the scenarios of a read
-        share one buffer instead of two new arrays each."""
-        d = self.sum_w.size
-        w = unit if self.offset is None else np.subtract(unit, self.offset, out=scratch)
+    def part_terms(self, unit: np.ndarray, first: bool, moved: np.ndarray, out: np.ndarray) -> int:
+        """Add a part of a chunk to the chunk's terms ``out`` (the chunk's sums of ``w_i`` and
+        of ``w_i / ||w_i||``, see :meth:`_SumsOfEveryFix.chunk_terms`). ``unit`` are the
+        part's float64 unit rows (left as they are); ``moved`` is scratch of one row more,
+        whose first row carries the sums so far, so each sum runs down the chunk's rows in
+        order (numpy adds along the first axis row after row): the bits of one sum over the
+        whole chunk. ``first``: the chunk's first part, whose sums start from its own first
+        row. Returns the part's first row without direction (``-1``: none), and then adds
+        nothing."""
+        d, k = self.sum_w.size, unit.shape[0]
+        w = moved[1 : k + 1]
+        if self.offset is None:
+            w[...] = unit
+        else:
+            np.subtract(unit, self.offset, out=w)
         norms, short = _norms_and_first_short(w)
-        out[0] = short
         if short >= 0:
-            return
-        out[1 : d + 1] = w.sum(axis=0)
-        out[d + 1 :] = np.divide(w, norms[:, None], out=scratch).sum(axis=0)
+            return short
+        for sums, values in ((out[1 : d + 1], w), (out[d + 1 :], None)):
+            if values is None:
+                np.divide(w, norms[:, None], out=w)
+            if first:
+                np.add.reduce(w, axis=0, out=sums)
+            else:
+                moved[0] = sums
+                np.add.reduce(moved[: k + 1], axis=0, out=sums)
+        return -1
 
     def fold(self, start: int, terms: np.ndarray) -> None:
         """Add the terms of the chunk of rows from ``start``, in row order."""
@@ -293,23 +308,46 @@ class _SumsOfEveryFix:
         ends = np.cumsum([s.size for s in sums]).tolist()
         self.spans = [slice(end - s.size, end) for s, end in zip(sums, ends, strict=True)]
         self.size = ends[-1] if ends else 0
+        # A thread's part of unit rows, and its moved rows below the sums so far (lanes may
+        # make chunks side by side).
+        self._unit, self._moved = WideningBuffer(np.float64), WideningBuffer(np.float64)
 
     @property
     def errors(self) -> list[EmbeddingError | None]:
         return [s.error for s in self.sums]
 
     def chunk_terms(self, rows: ArrayLike) -> np.ndarray:
-        """Every scenario's terms of a chunk of source rows, one after the other."""
+        """Every scenario's terms of a chunk of source rows, one after the other: the chunk's
+        first row without direction (``-1``: none), then its sums of ``w_i`` and of ``w_i /
+        ||w_i||``, each a sum down the chunk's rows in order.
+
+        The chunk is worked on a part of :func:`_part_rows` rows at a time, each part
+        normalised once and moved by every scenario's offset while it is in cache, so a
+        thread holds two parts of float64 rows rather than two float64 copies of the chunk
+        (512 MiB for a 65,536-row chunk at d = 512); the sums carry on from part to part, so
+        the parts do not change a bit."""
         if isinstance(rows, torch.Tensor):
             # bfloat16 has no numpy type: widened to float32, exactly.
             wide = rows.float() if rows.dtype == torch.bfloat16 else rows
             rows = wide.detach().cpu().numpy()
-        unit = unit_rows(rows)  # normalised once for every scenario
-        scratch = np.empty_like(unit)
+        n, d = rows.shape
+        part = _part_rows(d)
+        moved = self._moved.empty((min(n, part) + 1, d))
         # Zeros: a failed scenario's sums are never set, and the chunk's bytes stay defined.
         out = np.zeros(self.size)
-        for sums, span in zip(self.sums, self.spans, strict=True):
-            sums.chunk_terms(unit, scratch, out[span])
+        out[[span.start for span in self.spans]] = -1.0
+        failed = [False] * len(self.sums)
+        for lo in range(0, n, part):
+            hi = min(n, lo + part)
+            unit = unit_rows(rows[lo:hi], self._unit)  # normalised once for every scenario
+            for f, (sums, span) in enumerate(zip(self.sums, self.spans, strict=True)):
+                if failed[f]:
+                    continue
+                short = sums.part_terms(unit, lo == 0, moved, out[span])
+                if short >= 0:
+                    failed[f] = True
+                    out[span] = 0.0
+                    out[span.start] = lo + short
         return out
 
     def fold(self, start: int, terms: np.ndarray) -> None:
@@ -328,6 +366,13 @@ class _SumsOfEveryFix:
         read_sums([(self, x, chunk_rows or STREAM_CHUNK_ROWS)])
 
 
+def _part_rows(dim: int) -> int:
+    """Rows of a part of :meth:`_SumsOfEveryFix.chunk_terms`: 1 MiB of float64 (256 rows at
+    d = 512), so a part's unit rows and their moved copy stay near the core, in parts big
+    enough that numpy's calls on them cost little beside their work."""
+    return max(1, (1 << 20) // (8 * max(dim, 1)))
+
+
 def read_sums(reads: list[tuple[_SumsOfEveryFix, Any, int]]) -> None:
     """:meth:`_SumsOfEveryFix.read` of several modalities (``(feed, rows, chunk_rows)``) in
     one scan: the chunks of the first, then of the next, each feed's folded in its row
@@ -344,8 +389,9 @@ def read_sums(reads: list[tuple[_SumsOfEveryFix, Any, int]]) -> None:
     sizes = {feed.size for feed, _, _ in reads}
     if len(sizes) != 1:
         raise ValueError(f"read_sums: the feeds' terms differ in size ({sorted(sizes)})")
-    # A thread holds a chunk's unit rows, their scratch and a scenario's temporaries.
-    held = max(4 * min(rows, x.shape[0]) * x.shape[1] * 8 for _, x, rows in reads)
+    # A thread holds a chunk's source rows as read (a streamed store's chunk is read whole;
+    # counted as float64) and two parts of float64 rows.
+    held = max(min(rows, x.shape[0]) * x.shape[1] * 8 for _, x, rows in reads) + 2 * (1 << 20)
 
     def make(b: int) -> np.ndarray:
         feed, x, start, stop = blocks[b]

@@ -353,6 +353,32 @@ def test_scenario_sums_come_from_the_unit_rows_read_alike_in_memory_and_streamed
         assert np.array_equal(together.sum_unit, own.sum_unit)
 
 
+@pytest.mark.parametrize("part", [1, 3, 7, 1000])
+def test_scenario_sums_made_in_parts_equal_sums_over_the_whole_chunk(monkeypatch, part):
+    # A chunk's sums are made a few rows at a time, carried from part to part: the bits of
+    # each scenario's sum down the whole chunk (numpy adds along the first axis in row order),
+    # and the first row a scenario sends to the origin, wherever its part.
+    from gapscope.analysis import whatif
+    from gapscope.engine.normalization import unit_rows
+
+    monkeypatch.setattr(whatif, "_part_rows", lambda dim: part)
+    rng = np.random.default_rng(part)
+    x = (rng.normal(size=(40, 6)) * np.exp(rng.normal(size=(40, 1)) * 4)).astype(np.float32)
+    unit = unit_rows(x)
+    offsets = [None, rng.normal(size=6) * 0.2, unit[29].copy(), -rng.normal(size=6) * 0.05]
+    feed = whatif._SumsOfEveryFix([whatif._TransformedSums(6, p, "x", "why") for p in offsets])
+    terms = feed.chunk_terms(x)
+    for p, span in zip(offsets, feed.spans, strict=True):
+        w = unit if p is None else unit - p
+        norms = np.sqrt(np.einsum("ij,ij->i", w, w))
+        if p is offsets[2]:
+            # Row 29 lands on the origin: no sums, the row named.
+            assert terms[span].tolist() == [29.0] + [0.0] * 12
+            continue
+        expected = np.concatenate([[-1.0], w.sum(axis=0), (w / norms[:, None]).sum(axis=0)])
+        assert np.array_equal(terms[span], expected)
+
+
 def test_shared_sums_cut_the_rows_where_the_unit_rows_read_does(monkeypatch):
     # Processes sharing the passes make the scenarios' sums in a read of their own; it cuts the
     # rows where the unit rows' read cuts them (here 16-row chunks, whatever the what-ifs' own
