@@ -37,3 +37,24 @@ def log_mean_exp(values: np.ndarray) -> tuple[float, float, np.ndarray]:
     top = float(values.max())
     shifted = np.exp(values - top)
     return top + math.log(float(shifted.mean())), top, shifted
+
+
+def times_power_of_two(x: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
+    """``numpy.ldexp(x, k, out=out)`` for float64 ``x``, bit for bit, by multiplication.
+
+    numpy's ``ldexp`` calls the C function once an element (about 4.6 ns an element here,
+    against 0.8 ns for a product). A product with ``2^k`` is the same number: it is rounded
+    once, correctly, as ``ldexp`` is, whenever ``2^k`` is a float64 (down to the subnormal
+    ``2^-1074``). Above ``2^1023`` it takes two products, each exact while the result stays
+    within range, as a scaling up of small rows does; beyond that, ``ldexp`` itself.
+
+    >>> x = np.array([3.0, 5e-324, -1.5e300])
+    >>> bool(np.array_equal(times_power_of_two(x, -1074, np.empty(3)), np.ldexp(x, -1074)))
+    True
+    """
+    if -1074 <= k <= 1023:
+        return np.multiply(x, 2.0**k, out=out)
+    if 1023 < k <= 2046:
+        np.multiply(x, 2.0**1023, out=out)
+        return np.multiply(out, 2.0 ** (k - 1023), out=out)
+    return np.ldexp(x, k, out=out)

@@ -12,6 +12,7 @@ from gapscope.engine.blocks import resolve_scan_rows, row_blocks
 from gapscope.engine.column_medians import column_medians
 from gapscope.engine.distributed import current_share
 from gapscope.engine.normalization import row_norms
+from gapscope.engine.numerics import times_power_of_two
 from gapscope.engine.pipelining import PerThread, one_blas_thread
 from gapscope.engine.validation import ArrayLike, Rows, check_embeddings, check_same_dim
 from gapscope.engine.widening import WideningBuffer
@@ -467,9 +468,8 @@ class RawMomentsScan:
             # A norm beyond float64: from the largest entry, with room for sqrt(d) of them.
             top = float(np.abs(wide).max())
             exponent = int(np.frexp(top)[1]) + math.ceil(math.log2(math.sqrt(wide.shape[1])))
-        # ldexp, not a product with 2^-exponent: that power is inf for subnormal rows.
-        scaled = self._centred.empty(wide.shape)
-        np.ldexp(wide, -exponent, out=scaled)
+        # ldexp's numbers (exact but where the result is subnormal), made by products.
+        scaled = times_power_of_two(wide, -exponent, self._centred.empty(wide.shape))
         out = np.empty(self.size)
         out[0] = exponent
         _block_moments(scaled, scaled, out[1:])
