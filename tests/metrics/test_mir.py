@@ -313,6 +313,13 @@ def test_a_far_row_among_many_is_found():
         ([[1.0 + 2.0**-20, 7e4], [0.25, 3.0]], np.float32, "float32"),
         ([[1.0 + 2.0**-10, 0.5], [0.25, 3.0]], np.float16, "float16"),
         ([[2.0**17, 0.5], [0.25, 3.0]], np.float32, "bfloat16"),  # beyond float16 range
+        ([[1.0 + 2.0**-10, 0.5], [0.25, 3.0]], np.float32, "float16"),
+        ([[1.0, 0.5], [0.25, 3.0]], np.float16, "bfloat16"),
+        ([[1.0 + 2.0**-7, -0.5], [0.25, 3.0]], np.float16, "bfloat16"),
+        ([[1.0 + 2.0**-8, 0.5], [0.25, 3.0]], np.float16, "float16"),
+        # float16 subnormals: 3 * 2^-24 has two significant bits, 1023 * 2^-24 ten.
+        ([[3 * 2.0**-24, 0.5], [0.25, 3.0]], np.float16, "bfloat16"),
+        ([[1023 * 2.0**-24, 0.5], [0.25, 3.0]], np.float16, "float16"),
     ],
 )
 def test_the_rounding_format_is_the_narrowest_that_holds_every_value(values, dtype, expected):
