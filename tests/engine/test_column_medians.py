@@ -49,6 +49,19 @@ def test_both_ways_give_numpys_medians_on_every_kind_of_value(n, dtype):
         np.testing.assert_array_equal(column_medians(a, budget), expected)
 
 
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_lanes_take_slices_of_their_share_of_the_budget(monkeypatch, lanes):
+    # One process in lanes cuts the columns into a slice a lane (7 columns in 3 lanes: 3, 3
+    # and 1), each partitioned on its own thread: numpy's medians all the same.
+    a = _mixed(1001, np.float32, seed=lanes)
+    made = []
+    copy = cm._copy_transposed
+    monkeypatch.setattr(cm, "scan_lanes", lambda n_blocks, lane_bytes: lanes)
+    monkeypatch.setattr(cm, "_copy_transposed", lambda t, s: made.append(t.shape) or copy(t, s))
+    np.testing.assert_array_equal(cm._sliced_medians(a, 10**9), _expected(a))
+    assert sorted(made) == sorted((w, 1001) for w in ([4, 3] if lanes == 2 else [3, 3, 1]))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rows_in_the_other_byte_order(dtype):
     # A memory-mapped file keeps its byte order: the patterns are read in the machine's.
