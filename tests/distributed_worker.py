@@ -26,9 +26,11 @@ from gapscope.engine.moments import unit_scatter
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.offset_passes import (
     OffsetRows,
+    RowsToMove,
     offset_cross_passes,
     offset_modality_passes,
     offset_rows,
+    offset_rows_of_each,
 )
 from gapscope.engine.passes import CrossQueries, cross_pair_pass, modality_pass
 from gapscope.engine.unit_rows import UnitRows
@@ -166,6 +168,21 @@ def _whatif_arrays(
         out[f"whatif_{v}_factors"] = view.factors.numpy()
     known = moved[0].dots.known
     out["whatif_dots"] = np.concatenate([known[k] for k in sorted(known)])
+    # Both modalities in one scan (chunks of 37 and of 53 rows, y's 1,060 rows): each
+    # process makes some chunks of each, every process ends with every value.
+    y_chunked = UnitRows(y, in_memory=False, name="y", chunk_rows=53)
+    minus = [None if p is None else -p for p in offsets]
+    joint = offset_rows_of_each(
+        [
+            RowsToMove(chunked, offsets, "x", None, minus),
+            RowsToMove(y_chunked, minus, "y", None, offsets),
+        ]
+    )
+    for m, views in zip("xy", joint, strict=True):
+        known = views[0].dots.known
+        out[f"whatif_joint_{m}_dots"] = np.concatenate([known[k] for k in sorted(known)])
+        for v, view in enumerate(views):
+            out[f"whatif_joint_{m}_{v}_factors"] = view.factors.numpy()
     fixes = [None if p is None else p.astype(np.float64) for p in offsets]
     fixes.append(unit_rows(x[100:101])[0])
     sums = [whatif._TransformedSums(8, p, "x", "lands on the origin") for p in fixes]

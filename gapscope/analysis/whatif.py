@@ -48,9 +48,10 @@ from gapscope.engine.moments import unit_sums
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.numerics import log_mean_exp
 from gapscope.engine.offset_passes import (
+    RowsToMove,
     offset_cross_passes,
     offset_modality_passes,
-    offset_rows,
+    offset_rows_of_each,
 )
 from gapscope.engine.passes import ModalityPassResult
 from gapscope.engine.ranking import RetrievalResult, summarize
@@ -464,12 +465,11 @@ def _measure_together(
     a, b = names
     whys = [fix.why for fix in fixes]
     offsets = {m: [fix.offsets[i] for fix in fixes] for i, m in enumerate(names)}
-    moved = {
-        m: offset_rows(
-            base[m], offsets[m], name=m, whys=whys, dots_with=offsets[other], check=False
-        )
-        for m, other in ((a, b), (b, a))
-    }
+    # Both modalities' rows in one scan, side by side (as the sums above).
+    requests = [
+        RowsToMove(base[m], offsets[m], m, whys, offsets[other]) for m, other in ((a, b), (b, a))
+    ]
+    moved = dict(zip(names, offset_rows_of_each(requests, check=False), strict=True))
     # A fix that sends a row (or a class prompt) to the origin: the first one's error, in the
     # order measuring the fixes one by one would meet them.
     zeroshot = []

@@ -108,9 +108,11 @@ from gapscope.errors import EmbeddingError, GapscopeError
 __all__ = [
     "DERIVED_MAX_FACTOR",
     "OffsetRows",
+    "RowsToMove",
     "offset_cross_passes",
     "offset_modality_passes",
     "offset_rows",
+    "offset_rows_of_each",
 ]
 
 _U = 2.0**-24
@@ -212,6 +214,19 @@ class OffsetRows:
         return moved_unit_rows(rows, self._offset_t)[0]
 
 
+class RowsToMove(NamedTuple):
+    """One modality's request to :func:`offset_rows_of_each`: its unit rows, the offset of
+    every version (``None``: the rows as they are), the name and the reason an error gives
+    for a row sent to the origin, and the vectors whose dot products with every row the
+    passes need besides the offsets (the other modality's offsets)."""
+
+    base: UnitRows
+    offsets: Sequence[np.ndarray | None]
+    name: str = "x"
+    whys: Sequence[str] | None = None
+    dots_with: Sequence[np.ndarray | None] = ()
+
+
 def offset_rows(
     base: UnitRows,
     offsets: Sequence[np.ndarray | None],
@@ -231,79 +246,139 @@ def offset_rows(
         EmbeddingError: a row an offset sends to the origin (the first version's first; with
             ``check=False`` each version keeps its own for :meth:`OffsetRows.check`).
     """
-    whys = (
-        list(whys) if whys is not None else ["is sent to the origin by the offset"] * len(offsets)
+    (moved,) = offset_rows_of_each([RowsToMove(base, offsets, name, whys, dots_with)], check=check)
+    return moved
+
+
+def offset_rows_of_each(
+    requests: Sequence[RowsToMove], *, check: bool = True
+) -> list[list[OffsetRows]]:
+    """:func:`offset_rows` of several modalities from one scan of their rows: the chunks of
+    the first, then of the next, so that lanes, or the processes sharing the passes, make two
+    modalities' chunks side by side where each alone may be one chunk (20,000 rows are one
+    65,536-row chunk). A row's values depend on that row alone: the same bits as a scan a
+    modality.
+
+    Raises:
+        EmbeddingError: as :func:`offset_rows`, in the order of ``requests``.
+    """
+    plans = []
+    for request in requests:
+        base = request.base
+        moved = [None if p is None else _as_offset(p, base.shape[1]) for p in request.offsets]
+        others = (_as_offset(w, base.shape[1]) for w in request.dots_with if w is not None)
+        vectors = [v for v in (*moved, *others) if v is not None]
+        targets = [
+            torch.from_numpy(p.astype(np.float32)).to(base.device) for p in moved if p is not None
+        ]
+        plans.append((moved, _RowDots(base), targets, vectors))
+    norms = _scans(
+        [
+            (r.base, targets, dots, vectors)
+            for r, (_, dots, targets, vectors) in zip(requests, plans, strict=True)
+        ]
     )
-    moved = [None if p is None else _as_offset(p, base.shape[1]) for p in offsets]
-    dots = _RowDots(base)
-    vectors = [
-        v
-        for v in (*moved, *(_as_offset(w, base.shape[1]) for w in dots_with if w is not None))
-        if v is not None
-    ]
-    targets = [
-        torch.from_numpy(p.astype(np.float32)).to(base.device) for p in moved if p is not None
-    ]
-    it = iter(_scan(base, targets, dots, vectors))
-    return [
-        OffsetRows(
-            base,
-            p,
-            name=name,
-            why=why,
-            norms=None if p is None else next(it),
-            dots=dots,
-            check=check,
+    out = []
+    for request, (moved, dots, _, _), found in zip(requests, plans, norms, strict=True):
+        whys = (
+            list(request.whys)
+            if request.whys is not None
+            else ["is sent to the origin by the offset"] * len(moved)
         )
-        for p, why in zip(moved, whys, strict=True)
-    ]
+        it = iter(found)
+        out.append(
+            [
+                OffsetRows(
+                    request.base,
+                    p,
+                    name=request.name,
+                    why=why,
+                    norms=None if p is None else next(it),
+                    dots=dots,
+                    check=check,
+                )
+                for p, why in zip(moved, whys, strict=True)
+            ]
+        )
+    return out
 
 
 def _scan(
     base: UnitRows, targets: Sequence[torch.Tensor], dots: _RowDots, vectors: Sequence[np.ndarray]
 ) -> list[np.ndarray]:
-    """One read of ``base``'s rows: the norms of the rows moved by each of ``targets`` (float32
-    offsets on the rows' device), returned, and the dot products with ``vectors`` kept in
-    ``dots``.
+    """:func:`_scans` of one modality."""
+    return _scans([(base, targets, dots, vectors)])[0]
+
+
+def _scans(
+    reads: Sequence[tuple[UnitRows, Sequence[torch.Tensor], _RowDots, Sequence[np.ndarray]]],
+) -> list[list[np.ndarray]]:
+    """One read of each modality's rows, ``(base, targets, dots, vectors)``, in one scan: the
+    norms of the rows moved by each of ``targets`` (float32 offsets on the rows' device),
+    returned, and the dot products with ``vectors`` kept in ``dots``.
 
     The rows are read a chunk at a time and worked on in parts of at most
-    :data:`_SCAN_ROWS` rows, so that the float64 work on them stays small. Processes sharing
-    the passes (:mod:`~gapscope.engine.distributed`) take the chunks in turn and every process
-    gets every row's values: a row's norm and dot products depend on that row alone."""
-    n = base.shape[0]
-    unique = list({v.tobytes(): v for v in vectors}.values())
-    outputs = np.empty((len(targets) + len(unique), n), dtype=np.float64)
-    if not outputs.shape[0]:
-        return []
+    :data:`_SCAN_ROWS` rows, so that the float64 work on them stays small. The chunks of
+    every modality form one :meth:`~gapscope.engine.distributed.Share.in_order` scan: lanes,
+    or the processes sharing the passes, take them in turn and every process gets every
+    row's values (a row's norm and dot products depend on that row alone)."""
+    plans = []
+    for base, targets, _, vectors in reads:
+        unique = list({v.tobytes(): v for v in vectors}.values())
+        outputs = np.empty((len(targets) + len(unique), base.shape[0]), dtype=np.float64)
+        plans.append((base, targets, unique, outputs, max(1, min(base.shape[0], base.chunk_rows))))
+    blocks = [
+        (p, start, min(base.shape[0], start + chunk))
+        for p, (base, _, _, outputs, chunk) in enumerate(plans)
+        if outputs.shape[0]
+        for start in range(0, base.shape[0], chunk)
+    ]
+    size = max((plans[p][3].shape[0] * (stop - start) for p, start, stop in blocks), default=0)
 
-    def make(start: int, stop: int) -> np.ndarray:
+    def make(b: int) -> np.ndarray:
+        p, start, stop = blocks[b]
+        base, targets, unique, outputs, _ = plans[p]
         rows = base.block(start, stop)
-        values = np.empty((outputs.shape[0], stop - start), dtype=np.float64)
+        values = np.zeros(size)
+        into = values[: outputs.shape[0] * (stop - start)].reshape(outputs.shape[0], -1)
         for lo in range(0, stop - start, _SCAN_ROWS):
             hi = min(stop - start, lo + _SCAN_ROWS)
             part = rows[lo:hi]
             for t, target in enumerate(targets):
-                values[t, lo:hi] = moved_norms(part, target)
+                into[t, lo:hi] = moved_norms(part, target)
             if unique:
                 # numpy sums along each row, so a row's value does not depend on the threads.
                 part64 = part.cpu().numpy().astype(np.float64)
                 for k, vector in enumerate(unique):
-                    values[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
+                    into[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
         return values
 
-    chunk = max(1, min(n, base.chunk_rows))
+    def fold(b: int, values: np.ndarray) -> None:
+        p, start, stop = blocks[b]
+        outputs = plans[p][3]
+        outputs[:, start:stop] = values[: outputs.shape[0] * (stop - start)].reshape(
+            outputs.shape[0], -1
+        )
+
     # A thread holds a chunk of rows (float32, normalised anew when streamed), a part's
     # float64 copy and the chunk's values. Rows on a GPU are read a chunk at a time: lanes
     # would hold one a lane in the device's memory.
     held = None
-    if base.device.type == "cpu":
-        held = chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8
-    current_share().rows_in_order(outputs, chunk, make, lane_bytes=held)
-    # The dot products are kept for the passes; a copy of their own, so the norms (used once,
-    # for the factors) are not held with them.
-    kept = outputs[len(targets) :].copy()
-    dots.known.update((v.tobytes(), out) for v, out in zip(unique, kept, strict=True))
-    return list(outputs[: len(targets)])
+    if all(base.device.type == "cpu" for base, *_ in plans):
+        held = 16 * size + max(
+            (chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8)
+            for base, _, _, _, chunk in plans
+        )
+    if blocks:
+        current_share().in_order(len(blocks), make, fold, size, lane_bytes=held)
+    out = []
+    for (_, targets, unique, outputs, _), (_, _, dots, _) in zip(plans, reads, strict=True):
+        # The dot products are kept for the passes; a copy of their own, so the norms (used
+        # once, for the factors) are not held with them.
+        kept = outputs[len(targets) :].copy()
+        dots.known.update((v.tobytes(), o) for v, o in zip(unique, kept, strict=True))
+        out.append(list(outputs[: len(targets)]))
+    return out
 
 
 #: Rows a part of :func:`_scan`: 16 MiB of float64 at d = 512.

@@ -290,13 +290,13 @@ def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
         return block(start, stop)
 
     scans = []
-    scan = offset_passes._scan
+    scan = offset_passes._scans
 
-    def counted_scan(base, *args):
-        scans.append(base is base_x)
-        return scan(base, *args)
+    def counted_scan(reads):
+        scans.extend(read[0] is base_x for read in reads)
+        return scan(reads)
 
-    monkeypatch.setattr(offset_passes, "_scan", counted_scan)
+    monkeypatch.setattr(offset_passes, "_scans", counted_scan)
     monkeypatch.setattr(base_x, "block", counted_block)
     moved_x = offset_rows(base_x, px, name="x", dots_with=py)
     # One scan, each chunk read once.
@@ -327,6 +327,35 @@ def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
     assert scans.count(True) == 1
     with pytest.raises(EmbeddingError, match="row 0 lands"):
         offset_rows(UnitRows(x), [None, ref.unit(x[:1])[0]], whys=["", "lands"])
+
+
+def test_both_modalities_in_one_scan_give_the_values_of_a_scan_each():
+    # offset_rows_of_each: chunks of 16 and of 7 rows, a different number of vectors a
+    # modality (y's offsets without the shared None), the same factors and dot products as
+    # offset_rows one modality at a time, and a row sent to the origin named in its request.
+    from gapscope.engine.offset_passes import RowsToMove, offset_rows, offset_rows_of_each
+
+    x, y, _ = _data(n=60, seed=11)
+    pairs = _offsets(x, y)
+    px, py = [p for p, _ in pairs], [q for _, q in pairs][1:]
+    base_x = UnitRows(x, in_memory=False, chunk_rows=16)
+    base_y = UnitRows(y, in_memory=False, chunk_rows=7)
+    joint = offset_rows_of_each(
+        [RowsToMove(base_x, px, "x", None, py), RowsToMove(base_y, py, "y", None, px)]
+    )
+    alone = [offset_rows(base_x, px, dots_with=py), offset_rows(base_y, py, dots_with=px)]
+    for together, own in zip(joint, alone, strict=True):
+        assert len(together) == len(own)
+        for a, b in zip(together, own, strict=True):
+            assert torch.equal(a.factors, b.factors)
+        assert together[0].dots.known.keys() == own[0].dots.known.keys()
+        for key, values in own[0].dots.known.items():
+            np.testing.assert_array_equal(together[0].dots.known[key], values)
+    lands = ref.unit(y[5:6])[0]
+    with pytest.raises(EmbeddingError, match="y: row 5 lands"):
+        offset_rows_of_each(
+            [RowsToMove(base_x, px, "x"), RowsToMove(base_y, [None, lands], "y", ["", "lands"])]
+        )
 
 
 def test_versions_are_checked():
