@@ -25,10 +25,12 @@ from gapscope.engine.distributed import ProcessCrashedError, current_share
 from gapscope.engine.moments import unit_scatter
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.offset_passes import (
+    ModalityToPass,
     OffsetRows,
     RowsToMove,
     offset_cross_passes,
     offset_modality_passes,
+    offset_modality_passes_of_each,
     offset_rows,
     offset_rows_of_each,
 )
@@ -178,6 +180,21 @@ def _whatif_arrays(
             RowsToMove(y_chunked, minus, "y", None, offsets),
         ]
     )
+    # Both modalities' passes over every row as one list of blocks (530 and 1,060 keys),
+    # shared out among the processes.
+    held_x, held_y = UnitRows(x), UnitRows(y)
+    both = offset_modality_passes_of_each(
+        [
+            ModalityToPass(held_x, [OffsetRows(held_x, p) for p in offsets[1:]], labels),
+            ModalityToPass(held_y, [OffsetRows(held_y, p) for p in minus[1:]], gy),
+        ],
+        k=KS,
+        block_size=block_size,
+    )
+    for m, results in zip("xy", both, strict=True):
+        for v, r in enumerate(results):
+            out[f"whatif_both_{m}_{v}_terms"] = r.uniformity_row_terms
+            out[f"whatif_both_{m}_{v}_ranks"] = r.retrieval.first_rank
     for m, views in zip("xy", joint, strict=True):
         known = views[0].dots.known
         out[f"whatif_joint_{m}_dots"] = np.concatenate([known[k] for k in sorted(known)])

@@ -48,9 +48,10 @@ from gapscope.engine.moments import unit_sums
 from gapscope.engine.normalization import unit_rows
 from gapscope.engine.numerics import log_mean_exp
 from gapscope.engine.offset_passes import (
+    ModalityToPass,
     RowsToMove,
     offset_cross_passes,
-    offset_modality_passes,
+    offset_modality_passes_of_each,
     offset_rows_of_each,
 )
 from gapscope.engine.passes import ModalityPassResult
@@ -492,18 +493,20 @@ def _measure_together(
         query_index_x=queries[0],
         query_index_y=queries[1],
     )
-    own = {
-        m: offset_modality_passes(
-            base[m],
-            [v[i] for v in versions],
-            ctx.relevance(m)[0],
-            k=opts.k,
-            t=opts.uniformity_t,
-            query_index=q,
-            block_size=opts.block_size,
-        )
+    # Both modalities' passes, their blocks shared out together.
+    passes = [
+        ModalityToPass(base[m], [v[i] for v in versions], ctx.relevance(m)[0], q)
         for i, (m, q) in enumerate(zip(names, queries, strict=True))
-    }
+    ]
+    own = dict(
+        zip(
+            names,
+            offset_modality_passes_of_each(
+                passes, k=opts.k, t=opts.uniformity_t, block_size=opts.block_size
+            ),
+            strict=True,
+        )
+    )
     out = []
     for f, fix in enumerate(fixes):
         a_to_b, b_to_a = cross[f]

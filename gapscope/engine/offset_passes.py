@@ -107,10 +107,12 @@ from gapscope.errors import EmbeddingError, GapscopeError
 
 __all__ = [
     "DERIVED_MAX_FACTOR",
+    "ModalityToPass",
     "OffsetRows",
     "RowsToMove",
     "offset_cross_passes",
     "offset_modality_passes",
+    "offset_modality_passes_of_each",
     "offset_rows",
     "offset_rows_of_each",
 ]
@@ -515,6 +517,19 @@ class _Moved:
 _CACHED_ROWS = 32
 
 
+class _BlockJob(NamedTuple):
+    """A pass for :func:`_jobs_in_blocks`: blocks of ``base_q``'s query ``rows`` (``block``
+    rows each) against every row of ``base_k``, turned into each of ``moved``'s versions and
+    handed to ``consume`` (as :func:`_version_blocks` describes)."""
+
+    base_q: UnitRows
+    base_k: UnitRows
+    rows: np.ndarray
+    block: int
+    moved: list[_Moved]
+    consume: Callable[[int, np.ndarray, int, torch.Tensor, int], None]
+
+
 def _version_blocks(
     base_q: UnitRows,
     base_k: UnitRows,
@@ -538,65 +553,107 @@ def _version_blocks(
     the product and the versions' scores are made on this thread while a worker thread
     consumes the previous scores, in two buffers of versions' scores. Every row is consumed
     whole, so neither the parts nor the lanes change a number."""
-    if not moved:
-        return
-    n_keys = base_k.shape[0]
-    starts = list(range(0, rows.size, block))
-    share = current_share()
-    mine = share.blocks(len(starts))
-    rows_max = min(block, max(rows.size, 1))
-    part = _part_rows(rows_max, n_keys)
-    device = base_q.device
-    # A lane's buffers: its block's product, a part's versions' scores and the consumer's
-    # flags of them, and a scratch tile for blocks that cover tiles in part.
-    lane_bytes = (4 * rows_max + 5 * part) * n_keys + base_k.scratch_bytes(block)
-    lanes = lane_count(device, len(mine), lane_bytes)
-    products = [score_buffer(rows_max, n_keys, device) for _ in range(max(lanes, 1))]
-    outputs = [score_buffer(part, n_keys, device) for _ in range(max(lanes, 2))]
-    queries = lambda a, z: base_q.take(rows[a:z])  # noqa: E731
+    _jobs_in_blocks([_BlockJob(base_q, base_k, rows, block, moved, consume)])
 
-    def multiply(b: int, lane: int) -> tuple[int, np.ndarray]:
-        start = starts[mine[b]]
-        idx = rows[start : start + block]
-        base_k.block_scores(queries, rows.size, start, start + idx.size, products[lane][: idx.size])
-        return start, idx
+
+def _jobs_in_blocks(jobs: Sequence[_BlockJob]) -> None:
+    """:func:`_version_blocks` of several passes as one list of blocks: the blocks of the
+    first, then of the next, taken by the lanes (or shared among the processes) as one
+    pass's are. Two cross-modal directions of 5,000 queries in 1,024-row blocks are five
+    blocks each, which left one of two lanes a block to make alone at the end of each
+    direction; as one list of ten, the lanes make five each. Buffers of the same shape serve
+    every pass that has it."""
+    jobs = [job for job in jobs if job.moved and job.rows.size]
+    if not jobs:
+        return
+    share = current_share()
+    device = jobs[0].base_q.device
+    blocks = [
+        (j, start) for j, job in enumerate(jobs) for start in range(0, job.rows.size, job.block)
+    ]
+    mine = share.blocks(len(blocks))
+    # Each pass's buffers: its block's product, a part's versions' scores (and the consumer's
+    # flags of them), and a scratch tile for blocks that cover tiles in part.
+    rows_max = [min(job.block, job.rows.size) for job in jobs]
+    parts = [_part_rows(r, job.base_k.shape[0]) for r, job in zip(rows_max, jobs, strict=True)]
+    product_shapes = sorted(
+        {(r, job.base_k.shape[0]) for r, job in zip(rows_max, jobs, strict=True)}
+    )
+    output_shapes = sorted({(p, job.base_k.shape[0]) for p, job in zip(parts, jobs, strict=True)})
+    lane_bytes = (
+        sum(4 * r * n for r, n in product_shapes)
+        + sum(5 * p * n for p, n in output_shapes)
+        + max(job.base_k.scratch_bytes(job.block) for job in jobs)
+    )
+    lanes = lane_count(device, len(mine), lane_bytes)
+    products = [
+        {shape: score_buffer(*shape, device) for shape in product_shapes}
+        for _ in range(max(lanes, 1))
+    ]
+    outputs = [
+        {shape: score_buffer(*shape, device) for shape in output_shapes}
+        for _ in range(max(lanes, 2))
+    ]
+
+    def product_of(j: int, lane: int) -> torch.Tensor:
+        return products[lane][(rows_max[j], jobs[j].base_k.shape[0])]
+
+    def multiply(b: int, lane: int) -> tuple[int, int, np.ndarray]:
+        j, start = blocks[mine[b]]
+        job = jobs[j]
+        idx = job.rows[start : start + job.block]
+
+        def queries(a: int, z: int) -> torch.Tensor:
+            return job.base_q.take(job.rows[a:z])
+
+        job.base_k.block_scores(
+            queries, job.rows.size, start, start + idx.size, product_of(j, lane)[: idx.size]
+        )
+        return j, start, idx
 
     def version(
-        start: int, idx: np.ndarray, v: int, lo: int, lane: int, out: torch.Tensor
-    ) -> tuple[int, np.ndarray, int, torch.Tensor]:
-        hi = min(lo + part, idx.size)
+        j: int, start: int, idx: np.ndarray, v: int, lo: int, lane: int, out_lane: int
+    ) -> tuple[int, int, np.ndarray, int, torch.Tensor]:
+        job = jobs[j]
+        hi = min(lo + parts[j], idx.size)
         idx_t = torch.from_numpy(idx[lo:hi]).to(device)
-        scores = moved[v].apply(products[lane][lo:hi], idx_t, out[: hi - lo])
-        return start + lo, idx[lo:hi], v, scores
+        out = outputs[out_lane][(parts[j], job.base_k.shape[0])]
+        scores = job.moved[v].apply(product_of(j, lane)[lo:hi], idx_t, out[: hi - lo])
+        return j, start + lo, idx[lo:hi], v, scores
+
+    def hand(item: tuple[int, int, np.ndarray, int, torch.Tensor], lane: int) -> None:
+        j, start, idx, v, scores = item
+        jobs[j].consume(start, idx, v, scores, lane)
 
     if lanes:
 
         def work(b: int, lane: int) -> None:
-            start, idx = multiply(b, lane)
-            for v in range(len(moved)):
-                for lo in range(0, idx.size, part):
-                    consume(*version(start, idx, v, lo, lane, outputs[lane]), lane)
+            j, start, idx = multiply(b, lane)
+            for v in range(len(jobs[j].moved)):
+                for lo in range(0, idx.size, parts[j]):
+                    hand(version(j, start, idx, v, lo, lane, lane), lane)
 
         in_lanes(len(mine), lanes, work, before=share.keep_pace)
     else:
-        items = [
-            (b, v, lo)
-            for b in range(len(mine))
-            for v in range(len(moved))
-            for lo in range(0, min(block, rows.size - starts[mine[b]]), part)
-        ]
+        items = []
+        for b in range(len(mine)):
+            j, start = blocks[mine[b]]
+            size = min(jobs[j].block, jobs[j].rows.size - start)
+            items += [
+                (b, v, lo) for v in range(len(jobs[j].moved)) for lo in range(0, size, parts[j])
+            ]
 
-        def make(item: int) -> tuple[int, np.ndarray, int, torch.Tensor]:
+        def make(item: int) -> tuple[int, int, np.ndarray, int, torch.Tensor]:
             b, v, lo = items[item]
             if v == 0 and lo == 0:
                 share.keep_pace(b)
                 multiply(b, 0)
-            start = starts[mine[b]]
-            idx = rows[start : start + block]
-            return version(start, idx, v, lo, 0, outputs[item % 2])
+            j, start = blocks[mine[b]]
+            idx = jobs[j].rows[start : start + jobs[j].block]
+            return version(j, start, idx, v, lo, 0, item % 2)
 
-        pipelined(len(items), make, lambda item: consume(*item, 0))
-    share.catch_up(len(mine), len(starts))
+        pipelined(len(items), make, lambda item: hand(item, 0))
+    share.catch_up(len(mine), len(blocks))
 
 
 #: The largest buffer of versions' scores (two are used); a block bigger than that is made
@@ -704,6 +761,56 @@ def offset_modality_passes(
         EmbeddingError: bad codes, fewer than 2 rows.
         GapscopeError: a bad ``t``, ``k``, ``block_size`` or ``query_index``.
     """
+    (results,) = offset_modality_passes_of_each(
+        [ModalityToPass(base, versions, relevance, query_index)], k=k, t=t, block_size=block_size
+    )
+    return results
+
+
+class ModalityToPass(NamedTuple):
+    """One modality's request to :func:`offset_modality_passes_of_each`: its unit rows, the
+    :class:`OffsetRows` of its versions, its relevance codes and its query rows (as for
+    :func:`offset_modality_passes`)."""
+
+    base: UnitRows
+    versions: Sequence[OffsetRows]
+    relevance: ArrayLike | Sequence[int] | None = None
+    query_index: ArrayLike | Sequence[int] | None = None
+
+
+def offset_modality_passes_of_each(
+    requests: Sequence[ModalityToPass],
+    *,
+    k: int | Sequence[int] = (1, 5, 10),
+    t: float = 2.0,
+    block_size: int | None = None,
+) -> list[list[ModalityPassResult]]:
+    """:func:`offset_modality_passes` of several modalities, their blocks of query rows as
+    one list (:func:`_jobs_in_blocks`): two modalities of five blocks each keep two lanes
+    busy to the end. The same numbers as a call a modality.
+
+    Raises:
+        as :func:`offset_modality_passes`, in the order of ``requests``.
+    """
+    prepared = [
+        _modality_job(r.base, r.versions, r.relevance, r.query_index, k, t, block_size)
+        for r in requests
+    ]
+    _jobs_in_blocks([job for job, _ in prepared if job is not None])
+    return [finish() for _, finish in prepared]
+
+
+def _modality_job(
+    base: UnitRows,
+    versions: Sequence[OffsetRows],
+    relevance: ArrayLike | Sequence[int] | None,
+    query_index: ArrayLike | Sequence[int] | None,
+    k: int | Sequence[int],
+    t: float,
+    block_size: int | None,
+) -> tuple[_BlockJob | None, Callable[[], list[ModalityPassResult]]]:
+    """:func:`offset_modality_passes` up to its blocks: its sweeps made, its blocks' job
+    (``None`` when the sweeps did everything) and the results once the blocks are made."""
     cutoffs = check_k(k)
     n = base.shape[0]
     if n < 2:
@@ -733,7 +840,6 @@ def offset_modality_passes(
             intra.margin = moved.margin
         states.append(_Version(moved, intra, kernel))
 
-    share = current_share()
     # Sampled queries against keys normalised on the fly: the kernel from one sweep over
     # chunks of the keys (as modality_pass sums it: whatever is asked for, the same bits),
     # the ranks counted down the same chunks when the relevant rows are few enough to score
@@ -758,8 +864,32 @@ def offset_modality_passes(
             state.kernel.add_block(slice(start, start + idx.size), state.moved.finish(moved, idx_t))
 
     block_rows = _block_rows(rows, states, swept=swept, counted=counted)
+    job = None
     if block_rows is not None:
-        _version_blocks(base, base, block_rows, block, [state.moved for state in states], consume)
+        job = _BlockJob(base, base, block_rows, block, [state.moved for state in states], consume)
+    return job, lambda: _modality_results(
+        base, versions, derived, states, codes, sample, cutoffs, t, block_size, swept, counted
+    )
+
+
+def _modality_results(
+    base: UnitRows,
+    versions: Sequence[OffsetRows],
+    derived: list[int],
+    states: list[_Version],
+    codes: np.ndarray | None,
+    sample: np.ndarray | None,
+    cutoffs: Sequence[int],
+    t: float,
+    block_size: int | None,
+    swept: bool,
+    counted: bool,
+) -> list[ModalityPassResult]:
+    """The results of :func:`_modality_job`'s pass once its blocks are made: what the blocks
+    of this process made added over the processes, and the versions that are not derived
+    measured by passes over their own rows."""
+    share = current_share()
+    n = base.shape[0]
     results: list[ModalityPassResult | None] = [None] * len(versions)
     for v, state in zip(derived, states, strict=True):
         # What the blocks of this process made is added over the processes; the sweeps
@@ -920,8 +1050,11 @@ def offset_cross_passes(
     y_dots = [y.dots.get([x.offset])[0] for x, y in pairs]
     forward = [_Moved(x, y, xq, yp) for (x, y), xq, yp in zip(pairs, x_dots, y_dots, strict=True)]
     backward = [_Moved(y, x, yp, xq) for (x, y), xq, yp in zip(pairs, x_dots, y_dots, strict=True)]
-    x_to_y = _rows_direction(base_x, base_y, forward, gx, gy, sample_x, cutoffs, block_size)
-    y_to_x = _rows_direction(base_y, base_x, backward, gy, gx, sample_y, cutoffs, block_size)
+    x_job, x_done = _rows_direction(base_x, base_y, forward, gx, gy, sample_x, cutoffs, block_size)
+    y_job, y_done = _rows_direction(base_y, base_x, backward, gy, gx, sample_y, cutoffs, block_size)
+    # Both directions' blocks as one list, shared out together.
+    _jobs_in_blocks([job for job in (x_job, y_job) if job is not None])
+    x_to_y, y_to_x = x_done(), y_done()
     results: dict[int, tuple[RetrievalResult, RetrievalResult]] = dict(
         zip(derived, zip(x_to_y, y_to_x, strict=True), strict=True)
     )
@@ -952,10 +1085,14 @@ def _rows_direction(
     sample: np.ndarray | None,
     cutoffs: Sequence[int],
     block_size: int | None,
-) -> list[RetrievalResult]:
+) -> tuple[_BlockJob | None, Callable[[], list[RetrievalResult]]]:
     """First ranks of one direction's queries in every version, by rows of blocks of the one
     product ``U_q[queries] U_k^T``, or counted down its chunks of keys (sampled queries, keys
-    normalised on the fly, positives few enough to score up front)."""
+    normalised on the fly, positives few enough to score up front; counted here).
+
+    Returns the blocks' job (``None`` when counted down chunks), for the caller to run with
+    the other direction's (:func:`_jobs_in_blocks`), and ``finish``, which then adds the
+    ranks over the processes and summarises them a version."""
     members = GroupMembers(groups_k)
     eligible = members.count(groups_q) > 0
     rows = np.arange(base_q.shape[0]) if sample is None else sample
@@ -983,15 +1120,18 @@ def _rows_direction(
     share = current_share()
     counts = members.count(groups_q[evaluated])
     chunked = sample is not None and not base_k.in_memory and evaluated.size > 0
+    job = None
     if chunked and fits_columns(counts, n_keys):
         _cross_chunks(base_q, base_k, evaluated, moved, groups_q, groups_k, members, firsts)
     else:
-        _version_blocks(base_q, base_k, evaluated, block, moved, consume)
-        for first in firsts:
-            share.sum(first)
-    results = []
-    for first in firsts:
-        results.append(
+        job = _BlockJob(base_q, base_k, evaluated, block, moved, consume)
+
+    def finish() -> list[RetrievalResult]:
+        if job is not None:
+            # What the blocks of this process ranked, added over the processes.
+            for first in firsts:
+                share.sum(first)
+        return [
             summarize(
                 cutoffs,
                 first,
@@ -999,8 +1139,10 @@ def _rows_direction(
                 n_eligible_total=None if sample is None else int(np.count_nonzero(eligible)),
                 query_rows=evaluated,
             )
-        )
-    return results
+            for first in firsts
+        ]
+
+    return job, finish
 
 
 def _cross_chunks(

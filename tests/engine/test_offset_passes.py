@@ -329,6 +329,45 @@ def test_offset_rows_read_the_rows_once_for_every_version_and_pass(monkeypatch):
         offset_rows(UnitRows(x), [None, ref.unit(x[:1])[0]], whys=["", "lands"])
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_passes_of_both_modalities_as_one_list_of_blocks_give_each_ones_numbers(threads):
+    # offset_modality_passes_of_each: x's 60 rows and y's 45 (two shapes of buffers), their
+    # blocks of 16 query rows made as one list, in lanes (3 threads) or pipelined (1): every
+    # number of a call a modality.
+    from gapscope.engine.offset_passes import ModalityToPass, offset_modality_passes_of_each
+
+    x, _, labels = _data(n=60, seed=12)
+    y, _, labels_y = _data(n=45, seed=13)
+    base_x, base_y = UnitRows(x), UnitRows(y)
+    pairs = _offsets(x, y)
+    views_x = [OffsetRows(base_x, p) for p, _ in pairs]
+    views_y = [OffsetRows(base_y, q) for _, q in pairs]
+    alone_x = offset_modality_passes(base_x, views_x, labels, k=KS, block_size=16)
+    held = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        together = offset_modality_passes_of_each(
+            [
+                ModalityToPass(base_x, views_x, labels),
+                ModalityToPass(base_y, views_y, labels_y, np.arange(0, 45, 2)),
+            ],
+            k=KS,
+            block_size=16,
+        )
+        sampled_y = offset_modality_passes(
+            base_y, views_y, labels_y, k=KS, block_size=16, query_index=np.arange(0, 45, 2)
+        )
+    finally:
+        torch.set_num_threads(held)
+    for got, want in zip(together, [alone_x, sampled_y], strict=True):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a.uniformity_row_terms, b.uniformity_row_terms)
+            np.testing.assert_array_equal(a.retrieval.first_rank, b.retrieval.first_rank)
+            np.testing.assert_array_equal(
+                a.retrieval.average_precision, b.retrieval.average_precision
+            )
+
+
 def test_both_modalities_in_one_scan_give_the_values_of_a_scan_each():
     # offset_rows_of_each: chunks of 16 and of 7 rows, a different number of vectors a
     # modality (y's offsets without the shared None), the same factors and dot products as
