@@ -520,7 +520,7 @@ _CACHED_ROWS = 32
 class _BlockJob(NamedTuple):
     """A pass for :func:`_jobs_in_blocks`: blocks of ``base_q``'s query ``rows`` (``block``
     rows each) against every row of ``base_k``, turned into each of ``moved``'s versions and
-    handed to ``consume`` (as :func:`_version_blocks` describes)."""
+    handed to ``consume`` (as :func:`_jobs_in_blocks` describes)."""
 
     base_q: UnitRows
     base_k: UnitRows
@@ -530,20 +530,19 @@ class _BlockJob(NamedTuple):
     consume: Callable[[int, np.ndarray, int, torch.Tensor, int], None]
 
 
-def _version_blocks(
-    base_q: UnitRows,
-    base_k: UnitRows,
-    rows: np.ndarray,
-    block: int,
-    moved: list[_Moved],
-    consume: Callable[[int, np.ndarray, int, torch.Tensor, int], None],
-) -> None:
-    """``consume(start, idx, v, scores, lane)`` for every block of ``base_q``'s query ``rows``
-    (this process's share) and every version ``v``: ``scores`` are version ``v``'s scores of
-    the rows ``idx`` (positions ``start:``), read from the one product ``U_q[idx] U_k^T`` of
-    their block; ``lane`` names the thread that consumes them
-    (:func:`~gapscope.engine.pipelining.in_lanes`; ``0`` when pipelined), whose scratch
-    buffers are its own.
+def _jobs_in_blocks(jobs: Sequence[_BlockJob]) -> None:
+    """For every pass of ``jobs`` (:class:`_BlockJob`), ``consume(start, idx, v, scores,
+    lane)`` for every block of its query ``rows`` (this process's share) and every version
+    ``v``: ``scores`` are version ``v``'s scores of the rows ``idx`` (positions ``start:``),
+    read from the one product ``U_q[idx] U_k^T`` of their block; ``lane`` names the thread
+    that consumes them (:func:`~gapscope.engine.pipelining.in_lanes`; ``0`` when pipelined),
+    whose scratch buffers are its own.
+
+    The passes' blocks form one list, the blocks of the first, then of the next, taken by
+    the lanes (or shared among the processes) as one pass's are: two cross-modal directions
+    of 5,000 queries in 1,024-row blocks are five blocks each, which left one of two lanes a
+    block to make alone at the end of each direction; as one list of ten, the lanes make
+    five each. Buffers of the same shape serve every pass that has it.
 
     Each block's product is kept in one buffer until its last version is made, and a
     version's scores go to a buffer of at most :data:`_PART_BYTES`, a part of the block's
@@ -553,16 +552,6 @@ def _version_blocks(
     the product and the versions' scores are made on this thread while a worker thread
     consumes the previous scores, in two buffers of versions' scores. Every row is consumed
     whole, so neither the parts nor the lanes change a number."""
-    _jobs_in_blocks([_BlockJob(base_q, base_k, rows, block, moved, consume)])
-
-
-def _jobs_in_blocks(jobs: Sequence[_BlockJob]) -> None:
-    """:func:`_version_blocks` of several passes as one list of blocks: the blocks of the
-    first, then of the next, taken by the lanes (or shared among the processes) as one
-    pass's are. Two cross-modal directions of 5,000 queries in 1,024-row blocks are five
-    blocks each, which left one of two lanes a block to make alone at the end of each
-    direction; as one list of ten, the lanes make five each. Buffers of the same shape serve
-    every pass that has it."""
     jobs = [job for job in jobs if job.moved and job.rows.size]
     if not jobs:
         return
@@ -662,7 +651,7 @@ _PART_BYTES = 128 << 20
 
 
 def _part_rows(rows_max: int, n_keys: int) -> int:
-    """Rows of a part of a block (:func:`_version_blocks`): as many as fit :data:`_PART_BYTES`
+    """Rows of a part of a block (:func:`_jobs_in_blocks`): as many as fit :data:`_PART_BYTES`
     of float32 scores, at least one."""
     return max(1, min(rows_max, _PART_BYTES // (4 * max(n_keys, 1))))
 
@@ -682,7 +671,7 @@ def _version_chunks(
     or ``None`` when it has none; with ``own``, each query's own key is ``-inf``.
 
     For keys normalised on the fly: blocks of query rows against every key
-    (:func:`_version_blocks`) would read and normalise every key once a block (a 512 MiB
+    (:func:`_jobs_in_blocks`) would read and normalise every key once a block (a 512 MiB
     block holds 134 queries at a million keys, so 2,000 sampled queries read the keys 15
     times a pass). Here every query meets one chunk of keys at a time
     (:func:`~gapscope.engine.passes.sweep_key_chunks`, as the sampled kernel does), so the
