@@ -40,7 +40,7 @@ import contextlib
 import contextvars
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -423,33 +423,58 @@ class Share:
         >>> out.tolist()
         [[0.0, 1.0, 2.0, 3.0, 4.0], [-0.0, -1.0, -2.0, -3.0, -4.0]]
         """
-        if out.dtype != np.float64 or chunk < 1:
-            raise ValueError(
-                f"rows_in_order: a float64 out and a chunk >= 1, not {out.dtype}, {chunk}"
-            )
-        n = out.shape[-1]
-        lead = out.shape[:-1]
-        starts = range(0, n, chunk)
+        self.rows_in_order_of_each([(out, chunk, make)], lane_bytes=lane_bytes)
+
+    def rows_in_order_of_each(
+        self,
+        requests: Sequence[tuple[np.ndarray, int, Callable[[int, int], np.ndarray]]],
+        *,
+        lane_bytes: int | None = None,
+    ) -> None:
+        """:meth:`rows_in_order` of several ``(out, chunk, make)`` in one scan: the chunks of
+        the first, then of the next, so that lanes, or processes, make chunks of different
+        arrays side by side where each array alone may be one chunk (two modalities of
+        20,000 rows). Each chunk's values are padded to the largest request's chunk.
+
+        >>> a, b = np.zeros((1, 3)), np.zeros((2, 2))
+        >>> counts = lambda s, e: np.arange(s, e)[None] * 1.0
+        >>> Share().rows_in_order_of_each([(a, 2, counts), (b, 1, lambda s, e: np.ones((2, 1)))])
+        >>> a.tolist(), b.tolist()
+        ([[0.0, 1.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]])
+        """
+        chunks = []
+        for r, (out, chunk, _) in enumerate(requests):
+            if out.dtype != np.float64 or chunk < 1:
+                raise ValueError(
+                    f"rows_in_order: a float64 out and a chunk >= 1, not {out.dtype}, {chunk}"
+                )
+            n = out.shape[-1]
+            chunks += [(r, start, min(n, start + chunk)) for start in range(0, n, chunk)]
+        widths = [math.prod(out.shape[:-1]) * chunk for out, chunk, _ in requests]
+        size = max(widths, default=0)
 
         def made(c: int) -> np.ndarray:
-            start, stop = starts[c], min(n, starts[c] + chunk)
+            r, start, stop = chunks[c]
+            out, chunk, make = requests[r]
+            lead = out.shape[:-1]
             got = np.asarray(make(start, stop))
             if got.shape != (*lead, stop - start):
                 raise ValueError(
                     f"rows_in_order: make({start}, {stop}) gave shape {got.shape}, "
                     f"not {(*lead, stop - start)}"
                 )
-            values = np.zeros((*lead, chunk))
-            values[..., : stop - start] = got
-            return values.reshape(-1)
+            values = np.zeros(size)
+            values[: widths[r]].reshape(*lead, chunk)[..., : stop - start] = got
+            return values
 
         def fold(c: int, packed: np.ndarray) -> None:
-            start, stop = starts[c], min(n, starts[c] + chunk)
-            out[..., start:stop] = packed.reshape(*lead, chunk)[..., : stop - start]
+            r, start, stop = chunks[c]
+            out, chunk, _ = requests[r]
+            lead = out.shape[:-1]
+            out[..., start:stop] = packed[: widths[r]].reshape(*lead, chunk)[..., : stop - start]
 
-        size = math.prod(lead) * chunk
         held = None if lane_bytes is None else lane_bytes + 16 * size
-        self.in_order(len(starts), made, fold, size, lane_bytes=held)
+        self.in_order(len(chunks), made, fold, size, lane_bytes=held)
 
     def round(
         self,

@@ -321,58 +321,53 @@ def _scans(
 
     The rows are read a chunk at a time and worked on in parts of at most
     :data:`_SCAN_ROWS` rows, so that the float64 work on them stays small. The chunks of
-    every modality form one :meth:`~gapscope.engine.distributed.Share.in_order` scan: lanes,
-    or the processes sharing the passes, take them in turn and every process gets every
-    row's values (a row's norm and dot products depend on that row alone)."""
+    every modality form one scan
+    (:meth:`~gapscope.engine.distributed.Share.rows_in_order_of_each`): lanes, or the
+    processes sharing the passes, take them in turn and every process gets every row's
+    values (a row's norm and dot products depend on that row alone)."""
     plans = []
     for base, targets, _, vectors in reads:
         unique = list({v.tobytes(): v for v in vectors}.values())
         outputs = np.empty((len(targets) + len(unique), base.shape[0]), dtype=np.float64)
         plans.append((base, targets, unique, outputs, max(1, min(base.shape[0], base.chunk_rows))))
-    blocks = [
-        (p, start, min(base.shape[0], start + chunk))
-        for p, (base, _, _, outputs, chunk) in enumerate(plans)
+
+    def make_of(
+        base: UnitRows, targets: Sequence[torch.Tensor], unique: list[np.ndarray], count: int
+    ) -> Callable[[int, int], np.ndarray]:
+        def make(start: int, stop: int) -> np.ndarray:
+            rows = base.block(start, stop)
+            values = np.empty((count, stop - start), dtype=np.float64)
+            for lo in range(0, stop - start, _SCAN_ROWS):
+                hi = min(stop - start, lo + _SCAN_ROWS)
+                part = rows[lo:hi]
+                for t, target in enumerate(targets):
+                    values[t, lo:hi] = moved_norms(part, target)
+                if unique:
+                    # numpy sums along each row, so a row's value does not depend on the
+                    # threads.
+                    part64 = part.cpu().numpy().astype(np.float64)
+                    for k, vector in enumerate(unique):
+                        values[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
+            return values
+
+        return make
+
+    requests = [
+        (outputs, chunk, make_of(base, targets, unique, outputs.shape[0]))
+        for base, targets, unique, outputs, chunk in plans
         if outputs.shape[0]
-        for start in range(0, base.shape[0], chunk)
     ]
-    size = max((plans[p][3].shape[0] * (stop - start) for p, start, stop in blocks), default=0)
-
-    def make(b: int) -> np.ndarray:
-        p, start, stop = blocks[b]
-        base, targets, unique, outputs, _ = plans[p]
-        rows = base.block(start, stop)
-        values = np.zeros(size)
-        into = values[: outputs.shape[0] * (stop - start)].reshape(outputs.shape[0], -1)
-        for lo in range(0, stop - start, _SCAN_ROWS):
-            hi = min(stop - start, lo + _SCAN_ROWS)
-            part = rows[lo:hi]
-            for t, target in enumerate(targets):
-                into[t, lo:hi] = moved_norms(part, target)
-            if unique:
-                # numpy sums along each row, so a row's value does not depend on the threads.
-                part64 = part.cpu().numpy().astype(np.float64)
-                for k, vector in enumerate(unique):
-                    into[len(targets) + k, lo:hi] = np.multiply(part64, vector).sum(axis=1)
-        return values
-
-    def fold(b: int, values: np.ndarray) -> None:
-        p, start, stop = blocks[b]
-        outputs = plans[p][3]
-        outputs[:, start:stop] = values[: outputs.shape[0] * (stop - start)].reshape(
-            outputs.shape[0], -1
-        )
-
     # A thread holds a chunk of rows (float32, normalised anew when streamed), a part's
     # float64 copy and the chunk's values. Rows on a GPU are read a chunk at a time: lanes
     # would hold one a lane in the device's memory.
     held = None
     if all(base.device.type == "cpu" for base, *_ in plans):
-        held = 16 * size + max(
+        held = max(
             (chunk * base.shape[1] * 4 + _SCAN_ROWS * base.shape[1] * 8)
             for base, _, _, _, chunk in plans
         )
-    if blocks:
-        current_share().in_order(len(blocks), make, fold, size, lane_bytes=held)
+    if requests:
+        current_share().rows_in_order_of_each(requests, lane_bytes=held)
     out = []
     for (_, targets, unique, outputs, _), (_, _, dots, _) in zip(plans, reads, strict=True):
         # The dot products are kept for the passes; a copy of their own, so the norms (used
