@@ -277,14 +277,9 @@ class _TransformedSums:
         norms, short = _norms_and_first_short(w)
         if short >= 0:
             return short
-        for sums, values in ((out[1 : d + 1], w), (out[d + 1 :], None)):
-            if values is None:
-                np.divide(w, norms[:, None], out=w)
-            if first:
-                np.add.reduce(w, axis=0, out=sums)
-            else:
-                moved[0] = sums
-                np.add.reduce(moved[: k + 1], axis=0, out=sums)
+        _sum_down(moved, k, first, out[1 : d + 1])
+        np.divide(w, norms[:, None], out=w)
+        _sum_down(moved, k, first, out[d + 1 :])
         return -1
 
     def fold(self, start: int, terms: np.ndarray) -> None:
@@ -297,6 +292,18 @@ class _TransformedSums:
         d = self.sum_w.size
         self.sum_w += terms[1 : d + 1]
         self.sum_unit += terms[d + 1 :]
+
+
+def _sum_down(moved: np.ndarray, k: int, first: bool, sums: np.ndarray) -> None:
+    """``sums`` plus the ``k`` rows below ``moved``'s first, added row after row (numpy adds
+    along the first axis in order): the first row carries the sums so far, so a chunk's
+    parts sum as the whole chunk would. ``first``: the chunk's first part, which starts from
+    its own first row."""
+    if first:
+        np.add.reduce(moved[1 : k + 1], axis=0, out=sums)
+    else:
+        moved[0] = sums
+        np.add.reduce(moved[: k + 1], axis=0, out=sums)
 
 
 class _SumsOfEveryFix:
